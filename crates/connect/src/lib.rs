@@ -1,0 +1,15 @@
+//! Shared connector machinery: the `Sink` contract, delivery errors and their
+//! disposition, the clock, retry schedules, rate limiting and Standard Webhooks signing.
+//!
+//! This crate owns no vendor knowledge; connectors build on it so HTTP, retry and
+//! rate-limit logic live in one place.
+
+pub mod clock;
+pub mod error;
+pub mod retry;
+pub mod sink;
+
+pub use clock::{Clock, SystemClock};
+pub use error::{DeliveryError, Disposition};
+pub use retry::RetrySchedule;
+pub use sink::{Delivery, Idempotency, Receipt, Sink};

@@ -1,0 +1,89 @@
+//! The durable store: inbox (dedup by key), outbox jobs with leases, dead letters, cursors,
+//! id links and a hash-chained audit log. One `Store` trait, two backends (SQLite, PostgreSQL),
+//! one contract test suite.
+//!
+//! Times are Unix epoch milliseconds (`Millis`) passed in by the caller, never read from the
+//! system clock here, so schedules can be tested with a fake clock.
+
+pub type Millis = i64;
+
+mod types;
+pub use types::*;
+
+use async_trait::async_trait;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store cannot be reached or refused the write; intake must answer 503, not 2xx.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// The worker's lease was taken over (expired and re-claimed) or the job already finished.
+    #[error("lease on job {job_id} (version {version}) is no longer held")]
+    LeaseLost { job_id: i64, version: i64 },
+    #[error("no {what} with id {id}")]
+    NotFound { what: &'static str, id: String },
+    #[error("store migration failed: {0}")]
+    Migration(String),
+    #[error("invalid store url `{url}`: {reason}")]
+    BadUrl { url: String, reason: String },
+    #[error("store data is inconsistent: {0}")]
+    Corrupt(String),
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Commit a batch of intakes in ONE transaction (group commit). For each intake, in order:
+    /// insert the inbox row unless its `dedup_key` exists (then `Duplicate`, no jobs, no dead
+    /// letter); otherwise insert its jobs and its optional dead letter. Returns after the commit
+    /// is durable.
+    async fn ingest(&self, batch: &[Intake]) -> Result<Vec<IntakeOutcome>, StoreError>;
+
+    /// Lease up to `limit` due jobs of one destination for `lease_ms`. A job is claimable when it
+    /// is pending with `next_attempt_at <= now`, or leased with an expired lease, AND no earlier
+    /// job (lower id) with the same ordering key is pending or leased (per-key FIFO). Each claim
+    /// increments `lease_version` (the fencing token). Postgres uses `FOR UPDATE SKIP LOCKED`.
+    async fn claim(&self, destination: &str, owner: &str, limit: usize, lease_ms: i64, now: Millis)
+        -> Result<Vec<Job>, StoreError>;
+
+    /// Mark leased jobs done. Each lease is fenced: a stale lease yields `LeaseLost` in its slot.
+    async fn complete(&self, done: &[Completion], now: Millis) -> Result<Vec<Result<(), StoreError>>, StoreError>;
+
+    /// Failed attempt: attempts += 1, back to pending at `next_attempt_at`, keep `error`.
+    async fn retry_later(&self, lease: Lease, next_attempt_at: Millis, error: &str, now: Millis) -> Result<(), StoreError>;
+
+    /// Give up: attempts += 1, state dead, a dead-letter row with the reason.
+    async fn dead_letter(&self, lease: Lease, reason: &str, now: Millis) -> Result<(), StoreError>;
+
+    /// Graceful stop: give the job back without counting an attempt.
+    async fn release(&self, lease: Lease, now: Millis) -> Result<(), StoreError>;
+
+    /// Dead letters, newest first.
+    async fn list_dead(&self, limit: usize) -> Result<Vec<DeadLetter>, StoreError>;
+
+    /// Put a dead job back to pending (same idempotency key, attempts kept, due now). Dead letters
+    /// of events that never produced a job (parse failures) are not replayable and give NotFound.
+    async fn replay_dead(&self, job_id: i64, now: Millis) -> Result<(), StoreError>;
+
+    /// Drop a dead letter (the job stays dead, the dead-letter row is removed).
+    async fn drop_dead(&self, dead_letter_id: i64) -> Result<(), StoreError>;
+
+    async fn get_cursor(&self, name: &str) -> Result<Option<String>, StoreError>;
+    async fn put_cursor(&self, name: &str, value: &str, now: Millis) -> Result<(), StoreError>;
+
+    /// Links between ids in two systems (e.g. ERP record <-> DingTalk card).
+    async fn put_link(&self, link: &IdLink) -> Result<(), StoreError>;
+    async fn get_link(&self, kind: &str, left: &str) -> Result<Option<IdLink>, StoreError>;
+
+    /// Append one audit row; its hash covers the previous row's hash (a chain).
+    async fn audit_append(&self, entry: &NewAuditEntry) -> Result<AuditEntry, StoreError>;
+    async fn audit_list(&self, since: Millis, limit: usize) -> Result<Vec<AuditEntry>, StoreError>;
+    /// Recompute the whole chain; report the first row where it breaks.
+    async fn audit_verify(&self) -> Result<AuditVerification, StoreError>;
+
+    async fn stats(&self, now: Millis) -> Result<StoreStats, StoreError>;
+
+    /// Look up one job (admin views, tests).
+    async fn get_job(&self, job_id: i64) -> Result<Option<Job>, StoreError>;
+    /// Jobs of one event, for tests and the admin API.
+    async fn jobs_for_event(&self, event_id: &str) -> Result<Vec<Job>, StoreError>;
+}

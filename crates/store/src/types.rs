@@ -1,0 +1,163 @@
+use crate::Millis;
+use serde::{Deserialize, Serialize};
+
+/// One received event, ready to commit.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Intake {
+    /// Unique per source: e.g. `erp-events:msg_2Kx...` (the sender's webhook-id).
+    pub dedup_key: String,
+    pub event_id: String,
+    pub source: String,
+    pub received_at: Millis,
+    /// The canonical event as JSON.
+    pub event_json: String,
+    /// Outbox jobs derived from the event by the flows.
+    pub jobs: Vec<NewJob>,
+    /// Set when the event failed typed parsing or mapping: kept, never dropped.
+    pub dead_letter: Option<NewDeadLetter>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct NewJob {
+    pub flow: String,
+    pub destination: String,
+    /// Deliveries with the same key are delivered in id order (one conversation).
+    pub ordering_key: String,
+    /// Unique across jobs; sent to the vendor; stable across retries and replays.
+    pub idempotency_key: String,
+    /// Rendered message JSON.
+    pub payload: String,
+    pub next_attempt_at: Millis,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct NewDeadLetter {
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum IntakeOutcome {
+    Accepted,
+    Duplicate,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    Pending,
+    Leased,
+    Done,
+    Dead,
+}
+
+impl JobState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Leased => "leased",
+            Self::Done => "done",
+            Self::Dead => "dead",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    pub id: i64,
+    pub event_id: String,
+    pub flow: String,
+    pub destination: String,
+    pub ordering_key: String,
+    pub idempotency_key: String,
+    pub payload: String,
+    pub state: JobState,
+    pub attempts: u32,
+    pub next_attempt_at: Millis,
+    pub lease_owner: Option<String>,
+    pub lease_expires_at: Option<Millis>,
+    pub lease_version: i64,
+    pub created_at: Millis,
+    pub last_error: Option<String>,
+}
+
+impl Job {
+    pub fn lease(&self) -> Lease {
+        Lease { job_id: self.id, version: self.lease_version }
+    }
+}
+
+/// Fencing token: a job id and the lease version the worker was given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    pub job_id: i64,
+    pub version: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Completion {
+    pub lease: Lease,
+    /// Vendor receipt kept with the job (message id, etc.).
+    pub receipt: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    pub id: i64,
+    /// None for events that failed before producing a job.
+    pub job_id: Option<i64>,
+    pub event_id: String,
+    pub destination: Option<String>,
+    pub reason: String,
+    pub attempts: u32,
+    pub created_at: Millis,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IdLink {
+    pub kind: String,
+    pub left: String,
+    pub right: String,
+    pub data: Option<String>,
+    pub updated_at: Millis,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewAuditEntry {
+    pub at: Millis,
+    pub actor: String,
+    pub action: String,
+    pub subject: String,
+    /// JSON detail (before/after state etc.), never secrets.
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    pub seq: i64,
+    pub at: Millis,
+    pub actor: String,
+    pub action: String,
+    pub subject: String,
+    pub detail: String,
+    /// Hex SHA-256 of the previous row's hash (all zeros for the first row).
+    pub prev_hash: String,
+    /// Hex SHA-256 over prev_hash and this row's fields, length-prefixed.
+    pub hash: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum AuditVerification {
+    Intact { rows: u64 },
+    Broken { at_seq: i64, reason: String },
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StoreStats {
+    pub events: u64,
+    pub pending: u64,
+    pub leased: u64,
+    pub done: u64,
+    pub dead: u64,
+    /// Age of the oldest pending-or-leased job, 0 when none.
+    pub oldest_pending_age_ms: i64,
+}
