@@ -1,1 +1,104 @@
-fn main() {}
+//! The `dingbridge` binary. `anyhow` lives only here, at the edge.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+mod bench;
+mod demo;
+mod dlq;
+mod gateway;
+mod sims;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "dingbridge", version, about = "DingTalk <-> ERP/CRM integration gateway")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate a config file: every error names file, line and column. Exit 1 on any error.
+    Check {
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Run the gateway.
+    Run {
+        #[arg(short, long)]
+        config: PathBuf,
+        /// Store URL overriding `[store] url` (sqlite://path or postgres://...).
+        #[arg(long)]
+        store: Option<String>,
+        /// JSON map printed by `dingbridge sim`: point every connector at those simulators.
+        #[arg(long)]
+        sim_endpoints: Option<PathBuf>,
+        /// Address overriding `[server] listen`.
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// Run only the simulators, each on its own port; the first stdout line is the JSON port map.
+    Sim {
+        #[arg(long, default_value = "127.0.0.1")]
+        bind: std::net::IpAddr,
+    },
+    /// Simulators + gateway + scenarios on loopback, with a readable timeline.
+    Demo {
+        /// Exit when the scenarios are done (exit code 1 if any failed).
+        #[arg(long)]
+        once: bool,
+        /// Gateway listen address (default 127.0.0.1:8080, or a free port if that is taken).
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// Measure throughput and latency through a real gateway process into the robot simulator.
+    Bench(bench::BenchArgs),
+    /// Dead letters: list, retry, drop.
+    Dlq {
+        #[command(subcommand)]
+        action: dlq::DlqAction,
+        #[arg(short, long, global = true)]
+        config: Option<PathBuf>,
+        #[arg(long, global = true)]
+        store: Option<String>,
+    },
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("DINGBRIDGE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Check { config } => gateway::check(&config),
+            Command::Run { config, store, sim_endpoints, listen } => {
+                gateway::run(&config, store, sim_endpoints, listen).await
+            }
+            Command::Sim { bind } => sims::run(bind).await,
+            Command::Demo { once, listen } => demo::run(once, listen).await,
+            Command::Bench(args) => bench::run(args).await,
+            Command::Dlq { action, config, store } => dlq::run(action, config, store).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

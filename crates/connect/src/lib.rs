@@ -13,3 +13,7 @@ pub use clock::{Clock, SystemClock};
 pub use error::{DeliveryError, Disposition};
 pub use retry::RetrySchedule;
 pub use sink::{Delivery, Idempotency, Receipt, Sink};
+pub mod http;
+pub mod ratelimit;
+pub mod retry_after;
+pub mod webhook;

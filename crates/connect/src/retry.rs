@@ -15,10 +15,7 @@ pub struct RetrySchedule {
 impl Default for RetrySchedule {
     fn default() -> Self {
         let s = Duration::from_secs;
-        Self {
-            steps: vec![s(1), s(5), s(30), s(120), s(600), s(1800), s(3600), s(3 * 3600)],
-            jitter: 0.2,
-        }
+        Self { steps: vec![s(1), s(5), s(30), s(120), s(600), s(1800), s(3600), s(3 * 3600)], jitter: 0.2 }
     }
 }
 

@@ -1,1 +1,28 @@
-//! dingbridge server
+//! The gateway's HTTP face (axum): webhook intake, health, metrics and the admin API.
+//!
+//! Intake is durable before it is acknowledged: a webhook gets 2xx only after the group commit
+//! that holds its inbox row and all its outbox jobs has returned.
+
+pub mod admin;
+pub mod error;
+pub mod gateway;
+pub mod hooks;
+pub mod metrics;
+pub mod pipeline;
+pub mod state;
+
+pub use state::{AppState, Intake};
+
+use axum::routing::{get, post};
+use axum::Router;
+
+/// All gateway routes.
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.max_body_bytes;
+    Router::new()
+        .route("/healthz", get(hooks::healthz))
+        .route("/metrics", get(metrics::render))
+        .route("/hooks/{source}", post(hooks::receive).layer(axum::extract::DefaultBodyLimit::max(body_limit)))
+        .nest("/api", admin::router(state.clone()))
+        .with_state(state)
+}

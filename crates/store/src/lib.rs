@@ -10,9 +10,21 @@ pub type Millis = i64;
 mod types;
 pub use types::*;
 
+mod common;
+mod group;
+mod open;
+mod postgres;
+mod sqlite;
+
+pub use common::{audit_hash, ZERO_HASH};
+pub use group::{CompletionBatcher, GroupCommitter};
+pub use open::{open, open_postgres, open_sqlite};
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
+
 use async_trait::async_trait;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The store cannot be reached or refused the write; intake must answer 503, not 2xx.
     #[error("store unavailable: {0}")]
@@ -28,6 +40,23 @@ pub enum StoreError {
     BadUrl { url: String, reason: String },
     #[error("store data is inconsistent: {0}")]
     Corrupt(String),
+    /// The group-commit queue is full: shed load (the server answers 503 + `Retry-After`).
+    #[error("store is overloaded: the commit queue is full; retry later")]
+    Overloaded,
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::ColumnDecode { .. }
+            | sqlx::Error::ColumnNotFound(_)
+            | sqlx::Error::ColumnIndexOutOfBounds { .. }
+            | sqlx::Error::Decode(_)
+            | sqlx::Error::TypeNotFound { .. } => StoreError::Corrupt(e.to_string()),
+            sqlx::Error::Migrate(m) => StoreError::Migration(m.to_string()),
+            other => StoreError::Unavailable(other.to_string()),
+        }
+    }
 }
 
 #[async_trait]
@@ -42,14 +71,26 @@ pub trait Store: Send + Sync + 'static {
     /// is pending with `next_attempt_at <= now`, or leased with an expired lease, AND no earlier
     /// job (lower id) with the same ordering key is pending or leased (per-key FIFO). Each claim
     /// increments `lease_version` (the fencing token). Postgres uses `FOR UPDATE SKIP LOCKED`.
-    async fn claim(&self, destination: &str, owner: &str, limit: usize, lease_ms: i64, now: Millis)
-        -> Result<Vec<Job>, StoreError>;
+    async fn claim(
+        &self,
+        destination: &str,
+        owner: &str,
+        limit: usize,
+        lease_ms: i64,
+        now: Millis,
+    ) -> Result<Vec<Job>, StoreError>;
 
     /// Mark leased jobs done. Each lease is fenced: a stale lease yields `LeaseLost` in its slot.
     async fn complete(&self, done: &[Completion], now: Millis) -> Result<Vec<Result<(), StoreError>>, StoreError>;
 
     /// Failed attempt: attempts += 1, back to pending at `next_attempt_at`, keep `error`.
-    async fn retry_later(&self, lease: Lease, next_attempt_at: Millis, error: &str, now: Millis) -> Result<(), StoreError>;
+    async fn retry_later(
+        &self,
+        lease: Lease,
+        next_attempt_at: Millis,
+        error: &str,
+        now: Millis,
+    ) -> Result<(), StoreError>;
 
     /// Give up: attempts += 1, state dead, a dead-letter row with the reason.
     async fn dead_letter(&self, lease: Lease, reason: &str, now: Millis) -> Result<(), StoreError>;
@@ -86,4 +127,8 @@ pub trait Store: Send + Sync + 'static {
     async fn get_job(&self, job_id: i64) -> Result<Option<Job>, StoreError>;
     /// Jobs of one event, for tests and the admin API.
     async fn jobs_for_event(&self, event_id: &str) -> Result<Vec<Job>, StoreError>;
+
+    /// Close the connection pools (graceful shutdown; SQLite checkpoints its WAL). Later calls
+    /// fail with `Unavailable`. The default does nothing.
+    async fn close(&self) {}
 }

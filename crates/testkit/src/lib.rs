@@ -1,1 +1,17 @@
-//! dingbridge testkit
+//! Test harness for dingbridge: fixtures from `../shared/fixtures`, the delivery oracle
+//! (issued / acknowledged / delivered accounting), a Standard Webhooks sender that retries like a
+//! real one, and a process supervisor that spawns, signals and restarts the real binary.
+//!
+//! Used by end-to-end tests, `dingbridge bench` and the demo; it must never be a dependency of the
+//! gateway's request path. Helpers that only make sense in tests (fixtures) panic with a clear
+//! message instead of returning errors.
+
+pub mod dingtalk;
+pub mod fixtures;
+pub mod oracle;
+pub mod process;
+pub mod sender;
+
+pub use oracle::{payload_for, Oracle, OracleReport};
+pub use process::{free_port, peak_rss_kb, Gateway, GatewayCommand, ProcessError};
+pub use sender::{SendError, SendOutcome, SenderSettings, WebhookSender};

@@ -1,0 +1,235 @@
+//! `dingbridge demo`: the simulators, a gateway on SQLite in a temporary folder with
+//! `examples/hk-trading.toml`, and the scenarios that exist so far, with a readable timeline.
+//! The scenarios are checks: the demo ends with `S<n> <title>: ok|FAILED (reason)` per scenario
+//! and exits 1 if any failed.
+
+use crate::gateway::{Gateway, Overrides};
+use crate::sims::{self, DingTalkHarness};
+use anyhow::Context;
+use connect::webhook::{sign, WebhookSecret};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+/// The demo config, embedded so `dingbridge demo` works from any folder.
+const HK_TRADING: &str = include_str!("../../../examples/hk-trading.toml");
+const DEMO_WEBHOOK_SECRET: &str = "whsec_ZGluZ2JyaWRnZS1kZW1vLXdlYmhvb2stc2VjcmV0LTAx";
+
+struct Timeline {
+    start: Instant,
+}
+
+impl Timeline {
+    fn line(&self, direction: &str, text: impl AsRef<str>) {
+        let t = self.start.elapsed().as_secs_f64() * 1000.0;
+        println!("{t:>9.1} ms  {direction:<4} {}", text.as_ref());
+    }
+}
+
+struct ScenarioResult {
+    id: &'static str,
+    title: &'static str,
+    failure: Option<String>,
+}
+
+pub async fn run(once: bool, listen: Option<String>) -> anyhow::Result<ExitCode> {
+    let dir = tempfile::tempdir().context("creating the demo's temporary folder")?;
+    let dingtalk = DingTalkHarness::start().await?;
+    set_demo_env(&dingtalk)?;
+    let config_path = dir.path().join("hk-trading.toml");
+    std::fs::write(&config_path, HK_TRADING)?;
+    let Some(config) = crate::gateway::load(&config_path) else {
+        anyhow::bail!("the embedded demo config is invalid");
+    };
+    let listen = match listen {
+        Some(listen) => listen,
+        None if std::net::TcpListener::bind("127.0.0.1:8080").is_ok() && !once => "127.0.0.1:8080".into(),
+        None => "127.0.0.1:0".into(),
+    };
+    let overrides = Overrides {
+        store_url: Some(format!("sqlite://{}/dingbridge.db", dir.path().display())),
+        sim_endpoints: Some(sims::endpoint_map(&dingtalk)),
+        listen: Some(listen),
+        clock: None,
+    };
+    let gateway = Gateway::start(config, overrides).await?;
+    let base = format!("http://{}", gateway.addr);
+    println!("dingbridge demo");
+    println!("  gateway        {base}   (POST /hooks/erp-events, GET /metrics, GET /healthz)");
+    println!("  dingtalk sim   {}   (GET /_sim/requests, /_sim/info)", dingtalk.url());
+    println!("  store          {}/dingbridge.db", dir.path().display());
+    println!();
+
+    let timeline = Timeline { start: Instant::now() };
+    let results = vec![scenario_pipeline(&timeline, &base, &dingtalk, &gateway).await];
+
+    println!();
+    let mut failed = false;
+    for result in &results {
+        match &result.failure {
+            None => println!("{} {}: ok", result.id, result.title),
+            Some(reason) => {
+                failed = true;
+                println!("{} {}: FAILED ({reason})", result.id, result.title);
+            }
+        }
+    }
+    if !once {
+        println!();
+        println!("The demo keeps running; send your own events to {base}/hooks/erp-events. Ctrl-C stops it.");
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    gateway.shutdown().await;
+    dingtalk.shutdown().await;
+    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+fn set_demo_env(dingtalk: &DingTalkHarness) -> anyhow::Result<()> {
+    let pairs = [("OPS", "ops"), ("FINANCE", "finance"), ("SALES", "sales-hk")];
+    // Set before the gateway starts any task that could read the environment concurrently.
+    std::env::set_var("DINGBRIDGE_WEBHOOK_SECRET", DEMO_WEBHOOK_SECRET);
+    std::env::set_var("DINGBRIDGE_ADMIN_TOKEN", "demo-admin-token");
+    for (var, robot) in pairs {
+        let creds = dingtalk.robot(robot).with_context(|| format!("the simulator has no robot `{robot}`"))?;
+        std::env::set_var(format!("DINGBRIDGE_{var}_ROBOT_TOKEN"), creds.access_token);
+        std::env::set_var(format!("DINGBRIDGE_{var}_ROBOT_SECRET"), creds.secret);
+    }
+    Ok(())
+}
+
+async fn post_event(
+    timeline: &Timeline,
+    client: &reqwest::Client,
+    base: &str,
+    id: &str,
+    body: &serde_json::Value,
+    secret: Option<&WebhookSecret>,
+) -> anyhow::Result<u16> {
+    let body = body.to_string();
+    let now = jiff::Timestamp::now().as_second();
+    let signature = match secret {
+        Some(secret) => sign(secret, id, now, body.as_bytes()),
+        None => "v1,bm90IGEgdmFsaWQgc2lnbmF0dXJl".to_string(),
+    };
+    let response = client
+        .post(format!("{base}/hooks/erp-events"))
+        .header("content-type", "application/json")
+        .header("webhook-id", id)
+        .header("webhook-timestamp", now.to_string())
+        .header("webhook-signature", signature)
+        .body(body.clone())
+        .send()
+        .await?;
+    let status = response.status().as_u16();
+    let answer: serde_json::Value = response.json().await.unwrap_or_default();
+    let kind = serde_json::from_str::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v.get("type").and_then(|t| t.as_str()).map(str::to_string))
+        .unwrap_or_default();
+    let outcome = answer
+        .get("status")
+        .and_then(|s| s.as_str())
+        .or_else(|| answer.pointer("/error/code").and_then(|s| s.as_str()))
+        .unwrap_or("");
+    timeline.line("IN", format!("erp-events {kind:<28} webhook-id {id:<10} -> {status} {outcome}"));
+    Ok(status)
+}
+
+/// S0: the spine's own pipeline check: signed webhooks in, flows, robot messages out, a replay
+/// deduplicated, a bad signature refused, an ambiguous amount dead-lettered.
+async fn scenario_pipeline(
+    timeline: &Timeline,
+    base: &str,
+    dingtalk: &DingTalkHarness,
+    gateway: &Gateway,
+) -> ScenarioResult {
+    let mut result =
+        ScenarioResult { id: "S0", title: "pipeline: signed webhook -> flows -> DingTalk robot", failure: None };
+    if let Err(err) = pipeline_steps(timeline, base, dingtalk, gateway).await {
+        result.failure = Some(format!("{err:#}"));
+    }
+    result
+}
+
+async fn pipeline_steps(
+    timeline: &Timeline,
+    base: &str,
+    dingtalk: &DingTalkHarness,
+    gateway: &Gateway,
+) -> anyhow::Result<()> {
+    let secret = WebhookSecret::parse(DEMO_WEBHOOK_SECRET)?;
+    let client = reqwest::Client::new();
+    let now = jiff::Timestamp::now().to_string();
+    let events = [
+        (
+            "evt-1001",
+            serde_json::json!({"type": "purchase_order.created", "timestamp": now,
+            "data": {"id": "PO-1001", "amount": {"amount": "128000.00", "currency": "HKD"}, "supplier": "Kowloon Metal Works Ltd"}}),
+        ),
+        (
+            "evt-1002",
+            serde_json::json!({"type": "purchase_order.created", "timestamp": now,
+            "data": {"id": "PO-1002", "amount": {"amount": "800.00", "currency": "HKD"}, "supplier": "Tsuen Wan Stationery"}}),
+        ),
+        (
+            "evt-2001",
+            serde_json::json!({"type": "shipment.status_changed", "timestamp": now,
+            "data": {"id": "SH-77", "status": "In transit", "order": "SO-88"}}),
+        ),
+        (
+            "evt-3001",
+            serde_json::json!({"type": "inventory_level.updated", "timestamp": now,
+            "data": {"id": "SKU-42", "quantity": {"value": "12", "unit": "DZN"}}}),
+        ),
+    ];
+    for (id, body) in &events {
+        let status = post_event(timeline, &client, base, id, body, Some(&secret)).await?;
+        anyhow::ensure!(status == 200, "event {id} was answered {status}, expected 200");
+    }
+    // The sender retries evt-2001: same webhook-id, so the same event, one message.
+    let status = post_event(timeline, &client, base, "evt-2001", &events[2].1, Some(&secret)).await?;
+    anyhow::ensure!(status == 200, "the replay of evt-2001 was answered {status}, expected 200");
+    // An ambiguous amount: HKD has 2 decimals. Kept as a dead letter, never guessed.
+    let bad = serde_json::json!({"type": "purchase_order.created", "timestamp": now,
+        "data": {"id": "PO-1003", "amount": {"amount": "12.345", "currency": "HKD"}, "supplier": "?"}});
+    let status = post_event(timeline, &client, base, "evt-1003", &bad, Some(&secret)).await?;
+    anyhow::ensure!(status == 200, "the ambiguous amount was answered {status}, expected 200 + dead letter");
+    // A forged request: refused before anything is stored.
+    let status = post_event(timeline, &client, base, "evt-9999", &events[0].1, None).await?;
+    anyhow::ensure!(status == 401, "a bad signature was answered {status}, expected 401");
+
+    // Expect: finance gets PO-1001 (PO-1002 is under the threshold), ops gets SH-77 once and SKU-42.
+    let expected = [("finance", 1usize), ("ops", 2usize)];
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut shown = std::collections::BTreeMap::<&str, usize>::new();
+    loop {
+        for (robot, _) in expected {
+            let messages = dingtalk.messages(robot);
+            let already = shown.entry(robot).or_insert(0);
+            for message in messages.iter().skip(*already) {
+                timeline.line("OUT", format!("dingtalk robot {robot:<8} {}", sims::summary(&message.body)));
+            }
+            *already = messages.len();
+        }
+        if expected.iter().all(|(robot, n)| shown.get(robot).copied().unwrap_or(0) >= *n) {
+            break;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "messages did not all arrive within 15 s: {shown:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Give a duplicate a chance to show up before judging.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for (robot, n) in expected {
+        let got = dingtalk.messages(robot).len();
+        anyhow::ensure!(got == n, "robot {robot} received {got} messages, expected {n}");
+    }
+    let finance = dingtalk.messages("finance");
+    let text = finance.first().map(|m| m.body.to_string()).unwrap_or_default();
+    anyhow::ensure!(text.contains("128000.00") && text.contains("PO-1001"), "the finance card lacks the PO amount");
+    let ops = dingtalk.messages("ops");
+    let stock = ops.iter().map(|m| m.body.to_string()).find(|t| t.contains("SKU-42")).unwrap_or_default();
+    anyhow::ensure!(stock.contains("12 DZN"), "the stock message lacks `12 DZN`");
+    let dead = gateway.store.list_dead(10).await?;
+    anyhow::ensure!(dead.len() == 1, "expected 1 dead letter (the 3-decimal HKD amount), found {}", dead.len());
+    timeline.line("DLQ", format!("dead letter: {}", dead[0].reason));
+    Ok(())
+}

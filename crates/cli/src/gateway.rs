@@ -1,0 +1,70 @@
+//! Assembling and running the gateway: config -> store -> intake -> workers -> HTTP.
+
+use anyhow::Context;
+use engine::config::{self, Config};
+pub use server::gateway::{redact_store_url, Gateway, Overrides};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+pub fn check(path: &Path) -> anyhow::Result<ExitCode> {
+    match config::load_and_validate(path) {
+        Ok(_) => {
+            println!("{}: ok", path.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(errors) => {
+            eprint!("{}", errors.render());
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+pub fn read_sim_endpoints(path: &Path) -> anyhow::Result<BTreeMap<String, String>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let first = text.lines().next().unwrap_or_default();
+    serde_json::from_str(first)
+        .with_context(|| format!("{}: expected the JSON map printed by `dingbridge sim`", path.display()))
+}
+
+/// Load and validate a config, printing diagnostics; `None` means it was refused.
+pub fn load(path: &Path) -> Option<Config> {
+    match config::load_and_validate(path) {
+        Ok((config, _text)) => Some(config),
+        Err(errors) => {
+            eprint!("{}", errors.render());
+            None
+        }
+    }
+}
+
+pub async fn run(
+    path: &Path,
+    store_url: Option<String>,
+    sim_endpoints: Option<PathBuf>,
+    listen: Option<String>,
+) -> anyhow::Result<ExitCode> {
+    let Some(config) = load(path) else {
+        return Ok(ExitCode::FAILURE);
+    };
+    let sim_endpoints = sim_endpoints.map(|p| read_sim_endpoints(&p)).transpose()?;
+    let overrides = Overrides { store_url, sim_endpoints, listen, clock: None };
+    let gateway = Gateway::start(config, overrides).await?;
+    tracing::info!(listen = %gateway.addr, "dingbridge is running.");
+    wait_for_signal().await?;
+    tracing::info!("Shutdown requested: draining.");
+    gateway.shutdown().await;
+    tracing::info!("Drained; exiting.");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}

@@ -1,0 +1,255 @@
+//! Coded config diagnostics (`DB01xx`), rendered with miette.
+
+use miette::{Diagnostic, GraphicalReportHandler, GraphicalTheme, LabeledSpan, NamedSource, SourceSpan};
+use std::fmt;
+use std::ops::Range;
+use std::sync::Arc;
+
+/// Stable diagnostic codes; each has a page under `docs/errors/`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Code {
+    /// A key the schema does not know.
+    UnknownKey,
+    /// A flow delivers to a destination that is not defined.
+    UnknownDestination,
+    /// A flow listens to a source that is not defined.
+    UnknownSource,
+    /// A `when` condition does not compile.
+    CelCompile,
+    /// A message or ordering-key template does not compile.
+    Template,
+    /// A condition or template references an event field that does not exist.
+    UnknownEventField,
+    /// A duration string that cannot be parsed (or an empty schedule).
+    BadDuration,
+    /// Two flows (or other named items) share a name.
+    DuplicateName,
+    /// A secret's environment variable or file is missing.
+    MissingSecret,
+    /// The file is not valid TOML.
+    TomlSyntax,
+    /// A value of the wrong type or outside its allowed set (field type, message type, listen
+    /// address, a required key missing, ...).
+    InvalidValue,
+}
+
+impl Code {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::UnknownKey => "DB0101",
+            Self::UnknownDestination => "DB0102",
+            Self::UnknownSource => "DB0103",
+            Self::CelCompile => "DB0104",
+            Self::Template => "DB0105",
+            Self::UnknownEventField => "DB0106",
+            Self::BadDuration => "DB0107",
+            Self::DuplicateName => "DB0108",
+            Self::MissingSecret => "DB0109",
+            Self::TomlSyntax => "DB0110",
+            Self::InvalidValue => "DB0111",
+        }
+    }
+}
+
+impl fmt::Display for Code {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One diagnostic: a code, a sentence, and where in the file it points.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub code: Code,
+    pub message: String,
+    /// Byte range in the config text; `None` when the problem has no place (e.g. an unreadable file).
+    pub span: Option<Range<usize>>,
+    /// Short text under the caret.
+    pub label: String,
+    pub help: Option<String>,
+}
+
+impl ConfigError {
+    pub fn new(code: Code, message: impl Into<String>, span: Option<Range<usize>>, label: impl Into<String>) -> Self {
+        Self { code, message: message.into(), span, label: label.into(), help: None }
+    }
+
+    pub fn with_help(mut self, help: impl Into<String>) -> Self {
+        self.help = Some(help.into());
+        self
+    }
+}
+
+/// Every diagnostic found in one config file, with the file's name and text for rendering.
+#[derive(Clone)]
+pub struct ConfigErrors {
+    pub path: String,
+    pub source: Arc<str>,
+    pub errors: Vec<ConfigError>,
+}
+
+impl fmt::Debug for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConfigErrors").field("path", &self.path).field("errors", &self.errors).finish()
+    }
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.errors.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "error[{}]: {}", e.code, e.message)?;
+            if let Some((line, col)) = self.line_col(e) {
+                write!(f, " ({}:{line}:{col})", self.path)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+impl ConfigErrors {
+    pub fn new(path: impl Into<String>, source: impl Into<Arc<str>>, errors: Vec<ConfigError>) -> Self {
+        Self { path: path.into(), source: source.into(), errors }
+    }
+
+    pub fn codes(&self) -> Vec<Code> {
+        self.errors.iter().map(|e| e.code).collect()
+    }
+
+    /// 1-based line and column (in characters) where `error` points.
+    pub fn line_col(&self, error: &ConfigError) -> Option<(usize, usize)> {
+        error.span.as_ref().map(|s| line_col(&self.source, s.start))
+    }
+
+    /// Human output: for each error `error[DB0xxx]: message`, `  --> file:line:col`, then the
+    /// annotated snippet.
+    pub fn render(&self) -> String {
+        let handler = GraphicalReportHandler::new_themed(GraphicalTheme::unicode_nocolor()).with_width(100);
+        let mut out = String::new();
+        for e in &self.errors {
+            out.push_str(&format!("error[{}]: {}\n", e.code, e.message));
+            match self.line_col(e) {
+                Some((line, col)) => out.push_str(&format!("  --> {}:{line}:{col}\n", self.path)),
+                None => out.push_str(&format!("  --> {}\n", self.path)),
+            }
+            let diag = Rendered { error: e, src: NamedSource::new(self.path.clone(), self.source.to_string()) };
+            let mut snippet = String::new();
+            if handler.render_report(&mut snippet, &diag).is_ok() {
+                // Our two header lines already carry the code and message: keep miette's
+                // snippet and help, drop its own header.
+                let lines: Vec<&str> = snippet.lines().collect();
+                let start = lines.iter().position(|l| l.contains("╭─[")).unwrap_or(lines.len());
+                let body = if start < lines.len() {
+                    &lines[start..]
+                } else {
+                    // No snippet: keep only the help line(s), if any.
+                    let help = lines.iter().position(|l| l.trim_start().starts_with("help:")).unwrap_or(lines.len());
+                    &lines[help..]
+                };
+                for l in body {
+                    out.push_str(l);
+                    out.push('\n');
+                }
+            }
+            out.push('\n');
+        }
+        out
+    }
+
+    /// The diagnostics as miette reports (for callers that render themselves).
+    pub fn diagnostics(&self) -> Vec<miette::Report> {
+        self.errors
+            .iter()
+            .map(|e| {
+                let d = Owned { error: e.clone(), src: NamedSource::new(self.path.clone(), self.source.to_string()) };
+                miette::Report::new(d)
+            })
+            .collect()
+    }
+}
+
+/// 1-based (line, column) of byte `offset` in `text`; columns count characters.
+pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let col = before.get(line_start..).map_or(0, |s| s.chars().count()) + 1;
+    (line, col)
+}
+
+struct Rendered<'a> {
+    error: &'a ConfigError,
+    src: NamedSource<String>,
+}
+
+impl fmt::Debug for Rendered<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.error, f)
+    }
+}
+
+impl fmt::Display for Rendered<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.error.message)
+    }
+}
+
+impl std::error::Error for Rendered<'_> {}
+
+impl Diagnostic for Rendered<'_> {
+    fn code<'b>(&'b self) -> Option<Box<dyn fmt::Display + 'b>> {
+        Some(Box::new(self.error.code))
+    }
+    fn help<'b>(&'b self) -> Option<Box<dyn fmt::Display + 'b>> {
+        self.error.help.as_ref().map(|h| Box::new(h) as Box<dyn fmt::Display>)
+    }
+    fn source_code(&self) -> Option<&dyn miette::SourceCode> {
+        self.error.span.as_ref().map(|_| &self.src as &dyn miette::SourceCode)
+    }
+    fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
+        let span = self.error.span.clone()?;
+        let label = LabeledSpan::new_with_span(Some(self.error.label.clone()), SourceSpan::from(span));
+        Some(Box::new(std::iter::once(label)))
+    }
+}
+
+struct Owned {
+    error: ConfigError,
+    src: NamedSource<String>,
+}
+
+impl fmt::Debug for Owned {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.error, f)
+    }
+}
+
+impl fmt::Display for Owned {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.error.message)
+    }
+}
+
+impl std::error::Error for Owned {}
+
+impl Diagnostic for Owned {
+    fn code<'b>(&'b self) -> Option<Box<dyn fmt::Display + 'b>> {
+        Some(Box::new(self.error.code))
+    }
+    fn help<'b>(&'b self) -> Option<Box<dyn fmt::Display + 'b>> {
+        self.error.help.as_ref().map(|h| Box::new(h) as Box<dyn fmt::Display>)
+    }
+    fn source_code(&self) -> Option<&dyn miette::SourceCode> {
+        self.error.span.as_ref().map(|_| &self.src as &dyn miette::SourceCode)
+    }
+    fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
+        let span = self.error.span.clone()?;
+        let label = LabeledSpan::new_with_span(Some(self.error.label.clone()), SourceSpan::from(span));
+        Some(Box::new(std::iter::once(label)))
+    }
+}

@@ -1,0 +1,384 @@
+//! Configuration in three phases (STYLE.md §3):
+//!
+//! 1. [`parse`]: TOML text → [`RawConfig`] (serde, `deny_unknown_fields`, spans kept);
+//! 2. [`Config::validate`]: pure — no environment, no network, no clock, no file reads —
+//!    compiles every CEL condition and template and collects *all* errors as coded
+//!    [`ConfigError`]s with file:line:col;
+//! 3. [`Config::build`]: resolves secrets from the environment / files and constructs sinks,
+//!    giving a [`Runtime`].
+
+mod build;
+pub mod duration;
+mod error;
+pub mod raw;
+pub mod refs;
+mod validate;
+
+pub use build::{ProcessSecrets, Runtime, Secret, SecretResolver, SourceRuntime};
+pub use duration::parse_duration;
+pub use error::{line_col, Code, ConfigError, ConfigErrors};
+pub use raw::RawConfig;
+
+use connect::RetrySchedule;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The type of a typed source field (mirrors `model::FieldType`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldKind {
+    Money,
+    Quantity,
+    Time,
+    Decimal,
+    Integer,
+    Text,
+    Bool,
+}
+
+impl FieldKind {
+    pub const ALL: [FieldKind; 7] =
+        [Self::Money, Self::Quantity, Self::Time, Self::Decimal, Self::Integer, Self::Text, Self::Bool];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Money => "money",
+            Self::Quantity => "quantity",
+            Self::Time => "time",
+            Self::Decimal => "decimal",
+            Self::Integer => "integer",
+            Self::Text => "text",
+            Self::Bool => "bool",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    pub fn to_model(self) -> model::FieldType {
+        match self {
+            Self::Money => model::FieldType::Money,
+            Self::Quantity => model::FieldType::Quantity,
+            Self::Time => model::FieldType::Time,
+            Self::Decimal => model::FieldType::Decimal,
+            Self::Integer => model::FieldType::Integer,
+            Self::Text => model::FieldType::Text,
+            Self::Bool => model::FieldType::Bool,
+        }
+    }
+}
+
+/// Where a secret lives (never the secret itself), and where the config names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretRef {
+    pub location: SecretLocation,
+    /// Byte range of the reference in the config text, for diagnostics.
+    pub span: Range<usize>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretLocation {
+    Env(String),
+    File(PathBuf),
+}
+
+impl fmt::Display for SecretLocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Env(v) => write!(f, "environment variable `{v}`"),
+            Self::File(p) => write!(f, "file `{}`", p.display()),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub max_body_bytes: u64,
+    pub admin_token: Option<SecretRef>,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub url: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct DeliveryConfig {
+    pub schedule: RetrySchedule,
+    pub lease: Duration,
+    pub concurrency_per_destination: usize,
+    pub claim_batch: usize,
+    pub request_timeout: Duration,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        Self {
+            schedule: RetrySchedule::default(),
+            lease: Duration::from_secs(30),
+            concurrency_per_destination: 8,
+            claim_batch: 256,
+            request_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldSpec {
+    /// JSON pointer into the webhook body, e.g. `/data/amount`.
+    pub path: String,
+    pub kind: FieldKind,
+    pub required: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceKind {
+    /// Generic Standard Webhooks source: `POST /hooks/{name}`.
+    Webhook,
+}
+
+#[derive(Debug, Clone)]
+pub struct SourceConfig {
+    pub name: String,
+    pub kind: SourceKind,
+    pub system: String,
+    /// One or more (rotation) signing secrets.
+    pub secrets: Vec<SecretRef>,
+    /// JSON pointer to the record id.
+    pub entity_id: String,
+    /// Allowed clock skew of the webhook timestamp.
+    pub tolerance: Duration,
+    pub fields: BTreeMap<String, FieldSpec>,
+}
+
+impl SourceConfig {
+    pub fn field_kinds(&self) -> BTreeMap<String, FieldKind> {
+        self.fields.iter().map(|(k, v)| (k.clone(), v.kind)).collect()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RobotDestination {
+    pub access_token: SecretRef,
+    pub secret: Option<SecretRef>,
+    pub base_url: String,
+    pub per_minute: u32,
+}
+
+#[derive(Debug, Clone)]
+pub enum DestinationKind {
+    DingtalkRobot(RobotDestination),
+}
+
+impl DestinationKind {
+    /// The simulator / connector family this destination belongs to (`sim_endpoints` key).
+    pub fn system(&self) -> &'static str {
+        match self {
+            Self::DingtalkRobot(_) => "dingtalk",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct DestinationConfig {
+    pub name: String,
+    pub kind: DestinationKind,
+    /// Overrides `delivery.concurrency_per_destination`.
+    pub concurrency: Option<usize>,
+}
+
+/// A compiled `when` condition.
+#[derive(Clone)]
+pub struct Condition {
+    pub source: String,
+    pub(crate) program: Arc<cel::Program>,
+}
+
+impl fmt::Debug for Condition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Condition").field(&self.source).finish()
+    }
+}
+
+/// Names of compiled templates in [`Config::templates`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MessageSpec {
+    Markdown { title: String, text: String },
+    ActionCard { title: String, text: String, buttons: CardButtons },
+    Text { content: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CardButtons {
+    Single {
+        title: String,
+        url: String,
+    },
+    /// `(title template, url template)` pairs; `orientation` is DingTalk's `btnOrientation`.
+    Many {
+        buttons: Vec<(String, String)>,
+        orientation: String,
+    },
+}
+
+/// How the ordering key of a delivery is produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OrderingKey {
+    /// A fixed key (default: the destination name, one robot = one conversation).
+    Literal(String),
+    /// A template name in [`Config::templates`].
+    Template(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct DeliverySpec {
+    pub destination: String,
+    pub ordering_key: OrderingKey,
+    pub message: MessageSpec,
+}
+
+#[derive(Debug, Clone)]
+pub struct FlowConfig {
+    pub name: String,
+    pub source: String,
+    /// `None` = any entity (`*`).
+    pub entity: Option<String>,
+    /// `None` = every change kind.
+    pub changes: Option<Vec<String>>,
+    pub when: Option<Condition>,
+    pub deliver: Vec<DeliverySpec>,
+}
+
+/// A validated configuration: every reference resolved, every condition and template compiled.
+/// Holds secret *references* only; [`Config::build`] reads them.
+#[derive(Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub store: StoreConfig,
+    pub delivery: DeliveryConfig,
+    pub sources: BTreeMap<String, SourceConfig>,
+    pub destinations: BTreeMap<String, DestinationConfig>,
+    pub flows: Vec<FlowConfig>,
+    pub(crate) templates: Arc<minijinja::Environment<'static>>,
+    pub(crate) path: String,
+    pub(crate) text: Arc<str>,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("path", &self.path)
+            .field("server", &self.server)
+            .field("store", &self.store)
+            .field("delivery", &self.delivery)
+            .field("sources", &self.sources)
+            .field("destinations", &self.destinations)
+            .field("flows", &self.flows)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Phase 1: parse TOML into the raw tree. A syntax or schema error is one diagnostic.
+pub fn parse(text: &str, path: &str) -> Result<RawConfig, ConfigErrors> {
+    toml::from_str::<RawConfig>(text).map_err(|e| ConfigErrors::new(path, text, vec![toml_error(&e)]))
+}
+
+fn toml_error(e: &toml::de::Error) -> ConfigError {
+    let msg = e.message().trim().to_string();
+    let (code, label) = if msg.starts_with("unknown field") {
+        (Code::UnknownKey, "unknown key")
+    } else if msg.starts_with("invalid type")
+        || msg.starts_with("missing field")
+        || msg.starts_with("unknown variant")
+        || msg.starts_with("invalid value")
+        || msg.starts_with("invalid length")
+    {
+        (Code::InvalidValue, "invalid value")
+    } else {
+        (Code::TomlSyntax, "invalid TOML")
+    };
+    let mut err = ConfigError::new(code, msg, e.span(), label);
+    if code == Code::UnknownKey {
+        err = err.with_help("remove the key or check its spelling against examples/quickstart.toml");
+    }
+    err
+}
+
+/// Read one config file and run phases 1 and 2. Returns the validated config and the file text.
+pub fn load_and_validate(path: &Path) -> Result<(Config, String), ConfigErrors> {
+    let shown = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors::new(
+            shown.clone(),
+            "",
+            vec![ConfigError::new(Code::TomlSyntax, format!("cannot read config file `{shown}`: {e}"), None, "")],
+        )
+    })?;
+    let config = Config::from_toml(&text, &shown)?;
+    Ok((config, text))
+}
+
+impl Config {
+    /// Phases 1 and 2 on a config text.
+    pub fn from_toml(text: &str, path: &str) -> Result<Config, ConfigErrors> {
+        let raw = parse(text, path)?;
+        Config::validate(raw, text, path)
+    }
+
+    /// Phase 2, pure: resolve references, compile conditions and templates, collect all errors.
+    pub fn validate(raw: RawConfig, source_text: &str, path: &str) -> Result<Config, ConfigErrors> {
+        validate::validate(raw, source_text, path)
+    }
+
+    /// The file this config came from (as shown in diagnostics).
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// The config text the spans in diagnostics point into.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// Apply command-line overrides: a different store URL, and simulator endpoints (every
+    /// destination's base URL becomes `sim_endpoints[<system>]`, e.g. `dingtalk`).
+    pub fn with_overrides(
+        mut self,
+        store_url: Option<String>,
+        sim_endpoints: Option<&BTreeMap<String, String>>,
+    ) -> Self {
+        if let Some(url) = store_url {
+            self.store.url = url;
+        }
+        if let Some(endpoints) = sim_endpoints {
+            for dest in self.destinations.values_mut() {
+                let system = dest.kind.system();
+                match &mut dest.kind {
+                    DestinationKind::DingtalkRobot(robot) => {
+                        if let Some(url) = endpoints.get(system) {
+                            robot.base_url = url.clone();
+                        }
+                    }
+                }
+            }
+        }
+        self
+    }
+
+    /// Effective concurrency of one destination.
+    pub fn concurrency_for(&self, destination: &str) -> usize {
+        self.destinations
+            .get(destination)
+            .and_then(|d| d.concurrency)
+            .unwrap_or(self.delivery.concurrency_per_destination)
+    }
+}
+
+#[cfg(test)]
+mod tests;

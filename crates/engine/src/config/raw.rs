@@ -1,0 +1,170 @@
+//! Phase 1: the config file as written. Every leaf a diagnostic may point at keeps its span.
+
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::fmt;
+use toml::Spanned;
+
+pub type S<T> = Spanned<T>;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub server: RawServer,
+    #[serde(default)]
+    pub store: RawStore,
+    #[serde(default)]
+    pub delivery: RawDelivery,
+    #[serde(default)]
+    pub sources: BTreeMap<S<String>, RawSource>,
+    #[serde(default)]
+    pub destinations: BTreeMap<S<String>, RawDestination>,
+    #[serde(default)]
+    pub flows: Vec<RawFlow>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    pub listen: Option<S<String>>,
+    pub max_body_bytes: Option<S<u64>>,
+    pub admin_token: Option<S<RawSecretRef>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStore {
+    pub url: Option<S<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDelivery {
+    pub retry_schedule: Option<S<Vec<S<String>>>>,
+    pub jitter: Option<S<f64>>,
+    pub lease: Option<S<String>>,
+    pub concurrency_per_destination: Option<S<u64>>,
+    pub claim_batch: Option<S<u64>>,
+    pub request_timeout: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSource {
+    #[serde(rename = "type")]
+    pub kind: S<String>,
+    pub system: Option<S<String>>,
+    pub secret: Option<S<RawSecrets>>,
+    pub entity_id: Option<S<String>>,
+    pub tolerance: Option<S<String>>,
+    #[serde(default)]
+    pub fields: BTreeMap<S<String>, S<RawField>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawField {
+    pub path: S<String>,
+    #[serde(rename = "type")]
+    pub kind: S<String>,
+    pub required: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDestination {
+    #[serde(rename = "type")]
+    pub kind: S<String>,
+    pub access_token: Option<S<RawSecretRef>>,
+    pub secret: Option<S<RawSecretRef>>,
+    pub base_url: Option<S<String>>,
+    pub per_minute: Option<S<u32>>,
+    pub concurrency: Option<S<u64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFlow {
+    pub name: S<String>,
+    pub on: S<RawOn>,
+    pub when: Option<S<String>>,
+    #[serde(default)]
+    pub deliver: Vec<RawDeliver>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOn {
+    pub source: S<String>,
+    pub entity: Option<S<String>>,
+    pub change: Option<Vec<S<String>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDeliver {
+    pub destination: S<String>,
+    pub ordering_key: Option<S<String>>,
+    pub message: S<RawMessage>,
+}
+
+/// All message shapes in one table (a `type` tag picks which keys are required); kept flat so
+/// spans survive (serde's internally tagged enums buffer values and lose them).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMessage {
+    #[serde(rename = "type")]
+    pub kind: S<String>,
+    pub title: Option<S<String>>,
+    pub text: Option<S<String>>,
+    pub content: Option<S<String>>,
+    pub buttons: Option<Vec<S<RawButton>>>,
+    pub single_title: Option<S<String>>,
+    pub single_url: Option<S<String>>,
+    pub btn_orientation: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawButton {
+    pub title: S<String>,
+    pub url: S<String>,
+}
+
+/// `{ env = "NAME" }` or `{ file = "path" }`: where a secret lives, never the secret itself.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSecretRef {
+    pub env: Option<String>,
+    pub file: Option<String>,
+}
+
+/// One secret reference or a list of them (rotation).
+#[derive(Debug, Clone)]
+pub struct RawSecrets(pub Vec<RawSecretRef>);
+
+impl<'de> Deserialize<'de> for RawSecrets {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawSecrets;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a secret reference `{ env = \"NAME\" }` / `{ file = \"path\" }` or a list of them")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawSecrets, A::Error> {
+                let one = RawSecretRef::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(RawSecrets(vec![one]))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RawSecrets, A::Error> {
+                let mut all = Vec::new();
+                while let Some(one) = seq.next_element::<RawSecretRef>()? {
+                    all.push(one);
+                }
+                Ok(RawSecrets(all))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}

@@ -1,0 +1,367 @@
+use super::build::SecretResolver;
+use super::*;
+use std::collections::HashMap;
+
+const BASE: &str = r#"
+[sources.erp]
+type = "webhook"
+system = "erp"
+secret = { env = "WH_SECRET" }
+fields.amount = { path = "/data/amount", type = "money" }
+fields.qty = { path = "/data/qty", type = "quantity", required = false }
+
+[destinations.ops]
+type = "dingtalk_robot"
+access_token = { env = "OPS_TOKEN" }
+secret = { env = "OPS_SECRET" }
+"#;
+
+fn check(text: &str) -> Result<Config, ConfigErrors> {
+    Config::from_toml(text, "test.toml")
+}
+
+/// Validate and expect exactly one error; return (code, message, line, col).
+fn one_error(text: &str) -> (Code, String, usize, usize) {
+    let errs = check(text).expect_err("config should be refused");
+    assert_eq!(errs.errors.len(), 1, "expected one error, got: {}", errs.render());
+    let e = &errs.errors[0];
+    let (l, c) = errs.line_col(e).expect("error has a position");
+    (e.code, e.message.clone(), l, c)
+}
+
+fn with_flow(flow: &str) -> String {
+    format!("{BASE}\n{flow}")
+}
+
+/// Line (1-based) of the first line of `text` containing `needle`, and the column of `needle`.
+fn pos(text: &str, needle: &str) -> (usize, usize) {
+    for (i, line) in text.lines().enumerate() {
+        if let Some(c) = line.find(needle) {
+            return (i + 1, line[..c].chars().count() + 1);
+        }
+    }
+    panic!("{needle} not in text");
+}
+
+const GOOD_FLOW: &str = r#"
+[[flows]]
+name = "f"
+on = { source = "erp", entity = "purchase_order", change = ["created"] }
+when = 'event.fields.amount.currency == "HKD"'
+[[flows.deliver]]
+destination = "ops"
+message = { type = "markdown", title = "PO {{ event.entity_id }}", text = "{{ event.fields.amount.amount }} {{ event.data.anything.goes }}" }
+"#;
+
+#[test]
+fn base_with_good_flow_validates() {
+    let cfg = check(&with_flow(GOOD_FLOW)).unwrap_or_else(|e| panic!("{}", e.render()));
+    assert_eq!(cfg.flows.len(), 1);
+    assert_eq!(cfg.flows[0].deliver[0].ordering_key, OrderingKey::Literal("ops".into()));
+    assert_eq!(cfg.server.listen.to_string(), "127.0.0.1:8080");
+    assert_eq!(cfg.server.max_body_bytes, 1_048_576);
+    assert_eq!(cfg.store.url, "sqlite://dingbridge.db");
+    assert_eq!(cfg.delivery.schedule, RetrySchedule::default());
+    assert_eq!(cfg.sources["erp"].entity_id, "/data/id");
+    assert!(!cfg.sources["erp"].fields["qty"].required);
+}
+
+#[test]
+fn quickstart_example_validates_clean() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/quickstart.toml");
+    match load_and_validate(&path) {
+        Ok((cfg, text)) => {
+            assert!(text.contains("po-to-ops"));
+            assert_eq!(cfg.flows[0].name, "po-to-ops");
+        }
+        Err(e) => panic!("{}", e.render()),
+    }
+}
+
+#[test]
+fn db0101_unknown_key() {
+    let text = format!("{BASE}\n[server]\nlisten = \"127.0.0.1:9\"\nlisten_port = 9\n");
+    let (code, msg, l, c) = one_error(&text);
+    assert_eq!(code, Code::UnknownKey);
+    assert!(msg.contains("unknown field `listen_port`"), "{msg}");
+    assert_eq!((l, c), pos(&text, "listen_port"));
+}
+
+#[test]
+fn db0101_unknown_key_in_message_for_its_type() {
+    let text = with_flow(
+        r#"
+[[flows]]
+name = "f"
+on = { source = "erp" }
+[[flows.deliver]]
+destination = "ops"
+message = { type = "text", content = "hi", title = "x" }
+"#,
+    );
+    let (code, msg, l, c) = one_error(&text);
+    assert_eq!(code, Code::UnknownKey);
+    assert!(msg.contains("`title` is not used by a `text` message"), "{msg}");
+    assert_eq!((l, c), pos(&text, "\"x\""));
+}
+
+#[test]
+fn db0102_unknown_destination_suggests_known_ones() {
+    let text = with_flow(
+        r#"
+[[flows]]
+name = "po-to-ops"
+on = { source = "erp" }
+[[flows.deliver]]
+destination = "opps"
+message = { type = "text", content = "hi" }
+"#,
+    );
+    let errs = check(&text).unwrap_err();
+    assert_eq!(errs.codes(), vec![Code::UnknownDestination]);
+    let e = &errs.errors[0];
+    assert_eq!(e.message, "flow `po-to-ops` delivers to unknown destination `opps`");
+    assert!(e.label.contains("known destinations: ops"), "{}", e.label);
+    assert_eq!(e.help.as_deref(), Some("did you mean `ops`?"));
+    let (l, c) = pos(&text, "\"opps\"");
+    assert_eq!(errs.line_col(e), Some((l, c)));
+    let rendered = errs.render();
+    assert!(
+        rendered.starts_with("error[DB0102]: flow `po-to-ops` delivers to unknown destination `opps`\n"),
+        "{rendered}"
+    );
+    assert!(rendered.contains(&format!("  --> test.toml:{l}:{c}\n")), "{rendered}");
+    assert!(rendered.contains("destination = \"opps\""), "snippet shown: {rendered}");
+}
+
+#[test]
+fn db0103_unknown_source() {
+    let text = with_flow(
+        r#"
+[[flows]]
+name = "f"
+on = { source = "crm" }
+[[flows.deliver]]
+destination = "ops"
+message = { type = "text", content = "hi" }
+"#,
+    );
+    let (code, msg, l, c) = one_error(&text);
+    assert_eq!(code, Code::UnknownSource);
+    assert_eq!(msg, "flow `f` listens to unknown source `crm`");
+    assert_eq!((l, c), pos(&text, "\"crm\""));
+}
+
+#[test]
+fn db0104_cel_compile_error() {
+    let text = with_flow(
+        r#"
+[[flows]]
+name = "f"
+on = { source = "erp" }
+when = 'event.entity == '
+[[flows.deliver]]
+destination = "ops"
+message = { type = "text", content = "hi" }
+"#,
+    );
+    let (code, msg, l, c) = one_error(&text);
+    assert_eq!(code, Code::CelCompile);
+    assert!(msg.starts_with("the condition of flow `f` does not compile"), "{msg}");
+    assert_eq!((l, c), pos(&text, "'event.entity == '"));
+}
+
+#[test]
+fn db0105_template_error() {
+    let text = with_flow(
+        r#"
+[[flows]]
+name = "f"
+on = { source = "erp" }
+[[flows.deliver]]
+destination = "ops"
+message = { type = "text", content = "{{ event.id " }
+"#,
+    );
+    let (code, msg, l, c) = one_error(&text);
+    assert_eq!(code, Code::Template);
+    assert!(msg.starts_with("`content` of the message of flow `f` does not compile"), "{msg}");
+    assert_eq!((l, c), pos(&text, "\"{{ event.id \""));
+}
+
+#[test]
+fn db0106_unknown_event_field_in_condition_and_template() {
+    let text = with_flow(
+        r#"
+[[flows]]
+name = "f"
+on = { source = "erp" }
+when = 'event.fields.total > 3'
+[[flows.deliver]]
+destination = "ops"
+message = { type = "text", content = "{{ event.fields.amount.value }} {{ event.entity_idd }}" }
+"#,
+    );
+    let errs = check(&text).unwrap_err();
+    assert_eq!(errs.codes(), vec![Code::UnknownEventField; 3], "{}", errs.render());
+    let msgs: Vec<&str> = errs.errors.iter().map(|e| e.message.as_str()).collect();
+    assert!(msgs[0].contains("`event.fields.total`"), "{msgs:?}");
+    assert!(errs.errors[0].label.contains("declared fields: amount, qty"), "{}", errs.errors[0].label);
+    assert_eq!(errs.line_col(&errs.errors[0]), Some(pos(&text, "'event.fields.total > 3'")));
+    assert!(msgs.iter().any(|m| m.contains("`event.fields.amount.value`")), "{msgs:?}");
+    assert!(msgs.iter().any(|m| m.contains("`event.entity_idd`")), "{msgs:?}");
+}
+
+#[test]
+fn db0106_allows_comprehension_vars_data_and_quantity_parts() {
+    let text = with_flow(
+        r#"
+[[flows]]
+name = "f"
+on = { source = "erp" }
+when = 'has(event.fields.qty) && event.fields.qty.unit == "EA" && event.data.lines.all(l, l.qty > 0) && event["entity"] == "po"'
+[[flows.deliver]]
+destination = "ops"
+ordering_key = "{{ event.entity_id }}"
+message = { type = "action_card", title = "t", text = "{% for l in event.data.lines %}{{ l.sku }}{% endfor %}", single_title = "Open", single_url = "https://x/{{ event.entity_id }}" }
+"#,
+    );
+    check(&text).unwrap_or_else(|e| panic!("{}", e.render()));
+}
+
+#[test]
+fn db0107_bad_duration_and_empty_schedule() {
+    let text = format!("{BASE}\n[delivery]\nlease = \"30 seconds\"\n");
+    let (code, msg, l, c) = one_error(&text);
+    assert_eq!(code, Code::BadDuration);
+    assert!(msg.starts_with("delivery.lease: `30 seconds`"), "{msg}");
+    assert_eq!((l, c), pos(&text, "\"30 seconds\""));
+
+    let text = format!("{BASE}\n[delivery]\nretry_schedule = []\n");
+    let (code, msg, l, c) = one_error(&text);
+    assert_eq!(code, Code::BadDuration);
+    assert_eq!(msg, "delivery.retry_schedule is empty");
+    assert_eq!((l, c), pos(&text, "[]"));
+}
+
+#[test]
+fn db0108_duplicate_flow_name() {
+    let flow = r#"
+[[flows]]
+name = "same"
+on = { source = "erp" }
+[[flows.deliver]]
+destination = "ops"
+message = { type = "text", content = "hi" }
+"#;
+    let text = with_flow(&format!("{flow}{flow}"));
+    let (code, msg, l, _c) = one_error(&text);
+    assert_eq!(code, Code::DuplicateName);
+    assert_eq!(msg, "duplicate flow name `same`");
+    let first = pos(&text, "\"same\"").0;
+    assert!(l > first, "points at the second definition");
+}
+
+#[test]
+fn db0109_missing_secret_names_variable_and_line() {
+    let cfg = check(&with_flow(GOOD_FLOW)).unwrap();
+    struct Env(HashMap<&'static str, &'static str>);
+    impl SecretResolver for Env {
+        fn env(&self, name: &str) -> Option<String> {
+            self.0.get(name).map(|s| s.to_string())
+        }
+        fn file(&self, path: &Path) -> std::io::Result<String> {
+            Err(std::io::Error::new(std::io::ErrorKind::NotFound, path.display().to_string()))
+        }
+    }
+    let env = Env(HashMap::from([("WH_SECRET", "whsec_x"), ("OPS_TOKEN", "tok")]));
+    let errs = cfg.build_with(&env, Arc::new(connect::SystemClock)).unwrap_err();
+    assert_eq!(errs.codes(), vec![Code::MissingSecret]);
+    let e = &errs.errors[0];
+    assert!(e.message.contains("environment variable `OPS_SECRET` is not set"), "{}", e.message);
+    assert_eq!(errs.line_col(e), Some(pos(&cfg.text, "{ env = \"OPS_SECRET\" }")));
+}
+
+#[test]
+fn db0110_toml_syntax() {
+    let text = "[server]\nlisten = \"127.0.0.1:8080\n";
+    let (code, _msg, l, _c) = one_error(text);
+    assert_eq!(code, Code::TomlSyntax);
+    assert_eq!(l, 2);
+}
+
+#[test]
+fn db0111_unknown_field_type() {
+    let text = BASE.replace("type = \"quantity\"", "type = \"qty\"");
+    let (code, msg, l, c) = one_error(&text);
+    assert_eq!(code, Code::InvalidValue);
+    assert_eq!(msg, "field `qty` of source `erp` has unknown type `qty`");
+    assert_eq!((l, c), pos(&text, "\"qty\", required"));
+}
+
+#[test]
+fn all_errors_are_collected() {
+    let text = with_flow(
+        r#"
+[delivery]
+request_timeout = "10 s"
+
+[[flows]]
+name = "f"
+on = { source = "crm" }
+[[flows.deliver]]
+destination = "nowhere"
+message = { type = "text", content = "hi" }
+"#,
+    );
+    let errs = check(&text).unwrap_err();
+    let mut codes = errs.codes();
+    codes.sort_by_key(|c| c.as_str());
+    assert_eq!(codes, vec![Code::UnknownDestination, Code::UnknownSource, Code::BadDuration]);
+    assert_eq!(errs.render().matches("error[DB01").count(), 3);
+}
+
+#[test]
+fn debug_of_runtime_and_config_redacts_secrets() {
+    let cfg = check(&with_flow(GOOD_FLOW)).unwrap();
+    let secret = Secret::new("super-secret-token-123");
+    assert_eq!(format!("{secret:?}"), "[redacted]");
+    assert_eq!(format!("{secret}"), "[redacted]");
+    let src = SourceRuntime { secrets: vec![secret.clone()], tolerance: Duration::from_secs(1) };
+    let dbg = format!("{src:?}");
+    assert!(dbg.contains("[redacted]") && !dbg.contains("super-secret"), "{dbg}");
+    // The validated config holds references only: it names variables, never values.
+    let dbg = format!("{cfg:?}");
+    assert!(dbg.contains("OPS_TOKEN") && !dbg.contains("super-secret"));
+}
+
+#[test]
+fn with_overrides_points_robots_at_the_simulator() {
+    let cfg = check(&with_flow(GOOD_FLOW)).unwrap();
+    let sims = BTreeMap::from([("dingtalk".to_string(), "http://127.0.0.1:4001".to_string())]);
+    let cfg = cfg.with_overrides(Some("sqlite://other.db".into()), Some(&sims));
+    assert_eq!(cfg.store.url, "sqlite://other.db");
+    let DestinationKind::DingtalkRobot(robot) = &cfg.destinations["ops"].kind;
+    assert_eq!(robot.base_url, "http://127.0.0.1:4001");
+}
+
+#[test]
+fn quickstart_builds_with_its_env_and_debug_redacts() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/quickstart.toml");
+    let (cfg, _) = load_and_validate(&path).unwrap_or_else(|e| panic!("{}", e.render()));
+    struct Env;
+    impl SecretResolver for Env {
+        fn env(&self, name: &str) -> Option<String> {
+            Some(format!("value-of-{name}-7f3a"))
+        }
+        fn file(&self, _path: &Path) -> std::io::Result<String> {
+            Err(std::io::Error::other("no files here"))
+        }
+    }
+    let rt = cfg.build_with(&Env, Arc::new(connect::SystemClock)).unwrap_or_else(|e| panic!("{}", e.render()));
+    assert_eq!(rt.sinks.keys().collect::<Vec<_>>(), ["ops"]);
+    assert_eq!(rt.sources["erp-events"].secrets[0].expose(), "value-of-DINGBRIDGE_WEBHOOK_SECRET-7f3a");
+    let dbg = format!("{rt:?} {cfg:?}");
+    assert!(!dbg.contains("-7f3a"), "a secret leaked into Debug: {dbg}");
+    assert!(dbg.contains("[redacted]"), "{dbg}");
+}

@@ -1,0 +1,687 @@
+//! Phase 2: pure validation. No environment, no network, no clock, no file reads.
+
+use super::raw::*;
+use super::refs::{check_cel, check_template_vars, BadRef};
+use super::*;
+use minijinja::{AutoEscape, Environment, UndefinedBehavior};
+use std::collections::{BTreeSet, HashMap};
+
+const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+const DEFAULT_MAX_BODY: u64 = 1_048_576;
+const DEFAULT_STORE_URL: &str = "sqlite://dingbridge.db";
+const DEFAULT_DINGTALK_URL: &str = "https://oapi.dingtalk.com";
+const DEFAULT_PER_MINUTE: u32 = 20;
+const DEFAULT_ENTITY_ID: &str = "/data/id";
+const DEFAULT_TOLERANCE: Duration = Duration::from_secs(300);
+
+/// A minijinja environment configured the way message templates render: strict undefined,
+/// no auto-escaping.
+pub(crate) fn template_env() -> Environment<'static> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_auto_escape_callback(|_| AutoEscape::None);
+    env.set_keep_trailing_newline(true);
+    env
+}
+
+struct Ctx<'a> {
+    errors: Vec<ConfigError>,
+    env: Environment<'static>,
+    text: &'a str,
+}
+
+fn span<T>(s: &S<T>) -> Option<Range<usize>> {
+    Some(s.span())
+}
+
+impl Ctx<'_> {
+    fn push(&mut self, e: ConfigError) {
+        self.errors.push(e);
+    }
+
+    fn duration(&mut self, s: &S<String>, what: &str) -> Option<Duration> {
+        match parse_duration(s.get_ref()) {
+            Ok(d) => Some(d),
+            Err(msg) => {
+                self.push(ConfigError::new(Code::BadDuration, format!("{what}: {msg}"), span(s), "not a duration"));
+                None
+            }
+        }
+    }
+
+    fn positive(&mut self, s: &S<u64>, what: &str) -> Option<usize> {
+        match usize::try_from(*s.get_ref()) {
+            Ok(n) if n > 0 => Some(n),
+            _ => {
+                self.push(ConfigError::new(
+                    Code::InvalidValue,
+                    format!("{what} must be a positive number, found {}", s.get_ref()),
+                    span(s),
+                    "must be at least 1",
+                ));
+                None
+            }
+        }
+    }
+
+    fn secret(&mut self, s: &S<RawSecretRef>, what: &str) -> Option<SecretRef> {
+        secret_ref(s.get_ref(), s.span()).map_err(|msg| self.push(invalid_secret(what, &msg, s.span()))).ok()
+    }
+
+    /// Compile a template and check the event fields it references.
+    fn template(
+        &mut self,
+        name: String,
+        s: &S<String>,
+        what: &str,
+        fields: Option<&BTreeMap<String, FieldKind>>,
+    ) -> String {
+        match self.env.add_template_owned(name.clone(), s.get_ref().clone()) {
+            Ok(()) => {
+                if let (Some(fields), Ok(t)) = (fields, self.env.get_template(&name)) {
+                    let vars: BTreeSet<String> = t.undeclared_variables(true).into_iter().collect();
+                    for bad in check_template_vars(&vars, fields) {
+                        self.push(unknown_field(what, &bad, s.span()));
+                    }
+                }
+            }
+            Err(e) => {
+                let detail = e.detail().map(str::to_string).unwrap_or_else(|| e.to_string());
+                let line = e.line().map(|l| format!(" (template line {l})")).unwrap_or_default();
+                self.push(ConfigError::new(
+                    Code::Template,
+                    format!("{what} does not compile: {detail}{line}"),
+                    span(s),
+                    "invalid template",
+                ));
+            }
+        }
+        name
+    }
+
+    fn slice(&self, r: &Range<usize>) -> &str {
+        self.text.get(r.clone()).unwrap_or_default()
+    }
+}
+
+fn invalid_secret(what: &str, msg: &str, span: Range<usize>) -> ConfigError {
+    ConfigError::new(Code::InvalidValue, format!("{what}: {msg}"), Some(span), "invalid secret reference").with_help(
+        "write `{ env = \"NAME\" }` or `{ file = \"/path/to/secret\" }`; secrets are never literal in config",
+    )
+}
+
+fn secret_ref(r: &RawSecretRef, span: Range<usize>) -> Result<SecretRef, String> {
+    let location = match (&r.env, &r.file) {
+        (Some(v), None) if !v.trim().is_empty() => SecretLocation::Env(v.clone()),
+        (None, Some(p)) if !p.trim().is_empty() => SecretLocation::File(PathBuf::from(p)),
+        (Some(_), Some(_)) => return Err("give either `env` or `file`, not both".into()),
+        (None, None) => return Err("a secret reference needs `env` or `file`".into()),
+        _ => return Err("the variable name or path is empty".into()),
+    };
+    Ok(SecretRef { location, span })
+}
+
+fn unknown_field(what: &str, bad: &BadRef, span: Range<usize>) -> ConfigError {
+    ConfigError::new(
+        Code::UnknownEventField,
+        format!("{what} references `{}`, which events do not have", bad.path),
+        Some(span),
+        bad.reason.clone(),
+    )
+}
+
+/// Edit distance for "did you mean" hints.
+fn distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != *cb);
+            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+fn suggest<'a>(name: &str, known: impl IntoIterator<Item = &'a String>) -> Option<String> {
+    known
+        .into_iter()
+        .map(|k| (distance(name, k), k))
+        .filter(|(d, k)| *d <= 2.max(k.len() / 3))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| format!("did you mean `{k}`?"))
+}
+
+fn known_list(known: &[String]) -> String {
+    if known.is_empty() {
+        "none are defined".to_string()
+    } else {
+        known.join(", ")
+    }
+}
+
+pub(super) fn validate(raw: RawConfig, text: &str, path: &str) -> Result<Config, ConfigErrors> {
+    let mut cx = Ctx { errors: Vec::new(), env: template_env(), text };
+
+    // [server]
+    let listen = match &raw.server.listen {
+        Some(s) => match s.get_ref().parse::<SocketAddr>() {
+            Ok(a) => a,
+            Err(e) => {
+                cx.push(ConfigError::new(
+                    Code::InvalidValue,
+                    format!("server.listen `{}` is not an address: {e}", s.get_ref()),
+                    span(s),
+                    "expected host:port, e.g. 127.0.0.1:8080",
+                ));
+                SocketAddr::from(([127, 0, 0, 1], 8080))
+            }
+        },
+        None => DEFAULT_LISTEN.parse().unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8080))),
+    };
+    let max_body_bytes = raw.server.max_body_bytes.as_ref().map_or(DEFAULT_MAX_BODY, |s| *s.get_ref());
+    let admin_token = raw.server.admin_token.as_ref().and_then(|s| cx.secret(s, "server.admin_token"));
+    let server = ServerConfig { listen, max_body_bytes, admin_token };
+    let store = StoreConfig {
+        url: raw.store.url.as_ref().map_or_else(|| DEFAULT_STORE_URL.to_string(), |s| s.get_ref().clone()),
+    };
+
+    // [delivery]
+    let mut delivery = DeliveryConfig::default();
+    let d = &raw.delivery;
+    if let Some(sched) = &d.retry_schedule {
+        if sched.get_ref().is_empty() {
+            cx.push(
+                ConfigError::new(
+                    Code::BadDuration,
+                    "delivery.retry_schedule is empty",
+                    span(sched),
+                    "needs at least one step",
+                )
+                .with_help("e.g. retry_schedule = [\"1s\", \"5s\", \"30s\", \"2m\"]; its length bounds the retries"),
+            );
+        }
+        let steps: Vec<Option<Duration>> =
+            sched.get_ref().iter().map(|s| cx.duration(s, "delivery.retry_schedule step")).collect();
+        delivery.schedule.steps = steps.into_iter().flatten().collect();
+    }
+    if let Some(j) = &d.jitter {
+        let v = *j.get_ref();
+        if (0.0..1.0).contains(&v) {
+            delivery.schedule.jitter = v;
+        } else {
+            cx.push(ConfigError::new(
+                Code::InvalidValue,
+                format!("delivery.jitter must be in [0, 1), found {v}"),
+                span(j),
+                "a fraction, e.g. 0.2 for ±20 %",
+            ));
+        }
+    }
+    if let Some(s) = &d.lease {
+        delivery.lease = cx.duration(s, "delivery.lease").unwrap_or(delivery.lease);
+    }
+    if let Some(s) = &d.request_timeout {
+        delivery.request_timeout = cx.duration(s, "delivery.request_timeout").unwrap_or(delivery.request_timeout);
+    }
+    if let Some(s) = &d.lease {
+        if delivery.lease <= delivery.request_timeout {
+            cx.push(ConfigError::new(
+                Code::InvalidValue,
+                format!(
+                    "delivery.lease ({:?}) must be longer than delivery.request_timeout ({:?})",
+                    delivery.lease, delivery.request_timeout
+                ),
+                span(s),
+                "a lease shorter than a request lets another worker re-send a job still in flight",
+            ));
+        }
+    }
+    if let Some(s) = &d.concurrency_per_destination {
+        delivery.concurrency_per_destination =
+            cx.positive(s, "delivery.concurrency_per_destination").unwrap_or(delivery.concurrency_per_destination);
+    }
+    if let Some(s) = &d.claim_batch {
+        delivery.claim_batch = cx.positive(s, "delivery.claim_batch").unwrap_or(delivery.claim_batch);
+    }
+
+    // [sources.*]
+    let mut sources = BTreeMap::new();
+    for (name, src) in &raw.sources {
+        if let Some(s) = validate_source(&mut cx, name, src) {
+            sources.insert(name.get_ref().clone(), s);
+        }
+    }
+
+    // [destinations.*]
+    let mut destinations = BTreeMap::new();
+    for (name, dst) in &raw.destinations {
+        if let Some(d) = validate_destination(&mut cx, name, dst) {
+            destinations.insert(name.get_ref().clone(), d);
+        }
+    }
+    let dest_names: Vec<String> = raw.destinations.keys().map(|k| k.get_ref().clone()).collect();
+    let source_names: Vec<String> = raw.sources.keys().map(|k| k.get_ref().clone()).collect();
+
+    // [[flows]]
+    let mut flows = Vec::new();
+    let mut seen: HashMap<String, Range<usize>> = HashMap::new();
+    for (i, f) in raw.flows.iter().enumerate() {
+        let name = f.name.get_ref().clone();
+        if name.trim().is_empty() {
+            cx.push(ConfigError::new(
+                Code::InvalidValue,
+                format!("flow #{} has an empty name", i + 1),
+                span(&f.name),
+                "empty",
+            ));
+        }
+        if let Some(first) = seen.get(&name) {
+            let (l, c) = line_col(text, first.start);
+            cx.push(
+                ConfigError::new(
+                    Code::DuplicateName,
+                    format!("duplicate flow name `{name}`"),
+                    span(&f.name),
+                    "defined again here",
+                )
+                .with_help(format!("the first flow `{name}` is at {path}:{l}:{c}; flow names must be unique")),
+            );
+        } else {
+            seen.insert(name.clone(), f.name.span());
+        }
+        flows.push(validate_flow(&mut cx, i, f, &sources, &source_names, &dest_names));
+    }
+
+    if !cx.errors.is_empty() {
+        // Report in file order.
+        cx.errors.sort_by_key(|e| e.span.as_ref().map_or(0, |s| s.start));
+        return Err(ConfigErrors::new(path, text, cx.errors));
+    }
+    Ok(Config {
+        server,
+        store,
+        delivery,
+        sources,
+        destinations,
+        flows,
+        templates: Arc::new(cx.env),
+        path: path.to_string(),
+        text: Arc::from(text),
+    })
+}
+
+fn validate_source(cx: &mut Ctx<'_>, name: &S<String>, src: &RawSource) -> Option<SourceConfig> {
+    let n = name.get_ref();
+    let mut ok = true;
+    if src.kind.get_ref() != "webhook" {
+        cx.push(ConfigError::new(
+            Code::InvalidValue,
+            format!("source `{n}` has unknown type `{}`", src.kind.get_ref()),
+            span(&src.kind),
+            "known source types: webhook",
+        ));
+        ok = false;
+    }
+    let mut secrets = Vec::new();
+    match &src.secret {
+        Some(s) => {
+            if s.get_ref().0.is_empty() {
+                cx.push(invalid_secret(&format!("sources.{n}.secret"), "the list of secrets is empty", s.span()));
+                ok = false;
+            }
+            for r in &s.get_ref().0 {
+                match secret_ref(r, s.span()) {
+                    Ok(r) => secrets.push(r),
+                    Err(msg) => {
+                        cx.push(invalid_secret(&format!("sources.{n}.secret"), &msg, s.span()));
+                        ok = false;
+                    }
+                }
+            }
+        }
+        None => {
+            cx.push(
+                ConfigError::new(
+                    Code::InvalidValue,
+                    format!("webhook source `{n}` has no `secret`; unsigned webhooks are refused"),
+                    Some(name.span()),
+                    "needs secret = { env = \"...\" }",
+                )
+                .with_help("add secret = { env = \"DINGBRIDGE_WEBHOOK_SECRET\" }"),
+            );
+            ok = false;
+        }
+    }
+    let entity_id = src.entity_id.as_ref().map_or_else(|| DEFAULT_ENTITY_ID.to_string(), |s| s.get_ref().clone());
+    if let Some(s) = &src.entity_id {
+        if !s.get_ref().starts_with('/') {
+            cx.push(pointer_error(&format!("sources.{n}.entity_id"), s));
+            ok = false;
+        }
+    }
+    let tolerance = match &src.tolerance {
+        Some(s) => cx.duration(s, &format!("sources.{n}.tolerance")).unwrap_or(DEFAULT_TOLERANCE),
+        None => DEFAULT_TOLERANCE,
+    };
+    let mut fields = BTreeMap::new();
+    for (fname, f) in &src.fields {
+        let f_ref = f.get_ref();
+        if !f_ref.path.get_ref().starts_with('/') {
+            cx.push(pointer_error(&format!("sources.{n}.fields.{}.path", fname.get_ref()), &f_ref.path));
+            ok = false;
+        }
+        match FieldKind::parse(f_ref.kind.get_ref()) {
+            Some(kind) => {
+                fields.insert(
+                    fname.get_ref().clone(),
+                    FieldSpec { path: f_ref.path.get_ref().clone(), kind, required: f_ref.required.unwrap_or(true) },
+                );
+            }
+            None => {
+                let known: Vec<&str> = FieldKind::ALL.iter().map(|k| k.as_str()).collect();
+                cx.push(ConfigError::new(
+                    Code::InvalidValue,
+                    format!("field `{}` of source `{n}` has unknown type `{}`", fname.get_ref(), f_ref.kind.get_ref()),
+                    span(&f_ref.kind),
+                    format!("known field types: {}", known.join(", ")),
+                ));
+                ok = false;
+            }
+        }
+    }
+    let system = src.system.as_ref().map_or_else(|| n.clone(), |s| s.get_ref().clone());
+    ok.then(|| SourceConfig {
+        name: n.clone(),
+        kind: SourceKind::Webhook,
+        system,
+        secrets,
+        entity_id,
+        tolerance,
+        fields,
+    })
+}
+
+fn pointer_error(what: &str, s: &S<String>) -> ConfigError {
+    ConfigError::new(
+        Code::InvalidValue,
+        format!("{what} `{}` is not a JSON pointer", s.get_ref()),
+        span(s),
+        "a JSON pointer starts with `/`, e.g. /data/id",
+    )
+}
+
+fn validate_destination(cx: &mut Ctx<'_>, name: &S<String>, dst: &RawDestination) -> Option<DestinationConfig> {
+    let n = name.get_ref();
+    if dst.kind.get_ref() != "dingtalk_robot" {
+        cx.push(ConfigError::new(
+            Code::InvalidValue,
+            format!("destination `{n}` has unknown type `{}`", dst.kind.get_ref()),
+            span(&dst.kind),
+            "known destination types: dingtalk_robot",
+        ));
+        return None;
+    }
+    let access_token = match &dst.access_token {
+        Some(s) => cx.secret(s, &format!("destinations.{n}.access_token")),
+        None => {
+            cx.push(ConfigError::new(
+                Code::InvalidValue,
+                format!("destination `{n}` has no `access_token`"),
+                Some(name.span()),
+                "needs access_token = { env = \"...\" }",
+            ));
+            None
+        }
+    };
+    let secret = dst.secret.as_ref().map(|s| cx.secret(s, &format!("destinations.{n}.secret")));
+    let base_url = dst.base_url.as_ref().map_or_else(|| DEFAULT_DINGTALK_URL.to_string(), |s| s.get_ref().clone());
+    if let Some(s) = &dst.base_url {
+        if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
+            cx.push(ConfigError::new(
+                Code::InvalidValue,
+                format!("destinations.{n}.base_url `{base_url}` is not an http(s) URL"),
+                span(s),
+                "expected e.g. https://oapi.dingtalk.com",
+            ));
+        }
+    }
+    // 0 is the documented benchmarking switch: no pacing (against a simulator only; real
+    // DingTalk blocks a robot for 10 minutes past 20 messages a minute).
+    let per_minute = dst.per_minute.as_ref().map_or(DEFAULT_PER_MINUTE, |s| *s.get_ref());
+    let concurrency = dst.concurrency.as_ref().and_then(|s| cx.positive(s, &format!("destinations.{n}.concurrency")));
+    let access_token = access_token?;
+    let secret = match secret {
+        Some(None) => return None,
+        Some(Some(s)) => Some(s),
+        None => None,
+    };
+    Some(DestinationConfig {
+        name: n.clone(),
+        kind: DestinationKind::DingtalkRobot(RobotDestination { access_token, secret, base_url, per_minute }),
+        concurrency,
+    })
+}
+
+fn validate_flow(
+    cx: &mut Ctx<'_>,
+    index: usize,
+    f: &RawFlow,
+    sources: &BTreeMap<String, SourceConfig>,
+    source_names: &[String],
+    dest_names: &[String],
+) -> FlowConfig {
+    let name = f.name.get_ref().clone();
+    let on = f.on.get_ref();
+    let source = on.source.get_ref().clone();
+    if !source_names.contains(&source) {
+        let mut e = ConfigError::new(
+            Code::UnknownSource,
+            format!("flow `{name}` listens to unknown source `{source}`"),
+            span(&on.source),
+            format!("not defined; known sources: {}", known_list(source_names)),
+        );
+        if let Some(h) = suggest(&source, source_names) {
+            e = e.with_help(h);
+        }
+        cx.push(e);
+    }
+    // Field kinds of the source, when it is known and valid; otherwise skip field checks.
+    let fields = sources.get(&source).map(SourceConfig::field_kinds);
+    let entity = on.entity.as_ref().map(|e| e.get_ref().clone()).filter(|e| e != "*");
+    let changes = on.change.as_ref().map(|list| {
+        // Vendor-specific change names are carried verbatim (`model::ChangeKind::Other`), so
+        // any snake_case name is allowed.
+        for c in list {
+            let ok = !c.get_ref().is_empty()
+                && c.get_ref().chars().all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '_');
+            if !ok {
+                cx.push(ConfigError::new(
+                    Code::InvalidValue,
+                    format!("flow `{name}` listens to change `{}`, which is not a snake_case name", c.get_ref()),
+                    span(c),
+                    "e.g. created, updated, deleted, status_changed",
+                ));
+            }
+        }
+        list.iter().map(|c| c.get_ref().clone()).collect::<Vec<_>>()
+    });
+
+    let when = f.when.as_ref().and_then(|w| {
+        let what = format!("the condition of flow `{name}`");
+        match cel::Program::compile(w.get_ref()) {
+            Ok(program) => {
+                if let Some(fields) = &fields {
+                    for bad in check_cel(program.expression(), fields) {
+                        cx.push(unknown_field(&what, &bad, w.span()));
+                    }
+                }
+                Some(Condition { source: w.get_ref().clone(), program: Arc::new(program) })
+            }
+            Err(errs) => {
+                let detail: Vec<String> =
+                    errs.errors.iter().map(|e| format!("{}:{}: {}", e.pos.0, e.pos.1, e.msg)).collect();
+                cx.push(ConfigError::new(
+                    Code::CelCompile,
+                    format!("{what} does not compile: {}", detail.join("; ")),
+                    span(w),
+                    format!("invalid CEL: `{}`", cx.slice(&w.span())),
+                ));
+                None
+            }
+        }
+    });
+
+    let mut deliver = Vec::new();
+    for (j, d) in f.deliver.iter().enumerate() {
+        let dest = d.destination.get_ref().clone();
+        if !dest_names.contains(&dest) {
+            let mut e = ConfigError::new(
+                Code::UnknownDestination,
+                format!("flow `{name}` delivers to unknown destination `{dest}`"),
+                span(&d.destination),
+                format!("not defined; known destinations: {}", known_list(dest_names)),
+            );
+            if let Some(h) = suggest(&dest, dest_names) {
+                e = e.with_help(h);
+            }
+            cx.push(e);
+        }
+        let prefix = format!("flows[{index}].deliver[{j}]");
+        let ordering_key = match &d.ordering_key {
+            Some(k) => OrderingKey::Template(cx.template(
+                format!("{prefix}.ordering_key"),
+                k,
+                &format!("the ordering key of flow `{name}`"),
+                fields.as_ref(),
+            )),
+            None => OrderingKey::Literal(dest.clone()),
+        };
+        if let Some(message) = validate_message(cx, &prefix, &name, &d.message, fields.as_ref()) {
+            deliver.push(DeliverySpec { destination: dest, ordering_key, message });
+        }
+    }
+    if f.deliver.is_empty() {
+        cx.push(ConfigError::new(
+            Code::InvalidValue,
+            format!("flow `{name}` has no [[flows.deliver]] entry"),
+            span(&f.name),
+            "delivers nowhere",
+        ));
+    }
+    FlowConfig { name, source, entity, changes, when, deliver }
+}
+
+fn validate_message(
+    cx: &mut Ctx<'_>,
+    prefix: &str,
+    flow: &str,
+    m: &S<RawMessage>,
+    fields: Option<&BTreeMap<String, FieldKind>>,
+) -> Option<MessageSpec> {
+    let msg = m.get_ref();
+    let kind = msg.kind.get_ref().as_str();
+    let what = |key: &str| format!("`{key}` of the message of flow `{flow}`");
+    let require = |cx: &mut Ctx<'_>, key: &str, v: &Option<S<String>>| -> Option<String> {
+        match v {
+            Some(s) => Some(cx.template(format!("{prefix}.{key}"), s, &what(key), fields)),
+            None => {
+                cx.push(ConfigError::new(
+                    Code::InvalidValue,
+                    format!("a `{kind}` message of flow `{flow}` needs `{key}`"),
+                    Some(m.span()),
+                    format!("missing `{key}`"),
+                ));
+                None
+            }
+        }
+    };
+    let not_for = |cx: &mut Ctx<'_>, key: &str, present: Option<Range<usize>>| {
+        if let Some(sp) = present {
+            cx.push(ConfigError::new(
+                Code::UnknownKey,
+                format!("key `{key}` is not used by a `{kind}` message (flow `{flow}`)"),
+                Some(sp),
+                "unknown key for this message type",
+            ));
+        }
+    };
+    let sp = |v: &Option<S<String>>| v.as_ref().map(|s| s.span());
+    match kind {
+        "markdown" => {
+            not_for(cx, "content", sp(&msg.content));
+            not_for(cx, "single_title", sp(&msg.single_title));
+            not_for(cx, "single_url", sp(&msg.single_url));
+            not_for(cx, "btn_orientation", sp(&msg.btn_orientation));
+            not_for(cx, "buttons", msg.buttons.as_ref().map(|_| m.span()));
+            let title = require(cx, "title", &msg.title);
+            let text = require(cx, "text", &msg.text);
+            Some(MessageSpec::Markdown { title: title?, text: text? })
+        }
+        "text" => {
+            not_for(cx, "title", sp(&msg.title));
+            not_for(cx, "text", sp(&msg.text));
+            not_for(cx, "single_title", sp(&msg.single_title));
+            not_for(cx, "single_url", sp(&msg.single_url));
+            not_for(cx, "btn_orientation", sp(&msg.btn_orientation));
+            not_for(cx, "buttons", msg.buttons.as_ref().map(|_| m.span()));
+            let content = require(cx, "content", &msg.content);
+            Some(MessageSpec::Text { content: content? })
+        }
+        "action_card" => {
+            not_for(cx, "content", sp(&msg.content));
+            let title = require(cx, "title", &msg.title);
+            let text = require(cx, "text", &msg.text);
+            let buttons = match (&msg.buttons, &msg.single_title, &msg.single_url) {
+                (Some(list), None, None) if !list.is_empty() => {
+                    let mut out = Vec::new();
+                    for (k, b) in list.iter().enumerate() {
+                        let bt = b.get_ref();
+                        let t = cx.template(
+                            format!("{prefix}.buttons[{k}].title"),
+                            &bt.title,
+                            &what("buttons.title"),
+                            fields,
+                        );
+                        let u =
+                            cx.template(format!("{prefix}.buttons[{k}].url"), &bt.url, &what("buttons.url"), fields);
+                        out.push((t, u));
+                    }
+                    let orientation =
+                        msg.btn_orientation.as_ref().map_or_else(|| "0".to_string(), |s| s.get_ref().clone());
+                    Some(CardButtons::Many { buttons: out, orientation })
+                }
+                (None, Some(t), Some(u)) => {
+                    not_for(cx, "btn_orientation", sp(&msg.btn_orientation));
+                    let t = cx.template(format!("{prefix}.single_title"), t, &what("single_title"), fields);
+                    let u = cx.template(format!("{prefix}.single_url"), u, &what("single_url"), fields);
+                    Some(CardButtons::Single { title: t, url: u })
+                }
+                _ => {
+                    cx.push(
+                        ConfigError::new(
+                            Code::InvalidValue,
+                            format!("the action_card message of flow `{flow}` needs either `buttons` or `single_title` + `single_url`"),
+                            Some(m.span()),
+                            "give one button set",
+                        )
+                        .with_help("buttons = [{ title = \"Open\", url = \"https://...\" }] or single_title = \"..\", single_url = \"..\""),
+                    );
+                    None
+                }
+            };
+            Some(MessageSpec::ActionCard { title: title?, text: text?, buttons: buttons? })
+        }
+        other => {
+            cx.push(ConfigError::new(
+                Code::InvalidValue,
+                format!("flow `{flow}` uses unknown message type `{other}`"),
+                span(&msg.kind),
+                "known message types: markdown, action_card, text",
+            ));
+            None
+        }
+    }
+}

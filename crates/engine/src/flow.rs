@@ -1,0 +1,276 @@
+//! Flows: decode a generic webhook into a canonical event, match it against the configured
+//! flows (source, entity, change, CEL `when`), and render one outbox job per delivery.
+//!
+//! Nothing here panics on bad input: a failing condition or template is a [`FlowError`] the
+//! caller turns into a dead letter.
+
+use crate::config::{CardButtons, Config, FlowConfig, MessageSpec, OrderingKey, SourceConfig};
+use crate::json::parse_strict;
+use model::{ChangeKind, Event, TypedValue, ZonedTime};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use std::sync::Arc;
+
+/// Most significant digits a `rust_decimal::Decimal` holds.
+const DECIMAL_DIGITS: usize = 28;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FlowError {
+    #[error("flow `{flow}`: condition `{condition}` failed: {reason}")]
+    Condition { flow: String, condition: String, reason: String },
+    #[error("flow `{flow}`: condition `{condition}` returned {found}, not a bool")]
+    NotBool { flow: String, condition: String, found: String },
+    #[error("flow `{flow}`: template `{template}` failed: {reason}")]
+    Template { flow: String, template: String, reason: String },
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DecodeError {
+    /// Not a webhook body we can route: the server answers 400.
+    #[error("malformed webhook body: {0}")]
+    Malformed(String),
+    /// A well-formed body with an invalid value: the server answers 2xx and stores a dead letter
+    /// with `reason`; `envelope` is what could be read (kept, never dropped).
+    #[error("invalid event: {reason}")]
+    Invalid { reason: String, envelope: Value },
+    /// The source is not configured (a routing bug; the server answers 404).
+    #[error("unknown source `{0}`")]
+    UnknownSource(String),
+}
+
+/// The compiled flows of one config.
+#[derive(Clone)]
+pub struct FlowEngine {
+    flows: Vec<FlowConfig>,
+    sources: BTreeMap<String, SourceConfig>,
+    templates: Arc<minijinja::Environment<'static>>,
+}
+
+impl std::fmt::Debug for FlowEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FlowEngine").field("flows", &self.flows.iter().map(|f| &f.name).collect::<Vec<_>>()).finish()
+    }
+}
+
+impl FlowEngine {
+    pub fn new(config: &Config) -> Self {
+        Self { flows: config.flows.clone(), sources: config.sources.clone(), templates: config.templates.clone() }
+    }
+
+    /// Flows listening to `source` (for the server's routing table).
+    pub fn flows_for_source<'a>(&'a self, source: &'a str) -> impl Iterator<Item = &'a FlowConfig> + 'a {
+        self.flows.iter().filter(move |f| f.source == source)
+    }
+
+    /// Outbox jobs for one event: one per delivery of every matching flow, due at `now_ms`.
+    pub fn plan(&self, event: &Event, now_ms: i64) -> Result<Vec<store::NewJob>, FlowError> {
+        let ctx = event.to_template_value();
+        let change = event.change.to_string();
+        let mut jobs = Vec::new();
+        let mut tmpl_ctx: Option<minijinja::Value> = None;
+        for flow in &self.flows {
+            if flow.source != event.source {
+                continue;
+            }
+            if flow.entity.as_ref().is_some_and(|e| *e != event.entity) {
+                continue;
+            }
+            if flow.changes.as_ref().is_some_and(|c| !c.contains(&change)) {
+                continue;
+            }
+            if let Some(cond) = &flow.when {
+                if !eval_condition(flow, cond, &ctx)? {
+                    continue;
+                }
+            }
+            let tctx =
+                tmpl_ctx.get_or_insert_with(|| minijinja::context! { event => minijinja::Value::from_serialize(&ctx) });
+            for (i, d) in flow.deliver.iter().enumerate() {
+                let render = |name: &str| self.render(&flow.name, name, tctx);
+                let payload = match &d.message {
+                    MessageSpec::Markdown { title, text } => json!({
+                        "msgtype": "markdown",
+                        "markdown": { "title": render(title)?, "text": render(text)? },
+                    }),
+                    MessageSpec::Text { content } => {
+                        json!({ "msgtype": "text", "text": { "content": render(content)? } })
+                    }
+                    MessageSpec::ActionCard { title, text, buttons } => {
+                        let mut card = serde_json::Map::new();
+                        card.insert("title".into(), render(title)?.into());
+                        card.insert("text".into(), render(text)?.into());
+                        match buttons {
+                            CardButtons::Single { title, url } => {
+                                card.insert("singleTitle".into(), render(title)?.into());
+                                card.insert("singleURL".into(), render(url)?.into());
+                            }
+                            CardButtons::Many { buttons, orientation } => {
+                                let mut btns = Vec::new();
+                                for (t, u) in buttons {
+                                    btns.push(json!({ "title": render(t)?, "actionURL": render(u)? }));
+                                }
+                                card.insert("btnOrientation".into(), orientation.clone().into());
+                                card.insert("btns".into(), Value::Array(btns));
+                            }
+                        }
+                        json!({ "msgtype": "actionCard", "actionCard": card })
+                    }
+                };
+                let ordering_key = match &d.ordering_key {
+                    OrderingKey::Literal(k) => k.clone(),
+                    OrderingKey::Template(name) => render(name)?,
+                };
+                jobs.push(store::NewJob {
+                    flow: flow.name.clone(),
+                    destination: d.destination.clone(),
+                    ordering_key,
+                    idempotency_key: format!("{}:{}:{i}", event.id, flow.name),
+                    payload: payload.to_string(),
+                    next_attempt_at: now_ms,
+                });
+            }
+        }
+        Ok(jobs)
+    }
+
+    fn render(&self, flow: &str, name: &str, ctx: &minijinja::Value) -> Result<String, FlowError> {
+        let err = |reason: String| FlowError::Template { flow: flow.to_string(), template: name.to_string(), reason };
+        let t = self.templates.get_template(name).map_err(|e| err(e.to_string()))?;
+        t.render(ctx).map_err(|e| err(e.to_string()))
+    }
+
+    /// Decode a generic webhook body `{"type": "<entity>.<change>", "timestamp": "...", "data": {...}}`.
+    pub fn decode_webhook(
+        &self,
+        source: &str,
+        webhook_id: &str,
+        body: &[u8],
+        received_at: ZonedTime,
+        event_id: String,
+    ) -> Result<Event, DecodeError> {
+        let src = self.sources.get(source).ok_or_else(|| DecodeError::UnknownSource(source.to_string()))?;
+        let parsed = parse_strict(body).map_err(DecodeError::Malformed)?;
+        let root = &parsed.value;
+        if !root.is_object() {
+            return Err(DecodeError::Malformed("the body is not a JSON object".into()));
+        }
+        let kind = match root.get("type") {
+            Some(Value::String(t)) => t.clone(),
+            Some(_) => return Err(DecodeError::Malformed("`type` is not a string".into())),
+            None => return Err(DecodeError::Malformed("missing `type` (expected \"<entity>.<change>\")".into())),
+        };
+        let Some((entity, change)) = kind.rsplit_once('.').filter(|(e, c)| !e.is_empty() && !c.is_empty()) else {
+            return Err(DecodeError::Malformed(format!("`type` {kind:?} is not \"<entity>.<change>\"")));
+        };
+        let data = root.get("data").cloned().unwrap_or(Value::Null);
+        let envelope = json!({
+            "id": event_id,
+            "source": source,
+            "system": src.system,
+            "type": kind,
+            "webhook_id": webhook_id,
+            "timestamp": root.get("timestamp"),
+            "data": data,
+        });
+        let invalid = |reason: String| DecodeError::Invalid { reason, envelope: envelope.clone() };
+
+        let change = match ChangeKind::from_str(change) {
+            Ok(c) => c,
+            Err(never) => match never {},
+        };
+        let source_time = match root.get("timestamp") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(ZonedTime::parse("timestamp", s).map_err(|e| invalid(e.to_string()))?),
+            Some(other) => return Err(invalid(format!("`timestamp` {other} is not an RFC 3339 string"))),
+        };
+        let entity_id = match root.pointer(&src.entity_id) {
+            Some(Value::String(s)) if !s.is_empty() => s.clone(),
+            Some(Value::Number(n)) if n.is_i64() || n.is_u64() => n.to_string(),
+            Some(other) => {
+                return Err(invalid(format!(
+                    "entity id at `{}` is {other}, expected a string or an integer",
+                    src.entity_id
+                )))
+            }
+            None => return Err(invalid(format!("entity id missing at `{}`", src.entity_id))),
+        };
+        let mut fields: BTreeMap<String, TypedValue> = BTreeMap::new();
+        for (name, spec) in &src.fields {
+            let value = match root.pointer(&spec.path) {
+                None | Some(Value::Null) => {
+                    if spec.required {
+                        return Err(invalid(format!("field `{name}`: required value missing at `{}`", spec.path)));
+                    }
+                    continue;
+                }
+                Some(v) => v,
+            };
+            // Every inexact number inside the field's value (e.g. `{"amount": 12.5, ...}`).
+            let under = format!("{}/", spec.path);
+            for (ptr, text) in &parsed.number_text {
+                if *ptr == spec.path || ptr.starts_with(&under) {
+                    check_number_precision(name, text).map_err(invalid)?;
+                }
+            }
+            let typed = spec.kind.to_model().parse_value(name, value).map_err(|e| invalid(e.to_string()))?;
+            fields.insert(name.clone(), typed);
+        }
+        Ok(Event {
+            id: event_id,
+            source: source.to_string(),
+            system: src.system.clone(),
+            entity: entity.to_string(),
+            entity_id,
+            change,
+            source_time,
+            received_at,
+            idempotency_key: format!("{source}:{webhook_id}"),
+            fields,
+            data,
+            raw: Some(String::from_utf8_lossy(body).into_owned()),
+        })
+    }
+}
+
+/// A JSON number in a typed field must be exactly representable: no more significant digits
+/// than a decimal holds, and no precision lost on the way through a binary float.
+fn check_number_precision(field: &str, text: &str) -> Result<(), String> {
+    let mantissa = text.split(['e', 'E']).next().unwrap_or(text);
+    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
+    let significant = digits.trim_start_matches('0').trim_end_matches('0');
+    if significant.len() > DECIMAL_DIGITS {
+        return Err(format!(
+            "field `{field}`: number {text} has more digits than a decimal can hold ({DECIMAL_DIGITS})"
+        ));
+    }
+    if text.contains(['e', 'E']) {
+        return Err(format!("field `{field}`: number {text} uses an exponent; send the exact value as a string"));
+    }
+    if significant.len() > 15 {
+        return Err(format!(
+            "field `{field}`: number {text} cannot be read exactly as a JSON number; send it as a string"
+        ));
+    }
+    Ok(())
+}
+
+fn eval_condition(flow: &FlowConfig, cond: &crate::config::Condition, ctx: &Value) -> Result<bool, FlowError> {
+    let fail =
+        |reason: String| FlowError::Condition { flow: flow.name.clone(), condition: cond.source.clone(), reason };
+    let value = cel::to_value(ctx).map_err(|e| fail(e.to_string()))?;
+    let mut cel_ctx = cel::Context::default();
+    cel_ctx.add_variable_from_value("event", value);
+    match cond.program.execute(&cel_ctx) {
+        Ok(cel::Value::Bool(b)) => Ok(b),
+        Ok(other) => Err(FlowError::NotBool {
+            flow: flow.name.clone(),
+            condition: cond.source.clone(),
+            found: format!("{other:?}"),
+        }),
+        Err(e) => Err(fail(e.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,375 @@
+//! Outbox delivery workers: one dispatcher per destination claims due jobs with a lease and
+//! delivers them — at most `concurrency` in flight, never two of one ordering key at once, and
+//! in id order per key — then completes, reschedules or dead-letters each one by the error's
+//! [`connect::Disposition`].
+
+use connect::{Clock, Delivery, DeliveryError, Disposition, RetrySchedule, Sink};
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use store::{Completion, CompletionBatcher, Job, Store, StoreError};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, error, info, info_span, warn, Instrument};
+
+/// Metric names (documented in docs/specs/instrumentation.md).
+pub const METRIC_DELIVERIES: &str = "dingbridge_deliveries_total";
+pub const METRIC_LATENCY: &str = "dingbridge_delivery_latency_seconds";
+pub const METRIC_ERRORS: &str = "dingbridge_delivery_errors_total";
+pub const METRIC_LEASE_LOST: &str = "dingbridge_lease_lost_total";
+
+/// Prefix of the stored error (`<kind>: <error>`) of an attempt the vendor refused for
+/// credentials; a second one in a row dead-letters the job.
+const AUTH_PREFIX: &str = "auth: ";
+
+/// Completions committed per transaction, and how many may queue.
+const COMPLETION_BATCH: usize = 256;
+const COMPLETION_QUEUE: usize = 4096;
+
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    /// Lease owner name (unique per process), e.g. `host:pid:uuid`.
+    pub owner: String,
+    pub lease: Duration,
+    pub concurrency_per_destination: usize,
+    /// Per-destination overrides of `concurrency_per_destination`.
+    pub concurrency_overrides: BTreeMap<String, usize>,
+    pub claim_batch: usize,
+    /// Fallback polling when no nudge arrives (default 200 ms).
+    pub poll_interval: Duration,
+    pub schedule: RetrySchedule,
+    /// Upper bound of one sink call (the sink has its own timeout too); bounds a graceful stop.
+    pub request_timeout: Duration,
+}
+
+impl WorkerSettings {
+    pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(200);
+
+    /// Settings from a validated config.
+    pub fn from_config(config: &crate::config::Config, owner: impl Into<String>) -> Self {
+        let d = &config.delivery;
+        Self {
+            owner: owner.into(),
+            lease: d.lease,
+            concurrency_per_destination: d.concurrency_per_destination,
+            concurrency_overrides: config
+                .destinations
+                .iter()
+                .filter_map(|(name, dst)| dst.concurrency.map(|c| (name.clone(), c)))
+                .collect(),
+            claim_batch: d.claim_batch,
+            poll_interval: Self::DEFAULT_POLL_INTERVAL,
+            schedule: d.schedule.clone(),
+            request_timeout: d.request_timeout,
+        }
+    }
+
+    fn concurrency(&self, destination: &str) -> usize {
+        self.concurrency_overrides.get(destination).copied().unwrap_or(self.concurrency_per_destination).max(1)
+    }
+}
+
+/// Handle to the running workers.
+#[derive(Debug, Clone)]
+pub struct DeliveryWorkers {
+    wakers: Arc<BTreeMap<String, Arc<Notify>>>,
+}
+
+impl DeliveryWorkers {
+    /// Start one dispatcher per destination on `tracker`. They stop when `shutdown` is
+    /// cancelled: no new claims, in-flight deliveries finish (bounded by the request timeout),
+    /// claimed-but-not-started jobs are released without counting an attempt.
+    pub fn spawn(
+        store: Arc<dyn Store>,
+        sinks: BTreeMap<String, Arc<dyn Sink>>,
+        settings: WorkerSettings,
+        clock: Arc<dyn Clock>,
+        shutdown: CancellationToken,
+        tracker: &TaskTracker,
+    ) -> Self {
+        let settings = Arc::new(settings);
+        // One group-commit task for all destinations; it ends when the last worker drops it.
+        let completer = CompletionBatcher::spawn(store.clone(), COMPLETION_BATCH, COMPLETION_QUEUE);
+        let mut wakers = BTreeMap::new();
+        for (destination, sink) in sinks {
+            let notify = Arc::new(Notify::new());
+            wakers.insert(destination.clone(), notify.clone());
+            let shared = Arc::new(Shared {
+                sem: Arc::new(Semaphore::new(settings.concurrency(&destination))),
+                destination,
+                store: store.clone(),
+                completer: completer.clone(),
+                sink,
+                settings: settings.clone(),
+                clock: clock.clone(),
+                shutdown: shutdown.clone(),
+                notify,
+                in_flight: Mutex::new(HashSet::new()),
+                tracker: tracker.clone(),
+            });
+            tracker.spawn(dispatch(shared));
+        }
+        Self { wakers: Arc::new(wakers) }
+    }
+
+    /// Wake every dispatcher now (call after an intake commit).
+    pub fn nudge(&self) {
+        for n in self.wakers.values() {
+            n.notify_one();
+        }
+    }
+
+    /// Wake the dispatcher of one destination.
+    pub fn nudge_destination(&self, destination: &str) {
+        if let Some(n) = self.wakers.get(destination) {
+            n.notify_one();
+        }
+    }
+}
+
+struct Shared {
+    destination: String,
+    store: Arc<dyn Store>,
+    completer: CompletionBatcher,
+    sink: Arc<dyn Sink>,
+    settings: Arc<WorkerSettings>,
+    clock: Arc<dyn Clock>,
+    shutdown: CancellationToken,
+    notify: Arc<Notify>,
+    sem: Arc<Semaphore>,
+    /// Ordering keys with a delivery task running in this process.
+    in_flight: Mutex<HashSet<String>>,
+    tracker: TaskTracker,
+}
+
+impl Shared {
+    fn key_busy(&self, key: &str) -> bool {
+        self.in_flight.lock().map(|s| s.contains(key)).unwrap_or(true)
+    }
+    fn set_key(&self, key: &str, busy: bool) {
+        if let Ok(mut s) = self.in_flight.lock() {
+            if busy {
+                s.insert(key.to_string());
+            } else {
+                s.remove(key);
+            }
+        }
+    }
+}
+
+async fn idle(sh: &Shared) {
+    tokio::select! {
+        _ = sh.notify.notified() => {}
+        _ = tokio::time::sleep(sh.settings.poll_interval) => {}
+        _ = sh.shutdown.cancelled() => {}
+    }
+}
+
+async fn dispatch(sh: Arc<Shared>) {
+    info!(destination = %sh.destination, "Delivery worker started.");
+    let lease_ms = i64::try_from(sh.settings.lease.as_millis()).unwrap_or(i64::MAX);
+    loop {
+        if sh.shutdown.is_cancelled() {
+            break;
+        }
+        let free = sh.sem.available_permits();
+        if free == 0 {
+            tokio::select! {
+                _ = sh.shutdown.cancelled() => break,
+                p = sh.sem.clone().acquire_owned() => drop(p),
+            }
+            continue;
+        }
+        let limit = free.min(sh.settings.claim_batch.max(1));
+        let now = sh.clock.now_millis();
+        let jobs = match sh.store.claim(&sh.destination, &sh.settings.owner, limit, lease_ms, now).await {
+            Ok(jobs) => jobs,
+            Err(e) => {
+                warn!(destination = %sh.destination, error = %e, "Claiming jobs failed; will poll again.");
+                idle(&sh).await;
+                continue;
+            }
+        };
+        if jobs.is_empty() {
+            idle(&sh).await;
+            continue;
+        }
+        debug!(destination = %sh.destination, claimed = jobs.len(), "Claimed jobs.");
+        for (key, group) in group_by_key(jobs) {
+            // Never two deliveries of one key at once (a re-claim after an expired lease).
+            if sh.key_busy(&key) {
+                release_all(&sh, group).await;
+                continue;
+            }
+            let Ok(permit) = sh.sem.clone().try_acquire_owned() else {
+                release_all(&sh, group).await;
+                continue;
+            };
+            sh.set_key(&key, true);
+            sh.tracker.spawn(run_group(sh.clone(), key, group, permit));
+        }
+    }
+    info!(destination = %sh.destination, "Delivery worker stopped claiming.");
+}
+
+/// Jobs grouped by ordering key, each group in id order; groups in order of their first job.
+fn group_by_key(mut jobs: Vec<Job>) -> Vec<(String, Vec<Job>)> {
+    jobs.sort_by_key(|j| j.id);
+    let mut groups: Vec<(String, Vec<Job>)> = Vec::new();
+    for job in jobs {
+        match groups.iter_mut().find(|(k, _)| *k == job.ordering_key) {
+            Some((_, g)) => g.push(job),
+            None => groups.push((job.ordering_key.clone(), vec![job])),
+        }
+    }
+    groups
+}
+
+async fn release_all(sh: &Shared, jobs: impl IntoIterator<Item = Job>) {
+    for job in jobs {
+        let now = sh.clock.now_millis();
+        if let Err(e) = sh.store.release(job.lease(), now).await {
+            store_error(sh, &job, "release", &e);
+        }
+    }
+}
+
+async fn run_group(sh: Arc<Shared>, key: String, jobs: Vec<Job>, permit: OwnedSemaphorePermit) {
+    let mut rest = jobs.into_iter();
+    while let Some(job) = rest.next() {
+        if sh.shutdown.is_cancelled() {
+            release_all(&sh, std::iter::once(job).chain(rest.by_ref())).await;
+            break;
+        }
+        if !deliver_one(&sh, job).await {
+            // A failed job blocks its key: later jobs of the key wait for it.
+            release_all(&sh, rest.by_ref()).await;
+            break;
+        }
+    }
+    sh.set_key(&key, false);
+    drop(permit);
+    sh.notify.notify_one();
+}
+
+fn store_error(sh: &Shared, job: &Job, op: &str, e: &StoreError) {
+    if let StoreError::LeaseLost { .. } = e {
+        metrics::counter!(METRIC_LEASE_LOST, "destination" => sh.destination.clone()).increment(1);
+        warn!(job_id = job.id, op, error = %e, "Lease lost; another worker owns the job now.");
+    } else {
+        error!(job_id = job.id, op, error = %e, "Store call failed; the lease will expire and the job will be retried.");
+    }
+}
+
+/// Deliver one job; true when it was delivered (completed).
+async fn deliver_one(sh: &Shared, job: Job) -> bool {
+    let attempt = job.attempts.saturating_add(1);
+    let span = info_span!(
+        "deliver",
+        event_id = %job.event_id,
+        flow = %job.flow,
+        destination = %job.destination,
+        attempt,
+        job_id = job.id,
+    );
+    async {
+        let result = match serde_json::from_str::<serde_json::Value>(&job.payload) {
+            Ok(payload) => {
+                let delivery = Delivery {
+                    idempotency_key: job.idempotency_key.clone(),
+                    event_id: job.event_id.clone(),
+                    flow: job.flow.clone(),
+                    destination: job.destination.clone(),
+                    payload,
+                    attempt,
+                };
+                let after = sh.settings.request_timeout;
+                match tokio::time::timeout(after, sh.sink.deliver(&delivery)).await {
+                    Ok(r) => r,
+                    Err(_) => Err(DeliveryError::Timeout { endpoint: job.destination.clone(), after }),
+                }
+            }
+            Err(e) => Err(DeliveryError::BadPayload { destination: job.destination.clone(), detail: e.to_string() }),
+        };
+        let now = sh.clock.now_millis();
+        match result {
+            Ok(receipt) => {
+                let c = Completion { lease: job.lease(), receipt: receipt.vendor_id.or(receipt.detail) };
+                let done = match sh.completer.submit(c.clone(), now).await {
+                    // The batcher's queue is full: commit this one directly rather than wait.
+                    Err(StoreError::Overloaded) => match sh.store.complete(std::slice::from_ref(&c), now).await {
+                        Ok(results) => results.into_iter().next().unwrap_or(Ok(())),
+                        Err(e) => Err(e),
+                    },
+                    other => other,
+                };
+                if let Err(e) = done {
+                    store_error(sh, &job, "complete", &e);
+                }
+                metrics::counter!(METRIC_DELIVERIES, "destination" => sh.destination.clone(), "outcome" => "delivered")
+                    .increment(1);
+                #[allow(clippy::cast_precision_loss)]
+                let latency = (now - job.created_at).max(0) as f64 / 1000.0;
+                metrics::histogram!(METRIC_LATENCY, "destination" => sh.destination.clone()).record(latency);
+                debug!("Delivered.");
+                true
+            }
+            Err(err) => {
+                on_failure(sh, &job, attempt, &err, now).await;
+                false
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+enum Next {
+    Retry(Duration),
+    Dead(String),
+}
+
+async fn on_failure(sh: &Shared, job: &Job, attempts_made: u32, err: &DeliveryError, now: i64) {
+    metrics::counter!(METRIC_ERRORS, "destination" => sh.destination.clone(), "kind" => err.kind()).increment(1);
+    let schedule = &sh.settings.schedule;
+    let exhausted = || Next::Dead(format!("gave up after {attempts_made} attempts: {err}"));
+    let next = match err.disposition() {
+        Disposition::Permanent => Next::Dead(err.to_string()),
+        Disposition::Retry => schedule.next_delay(attempts_made, None).map_or_else(exhausted, Next::Retry),
+        Disposition::RetryAfter(after) => {
+            schedule.next_delay(attempts_made, Some(after)).map_or_else(exhausted, Next::Retry)
+        }
+        Disposition::Auth => {
+            if job.last_error.as_deref().is_some_and(|e| e.starts_with(AUTH_PREFIX)) {
+                Next::Dead(format!("credentials rejected twice in a row: {err}"))
+            } else {
+                schedule.next_delay(attempts_made, None).map_or_else(exhausted, Next::Retry)
+            }
+        }
+    };
+    match next {
+        Next::Retry(delay) => {
+            let at = now.saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
+            // `<kind>: <error>`; an `auth: ` prefix marks a credentials failure for the next attempt.
+            let stored = format!("{}: {err}", err.kind());
+            warn!(retry_in_ms = delay.as_millis() as u64, error = %err, "Delivery failed; will retry.");
+            if let Err(e) = sh.store.retry_later(job.lease(), at, &stored, now).await {
+                store_error(sh, job, "retry_later", &e);
+            }
+            metrics::counter!(METRIC_DELIVERIES, "destination" => sh.destination.clone(), "outcome" => "retried")
+                .increment(1);
+        }
+        Next::Dead(reason) => {
+            error!(reason = %reason, "Delivery failed for good; dead-lettered.");
+            if let Err(e) = sh.store.dead_letter(job.lease(), &reason, now).await {
+                store_error(sh, job, "dead_letter", &e);
+            }
+            metrics::counter!(METRIC_DELIVERIES, "destination" => sh.destination.clone(), "outcome" => "dead")
+                .increment(1);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,576 @@
+//! Worker tests against an in-memory store with the documented claim semantics and a scripted
+//! sink, under paused tokio time with a clock driven by tokio's `Instant`.
+
+use super::*;
+use async_trait::async_trait;
+use connect::{Idempotency, Receipt};
+use std::collections::VecDeque;
+use store::*;
+use tokio::time::Instant;
+
+#[derive(Debug)]
+struct TokioClock {
+    base_ms: i64,
+    start: Instant,
+}
+
+impl TokioClock {
+    fn new() -> Arc<Self> {
+        Arc::new(Self { base_ms: 1_700_000_000_000, start: Instant::now() })
+    }
+}
+
+impl Clock for TokioClock {
+    fn now(&self) -> jiff::Timestamp {
+        let ms = self.base_ms + i64::try_from(self.start.elapsed().as_millis()).unwrap();
+        jiff::Timestamp::from_millisecond(ms).unwrap()
+    }
+}
+
+/// In-memory store: claim honours due time, expired leases and (when `fifo`) per-key FIFO.
+#[derive(Default)]
+struct MemStore {
+    jobs: Mutex<Vec<Job>>,
+    dead: Mutex<Vec<DeadLetter>>,
+    /// When false, claim ignores per-key FIFO (to put several jobs of one key in one batch).
+    lenient: bool,
+}
+
+impl MemStore {
+    fn add(&self, key: &str, payload: &str, now: i64) -> i64 {
+        let mut jobs = self.jobs.lock().unwrap();
+        let id = jobs.len() as i64 + 1;
+        jobs.push(Job {
+            id,
+            event_id: format!("ev{id}"),
+            flow: "f".into(),
+            destination: "d".into(),
+            ordering_key: key.into(),
+            idempotency_key: format!("ev{id}:f:0"),
+            payload: payload.into(),
+            state: JobState::Pending,
+            attempts: 0,
+            next_attempt_at: now,
+            lease_owner: None,
+            lease_expires_at: None,
+            lease_version: 0,
+            created_at: now,
+            last_error: None,
+        });
+        id
+    }
+    fn job(&self, id: i64) -> Job {
+        self.jobs.lock().unwrap()[id as usize - 1].clone()
+    }
+    fn with_leased<T>(&self, lease: Lease, f: impl FnOnce(&mut Job) -> T) -> Result<T, StoreError> {
+        let mut jobs = self.jobs.lock().unwrap();
+        let job = jobs
+            .iter_mut()
+            .find(|j| j.id == lease.job_id)
+            .ok_or(StoreError::LeaseLost { job_id: lease.job_id, version: lease.version })?;
+        if job.state != JobState::Leased || job.lease_version != lease.version {
+            return Err(StoreError::LeaseLost { job_id: lease.job_id, version: lease.version });
+        }
+        Ok(f(job))
+    }
+}
+
+fn unsupported<T>() -> Result<T, StoreError> {
+    Err(StoreError::Unavailable("not in the test store".into()))
+}
+
+#[async_trait]
+impl Store for MemStore {
+    async fn ingest(&self, _batch: &[Intake]) -> Result<Vec<IntakeOutcome>, StoreError> {
+        unsupported()
+    }
+    async fn claim(
+        &self,
+        destination: &str,
+        owner: &str,
+        limit: usize,
+        lease_ms: i64,
+        now: Millis,
+    ) -> Result<Vec<Job>, StoreError> {
+        let mut jobs = self.jobs.lock().unwrap();
+        let mut out = Vec::new();
+        let mut blocked: HashSet<String> = HashSet::new();
+        for j in jobs.iter_mut() {
+            if out.len() >= limit || j.destination != destination {
+                continue;
+            }
+            let due = (j.state == JobState::Pending && j.next_attempt_at <= now)
+                || (j.state == JobState::Leased && j.lease_expires_at.is_some_and(|t| t <= now));
+            let open = matches!(j.state, JobState::Pending | JobState::Leased);
+            if due && (self.lenient || !blocked.contains(&j.ordering_key)) {
+                j.state = JobState::Leased;
+                j.lease_owner = Some(owner.into());
+                j.lease_expires_at = Some(now + lease_ms);
+                j.lease_version += 1;
+                out.push(j.clone());
+            }
+            if open {
+                blocked.insert(j.ordering_key.clone());
+            }
+        }
+        Ok(out)
+    }
+    async fn complete(&self, done: &[Completion], _now: Millis) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+        Ok(done.iter().map(|c| self.with_leased(c.lease, |j| j.state = JobState::Done)).collect())
+    }
+    async fn retry_later(
+        &self,
+        lease: Lease,
+        next_attempt_at: Millis,
+        error: &str,
+        _now: Millis,
+    ) -> Result<(), StoreError> {
+        self.with_leased(lease, |j| {
+            j.attempts += 1;
+            j.state = JobState::Pending;
+            j.next_attempt_at = next_attempt_at;
+            j.last_error = Some(error.into());
+        })
+    }
+    async fn dead_letter(&self, lease: Lease, reason: &str, now: Millis) -> Result<(), StoreError> {
+        let (event_id, attempts) = self.with_leased(lease, |j| {
+            j.attempts += 1;
+            j.state = JobState::Dead;
+            j.last_error = Some(reason.into());
+            (j.event_id.clone(), j.attempts)
+        })?;
+        let mut dead = self.dead.lock().unwrap();
+        let id = dead.len() as i64 + 1;
+        dead.push(DeadLetter {
+            id,
+            job_id: Some(lease.job_id),
+            event_id,
+            destination: Some("d".into()),
+            reason: reason.into(),
+            attempts,
+            created_at: now,
+        });
+        Ok(())
+    }
+    async fn release(&self, lease: Lease, _now: Millis) -> Result<(), StoreError> {
+        self.with_leased(lease, |j| {
+            j.state = JobState::Pending;
+            j.lease_owner = None;
+            j.lease_expires_at = None;
+        })
+    }
+    async fn list_dead(&self, _limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
+        Ok(self.dead.lock().unwrap().clone())
+    }
+    async fn replay_dead(&self, _job_id: i64, _now: Millis) -> Result<(), StoreError> {
+        unsupported()
+    }
+    async fn drop_dead(&self, _id: i64) -> Result<(), StoreError> {
+        unsupported()
+    }
+    async fn get_cursor(&self, _name: &str) -> Result<Option<String>, StoreError> {
+        unsupported()
+    }
+    async fn put_cursor(&self, _name: &str, _value: &str, _now: Millis) -> Result<(), StoreError> {
+        unsupported()
+    }
+    async fn put_link(&self, _link: &IdLink) -> Result<(), StoreError> {
+        unsupported()
+    }
+    async fn get_link(&self, _kind: &str, _left: &str) -> Result<Option<IdLink>, StoreError> {
+        unsupported()
+    }
+    async fn audit_append(&self, _entry: &NewAuditEntry) -> Result<AuditEntry, StoreError> {
+        unsupported()
+    }
+    async fn audit_list(&self, _since: Millis, _limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        unsupported()
+    }
+    async fn audit_verify(&self) -> Result<AuditVerification, StoreError> {
+        unsupported()
+    }
+    async fn stats(&self, _now: Millis) -> Result<StoreStats, StoreError> {
+        unsupported()
+    }
+    async fn get_job(&self, job_id: i64) -> Result<Option<Job>, StoreError> {
+        Ok(self.jobs.lock().unwrap().iter().find(|j| j.id == job_id).cloned())
+    }
+    async fn jobs_for_event(&self, event_id: &str) -> Result<Vec<Job>, StoreError> {
+        Ok(self.jobs.lock().unwrap().iter().filter(|j| j.event_id == event_id).cloned().collect())
+    }
+}
+
+type Script = Box<dyn Fn(&Delivery, u32) -> Result<Receipt, DeliveryError> + Send + Sync>;
+
+/// A sink that records every call (payload, attempt, time) and answers by a script.
+struct FakeSink {
+    calls: Mutex<Vec<(String, u32, Instant)>>,
+    script: Script,
+    /// When set, every delivery waits for this before answering.
+    gate: Option<Arc<Notify>>,
+    answers: Mutex<VecDeque<()>>,
+}
+
+impl FakeSink {
+    fn new(script: impl Fn(&Delivery, u32) -> Result<Receipt, DeliveryError> + Send + Sync + 'static) -> Arc<Self> {
+        Arc::new(Self {
+            calls: Mutex::new(Vec::new()),
+            script: Box::new(script),
+            gate: None,
+            answers: Mutex::new(VecDeque::new()),
+        })
+    }
+    fn payloads(&self) -> Vec<String> {
+        self.calls.lock().unwrap().iter().map(|c| c.0.clone()).collect()
+    }
+    fn times(&self) -> Vec<Instant> {
+        self.calls.lock().unwrap().iter().map(|c| c.2).collect()
+    }
+}
+
+#[async_trait]
+impl Sink for FakeSink {
+    async fn deliver(&self, d: &Delivery) -> Result<Receipt, DeliveryError> {
+        let n = {
+            let mut calls = self.calls.lock().unwrap();
+            let text = d.payload.get("k").and_then(|v| v.as_str()).unwrap_or_default().to_string();
+            calls.push((text, d.attempt, Instant::now()));
+            u32::try_from(calls.len()).unwrap()
+        };
+        if let Some(g) = &self.gate {
+            g.notified().await;
+        }
+        self.answers.lock().unwrap().push_back(());
+        (self.script)(d, n)
+    }
+    fn idempotency(&self) -> Idempotency {
+        Idempotency::None
+    }
+    async fn healthcheck(&self) -> Result<(), DeliveryError> {
+        Ok(())
+    }
+}
+
+fn settings(schedule: RetrySchedule, concurrency: usize) -> WorkerSettings {
+    WorkerSettings {
+        owner: "test-owner".into(),
+        lease: Duration::from_secs(30),
+        concurrency_per_destination: concurrency,
+        concurrency_overrides: BTreeMap::new(),
+        claim_batch: 256,
+        poll_interval: Duration::from_millis(200),
+        schedule,
+        request_timeout: Duration::from_secs(10),
+    }
+}
+
+struct Running {
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+    workers: DeliveryWorkers,
+}
+
+fn start(store: Arc<MemStore>, sink: Arc<FakeSink>, s: WorkerSettings, clock: Arc<TokioClock>) -> Running {
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let sinks: BTreeMap<String, Arc<dyn Sink>> = BTreeMap::from([("d".to_string(), sink as Arc<dyn Sink>)]);
+    let workers = DeliveryWorkers::spawn(store, sinks, s, clock, shutdown.clone(), &tracker);
+    Running { shutdown, tracker, workers }
+}
+
+impl Running {
+    async fn stop(self) {
+        self.shutdown.cancel();
+        self.tracker.close();
+        self.tracker.wait().await;
+    }
+}
+
+async fn wait_until(mut f: impl FnMut() -> bool, limit: Duration) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < limit, "condition not met within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn payload(k: &str) -> String {
+    serde_json::json!({ "k": k }).to_string()
+}
+
+fn server_error() -> DeliveryError {
+    DeliveryError::Server { vendor: "dingtalk", status: 500, detail: "internal error".into() }
+}
+
+#[tokio::test(start_paused = true)]
+async fn r10_permanent_error_is_dead_after_one_attempt_with_vendor_text() {
+    let clock = TokioClock::new();
+    let store = Arc::new(MemStore::default());
+    let id = store.add("k", &payload("a"), clock.now_millis());
+    let sink = FakeSink::new(|_, _| {
+        Err(DeliveryError::Rejected { vendor: "dingtalk", detail: "errcode 310000: sign not match".into() })
+    });
+    let run = start(store.clone(), sink.clone(), settings(RetrySchedule::default(), 4), clock);
+    wait_until(|| store.job(id).state == JobState::Dead, Duration::from_secs(5)).await;
+    let job = store.job(id);
+    assert_eq!(job.attempts, 1);
+    let dead = store.dead.lock().unwrap().clone();
+    assert_eq!(dead.len(), 1);
+    assert!(dead[0].reason.contains("errcode 310000: sign not match"), "{}", dead[0].reason);
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+    assert_eq!(sink.payloads().len(), 1, "never retried");
+    run.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn r11_attempt_times_follow_the_schedule_then_dead() {
+    let clock = TokioClock::new();
+    let store = Arc::new(MemStore::default());
+    let id = store.add("k", &payload("a"), clock.now_millis());
+    let sink = FakeSink::new(|_, _| Err(server_error()));
+    let schedule = RetrySchedule::default();
+    let run = start(store.clone(), sink.clone(), settings(schedule.clone(), 4), clock);
+    wait_until(|| store.job(id).state == JobState::Dead, Duration::from_secs(6 * 3600)).await;
+    let times = sink.times();
+    assert_eq!(times.len() as u32, schedule.max_attempts(), "one attempt plus one per step");
+    let poll = Duration::from_millis(200);
+    for (i, step) in schedule.steps.iter().enumerate() {
+        let gap = times[i + 1] - times[i];
+        let lo = step.mul_f64(1.0 - schedule.jitter);
+        let hi = step.mul_f64(1.0 + schedule.jitter) + poll + Duration::from_millis(5);
+        assert!(gap >= lo && gap <= hi, "attempt {} came {gap:?} after the previous; step {step:?}", i + 2);
+    }
+    let job = store.job(id);
+    assert_eq!(job.attempts, schedule.max_attempts());
+    let dead = store.dead.lock().unwrap().clone();
+    assert!(dead[0].reason.starts_with("gave up after 9 attempts"), "{}", dead[0].reason);
+    run.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_after_larger_than_the_step_wins_and_counts_as_an_attempt() {
+    let clock = TokioClock::new();
+    let store = Arc::new(MemStore::default());
+    let id = store.add("k", &payload("a"), clock.now_millis());
+    let sink = FakeSink::new(|_, n| {
+        if n == 1 {
+            Err(DeliveryError::Throttled {
+                vendor: "dingtalk",
+                detail: "130101".into(),
+                retry_after: Duration::from_secs(30),
+            })
+        } else {
+            Ok(Receipt::default())
+        }
+    });
+    let schedule = RetrySchedule { steps: vec![Duration::from_secs(1)], jitter: 0.2 };
+    let run = start(store.clone(), sink.clone(), settings(schedule, 4), clock);
+    wait_until(|| store.job(id).state == JobState::Done, Duration::from_secs(120)).await;
+    let times = sink.times();
+    assert_eq!(times.len(), 2);
+    let gap = times[1] - times[0];
+    assert!(gap >= Duration::from_secs(30) && gap <= Duration::from_millis(30_300), "{gap:?}");
+    assert_eq!(store.job(id).attempts, 1, "the throttled attempt counted");
+    run.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn auth_failure_retries_once_then_dead_letters() {
+    let clock = TokioClock::new();
+    let store = Arc::new(MemStore::default());
+    let id = store.add("k", &payload("a"), clock.now_millis());
+    let sink = FakeSink::new(|_, _| Err(DeliveryError::Auth { vendor: "dingtalk", detail: "token invalid".into() }));
+    let run = start(store.clone(), sink.clone(), settings(RetrySchedule::default(), 4), clock);
+    wait_until(|| store.job(id).state == JobState::Dead, Duration::from_secs(60)).await;
+    assert_eq!(sink.times().len(), 2);
+    let dead = store.dead.lock().unwrap().clone();
+    assert!(dead[0].reason.contains("token invalid"), "{}", dead[0].reason);
+    run.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn per_key_fifo_a_failing_key_blocks_itself_not_others() {
+    let clock = TokioClock::new();
+    let store = Arc::new(MemStore::default());
+    let now = clock.now_millis();
+    for k in ["a1", "b1", "a2", "b2", "a3", "b3"] {
+        store.add(&k[..1], &payload(k), now);
+    }
+    // a1 fails twice, everything else succeeds.
+    let sink = FakeSink::new(|d, _| {
+        static A1: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        if d.payload["k"] == "a1" && A1.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < 2 {
+            Err(server_error())
+        } else {
+            Ok(Receipt::default())
+        }
+    });
+    let schedule = RetrySchedule { steps: vec![Duration::from_secs(5), Duration::from_secs(5)], jitter: 0.0 };
+    let run = start(store.clone(), sink.clone(), settings(schedule, 4), clock);
+    wait_until(|| sink.payloads().iter().filter(|p| p.starts_with('b')).count() == 3, Duration::from_secs(2)).await;
+    let seen = sink.payloads();
+    assert!(!seen.contains(&"a2".to_string()), "a2 must wait for a1: {seen:?}");
+    wait_until(|| (1..=6).all(|id| store.job(id).state == JobState::Done), Duration::from_secs(30)).await;
+    let a: Vec<String> = sink.payloads().into_iter().filter(|p| p.starts_with('a')).collect();
+    assert_eq!(a, ["a1", "a1", "a1", "a2", "a3"]);
+    let b: Vec<String> = sink.payloads().into_iter().filter(|p| p.starts_with('b')).collect();
+    assert_eq!(b, ["b1", "b2", "b3"]);
+    run.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn keys_in_one_batch_stay_ordered_and_a_failure_releases_the_rest() {
+    let clock = TokioClock::new();
+    let store = Arc::new(MemStore { lenient: true, ..MemStore::default() });
+    let now = clock.now_millis();
+    for k in ["a1", "a2", "a3"] {
+        store.add("a", &payload(k), now);
+    }
+    let sink = FakeSink::new(|d, _| if d.payload["k"] == "a2" { Err(server_error()) } else { Ok(Receipt::default()) });
+    let schedule = RetrySchedule { steps: vec![Duration::from_secs(3600)], jitter: 0.0 };
+    let run = start(store.clone(), sink.clone(), settings(schedule, 4), clock);
+    wait_until(|| store.job(2).attempts == 1, Duration::from_secs(2)).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(sink.payloads()[..2], ["a1", "a2"]);
+    assert_eq!(store.job(1).state, JobState::Done);
+    let j3 = store.job(3);
+    assert_eq!(j3.attempts, 0, "a3 was released, not attempted");
+    run.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn concurrency_is_bounded_per_destination() {
+    let clock = TokioClock::new();
+    let store = Arc::new(MemStore::default());
+    let now = clock.now_millis();
+    for i in 0..10 {
+        store.add(&format!("k{i}"), &payload(&format!("p{i}")), now);
+    }
+    let gate = Arc::new(Notify::new());
+    let sink = Arc::new(FakeSink {
+        calls: Mutex::new(Vec::new()),
+        script: Box::new(|_, _| Ok(Receipt::default())),
+        gate: Some(gate.clone()),
+        answers: Mutex::new(VecDeque::new()),
+    });
+    let run = start(store.clone(), sink.clone(), settings(RetrySchedule::default(), 3), clock);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(sink.payloads().len(), 3, "three in flight at most");
+    for _ in 0..40 {
+        gate.notify_waiters();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    wait_until(|| (1..=10).all(|id| store.job(id).state == JobState::Done), Duration::from_secs(5)).await;
+    run.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_finishes_in_flight_and_releases_claimed_jobs_without_an_attempt() {
+    let clock = TokioClock::new();
+    let store = Arc::new(MemStore { lenient: true, ..MemStore::default() });
+    let now = clock.now_millis();
+    for k in ["a1", "a2", "a3"] {
+        store.add("a", &payload(k), now);
+    }
+    let gate = Arc::new(Notify::new());
+    let sink = Arc::new(FakeSink {
+        calls: Mutex::new(Vec::new()),
+        script: Box::new(|_, _| Ok(Receipt::default())),
+        gate: Some(gate.clone()),
+        answers: Mutex::new(VecDeque::new()),
+    });
+    let run = start(store.clone(), sink.clone(), settings(RetrySchedule::default(), 4), clock);
+    wait_until(|| sink.payloads().len() == 1, Duration::from_secs(2)).await;
+    assert_eq!(store.job(2).state, JobState::Leased, "a2 claimed with a1");
+    run.shutdown.cancel();
+    gate.notify_waiters();
+    run.tracker.close();
+    run.tracker.wait().await;
+    assert_eq!(store.job(1).state, JobState::Done, "in-flight delivery finished");
+    for id in [2, 3] {
+        let j = store.job(id);
+        assert_eq!((j.state, j.attempts), (JobState::Pending, 0), "job {id} released without an attempt");
+    }
+    assert_eq!(sink.payloads(), ["a1"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn nudge_wakes_the_worker_before_the_poll_interval() {
+    let clock = TokioClock::new();
+    let store = Arc::new(MemStore::default());
+    let sink = FakeSink::new(|_, _| Ok(Receipt::default()));
+    let mut s = settings(RetrySchedule::default(), 4);
+    s.poll_interval = Duration::from_secs(3600);
+    let run = start(store.clone(), sink.clone(), s, clock.clone());
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let t0 = Instant::now();
+    let id = store.add("k", &payload("x"), clock.now_millis());
+    run.workers.nudge();
+    wait_until(|| store.job(id).state == JobState::Done, Duration::from_secs(10)).await;
+    assert!(t0.elapsed() < Duration::from_secs(1));
+    run.stop().await;
+}
+
+#[tokio::test]
+async fn sqlite_store_r10_and_happy_path_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("worker.db").display());
+    let store = store::open(&url).await.unwrap();
+    let clock: Arc<dyn Clock> = Arc::new(connect::SystemClock);
+    let now = clock.now_millis();
+    let job = |i: usize, key: &str, k: &str| NewJob {
+        flow: "f".into(),
+        destination: "d".into(),
+        ordering_key: key.into(),
+        idempotency_key: format!("ev1:f:{i}"),
+        payload: payload(k),
+        next_attempt_at: now,
+    };
+    let intake = Intake {
+        dedup_key: "src:msg1".into(),
+        event_id: "ev1".into(),
+        source: "src".into(),
+        received_at: now,
+        event_json: "{}".into(),
+        jobs: vec![job(0, "k1", "ok1"), job(1, "k2", "bad"), job(2, "k1", "ok2")],
+        dead_letter: None,
+    };
+    store.ingest(&[intake]).await.unwrap();
+    let sink = FakeSink::new(|d, _| {
+        if d.payload["k"] == "bad" {
+            Err(DeliveryError::Rejected { vendor: "dingtalk", detail: "errcode 400105: msgtype not supported".into() })
+        } else {
+            Ok(Receipt { vendor_id: Some("m1".into()), detail: None })
+        }
+    });
+    let mut s = settings(RetrySchedule::default(), 4);
+    s.poll_interval = Duration::from_millis(20);
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let sinks: BTreeMap<String, Arc<dyn Sink>> = BTreeMap::from([("d".to_string(), sink.clone() as Arc<dyn Sink>)]);
+    let workers = DeliveryWorkers::spawn(store.clone(), sinks, s, clock, shutdown.clone(), &tracker);
+    workers.nudge();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let jobs = store.jobs_for_event("ev1").await.unwrap();
+        if jobs.iter().all(|j| matches!(j.state, JobState::Done | JobState::Dead)) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "jobs not finished: {jobs:#?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let jobs = store.jobs_for_event("ev1").await.unwrap();
+    let by_key = |k: &str| jobs.iter().find(|j| j.idempotency_key == k).unwrap().clone();
+    assert_eq!(by_key("ev1:f:0").state, JobState::Done);
+    assert_eq!(by_key("ev1:f:2").state, JobState::Done);
+    let bad = by_key("ev1:f:1");
+    assert_eq!((bad.state, bad.attempts), (JobState::Dead, 1));
+    let dead = store.list_dead(10).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert!(dead[0].reason.contains("errcode 400105: msgtype not supported"), "{}", dead[0].reason);
+    let k1: Vec<String> = sink.payloads().into_iter().filter(|p| p.starts_with("ok")).collect();
+    assert_eq!(k1, ["ok1", "ok2"], "per-key order");
+    shutdown.cancel();
+    tracker.close();
+    tracker.wait().await;
+}

@@ -1,0 +1,147 @@
+//! Assembling a running gateway: config -> store -> intake -> workers -> HTTP.
+
+use crate::pipeline::WebhookPipeline;
+use connect::webhook::{WebhookSecret, WebhookVerifier};
+use connect::{Clock, SystemClock};
+use engine::config::Config;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Intake commits at most this many events per transaction.
+const GROUP_COMMIT_MAX_BATCH: usize = 512;
+/// Events waiting for a commit before intake sheds load with 503.
+const INTAKE_QUEUE_CAPACITY: usize = 16_384;
+
+/// What the command line may override in a config.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub store_url: Option<String>,
+    pub sim_endpoints: Option<BTreeMap<String, String>>,
+    pub listen: Option<String>,
+    /// The clock the gateway reads (tests inject a fake one); the system clock by default.
+    pub clock: Option<Arc<dyn Clock>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Config(String),
+    #[error("opening the store {url}: {source}")]
+    Store { url: String, source: store::StoreError },
+    #[error("binding the gateway to {listen}: {source}")]
+    Bind { listen: String, source: std::io::Error },
+}
+
+/// A running gateway: HTTP server, group committer and delivery workers.
+pub struct Gateway {
+    pub addr: SocketAddr,
+    pub state: crate::AppState,
+    pub store: Arc<dyn store::Store>,
+    workers_cancel: CancellationToken,
+    workers: TaskTracker,
+    http_cancel: CancellationToken,
+    http_task: tokio::task::JoinHandle<()>,
+}
+
+impl Gateway {
+    pub async fn start(config: Config, overrides: Overrides) -> Result<Gateway, StartError> {
+        let clock: Arc<dyn Clock> = overrides.clock.clone().unwrap_or_else(|| Arc::new(SystemClock));
+        let config = config.with_overrides(overrides.store_url.clone(), overrides.sim_endpoints.as_ref());
+        let runtime = config.build(clock.clone()).map_err(|errors| StartError::Config(errors.render()))?;
+        let listen = overrides.listen.clone().unwrap_or_else(|| config.server.listen.to_string());
+        let store_url = config.store.url.clone();
+
+        let store = store::open(&store_url)
+            .await
+            .map_err(|source| StartError::Store { url: redact_store_url(&store_url), source })?;
+        let committer = store::GroupCommitter::spawn(store.clone(), GROUP_COMMIT_MAX_BATCH, INTAKE_QUEUE_CAPACITY);
+        let metrics = crate::metrics::Metrics::install();
+
+        let mut verifiers = BTreeMap::new();
+        for (name, source) in &runtime.sources {
+            let secrets = source
+                .secrets
+                .iter()
+                .map(|s| WebhookSecret::parse(s.expose()))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|err| StartError::Config(format!("source `{name}`: {err}")))?;
+            let verifier = WebhookVerifier::new(secrets)
+                .map_err(|err| StartError::Config(format!("source `{name}`: {err}")))?
+                .with_tolerance(source.tolerance);
+            verifiers.insert(name.clone(), verifier);
+        }
+
+        let workers_cancel = CancellationToken::new();
+        let workers_tracker = TaskTracker::new();
+        let owner = format!("{}-{}-{}", hostname(), std::process::id(), uuid::Uuid::new_v4().simple());
+        let settings = engine::WorkerSettings::from_config(&config, owner);
+        let workers = engine::DeliveryWorkers::spawn(
+            store.clone(),
+            runtime.sinks.clone(),
+            settings,
+            clock.clone(),
+            workers_cancel.clone(),
+            &workers_tracker,
+        );
+        let nudge: Arc<dyn Fn() + Send + Sync> = Arc::new(move || workers.nudge());
+
+        let pipeline = WebhookPipeline { verifiers, flows: Arc::new(runtime.flows) };
+        let state = crate::AppState {
+            intake: Arc::new(pipeline),
+            committer,
+            store: store.clone(),
+            nudge,
+            clock,
+            accepting: Arc::new(AtomicBool::new(true)),
+            max_body_bytes: usize::try_from(config.server.max_body_bytes).unwrap_or(usize::MAX),
+            metrics,
+            admin_token: runtime.admin_token.map(|t| Arc::new(t.secret_string().clone())),
+        };
+        let listener = tokio::net::TcpListener::bind(&listen)
+            .await
+            .map_err(|source| StartError::Bind { listen: listen.clone(), source })?;
+        let addr = listener.local_addr().map_err(|source| StartError::Bind { listen: listen.clone(), source })?;
+        let app = crate::router(state.clone());
+        let http_cancel = CancellationToken::new();
+        let stop = http_cancel.clone();
+        let http_task = tokio::spawn(async move {
+            let served = axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await }).await;
+            if let Err(err) = served {
+                tracing::error!("HTTP server stopped: {err}");
+            }
+        });
+        Ok(Gateway { addr, state, store, workers_cancel, workers: workers_tracker, http_cancel, http_task })
+    }
+
+    /// Graceful stop: refuse new webhooks (503), let in-flight deliveries finish and release the
+    /// rest, then close the HTTP server.
+    pub async fn shutdown(self) {
+        self.state.stop_accepting();
+        self.workers_cancel.cancel();
+        self.workers.close();
+        if tokio::time::timeout(Duration::from_secs(9), self.workers.wait()).await.is_err() {
+            tracing::warn!("Delivery workers did not stop within 9 s; their leases will expire and be retaken.");
+        }
+        self.http_cancel.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.http_task).await;
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "gateway".into())
+}
+
+/// Store URLs may carry a password; show scheme and host only.
+pub fn redact_store_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(parsed) if parsed.password().is_some() => {
+            format!("{}://{}", parsed.scheme(), parsed.host_str().unwrap_or_default())
+        }
+        _ => url.to_string(),
+    }
+}

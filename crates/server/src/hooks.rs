@@ -1,0 +1,114 @@
+//! `POST /hooks/{source}`: signed webhook intake. `GET /healthz`.
+
+use crate::error::ApiError;
+use crate::state::AppState;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use store::{IntakeOutcome, StoreError};
+
+/// Seconds a sender is asked to wait when we shed load or the store is down.
+const RETRY_AFTER_SECS: u64 = 1;
+
+pub async fn healthz(State(state): State<AppState>) -> Response {
+    if state.is_accepting() {
+        (StatusCode::OK, Json(serde_json::json!({"status": "ok"}))).into_response()
+    } else {
+        ApiError::unavailable("draining", "the gateway is shutting down", RETRY_AFTER_SECS).into_response()
+    }
+}
+
+pub async fn receive(
+    State(state): State<AppState>,
+    Path(source): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
+    match receive_inner(&state, &source, &headers, body).await {
+        Ok(response) => response,
+        Err(err) => {
+            state.metrics.webhook_refused(&source, err.code);
+            tracing::warn!(source = %source, status = err.status.as_u16(), code = err.code, "Webhook refused: {}", err.message);
+            err.into_response()
+        }
+    }
+}
+
+async fn receive_inner(
+    state: &AppState,
+    source: &str,
+    headers: &HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Response, ApiError> {
+    if !state.is_accepting() {
+        return Err(ApiError::unavailable("draining", "the gateway is shutting down; retry later", RETRY_AFTER_SECS));
+    }
+    let body = body.map_err(|rejection| {
+        let status = rejection.status();
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(status, "body_too_large", format!("the body exceeds {} bytes", state.max_body_bytes))
+        } else {
+            ApiError::new(status, "bad_body", rejection.body_text())
+        }
+    })?;
+    let body = decode_content(headers, body, state.max_body_bytes)?;
+    let now = state.clock.now();
+    let intake = state.intake.webhook(source, headers, &body, now)?;
+    let event_id = intake.event_id.clone();
+    let dead = intake.dead_letter.is_some();
+    let jobs = intake.jobs.len();
+    let outcome = state.committer.submit(intake).await.map_err(|err| match err {
+        StoreError::Overloaded => {
+            ApiError::unavailable("overloaded", "the gateway's intake queue is full; retry later", RETRY_AFTER_SECS)
+        }
+        other => {
+            tracing::error!(source = %source, event_id = %event_id, "Intake commit failed: {other}");
+            ApiError::unavailable("store_unavailable", "the event could not be stored; retry later", RETRY_AFTER_SECS)
+        }
+    })?;
+    let duplicate = outcome == IntakeOutcome::Duplicate;
+    state.metrics.webhook_accepted(source, duplicate, dead);
+    if !duplicate && jobs > 0 {
+        (state.nudge)();
+    }
+    tracing::debug!(source = %source, event_id = %event_id, duplicate, jobs, "Webhook accepted.");
+    let body = serde_json::json!({
+        "status": if duplicate { "duplicate" } else if dead { "dead_lettered" } else { "accepted" },
+        "event_id": if duplicate { None } else { Some(event_id) },
+    });
+    Ok((StatusCode::OK, Json(body)).into_response())
+}
+
+/// Undo `Content-Encoding: gzip` with the same cap as plain bodies: a small gzip can inflate to
+/// gigabytes, so inflation stops one byte past the cap. Signatures cover the decoded body.
+fn decode_content(headers: &HeaderMap, body: Bytes, max_bytes: usize) -> Result<Bytes, ApiError> {
+    use std::io::Read;
+    let Some(encoding) = headers.get(axum::http::header::CONTENT_ENCODING) else {
+        return Ok(body);
+    };
+    match encoding.to_str().map(|e| e.trim().to_ascii_lowercase()) {
+        Ok(e) if e == "identity" => Ok(body),
+        Ok(e) if e == "gzip" => {
+            let limit = u64::try_from(max_bytes).unwrap_or(u64::MAX).saturating_add(1);
+            let mut inflated = Vec::new();
+            flate2::read::GzDecoder::new(body.as_ref()).take(limit).read_to_end(&mut inflated).map_err(|err| {
+                ApiError::new(StatusCode::BAD_REQUEST, "bad_gzip", format!("the gzip body is corrupt: {err}"))
+            })?;
+            if inflated.len() > max_bytes {
+                return Err(ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "body_too_large",
+                    format!("the body inflates past {max_bytes} bytes"),
+                ));
+            }
+            Ok(Bytes::from(inflated))
+        }
+        _ => Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_encoding",
+            "send the body uncompressed or gzip-compressed",
+        )),
+    }
+}

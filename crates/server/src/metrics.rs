@@ -1,0 +1,79 @@
+//! Prometheus metrics: one recorder per process, rendered at `GET /metrics`.
+//!
+//! Queue depth and oldest pending age are read from the store at scrape time, so they are true
+//! across several gateway instances sharing one database.
+
+use crate::state::AppState;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use std::sync::OnceLock;
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Latency buckets in seconds, from a fast loopback delivery to a long retry.
+const LATENCY_BUCKETS: &[f64] =
+    &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0];
+
+#[derive(Clone)]
+pub struct Metrics {
+    handle: PrometheusHandle,
+}
+
+impl Metrics {
+    /// Install the process-wide recorder once; later calls share it (tests start many gateways).
+    pub fn install() -> Self {
+        let handle = HANDLE
+            .get_or_init(|| {
+                let builder = PrometheusBuilder::new()
+                    .set_buckets_for_metric(Matcher::Suffix("_seconds".to_string()), LATENCY_BUCKETS)
+                    .unwrap_or_else(|_| PrometheusBuilder::new());
+                match builder.install_recorder() {
+                    Ok(handle) => handle,
+                    // Another recorder is already installed (embedding); keep a private one.
+                    Err(_) => PrometheusBuilder::new().build_recorder().handle(),
+                }
+            })
+            .clone();
+        Self { handle }
+    }
+
+    pub fn webhook_accepted(&self, source: &str, duplicate: bool, dead_lettered: bool) {
+        let outcome = match (duplicate, dead_lettered) {
+            (true, _) => "duplicate",
+            (false, true) => "dead_lettered",
+            (false, false) => "accepted",
+        };
+        metrics::counter!("dingbridge_events_received_total", "source" => source.to_string(), "outcome" => outcome)
+            .increment(1);
+    }
+
+    pub fn webhook_refused(&self, source: &str, code: &'static str) {
+        metrics::counter!("dingbridge_webhooks_refused_total", "source" => source.to_string(), "reason" => code)
+            .increment(1);
+    }
+}
+
+pub async fn render(State(state): State<AppState>) -> Response {
+    let now = state.clock.now_millis();
+    match state.store.stats(now).await {
+        Ok(stats) => {
+            metrics::gauge!("dingbridge_queue_depth", "state" => "pending").set(stats.pending as f64);
+            metrics::gauge!("dingbridge_queue_depth", "state" => "leased").set(stats.leased as f64);
+            metrics::gauge!("dingbridge_dead_letters").set(stats.dead as f64);
+            metrics::gauge!("dingbridge_oldest_pending_age_seconds").set(stats.oldest_pending_age_ms as f64 / 1000.0);
+            metrics::gauge!("dingbridge_store_up").set(1.0);
+        }
+        Err(err) => {
+            tracing::warn!("Store stats unavailable for /metrics: {err}");
+            metrics::gauge!("dingbridge_store_up").set(0.0);
+        }
+    }
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        state.metrics.handle.render(),
+    )
+        .into_response()
+}

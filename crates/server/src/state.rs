@@ -1,0 +1,46 @@
+//! Shared state of the HTTP handlers.
+
+use crate::error::ApiError;
+use axum::http::HeaderMap;
+use connect::Clock;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use store::{GroupCommitter, Store};
+
+/// Turns one received webhook into what must be committed: verify the signature, decode the
+/// vendor format into the canonical event, run the flows. Pure with respect to the store.
+pub trait Intake: Send + Sync {
+    fn webhook(
+        &self,
+        source: &str,
+        headers: &HeaderMap,
+        body: &[u8],
+        now: jiff::Timestamp,
+    ) -> Result<store::Intake, ApiError>;
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub intake: Arc<dyn Intake>,
+    pub committer: GroupCommitter,
+    pub store: Arc<dyn Store>,
+    /// Called after every commit that created jobs, so delivery workers pick them up at once.
+    pub nudge: Arc<dyn Fn() + Send + Sync>,
+    pub clock: Arc<dyn Clock>,
+    pub accepting: Arc<AtomicBool>,
+    pub max_body_bytes: usize,
+    pub metrics: crate::metrics::Metrics,
+    /// Bearer token for `/api/`; `None` leaves the admin API closed entirely.
+    pub admin_token: Option<Arc<secrecy::SecretString>>,
+}
+
+impl AppState {
+    pub fn is_accepting(&self) -> bool {
+        self.accepting.load(Ordering::SeqCst)
+    }
+
+    /// Stop accepting new webhooks (graceful shutdown): they get 503 + Retry-After.
+    pub fn stop_accepting(&self) {
+        self.accepting.store(false, Ordering::SeqCst);
+    }
+}

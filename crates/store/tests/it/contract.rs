@@ -1,0 +1,392 @@
+//! The store contract: every case runs against SQLite and Postgres.
+
+use crate::harness::{intake, job, Backend, DEST};
+use store::{
+    AuditVerification, Completion, IdLink, IntakeOutcome, JobState, Lease, NewAuditEntry, NewDeadLetter, StoreError,
+};
+
+crate::contract_tests!(
+    dedup,
+    jobs_and_dead_letter_commit_together,
+    claim_respects_due_destination_and_limit,
+    per_key_fifo,
+    lease_expiry_and_fencing,
+    retry_later_counts_and_schedules,
+    dead_letter_and_replay,
+    release_does_not_count,
+    drop_dead_letter,
+    cursors,
+    links,
+    audit_chain,
+    stats,
+    survives_reopen,
+    empty_batches,
+);
+
+fn lost(r: Result<(), StoreError>) -> bool {
+    matches!(r, Err(StoreError::LeaseLost { .. }))
+}
+
+async fn dedup(b: &mut Backend) {
+    let s = &b.store;
+    let a = intake("src:1", "e1", vec![job("k", "e1-a", 0), job("k", "e1-b", 0)]);
+    let out = s.ingest(&[a.clone(), a.clone()]).await.unwrap();
+    assert_eq!(out, vec![IntakeOutcome::Accepted, IntakeOutcome::Duplicate]);
+    let out = s.ingest(std::slice::from_ref(&a)).await.unwrap();
+    assert_eq!(out, vec![IntakeOutcome::Duplicate]);
+    assert_eq!(s.jobs_for_event("e1").await.unwrap().len(), 2);
+    let st = s.stats(1_000).await.unwrap();
+    assert_eq!((st.events, st.pending), (1, 2));
+    // A duplicate with a dead letter adds no dead letter either.
+    let mut d = a.clone();
+    d.dead_letter = Some(NewDeadLetter { reason: "bad".into() });
+    assert_eq!(s.ingest(&[d]).await.unwrap(), vec![IntakeOutcome::Duplicate]);
+    assert!(s.list_dead(10).await.unwrap().is_empty());
+}
+
+async fn jobs_and_dead_letter_commit_together(b: &mut Backend) {
+    let s = &b.store;
+    let mut bad = intake("src:bad", "e-bad", vec![]);
+    bad.dead_letter = Some(NewDeadLetter { reason: "amount `one hundred` is not a number".into() });
+    let good = intake("src:good", "e-good", vec![job("k1", "g-1", 0)]);
+    let out = s.ingest(&[bad, good]).await.unwrap();
+    assert_eq!(out, vec![IntakeOutcome::Accepted; 2]);
+    let dead = s.list_dead(10).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].job_id, None);
+    assert_eq!(dead[0].event_id, "e-bad");
+    assert_eq!(dead[0].destination, None);
+    assert!(dead[0].reason.contains("one hundred"));
+    // Parse failures are not replayable (no job): NotFound.
+    assert!(matches!(s.replay_dead(-1, 2_000).await, Err(StoreError::NotFound { .. })));
+    let jobs = s.jobs_for_event("e-good").await.unwrap();
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].state, JobState::Pending);
+    assert_eq!(jobs[0].attempts, 0);
+    assert_eq!(jobs[0].lease_version, 0);
+    assert_eq!(jobs[0].created_at, 1_000);
+    assert_eq!(s.get_job(jobs[0].id).await.unwrap().as_ref(), Some(&jobs[0]));
+    assert_eq!(s.get_job(jobs[0].id + 1000).await.unwrap(), None);
+}
+
+async fn claim_respects_due_destination_and_limit(b: &mut Backend) {
+    let s = &b.store;
+    let mut other = job("o1", "o-1", 0);
+    other.destination = "netsuite".into();
+    let jobs = vec![job("k1", "a", 100), job("k2", "b", 200), job("k3", "c", 5_000), job("k4", "d", 100), other];
+    s.ingest(&[intake("d1", "e1", jobs)]).await.unwrap();
+    assert!(s.claim(DEST, "w1", 10, 100_000, 50).await.unwrap().is_empty());
+    let got = s.claim(DEST, "w1", 1, 100_000, 300).await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].idempotency_key, "a");
+    assert_eq!(got[0].state, JobState::Leased);
+    assert_eq!(got[0].lease_owner.as_deref(), Some("w1"));
+    assert_eq!(got[0].lease_expires_at, Some(100_300));
+    assert_eq!(got[0].lease_version, 1);
+    let got = s.claim(DEST, "w1", 10, 100_000, 300).await.unwrap();
+    let keys: Vec<_> = got.iter().map(|j| j.idempotency_key.as_str()).collect();
+    assert_eq!(keys, vec!["b", "d"]);
+    assert!(s.claim(DEST, "w1", 10, 100_000, 300).await.unwrap().is_empty());
+    let ns = s.claim("netsuite", "w2", 10, 100_000, 300).await.unwrap();
+    assert_eq!(ns.len(), 1);
+    assert_eq!(ns[0].idempotency_key, "o-1");
+    assert!(s.claim(DEST, "w1", 0, 1_000, 10_000).await.unwrap().is_empty());
+    let late = s.claim(DEST, "w1", 10, 100_000, 5_000).await.unwrap();
+    assert_eq!(late.len(), 1);
+    assert_eq!(late[0].idempotency_key, "c");
+}
+
+async fn per_key_fifo(b: &mut Backend) {
+    let s = &b.store;
+    s.ingest(&[intake("d1", "e1", vec![job("k", "k-1", 0), job("k", "k-2", 0), job("x", "x-1", 0)])]).await.unwrap();
+    let ids: Vec<i64> = s.jobs_for_event("e1").await.unwrap().iter().map(|j| j.id).collect();
+    // Only the head of each key is claimable.
+    let got = s.claim(DEST, "w", 10, 1_000, 10).await.unwrap();
+    let keys: Vec<_> = got.iter().map(|j| j.idempotency_key.as_str()).collect();
+    assert_eq!(keys, vec!["k-1", "x-1"]);
+    s.complete(&[Completion { lease: got[1].lease(), receipt: None }], 15).await.unwrap();
+    // Job 1 leased: job 2 blocked.
+    assert!(s.claim(DEST, "w", 10, 1_000, 20).await.unwrap().is_empty());
+    // Job 1 pending with a future retry: job 2 still blocked.
+    s.retry_later(got[0].lease(), 10_000, "503", 30).await.unwrap();
+    assert!(s.claim(DEST, "w", 10, 1_000, 40).await.unwrap().is_empty());
+    // Job 1's lease expired (not yet reclaimed): still blocks job 2; job 1 itself is claimable.
+    let again = s.claim(DEST, "w", 10, 100, 10_000).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].id, ids[0]);
+    assert!(s.claim(DEST, "w", 10, 100, 10_050).await.unwrap().is_empty());
+    let re = s.claim(DEST, "w2", 10, 100, 10_200).await.unwrap();
+    assert_eq!(re.iter().map(|j| j.id).collect::<Vec<_>>(), vec![ids[0]]);
+    assert_eq!(re[0].lease_version, again[0].lease_version + 1);
+    // Job 1 done: job 2 claimable.
+    let r = s.complete(&[Completion { lease: re[0].lease(), receipt: None }], 10_300).await.unwrap();
+    assert!(r[0].is_ok());
+    let next = s.claim(DEST, "w", 10, 1_000, 10_400).await.unwrap();
+    assert_eq!(next.iter().map(|j| j.id).collect::<Vec<_>>(), vec![ids[1]]);
+    s.complete(&[Completion { lease: next[0].lease(), receipt: None }], 10_500).await.unwrap();
+
+    // Dead also unblocks.
+    s.ingest(&[intake("d2", "e2", vec![job("m", "m-1", 0), job("m", "m-2", 0)])]).await.unwrap();
+    let m: Vec<i64> = s.jobs_for_event("e2").await.unwrap().iter().map(|j| j.id).collect();
+    let got = s.claim(DEST, "w", 10, 1_000, 20_000).await.unwrap();
+    assert_eq!(got.iter().map(|j| j.id).collect::<Vec<_>>(), vec![m[0]]);
+    s.dead_letter(got[0].lease(), "400 bad request", 20_001).await.unwrap();
+    let got = s.claim(DEST, "w", 10, 1_000, 20_002).await.unwrap();
+    assert_eq!(got.iter().map(|j| j.id).collect::<Vec<_>>(), vec![m[1]]);
+    // Replaying m-1 while m-2 is leased must not lease two jobs of key m at once.
+    s.replay_dead(m[0], 20_003).await.unwrap();
+    assert!(s.claim(DEST, "w", 10, 1_000, 20_004).await.unwrap().is_empty());
+    s.complete(&[Completion { lease: got[0].lease(), receipt: None }], 20_005).await.unwrap();
+    let got = s.claim(DEST, "w", 10, 1_000, 20_006).await.unwrap();
+    assert_eq!(got.iter().map(|j| j.id).collect::<Vec<_>>(), vec![m[0]]);
+}
+
+async fn lease_expiry_and_fencing(b: &mut Backend) {
+    let s = &b.store;
+    s.ingest(&[intake("d1", "e1", vec![job("k", "a", 0)])]).await.unwrap();
+    let first = s.claim(DEST, "w1", 1, 1_000, 0).await.unwrap().remove(0);
+    assert!(s.claim(DEST, "w2", 1, 1_000, 999).await.unwrap().is_empty());
+    let second = s.claim(DEST, "w2", 1, 1_000, 1_000).await.unwrap().remove(0);
+    assert_eq!(second.id, first.id);
+    assert_eq!(second.lease_version, first.lease_version + 1);
+    assert_eq!(second.lease_owner.as_deref(), Some("w2"));
+    // The stale holder is fenced out of every transition.
+    let r = s.complete(&[Completion { lease: first.lease(), receipt: None }], 1_001).await.unwrap();
+    assert!(lost(r.into_iter().next().unwrap()));
+    assert!(lost(s.retry_later(first.lease(), 5_000, "x", 1_001).await));
+    assert!(lost(s.dead_letter(first.lease(), "x", 1_001).await));
+    assert!(lost(s.release(first.lease(), 1_001).await));
+    // Mixed batch: each slot gets its own result.
+    let r = s
+        .complete(
+            &[
+                Completion { lease: first.lease(), receipt: None },
+                Completion { lease: second.lease(), receipt: Some("msg-1".into()) },
+                Completion { lease: Lease { job_id: 999_999, version: 1 }, receipt: None },
+            ],
+            1_002,
+        )
+        .await
+        .unwrap();
+    assert!(lost(r[0].clone()));
+    assert!(r[1].is_ok());
+    assert!(lost(r[2].clone()));
+    let j = s.get_job(first.id).await.unwrap().unwrap();
+    assert_eq!(j.state, JobState::Done);
+    assert_eq!(j.attempts, 0);
+    // Completing twice is also a lost lease.
+    let r = s.complete(&[Completion { lease: second.lease(), receipt: None }], 1_003).await.unwrap();
+    assert!(lost(r[0].clone()));
+    // An expired lease that nobody took over may still complete.
+    s.ingest(&[intake("d2", "e2", vec![job("k2", "b", 0)])]).await.unwrap();
+    let l = s.claim(DEST, "w1", 1, 100, 0).await.unwrap().remove(0);
+    let r = s.complete(&[Completion { lease: l.lease(), receipt: None }], 5_000).await.unwrap();
+    assert!(r[0].is_ok());
+}
+
+async fn retry_later_counts_and_schedules(b: &mut Backend) {
+    let s = &b.store;
+    s.ingest(&[intake("d1", "e1", vec![job("k", "a", 0)])]).await.unwrap();
+    let j = s.claim(DEST, "w", 1, 1_000, 100).await.unwrap().remove(0);
+    s.retry_later(j.lease(), 5_000, "HTTP 503", 200).await.unwrap();
+    let after = s.get_job(j.id).await.unwrap().unwrap();
+    assert_eq!(after.state, JobState::Pending);
+    assert_eq!(after.attempts, 1);
+    assert_eq!(after.next_attempt_at, 5_000);
+    assert_eq!(after.last_error.as_deref(), Some("HTTP 503"));
+    assert_eq!(after.lease_owner, None);
+    assert_eq!(after.lease_expires_at, None);
+    assert!(s.claim(DEST, "w", 1, 1_000, 4_999).await.unwrap().is_empty());
+    let j = s.claim(DEST, "w", 1, 1_000, 5_000).await.unwrap().remove(0);
+    assert_eq!(j.attempts, 1);
+    // A retry time in the past is clamped to now.
+    s.retry_later(j.lease(), 10, "again", 6_000).await.unwrap();
+    let after = s.get_job(j.id).await.unwrap().unwrap();
+    assert_eq!((after.attempts, after.next_attempt_at), (2, 6_000));
+}
+
+async fn dead_letter_and_replay(b: &mut Backend) {
+    let s = &b.store;
+    s.ingest(&[intake("d1", "e1", vec![job("k", "idem-1", 0)])]).await.unwrap();
+    let j = s.claim(DEST, "w", 1, 1_000, 100).await.unwrap().remove(0);
+    s.retry_later(j.lease(), 200, "503", 150).await.unwrap();
+    let j = s.claim(DEST, "w", 1, 1_000, 200).await.unwrap().remove(0);
+    s.dead_letter(j.lease(), "HTTP 400: invalid user id", 300).await.unwrap();
+    let dead_job = s.get_job(j.id).await.unwrap().unwrap();
+    assert_eq!(dead_job.state, JobState::Dead);
+    assert_eq!(dead_job.attempts, 2);
+    let dl = s.list_dead(10).await.unwrap();
+    assert_eq!(dl.len(), 1);
+    assert_eq!(dl[0].job_id, Some(j.id));
+    assert_eq!(dl[0].event_id, "e1");
+    assert_eq!(dl[0].destination.as_deref(), Some(DEST));
+    assert_eq!(dl[0].reason, "HTTP 400: invalid user id");
+    assert_eq!(dl[0].attempts, 2);
+    assert_eq!(dl[0].created_at, 300);
+    assert!(s.claim(DEST, "w", 1, 1_000, 10_000).await.unwrap().is_empty());
+    // Replay: pending, due now, same idempotency key, attempts kept, lease cleared,
+    // dead-letter row removed.
+    s.replay_dead(j.id, 400).await.unwrap();
+    let r = s.get_job(j.id).await.unwrap().unwrap();
+    assert_eq!(r.state, JobState::Pending);
+    assert_eq!(r.idempotency_key, "idem-1");
+    assert_eq!(r.attempts, 2);
+    assert_eq!(r.next_attempt_at, 400);
+    assert_eq!(r.lease_owner, None);
+    assert!(s.list_dead(10).await.unwrap().is_empty());
+    assert!(matches!(s.replay_dead(j.id, 500).await, Err(StoreError::NotFound { .. })));
+    let again = s.claim(DEST, "w", 1, 1_000, 400).await.unwrap().remove(0);
+    assert_eq!(again.id, j.id);
+    assert_eq!(again.idempotency_key, "idem-1");
+    assert!(again.lease_version > j.lease_version);
+    // Newest first.
+    s.dead_letter(again.lease(), "second", 600).await.unwrap();
+    let mut bad = intake("d2", "e2", vec![]);
+    bad.dead_letter = Some(NewDeadLetter { reason: "parse".into() });
+    s.ingest(&[bad]).await.unwrap();
+    let dl = s.list_dead(10).await.unwrap();
+    assert_eq!(dl.iter().map(|d| d.reason.as_str()).collect::<Vec<_>>(), vec!["parse", "second"]);
+    assert_eq!(s.list_dead(1).await.unwrap().len(), 1);
+}
+
+async fn release_does_not_count(b: &mut Backend) {
+    let s = &b.store;
+    s.ingest(&[intake("d1", "e1", vec![job("k", "a", 0)])]).await.unwrap();
+    let j = s.claim(DEST, "w", 1, 60_000, 100).await.unwrap().remove(0);
+    s.release(j.lease(), 150).await.unwrap();
+    let r = s.get_job(j.id).await.unwrap().unwrap();
+    assert_eq!((r.state, r.attempts, r.lease_owner.clone()), (JobState::Pending, 0, None));
+    // Claimable again at once, not only after the lease would have expired.
+    let j2 = s.claim(DEST, "w", 1, 60_000, 200).await.unwrap().remove(0);
+    assert_eq!(j2.id, j.id);
+    assert_eq!(j2.lease_version, j.lease_version + 1);
+    assert!(lost(s.release(j.lease(), 250).await));
+}
+
+async fn drop_dead_letter(b: &mut Backend) {
+    let s = &b.store;
+    s.ingest(&[intake("d1", "e1", vec![job("k", "a", 0)])]).await.unwrap();
+    let j = s.claim(DEST, "w", 1, 1_000, 0).await.unwrap().remove(0);
+    s.dead_letter(j.lease(), "gone", 1).await.unwrap();
+    let dl = s.list_dead(10).await.unwrap();
+    s.drop_dead(dl[0].id).await.unwrap();
+    assert!(s.list_dead(10).await.unwrap().is_empty());
+    assert_eq!(s.get_job(j.id).await.unwrap().unwrap().state, JobState::Dead);
+    assert!(matches!(s.drop_dead(dl[0].id).await, Err(StoreError::NotFound { .. })));
+}
+
+async fn cursors(b: &mut Backend) {
+    let s = &b.store;
+    assert_eq!(s.get_cursor("salesforce:opps").await.unwrap(), None);
+    s.put_cursor("salesforce:opps", "2024-01-01T00:00:00Z#1", 1).await.unwrap();
+    s.put_cursor("salesforce:opps", "2024-01-02T00:00:00Z#7", 2).await.unwrap();
+    s.put_cursor("zoho:deals", "42", 3).await.unwrap();
+    assert_eq!(s.get_cursor("salesforce:opps").await.unwrap().as_deref(), Some("2024-01-02T00:00:00Z#7"));
+    assert_eq!(s.get_cursor("zoho:deals").await.unwrap().as_deref(), Some("42"));
+}
+
+async fn links(b: &mut Backend) {
+    let s = &b.store;
+    let l = IdLink {
+        kind: "pr_card".into(),
+        left: "PR-1001".into(),
+        right: "card-abc".into(),
+        data: Some("{\"approver\":\"u1\"}".into()),
+        updated_at: 5,
+    };
+    assert_eq!(s.get_link("pr_card", "PR-1001").await.unwrap(), None);
+    s.put_link(&l).await.unwrap();
+    assert_eq!(s.get_link("pr_card", "PR-1001").await.unwrap(), Some(l.clone()));
+    let l2 = IdLink { right: "card-def".into(), data: None, updated_at: 6, ..l.clone() };
+    s.put_link(&l2).await.unwrap();
+    assert_eq!(s.get_link("pr_card", "PR-1001").await.unwrap(), Some(l2));
+    assert_eq!(s.get_link("other", "PR-1001").await.unwrap(), None);
+}
+
+async fn audit_chain(b: &mut Backend) {
+    assert_eq!(b.store.audit_verify().await.unwrap(), AuditVerification::Intact { rows: 0 });
+    let mut prev = store::ZERO_HASH.to_owned();
+    for i in 0..10 {
+        let e = b
+            .store
+            .audit_append(&NewAuditEntry {
+                at: 100 + i,
+                actor: format!("user{i}"),
+                action: "approve".into(),
+                subject: format!("PR-{i}"),
+                detail: "{\"before\":\"pending\"}".into(),
+            })
+            .await
+            .unwrap();
+        assert_eq!(e.seq, i + 1);
+        assert_eq!(e.prev_hash, prev);
+        assert_eq!(e.hash, store::audit_hash(&prev, e.seq, e.at, &e.actor, &e.action, &e.subject, &e.detail));
+        prev = e.hash.clone();
+    }
+    assert_eq!(b.store.audit_verify().await.unwrap(), AuditVerification::Intact { rows: 10 });
+    let listed = b.store.audit_list(105, 3).await.unwrap();
+    assert_eq!(listed.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![6, 7, 8]);
+    assert_eq!(listed[2].hash, b.store.audit_list(107, 1).await.unwrap()[0].hash);
+    b.exec("UPDATE audit_log SET detail = '{\"before\":\"approved\"}' WHERE seq = 4").await;
+    match b.store.audit_verify().await.unwrap() {
+        AuditVerification::Broken { at_seq, .. } => assert_eq!(at_seq, 4),
+        other => panic!("tamper not detected: {other:?}"),
+    }
+}
+
+async fn stats(b: &mut Backend) {
+    let s = &b.store;
+    assert_eq!(s.stats(0).await.unwrap(), store::StoreStats::default());
+    let mut i1 = intake("d1", "e1", vec![job("k1", "a", 0), job("k2", "b", 0), job("k3", "c", 0)]);
+    i1.received_at = 1_000;
+    let mut i2 = intake("d2", "e2", vec![job("k4", "d", 0)]);
+    i2.received_at = 3_000;
+    s.ingest(&[i1, i2]).await.unwrap();
+    let st = s.stats(10_000).await.unwrap();
+    assert_eq!((st.events, st.pending, st.leased, st.done, st.dead), (2, 4, 0, 0, 0));
+    assert_eq!(st.oldest_pending_age_ms, 9_000);
+    let got = s.claim(DEST, "w", 3, 1_000, 10_000).await.unwrap();
+    s.complete(&[Completion { lease: got[0].lease(), receipt: None }], 10_001).await.unwrap();
+    s.dead_letter(got[1].lease(), "x", 10_001).await.unwrap();
+    let st = s.stats(10_000).await.unwrap();
+    assert_eq!((st.pending, st.leased, st.done, st.dead), (1, 1, 1, 1));
+    assert_eq!(st.oldest_pending_age_ms, 9_000);
+    let got = s.claim(DEST, "w", 3, 1_000, 20_000).await.unwrap();
+    let c: Vec<_> = got.iter().map(|j| Completion { lease: j.lease(), receipt: None }).collect();
+    s.complete(&c, 20_000).await.unwrap();
+    let st = s.stats(20_000).await.unwrap();
+    assert_eq!((st.pending, st.leased, st.done, st.dead, st.oldest_pending_age_ms), (0, 0, 3, 1, 0));
+}
+
+async fn survives_reopen(b: &mut Backend) {
+    b.store.ingest(&[intake("d1", "e1", vec![job("k", "a", 0), job("k", "b", 0)])]).await.unwrap();
+    let j = b.store.claim(DEST, "w", 1, 1_000, 0).await.unwrap().remove(0);
+    b.store.put_cursor("c", "v", 1).await.unwrap();
+    b.store
+        .audit_append(&NewAuditEntry {
+            at: 1,
+            actor: "a".into(),
+            action: "b".into(),
+            subject: "c".into(),
+            detail: "{}".into(),
+        })
+        .await
+        .unwrap();
+    b.reopen().await;
+    let s = &b.store;
+    assert_eq!(s.ingest(&[intake("d1", "e1", vec![])]).await.unwrap(), vec![IntakeOutcome::Duplicate]);
+    let jobs = s.jobs_for_event("e1").await.unwrap();
+    assert_eq!(jobs.len(), 2);
+    assert_eq!(jobs[0].state, JobState::Leased);
+    assert_eq!(s.get_cursor("c").await.unwrap().as_deref(), Some("v"));
+    assert_eq!(s.audit_verify().await.unwrap(), AuditVerification::Intact { rows: 1 });
+    // The lease survives the restart and is still fenced.
+    let r = s.complete(&[Completion { lease: j.lease(), receipt: None }], 5).await.unwrap();
+    assert!(r[0].is_ok());
+    assert_eq!(s.claim(DEST, "w", 5, 1_000, 6).await.unwrap().len(), 1);
+}
+
+async fn empty_batches(b: &mut Backend) {
+    assert!(b.store.ingest(&[]).await.unwrap().is_empty());
+    assert!(b.store.complete(&[], 0).await.unwrap().is_empty());
+}

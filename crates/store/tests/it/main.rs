@@ -1,0 +1,13 @@
+//! The store's one integration-test binary: the contract suite (run against SQLite and
+//! Postgres), the audit tamper test (R16), the outbox model test (R15), two claimers on one
+//! Postgres schema (R4-style) and the group committers.
+
+extern crate dingbridge_store as store;
+
+mod audit;
+mod concurrency;
+mod contract;
+mod group;
+mod harness;
+mod model;
+mod perf;
