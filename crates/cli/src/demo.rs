@@ -14,14 +14,43 @@ use std::time::{Duration, Instant};
 const HK_TRADING: &str = include_str!("../../../examples/hk-trading.toml");
 const DEMO_WEBHOOK_SECRET: &str = "whsec_ZGluZ2JyaWRnZS1kZW1vLXdlYmhvb2stc2VjcmV0LTAx";
 
+/// Lines stamped with when things happened, printed in time order when a scenario ends (the
+/// simulator's receipts are only known after the fact).
 struct Timeline {
     start: Instant,
+    /// The same instant on the wall clock, to place the simulator's receipt times.
+    start_wall: jiff::Timestamp,
+    lines: std::sync::Mutex<Vec<(f64, String)>>,
 }
 
 impl Timeline {
+    fn new() -> Self {
+        Self { start: Instant::now(), start_wall: jiff::Timestamp::now(), lines: std::sync::Mutex::default() }
+    }
+
     fn line(&self, direction: &str, text: impl AsRef<str>) {
         let t = self.start.elapsed().as_secs_f64() * 1000.0;
-        println!("{t:>9.1} ms  {direction:<4} {}", text.as_ref());
+        self.push(t, direction, text.as_ref());
+    }
+
+    /// A line stamped with the time something happened elsewhere (e.g. the simulator's receipt).
+    fn line_at(&self, at: jiff::Timestamp, direction: &str, text: impl AsRef<str>) {
+        let t = at.duration_since(self.start_wall).as_secs_f64() * 1000.0;
+        self.push(t, direction, text.as_ref());
+    }
+
+    fn push(&self, t: f64, direction: &str, text: &str) {
+        if let Ok(mut lines) = self.lines.lock() {
+            lines.push((t, format!("{t:>9.1} ms  {direction:<4} {text}")));
+        }
+    }
+
+    fn flush(&self) {
+        let mut lines = self.lines.lock().map(|mut l| std::mem::take(&mut *l)).unwrap_or_default();
+        lines.sort_by(|a, b| a.0.total_cmp(&b.0));
+        for (_, line) in lines {
+            println!("{line}");
+        }
     }
 }
 
@@ -59,8 +88,9 @@ pub async fn run(once: bool, listen: Option<String>) -> anyhow::Result<ExitCode>
     println!("  store          {}/dingbridge.db", dir.path().display());
     println!();
 
-    let timeline = Timeline { start: Instant::now() };
+    let timeline = Timeline::new();
     let results = vec![scenario_pipeline(&timeline, &base, &dingtalk, &gateway).await];
+    timeline.flush();
 
     println!();
     let mut failed = false;
@@ -206,7 +236,11 @@ async fn pipeline_steps(
             let messages = dingtalk.messages(robot);
             let already = shown.entry(robot).or_insert(0);
             for message in messages.iter().skip(*already) {
-                timeline.line("OUT", format!("dingtalk robot {robot:<8} {}", sims::summary(&message.body)));
+                timeline.line_at(
+                    message.at,
+                    "OUT",
+                    format!("dingtalk robot {robot:<8} {}", sims::summary(&message.body)),
+                );
             }
             *already = messages.len();
         }

@@ -69,24 +69,33 @@ pub async fn run(action: DlqAction, config: Option<PathBuf>, store: Option<Strin
         }
         DlqAction::Retry { job_ids, all } => {
             let ids: Vec<i64> = if all {
-                let mut ids = Vec::new();
-                for d in store.list_dead(usize::MAX >> 1).await? {
-                    if let Some(job) = d.job_id {
-                        ids.push(job);
-                    }
-                }
+                let mut ids: Vec<i64> =
+                    store.list_dead(usize::MAX >> 1).await?.into_iter().filter_map(|d| d.job_id).collect();
+                // Oldest job first: a running gateway may deliver a replayed job at once, and
+                // replaying a key's later job before its earlier one would invert their order.
+                ids.sort_unstable();
+                ids.dedup();
                 ids
             } else {
                 job_ids
             };
             let total = ids.len();
+            let mut skipped = 0usize;
             for (done, id) in ids.into_iter().enumerate() {
-                store.replay_dead(id, now).await.with_context(|| format!("replaying job {id}"))?;
+                match store.replay_dead(id, now).await {
+                    Ok(()) => {}
+                    // `--all`: replayed or dropped by someone else since the listing.
+                    Err(store::StoreError::NotFound { .. }) if all => skipped += 1,
+                    Err(e) => return Err(e).with_context(|| format!("replaying job {id}")),
+                }
                 if (done + 1) % 500 == 0 {
                     eprintln!("replayed {} of {total}", done + 1);
                 }
             }
-            println!("replayed {total} job(s); a running gateway delivers them within its poll interval");
+            if skipped > 0 {
+                eprintln!("{skipped} job(s) were no longer dead (replayed or dropped meanwhile)");
+            }
+            println!("replayed {} job(s); a running gateway delivers them within its poll interval", total - skipped);
         }
         DlqAction::Drop { ids } => {
             for id in &ids {

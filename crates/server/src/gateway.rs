@@ -129,6 +129,8 @@ impl Gateway {
         }
         self.http_cancel.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(1), self.http_task).await;
+        // Checkpoints the SQLite WAL / closes the Postgres pool; nothing is lost if it is skipped.
+        self.store.close().await;
     }
 }
 

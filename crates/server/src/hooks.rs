@@ -29,7 +29,8 @@ pub async fn receive(
     match receive_inner(&state, &source, &headers, body).await {
         Ok(response) => response,
         Err(err) => {
-            state.metrics.webhook_refused(&source, err.code);
+            let label = if state.intake.has_source(&source) { source.as_str() } else { "(unknown)" };
+            state.metrics.webhook_refused(label, err.code);
             tracing::warn!(source = %source, status = err.status.as_u16(), code = err.code, "Webhook refused: {}", err.message);
             err.into_response()
         }
@@ -68,6 +69,7 @@ async fn receive_inner(
             ApiError::unavailable("store_unavailable", "the event could not be stored; retry later", RETRY_AFTER_SECS)
         }
     })?;
+    crashpoint::hit(crashpoint::AFTER_INTAKE_COMMIT);
     let duplicate = outcome == IntakeOutcome::Duplicate;
     state.metrics.webhook_accepted(source, duplicate, dead);
     if !duplicate && jobs > 0 {

@@ -13,6 +13,10 @@ pub struct WebhookPipeline {
 }
 
 impl crate::Intake for WebhookPipeline {
+    fn has_source(&self, source: &str) -> bool {
+        self.verifiers.contains_key(source)
+    }
+
     fn webhook(
         &self,
         source: &str,

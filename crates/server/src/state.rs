@@ -17,6 +17,10 @@ pub trait Intake: Send + Sync {
         body: &[u8],
         now: jiff::Timestamp,
     ) -> Result<store::Intake, ApiError>;
+
+    /// Whether `source` is configured; refusals for unknown names share one metric label so a
+    /// stranger cannot mint label values.
+    fn has_source(&self, source: &str) -> bool;
 }
 
 #[derive(Clone)]

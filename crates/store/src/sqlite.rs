@@ -128,6 +128,7 @@ impl Store for SqliteStore {
             }
             q.execute(&mut *tx).await?;
         }
+        crashpoint::hit(crashpoint::MID_GROUP_COMMIT);
         tx.commit().await?;
         Ok(out)
     }
@@ -460,7 +461,10 @@ impl Store for SqliteStore {
     async fn stats(&self, now: Millis) -> Result<StoreStats, StoreError> {
         let mut tx = self.reader.begin().await?;
         let events: i64 = sqlx::query("SELECT count(*) AS n FROM inbox").fetch_one(&mut *tx).await?.try_get("n")?;
-        let mut s = StoreStats { events: events.max(0) as u64, ..Default::default() };
+        let dead_letters: i64 =
+            sqlx::query("SELECT count(*) AS n FROM dead_letters").fetch_one(&mut *tx).await?.try_get("n")?;
+        let mut s =
+            StoreStats { events: events.max(0) as u64, dead_letters: dead_letters.max(0) as u64, ..Default::default() };
         let rows = sqlx::query("SELECT state, count(*) AS n FROM jobs GROUP BY state").fetch_all(&mut *tx).await?;
         for r in rows {
             let state: String = r.try_get("state")?;

@@ -157,7 +157,10 @@ pub struct StoreStats {
     pub pending: u64,
     pub leased: u64,
     pub done: u64,
+    /// Dead jobs (a dead letter's job stays dead until replayed).
     pub dead: u64,
+    /// Dead-letter entries: dead jobs plus events that failed before producing a job.
+    pub dead_letters: u64,
     /// Age of the oldest pending-or-leased job, 0 when none.
     pub oldest_pending_age_ms: i64,
 }

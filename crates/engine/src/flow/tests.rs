@@ -144,7 +144,7 @@ fn plans_one_job_per_delivery_of_each_matching_flow() {
     assert_eq!(payload, json!({"msgtype":"markdown","markdown":{"title":"PO PO-7","text":"HKD 12.50 created"}}));
 
     let card = &jobs[1];
-    assert_eq!(card.ordering_key, "po-PO-7");
+    assert_eq!(card.ordering_key, "cards/po-PO-7", "scoped to the destination");
     assert_eq!(card.idempotency_key, "ev-1:po-to-ops:1");
     let payload: Value = serde_json::from_str(&card.payload).unwrap();
     assert_eq!(

@@ -2,6 +2,11 @@
 //! delivers them — at most `concurrency` in flight, never two of one ordering key at once, and
 //! in id order per key — then completes, reschedules or dead-letters each one by the error's
 //! [`connect::Disposition`].
+//!
+//! A throttle answer (`Disposition::RetryAfter`) pauses the whole destination, every ordering
+//! key, until the vendor's own signal has passed: the dispatcher claims nothing and claimed jobs
+//! not yet sent are released without an attempt. The pause is per process (each gateway instance
+//! learns it from its own throttled call).
 
 use connect::{Clock, Delivery, DeliveryError, Disposition, RetrySchedule, Sink};
 use std::collections::{BTreeMap, HashSet};
@@ -18,6 +23,8 @@ pub const METRIC_DELIVERIES: &str = "dingbridge_deliveries_total";
 pub const METRIC_LATENCY: &str = "dingbridge_delivery_latency_seconds";
 pub const METRIC_ERRORS: &str = "dingbridge_delivery_errors_total";
 pub const METRIC_LEASE_LOST: &str = "dingbridge_lease_lost_total";
+/// Gauge per destination: 1 while deliveries are paused by a vendor throttle, else 0.
+pub const METRIC_PAUSED: &str = "dingbridge_destination_paused";
 
 /// Prefix of the stored error (`<kind>: <error>`) of an attempt the vendor refused for
 /// credentials; a second one in a row dead-letters the job.
@@ -106,6 +113,7 @@ impl DeliveryWorkers {
                 shutdown: shutdown.clone(),
                 notify,
                 in_flight: Mutex::new(HashSet::new()),
+                paused_until: Mutex::new(None),
                 tracker: tracker.clone(),
             });
             tracker.spawn(dispatch(shared));
@@ -140,6 +148,8 @@ struct Shared {
     sem: Arc<Semaphore>,
     /// Ordering keys with a delivery task running in this process.
     in_flight: Mutex<HashSet<String>>,
+    /// Clock millis before which nothing is claimed or sent (a vendor throttle), if any.
+    paused_until: Mutex<Option<i64>>,
     tracker: TaskTracker,
 }
 
@@ -155,6 +165,48 @@ impl Shared {
                 s.remove(key);
             }
         }
+    }
+
+    /// Stop claiming and sending for `after` from now (the vendor's throttle signal). A pause
+    /// already running longer is kept; a zero duration pauses nothing.
+    fn pause(&self, after: Duration) {
+        if after.is_zero() {
+            return;
+        }
+        let now = self.clock.now_millis();
+        let until = now.saturating_add(i64::try_from(after.as_millis()).unwrap_or(i64::MAX));
+        let Ok(mut paused) = self.paused_until.lock() else { return };
+        if paused.is_some_and(|p| p >= until) {
+            return;
+        }
+        let extended = paused.is_some();
+        *paused = Some(until);
+        drop(paused);
+        metrics::gauge!(METRIC_PAUSED, "destination" => self.destination.clone()).set(1.0);
+        let resume_at = jiff::Timestamp::from_millisecond(until).map(|t| t.to_string()).unwrap_or_default();
+        warn!(
+            destination = %self.destination,
+            resume_at = %resume_at,
+            pause_ms = u64::try_from(after.as_millis()).unwrap_or(u64::MAX),
+            extended,
+            "Destination throttled by the vendor; pausing every delivery to it until the resume time."
+        );
+    }
+
+    /// How long the destination stays paused from now, or `None` when it is not paused (an
+    /// expired pause is cleared here: gauge back to 0 and an INFO line).
+    fn paused_for(&self) -> Option<Duration> {
+        let now = self.clock.now_millis();
+        let Ok(mut paused) = self.paused_until.lock() else { return None };
+        let until = (*paused)?;
+        if until > now {
+            return Some(Duration::from_millis(u64::try_from(until - now).unwrap_or(u64::MAX)));
+        }
+        *paused = None;
+        drop(paused);
+        metrics::gauge!(METRIC_PAUSED, "destination" => self.destination.clone()).set(0.0);
+        info!(destination = %self.destination, "Destination throttle pause is over; delivering again.");
+        None
     }
 }
 
@@ -172,6 +224,15 @@ async fn dispatch(sh: Arc<Shared>) {
     loop {
         if sh.shutdown.is_cancelled() {
             break;
+        }
+        if let Some(left) = sh.paused_for() {
+            // Nudges are ignored while paused; the clock is re-read at least every poll interval
+            // (an injected clock may move independently of tokio's timers).
+            tokio::select! {
+                _ = sh.shutdown.cancelled() => break,
+                _ = tokio::time::sleep(left.min(sh.settings.poll_interval)) => {}
+            }
+            continue;
         }
         let free = sh.sem.available_permits();
         if free == 0 {
@@ -238,7 +299,9 @@ async fn release_all(sh: &Shared, jobs: impl IntoIterator<Item = Job>) {
 async fn run_group(sh: Arc<Shared>, key: String, jobs: Vec<Job>, permit: OwnedSemaphorePermit) {
     let mut rest = jobs.into_iter();
     while let Some(job) = rest.next() {
-        if sh.shutdown.is_cancelled() {
+        // Stopping, or the destination was throttled meanwhile (by this key or another):
+        // hand the rest back without an attempt.
+        if sh.shutdown.is_cancelled() || sh.paused_for().is_some() {
             release_all(&sh, std::iter::once(job).chain(rest.by_ref())).await;
             break;
         }
@@ -295,6 +358,7 @@ async fn deliver_one(sh: &Shared, job: Job) -> bool {
         let now = sh.clock.now_millis();
         match result {
             Ok(receipt) => {
+                crashpoint::hit(crashpoint::AFTER_DELIVERY);
                 let c = Completion { lease: job.lease(), receipt: receipt.vendor_id.or(receipt.detail) };
                 let done = match sh.completer.submit(c.clone(), now).await {
                     // The batcher's queue is full: commit this one directly rather than wait.
@@ -338,6 +402,8 @@ async fn on_failure(sh: &Shared, job: &Job, attempts_made: u32, err: &DeliveryEr
         Disposition::Permanent => Next::Dead(err.to_string()),
         Disposition::Retry => schedule.next_delay(attempts_made, None).map_or_else(exhausted, Next::Retry),
         Disposition::RetryAfter(after) => {
+            // The vendor's signal holds for the whole destination, not only this job.
+            sh.pause(after);
             schedule.next_delay(attempts_made, Some(after)).map_or_else(exhausted, Next::Retry)
         }
         Disposition::Auth => {

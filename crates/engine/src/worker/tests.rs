@@ -574,3 +574,267 @@ async fn sqlite_store_r10_and_happy_path_end_to_end() {
     tracker.close();
     tracker.wait().await;
 }
+
+/// Every gauge value set under a local recorder, with the tokio time it was set at.
+#[derive(Default)]
+struct GaugeLog {
+    sets: Arc<Mutex<Vec<(String, f64, Instant)>>>,
+}
+
+struct LoggedGauge {
+    key: String,
+    sets: Arc<Mutex<Vec<(String, f64, Instant)>>>,
+}
+
+impl metrics::GaugeFn for LoggedGauge {
+    fn increment(&self, _value: f64) {}
+    fn decrement(&self, _value: f64) {}
+    fn set(&self, value: f64) {
+        self.sets.lock().unwrap().push((self.key.clone(), value, Instant::now()));
+    }
+}
+
+impl metrics::Recorder for GaugeLog {
+    fn describe_counter(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
+    fn describe_gauge(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
+    fn describe_histogram(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: metrics::SharedString) {}
+    fn register_counter(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Counter {
+        metrics::Counter::noop()
+    }
+    fn register_gauge(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
+        let labels: Vec<String> = key.labels().map(|l| format!("{}={}", l.key(), l.value())).collect();
+        let key = format!("{}{{{}}}", key.name(), labels.join(","));
+        metrics::Gauge::from_arc(Arc::new(LoggedGauge { key, sets: self.sets.clone() }))
+    }
+    fn register_histogram(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Histogram {
+        metrics::Histogram::noop()
+    }
+}
+
+fn throttled(retry_after: Duration) -> DeliveryError {
+    DeliveryError::Throttled { vendor: "dingtalk", detail: "429 Too Many Requests".into(), retry_after }
+}
+
+/// R7: the first call is throttled for `retry_after`; no call to the destination, whatever the
+/// ordering key, goes out before it has elapsed, then everything is delivered at once. The
+/// current-thread test runtime keeps the local metrics recorder on every task.
+async fn throttle_pauses_every_key_of_the_destination(retry_after: Duration) {
+    let gauges = GaugeLog::default();
+    let _recorder = metrics::set_default_local_recorder(&gauges);
+    let clock = TokioClock::new();
+    let store = Arc::new(MemStore::default());
+    let now = clock.now_millis();
+    for k in ["a1", "b1", "c1", "a2", "b2", "c2", "d1"] {
+        store.add(&k[..1], &payload(k), now);
+    }
+    let sink = FakeSink::new(move |_, n| if n == 1 { Err(throttled(retry_after)) } else { Ok(Receipt::default()) });
+    let schedule = RetrySchedule { steps: vec![Duration::from_secs(1)], jitter: 0.2 };
+    let t0 = Instant::now();
+    let run = start(store.clone(), sink.clone(), settings(schedule, 4), clock);
+    wait_until(|| (1..=7).all(|id| store.job(id).state == JobState::Done), Duration::from_secs(600)).await;
+    let times = sink.times();
+    assert_eq!(times.len(), 8, "7 jobs, one of them throttled once: {:?}", sink.payloads());
+    assert!(times[0] - t0 < Duration::from_millis(10), "first call at once");
+    let early: Vec<String> = sink
+        .payloads()
+        .into_iter()
+        .zip(&times)
+        .skip(1)
+        .filter(|(_, t)| **t - t0 < retry_after)
+        .map(|(p, _)| p)
+        .collect();
+    assert!(early.is_empty(), "calls before the throttle's {retry_after:?} elapsed: {early:?}");
+    let last = *times.last().unwrap() - t0;
+    assert!(last <= retry_after + Duration::from_millis(500), "resumed late: last call at {last:?}");
+    // Per-key order held across the pause.
+    for key in ["a", "b", "c"] {
+        let seen: Vec<String> = sink.payloads().into_iter().filter(|p| p.starts_with(key)).collect();
+        assert!(seen.windows(2).all(|w| w[0] <= w[1]), "order of key {key}: {seen:?}");
+    }
+    let released_untouched = (2..=7).filter(|id| store.job(*id).attempts == 0).count();
+    assert_eq!(released_untouched, 6, "jobs held back by the pause cost no attempt");
+    let sets: Vec<(f64, Duration)> = gauges
+        .sets
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(k, _, _)| k == "dingbridge_destination_paused{destination=d}")
+        .map(|(_, v, t)| (*v, *t - t0))
+        .collect();
+    assert_eq!(sets.len(), 2, "gauge set to 1 then 0: {sets:?}");
+    assert_eq!(sets[0].0, 1.0);
+    assert!(sets[0].1 < Duration::from_millis(10), "{sets:?}");
+    assert_eq!(sets[1].0, 0.0);
+    assert!(sets[1].1 >= retry_after && sets[1].1 <= retry_after + Duration::from_millis(300), "{sets:?}");
+    run.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn r7_retry_after_seconds_pause_the_whole_destination() {
+    throttle_pauses_every_key_of_the_destination(Duration::from_secs(30)).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn r7_retry_after_http_date_pauses_the_whole_destination() {
+    // Dataverse answers `Retry-After` as an IMF-fixdate; "now" is 30 s before it.
+    let now: jiff::Timestamp = "2015-10-21T07:28:00Z".parse().unwrap();
+    let after = connect::retry_after::parse_retry_after("Wed, 21 Oct 2015 07:28:30 GMT", now).unwrap();
+    assert_eq!(after, Duration::from_secs(30));
+    throttle_pauses_every_key_of_the_destination(after).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn r11_retry_after_smaller_than_the_step_does_not_shorten_it() {
+    let clock = TokioClock::new();
+    let store = Arc::new(MemStore::default());
+    let now = clock.now_millis();
+    for k in ["a1", "b1", "c1"] {
+        store.add(&k[..1], &payload(k), now);
+    }
+    // a1's first attempt is throttled for 2 s; the schedule's step is 10 s ± 20 %.
+    let sink = FakeSink::new(|d, _| {
+        if d.payload["k"] == "a1" && d.attempt == 1 {
+            Err(throttled(Duration::from_secs(2)))
+        } else {
+            Ok(Receipt::default())
+        }
+    });
+    let schedule = RetrySchedule { steps: vec![Duration::from_secs(10)], jitter: 0.2 };
+    let t0 = Instant::now();
+    let run = start(store.clone(), sink.clone(), settings(schedule, 4), clock);
+    wait_until(|| (1..=3).all(|id| store.job(id).state == JobState::Done), Duration::from_secs(60)).await;
+    let calls: Vec<(String, Duration)> =
+        sink.payloads().into_iter().zip(sink.times()).map(|(p, t)| (p, t - t0)).collect();
+    assert_eq!(calls.len(), 4, "{calls:?}");
+    let a: Vec<Duration> = calls.iter().filter(|(p, _)| p == "a1").map(|(_, t)| *t).collect();
+    let gap = a[1] - a[0];
+    assert!(gap >= Duration::from_secs(8), "the 2 s Retry-After shortened the 10 s step: {gap:?}");
+    assert!(gap <= Duration::from_millis(12_300), "{gap:?}");
+    // The other keys waited for the 2 s pause only, not for the throttled job's step.
+    for (p, t) in calls.iter().filter(|(p, _)| p != "a1") {
+        assert!(*t >= Duration::from_secs(2) && *t <= Duration::from_millis(2_500), "{p} at {t:?}");
+    }
+    run.stop().await;
+}
+
+/// A clock that moves only when the test says so.
+#[derive(Debug)]
+struct ManualClock(std::sync::atomic::AtomicI64);
+
+impl ManualClock {
+    fn set(&self, ms: i64) {
+        self.0.store(ms, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> jiff::Timestamp {
+        jiff::Timestamp::from_millisecond(self.0.load(std::sync::atomic::Ordering::SeqCst)).unwrap()
+    }
+}
+
+/// R11: the worker set is stopped in the middle of a back-off and a new one is started on the
+/// same SQLite store (a restart): the next attempt happens exactly at the persisted
+/// `next_attempt_at`: not at once, not on a schedule started over, not skipped. Real time with
+/// a manual clock (SQLite does real I/O, so tokio time is not paused here).
+#[tokio::test]
+async fn r11_restart_in_the_middle_of_a_back_off_keeps_the_persisted_attempt_time() {
+    let wall = std::time::Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let store = store::open(&format!("sqlite://{}/x.db", dir.path().display())).await.unwrap();
+    let t0: i64 = 1_700_000_000_000;
+    let clock = Arc::new(ManualClock(std::sync::atomic::AtomicI64::new(t0)));
+    let job = NewJob {
+        flow: "f".into(),
+        destination: "d".into(),
+        ordering_key: "k".into(),
+        idempotency_key: "ev1:f:0".into(),
+        payload: payload("a"),
+        next_attempt_at: t0,
+    };
+    let intake = Intake {
+        dedup_key: "src:msg1".into(),
+        event_id: "ev1".into(),
+        source: "src".into(),
+        received_at: t0,
+        event_json: "{}".into(),
+        jobs: vec![job],
+        dead_letter: None,
+    };
+    store.ingest(&[intake]).await.unwrap();
+    let job_id = store.jobs_for_event("ev1").await.unwrap()[0].id;
+    // (attempt, clock millis) of every call; the first two fail.
+    let calls: Arc<Mutex<Vec<(u32, i64)>>> = Arc::default();
+    let sink = {
+        let (calls, clock) = (calls.clone(), clock.clone());
+        FakeSink::new(move |d, n| {
+            calls.lock().unwrap().push((d.attempt, clock.now_millis()));
+            if n <= 2 {
+                Err(server_error())
+            } else {
+                Ok(Receipt::default())
+            }
+        })
+    };
+    let schedule = RetrySchedule {
+        steps: vec![Duration::from_secs(10), Duration::from_secs(20), Duration::from_secs(40)],
+        jitter: 0.2,
+    };
+    let mut s = settings(schedule, 4);
+    s.poll_interval = Duration::from_millis(10);
+    let spawn = || {
+        let shutdown = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let sinks: BTreeMap<String, Arc<dyn Sink>> = BTreeMap::from([("d".to_string(), sink.clone() as Arc<dyn Sink>)]);
+        DeliveryWorkers::spawn(store.clone(), sinks, s.clone(), clock.clone(), shutdown.clone(), &tracker);
+        (shutdown, tracker)
+    };
+    let stored = || async { store.get_job(job_id).await.unwrap().unwrap() };
+    // Only bounds a failure; the whole test takes well under a second.
+    let real_wait = Duration::from_secs(5);
+
+    let (shutdown, tracker) = spawn();
+    let start = std::time::Instant::now();
+    while stored().await.attempts < 1 {
+        assert!(start.elapsed() < real_wait, "first attempt not made");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let n1 = stored().await.next_attempt_at;
+    assert!((t0 + 8_000..=t0 + 12_000).contains(&n1), "first step 10 s ± 20 %: {}", n1 - t0);
+    clock.set(n1);
+    let start = std::time::Instant::now();
+    while stored().await.attempts < 2 {
+        assert!(start.elapsed() < real_wait, "second attempt not made");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let job = stored().await;
+    let n2 = job.next_attempt_at;
+    assert_eq!(job.state, JobState::Pending);
+    assert!((n1 + 16_000..=n1 + 24_000).contains(&n2), "second step 20 s ± 20 %: {}", n2 - n1);
+
+    // Restart in the middle of the back-off.
+    shutdown.cancel();
+    tracker.close();
+    tracker.wait().await;
+    clock.set(n1 + (n2 - n1) / 2);
+    let (shutdown, tracker) = spawn();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(calls.lock().unwrap().len(), 2, "an attempt right after the restart");
+    // Where a schedule started over would put it (first step, at most 12 s), and 1 ms early.
+    for at in [n1 + 12_000, n2 - 1] {
+        clock.set(at);
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert_eq!(calls.lock().unwrap().len(), 2, "attempt before the persisted time ({} ms early)", n2 - at);
+    }
+    clock.set(n2);
+    let start = std::time::Instant::now();
+    while stored().await.state != JobState::Done {
+        assert!(start.elapsed() < real_wait, "the attempt at the persisted time was skipped");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(*calls.lock().unwrap(), [(1, t0), (2, n1), (3, n2)]);
+    shutdown.cancel();
+    tracker.close();
+    tracker.wait().await;
+    eprintln!("restart mid back-off: {:?} of wall time", wall.elapsed());
+}

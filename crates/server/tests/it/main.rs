@@ -1,4 +1,5 @@
 //! Intake over real HTTP against an in-process gateway on a temporary SQLite store:
 //! signatures (R17), replays (R18), size and shape (R19).
 
+mod admin;
 mod intake;
