@@ -31,8 +31,8 @@ pub struct BenchArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
-    /// Webhook requests in flight at once (as fast as possible mode).
-    #[arg(long, default_value_t = 64)]
+    /// Webhook requests in flight at once (also the bound in `--rate` mode).
+    #[arg(long, default_value_t = 256)]
     pub concurrency: usize,
     /// Distinct conversations (ordering keys) the events are spread over.
     #[arg(long, default_value_t = 1_000)]
@@ -233,7 +233,7 @@ fn bench_config(port: u16) -> String {
 listen = "127.0.0.1:{port}"
 
 [delivery]
-concurrency_per_destination = 64
+concurrency_per_destination = 256
 claim_batch = 512
 retry_schedule = ["100ms", "500ms", "1s", "5s"]
 

@@ -26,6 +26,11 @@ const BEGIN_WRITE: &str = "BEGIN";
 
 pub struct PgStore {
     pool: PgPool,
+    /// Same database with `synchronous_commit = off`, for leases, completions and retries:
+    /// losing one of those to a database crash only repeats a delivery (at-least-once), and it
+    /// keeps a WAL flush out of every event's path. Intake, replays, cursors, links and the audit
+    /// chain stay on the synchronous pool.
+    unsynced: PgPool,
 }
 
 impl PgStore {
@@ -59,10 +64,18 @@ impl PgStore {
             conn.close().await?;
             opts = opts.options([("search_path", schema)]);
         }
-        let pool =
-            PgPoolOptions::new().max_connections(8).acquire_timeout(Duration::from_secs(30)).connect_with(opts).await?;
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(opts.clone())
+            .await?;
         MIGRATOR.run(&pool).await.map_err(|e| StoreError::Migration(e.to_string()))?;
-        Ok(Self { pool })
+        let unsynced = PgPoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(opts.options([("synchronous_commit", "off")]))
+            .await?;
+        Ok(Self { pool, unsynced })
     }
 
     /// The connection pool, for tests and admin tooling.
@@ -189,7 +202,7 @@ impl Store for PgStore {
             .bind(destination)
             .bind(now)
             .bind(lim(limit))
-            .fetch_all(&self.pool)
+            .fetch_all(&self.unsynced)
             .await?;
         let mut jobs = rows.iter().map(job_from_row).collect::<Result<Vec<_>, _>>()?;
         jobs.sort_by_key(|j| j.id);
@@ -201,7 +214,7 @@ impl Store for PgStore {
         if done.is_empty() {
             return Ok(out);
         }
-        let mut tx = self.pool.begin_with(BEGIN_WRITE).await?;
+        let mut tx = self.unsynced.begin_with(BEGIN_WRITE).await?;
         if has_repeated_job(done) {
             // Rare: apply slot by slot so each gets the result it would get in order.
             for c in done {
@@ -256,7 +269,7 @@ impl Store for PgStore {
         .bind(error)
         .bind(lease.job_id)
         .bind(lease.version)
-        .execute(&self.pool)
+        .execute(&self.unsynced)
         .await?;
         if r.rows_affected() == 1 {
             Ok(())
@@ -266,7 +279,7 @@ impl Store for PgStore {
     }
 
     async fn dead_letter(&self, lease: Lease, reason: &str, now: Millis) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin_with(BEGIN_WRITE).await?;
+        let mut tx = self.unsynced.begin_with(BEGIN_WRITE).await?;
         let row = sqlx::query(
             "UPDATE jobs SET state = 'dead', attempts = attempts + 1, last_error = $1, \
              due_at = NULL, lease_expires_at = NULL, finished_at = $2 \
@@ -309,7 +322,7 @@ impl Store for PgStore {
         )
         .bind(lease.job_id)
         .bind(lease.version)
-        .execute(&self.pool)
+        .execute(&self.unsynced)
         .await?;
         if r.rows_affected() == 1 {
             Ok(())
@@ -528,6 +541,7 @@ impl Store for PgStore {
     }
 
     async fn close(&self) {
+        self.unsynced.close().await;
         self.pool.close().await;
     }
 }

@@ -1,4 +1,4 @@
-//! SQLite backend: WAL, `synchronous=FULL`, ONE write connection (SQLite has one writer, so
+//! SQLite backend: WAL, `synchronous=FULL` for intake (see `Durability`), ONE write connection (SQLite has one writer, so
 //! writes queue in the pool instead of fighting over SQLITE_BUSY) and a small read pool.
 
 use crate::common::{
@@ -11,9 +11,11 @@ use crate::{
 };
 use async_trait::async_trait;
 use futures::TryStreamExt;
+use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::Row;
+use sqlx::{Connection, Row, Sqlite};
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 const PH: Ph = Ph::Sqlite;
@@ -26,6 +28,21 @@ const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
 pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
+    /// Whether the writer connection currently runs with `synchronous = FULL`.
+    writer_synced: AtomicBool,
+}
+
+/// How durable a write must be when the machine (not just the process) fails.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Durability {
+    /// fsync on commit (`synchronous = FULL`): intake before its 2xx, replays, cursors, links,
+    /// the audit chain.
+    Synced,
+    /// No fsync of its own (`synchronous = NORMAL`; WAL still survives a process kill, and the
+    /// next synced commit flushes it): leases, completions, retries. Losing one to a power cut
+    /// only repeats a delivery, which at-least-once already allows, and it removes two fsyncs
+    /// from every event's path.
+    Unsynced,
 }
 
 impl SqliteStore {
@@ -50,7 +67,20 @@ impl SqliteStore {
             .acquire_timeout(Duration::from_secs(60))
             .connect_with(opts.create_if_missing(false))
             .await?;
-        Ok(Self { writer, reader })
+        Ok(Self { writer, reader, writer_synced: AtomicBool::new(true) })
+    }
+
+    /// The single write connection, switched to the durability this write needs.
+    async fn write_conn(&self, durability: Durability) -> Result<PoolConnection<Sqlite>, StoreError> {
+        let mut conn = self.writer.acquire().await?;
+        let synced = durability == Durability::Synced;
+        // The pool holds one connection, so whoever holds it owns this flag too.
+        if self.writer_synced.load(Ordering::SeqCst) != synced {
+            let pragma = if synced { "PRAGMA synchronous = FULL" } else { "PRAGMA synchronous = NORMAL" };
+            sqlx::query(pragma).execute(&mut *conn).await?;
+            self.writer_synced.store(synced, Ordering::SeqCst);
+        }
+        Ok(conn)
     }
 }
 
@@ -69,7 +99,8 @@ impl Store for SqliteStore {
         if batch.is_empty() {
             return Ok(out);
         }
-        let mut tx = self.writer.begin_with(BEGIN_WRITE).await?;
+        let mut conn = self.write_conn(Durability::Synced).await?;
+        let mut tx = conn.begin_with(BEGIN_WRITE).await?;
         // Multi-row statements: a 256-intake batch is a handful of statements, one commit.
         let first = first_occurrences(batch);
         let mut accepted = std::collections::HashSet::new();
@@ -159,13 +190,14 @@ impl Store for SqliteStore {
                ORDER BY j.due_at, j.id LIMIT ?5) \
              RETURNING {JOB_COLS}"
         );
+        let mut conn = self.write_conn(Durability::Unsynced).await?;
         let rows = sqlx::query(&sql)
             .bind(owner)
             .bind(now.saturating_add(lease_ms))
             .bind(destination)
             .bind(now)
             .bind(lim(limit))
-            .fetch_all(&self.writer)
+            .fetch_all(&mut *conn)
             .await?;
         let mut jobs = rows.iter().map(job_from_row).collect::<Result<Vec<_>, _>>()?;
         jobs.sort_by_key(|j| j.id);
@@ -177,7 +209,8 @@ impl Store for SqliteStore {
         if done.is_empty() {
             return Ok(out);
         }
-        let mut tx = self.writer.begin_with(BEGIN_WRITE).await?;
+        let mut conn = self.write_conn(Durability::Unsynced).await?;
+        let mut tx = conn.begin_with(BEGIN_WRITE).await?;
         if has_repeated_job(done) {
             // Rare: apply slot by slot so each gets the result it would get in order.
             for c in done {
@@ -223,6 +256,7 @@ impl Store for SqliteStore {
         now: Millis,
     ) -> Result<(), StoreError> {
         let next = next_attempt_at.max(now);
+        let mut conn = self.write_conn(Durability::Unsynced).await?;
         let r = sqlx::query(
             "UPDATE jobs SET state = 'pending', attempts = attempts + 1, next_attempt_at = ?1, \
              due_at = ?1, last_error = ?2, lease_owner = NULL, lease_expires_at = NULL \
@@ -232,7 +266,7 @@ impl Store for SqliteStore {
         .bind(error)
         .bind(lease.job_id)
         .bind(lease.version)
-        .execute(&self.writer)
+        .execute(&mut *conn)
         .await?;
         if r.rows_affected() == 1 {
             Ok(())
@@ -242,7 +276,8 @@ impl Store for SqliteStore {
     }
 
     async fn dead_letter(&self, lease: Lease, reason: &str, now: Millis) -> Result<(), StoreError> {
-        let mut tx = self.writer.begin_with(BEGIN_WRITE).await?;
+        let mut conn = self.write_conn(Durability::Unsynced).await?;
+        let mut tx = conn.begin_with(BEGIN_WRITE).await?;
         let row = sqlx::query(
             "UPDATE jobs SET state = 'dead', attempts = attempts + 1, last_error = ?1, \
              due_at = NULL, lease_expires_at = NULL, finished_at = ?2 \
@@ -278,6 +313,7 @@ impl Store for SqliteStore {
     }
 
     async fn release(&self, lease: Lease, _now: Millis) -> Result<(), StoreError> {
+        let mut conn = self.write_conn(Durability::Unsynced).await?;
         let r = sqlx::query(
             "UPDATE jobs SET state = 'pending', due_at = next_attempt_at, lease_owner = NULL, \
              lease_expires_at = NULL \
@@ -285,7 +321,7 @@ impl Store for SqliteStore {
         )
         .bind(lease.job_id)
         .bind(lease.version)
-        .execute(&self.writer)
+        .execute(&mut *conn)
         .await?;
         if r.rows_affected() == 1 {
             Ok(())
@@ -303,7 +339,8 @@ impl Store for SqliteStore {
     }
 
     async fn replay_dead(&self, job_id: i64, now: Millis) -> Result<(), StoreError> {
-        let mut tx = self.writer.begin_with(BEGIN_WRITE).await?;
+        let mut conn = self.write_conn(Durability::Synced).await?;
+        let mut tx = conn.begin_with(BEGIN_WRITE).await?;
         let r = sqlx::query(
             "UPDATE jobs SET state = 'pending', next_attempt_at = ?1, due_at = ?1, \
              lease_owner = NULL, lease_expires_at = NULL, finished_at = NULL \
@@ -322,7 +359,8 @@ impl Store for SqliteStore {
     }
 
     async fn drop_dead(&self, dead_letter_id: i64) -> Result<(), StoreError> {
-        let r = sqlx::query("DELETE FROM dead_letters WHERE id = ?").bind(dead_letter_id).execute(&self.writer).await?;
+        let mut conn = self.write_conn(Durability::Synced).await?;
+        let r = sqlx::query("DELETE FROM dead_letters WHERE id = ?").bind(dead_letter_id).execute(&mut *conn).await?;
         if r.rows_affected() == 0 {
             return Err(StoreError::NotFound { what: "dead letter", id: dead_letter_id.to_string() });
         }
@@ -339,6 +377,7 @@ impl Store for SqliteStore {
     }
 
     async fn put_cursor(&self, name: &str, value: &str, now: Millis) -> Result<(), StoreError> {
+        let mut conn = self.write_conn(Durability::Synced).await?;
         sqlx::query(
             "INSERT INTO cursors (name, value, updated_at) VALUES (?, ?, ?) \
              ON CONFLICT (name) DO UPDATE SET value = excluded.value, \
@@ -347,12 +386,13 @@ impl Store for SqliteStore {
         .bind(name)
         .bind(value)
         .bind(now)
-        .execute(&self.writer)
+        .execute(&mut *conn)
         .await?;
         Ok(())
     }
 
     async fn put_link(&self, link: &IdLink) -> Result<(), StoreError> {
+        let mut conn = self.write_conn(Durability::Synced).await?;
         sqlx::query(
             "INSERT INTO id_links (kind, left_id, right_id, data, updated_at) \
              VALUES (?, ?, ?, ?, ?) \
@@ -364,7 +404,7 @@ impl Store for SqliteStore {
         .bind(&link.right)
         .bind(&link.data)
         .bind(link.updated_at)
-        .execute(&self.writer)
+        .execute(&mut *conn)
         .await?;
         Ok(())
     }
@@ -389,7 +429,8 @@ impl Store for SqliteStore {
     }
 
     async fn audit_append(&self, e: &NewAuditEntry) -> Result<AuditEntry, StoreError> {
-        let mut tx = self.writer.begin_with(BEGIN_WRITE).await?;
+        let mut conn = self.write_conn(Durability::Synced).await?;
+        let mut tx = conn.begin_with(BEGIN_WRITE).await?;
         let head = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1").fetch_one(&mut *tx).await?;
         let prev_seq: i64 = head.try_get("seq")?;
         let prev_hash: String = head.try_get("hash")?;

@@ -67,7 +67,7 @@ impl DingTalkHarness {
     }
 
     pub fn message_count(&self, robot: &str) -> u64 {
-        self.sim.messages(robot).len() as u64
+        self.sim.message_count(robot) as u64
     }
 
     pub fn sim(&self) -> &Arc<DingTalkSim> {

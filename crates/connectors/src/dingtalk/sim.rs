@@ -220,6 +220,12 @@ impl DingTalkSim {
         self.lock().robots.get(robot).map(|s| s.messages.iter().cloned().collect()).unwrap_or_default()
     }
 
+    /// How many messages `robot` has accepted and still keeps, without copying them (polled often
+    /// by the bench and tests while the simulator is under load).
+    pub fn message_count(&self, robot: &str) -> usize {
+        self.lock().robots.get(robot).map_or(0, |s| s.messages.len())
+    }
+
     /// How many `/robot/send` answers carried each errcode since start or the last reset.
     pub fn answer_counts(&self) -> BTreeMap<i64, u64> {
         self.lock().answers.clone()

@@ -34,6 +34,10 @@ const AUTH_PREFIX: &str = "auth: ";
 const COMPLETION_BATCH: usize = 256;
 const COMPLETION_QUEUE: usize = 4096;
 
+/// How long a dispatcher with few free delivery slots waits for more before claiming, so claims
+/// stay batched under load (a claim is a store write transaction).
+const CLAIM_GATHER: Duration = Duration::from_millis(2);
+
 #[derive(Debug, Clone)]
 pub struct WorkerSettings {
     /// Lease owner name (unique per process), e.g. `host:pid:uuid`.
@@ -242,6 +246,16 @@ async fn dispatch(sh: Arc<Shared>) {
             }
             continue;
         }
+        let low_water = (sh.settings.concurrency(&sh.destination) / 4).max(1);
+        if free < low_water {
+            // Deliveries are finishing one by one; let a few more permits come back so one claim
+            // (one store transaction) fetches many jobs rather than one each time.
+            tokio::select! {
+                _ = sh.shutdown.cancelled() => break,
+                _ = tokio::time::sleep(CLAIM_GATHER) => {}
+            }
+        }
+        let free = sh.sem.available_permits().max(1);
         let limit = free.min(sh.settings.claim_batch.max(1));
         let now = sh.clock.now_millis();
         let jobs = match sh.store.claim(&sh.destination, &sh.settings.owner, limit, lease_ms, now).await {
