@@ -233,7 +233,7 @@ fn bench_config(port: u16) -> String {
 listen = "127.0.0.1:{port}"
 
 [delivery]
-concurrency_per_destination = 256
+concurrency_per_destination = 1024
 claim_batch = 512
 retry_schedule = ["100ms", "500ms", "1s", "5s"]
 
