@@ -167,17 +167,19 @@ impl FlowEngine {
         let Some((entity, change)) = kind.rsplit_once('.').filter(|(e, c)| !e.is_empty() && !c.is_empty()) else {
             return Err(DecodeError::Malformed(format!("`type` {kind:?} is not \"<entity>.<change>\"")));
         };
-        let data = root.get("data").cloned().unwrap_or(Value::Null);
-        let envelope = json!({
-            "id": event_id,
-            "source": source,
-            "system": src.system,
-            "type": kind,
-            "webhook_id": webhook_id,
-            "timestamp": root.get("timestamp"),
-            "data": data,
-        });
-        let invalid = |reason: String| DecodeError::Invalid { reason, envelope: envelope.clone() };
+        // What could be read, kept with a dead letter; built only when the event is refused.
+        let invalid = |reason: String| DecodeError::Invalid {
+            reason,
+            envelope: json!({
+                "id": event_id,
+                "source": source,
+                "system": src.system,
+                "type": kind,
+                "webhook_id": webhook_id,
+                "timestamp": root.get("timestamp"),
+                "data": root.get("data"),
+            }),
+        };
 
         let change = match ChangeKind::from_str(change) {
             Ok(c) => c,
@@ -220,6 +222,7 @@ impl FlowEngine {
             let typed = spec.kind.to_model().parse_value(name, value).map_err(|e| invalid(e.to_string()))?;
             fields.insert(name.clone(), typed);
         }
+        let data = root.get("data").cloned().unwrap_or(Value::Null);
         Ok(Event {
             id: event_id,
             source: source.to_string(),

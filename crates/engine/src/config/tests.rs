@@ -365,3 +365,12 @@ fn quickstart_builds_with_its_env_and_debug_redacts() {
     assert!(!dbg.contains("-7f3a"), "a secret leaked into Debug: {dbg}");
     assert!(dbg.contains("[redacted]"), "{dbg}");
 }
+
+#[test]
+fn db0111_request_timeout_alone_longer_than_the_default_lease() {
+    let text = format!("[delivery]\nrequest_timeout = \"60s\"\n{BASE}");
+    let (code, msg, l, c) = one_error(&text);
+    assert_eq!(code, Code::InvalidValue);
+    assert!(msg.contains("must be longer than delivery.request_timeout"), "{msg}");
+    assert_eq!((l, c), pos(&text, "\"60s\""));
+}

@@ -226,7 +226,10 @@ pub(super) fn validate(raw: RawConfig, text: &str, path: &str) -> Result<Config,
     if let Some(s) = &d.request_timeout {
         delivery.request_timeout = cx.duration(s, "delivery.request_timeout").unwrap_or(delivery.request_timeout);
     }
-    if let Some(s) = &d.lease {
+    // Point at whichever of the two the user wrote (the lease first); with neither written the
+    // defaults are consistent.
+    let lease_span = d.lease.as_ref().map(span).or_else(|| d.request_timeout.as_ref().map(span));
+    if let Some(at) = lease_span {
         if delivery.lease <= delivery.request_timeout {
             cx.push(ConfigError::new(
                 Code::InvalidValue,
@@ -234,7 +237,7 @@ pub(super) fn validate(raw: RawConfig, text: &str, path: &str) -> Result<Config,
                     "delivery.lease ({:?}) must be longer than delivery.request_timeout ({:?})",
                     delivery.lease, delivery.request_timeout
                 ),
-                span(s),
+                at,
                 "a lease shorter than a request lets another worker re-send a job still in flight",
             ));
         }
