@@ -5,6 +5,9 @@ use clap::Subcommand;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// Dead jobs replayed per store transaction by `retry --all`.
+const REPLAY_CHUNK: usize = 500;
+
 #[derive(Subcommand)]
 pub enum DlqAction {
     /// List dead letters, newest first.
@@ -80,22 +83,24 @@ pub async fn run(action: DlqAction, config: Option<PathBuf>, store: Option<Strin
                 job_ids
             };
             let total = ids.len();
-            let mut skipped = 0usize;
-            for (done, id) in ids.into_iter().enumerate() {
-                match store.replay_dead(id, now).await {
-                    Ok(()) => {}
-                    // `--all`: replayed or dropped by someone else since the listing.
-                    Err(store::StoreError::NotFound { .. }) if all => skipped += 1,
-                    Err(e) => return Err(e).with_context(|| format!("replaying job {id}")),
+            let mut replayed = 0u64;
+            if all {
+                // Chunks of 500 in one transaction each, oldest first, with progress.
+                for (n, chunk) in ids.chunks(REPLAY_CHUNK).enumerate() {
+                    replayed += store.replay_dead_many(chunk, now).await.context("replaying dead jobs")?;
+                    eprintln!("replayed {} of {total}", (n * REPLAY_CHUNK + chunk.len()).min(total));
                 }
-                if (done + 1) % 500 == 0 {
-                    eprintln!("replayed {} of {total}", done + 1);
+                let skipped = total as u64 - replayed;
+                if skipped > 0 {
+                    eprintln!("{skipped} job(s) were no longer dead (replayed or dropped meanwhile)");
+                }
+            } else {
+                for id in ids {
+                    store.replay_dead(id, now).await.with_context(|| format!("replaying job {id}"))?;
+                    replayed += 1;
                 }
             }
-            if skipped > 0 {
-                eprintln!("{skipped} job(s) were no longer dead (replayed or dropped meanwhile)");
-            }
-            println!("replayed {} job(s); a running gateway delivers them within its poll interval", total - skipped);
+            println!("replayed {replayed} job(s); a running gateway delivers them within its poll interval");
         }
         DlqAction::Drop { ids } => {
             for id in &ids {

@@ -105,6 +105,11 @@ pub trait Store: Send + Sync + 'static {
     /// of events that never produced a job (parse failures) are not replayable and give NotFound.
     async fn replay_dead(&self, job_id: i64, now: Millis) -> Result<(), StoreError>;
 
+    /// Replay many dead jobs in one transaction (`dlq retry --all`): like `replay_dead` for each id
+    /// that is still dead; ids that are not (replayed or dropped meanwhile) are skipped. Returns
+    /// how many were replayed.
+    async fn replay_dead_many(&self, job_ids: &[i64], now: Millis) -> Result<u64, StoreError>;
+
     /// Drop a dead letter (the job stays dead, the dead-letter row is removed).
     async fn drop_dead(&self, dead_letter_id: i64) -> Result<(), StoreError>;
 

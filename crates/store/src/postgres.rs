@@ -358,6 +358,30 @@ impl Store for PgStore {
         Ok(())
     }
 
+    async fn replay_dead_many(&self, job_ids: &[i64], now: Millis) -> Result<u64, StoreError> {
+        if job_ids.is_empty() {
+            return Ok(0);
+        }
+        let mut tx = self.pool.begin_with(BEGIN_WRITE).await?;
+        let ids: Vec<i64> = sqlx::query(
+            "UPDATE jobs SET state = 'pending', next_attempt_at = $1, due_at = $1, \
+             lease_owner = NULL, lease_expires_at = NULL, finished_at = NULL \
+             WHERE state = 'dead' AND id = ANY($2) RETURNING id",
+        )
+        .bind(now)
+        .bind(job_ids)
+        .fetch_all(&mut *tx)
+        .await?
+        .iter()
+        .map(|r| r.try_get("id"))
+        .collect::<Result<_, _>>()?;
+        if !ids.is_empty() {
+            sqlx::query("DELETE FROM dead_letters WHERE job_id = ANY($1)").bind(&ids).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(ids.len() as u64)
+    }
+
     async fn drop_dead(&self, dead_letter_id: i64) -> Result<(), StoreError> {
         let r = sqlx::query("DELETE FROM dead_letters WHERE id = $1").bind(dead_letter_id).execute(&self.pool).await?;
         if r.rows_affected() == 0 {

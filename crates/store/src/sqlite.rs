@@ -358,6 +358,43 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn replay_dead_many(&self, job_ids: &[i64], now: Millis) -> Result<u64, StoreError> {
+        if job_ids.is_empty() {
+            return Ok(0);
+        }
+        let mut conn = self.write_conn(Durability::Synced).await?;
+        let mut tx = conn.begin_with(BEGIN_WRITE).await?;
+        let mut replayed = 0u64;
+        for chunk in job_ids.chunks(CHUNK) {
+            // Numbered placeholders throughout: `?1` is the time, `?2..` the ids.
+            let marks = (2..chunk.len() + 2).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ");
+            let sql = format!(
+                "UPDATE jobs SET state = 'pending', next_attempt_at = ?1, due_at = ?1, \
+                 lease_owner = NULL, lease_expires_at = NULL, finished_at = NULL \
+                 WHERE state = 'dead' AND id IN ({marks}) RETURNING id"
+            );
+            let mut q = sqlx::query(&sql).bind(now);
+            for id in chunk {
+                q = q.bind(id);
+            }
+            let ids: Vec<i64> =
+                q.fetch_all(&mut *tx).await?.iter().map(|r| r.try_get("id")).collect::<Result<_, _>>()?;
+            if ids.is_empty() {
+                continue;
+            }
+            replayed += ids.len() as u64;
+            let marks = vec!["?"; ids.len()].join(", ");
+            let sql = format!("DELETE FROM dead_letters WHERE job_id IN ({marks})");
+            let mut q = sqlx::query(&sql);
+            for id in &ids {
+                q = q.bind(id);
+            }
+            q.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(replayed)
+    }
+
     async fn drop_dead(&self, dead_letter_id: i64) -> Result<(), StoreError> {
         let mut conn = self.write_conn(Durability::Synced).await?;
         let r = sqlx::query("DELETE FROM dead_letters WHERE id = ?").bind(dead_letter_id).execute(&mut *conn).await?;

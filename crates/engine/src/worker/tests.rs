@@ -165,6 +165,9 @@ impl Store for MemStore {
     async fn replay_dead(&self, _job_id: i64, _now: Millis) -> Result<(), StoreError> {
         unsupported()
     }
+    async fn replay_dead_many(&self, _job_ids: &[i64], _now: Millis) -> Result<u64, StoreError> {
+        unsupported()
+    }
     async fn drop_dead(&self, _id: i64) -> Result<(), StoreError> {
         unsupported()
     }

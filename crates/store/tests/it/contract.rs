@@ -13,6 +13,7 @@ crate::contract_tests!(
     lease_expiry_and_fencing,
     retry_later_counts_and_schedules,
     dead_letter_and_replay,
+    replay_many_in_one_transaction,
     release_does_not_count,
     drop_dead_letter,
     cursors,
@@ -389,4 +390,41 @@ async fn survives_reopen(b: &mut Backend) {
 async fn empty_batches(b: &mut Backend) {
     assert!(b.store.ingest(&[]).await.unwrap().is_empty());
     assert!(b.store.complete(&[], 0).await.unwrap().is_empty());
+}
+
+async fn replay_many_in_one_transaction(b: &mut Backend) {
+    let s = &b.store;
+    let jobs = (0..5).map(|i| job(&format!("k{i}"), &format!("many-{i}"), 0)).collect();
+    s.ingest(&[intake("m1", "e-many", jobs)]).await.unwrap();
+    let claimed = s.claim(DEST, "w", 5, 1_000, 100).await.unwrap();
+    assert_eq!(claimed.len(), 5);
+    for j in &claimed {
+        s.dead_letter(j.lease(), "HTTP 400", 200).await.unwrap();
+    }
+    let mut ids: Vec<i64> = claimed.iter().map(|j| j.id).collect();
+    // One id replayed on its own first, and one that never existed: both are skipped.
+    s.replay_dead(ids[0], 250).await.unwrap();
+    ids.push(i64::MAX);
+    assert_eq!(s.replay_dead_many(&ids, 300).await.unwrap(), 4);
+    assert!(s.list_dead(10).await.unwrap().is_empty());
+    for j in &claimed[1..] {
+        let r = s.get_job(j.id).await.unwrap().unwrap();
+        assert_eq!((r.state, r.next_attempt_at, r.attempts), (JobState::Pending, 300, 1));
+        assert_eq!(r.idempotency_key, j.idempotency_key);
+    }
+    assert_eq!(s.replay_dead_many(&ids, 400).await.unwrap(), 0);
+    assert_eq!(s.replay_dead_many(&[], 400).await.unwrap(), 0);
+
+    // More ids than one statement's chunk: every one is replayed (a regression: one id per
+    // chunk was once lost to mixed `?1` / `?` placeholders).
+    let many: Vec<_> = (0..300).map(|i| job(&format!("m{i}"), &format!("bulk-{i}"), 0)).collect();
+    s.ingest(&[intake("m2", "e-bulk", many)]).await.unwrap();
+    let claimed = s.claim(DEST, "w", 300, 1_000, 500).await.unwrap();
+    assert_eq!(claimed.len(), 300);
+    for j in &claimed {
+        s.dead_letter(j.lease(), "HTTP 400", 600).await.unwrap();
+    }
+    let ids: Vec<i64> = claimed.iter().map(|j| j.id).collect();
+    assert_eq!(s.replay_dead_many(&ids, 700).await.unwrap(), 300);
+    assert!(s.list_dead(1_000).await.unwrap().is_empty());
 }

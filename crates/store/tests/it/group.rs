@@ -151,6 +151,9 @@ impl Store for Down {
     async fn replay_dead(&self, _: i64, _: Millis) -> Result<(), StoreError> {
         down()
     }
+    async fn replay_dead_many(&self, _: &[i64], _: Millis) -> Result<u64, StoreError> {
+        down()
+    }
     async fn drop_dead(&self, _: i64) -> Result<(), StoreError> {
         down()
     }
