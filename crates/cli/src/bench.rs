@@ -9,12 +9,13 @@
 use crate::sims::{self, DingTalkHarness};
 use anyhow::{bail, Context};
 use clap::Args;
-use connect::webhook::{sign, WebhookSecret};
+use connect::webhook::WebhookSecret;
 use hdrhistogram::Histogram;
 use std::collections::HashMap;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use testkit::sender::{SenderSettings, WebhookSender};
 use tokio::sync::Semaphore;
 
 #[derive(Args, Debug, Clone)]
@@ -50,7 +51,8 @@ pub struct BenchReport {
     pub peak_rss_mb: f64,
     pub store: String,
     pub accepted: u64,
-    pub refused: u64,
+    /// Webhook attempts the sender had to repeat (503 under load, connection errors).
+    pub retries: u64,
     pub offered_rate: Option<u64>,
     pub elapsed_secs: f64,
 }
@@ -87,7 +89,7 @@ async fn bench(args: &BenchArgs) -> anyhow::Result<BenchReport> {
     let config_path = dir.path().join("bench.toml");
     std::fs::write(&config_path, bench_config(port))?;
     let endpoints_path = dir.path().join("sims.json");
-    std::fs::write(&endpoints_path, serde_json::to_string(&sims::endpoint_map(&dingtalk))?)?;
+    std::fs::write(&endpoints_path, serde_json::to_string(&dingtalk.endpoint_map())?)?;
 
     let exe = std::env::current_exe().context("locating the dingbridge binary")?;
     let mut gateway = testkit::process::GatewayCommand::new(exe)
@@ -106,15 +108,18 @@ async fn bench(args: &BenchArgs) -> anyhow::Result<BenchReport> {
     let base = format!("http://127.0.0.1:{port}");
     gateway.wait_healthy(&base, Duration::from_secs(30)).await?;
 
-    let secret = WebhookSecret::parse(BENCH_SECRET)?;
-    let client = reqwest::Client::builder().pool_max_idle_per_host(args.concurrency.max(1)).build()?;
-    let url = format!("{base}/hooks/bench");
-    let sent_at: Arc<std::sync::Mutex<HashMap<u64, jiff::Timestamp>>> = Arc::default();
+    // The testkit sender signs each attempt and retries non-2xx with the same webhook-id, as a
+    // real sender does; the gateway sheds load with 503 under overload.
+    let sender_settings = SenderSettings {
+        deadline: Duration::from_secs(120),
+        request_timeout: Duration::from_secs(10),
+        ..SenderSettings::default()
+    };
+    let sender =
+        WebhookSender::new(&format!("{base}/hooks/bench"), WebhookSecret::parse(BENCH_SECRET)?, sender_settings)?;
     let limiter = Arc::new(Semaphore::new(args.concurrency.max(1)));
     let started = Instant::now();
     let first_sent = jiff::Timestamp::now();
-    let accepted = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let refused = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut tasks = tokio::task::JoinSet::new();
     for seq in 0..args.events {
         if let Some(rate) = args.rate {
@@ -123,48 +128,24 @@ async fn bench(args: &BenchArgs) -> anyhow::Result<BenchReport> {
             tokio::time::sleep_until(due.into()).await;
         }
         let permit = limiter.clone().acquire_owned().await?;
-        let (client, url, secret) = (client.clone(), url.clone(), secret.clone());
-        let (sent_at, accepted, refused) = (sent_at.clone(), accepted.clone(), refused.clone());
+        let sender = sender.clone();
         let conversation = seq % args.conversations.max(1);
         tasks.spawn(async move {
             let _permit = permit;
-            let body = serde_json::json!({
-                "type": "bench_item.created",
-                "timestamp": jiff::Timestamp::now().to_string(),
-                "data": {"id": format!("B-{seq}"), "seq": seq, "conversation": conversation}
-            })
-            .to_string();
-            let id = format!("bench-{seq}");
-            for _ in 0..50 {
-                let now = jiff::Timestamp::now();
-                let signature = sign(&secret, &id, now.as_second(), body.as_bytes());
-                if let Ok(mut map) = sent_at.lock() {
-                    map.entry(seq).or_insert(now);
-                }
-                let answer = client
-                    .post(&url)
-                    .header("content-type", "application/json")
-                    .header("webhook-id", &id)
-                    .header("webhook-timestamp", now.as_second().to_string())
-                    .header("webhook-signature", signature)
-                    .body(body.clone())
-                    .send()
-                    .await;
-                match answer {
-                    Ok(resp) if resp.status().is_success() => {
-                        accepted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        return;
-                    }
-                    _ => {
-                        refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                }
-            }
+            let data = serde_json::json!({"id": format!("B-{seq}"), "seq": seq, "conversation": conversation});
+            let sent_at = jiff::Timestamp::now();
+            let body = testkit::sender::envelope("bench_item.created", sent_at, data);
+            // Latency is measured from the first attempt, so retries count against the gateway.
+            sender.send(&format!("bench-{seq}"), &body).await.ok().map(|_| (seq, sent_at))
         });
     }
-    while tasks.join_next().await.is_some() {}
-    let accepted = accepted.load(std::sync::atomic::Ordering::Relaxed);
+    let mut sent_at: HashMap<u64, jiff::Timestamp> = HashMap::new();
+    while let Some(joined) = tasks.join_next().await {
+        if let Some((seq, at)) = joined? {
+            sent_at.insert(seq, at);
+        }
+    }
+    let accepted = sent_at.len() as u64;
 
     // Wait until every accepted event reached the simulator (or nothing moves for 30 s).
     let mut last_count = 0;
@@ -187,7 +168,6 @@ async fn bench(args: &BenchArgs) -> anyhow::Result<BenchReport> {
     let _ = gateway.wait_exit(Duration::from_secs(15)).await;
 
     let messages = dingtalk.messages("bench");
-    let sent_at = sent_at.lock().map(|m| m.clone()).unwrap_or_default();
     let mut seen: HashMap<u64, u32> = HashMap::new();
     let mut histogram = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
     let mut last_delivery = first_sent;
@@ -220,7 +200,7 @@ async fn bench(args: &BenchArgs) -> anyhow::Result<BenchReport> {
         peak_rss_mb: peak_rss_kb as f64 / 1024.0,
         store: if store_url.starts_with("postgres") { "postgres".into() } else { "sqlite".into() },
         accepted,
-        refused: refused.load(std::sync::atomic::Ordering::Relaxed),
+        retries: sender.retries(),
         offered_rate: args.rate,
         elapsed_secs: started.elapsed().as_secs_f64(),
     })

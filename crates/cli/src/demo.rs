@@ -6,9 +6,10 @@
 use crate::gateway::{Gateway, Overrides};
 use crate::sims::{self, DingTalkHarness};
 use anyhow::Context;
-use connect::webhook::{sign, WebhookSecret};
+use connect::webhook::WebhookSecret;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
+use testkit::sender::signed_headers;
 
 /// The demo config, embedded so `dingbridge demo` works from any folder.
 const HK_TRADING: &str = include_str!("../../../examples/hk-trading.toml");
@@ -76,7 +77,7 @@ pub async fn run(once: bool, listen: Option<String>) -> anyhow::Result<ExitCode>
     };
     let overrides = Overrides {
         store_url: Some(format!("sqlite://{}/dingbridge.db", dir.path().display())),
-        sim_endpoints: Some(sims::endpoint_map(&dingtalk)),
+        sim_endpoints: Some(dingtalk.endpoint_map()),
         listen: Some(listen),
         clock: None,
     };
@@ -131,30 +132,20 @@ async fn post_event(
     client: &reqwest::Client,
     base: &str,
     id: &str,
-    body: &serde_json::Value,
-    secret: Option<&WebhookSecret>,
+    event: &serde_json::Value,
+    secret: &WebhookSecret,
 ) -> anyhow::Result<u16> {
-    let body = body.to_string();
-    let now = jiff::Timestamp::now().as_second();
-    let signature = match secret {
-        Some(secret) => sign(secret, id, now, body.as_bytes()),
-        None => "v1,bm90IGEgdmFsaWQgc2lnbmF0dXJl".to_string(),
-    };
+    let body = serde_json::to_vec(event)?;
     let response = client
         .post(format!("{base}/hooks/erp-events"))
+        .headers(signed_headers(secret, id, jiff::Timestamp::now().as_second(), &body))
         .header("content-type", "application/json")
-        .header("webhook-id", id)
-        .header("webhook-timestamp", now.to_string())
-        .header("webhook-signature", signature)
-        .body(body.clone())
+        .body(body)
         .send()
         .await?;
     let status = response.status().as_u16();
     let answer: serde_json::Value = response.json().await.unwrap_or_default();
-    let kind = serde_json::from_str::<serde_json::Value>(&body)
-        .ok()
-        .and_then(|v| v.get("type").and_then(|t| t.as_str()).map(str::to_string))
-        .unwrap_or_default();
+    let kind = event.get("type").and_then(|t| t.as_str()).unwrap_or_default();
     let outcome = answer
         .get("status")
         .and_then(|s| s.as_str())
@@ -212,19 +203,20 @@ async fn pipeline_steps(
         ),
     ];
     for (id, body) in &events {
-        let status = post_event(timeline, &client, base, id, body, Some(&secret)).await?;
+        let status = post_event(timeline, &client, base, id, body, &secret).await?;
         anyhow::ensure!(status == 200, "event {id} was answered {status}, expected 200");
     }
     // The sender retries evt-2001: same webhook-id, so the same event, one message.
-    let status = post_event(timeline, &client, base, "evt-2001", &events[2].1, Some(&secret)).await?;
+    let status = post_event(timeline, &client, base, "evt-2001", &events[2].1, &secret).await?;
     anyhow::ensure!(status == 200, "the replay of evt-2001 was answered {status}, expected 200");
     // An ambiguous amount: HKD has 2 decimals. Kept as a dead letter, never guessed.
     let bad = serde_json::json!({"type": "purchase_order.created", "timestamp": now,
         "data": {"id": "PO-1003", "amount": {"amount": "12.345", "currency": "HKD"}, "supplier": "?"}});
-    let status = post_event(timeline, &client, base, "evt-1003", &bad, Some(&secret)).await?;
+    let status = post_event(timeline, &client, base, "evt-1003", &bad, &secret).await?;
     anyhow::ensure!(status == 200, "the ambiguous amount was answered {status}, expected 200 + dead letter");
     // A forged request: refused before anything is stored.
-    let status = post_event(timeline, &client, base, "evt-9999", &events[0].1, None).await?;
+    let forger = WebhookSecret::parse("whsec_bm90LXRoZS1zaGFyZWQtc2VjcmV0LWp1c3QtYS1ndWVzcw==")?;
+    let status = post_event(timeline, &client, base, "evt-9999", &events[0].1, &forger).await?;
     anyhow::ensure!(status == 401, "a bad signature was answered {status}, expected 401");
 
     // Expect: finance gets PO-1001 (PO-1002 is under the threshold), ops gets SH-77 once and SKU-42.

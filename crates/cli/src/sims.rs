@@ -2,7 +2,6 @@
 
 use connect::SystemClock;
 use connectors::dingtalk::DingTalkSim;
-use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::sync::Arc;
 pub use testkit::dingtalk::DingTalkHarness;
@@ -21,10 +20,6 @@ pub async fn run(bind: std::net::IpAddr) -> anyhow::Result<ExitCode> {
     let _ = tokio::signal::ctrl_c().await;
     fleet.shutdown().await?;
     Ok(ExitCode::SUCCESS)
-}
-
-pub fn endpoint_map(harness: &DingTalkHarness) -> BTreeMap<String, String> {
-    harness.endpoint_map()
 }
 
 /// The `seq=N` a bench message carries.
