@@ -117,12 +117,11 @@ impl FlowEngine {
                         json!({ "msgtype": "actionCard", "actionCard": card })
                     }
                 };
-                // Scoped to the destination: the same conversation key rendered for two
-                // destinations names two conversations, which must not wait on each other. The
-                // default key is the destination itself (one robot = one group conversation).
+                // A rendered key is scoped to the destination: the same conversation key rendered
+                // for two destinations names two conversations, which must not wait on each other.
+                // The literal key is the default, the destination itself (one robot = one group).
                 let ordering_key = match &d.ordering_key {
-                    OrderingKey::Literal(k) if *k == d.destination => k.clone(),
-                    OrderingKey::Literal(k) => format!("{}/{k}", d.destination),
+                    OrderingKey::Literal(k) => k.clone(),
                     OrderingKey::Template(name) => format!("{}/{}", d.destination, render(name)?),
                 };
                 jobs.push(store::NewJob {

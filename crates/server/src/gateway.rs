@@ -1,7 +1,6 @@
 //! Assembling a running gateway: config -> store -> intake -> workers -> HTTP.
 
 use crate::pipeline::WebhookPipeline;
-use connect::webhook::{WebhookSecret, WebhookVerifier};
 use connect::{Clock, SystemClock};
 use engine::config::Config;
 use std::collections::BTreeMap;
@@ -62,20 +61,6 @@ impl Gateway {
         let committer = store::GroupCommitter::spawn(store.clone(), GROUP_COMMIT_MAX_BATCH, INTAKE_QUEUE_CAPACITY);
         let metrics = crate::metrics::Metrics::install();
 
-        let mut verifiers = BTreeMap::new();
-        for (name, source) in &runtime.sources {
-            let secrets = source
-                .secrets
-                .iter()
-                .map(|s| WebhookSecret::parse(s.expose()))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|err| StartError::Config(format!("source `{name}`: {err}")))?;
-            let verifier = WebhookVerifier::new(secrets)
-                .map_err(|err| StartError::Config(format!("source `{name}`: {err}")))?
-                .with_tolerance(source.tolerance);
-            verifiers.insert(name.clone(), verifier);
-        }
-
         let workers_cancel = CancellationToken::new();
         let workers_tracker = TaskTracker::new();
         let owner = format!("{}-{}-{}", hostname(), std::process::id(), uuid::Uuid::new_v4().simple());
@@ -90,7 +75,7 @@ impl Gateway {
         );
         let nudge: Arc<dyn Fn() + Send + Sync> = Arc::new(move || workers.nudge());
 
-        let pipeline = WebhookPipeline { verifiers, flows: Arc::new(runtime.flows) };
+        let pipeline = WebhookPipeline { verifiers: runtime.sources, flows: Arc::new(runtime.flows) };
         let state = crate::AppState {
             intake: Arc::new(pipeline),
             committer,
@@ -140,10 +125,5 @@ fn hostname() -> String {
 
 /// Store URLs may carry a password; show scheme and host only.
 pub fn redact_store_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(parsed) if parsed.password().is_some() => {
-            format!("{}://{}", parsed.scheme(), parsed.host_str().unwrap_or_default())
-        }
-        _ => url.to_string(),
-    }
+    url::Url::parse(url).map(|u| connect::http::redact_url(&u)).unwrap_or_else(|_| url.to_string())
 }

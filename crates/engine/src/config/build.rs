@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::flow::FlowEngine;
+use connect::webhook::{WebhookSecret, WebhookVerifier};
 use connect::{Clock, Sink};
 use secrecy::{ExposeSecret, SecretString};
 
@@ -35,19 +36,12 @@ impl fmt::Display for Secret {
     }
 }
 
-/// The runtime side of a webhook source: its resolved signing secrets (newest first as
-/// configured; several during rotation) and replay tolerance.
-#[derive(Debug, Clone)]
-pub struct SourceRuntime {
-    pub secrets: Vec<Secret>,
-    pub tolerance: Duration,
-}
-
 /// Everything phase 3 builds: sinks per destination, resolved source secrets, the admin token,
 /// and the flow engine.
 pub struct Runtime {
     pub sinks: BTreeMap<String, Arc<dyn Sink>>,
-    pub sources: BTreeMap<String, SourceRuntime>,
+    /// Signature verifiers of the webhook sources, by source name.
+    pub sources: BTreeMap<String, WebhookVerifier>,
     pub admin_token: Option<Secret>,
     pub flows: FlowEngine,
 }
@@ -144,7 +138,27 @@ impl Config {
         for (name, src) in &self.sources {
             let secrets: Vec<Secret> =
                 src.secrets.iter().filter_map(|r| rs.get(r, &format!("the secret of source `{name}`"))).collect();
-            sources.insert(name.clone(), SourceRuntime { secrets, tolerance: src.tolerance });
+            if secrets.len() != src.secrets.len() {
+                continue; // missing secrets are already reported
+            }
+            // The verifier is built here, so a malformed secret is a config error with a line.
+            let verifier = secrets
+                .iter()
+                .map(|s| WebhookSecret::parse(s.expose()))
+                .collect::<Result<Vec<_>, _>>()
+                .and_then(WebhookVerifier::new)
+                .map(|v| v.with_tolerance(src.tolerance));
+            match verifier {
+                Ok(v) => {
+                    sources.insert(name.clone(), v);
+                }
+                Err(e) => rs.errors.push(ConfigError::new(
+                    Code::InvalidValue,
+                    format!("the secret of source `{name}` is not a usable webhook secret: {e}"),
+                    src.secrets.first().map(|r| r.span.clone()),
+                    "expected whsec_<base64> (or a raw secret)",
+                )),
+            }
         }
         let mut robots = Vec::new();
         for (name, dst) in &self.destinations {

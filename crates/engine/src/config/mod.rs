@@ -14,7 +14,7 @@ pub mod raw;
 pub mod refs;
 mod validate;
 
-pub use build::{ProcessSecrets, Runtime, Secret, SecretResolver, SourceRuntime};
+pub use build::{ProcessSecrets, Runtime, Secret, SecretResolver};
 pub use duration::parse_duration;
 pub use error::{line_col, Code, ConfigError, ConfigErrors};
 pub use raw::RawConfig;

@@ -274,7 +274,7 @@ fn db0109_missing_secret_names_variable_and_line() {
             Err(std::io::Error::new(std::io::ErrorKind::NotFound, path.display().to_string()))
         }
     }
-    let env = Env(HashMap::from([("WH_SECRET", "whsec_x"), ("OPS_TOKEN", "tok")]));
+    let env = Env(HashMap::from([("WH_SECRET", "whsec_dGVzdC1zZWNyZXQ="), ("OPS_TOKEN", "tok")]));
     let errs = cfg.build_with(&env, Arc::new(connect::SystemClock)).unwrap_err();
     assert_eq!(errs.codes(), vec![Code::MissingSecret]);
     let e = &errs.errors[0];
@@ -327,7 +327,10 @@ fn debug_of_runtime_and_config_redacts_secrets() {
     let secret = Secret::new("super-secret-token-123");
     assert_eq!(format!("{secret:?}"), "[redacted]");
     assert_eq!(format!("{secret}"), "[redacted]");
-    let src = SourceRuntime { secrets: vec![secret.clone()], tolerance: Duration::from_secs(1) };
+    let src =
+        connect::webhook::WebhookVerifier::new([connect::webhook::WebhookSecret::parse(secret.expose()).unwrap()])
+            .unwrap()
+            .with_tolerance(Duration::from_secs(1));
     let dbg = format!("{src:?}");
     assert!(dbg.contains("[redacted]") && !dbg.contains("super-secret"), "{dbg}");
     // The validated config holds references only: it names variables, never values.
@@ -360,7 +363,15 @@ fn quickstart_builds_with_its_env_and_debug_redacts() {
     }
     let rt = cfg.build_with(&Env, Arc::new(connect::SystemClock)).unwrap_or_else(|e| panic!("{}", e.render()));
     assert_eq!(rt.sinks.keys().collect::<Vec<_>>(), ["ops"]);
-    assert_eq!(rt.sources["erp-events"].secrets[0].expose(), "value-of-DINGBRIDGE_WEBHOOK_SECRET-7f3a");
+    // The source's verifier uses exactly the resolved secret: a request signed with it verifies.
+    let resolved = connect::webhook::WebhookSecret::parse("value-of-DINGBRIDGE_WEBHOOK_SECRET-7f3a").unwrap();
+    let now = jiff::Timestamp::now();
+    let mut headers = http::HeaderMap::new();
+    headers.insert("webhook-id", http::HeaderValue::from_static("msg-1"));
+    headers.insert("webhook-timestamp", http::HeaderValue::from(now.as_second()));
+    let signature = connect::webhook::sign(&resolved, "msg-1", now.as_second(), b"{}");
+    headers.insert("webhook-signature", http::HeaderValue::from_str(&signature).unwrap());
+    rt.sources["erp-events"].verify(&headers, b"{}", now).unwrap();
     let dbg = format!("{rt:?} {cfg:?}");
     assert!(!dbg.contains("-7f3a"), "a secret leaked into Debug: {dbg}");
     assert!(dbg.contains("[redacted]"), "{dbg}");
@@ -373,4 +384,24 @@ fn db0111_request_timeout_alone_longer_than_the_default_lease() {
     assert_eq!(code, Code::InvalidValue);
     assert!(msg.contains("must be longer than delivery.request_timeout"), "{msg}");
     assert_eq!((l, c), pos(&text, "\"60s\""));
+}
+
+#[test]
+fn db0111_malformed_webhook_secret_is_refused_at_build_with_its_line() {
+    let cfg = check(&with_flow(GOOD_FLOW)).unwrap();
+    struct Env;
+    impl SecretResolver for Env {
+        fn env(&self, name: &str) -> Option<String> {
+            Some(if name == "WH_SECRET" { "whsec_not base64!".into() } else { "x".into() })
+        }
+        fn file(&self, path: &Path) -> std::io::Result<String> {
+            Err(std::io::Error::new(std::io::ErrorKind::NotFound, path.display().to_string()))
+        }
+    }
+    let errs = cfg.build_with(&Env, Arc::new(connect::SystemClock)).unwrap_err();
+    assert_eq!(errs.codes(), vec![Code::InvalidValue]);
+    let e = &errs.errors[0];
+    assert!(e.message.contains("source `erp`"), "{}", e.message);
+    assert!(!e.message.contains("not base64!"), "the secret leaked into the message: {}", e.message);
+    assert_eq!(errs.line_col(e), Some(pos(&cfg.text, "{ env = \"WH_SECRET\" }")));
 }

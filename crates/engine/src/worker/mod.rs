@@ -9,7 +9,7 @@
 //! learns it from its own throttled call).
 
 use connect::{Clock, Delivery, DeliveryError, Disposition, RetrySchedule, Sink};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use store::{Completion, CompletionBatcher, Job, Store, StoreError};
@@ -291,11 +291,16 @@ async fn dispatch(sh: Arc<Shared>) {
 /// Jobs grouped by ordering key, each group in id order; groups in order of their first job.
 fn group_by_key(mut jobs: Vec<Job>) -> Vec<(String, Vec<Job>)> {
     jobs.sort_by_key(|j| j.id);
+    // Index by key: a claim of hundreds of jobs, nearly all of different keys, stays linear.
+    let mut index: HashMap<String, usize> = HashMap::with_capacity(jobs.len());
     let mut groups: Vec<(String, Vec<Job>)> = Vec::new();
     for job in jobs {
-        match groups.iter_mut().find(|(k, _)| *k == job.ordering_key) {
-            Some((_, g)) => g.push(job),
-            None => groups.push((job.ordering_key.clone(), vec![job])),
+        match index.get(&job.ordering_key) {
+            Some(&i) => groups[i].1.push(job),
+            None => {
+                index.insert(job.ordering_key.clone(), groups.len());
+                groups.push((job.ordering_key.clone(), vec![job]));
+            }
         }
     }
     groups
