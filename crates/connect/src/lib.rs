@@ -8,6 +8,7 @@ pub mod clock;
 pub mod error;
 pub mod retry;
 pub mod sink;
+pub mod token;
 
 pub use clock::{Clock, SystemClock};
 pub use error::{DeliveryError, Disposition};

@@ -1,12 +1,23 @@
-//! DingTalk connector. This round: the custom group robot (群自定义机器人) webhook — signing,
-//! message bodies, the sink, error classification and a faithful simulator
-//! (`shared/reference/dingtalk.md` §2, §8).
+//! DingTalk connector (`shared/reference/dingtalk.md`): the custom group robot webhook, access
+//! tokens, the OpenAPI client (messages, work notifications, interactive cards, OA approvals,
+//! directory), inbound events over encrypted HTTP callbacks and over Stream mode, and a
+//! faithful stateful simulator of all of it.
 
 pub mod auth;
+pub mod callback;
+pub mod cards;
 pub mod client;
+pub mod crypto;
+pub mod directory;
 pub mod errors;
+pub mod messages;
+pub mod openapi;
 pub mod sim;
 pub mod sink;
+pub mod source;
+pub mod stream;
+pub mod token;
+pub mod workflow;
 
 #[cfg(test)]
 mod tests;

@@ -18,6 +18,16 @@
 //! Only accepted messages count towards the rate window. IP allow-lists are not simulated.
 //! Control routes beyond the chassis: `GET /_sim/messages?robot=NAME` (accepted messages).
 
+pub mod cards;
+pub mod directory;
+pub mod events;
+pub mod http_push;
+pub mod messages;
+pub mod org;
+pub mod page;
+pub mod stream;
+pub mod workflow;
+
 use super::auth::robot_signature_base64;
 use super::client::RobotMessage;
 use async_trait::async_trait;
