@@ -43,6 +43,10 @@ pub trait Simulator: Send + Sync + 'static {
     fn info(&self) -> serde_json::Value;
     /// Back to the seeded state (called by `POST /_sim/reset`).
     fn reset(&self);
+    /// Called once by [`serve`] before the first request, with the chassis state, so a simulator
+    /// can journal traffic that is not plain HTTP (WebSocket frames) in `/_sim/requests`.
+    fn attach(&self, _state: SimState) {}
+
     /// Seed or change one record of `entity` (`POST /_sim/records/{entity}`); returns the
     /// stored record.
     async fn put_record(&self, entity: &str, value: serde_json::Value) -> Result<serde_json::Value, SimError>;

@@ -55,6 +55,7 @@ pub async fn serve(sim: Arc<dyn Simulator>, bind: SocketAddr) -> Result<RunningS
     })?;
     let addr = listener.local_addr().map_err(|source| SimError::Bind { simulator: name, addr: bind, source })?;
     let state = SimState::new();
+    sim.attach(state.clone());
     let router = app(sim, state.clone());
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {

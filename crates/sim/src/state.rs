@@ -199,6 +199,24 @@ impl SimState {
         index
     }
 
+    /// Journals a message that is not an HTTP request of its own, e.g. a WebSocket frame the
+    /// simulator sent (`method` `"WS-SEND"`) or received (`"WS-RECV"`) on the connection at `path`.
+    pub fn record_message(&self, method: &str, path: &str, body: &str) -> u64 {
+        let time = jiff::Timestamp::now().to_string();
+        self.begin(JournalEntry {
+            index: 0,
+            time,
+            method: method.to_owned(),
+            path: path.to_owned(),
+            query: None,
+            headers: BTreeMap::new(),
+            body: body.to_owned(),
+            status: None,
+            dropped: false,
+            faulted: false,
+        })
+    }
+
     /// Records the outcome of journaled request `index`.
     pub(crate) fn finish(&self, index: u64, status: Option<u16>, dropped: bool, faulted: bool) {
         let mut inner = self.lock();

@@ -3,6 +3,7 @@
 //! directory), inbound events over encrypted HTTP callbacks and over Stream mode, and a
 //! faithful stateful simulator of all of it.
 
+pub mod app_sink;
 pub mod auth;
 pub mod callback;
 pub mod cards;

@@ -752,8 +752,10 @@ async fn info_records_and_reset() {
     let taken = json!({"name": "new", "access_token": SEED_ROBOTS[0].1});
     let bad = client.post(format!("{url}/_sim/records/robot")).json(&taken).send().await.unwrap();
     assert_eq!(bad.status(), 400, "tokens are unique");
-    let unknown = client.post(format!("{url}/_sim/records/group")).json(&json!({})).send().await.unwrap();
+    let unknown = client.post(format!("{url}/_sim/records/fax")).json(&json!({})).send().await.unwrap();
     assert_eq!(unknown.status(), 404);
+    let invalid_group = client.post(format!("{url}/_sim/records/group")).json(&json!({})).send().await.unwrap();
+    assert_eq!(invalid_group.status(), 400, "a group record is validated, not ignored");
     h.set_robot(json!({"name": "extra", "access_token": "cafe", "secret": "SECx", "per_minute": 3})).await;
     assert_eq!(h.dingtalk.robot("extra").unwrap().per_minute, 3);
 

@@ -1,22 +1,23 @@
-//! DingTalk simulator, custom robot part (reference §2, §10 item 4).
+//! The DingTalk simulator: one stateful DingTalk on one port, with the same paths, auth, payloads,
+//! error bodies and limits as the real service (reference §10), composed of parts that each own
+//! one area:
 //!
-//! `POST /robot/send?access_token=&timestamp=&sign=` answers exactly as DingTalk does: HTTP 200
-//! with an `errcode` body for every outcome. Checks, in this order (DingTalk's own order is not
-//! documented):
+//! | part | what it simulates |
+//! |---|---|
+//! | [`org::Org`] | the organisation, its apps, access tokens (old and new API) and QPS limits |
+//! | [`robot::RobotsSim`] | custom group robots (`/robot/send`: sign, window, 20/min, keywords) |
+//! | [`messages::MessagesSim`] | work notifications and app-robot messages |
+//! | [`directory::DirectorySim`] | users and departments (`topapi`) |
+//! | [`cards::CardsSim`] | interactive cards with state, clicks and callbacks |
+//! | [`workflow::WorkflowSim`] | OA approval instances, tasks and their events |
+//! | [`stream::StreamGateway`] | Stream mode: registration, WebSocket, ACKs, redelivery |
+//! | [`events::EventRouter`] | where events go: Stream, or encrypted HTTP callbacks |
+//! | [`page::Page`] | the web page a person clicks, and `/_sim/actions/` for tests |
 //!
-//! 1. token known, else `300005 token is not exist`;
-//! 2. when the robot has a secret: `timestamp` within ±1 h of the simulator clock, else
-//!    `310000 invalid timestamp`; `sign` (URL-decoded once) equals the HMAC, else
-//!    `310000 sign not match`;
-//! 3. pacing: blocked, or `per_minute` messages already accepted in the rolling window →
-//!    `130101 send too fast, exceed N times per minute`, and the robot is blocked `block_ms`;
-//! 4. body: JSON with a valid `msgtype` object, else `40035 missing parameter: …` (the real
-//!    texts for malformed bodies are UNVERIFIED; 40035 is the documented "missing parameter");
-//! 5. keywords (when configured): one must appear in the message text, else
-//!    `310000 keywords not in content`.
-//!
-//! Only accepted messages count towards the rate window. IP allow-lists are not simulated.
-//! Control routes beyond the chassis: `GET /_sim/messages?robot=NAME` (accepted messages).
+//! Records (`POST /_sim/records/{entity}`): `robot`, `app`, `user`, `department`, `group`,
+//! `subscription` (`{"app_key", "mode": "stream"}` or `{"app_key", "mode": "http", "url"}` with the
+//! seeded callback token and AES key, or your own `token` / `encoding_aes_key`), `process`,
+//! `flow_controlled`.
 
 pub mod cards;
 pub mod directory;
@@ -25,395 +26,159 @@ pub mod http_push;
 pub mod messages;
 pub mod org;
 pub mod page;
+pub mod robot;
 pub mod stream;
 pub mod workflow;
 
-use super::auth::robot_signature_base64;
-use super::client::RobotMessage;
+pub use robot::{
+    RecordedMessage, RobotsSim, SimRobot, DEFAULT_BLOCK_MS, DEFAULT_PER_MINUTE, DEFAULT_WINDOW_MS,
+    MESSAGES_KEPT_PER_ROBOT, SEED_ROBOTS, TIMESTAMP_WINDOW_MS,
+};
+
 use async_trait::async_trait;
-use axum::extract::{Query, RawQuery, State};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Router;
+use cards::CardsSim;
 use connect::Clock;
-use serde::{Deserialize, Deserializer, Serialize};
+use directory::DirectorySim;
+use events::{EventRouter, EventSubscription};
+use messages::MessagesSim;
+use org::Org;
+use page::Page;
 use serde_json::{json, Value};
-use sim::{SimError, Simulator};
-use std::collections::{BTreeMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use sim::{SimError, SimState, Simulator};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use stream::StreamGateway;
+use workflow::WorkflowSim;
 
-/// `|now - timestamp|` allowed by the signature check (reference §2.1).
-pub const TIMESTAMP_WINDOW_MS: i64 = 3_600_000;
-pub const DEFAULT_PER_MINUTE: u32 = 20;
-pub const DEFAULT_WINDOW_MS: u64 = 60_000;
-/// Block after 130101 (DOC copies say 10 minutes; UNVERIFIED).
-pub const DEFAULT_BLOCK_MS: u64 = 600_000;
-/// Accepted messages kept per robot; older ones are evicted (sequence numbers keep counting).
-pub const MESSAGES_KEPT_PER_ROBOT: usize = 100_000;
+/// Token of the seeded HTTP event subscription (synthetic; shown in `/_sim/info`).
+pub const SEED_CALLBACK_TOKEN: &str = "dingbridgeSimCallbackToken";
+/// EncodingAESKey of the seeded HTTP event subscription: 43 characters from `[A-Za-z0-9]`.
+pub const SEED_CALLBACK_AES_KEY: &str = "SimAesKey0dingbridge0HarbourTrading0HK00042";
 
-/// Seeded robots: (name, access_token, secret). Synthetic and deterministic, so example
-/// configs can refer to them.
-pub const SEED_ROBOTS: [(&str, &str, &str); 3] = [
-    (
-        "ops",
-        "8e960a7e0f61cd6af85d39c4d38ac31251c56830189fb5e90582bd215f348c39",
-        "SEC9169dc2429d8360f20d3236f439138f795f758c29b694814a0b503c88e6f74d5",
-    ),
-    (
-        "sales-hk",
-        "cd4365df98be1468322c31bdbd95b0dc3d6081d079bc80e25e68a849f28e71af",
-        "SECac543ba6ac034adb2e1bf10e5b621c4addc5792d0e0686378c063d9c7667baa3",
-    ),
-    (
-        "finance",
-        "60bb4e96eaf61b0c8bc9194b1ac434f84a14a5453290d9c43ce732815f94002e",
-        "SEC1f7dd02ca5f4f78b16261ab65f36f8ddb251982ddbbd41ce3238419bae307c81",
-    ),
-];
-
-/// One simulated custom robot.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SimRobot {
-    pub name: String,
-    pub access_token: String,
-    /// `None`: signing not enabled, `timestamp`/`sign` are ignored.
-    pub secret: Option<String>,
-    /// Security keywords; empty = no keyword check.
-    pub keywords: Vec<String>,
-    /// Accepted messages per window; 0 = unlimited (benchmarks).
-    pub per_minute: u32,
-    pub window_ms: u64,
-    pub block_ms: u64,
-}
-
-impl SimRobot {
-    /// A robot with DingTalk's default limits (20 per 60 s, 10 min block), no keywords.
-    pub fn new(name: &str, access_token: &str, secret: Option<&str>) -> Self {
-        Self {
-            name: name.to_owned(),
-            access_token: access_token.to_owned(),
-            secret: secret.map(str::to_owned),
-            keywords: Vec::new(),
-            per_minute: DEFAULT_PER_MINUTE,
-            window_ms: DEFAULT_WINDOW_MS,
-            block_ms: DEFAULT_BLOCK_MS,
-        }
-    }
-
-    /// The seeded robots `ops`, `sales-hk`, `finance` ([`SEED_ROBOTS`]).
-    pub fn seeded() -> Vec<Self> {
-        SEED_ROBOTS.iter().map(|(name, token, secret)| Self::new(name, token, Some(secret))).collect()
-    }
-}
-
-/// One accepted message.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RecordedMessage {
-    /// Global acceptance order across robots, from 0.
-    pub seq: u64,
-    pub robot: String,
-    /// Acceptance time by the simulator clock, RFC 3339.
-    pub time: String,
-    pub time_ms: i64,
-    pub msgtype: String,
-    /// The body as received.
-    pub body: Value,
-}
-
-/// `POST /_sim/records/robot`: adds a robot, or changes the named one (absent fields keep
-/// their value; `"secret": null` turns signing off). `blocked_for_ms` forces a block now.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RobotPatch {
-    name: String,
-    access_token: Option<String>,
-    #[serde(default, deserialize_with = "present")]
-    secret: Option<Option<String>>,
-    keywords: Option<Vec<String>>,
-    per_minute: Option<u32>,
-    window_ms: Option<u64>,
-    block_ms: Option<u64>,
-    blocked_for_ms: Option<u64>,
-}
-
-/// Distinguishes an absent field (`None`) from an explicit `null` (`Some(None)`).
-fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
-    Option::<String>::deserialize(d).map(Some)
-}
-
-#[derive(Debug)]
-struct RobotState {
-    robot: SimRobot,
-    /// Acceptance times (ms) inside the current window, oldest first.
-    sent: VecDeque<i64>,
-    blocked_until_ms: Option<i64>,
-    messages: VecDeque<RecordedMessage>,
-}
-
-impl RobotState {
-    fn new(robot: SimRobot) -> Self {
-        Self { robot, sent: VecDeque::new(), blocked_until_ms: None, messages: VecDeque::new() }
-    }
-}
-
-#[derive(Debug, Default)]
-struct Inner {
-    robots: BTreeMap<String, RobotState>,
-    next_seq: u64,
-    /// errcode → answers sent with it.
-    answers: BTreeMap<i64, u64>,
-}
-
-/// The DingTalk simulator (custom robots so far).
-#[derive(Debug)]
+/// The DingTalk simulator.
 pub struct DingTalkSim {
     clock: Arc<dyn Clock>,
-    seed: Vec<SimRobot>,
-    inner: Mutex<Inner>,
-    accepted: AtomicU64,
+    pub org: Arc<Org>,
+    pub events: Arc<EventRouter>,
+    pub stream: Arc<StreamGateway>,
+    pub custom_robots: Arc<RobotsSim>,
+    pub messages: Arc<MessagesSim>,
+    pub directory: Arc<DirectorySim>,
+    pub cards: Arc<CardsSim>,
+    pub workflow: Arc<WorkflowSim>,
+    pub page: Arc<Page>,
 }
 
-fn answer(errcode: i64, errmsg: &str) -> Response {
-    // DingTalk answers every robot outcome with HTTP 200 and an errcode body.
-    (StatusCode::OK, Json(json!({ "errcode": errcode, "errmsg": errmsg }))).into_response()
+impl std::fmt::Debug for DingTalkSim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DingTalkSim").finish_non_exhaustive()
+    }
 }
 
 impl DingTalkSim {
-    /// Seeded with [`SimRobot::seeded`].
+    /// Seeded: the org and app of [`org::seed`], the robots of [`SEED_ROBOTS`].
     pub fn new(clock: Arc<dyn Clock>) -> Self {
         Self::with_robots(clock, SimRobot::seeded())
     }
 
     /// Seeded with `robots` (also what `reset` returns to).
     pub fn with_robots(clock: Arc<dyn Clock>, robots: Vec<SimRobot>) -> Self {
-        let sim = Self { clock, seed: robots, inner: Mutex::new(Inner::default()), accepted: AtomicU64::new(0) };
-        sim.reseed();
-        sim
+        let org = Org::seeded(clock.clone());
+        let events = Arc::new(EventRouter::new(clock.clone(), org::SEED_CORP_ID));
+        let credentials_org = org.clone();
+        let stream = Arc::new(StreamGateway::new(
+            clock.clone(),
+            Arc::new(move |key: &str, secret: &str| credentials_org.check_credentials(key, secret)),
+        ));
+        events.attach_stream(stream.clone());
+        let robots = Arc::new(RobotsSim::with_robots(clock.clone(), robots));
+        let messages = Arc::new(MessagesSim::new(org.clone(), clock.clone()));
+        let directory = Arc::new(DirectorySim::new(org.clone()));
+        let cards = Arc::new(CardsSim::new(org.clone(), events.clone(), clock.clone()));
+        let workflow = Arc::new(WorkflowSim::new(org.clone(), events.clone(), clock.clone()));
+        let robots_for_page = robots.clone();
+        let page = Arc::new(Page::new(
+            org.clone(),
+            cards.clone(),
+            workflow.clone(),
+            messages.clone(),
+            events.clone(),
+            Arc::new(move || {
+                robots_for_page
+                    .robots()
+                    .into_iter()
+                    .map(|r| (r.name.clone(), robots_for_page.messages(&r.name)))
+                    .collect()
+            }),
+            clock.clone(),
+        ));
+        Self { clock, org, events, stream, custom_robots: robots, messages, directory, cards, workflow, page }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Inner> {
-        // Every update is a complete push/assignment, so a poisoned lock is still consistent.
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn reseed(&self) {
-        let mut inner = self.lock();
-        inner.robots = self.seed.iter().map(|r| (r.name.clone(), RobotState::new(r.clone()))).collect();
-        inner.next_seq = 0;
-        inner.answers.clear();
-        self.accepted.store(0, Ordering::SeqCst);
-    }
-
-    /// Adds or replaces a robot (its messages and window are kept when it already exists).
+    /// Adds or replaces a custom robot (its messages and window are kept when it already exists).
     pub fn upsert_robot(&self, robot: SimRobot) {
-        let mut inner = self.lock();
-        match inner.robots.get_mut(&robot.name) {
-            Some(state) => state.robot = robot,
-            None => {
-                inner.robots.insert(robot.name.clone(), RobotState::new(robot));
-            }
-        }
+        self.custom_robots.upsert_robot(robot);
+    }
+
+    /// The custom robots, by name.
+    pub fn robots(&self) -> Vec<SimRobot> {
+        self.custom_robots.robots()
     }
 
     pub fn robot(&self, name: &str) -> Option<SimRobot> {
-        self.lock().robots.get(name).map(|s| s.robot.clone())
+        self.custom_robots.robot(name)
     }
 
-    pub fn robots(&self) -> Vec<SimRobot> {
-        self.lock().robots.values().map(|s| s.robot.clone()).collect()
-    }
-
-    /// Accepted messages of `robot`, oldest first (empty for an unknown robot).
+    /// Accepted messages of custom robot `robot`, oldest first.
     pub fn messages(&self, robot: &str) -> Vec<RecordedMessage> {
-        self.lock().robots.get(robot).map(|s| s.messages.iter().cloned().collect()).unwrap_or_default()
+        self.custom_robots.messages(robot)
     }
 
-    /// How many messages `robot` has accepted and still keeps, without copying them (polled often
-    /// by the bench and tests while the simulator is under load).
+    /// How many messages custom robot `robot` has accepted and still keeps.
     pub fn message_count(&self, robot: &str) -> usize {
-        self.lock().robots.get(robot).map_or(0, |s| s.messages.len())
+        self.custom_robots.message_count(robot)
     }
 
-    /// How many `/robot/send` answers carried each errcode since start or the last reset.
+    /// How many `/robot/send` answers carried each errcode.
     pub fn answer_counts(&self) -> BTreeMap<i64, u64> {
-        self.lock().answers.clone()
+        self.custom_robots.answer_counts()
     }
 
-    fn count_answer(&self, errcode: i64) {
-        *self.lock().answers.entry(errcode).or_insert(0) += 1;
-    }
-
-    /// Messages accepted since start or the last reset, all robots.
+    /// Custom-robot messages accepted since start or the last reset.
     pub fn accepted(&self) -> u64 {
-        self.accepted.load(Ordering::SeqCst)
+        self.custom_robots.accepted()
     }
 
-    /// The `POST /robot/send` logic, independent of HTTP.
-    fn robot_send(&self, query: Option<&str>, body: &[u8]) -> (i64, String) {
-        let params: BTreeMap<String, String> =
-            url::form_urlencoded::parse(query.unwrap_or("").as_bytes()).into_owned().collect();
-        let now = self.clock.now_millis();
-        let mut inner = self.lock();
-        let token = params.get("access_token").map(String::as_str).unwrap_or("");
-        let Some(state) = inner.robots.values_mut().find(|s| !token.is_empty() && s.robot.access_token == token) else {
-            return (300_005, "token is not exist".to_owned());
+    fn put_subscription(&self, value: Value) -> Result<Value, SimError> {
+        let invalid = |detail: String| SimError::InvalidRecord { entity: "subscription".to_owned(), detail };
+        let text = |key: &str| value.get(key).and_then(Value::as_str).map(str::to_owned);
+        let app_key = text("app_key").ok_or_else(|| invalid("`app_key` is required".to_owned()))?;
+        if self.org.app(&app_key).is_none() {
+            return Err(invalid(format!("no app `{app_key}`; see GET /_sim/info")));
+        }
+        let subscription = match text("mode").as_deref() {
+            Some("stream") | None => EventSubscription::Stream,
+            Some("http") => {
+                let url = text("url").ok_or_else(|| invalid("mode `http` needs `url`".to_owned()))?;
+                let token = text("token").unwrap_or_else(|| SEED_CALLBACK_TOKEN.to_owned());
+                let encoding_aes_key = text("encoding_aes_key").unwrap_or_else(|| SEED_CALLBACK_AES_KEY.to_owned());
+                // Refuse keys DingTalk's console would refuse, before any push fails on them.
+                crate::dingtalk::crypto::CallbackCrypto::new(&token, &encoding_aes_key, &app_key)
+                    .map_err(|e| invalid(e.to_string()))?;
+                EventSubscription::Http { url, token, encoding_aes_key }
+            }
+            Some(other) => return Err(invalid(format!("unknown mode `{other}`; `stream` or `http`"))),
         };
-
-        if let Some(secret) = &state.robot.secret {
-            let timestamp = params.get("timestamp").map(String::as_str).unwrap_or("");
-            match timestamp.parse::<i64>() {
-                Ok(ts) if (now - ts).abs() <= TIMESTAMP_WINDOW_MS => {}
-                _ => return (310_000, "invalid timestamp".to_owned()),
-            }
-            // `parse` above URL-decoded the value exactly once, as DingTalk does.
-            let sign = params.get("sign").map(String::as_str).unwrap_or("");
-            if sign != robot_signature_base64(secret, timestamp) {
-                return (310_000, "sign not match".to_owned());
-            }
-        }
-
-        let limit = state.robot.per_minute;
-        if state.blocked_until_ms.is_some_and(|until| until > now) {
-            return (130_101, format!("send too fast, exceed {limit} times per minute"));
-        }
-        let window = i64::try_from(state.robot.window_ms).unwrap_or(i64::MAX);
-        while state.sent.front().is_some_and(|t| t.saturating_add(window) <= now) {
-            state.sent.pop_front();
-        }
-        if limit > 0 && state.sent.len() >= usize::try_from(limit).unwrap_or(usize::MAX) {
-            let block = i64::try_from(state.robot.block_ms).unwrap_or(i64::MAX);
-            state.blocked_until_ms = Some(now.saturating_add(block));
-            return (130_101, format!("send too fast, exceed {limit} times per minute"));
-        }
-
-        let value: Value = match serde_json::from_slice(body) {
-            Ok(v) => v,
-            Err(_) => return (40_035, "missing parameter: json (the body is not a JSON object)".to_owned()),
-        };
-        let message = match RobotMessage::from_value(&value) {
-            Ok(m) => m,
-            Err(detail) => return (40_035, format!("missing parameter: {detail}")),
-        };
-        if !state.robot.keywords.is_empty() {
-            let text = message.visible_text();
-            if !state.robot.keywords.iter().any(|k| text.contains(k.as_str())) {
-                return (310_000, "keywords not in content".to_owned());
-            }
-        }
-
-        if limit > 0 {
-            state.sent.push_back(now);
-        }
-        let robot = state.robot.name.clone();
-        if state.messages.len() >= MESSAGES_KEPT_PER_ROBOT {
-            state.messages.pop_front();
-        }
-        let time = jiff::Timestamp::from_millisecond(now).map(|t| t.to_string()).unwrap_or_default();
-        let seq = inner.next_seq;
-        let recorded = RecordedMessage {
-            seq,
-            robot: robot.clone(),
-            time,
-            time_ms: now,
-            msgtype: message.msgtype().to_owned(),
-            body: value,
-        };
-        inner.next_seq += 1;
-        if let Some(state) = inner.robots.get_mut(&robot) {
-            state.messages.push_back(recorded);
-        }
-        self.accepted.fetch_add(1, Ordering::SeqCst);
-        (0, "ok".to_owned())
-    }
-
-    fn apply_patch(&self, patch: RobotPatch) -> Result<SimRobot, SimError> {
-        let invalid = |detail: String| SimError::InvalidRecord { entity: "robot".to_owned(), detail };
-        if patch.name.trim().is_empty() {
-            return Err(invalid("`name` must not be empty".to_owned()));
-        }
-        let now = self.clock.now_millis();
-        let mut inner = self.lock();
-        if let Some(token) = &patch.access_token {
-            if token.is_empty() {
-                return Err(invalid("`access_token` must not be empty".to_owned()));
-            }
-            if let Some(other) =
-                inner.robots.values().find(|s| &s.robot.access_token == token && s.robot.name != patch.name)
-            {
-                return Err(invalid(format!("access_token already belongs to robot `{}`", other.robot.name)));
-            }
-        }
-        let state = match inner.robots.get_mut(&patch.name) {
-            Some(state) => state,
-            None => {
-                let Some(token) = patch.access_token.clone() else {
-                    return Err(invalid(format!("robot `{}` is new: `access_token` is required", patch.name)));
-                };
-                inner
-                    .robots
-                    .entry(patch.name.clone())
-                    .or_insert_with(|| RobotState::new(SimRobot::new(&patch.name, &token, None)))
-            }
-        };
-        let robot = &mut state.robot;
-        if let Some(token) = patch.access_token {
-            robot.access_token = token;
-        }
-        if let Some(secret) = patch.secret {
-            robot.secret = secret;
-        }
-        if let Some(keywords) = patch.keywords {
-            robot.keywords = keywords;
-        }
-        if let Some(per_minute) = patch.per_minute {
-            robot.per_minute = per_minute;
-        }
-        if let Some(window_ms) = patch.window_ms {
-            robot.window_ms = window_ms;
-        }
-        if let Some(block_ms) = patch.block_ms {
-            robot.block_ms = block_ms;
-        }
-        if let Some(ms) = patch.blocked_for_ms {
-            state.blocked_until_ms = Some(now.saturating_add(i64::try_from(ms).unwrap_or(i64::MAX)));
-        }
-        Ok(state.robot.clone())
+        self.events.set_subscription(&app_key, subscription.clone());
+        Ok(json!({ "app_key": app_key, "subscription": subscription_json(&subscription) }))
     }
 }
 
-#[derive(Debug, Deserialize)]
-struct MessagesQuery {
-    robot: Option<String>,
-}
-
-async fn robot_send_handler(
-    State(sim): State<Arc<DingTalkSim>>,
-    RawQuery(query): RawQuery,
-    body: axum::body::Bytes,
-) -> Response {
-    let (errcode, errmsg) = sim.robot_send(query.as_deref(), &body);
-    sim.count_answer(errcode);
-    answer(errcode, &errmsg)
-}
-
-async fn messages_handler(State(sim): State<Arc<DingTalkSim>>, Query(q): Query<MessagesQuery>) -> Response {
-    match q.robot {
-        Some(name) => {
-            if sim.robot(&name).is_none() {
-                let error = json!({ "error": format!("no robot named `{name}`; see GET /_sim/info") });
-                return (StatusCode::NOT_FOUND, Json(error)).into_response();
-            }
-            Json(sim.messages(&name)).into_response()
-        }
-        None => {
-            let inner = sim.lock();
-            let mut all: Vec<RecordedMessage> =
-                inner.robots.values().flat_map(|s| s.messages.iter().cloned()).collect();
-            all.sort_by_key(|m| m.seq);
-            Json(all).into_response()
-        }
+fn subscription_json(subscription: &EventSubscription) -> Value {
+    match subscription {
+        EventSubscription::Stream => json!({ "mode": "stream" }),
+        EventSubscription::Http { url, .. } => json!({ "mode": "http", "url": url }),
     }
 }
 
@@ -425,57 +190,73 @@ impl Simulator for DingTalkSim {
 
     fn router(self: Arc<Self>) -> Router {
         Router::new()
-            .route("/robot/send", post(robot_send_handler))
-            .route("/_sim/messages", get(messages_handler))
-            .with_state(self)
+            .merge(self.org.clone().router())
+            .merge(self.custom_robots.clone().router())
+            .merge(self.messages.clone().router())
+            .merge(self.directory.clone().router())
+            .merge(self.cards.clone().router())
+            .merge(self.workflow.clone().router())
+            .merge(self.stream.clone().router())
+            .merge(self.page.clone().router())
+    }
+
+    fn attach(&self, state: SimState) {
+        self.stream.attach_journal(state);
     }
 
     fn info(&self) -> Value {
-        let robots: Vec<Value> = self
-            .robots()
+        let mut info = self.custom_robots.info();
+        let subscriptions: BTreeMap<String, Value> = self
+            .org
+            .apps()
             .into_iter()
-            .map(|r| {
-                json!({
-                    "name": r.name,
-                    "access_token": r.access_token,
-                    "secret": r.secret,
-                    "keywords": r.keywords,
-                    "per_minute": r.per_minute,
-                    "window_ms": r.window_ms,
-                    "block_ms": r.block_ms,
-                    "webhook_path": format!("/robot/send?access_token={}", r.access_token),
-                })
+            .map(|app| {
+                let sub = self.events.subscription(&app.app_key);
+                (app.app_key, subscription_json(&sub))
             })
             .collect();
-        json!({
-            "robots": robots,
-            "limits": {
-                "timestamp_window_ms": TIMESTAMP_WINDOW_MS,
-                "default_per_minute": DEFAULT_PER_MINUTE,
-                "default_window_ms": DEFAULT_WINDOW_MS,
-                "default_block_ms": DEFAULT_BLOCK_MS,
-            },
-            "accepted_messages": self.accepted(),
-            "answers_by_errcode": self.answer_counts(),
-        })
+        if let Some(obj) = info.as_object_mut() {
+            obj.insert("org".into(), self.org.info());
+            obj.insert("stream".into(), self.stream.info());
+            obj.insert(
+                "callback".into(),
+                json!({
+                    "token": SEED_CALLBACK_TOKEN,
+                    "encoding_aes_key": SEED_CALLBACK_AES_KEY,
+                    "owner_key": "the app key",
+                    "subscriptions": subscriptions,
+                }),
+            );
+            obj.insert("page".into(), json!({ "path": "/_sim/ui" }));
+            obj.insert("clock_ms".into(), json!(self.clock.now_millis()));
+        }
+        info
     }
 
     fn reset(&self) {
-        self.reseed();
+        self.custom_robots.reset();
+        self.org.reset();
+        self.events.reset();
+        self.stream.reset();
+        self.messages.reset();
+        self.directory.reset();
+        self.cards.reset();
+        self.workflow.reset();
+        self.page.reset();
     }
 
     async fn put_record(&self, entity: &str, value: Value) -> Result<Value, SimError> {
-        if entity != "robot" {
-            return Err(SimError::UnknownEntity {
+        match entity {
+            "robot" => self.custom_robots.put_record(value),
+            "app" | "user" | "department" | "group" => self.org.put_record(entity, value),
+            "subscription" => self.put_subscription(value),
+            "process" => self.workflow.put_process(value),
+            "flow_controlled" => self.messages.put_record(entity, value),
+            other => Err(SimError::UnknownEntity {
                 simulator: "dingtalk",
-                entity: entity.to_owned(),
-                known: "robot".to_owned(),
-            });
+                entity: other.to_owned(),
+                known: "robot, app, user, department, group, subscription, process, flow_controlled".to_owned(),
+            }),
         }
-        let patch: RobotPatch = serde_json::from_value(value)
-            .map_err(|err| SimError::InvalidRecord { entity: "robot".to_owned(), detail: err.to_string() })?;
-        let robot = self.apply_patch(patch)?;
-        serde_json::to_value(robot)
-            .map_err(|err| SimError::InvalidRecord { entity: "robot".to_owned(), detail: err.to_string() })
     }
 }
