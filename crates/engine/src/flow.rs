@@ -4,7 +4,7 @@
 //! Nothing here panics on bad input: a failing condition or template is a [`FlowError`] the
 //! caller turns into a dead letter.
 
-use crate::config::{CardButtons, Config, FlowConfig, MessageSpec, OrderingKey, SourceConfig};
+use crate::config::{CardButtons, CardCallback, Config, FlowConfig, MessageSpec, OrderingKey, SourceConfig};
 use crate::json::parse_strict;
 use model::{ChangeKind, Event, TypedValue, ZonedTime};
 use serde_json::{json, Value};
@@ -116,6 +116,69 @@ impl FlowEngine {
                         }
                         json!({ "msgtype": "actionCard", "actionCard": card })
                     }
+                    MessageSpec::WorkNotice { users, title, text } => json!({
+                        "api": "work_notice",
+                        "users": split_list(&render(users)?),
+                        "title": render(title)?,
+                        "text": render(text)?,
+                    }),
+                    MessageSpec::GroupMessage { group, title, text } => json!({
+                        "api": "group_message",
+                        "group": render(group)?.trim(),
+                        "title": render(title)?,
+                        "text": render(text)?,
+                    }),
+                    MessageSpec::Card(card) => {
+                        let idempotency_key = format!("{}:{}:{i}", event.id, flow.name);
+                        let out_track_id = match &card.out_track_id {
+                            Some(t) => render(t)?.trim().to_string(),
+                            None => idempotency_key,
+                        };
+                        let mut body = serde_json::Map::new();
+                        body.insert("api".into(), "card".into());
+                        body.insert("template_id".into(), card.template_id.clone().into());
+                        body.insert("out_track_id".into(), out_track_id.into());
+                        if let Some(group) = &card.group {
+                            body.insert("group".into(), render(group)?.trim().into());
+                        }
+                        if let Some(users) = &card.users {
+                            body.insert("users".into(), split_list(&render(users)?).into());
+                        }
+                        body.insert("params".into(), render_map(&card.params, &render)?);
+                        if let Some(to) = &card.private_to {
+                            body.insert("private_to".into(), split_list(&render(to)?).into());
+                            body.insert("private_params".into(), render_map(&card.private_params, &render)?);
+                        }
+                        match &card.callback {
+                            CardCallback::Stream => {
+                                body.insert("callback".into(), "stream".into());
+                            }
+                            CardCallback::Http { route_key } => {
+                                body.insert("callback".into(), "http".into());
+                                body.insert("callback_route_key".into(), route_key.clone().into());
+                            }
+                        }
+                        Value::Object(body)
+                    }
+                    MessageSpec::CardUpdate { out_track_id, params } => json!({
+                        "api": "card_update",
+                        "out_track_id": render(out_track_id)?.trim(),
+                        "params": render_map(params, &render)?,
+                    }),
+                    MessageSpec::Approval(approval) => {
+                        let mut body = serde_json::Map::new();
+                        body.insert("api".into(), "approval".into());
+                        body.insert("process_code".into(), approval.process_code.clone().into());
+                        body.insert("originator".into(), render(&approval.originator)?.trim().into());
+                        if let Some(dept) = &approval.dept_id {
+                            body.insert("dept_id".into(), render(dept)?.trim().into());
+                        }
+                        if let Some(approvers) = &approval.approvers {
+                            body.insert("approvers".into(), split_list(&render(approvers)?).into());
+                        }
+                        body.insert("form".into(), render_map(&approval.form, &render)?);
+                        Value::Object(body)
+                    }
                 };
                 // A rendered key is scoped to the destination: the same conversation key rendered
                 // for two destinations names two conversations, which must not wait on each other.
@@ -144,6 +207,52 @@ impl FlowEngine {
     }
 
     /// Decode a generic webhook body `{"type": "<entity>.<change>", "timestamp": "...", "data": {...}}`.
+    /// A DingTalk event (from Stream or an HTTP callback) as a canonical event. Typed fields
+    /// declared on the source are read from `{"type": "<entity>.<change>", "data": <payload>}`,
+    /// the same envelope webhook sources use, so `/data/...` pointers work the same way.
+    pub fn decode_inbound(
+        &self,
+        source: &str,
+        inbound: &connectors::dingtalk::source::Inbound,
+        received_at: ZonedTime,
+        event_id: String,
+    ) -> Result<Event, DecodeError> {
+        let src = self.sources.get(source).ok_or_else(|| DecodeError::UnknownSource(source.to_string()))?;
+        let kind = format!("{}.{}", inbound.entity, inbound.change);
+        let root = json!({ "type": kind, "data": inbound.data });
+        let source_time =
+            inbound.source_time_ms.and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok()).map(ZonedTime::from);
+        let fields = typed_fields(src, &root, &BTreeMap::new()).map_err(|reason| DecodeError::Invalid {
+            reason,
+            envelope: json!({
+                "id": event_id,
+                "source": source,
+                "system": src.system,
+                "type": kind,
+                "entity_id": inbound.entity_id,
+                "data": inbound.data,
+            }),
+        })?;
+        let change = match ChangeKind::from_str(&inbound.change) {
+            Ok(c) => c,
+            Err(never) => match never {},
+        };
+        Ok(Event {
+            id: event_id,
+            source: source.to_string(),
+            system: src.system.clone(),
+            entity: inbound.entity.clone(),
+            entity_id: inbound.entity_id.clone(),
+            change,
+            source_time,
+            received_at,
+            idempotency_key: format!("{source}:{}", inbound.dedup_key),
+            fields,
+            data: inbound.data.clone(),
+            raw: None,
+        })
+    }
+
     pub fn decode_webhook(
         &self,
         source: &str,
@@ -200,27 +309,7 @@ impl FlowEngine {
             }
             None => return Err(invalid(format!("entity id missing at `{}`", src.entity_id))),
         };
-        let mut fields: BTreeMap<String, TypedValue> = BTreeMap::new();
-        for (name, spec) in &src.fields {
-            let value = match root.pointer(&spec.path) {
-                None | Some(Value::Null) => {
-                    if spec.required {
-                        return Err(invalid(format!("field `{name}`: required value missing at `{}`", spec.path)));
-                    }
-                    continue;
-                }
-                Some(v) => v,
-            };
-            // Every inexact number inside the field's value (e.g. `{"amount": 12.5, ...}`).
-            let under = format!("{}/", spec.path);
-            for (ptr, text) in &parsed.number_text {
-                if *ptr == spec.path || ptr.starts_with(&under) {
-                    check_number_precision(name, text).map_err(invalid)?;
-                }
-            }
-            let typed = spec.kind.to_model().parse_value(name, value).map_err(|e| invalid(e.to_string()))?;
-            fields.insert(name.clone(), typed);
-        }
+        let fields = typed_fields(src, root, &parsed.number_text).map_err(invalid)?;
         let data = root.get("data").cloned().unwrap_or(Value::Null);
         Ok(Event {
             id: event_id,
@@ -280,3 +369,51 @@ fn eval_condition(flow: &FlowConfig, cond: &crate::config::Condition, ctx: &Valu
 
 #[cfg(test)]
 mod tests;
+
+/// The source's declared typed fields, read from the event envelope `root` (`{"type", "data"}`).
+/// `number_text` holds the verbatim text of JSON numbers by pointer, to refuse numbers beyond
+/// decimal precision instead of rounding them.
+fn typed_fields(
+    src: &SourceConfig,
+    root: &Value,
+    number_text: &BTreeMap<String, String>,
+) -> Result<BTreeMap<String, TypedValue>, String> {
+    let mut fields: BTreeMap<String, TypedValue> = BTreeMap::new();
+    for (name, spec) in &src.fields {
+        let value = match root.pointer(&spec.path) {
+            None | Some(Value::Null) => {
+                if spec.required {
+                    return Err(format!("field `{name}`: required value missing at `{}`", spec.path));
+                }
+                continue;
+            }
+            Some(v) => v,
+        };
+        let under = format!("{}/", spec.path);
+        for (ptr, text) in number_text {
+            if *ptr == spec.path || ptr.starts_with(&under) {
+                check_number_precision(name, text)?;
+            }
+        }
+        let typed = spec.kind.to_model().parse_value(name, value).map_err(|e| e.to_string())?;
+        fields.insert(name.clone(), typed);
+    }
+    Ok(fields)
+}
+
+/// A rendered comma-separated list (userids): trimmed, empty items dropped.
+fn split_list(rendered: &str) -> Vec<String> {
+    rendered.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect()
+}
+
+/// Renders `(key, template)` pairs into a JSON object of strings.
+fn render_map(
+    pairs: &[(String, String)],
+    render: &dyn Fn(&str) -> Result<String, FlowError>,
+) -> Result<Value, FlowError> {
+    let mut out = serde_json::Map::new();
+    for (key, template) in pairs {
+        out.insert(key.clone(), Value::String(render(template)?));
+    }
+    Ok(Value::Object(out))
+}

@@ -2,7 +2,8 @@
 
 use crate::pipeline::WebhookPipeline;
 use connect::{Clock, SystemClock};
-use engine::config::Config;
+use connectors::dingtalk::stream::{StreamClient, StreamHandle};
+use engine::config::{Config, DingtalkSourceRuntime};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicBool;
@@ -41,6 +42,8 @@ pub struct Gateway {
     pub addr: SocketAddr,
     pub state: crate::AppState,
     pub store: Arc<dyn store::Store>,
+    /// Stream connections of the DingTalk sources in Stream mode, by source name.
+    pub streams: Vec<(String, StreamHandle)>,
     workers_cancel: CancellationToken,
     workers: TaskTracker,
     http_cancel: CancellationToken,
@@ -75,7 +78,18 @@ impl Gateway {
         );
         let nudge: Arc<dyn Fn() + Send + Sync> = Arc::new(move || workers.nudge());
 
-        let pipeline = WebhookPipeline { verifiers: runtime.sources, flows: Arc::new(runtime.flows) };
+        let mut dingtalk_callbacks = BTreeMap::new();
+        let mut stream_sources = Vec::new();
+        for (name, inbound) in runtime.dingtalk_sources {
+            match inbound {
+                DingtalkSourceRuntime::Http(crypto) => {
+                    dingtalk_callbacks.insert(name, crypto);
+                }
+                DingtalkSourceRuntime::Stream(settings) => stream_sources.push((name, settings)),
+            }
+        }
+        let pipeline =
+            WebhookPipeline { verifiers: runtime.sources, dingtalk_callbacks, flows: Arc::new(runtime.flows) };
         let state = crate::AppState {
             intake: Arc::new(pipeline),
             committer,
@@ -91,6 +105,17 @@ impl Gateway {
             .await
             .map_err(|source| StartError::Bind { listen: listen.clone(), source })?;
         let addr = listener.local_addr().map_err(|source| StartError::Bind { listen: listen.clone(), source })?;
+        // Stream clients start after the store and the intake exist: a frame is ACKed only after
+        // its event is committed.
+        let streams_cancel = CancellationToken::new();
+        let streams = stream_sources
+            .into_iter()
+            .map(|(source, settings)| {
+                let handler = Arc::new(crate::dingtalk::StreamIntake { state: state.clone(), source: source.clone() });
+                tracing::info!(source = %source, "Connecting to DingTalk in Stream mode.");
+                (source, StreamClient::spawn(settings, handler, streams_cancel.clone()))
+            })
+            .collect();
         let app = crate::router(state.clone());
         let http_cancel = CancellationToken::new();
         let stop = http_cancel.clone();
@@ -100,13 +125,17 @@ impl Gateway {
                 tracing::error!("HTTP server stopped: {err}");
             }
         });
-        Ok(Gateway { addr, state, store, workers_cancel, workers: workers_tracker, http_cancel, http_task })
+        Ok(Gateway { addr, state, store, streams, workers_cancel, workers: workers_tracker, http_cancel, http_task })
     }
 
     /// Graceful stop: refuse new webhooks (503), let in-flight deliveries finish and release the
     /// rest, then close the HTTP server.
     pub async fn shutdown(self) {
         self.state.stop_accepting();
+        // Frames already being handled finish (and are ACKed); nothing new is read.
+        for (_, stream) in self.streams {
+            stream.shutdown().await;
+        }
         self.workers_cancel.cancel();
         self.workers.close();
         if tokio::time::timeout(Duration::from_secs(9), self.workers.wait()).await.is_err() {

@@ -20,6 +20,14 @@ pub async fn healthz(State(state): State<AppState>) -> Response {
     }
 }
 
+/// Refused requests share one metric label per unknown source so a stranger cannot mint labels.
+pub fn refuse(state: &AppState, source: &str, err: ApiError, what: &str) -> Response {
+    let label = if state.intake.has_source(source) { source } else { "(unknown)" };
+    state.metrics.webhook_refused(label, err.code);
+    tracing::warn!(source = %source, status = err.status.as_u16(), code = err.code, "{what} refused: {}", err.message);
+    err.into_response()
+}
+
 pub async fn receive(
     State(state): State<AppState>,
     Path(source): Path<String>,
@@ -28,12 +36,7 @@ pub async fn receive(
 ) -> Response {
     match receive_inner(&state, &source, &headers, body).await {
         Ok(response) => response,
-        Err(err) => {
-            let label = if state.intake.has_source(&source) { source.as_str() } else { "(unknown)" };
-            state.metrics.webhook_refused(label, err.code);
-            tracing::warn!(source = %source, status = err.status.as_u16(), code = err.code, "Webhook refused: {}", err.message);
-            err.into_response()
-        }
+        Err(err) => refuse(&state, &source, err, "Webhook"),
     }
 }
 
@@ -57,6 +60,24 @@ async fn receive_inner(
     let body = decode_content(headers, body, state.max_body_bytes)?;
     let now = state.clock.now();
     let intake = state.intake.webhook(source, headers, &body, now)?;
+    let committed = commit(state, source, intake).await?;
+    let body = serde_json::json!({
+        "status": if committed.duplicate { "duplicate" } else if committed.dead { "dead_lettered" } else { "accepted" },
+        "event_id": if committed.duplicate { None } else { Some(committed.event_id) },
+    });
+    Ok((StatusCode::OK, Json(body)).into_response())
+}
+
+/// What a durable intake commit decided.
+pub struct Committed {
+    pub event_id: String,
+    pub duplicate: bool,
+    pub dead: bool,
+}
+
+/// Commits one intake (group commit), then wakes the workers. Returns only after the event is
+/// durable: every transport acknowledges its sender after this, never before.
+pub async fn commit(state: &AppState, source: &str, intake: store::Intake) -> Result<Committed, ApiError> {
     let event_id = intake.event_id.clone();
     let dead = intake.dead_letter.is_some();
     let jobs = intake.jobs.len();
@@ -75,12 +96,8 @@ async fn receive_inner(
     if !duplicate && jobs > 0 {
         (state.nudge)();
     }
-    tracing::debug!(source = %source, event_id = %event_id, duplicate, jobs, "Webhook accepted.");
-    let body = serde_json::json!({
-        "status": if duplicate { "duplicate" } else if dead { "dead_lettered" } else { "accepted" },
-        "event_id": if duplicate { None } else { Some(event_id) },
-    });
-    Ok((StatusCode::OK, Json(body)).into_response())
+    tracing::debug!(source = %source, event_id = %event_id, duplicate, jobs, "Event accepted.");
+    Ok(Committed { event_id, duplicate, dead })
 }
 
 /// Undo `Content-Encoding: gzip` with the same cap as plain bodies: a small gzip can inflate to

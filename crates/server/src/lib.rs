@@ -4,6 +4,7 @@
 //! that holds its inbox row and all its outbox jobs has returned.
 
 pub mod admin;
+pub mod dingtalk;
 pub mod error;
 pub mod gateway;
 pub mod hooks;
@@ -23,6 +24,18 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(hooks::healthz))
         .route("/metrics", get(metrics::render))
         .route("/hooks/{source}", post(hooks::receive).layer(axum::extract::DefaultBodyLimit::max(body_limit)))
+        .route(
+            "/dingtalk/callback",
+            post(dingtalk::receive_default_callback).layer(axum::extract::DefaultBodyLimit::max(body_limit)),
+        )
+        .route(
+            "/dingtalk/card-callback/{source}",
+            post(dingtalk::receive_card_callback).layer(axum::extract::DefaultBodyLimit::max(body_limit)),
+        )
+        .route(
+            "/dingtalk/callback/{source}",
+            post(dingtalk::receive_callback).layer(axum::extract::DefaultBodyLimit::max(body_limit)),
+        )
         .nest("/api", admin::router(state.clone()))
         .with_state(state)
 }

@@ -1,14 +1,19 @@
-//! The gateway's intake pipeline: signature check, decode, flows. Implements `server::Intake`.
+//! The gateway's intake pipeline: authenticate, decode, run the flows. Implements `server::Intake`
+//! for signed webhooks and for DingTalk events (HTTP callbacks and Stream).
 
 use crate::error::ApiError;
 use axum::http::{HeaderMap, StatusCode};
 use connect::webhook::WebhookVerifier;
+use connectors::dingtalk::crypto::CallbackCrypto;
+use connectors::dingtalk::source::Inbound;
 use engine::flow::{DecodeError, FlowEngine};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 pub struct WebhookPipeline {
     pub verifiers: BTreeMap<String, WebhookVerifier>,
+    /// Decryptors of the DingTalk sources in HTTP callback mode, by source name.
+    pub dingtalk_callbacks: BTreeMap<String, Arc<CallbackCrypto>>,
     pub flows: Arc<FlowEngine>,
 }
 
@@ -32,9 +37,38 @@ impl crate::Intake for WebhookPipeline {
             ApiError::new(status, err.code(), err.to_string())
         })?;
         let received_at = model::ZonedTime::from(now);
-        let now_ms = now.as_millisecond();
         let event_id = uuid::Uuid::now_v7().to_string();
-        let dedup_key = format!("{source}:{}", verified.id);
+        let decoded = self.flows.decode_webhook(source, &verified.id, body, received_at, event_id.clone());
+        self.intake(source, format!("{source}:{}", verified.id), event_id, now, decoded)
+    }
+
+    fn dingtalk_crypto(&self, source: &str) -> Option<Arc<CallbackCrypto>> {
+        self.dingtalk_callbacks.get(source).cloned()
+    }
+
+    fn dingtalk_callback_sources(&self) -> Vec<String> {
+        self.dingtalk_callbacks.keys().cloned().collect()
+    }
+
+    fn dingtalk(&self, source: &str, inbound: &Inbound, now: jiff::Timestamp) -> Result<store::Intake, ApiError> {
+        let event_id = uuid::Uuid::now_v7().to_string();
+        let decoded = self.flows.decode_inbound(source, inbound, model::ZonedTime::from(now), event_id.clone());
+        self.intake(source, format!("{source}:{}", inbound.dedup_key), event_id, now, decoded)
+    }
+}
+
+impl WebhookPipeline {
+    /// What one decoded (or undecodable) event commits: the inbox row under `dedup_key`, the jobs
+    /// the flows plan, or a dead letter with the reason.
+    fn intake(
+        &self,
+        source: &str,
+        dedup_key: String,
+        event_id: String,
+        now: jiff::Timestamp,
+        decoded: Result<model::Event, DecodeError>,
+    ) -> Result<store::Intake, ApiError> {
+        let now_ms = now.as_millisecond();
         let mut intake = store::Intake {
             dedup_key,
             event_id: event_id.clone(),
@@ -44,7 +78,7 @@ impl crate::Intake for WebhookPipeline {
             jobs: Vec::new(),
             dead_letter: None,
         };
-        match self.flows.decode_webhook(source, &verified.id, body, received_at, event_id) {
+        match decoded {
             Ok(event) => {
                 intake.event_json = serde_json::to_string(&event).unwrap_or_default();
                 match self.flows.plan(&event, now_ms) {
@@ -59,14 +93,14 @@ impl crate::Intake for WebhookPipeline {
                 return Err(ApiError::new(
                     StatusCode::NOT_FOUND,
                     "unknown_source",
-                    format!("no webhook source named `{name}`"),
+                    format!("no source named `{name}`"),
                 ));
             }
             Err(DecodeError::Malformed(reason)) => {
                 return Err(ApiError::new(StatusCode::BAD_REQUEST, "malformed_body", reason));
             }
             Err(err @ DecodeError::Invalid { .. }) => {
-                // Signed and well-formed, but a typed field is wrong: keep it as a dead letter
+                // Authentic and well-formed, but a typed field is wrong: keep it as a dead letter
                 // so an operator sees it; the sender's retry would not fix it.
                 tracing::error!(event_id = %intake.event_id, source, "Event dead-lettered: {err}");
                 if let DecodeError::Invalid { envelope, .. } = &err {

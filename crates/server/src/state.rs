@@ -18,6 +18,20 @@ pub trait Intake: Send + Sync {
         now: jiff::Timestamp,
     ) -> Result<store::Intake, ApiError>;
 
+    /// The callback decryptor of a DingTalk source in HTTP mode.
+    fn dingtalk_crypto(&self, source: &str) -> Option<Arc<connectors::dingtalk::crypto::CallbackCrypto>>;
+
+    /// Names of the DingTalk sources in HTTP callback mode.
+    fn dingtalk_callback_sources(&self) -> Vec<String>;
+
+    /// One authenticated DingTalk event (decrypted HTTP callback or Stream frame).
+    fn dingtalk(
+        &self,
+        source: &str,
+        inbound: &connectors::dingtalk::source::Inbound,
+        now: jiff::Timestamp,
+    ) -> Result<store::Intake, ApiError>;
+
     /// Whether `source` is configured; refusals for unknown names share one metric label so a
     /// stranger cannot mint label values.
     fn has_source(&self, source: &str) -> bool;

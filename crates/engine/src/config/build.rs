@@ -4,6 +4,9 @@ use super::*;
 use crate::flow::FlowEngine;
 use connect::webhook::{WebhookSecret, WebhookVerifier};
 use connect::{Clock, Sink};
+use connectors::dingtalk::crypto::CallbackCrypto;
+use connectors::dingtalk::openapi::{AppCredentials, OpenApi, OpenApiSettings, TokenEndpoint};
+use connectors::dingtalk::stream::StreamSettings;
 use secrecy::{ExposeSecret, SecretString};
 
 /// A resolved secret. `Debug` and `Display` print `[redacted]`.
@@ -36,12 +39,33 @@ impl fmt::Display for Secret {
     }
 }
 
+/// How one DingTalk source receives its events.
+pub enum DingtalkSourceRuntime {
+    /// The gateway connects out (Stream mode) with these settings.
+    Stream(StreamSettings),
+    /// DingTalk posts encrypted callbacks; this decrypts them.
+    Http(Arc<CallbackCrypto>),
+}
+
+impl fmt::Debug for DingtalkSourceRuntime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Stream(s) => write!(f, "Stream({})", s.new_api_base),
+            Self::Http(_) => f.write_str("Http"),
+        }
+    }
+}
+
 /// Everything phase 3 builds: sinks per destination, resolved source secrets, the admin token,
 /// and the flow engine.
 pub struct Runtime {
     pub sinks: BTreeMap<String, Arc<dyn Sink>>,
     /// Signature verifiers of the webhook sources, by source name.
     pub sources: BTreeMap<String, WebhookVerifier>,
+    /// DingTalk sources, by source name.
+    pub dingtalk_sources: BTreeMap<String, DingtalkSourceRuntime>,
+    /// One OpenAPI client per DingTalk app (shared token cache and pacing), by app name.
+    pub dingtalk_apps: BTreeMap<String, OpenApi>,
     pub admin_token: Option<Secret>,
     pub flows: FlowEngine,
 }
@@ -51,6 +75,8 @@ impl fmt::Debug for Runtime {
         f.debug_struct("Runtime")
             .field("sinks", &self.sinks.keys().collect::<Vec<_>>())
             .field("sources", &self.sources)
+            .field("dingtalk_sources", &self.dingtalk_sources)
+            .field("dingtalk_apps", &self.dingtalk_apps.keys().collect::<Vec<_>>())
             .field("admin_token", &self.admin_token)
             .finish_non_exhaustive()
     }
@@ -134,8 +160,27 @@ impl Config {
     pub fn build_with(&self, resolver: &dyn SecretResolver, clock: Arc<dyn Clock>) -> Result<Runtime, ConfigErrors> {
         let mut rs = Resolve { resolver, errors: Vec::new() };
         let admin_token = self.server.admin_token.as_ref().and_then(|r| rs.get(r, "server.admin_token"));
+        let mut app_secrets = BTreeMap::new();
+        for (name, app) in &self.dingtalk_apps {
+            if let Some(secret) = rs.get(&app.app_secret, &format!("the app secret of DingTalk app `{name}`")) {
+                app_secrets.insert(name.clone(), secret);
+            }
+        }
+        let mut dingtalk_callback_keys = BTreeMap::new();
+        for (name, src) in &self.sources {
+            if let SourceKind::Dingtalk { inbound: DingtalkInbound::Http { token, aes_key }, .. } = &src.kind {
+                let token = rs.get(token, &format!("the callback token of source `{name}`"));
+                let aes_key = rs.get(aes_key, &format!("the callback AES key of source `{name}`"));
+                if let (Some(token), Some(aes_key)) = (token, aes_key) {
+                    dingtalk_callback_keys.insert(name.clone(), (token, aes_key));
+                }
+            }
+        }
         let mut sources = BTreeMap::new();
         for (name, src) in &self.sources {
+            if src.kind != SourceKind::Webhook {
+                continue;
+            }
             let secrets: Vec<Secret> =
                 src.secrets.iter().filter_map(|r| rs.get(r, &format!("the secret of source `{name}`"))).collect();
             if secrets.len() != src.secrets.len() {
@@ -163,6 +208,7 @@ impl Config {
         let mut robots = Vec::new();
         for (name, dst) in &self.destinations {
             match &dst.kind {
+                DestinationKind::DingtalkApp(_) => {}
                 DestinationKind::DingtalkRobot(robot) => {
                     let token = rs.get(&robot.access_token, &format!("the access token of destination `{name}`"));
                     let secret = match &robot.secret {
@@ -183,6 +229,63 @@ impl Config {
         }
         let mut sinks: BTreeMap<String, Arc<dyn Sink>> = BTreeMap::new();
         let mut errors = Vec::new();
+        let mut dingtalk_apps = BTreeMap::new();
+        for (name, app) in &self.dingtalk_apps {
+            let Some(secret) = app_secrets.get(name) else { continue };
+            let credentials = AppCredentials {
+                app_key: app.app_key.clone(),
+                app_secret: secret.0.clone(),
+                agent_id: app.agent_id,
+                corp_id: app.corp_id.clone(),
+            };
+            match OpenApi::new(credentials, self.openapi_settings(app), clock.clone()) {
+                Ok(api) => {
+                    dingtalk_apps.insert(name.clone(), api);
+                }
+                Err(e) => errors.push(ConfigError::new(
+                    Code::InvalidValue,
+                    format!("DingTalk app `{name}` cannot be built: {e}"),
+                    Some(app.app_secret.span.clone()),
+                    "while building this app",
+                )),
+            }
+        }
+        let mut dingtalk_sources = BTreeMap::new();
+        for (name, src) in &self.sources {
+            let SourceKind::Dingtalk { app, inbound } = &src.kind else { continue };
+            let (Some(app_config), Some(secret)) = (self.dingtalk_apps.get(app), app_secrets.get(app)) else {
+                continue;
+            };
+            match inbound {
+                DingtalkInbound::Stream => {
+                    let base = self.openapi_settings(app_config).new_api_base;
+                    let settings = StreamSettings::new(base, app_config.app_key.clone(), secret.0.clone());
+                    dingtalk_sources.insert(name.clone(), DingtalkSourceRuntime::Stream(settings));
+                }
+                DingtalkInbound::Http { aes_key, .. } => {
+                    let Some((token, key)) = dingtalk_callback_keys.get(name) else { continue };
+                    // Internal apps' event subscriptions use the AppKey as the owner key (§6.2).
+                    match CallbackCrypto::new(token.expose(), key.expose(), &app_config.app_key) {
+                        Ok(crypto) => {
+                            dingtalk_sources.insert(name.clone(), DingtalkSourceRuntime::Http(Arc::new(crypto)));
+                        }
+                        Err(e) => errors.push(ConfigError::new(
+                            Code::InvalidValue,
+                            format!("the callback keys of source `{name}` are not usable: {e}"),
+                            Some(aes_key.span.clone()),
+                            "expected the 43-character EncodingAESKey from the app's event subscription page",
+                        )),
+                    }
+                }
+            }
+        }
+        for (name, dst) in &self.destinations {
+            let DestinationKind::DingtalkApp(app) = &dst.kind else { continue };
+            if let Some(api) = dingtalk_apps.get(&app.app) {
+                let sink = connectors::dingtalk::app_sink::AppSink::new(name, api.clone(), app.robot_code.clone());
+                sinks.insert(name.clone(), Arc::new(sink));
+            }
+        }
         for (name, robot, token, secret) in robots {
             let mut settings = connectors::dingtalk::RobotSettings::new(token.0);
             settings.base_url = robot.base_url.clone();
@@ -204,6 +307,22 @@ impl Config {
         if !errors.is_empty() {
             return Err(ConfigErrors::new(self.path.clone(), self.text.clone(), errors));
         }
-        Ok(Runtime { sinks, sources, admin_token, flows: FlowEngine::new(self) })
+        Ok(Runtime { sinks, sources, dingtalk_sources, dingtalk_apps, admin_token, flows: FlowEngine::new(self) })
+    }
+
+    /// Hosts, token endpoint and pacing of one DingTalk app (a simulator URL when overridden).
+    fn openapi_settings(&self, app: &DingtalkAppConfig) -> OpenApiSettings {
+        let mut settings = match (&app.base_url_override, app.region) {
+            (Some(url), _) => OpenApiSettings::with_base(url),
+            (None, DingtalkRegion::Mainland) => OpenApiSettings::mainland(),
+            (None, DingtalkRegion::Overseas) => OpenApiSettings::overseas(),
+        };
+        settings.token_endpoint = match app.token_api {
+            DingtalkTokenApi::New => TokenEndpoint::NewApi,
+            DingtalkTokenApi::Old => TokenEndpoint::OldApi,
+        };
+        settings.qps_per_api = app.qps_per_api;
+        settings.timeout = self.delivery.request_timeout;
+        settings
     }
 }

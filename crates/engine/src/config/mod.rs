@@ -14,7 +14,7 @@ pub mod raw;
 pub mod refs;
 mod validate;
 
-pub use build::{ProcessSecrets, Runtime, Secret, SecretResolver};
+pub use build::{DingtalkSourceRuntime, ProcessSecrets, Runtime, Secret, SecretResolver};
 pub use duration::parse_duration;
 pub use error::{line_col, Code, ConfigError, ConfigErrors};
 pub use raw::RawConfig;
@@ -137,10 +137,49 @@ pub struct FieldSpec {
     pub required: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SourceKind {
     /// Generic Standard Webhooks source: `POST /hooks/{name}`.
     Webhook,
+    /// Events of a DingTalk app: approvals, card clicks, robot messages, directory changes.
+    Dingtalk { app: String, inbound: DingtalkInbound },
+}
+
+/// How a DingTalk app's events reach the gateway (reference §6, §7).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DingtalkInbound {
+    /// The gateway opens an outbound WebSocket: no public URL needed.
+    Stream,
+    /// DingTalk posts encrypted callbacks to `POST /callbacks/dingtalk/{source}`.
+    Http { token: SecretRef, aes_key: SecretRef },
+}
+
+/// Which DingTalk cloud an app lives on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DingtalkRegion {
+    Mainland,
+    Overseas,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DingtalkTokenApi {
+    New,
+    Old,
+}
+
+/// `[dingtalk.apps.NAME]`.
+#[derive(Debug, Clone)]
+pub struct DingtalkAppConfig {
+    pub name: String,
+    pub app_key: String,
+    pub app_secret: SecretRef,
+    pub agent_id: Option<i64>,
+    pub corp_id: Option<String>,
+    pub region: DingtalkRegion,
+    pub token_api: DingtalkTokenApi,
+    pub qps_per_api: u32,
+    /// Set by `--sim-endpoints`: both API hosts become this URL.
+    pub base_url_override: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -171,16 +210,34 @@ pub struct RobotDestination {
     pub per_minute: u32,
 }
 
+/// A destination that sends through a DingTalk app (work notifications, group messages,
+/// interactive cards, OA approvals).
+#[derive(Debug, Clone)]
+pub struct AppDestination {
+    pub app: String,
+    /// The app robot used for group messages and cards; the app key when not set.
+    pub robot_code: Option<String>,
+}
+
 #[derive(Debug, Clone)]
 pub enum DestinationKind {
     DingtalkRobot(RobotDestination),
+    DingtalkApp(AppDestination),
 }
 
 impl DestinationKind {
     /// The simulator / connector family this destination belongs to (`sim_endpoints` key).
     pub fn system(&self) -> &'static str {
         match self {
-            Self::DingtalkRobot(_) => "dingtalk",
+            Self::DingtalkRobot(_) | Self::DingtalkApp(_) => "dingtalk",
+        }
+    }
+
+    /// The config `type` name.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Self::DingtalkRobot(_) => "dingtalk_robot",
+            Self::DingtalkApp(_) => "dingtalk_app",
         }
     }
 }
@@ -209,9 +266,71 @@ impl fmt::Debug for Condition {
 /// Names of compiled templates in [`Config::templates`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MessageSpec {
-    Markdown { title: String, text: String },
-    ActionCard { title: String, text: String, buttons: CardButtons },
-    Text { content: String },
+    Markdown {
+        title: String,
+        text: String,
+    },
+    ActionCard {
+        title: String,
+        text: String,
+        buttons: CardButtons,
+    },
+    Text {
+        content: String,
+    },
+    /// Work notification (asyncsend_v2) as markdown to a comma-separated list of userids.
+    WorkNotice {
+        users: String,
+        title: String,
+        text: String,
+    },
+    /// App robot markdown message to one group (openConversationId).
+    GroupMessage {
+        group: String,
+        title: String,
+        text: String,
+    },
+    /// Interactive card, created and delivered to a group or to users.
+    Card(CardSpec),
+    /// New values for an existing card's parameters.
+    CardUpdate {
+        out_track_id: String,
+        params: Vec<(String, String)>,
+    },
+    /// Start an OA approval instance.
+    Approval(ApprovalSpec),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CardSpec {
+    /// A literal card template id (`…​.schema`).
+    pub template_id: String,
+    /// Template for the card's outTrackId; default: the delivery's idempotency key.
+    pub out_track_id: Option<String>,
+    pub group: Option<String>,
+    pub users: Option<String>,
+    pub params: Vec<(String, String)>,
+    /// Parameters only `private_to` (comma-separated userids) see, e.g. the approve buttons.
+    pub private_params: Vec<(String, String)>,
+    pub private_to: Option<String>,
+    pub callback: CardCallback,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CardCallback {
+    Stream,
+    Http { route_key: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovalSpec {
+    /// Literal process code (`PROC-…`).
+    pub process_code: String,
+    pub originator: String,
+    pub dept_id: Option<String>,
+    /// Comma-separated userids who approve one after another (`NONE` steps), if the template lets the submitter choose.
+    pub approvers: Option<String>,
+    pub form: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -265,6 +384,7 @@ pub struct Config {
     pub sources: BTreeMap<String, SourceConfig>,
     pub destinations: BTreeMap<String, DestinationConfig>,
     pub flows: Vec<FlowConfig>,
+    pub dingtalk_apps: BTreeMap<String, DingtalkAppConfig>,
     pub(crate) templates: Arc<minijinja::Environment<'static>>,
     pub(crate) path: String,
     pub(crate) text: Arc<str>,
@@ -280,6 +400,7 @@ impl fmt::Debug for Config {
             .field("sources", &self.sources)
             .field("destinations", &self.destinations)
             .field("flows", &self.flows)
+            .field("dingtalk_apps", &self.dingtalk_apps)
             .finish_non_exhaustive()
     }
 }
@@ -365,6 +486,12 @@ impl Config {
                             robot.base_url = url.clone();
                         }
                     }
+                    DestinationKind::DingtalkApp(_) => {}
+                }
+            }
+            if let Some(url) = endpoints.get("dingtalk") {
+                for app in self.dingtalk_apps.values_mut() {
+                    app.base_url_override = Some(url.clone());
                 }
             }
         }

@@ -23,6 +23,31 @@ pub struct RawConfig {
     pub destinations: BTreeMap<S<String>, RawDestination>,
     #[serde(default)]
     pub flows: Vec<RawFlow>,
+    #[serde(default)]
+    pub dingtalk: RawDingtalk,
+}
+
+/// `[dingtalk.apps.NAME]`: DingTalk internal apps (credentials and hosts), used by `dingtalk`
+/// sources and `dingtalk_app` destinations.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDingtalk {
+    #[serde(default)]
+    pub apps: BTreeMap<S<String>, RawDingtalkApp>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDingtalkApp {
+    pub app_key: S<String>,
+    pub app_secret: S<RawSecretRef>,
+    pub agent_id: Option<S<i64>>,
+    pub corp_id: Option<S<String>>,
+    /// `mainland` (dingtalk.com, default) or `overseas` (dingtalk.io).
+    pub region: Option<S<String>>,
+    /// `new` (v1.0/oauth2/accessToken, default) or `old` (gettoken).
+    pub token_api: Option<S<String>>,
+    pub qps_per_api: Option<S<u32>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -61,6 +86,11 @@ pub struct RawSource {
     pub tolerance: Option<S<String>>,
     #[serde(default)]
     pub fields: BTreeMap<S<String>, S<RawField>>,
+    /// `dingtalk` sources: the app whose events arrive, and how (`stream` or `http`).
+    pub app: Option<S<String>>,
+    pub mode: Option<S<String>>,
+    pub callback_token: Option<S<RawSecretRef>>,
+    pub callback_aes_key: Option<S<RawSecretRef>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -82,6 +112,9 @@ pub struct RawDestination {
     pub base_url: Option<S<String>>,
     pub per_minute: Option<S<u32>>,
     pub concurrency: Option<S<u64>>,
+    /// `dingtalk_app` destinations: the app that sends, and its robot (default: the app key).
+    pub app: Option<S<String>>,
+    pub robot_code: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -124,6 +157,21 @@ pub struct RawMessage {
     pub single_title: Option<S<String>>,
     pub single_url: Option<S<String>>,
     pub btn_orientation: Option<S<String>>,
+    // `dingtalk_app` message types (work_notice, group_message, card, card_update, approval).
+    pub users: Option<S<String>>,
+    pub group: Option<S<String>>,
+    pub template_id: Option<S<String>>,
+    pub out_track_id: Option<S<String>>,
+    pub params: Option<S<BTreeMap<S<String>, S<String>>>>,
+    pub private_params: Option<S<BTreeMap<S<String>, S<String>>>>,
+    pub private_to: Option<S<String>>,
+    pub callback: Option<S<String>>,
+    pub callback_route_key: Option<S<String>>,
+    pub process_code: Option<S<String>>,
+    pub originator: Option<S<String>>,
+    pub dept_id: Option<S<String>>,
+    pub approvers: Option<S<String>>,
+    pub form: Option<S<BTreeMap<S<String>, S<String>>>>,
 }
 
 #[derive(Debug, Deserialize)]

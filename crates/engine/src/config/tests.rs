@@ -344,7 +344,9 @@ fn with_overrides_points_robots_at_the_simulator() {
     let sims = BTreeMap::from([("dingtalk".to_string(), "http://127.0.0.1:4001".to_string())]);
     let cfg = cfg.with_overrides(Some("sqlite://other.db".into()), Some(&sims));
     assert_eq!(cfg.store.url, "sqlite://other.db");
-    let DestinationKind::DingtalkRobot(robot) = &cfg.destinations["ops"].kind;
+    let DestinationKind::DingtalkRobot(robot) = &cfg.destinations["ops"].kind else {
+        panic!("ops is a robot destination");
+    };
     assert_eq!(robot.base_url, "http://127.0.0.1:4001");
 }
 
@@ -404,4 +406,180 @@ fn db0111_malformed_webhook_secret_is_refused_at_build_with_its_line() {
     assert!(e.message.contains("source `erp`"), "{}", e.message);
     assert!(!e.message.contains("not base64!"), "the secret leaked into the message: {}", e.message);
     assert_eq!(errs.line_col(e), Some(pos(&cfg.text, "{ env = \"WH_SECRET\" }")));
+}
+
+const DINGTALK: &str = r#"
+[dingtalk.apps.hk]
+app_key = "dingbridgehk0001apps"
+app_secret = { env = "DT_SECRET" }
+agent_id = 3120001
+
+[sources.dt]
+type = "dingtalk"
+app = "hk"
+
+[sources.dt_http]
+type = "dingtalk"
+app = "hk"
+mode = "http"
+callback_token = { env = "DT_CB_TOKEN" }
+callback_aes_key = { env = "DT_CB_KEY" }
+
+[destinations.app]
+type = "dingtalk_app"
+app = "hk"
+
+[[flows]]
+name = "po-card"
+on = { source = "dt", entity = "approval", change = ["started"] }
+[[flows.deliver]]
+destination = "app"
+message = { type = "card", template_id = "tpl-1.schema", out_track_id = "po-{{ event.entity_id }}", group = "cid-ops", params = { title = "{{ event.data.title }}" }, private_params = { canApprove = "true" }, private_to = "{{ event.data.staffId }}" }
+[[flows.deliver]]
+destination = "app"
+message = { type = "work_notice", users = "u1, u2", title = "t", text = "x {{ event.entity_id }}" }
+
+[[flows]]
+name = "click"
+on = { source = "dt", entity = "card_action" }
+[[flows.deliver]]
+destination = "app"
+message = { type = "card_update", out_track_id = "{{ event.entity_id }}", params = { status = "Seen by {{ event.data.userId }}" } }
+"#;
+
+struct DingtalkEnv;
+impl SecretResolver for DingtalkEnv {
+    fn env(&self, name: &str) -> Option<String> {
+        match name {
+            "DT_CB_KEY" => Some("abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG".into()),
+            _ => Some(format!("value-of-{name}-9c1d")),
+        }
+    }
+    fn file(&self, _path: &Path) -> std::io::Result<String> {
+        Err(std::io::Error::other("no files here"))
+    }
+}
+
+#[test]
+fn dingtalk_apps_sources_and_app_destinations_validate_and_build() {
+    let cfg = check(DINGTALK).unwrap_or_else(|e| panic!("{}", e.render()));
+    assert_eq!(cfg.dingtalk_apps["hk"].agent_id, Some(3_120_001));
+    assert!(matches!(&cfg.sources["dt"].kind, SourceKind::Dingtalk { inbound: DingtalkInbound::Stream, .. }));
+    assert!(matches!(&cfg.sources["dt_http"].kind, SourceKind::Dingtalk { inbound: DingtalkInbound::Http { .. }, .. }));
+    let MessageSpec::Card(card) = &cfg.flows[0].deliver[0].message else { panic!("a card") };
+    assert_eq!(card.template_id, "tpl-1.schema");
+    assert_eq!(card.callback, CardCallback::Stream);
+    let rt = cfg.build_with(&DingtalkEnv, Arc::new(connect::SystemClock)).unwrap_or_else(|e| panic!("{}", e.render()));
+    assert!(rt.sinks.contains_key("app"));
+    assert!(matches!(rt.dingtalk_sources["dt"], DingtalkSourceRuntime::Stream(_)));
+    assert!(matches!(rt.dingtalk_sources["dt_http"], DingtalkSourceRuntime::Http(_)));
+    let dbg = format!("{rt:?} {cfg:?}");
+    assert!(!dbg.contains("-9c1d") && !dbg.contains("ABCDEFG"), "a secret leaked into Debug: {dbg}");
+}
+
+#[test]
+fn sim_endpoints_point_dingtalk_apps_at_the_simulator() {
+    let cfg = check(DINGTALK).unwrap();
+    let sims = BTreeMap::from([("dingtalk".to_string(), "http://127.0.0.1:4001".to_string())]);
+    let cfg = cfg.with_overrides(None, Some(&sims));
+    let rt = cfg.build_with(&DingtalkEnv, Arc::new(connect::SystemClock)).unwrap();
+    let DingtalkSourceRuntime::Stream(settings) = &rt.dingtalk_sources["dt"] else { panic!("stream") };
+    assert_eq!(settings.new_api_base, "http://127.0.0.1:4001");
+}
+
+#[test]
+fn flows_render_app_messages() {
+    let cfg = check(DINGTALK).unwrap();
+    let engine = crate::flow::FlowEngine::new(&cfg);
+    let inbound = connectors::dingtalk::source::Inbound {
+        entity: "approval".into(),
+        entity_id: "pi-1".into(),
+        change: "started".into(),
+        dedup_key: "bpms_instance_change:pi-1:start".into(),
+        source_time_ms: Some(1_767_220_000_000),
+        data: serde_json::json!({"title": "PR 42", "staffId": "manager4711"}),
+    };
+    let event =
+        engine.decode_inbound("dt", &inbound, model::ZonedTime::from(jiff::Timestamp::now()), "e1".into()).unwrap();
+    assert_eq!(event.idempotency_key, "dt:bpms_instance_change:pi-1:start");
+    let jobs = engine.plan(&event, 0).unwrap();
+    assert_eq!(jobs.len(), 2);
+    let card: serde_json::Value = serde_json::from_str(&jobs[0].payload).unwrap();
+    assert_eq!(card["api"], "card");
+    assert_eq!(card["out_track_id"], "po-pi-1");
+    assert_eq!(card["params"]["title"], "PR 42");
+    assert_eq!(card["private_to"], serde_json::json!(["manager4711"]));
+    assert_eq!(card["callback"], "stream");
+    let notice: serde_json::Value = serde_json::from_str(&jobs[1].payload).unwrap();
+    assert_eq!(notice["users"], serde_json::json!(["u1", "u2"]));
+    // Every rendered shape is one the sink accepts.
+    for job in &jobs {
+        let v: serde_json::Value = serde_json::from_str(&job.payload).unwrap();
+        serde_json::from_value::<connectors::dingtalk::app_sink::AppMessage>(v).unwrap();
+    }
+}
+
+#[test]
+fn dingtalk_config_errors_name_the_line() {
+    // A card message sent to a robot destination.
+    let text = with_flow(
+        r#"
+[[flows]]
+name = "f"
+on = { source = "erp" }
+[[flows.deliver]]
+destination = "ops"
+message = { type = "card_update", out_track_id = "x", params = { a = "b" } }
+"#,
+    );
+    let (code, msg, line, _) = one_error(&text);
+    assert_eq!(code, Code::InvalidValue);
+    assert!(msg.contains("dingtalk_robot destination, which cannot send it"), "{msg}");
+    assert_eq!(line, pos(&text, "type = \"card_update\"").0);
+
+    // An unknown app.
+    let text = DINGTALK
+        .replace("[sources.dt]\ntype = \"dingtalk\"\napp = \"hk\"", "[sources.dt]\ntype = \"dingtalk\"\napp = \"hkk\"");
+    let errs = check(&text).expect_err("unknown app");
+    let rendered = errs.render();
+    assert!(rendered.contains("unknown DingTalk app `hkk`") && rendered.contains("did you mean `hk`"), "{rendered}");
+
+    // HTTP mode without its keys, and a card with both group and users.
+    let text = DINGTALK
+        .replace("callback_token = { env = \"DT_CB_TOKEN\" }\n", "")
+        .replace("group = \"cid-ops\"", "group = \"cid-ops\", users = \"u1\"");
+    let errs = check(&text).expect_err("two errors");
+    let rendered = errs.render();
+    assert_eq!(errs.errors.len(), 2, "{rendered}");
+    assert!(rendered.contains("needs `callback_token`"), "{rendered}");
+    assert!(rendered.contains("exactly one of `group` and `users`"), "{rendered}");
+
+    // A templated template id, and a webhook key on a dingtalk source.
+    let text = DINGTALK
+        .replace("template_id = \"tpl-1.schema\"", "template_id = \"{{ event.id }}\"")
+        .replace("[sources.dt]\ntype = \"dingtalk\"", "[sources.dt]\ntype = \"dingtalk\"\ntolerance = \"5m\"");
+    let errs = check(&text).expect_err("two errors");
+    let rendered = errs.render();
+    assert!(rendered.contains("must be a fixed, non-empty value"), "{rendered}");
+    assert!(rendered.contains("key `tolerance` is not used by a dingtalk source"), "{rendered}");
+}
+
+#[test]
+fn dingtalk_bad_callback_key_is_refused_at_build_with_its_line() {
+    struct ShortKey;
+    impl SecretResolver for ShortKey {
+        fn env(&self, name: &str) -> Option<String> {
+            Some(if name == "DT_CB_KEY" { "too-short".into() } else { format!("v-{name}") })
+        }
+        fn file(&self, _path: &Path) -> std::io::Result<String> {
+            Err(std::io::Error::other("no files"))
+        }
+    }
+    let cfg = check(DINGTALK).unwrap();
+    let errs = cfg.build_with(&ShortKey, Arc::new(connect::SystemClock)).expect_err("bad key");
+    let rendered = errs.render();
+    assert!(rendered.contains("callback keys of source `dt_http` are not usable"), "{rendered}");
+    assert!(!rendered.contains("too-short"), "the key itself must not be shown: {rendered}");
+    let (line, _) = errs.line_col(&errs.errors[0]).unwrap();
+    assert_eq!(line, pos(DINGTALK, "callback_aes_key").0);
 }

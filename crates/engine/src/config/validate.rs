@@ -250,10 +250,19 @@ pub(super) fn validate(raw: RawConfig, text: &str, path: &str) -> Result<Config,
         delivery.claim_batch = cx.positive(s, "delivery.claim_batch").unwrap_or(delivery.claim_batch);
     }
 
+    // [dingtalk.apps.*]
+    let mut dingtalk_apps = BTreeMap::new();
+    for (name, app) in &raw.dingtalk.apps {
+        if let Some(a) = validate_dingtalk_app(&mut cx, name, app) {
+            dingtalk_apps.insert(name.get_ref().clone(), a);
+        }
+    }
+    let app_names: Vec<String> = raw.dingtalk.apps.keys().map(|k| k.get_ref().clone()).collect();
+
     // [sources.*]
     let mut sources = BTreeMap::new();
     for (name, src) in &raw.sources {
-        if let Some(s) = validate_source(&mut cx, name, src) {
+        if let Some(s) = validate_source(&mut cx, name, src, &app_names) {
             sources.insert(name.get_ref().clone(), s);
         }
     }
@@ -261,11 +270,13 @@ pub(super) fn validate(raw: RawConfig, text: &str, path: &str) -> Result<Config,
     // [destinations.*]
     let mut destinations = BTreeMap::new();
     for (name, dst) in &raw.destinations {
-        if let Some(d) = validate_destination(&mut cx, name, dst) {
+        if let Some(d) = validate_destination(&mut cx, name, dst, &app_names) {
             destinations.insert(name.get_ref().clone(), d);
         }
     }
     let dest_names: Vec<String> = raw.destinations.keys().map(|k| k.get_ref().clone()).collect();
+    let dest_types: BTreeMap<String, &'static str> =
+        destinations.iter().map(|(n, d): (&String, &DestinationConfig)| (n.clone(), d.kind.type_name())).collect();
     let source_names: Vec<String> = raw.sources.keys().map(|k| k.get_ref().clone()).collect();
 
     // [[flows]]
@@ -295,7 +306,7 @@ pub(super) fn validate(raw: RawConfig, text: &str, path: &str) -> Result<Config,
         } else {
             seen.insert(name.clone(), f.name.span());
         }
-        flows.push(validate_flow(&mut cx, i, f, &sources, &source_names, &dest_names));
+        flows.push(validate_flow(&mut cx, i, f, &sources, &source_names, &dest_names, &dest_types));
     }
 
     if !cx.errors.is_empty() {
@@ -310,24 +321,145 @@ pub(super) fn validate(raw: RawConfig, text: &str, path: &str) -> Result<Config,
         sources,
         destinations,
         flows,
+        dingtalk_apps,
         templates: Arc::new(cx.env),
         path: path.to_string(),
         text: Arc::from(text),
     })
 }
 
-fn validate_source(cx: &mut Ctx<'_>, name: &S<String>, src: &RawSource) -> Option<SourceConfig> {
+fn validate_dingtalk_app(cx: &mut Ctx<'_>, name: &S<String>, app: &RawDingtalkApp) -> Option<DingtalkAppConfig> {
     let n = name.get_ref();
     let mut ok = true;
-    if src.kind.get_ref() != "webhook" {
+    if app.app_key.get_ref().trim().is_empty() {
         cx.push(ConfigError::new(
             Code::InvalidValue,
-            format!("source `{n}` has unknown type `{}`", src.kind.get_ref()),
-            span(&src.kind),
-            "known source types: webhook",
+            format!("dingtalk.apps.{n}.app_key is empty"),
+            span(&app.app_key),
+            "the app's AppKey (ClientID), e.g. dingxxxxxxxxxxxxxxxx",
         ));
         ok = false;
     }
+    let app_secret = cx.secret(&app.app_secret, &format!("dingtalk.apps.{n}.app_secret"));
+    let region = match app.region.as_ref().map(|s| s.get_ref().as_str()) {
+        None | Some("mainland") => DingtalkRegion::Mainland,
+        Some("overseas") => DingtalkRegion::Overseas,
+        Some(other) => {
+            cx.push(ConfigError::new(
+                Code::InvalidValue,
+                format!("dingtalk.apps.{n}.region `{other}` is unknown"),
+                app.region.as_ref().map(|s| s.span()),
+                "`mainland` (dingtalk.com) or `overseas` (dingtalk.io)",
+            ));
+            ok = false;
+            DingtalkRegion::Mainland
+        }
+    };
+    let token_api = match app.token_api.as_ref().map(|s| s.get_ref().as_str()) {
+        None | Some("new") => DingtalkTokenApi::New,
+        Some("old") => DingtalkTokenApi::Old,
+        Some(other) => {
+            cx.push(ConfigError::new(
+                Code::InvalidValue,
+                format!("dingtalk.apps.{n}.token_api `{other}` is unknown"),
+                app.token_api.as_ref().map(|s| s.span()),
+                "`new` (v1.0/oauth2/accessToken) or `old` (gettoken)",
+            ));
+            ok = false;
+            DingtalkTokenApi::New
+        }
+    };
+    let qps_per_api = app.qps_per_api.as_ref().map_or(20, |s| *s.get_ref());
+    if qps_per_api == 0 {
+        cx.push(ConfigError::new(
+            Code::InvalidValue,
+            format!("dingtalk.apps.{n}.qps_per_api must be at least 1"),
+            app.qps_per_api.as_ref().map(|s| s.span()),
+            "DingTalk's standard edition allows 20 per app per API",
+        ));
+        ok = false;
+    }
+    let app_secret = app_secret?;
+    ok.then(|| DingtalkAppConfig {
+        name: n.clone(),
+        app_key: app.app_key.get_ref().clone(),
+        app_secret,
+        agent_id: app.agent_id.as_ref().map(|s| *s.get_ref()),
+        corp_id: app.corp_id.as_ref().map(|s| s.get_ref().clone()),
+        region,
+        token_api,
+        qps_per_api,
+        base_url_override: None,
+    })
+}
+
+/// Checks that `app` names a `[dingtalk.apps.*]` entry.
+fn app_ref(
+    cx: &mut Ctx<'_>,
+    owner: &str,
+    app: Option<&S<String>>,
+    at: Range<usize>,
+    apps: &[String],
+) -> Option<String> {
+    match app {
+        Some(a) if apps.contains(a.get_ref()) => Some(a.get_ref().clone()),
+        Some(a) => {
+            let mut e = ConfigError::new(
+                Code::InvalidValue,
+                format!("{owner} uses unknown DingTalk app `{}`", a.get_ref()),
+                span(a),
+                format!("not defined under [dingtalk.apps]; known apps: {}", known_list(apps)),
+            );
+            if let Some(h) = suggest(a.get_ref(), apps) {
+                e = e.with_help(h);
+            }
+            cx.push(e);
+            None
+        }
+        None => {
+            cx.push(ConfigError::new(
+                Code::InvalidValue,
+                format!("{owner} has no `app`"),
+                Some(at),
+                "needs app = \"<name of a [dingtalk.apps.NAME] table>\"",
+            ));
+            None
+        }
+    }
+}
+
+fn validate_source(cx: &mut Ctx<'_>, name: &S<String>, src: &RawSource, apps: &[String]) -> Option<SourceConfig> {
+    let n = name.get_ref();
+    match src.kind.get_ref().as_str() {
+        "webhook" => {
+            for (key, present) in [
+                ("app", src.app.as_ref().map(|s| s.span())),
+                ("mode", src.mode.as_ref().map(|s| s.span())),
+                ("callback_token", src.callback_token.as_ref().map(|s| s.span())),
+                ("callback_aes_key", src.callback_aes_key.as_ref().map(|s| s.span())),
+            ] {
+                if let Some(sp) = present {
+                    cx.push(ConfigError::new(
+                        Code::UnknownKey,
+                        format!("key `{key}` is not used by a webhook source (`{n}`)"),
+                        Some(sp),
+                        "only `dingtalk` sources take it",
+                    ));
+                }
+            }
+        }
+        "dingtalk" => return validate_dingtalk_source(cx, name, src, apps),
+        other => {
+            cx.push(ConfigError::new(
+                Code::InvalidValue,
+                format!("source `{n}` has unknown type `{other}`"),
+                span(&src.kind),
+                "known source types: webhook, dingtalk",
+            ));
+            return None;
+        }
+    }
+    let mut ok = true;
     let mut secrets = Vec::new();
     match &src.secret {
         Some(s) => {
@@ -369,12 +501,26 @@ fn validate_source(cx: &mut Ctx<'_>, name: &S<String>, src: &RawSource) -> Optio
         Some(s) => cx.duration(s, &format!("sources.{n}.tolerance")).unwrap_or(DEFAULT_TOLERANCE),
         None => DEFAULT_TOLERANCE,
     };
+    let fields = validate_fields(cx, n, src, &mut ok);
+    let system = src.system.as_ref().map_or_else(|| n.clone(), |s| s.get_ref().clone());
+    ok.then(|| SourceConfig {
+        name: n.clone(),
+        kind: SourceKind::Webhook,
+        system,
+        secrets,
+        entity_id,
+        tolerance,
+        fields,
+    })
+}
+
+fn validate_fields(cx: &mut Ctx<'_>, n: &str, src: &RawSource, ok: &mut bool) -> BTreeMap<String, FieldSpec> {
     let mut fields = BTreeMap::new();
     for (fname, f) in &src.fields {
         let f_ref = f.get_ref();
         if !f_ref.path.get_ref().starts_with('/') {
             cx.push(pointer_error(&format!("sources.{n}.fields.{}.path", fname.get_ref()), &f_ref.path));
-            ok = false;
+            *ok = false;
         }
         match FieldKind::parse(f_ref.kind.get_ref()) {
             Some(kind) => {
@@ -391,18 +537,96 @@ fn validate_source(cx: &mut Ctx<'_>, name: &S<String>, src: &RawSource) -> Optio
                     span(&f_ref.kind),
                     format!("known field types: {}", known.join(", ")),
                 ));
-                ok = false;
+                *ok = false;
             }
         }
     }
-    let system = src.system.as_ref().map_or_else(|| n.clone(), |s| s.get_ref().clone());
+    fields
+}
+
+fn validate_dingtalk_source(
+    cx: &mut Ctx<'_>,
+    name: &S<String>,
+    src: &RawSource,
+    apps: &[String],
+) -> Option<SourceConfig> {
+    let n = name.get_ref();
+    let mut ok = true;
+    for (key, present) in [
+        ("secret", src.secret.as_ref().map(|s| s.span())),
+        ("tolerance", src.tolerance.as_ref().map(|s| s.span())),
+        ("entity_id", src.entity_id.as_ref().map(|s| s.span())),
+    ] {
+        if let Some(sp) = present {
+            cx.push(ConfigError::new(
+                Code::UnknownKey,
+                format!("key `{key}` is not used by a dingtalk source (`{n}`)"),
+                Some(sp),
+                "dingtalk sources are authenticated by the app (Stream) or by callback_token + callback_aes_key (HTTP)",
+            ));
+            ok = false;
+        }
+    }
+    let app = app_ref(cx, &format!("source `{n}`"), src.app.as_ref(), name.span(), apps);
+    let inbound = match src.mode.as_ref().map(|s| s.get_ref().as_str()) {
+        None | Some("stream") => {
+            for (key, present) in [
+                ("callback_token", src.callback_token.as_ref().map(|s| s.span())),
+                ("callback_aes_key", src.callback_aes_key.as_ref().map(|s| s.span())),
+            ] {
+                if let Some(sp) = present {
+                    cx.push(ConfigError::new(
+                        Code::UnknownKey,
+                        format!("key `{key}` is only used with mode = \"http\" (source `{n}`)"),
+                        Some(sp),
+                        "Stream mode needs no callback keys",
+                    ));
+                    ok = false;
+                }
+            }
+            Some(DingtalkInbound::Stream)
+        }
+        Some("http") => {
+            let mut need = |cx: &mut Ctx<'_>, key: &str, v: &Option<S<RawSecretRef>>| match v {
+                Some(s) => cx.secret(s, &format!("sources.{n}.{key}")),
+                None => {
+                    cx.push(ConfigError::new(
+                        Code::InvalidValue,
+                        format!("dingtalk source `{n}` in http mode needs `{key}`"),
+                        Some(name.span()),
+                        format!("add {key} = {{ env = \"...\" }} (from the app's event subscription page)"),
+                    ));
+                    ok = false;
+                    None
+                }
+            };
+            let token = need(cx, "callback_token", &src.callback_token);
+            let aes_key = need(cx, "callback_aes_key", &src.callback_aes_key);
+            match (token, aes_key) {
+                (Some(token), Some(aes_key)) => Some(DingtalkInbound::Http { token, aes_key }),
+                _ => None,
+            }
+        }
+        Some(other) => {
+            cx.push(ConfigError::new(
+                Code::InvalidValue,
+                format!("source `{n}` has unknown mode `{other}`"),
+                src.mode.as_ref().map(|s| s.span()),
+                "`stream` (outbound WebSocket, default) or `http` (encrypted callbacks)",
+            ));
+            None
+        }
+    };
+    let fields = validate_fields(cx, n, src, &mut ok);
+    let system = src.system.as_ref().map_or_else(|| "dingtalk".to_string(), |s| s.get_ref().clone());
+    let (app, inbound) = (app?, inbound?);
     ok.then(|| SourceConfig {
         name: n.clone(),
-        kind: SourceKind::Webhook,
+        kind: SourceKind::Dingtalk { app, inbound },
         system,
-        secrets,
-        entity_id,
-        tolerance,
+        secrets: Vec::new(),
+        entity_id: DEFAULT_ENTITY_ID.to_string(),
+        tolerance: DEFAULT_TOLERANCE,
         fields,
     })
 }
@@ -416,16 +640,63 @@ fn pointer_error(what: &str, s: &S<String>) -> ConfigError {
     )
 }
 
-fn validate_destination(cx: &mut Ctx<'_>, name: &S<String>, dst: &RawDestination) -> Option<DestinationConfig> {
+fn validate_destination(
+    cx: &mut Ctx<'_>,
+    name: &S<String>,
+    dst: &RawDestination,
+    apps: &[String],
+) -> Option<DestinationConfig> {
     let n = name.get_ref();
-    if dst.kind.get_ref() != "dingtalk_robot" {
-        cx.push(ConfigError::new(
-            Code::InvalidValue,
-            format!("destination `{n}` has unknown type `{}`", dst.kind.get_ref()),
-            span(&dst.kind),
-            "known destination types: dingtalk_robot",
-        ));
-        return None;
+    match dst.kind.get_ref().as_str() {
+        "dingtalk_robot" => {
+            for (key, present) in
+                [("app", dst.app.as_ref().map(|s| s.span())), ("robot_code", dst.robot_code.as_ref().map(|s| s.span()))]
+            {
+                if let Some(sp) = present {
+                    cx.push(ConfigError::new(
+                        Code::UnknownKey,
+                        format!("key `{key}` is not used by a dingtalk_robot destination (`{n}`)"),
+                        Some(sp),
+                        "only `dingtalk_app` destinations take it",
+                    ));
+                }
+            }
+        }
+        "dingtalk_app" => {
+            for (key, present) in [
+                ("access_token", dst.access_token.as_ref().map(|s| s.span())),
+                ("secret", dst.secret.as_ref().map(|s| s.span())),
+                ("base_url", dst.base_url.as_ref().map(|s| s.span())),
+                ("per_minute", dst.per_minute.as_ref().map(|s| s.span())),
+            ] {
+                if let Some(sp) = present {
+                    cx.push(ConfigError::new(
+                        Code::UnknownKey,
+                        format!("key `{key}` is not used by a dingtalk_app destination (`{n}`)"),
+                        Some(sp),
+                        "the app's credentials and hosts are set under [dingtalk.apps.NAME]",
+                    ));
+                }
+            }
+            let concurrency =
+                dst.concurrency.as_ref().and_then(|s| cx.positive(s, &format!("destinations.{n}.concurrency")));
+            let app = app_ref(cx, &format!("destination `{n}`"), dst.app.as_ref(), name.span(), apps)?;
+            let robot_code = dst.robot_code.as_ref().map(|s| s.get_ref().clone());
+            return Some(DestinationConfig {
+                name: n.clone(),
+                kind: DestinationKind::DingtalkApp(AppDestination { app, robot_code }),
+                concurrency,
+            });
+        }
+        other => {
+            cx.push(ConfigError::new(
+                Code::InvalidValue,
+                format!("destination `{n}` has unknown type `{other}`"),
+                span(&dst.kind),
+                "known destination types: dingtalk_robot, dingtalk_app",
+            ));
+            return None;
+        }
     }
     let access_token = match &dst.access_token {
         Some(s) => cx.secret(s, &format!("destinations.{n}.access_token")),
@@ -475,6 +746,7 @@ fn validate_flow(
     sources: &BTreeMap<String, SourceConfig>,
     source_names: &[String],
     dest_names: &[String],
+    dest_types: &BTreeMap<String, &'static str>,
 ) -> FlowConfig {
     let name = f.name.get_ref().clone();
     let on = f.on.get_ref();
@@ -562,7 +834,8 @@ fn validate_flow(
             )),
             None => OrderingKey::Literal(dest.clone()),
         };
-        if let Some(message) = validate_message(cx, &prefix, &name, &d.message, fields.as_ref()) {
+        let dest_type = dest_types.get(&dest).copied();
+        if let Some(message) = validate_message(cx, &prefix, &name, &d.message, fields.as_ref(), dest_type) {
             deliver.push(DeliverySpec { destination: dest, ordering_key, message });
         }
     }
@@ -577,15 +850,107 @@ fn validate_flow(
     FlowConfig { name, source, entity, changes, when, deliver }
 }
 
+/// Message types per destination type.
+const ROBOT_MESSAGES: [&str; 3] = ["markdown", "action_card", "text"];
+const APP_MESSAGES: [&str; 5] = ["work_notice", "group_message", "card", "card_update", "approval"];
+
+/// The keys each message type takes besides `type`.
+fn message_keys(kind: &str) -> Option<&'static [&'static str]> {
+    Some(match kind {
+        "markdown" => &["title", "text"],
+        "text" => &["content"],
+        "action_card" => &["title", "text", "buttons", "single_title", "single_url", "btn_orientation"],
+        "work_notice" => &["users", "title", "text"],
+        "group_message" => &["group", "title", "text"],
+        "card" => &[
+            "template_id",
+            "out_track_id",
+            "group",
+            "users",
+            "params",
+            "private_params",
+            "private_to",
+            "callback",
+            "callback_route_key",
+        ],
+        "card_update" => &["out_track_id", "params"],
+        "approval" => &["process_code", "originator", "dept_id", "approvers", "form"],
+        _ => return None,
+    })
+}
+
 fn validate_message(
     cx: &mut Ctx<'_>,
     prefix: &str,
     flow: &str,
     m: &S<RawMessage>,
     fields: Option<&BTreeMap<String, FieldKind>>,
+    dest_type: Option<&'static str>,
 ) -> Option<MessageSpec> {
     let msg = m.get_ref();
     let kind = msg.kind.get_ref().as_str();
+    let Some(allowed) = message_keys(kind) else {
+        cx.push(ConfigError::new(
+            Code::InvalidValue,
+            format!("flow `{flow}` uses unknown message type `{kind}`"),
+            span(&msg.kind),
+            format!("known message types: {}, {}", ROBOT_MESSAGES.join(", "), APP_MESSAGES.join(", ")),
+        ));
+        return None;
+    };
+    let fits = match dest_type {
+        Some("dingtalk_robot") => ROBOT_MESSAGES.contains(&kind),
+        Some("dingtalk_app") => APP_MESSAGES.contains(&kind),
+        _ => true, // unknown destination: already reported
+    };
+    if !fits {
+        let (dest, known) = match dest_type {
+            Some("dingtalk_robot") => ("dingtalk_robot", ROBOT_MESSAGES.join(", ")),
+            _ => ("dingtalk_app", APP_MESSAGES.join(", ")),
+        };
+        cx.push(ConfigError::new(
+            Code::InvalidValue,
+            format!("flow `{flow}` sends a `{kind}` message to a {dest} destination, which cannot send it"),
+            span(&msg.kind),
+            format!("a {dest} destination sends: {known}"),
+        ));
+    }
+    let sp = |v: &Option<S<String>>| v.as_ref().map(|s| s.span());
+    let present: [(&str, Option<Range<usize>>); 20] = [
+        ("title", sp(&msg.title)),
+        ("text", sp(&msg.text)),
+        ("content", sp(&msg.content)),
+        ("buttons", msg.buttons.as_ref().map(|_| m.span())),
+        ("single_title", sp(&msg.single_title)),
+        ("single_url", sp(&msg.single_url)),
+        ("btn_orientation", sp(&msg.btn_orientation)),
+        ("users", sp(&msg.users)),
+        ("group", sp(&msg.group)),
+        ("template_id", sp(&msg.template_id)),
+        ("out_track_id", sp(&msg.out_track_id)),
+        ("params", msg.params.as_ref().map(|s| s.span())),
+        ("private_params", msg.private_params.as_ref().map(|s| s.span())),
+        ("private_to", sp(&msg.private_to)),
+        ("callback", sp(&msg.callback)),
+        ("callback_route_key", sp(&msg.callback_route_key)),
+        ("process_code", sp(&msg.process_code)),
+        ("originator", sp(&msg.originator)),
+        ("dept_id", sp(&msg.dept_id)),
+        ("approvers", sp(&msg.approvers)),
+    ];
+    let form_span = msg.form.as_ref().map(|s| s.span());
+    for (key, at) in present.into_iter().chain([("form", form_span)]) {
+        if let Some(at) = at {
+            if !allowed.contains(&key) {
+                cx.push(ConfigError::new(
+                    Code::UnknownKey,
+                    format!("key `{key}` is not used by a `{kind}` message (flow `{flow}`)"),
+                    Some(at),
+                    format!("a `{kind}` message takes: {}", allowed.join(", ")),
+                ));
+            }
+        }
+    }
     let what = |key: &str| format!("`{key}` of the message of flow `{flow}`");
     let require = |cx: &mut Ctx<'_>, key: &str, v: &Option<S<String>>| -> Option<String> {
         match v {
@@ -601,40 +966,53 @@ fn validate_message(
             }
         }
     };
-    let not_for = |cx: &mut Ctx<'_>, key: &str, present: Option<Range<usize>>| {
-        if let Some(sp) = present {
-            cx.push(ConfigError::new(
-                Code::UnknownKey,
-                format!("key `{key}` is not used by a `{kind}` message (flow `{flow}`)"),
-                Some(sp),
-                "unknown key for this message type",
-            ));
+    let optional = |cx: &mut Ctx<'_>, key: &str, v: &Option<S<String>>| -> Option<String> {
+        v.as_ref().map(|s| cx.template(format!("{prefix}.{key}"), s, &what(key), fields))
+    };
+    let map = |cx: &mut Ctx<'_>, key: &str, v: &Option<S<BTreeMap<S<String>, S<String>>>>| -> Vec<(String, String)> {
+        let Some(v) = v else { return Vec::new() };
+        v.get_ref()
+            .iter()
+            .map(|(k, t)| {
+                let name = cx.template(format!("{prefix}.{key}.{}", k.get_ref()), t, &what(key), fields);
+                (k.get_ref().clone(), name)
+            })
+            .collect()
+    };
+    let literal = |cx: &mut Ctx<'_>, key: &str, v: &Option<S<String>>| -> Option<String> {
+        match v {
+            Some(s) if !s.get_ref().trim().is_empty() && !s.get_ref().contains("{{") => Some(s.get_ref().clone()),
+            Some(s) => {
+                cx.push(ConfigError::new(
+                    Code::InvalidValue,
+                    format!("`{key}` of the message of flow `{flow}` must be a fixed, non-empty value"),
+                    span(s),
+                    "not a template: it names a DingTalk template or process",
+                ));
+                None
+            }
+            None => {
+                cx.push(ConfigError::new(
+                    Code::InvalidValue,
+                    format!("a `{kind}` message of flow `{flow}` needs `{key}`"),
+                    Some(m.span()),
+                    format!("missing `{key}`"),
+                ));
+                None
+            }
         }
     };
-    let sp = |v: &Option<S<String>>| v.as_ref().map(|s| s.span());
     match kind {
         "markdown" => {
-            not_for(cx, "content", sp(&msg.content));
-            not_for(cx, "single_title", sp(&msg.single_title));
-            not_for(cx, "single_url", sp(&msg.single_url));
-            not_for(cx, "btn_orientation", sp(&msg.btn_orientation));
-            not_for(cx, "buttons", msg.buttons.as_ref().map(|_| m.span()));
             let title = require(cx, "title", &msg.title);
             let text = require(cx, "text", &msg.text);
             Some(MessageSpec::Markdown { title: title?, text: text? })
         }
         "text" => {
-            not_for(cx, "title", sp(&msg.title));
-            not_for(cx, "text", sp(&msg.text));
-            not_for(cx, "single_title", sp(&msg.single_title));
-            not_for(cx, "single_url", sp(&msg.single_url));
-            not_for(cx, "btn_orientation", sp(&msg.btn_orientation));
-            not_for(cx, "buttons", msg.buttons.as_ref().map(|_| m.span()));
             let content = require(cx, "content", &msg.content);
             Some(MessageSpec::Text { content: content? })
         }
         "action_card" => {
-            not_for(cx, "content", sp(&msg.content));
             let title = require(cx, "title", &msg.title);
             let text = require(cx, "text", &msg.text);
             let buttons = match (&msg.buttons, &msg.single_title, &msg.single_url) {
@@ -657,7 +1035,14 @@ fn validate_message(
                     Some(CardButtons::Many { buttons: out, orientation })
                 }
                 (None, Some(t), Some(u)) => {
-                    not_for(cx, "btn_orientation", sp(&msg.btn_orientation));
+                    if let Some(at) = sp(&msg.btn_orientation) {
+                        cx.push(ConfigError::new(
+                            Code::UnknownKey,
+                            format!("key `btn_orientation` is only used with `buttons` (flow `{flow}`)"),
+                            Some(at),
+                            "a single-button card has no orientation",
+                        ));
+                    }
                     let t = cx.template(format!("{prefix}.single_title"), t, &what("single_title"), fields);
                     let u = cx.template(format!("{prefix}.single_url"), u, &what("single_url"), fields);
                     Some(CardButtons::Single { title: t, url: u })
@@ -677,14 +1062,113 @@ fn validate_message(
             };
             Some(MessageSpec::ActionCard { title: title?, text: text?, buttons: buttons? })
         }
-        other => {
-            cx.push(ConfigError::new(
-                Code::InvalidValue,
-                format!("flow `{flow}` uses unknown message type `{other}`"),
-                span(&msg.kind),
-                "known message types: markdown, action_card, text",
-            ));
-            None
+        "work_notice" => {
+            let users = require(cx, "users", &msg.users);
+            let title = require(cx, "title", &msg.title);
+            let text = require(cx, "text", &msg.text);
+            Some(MessageSpec::WorkNotice { users: users?, title: title?, text: text? })
         }
+        "group_message" => {
+            let group = require(cx, "group", &msg.group);
+            let title = require(cx, "title", &msg.title);
+            let text = require(cx, "text", &msg.text);
+            Some(MessageSpec::GroupMessage { group: group?, title: title?, text: text? })
+        }
+        "card" => {
+            let template_id = literal(cx, "template_id", &msg.template_id);
+            let out_track_id = optional(cx, "out_track_id", &msg.out_track_id);
+            let group = optional(cx, "group", &msg.group);
+            let users = optional(cx, "users", &msg.users);
+            if group.is_some() == users.is_some() {
+                cx.push(ConfigError::new(
+                    Code::InvalidValue,
+                    format!("the card message of flow `{flow}` needs exactly one of `group` and `users`"),
+                    Some(m.span()),
+                    "where the card goes: a group's openConversationId, or userids (1:1 with the app robot)",
+                ));
+            }
+            let params = map(cx, "params", &msg.params);
+            let private_params = map(cx, "private_params", &msg.private_params);
+            let private_to = optional(cx, "private_to", &msg.private_to);
+            if private_params.is_empty() != private_to.is_none() {
+                cx.push(ConfigError::new(
+                    Code::InvalidValue,
+                    format!("the card message of flow `{flow}` needs `private_params` and `private_to` together"),
+                    Some(m.span()),
+                    "private_params are shown only to the users in private_to",
+                ));
+            }
+            let callback = match (msg.callback.as_ref().map(|s| s.get_ref().as_str()), &msg.callback_route_key) {
+                (None | Some("stream"), None) => Some(CardCallback::Stream),
+                (Some("http"), Some(key)) => Some(CardCallback::Http { route_key: key.get_ref().clone() }),
+                (Some("http"), None) => {
+                    cx.push(ConfigError::new(
+                        Code::InvalidValue,
+                        format!(
+                            "the card message of flow `{flow}` uses HTTP callbacks but has no `callback_route_key`"
+                        ),
+                        sp(&msg.callback),
+                        "the route key registered with /v1.0/card/callbacks/register",
+                    ));
+                    None
+                }
+                (None | Some("stream"), Some(key)) => {
+                    cx.push(ConfigError::new(
+                        Code::UnknownKey,
+                        format!("`callback_route_key` is only used with callback = \"http\" (flow `{flow}`)"),
+                        span(key),
+                        "Stream callbacks need no route key",
+                    ));
+                    None
+                }
+                (Some(other), _) => {
+                    cx.push(ConfigError::new(
+                        Code::InvalidValue,
+                        format!("the card message of flow `{flow}` has unknown callback `{other}`"),
+                        sp(&msg.callback),
+                        "`stream` (default) or `http`",
+                    ));
+                    None
+                }
+            };
+            Some(MessageSpec::Card(CardSpec {
+                template_id: template_id?,
+                out_track_id,
+                group,
+                users,
+                params,
+                private_params,
+                private_to,
+                callback: callback?,
+            }))
+        }
+        "card_update" => {
+            let out_track_id = require(cx, "out_track_id", &msg.out_track_id);
+            let params = map(cx, "params", &msg.params);
+            if params.is_empty() {
+                cx.push(ConfigError::new(
+                    Code::InvalidValue,
+                    format!("the card_update message of flow `{flow}` needs `params`"),
+                    Some(m.span()),
+                    "the card parameters to change",
+                ));
+            }
+            Some(MessageSpec::CardUpdate { out_track_id: out_track_id?, params })
+        }
+        "approval" => {
+            let process_code = literal(cx, "process_code", &msg.process_code);
+            let originator = require(cx, "originator", &msg.originator);
+            let dept_id = optional(cx, "dept_id", &msg.dept_id);
+            let approvers = optional(cx, "approvers", &msg.approvers);
+            let form = map(cx, "form", &msg.form);
+            Some(MessageSpec::Approval(ApprovalSpec {
+                process_code: process_code?,
+                originator: originator?,
+                dept_id,
+                approvers,
+                form,
+            }))
+        }
+        _ => None,
     }
 }

@@ -2,4 +2,5 @@
 //! signatures (R17), replays (R18), size and shape (R19).
 
 mod admin;
+mod dingtalk;
 mod intake;

@@ -1,0 +1,207 @@
+//! DingTalk inbound: `POST /dingtalk/callback` (encrypted HTTP callbacks, reference §6; with
+//! several HTTP-mode sources, `POST /dingtalk/callback/{source}`) and the Stream handler (§7). Both persist the event before they acknowledge it, so an
+//! acknowledged event is never lost; DingTalk's redeliveries collapse on the event's dedup key.
+
+use crate::error::ApiError;
+use crate::hooks::{commit, refuse};
+use crate::state::AppState;
+use async_trait::async_trait;
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use connectors::dingtalk::callback::{self, CallbackRequest};
+use connectors::dingtalk::source::{self, Inbound};
+use connectors::dingtalk::stream::{EventAck, Frame, StreamHandler};
+
+/// Seconds DingTalk is asked to wait when the gateway is draining or overloaded.
+const RETRY_AFTER_SECS: u64 = 1;
+
+/// `POST /dingtalk/callback`: the one DingTalk source in HTTP mode.
+pub async fn receive_default_callback(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+    body: Bytes,
+) -> Response {
+    let sources = state.intake.dingtalk_callback_sources();
+    match sources.as_slice() {
+        [only] => {
+            let source = only.clone();
+            receive_callback(State(state), Path(source), RawQuery(query), body).await
+        }
+        [] => refuse(
+            &state,
+            "(none)",
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "unknown_source",
+                "no DingTalk source is configured with mode = \"http\"",
+            ),
+            "DingTalk callback",
+        ),
+        many => refuse(
+            &state,
+            "(ambiguous)",
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "ambiguous_source",
+                format!(
+                    "several DingTalk sources take callbacks; use /dingtalk/callback/{{source}} with one of: {}",
+                    many.join(", ")
+                ),
+            ),
+            "DingTalk callback",
+        ),
+    }
+}
+
+pub async fn receive_callback(
+    State(state): State<AppState>,
+    Path(source): Path<String>,
+    RawQuery(query): RawQuery,
+    body: Bytes,
+) -> Response {
+    match receive_inner(&state, &source, query.as_deref().unwrap_or(""), &body).await {
+        Ok(response) => response,
+        Err(err) => refuse(&state, &source, err, "DingTalk callback"),
+    }
+}
+
+async fn receive_inner(state: &AppState, source: &str, query: &str, body: &[u8]) -> Result<Response, ApiError> {
+    if !state.is_accepting() {
+        return Err(ApiError::unavailable("draining", "the gateway is shutting down; retry later", RETRY_AFTER_SECS));
+    }
+    let crypto = state.intake.dingtalk_crypto(source).ok_or_else(|| {
+        ApiError::new(StatusCode::NOT_FOUND, "unknown_source", format!("no DingTalk callback source named `{source}`"))
+    })?;
+    let now = state.clock.now();
+    let opened = callback::open(&crypto, &CallbackRequest { query, body }, now.as_millisecond()).map_err(|err| {
+        let status = StatusCode::from_u16(err.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
+        ApiError::new(status, "bad_callback", err.to_string())
+    })?;
+    if !opened.is_check_url {
+        let inbound = source::from_http_callback(&opened.event_type, &opened.payload)
+            .map_err(|err| ApiError::new(StatusCode::BAD_REQUEST, "malformed_event", err.to_string()))?;
+        if let Some(inbound) = inbound {
+            let intake = state.intake.dingtalk(source, &inbound, now)?;
+            let committed = commit(state, source, intake).await?;
+            tracing::info!(
+                source = %source,
+                event_id = %committed.event_id,
+                entity = %inbound.entity,
+                change = %inbound.change,
+                duplicate = committed.duplicate,
+                "DingTalk callback stored."
+            );
+        }
+    }
+    // DingTalk counts the push as delivered only when this decrypts to `success` (§6.3).
+    Ok((StatusCode::OK, Json(callback::success_reply(&crypto, now.as_millisecond()))).into_response())
+}
+
+/// Query of `POST /dingtalk/card-callback/{source}?token=…`.
+#[derive(Debug, serde::Deserialize)]
+pub struct CardCallbackQuery {
+    #[serde(default)]
+    token: String,
+}
+
+/// `POST /dingtalk/card-callback/{source}?token=<callback_token>`: card clicks of cards created
+/// with HTTP callbacks. DingTalk posts the same object Stream mode carries (reference §4.2; its
+/// signing is UNVERIFIED), so the URL registered with `/v1.0/card/callbacks/register` carries
+/// the source's callback token, checked in constant time. The answer `{}` leaves the card as
+/// it is: the flows update it once the click is stored.
+pub async fn receive_card_callback(
+    State(state): State<AppState>,
+    Path(source): Path<String>,
+    axum::extract::Query(query): axum::extract::Query<CardCallbackQuery>,
+    body: Bytes,
+) -> Response {
+    match card_callback_inner(&state, &source, &query.token, &body).await {
+        Ok(response) => response,
+        Err(err) => refuse(&state, &source, err, "DingTalk card callback"),
+    }
+}
+
+async fn card_callback_inner(state: &AppState, source: &str, token: &str, body: &[u8]) -> Result<Response, ApiError> {
+    if !state.is_accepting() {
+        return Err(ApiError::unavailable("draining", "the gateway is shutting down; retry later", RETRY_AFTER_SECS));
+    }
+    let crypto = state.intake.dingtalk_crypto(source).ok_or_else(|| {
+        ApiError::new(StatusCode::NOT_FOUND, "unknown_source", format!("no DingTalk callback source named `{source}`"))
+    })?;
+    if !crypto.token_matches(token) {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "bad_token",
+            "the `token` query parameter is missing or wrong",
+        ));
+    }
+    let text = std::str::from_utf8(body)
+        .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "malformed_body", "the body is not UTF-8"))?;
+    let inbound = source::from_callback(source::TOPIC_CARD_CALLBACK, "", text)
+        .map_err(|err| ApiError::new(StatusCode::BAD_REQUEST, "malformed_event", err.to_string()))?;
+    let intake = state.intake.dingtalk(source, &inbound, state.clock.now())?;
+    let committed = commit(state, source, intake).await?;
+    tracing::info!(source = %source, event_id = %committed.event_id, duplicate = committed.duplicate, "DingTalk card click stored.");
+    Ok((StatusCode::OK, Json(serde_json::json!({}))).into_response())
+}
+
+/// Stream frames of one DingTalk source, persisted before the client ACKs them.
+pub struct StreamIntake {
+    pub state: AppState,
+    pub source: String,
+}
+
+impl StreamIntake {
+    async fn store(&self, inbound: &Inbound) -> Result<(), ApiError> {
+        if !self.state.is_accepting() {
+            return Err(ApiError::unavailable("draining", "shutting down", RETRY_AFTER_SECS));
+        }
+        let intake = self.state.intake.dingtalk(&self.source, inbound, self.state.clock.now())?;
+        let committed = commit(&self.state, &self.source, intake).await?;
+        tracing::info!(
+            source = %self.source,
+            event_id = %committed.event_id,
+            entity = %inbound.entity,
+            change = %inbound.change,
+            duplicate = committed.duplicate,
+            "DingTalk Stream event stored."
+        );
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl StreamHandler for StreamIntake {
+    async fn on_event(&self, frame: &Frame) -> EventAck {
+        let event_type = frame.headers.get("eventType").map(String::as_str).unwrap_or_default();
+        let event_id = frame.headers.get("eventId").map(String::as_str);
+        let inbound = match source::from_stream_event(event_type, event_id, &frame.data) {
+            Ok(inbound) => inbound,
+            Err(err) => {
+                // Redelivery would not fix a malformed event: acknowledge, and say so loudly.
+                tracing::error!(source = %self.source, event_type, "DingTalk Stream event refused: {err}");
+                return EventAck::Success;
+            }
+        };
+        match self.store(&inbound).await {
+            Ok(()) => EventAck::Success,
+            Err(err) => {
+                tracing::warn!(source = %self.source, event_type, "DingTalk Stream event not stored, asking for redelivery: {}", err.message);
+                EventAck::Later
+            }
+        }
+    }
+
+    async fn on_callback(&self, frame: &Frame) -> Result<Option<serde_json::Value>, String> {
+        let topic = frame.headers.get("topic").map(String::as_str).unwrap_or_default();
+        let message_id = frame.headers.get("messageId").map(String::as_str).unwrap_or_default();
+        let inbound = source::from_callback(topic, message_id, &frame.data).map_err(|err| err.to_string())?;
+        self.store(&inbound).await.map_err(|err| err.message)?;
+        // The card is updated by the flows (through the outbox), not in the ACK: an ACK that
+        // changed the card before the decision is durable could show a result that never happens.
+        Ok(None)
+    }
+}

@@ -1,0 +1,302 @@
+//! DingTalk end to end over loopback: an in-process gateway against the DingTalk simulator.
+//! Cards delivered, clicked in the simulator, the click received over Stream and over the HTTP
+//! card callback, the card updated; an approval started, approved in the simulator, its finished
+//! event received (Stream and encrypted HTTP callback); a token that expires mid-run; a Stream
+//! connection dropped mid-event with the event still processed exactly once.
+
+use connect::webhook::{sign, WebhookSecret};
+use connectors::dingtalk::sim::org::{SEED_APP_KEY, SEED_APP_SECRET};
+use connectors::dingtalk::sim::{events::EventSubscription, SEED_CALLBACK_AES_KEY, SEED_CALLBACK_TOKEN};
+use dingbridge_server::gateway::{Gateway, Overrides};
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+use testkit::dingtalk::DingTalkHarness;
+
+const WEBHOOK_SECRET: &str = "whsec_ZGluZ3RhbGstZTJlLXRlc3Qtc2VjcmV0LWtleS0wMDAwMQ==";
+const FINANCE_GROUP: &str = "cidF1nAnCe9zYxWvUt8sRqPo/A==";
+
+fn config(mode: &str, card_callback: &str) -> String {
+    let mode_lines = match mode {
+        "http" => "mode = \"http\"\ncallback_token = { env = \"DTE2E_CB_TOKEN\" }\ncallback_aes_key = { env = \"DTE2E_CB_KEY\" }\n"
+            .to_string(),
+        _ => String::new(),
+    };
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+
+[delivery]
+retry_schedule = ["100ms", "200ms", "500ms", "1s"]
+
+[dingtalk.apps.hk]
+app_key = "{SEED_APP_KEY}"
+app_secret = {{ env = "DTE2E_APP_SECRET" }}
+agent_id = 3120001
+
+[sources.erp]
+type = "webhook"
+secret = {{ env = "DTE2E_WEBHOOK_SECRET" }}
+
+[sources.dingtalk]
+type = "dingtalk"
+app = "hk"
+{mode_lines}
+[destinations.app]
+type = "dingtalk_app"
+app = "hk"
+
+[[flows]]
+name = "pr-card"
+on = {{ source = "erp", entity = "purchase_requisition", change = ["created"] }}
+[[flows.deliver]]
+destination = "app"
+message = {{ type = "card", template_id = "dingbridge-approval.schema", out_track_id = "pr-{{{{ event.entity_id }}}}", group = "{{{{ event.data.group }}}}", params = {{ title = "PR {{{{ event.entity_id }}}}", status = "Pending" }}, private_params = {{ canApprove = "true" }}, private_to = "{{{{ event.data.approver }}}}", {card_callback} }}
+
+[[flows]]
+name = "card-clicked"
+on = {{ source = "dingtalk", entity = "card_action", change = ["clicked"] }}
+[[flows.deliver]]
+destination = "app"
+message = {{ type = "card_update", out_track_id = "{{{{ event.entity_id }}}}", params = {{ status = "{{{{ event.data.actionIds[0] }}}} by {{{{ event.data.userId }}}}" }} }}
+
+[[flows]]
+name = "payment-approval"
+on = {{ source = "erp", entity = "payment", change = ["created"] }}
+[[flows.deliver]]
+destination = "app"
+message = {{ type = "approval", process_code = "PROC-DB-PAYMENT", originator = "{{{{ event.data.requester }}}}", approvers = "{{{{ event.data.approver }}}}", form = {{ "Payee" = "{{{{ event.data.payee }}}}", "Amount (HKD)" = "{{{{ event.data.amount }}}}" }} }}
+
+[[flows]]
+name = "approval-finished"
+on = {{ source = "dingtalk", entity = "approval", change = ["finished"] }}
+[[flows.deliver]]
+destination = "app"
+message = {{ type = "work_notice", users = "{{{{ event.data.staffId }}}}", title = "Approval {{{{ event.data.result }}}}", text = "{{{{ event.data.title }}}}: {{{{ event.data.result }}}} ({{{{ event.entity_id }}}})" }}
+"#
+    )
+}
+
+struct E2e {
+    _dir: tempfile::TempDir,
+    dingtalk: DingTalkHarness,
+    gateway: Gateway,
+    base: String,
+    client: reqwest::Client,
+}
+
+impl E2e {
+    async fn start(mode: &str, card_callback: &str) -> E2e {
+        std::env::set_var("DTE2E_APP_SECRET", SEED_APP_SECRET);
+        std::env::set_var("DTE2E_WEBHOOK_SECRET", WEBHOOK_SECRET);
+        std::env::set_var("DTE2E_CB_TOKEN", SEED_CALLBACK_TOKEN);
+        std::env::set_var("DTE2E_CB_KEY", SEED_CALLBACK_AES_KEY);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dingtalk.toml");
+        std::fs::write(&path, config(mode, card_callback)).unwrap();
+        let (config, _) = engine::config::load_and_validate(&path).unwrap_or_else(|e| panic!("{}", e.render()));
+        let dingtalk = DingTalkHarness::start().await.unwrap();
+        let overrides = Overrides {
+            store_url: Some(format!("sqlite://{}/e2e.db", dir.path().display())),
+            sim_endpoints: Some(dingtalk.endpoint_map()),
+            listen: Some("127.0.0.1:0".into()),
+            clock: None,
+        };
+        let gateway = Gateway::start(config, overrides).await.unwrap();
+        let base = format!("http://{}", gateway.addr);
+        E2e { _dir: dir, dingtalk, gateway, base, client: reqwest::Client::new() }
+    }
+
+    async fn webhook(&self, id: &str, body: Value) {
+        let body = serde_json::to_vec(&body).unwrap();
+        let ts = jiff::Timestamp::now().as_second();
+        let secret = WebhookSecret::parse(WEBHOOK_SECRET).unwrap();
+        let resp = self
+            .client
+            .post(format!("{}/hooks/erp", self.base))
+            .header("webhook-id", id)
+            .header("webhook-timestamp", ts.to_string())
+            .header("webhook-signature", sign(&secret, id, ts, &body))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap_or_default());
+    }
+
+    async fn stream_connected(&self) {
+        let sim = self.dingtalk.sim().clone();
+        wait_for("the gateway's Stream connection", || sim.stream.connections(SEED_APP_KEY) > 0).await;
+    }
+
+    async fn events_stored(&self) -> u64 {
+        self.gateway.store.stats(0).await.unwrap().events
+    }
+}
+
+async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(started.elapsed() < Duration::from_secs(15), "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn card_status(h: &E2e, out_track_id: &str) -> Option<String> {
+    h.dingtalk.sim().cards.card(out_track_id).and_then(|c| c.params.get("status").cloned())
+}
+
+#[tokio::test]
+async fn a_card_clicked_over_stream_is_updated_and_a_token_expiring_mid_run_is_renewed() {
+    let h = E2e::start("stream", "callback = \"stream\"").await;
+    h.stream_connected().await;
+    let sim = h.dingtalk.sim().clone();
+
+    h.webhook("pr-1", json!({"type": "purchase_requisition.created", "data": {"id": "1", "group": FINANCE_GROUP, "approver": "finance0001"}})).await;
+    wait_for("card pr-1", || card_status(&h, "pr-1").is_some()).await;
+    let card = sim.cards.card("pr-1").unwrap();
+    assert_eq!(card.params["title"], "PR 1");
+    assert_eq!(card.private_data["finance0001"]["canApprove"], "true", "the approve button is the approver's only");
+    let tokens_before = sim.org.tokens_issued();
+
+    // Click in the simulator: the callback goes over the gateway's Stream connection, is stored,
+    // and the flow updates the card through the OpenAPI.
+    sim.cards.click("pr-1", "finance0001", "approve", json!({})).await.unwrap();
+    wait_for("the card update", || card_status(&h, "pr-1").as_deref() == Some("approve by finance0001")).await;
+
+    // The same click delivered again is one event.
+    let stored = h.events_stored().await;
+    sim.cards.click("pr-1", "finance0001", "approve", json!({})).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(h.events_stored().await, stored, "a repeated click is deduplicated");
+
+    // The app's token expires mid-run: the next card still goes out, after one fresh token.
+    sim.org.expire_tokens();
+    h.webhook("pr-2", json!({"type": "purchase_requisition.created", "data": {"id": "2", "group": FINANCE_GROUP, "approver": "finance0001"}})).await;
+    wait_for("card pr-2", || card_status(&h, "pr-2").is_some()).await;
+    assert_eq!(sim.org.tokens_issued(), tokens_before + 1, "exactly one new token after expiry");
+    h.gateway.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_approval_approved_in_the_simulator_comes_back_over_stream() {
+    let h = E2e::start("stream", "callback = \"stream\"").await;
+    h.stream_connected().await;
+    let sim = h.dingtalk.sim().clone();
+
+    h.webhook("pay-1", json!({"type": "payment.created", "data": {"id": "PAY-1", "requester": "staff0815", "approver": "finance0001", "payee": "Kowloon Steel Ltd", "amount": "12800.00"}})).await;
+    wait_for("the approval task", || !sim.workflow.pending_tasks_for("finance0001").is_empty()).await;
+    let task = sim.workflow.pending_tasks_for("finance0001").remove(0);
+    let instance = sim.workflow.instance(&task.instance_id).unwrap();
+    assert_eq!(instance.originator_user_id, "staff0815");
+    assert!(instance.form.iter().any(|f| f.name == "Payee" && f.value == "Kowloon Steel Ltd"), "{:?}", instance.form);
+
+    // Approve the way the page does, through the simulator's action API.
+    let url = h.dingtalk.url();
+    let approve = json!({"processInstanceId": task.instance_id, "userId": "finance0001", "remark": "OK"});
+    let resp = h.client.post(format!("{url}/_sim/actions/approve")).json(&approve).send().await.unwrap();
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap_or_default());
+    let inbox = || sim.messages.user_inbox("staff0815");
+    wait_for("the requester's work notice", || !inbox().is_empty()).await;
+    let notice = serde_json::to_string(&inbox()).unwrap();
+    assert!(notice.contains("agree") && notice.contains(&task.instance_id), "{notice}");
+
+    // Every Stream frame, both ways, is in the simulator's journal; a ping on demand is echoed.
+    let resp = h.client.post(format!("{url}/_sim/actions/stream_ping")).json(&json!({})).send().await.unwrap();
+    assert_eq!(resp.json::<Value>().await.unwrap()["pinged"], 1);
+    wait_for("the ping echo", || sim.stream.ping_stats().answered >= 1).await;
+    let journal: Vec<Value> =
+        h.client.get(format!("{url}/_sim/requests?path_prefix=/connect")).send().await.unwrap().json().await.unwrap();
+    let sent = journal.iter().filter(|e| e["method"] == "WS-SEND").count();
+    let received = journal.iter().filter(|e| e["method"] == "WS-RECV").count();
+    let text = serde_json::to_string(&journal).unwrap();
+    assert!(sent >= 3 && received >= 3, "frames journaled: {sent} sent, {received} received");
+    assert!(text.contains("bpms_instance_change") && text.contains("opaque"), "events and pings are journaled");
+    h.gateway.shutdown().await;
+}
+
+#[tokio::test]
+async fn clicks_and_approvals_arrive_over_http_callbacks() {
+    let h = E2e::start("http", "callback = \"http\", callback_route_key = \"dingbridge\"").await;
+    let sim = h.dingtalk.sim().clone();
+    // What an operator does once in the developer console and with /v1.0/card/callbacks/register.
+    sim.events.set_subscription(
+        SEED_APP_KEY,
+        EventSubscription::Http {
+            url: format!("{}/dingtalk/callback", h.base),
+            token: SEED_CALLBACK_TOKEN.into(),
+            encoding_aes_key: SEED_CALLBACK_AES_KEY.into(),
+        },
+    );
+    let card_url = format!("{}/dingtalk/card-callback/dingtalk?token={SEED_CALLBACK_TOKEN}", h.base);
+    sim.events.register_card_route(SEED_APP_KEY, "dingbridge", &card_url, "unused");
+
+    h.webhook("pr-9", json!({"type": "purchase_requisition.created", "data": {"id": "9", "group": FINANCE_GROUP, "approver": "pay0002"}})).await;
+    wait_for("card pr-9", || card_status(&h, "pr-9").is_some()).await;
+    sim.cards.click("pr-9", "pay0002", "reject", json!({"reason": "duplicate"})).await.unwrap();
+    wait_for("the card update", || card_status(&h, "pr-9").as_deref() == Some("reject by pay0002")).await;
+
+    h.webhook("pay-9", json!({"type": "payment.created", "data": {"id": "PAY-9", "requester": "staff0815", "approver": "finance0001", "payee": "Tsuen Wan Paper Co", "amount": "300.00"}})).await;
+    wait_for("the approval task", || !sim.workflow.pending_tasks_for("finance0001").is_empty()).await;
+    let task = sim.workflow.pending_tasks_for("finance0001").remove(0);
+    sim.workflow.act(&task.instance_id, task.task_id, "finance0001", false, "over budget").await.unwrap();
+    let inbox = || sim.messages.user_inbox("staff0815");
+    wait_for("the requester's work notice", || !inbox().is_empty()).await;
+    assert!(serde_json::to_string(&inbox()).unwrap().contains("refuse"));
+    // Every push was answered with the encrypted `success` DingTalk requires.
+    wait_for("push outcomes", || sim.events.published().iter().all(|e| e.outcome.starts_with("delivered"))).await;
+
+    // A forged card click (no token) is refused and stores nothing.
+    let stored = h.events_stored().await;
+    let forged = h
+        .client
+        .post(format!("{}/dingtalk/card-callback/dingtalk", h.base))
+        .json(&json!({"outTrackId": "pr-9", "userId": "boss0001", "content": "{}"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 401);
+    assert_eq!(h.events_stored().await, stored);
+    h.gateway.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_stream_connection_dropped_mid_event_still_processes_each_event_once() {
+    let h = E2e::start("stream", "callback = \"stream\"").await;
+    h.stream_connected().await;
+    let sim = h.dingtalk.sim().clone();
+    let mut timings = sim.stream.timings();
+    timings.ack_timeout = Duration::from_millis(500);
+    sim.stream.set_timings(timings);
+    sim.stream.inject_duplicate(true);
+
+    const EVENTS: usize = 12;
+    for i in 0..EVENTS {
+        let data = json!({
+            "processInstanceId": format!("drop-{i}"),
+            "processCode": "PROC-DB-PAYMENT",
+            "title": format!("Payment {i}"),
+            "type": "finish",
+            "result": "agree",
+            "staffId": "staff0815",
+            "createTime": 1_767_220_000_000_i64,
+            "finishTime": 1_767_223_000_000_i64 + i as i64,
+        });
+        sim.stream.push_event(SEED_APP_KEY, "bpms_instance_change", "dingcorp8d3f2a1b7c9e4f60", data);
+        if i % 3 == 0 {
+            // The network drops while the event is in flight: un-ACKed events come back.
+            sim.stream.drop_connections(SEED_APP_KEY);
+        }
+    }
+    wait_for("every event acknowledged", || {
+        let delivered = sim.stream.delivered_events();
+        delivered.len() >= EVENTS && delivered.iter().all(|(_, _, acked)| *acked)
+    })
+    .await;
+    let deliveries: u32 = sim.stream.delivered_events().iter().map(|(_, n, _)| *n).sum();
+    assert!(deliveries as usize > EVENTS, "redeliveries happened ({deliveries} deliveries of {EVENTS} events)");
+    assert_eq!(h.events_stored().await, EVENTS as u64, "each event stored exactly once");
+    let stats = h.gateway.store.stats(0).await.unwrap();
+    assert_eq!(stats.pending + stats.leased + stats.done + stats.dead, EVENTS as u64, "one notice job per event");
+    h.gateway.shutdown().await;
+}
