@@ -86,11 +86,15 @@ pub async fn run(once: bool, listen: Option<String>) -> anyhow::Result<ExitCode>
     println!("dingbridge demo");
     println!("  gateway        {base}   (POST /hooks/erp-events, GET /metrics, GET /healthz)");
     println!("  dingtalk sim   {}   (GET /_sim/requests, /_sim/info)", dingtalk.url());
+    println!("  dingtalk page  {}/_sim/ui?user=finance0001   (click the cards as a DingTalk user)", dingtalk.url());
     println!("  store          {}/dingbridge.db", dir.path().display());
     println!();
 
     let timeline = Timeline::new();
-    let results = vec![scenario_pipeline(&timeline, &base, &dingtalk, &gateway).await];
+    let mut results = vec![scenario_pipeline(&timeline, &base, &dingtalk, &gateway).await];
+    timeline.flush();
+    let timeline = Timeline::new();
+    results.push(scenario_dingtalk_app(&timeline, &base, &dingtalk).await);
     timeline.flush();
 
     println!();
@@ -105,8 +109,12 @@ pub async fn run(once: bool, listen: Option<String>) -> anyhow::Result<ExitCode>
         }
     }
     if !once {
+        if let Err(err) = leave_a_card_to_click(&base).await {
+            println!("(could not leave a card to click: {err:#})");
+        }
         println!();
-        println!("The demo keeps running; send your own events to {base}/hooks/erp-events. Ctrl-C stops it.");
+        println!("The demo keeps running. Open {}/_sim/ui?user=finance0001 and click Approve or", dingtalk.url());
+        println!("Reject on requisition PR-5002; send your own events to {base}/hooks/erp-events. Ctrl-C stops it.");
         let _ = tokio::signal::ctrl_c().await;
     }
     gateway.shutdown().await;
@@ -119,11 +127,114 @@ fn set_demo_env(dingtalk: &DingTalkHarness) -> anyhow::Result<()> {
     // Set before the gateway starts any task that could read the environment concurrently.
     std::env::set_var("DINGBRIDGE_WEBHOOK_SECRET", DEMO_WEBHOOK_SECRET);
     std::env::set_var("DINGBRIDGE_ADMIN_TOKEN", "demo-admin-token");
+    std::env::set_var("DINGBRIDGE_DINGTALK_APP_SECRET", connectors::dingtalk::sim::org::SEED_APP_SECRET);
     for (var, robot) in pairs {
         let creds = dingtalk.robot(robot).with_context(|| format!("the simulator has no robot `{robot}`"))?;
         std::env::set_var(format!("DINGBRIDGE_{var}_ROBOT_TOKEN"), creds.access_token);
         std::env::set_var(format!("DINGBRIDGE_{var}_ROBOT_SECRET"), creds.secret);
     }
+    Ok(())
+}
+
+/// A requisition PR-5002 waiting in the finance group, for a person to click on the page.
+async fn leave_a_card_to_click(base: &str) -> anyhow::Result<()> {
+    let secret = WebhookSecret::parse(DEMO_WEBHOOK_SECRET)?;
+    let quiet = Timeline::new();
+    post_event(&quiet, &reqwest::Client::new(), base, "evt-5002", &requisition("PR-5002", "6200.00"), &secret).await?;
+    Ok(())
+}
+
+fn requisition(id: &str, amount: &str) -> serde_json::Value {
+    serde_json::json!({"type": "purchase_requisition.created", "timestamp": jiff::Timestamp::now().to_string(),
+        "data": {"id": id, "amount": {"amount": amount, "currency": "HKD"},
+                 "requester": "staff0815", "requester_name": "Ho Siu Fan",
+                 "approver": "finance0001", "approver_name": "Cheung Mei Ling"}})
+}
+
+/// Waits until `check` says yes, polling every 20 ms, at most `within`.
+async fn until<T>(what: &str, within: Duration, mut check: impl FnMut() -> Option<T>) -> anyhow::Result<T> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(found) = check() {
+            return Ok(found);
+        }
+        anyhow::ensure!(Instant::now() < deadline, "{what} did not happen within {within:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The DingTalk app side: a requisition card in the finance group, clicked as the approver
+/// through the simulator's page API, the click back over Stream, the card updated; a payment
+/// approved in DingTalk's OA approval and the result sent to the requester.
+async fn scenario_dingtalk_app(timeline: &Timeline, base: &str, dingtalk: &DingTalkHarness) -> ScenarioResult {
+    let mut result = ScenarioResult {
+        id: "S0",
+        title: "DingTalk app: card -> click over Stream -> card updated; OA approval -> requester told",
+        failure: None,
+    };
+    if let Err(err) = dingtalk_app_steps(timeline, base, dingtalk).await {
+        result.failure = Some(format!("{err:#}"));
+    }
+    result
+}
+
+async fn dingtalk_app_steps(timeline: &Timeline, base: &str, dingtalk: &DingTalkHarness) -> anyhow::Result<()> {
+    use connectors::dingtalk::sim::org::SEED_APP_KEY;
+    let sim = dingtalk.sim().clone();
+    let secret = WebhookSecret::parse(DEMO_WEBHOOK_SECRET)?;
+    let client = reqwest::Client::new();
+    until("the gateway's Stream connection", Duration::from_secs(10), || {
+        (sim.stream.connections(SEED_APP_KEY) > 0).then_some(())
+    })
+    .await?;
+    timeline.line("LINK", "gateway connected to DingTalk in Stream mode (no public URL)");
+
+    post_event(timeline, &client, base, "evt-5001", &requisition("PR-5001", "38500.00"), &secret).await?;
+    let card = until("the requisition card", Duration::from_secs(10), || sim.cards.card("pr-PR-5001")).await?;
+    timeline.line(
+        "OUT",
+        format!(
+            "dingtalk card   pr-PR-5001 -> group finance: {} / {} / {}",
+            card.params.get("title").map_or("", String::as_str),
+            card.params.get("amount").map_or("", String::as_str),
+            card.params.get("status").map_or("", String::as_str)
+        ),
+    );
+    let click =
+        serde_json::json!({"outTrackId": "pr-PR-5001", "userId": "finance0001", "actionId": "approve", "params": {}});
+    let answer = client.post(format!("{}/_sim/actions/card_click", dingtalk.url())).json(&click).send().await?;
+    anyhow::ensure!(answer.status().is_success(), "the click was refused: {}", answer.text().await.unwrap_or_default());
+    timeline.line("CLICK", "finance0001 (Cheung Mei Ling) presses Approve on pr-PR-5001 in DingTalk");
+    let status = until("the card update", Duration::from_secs(10), || {
+        sim.cards.card("pr-PR-5001").and_then(|c| c.params.get("status").cloned()).filter(|s| s.starts_with("Approved"))
+    })
+    .await?;
+    timeline.line("IN", "dingtalk card_action clicked pr-PR-5001 (over Stream, stored before the ACK)");
+    timeline.line("OUT", format!("dingtalk card   pr-PR-5001 updated: {status}; buttons off for the approver"));
+
+    let payment = serde_json::json!({"type": "payment.created", "timestamp": jiff::Timestamp::now().to_string(),
+        "data": {"id": "PAY-7001", "amount": {"amount": "12800.00", "currency": "HKD"}, "payee": "Kowloon Metal Works Ltd",
+                 "invoice": "INV-2026-0117", "requester": "staff0815", "approver": "finance0001"}});
+    post_event(timeline, &client, base, "evt-7001", &payment, &secret).await?;
+    let task = until("the OA approval task", Duration::from_secs(10), || {
+        sim.workflow.pending_tasks_for("finance0001").into_iter().next()
+    })
+    .await?;
+    timeline.line("OUT", format!("dingtalk OA approval {} started, task for finance0001", task.instance_id));
+    let approve = serde_json::json!({"processInstanceId": task.instance_id, "userId": "finance0001", "remark": "Invoice checked"});
+    let answer = client.post(format!("{}/_sim/actions/approve", dingtalk.url())).json(&approve).send().await?;
+    anyhow::ensure!(
+        answer.status().is_success(),
+        "the approval was refused: {}",
+        answer.text().await.unwrap_or_default()
+    );
+    timeline.line("CLICK", "finance0001 approves the payment in DingTalk");
+    until("the requester's work notification", Duration::from_secs(10), || {
+        sim.messages.user_inbox("staff0815").into_iter().next()
+    })
+    .await?;
+    timeline.line("IN", "dingtalk approval finished (agree), over Stream");
+    timeline.line("OUT", "dingtalk work notice -> staff0815 (Ho Siu Fan): Approval agree");
     Ok(())
 }
 

@@ -160,11 +160,17 @@ impl FlowEngine {
                         }
                         Value::Object(body)
                     }
-                    MessageSpec::CardUpdate { out_track_id, params } => json!({
-                        "api": "card_update",
-                        "out_track_id": render(out_track_id)?.trim(),
-                        "params": render_map(params, &render)?,
-                    }),
+                    MessageSpec::CardUpdate { out_track_id, params, private_params, private_to } => {
+                        let mut body = serde_json::Map::new();
+                        body.insert("api".into(), "card_update".into());
+                        body.insert("out_track_id".into(), render(out_track_id)?.trim().into());
+                        body.insert("params".into(), render_map(params, &render)?);
+                        if let Some(to) = private_to {
+                            body.insert("private_to".into(), split_list(&render(to)?).into());
+                            body.insert("private_params".into(), render_map(private_params, &render)?);
+                        }
+                        Value::Object(body)
+                    }
                     MessageSpec::Approval(approval) => {
                         let mut body = serde_json::Map::new();
                         body.insert("api".into(), "approval".into());

@@ -86,7 +86,7 @@ async fn receive_inner(state: &AppState, source: &str, query: &str, body: &[u8])
         if let Some(inbound) = inbound {
             let intake = state.intake.dingtalk(source, &inbound, now)?;
             let committed = commit(state, source, intake).await?;
-            tracing::info!(
+            tracing::debug!(
                 source = %source,
                 event_id = %committed.event_id,
                 entity = %inbound.entity,
@@ -144,7 +144,7 @@ async fn card_callback_inner(state: &AppState, source: &str, token: &str, body: 
         .map_err(|err| ApiError::new(StatusCode::BAD_REQUEST, "malformed_event", err.to_string()))?;
     let intake = state.intake.dingtalk(source, &inbound, state.clock.now())?;
     let committed = commit(state, source, intake).await?;
-    tracing::info!(source = %source, event_id = %committed.event_id, duplicate = committed.duplicate, "DingTalk card click stored.");
+    tracing::debug!(source = %source, event_id = %committed.event_id, duplicate = committed.duplicate, "DingTalk card click stored.");
     Ok((StatusCode::OK, Json(serde_json::json!({}))).into_response())
 }
 
@@ -161,7 +161,7 @@ impl StreamIntake {
         }
         let intake = self.state.intake.dingtalk(&self.source, inbound, self.state.clock.now())?;
         let committed = commit(&self.state, &self.source, intake).await?;
-        tracing::info!(
+        tracing::debug!(
             source = %self.source,
             event_id = %committed.event_id,
             entity = %inbound.entity,

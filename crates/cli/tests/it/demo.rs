@@ -12,6 +12,11 @@ async fn demo_once_runs_the_scenarios() {
     assert!(status.success(), "demo failed: {status:?}\n{stdout}\n{}", demo.stderr());
     assert!(stdout.contains("S0 pipeline"), "{stdout}");
     assert!(stdout.lines().any(|l| l.starts_with("S0 ") && l.ends_with(": ok")), "{stdout}");
+    assert!(
+        stdout.lines().any(|l| l.starts_with("S0 DingTalk app: card -> click over Stream") && l.ends_with(": ok")),
+        "the DingTalk app round trip ran and passed:\n{stdout}"
+    );
+    assert!(stdout.contains("/_sim/ui?user="), "the demo prints the page a person clicks:\n{stdout}");
     assert!(!stdout.contains("FAILED"), "{stdout}");
 }
 

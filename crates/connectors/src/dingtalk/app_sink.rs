@@ -45,6 +45,10 @@ pub enum AppMessage {
     CardUpdate {
         out_track_id: String,
         params: BTreeMap<String, String>,
+        #[serde(default)]
+        private_params: Option<BTreeMap<String, String>>,
+        #[serde(default)]
+        private_to: Option<Vec<String>>,
     },
     Approval {
         process_code: String,
@@ -156,11 +160,19 @@ impl AppSink {
                 let detail = if result.already_existed { "card already existed" } else { "card created" };
                 Ok(Receipt { vendor_id: Some(result.out_track_id), detail: Some(detail.into()) })
             }
-            AppMessage::CardUpdate { out_track_id, params } => {
+            AppMessage::CardUpdate { out_track_id, params, private_params, private_to } => {
                 if out_track_id.is_empty() {
                     return Err(self.bad("the card update has no `out_track_id`"));
                 }
-                self.cards.update(&out_track_id, Some(CardParams::from(params)), BTreeMap::new(), true).await?;
+                let shared = (!params.is_empty()).then(|| CardParams::from(params));
+                let mut private = BTreeMap::new();
+                if let (Some(values), Some(to)) = (private_params, private_to) {
+                    let values = CardParams::from(values);
+                    for user in to {
+                        private.insert(user, values.clone());
+                    }
+                }
+                self.cards.update(&out_track_id, shared, private, true).await?;
                 Ok(Receipt { vendor_id: Some(out_track_id), detail: Some("card updated".into()) })
             }
             AppMessage::Approval { process_code, originator, dept_id, approvers, form } => {

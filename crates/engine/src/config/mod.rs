@@ -292,10 +292,12 @@ pub enum MessageSpec {
     },
     /// Interactive card, created and delivered to a group or to users.
     Card(CardSpec),
-    /// New values for an existing card's parameters.
+    /// New values for an existing card's parameters (merged by key), shared and per user.
     CardUpdate {
         out_track_id: String,
         params: Vec<(String, String)>,
+        private_params: Vec<(String, String)>,
+        private_to: Option<String>,
     },
     /// Start an OA approval instance.
     Approval(ApprovalSpec),

@@ -873,7 +873,7 @@ fn message_keys(kind: &str) -> Option<&'static [&'static str]> {
             "callback",
             "callback_route_key",
         ],
-        "card_update" => &["out_track_id", "params"],
+        "card_update" => &["out_track_id", "params", "private_params", "private_to"],
         "approval" => &["process_code", "originator", "dept_id", "approvers", "form"],
         _ => return None,
     })
@@ -1145,15 +1145,27 @@ fn validate_message(
         "card_update" => {
             let out_track_id = require(cx, "out_track_id", &msg.out_track_id);
             let params = map(cx, "params", &msg.params);
-            if params.is_empty() {
+            let private_params = map(cx, "private_params", &msg.private_params);
+            let private_to = optional(cx, "private_to", &msg.private_to);
+            if params.is_empty() && private_params.is_empty() {
                 cx.push(ConfigError::new(
                     Code::InvalidValue,
-                    format!("the card_update message of flow `{flow}` needs `params`"),
+                    format!("the card_update message of flow `{flow}` needs `params` or `private_params`"),
                     Some(m.span()),
                     "the card parameters to change",
                 ));
             }
-            Some(MessageSpec::CardUpdate { out_track_id: out_track_id?, params })
+            if private_params.is_empty() != private_to.is_none() {
+                cx.push(ConfigError::new(
+                    Code::InvalidValue,
+                    format!(
+                        "the card_update message of flow `{flow}` needs `private_params` and `private_to` together"
+                    ),
+                    Some(m.span()),
+                    "private_params change what the users in private_to see",
+                ));
+            }
+            Some(MessageSpec::CardUpdate { out_track_id: out_track_id?, params, private_params, private_to })
         }
         "approval" => {
             let process_code = literal(cx, "process_code", &msg.process_code);
