@@ -10,7 +10,7 @@
 //!   UNVERIFIED; the simulator answers an identical repeat with the original result (HTTP 200),
 //!   and the client also accepts the error codes listed in [`ALREADY_EXISTS_CODES`].
 
-use super::openapi::OpenApi;
+use super::openapi::{Envelope, OpenApi};
 use super::VENDOR;
 use connect::DeliveryError;
 use serde::{Deserialize, Deserializer, Serialize};
@@ -632,25 +632,6 @@ fn read_content(content: &Value) -> Result<(Vec<String>, Map<String, Value>), Ca
         Some(other) => return Err(CardCallbackError::BadContent(format!("params is {}", json_kind(other)))),
     };
     Ok((action_ids, params))
-}
-
-/// `{success, result}` of the card APIs; `success` is a bool or a string depending on the API.
-#[derive(Debug, Deserialize)]
-struct Envelope<R> {
-    #[serde(default)]
-    success: Option<Value>,
-    result: Option<R>,
-}
-
-impl<R> Envelope<R> {
-    fn succeeded(&self) -> bool {
-        match &self.success {
-            None | Some(Value::Null) => true,
-            Some(Value::Bool(ok)) => *ok,
-            Some(Value::String(text)) => text.eq_ignore_ascii_case("true"),
-            Some(_) => false,
-        }
-    }
 }
 
 fn unsuccessful(api: &str) -> DeliveryError {

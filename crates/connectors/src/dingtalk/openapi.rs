@@ -49,6 +49,36 @@ const MAX_ANSWER_BYTES: usize = 4 * 1024 * 1024;
 /// map without bound, so past this size idle limiters are dropped.
 const MAX_LIMITERS: usize = 1024;
 
+/// The `{success, result}` answer of several new-API calls (cards, workflow): `success` is a
+/// bool or a string depending on the API, and some answers leave it out.
+#[derive(Debug, serde::Deserialize)]
+pub struct Envelope<R> {
+    #[serde(default)]
+    pub success: Option<serde_json::Value>,
+    pub result: Option<R>,
+}
+
+impl<R> Envelope<R> {
+    pub fn succeeded(&self) -> bool {
+        use serde_json::Value;
+        match &self.success {
+            None | Some(Value::Null) => true,
+            Some(Value::Bool(ok)) => *ok,
+            Some(Value::String(text)) => text.eq_ignore_ascii_case("true"),
+            Some(_) => false,
+        }
+    }
+
+    /// The result, or `Rejected` when DingTalk answered `success: false` to `api`.
+    pub fn into_result(self, api: &str) -> Result<Option<R>, DeliveryError> {
+        if self.succeeded() {
+            Ok(self.result)
+        } else {
+            Err(DeliveryError::Rejected { vendor: VENDOR, detail: format!("{api}: DingTalk answered success=false") })
+        }
+    }
+}
+
 /// One internal app's credentials.
 #[derive(Debug, Clone)]
 pub struct AppCredentials {

@@ -58,8 +58,8 @@ fn missing_token(api: &str) -> DeliveryError {
     DeliveryError::Server { vendor: VENDOR, status: 200, detail: format!("{api}: the answer carried no access token") }
 }
 
-/// `POST {new_api_base}/v1.0/oauth2/accessToken` with `{appKey, appSecret}` → `{accessToken, expireIn}`.
-pub struct NewApiTokenFetcher {
+/// What both token endpoints need: the endpoint URL and the app's credentials.
+struct AppTokenRequest {
     http: HttpClient,
     url: Url,
     app_key: String,
@@ -67,11 +67,40 @@ pub struct NewApiTokenFetcher {
     clock: Arc<dyn Clock>,
 }
 
-impl std::fmt::Debug for NewApiTokenFetcher {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NewApiTokenFetcher").field("url", &self.url.as_str()).field("app_key", &self.app_key).finish()
+impl AppTokenRequest {
+    fn new(
+        http: HttpClient,
+        base: &str,
+        path: &str,
+        app_key: &str,
+        app_secret: SecretString,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, DeliveryError> {
+        Ok(Self { http, url: endpoint_url(base, path)?, app_key: app_key.to_owned(), app_secret, clock })
+    }
+
+    /// Sends `request`; the status, the Retry-After and the (capped) body.
+    async fn answer(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<(u16, Option<std::time::Duration>, Vec<u8>), DeliveryError> {
+        let resp = self.http.send(request.header(http::header::ACCEPT, "application/json")).await?;
+        let status = resp.status().as_u16();
+        let retry_after = retry_after_of(&resp, self.clock.as_ref());
+        Ok((status, retry_after, read_body_capped(resp, MAX_TOKEN_ANSWER_BYTES).await?.to_vec()))
     }
 }
+
+// The secret is never shown; the URL and app key are not secret.
+impl std::fmt::Debug for AppTokenRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppTokenRequest").field("url", &self.url.as_str()).field("app_key", &self.app_key).finish()
+    }
+}
+
+/// `POST {new_api_base}/v1.0/oauth2/accessToken` with `{appKey, appSecret}` → `{accessToken, expireIn}`.
+#[derive(Debug)]
+pub struct NewApiTokenFetcher(AppTokenRequest);
 
 impl NewApiTokenFetcher {
     pub fn new(
@@ -81,13 +110,7 @@ impl NewApiTokenFetcher {
         app_secret: SecretString,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, DeliveryError> {
-        Ok(Self {
-            http,
-            url: endpoint_url(new_api_base, NEW_TOKEN_PATH)?,
-            app_key: app_key.to_owned(),
-            app_secret,
-            clock,
-        })
+        AppTokenRequest::new(http, new_api_base, NEW_TOKEN_PATH, app_key, app_secret, clock).map(Self)
     }
 }
 
@@ -104,12 +127,9 @@ struct NewTokenAnswer {
 impl TokenFetcher for NewApiTokenFetcher {
     async fn fetch(&self) -> Result<FetchedToken, DeliveryError> {
         let api = format!("POST {NEW_TOKEN_PATH}");
-        let body = serde_json::json!({ "appKey": self.app_key, "appSecret": self.app_secret.expose_secret() });
-        let request = self.http.post(self.url.clone()).header(http::header::ACCEPT, "application/json").json(&body);
-        let resp = self.http.send(request).await?;
-        let status = resp.status().as_u16();
-        let retry_after = retry_after_of(&resp, self.clock.as_ref());
-        let bytes = read_body_capped(resp, MAX_TOKEN_ANSWER_BYTES).await?;
+        let req = &self.0;
+        let body = serde_json::json!({ "appKey": req.app_key, "appSecret": req.app_secret.expose_secret() });
+        let (status, retry_after, bytes) = req.answer(req.http.post(req.url.clone()).json(&body)).await?;
         if !(200..300).contains(&status) {
             return Err(new_api_failure(&api, status, retry_after, &bytes).error);
         }
@@ -124,19 +144,8 @@ impl TokenFetcher for NewApiTokenFetcher {
 }
 
 /// `GET {old_api_base}/gettoken?appkey=&appsecret=` → `{errcode, access_token, expires_in}`.
-pub struct OldApiTokenFetcher {
-    http: HttpClient,
-    url: Url,
-    app_key: String,
-    app_secret: SecretString,
-    clock: Arc<dyn Clock>,
-}
-
-impl std::fmt::Debug for OldApiTokenFetcher {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OldApiTokenFetcher").field("url", &self.url.as_str()).field("app_key", &self.app_key).finish()
-    }
-}
+#[derive(Debug)]
+pub struct OldApiTokenFetcher(AppTokenRequest);
 
 impl OldApiTokenFetcher {
     pub fn new(
@@ -146,13 +155,7 @@ impl OldApiTokenFetcher {
         app_secret: SecretString,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, DeliveryError> {
-        Ok(Self {
-            http,
-            url: endpoint_url(old_api_base, OLD_TOKEN_PATH)?,
-            app_key: app_key.to_owned(),
-            app_secret,
-            clock,
-        })
+        AppTokenRequest::new(http, old_api_base, OLD_TOKEN_PATH, app_key, app_secret, clock).map(Self)
     }
 }
 
@@ -168,15 +171,12 @@ struct OldTokenAnswer {
 impl TokenFetcher for OldApiTokenFetcher {
     async fn fetch(&self) -> Result<FetchedToken, DeliveryError> {
         let api = format!("GET {OLD_TOKEN_PATH}");
-        let mut url = self.url.clone();
+        let req = &self.0;
+        let mut url = req.url.clone();
         url.query_pairs_mut()
-            .append_pair("appkey", &self.app_key)
-            .append_pair("appsecret", self.app_secret.expose_secret());
-        let request = self.http.get(url).header(http::header::ACCEPT, "application/json");
-        let resp = self.http.send(request).await?;
-        let status = resp.status().as_u16();
-        let retry_after = retry_after_of(&resp, self.clock.as_ref());
-        let bytes = read_body_capped(resp, MAX_TOKEN_ANSWER_BYTES).await?;
+            .append_pair("appkey", &req.app_key)
+            .append_pair("appsecret", req.app_secret.expose_secret());
+        let (status, retry_after, bytes) = req.answer(req.http.get(url)).await?;
         let value = old_api_answer(&api, status, retry_after, &bytes).map_err(|failure| failure.error)?;
         let answer: OldTokenAnswer = serde_json::from_value(value).map_err(|err| DeliveryError::Server {
             vendor: VENDOR,

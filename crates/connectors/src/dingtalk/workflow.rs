@@ -5,7 +5,7 @@
 //! Status and result values are read case-insensitively and unknown ones are kept (the full
 //! enums and their casing are UNVERIFIED, §5.2), so a new DingTalk value never breaks a read.
 
-use super::openapi::OpenApi;
+use super::openapi::{Envelope, OpenApi};
 use super::VENDOR;
 use connect::DeliveryError;
 use jiff::Timestamp;
@@ -655,29 +655,6 @@ fn classify(instance: bool, change_type: &str, result: &str) -> ApprovalEventKin
 }
 
 /// `{success, result}` of the workflow APIs (`success` was a string in the SDK model).
-#[derive(Debug, Deserialize)]
-struct Envelope<R> {
-    #[serde(default)]
-    success: Option<Value>,
-    result: Option<R>,
-}
-
-impl<R> Envelope<R> {
-    fn into_result(self, api: &str) -> Result<Option<R>, DeliveryError> {
-        let ok = match &self.success {
-            None | Some(Value::Null) => true,
-            Some(Value::Bool(ok)) => *ok,
-            Some(Value::String(text)) => text.eq_ignore_ascii_case("true"),
-            Some(_) => false,
-        };
-        if ok {
-            Ok(self.result)
-        } else {
-            Err(DeliveryError::Rejected { vendor: VENDOR, detail: format!("{api}: DingTalk answered success=false") })
-        }
-    }
-}
-
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct StartAnswer {

@@ -99,9 +99,31 @@ impl Ctx<'_> {
         name
     }
 
+    /// `DB0101` for each key that is present but not used by `owner`; true if any was.
+    fn unused_keys(&mut self, keys: &[(&str, Option<Range<usize>>)], owner: &str, label: &str) -> bool {
+        let mut any = false;
+        for (key, at) in keys {
+            if let Some(at) = at {
+                self.push(ConfigError::new(
+                    Code::UnknownKey,
+                    format!("key `{key}` is not used by {owner}"),
+                    Some(at.clone()),
+                    label.to_string(),
+                ));
+                any = true;
+            }
+        }
+        any
+    }
+
     fn slice(&self, r: &Range<usize>) -> &str {
         self.text.get(r.clone()).unwrap_or_default()
     }
+}
+
+/// Where an optional key was written, if it was.
+fn at<T>(value: &Option<S<T>>) -> Option<Range<usize>> {
+    value.as_ref().map(|s| s.span())
 }
 
 fn invalid_secret(what: &str, msg: &str, span: Range<usize>) -> ConfigError {
@@ -432,21 +454,16 @@ fn validate_source(cx: &mut Ctx<'_>, name: &S<String>, src: &RawSource, apps: &[
     let n = name.get_ref();
     match src.kind.get_ref().as_str() {
         "webhook" => {
-            for (key, present) in [
-                ("app", src.app.as_ref().map(|s| s.span())),
-                ("mode", src.mode.as_ref().map(|s| s.span())),
-                ("callback_token", src.callback_token.as_ref().map(|s| s.span())),
-                ("callback_aes_key", src.callback_aes_key.as_ref().map(|s| s.span())),
-            ] {
-                if let Some(sp) = present {
-                    cx.push(ConfigError::new(
-                        Code::UnknownKey,
-                        format!("key `{key}` is not used by a webhook source (`{n}`)"),
-                        Some(sp),
-                        "only `dingtalk` sources take it",
-                    ));
-                }
-            }
+            cx.unused_keys(
+                &[
+                    ("app", at(&src.app)),
+                    ("mode", at(&src.mode)),
+                    ("callback_token", at(&src.callback_token)),
+                    ("callback_aes_key", at(&src.callback_aes_key)),
+                ],
+                &format!("a webhook source (`{n}`)"),
+                "only `dingtalk` sources take it",
+            );
         }
         "dingtalk" => return validate_dingtalk_source(cx, name, src, apps),
         other => {
@@ -551,38 +568,20 @@ fn validate_dingtalk_source(
     apps: &[String],
 ) -> Option<SourceConfig> {
     let n = name.get_ref();
-    let mut ok = true;
-    for (key, present) in [
-        ("secret", src.secret.as_ref().map(|s| s.span())),
-        ("tolerance", src.tolerance.as_ref().map(|s| s.span())),
-        ("entity_id", src.entity_id.as_ref().map(|s| s.span())),
-    ] {
-        if let Some(sp) = present {
-            cx.push(ConfigError::new(
-                Code::UnknownKey,
-                format!("key `{key}` is not used by a dingtalk source (`{n}`)"),
-                Some(sp),
-                "dingtalk sources are authenticated by the app (Stream) or by callback_token + callback_aes_key (HTTP)",
-            ));
-            ok = false;
-        }
-    }
+    let mut ok = !cx.unused_keys(
+        &[("secret", at(&src.secret)), ("tolerance", at(&src.tolerance)), ("entity_id", at(&src.entity_id))],
+        &format!("a dingtalk source (`{n}`)"),
+        "dingtalk sources are authenticated by the app (Stream) or by callback_token + callback_aes_key (HTTP)",
+    );
     let app = app_ref(cx, &format!("source `{n}`"), src.app.as_ref(), name.span(), apps);
     let inbound = match src.mode.as_ref().map(|s| s.get_ref().as_str()) {
         None | Some("stream") => {
-            for (key, present) in [
-                ("callback_token", src.callback_token.as_ref().map(|s| s.span())),
-                ("callback_aes_key", src.callback_aes_key.as_ref().map(|s| s.span())),
-            ] {
-                if let Some(sp) = present {
-                    cx.push(ConfigError::new(
-                        Code::UnknownKey,
-                        format!("key `{key}` is only used with mode = \"http\" (source `{n}`)"),
-                        Some(sp),
-                        "Stream mode needs no callback keys",
-                    ));
-                    ok = false;
-                }
+            if cx.unused_keys(
+                &[("callback_token", at(&src.callback_token)), ("callback_aes_key", at(&src.callback_aes_key))],
+                &format!("a dingtalk source in Stream mode (`{n}`)"),
+                "only mode = \"http\" uses callback keys",
+            ) {
+                ok = false;
             }
             Some(DingtalkInbound::Stream)
         }
@@ -649,35 +648,23 @@ fn validate_destination(
     let n = name.get_ref();
     match dst.kind.get_ref().as_str() {
         "dingtalk_robot" => {
-            for (key, present) in
-                [("app", dst.app.as_ref().map(|s| s.span())), ("robot_code", dst.robot_code.as_ref().map(|s| s.span()))]
-            {
-                if let Some(sp) = present {
-                    cx.push(ConfigError::new(
-                        Code::UnknownKey,
-                        format!("key `{key}` is not used by a dingtalk_robot destination (`{n}`)"),
-                        Some(sp),
-                        "only `dingtalk_app` destinations take it",
-                    ));
-                }
-            }
+            cx.unused_keys(
+                &[("app", at(&dst.app)), ("robot_code", at(&dst.robot_code))],
+                &format!("a dingtalk_robot destination (`{n}`)"),
+                "only `dingtalk_app` destinations take it",
+            );
         }
         "dingtalk_app" => {
-            for (key, present) in [
-                ("access_token", dst.access_token.as_ref().map(|s| s.span())),
-                ("secret", dst.secret.as_ref().map(|s| s.span())),
-                ("base_url", dst.base_url.as_ref().map(|s| s.span())),
-                ("per_minute", dst.per_minute.as_ref().map(|s| s.span())),
-            ] {
-                if let Some(sp) = present {
-                    cx.push(ConfigError::new(
-                        Code::UnknownKey,
-                        format!("key `{key}` is not used by a dingtalk_app destination (`{n}`)"),
-                        Some(sp),
-                        "the app's credentials and hosts are set under [dingtalk.apps.NAME]",
-                    ));
-                }
-            }
+            cx.unused_keys(
+                &[
+                    ("access_token", at(&dst.access_token)),
+                    ("secret", at(&dst.secret)),
+                    ("base_url", at(&dst.base_url)),
+                    ("per_minute", at(&dst.per_minute)),
+                ],
+                &format!("a dingtalk_app destination (`{n}`)"),
+                "the app's credentials and hosts are set under [dingtalk.apps.NAME]",
+            );
             let concurrency =
                 dst.concurrency.as_ref().and_then(|s| cx.positive(s, &format!("destinations.{n}.concurrency")));
             let app = app_ref(cx, &format!("destination `{n}`"), dst.app.as_ref(), name.span(), apps)?;
