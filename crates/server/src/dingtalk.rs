@@ -15,6 +15,25 @@ use connectors::dingtalk::callback::{self, CallbackRequest};
 use connectors::dingtalk::source::{self, Inbound};
 use connectors::dingtalk::stream::{EventAck, Frame, StreamHandler};
 
+/// Applies a stored directory change to the app's directory copy, in the background: the
+/// event is already durable, and the ACK must not wait for DingTalk's contacts API.
+fn update_directory(state: &AppState, source: &str, inbound: &Inbound, duplicate: bool) {
+    if duplicate || !crate::directory::is_directory_event(&inbound.event_type) {
+        return;
+    }
+    let Some(keeper) = state.directories.get(source).cloned() else { return };
+    let (event_type, payload) = (inbound.event_type.clone(), inbound.data.clone());
+    tokio::spawn(async move {
+        if let Err(err) = keeper.apply(&event_type, &payload).await {
+            tracing::warn!(
+                app = keeper.app(),
+                event_type,
+                "DingTalk directory change not applied (the next full sync will): {err}"
+            );
+        }
+    });
+}
+
 /// Seconds DingTalk is asked to wait when the gateway is draining or overloaded.
 const RETRY_AFTER_SECS: u64 = 1;
 
@@ -86,6 +105,7 @@ async fn receive_inner(state: &AppState, source: &str, query: &str, body: &[u8])
         if let Some(inbound) = inbound {
             let intake = state.intake.dingtalk(source, &inbound, now)?;
             let committed = commit(state, source, intake).await?;
+            update_directory(state, source, &inbound, committed.duplicate);
             tracing::debug!(
                 source = %source,
                 event_id = %committed.event_id,
@@ -161,6 +181,7 @@ impl StreamIntake {
         }
         let intake = self.state.intake.dingtalk(&self.source, inbound, self.state.clock.now())?;
         let committed = commit(&self.state, &self.source, intake).await?;
+        update_directory(&self.state, &self.source, inbound, committed.duplicate);
         tracing::debug!(
             source = %self.source,
             event_id = %committed.event_id,

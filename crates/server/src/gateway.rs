@@ -1,5 +1,6 @@
 //! Assembling a running gateway: config -> store -> intake -> workers -> HTTP.
 
+use crate::directory::DirectoryKeeper;
 use crate::pipeline::WebhookPipeline;
 use connect::{Clock, SystemClock};
 use connectors::dingtalk::stream::{StreamClient, StreamHandle};
@@ -44,6 +45,7 @@ pub struct Gateway {
     pub store: Arc<dyn store::Store>,
     /// Stream connections of the DingTalk sources in Stream mode, by source name.
     pub streams: Vec<(String, StreamHandle)>,
+    directory_cancel: CancellationToken,
     workers_cancel: CancellationToken,
     workers: TaskTracker,
     http_cancel: CancellationToken,
@@ -90,6 +92,26 @@ impl Gateway {
         }
         let pipeline =
             WebhookPipeline { verifiers: runtime.sources, dingtalk_callbacks, flows: Arc::new(runtime.flows) };
+        // One directory keeper per app that keeps its directory, shared by the app's sources.
+        let directory_cancel = CancellationToken::new();
+        let mut keepers = BTreeMap::new();
+        for (name, app) in &config.dingtalk_apps {
+            if let (true, Some(api)) = (app.sync_directory, runtime.dingtalk_apps.get(name)) {
+                let keeper = DirectoryKeeper::new(name, api.clone(), store.clone(), clock.clone());
+                let _task = keeper.clone().spawn(directory_cancel.clone());
+                keepers.insert(name.clone(), keeper);
+            }
+        }
+        let directories = config
+            .sources
+            .iter()
+            .filter_map(|(source, cfg)| match &cfg.kind {
+                engine::config::SourceKind::Dingtalk { app, .. } => {
+                    keepers.get(app).map(|keeper| (source.clone(), keeper.clone()))
+                }
+                engine::config::SourceKind::Webhook => None,
+            })
+            .collect();
         let state = crate::AppState {
             intake: Arc::new(pipeline),
             committer,
@@ -100,6 +122,7 @@ impl Gateway {
             max_body_bytes: usize::try_from(config.server.max_body_bytes).unwrap_or(usize::MAX),
             metrics,
             admin_token: runtime.admin_token.map(|t| Arc::new(t.secret_string().clone())),
+            directories: Arc::new(directories),
         };
         let listener = tokio::net::TcpListener::bind(&listen)
             .await
@@ -125,7 +148,17 @@ impl Gateway {
                 tracing::error!("HTTP server stopped: {err}");
             }
         });
-        Ok(Gateway { addr, state, store, streams, workers_cancel, workers: workers_tracker, http_cancel, http_task })
+        Ok(Gateway {
+            addr,
+            state,
+            store,
+            streams,
+            directory_cancel,
+            workers_cancel,
+            workers: workers_tracker,
+            http_cancel,
+            http_task,
+        })
     }
 
     /// Graceful stop: refuse new webhooks (503), let in-flight deliveries finish and release the
@@ -136,6 +169,7 @@ impl Gateway {
         for (_, stream) in self.streams {
             stream.shutdown().await;
         }
+        self.directory_cancel.cancel();
         self.workers_cancel.cancel();
         self.workers.close();
         if tokio::time::timeout(Duration::from_secs(9), self.workers.wait()).await.is_err() {

@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod dingtalk;
+pub mod directory;
 pub mod error;
 pub mod gateway;
 pub mod hooks;

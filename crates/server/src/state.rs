@@ -50,6 +50,8 @@ pub struct AppState {
     pub metrics: crate::metrics::Metrics,
     /// Bearer token for `/api/`; `None` leaves the admin API closed entirely.
     pub admin_token: Option<Arc<secrecy::SecretString>>,
+    /// The directory keeper of each DingTalk source's app, by source name.
+    pub directories: Arc<std::collections::BTreeMap<String, Arc<crate::directory::DirectoryKeeper>>>,
 }
 
 impl AppState {

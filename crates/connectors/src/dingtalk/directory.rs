@@ -572,7 +572,9 @@ impl DirectorySync {
             userids.extend(directory.users_in_department(*dept_id).await?.into_iter().map(|u| u.userid));
         }
         let fetched: Vec<Result<User, DeliveryError>> =
-            futures::stream::iter(userids.iter().map(|userid| directory.user(userid)))
+            // Owned ids: a closure over `&String` makes this future not provably `Send` for
+            // every lifetime, so it could not run inside `tokio::spawn`.
+            futures::stream::iter(userids.into_iter().map(|userid| async move { directory.user(&userid).await }))
                 .buffer_unordered(SYNC_CONCURRENCY)
                 .collect()
                 .await;
@@ -580,7 +582,7 @@ impl DirectorySync {
             let user = user?;
             snapshot.users.insert(user.userid.clone(), user);
         }
-        tracing::info!(
+        tracing::debug!(
             app_key = %directory.api().app_key(),
             departments = snapshot.departments.len(),
             users = snapshot.users.len(),

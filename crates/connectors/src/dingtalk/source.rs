@@ -11,6 +11,9 @@ pub use super::stream::{TOPIC_CARD_CALLBACK, TOPIC_ROBOT_MESSAGE};
 /// One inbound event, ready to become a canonical `model::Event`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Inbound {
+    /// DingTalk's name for it: the event type (`bpms_instance_change`, `user_add_org`, …) or, for
+    /// callbacks, the Stream topic.
+    pub event_type: String,
     /// `approval`, `approval_task`, `card_action`, `robot_message`, `user`, `department`, or the
     /// DingTalk event type verbatim for anything else.
     pub entity: String,
@@ -63,6 +66,7 @@ pub fn from_callback(topic: &str, message_id: &str, data: &str) -> Result<Inboun
         TOPIC_ROBOT_MESSAGE => {
             let msg_id = text(&data, "msgId").ok_or(InboundError::Missing { what: "robot message", field: "msgId" })?;
             Ok(Inbound {
+                event_type: topic.to_string(),
                 entity: "robot_message".into(),
                 entity_id: msg_id.clone(),
                 change: "received".into(),
@@ -72,6 +76,7 @@ pub fn from_callback(topic: &str, message_id: &str, data: &str) -> Result<Inboun
             })
         }
         other => Ok(Inbound {
+            event_type: other.to_string(),
             entity: "callback".into(),
             entity_id: message_id.to_string(),
             change: "received".into(),
@@ -104,6 +109,7 @@ pub fn card_click(mut data: Value) -> Result<Inbound, InboundError> {
         obj.insert("params".into(), params);
     }
     Ok(Inbound {
+        event_type: TOPIC_CARD_CALLBACK.to_string(),
         entity: "card_action".into(),
         entity_id: out_track_id,
         change: "clicked".into(),
@@ -166,13 +172,22 @@ fn from_event(event_type: &str, data: Value, event_id: Option<&str>) -> Result<I
     // change must collapse into one event, and HTTP plaintexts carry no eventId.
     let dedup_key = format!("{event_type}:{natural_key}");
     let source_time_ms = time_of(&data);
-    Ok(Inbound { entity: entity.into(), entity_id, change: change.into(), dedup_key, source_time_ms, data })
+    Ok(Inbound {
+        event_type: event_type.to_string(),
+        entity: entity.into(),
+        entity_id,
+        change: change.into(),
+        dedup_key,
+        source_time_ms,
+        data,
+    })
 }
 
 fn other_event(event_type: &str, data: Value, event_id: Option<&str>, change: &str) -> Inbound {
     let id = event_id.map(str::to_string).unwrap_or_else(|| digest(&data));
     let change = if change.is_empty() { "received" } else { change };
     Inbound {
+        event_type: event_type.to_string(),
         entity: event_type.to_string(),
         entity_id: id.clone(),
         change: snake(change),

@@ -178,6 +178,8 @@ pub struct DingtalkAppConfig {
     pub region: DingtalkRegion,
     pub token_api: DingtalkTokenApi,
     pub qps_per_api: u32,
+    /// Keep the directory in the store (full sync at start and daily, events in between).
+    pub sync_directory: bool,
     /// Set by `--sim-endpoints`: both API hosts become this URL.
     pub base_url_override: Option<String>,
 }

@@ -48,6 +48,8 @@ pub struct RawDingtalkApp {
     /// `new` (v1.0/oauth2/accessToken, default) or `old` (gettoken).
     pub token_api: Option<S<String>>,
     pub qps_per_api: Option<S<u32>>,
+    /// Keep the app's directory (users, departments) in the store; default true.
+    pub sync_directory: Option<S<bool>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

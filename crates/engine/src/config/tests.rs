@@ -492,6 +492,7 @@ fn flows_render_app_messages() {
     let cfg = check(DINGTALK).unwrap();
     let engine = crate::flow::FlowEngine::new(&cfg);
     let inbound = connectors::dingtalk::source::Inbound {
+        event_type: "bpms_instance_change".into(),
         entity: "approval".into(),
         entity_id: "pi-1".into(),
         change: "started".into(),

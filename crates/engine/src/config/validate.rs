@@ -411,6 +411,7 @@ fn validate_dingtalk_app(cx: &mut Ctx<'_>, name: &S<String>, app: &RawDingtalkAp
         region,
         token_api,
         qps_per_api,
+        sync_directory: app.sync_directory.as_ref().is_none_or(|s| *s.get_ref()),
         base_url_override: None,
     })
 }

@@ -300,3 +300,64 @@ async fn a_stream_connection_dropped_mid_event_still_processes_each_event_once()
     assert_eq!(stats.pending + stats.leased + stats.done + stats.dead, EVENTS as u64, "one notice job per event");
     h.gateway.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_directory_is_kept_in_the_store_and_follows_contact_events() {
+    let h = E2e::start("stream", "callback = \"stream\"").await;
+    h.stream_connected().await;
+    let sim = h.dingtalk.sim().clone();
+    let store = h.gateway.store.clone();
+    let stored = || {
+        let store = store.clone();
+        async move { dingbridge_server::directory::load(store.as_ref(), "hk").await.unwrap() }
+    };
+    let started = Instant::now();
+    let snapshot = loop {
+        if let Some(s) = stored().await {
+            break s;
+        }
+        assert!(started.elapsed() < Duration::from_secs(15), "no directory stored");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let finance = snapshot.user("finance0001").expect("the finance director is in the directory");
+    assert_eq!(finance.job_number, "E0002");
+    let chain: Vec<String> = snapshot.manager_chain("pay0002").into_iter().map(|l| l.userid).collect();
+    assert_eq!(chain.first().map(String::as_str), Some("finance0001"), "{chain:?}");
+    assert!(snapshot.by_mobile("852", "98765432").is_some_and(|u| u.userid == "manager4711"));
+
+    // A new colleague joins: DingTalk announces it, the gateway fetches and stores them.
+    let newcomer = json!({"userid": "buyer0042", "name": "Wong Ka Yan", "mobile": "61112222", "email": "ky.wong@harbour-trading.example.hk",
+        "job_number": "E1042", "title": "Buyer", "dept_ids": [20001], "manager_userid": "manager4711"});
+    sim::Simulator::put_record(sim.as_ref(), "user", newcomer).await.unwrap();
+    let corp = connectors::dingtalk::sim::org::SEED_CORP_ID;
+    sim.stream.push_event(
+        SEED_APP_KEY,
+        "user_add_org",
+        corp,
+        json!({"UserId": ["buyer0042"], "TimeStamp": "1767225600000"}),
+    );
+    let started = Instant::now();
+    loop {
+        if stored().await.is_some_and(|s| s.user("buyer0042").is_some_and(|u| u.job_number == "E1042")) {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(15), "the new user never reached the stored directory");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Someone leaves: gone from the stored copy without a full sync.
+    sim.stream.push_event(
+        SEED_APP_KEY,
+        "user_leave_org",
+        corp,
+        json!({"UserId": ["acct0003"], "TimeStamp": "1767225700000"}),
+    );
+    let started = Instant::now();
+    loop {
+        if stored().await.is_some_and(|s| s.user("acct0003").is_none()) {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(15), "the leaver is still in the stored directory");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    h.gateway.shutdown().await;
+}
