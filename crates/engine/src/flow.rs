@@ -122,6 +122,12 @@ impl FlowEngine {
                         "title": render(title)?,
                         "text": render(text)?,
                     }),
+                    MessageSpec::RobotMessage { users, title, text } => json!({
+                        "api": "robot_message",
+                        "users": split_list(&render(users)?),
+                        "title": render(title)?,
+                        "text": render(text)?,
+                    }),
                     MessageSpec::GroupMessage { group, title, text } => json!({
                         "api": "group_message",
                         "group": render(group)?.trim(),

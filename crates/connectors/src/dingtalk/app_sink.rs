@@ -12,11 +12,20 @@ use connect::{Delivery, DeliveryError, Idempotency, Receipt, Sink};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
+/// Waits before sending again to flow-controlled robot recipients within one delivery.
+const FLOW_CONTROL_RETRIES: [std::time::Duration; 2] =
+    [std::time::Duration::from_secs(1), std::time::Duration::from_secs(3)];
+
 /// One rendered delivery of a `dingtalk_app` destination (the flow engine's output).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(tag = "api", rename_all = "snake_case", deny_unknown_fields)]
 pub enum AppMessage {
     WorkNotice {
+        users: Vec<String>,
+        title: String,
+        text: String,
+    },
+    RobotMessage {
         users: Vec<String>,
         title: String,
         text: String,
@@ -93,6 +102,47 @@ impl AppSink {
         DeliveryError::BadPayload { destination: self.name.clone(), detail: detail.into() }
     }
 
+    /// Robot 1:1 messages. DingTalk answers per-user flow control by listing the users who got
+    /// nothing; they are sent to again within this delivery (the outbox would resend to everyone).
+    /// Whoever is still flow-controlled after the last try fails the delivery by name, so an
+    /// operator sees exactly who did not get it.
+    async fn robot_message(&self, users: Vec<String>, msg: AppRobotMessage) -> Result<Receipt, DeliveryError> {
+        let mut pending = users;
+        let mut keys = Vec::new();
+        let mut unreachable = Vec::new();
+        for attempt in 0..=FLOW_CONTROL_RETRIES.len() {
+            if attempt > 0 {
+                tokio::time::sleep(FLOW_CONTROL_RETRIES[attempt - 1]).await;
+            }
+            let outcome = self.messages.batch_send(&self.robot_code, &pending, &msg).await?;
+            keys.extend(outcome.process_query_keys.iter().cloned());
+            unreachable.extend(outcome.invalid.iter().chain(&outcome.filtered).cloned());
+            pending = outcome.retry_these();
+            if let Some(failure) = outcome.failure {
+                // A later chunk failed: the earlier ones went out; only the rest are retried.
+                if keys.is_empty() {
+                    return Err(failure);
+                }
+            }
+            if pending.is_empty() {
+                let detail = if unreachable.is_empty() {
+                    "robot message sent".to_owned()
+                } else {
+                    format!("robot message sent; not users DingTalk can reach: {}", unreachable.join(","))
+                };
+                return Ok(Receipt { vendor_id: Some(keys.join(",")), detail: Some(detail) });
+            }
+        }
+        Err(DeliveryError::Rejected {
+            vendor: super::VENDOR,
+            detail: format!(
+                "robot message reached some users, but DingTalk kept flow-controlling {} (sent to the others: {})",
+                pending.join(","),
+                keys.join(",")
+            ),
+        })
+    }
+
     async fn send(&self, message: AppMessage) -> Result<Receipt, DeliveryError> {
         match message {
             AppMessage::WorkNotice { users, title, text } => {
@@ -102,6 +152,12 @@ impl AppSink {
                 let notice = WorkNotification::new(Recipients::users(users), WorkMessage::markdown(title, text));
                 let task_id = self.messages.send_work_notification(&notice).await?;
                 Ok(Receipt { vendor_id: Some(task_id.to_string()), detail: Some("work notification accepted".into()) })
+            }
+            AppMessage::RobotMessage { users, title, text } => {
+                if users.is_empty() {
+                    return Err(self.bad("the robot message has no recipients (`users` rendered empty)"));
+                }
+                self.robot_message(users, AppRobotMessage::sample_markdown(title, text)).await
             }
             AppMessage::GroupMessage { group, title, text } => {
                 if group.is_empty() {
@@ -225,6 +281,7 @@ mod tests {
         let cases = [
             json!({"api": "work_notice", "users": ["u1"], "title": "t", "text": "x"}),
             json!({"api": "group_message", "group": "cid1", "title": "t", "text": "x"}),
+            json!({"api": "robot_message", "users": ["u1", "u2"], "title": "t", "text": "x"}),
             json!({"api": "card", "template_id": "t.schema", "out_track_id": "o1", "group": "cid1",
                    "params": {"a": "1"}, "callback": "stream"}),
             json!({"api": "card", "template_id": "t.schema", "out_track_id": "o1", "users": ["u1", "u2"],

@@ -286,6 +286,12 @@ pub enum MessageSpec {
         title: String,
         text: String,
     },
+    /// App robot markdown message in each user's 1:1 chat with the robot.
+    RobotMessage {
+        users: String,
+        title: String,
+        text: String,
+    },
     /// App robot markdown message to one group (openConversationId).
     GroupMessage {
         group: String,

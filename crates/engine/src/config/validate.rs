@@ -840,7 +840,7 @@ fn validate_flow(
 
 /// Message types per destination type.
 const ROBOT_MESSAGES: [&str; 3] = ["markdown", "action_card", "text"];
-const APP_MESSAGES: [&str; 5] = ["work_notice", "group_message", "card", "card_update", "approval"];
+const APP_MESSAGES: [&str; 6] = ["work_notice", "robot_message", "group_message", "card", "card_update", "approval"];
 
 /// The keys each message type takes besides `type`.
 fn message_keys(kind: &str) -> Option<&'static [&'static str]> {
@@ -848,7 +848,7 @@ fn message_keys(kind: &str) -> Option<&'static [&'static str]> {
         "markdown" => &["title", "text"],
         "text" => &["content"],
         "action_card" => &["title", "text", "buttons", "single_title", "single_url", "btn_orientation"],
-        "work_notice" => &["users", "title", "text"],
+        "work_notice" | "robot_message" => &["users", "title", "text"],
         "group_message" => &["group", "title", "text"],
         "card" => &[
             "template_id",
@@ -1055,6 +1055,12 @@ fn validate_message(
             let title = require(cx, "title", &msg.title);
             let text = require(cx, "text", &msg.text);
             Some(MessageSpec::WorkNotice { users: users?, title: title?, text: text? })
+        }
+        "robot_message" => {
+            let users = require(cx, "users", &msg.users);
+            let title = require(cx, "title", &msg.title);
+            let text = require(cx, "text", &msg.text);
+            Some(MessageSpec::RobotMessage { users: users?, title: title?, text: text? })
         }
         "group_message" => {
             let group = require(cx, "group", &msg.group);

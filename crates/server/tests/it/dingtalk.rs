@@ -68,6 +68,13 @@ destination = "app"
 message = {{ type = "approval", process_code = "PROC-DB-PAYMENT", originator = "{{{{ event.data.requester }}}}", approvers = "{{{{ event.data.approver }}}}", form = {{ "Payee" = "{{{{ event.data.payee }}}}", "Amount (HKD)" = "{{{{ event.data.amount }}}}" }} }}
 
 [[flows]]
+name = "notice"
+on = {{ source = "erp", entity = "notice", change = ["created"] }}
+[[flows.deliver]]
+destination = "app"
+message = {{ type = "robot_message", users = "{{{{ event.data.users }}}}", title = "Notice", text = "{{{{ event.data.text }}}}" }}
+
+[[flows]]
 name = "approval-finished"
 on = {{ source = "dingtalk", entity = "approval", change = ["finished"] }}
 [[flows.deliver]]
@@ -359,5 +366,23 @@ async fn the_directory_is_kept_in_the_store_and_follows_contact_events() {
         assert!(started.elapsed() < Duration::from_secs(15), "the leaver is still in the stored directory");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    h.gateway.shutdown().await;
+}
+
+#[tokio::test]
+async fn robot_messages_reach_flow_controlled_users_once_without_repeating_the_others() {
+    let h = E2e::start("stream", "callback = \"stream\"").await;
+    let sim = h.dingtalk.sim().clone();
+    // DingTalk flow-controls one recipient for a moment.
+    sim.messages.set_flow_controlled(["pay0002"]);
+    h.webhook("notice-1", json!({"type": "notice.created", "data": {"id": "N-1", "users": "finance0001, pay0002, acct0003", "text": "Month-end close at 18:00"}})).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    sim.messages.set_flow_controlled(Vec::<String>::new());
+    let inbox = |user: &str| {
+        sim.messages.user_inbox(user).iter().filter(|m| serde_json::to_string(m).unwrap().contains("Month-end")).count()
+    };
+    wait_for("the flow-controlled user's message", || inbox("pay0002") == 1).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!((inbox("finance0001"), inbox("pay0002"), inbox("acct0003")), (1, 1, 1), "each user got it exactly once");
     h.gateway.shutdown().await;
 }
