@@ -4,3 +4,5 @@
 //! `dingbridge-sim`.
 
 pub mod dingtalk;
+pub mod salesforce;
+pub mod zoho;
