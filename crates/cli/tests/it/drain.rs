@@ -26,8 +26,22 @@ async fn sigterm_drain(store_url: String) {
 
     let stopping = Instant::now();
     gateway.sigterm().unwrap();
-    // Hammer the intake while it drains: nothing may be accepted after SIGTERM.
+    // The signal is handled asynchronously: a request that lands before the gateway has seen it
+    // is legitimately accepted. Once /healthz says it is draining (within 1 s), nothing may be.
     let client = reqwest::Client::new();
+    while gateway.is_running() {
+        match client.get(format!("{base}/healthz")).send().await {
+            Ok(resp) if resp.status().as_u16() == 503 => break,
+            Err(_) => break,
+            Ok(_) => {}
+        }
+        assert!(
+            stopping.elapsed() < Duration::from_secs(1),
+            "the gateway did not start draining within 1 s of SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Hammer the intake while it drains: nothing may be accepted.
     let mut refused_503 = 0;
     let mut accepted_after = 0;
     while stopping.elapsed() < Duration::from_secs(12) && gateway.is_running() {
