@@ -1,1 +1,15 @@
-//! (in progress)
+//! Zoho CRM connector (reference `crm-apis.md` Part B): OAuth per data centre ([`auth`]), one
+//! error table ([`errors`]), the REST client with paging, batching, credits and concurrency
+//! ([`client`]), notification channels ([`source`]) and a simulator ([`sim`]).
+
+pub mod auth;
+pub mod client;
+pub mod errors;
+pub mod sim;
+pub mod source;
+
+#[cfg(test)]
+mod tests;
+
+/// Vendor name used in errors and logs.
+pub const VENDOR: &str = "Zoho CRM";

@@ -1,0 +1,1012 @@
+//! The Salesforce simulator (reference A8): one org on one loopback port with the real paths,
+//! status codes, error bodies, `Sforce-Limit-Info` and an enforced daily API quota.
+//!
+//! | area | what |
+//! |---|---|
+//! | `POST /services/oauth2/token` | client credentials, JWT bearer (RS256 verified), refresh token; tokens expire after a TTL or on [`SalesforceSim::expire_tokens`] |
+//! | `GET /services/data/` | versions (not counted) |
+//! | `…/sobjects/{O}/{id}` | GET, PATCH (204), DELETE; `POST …/sobjects/{O}` create (201) |
+//! | `…/sobjects/{O}/{ExtId}/{value}` | upsert: 201 created, 200 updated, 300 several matches |
+//! | `…/query?q=`, `…/query/{locator}-{offset}` | the SOQL subset of [`soql`], server-side locators, batch size |
+//! | `…/composite` | subrequests in order, `@{ref.field}` references, allOrNone rollback; one call |
+//! | `…/composite/sobjects[/{O}/{ExtId}]` | collections update/upsert, ≤ 200, per-record `statusCode` errors |
+//! | `…/limits` | `DailyApiRequests` from the sliding 24 h window |
+//!
+//! Records (`POST /_sim/records/{entity}`): any seeded object (`Account`, `Contact`, `Opportunity`,
+//! `Task`, `Event`, `User`, `OpportunityContactRole`) — a change bumps `SystemModstamp` and, for
+//! Opportunities, queues an Outbound Message to the configured endpoint; `outbound`
+//! (`{"url": …}`) sets that endpoint; `limits` (`{"daily": n}`) sets the daily allocation;
+//! `locked` (`{"id": …}`) makes writes to that record fail with `UNABLE_TO_LOCK_ROW`.
+
+pub mod keys;
+mod outbound;
+pub mod seed;
+pub mod soql;
+
+pub use keys::{TEST_PRIVATE_KEY_PEM, TEST_PUBLIC_KEY_PEM};
+
+use super::ids::normalize_id;
+use axum::body::Bytes;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use axum::Router;
+use base64::Engine;
+use connect::Clock;
+use hmac::Mac;
+use jiff::{SignedDuration, Timestamp};
+use serde_json::{json, Map, Value};
+use sim::{SimError, SimState, Simulator};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::Duration;
+
+/// Versions the simulator serves.
+pub const VERSIONS: &[&str] = &["58.0", "59.0", "60.0", "61.0", "62.0", "63.0", "64.0", "65.0", "66.0"];
+/// Idle query cursors die after this long (commonly 15 minutes, UNVERIFIED).
+pub const LOCATOR_IDLE_EXPIRY: SignedDuration = SignedDuration::from_mins(15);
+/// Restricted picklist of `Opportunity.StageName`.
+pub const STAGES: &[&str] = &[
+    "Prospecting",
+    "Qualification",
+    "Needs Analysis",
+    "Value Proposition",
+    "Id. Decision Makers",
+    "Perception Analysis",
+    "Proposal/Price Quote",
+    "Negotiation/Review",
+    "Closed Won",
+    "Closed Lost",
+];
+
+/// Settings of one simulated org.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// Daily API allocation (Developer Edition: 15,000).
+    pub daily_limit: u64,
+    /// Access-token lifetime (the org's session timeout).
+    pub token_ttl: Duration,
+    /// Query page size when the client sends no `Sforce-Query-Options`.
+    pub batch_size: usize,
+    /// Where Outbound Messages go; none = not configured.
+    pub outbound_url: Option<String>,
+    /// First retry delay of an unacknowledged Outbound Message, doubled up to `outbound_retry_max`
+    /// (Salesforce: up to 2 h; compressed here for tests).
+    pub outbound_retry_base: Duration,
+    pub outbound_retry_max: Duration,
+    /// `aud` values accepted in JWT assertions.
+    pub audiences: Vec<String>,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            daily_limit: 15_000,
+            token_ttl: Duration::from_secs(2 * 3600),
+            batch_size: 2000,
+            outbound_url: None,
+            outbound_retry_base: Duration::from_millis(50),
+            outbound_retry_max: Duration::from_secs(2),
+            audiences: vec!["https://login.salesforce.com".to_owned(), "https://test.salesforce.com".to_owned()],
+        }
+    }
+}
+
+struct Org {
+    records: BTreeMap<String, BTreeMap<String, Value>>,
+    tokens: BTreeMap<String, Timestamp>,
+    calls: VecDeque<Timestamp>,
+    /// Locator → (all rows, page size, last used).
+    locators: BTreeMap<String, (Vec<Value>, usize, Timestamp)>,
+    next_id: u64,
+    daily_limit: u64,
+    batch_size: usize,
+    outbound_url: Option<String>,
+    locked: BTreeSet<String>,
+}
+
+/// The Salesforce simulator.
+pub struct SalesforceSim {
+    clock: Arc<dyn Clock>,
+    config: SimConfig,
+    org: Mutex<Org>,
+    journal: OnceLock<SimState>,
+    counted_calls: AtomicU64,
+    outbound: outbound::Sender,
+}
+
+impl std::fmt::Debug for SalesforceSim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SalesforceSim").finish_non_exhaustive()
+    }
+}
+
+type Answer = (u16, Option<Value>);
+
+fn error(status: u16, code: &str, message: &str) -> Answer {
+    (status, Some(json!([{"message": message, "errorCode": code}])))
+}
+
+fn format_stamp(ts: Timestamp) -> String {
+    format!("{}.{:03}+0000", ts.strftime("%Y-%m-%dT%H:%M:%S"), ts.subsec_millisecond())
+}
+
+impl SalesforceSim {
+    pub fn new(config: SimConfig, clock: Arc<dyn Clock>) -> Self {
+        let org = Self::seeded(&config, clock.now());
+        Self {
+            outbound: outbound::Sender::new(config.outbound_retry_base, config.outbound_retry_max),
+            clock,
+            config,
+            org: Mutex::new(org),
+            journal: OnceLock::new(),
+            counted_calls: AtomicU64::new(0),
+        }
+    }
+
+    fn seeded(config: &SimConfig, now: Timestamp) -> Org {
+        let mut org = Org {
+            records: BTreeMap::new(),
+            tokens: BTreeMap::new(),
+            calls: VecDeque::new(),
+            locators: BTreeMap::new(),
+            next_id: 1,
+            daily_limit: config.daily_limit,
+            batch_size: config.batch_size.max(1),
+            outbound_url: config.outbound_url.clone(),
+            locked: BTreeSet::new(),
+        };
+        for (object, mut record) in seed::records() {
+            let stamp = format_stamp(now);
+            record["CreatedDate"] = json!(stamp);
+            record["LastModifiedDate"] = json!(stamp);
+            record["SystemModstamp"] = json!(stamp);
+            let id = record["Id"].as_str().unwrap_or_default().to_owned();
+            org.records.entry(object.to_owned()).or_default().insert(id, record);
+        }
+        org
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Org> {
+        self.org.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Counted data-API calls since start or reset (the calls that consume the allocation).
+    pub fn api_calls(&self) -> u64 {
+        self.counted_calls.load(Ordering::SeqCst)
+    }
+
+    /// Kills every issued access token (as a session timeout or a revoke would).
+    pub fn expire_tokens(&self) {
+        self.lock().tokens.clear();
+    }
+
+    pub fn set_daily_limit(&self, limit: u64) {
+        self.lock().daily_limit = limit;
+    }
+
+    pub fn set_batch_size(&self, size: usize) {
+        self.lock().batch_size = size.max(1);
+    }
+
+    pub fn set_outbound_url(&self, url: Option<String>) {
+        self.lock().outbound_url = url;
+    }
+
+    /// Writes to this record fail with `UNABLE_TO_LOCK_ROW` until reset.
+    pub fn lock_record(&self, id: &str) {
+        self.lock().locked.insert(id.to_owned());
+    }
+
+    /// A stored record.
+    pub fn record(&self, object: &str, id: &str) -> Option<Value> {
+        self.lock().records.get(object).and_then(|m| m.get(id)).cloned()
+    }
+
+    /// Outbound Message deliveries acknowledged / attempted so far.
+    pub fn outbound_stats(&self) -> (u64, u64) {
+        self.outbound.stats()
+    }
+
+    fn api_usage(&self, org: &mut Org) -> (u64, u64) {
+        let cutoff = self.clock.now() - SignedDuration::from_hours(24);
+        while org.calls.front().is_some_and(|t| *t < cutoff) {
+            org.calls.pop_front();
+        }
+        (org.calls.len() as u64, org.daily_limit)
+    }
+
+    fn new_id(org: &mut Org, object: &str) -> String {
+        let prefix = seed::prefix_of(object).unwrap_or("a00");
+        let n = org.next_id;
+        org.next_id += 1;
+        normalize_id(&format!("{prefix}5g00000S{n:04}")).unwrap_or_default()
+    }
+
+    /// Stores `fields` into record `id` of `object` (creating it when `id` is None), bumping
+    /// SystemModstamp. Returns the stored record.
+    fn write(
+        &self,
+        org: &mut Org,
+        object: &str,
+        id: Option<&str>,
+        fields: &Map<String, Value>,
+        changed: &mut Vec<Value>,
+    ) -> Result<Value, Answer> {
+        if let Some(id) = id {
+            if org.locked.contains(id) {
+                return Err(error(
+                    400,
+                    "UNABLE_TO_LOCK_ROW",
+                    "unable to obtain exclusive access to this record or 1 records",
+                ));
+            }
+        }
+        if fields.contains_key("Id") || fields.contains_key("attributes") {
+            return Err(error(400, "INVALID_FIELD_FOR_INSERT_UPDATE", "Unable to create/update fields: Id. Please check the security settings of this field and verify that it is read/write for your profile or permission set."));
+        }
+        if object == "Opportunity" {
+            if let Some(stage) = fields.get("StageName") {
+                if !stage.as_str().is_some_and(|s| STAGES.contains(&s)) {
+                    return Err((
+                        400,
+                        Some(
+                            json!([{"message": format!("Stage: bad value for restricted picklist field: {}", stage.as_str().unwrap_or("null")), "errorCode": "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST", "fields": ["StageName"]}]),
+                        ),
+                    ));
+                }
+            }
+        }
+        let now = format_stamp(self.clock.now());
+        let mut record = match id {
+            Some(id) => org
+                .records
+                .get(object)
+                .and_then(|m| m.get(id))
+                .cloned()
+                .ok_or_else(|| error(404, "NOT_FOUND", "The requested resource does not exist"))?,
+            None => {
+                let id = Self::new_id(org, object);
+                json!({"Id": id, "CreatedDate": now})
+            }
+        };
+        for (k, v) in fields {
+            record[k] = v.clone();
+        }
+        if object == "Opportunity" {
+            let stage = record["StageName"].as_str().unwrap_or_default().to_owned();
+            record["IsWon"] = json!(stage == "Closed Won");
+            record["IsClosed"] = json!(stage.starts_with("Closed"));
+        }
+        record["LastModifiedDate"] = json!(now);
+        record["SystemModstamp"] = json!(now);
+        let id = record["Id"].as_str().unwrap_or_default().to_owned();
+        org.records.entry(object.to_owned()).or_default().insert(id, record.clone());
+        if object == "Opportunity" {
+            changed.push(record.clone());
+        }
+        Ok(record)
+    }
+
+    fn find_record(org: &Org, object: &str, id: &str) -> Result<Value, Answer> {
+        let Ok(id18) = normalize_id(id) else {
+            return Err(error(400, "MALFORMED_ID", &format!("{object} ID: id value of incorrect type: {id}")));
+        };
+        org.records
+            .get(object)
+            .and_then(|m| m.get(&id18))
+            .cloned()
+            .ok_or_else(|| error(404, "NOT_FOUND", "The requested resource does not exist"))
+    }
+
+    /// One data-API request (already authenticated and counted), also used for composite items.
+    #[allow(clippy::too_many_arguments)]
+    fn dispatch(
+        &self,
+        org: &mut Org,
+        method: &Method,
+        path: &str,
+        query: &BTreeMap<String, String>,
+        headers: &HeaderMap,
+        body: Option<&Value>,
+        changed: &mut Vec<Value>,
+    ) -> Answer {
+        let Some(rest) = path.strip_prefix("/services/data/") else {
+            return error(404, "NOT_FOUND", "The requested resource does not exist");
+        };
+        let segs: Vec<String> = rest
+            .trim_end_matches('/')
+            .split('/')
+            .map(|s| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned())
+            .collect();
+        let Some(version) = segs.first().and_then(|v| v.strip_prefix('v')).filter(|v| VERSIONS.contains(v)) else {
+            return error(404, "NOT_FOUND", "The requested resource does not exist");
+        };
+        let version = format!("v{version}");
+        let segs: Vec<&str> = segs[1..].iter().map(String::as_str).collect();
+        let object_known = |o: &str| seed::prefix_of(o).is_some();
+        match (method.as_str(), segs.as_slice()) {
+            ("GET", ["limits"]) => {
+                let (used, max) = self.api_usage(org);
+                (
+                    200,
+                    Some(json!({
+                        "DailyApiRequests": {"Max": max, "Remaining": max.saturating_sub(used)},
+                        "DailyBulkApiBatches": {"Max": 15000, "Remaining": 15000},
+                        "DataStorageMB": {"Max": 5, "Remaining": 5}
+                    })),
+                )
+            }
+            ("GET", ["query"]) => {
+                self.query(org, &version, query.get("q").map(String::as_str).unwrap_or_default(), headers)
+            }
+            ("GET", ["query", locator]) => Self::query_more(org, &version, locator, self.clock.now()),
+            ("POST", ["sobjects", object]) if object_known(object) => {
+                let Some(fields) = body.and_then(Value::as_object) else {
+                    return error(400, "JSON_PARSER_ERROR", "The request body is not a JSON object");
+                };
+                match self.write(org, object, None, fields, changed) {
+                    Ok(r) => (201, Some(json!({"id": r["Id"], "success": true, "errors": []}))),
+                    Err(e) => e,
+                }
+            }
+            ("GET", ["sobjects", object, id]) if object_known(object) => match Self::find_record(org, object, id) {
+                Ok(record) => {
+                    let mut out = Map::new();
+                    out.insert("attributes".to_owned(), json!({"type": object, "url": format!("/services/data/{version}/sobjects/{object}/{}", record["Id"].as_str().unwrap_or_default())}));
+                    match query.get("fields") {
+                        Some(list) => {
+                            for f in list.split(',').map(str::trim) {
+                                out.insert(f.to_owned(), record.get(f).cloned().unwrap_or(Value::Null));
+                            }
+                        }
+                        None => out.extend(record.as_object().cloned().unwrap_or_default()),
+                    }
+                    (200, Some(Value::Object(out)))
+                }
+                Err(e) => e,
+            },
+            ("PATCH", ["sobjects", object, id]) if object_known(object) => {
+                let id18 = match Self::find_record(org, object, id) {
+                    Ok(r) => r["Id"].as_str().unwrap_or_default().to_owned(),
+                    Err(e) => return e,
+                };
+                let Some(fields) = body.and_then(Value::as_object) else {
+                    return error(400, "JSON_PARSER_ERROR", "The request body is not a JSON object");
+                };
+                match self.write(org, object, Some(&id18), fields, changed) {
+                    Ok(_) => (204, None),
+                    Err(e) => e,
+                }
+            }
+            ("DELETE", ["sobjects", object, id]) if object_known(object) => match Self::find_record(org, object, id) {
+                Ok(r) => {
+                    if let Some(m) = org.records.get_mut(*object) {
+                        m.remove(r["Id"].as_str().unwrap_or_default());
+                    }
+                    (204, None)
+                }
+                Err(e) => e,
+            },
+            ("PATCH", ["sobjects", object, field, value]) if object_known(object) => {
+                let Some(fields) = body.and_then(Value::as_object) else {
+                    return error(400, "JSON_PARSER_ERROR", "The request body is not a JSON object");
+                };
+                match self.upsert_one(org, &version, object, field, value, fields, changed) {
+                    Ok((status, result)) => (status, Some(result)),
+                    Err(e) => e,
+                }
+            }
+            ("POST", ["composite"]) => self.composite(org, body, headers, changed),
+            ("PATCH", ["composite", "sobjects"]) => self.collection(org, &version, None, body, changed),
+            ("PATCH", ["composite", "sobjects", object, field]) if object_known(object) => {
+                self.collection(org, &version, Some((object, field)), body, changed)
+            }
+            (_, ["sobjects", object, ..]) if !object_known(object) => {
+                error(404, "NOT_FOUND", "The requested resource does not exist")
+            }
+            _ => error(404, "NOT_FOUND", "The requested resource does not exist"),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn upsert_one(
+        &self,
+        org: &mut Org,
+        version: &str,
+        object: &str,
+        field: &str,
+        value: &str,
+        fields: &Map<String, Value>,
+        changed: &mut Vec<Value>,
+    ) -> Result<(u16, Value), Answer> {
+        if field != "Dingbridge_Id__c" && field != "Id" {
+            return Err(error(
+                404,
+                "NOT_FOUND",
+                &format!("Provided external ID field does not exist or is not accessible: {field}"),
+            ));
+        }
+        let matches: Vec<String> = org
+            .records
+            .get(object)
+            .map(|m| {
+                m.values()
+                    .filter(|r| r[field].as_str() == Some(value))
+                    .filter_map(|r| r["Id"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        match matches.as_slice() {
+            [] => {
+                let mut with_key = fields.clone();
+                with_key.insert(field.to_owned(), json!(value));
+                let r = self.write(org, object, None, &with_key, changed)?;
+                Ok((201, json!({"id": r["Id"], "success": true, "errors": [], "created": true})))
+            }
+            [id] => {
+                let id = id.clone();
+                let r = self.write(org, object, Some(&id), fields, changed)?;
+                Ok((200, json!({"id": r["Id"], "success": true, "errors": [], "created": false})))
+            }
+            many => Err((
+                300,
+                Some(json!(many
+                    .iter()
+                    .map(|id| format!("/services/data/{version}/sobjects/{object}/{id}"))
+                    .collect::<Vec<_>>())),
+            )),
+        }
+    }
+
+    fn query(&self, org: &mut Org, version: &str, soql_text: &str, headers: &HeaderMap) -> Answer {
+        let parsed = match soql::parse(soql_text) {
+            Ok(q) => q,
+            Err(e) => return error(400, "MALFORMED_QUERY", &e),
+        };
+        if seed::prefix_of(&parsed.from).is_none() {
+            return error(400, "INVALID_TYPE", &format!("sObject type '{}' is not supported.", parsed.from));
+        }
+        let rows = match soql::run(&OrgData { org, version }, &parsed) {
+            Ok(rows) => rows,
+            Err(e) => return error(400, "INVALID_FIELD", &e),
+        };
+        let batch = headers
+            .get("sforce-query-options")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').find_map(|p| p.trim().strip_prefix("batchSize=")))
+            .and_then(|n| n.parse::<usize>().ok())
+            .map_or(org.batch_size, |n| n.clamp(1, 2000));
+        let total = rows.len();
+        if total <= batch {
+            return (200, Some(json!({"totalSize": total, "done": true, "records": rows})));
+        }
+        let locator = format!("01gSIM{:010}", org.next_id);
+        org.next_id += 1;
+        let first: Vec<Value> = rows[..batch].to_vec();
+        org.locators.insert(locator.clone(), (rows, batch, self.clock.now()));
+        (
+            200,
+            Some(
+                json!({"totalSize": total, "done": false, "nextRecordsUrl": format!("/services/data/{version}/query/{locator}-{batch}"), "records": first}),
+            ),
+        )
+    }
+
+    fn query_more(org: &mut Org, version: &str, locator_offset: &str, now: Timestamp) -> Answer {
+        let invalid = || error(400, "INVALID_QUERY_LOCATOR", "invalid query locator");
+        let Some((locator, offset)) = locator_offset.rsplit_once('-') else { return invalid() };
+        let Ok(offset) = offset.parse::<usize>() else { return invalid() };
+        let Some((rows, batch, last_used)) = org.locators.get_mut(locator) else { return invalid() };
+        if now.duration_since(*last_used) > LOCATOR_IDLE_EXPIRY {
+            org.locators.remove(locator);
+            return invalid();
+        }
+        *last_used = now;
+        let (rows, batch) = (&*rows, *batch);
+        let end = (offset + batch).min(rows.len());
+        let page: Vec<Value> = rows.get(offset..end).map(<[Value]>::to_vec).unwrap_or_default();
+        let total = rows.len();
+        if end >= total {
+            org.locators.remove(locator);
+            return (200, Some(json!({"totalSize": total, "done": true, "records": page})));
+        }
+        (
+            200,
+            Some(
+                json!({"totalSize": total, "done": false, "nextRecordsUrl": format!("/services/data/{version}/query/{locator}-{end}"), "records": page}),
+            ),
+        )
+    }
+
+    fn composite(&self, org: &mut Org, body: Option<&Value>, headers: &HeaderMap, changed: &mut Vec<Value>) -> Answer {
+        let Some(items) = body.and_then(|b| b.get("compositeRequest")).and_then(Value::as_array) else {
+            return error(400, "JSON_PARSER_ERROR", "compositeRequest is required");
+        };
+        if items.len() > 25 {
+            return error(400, "LIMIT_EXCEEDED", "Composite request limit of 25 subrequests exceeded");
+        }
+        let all_or_none = body.and_then(|b| b.get("allOrNone")).and_then(Value::as_bool).unwrap_or(false);
+        let snapshot = org.records.clone();
+        let mut results: Vec<Value> = Vec::new();
+        let mut refs: BTreeMap<String, Value> = BTreeMap::new();
+        let mut failed = false;
+        for item in items {
+            let reference = item["referenceId"].as_str().unwrap_or_default().to_owned();
+            let url = resolve_refs(item["url"].as_str().unwrap_or_default(), &refs);
+            let sub_body = item.get("body").map(|b| resolve_value(b, &refs));
+            let method = Method::from_bytes(item["method"].as_str().unwrap_or("GET").as_bytes()).unwrap_or(Method::GET);
+            let (path, query_text) = url.split_once('?').unwrap_or((url.as_str(), ""));
+            let query: BTreeMap<String, String> =
+                url::form_urlencoded::parse(query_text.as_bytes()).into_owned().collect();
+            let (status, answer) = if url.contains("@{") {
+                (
+                    400,
+                    Some(
+                        json!([{"errorCode": "PROCESSING_HALTED", "message": "Invalid reference specified. No value for an earlier reference was found."}]),
+                    ),
+                )
+            } else {
+                self.dispatch(org, &method, path, &query, headers, sub_body.as_ref(), changed)
+            };
+            if (200..300).contains(&status) {
+                refs.insert(reference.clone(), answer.clone().unwrap_or(Value::Null));
+            } else {
+                failed = true;
+            }
+            results
+                .push(json!({"body": answer, "httpHeaders": {}, "httpStatusCode": status, "referenceId": reference}));
+        }
+        if all_or_none && failed {
+            org.records = snapshot;
+            changed.clear();
+            for r in &mut results {
+                if (200..300).contains(&r["httpStatusCode"].as_u64().unwrap_or(0)) {
+                    r["httpStatusCode"] = json!(400);
+                    r["body"] = json!([{"errorCode": "PROCESSING_HALTED", "message": "The transaction was rolled back since another operation in the same transaction failed."}]);
+                }
+            }
+        }
+        (200, Some(json!({"compositeResponse": results})))
+    }
+
+    fn collection(
+        &self,
+        org: &mut Org,
+        version: &str,
+        upsert: Option<(&str, &str)>,
+        body: Option<&Value>,
+        changed: &mut Vec<Value>,
+    ) -> Answer {
+        let Some(records) = body.and_then(|b| b.get("records")).and_then(Value::as_array) else {
+            return error(400, "JSON_PARSER_ERROR", "records is required");
+        };
+        if records.len() > super::client::COLLECTION_LIMIT {
+            return error(
+                400,
+                "EXCEEDED_ID_LIMIT",
+                "record limit reached. cannot submit more than 200 records into this call",
+            );
+        }
+        let all_or_none = body.and_then(|b| b.get("allOrNone")).and_then(Value::as_bool).unwrap_or(false);
+        let snapshot = org.records.clone();
+        let mut results = Vec::new();
+        for record in records {
+            let mut fields = record.as_object().cloned().unwrap_or_default();
+            let object =
+                fields.remove("attributes").and_then(|a| a["type"].as_str().map(str::to_owned)).unwrap_or_default();
+            let outcome = match upsert {
+                Some((object, field)) => {
+                    let value = fields.remove(field).and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+                    self.upsert_one(org, version, object, field, &value, &fields, changed).map(|(_, r)| r)
+                }
+                None => {
+                    let id = fields.remove("id").or_else(|| fields.remove("Id"));
+                    let id = id.as_ref().and_then(Value::as_str).unwrap_or_default().to_owned();
+                    match Self::find_record(org, &object, &id) {
+                        Ok(_) => self
+                            .write(org, &object, normalize_id(&id).ok().as_deref(), &fields, changed)
+                            .map(|r| json!({"id": r["Id"], "success": true, "errors": []})),
+                        Err((400, _)) => Err(error(400, "MALFORMED_ID", &format!("malformed id {id}"))),
+                        Err(e) => Err(e),
+                    }
+                }
+            };
+            results.push(match outcome {
+                Ok(r) => r,
+                Err((_, e)) => {
+                    let first = e.as_ref().and_then(|e| e.get(0)).cloned().unwrap_or_default();
+                    json!({"success": false, "errors": [{"statusCode": first["errorCode"], "message": first["message"], "fields": first.get("fields").cloned().unwrap_or(json!([]))}]})
+                }
+            });
+        }
+        if all_or_none && results.iter().any(|r| r["success"] == json!(false)) {
+            org.records = snapshot;
+            changed.clear();
+            for r in &mut results {
+                if r["success"] == json!(true) {
+                    *r = json!({"id": r["id"], "success": false, "errors": [{"statusCode": "ALL_OR_NONE_OPERATION_ROLLED_BACK", "message": "Record rolled back because not all records were valid and the request was using AllOrNone header", "fields": []}]});
+                }
+            }
+        }
+        (200, Some(Value::Array(results)))
+    }
+
+    fn mint_token(&self, org: &mut Org) -> String {
+        let token = format!("{}!SIM.{}", &seed::ORG_ID[..15], uuid::Uuid::new_v4().simple());
+        let expiry = self.clock.now() + SignedDuration::try_from(self.config.token_ttl).unwrap_or(SignedDuration::MAX);
+        org.tokens.insert(token.clone(), expiry);
+        token
+    }
+
+    async fn token(self: Arc<Self>, headers: HeaderMap, body: Bytes) -> Response {
+        let form: BTreeMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
+        let host = headers.get(axum::http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1");
+        let instance_url = format!("http://{host}");
+        let fail = |code: &str, text: &str| {
+            (StatusCode::BAD_REQUEST, axum::Json(json!({"error": code, "error_description": text}))).into_response()
+        };
+        let basic = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|h| h.to_str().ok())
+            .and_then(|h| h.strip_prefix("Basic "))
+            .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+            .and_then(|b| String::from_utf8(b).ok())
+            .and_then(|s| s.split_once(':').map(|(a, b)| (a.to_owned(), b.to_owned())));
+        let (client_id, client_secret) = match basic {
+            Some((id, secret)) => (Some(id), Some(secret)),
+            None => (form.get("client_id").cloned(), form.get("client_secret").cloned()),
+        };
+        let grant = form.get("grant_type").map(String::as_str).unwrap_or_default();
+        let signed = match grant {
+            "client_credentials" => {
+                if client_id.as_deref() != Some(seed::CLIENT_ID) {
+                    return fail("invalid_client_id", "client identifier invalid");
+                }
+                if client_secret.as_deref() != Some(seed::CLIENT_SECRET) {
+                    return fail("invalid_client", "invalid client credentials");
+                }
+                true
+            }
+            "refresh_token" => {
+                if client_id.as_deref() != Some(seed::CLIENT_ID) {
+                    return fail("invalid_client_id", "client identifier invalid");
+                }
+                if client_secret.as_deref().is_some_and(|s| s != seed::CLIENT_SECRET) {
+                    return fail("invalid_client", "invalid client credentials");
+                }
+                if form.get("refresh_token").map(String::as_str) != Some(seed::REFRESH_TOKEN) {
+                    return fail("invalid_grant", "expired access/refresh token");
+                }
+                true
+            }
+            super::auth::JWT_BEARER_GRANT => {
+                if let Err((code, text)) =
+                    self.verify_jwt(form.get("assertion").map(String::as_str).unwrap_or_default())
+                {
+                    return fail(code, text);
+                }
+                false
+            }
+            _ => return fail("unsupported_grant_type", "grant type not supported"),
+        };
+        let token = self.mint_token(&mut self.lock());
+        let id = format!("https://login.salesforce.com/id/{}/{}", seed::ORG_ID, seed::INTEGRATION_USER_ID);
+        let issued_at = self.clock.now().as_millisecond().to_string();
+        let mut answer = json!({"access_token": token, "instance_url": instance_url, "id": id, "token_type": "Bearer", "issued_at": issued_at, "scope": "api", "token_format": "opaque"});
+        if signed {
+            // Lets the client check the answer: HMAC-SHA256(id + issued_at) keyed with the secret.
+            if let Ok(mut mac) = hmac::Hmac::<sha2::Sha256>::new_from_slice(seed::CLIENT_SECRET.as_bytes()) {
+                mac.update(format!("{id}{issued_at}").as_bytes());
+                answer["signature"] =
+                    json!(base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes()));
+            }
+        }
+        (StatusCode::OK, axum::Json(answer)).into_response()
+    }
+
+    fn verify_jwt(&self, assertion: &str) -> Result<(), (&'static str, &'static str)> {
+        let key = jsonwebtoken::DecodingKey::from_rsa_pem(TEST_PUBLIC_KEY_PEM.as_bytes())
+            .map_err(|_| ("invalid_grant", "invalid assertion"))?;
+        let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+        // exp is checked below against the simulator's clock, aud against the configured list.
+        validation.validate_exp = false;
+        validation.validate_aud = false;
+        validation.required_spec_claims = ["exp", "iss", "sub", "aud"].into_iter().map(str::to_owned).collect();
+        let claims = jsonwebtoken::decode::<super::auth::JwtClaims>(assertion, &key, &validation)
+            .map_err(|_| ("invalid_grant", "invalid assertion"))?
+            .claims;
+        if claims.iss != seed::CLIENT_ID {
+            return Err(("invalid_client_id", "client identifier invalid"));
+        }
+        if !self.config.audiences.contains(&claims.aud) {
+            return Err(("invalid_grant", "audience is invalid"));
+        }
+        let now = self.clock.now().as_second();
+        if claims.exp <= now || claims.exp > now + super::auth::JWT_LIFETIME_SECS {
+            return Err(("invalid_grant", "invalid assertion"));
+        }
+        if claims.sub != seed::INTEGRATION_USERNAME {
+            return Err(("invalid_grant", "user hasn't approved this consumer"));
+        }
+        Ok(())
+    }
+
+    async fn data(self: Arc<Self>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+        let (answer, usage, changed, outbound_url) = {
+            let mut org = self.lock();
+            let mut changed = Vec::new();
+            let answer = self.authorized_call(&mut org, &method, &uri, &headers, &body, &mut changed);
+            let usage = self.api_usage(&mut org);
+            (answer, usage, changed, org.outbound_url.clone())
+        };
+        if let Some(url) = outbound_url {
+            for record in changed {
+                self.outbound.send(
+                    url.clone(),
+                    outbound::envelope(&record, &self.next_notification_id()),
+                    self.journal.get().cloned(),
+                );
+            }
+        }
+        let (status, body) = answer;
+        let mut resp = match body {
+            Some(v) => (StatusCode::from_u16(status).unwrap_or(StatusCode::OK), axum::Json(v)).into_response(),
+            None => StatusCode::from_u16(status).unwrap_or(StatusCode::NO_CONTENT).into_response(),
+        };
+        if let Ok(v) = HeaderValue::from_str(&format!("api-usage={}/{}", usage.0, usage.1)) {
+            resp.headers_mut().insert("sforce-limit-info", v);
+        }
+        resp
+    }
+
+    fn next_notification_id(&self) -> String {
+        let mut org = self.lock();
+        let n = org.next_id;
+        org.next_id += 1;
+        normalize_id(&format!("04l5g0000N{n:05}")).unwrap_or_default()
+    }
+
+    fn authorized_call(
+        &self,
+        org: &mut Org,
+        method: &Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+        body: &Bytes,
+        changed: &mut Vec<Value>,
+    ) -> Answer {
+        let auth = headers.get(axum::http::header::AUTHORIZATION).and_then(|h| h.to_str().ok()).unwrap_or_default();
+        let Some(token) = auth.strip_prefix("Bearer ").or_else(|| auth.strip_prefix("OAuth ")) else {
+            return error(401, "INVALID_AUTH_HEADER", "INVALID_HEADER_TYPE");
+        };
+        let now = self.clock.now();
+        if org.tokens.get(token.trim()).is_none_or(|exp| *exp <= now) {
+            return error(401, "INVALID_SESSION_ID", "Session expired or invalid");
+        }
+        let (used, max) = self.api_usage(org);
+        if used >= max {
+            return error(403, "REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded.");
+        }
+        org.calls.push_back(now);
+        self.counted_calls.fetch_add(1, Ordering::SeqCst);
+        let query: BTreeMap<String, String> =
+            url::form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes()).into_owned().collect();
+        let json_body = if body.is_empty() {
+            None
+        } else {
+            match serde_json::from_slice::<Value>(body) {
+                Ok(v) => Some(v),
+                Err(e) => return error(400, "JSON_PARSER_ERROR", &format!("Unexpected character: {e}")),
+            }
+        };
+        self.dispatch(org, method, uri.path(), &query, headers, json_body.as_ref(), changed)
+    }
+}
+
+/// Replaces `@{ref.path}` in a subrequest URL with earlier results.
+fn resolve_refs(text: &str, refs: &BTreeMap<String, Value>) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("@{") {
+        let Some(len) = rest[start..].find('}') else { break };
+        let expr = &rest[start + 2..start + len];
+        let (name, path) = expr.split_once('.').unwrap_or((expr, ""));
+        match refs.get(name).map(|v| reference_value(v, path)) {
+            Some(Some(value)) => {
+                out.push_str(&rest[..start]);
+                out.push_str(&value);
+            }
+            _ => out.push_str(&rest[..start + len + 1]),
+        }
+        rest = &rest[start + len + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+fn reference_value(value: &Value, path: &str) -> Option<String> {
+    let mut cur = value;
+    for part in path.split('.').filter(|p| !p.is_empty()) {
+        let (key, index) = match part.split_once('[') {
+            Some((k, i)) => (k, i.trim_end_matches(']').parse::<usize>().ok()),
+            None => (part, None),
+        };
+        cur = cur.get(key)?;
+        if let Some(i) = index {
+            cur = cur.get(i)?;
+        }
+    }
+    match cur {
+        Value::String(s) => Some(s.clone()),
+        Value::Null => None,
+        other => Some(other.to_string()),
+    }
+}
+
+fn resolve_value(value: &Value, refs: &BTreeMap<String, Value>) -> Value {
+    match value {
+        Value::String(s) => Value::String(resolve_refs(s, refs)),
+        Value::Array(a) => Value::Array(a.iter().map(|v| resolve_value(v, refs)).collect()),
+        Value::Object(m) => Value::Object(m.iter().map(|(k, v)| (k.clone(), resolve_value(v, refs))).collect()),
+        other => other.clone(),
+    }
+}
+
+/// Relationship rules of the seeded schema for the SOQL engine.
+struct OrgData<'a> {
+    org: &'a Org,
+    version: &'a str,
+}
+
+impl soql::Data for OrgData<'_> {
+    fn rows(&self, object: &str) -> Vec<Value> {
+        self.org.records.get(object).map(|m| m.values().cloned().collect()).unwrap_or_default()
+    }
+
+    fn parent(&self, row: &Value, relationship: &str) -> Option<Value> {
+        let id = row.get(format!("{relationship}Id"))?.as_str()?;
+        let object = seed::object_of_prefix(id)?;
+        self.org.records.get(object)?.get(id).cloned()
+    }
+
+    fn child(&self, parent_object: &str, relationship: &str) -> Option<(String, String)> {
+        let (child, key) = match (parent_object, relationship) {
+            ("Opportunity", "Tasks") | ("Account", "Tasks") => ("Task", "WhatId"),
+            ("Opportunity", "Events") | ("Account", "Events") => ("Event", "WhatId"),
+            ("Opportunity", "OpportunityContactRoles") => ("OpportunityContactRole", "OpportunityId"),
+            ("Account", "Contacts") => ("Contact", "AccountId"),
+            ("Account", "Opportunities") => ("Opportunity", "AccountId"),
+            _ => return None,
+        };
+        Some((child.to_owned(), key.to_owned()))
+    }
+
+    fn attributes(&self, row: &Value) -> Value {
+        let id = row["Id"].as_str().unwrap_or_default();
+        let object = seed::object_of_prefix(id).unwrap_or("Name");
+        json!({"type": object, "url": format!("/services/data/{}/sobjects/{object}/{id}", self.version)})
+    }
+}
+
+#[async_trait::async_trait]
+impl Simulator for SalesforceSim {
+    fn name(&self) -> &'static str {
+        "salesforce"
+    }
+
+    fn router(self: Arc<Self>) -> Router {
+        let token_sim = self.clone();
+        let data_sim = self.clone();
+        Router::new()
+            .route(
+                "/services/oauth2/token",
+                post(move |headers: HeaderMap, body: Bytes| token_sim.clone().token(headers, body)),
+            )
+            .route(
+                "/services/data/",
+                get(|| async {
+                    let list: Vec<Value> = VERSIONS
+                        .iter()
+                        .map(|v| json!({"label": "Simulated", "url": format!("/services/data/v{v}"), "version": v}))
+                        .collect();
+                    axum::Json(list)
+                }),
+            )
+            .route(
+                "/services/data/{*rest}",
+                any(move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+                    data_sim.clone().data(method, uri, headers, body)
+                }),
+            )
+    }
+
+    fn info(&self) -> Value {
+        let org = self.lock();
+        json!({
+            "org_id": seed::ORG_ID,
+            "client_id": seed::CLIENT_ID,
+            "client_secret": seed::CLIENT_SECRET,
+            "username": seed::INTEGRATION_USERNAME,
+            "user_id": seed::INTEGRATION_USER_ID,
+            "refresh_token": seed::REFRESH_TOKEN,
+            "jwt_public_key_pem": TEST_PUBLIC_KEY_PEM,
+            "jwt_private_key_pem": TEST_PRIVATE_KEY_PEM,
+            "jwt_audiences": self.config.audiences,
+            "api_versions": VERSIONS,
+            "daily_api_limit": org.daily_limit,
+            "token_ttl_s": self.config.token_ttl.as_secs(),
+            "batch_size": org.batch_size,
+            "outbound_url": org.outbound_url,
+        })
+    }
+
+    fn reset(&self) {
+        *self.lock() = Self::seeded(&self.config, self.clock.now());
+        self.counted_calls.store(0, Ordering::SeqCst);
+    }
+
+    fn attach(&self, state: SimState) {
+        let _ = self.journal.set(state);
+    }
+
+    async fn put_record(&self, entity: &str, value: Value) -> Result<Value, SimError> {
+        let invalid = |detail: &str| SimError::InvalidRecord { entity: entity.to_owned(), detail: detail.to_owned() };
+        match entity {
+            "outbound" => {
+                let url = value["url"].as_str().map(str::to_owned);
+                self.set_outbound_url(url);
+                return Ok(value);
+            }
+            "limits" => {
+                self.set_daily_limit(value["daily"].as_u64().ok_or_else(|| invalid("expected {\"daily\": n}"))?);
+                return Ok(value);
+            }
+            "locked" => {
+                self.lock_record(value["id"].as_str().ok_or_else(|| invalid("expected {\"id\": \"…\"}"))?);
+                return Ok(value);
+            }
+            _ => {}
+        }
+        if seed::prefix_of(entity).is_none() {
+            return Err(SimError::UnknownEntity {
+                simulator: "salesforce",
+                entity: entity.to_owned(),
+                known:
+                    "Account, Contact, Opportunity, Task, Event, User, OpportunityContactRole, outbound, limits, locked"
+                        .to_owned(),
+            });
+        }
+        let mut fields = value.as_object().cloned().ok_or_else(|| invalid("expected a JSON object"))?;
+        let id = fields.remove("Id").and_then(|v| v.as_str().map(str::to_owned));
+        let mut changed = Vec::new();
+        let (stored, outbound_url) = {
+            let mut org = self.lock();
+            let id = match id {
+                Some(id) => {
+                    let id18 = normalize_id(&id).map_err(|e| invalid(&e.to_string()))?;
+                    if !org.records.get(entity).is_some_and(|m| m.contains_key(&id18)) {
+                        org.records.entry(entity.to_owned()).or_default().insert(id18.clone(), json!({"Id": id18}));
+                    }
+                    Some(id18)
+                }
+                None => None,
+            };
+            let stored = self
+                .write(&mut org, entity, id.as_deref(), &fields, &mut changed)
+                .map_err(|(_, body)| invalid(&body.map(|b| b.to_string()).unwrap_or_default()))?;
+            (stored, org.outbound_url.clone())
+        };
+        if let Some(url) = outbound_url {
+            for record in changed {
+                self.outbound.send(
+                    url.clone(),
+                    outbound::envelope(&record, &self.next_notification_id()),
+                    self.journal.get().cloned(),
+                );
+            }
+        }
+        Ok(stored)
+    }
+}

@@ -1,0 +1,1220 @@
+//! The Zoho CRM simulator (reference B8): one org on one port with the accounts server's token
+//! endpoint (refresh grant, `invalid_code`/`invalid_client` with HTTP 200, throttle after 10
+//! refreshes in 10 min, revoke), `/crm/{version}/` records (paging, `page_token` past 2,000,
+//! 204 when empty, `If-Modified-Since` → 304), related lists, a COQL subset, insert/update/upsert/
+//! delete (100-record cap, per-record results, 207, `If-Unmodified-Since` → 412),
+//! `__composite_requests`, notification channels that really call back, API credits with
+//! `X-API-CREDITS-REMAINING` past half, and enforced concurrency (org limit, heavy sub-limit 10,
+//! composite = 5 units) answering 429.
+//!
+//! Records (`POST /_sim/records/{entity}`): a module name (`Deals`, `Accounts`, `Contacts`,
+//! `Notes`, `Calls`, `Tasks`, `Events`) creates or merges a record by `id` and notifies the
+//! enabled channels; `limits` sets `{daily_credits, concurrency, delay_ms}`; `tokens` with
+//! `{"expire_all": true}` kills every issued access token.
+
+use connect::{Clock, SystemClock};
+use jiff::{SignedDuration, Timestamp};
+use serde_json::{json, Map, Value};
+use sim::{SimError, Simulator};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, post};
+use axum::Router;
+
+pub const SIM_CLIENT_ID: &str = "1000.SIMZOHOHKTRADING0001";
+pub const SIM_CLIENT_SECRET: &str = "sim-zoho-client-secret-0001";
+pub const SIM_REFRESH_TOKEN: &str = "1000.simrefresh.hktrading0001";
+pub const DEFAULT_DAILY_CREDITS: u64 = 70_000;
+/// Enterprise edition.
+pub const DEFAULT_CONCURRENCY: usize = 20;
+const TOKEN_LIFETIME_S: i64 = 3600;
+const HEAVY_CONCURRENCY: usize = 10;
+const ORG_PREFIX: &str = "5843104000";
+const MODULES: [&str; 7] = ["Deals", "Accounts", "Contacts", "Notes", "Calls", "Tasks", "Events"];
+const DEAL_STAGES: [&str; 6] =
+    ["Qualification", "Needs Analysis", "Proposal/Price Quote", "Negotiation/Review", "Closed Won", "Closed Lost"];
+
+#[derive(Debug)]
+struct Data {
+    records: BTreeMap<String, Vec<Value>>,
+    /// Deleted records per module, as `/{Module}/deleted` lists them.
+    deleted: BTreeMap<String, Vec<Value>>,
+    tokens: HashMap<String, Timestamp>,
+    refreshes: Vec<Timestamp>,
+    channels: Vec<(Value, Timestamp)>,
+    page_tokens: HashMap<String, (String, usize)>,
+    daily_credits: u64,
+    credits_used: u64,
+    concurrency: usize,
+    delay_ms: u64,
+    next_id: u64,
+}
+
+/// The Zoho CRM simulator.
+pub struct ZohoSim {
+    clock: Arc<dyn Clock>,
+    data: Mutex<Data>,
+    in_flight: AtomicUsize,
+    heavy_in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
+    calls: AtomicU64,
+    callbacks: reqwest::Client,
+}
+
+impl std::fmt::Debug for ZohoSim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ZohoSim").finish_non_exhaustive()
+    }
+}
+
+fn record(module: &str, suffix: &str, mut fields: Value) -> (String, Value) {
+    fields["id"] = json!(format!("{ORG_PREFIX}{suffix}"));
+    fields["Created_Time"] = json!("2025-06-02T11:15:27+08:00");
+    if fields.get("Modified_Time").is_none() {
+        fields["Modified_Time"] = json!("2025-08-14T14:30:05+08:00");
+    }
+    (module.to_owned(), fields)
+}
+
+/// A Hong Kong trading company: customers in HK, Shenzhen and the US.
+fn seed_records() -> BTreeMap<String, Vec<Value>> {
+    let chan = json!({"name": "Chan Tai Man", "id": "5843104000000424001", "email": "taiman.chan@hktrading.example"});
+    let lee = json!({"name": "Lee Siu Ming", "id": "5843104000000424017", "email": "siuming.lee@hktrading.example"});
+    let kpc = json!({"name": "Kowloon Precision Components Ltd", "id": "5843104000000871001"});
+    let shz = json!({"name": "Shenzhen Harbour Electronics Co", "id": "5843104000000871002"});
+    let pac = json!({"name": "Pacific Rim Imports LLC", "id": "5843104000000871003"});
+    let deal1 = json!({"name": "KPC - Q3 servo motor bulk order", "id": "5843104000001234001"});
+    let seeds = vec![
+        record(
+            "Accounts",
+            "000871001",
+            json!({"Account_Name": "Kowloon Precision Components Ltd", "Currency": "HKD", "Billing_City": "Kowloon", "Billing_Country": "Hong Kong", "Industry": "Manufacturing", "Owner": chan}),
+        ),
+        record(
+            "Accounts",
+            "000871002",
+            json!({"Account_Name": "Shenzhen Harbour Electronics Co", "Currency": "CNY", "Billing_City": "Shenzhen", "Billing_Country": "China", "Owner": lee}),
+        ),
+        record(
+            "Accounts",
+            "000871003",
+            json!({"Account_Name": "Pacific Rim Imports LLC", "Currency": "USD", "Billing_City": "Los Angeles", "Billing_Country": "United States", "Owner": chan}),
+        ),
+        record(
+            "Contacts",
+            "000872001",
+            json!({"First_Name": "Ka Yan", "Last_Name": "Wong", "Full_Name": "Ka Yan Wong", "Email": "kayan.wong@kpc.example", "Account_Name": kpc, "Owner": chan}),
+        ),
+        record(
+            "Contacts",
+            "000872002",
+            json!({"First_Name": "Wei", "Last_Name": "Zhang", "Full_Name": "Wei Zhang", "Email": "wei.zhang@shz-harbour.example", "Account_Name": shz, "Owner": lee}),
+        ),
+        record(
+            "Deals",
+            "001234001",
+            json!({"Deal_Name": "KPC - Q3 servo motor bulk order", "Stage": "Negotiation/Review", "Amount": 1_250_000, "Currency": "HKD", "Closing_Date": "2025-09-30", "Account_Name": kpc, "Owner": chan}),
+        ),
+        record(
+            "Deals",
+            "001234002",
+            json!({"Deal_Name": "KPC - spare parts annual contract", "Stage": "Proposal/Price Quote", "Amount": 380_000, "Currency": "HKD", "Closing_Date": "2025-10-15", "Account_Name": kpc, "Owner": chan}),
+        ),
+        record(
+            "Deals",
+            "001234003",
+            json!({"Deal_Name": "Pacific Rim - LED driver boards", "Stage": "Qualification", "Amount": 56_000.5, "Currency": "USD", "Closing_Date": "2025-11-20", "Account_Name": pac, "Owner": lee}),
+        ),
+        record(
+            "Deals",
+            "001234004",
+            json!({"Deal_Name": "Shenzhen Harbour - connector reels", "Stage": "Closed Won", "Amount": 720_000, "Currency": "CNY", "Closing_Date": "2025-08-01", "Account_Name": shz, "Owner": lee}),
+        ),
+        record(
+            "Notes",
+            "001300001",
+            json!({"Note_Title": "Discount request", "Note_Content": "Customer asks 3% discount on 2nd delivery.", "Parent_Id": deal1, "$se_module": "Deals", "Owner": chan}),
+        ),
+        record(
+            "Notes",
+            "001300002",
+            json!({"Note_Title": "Site visit", "Note_Content": "Visited the Kwun Tong plant.", "Parent_Id": deal1, "$se_module": "Deals", "Owner": lee}),
+        ),
+        record(
+            "Calls",
+            "001400001",
+            json!({"Subject": "Price follow-up", "Call_Type": "Outbound", "Call_Duration": "04:30", "What_Id": deal1, "$se_module": "Deals", "Owner": chan, "Closed_Time": "2025-08-12T10:00:00+08:00"}),
+        ),
+    ];
+    let mut out: BTreeMap<String, Vec<Value>> = MODULES.iter().map(|m| ((*m).to_owned(), Vec::new())).collect();
+    for (module, value) in seeds {
+        out.entry(module).or_default().push(value);
+    }
+    out
+}
+
+fn seed_data() -> Data {
+    Data {
+        records: seed_records(),
+        deleted: BTreeMap::new(),
+        tokens: HashMap::new(),
+        refreshes: Vec::new(),
+        channels: Vec::new(),
+        page_tokens: HashMap::new(),
+        daily_credits: DEFAULT_DAILY_CREDITS,
+        credits_used: 0,
+        concurrency: DEFAULT_CONCURRENCY,
+        delay_ms: 0,
+        next_id: 9_000_001,
+    }
+}
+
+fn reply(status: u16, body: Value) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (status, axum::Json(body)).into_response()
+}
+
+fn error(status: u16, code: &str, message: &str, details: Value) -> Response {
+    reply(status, json!({"code": code, "details": details, "message": message, "status": "error"}))
+}
+
+fn no_content() -> Response {
+    StatusCode::NO_CONTENT.into_response()
+}
+
+fn item_error(code: &str, message: &str, details: Value) -> Value {
+    json!({"code": code, "details": details, "message": message, "status": "error"})
+}
+
+/// Zoho refuses `…Z` and fractions on datetime input.
+fn bad_datetime(value: &Value) -> bool {
+    value
+        .as_str()
+        .is_some_and(|s| s.len() >= 19 && s.as_bytes().get(10) == Some(&b'T') && (s.ends_with('Z') || s.contains('.')))
+}
+
+/// Concurrency units held by one call; released when the call is answered.
+/// The conditional headers of a request.
+#[derive(Debug, Clone, Copy, Default)]
+struct Conditions {
+    /// `If-Modified-Since` (lists).
+    since: Option<Timestamp>,
+    /// `If-Unmodified-Since` (updates).
+    unmodified_since: Option<Timestamp>,
+}
+
+/// Whether `row` changed after `since` (for `If-Unmodified-Since`).
+fn modified_after(row: &Value, since: Option<Timestamp>) -> bool {
+    let modified = row["Modified_Time"].as_str().and_then(|t| t.parse::<Timestamp>().ok());
+    matches!((modified, since), (Some(m), Some(s)) if m > s)
+}
+
+struct InFlight<'a>(&'a AtomicUsize, usize);
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(self.1, Ordering::SeqCst);
+    }
+}
+
+impl Default for ZohoSim {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ZohoSim {
+    pub fn new() -> Self {
+        Self::with_clock(Arc::new(SystemClock))
+    }
+
+    pub fn with_clock(clock: Arc<dyn Clock>) -> Self {
+        Self {
+            clock,
+            data: Mutex::new(seed_data()),
+            in_flight: AtomicUsize::new(0),
+            heavy_in_flight: AtomicUsize::new(0),
+            max_in_flight: AtomicUsize::new(0),
+            calls: AtomicU64::new(0),
+            callbacks: reqwest::Client::new(),
+        }
+    }
+
+    fn data(&self) -> MutexGuard<'_, Data> {
+        self.data.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// API calls received under `/crm/` (rejected ones included).
+    pub fn calls(&self) -> u64 {
+        self.calls.load(Ordering::SeqCst)
+    }
+
+    pub fn credits_used(&self) -> u64 {
+        self.data().credits_used
+    }
+
+    /// The most API calls that were in flight at once.
+    pub fn max_in_flight(&self) -> usize {
+        self.max_in_flight.load(Ordering::SeqCst)
+    }
+
+    pub fn set_limits(&self, daily_credits: u64, concurrency: usize, delay: Duration) {
+        let mut d = self.data();
+        d.daily_credits = daily_credits;
+        d.concurrency = concurrency;
+        d.delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+    }
+
+    /// Every issued access token becomes invalid (the next call gets 401 INVALID_TOKEN).
+    pub fn expire_tokens(&self) {
+        self.data().tokens.clear();
+    }
+
+    pub fn refresh_count(&self) -> usize {
+        self.data().refreshes.len()
+    }
+
+    /// A stored record (tests).
+    pub fn record(&self, module: &str, id: &str) -> Option<Value> {
+        self.data().records.get(module)?.iter().find(|r| r["id"] == id).cloned()
+    }
+
+    async fn token(self: Arc<Self>, headers: HeaderMap, uri: Uri, body: Bytes) -> Response {
+        let mut form: HashMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
+        if let Some(q) = uri.query() {
+            form.extend(url::form_urlencoded::parse(q.as_bytes()).into_owned());
+        }
+        let get = |k: &str| form.get(k).map(String::as_str).unwrap_or("");
+        let now = self.clock.now();
+        let mut d = self.data();
+        let window_start = now.saturating_sub(SignedDuration::from_mins(10)).unwrap_or(now);
+        d.refreshes.retain(|t| *t > window_start);
+        if d.refreshes.len() >= 10 {
+            return reply(
+                400,
+                json!({"error_description": "You have made too many requests continuously. Please try again after some time.", "error": "Access Denied", "status": "failure"}),
+            );
+        }
+        if get("client_id") != SIM_CLIENT_ID || get("client_secret") != SIM_CLIENT_SECRET {
+            return reply(200, json!({"error": "invalid_client"}));
+        }
+        // Zoho answers a bad grant with HTTP 200 and an `error` key.
+        if get("grant_type") != "refresh_token" || get("refresh_token") != SIM_REFRESH_TOKEN {
+            return reply(200, json!({"error": "invalid_code"}));
+        }
+        d.refreshes.push(now);
+        d.next_id += 1;
+        let token = format!("1000.simaccess{}.{}", d.next_id, uuid::Uuid::new_v4().simple());
+        let expiry = now.saturating_add(SignedDuration::from_secs(TOKEN_LIFETIME_S)).unwrap_or(now);
+        d.tokens.insert(token.clone(), expiry);
+        let host = headers.get("host").and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1");
+        reply(
+            200,
+            json!({"access_token": token, "scope": "ZohoCRM.modules.ALL ZohoCRM.coql.READ ZohoCRM.notifications.ALL",
+                   "api_domain": format!("http://{host}"), "token_type": "Bearer", "expires_in": TOKEN_LIFETIME_S}),
+        )
+    }
+
+    async fn api(
+        self: Arc<Self>,
+        method: Method,
+        path: Vec<String>,
+        headers: HeaderMap,
+        uri: Uri,
+        body: Bytes,
+    ) -> Response {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let now = self.clock.now();
+        let token = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Zoho-oauthtoken "))
+            .unwrap_or("");
+        let (limit, delay_ms) = {
+            let d = self.data();
+            if d.tokens.get(token).is_none_or(|exp| *exp <= now) {
+                return error(401, "INVALID_TOKEN", "invalid oauth token", json!({}));
+            }
+            (d.concurrency, d.delay_ms)
+        };
+        // A composite takes 5 units of concurrency (reference B2).
+        let units = if path.first().map(String::as_str) == Some("__composite_requests") { 5 } else { 1 };
+        let count = self.in_flight.fetch_add(units, Ordering::SeqCst) + units;
+        let _guard = InFlight(&self.in_flight, units);
+        if count > limit {
+            return error(429, "TOO_MANY_REQUESTS", "too many requests. please try again after some time", json!({}));
+        }
+        // Heavy APIs (COQL, writes of more than 10 records) share a sub-limit of 10 (reference B5).
+        let heavy = (path.len() == 1 && path[0] == "coql")
+            || (method != Method::GET
+                && serde_json::from_slice::<Value>(&body)
+                    .ok()
+                    .and_then(|b| b.get("data").and_then(Value::as_array).map(Vec::len))
+                    .is_some_and(|n| n > 10));
+        let heavy_units = usize::from(heavy);
+        let heavy_count = self.heavy_in_flight.fetch_add(heavy_units, Ordering::SeqCst) + heavy_units;
+        let _heavy_guard = InFlight(&self.heavy_in_flight, heavy_units);
+        if heavy && heavy_count > HEAVY_CONCURRENCY {
+            return error(429, "TOO_MANY_REQUESTS", "too many requests. please try again after some time", json!({}));
+        }
+        self.max_in_flight.fetch_max(count, Ordering::SeqCst);
+        if delay_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        }
+        let query: HashMap<String, String> =
+            uri.query().map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect()).unwrap_or_default();
+        let body: Value =
+            if body.is_empty() { Value::Null } else { serde_json::from_slice(&body).unwrap_or(Value::Null) };
+        let segs: Vec<&str> = path.iter().map(String::as_str).collect();
+        let cost = match (&method, segs.as_slice()) {
+            (&Method::POST, ["coql"]) => {
+                super::client::coql_cost(body.get("select_query").and_then(Value::as_str).unwrap_or(""))
+            }
+            _ => 1,
+        };
+        let remaining = {
+            let mut d = self.data();
+            if d.credits_used + cost > d.daily_credits {
+                return error(
+                    429,
+                    "TOO_MANY_REQUESTS",
+                    "too many requests. please try again after some time",
+                    json!({}),
+                );
+            }
+            d.credits_used += cost;
+            // The header appears only once half the day's credits are spent.
+            (d.credits_used * 2 >= d.daily_credits).then(|| d.daily_credits - d.credits_used)
+        };
+        let since =
+            headers.get("if-modified-since").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<Timestamp>().ok());
+        let unmodified_since =
+            headers.get("if-unmodified-since").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<Timestamp>().ok());
+        let (mut response, notify) = if method == Method::POST && segs == ["__composite_requests"] {
+            (self.composite(&body, now).await, Vec::new())
+        } else {
+            self.dispatch(&method, &segs, &query, &body, now, Conditions { since, unmodified_since })
+        };
+        if let Some(n) = remaining {
+            if let Ok(v) = n.to_string().parse() {
+                response.headers_mut().insert("x-api-credits-remaining", v);
+            }
+        }
+        // When the access token used expires, as Zoho reports it.
+        if let Some(exp) = self.data().tokens.get(token).copied() {
+            let shown = exp
+                .to_zoned(jiff::tz::TimeZone::fixed(jiff::tz::offset(8)))
+                .strftime("%Y-%m-%dT%H:%M:%S%:z")
+                .to_string();
+            if let Ok(v) = shown.parse() {
+                response.headers_mut().insert("x-accesstoken-reset", v);
+            }
+        }
+        self.send_notifications(notify);
+        response
+    }
+
+    fn dispatch(
+        &self,
+        method: &Method,
+        segs: &[&str],
+        query: &HashMap<String, String>,
+        body: &Value,
+        now: Timestamp,
+        cond: Conditions,
+    ) -> (Response, Vec<(String, Value)>) {
+        let Conditions { since, unmodified_since } = cond;
+        let nothing = Vec::new();
+        match (method, segs) {
+            (&Method::POST, ["coql"]) => (self.coql(body), nothing),
+            (&Method::GET, ["actions", "watch"]) => {
+                let list: Vec<Value> = self.data().channels.iter().map(|(c, _)| c.clone()).collect();
+                (reply(200, json!({"watch": list, "info": {"count": list.len(), "more_records": false}})), nothing)
+            }
+            (&Method::POST | &Method::PATCH, ["actions", "watch"]) => (self.watch(method, body, now), nothing),
+            (&Method::DELETE, ["actions", "watch"]) => {
+                let ids: Vec<String> =
+                    query.get("channel_ids").map(|q| q.split(',').map(str::to_owned).collect()).unwrap_or_default();
+                self.data().channels.retain(|(c, _)| !ids.iter().any(|id| c["channel_id"] == id.as_str()));
+                let out: Vec<Value> = ids
+                    .iter()
+                    .map(|id| json!({"code": "SUCCESS", "details": {"channel_id": id}, "message": "Successfully unsubscribed from actions-watch", "status": "success"}))
+                    .collect();
+                (reply(200, json!({ "watch": out })), nothing)
+            }
+            (&Method::GET, [module]) if MODULES.contains(module) => {
+                let mut rows = self.data().records.get(*module).cloned().unwrap_or_default();
+                if let Some(since) = since {
+                    rows.retain(|r| {
+                        r["Modified_Time"].as_str().and_then(|t| t.parse::<Timestamp>().ok()).is_some_and(|t| t > since)
+                    });
+                    rows.sort_by_key(|r| r["Modified_Time"].as_str().and_then(|t| t.parse::<Timestamp>().ok()));
+                    if rows.is_empty() {
+                        return (StatusCode::NOT_MODIFIED.into_response(), nothing);
+                    }
+                }
+                (self.page(rows, query, format!("{module}?{}", query.get("fields").map_or("", |f| f))), nothing)
+            }
+            (&Method::GET, [module, "deleted"]) if MODULES.contains(module) => {
+                let mut rows = self.data().deleted.get(*module).cloned().unwrap_or_default();
+                if let Some(since) = since {
+                    rows.retain(|r| {
+                        r["deleted_time"].as_str().and_then(|t| t.parse::<Timestamp>().ok()).is_some_and(|t| t > since)
+                    });
+                }
+                if rows.is_empty() {
+                    return (no_content(), nothing);
+                }
+                let count = rows.len();
+                (
+                    reply(
+                        200,
+                        json!({"data": rows, "info": {"per_page": 200, "count": count, "page": 1, "more_records": false}}),
+                    ),
+                    nothing,
+                )
+            }
+            (&Method::DELETE, [module]) if MODULES.contains(module) => self.delete(module, query, now),
+            (&Method::GET, [module, id]) if MODULES.contains(module) => match self.record(module, id) {
+                Some(r) => (reply(200, json!({"data": [r]})), nothing),
+                None => (no_content(), nothing),
+            },
+            (&Method::GET, [module, id, related]) if MODULES.contains(module) => {
+                let rows = self.related_rows(related, id);
+                (self.page(rows, query, format!("{module}/{id}/{related}")), nothing)
+            }
+            (&Method::PUT, [module]) if MODULES.contains(module) => {
+                self.write(module, body, WriteKind::Update(unmodified_since), now)
+            }
+            (&Method::POST, [module]) if MODULES.contains(module) => self.write(module, body, WriteKind::Insert, now),
+            (&Method::POST, [module, "upsert"]) if MODULES.contains(module) => {
+                self.write(module, body, WriteKind::Upsert, now)
+            }
+            (_, [module, ..]) if !MODULES.contains(module) && *module != "actions" && *module != "coql" => {
+                (error(400, "INVALID_MODULE", "the module name given seems to be invalid", json!({})), nothing)
+            }
+            _ => (
+                error(
+                    404,
+                    "INVALID_URL_PATTERN",
+                    "Please check if the URL trying to access is a correct one",
+                    json!({}),
+                ),
+                nothing,
+            ),
+        }
+    }
+
+    /// `__composite_requests`: up to 5 GET sub-requests answered in order, one credit in all.
+    async fn composite(&self, body: &Value, now: Timestamp) -> Response {
+        let subs = body.get("__composite_requests").and_then(Value::as_array).cloned().unwrap_or_default();
+        if subs.is_empty() || subs.len() > 5 {
+            return error(400, "LIMIT_EXCEEDED", "a composite request takes 1 to 5 sub-requests", json!({"limit": 5}));
+        }
+        if body["rollback_on_fail"] == true && body["parallel_execution"] == true {
+            return error(
+                400,
+                "INVALID_DATA",
+                "rollback_on_fail and parallel_execution cannot both be true",
+                json!({}),
+            );
+        }
+        let mut out = Vec::new();
+        for sub in subs {
+            let uri = sub["uri"].as_str().unwrap_or("");
+            let segs: Vec<&str> = uri.split('/').filter(|s| !s.is_empty()).skip(2).collect();
+            let query: HashMap<String, String> = sub["params"]
+                .as_object()
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, v)| (k.clone(), v.as_str().map_or_else(|| v.to_string(), str::to_owned)))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let method = if sub["method"].as_str().unwrap_or("GET").eq_ignore_ascii_case("GET") {
+                Method::GET
+            } else {
+                Method::OPTIONS
+            };
+            let (response, _) = self.dispatch(&method, &segs, &query, &Value::Null, now, Conditions::default());
+            let status = response.status().as_u16();
+            let bytes = axum::body::to_bytes(response.into_body(), sim::MAX_BODY_BYTES).await.unwrap_or_default();
+            let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            out.push(
+                json!({"code": "SUCCESS", "details": {"response": {"headers": {}, "status_code": status, "body": body}},
+                "message": "composite sub request executed successfully", "status": "success"}),
+            );
+        }
+        reply(200, json!({ "__composite_requests": out }))
+    }
+
+    /// `DELETE /{Module}?ids=a,b` (max 100): per-record results; deleted records move to the
+    /// recycle bin list and watching channels hear `delete`.
+    fn delete(
+        &self,
+        module: &str,
+        query: &HashMap<String, String>,
+        now: Timestamp,
+    ) -> (Response, Vec<(String, Value)>) {
+        let ids: Vec<&str> =
+            query.get("ids").map(|q| q.split(',').filter(|s| !s.is_empty()).collect()).unwrap_or_default();
+        if ids.is_empty() {
+            return (error(400, "REQUIRED_PARAM_MISSING", "ids is missing", json!({"param": "ids"})), Vec::new());
+        }
+        if ids.len() > 100 {
+            return (
+                error(400, "LIMIT_EXCEEDED", "the number of records exceeds 100", json!({"limit": 100})),
+                Vec::new(),
+            );
+        }
+        let stamp =
+            now.to_zoned(jiff::tz::TimeZone::fixed(jiff::tz::offset(8))).strftime("%Y-%m-%dT%H:%M:%S%:z").to_string();
+        let mut d = self.data();
+        let mut results = Vec::new();
+        let mut changed = Vec::new();
+        for id in ids {
+            let rows = d.records.entry(module.to_owned()).or_default();
+            let Some(p) = rows.iter().position(|r| r["id"] == id) else {
+                results.push(item_error("INVALID_DATA", "the id given seems to be invalid", json!({"id": id})));
+                continue;
+            };
+            let row = rows.remove(p);
+            let name = ["Deal_Name", "Account_Name", "Full_Name", "Subject", "Note_Title"]
+                .iter()
+                .find_map(|k| row.get(*k).and_then(Value::as_str))
+                .unwrap_or("")
+                .to_owned();
+            d.deleted.entry(module.to_owned()).or_default().push(
+                json!({"id": id, "display_name": name, "type": "recycle",
+                "deleted_by": {"name": "dingbridge Integration", "id": "5843104000000424099"}, "deleted_time": stamp,
+                "created_by": row.get("Owner").cloned().unwrap_or(Value::Null)}),
+            );
+            results.push(
+                json!({"code": "SUCCESS", "details": {"id": id}, "message": "record deleted", "status": "success"}),
+            );
+            changed.push((id.to_owned(), "delete", Map::new()));
+        }
+        let ok = results.iter().filter(|r| r["status"] == "success").count();
+        let status = match (ok, results.len() - ok) {
+            (_, 0) => 200,
+            (0, _) => 400,
+            _ => 207,
+        };
+        let notify = Self::notifications_for(&d, module, &changed, now);
+        (reply(status, json!({ "data": results })), notify)
+    }
+
+    fn related_rows(&self, related: &str, id: &str) -> Vec<Value> {
+        let d = self.data();
+        let of = |module: &str, link: &str| -> Vec<Value> {
+            d.records
+                .get(module)
+                .map_or_else(Vec::new, |rows| rows.iter().filter(|r| r[link]["id"] == id).cloned().collect())
+        };
+        match related {
+            "Notes" => of("Notes", "Parent_Id"),
+            "Calls" | "Tasks" | "Events" => of(related, "What_Id"),
+            "Activities_Chronological_View_History" => ["Calls", "Tasks", "Events"]
+                .iter()
+                .flat_map(|m| {
+                    of(m, "What_Id").into_iter().map(move |mut r| {
+                        r["$module"] = json!(m);
+                        r
+                    })
+                })
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Paging as Zoho does it: `fields` required, `per_page` ≤ 200, `page` only for the first
+    /// 2,000 records, then `page_token` (bound to the query).
+    fn page(&self, rows: Vec<Value>, q: &HashMap<String, String>, key: String) -> Response {
+        let Some(fields) = q.get("fields").filter(|f| !f.is_empty()) else {
+            return error(
+                400,
+                "REQUIRED_PARAM_MISSING",
+                "One of the expected parameter is missing",
+                json!({"param": "fields"}),
+            );
+        };
+        if q.contains_key("page") && q.contains_key("page_token") {
+            return error(
+                400,
+                "AMBIGUITY_DURING_PROCESSING",
+                "page and page_token cannot be given together",
+                json!({}),
+            );
+        }
+        let per_page = q.get("per_page").and_then(|p| p.parse::<usize>().ok()).unwrap_or(200).clamp(1, 200);
+        let mut d = self.data();
+        let (offset, by_token) = match q.get("page_token") {
+            Some(t) => match d.page_tokens.get(t) {
+                Some((k, off)) if *k == key => (*off, true),
+                Some(_) => {
+                    return error(
+                        400,
+                        "TOKEN_BOUND_DATA_MISMATCH",
+                        "the page token does not match the request",
+                        json!({}),
+                    )
+                }
+                None => return error(400, "INVALID_DATA", "invalid page token", json!({"param": "page_token"})),
+            },
+            None => {
+                let page = q.get("page").and_then(|p| p.parse::<usize>().ok()).unwrap_or(1).max(1);
+                if page * per_page > 2000 {
+                    return error(
+                        400,
+                        "DISCRETE_PAGINATION_LIMIT_EXCEEDED",
+                        "use page_token to fetch more than 2000 records",
+                        json!({"limit": 2000}),
+                    );
+                }
+                ((page - 1) * per_page, false)
+            }
+        };
+        let wanted: Vec<&str> = fields.split(',').map(str::trim).collect();
+        let slice: Vec<Value> = rows
+            .iter()
+            .skip(offset)
+            .take(per_page)
+            .map(|r| {
+                let mut out = Map::new();
+                for f in wanted.iter().copied().chain(["id", "$module"]) {
+                    if let Some(v) = r.get(f) {
+                        out.insert(f.to_owned(), v.clone());
+                    }
+                }
+                Value::Object(out)
+            })
+            .collect();
+        if slice.is_empty() {
+            return no_content();
+        }
+        let more = offset + per_page < rows.len();
+        let next_token = (more && (by_token || offset + 2 * per_page > 2000)).then(|| {
+            d.next_id += 1;
+            let token = format!("simpt{}", d.next_id);
+            d.page_tokens.insert(token.clone(), (key, offset + per_page));
+            token
+        });
+        let page = if by_token { Value::Null } else { json!(offset / per_page + 1) };
+        reply(
+            200,
+            json!({"data": slice, "info": {"per_page": per_page, "count": slice.len(), "page": page, "more_records": more,
+            "next_page_token": next_token, "previous_page_token": null, "page_token_expiry": null, "call": false, "email": false}}),
+        )
+    }
+
+    /// A COQL subset: `select a, b from M [where X = 'v' and Y is not null …] [limit n [offset m]]`.
+    fn coql(&self, body: &Value) -> Response {
+        let Some(query) = body.get("select_query").and_then(Value::as_str) else {
+            return error(400, "REQUIRED_PARAM_MISSING", "select_query is missing", json!({"param": "select_query"}));
+        };
+        let lower = query.to_ascii_lowercase();
+        let syntax = || error(400, "SYNTAX_ERROR", "error occured while parsing the query", json!({}));
+        let (Some(sel), Some(from)) = (lower.find("select "), lower.find(" from ")) else { return syntax() };
+        let columns: Vec<String> = query[sel + 7..from].split(',').map(|c| c.trim().to_owned()).collect();
+        let rest = &query[from + 6..];
+        let rest_lower = rest.to_ascii_lowercase();
+        let end_of = |word: &str| rest_lower.find(word);
+        let module_end =
+            [" where ", " order by ", " limit "].iter().filter_map(|w| end_of(w)).min().unwrap_or(rest.len());
+        let module = rest[..module_end].trim();
+        if !MODULES.contains(&module) {
+            return error(400, "INVALID_QUERY", "invalid module", json!({"module": module}));
+        }
+        let limit_at = end_of(" limit ");
+        let where_clause = end_of(" where ").map(|w| {
+            let stop =
+                [end_of(" order by "), limit_at].into_iter().flatten().filter(|e| *e > w).min().unwrap_or(rest.len());
+            rest[w + 7..stop].to_owned()
+        });
+        let (mut limit, mut offset) = (200usize, 0usize);
+        if let Some(l) = limit_at {
+            let words: Vec<&str> = rest[l + 7..].split_whitespace().collect();
+            let Some(n) = words.first().and_then(|w| w.parse().ok()) else { return syntax() };
+            limit = n;
+            if words.get(1).is_some_and(|w| w.eq_ignore_ascii_case("offset")) {
+                let Some(m) = words.get(2).and_then(|w| w.parse().ok()) else { return syntax() };
+                offset = m;
+            }
+        }
+        if limit > 2000 || offset + limit > 100_000 {
+            return error(400, "LIMIT_EXCEEDED", "limit exceeded", json!({"by": "limit", "limit": 2000}));
+        }
+        let d = self.data();
+        let rows = d.records.get(module).cloned().unwrap_or_default();
+        let mut conditions = Vec::new();
+        for cond in where_clause.iter().flat_map(|w| w.split(" and ").map(str::trim).filter(|c| !c.is_empty())) {
+            let cond = cond.trim_matches(|c| c == '(' || c == ')');
+            if let Some(field) = cond.strip_suffix(" is not null") {
+                conditions.push((field.trim().to_owned(), None));
+            } else if let Some((field, value)) = cond.split_once('=') {
+                conditions.push((field.trim().to_owned(), Some(value.trim().trim_matches('\'').to_owned())));
+            } else {
+                return syntax();
+            }
+        }
+        let matches = |r: &Value| {
+            conditions.iter().all(|(f, v)| match v {
+                None => r.get(f).is_some_and(|x| !x.is_null()),
+                Some(v) => r.get(f).is_some_and(|x| {
+                    x.as_str() == Some(v.as_str()) || serde_json::from_str::<Value>(v).is_ok_and(|p| p == *x)
+                }),
+            })
+        };
+        let hits: Vec<&Value> = rows.iter().filter(|r| matches(r)).collect();
+        let page: Vec<Value> = hits
+            .iter()
+            .skip(offset)
+            .take(limit)
+            .map(|r| {
+                let mut out = Map::new();
+                out.insert("id".into(), r["id"].clone());
+                for c in &columns {
+                    let value = match c.split_once('.') {
+                        // `Lookup.Field`: one hop into the looked-up record.
+                        Some((lookup, field)) => {
+                            let target = r[lookup]["id"].as_str().unwrap_or("");
+                            d.records
+                                .values()
+                                .flatten()
+                                .find(|x| x["id"] == target)
+                                .map_or(Value::Null, |x| x[field].clone())
+                        }
+                        None => match r.get(c.as_str()) {
+                            Some(Value::Object(o)) => json!({"id": o.get("id").cloned().unwrap_or(Value::Null)}),
+                            Some(v) => v.clone(),
+                            None => Value::Null,
+                        },
+                    };
+                    out.insert(c.clone(), value);
+                }
+                Value::Object(out)
+            })
+            .collect();
+        if page.is_empty() {
+            return no_content();
+        }
+        let more = offset + page.len() < hits.len();
+        reply(200, json!({"data": page, "info": {"count": page.len(), "more_records": more}}))
+    }
+
+    fn write(&self, module: &str, body: &Value, kind: WriteKind, now: Timestamp) -> (Response, Vec<(String, Value)>) {
+        let Some(items) = body.get("data").and_then(Value::as_array) else {
+            return (error(400, "REQUIRED_PARAM_MISSING", "data is missing", json!({"param": "data"})), Vec::new());
+        };
+        if items.len() > 100 {
+            return (
+                error(400, "LIMIT_EXCEEDED", "the number of records exceeds 100", json!({"limit": 100})),
+                Vec::new(),
+            );
+        }
+        let dup_fields: Vec<String> = body
+            .get("duplicate_check_fields")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+            .unwrap_or_default();
+        let stamp =
+            now.to_zoned(jiff::tz::TimeZone::fixed(jiff::tz::offset(8))).strftime("%Y-%m-%dT%H:%M:%S%:z").to_string();
+        let mut results = Vec::new();
+        let mut changed = Vec::new();
+        let mut d = self.data();
+        for (i, item) in items.iter().enumerate() {
+            let Some(fields) = item.as_object() else {
+                results.push(item_error("INVALID_DATA", "invalid data", json!({"json_path": format!("$.data[{i}]")})));
+                continue;
+            };
+            if let Some((k, _)) = fields.iter().find(|(_, v)| bad_datetime(v)) {
+                results.push(item_error(
+                    "INVALID_DATA",
+                    "invalid data",
+                    json!({"expected_data_type": "datetime", "api_name": k, "json_path": format!("$.data[{i}].{k}")}),
+                ));
+                continue;
+            }
+            if module == "Deals" {
+                if let Some(stage) = fields.get("Stage").and_then(Value::as_str) {
+                    if !DEAL_STAGES.contains(&stage) {
+                        results.push(item_error("INVALID_DATA", "invalid data", json!({"expected_data_type": "picklist", "api_name": "Stage", "json_path": format!("$.data[{i}].Stage")})));
+                        continue;
+                    }
+                }
+            }
+            let rows = d.records.entry(module.to_owned()).or_default();
+            let existing = match kind {
+                WriteKind::Update(unmodified_since) => {
+                    let id = fields.get("id").and_then(Value::as_str).unwrap_or("");
+                    match rows.iter().position(|r| r["id"] == id) {
+                        Some(p) if modified_after(&rows[p], unmodified_since) => {
+                            results.push(item_error(
+                                "ALREADY_MODIFIED",
+                                "record updated time has already passed if-unmodified-since time",
+                                json!({"id": id}),
+                            ));
+                            continue;
+                        }
+                        Some(p) => Some(p),
+                        None => {
+                            results.push(item_error(
+                                "INVALID_DATA",
+                                "the id given seems to be invalid",
+                                json!({"id": id}),
+                            ));
+                            continue;
+                        }
+                    }
+                }
+                WriteKind::Insert => None,
+                WriteKind::Upsert => rows.iter().position(|r| {
+                    !dup_fields.is_empty()
+                        && dup_fields.iter().all(|f| fields.get(f).is_some_and(|v| !v.is_null() && r.get(f) == Some(v)))
+                }),
+            };
+            let (id, action, operation) = match existing {
+                Some(p) => {
+                    let row = &mut rows[p];
+                    for (k, v) in fields {
+                        if k != "id" && !k.starts_with('$') || k == "$se_module" {
+                            row[k.as_str()] = v.clone();
+                        }
+                    }
+                    row["Modified_Time"] = json!(stamp);
+                    (row["id"].as_str().unwrap_or("").to_owned(), "update", "update")
+                }
+                None => {
+                    d.next_id += 1;
+                    let id = format!("{ORG_PREFIX}{:09}", d.next_id);
+                    let mut row = Value::Object(fields.clone());
+                    row["id"] = json!(id);
+                    row["Created_Time"] = json!(stamp);
+                    row["Modified_Time"] = json!(stamp);
+                    d.records.entry(module.to_owned()).or_default().push(row);
+                    (id, "insert", "insert")
+                }
+            };
+            let mut result = json!({"code": "SUCCESS", "details": {"id": id, "Modified_Time": stamp, "Created_Time": stamp},
+                "message": if operation == "insert" { "record added" } else { "record updated" }, "status": "success"});
+            if kind == WriteKind::Upsert {
+                result["action"] = json!(action);
+                result["duplicate_field"] = if action == "update" { json!(dup_fields.first()) } else { Value::Null };
+            }
+            results.push(result);
+            let affected: Map<String, Value> =
+                fields.iter().filter(|(k, _)| *k != "id").map(|(k, v)| (k.clone(), v.clone())).collect();
+            changed.push((id, operation, affected));
+        }
+        let ok = results.iter().filter(|r| r["status"] == "success").count();
+        let status = match (ok, results.len() - ok) {
+            (0, _) if results.iter().all(|r| r["code"] == "ALREADY_MODIFIED") => 412,
+            (_, 0) => {
+                if matches!(kind, WriteKind::Update(_)) {
+                    200
+                } else {
+                    201
+                }
+            }
+            (0, _) => 400,
+            _ => 207,
+        };
+        let notify = Self::notifications_for(&d, module, &changed, now);
+        (reply(status, json!({ "data": results })), notify)
+    }
+
+    fn watch(&self, method: &Method, body: &Value, now: Timestamp) -> Response {
+        let items = body.get("watch").and_then(Value::as_array).cloned().unwrap_or_default();
+        let week = now.saturating_add(SignedDuration::from_hours(24 * 7)).unwrap_or(now);
+        let hour = now.saturating_add(SignedDuration::from_hours(1)).unwrap_or(now);
+        let mut d = self.data();
+        let mut out = Vec::new();
+        for item in items {
+            let channel_id = item
+                .get("channel_id")
+                .map(|c| c.as_str().map_or_else(|| c.to_string(), str::to_owned))
+                .unwrap_or_default();
+            let requested =
+                item.get("channel_expiry").and_then(Value::as_str).and_then(|t| t.parse::<Timestamp>().ok());
+            // Missing or more than a week ahead → one hour (reference B4).
+            let expiry = requested.filter(|t| *t <= week && *t > now).unwrap_or(hour);
+            let shown = expiry
+                .to_zoned(jiff::tz::TimeZone::fixed(jiff::tz::offset(8)))
+                .strftime("%Y-%m-%dT%H:%M:%S%:z")
+                .to_string();
+            let existing = d.channels.iter().position(|(c, _)| c["channel_id"] == channel_id.as_str());
+            let channel = match (method, existing) {
+                (&Method::PATCH, None) => {
+                    out.push(item_error(
+                        "INVALID_DATA",
+                        "the channel is not enabled",
+                        json!({"channel_id": channel_id}),
+                    ));
+                    continue;
+                }
+                (&Method::PATCH, Some(p)) => {
+                    let (c, exp) = &mut d.channels[p];
+                    if let Some(events) = item.get("events") {
+                        c["events"] = events.clone();
+                    }
+                    c["channel_expiry"] = json!(shown);
+                    *exp = expiry;
+                    c.clone()
+                }
+                (_, existing) => {
+                    let token_ok = item.get("token").and_then(Value::as_str).is_none_or(|t| t.chars().count() <= 50);
+                    if !token_ok || item.get("notify_url").and_then(Value::as_str).is_none() {
+                        out.push(item_error(
+                            "INVALID_DATA",
+                            "invalid data",
+                            json!({"api_name": if token_ok { "notify_url" } else { "token" }}),
+                        ));
+                        continue;
+                    }
+                    let mut c = item.clone();
+                    c["channel_id"] = json!(channel_id);
+                    c["channel_expiry"] = json!(shown);
+                    if let Some(p) = existing {
+                        d.channels.remove(p);
+                    }
+                    d.channels.push((c.clone(), expiry));
+                    c
+                }
+            };
+            let events: Vec<Value> = channel["events"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|e| e.as_str()?.split('.').next().map(str::to_owned))
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .map(|m| {
+                    json!({"channel_expiry": shown, "resource_uri": format!("https://www.zohoapis.com/crm/v2/{m}"),
+                    "resource_id": "5843104000000000131", "resource_name": m, "channel_id": channel_id})
+                })
+                .collect();
+            out.push(json!({"code": "SUCCESS", "details": {"events": events},
+                "message": "Successfully subscribed for actions-watch of the given module", "status": "success"}));
+        }
+        reply(200, json!({ "watch": out }))
+    }
+
+    /// (notify_url, payload) for every live channel that watches this change.
+    fn notifications_for(
+        d: &Data,
+        module: &str,
+        changed: &[(String, &str, Map<String, Value>)],
+        now: Timestamp,
+    ) -> Vec<(String, Value)> {
+        let mut out = Vec::new();
+        for (channel, expiry) in &d.channels {
+            if *expiry <= now {
+                continue;
+            }
+            let events: Vec<&str> =
+                channel["events"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+            for operation in ["insert", "update", "delete"] {
+                let event = match operation {
+                    "insert" => "create",
+                    "update" => "edit",
+                    _ => "delete",
+                };
+                let ids: Vec<&(String, &str, Map<String, Value>)> =
+                    changed.iter().filter(|c| c.1 == operation).collect();
+                if ids.is_empty()
+                    || !events.iter().any(|e| *e == format!("{module}.{event}") || *e == format!("{module}.all"))
+                {
+                    continue;
+                }
+                let url = channel["notify_url"].as_str().unwrap_or("").to_owned();
+                let query_params: Map<String, Value> = url::Url::parse(&url)
+                    .map(|u| u.query_pairs().map(|(k, v)| (k.into_owned(), json!(v))).collect())
+                    .unwrap_or_default();
+                let mut payload = json!({"server_time": now.as_millisecond(), "query_params": query_params, "module": module,
+                    "resource_uri": format!("https://www.zohoapis.com/crm/v2/{module}"),
+                    "ids": ids.iter().map(|c| c.0.clone()).collect::<Vec<_>>(), "affected_fields": [],
+                    "operation": operation, "channel_id": channel["channel_id"], "token": channel["token"]});
+                if operation == "update" && channel["return_affected_field_values"] == true {
+                    payload["affected_values"] =
+                        ids.iter().map(|c| json!({"record_id": c.0, "values": c.2})).collect::<Vec<_>>().into();
+                }
+                out.push((url, payload));
+            }
+        }
+        out
+    }
+
+    fn send_notifications(&self, notify: Vec<(String, Value)>) {
+        for (url, payload) in notify {
+            let client = self.callbacks.clone();
+            tokio::spawn(async move {
+                if let Err(err) = client.post(&url).json(&payload).send().await {
+                    tracing::debug!(error = %err, "Zoho sim: a notification callback failed (best effort, like Zoho).");
+                }
+            });
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WriteKind {
+    Insert,
+    /// With the `If-Unmodified-Since` instant, if sent.
+    Update(Option<Timestamp>),
+    Upsert,
+}
+
+#[async_trait::async_trait]
+impl Simulator for ZohoSim {
+    fn name(&self) -> &'static str {
+        "zoho"
+    }
+
+    fn router(self: Arc<Self>) -> Router {
+        Router::new()
+            .route(
+                "/oauth/v2/token/revoke",
+                post(|State(sim): State<Arc<ZohoSim>>, uri: Uri| async move {
+                    let token: Option<String> = uri.query().and_then(|q| {
+                        url::form_urlencoded::parse(q.as_bytes())
+                            .find(|(k, _)| k == "token")
+                            .map(|(_, v)| v.into_owned())
+                    });
+                    // The sim's refresh token is fixed; revoking it drops the access tokens it issued.
+                    if token.as_deref() == Some(SIM_REFRESH_TOKEN) {
+                        sim.expire_tokens();
+                    }
+                    reply(200, json!({"status": "success"}))
+                }),
+            )
+            .route(
+                "/oauth/v2/token",
+                post(|State(sim): State<Arc<ZohoSim>>, headers: HeaderMap, uri: Uri, body: Bytes| {
+                    sim.token(headers, uri, body)
+                }),
+            )
+            .route(
+                "/crm/{version}/{*rest}",
+                any(
+                    |State(sim): State<Arc<ZohoSim>>,
+                     Path((_version, rest)): Path<(String, String)>,
+                     method: Method,
+                     headers: HeaderMap,
+                     uri: Uri,
+                     body: Bytes| async move {
+                        let path = rest.split('/').filter(|s| !s.is_empty()).map(str::to_owned).collect();
+                        sim.api(method, path, headers, uri, body).await
+                    },
+                ),
+            )
+            .with_state(self)
+    }
+
+    fn info(&self) -> Value {
+        let d = self.data();
+        json!({
+            "client_id": SIM_CLIENT_ID,
+            "client_secret": SIM_CLIENT_SECRET,
+            "refresh_token": SIM_REFRESH_TOKEN,
+            "token_path": "/oauth/v2/token",
+            "api_base_path": "/crm/v8",
+            "daily_credits": d.daily_credits,
+            "credits_used": d.credits_used,
+            "concurrency": d.concurrency,
+            "delay_ms": d.delay_ms,
+            "modules": MODULES,
+            "deal_stages": DEAL_STAGES,
+            "channels": d.channels.len(),
+        })
+    }
+
+    fn reset(&self) {
+        *self.data() = seed_data();
+        self.calls.store(0, Ordering::SeqCst);
+        self.max_in_flight.store(0, Ordering::SeqCst);
+    }
+
+    async fn put_record(&self, entity: &str, value: Value) -> Result<Value, SimError> {
+        let invalid = |detail: &str| SimError::InvalidRecord { entity: entity.to_owned(), detail: detail.to_owned() };
+        match entity {
+            "limits" => {
+                let mut d = self.data();
+                if let Some(n) = value.get("daily_credits").and_then(Value::as_u64) {
+                    d.daily_credits = n;
+                }
+                if let Some(n) = value.get("concurrency").and_then(Value::as_u64) {
+                    d.concurrency = usize::try_from(n).unwrap_or(usize::MAX);
+                }
+                if let Some(n) = value.get("delay_ms").and_then(Value::as_u64) {
+                    d.delay_ms = n;
+                }
+                Ok(json!({"daily_credits": d.daily_credits, "concurrency": d.concurrency, "delay_ms": d.delay_ms}))
+            }
+            "tokens" => {
+                if value.get("expire_all") == Some(&json!(true)) {
+                    self.expire_tokens();
+                }
+                Ok(json!({"tokens": self.data().tokens.len()}))
+            }
+            module if MODULES.contains(&module) => {
+                let Some(fields) = value.as_object() else { return Err(invalid("expected a JSON object")) };
+                let now = self.clock.now();
+                let stamp = now
+                    .to_zoned(jiff::tz::TimeZone::fixed(jiff::tz::offset(8)))
+                    .strftime("%Y-%m-%dT%H:%M:%S%:z")
+                    .to_string();
+                let (stored, notify) = {
+                    let mut d = self.data();
+                    let id = match fields.get("id") {
+                        Some(Value::String(id)) => id.clone(),
+                        Some(_) => return Err(invalid("`id` must be a string (Zoho ids exceed 2^53)")),
+                        None => {
+                            d.next_id += 1;
+                            format!("{ORG_PREFIX}{:09}", d.next_id)
+                        }
+                    };
+                    let rows = d.records.entry(module.to_owned()).or_default();
+                    let (stored, operation) = match rows.iter_mut().find(|r| r["id"] == id.as_str()) {
+                        Some(row) => {
+                            for (k, v) in fields {
+                                row[k.as_str()] = v.clone();
+                            }
+                            if fields.get("Modified_Time").is_none() {
+                                row["Modified_Time"] = json!(stamp);
+                            }
+                            (row.clone(), "update")
+                        }
+                        None => {
+                            let mut row = value.clone();
+                            row["id"] = json!(id);
+                            for k in ["Created_Time", "Modified_Time"] {
+                                if row.get(k).is_none() {
+                                    row[k] = json!(stamp);
+                                }
+                            }
+                            rows.push(row.clone());
+                            (row, "insert")
+                        }
+                    };
+                    let affected: Map<String, Value> =
+                        fields.iter().filter(|(k, _)| *k != "id").map(|(k, v)| (k.clone(), v.clone())).collect();
+                    let notify = Self::notifications_for(&d, module, &[(id, operation, affected)], now);
+                    (stored, notify)
+                };
+                self.send_notifications(notify);
+                Ok(stored)
+            }
+            other => Err(SimError::UnknownEntity {
+                simulator: "zoho",
+                entity: other.to_owned(),
+                known: format!("{}, limits, tokens", MODULES.join(", ")),
+            }),
+        }
+    }
+}
