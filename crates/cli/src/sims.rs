@@ -2,6 +2,8 @@
 
 use connect::SystemClock;
 use connectors::dingtalk::DingTalkSim;
+use connectors::salesforce::sim::{SalesforceSim, SimConfig};
+use connectors::zoho::sim::ZohoSim;
 use std::process::ExitCode;
 use std::sync::Arc;
 pub use testkit::dingtalk::DingTalkHarness;
@@ -9,7 +11,11 @@ pub use testkit::dingtalk::DingTalkHarness;
 /// `dingbridge sim`: every simulator on its own port; the first stdout line is the JSON port map.
 pub async fn run(bind: std::net::IpAddr) -> anyhow::Result<ExitCode> {
     use std::io::Write;
-    let simulators: Vec<Arc<dyn sim::Simulator>> = vec![Arc::new(DingTalkSim::new(Arc::new(SystemClock)))];
+    let simulators: Vec<Arc<dyn sim::Simulator>> = vec![
+        Arc::new(DingTalkSim::new(Arc::new(SystemClock))),
+        Arc::new(SalesforceSim::new(SimConfig::default(), Arc::new(SystemClock))),
+        Arc::new(ZohoSim::new()),
+    ];
     let fleet = sim::serve_all(simulators, bind).await?;
     let map = fleet.urls();
     let mut stdout = std::io::stdout().lock();
