@@ -7,6 +7,7 @@
 use serde_json::{json, Map, Value};
 
 pub use super::stream::{TOPIC_CARD_CALLBACK, TOPIC_ROBOT_MESSAGE};
+use super::workflow::{ApprovalEvent, ApprovalEventError, ApprovalEventKind, TaskOutcome};
 
 /// One inbound event, ready to become a canonical `model::Event`.
 #[derive(Debug, Clone, PartialEq)]
@@ -34,6 +35,8 @@ pub enum InboundError {
     NotJson { what: &'static str, reason: String },
     #[error("the DingTalk {what} has no `{field}`")]
     Missing { what: &'static str, field: &'static str },
+    #[error("the DingTalk {what} is invalid: {reason}")]
+    Invalid { what: &'static str, reason: String },
 }
 
 /// A decrypted HTTP callback. `None` for `check_url` (answered, never stored).
@@ -120,32 +123,10 @@ pub fn card_click(mut data: Value) -> Result<Inbound, InboundError> {
 }
 
 fn from_event(event_type: &str, data: Value, event_id: Option<&str>) -> Result<Inbound, InboundError> {
-    let kind = text(&data, "type").unwrap_or_default();
+    if ApprovalEvent::is_approval_event(event_type) {
+        return approval(event_type, data, event_id);
+    }
     let (entity, entity_id, change, natural_key) = match event_type {
-        "bpms_instance_change" => {
-            let id = text(&data, "processInstanceId")
-                .ok_or(InboundError::Missing { what: "bpms_instance_change event", field: "processInstanceId" })?;
-            let change = match kind.as_str() {
-                "start" => "started",
-                "finish" => "finished",
-                "terminate" => "terminated",
-                other => return Ok(other_event(event_type, data, event_id, other)),
-            };
-            ("approval", id.clone(), change, format!("{id}:{kind}"))
-        }
-        "bpms_task_change" => {
-            let instance = text(&data, "processInstanceId")
-                .ok_or(InboundError::Missing { what: "bpms_task_change event", field: "processInstanceId" })?;
-            let task = text(&data, "taskId")
-                .ok_or(InboundError::Missing { what: "bpms_task_change event", field: "taskId" })?;
-            let change = match kind.as_str() {
-                "start" => "started",
-                "finish" => "finished",
-                "cancel" => "cancelled",
-                other => return Ok(other_event(event_type, data, event_id, other)),
-            };
-            ("approval_task", task.clone(), change, format!("{instance}:{task}:{kind}"))
-        }
         "user_add_org" | "user_modify_org" | "user_leave_org" => {
             let ids = id_list(&data, "UserId").or_else(|| id_list(&data, "userId")).unwrap_or_default();
             let change = match event_type {
@@ -168,19 +149,65 @@ fn from_event(event_type: &str, data: Value, event_id: Option<&str>) -> Result<I
         }
         _ => return Ok(other_event(event_type, data, event_id, "received")),
     };
-    // The natural key, not DingTalk's eventId: an HTTP push and a Stream redelivery of the same
-    // change must collapse into one event, and HTTP plaintexts carry no eventId.
-    let dedup_key = format!("{event_type}:{natural_key}");
-    let source_time_ms = time_of(&data);
     Ok(Inbound {
         event_type: event_type.to_string(),
         entity: entity.into(),
         entity_id,
         change: change.into(),
-        dedup_key,
+        dedup_key: format!("{event_type}:{natural_key}"),
+        source_time_ms: time_of(&data),
+        data,
+    })
+}
+
+/// `bpms_instance_change` / `bpms_task_change`, read through the canonical [`ApprovalEvent`]. The
+/// data keeps DingTalk's fields and gains `decision` (`agree`, `refuse`, `redirect`) on a finish.
+fn approval(event_type: &str, mut data: Value, event_id: Option<&str>) -> Result<Inbound, InboundError> {
+    let what = "approval event";
+    let event = ApprovalEvent::from_parts(event_type, &data, None, event_id).map_err(|err| match err {
+        ApprovalEventError::Missing(field) => InboundError::Missing { what, field },
+        other => InboundError::Invalid { what, reason: other.to_string() },
+    })?;
+    let (entity, change, decision) = match &event.kind {
+        ApprovalEventKind::InstanceStarted => ("approval", "started", None),
+        ApprovalEventKind::InstanceFinished(decision) => ("approval", "finished", Some(decision.as_str())),
+        ApprovalEventKind::InstanceTerminated => ("approval", "terminated", None),
+        ApprovalEventKind::TaskStarted => ("approval_task", "started", None),
+        ApprovalEventKind::TaskFinished(outcome) => ("approval_task", "finished", Some(task_outcome(*outcome))),
+        ApprovalEventKind::TaskCancelled => ("approval_task", "cancelled", None),
+        ApprovalEventKind::Other { change_type, .. } => {
+            let change = change_type.clone();
+            return Ok(other_event(event_type, data, event_id, &change));
+        }
+    };
+    let kind = text(&data, "type").unwrap_or_default();
+    // The natural key, not DingTalk's eventId: an HTTP push and a Stream redelivery of the same
+    // change must collapse into one event, and HTTP plaintexts carry no eventId.
+    let (entity_id, natural_key) = match event.task_id {
+        Some(task) if entity == "approval_task" => (task.to_string(), format!("{}:{task}:{kind}", event.instance_id)),
+        _ => (event.instance_id.clone(), format!("{}:{kind}", event.instance_id)),
+    };
+    if let (Some(decision), Some(obj)) = (decision, data.as_object_mut()) {
+        obj.insert("decision".into(), Value::String(decision.to_owned()));
+    }
+    let source_time_ms = event.finish_time.or(event.create_time).map(|t| t.as_millisecond());
+    Ok(Inbound {
+        event_type: event_type.to_string(),
+        entity: entity.into(),
+        entity_id,
+        change: change.into(),
+        dedup_key: format!("{event_type}:{natural_key}"),
         source_time_ms,
         data,
     })
+}
+
+fn task_outcome(outcome: TaskOutcome) -> &'static str {
+    match outcome {
+        TaskOutcome::Agree => "agree",
+        TaskOutcome::Refuse => "refuse",
+        TaskOutcome::Redirect => "redirect",
+    }
 }
 
 fn other_event(event_type: &str, data: Value, event_id: Option<&str>, change: &str) -> Inbound {
@@ -295,6 +322,10 @@ mod tests {
             assert_eq!(inbound.change, change, "{file}");
             assert!(inbound.data.get("EventType").is_none(), "{file}: EventType is transport, not data");
             assert!(inbound.source_time_ms.is_some(), "{file}");
+            if change == "finished" {
+                let result = payload["result"].as_str().unwrap_or_default();
+                assert_eq!(inbound.data["decision"], result, "{file}: the decision is normalised from `result`");
+            }
             if entity == "approval" {
                 assert_eq!(inbound.entity_id, payload["processInstanceId"].as_str().unwrap(), "{file}");
             }
