@@ -202,9 +202,21 @@ impl StreamHandler for StreamIntake {
         let inbound = match source::from_stream_event(event_type, event_id, &frame.data) {
             Ok(inbound) => inbound,
             Err(err) => {
-                // Redelivery would not fix a malformed event: acknowledge, and say so loudly.
-                tracing::error!(source = %self.source, event_type, "DingTalk Stream event refused: {err}");
-                return EventAck::Success;
+                // Redelivery would not fix it: keep it as a dead letter, then acknowledge.
+                let key = format!("unreadable:{event_type}:{}", event_id.or(frame.message_id()).unwrap_or_default());
+                let raw = serde_json::json!({ "eventType": event_type, "eventId": event_id, "data": frame.data });
+                let now = self.state.clock.now();
+                let kept = match self.state.intake.dingtalk_unreadable(&self.source, &key, raw, err.to_string(), now) {
+                    Ok(intake) => commit(&self.state, &self.source, intake).await.map(|_| ()),
+                    Err(refused) => Err(refused),
+                };
+                return match kept {
+                    Ok(()) => EventAck::Success,
+                    Err(not_stored) => {
+                        tracing::warn!(source = %self.source, event_type, "Unreadable DingTalk event not stored, asking for redelivery: {}", not_stored.message);
+                        EventAck::Later
+                    }
+                };
             }
         };
         match self.store(&inbound).await {

@@ -50,6 +50,20 @@ impl crate::Intake for WebhookPipeline {
         self.dingtalk_callbacks.keys().cloned().collect()
     }
 
+    fn dingtalk_unreadable(
+        &self,
+        source: &str,
+        dedup_key: &str,
+        raw: serde_json::Value,
+        reason: String,
+        now: jiff::Timestamp,
+    ) -> Result<store::Intake, ApiError> {
+        let event_id = uuid::Uuid::now_v7().to_string();
+        let envelope = serde_json::json!({ "id": event_id, "source": source, "raw": raw });
+        let decoded = Err(DecodeError::Invalid { reason, envelope });
+        self.intake(source, format!("{source}:{dedup_key}"), event_id, now, decoded)
+    }
+
     fn dingtalk(&self, source: &str, inbound: &Inbound, now: jiff::Timestamp) -> Result<store::Intake, ApiError> {
         let event_id = uuid::Uuid::now_v7().to_string();
         let decoded = self.flows.decode_inbound(source, inbound, model::ZonedTime::from(now), event_id.clone());

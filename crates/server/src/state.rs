@@ -32,6 +32,17 @@ pub trait Intake: Send + Sync {
         now: jiff::Timestamp,
     ) -> Result<store::Intake, ApiError>;
 
+    /// A DingTalk event that arrived authenticated but cannot be read: kept as a dead letter
+    /// (with `raw` and the reason) under `dedup_key`, so redeliveries do not pile up.
+    fn dingtalk_unreadable(
+        &self,
+        source: &str,
+        dedup_key: &str,
+        raw: serde_json::Value,
+        reason: String,
+        now: jiff::Timestamp,
+    ) -> Result<store::Intake, ApiError>;
+
     /// Whether `source` is configured; refusals for unknown names share one metric label so a
     /// stranger cannot mint label values.
     fn has_source(&self, source: &str) -> bool;

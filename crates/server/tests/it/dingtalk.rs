@@ -300,9 +300,21 @@ async fn a_stream_connection_dropped_mid_event_still_processes_each_event_once()
         delivered.len() >= EVENTS && delivered.iter().all(|(_, _, acked)| *acked)
     })
     .await;
+    // An authentic but unreadable event is kept as a dead letter, not dropped.
+    sim.stream.inject_duplicate(false);
+    sim.stream.push_event(SEED_APP_KEY, "bpms_instance_change", "dingcorp8d3f2a1b7c9e4f60", json!({"type": "finish"}));
+    let store = h.gateway.store.clone();
+    let started = Instant::now();
+    while store.stats(0).await.unwrap().dead_letters == 0 {
+        assert!(started.elapsed() < Duration::from_secs(15), "the unreadable event was not kept");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let dead = store.list_dead(10).await.unwrap();
+    assert!(dead[0].reason.contains("processInstanceId"), "{}", dead[0].reason);
+    wait_for("every event acknowledged", || sim.stream.delivered_events().iter().all(|(_, _, acked)| *acked)).await;
     let deliveries: u32 = sim.stream.delivered_events().iter().map(|(_, n, _)| *n).sum();
     assert!(deliveries as usize > EVENTS, "redeliveries happened ({deliveries} deliveries of {EVENTS} events)");
-    assert_eq!(h.events_stored().await, EVENTS as u64, "each event stored exactly once");
+    assert_eq!(h.events_stored().await, EVENTS as u64 + 1, "each event stored exactly once, plus the dead letter");
     let stats = h.gateway.store.stats(0).await.unwrap();
     assert_eq!(stats.pending + stats.leased + stats.done + stats.dead, EVENTS as u64, "one notice job per event");
     h.gateway.shutdown().await;
