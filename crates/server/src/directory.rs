@@ -23,12 +23,23 @@ pub fn cursor_name(app: &str) -> String {
     format!("dingtalk.directory.{app}")
 }
 
-/// The last stored snapshot of `app`, if any.
-pub async fn load(store: &dyn Store, app: &str) -> Result<Option<DirectorySnapshot>, String> {
+/// What is stored: the snapshot and when it was last read in full.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Stored {
+    synced_at_ms: i64,
+    snapshot: DirectorySnapshot,
+}
+
+async fn load_stored(store: &dyn Store, app: &str) -> Result<Option<Stored>, String> {
     match store.get_cursor(&cursor_name(app)).await.map_err(|e| e.to_string())? {
         Some(text) => serde_json::from_str(&text).map(Some).map_err(|e| format!("stored directory of {app}: {e}")),
         None => Ok(None),
     }
+}
+
+/// The last stored snapshot of `app`, if any.
+pub async fn load(store: &dyn Store, app: &str) -> Result<Option<DirectorySnapshot>, String> {
+    Ok(load_stored(store, app).await?.map(|s| s.snapshot))
 }
 
 /// Keeps one app's directory.
@@ -37,8 +48,9 @@ pub struct DirectoryKeeper {
     directory: Directory,
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
-    /// The snapshot being maintained; events wait while a full sync replaces it.
-    snapshot: tokio::sync::Mutex<Option<DirectorySnapshot>>,
+    /// The snapshot being maintained and when it was last read in full; events wait while a
+    /// full sync replaces it.
+    snapshot: tokio::sync::Mutex<Option<Stored>>,
 }
 
 impl DirectoryKeeper {
@@ -56,8 +68,8 @@ impl DirectoryKeeper {
         &self.app
     }
 
-    async fn persist(&self, snapshot: &DirectorySnapshot) -> Result<(), String> {
-        let text = serde_json::to_string(snapshot).map_err(|e| e.to_string())?;
+    async fn persist(&self, stored: &Stored) -> Result<(), String> {
+        let text = serde_json::to_string(stored).map_err(|e| e.to_string())?;
         self.store.put_cursor(&cursor_name(&self.app), &text, self.clock.now_millis()).await.map_err(|e| e.to_string())
     }
 
@@ -65,9 +77,10 @@ impl DirectoryKeeper {
     pub async fn full_sync(&self) -> Result<usize, String> {
         let mut guard = self.snapshot.lock().await;
         let snapshot = DirectorySync::full(&self.directory).await.map_err(|e| e.to_string())?;
-        self.persist(&snapshot).await?;
-        let users = snapshot.users.len();
-        *guard = Some(snapshot);
+        let stored = Stored { synced_at_ms: self.clock.now_millis(), snapshot };
+        self.persist(&stored).await?;
+        let users = stored.snapshot.users.len();
+        *guard = Some(stored);
         Ok(users)
     }
 
@@ -77,19 +90,43 @@ impl DirectoryKeeper {
     pub async fn apply(&self, event_type: &str, payload: &Value) -> Result<(), String> {
         let mut guard = self.snapshot.lock().await;
         if guard.is_none() {
-            *guard = load(self.store.as_ref(), &self.app).await?;
+            *guard = load_stored(self.store.as_ref(), &self.app).await?;
         }
-        let Some(snapshot) = guard.as_mut() else { return Ok(()) };
-        let refetch = DirectorySync::apply_event(snapshot, event_type, payload).map_err(|e| e.to_string())?;
+        let Some(stored) = guard.as_mut() else { return Ok(()) };
+        let refetch =
+            DirectorySync::apply_event(&mut stored.snapshot, event_type, payload).map_err(|e| e.to_string())?;
         if !refetch.is_empty() {
-            DirectorySync::refetch(&self.directory, snapshot, &refetch).await.map_err(|e| e.to_string())?;
+            DirectorySync::refetch(&self.directory, &mut stored.snapshot, &refetch).await.map_err(|e| e.to_string())?;
         }
-        self.persist(snapshot).await
+        self.persist(stored).await
     }
 
-    /// Full syncs now and every [`FULL_SYNC_EVERY`] (sooner again after a failure) until `cancel`.
+    /// How long until the stored copy is due for a full sync: zero when there is none (or it
+    /// cannot be read), so a restart does not read the whole directory again every time.
+    async fn due_in(&self) -> Duration {
+        let stored = match load_stored(self.store.as_ref(), &self.app).await {
+            Ok(Some(stored)) => stored,
+            Ok(None) => return Duration::ZERO,
+            Err(err) => {
+                tracing::warn!(app = %self.app, "Stored DingTalk directory unreadable; syncing again: {err}");
+                return Duration::ZERO;
+            }
+        };
+        let age_ms = self.clock.now_millis().saturating_sub(stored.synced_at_ms);
+        let age = Duration::from_millis(u64::try_from(age_ms).unwrap_or(0));
+        *self.snapshot.lock().await = Some(stored);
+        FULL_SYNC_EVERY.saturating_sub(age)
+    }
+
+    /// Full syncs when the stored copy is due and every [`FULL_SYNC_EVERY`] after (sooner again
+    /// after a failure) until `cancel`.
     pub fn spawn(self: Arc<Self>, cancel: CancellationToken) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
+            let first = self.due_in().await;
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = tokio::time::sleep(first) => {}
+            }
             loop {
                 let wait = match self.full_sync().await {
                     Ok(users) => {
@@ -113,4 +150,34 @@ impl DirectoryKeeper {
 /// Whether DingTalk event type `event_type` changes the directory.
 pub fn is_directory_event(event_type: &str) -> bool {
     event_type.starts_with("user_") || event_type.starts_with("org_dept_")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use connectors::dingtalk::openapi::{AppCredentials, OpenApiSettings};
+
+    #[tokio::test]
+    async fn a_fresh_stored_copy_postpones_the_start_up_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store::open(&format!("sqlite://{}/d.db", dir.path().display())).await.unwrap();
+        let clock: Arc<dyn Clock> = Arc::new(connect::SystemClock);
+        let credentials = AppCredentials {
+            app_key: "app".into(),
+            app_secret: "secret".to_string().into(),
+            agent_id: None,
+            corp_id: None,
+        };
+        // Never called: nothing listens on port 9.
+        let api = OpenApi::new(credentials, OpenApiSettings::with_base("http://127.0.0.1:9"), clock.clone()).unwrap();
+        let keeper = DirectoryKeeper::new("hk", api, store.clone(), clock.clone());
+        assert_eq!(keeper.due_in().await, Duration::ZERO, "no stored copy: sync at once");
+
+        let an_hour_ago = clock.now_millis() - 3_600_000;
+        let stored = Stored { synced_at_ms: an_hour_ago, snapshot: DirectorySnapshot::default() };
+        keeper.persist(&stored).await.unwrap();
+        let due = keeper.due_in().await;
+        assert!(due > Duration::from_secs(22 * 3600) && due <= Duration::from_secs(23 * 3600), "{due:?}");
+        assert!(load(store.as_ref(), "hk").await.unwrap().is_some());
+    }
 }
