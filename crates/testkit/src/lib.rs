@@ -7,7 +7,8 @@
 //! message instead of returning errors.
 
 pub mod dingtalk;
-pub mod fixtures;
+/// The shared fixture loader (its own crate so connector unit tests can use it too).
+pub use fixtures;
 pub mod oracle;
 pub mod process;
 pub mod sender;

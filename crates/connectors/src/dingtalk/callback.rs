@@ -153,12 +153,11 @@ mod tests {
     const NOW_MS: i64 = 1_767_225_600_000;
 
     fn fixtures_dir() -> String {
-        format!("{}/../../../shared/fixtures/dingtalk", env!("CARGO_MANIFEST_DIR"))
+        fixtures::fixture_path("dingtalk").display().to_string()
     }
 
     fn read_json(path: &str) -> Value {
-        let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {path}: {e}"));
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("parse {path}: {e}"))
+        fixtures::read_json(path)
     }
 
     fn vectors() -> Vec<Value> {

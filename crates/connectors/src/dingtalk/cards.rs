@@ -775,20 +775,11 @@ mod tests {
     use serde_json::json;
 
     fn fixture(name: &str) -> Value {
-        let path = format!("{}/../../../shared/fixtures/dingtalk/{name}", env!("CARGO_MANIFEST_DIR"));
-        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {path}: {e}"));
-        serde_json::from_str(&text).unwrap()
+        fixtures::read_json(format!("dingtalk/{name}"))
     }
 
     fn captured_body(path: &str, method: &str) -> Value {
-        let wire = fixture("openapi/sdk_wire_requests.json");
-        let request = wire["requests"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["path"] == path && r["method"] == method)
-            .unwrap_or_else(|| panic!("no capture of {method} {path}"));
-        request["body"].clone()
+        crate::dingtalk::test_support::sdk_request_body(method, path)
     }
 
     #[test]

@@ -276,9 +276,7 @@ mod tests {
     use super::*;
 
     fn fixture(name: &str) -> Value {
-        let path = format!("{}/../../../shared/fixtures/dingtalk/{name}", env!("CARGO_MANIFEST_DIR"));
-        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {path}: {e}"));
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("parse {path}: {e}"))
+        fixtures::read_json(format!("dingtalk/{name}"))
     }
 
     fn vectors() -> Vec<Value> {

@@ -627,9 +627,7 @@ mod tests {
     use serde_json::json;
 
     fn fixture(name: &str) -> Value {
-        let path = format!("{}/../../../shared/fixtures/dingtalk/{name}", env!("CARGO_MANIFEST_DIR"));
-        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-        serde_json::from_str(&text).unwrap()
+        fixtures::read_json(format!("dingtalk/{name}"))
     }
 
     fn user(userid: &str, manager: Option<&str>, depts: &[i64]) -> User {

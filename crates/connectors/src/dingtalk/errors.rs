@@ -523,9 +523,7 @@ mod openapi_tests {
     use serde_json::Value;
 
     fn fixture(name: &str) -> Value {
-        let path = format!("{}/../../../shared/fixtures/dingtalk/{name}", env!("CARGO_MANIFEST_DIR"));
-        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {path}: {e}"));
-        serde_json::from_str(&text).unwrap()
+        fixtures::read_json(format!("dingtalk/{name}"))
     }
 
     const QPS: Disposition = RetryAfter(Duration::from_secs(1));

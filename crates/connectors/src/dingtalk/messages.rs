@@ -776,15 +776,11 @@ mod tests {
     use serde_json::{json, Value};
 
     fn fixture(name: &str) -> Value {
-        let path = format!("{}/../../../shared/fixtures/dingtalk/{name}", env!("CARGO_MANIFEST_DIR"));
-        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-        serde_json::from_str(&text).unwrap()
+        fixtures::read_json(format!("dingtalk/{name}"))
     }
 
     fn captured_body(path: &str) -> Value {
-        let wire = fixture("openapi/sdk_wire_requests.json");
-        let request = wire["requests"].as_array().unwrap().iter().find(|r| r["path"] == path).unwrap();
-        request["body"].clone()
+        crate::dingtalk::test_support::sdk_request_body("POST", path)
     }
 
     /// msgParam compared as decoded JSON: the SDK's `json.dumps` puts a space after `:`.

@@ -20,8 +20,20 @@ pub mod stream;
 pub mod token;
 pub mod workflow;
 
+/// What unit tests of several DingTalk files share.
 #[cfg(test)]
-mod tests;
+pub(crate) mod test_support {
+    /// The body the official SDK sent for `method path` (`openapi/sdk_wire_requests.json`).
+    pub(crate) fn sdk_request_body(method: &str, path: &str) -> serde_json::Value {
+        let wire = fixtures::read_json("dingtalk/openapi/sdk_wire_requests.json");
+        let requests = wire["requests"].as_array().cloned().unwrap_or_default();
+        let request = requests
+            .into_iter()
+            .find(|r| r["path"] == path && r["method"] == method)
+            .unwrap_or_else(|| panic!("no SDK capture of {method} {path}"));
+        request["body"].clone()
+    }
+}
 
 pub use auth::{robot_sign, robot_signature_base64};
 pub use client::{
@@ -34,3 +46,6 @@ pub use sink::{RobotSettings, RobotSink};
 
 /// Vendor label used in errors and logs.
 pub const VENDOR: &str = "DingTalk";
+
+#[cfg(test)]
+mod tests;

@@ -292,9 +292,7 @@ mod tests {
     use super::*;
 
     fn fixture(name: &str) -> Value {
-        let path = format!("{}/../../../shared/fixtures/dingtalk/{name}", env!("CARGO_MANIFEST_DIR"));
-        serde_json::from_str(&std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}")))
-            .unwrap_or_else(|e| panic!("{path}: {e}"))
+        fixtures::read_json(format!("dingtalk/{name}"))
     }
 
     fn http_plaintext(name: &str) -> Value {

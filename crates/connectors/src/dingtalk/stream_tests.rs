@@ -12,9 +12,7 @@ const APP: &str = "dingappkey0000000001";
 const SECRET: &str = "app-secret-for-local-mock-only";
 
 fn fixture(name: &str) -> Value {
-    let path = format!("{}/../../../shared/fixtures/dingtalk/{name}", env!("CARGO_MANIFEST_DIR"));
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"));
-    serde_json::from_str(&text).unwrap()
+    fixtures::read_json(format!("dingtalk/{name}"))
 }
 
 fn fixture_frame(name: &str) -> (Frame, Value) {

@@ -11,9 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 fn fixture(name: &str) -> Value {
-    let path = format!("{}/../../../shared/fixtures/dingtalk/{name}", env!("CARGO_MANIFEST_DIR"));
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {path}: {e}"));
-    serde_json::from_str(&text).unwrap()
+    fixtures::read_json(format!("dingtalk/{name}"))
 }
 
 /// Wall clock shifted by a settable offset.

@@ -258,9 +258,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_new_api_request_matches_the_sdk_capture() {
-        let path =
-            format!("{}/../../../shared/fixtures/dingtalk/openapi/sdk_wire_requests.json", env!("CARGO_MANIFEST_DIR"));
-        let capture: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let capture = fixtures::read_json("dingtalk/openapi/sdk_wire_requests.json");
         let sdk = capture["requests"].as_array().unwrap().iter().find(|r| r["path"] == NEW_TOKEN_PATH).unwrap().clone();
         let seen = Arc::new(std::sync::Mutex::new(None::<(String, Value)>));
         let record = seen.clone();

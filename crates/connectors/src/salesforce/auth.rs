@@ -248,8 +248,7 @@ mod tests {
     #[test]
     fn token_fixtures_parse_and_have_no_expiry() {
         for name in ["token_client_credentials.json", "token_jwt_bearer.json", "token_refresh_token_grant.json"] {
-            let path = format!("{}/../../../shared/fixtures/salesforce/oauth/{name}", env!("CARGO_MANIFEST_DIR"));
-            let text = std::fs::read_to_string(path).unwrap();
+            let text = fixtures::read_fixture(format!("salesforce/oauth/{name}"));
             let answer: TokenAnswer = serde_json::from_str(&text).unwrap();
             assert_eq!(answer.instance_url, "https://hktrading.my.salesforce.com", "{name}");
             assert!(!text.contains("expires_in"), "{name}");

@@ -186,8 +186,7 @@ mod tests {
     use connect::Disposition;
 
     fn fixture(name: &str) -> Vec<u8> {
-        let path = format!("{}/../../../shared/fixtures/salesforce/{name}", env!("CARGO_MANIFEST_DIR"));
-        std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+        fixtures::read_fixture(format!("salesforce/{name}")).into_bytes()
     }
 
     fn disposition(file: &str, status: u16) -> Disposition {

@@ -172,8 +172,7 @@ mod tests {
     use super::*;
 
     fn fixture(name: &str) -> String {
-        let path = format!("{}/../../../shared/fixtures/salesforce/{name}", env!("CARGO_MANIFEST_DIR"));
-        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+        fixtures::read_fixture(format!("salesforce/{name}"))
     }
 
     #[test]

@@ -165,8 +165,7 @@ mod tests {
     use connect::Disposition;
 
     fn fixture(name: &str) -> Vec<u8> {
-        let path = format!("{}/../../../shared/fixtures/zoho/{name}", env!("CARGO_MANIFEST_DIR"));
-        std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+        fixtures::read_fixture(format!("zoho/{name}")).into_bytes()
     }
 
     #[test]

@@ -247,8 +247,7 @@ mod tests {
     }
 
     fn fixture(name: &str) -> Vec<u8> {
-        let path = format!("{}/../../../shared/fixtures/zoho/{name}", env!("CARGO_MANIFEST_DIR"));
-        std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+        fixtures::read_fixture(format!("zoho/{name}")).into_bytes()
     }
 
     fn channel() -> WatchChannel {

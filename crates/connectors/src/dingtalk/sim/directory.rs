@@ -404,8 +404,7 @@ mod tests {
     use serde_json::{json, Value};
 
     fn fixture(name: &str) -> Value {
-        let path = format!("{}/../../../shared/fixtures/dingtalk/{name}", env!("CARGO_MANIFEST_DIR"));
-        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+        fixtures::read_json(format!("dingtalk/{name}"))
     }
 
     #[tokio::test]

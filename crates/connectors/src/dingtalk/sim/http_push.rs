@@ -381,11 +381,7 @@ mod tests {
     }
 
     fn event() -> Value {
-        let path = format!(
-            "{}/../../../shared/fixtures/dingtalk/events/http_bpms_instance_change_finish_agree.json",
-            env!("CARGO_MANIFEST_DIR")
-        );
-        serde_json::from_str(&std::fs::read_to_string(&path).expect("fixture")).expect("json")
+        fixtures::read_json("dingtalk/events/http_bpms_instance_change_finish_agree.json")
     }
 
     #[test]
@@ -530,8 +526,7 @@ mod tests {
     }
 
     fn card_fixture(name: &str) -> Value {
-        let path = format!("{}/../../../shared/fixtures/dingtalk/events/{name}", env!("CARGO_MANIFEST_DIR"));
-        serde_json::from_str(&std::fs::read_to_string(&path).expect("fixture")).expect("json")
+        fixtures::read_json(format!("dingtalk/events/{name}"))
     }
 
     #[tokio::test]

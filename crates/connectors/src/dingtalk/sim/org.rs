@@ -944,9 +944,7 @@ mod tests {
     }
 
     fn fixture_example(section: &str, name: &str) -> Value {
-        let path =
-            format!("{}/../../../shared/fixtures/dingtalk/openapi/response_examples.json", env!("CARGO_MANIFEST_DIR"));
-        let all: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let all = fixtures::read_json("dingtalk/openapi/response_examples.json");
         all[section][name].clone()
     }
 
