@@ -15,7 +15,7 @@ pub enum Disposition {
     Permanent,
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum DeliveryError {
     #[error("request to {endpoint} failed before an answer: {reason}")]
     Transport { endpoint: String, reason: String },

@@ -13,7 +13,7 @@ pub mod token;
 pub use clock::{Clock, SystemClock};
 pub use error::{DeliveryError, Disposition};
 pub use retry::RetrySchedule;
-pub use sink::{Delivery, Idempotency, Receipt, Sink};
+pub use sink::{Batching, Delivery, Idempotency, Receipt, Sink};
 pub mod http;
 pub mod ratelimit;
 pub mod retry_after;

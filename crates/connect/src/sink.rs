@@ -2,6 +2,7 @@
 
 use crate::error::DeliveryError;
 use async_trait::async_trait;
+use std::time::Duration;
 
 /// One rendered delivery, as the outbox worker hands it to a sink.
 #[derive(Debug, Clone)]
@@ -33,6 +34,15 @@ pub enum Idempotency {
     None,
 }
 
+/// How a sink that writes many records per vendor call wants its jobs handed over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Batching {
+    /// Distinct records one vendor call takes (Salesforce collections: 200, Zoho: 100).
+    pub max_records: usize,
+    /// How long the outbox waits for a batch to fill before sending a partial one.
+    pub linger: Duration,
+}
+
 #[async_trait]
 pub trait Sink: Send + Sync {
     /// Deliver one job. Must send `delivery.idempotency_key` in the vendor's dedupe field where one exists.
@@ -40,4 +50,21 @@ pub trait Sink: Send + Sync {
     fn idempotency(&self) -> Idempotency;
     /// Side-effect-free probe used by `doctor`.
     async fn healthcheck(&self) -> Result<(), DeliveryError>;
+
+    /// `Some` when the sink writes records in batches: the outbox then hands it many jobs at
+    /// once through [`Sink::deliver_batch`] instead of one by one.
+    fn batching(&self) -> Option<Batching> {
+        None
+    }
+
+    /// Deliver many jobs, in id order, several of which may concern the same record (the sink
+    /// merges those, later values winning, and splits the rest into vendor calls). Returns one
+    /// result per delivery, in the same order. The default delivers one by one.
+    async fn deliver_batch(&self, batch: &[Delivery]) -> Vec<Result<Receipt, DeliveryError>> {
+        let mut out = Vec::with_capacity(batch.len());
+        for delivery in batch {
+            out.push(self.deliver(delivery).await);
+        }
+        out
+    }
 }

@@ -1,10 +1,14 @@
 //! Flows: decode a generic webhook into a canonical event, match it against the configured
-//! flows (source, entity, change, CEL `when`), and render one outbox job per delivery.
+//! flows (source, entity, change, CEL `when`), and render one outbox job per delivery whose own
+//! `when` (if any) holds.
 //!
 //! Nothing here panics on bad input: a failing condition or template is a [`FlowError`] the
 //! caller turns into a dead letter.
 
-use crate::config::{CardButtons, CardCallback, Config, FlowConfig, MessageSpec, OrderingKey, SourceConfig};
+use crate::config::{
+    CardButtons, CardCallback, Condition, Config, FlowConfig, MessageSpec, OrderingKey, RecordOp, RecordSpec,
+    SourceConfig,
+};
 use crate::json::parse_strict;
 use model::{ChangeKind, Event, TypedValue, ZonedTime};
 use serde_json::{json, Value};
@@ -80,13 +84,20 @@ impl FlowEngine {
                 continue;
             }
             if let Some(cond) = &flow.when {
-                if !eval_condition(flow, cond, &ctx)? {
+                if !eval_condition(&flow.name, cond, &ctx)? {
                     continue;
                 }
             }
             let tctx =
                 tmpl_ctx.get_or_insert_with(|| minijinja::context! { event => minijinja::Value::from_serialize(&ctx) });
+            // `i` counts every delivery of the flow, planned or not, so a delivery's idempotency
+            // key does not change when the condition of another one does.
             for (i, d) in flow.deliver.iter().enumerate() {
+                if let Some(cond) = &d.when {
+                    if !eval_condition(&flow.name, cond, &ctx)? {
+                        continue;
+                    }
+                }
                 let render = |name: &str| self.render(&flow.name, name, tctx);
                 let payload = match &d.message {
                     MessageSpec::Markdown { title, text } => json!({
@@ -191,6 +202,7 @@ impl FlowEngine {
                         body.insert("form".into(), render_map(&approval.form, &render)?);
                         Value::Object(body)
                     }
+                    MessageSpec::Record(record) => record_payload(&flow.name, record, &render)?,
                 };
                 // A rendered key is scoped to the destination: the same conversation key rendered
                 // for two destinations names two conversations, which must not wait on each other.
@@ -206,6 +218,7 @@ impl FlowEngine {
                     idempotency_key: format!("{}:{}:{i}", event.id, flow.name),
                     payload: payload.to_string(),
                     next_attempt_at: now_ms,
+                    coalesce: false,
                 });
             }
         }
@@ -362,16 +375,16 @@ fn check_number_precision(field: &str, text: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn eval_condition(flow: &FlowConfig, cond: &crate::config::Condition, ctx: &Value) -> Result<bool, FlowError> {
-    let fail =
-        |reason: String| FlowError::Condition { flow: flow.name.clone(), condition: cond.source.clone(), reason };
+/// Evaluates a flow's or a delivery's condition against the event.
+fn eval_condition(flow: &str, cond: &Condition, ctx: &Value) -> Result<bool, FlowError> {
+    let fail = |reason: String| FlowError::Condition { flow: flow.to_string(), condition: cond.source.clone(), reason };
     let value = cel::to_value(ctx).map_err(|e| fail(e.to_string()))?;
     let mut cel_ctx = cel::Context::default();
     cel_ctx.add_variable_from_value("event", value);
     match cond.program.execute(&cel_ctx) {
         Ok(cel::Value::Bool(b)) => Ok(b),
         Ok(other) => Err(FlowError::NotBool {
-            flow: flow.name.clone(),
+            flow: flow.to_string(),
             condition: cond.source.clone(),
             found: format!("{other:?}"),
         }),
@@ -411,6 +424,73 @@ fn typed_fields(
         fields.insert(name.clone(), typed);
     }
     Ok(fields)
+}
+
+/// `{"api":"record","object":…,"op":"update","id":…,"fields":{…}}` or the `upsert` shape with
+/// `external_id_field` and `external_id`. `fields` go as strings; `json_fields` as the JSON
+/// their rendered text is.
+fn record_payload(
+    flow: &str,
+    record: &RecordSpec,
+    render: &dyn Fn(&str) -> Result<String, FlowError>,
+) -> Result<Value, FlowError> {
+    // A record id that renders empty would address the object's collection instead of a record.
+    let non_empty = |template: &str, key: &str| -> Result<String, FlowError> {
+        let value = render(template)?.trim().to_string();
+        if value.is_empty() {
+            return Err(FlowError::Template {
+                flow: flow.to_string(),
+                template: template.to_string(),
+                reason: format!("`{key}` rendered empty; the record to write cannot be named by an empty value"),
+            });
+        }
+        Ok(value)
+    };
+    let mut body = serde_json::Map::new();
+    body.insert("api".into(), "record".into());
+    body.insert("object".into(), record.object.clone().into());
+    match &record.op {
+        RecordOp::Update { id } => {
+            body.insert("op".into(), "update".into());
+            body.insert("id".into(), non_empty(id, "id")?.into());
+        }
+        RecordOp::Upsert { external_id_field, external_id } => {
+            body.insert("op".into(), "upsert".into());
+            body.insert("external_id_field".into(), external_id_field.clone().into());
+            body.insert("external_id".into(), non_empty(external_id, "external_id")?.into());
+        }
+    }
+    let mut fields = serde_json::Map::new();
+    for (field, template) in &record.fields {
+        fields.insert(field.clone(), Value::String(render(template)?));
+    }
+    for (field, template) in &record.json_fields {
+        let rendered = render(template)?;
+        let value = json_field_value(field, &rendered).map_err(|reason| FlowError::Template {
+            flow: flow.to_string(),
+            template: template.clone(),
+            reason,
+        })?;
+        fields.insert(field.clone(), value);
+    }
+    body.insert("fields".into(), Value::Object(fields));
+    Ok(Value::Object(body))
+}
+
+/// The JSON a `json_fields` template rendered. Strict (no duplicate keys), and numbers a binary
+/// float would round are refused rather than written to the CRM changed. The rendered text is
+/// not quoted in the error: it may be personal data.
+fn json_field_value(field: &str, rendered: &str) -> Result<Value, String> {
+    let parsed = parse_strict(rendered.as_bytes()).map_err(|e| {
+        format!(
+            "json_fields `{field}` did not render JSON ({e}); render a number, or pass the value through \
+             `| tojson` (templates write booleans as True/False and null as none)"
+        )
+    })?;
+    for text in parsed.number_text.values() {
+        check_number_precision(field, text).map_err(|e| format!("json_fields {e}"))?;
+    }
+    Ok(parsed.value)
 }
 
 /// A rendered comma-separated list (userids): trimmed, empty items dropped.

@@ -1,9 +1,10 @@
 //! The documentation cannot rot: every config diagnostic code has a page, every complete config
-//! example in `README.md` and `docs/` validates, every error page's example triggers its code, and
-//! both files in `examples/` validate.
+//! example in `README.md` and `docs/` validates, every error page's example triggers its code,
+//! every source, destination and message type is in the config spec, and both files in
+//! `examples/` validate.
 
 use connect::SystemClock;
-use dingbridge_engine::config::{Code, Config, SecretResolver};
+use dingbridge_engine::config::{Code, Config, SecretResolver, DESTINATION_TYPES, MESSAGE_TYPES, SOURCE_TYPES};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -237,4 +238,21 @@ fn every_emitted_metric_is_documented() {
     assert!(names.len() >= 5, "found too few metric names: {names:?}");
     let missing: Vec<&String> = names.iter().filter(|n| !spec.contains(&format!("`{n}`"))).collect();
     assert!(missing.is_empty(), "metrics missing from docs/specs/instrumentation.md: {missing:?}");
+}
+
+#[test]
+fn every_source_destination_and_message_type_is_in_the_config_spec() {
+    let spec = read(&root().join("docs/specs/config.md"));
+    let mut missing = Vec::new();
+    let types =
+        [("source", &SOURCE_TYPES[..]), ("destination", &DESTINATION_TYPES[..]), ("message", &MESSAGE_TYPES[..])];
+    for (what, names) in types {
+        for name in names {
+            // Written as `type = "name"` / `"name"` in a table row, or `name` in the message tables.
+            if !spec.contains(&format!("`\"{name}\"`")) && !spec.contains(&format!("| `{name}` |")) {
+                missing.push(format!("{what} type `{name}`"));
+            }
+        }
+    }
+    assert!(missing.is_empty(), "not documented in docs/specs/config.md: {missing:?}");
 }

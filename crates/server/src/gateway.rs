@@ -4,11 +4,11 @@ use crate::directory::DirectoryKeeper;
 use crate::pipeline::WebhookPipeline;
 use connect::{Clock, SystemClock};
 use connectors::dingtalk::stream::{StreamClient, StreamHandle};
-use engine::config::{Config, DingtalkSourceRuntime};
+use engine::config::{Config, CrmIntake, CrmSource as CrmSourceConfig, DingtalkSourceRuntime, SourceKind};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -66,20 +66,6 @@ impl Gateway {
         let committer = store::GroupCommitter::spawn(store.clone(), GROUP_COMMIT_MAX_BATCH, INTAKE_QUEUE_CAPACITY);
         let metrics = crate::metrics::Metrics::install();
 
-        let workers_cancel = CancellationToken::new();
-        let workers_tracker = TaskTracker::new();
-        let owner = format!("{}-{}-{}", hostname(), std::process::id(), uuid::Uuid::new_v4().simple());
-        let settings = engine::WorkerSettings::from_config(&config, owner);
-        let workers = engine::DeliveryWorkers::spawn(
-            store.clone(),
-            runtime.sinks.clone(),
-            settings,
-            clock.clone(),
-            workers_cancel.clone(),
-            &workers_tracker,
-        );
-        let nudge: Arc<dyn Fn() + Send + Sync> = Arc::new(move || workers.nudge());
-
         let mut dingtalk_callbacks = BTreeMap::new();
         let mut stream_sources = Vec::new();
         for (name, inbound) in runtime.dingtalk_sources {
@@ -90,8 +76,47 @@ impl Gateway {
                 DingtalkSourceRuntime::Stream(settings) => stream_sources.push((name, settings)),
             }
         }
-        let pipeline =
-            WebhookPipeline { verifiers: runtime.sources, dingtalk_callbacks, flows: Arc::new(runtime.flows) };
+        let pipeline = Arc::new(WebhookPipeline {
+            verifiers: runtime.sources,
+            dingtalk_callbacks,
+            flows: Arc::new(runtime.flows),
+        });
+
+        // Bound before the CRM sources are built: a Zoho channel's default notify URL names it.
+        let listener = tokio::net::TcpListener::bind(&listen)
+            .await
+            .map_err(|source| StartError::Bind { listen: listen.clone(), source })?;
+        let addr = listener.local_addr().map_err(|source| StartError::Bind { listen: listen.clone(), source })?;
+        let crm_sources =
+            crm_sources(&config, &runtime.salesforce_orgs, &runtime.zoho_orgs, &runtime.zoho_channel_tokens, addr)?;
+        let late_nudge: Arc<OnceLock<Arc<dyn Fn() + Send + Sync>>> = Arc::new(OnceLock::new());
+        let mut sinks = runtime.sinks.clone();
+        for source in crm_sources.values() {
+            let sink = crate::crm::RefreshSink {
+                source: source.clone(),
+                pipeline: pipeline.clone(),
+                store: store.clone(),
+                clock: clock.clone(),
+                nudge: late_nudge.clone(),
+            };
+            sinks.insert(crate::crm::refresh_destination(&source.name), Arc::new(sink));
+        }
+
+        let workers_cancel = CancellationToken::new();
+        let workers_tracker = TaskTracker::new();
+        let owner = format!("{}-{}-{}", hostname(), std::process::id(), uuid::Uuid::new_v4().simple());
+        let settings = engine::WorkerSettings::from_config(&config, owner);
+        let workers = engine::DeliveryWorkers::spawn(
+            store.clone(),
+            sinks,
+            settings,
+            clock.clone(),
+            workers_cancel.clone(),
+            &workers_tracker,
+        );
+        let nudge: Arc<dyn Fn() + Send + Sync> = Arc::new(move || workers.nudge());
+        let _ = late_nudge.set(nudge.clone());
+
         // One directory keeper per app that keeps its directory, shared by the app's sources.
         let directory_cancel = CancellationToken::new();
         let mut keepers = BTreeMap::new();
@@ -109,11 +134,11 @@ impl Gateway {
                 engine::config::SourceKind::Dingtalk { app, .. } => {
                     keepers.get(app).map(|keeper| (source.clone(), keeper.clone()))
                 }
-                engine::config::SourceKind::Webhook => None,
+                _ => None,
             })
             .collect();
         let state = crate::AppState {
-            intake: Arc::new(pipeline),
+            intake: pipeline,
             committer,
             store: store.clone(),
             nudge,
@@ -123,11 +148,20 @@ impl Gateway {
             metrics,
             admin_token: runtime.admin_token.map(|t| Arc::new(t.secret_string().clone())),
             directories: Arc::new(directories),
+            crm: Arc::new(crm_sources),
         };
-        let listener = tokio::net::TcpListener::bind(&listen)
-            .await
-            .map_err(|source| StartError::Bind { listen: listen.clone(), source })?;
-        let addr = listener.local_addr().map_err(|source| StartError::Bind { listen: listen.clone(), source })?;
+        // Polling and notification channels run with the directory keepers and stop with them.
+        for (name, source) in state.crm.iter() {
+            match config.sources.get(name).map(|s| &s.kind) {
+                Some(SourceKind::Salesforce(CrmSourceConfig { intake: CrmIntake::Poll { interval }, .. })) => {
+                    crate::crm::spawn_poller(state.clone(), source.clone(), *interval, directory_cancel.clone());
+                }
+                Some(SourceKind::Zoho(_)) => {
+                    crate::crm::spawn_zoho_watch(source.clone(), state.clock.clone(), directory_cancel.clone());
+                }
+                _ => {}
+            }
+        }
         // Stream clients start after the store and the intake exist: a frame is ACKed only after
         // its event is committed.
         let streams_cancel = CancellationToken::new();
@@ -180,6 +214,63 @@ impl Gateway {
         // Checkpoints the SQLite WAL / closes the Postgres pool; nothing is lost if it is skipped.
         self.store.close().await;
     }
+}
+
+/// The CRM sources of a config with their shared vendor clients.
+fn crm_sources(
+    config: &Config,
+    salesforce: &BTreeMap<String, Arc<connectors::salesforce::client::SalesforceClient>>,
+    zoho: &BTreeMap<String, Arc<connectors::zoho::client::ZohoClient>>,
+    channel_tokens: &BTreeMap<String, engine::config::Secret>,
+    addr: SocketAddr,
+) -> Result<crate::crm::CrmSources, StartError> {
+    use crate::crm::{CrmClient, CrmSource};
+    let missing = |what: &str, name: &str| StartError::Config(format!("no client was built for {what} `{name}`"));
+    let mut out = BTreeMap::new();
+    for (name, source) in &config.sources {
+        let built = match &source.kind {
+            SourceKind::Salesforce(crm) => {
+                let client = salesforce.get(&crm.org).ok_or_else(|| missing("Salesforce org", &crm.org))?;
+                let organization_id = config.salesforce_orgs.get(&crm.org).and_then(|o| o.organization_id.clone());
+                CrmSource {
+                    name: name.clone(),
+                    client: CrmClient::Salesforce(client.clone()),
+                    objects: crm.objects.clone(),
+                    coalesce: crm.coalesce,
+                    organization_id,
+                    channel: None,
+                }
+            }
+            SourceKind::Zoho(crm) => {
+                let client = zoho.get(&crm.org).ok_or_else(|| missing("Zoho org", &crm.org))?;
+                let token = channel_tokens.get(name).ok_or_else(|| missing("the channel token of source", name))?;
+                let notify_url = match &crm.intake {
+                    CrmIntake::Notifications { notify_url: Some(url), .. } => url.clone(),
+                    _ => format!("http://{addr}/intake/zoho/{name}"),
+                };
+                let events: Vec<String> = crm.objects.iter().map(|m| format!("{m}.all")).collect();
+                let events: Vec<&str> = events.iter().map(String::as_str).collect();
+                let channel = connectors::zoho::source::WatchChannel::new(
+                    &crate::crm::channel_id(name),
+                    &events,
+                    &notify_url,
+                    token.secret_string().clone(),
+                )
+                .map_err(|e| StartError::Config(format!("source `{name}`: {e}")))?;
+                CrmSource {
+                    name: name.clone(),
+                    client: CrmClient::Zoho(client.clone()),
+                    objects: crm.objects.clone(),
+                    coalesce: crm.coalesce,
+                    organization_id: None,
+                    channel: Some(channel),
+                }
+            }
+            _ => continue,
+        };
+        out.insert(name.clone(), Arc::new(built));
+    }
+    Ok(out)
 }
 
 fn hostname() -> String {

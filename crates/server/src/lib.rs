@@ -4,6 +4,7 @@
 //! that holds its inbox row and all its outbox jobs has returned.
 
 pub mod admin;
+pub mod crm;
 pub mod dingtalk;
 pub mod directory;
 pub mod error;
@@ -36,6 +37,14 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/dingtalk/callback/{source}",
             post(dingtalk::receive_callback).layer(axum::extract::DefaultBodyLimit::max(body_limit)),
+        )
+        .route(
+            "/intake/salesforce/{source}",
+            post(crm::receive_outbound_message).layer(axum::extract::DefaultBodyLimit::max(body_limit)),
+        )
+        .route(
+            "/intake/zoho/{source}",
+            post(crm::receive_zoho_notification).layer(axum::extract::DefaultBodyLimit::max(body_limit)),
         )
         .nest("/api", admin::router(state.clone()))
         .with_state(state)

@@ -63,6 +63,8 @@ pub struct AppState {
     pub admin_token: Option<Arc<secrecy::SecretString>>,
     /// The directory keeper of each DingTalk source's app, by source name.
     pub directories: Arc<std::collections::BTreeMap<String, Arc<crate::directory::DirectoryKeeper>>>,
+    /// The CRM sources (Salesforce, Zoho), by source name.
+    pub crm: Arc<crate::crm::CrmSources>,
 }
 
 impl AppState {

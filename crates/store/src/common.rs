@@ -250,6 +250,69 @@ pub(crate) fn insert_jobs_sql(rows: usize, ph: Ph) -> String {
     )
 }
 
+/// One coalescing job: inserted unless a pending job of the same destination and ordering key
+/// waits already. Parameters as [`insert_jobs_sql`], then destination and ordering key again.
+pub(crate) fn insert_coalesced_job_sql(ph: Ph) -> String {
+    let sql = "INSERT INTO jobs (event_id, flow, destination, ordering_key, idempotency_key, payload, \
+         state, attempts, next_attempt_at, due_at, lease_version, created_at) \
+         SELECT ?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?, 0, ? \
+         WHERE NOT EXISTS (SELECT 1 FROM jobs w WHERE w.destination = ? AND w.ordering_key = ? \
+           AND w.state = 'pending') \
+         ON CONFLICT (idempotency_key) DO NOTHING";
+    match ph {
+        Ph::Sqlite => sql.to_string(),
+        Ph::Pg => numbered(sql, 0),
+    }
+}
+
+/// Followers of freshly claimed heads (batch claims): every due pending job of the heads'
+/// ordering keys that is not stuck behind an earlier job not due yet, in id order, leased in the
+/// same transaction as the heads. Parameters: owner, lease expiry (twice), destination, now
+/// (twice), the `heads` job ids, limit.
+pub(crate) fn claim_followers_sql(heads: usize, ph: Ph) -> String {
+    let list = vec!["?"; heads].join(", ");
+    let pick = format!(
+        "SELECT j.id FROM jobs j \
+         WHERE j.destination = ? AND j.state = 'pending' AND j.due_at <= ? \
+           AND NOT EXISTS ( \
+             SELECT 1 FROM jobs b \
+             WHERE b.ordering_key = j.ordering_key AND b.state = 'pending' AND b.id < j.id AND b.due_at > ?) \
+           AND j.ordering_key IN (SELECT h.ordering_key FROM jobs h WHERE h.id IN ({list})) \
+         ORDER BY j.id LIMIT ?"
+    );
+    match ph {
+        Ph::Sqlite => format!(
+            "UPDATE jobs SET state = 'leased', lease_owner = ?, lease_expires_at = ?, due_at = ?, \
+             lease_version = lease_version + 1 WHERE id IN ({pick}) RETURNING {JOB_COLS}"
+        ),
+        // Rows another claimer holds are skipped, as in the head claim. The pick's parameters
+        // follow the three of the SET clause.
+        Ph::Pg => format!(
+            "WITH c AS MATERIALIZED ({} FOR UPDATE OF j SKIP LOCKED) \
+             UPDATE jobs SET state = 'leased', lease_owner = $1, lease_expires_at = $2, due_at = $3, \
+             lease_version = lease_version + 1 FROM c WHERE jobs.id = c.id RETURNING {}",
+            numbered(&pick, 3),
+            JOB_COLS.split(", ").map(|c| format!("jobs.{}", c.trim())).collect::<Vec<_>>().join(", ")
+        ),
+    }
+}
+
+/// `?` placeholders numbered `$n` for Postgres, starting after `offset` parameters.
+fn numbered(sql: &str, offset: usize) -> String {
+    let mut out = String::with_capacity(sql.len() + 16);
+    let mut n = offset;
+    for ch in sql.chars() {
+        if ch == '?' {
+            n += 1;
+            out.push('$');
+            out.push_str(&n.to_string());
+        } else {
+            out.push(ch);
+        }
+    }
+    out
+}
+
 pub(crate) fn insert_parse_dead_sql(rows: usize, ph: Ph) -> String {
     format!(
         "INSERT INTO dead_letters (job_id, event_id, destination, reason, attempts, created_at) \

@@ -80,6 +80,24 @@ pub trait Store: Send + Sync + 'static {
         now: Millis,
     ) -> Result<Vec<Job>, StoreError>;
 
+    /// Batch claim (record writes merged per record): up to `heads` heads as [`Store::claim`]
+    /// does, plus, in the same transaction, due pending jobs queued behind those heads under the
+    /// same ordering keys (in id order, none behind a job not yet due), `max_jobs` in all, so
+    /// one batch can merge several changes to one record while order per key holds. The default
+    /// claims heads only.
+    async fn claim_runs(
+        &self,
+        destination: &str,
+        owner: &str,
+        heads: usize,
+        max_jobs: usize,
+        lease_ms: i64,
+        now: Millis,
+    ) -> Result<Vec<Job>, StoreError> {
+        let _ = max_jobs;
+        self.claim(destination, owner, heads, lease_ms, now).await
+    }
+
     /// Mark leased jobs done. Each lease is fenced: a stale lease yields `LeaseLost` in its slot.
     async fn complete(&self, done: &[Completion], now: Millis) -> Result<Vec<Result<(), StoreError>>, StoreError>;
 

@@ -4,8 +4,9 @@
 //! audit appends serialise on the `audit_head` row lock, so the chain never forks.
 
 use crate::common::{
-    audit_from_row, audit_hash, complete_sql, dead_from_row, first_occurrences, has_repeated_job, insert_inbox_sql,
-    insert_jobs_sql, insert_parse_dead_sql, job_from_row, ChainVerifier, Ph, AUDIT_COLS, CHUNK, DEAD_COLS, JOB_COLS,
+    audit_from_row, audit_hash, claim_followers_sql, complete_sql, dead_from_row, first_occurrences, has_repeated_job,
+    insert_coalesced_job_sql, insert_inbox_sql, insert_jobs_sql, insert_parse_dead_sql, job_from_row, ChainVerifier,
+    Ph, AUDIT_COLS, CHUNK, DEAD_COLS, JOB_COLS,
 };
 use crate::{
     AuditEntry, AuditVerification, Completion, DeadLetter, IdLink, Intake, IntakeOutcome, Job, Lease, Millis,
@@ -84,6 +85,27 @@ impl PgStore {
     }
 }
 
+/// Leases the claimable heads: see [`Store::claim`]. Parameters $1 owner, $2 lease expiry,
+/// $3 destination, $4 now, $5 limit.
+fn head_claim_sql() -> String {
+    format!(
+        "WITH c AS MATERIALIZED ( \
+           SELECT j.id AS cid FROM jobs j \
+           WHERE j.destination = $3 AND j.state IN ('pending', 'leased') AND j.due_at <= $4 \
+             AND NOT EXISTS ( \
+               SELECT 1 FROM jobs b \
+               WHERE b.ordering_key = j.ordering_key AND b.state IN ('pending', 'leased') \
+                 AND b.id <> j.id \
+                 AND (b.state = 'leased' OR (b.id < j.id AND j.state = 'pending'))) \
+           ORDER BY j.due_at, j.id LIMIT $5 \
+           FOR UPDATE OF j SKIP LOCKED) \
+         UPDATE jobs SET state = 'leased', lease_owner = $1, lease_expires_at = $2, \
+         due_at = $2, lease_version = lease_version + 1 \
+         FROM c WHERE jobs.id = c.cid \
+         RETURNING {JOB_COLS}"
+    )
+}
+
 fn lease_lost(lease: Lease) -> StoreError {
     StoreError::LeaseLost { job_id: lease.job_id, version: lease.version }
 }
@@ -129,6 +151,23 @@ impl Store for PgStore {
             } else {
                 out.push(IntakeOutcome::Duplicate);
             }
+        }
+        let (coalesced, jobs): (Vec<_>, Vec<_>) = jobs.into_iter().partition(|(_, j)| j.coalesce);
+        for (it, j) in &coalesced {
+            sqlx::query(&insert_coalesced_job_sql(PH))
+                .bind(&it.event_id)
+                .bind(&j.flow)
+                .bind(&j.destination)
+                .bind(&j.ordering_key)
+                .bind(&j.idempotency_key)
+                .bind(&j.payload)
+                .bind(j.next_attempt_at)
+                .bind(j.next_attempt_at)
+                .bind(it.received_at)
+                .bind(&j.destination)
+                .bind(&j.ordering_key)
+                .execute(&mut *tx)
+                .await?;
         }
         for chunk in jobs.chunks(CHUNK) {
             let sql = insert_jobs_sql(chunk.len(), PH);
@@ -180,22 +219,7 @@ impl Store for PgStore {
         // One statement: candidates are locked with SKIP LOCKED (another claimer holding a row
         // lock skips it; a row changed by a committed claimer is re-checked against the new
         // version), then leased.
-        let sql = format!(
-            "WITH c AS MATERIALIZED ( \
-               SELECT j.id AS cid FROM jobs j \
-               WHERE j.destination = $3 AND j.state IN ('pending', 'leased') AND j.due_at <= $4 \
-                 AND NOT EXISTS ( \
-                   SELECT 1 FROM jobs b \
-                   WHERE b.ordering_key = j.ordering_key AND b.state IN ('pending', 'leased') \
-                     AND b.id <> j.id \
-                     AND (b.state = 'leased' OR (b.id < j.id AND j.state = 'pending'))) \
-               ORDER BY j.due_at, j.id LIMIT $5 \
-               FOR UPDATE OF j SKIP LOCKED) \
-             UPDATE jobs SET state = 'leased', lease_owner = $1, lease_expires_at = $2, \
-             due_at = $2, lease_version = lease_version + 1 \
-             FROM c WHERE jobs.id = c.cid \
-             RETURNING {JOB_COLS}"
-        );
+        let sql = head_claim_sql();
         let rows = sqlx::query(&sql)
             .bind(owner)
             .bind(now.saturating_add(lease_ms))
@@ -205,6 +229,50 @@ impl Store for PgStore {
             .fetch_all(&self.unsynced)
             .await?;
         let mut jobs = rows.iter().map(job_from_row).collect::<Result<Vec<_>, _>>()?;
+        jobs.sort_by_key(|j| j.id);
+        Ok(jobs)
+    }
+
+    async fn claim_runs(
+        &self,
+        destination: &str,
+        owner: &str,
+        heads: usize,
+        max_jobs: usize,
+        lease_ms: i64,
+        now: Millis,
+    ) -> Result<Vec<Job>, StoreError> {
+        let limit = heads.min(max_jobs);
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let expires = now.saturating_add(lease_ms);
+        let mut tx = self.unsynced.begin_with(BEGIN_WRITE).await?;
+        let rows = sqlx::query(&head_claim_sql())
+            .bind(owner)
+            .bind(expires)
+            .bind(destination)
+            .bind(now)
+            .bind(lim(limit))
+            .fetch_all(&mut *tx)
+            .await?;
+        let mut jobs = rows.iter().map(job_from_row).collect::<Result<Vec<_>, _>>()?;
+        let head_ids: Vec<i64> = jobs.iter().map(|j| j.id).collect();
+        for heads in head_ids.chunks(CHUNK) {
+            let room = max_jobs.saturating_sub(jobs.len());
+            if room == 0 {
+                break;
+            }
+            let sql = claim_followers_sql(heads.len(), PH);
+            let mut q = sqlx::query(&sql).bind(owner).bind(expires).bind(expires).bind(destination).bind(now).bind(now);
+            for id in heads {
+                q = q.bind(id);
+            }
+            for row in q.bind(lim(room)).fetch_all(&mut *tx).await? {
+                jobs.push(job_from_row(&row)?);
+            }
+        }
+        tx.commit().await?;
         jobs.sort_by_key(|j| j.id);
         Ok(jobs)
     }

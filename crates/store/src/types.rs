@@ -28,6 +28,11 @@ pub struct NewJob {
     /// Rendered message JSON.
     pub payload: String,
     pub next_attempt_at: Millis,
+    /// Not inserted when a pending job with the same destination and ordering key is already
+    /// waiting: that job does the same work later (a read of a record's current state, say), so
+    /// a burst of changes to one record costs one job.
+    #[serde(default)]
+    pub coalesce: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

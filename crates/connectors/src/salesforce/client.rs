@@ -5,7 +5,7 @@
 //! token, fetch a new one and replay exactly once → errors through [`super::errors`].
 
 use super::auth::InstanceUrl;
-use super::errors::{api_failure, is_session_expired, ApiError};
+use super::errors::{api_failure, is_session_expired, parse_errors, ApiError};
 use super::limits::{parse_limits, ApiUsage, LimitEntry, Priority, QuotaGuard};
 use super::VENDOR;
 use connect::http::{read_body_capped, redact_url, HttpClient};
@@ -65,6 +65,8 @@ pub struct SalesforceClient {
     usage: Arc<ApiUsage>,
     guard: QuotaGuard,
     calls: AtomicU64,
+    /// `Some(code)` for an org with multi-currency off (see [`SalesforceClient::with_single_currency`]).
+    single_currency: Option<String>,
 }
 
 impl std::fmt::Debug for SalesforceClient {
@@ -91,7 +93,21 @@ impl SalesforceClient {
             usage: Arc::new(ApiUsage::new()),
             guard: QuotaGuard::default(),
             calls: AtomicU64::new(0),
+            single_currency: None,
         }
+    }
+
+    /// For an org with multi-currency off: amounts are in `code` (the org's currency) and
+    /// `CurrencyIsoCode` does not exist, so queries leave it out (selecting it would fail with
+    /// `INVALID_FIELD`, reference A7).
+    pub fn with_single_currency(mut self, code: &str) -> Self {
+        self.single_currency = Some(code.to_owned());
+        self
+    }
+
+    /// The org's currency when multi-currency is off; `None` when records carry `CurrencyIsoCode`.
+    pub fn single_currency(&self) -> Option<&str> {
+        self.single_currency.as_deref()
     }
 
     /// Share one usage gauge between clients of the same org and set the interactive reserve.
@@ -149,6 +165,27 @@ impl SalesforceClient {
         Ok((status, token, read_body_capped(resp, MAX_ANSWER_BYTES).await?.to_vec()))
     }
 
+    /// Quota guard, then the request with the single refresh-and-replay on an expired session.
+    /// Returns the status and the raw body, whatever the status.
+    async fn exchange(
+        &self,
+        method: &http::Method,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<&Value>,
+        priority: Priority,
+    ) -> Result<(u16, Vec<u8>), DeliveryError> {
+        self.guard.check(&self.usage, priority)?;
+        let (status, token, bytes) = self.send_once(method, path, query, body).await?;
+        if !is_session_expired(status, &bytes) {
+            return Ok((status, bytes));
+        }
+        tracing::info!("Salesforce session expired; fetching a new token and replaying once.");
+        self.tokens.invalidate(&token).await;
+        let (status, _, bytes) = self.send_once(method, path, query, body).await?;
+        Ok((status, bytes))
+    }
+
     /// One data call with the single refresh-and-replay on an expired session. Returns the
     /// status and the JSON body (`Null` for 204).
     pub async fn call(
@@ -159,32 +196,30 @@ impl SalesforceClient {
         body: Option<&Value>,
         priority: Priority,
     ) -> Result<(u16, Value), DeliveryError> {
-        self.guard.check(&self.usage, priority)?;
         let what = format!("{method} {}", path.split('?').next().unwrap_or(path));
-        let (mut status, token, mut bytes) = self.send_once(&method, path, query, body).await?;
-        if is_session_expired(status, &bytes) {
-            tracing::info!("Salesforce session expired; fetching a new token and replaying once.");
-            self.tokens.invalidate(&token).await;
-            (status, _, bytes) = self.send_once(&method, path, query, body).await?;
+        let (status, bytes) = self.exchange(&method, path, query, body, priority).await?;
+        answer(status, &bytes, &what)
+    }
+
+    /// `GET /sobjects/{object}/{id}` (all fields when `fields` is empty); `None` when the record
+    /// does not exist or is in the recycle bin (404 `NOT_FOUND` / `ENTITY_IS_DELETED`).
+    pub async fn find_record(
+        &self,
+        object: &str,
+        id: &str,
+        fields: &[&str],
+        priority: Priority,
+    ) -> Result<Option<Value>, DeliveryError> {
+        let path = self.data_path(&format!("sobjects/{object}/{}", enc(id)));
+        let joined = fields.join(",");
+        let query: Vec<(&str, &str)> = if fields.is_empty() { vec![] } else { vec![("fields", joined.as_str())] };
+        let (status, bytes) = self.exchange(&http::Method::GET, &path, &query, None, priority).await?;
+        let gone = status == 404
+            && parse_errors(&bytes).iter().any(|e| matches!(e.error_code.as_str(), "NOT_FOUND" | "ENTITY_IS_DELETED"));
+        if gone {
+            return Ok(None);
         }
-        if status == 300 {
-            return Err(DeliveryError::Rejected {
-                vendor: VENDOR,
-                detail: format!("{what}: the external id matches several records; make the field unique"),
-            });
-        }
-        if !(200..300).contains(&status) {
-            return Err(api_failure(status, &bytes, &what));
-        }
-        if bytes.is_empty() {
-            return Ok((status, Value::Null));
-        }
-        let value = serde_json::from_slice(&bytes).map_err(|e| DeliveryError::Server {
-            vendor: VENDOR,
-            status,
-            detail: format!("{what}: the answer is not JSON ({e})"),
-        })?;
-        Ok((status, value))
+        Ok(Some(answer(status, &bytes, &format!("GET sobjects/{object}"))?.1))
     }
 
     /// `GET /sobjects/{object}/{id}?fields=…` (always name the fields: wide objects are costly).
@@ -220,12 +255,15 @@ impl SalesforceClient {
     }
 
     /// The S3 "one call": opportunity + account + owner + last tasks/events + contact roles.
+    /// `None` when no such opportunity exists (deleted).
     pub async fn opportunity_with_history(&self, id: &str, priority: Priority) -> Result<Option<Value>, DeliveryError> {
         let id = super::ids::normalize_id(id)
             .map_err(|e| DeliveryError::Rejected { vendor: VENDOR, detail: e.to_string() })?;
+        let currency = if self.single_currency.is_some() { "" } else { "CurrencyIsoCode, " };
         let soql = format!(
-            "SELECT Id, Name, StageName, Amount, CurrencyIsoCode, CloseDate, Probability, NextStep, OwnerId, SystemModstamp, \
-             Account.Name, Account.Industry, Account.BillingCity, Account.Phone, Owner.Name, Owner.Email, \
+            "SELECT Id, Name, StageName, Amount, {currency}CloseDate, Probability, NextStep, OwnerId, AccountId, \
+             SystemModstamp, Account.Id, Account.Name, Account.Industry, Account.BillingCity, Account.BillingCountry, Account.Phone, \
+             Owner.Name, Owner.Email, \
              (SELECT Id, Subject, ActivityDate, Status, TaskSubtype, CallDurationInSeconds, Description, Who.Name \
              FROM Tasks ORDER BY ActivityDate DESC NULLS LAST LIMIT 10), \
              (SELECT Id, Subject, StartDateTime, EndDateTime, Location, Who.Name FROM Events ORDER BY StartDateTime DESC LIMIT 5), \
@@ -338,6 +376,27 @@ impl SalesforceClient {
     pub async fn limits(&self, priority: Priority) -> Result<BTreeMap<String, LimitEntry>, DeliveryError> {
         Ok(parse_limits(&self.call(http::Method::GET, &self.data_path("limits"), &[], None, priority).await?.1))
     }
+}
+
+/// A data-API answer as status and JSON (`Null` for an empty body), or its error.
+fn answer(status: u16, bytes: &[u8], what: &str) -> Result<(u16, Value), DeliveryError> {
+    if status == 300 {
+        return Err(DeliveryError::Rejected {
+            vendor: VENDOR,
+            detail: format!("{what}: the external id matches several records; make the field unique"),
+        });
+    }
+    if !(200..300).contains(&status) {
+        return Err(api_failure(status, bytes, what));
+    }
+    if bytes.is_empty() {
+        return Ok((status, Value::Null));
+    }
+    serde_json::from_slice(bytes).map(|value| (status, value)).map_err(|e| DeliveryError::Server {
+        vendor: VENDOR,
+        status,
+        detail: format!("{what}: the answer is not JSON ({e})"),
+    })
 }
 
 /// Money of a record: `field` (a JSON number) in the record's `CurrencyIsoCode`, or

@@ -8,6 +8,8 @@ pub mod errors;
 pub mod ids;
 pub mod limits;
 pub mod sim;
+pub mod sink;
+pub mod snapshot;
 pub mod source;
 
 #[cfg(test)]

@@ -6,6 +6,8 @@ pub mod auth;
 pub mod client;
 pub mod errors;
 pub mod sim;
+pub mod sink;
+pub mod snapshot;
 pub mod source;
 
 #[cfg(test)]

@@ -1,7 +1,9 @@
 //! The Zoho CRM simulator (reference B8): one org on one port with the accounts server's token
 //! endpoint (refresh grant, `invalid_code`/`invalid_client` with HTTP 200, throttle after 10
 //! refreshes in 10 min, revoke), `/crm/{version}/` records (paging, `page_token` past 2,000,
-//! 204 when empty, `If-Modified-Since` → 304), related lists, a COQL subset, insert/update/upsert/
+//! 204 when empty, `If-Modified-Since` → 304), related lists (`Notes`, `Calls`/`Tasks`/`Events`,
+//! open and closed activities `Activities_Chronological_View[_History]` tagged `$module`,
+//! `Contact_Roles`), a COQL subset, insert/update/upsert/
 //! delete (100-record cap, per-record results, 207, `If-Unmodified-Since` → 412),
 //! `__composite_requests`, notification channels that really call back, API credits with
 //! `X-API-CREDITS-REMAINING` past half, and enforced concurrency (org limit, heavy sub-limit 10,
@@ -9,7 +11,8 @@
 //!
 //! Records (`POST /_sim/records/{entity}`): a module name (`Deals`, `Accounts`, `Contacts`,
 //! `Notes`, `Calls`, `Tasks`, `Events`) creates or merges a record by `id` and notifies the
-//! enabled channels; `limits` sets `{daily_credits, concurrency, delay_ms}`; `tokens` with
+//! enabled channels; `Contact_Roles` (`{"deal_id", "contact_id", "role"}`) puts a contact on a
+//! deal in a role; `limits` sets `{daily_credits, concurrency, delay_ms}`; `tokens` with
 //! `{"expire_all": true}` kills every issued access token.
 
 use connect::{Clock, SystemClock};
@@ -46,6 +49,8 @@ struct Data {
     records: BTreeMap<String, Vec<Value>>,
     /// Deleted records per module, as `/{Module}/deleted` lists them.
     deleted: BTreeMap<String, Vec<Value>>,
+    /// Contacts on deals: `{"deal", "contact", "role": {name, id}}`.
+    contact_roles: Vec<Value>,
     tokens: HashMap<String, Timestamp>,
     refreshes: Vec<Timestamp>,
     channels: Vec<(Value, Timestamp)>,
@@ -95,7 +100,7 @@ fn seed_records() -> BTreeMap<String, Vec<Value>> {
         record(
             "Accounts",
             "000871001",
-            json!({"Account_Name": "Kowloon Precision Components Ltd", "Currency": "HKD", "Billing_City": "Kowloon", "Billing_Country": "Hong Kong", "Industry": "Manufacturing", "Owner": chan}),
+            json!({"Account_Name": "Kowloon Precision Components Ltd", "Currency": "HKD", "Billing_City": "Kowloon", "Billing_Country": "Hong Kong", "Industry": "Manufacturing", "Phone": "+852 2345 6789", "Owner": chan}),
         ),
         record(
             "Accounts",
@@ -120,7 +125,7 @@ fn seed_records() -> BTreeMap<String, Vec<Value>> {
         record(
             "Deals",
             "001234001",
-            json!({"Deal_Name": "KPC - Q3 servo motor bulk order", "Stage": "Negotiation/Review", "Amount": 1_250_000, "Currency": "HKD", "Closing_Date": "2025-09-30", "Account_Name": kpc, "Owner": chan}),
+            json!({"Deal_Name": "KPC - Q3 servo motor bulk order", "Stage": "Negotiation/Review", "Amount": 1_250_000, "Currency": "HKD", "Closing_Date": "2025-09-30", "Probability": 90, "Next_Step": "Send revised quote v3", "Account_Name": kpc, "Contact_Name": {"name": "Ka Yan Wong", "id": "5843104000000872001"}, "Owner": chan}),
         ),
         record(
             "Deals",
@@ -160,10 +165,17 @@ fn seed_records() -> BTreeMap<String, Vec<Value>> {
     out
 }
 
+/// Ka Yan Wong buys for Kowloon Precision on its Q3 order.
+fn seed_contact_roles() -> Vec<Value> {
+    vec![json!({"deal": "5843104000001234001", "contact": "5843104000000872001",
+        "role": {"name": "Purchasing", "id": "5843104000000006871"}})]
+}
+
 fn seed_data() -> Data {
     Data {
         records: seed_records(),
         deleted: BTreeMap::new(),
+        contact_roles: seed_contact_roles(),
         tokens: HashMap::new(),
         refreshes: Vec::new(),
         channels: Vec::new(),
@@ -208,6 +220,11 @@ struct Conditions {
     since: Option<Timestamp>,
     /// `If-Unmodified-Since` (updates).
     unmodified_since: Option<Timestamp>,
+}
+
+/// Whether an activity is done: closed, completed, or a call that took place.
+fn is_closed(row: &Value) -> bool {
+    !row["Closed_Time"].is_null() || row["Status"] == "Completed" || row["Outbound_Call_Status"] == "Completed"
 }
 
 /// Whether `row` changed after `since` (for `If-Unmodified-Since`).
@@ -617,16 +634,32 @@ impl ZohoSim {
                 .get(module)
                 .map_or_else(Vec::new, |rows| rows.iter().filter(|r| r[link]["id"] == id).cloned().collect())
         };
-        match related {
-            "Notes" => of("Notes", "Parent_Id"),
-            "Calls" | "Tasks" | "Events" => of(related, "What_Id"),
-            "Activities_Chronological_View_History" => ["Calls", "Tasks", "Events"]
+        let activities = |closed: bool| -> Vec<Value> {
+            ["Calls", "Tasks", "Events"]
                 .iter()
                 .flat_map(|m| {
-                    of(m, "What_Id").into_iter().map(move |mut r| {
+                    of(m, "What_Id").into_iter().filter(|r| is_closed(r) == closed).map(move |mut r| {
                         r["$module"] = json!(m);
                         r
                     })
+                })
+                .collect()
+        };
+        match related {
+            "Notes" => of("Notes", "Parent_Id"),
+            "Calls" | "Tasks" | "Events" => of(related, "What_Id"),
+            "Activities_Chronological_View" => activities(false),
+            "Activities_Chronological_View_History" => activities(true),
+            // The deal's contacts, each with its `Contact_Role` lookup.
+            "Contact_Roles" => d
+                .contact_roles
+                .iter()
+                .filter(|r| r["deal"] == id)
+                .filter_map(|r| {
+                    let contact = d.records.get("Contacts")?.iter().find(|c| c["id"] == r["contact"])?;
+                    let mut row = contact.clone();
+                    row["Contact_Role"] = r["role"].clone();
+                    Some(row)
                 })
                 .collect(),
             _ => Vec::new(),
@@ -1156,6 +1189,20 @@ impl Simulator for ZohoSim {
                 }
                 Ok(json!({"daily_credits": d.daily_credits, "concurrency": d.concurrency, "delay_ms": d.delay_ms}))
             }
+            "Contact_Roles" => {
+                let text = |k: &str| value.get(k).and_then(Value::as_str).map(str::to_owned);
+                let (Some(deal), Some(contact), Some(role)) = (text("deal_id"), text("contact_id"), text("role"))
+                else {
+                    return Err(invalid("expected {\"deal_id\": \"…\", \"contact_id\": \"…\", \"role\": \"…\"}"));
+                };
+                let mut d = self.data();
+                d.next_id += 1;
+                let entry = json!({"deal": deal, "contact": contact,
+                    "role": {"name": role, "id": format!("{ORG_PREFIX}{:09}", d.next_id)}});
+                d.contact_roles.retain(|r| !(r["deal"] == deal.as_str() && r["contact"] == contact.as_str()));
+                d.contact_roles.push(entry.clone());
+                Ok(entry)
+            }
             "tokens" => {
                 if value.get("expire_all") == Some(&json!(true)) {
                     self.expire_tokens();
@@ -1213,7 +1260,7 @@ impl Simulator for ZohoSim {
             other => Err(SimError::UnknownEntity {
                 simulator: "zoho",
                 entity: other.to_owned(),
-                known: format!("{}, limits, tokens", MODULES.join(", ")),
+                known: format!("{}, Contact_Roles, limits, tokens", MODULES.join(", ")),
             }),
         }
     }

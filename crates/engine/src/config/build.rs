@@ -2,12 +2,23 @@
 
 use super::*;
 use crate::flow::FlowEngine;
+use connect::http::{HttpClient, HttpSettings};
+use connect::token::TokenCache;
 use connect::webhook::{WebhookSecret, WebhookVerifier};
 use connect::{Clock, Sink};
 use connectors::dingtalk::crypto::CallbackCrypto;
 use connectors::dingtalk::openapi::{AppCredentials, OpenApi, OpenApiSettings, TokenEndpoint};
 use connectors::dingtalk::stream::StreamSettings;
+use connectors::salesforce::auth::{Grant, InstanceUrl, SalesforceTokenFetcher, DEFAULT_SESSION_LIFETIME};
+use connectors::salesforce::client::SalesforceClient;
+use connectors::salesforce::limits::{ApiUsage, Priority, QuotaGuard};
+use connectors::zoho::auth::ZohoCredentials;
+use connectors::zoho::client::{ZohoClient, ZohoSettings};
 use secrecy::{ExposeSecret, SecretString};
+
+/// Salesforce token answers carry no expiry, so the cache assumes the session lifetime; fetching
+/// a few minutes early keeps calls from racing the end of a session.
+const SALESFORCE_TOKEN_MARGIN: Duration = Duration::from_secs(5 * 60);
 
 /// A resolved secret. `Debug` and `Display` print `[redacted]`.
 #[derive(Clone)]
@@ -66,6 +77,12 @@ pub struct Runtime {
     pub dingtalk_sources: BTreeMap<String, DingtalkSourceRuntime>,
     /// One OpenAPI client per DingTalk app (shared token cache and pacing), by app name.
     pub dingtalk_apps: BTreeMap<String, OpenApi>,
+    /// One client per Salesforce org (one token cache, one quota gauge), by org name.
+    pub salesforce_orgs: BTreeMap<String, Arc<SalesforceClient>>,
+    /// One client per Zoho org (one token cache, one credit meter), by org name.
+    pub zoho_orgs: BTreeMap<String, Arc<ZohoClient>>,
+    /// Zoho sources: the resolved channel token, by source name.
+    pub zoho_channel_tokens: BTreeMap<String, Secret>,
     pub admin_token: Option<Secret>,
     pub flows: FlowEngine,
 }
@@ -77,6 +94,9 @@ impl fmt::Debug for Runtime {
             .field("sources", &self.sources)
             .field("dingtalk_sources", &self.dingtalk_sources)
             .field("dingtalk_apps", &self.dingtalk_apps.keys().collect::<Vec<_>>())
+            .field("salesforce_orgs", &self.salesforce_orgs.keys().collect::<Vec<_>>())
+            .field("zoho_orgs", &self.zoho_orgs.keys().collect::<Vec<_>>())
+            .field("zoho_channel_tokens", &self.zoho_channel_tokens)
             .field("admin_token", &self.admin_token)
             .finish_non_exhaustive()
     }
@@ -98,6 +118,34 @@ impl SecretResolver for ProcessSecrets {
     }
     fn file(&self, path: &Path) -> std::io::Result<String> {
         std::fs::read_to_string(path)
+    }
+}
+
+/// The secrets of one Salesforce org's grant, resolved.
+enum ResolvedGrant {
+    ClientCredentials { client_secret: Secret },
+    JwtBearer { username: String, private_key: Secret, span: Range<usize> },
+    RefreshToken { client_secret: Option<Secret>, refresh_token: Secret },
+}
+
+/// Where the grant's main secret is named in the config: errors about the org point there.
+fn grant_span(grant: &SalesforceGrant) -> Range<usize> {
+    match grant {
+        SalesforceGrant::ClientCredentials { client_secret } => client_secret.span.clone(),
+        SalesforceGrant::JwtBearer { private_key, .. } => private_key.span.clone(),
+        SalesforceGrant::RefreshToken { refresh_token, .. } => refresh_token.span.clone(),
+    }
+}
+
+/// The `aud` of a JWT bearer assertion: Salesforce wants the generic login host (`test` for
+/// sandboxes), never the My Domain URL the token request is sent to.
+pub(super) fn jwt_audience(login_url: &str) -> &'static str {
+    let host = login_url.split_once("://").map_or(login_url, |(_, rest)| rest).trim_end_matches('/');
+    let host = host.split(':').next().unwrap_or(host).to_ascii_lowercase();
+    if host == "test.salesforce.com" || host.ends_with(".sandbox.my.salesforce.com") {
+        "https://test.salesforce.com"
+    } else {
+        "https://login.salesforce.com"
     }
 }
 
@@ -205,10 +253,63 @@ impl Config {
                 )),
             }
         }
+        let mut salesforce_grants = BTreeMap::new();
+        for (name, org) in &self.salesforce_orgs {
+            let what = |key: &str| format!("the {key} of Salesforce org `{name}`");
+            let resolved = match &org.grant {
+                SalesforceGrant::ClientCredentials { client_secret } => rs
+                    .get(client_secret, &what("client secret"))
+                    .map(|client_secret| ResolvedGrant::ClientCredentials { client_secret }),
+                SalesforceGrant::JwtBearer { username, private_key } => {
+                    rs.get(private_key, &what("private key")).map(|key| ResolvedGrant::JwtBearer {
+                        username: username.clone(),
+                        private_key: key,
+                        span: private_key.span.clone(),
+                    })
+                }
+                SalesforceGrant::RefreshToken { client_secret, refresh_token } => {
+                    let secret = client_secret.as_ref().map(|r| rs.get(r, &what("client secret")));
+                    let token = rs.get(refresh_token, &what("refresh token"));
+                    match (secret, token) {
+                        (Some(None), _) | (_, None) => None,
+                        (secret, Some(refresh_token)) => {
+                            Some(ResolvedGrant::RefreshToken { client_secret: secret.flatten(), refresh_token })
+                        }
+                    }
+                }
+            };
+            if let Some(resolved) = resolved {
+                salesforce_grants.insert(name.clone(), resolved);
+            }
+        }
+        let mut zoho_credentials = BTreeMap::new();
+        for (name, org) in &self.zoho_orgs {
+            let secret = rs.get(&org.client_secret, &format!("the client secret of Zoho org `{name}`"));
+            let token = rs.get(&org.refresh_token, &format!("the refresh token of Zoho org `{name}`"));
+            if let (Some(secret), Some(token)) = (secret, token) {
+                let credentials = ZohoCredentials {
+                    client_id: org.client_id.clone(),
+                    client_secret: secret.0,
+                    refresh_token: token.0,
+                };
+                zoho_credentials.insert(name.clone(), credentials);
+            }
+        }
+        let mut zoho_channel_tokens = BTreeMap::new();
+        for (name, src) in &self.sources {
+            let SourceKind::Zoho(CrmSource { intake: CrmIntake::Notifications { channel_token, .. }, .. }) = &src.kind
+            else {
+                continue;
+            };
+            if let Some(token) = rs.get(channel_token, &format!("the channel token of source `{name}`")) {
+                zoho_channel_tokens.insert(name.clone(), (token, channel_token.span.clone()));
+            }
+        }
         let mut robots = Vec::new();
         for (name, dst) in &self.destinations {
             match &dst.kind {
-                DestinationKind::DingtalkApp(_) => {}
+                // Built from their app or org below.
+                DestinationKind::DingtalkApp(_) | DestinationKind::Salesforce(_) | DestinationKind::Zoho(_) => {}
                 DestinationKind::DingtalkRobot(robot) => {
                     let token = rs.get(&robot.access_token, &format!("the access token of destination `{name}`"));
                     let secret = match &robot.secret {
@@ -286,6 +387,39 @@ impl Config {
                 sinks.insert(name.clone(), Arc::new(sink));
             }
         }
+        let (salesforce_orgs, zoho_orgs) = self.crm_clients(salesforce_grants, zoho_credentials, &clock, &mut errors);
+        let max_chars = connectors::zoho::source::MAX_TOKEN_CHARS;
+        let mut channel_tokens = BTreeMap::new();
+        for (name, (token, span)) in zoho_channel_tokens {
+            let chars = token.expose().chars().count();
+            if chars > max_chars {
+                errors.push(ConfigError::new(
+                    Code::InvalidValue,
+                    format!(
+                        "the channel token of source `{name}` has {chars} characters; Zoho accepts at most {max_chars}"
+                    ),
+                    Some(span),
+                    "too long for a Zoho watch channel",
+                ));
+            } else {
+                channel_tokens.insert(name, token);
+            }
+        }
+        for (name, dst) in &self.destinations {
+            let sink: Arc<dyn Sink> = match &dst.kind {
+                DestinationKind::Salesforce(d) => {
+                    let Some(client) = salesforce_orgs.get(&d.org) else { continue };
+                    let priority = if d.interactive { Priority::Interactive } else { Priority::Background };
+                    Arc::new(connectors::salesforce::sink::RecordSink::new(client.clone(), priority, d.linger))
+                }
+                DestinationKind::Zoho(d) => {
+                    let Some(client) = zoho_orgs.get(&d.org) else { continue };
+                    Arc::new(connectors::zoho::sink::RecordSink::new(client.clone(), d.linger))
+                }
+                DestinationKind::DingtalkRobot(_) | DestinationKind::DingtalkApp(_) => continue,
+            };
+            sinks.insert(name.clone(), sink);
+        }
         for (name, robot, token, secret) in robots {
             let mut settings = connectors::dingtalk::RobotSettings::new(token.0);
             settings.base_url = robot.base_url.clone();
@@ -307,7 +441,123 @@ impl Config {
         if !errors.is_empty() {
             return Err(ConfigErrors::new(self.path.clone(), self.text.clone(), errors));
         }
-        Ok(Runtime { sinks, sources, dingtalk_sources, dingtalk_apps, admin_token, flows: FlowEngine::new(self) })
+        Ok(Runtime {
+            sinks,
+            sources,
+            dingtalk_sources,
+            dingtalk_apps,
+            salesforce_orgs,
+            zoho_orgs,
+            zoho_channel_tokens: channel_tokens,
+            admin_token,
+            flows: FlowEngine::new(self),
+        })
+    }
+
+    /// One client per Salesforce and Zoho org, sharing one HTTP connection pool.
+    fn crm_clients(
+        &self,
+        salesforce_grants: BTreeMap<String, ResolvedGrant>,
+        zoho_credentials: BTreeMap<String, ZohoCredentials>,
+        clock: &Arc<dyn Clock>,
+        errors: &mut Vec<ConfigError>,
+    ) -> (BTreeMap<String, Arc<SalesforceClient>>, BTreeMap<String, Arc<ZohoClient>>) {
+        let mut salesforce = BTreeMap::new();
+        let mut zoho = BTreeMap::new();
+        if salesforce_grants.is_empty() && zoho_credentials.is_empty() {
+            return (salesforce, zoho);
+        }
+        let timeout = self.delivery.request_timeout;
+        let settings = HttpSettings {
+            timeout,
+            connect_timeout: timeout.min(HttpSettings::default().connect_timeout),
+            ..HttpSettings::default()
+        };
+        let http = match HttpClient::new(settings) {
+            Ok(http) => http,
+            Err(e) => {
+                errors.push(ConfigError::new(
+                    Code::InvalidValue,
+                    format!("the HTTP client for Salesforce and Zoho cannot be built: {e}"),
+                    None,
+                    "",
+                ));
+                return (salesforce, zoho);
+            }
+        };
+        for (name, resolved) in salesforce_grants {
+            let Some(org) = self.salesforce_orgs.get(&name) else { continue };
+            let at = grant_span(&org.grant);
+            let grant = match resolved {
+                ResolvedGrant::ClientCredentials { client_secret } => {
+                    Grant::ClientCredentials { client_id: org.client_id.clone(), client_secret: client_secret.0 }
+                }
+                ResolvedGrant::JwtBearer { username, private_key, span } => {
+                    let audience = jwt_audience(&org.login_url);
+                    match Grant::jwt_bearer(&org.client_id, &username, audience, private_key.expose().as_bytes()) {
+                        Ok(grant) => grant,
+                        Err(e) => {
+                            errors.push(ConfigError::new(
+                                Code::InvalidValue,
+                                format!("the private key of Salesforce org `{name}` is not usable: {e}"),
+                                Some(span),
+                                "expected an RSA private key in PEM form (-----BEGIN PRIVATE KEY-----)",
+                            ));
+                            continue;
+                        }
+                    }
+                }
+                ResolvedGrant::RefreshToken { client_secret, refresh_token } => {
+                    Grant::refresh_token(&org.client_id, client_secret.map(|s| s.0), refresh_token.0)
+                }
+            };
+            let login = org.base_url_override.as_deref().unwrap_or(&org.login_url);
+            let instance = Arc::new(InstanceUrl::default());
+            let fetcher = match SalesforceTokenFetcher::new(
+                http.clone(),
+                login,
+                grant,
+                DEFAULT_SESSION_LIFETIME,
+                instance.clone(),
+                clock.clone(),
+            ) {
+                Ok(f) => f,
+                Err(e) => {
+                    errors.push(ConfigError::new(
+                        Code::InvalidValue,
+                        format!("Salesforce org `{name}` cannot be built: {e}"),
+                        Some(at),
+                        "while building this org",
+                    ));
+                    continue;
+                }
+            };
+            let tokens = Arc::new(TokenCache::new(Arc::new(fetcher), SALESFORCE_TOKEN_MARGIN, clock.clone()));
+            let guard =
+                QuotaGuard { reserve: org.reserve, backoff: connectors::salesforce::errors::DAILY_LIMIT_BACKOFF };
+            let client = SalesforceClient::new(http.clone(), tokens, instance, &org.api_version)
+                .with_quota(Arc::new(ApiUsage::new()), guard);
+            salesforce.insert(name, Arc::new(client));
+        }
+        for (name, credentials) in zoho_credentials {
+            let Some(org) = self.zoho_orgs.get(&name) else { continue };
+            let settings = match &org.base_url_override {
+                Some(url) => ZohoSettings::with_base(url),
+                None => ZohoSettings::for_dc(org.data_centre),
+            };
+            match ZohoClient::new(http.clone(), settings, credentials, clock.clone()) {
+                Ok(client) => {
+                    zoho.insert(name, Arc::new(client));
+                }
+                Err(e) => errors.push(ConfigError::new(
+                    Code::InvalidValue,
+                    format!("Zoho org `{name}` cannot be built: {e}"),
+                    Some(org.refresh_token.span.clone()),
+                    "while building this org",
+                )),
+            }
+        }
+        (salesforce, zoho)
     }
 
     /// Hosts, token endpoint and pacing of one DingTalk app (a simulator URL when overridden).

@@ -18,6 +18,7 @@ pub use build::{DingtalkSourceRuntime, ProcessSecrets, Runtime, Secret, SecretRe
 pub use duration::parse_duration;
 pub use error::{line_col, Code, ConfigError, ConfigErrors};
 pub use raw::RawConfig;
+pub use validate::{DESTINATION_TYPES, MESSAGE_TYPES, SOURCE_TYPES};
 
 use connect::RetrySchedule;
 use std::collections::BTreeMap;
@@ -143,6 +144,33 @@ pub enum SourceKind {
     Webhook,
     /// Events of a DingTalk app: approvals, card clicks, robot messages, directory changes.
     Dingtalk { app: String, inbound: DingtalkInbound },
+    /// Record changes in a Salesforce org.
+    Salesforce(CrmSource),
+    /// Record changes in a Zoho CRM org.
+    Zoho(CrmSource),
+}
+
+/// A source watching records of one CRM org.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CrmSource {
+    /// A `[salesforce.orgs.*]` / `[zoho.orgs.*]` name.
+    pub org: String,
+    /// Object API names (Salesforce) or module API names (Zoho), e.g. `Opportunity`, `Deals`.
+    pub objects: Vec<String>,
+    pub intake: CrmIntake,
+    /// Changes to one record within this window become one read and one event; zero = off.
+    pub coalesce: Duration,
+}
+
+/// How a CRM source learns that records changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CrmIntake {
+    /// Salesforce Outbound Messages posted to the gateway.
+    OutboundMessage,
+    /// Salesforce `SystemModstamp` polling.
+    Poll { interval: Duration },
+    /// Zoho notification channels (`actions/watch`).
+    Notifications { channel_token: SecretRef, notify_url: Option<String> },
 }
 
 /// How a DingTalk app's events reach the gateway (reference §6, §7).
@@ -184,6 +212,65 @@ pub struct DingtalkAppConfig {
     pub base_url_override: Option<String>,
 }
 
+/// `[salesforce.orgs.NAME]`.
+#[derive(Debug, Clone)]
+pub struct SalesforceOrgConfig {
+    pub name: String,
+    /// `https://login.salesforce.com`, `https://test.salesforce.com` or the My Domain URL.
+    pub login_url: String,
+    pub grant: SalesforceGrant,
+    pub client_id: String,
+    /// `vNN.N`.
+    pub api_version: String,
+    /// Daily API requests kept for interactive calls: background calls stop at this many left.
+    pub reserve: u64,
+    /// The 18-character org id; Outbound Messages from any other org are refused.
+    pub organization_id: Option<String>,
+    /// Set by `--sim-endpoints`: the login URL becomes this URL (the instance URL then comes
+    /// from the token answer).
+    pub base_url_override: Option<String>,
+}
+
+/// The OAuth grant of a Salesforce org, with the secrets each needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SalesforceGrant {
+    ClientCredentials {
+        client_secret: SecretRef,
+    },
+    /// `private_key` holds an RSA private key in PEM form.
+    JwtBearer {
+        username: String,
+        private_key: SecretRef,
+    },
+    RefreshToken {
+        client_secret: Option<SecretRef>,
+        refresh_token: SecretRef,
+    },
+}
+
+impl SalesforceGrant {
+    /// The config `grant` name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::ClientCredentials { .. } => "client_credentials",
+            Self::JwtBearer { .. } => "jwt_bearer",
+            Self::RefreshToken { .. } => "refresh_token",
+        }
+    }
+}
+
+/// `[zoho.orgs.NAME]`.
+#[derive(Debug, Clone)]
+pub struct ZohoOrgConfig {
+    pub name: String,
+    pub data_centre: connectors::zoho::auth::DataCentre,
+    pub client_id: String,
+    pub client_secret: SecretRef,
+    pub refresh_token: SecretRef,
+    /// Set by `--sim-endpoints`: the accounts server and the API domain become this URL.
+    pub base_url_override: Option<String>,
+}
+
 #[derive(Debug, Clone)]
 pub struct SourceConfig {
     pub name: String,
@@ -221,10 +308,22 @@ pub struct AppDestination {
     pub robot_code: Option<String>,
 }
 
+/// A destination that writes records to one CRM org.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CrmDestination {
+    pub org: String,
+    /// Salesforce: writes a person waits for, allowed past the org's quota reserve.
+    pub interactive: bool,
+    /// How long a batch of writes may wait to fill.
+    pub linger: Duration,
+}
+
 #[derive(Debug, Clone)]
 pub enum DestinationKind {
     DingtalkRobot(RobotDestination),
     DingtalkApp(AppDestination),
+    Salesforce(CrmDestination),
+    Zoho(CrmDestination),
 }
 
 impl DestinationKind {
@@ -232,6 +331,8 @@ impl DestinationKind {
     pub fn system(&self) -> &'static str {
         match self {
             Self::DingtalkRobot(_) | Self::DingtalkApp(_) => "dingtalk",
+            Self::Salesforce(_) => "salesforce",
+            Self::Zoho(_) => "zoho",
         }
     }
 
@@ -240,6 +341,8 @@ impl DestinationKind {
         match self {
             Self::DingtalkRobot(_) => "dingtalk_robot",
             Self::DingtalkApp(_) => "dingtalk_app",
+            Self::Salesforce(_) => "salesforce",
+            Self::Zoho(_) => "zoho",
         }
     }
 }
@@ -309,6 +412,28 @@ pub enum MessageSpec {
     },
     /// Start an OA approval instance.
     Approval(ApprovalSpec),
+    /// Write one record to a CRM (salesforce and zoho destinations).
+    Record(RecordSpec),
+}
+
+/// A record write: which object, which record, and the new field values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordSpec {
+    /// A literal object (Salesforce) or module (Zoho) API name.
+    pub object: String,
+    pub op: RecordOp,
+    /// `(field API name, template)`: sent as JSON strings.
+    pub fields: Vec<(String, String)>,
+    /// `(field API name, template)`: the rendered text is parsed as JSON (numbers, bools, null).
+    pub json_fields: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecordOp {
+    /// Update the record with this id (a template).
+    Update { id: String },
+    /// Create or update the record whose literal `external_id_field` has the templated value.
+    Upsert { external_id_field: String, external_id: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -368,6 +493,8 @@ pub enum OrderingKey {
 #[derive(Debug, Clone)]
 pub struct DeliverySpec {
     pub destination: String,
+    /// Planned only when this holds (in addition to the flow's `when`).
+    pub when: Option<Condition>,
     pub ordering_key: OrderingKey,
     pub message: MessageSpec,
 }
@@ -395,6 +522,8 @@ pub struct Config {
     pub destinations: BTreeMap<String, DestinationConfig>,
     pub flows: Vec<FlowConfig>,
     pub dingtalk_apps: BTreeMap<String, DingtalkAppConfig>,
+    pub salesforce_orgs: BTreeMap<String, SalesforceOrgConfig>,
+    pub zoho_orgs: BTreeMap<String, ZohoOrgConfig>,
     pub(crate) templates: Arc<minijinja::Environment<'static>>,
     pub(crate) path: String,
     pub(crate) text: Arc<str>,
@@ -411,6 +540,8 @@ impl fmt::Debug for Config {
             .field("destinations", &self.destinations)
             .field("flows", &self.flows)
             .field("dingtalk_apps", &self.dingtalk_apps)
+            .field("salesforce_orgs", &self.salesforce_orgs)
+            .field("zoho_orgs", &self.zoho_orgs)
             .finish_non_exhaustive()
     }
 }
@@ -478,7 +609,9 @@ impl Config {
     }
 
     /// Apply command-line overrides: a different store URL, and simulator endpoints (every
-    /// destination's base URL becomes `sim_endpoints[<system>]`, e.g. `dingtalk`).
+    /// destination's base URL becomes `sim_endpoints[<system>]`, e.g. `dingtalk`; every
+    /// Salesforce org's login URL `sim_endpoints["salesforce"]`, every Zoho org's hosts
+    /// `sim_endpoints["zoho"]`).
     pub fn with_overrides(
         mut self,
         store_url: Option<String>,
@@ -496,12 +629,23 @@ impl Config {
                             robot.base_url = url.clone();
                         }
                     }
-                    DestinationKind::DingtalkApp(_) => {}
+                    // These send through their app or org, overridden below.
+                    DestinationKind::DingtalkApp(_) | DestinationKind::Salesforce(_) | DestinationKind::Zoho(_) => {}
                 }
             }
             if let Some(url) = endpoints.get("dingtalk") {
                 for app in self.dingtalk_apps.values_mut() {
                     app.base_url_override = Some(url.clone());
+                }
+            }
+            if let Some(url) = endpoints.get("salesforce") {
+                for org in self.salesforce_orgs.values_mut() {
+                    org.base_url_override = Some(url.clone());
+                }
+            }
+            if let Some(url) = endpoints.get("zoho") {
+                for org in self.zoho_orgs.values_mut() {
+                    org.base_url_override = Some(url.clone());
                 }
             }
         }

@@ -25,6 +25,53 @@ pub struct RawConfig {
     pub flows: Vec<RawFlow>,
     #[serde(default)]
     pub dingtalk: RawDingtalk,
+    #[serde(default)]
+    pub salesforce: RawSalesforce,
+    #[serde(default)]
+    pub zoho: RawZoho,
+}
+
+/// `[salesforce.orgs.NAME]`: Salesforce orgs (login host, OAuth grant, API version, quota
+/// reserve), used by `salesforce` sources and destinations.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSalesforce {
+    #[serde(default)]
+    pub orgs: BTreeMap<S<String>, RawSalesforceOrg>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSalesforceOrg {
+    pub login_url: S<String>,
+    /// `client_credentials` (default), `jwt_bearer` or `refresh_token`.
+    pub grant: Option<S<String>>,
+    pub client_id: S<String>,
+    pub client_secret: Option<S<RawSecretRef>>,
+    pub username: Option<S<String>>,
+    pub private_key: Option<S<RawSecretRef>>,
+    pub refresh_token: Option<S<RawSecretRef>>,
+    pub api_version: Option<S<String>>,
+    pub reserve: Option<S<u64>>,
+    pub organization_id: Option<S<String>>,
+}
+
+/// `[zoho.orgs.NAME]`: Zoho CRM orgs (data centre and refresh-token credentials), used by
+/// `zoho` sources and destinations.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawZoho {
+    #[serde(default)]
+    pub orgs: BTreeMap<S<String>, RawZohoOrg>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawZohoOrg {
+    pub data_centre: S<String>,
+    pub client_id: S<String>,
+    pub client_secret: S<RawSecretRef>,
+    pub refresh_token: S<RawSecretRef>,
 }
 
 /// `[dingtalk.apps.NAME]`: DingTalk internal apps (credentials and hosts), used by `dingtalk`
@@ -93,6 +140,14 @@ pub struct RawSource {
     pub mode: Option<S<String>>,
     pub callback_token: Option<S<RawSecretRef>>,
     pub callback_aes_key: Option<S<RawSecretRef>>,
+    /// `salesforce` / `zoho` sources: the org, the objects (modules) watched, and how changes arrive.
+    pub org: Option<S<String>>,
+    pub objects: Option<S<Vec<S<String>>>>,
+    pub intake: Option<S<String>>,
+    pub poll_interval: Option<S<String>>,
+    pub coalesce: Option<S<String>>,
+    pub channel_token: Option<S<RawSecretRef>>,
+    pub notify_url: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -117,6 +172,10 @@ pub struct RawDestination {
     /// `dingtalk_app` destinations: the app that sends, and its robot (default: the app key).
     pub app: Option<S<String>>,
     pub robot_code: Option<S<String>>,
+    /// `salesforce` / `zoho` destinations: the org written to, and how writes are batched.
+    pub org: Option<S<String>>,
+    pub priority: Option<S<String>>,
+    pub linger: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -141,6 +200,7 @@ pub struct RawOn {
 #[serde(deny_unknown_fields)]
 pub struct RawDeliver {
     pub destination: S<String>,
+    pub when: Option<S<String>>,
     pub ordering_key: Option<S<String>>,
     pub message: S<RawMessage>,
 }
@@ -174,6 +234,14 @@ pub struct RawMessage {
     pub dept_id: Option<S<String>>,
     pub approvers: Option<S<String>>,
     pub form: Option<S<BTreeMap<S<String>, S<String>>>>,
+    // `record` messages (salesforce and zoho destinations).
+    pub object: Option<S<String>>,
+    pub op: Option<S<String>>,
+    pub id: Option<S<String>>,
+    pub external_id_field: Option<S<String>>,
+    pub external_id: Option<S<String>>,
+    pub fields: Option<S<BTreeMap<S<String>, S<String>>>>,
+    pub json_fields: Option<S<BTreeMap<S<String>, S<String>>>>,
 }
 
 #[derive(Debug, Deserialize)]

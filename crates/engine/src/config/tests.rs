@@ -584,3 +584,582 @@ fn dingtalk_bad_callback_key_is_refused_at_build_with_its_line() {
     let (line, _) = errs.line_col(&errs.errors[0]).unwrap();
     assert_eq!(line, pos(DINGTALK, "callback_aes_key").0);
 }
+
+// ---- Salesforce and Zoho: orgs, sources, destinations, record messages ----
+
+const CRM: &str = r#"
+[salesforce.orgs.hk]
+login_url = "https://hktrading.my.salesforce.com/"
+client_id = "3MVG9example"
+client_secret = { env = "SF_CLIENT_SECRET" }
+organization_id = "00D5g000004Hkbr"
+
+[salesforce.orgs.jwt]
+login_url = "https://test.salesforce.com"
+grant = "jwt_bearer"
+client_id = "3MVG9jwt"
+username = "integration@hk.example"
+private_key = { file = "/run/secrets/sf.key" }
+api_version = "v60.0"
+reserve = 2500
+
+[salesforce.orgs.rt]
+login_url = "https://login.salesforce.com"
+grant = "refresh_token"
+client_id = "3MVG9rt"
+refresh_token = { env = "SF_REFRESH" }
+
+[zoho.orgs.hk]
+data_centre = "com.cn"
+client_id = "1000.EXAMPLE"
+client_secret = { env = "ZOHO_CLIENT_SECRET" }
+refresh_token = { env = "ZOHO_REFRESH_TOKEN" }
+
+[sources.crm]
+type = "salesforce"
+org = "hk"
+objects = ["Opportunity", "Account"]
+[sources.crm.fields]
+amount = { path = "/data/amount", type = "money", required = false }
+
+[sources.crm-poll]
+type = "salesforce"
+org = "rt"
+objects = ["Case"]
+intake = "poll"
+poll_interval = "30s"
+coalesce = "0s"
+
+[sources.deals]
+type = "zoho"
+org = "hk"
+objects = ["Deals"]
+channel_token = { env = "ZOHO_CHANNEL_TOKEN" }
+notify_url = "https://gw.example.com/intake/zoho/crm"
+
+[destinations.sf-accounts]
+type = "salesforce"
+org = "hk"
+
+[destinations.sf-approvals]
+type = "salesforce"
+org = "jwt"
+priority = "interactive"
+linger = "200ms"
+concurrency = 2
+
+[destinations.zoho-accounts]
+type = "zoho"
+org = "hk"
+linger = "2s"
+
+[destinations.ops]
+type = "dingtalk_robot"
+access_token = { env = "OPS_TOKEN" }
+
+[[flows]]
+name = "won"
+on = { source = "crm", entity = "opportunity" }
+when = 'has(event.fields.amount)'
+[[flows.deliver]]
+destination = "ops"
+when = 'event.data.account.country == "Hong Kong"'
+message = { type = "text", content = "Won {{ event.entity_id }}" }
+[[flows.deliver]]
+destination = "sf-accounts"
+message = { type = "record", object = "Account", op = "update", id = "{{ event.data.account_id }}", fields = { Credit_Status__c = "{{ event.data.status }}" }, json_fields = { CreditLimit__c = "{{ event.fields.amount.amount }}" } }
+[[flows.deliver]]
+destination = "zoho-accounts"
+message = { type = "record", object = "Accounts", op = "upsert", external_id_field = "ERP_Customer_No", external_id = "{{ event.entity_id }}", fields = { Account_Name = "{{ event.data.name }}" } }
+"#;
+
+/// Every variable is set; the JWT key file holds the simulator's test key.
+struct CrmEnv;
+impl SecretResolver for CrmEnv {
+    fn env(&self, name: &str) -> Option<String> {
+        Some(if name == "ZOHO_CHANNEL_TOKEN" { "chan-5e2b".to_string() } else { format!("value-of-{name}-5e2b") })
+    }
+    fn file(&self, path: &Path) -> std::io::Result<String> {
+        if path == Path::new("/run/secrets/sf.key") {
+            Ok(connectors::salesforce::sim::TEST_PRIVATE_KEY_PEM.to_string())
+        } else {
+            Err(std::io::Error::new(std::io::ErrorKind::NotFound, path.display().to_string()))
+        }
+    }
+}
+
+/// `CRM` with `from` replaced by `to` (which must occur).
+fn crm_with(from: &str, to: &str) -> String {
+    assert!(CRM.contains(from), "{from} not in CRM");
+    CRM.replacen(from, to, 1)
+}
+
+/// Exactly one error, with `code`, on the line of `needle`; returns its rendering.
+fn one_error_at(text: &str, code: Code, needle: &str) -> String {
+    let errs = check(text).expect_err("config should be refused");
+    let rendered = errs.render();
+    assert_eq!(errs.errors.len(), 1, "expected one error, got: {rendered}");
+    assert_eq!(errs.errors[0].code, code, "{rendered}");
+    let (line, _) = errs.line_col(&errs.errors[0]).expect("error has a position");
+    assert_eq!(line, pos(text, needle).0, "{rendered}");
+    rendered
+}
+
+#[test]
+fn crm_orgs_sources_and_destinations_validate_with_their_defaults() {
+    let cfg = check(CRM).unwrap_or_else(|e| panic!("{}", e.render()));
+    let hk = &cfg.salesforce_orgs["hk"];
+    assert_eq!(hk.login_url, "https://hktrading.my.salesforce.com");
+    assert!(matches!(&hk.grant, SalesforceGrant::ClientCredentials { client_secret }
+        if client_secret.location == SecretLocation::Env("SF_CLIENT_SECRET".into())));
+    assert_eq!(hk.api_version, connectors::salesforce::DEFAULT_API_VERSION);
+    assert_eq!(hk.reserve, 1_000);
+    assert_eq!(hk.organization_id.as_deref(), Some("00D5g000004HkbrEAC"), "stored in the 18-character form");
+    let jwt = &cfg.salesforce_orgs["jwt"];
+    assert!(matches!(&jwt.grant, SalesforceGrant::JwtBearer { username, .. } if username == "integration@hk.example"));
+    assert_eq!((jwt.api_version.as_str(), jwt.reserve), ("v60.0", 2_500));
+    assert!(matches!(&cfg.salesforce_orgs["rt"].grant, SalesforceGrant::RefreshToken { client_secret: None, .. }));
+    assert_eq!(cfg.zoho_orgs["hk"].data_centre, connectors::zoho::auth::DataCentre::Cn);
+
+    let crm = &cfg.sources["crm"];
+    assert_eq!(crm.system, "salesforce");
+    assert_eq!(
+        crm.kind,
+        SourceKind::Salesforce(CrmSource {
+            org: "hk".into(),
+            objects: vec!["Opportunity".into(), "Account".into()],
+            intake: CrmIntake::OutboundMessage,
+            coalesce: Duration::from_secs(5),
+        })
+    );
+    assert!(
+        matches!(&cfg.sources["crm-poll"].kind, SourceKind::Salesforce(CrmSource { intake: CrmIntake::Poll { interval }, coalesce, .. })
+        if *interval == Duration::from_secs(30) && coalesce.is_zero())
+    );
+    let SourceKind::Zoho(deals) = &cfg.sources["deals"].kind else { panic!("a zoho source") };
+    assert_eq!(cfg.sources["deals"].system, "zoho");
+    assert!(matches!(&deals.intake, CrmIntake::Notifications { notify_url: Some(u), .. } if u.ends_with("/zoho/crm")));
+
+    let dest = |n: &str| &cfg.destinations[n].kind;
+    assert!(
+        matches!(dest("sf-accounts"), DestinationKind::Salesforce(CrmDestination { interactive: false, linger, .. })
+        if *linger == Duration::from_secs(1))
+    );
+    assert!(
+        matches!(dest("sf-approvals"), DestinationKind::Salesforce(CrmDestination { interactive: true, linger, .. })
+        if *linger == Duration::from_millis(200))
+    );
+    assert_eq!((dest("zoho-accounts").system(), dest("zoho-accounts").type_name()), ("zoho", "zoho"));
+    assert_eq!(dest("sf-accounts").type_name(), "salesforce");
+    assert_eq!(cfg.concurrency_for("sf-approvals"), 2);
+
+    let deliver = &cfg.flows[0].deliver;
+    assert_eq!(
+        deliver[0].when.as_ref().map(|c| c.source.as_str()),
+        Some("event.data.account.country == \"Hong Kong\"")
+    );
+    assert!(deliver[1].when.is_none());
+    let MessageSpec::Record(update) = &deliver[1].message else { panic!("a record") };
+    assert_eq!(update.object, "Account");
+    assert!(matches!(&update.op, RecordOp::Update { .. }));
+    assert_eq!(update.fields.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(), ["Credit_Status__c"]);
+    assert_eq!(update.json_fields.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(), ["CreditLimit__c"]);
+    let MessageSpec::Record(upsert) = &deliver[2].message else { panic!("a record") };
+    assert!(matches!(&upsert.op, RecordOp::Upsert { external_id_field, .. } if external_id_field == "ERP_Customer_No"));
+}
+
+#[test]
+fn crm_orgs_build_one_client_each_and_a_sink_per_destination() {
+    let cfg = check(CRM).unwrap();
+    let rt = cfg.build_with(&CrmEnv, Arc::new(connect::SystemClock)).unwrap_or_else(|e| panic!("{}", e.render()));
+    assert_eq!(rt.salesforce_orgs.keys().collect::<Vec<_>>(), ["hk", "jwt", "rt"]);
+    assert_eq!(rt.zoho_orgs.keys().collect::<Vec<_>>(), ["hk"]);
+    assert_eq!(rt.sinks.keys().collect::<Vec<_>>(), ["ops", "sf-accounts", "sf-approvals", "zoho-accounts"]);
+    assert_eq!(rt.sinks["sf-accounts"].batching().map(|b| b.linger), Some(Duration::from_secs(1)));
+    assert_eq!(rt.sinks["zoho-accounts"].batching().map(|b| b.linger), Some(Duration::from_secs(2)));
+    assert_eq!(rt.zoho_channel_tokens.keys().collect::<Vec<_>>(), ["deals"]);
+    assert_eq!(rt.zoho_channel_tokens["deals"].expose(), "chan-5e2b");
+    let dbg = format!("{rt:?} {cfg:?}");
+    assert!(!dbg.contains("5e2b") && !dbg.contains("PRIVATE KEY"), "a secret leaked into Debug: {dbg}");
+}
+
+#[test]
+fn jwt_audience_is_the_generic_login_host() {
+    use super::build::jwt_audience;
+    assert_eq!(jwt_audience("https://hktrading.my.salesforce.com"), "https://login.salesforce.com");
+    assert_eq!(jwt_audience("https://login.salesforce.com"), "https://login.salesforce.com");
+    assert_eq!(jwt_audience("https://test.salesforce.com"), "https://test.salesforce.com");
+    assert_eq!(jwt_audience("https://hktrading--uat.sandbox.my.salesforce.com/"), "https://test.salesforce.com");
+}
+
+/// A loopback HTTP server answering token and data calls, recording `(request line, body)`.
+struct FakeVendor {
+    url: String,
+    seen: Arc<std::sync::Mutex<Vec<(String, String)>>>,
+}
+
+impl FakeVendor {
+    async fn start() -> FakeVendor {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (log, base) = (seen.clone(), url.clone());
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                let (log, base) = (log.clone(), base.clone());
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    let (head, body) = loop {
+                        let n = sock.read(&mut chunk).await.unwrap();
+                        buf.extend_from_slice(&chunk[..n]);
+                        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else { continue };
+                        let head = String::from_utf8_lossy(&buf[..end]).to_string();
+                        let length = head
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_string())
+                            })
+                            .map_or(0, |v| v.parse::<usize>().unwrap());
+                        if buf.len() >= end + 4 + length || n == 0 {
+                            break (head, String::from_utf8_lossy(&buf[end + 4..]).to_string());
+                        }
+                    };
+                    let line = head.lines().next().unwrap_or_default().to_string();
+                    let path = line.split(' ').nth(1).unwrap_or_default().to_string();
+                    let answer = if path == "/services/oauth2/token" {
+                        serde_json::json!({"access_token": "00D!fake", "instance_url": base}).to_string()
+                    } else if path == "/oauth/v2/token" {
+                        serde_json::json!({"access_token": "1000.fake", "api_domain": base, "expires_in": 3600})
+                            .to_string()
+                    } else {
+                        serde_json::json!({"DailyApiRequests": {"Max": 15000, "Remaining": 14000}}).to_string()
+                    };
+                    log.lock().unwrap().push((line, body));
+                    let response = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
+                        answer.len()
+                    );
+                    sock.write_all(response.as_bytes()).await.unwrap();
+                });
+            }
+        });
+        FakeVendor { url, seen }
+    }
+
+    fn seen(&self) -> Vec<(String, String)> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+#[tokio::test]
+async fn sim_endpoints_send_each_orgs_grant_with_its_resolved_secrets() {
+    let fake = FakeVendor::start().await;
+    let sims = BTreeMap::from([("salesforce".to_string(), fake.url.clone()), ("zoho".to_string(), fake.url.clone())]);
+    let cfg = check(CRM).unwrap().with_overrides(None, Some(&sims));
+    assert_eq!(cfg.salesforce_orgs["jwt"].base_url_override.as_deref(), Some(fake.url.as_str()));
+    let rt = cfg.build_with(&CrmEnv, Arc::new(connect::SystemClock)).unwrap_or_else(|e| panic!("{}", e.render()));
+    let interactive = connectors::salesforce::limits::Priority::Interactive;
+
+    rt.salesforce_orgs["hk"].limits(interactive).await.unwrap();
+    let seen = fake.seen();
+    assert_eq!(seen[0].0, "POST /services/oauth2/token HTTP/1.1");
+    assert!(seen[0].1.contains("grant_type=client_credentials"), "{}", seen[0].1);
+    assert!(seen[0].1.contains("client_id=3MVG9example"), "{}", seen[0].1);
+    assert!(seen[0].1.contains("client_secret=value-of-SF_CLIENT_SECRET-5e2b"), "{}", seen[0].1);
+    assert_eq!(seen[1].0, "GET /services/data/v62.0/limits HTTP/1.1", "data calls go to the instance URL");
+    assert_eq!(rt.salesforce_orgs["hk"].usage().snapshot(), None, "no Sforce-Limit-Info header was sent");
+
+    rt.salesforce_orgs["jwt"].limits(interactive).await.unwrap();
+    let seen = fake.seen();
+    assert!(seen[2].1.contains("grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer"), "{}", seen[2].1);
+    assert!(seen[2].1.contains("assertion="), "{}", seen[2].1);
+    assert_eq!(seen[3].0, "GET /services/data/v60.0/limits HTTP/1.1", "the org's api_version");
+
+    rt.salesforce_orgs["rt"].limits(interactive).await.unwrap();
+    let seen = fake.seen();
+    assert!(seen[4].1.contains("grant_type=refresh_token"), "{}", seen[4].1);
+    assert!(seen[4].1.contains("refresh_token=value-of-SF_REFRESH-5e2b"), "{}", seen[4].1);
+    assert!(!seen[4].1.contains("client_secret"), "no client secret configured: {}", seen[4].1);
+
+    rt.zoho_orgs["hk"].tokens().get().await.unwrap();
+    let seen = fake.seen();
+    assert_eq!(seen[6].0, "POST /oauth/v2/token HTTP/1.1");
+    assert!(seen[6].1.contains("refresh_token=value-of-ZOHO_REFRESH_TOKEN-5e2b"), "{}", seen[6].1);
+    assert!(seen[6].1.contains("client_id=1000.EXAMPLE"), "{}", seen[6].1);
+}
+
+#[test]
+fn db0111_grant_keys_must_fit_the_grant() {
+    // A key the grant does not use, with the help line listing what each grant takes.
+    let text = crm_with(
+        "username = \"integration@hk.example\"\n",
+        "username = \"integration@hk.example\"\nclient_secret = { env = \"X\" }\n",
+    );
+    let rendered = one_error_at(&text, Code::InvalidValue, "client_secret = { env = \"X\" }");
+    assert!(rendered.contains("salesforce.orgs.jwt.client_secret is not used by the jwt_bearer grant"), "{rendered}");
+    let help = check(&text).unwrap_err().errors[0].help.clone().unwrap_or_default();
+    assert!(help.contains("\"jwt_bearer\" takes username and private_key"), "{help}");
+
+    // A key the grant needs.
+    let text = crm_with("username = \"integration@hk.example\"\n", "");
+    let rendered = one_error_at(&text, Code::InvalidValue, "[salesforce.orgs.jwt]");
+    assert!(rendered.contains("uses the jwt_bearer grant but has no `username`"), "{rendered}");
+
+    // The default grant is client_credentials: a refresh token does not belong there.
+    let text = crm_with("organization_id", "refresh_token = { env = \"RT\" }\norganization_id");
+    one_error_at(&text, Code::InvalidValue, "refresh_token = { env = \"RT\" }");
+
+    let text = crm_with("grant = \"refresh_token\"", "grant = \"password\"");
+    let rendered = one_error_at(&text, Code::InvalidValue, "grant = \"password\"");
+    assert!(rendered.contains("`client_credentials` (default), `jwt_bearer` or `refresh_token`"), "{rendered}");
+}
+
+#[test]
+fn db0111_bad_org_values_name_their_line() {
+    let text = crm_with("api_version = \"v60.0\"", "api_version = \"60\"");
+    let rendered = one_error_at(&text, Code::InvalidValue, "api_version = \"60\"");
+    assert!(rendered.contains("e.g. v62.0"), "{rendered}");
+    let text = crm_with("00D5g000004Hkbr", "0015g00000Hk001");
+    let rendered = one_error_at(&text, Code::InvalidValue, "organization_id");
+    assert!(rendered.contains("is not a Salesforce org id"), "{rendered}");
+    let text = crm_with("login_url = \"https://login.salesforce.com\"", "login_url = \"login.salesforce.com\"");
+    one_error_at(&text, Code::InvalidValue, "login_url = \"login.salesforce.com\"");
+    let text = crm_with(
+        "login_url = \"https://login.salesforce.com\"",
+        "login_url = \"https://login.salesforce.com/services/oauth2/token\"",
+    );
+    one_error_at(&text, Code::InvalidValue, "/services/oauth2/token");
+    let text = crm_with("data_centre = \"com.cn\"", "data_centre = \"mars\"");
+    let rendered = one_error_at(&text, Code::InvalidValue, "data_centre = \"mars\"");
+    assert!(rendered.contains("zoho.orgs.hk.data_centre `mars` is unknown"), "{rendered}");
+}
+
+#[test]
+fn crm_sources_check_org_objects_and_intake() {
+    let text = crm_with("org = \"rt\"", "org = \"rtt\"");
+    let rendered = one_error_at(&text, Code::InvalidValue, "org = \"rtt\"");
+    assert!(rendered.contains("source `crm-poll` uses unknown Salesforce org `rtt`"), "{rendered}");
+    assert!(rendered.contains("did you mean `rt`?"), "{rendered}");
+    // A Zoho source cannot use a Salesforce org name.
+    let text = crm_with("type = \"zoho\"\norg = \"hk\"", "type = \"zoho\"\norg = \"jwt\"");
+    let rendered = one_error_at(&text, Code::InvalidValue, "org = \"jwt\"");
+    assert!(rendered.contains("unknown Zoho org `jwt`"), "{rendered}");
+
+    let text = crm_with("objects = [\"Case\"]\n", "");
+    let rendered = one_error_at(&text, Code::InvalidValue, "[sources.crm-poll]");
+    assert!(rendered.contains("has no `objects`"), "{rendered}");
+    let text = crm_with("objects = [\"Case\"]", "objects = []");
+    one_error_at(&text, Code::InvalidValue, "objects = []");
+    let text = crm_with("objects = [\"Case\"]", "objects = [\"Case Files\"]");
+    one_error_at(&text, Code::InvalidValue, "\"Case Files\"");
+    let text = crm_with("objects = [\"Case\"]", "objects = [\"Case\", \"Case\"]");
+    one_error_at(&text, Code::DuplicateName, "[\"Case\", \"Case\"]");
+
+    let text = crm_with("poll_interval = \"30s\"", "poll_interval = \"5s\"");
+    let rendered = one_error_at(&text, Code::InvalidValue, "poll_interval = \"5s\"");
+    assert!(rendered.contains("at least 10s"), "{rendered}");
+    let text = crm_with("poll_interval = \"30s\"", "poll_interval = \"30 s\"");
+    one_error_at(&text, Code::BadDuration, "poll_interval = \"30 s\"");
+    let text = crm_with("intake = \"poll\"", "intake = \"outbound_message\"");
+    let rendered = one_error_at(&text, Code::UnknownKey, "poll_interval");
+    assert!(
+        rendered.contains("key `poll_interval` is not used by a salesforce source receiving Outbound Messages"),
+        "{rendered}"
+    );
+    let text = crm_with("intake = \"poll\"\npoll_interval = \"30s\"\n", "intake = \"streaming\"\n");
+    let rendered = one_error_at(&text, Code::InvalidValue, "intake = \"streaming\"");
+    assert!(rendered.contains("`outbound_message` (default) or `poll`"), "{rendered}");
+
+    let text = crm_with("channel_token = { env = \"ZOHO_CHANNEL_TOKEN\" }\n", "");
+    let rendered = one_error_at(&text, Code::InvalidValue, "[sources.deals]");
+    assert!(rendered.contains("zoho source `deals` has no `channel_token`"), "{rendered}");
+    let text = crm_with("notify_url = \"https://", "notify_url = \"ftp://");
+    one_error_at(&text, Code::InvalidValue, "notify_url");
+}
+
+#[test]
+fn db0101_source_keys_belong_to_their_type() {
+    let errs = check(&crm_with(
+        "objects = [\"Deals\"]\n",
+        "objects = [\"Deals\"]\npoll_interval = \"1m\"\nsecret = { env = \"S\" }\napp = \"hk\"\n",
+    ))
+    .unwrap_err();
+    assert_eq!(errs.codes(), vec![Code::UnknownKey; 3], "{}", errs.render());
+    let rendered = errs.render();
+    assert!(rendered.contains("key `poll_interval` is not used by a zoho source (`deals`)"), "{rendered}");
+    assert!(rendered.contains("key `secret` is not used by a zoho source"), "{rendered}");
+    assert!(rendered.contains("key `app` is not used by a zoho source"), "{rendered}");
+
+    let text = crm_with("objects = [\"Case\"]\n", "objects = [\"Case\"]\nnotify_url = \"https://x\"\n");
+    let rendered = one_error_at(&text, Code::UnknownKey, "notify_url");
+    assert!(rendered.contains("only `zoho` sources take it"), "{rendered}");
+
+    // ... and the CRM keys on the other source types.
+    let text = BASE.replacen(
+        "fields.qty = { path = \"/data/qty\", type = \"quantity\", required = false }\n",
+        "fields.qty = { path = \"/data/qty\", type = \"quantity\", required = false }\nobjects = [\"Account\"]\n",
+        1,
+    );
+    let errs = check(&text).unwrap_err();
+    assert_eq!(errs.codes(), vec![Code::UnknownKey], "{}", errs.render());
+    assert!(errs.render().contains("key `objects` is not used by a webhook source (`erp`)"), "{}", errs.render());
+    let text =
+        DINGTALK.replace("[sources.dt]\ntype = \"dingtalk\"", "[sources.dt]\ntype = \"dingtalk\"\ncoalesce = \"5s\"");
+    let rendered = one_error_at(&text, Code::UnknownKey, "coalesce");
+    assert!(rendered.contains("only `salesforce` and `zoho` sources take it"), "{rendered}");
+}
+
+#[test]
+fn crm_destinations_check_org_priority_and_linger() {
+    let text = crm_with("linger = \"2s\"", "linger = \"2s\"\npriority = \"background\"");
+    let rendered = one_error_at(&text, Code::UnknownKey, "priority = \"background\"");
+    assert!(rendered.contains("only `salesforce` destinations take it"), "{rendered}");
+    let text = crm_with("priority = \"interactive\"", "priority = \"urgent\"");
+    one_error_at(&text, Code::InvalidValue, "priority = \"urgent\"");
+    let text = crm_with("linger = \"2s\"", "linger = \"2m\"");
+    let rendered = one_error_at(&text, Code::InvalidValue, "linger = \"2m\"");
+    assert!(rendered.contains("at most 1m"), "{rendered}");
+    let text = crm_with("linger = \"2s\"", "linger = \"2\"");
+    one_error_at(&text, Code::BadDuration, "linger = \"2\"");
+    let text = crm_with(
+        "[destinations.sf-accounts]\ntype = \"salesforce\"\norg = \"hk\"",
+        "[destinations.sf-accounts]\ntype = \"salesforce\"\norg = \"zz\"",
+    );
+    one_error_at(&text, Code::InvalidValue, "org = \"zz\"");
+    let text = crm_with(
+        "[destinations.sf-accounts]\ntype = \"salesforce\"\norg = \"hk\"",
+        "[destinations.sf-accounts]\ntype = \"salesforce\"\norg = \"hk\"\nbase_url = \"https://x\"",
+    );
+    one_error_at(&text, Code::UnknownKey, "base_url");
+    let text =
+        crm_with("access_token = { env = \"OPS_TOKEN\" }", "access_token = { env = \"OPS_TOKEN\" }\nlinger = \"1s\"");
+    let rendered = one_error_at(&text, Code::UnknownKey, "linger = \"1s\"");
+    assert!(rendered.contains("only `salesforce` and `zoho` destinations take it"), "{rendered}");
+}
+
+#[test]
+fn record_messages_go_only_to_crm_destinations_and_are_checked() {
+    let update = "message = { type = \"record\", object = \"Account\", op = \"update\", id = \"{{ event.data.account_id }}\", fields = { Credit_Status__c = \"{{ event.data.status }}\" }, json_fields = { CreditLimit__c = \"{{ event.fields.amount.amount }}\" } }";
+    let upsert_fields = "fields = { Account_Name = \"{{ event.data.name }}\" }";
+
+    let text = crm_with("message = { type = \"text\", content = \"Won {{ event.entity_id }}\" }", update);
+    // The first line with the update message is the one now sent to the robot.
+    let rendered = one_error_at(&text, Code::InvalidValue, update);
+    assert!(rendered.contains("sends a `record` message to a dingtalk_robot destination"), "{rendered}");
+    let text = crm_with(update, "message = { type = \"markdown\", title = \"t\", text = \"x\" }");
+    let rendered = one_error_at(&text, Code::InvalidValue, "type = \"markdown\"");
+    assert!(rendered.contains("a salesforce destination sends: record"), "{rendered}");
+
+    let text = crm_with("op = \"update\"", "op = \"update\", external_id = \"x\"");
+    let rendered = one_error_at(&text, Code::UnknownKey, "external_id = \"x\"");
+    assert!(rendered.contains("key `external_id` is not used by an `update` record message"), "{rendered}");
+    let text = crm_with("op = \"update\"", "op = \"merge\"");
+    one_error_at(&text, Code::InvalidValue, "op = \"merge\"");
+    let text = crm_with("op = \"update\", ", "");
+    let rendered = one_error_at(&text, Code::InvalidValue, "type = \"record\", object = \"Account\"");
+    assert!(rendered.contains("needs `op`"), "{rendered}");
+    let text = crm_with("external_id_field = \"ERP_Customer_No\", ", "");
+    let rendered = one_error_at(&text, Code::InvalidValue, "object = \"Accounts\"");
+    assert!(rendered.contains("needs `external_id_field`"), "{rendered}");
+    let text = crm_with("external_id_field = \"ERP_Customer_No\"", "external_id_field = \"{{ event.data.f }}\"");
+    one_error_at(&text, Code::InvalidValue, "external_id_field = \"{{");
+    let text = crm_with("object = \"Account\"", "object = \"{{ event.data.object }}\"");
+    let rendered = one_error_at(&text, Code::InvalidValue, "object = \"{{");
+    assert!(rendered.contains("must be a fixed, non-empty value"), "{rendered}");
+    let text = crm_with("object = \"Accounts\"", "object = \"Accounts/1\"");
+    one_error_at(&text, Code::InvalidValue, "object = \"Accounts/1\"");
+    let text = crm_with(upsert_fields, "fields = { \"Account Name\" = \"{{ event.data.name }}\" }");
+    one_error_at(&text, Code::InvalidValue, "\"Account Name\"");
+    let text = crm_with("json_fields = { CreditLimit__c", "json_fields = { Credit_Status__c = \"1\", CreditLimit__c");
+    let rendered = one_error_at(&text, Code::InvalidValue, "Credit_Status__c = \"1\"");
+    assert!(rendered.contains("field `Credit_Status__c` is in both `fields` and `json_fields`"), "{rendered}");
+    let text = crm_with(upsert_fields, "fields = {}");
+    let rendered = one_error_at(&text, Code::InvalidValue, "object = \"Accounts\"");
+    assert!(rendered.contains("writes no fields"), "{rendered}");
+    // Templates are compiled and their event references checked like every other.
+    let text = crm_with("{{ event.fields.amount.amount }}", "{{ event.fields.amount.value }}");
+    one_error_at(&text, Code::UnknownEventField, "event.fields.amount.value");
+    let text = crm_with("{{ event.data.account_id }}", "{{ event.data.account_id ");
+    one_error_at(&text, Code::Template, "{{ event.data.account_id \"");
+}
+
+#[test]
+fn delivery_conditions_are_compiled_and_checked_like_flow_conditions() {
+    let text =
+        crm_with("when = 'event.data.account.country == \"Hong Kong\"'", "when = 'event.data.account.country == '");
+    let rendered = one_error_at(&text, Code::CelCompile, "when = 'event.data.account.country == '");
+    assert!(rendered.contains("the condition of delivery #1 of flow `won` does not compile"), "{rendered}");
+    let text =
+        crm_with("when = 'event.data.account.country == \"Hong Kong\"'", "when = 'event.fields.country == \"HK\"'");
+    let rendered = one_error_at(&text, Code::UnknownEventField, "when = 'event.fields.country");
+    assert!(rendered.contains("`event.fields.country`"), "{rendered}");
+}
+
+#[test]
+fn db0109_every_missing_crm_secret_is_reported_with_its_line() {
+    let cfg = check(CRM).unwrap();
+    struct OnlySome;
+    impl SecretResolver for OnlySome {
+        fn env(&self, name: &str) -> Option<String> {
+            ["OPS_TOKEN", "SF_REFRESH", "ZOHO_CLIENT_SECRET"].contains(&name).then(|| format!("v-{name}"))
+        }
+        fn file(&self, path: &Path) -> std::io::Result<String> {
+            Err(std::io::Error::new(std::io::ErrorKind::NotFound, path.display().to_string()))
+        }
+    }
+    let errs = cfg.build_with(&OnlySome, Arc::new(connect::SystemClock)).unwrap_err();
+    assert_eq!(errs.codes(), vec![Code::MissingSecret; 4], "{}", errs.render());
+    let lines: Vec<usize> = errs.errors.iter().map(|e| errs.line_col(e).unwrap().0).collect();
+    let expected: Vec<usize> = [
+        "client_secret = { env = \"SF_CLIENT_SECRET\" }",
+        "private_key = { file = \"/run/secrets/sf.key\" }",
+        "refresh_token = { env = \"ZOHO_REFRESH_TOKEN\" }",
+        "channel_token = { env = \"ZOHO_CHANNEL_TOKEN\" }",
+    ]
+    .iter()
+    .map(|needle| pos(CRM, needle).0)
+    .collect();
+    let mut sorted = lines.clone();
+    sorted.sort_unstable();
+    assert_eq!(sorted, expected, "{}", errs.render());
+    assert!(
+        errs.render().contains("the private key of Salesforce org `jwt`: cannot read secret file"),
+        "{}",
+        errs.render()
+    );
+}
+
+#[test]
+fn db0111_unusable_crm_secrets_are_refused_at_build_without_showing_them() {
+    struct Bad;
+    impl SecretResolver for Bad {
+        fn env(&self, name: &str) -> Option<String> {
+            Some(if name == "ZOHO_CHANNEL_TOKEN" { "t0ken-".repeat(10) } else { format!("v-{name}") })
+        }
+        fn file(&self, _path: &Path) -> std::io::Result<String> {
+            Ok("-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5\n-----END PRIVATE KEY-----\n".into())
+        }
+    }
+    let cfg = check(CRM).unwrap();
+    let errs = cfg.build_with(&Bad, Arc::new(connect::SystemClock)).unwrap_err();
+    assert_eq!(errs.codes(), vec![Code::InvalidValue; 2], "{}", errs.render());
+    let rendered = errs.render();
+    assert!(
+        rendered.contains("the channel token of source `deals` has 60 characters; Zoho accepts at most 50"),
+        "{rendered}"
+    );
+    assert!(rendered.contains("the private key of Salesforce org `jwt` is not usable"), "{rendered}");
+    assert!(!rendered.contains("t0ken-") && !rendered.contains("bm90IGEga2V5"), "a secret was shown: {rendered}");
+    let mut lines: Vec<usize> = errs.errors.iter().map(|e| errs.line_col(e).unwrap().0).collect();
+    lines.sort_unstable();
+    assert_eq!(lines, [pos(CRM, "private_key = {").0, pos(CRM, "channel_token = {").0]);
+}
+
+#[test]
+fn message_types_are_the_robot_app_and_crm_types() {
+    use super::validate::{APP_MESSAGES, CRM_MESSAGES, ROBOT_MESSAGES};
+    let all: Vec<&str> = ROBOT_MESSAGES.iter().chain(&APP_MESSAGES).chain(&CRM_MESSAGES).copied().collect();
+    assert_eq!(all, MESSAGE_TYPES);
+}

@@ -13,6 +13,32 @@ const DEFAULT_DINGTALK_URL: &str = "https://oapi.dingtalk.com";
 const DEFAULT_PER_MINUTE: u32 = 20;
 const DEFAULT_ENTITY_ID: &str = "/data/id";
 const DEFAULT_TOLERANCE: Duration = Duration::from_secs(300);
+const DEFAULT_RESERVE: u64 = 1_000;
+const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(60);
+/// Every poll costs API requests from the org's daily allocation.
+const MIN_POLL_INTERVAL: Duration = Duration::from_secs(10);
+const DEFAULT_COALESCE: Duration = Duration::from_secs(5);
+const DEFAULT_LINGER: Duration = Duration::from_secs(1);
+/// A write waiting longer than this for company feels lost to the person who caused it.
+const MAX_LINGER: Duration = Duration::from_secs(60);
+
+/// Every source `type`.
+pub const SOURCE_TYPES: [&str; 4] = ["webhook", "dingtalk", "salesforce", "zoho"];
+/// Every destination `type`.
+pub const DESTINATION_TYPES: [&str; 4] = ["dingtalk_robot", "dingtalk_app", "salesforce", "zoho"];
+/// Every message `type`: the robot, app and CRM message types, in that order.
+pub const MESSAGE_TYPES: [&str; 10] = [
+    "markdown",
+    "action_card",
+    "text",
+    "work_notice",
+    "robot_message",
+    "group_message",
+    "card",
+    "card_update",
+    "approval",
+    "record",
+];
 
 /// A minijinja environment configured the way message templates render: strict undefined,
 /// no auto-escaping.
@@ -279,12 +305,32 @@ pub(super) fn validate(raw: RawConfig, text: &str, path: &str) -> Result<Config,
             dingtalk_apps.insert(name.get_ref().clone(), a);
         }
     }
-    let app_names: Vec<String> = raw.dingtalk.apps.keys().map(|k| k.get_ref().clone()).collect();
+
+    // [salesforce.orgs.*], [zoho.orgs.*]
+    let mut salesforce_orgs = BTreeMap::new();
+    for (name, org) in &raw.salesforce.orgs {
+        if let Some(o) = validate_salesforce_org(&mut cx, name, org) {
+            salesforce_orgs.insert(name.get_ref().clone(), o);
+        }
+    }
+    let mut zoho_orgs = BTreeMap::new();
+    for (name, org) in &raw.zoho.orgs {
+        if let Some(o) = validate_zoho_org(&mut cx, name, org) {
+            zoho_orgs.insert(name.get_ref().clone(), o);
+        }
+    }
+    // Names as written, so a reference to a connection with an error is not reported twice.
+    let names = |keys: Vec<&S<String>>| keys.into_iter().map(|k| k.get_ref().clone()).collect::<Vec<_>>();
+    let connections = Connections {
+        apps: names(raw.dingtalk.apps.keys().collect()),
+        salesforce: names(raw.salesforce.orgs.keys().collect()),
+        zoho: names(raw.zoho.orgs.keys().collect()),
+    };
 
     // [sources.*]
     let mut sources = BTreeMap::new();
     for (name, src) in &raw.sources {
-        if let Some(s) = validate_source(&mut cx, name, src, &app_names) {
+        if let Some(s) = validate_source(&mut cx, name, src, &connections) {
             sources.insert(name.get_ref().clone(), s);
         }
     }
@@ -292,7 +338,7 @@ pub(super) fn validate(raw: RawConfig, text: &str, path: &str) -> Result<Config,
     // [destinations.*]
     let mut destinations = BTreeMap::new();
     for (name, dst) in &raw.destinations {
-        if let Some(d) = validate_destination(&mut cx, name, dst, &app_names) {
+        if let Some(d) = validate_destination(&mut cx, name, dst, &connections) {
             destinations.insert(name.get_ref().clone(), d);
         }
     }
@@ -344,6 +390,8 @@ pub(super) fn validate(raw: RawConfig, text: &str, path: &str) -> Result<Config,
         destinations,
         flows,
         dingtalk_apps,
+        salesforce_orgs,
+        zoho_orgs,
         templates: Arc::new(cx.env),
         path: path.to_string(),
         text: Arc::from(text),
@@ -416,24 +464,57 @@ fn validate_dingtalk_app(cx: &mut Ctx<'_>, name: &S<String>, app: &RawDingtalkAp
     })
 }
 
-/// Checks that `app` names a `[dingtalk.apps.*]` entry.
-fn app_ref(
+/// The connections sources and destinations may name.
+struct Connections {
+    apps: Vec<String>,
+    salesforce: Vec<String>,
+    zoho: Vec<String>,
+}
+
+/// One kind of connection table: `[dingtalk.apps.*]`, `[salesforce.orgs.*]`, `[zoho.orgs.*]`.
+struct Table<'a> {
+    /// The key naming it (`app`, `org`).
+    key: &'static str,
+    /// `DingTalk app`, `Salesforce org`.
+    what: &'static str,
+    /// `dingtalk.apps`.
+    path: &'static str,
+    known: &'a [String],
+}
+
+impl Connections {
+    fn apps(&self) -> Table<'_> {
+        Table { key: "app", what: "DingTalk app", path: "dingtalk.apps", known: &self.apps }
+    }
+
+    /// The org table of a `salesforce` / `zoho` source or destination.
+    fn orgs(&self, vendor: &str) -> Table<'_> {
+        if vendor == "salesforce" {
+            Table { key: "org", what: "Salesforce org", path: "salesforce.orgs", known: &self.salesforce }
+        } else {
+            Table { key: "org", what: "Zoho org", path: "zoho.orgs", known: &self.zoho }
+        }
+    }
+}
+
+/// Checks that `value` names an entry of `table`.
+fn connection_ref(
     cx: &mut Ctx<'_>,
     owner: &str,
-    app: Option<&S<String>>,
+    table: &Table<'_>,
+    value: Option<&S<String>>,
     at: Range<usize>,
-    apps: &[String],
 ) -> Option<String> {
-    match app {
-        Some(a) if apps.contains(a.get_ref()) => Some(a.get_ref().clone()),
+    match value {
+        Some(a) if table.known.contains(a.get_ref()) => Some(a.get_ref().clone()),
         Some(a) => {
             let mut e = ConfigError::new(
                 Code::InvalidValue,
-                format!("{owner} uses unknown DingTalk app `{}`", a.get_ref()),
+                format!("{owner} uses unknown {} `{}`", table.what, a.get_ref()),
                 span(a),
-                format!("not defined under [dingtalk.apps]; known apps: {}", known_list(apps)),
+                format!("not defined under [{}]; defined: {}", table.path, known_list(table.known)),
             );
-            if let Some(h) = suggest(a.get_ref(), apps) {
+            if let Some(h) = suggest(a.get_ref(), table.known) {
                 e = e.with_help(h);
             }
             cx.push(e);
@@ -442,37 +523,67 @@ fn app_ref(
         None => {
             cx.push(ConfigError::new(
                 Code::InvalidValue,
-                format!("{owner} has no `app`"),
+                format!("{owner} has no `{}`", table.key),
                 Some(at),
-                "needs app = \"<name of a [dingtalk.apps.NAME] table>\"",
+                format!("needs {} = \"<name of a [{}.NAME] table>\"", table.key, table.path),
             ));
             None
         }
     }
 }
 
-fn validate_source(cx: &mut Ctx<'_>, name: &S<String>, src: &RawSource, apps: &[String]) -> Option<SourceConfig> {
+/// Where the `salesforce` / `zoho` source keys were written.
+fn crm_source_keys(src: &RawSource) -> [(&'static str, Option<Range<usize>>); 7] {
+    [
+        ("org", at(&src.org)),
+        ("objects", at(&src.objects)),
+        ("intake", at(&src.intake)),
+        ("poll_interval", at(&src.poll_interval)),
+        ("coalesce", at(&src.coalesce)),
+        ("channel_token", at(&src.channel_token)),
+        ("notify_url", at(&src.notify_url)),
+    ]
+}
+
+/// Where the `dingtalk` source keys were written.
+fn dingtalk_source_keys(src: &RawSource) -> [(&'static str, Option<Range<usize>>); 4] {
+    [
+        ("app", at(&src.app)),
+        ("mode", at(&src.mode)),
+        ("callback_token", at(&src.callback_token)),
+        ("callback_aes_key", at(&src.callback_aes_key)),
+    ]
+}
+
+/// Where the webhook source keys were written.
+fn webhook_source_keys(src: &RawSource) -> [(&'static str, Option<Range<usize>>); 3] {
+    [("secret", at(&src.secret)), ("tolerance", at(&src.tolerance)), ("entity_id", at(&src.entity_id))]
+}
+
+const CRM_SOURCES_ONLY: &str = "only `salesforce` and `zoho` sources take it";
+const CRM_DESTINATIONS_ONLY: &str = "only `salesforce` and `zoho` destinations take it";
+
+fn validate_source(
+    cx: &mut Ctx<'_>,
+    name: &S<String>,
+    src: &RawSource,
+    connections: &Connections,
+) -> Option<SourceConfig> {
     let n = name.get_ref();
     match src.kind.get_ref().as_str() {
         "webhook" => {
-            cx.unused_keys(
-                &[
-                    ("app", at(&src.app)),
-                    ("mode", at(&src.mode)),
-                    ("callback_token", at(&src.callback_token)),
-                    ("callback_aes_key", at(&src.callback_aes_key)),
-                ],
-                &format!("a webhook source (`{n}`)"),
-                "only `dingtalk` sources take it",
-            );
+            let owner = format!("a webhook source (`{n}`)");
+            cx.unused_keys(&dingtalk_source_keys(src), &owner, "only `dingtalk` sources take it");
+            cx.unused_keys(&crm_source_keys(src), &owner, CRM_SOURCES_ONLY);
         }
-        "dingtalk" => return validate_dingtalk_source(cx, name, src, apps),
+        "dingtalk" => return validate_dingtalk_source(cx, name, src, &connections.apps()),
+        "salesforce" | "zoho" => return validate_crm_source(cx, name, src, connections),
         other => {
             cx.push(ConfigError::new(
                 Code::InvalidValue,
                 format!("source `{n}` has unknown type `{other}`"),
                 span(&src.kind),
-                "known source types: webhook, dingtalk",
+                format!("known source types: {}", SOURCE_TYPES.join(", ")),
             ));
             return None;
         }
@@ -566,15 +677,17 @@ fn validate_dingtalk_source(
     cx: &mut Ctx<'_>,
     name: &S<String>,
     src: &RawSource,
-    apps: &[String],
+    apps: &Table<'_>,
 ) -> Option<SourceConfig> {
     let n = name.get_ref();
+    let owner = format!("a dingtalk source (`{n}`)");
     let mut ok = !cx.unused_keys(
-        &[("secret", at(&src.secret)), ("tolerance", at(&src.tolerance)), ("entity_id", at(&src.entity_id))],
-        &format!("a dingtalk source (`{n}`)"),
+        &webhook_source_keys(src),
+        &owner,
         "dingtalk sources are authenticated by the app (Stream) or by callback_token + callback_aes_key (HTTP)",
     );
-    let app = app_ref(cx, &format!("source `{n}`"), src.app.as_ref(), name.span(), apps);
+    ok &= !cx.unused_keys(&crm_source_keys(src), &owner, CRM_SOURCES_ONLY);
+    let app = connection_ref(cx, &format!("source `{n}`"), apps, src.app.as_ref(), name.span());
     let inbound = match src.mode.as_ref().map(|s| s.get_ref().as_str()) {
         None | Some("stream") => {
             if cx.unused_keys(
@@ -631,6 +744,443 @@ fn validate_dingtalk_source(
     })
 }
 
+/// The grants of a Salesforce org and the keys each takes, for the help line of a mismatch.
+const GRANT_HELP: &str = "grant = \"client_credentials\" takes client_secret; \"jwt_bearer\" takes username and \
+                          private_key; \"refresh_token\" takes refresh_token (and client_secret if the connected app \
+                          requires it)";
+
+fn validate_salesforce_org(cx: &mut Ctx<'_>, name: &S<String>, org: &RawSalesforceOrg) -> Option<SalesforceOrgConfig> {
+    let n = name.get_ref();
+    let mut ok = true;
+    let login_url = org.login_url.get_ref().trim_end_matches('/').to_string();
+    if !is_base_url(&login_url) {
+        cx.push(ConfigError::new(
+            Code::InvalidValue,
+            format!("salesforce.orgs.{n}.login_url `{}` is not an http(s) URL without a path", org.login_url.get_ref()),
+            span(&org.login_url),
+            "e.g. https://login.salesforce.com or https://yourcompany.my.salesforce.com",
+        ));
+        ok = false;
+    }
+    if org.client_id.get_ref().trim().is_empty() {
+        cx.push(ConfigError::new(
+            Code::InvalidValue,
+            format!("salesforce.orgs.{n}.client_id is empty"),
+            span(&org.client_id),
+            "the connected app's consumer key",
+        ));
+        ok = false;
+    }
+    let grant_name = org.grant.as_ref().map_or("client_credentials", |s| s.get_ref().as_str());
+    let (required, optional): (&[&str], &[&str]) = match grant_name {
+        "client_credentials" => (&["client_secret"], &[]),
+        "jwt_bearer" => (&["username", "private_key"], &[]),
+        "refresh_token" => (&["refresh_token"], &["client_secret"]),
+        other => {
+            cx.push(ConfigError::new(
+                Code::InvalidValue,
+                format!("salesforce.orgs.{n}.grant `{other}` is unknown"),
+                at(&org.grant),
+                "`client_credentials` (default), `jwt_bearer` or `refresh_token`",
+            ));
+            return None;
+        }
+    };
+    let keys = [
+        ("client_secret", at(&org.client_secret)),
+        ("username", at(&org.username)),
+        ("private_key", at(&org.private_key)),
+        ("refresh_token", at(&org.refresh_token)),
+    ];
+    for (key, written) in keys {
+        match written {
+            Some(at) if !required.contains(&key) && !optional.contains(&key) => {
+                cx.push(
+                    ConfigError::new(
+                        Code::InvalidValue,
+                        format!("salesforce.orgs.{n}.{key} is not used by the {grant_name} grant"),
+                        Some(at),
+                        format!("not used with grant = \"{grant_name}\""),
+                    )
+                    .with_help(GRANT_HELP),
+                );
+                ok = false;
+            }
+            None if required.contains(&key) => {
+                cx.push(
+                    ConfigError::new(
+                        Code::InvalidValue,
+                        format!("salesforce.orgs.{n} uses the {grant_name} grant but has no `{key}`"),
+                        Some(name.span()),
+                        format!("missing `{key}`"),
+                    )
+                    .with_help(GRANT_HELP),
+                );
+                ok = false;
+            }
+            _ => {}
+        }
+    }
+    let secret = |cx: &mut Ctx<'_>, key: &str, v: &Option<S<RawSecretRef>>| {
+        v.as_ref().and_then(|s| cx.secret(s, &format!("salesforce.orgs.{n}.{key}")))
+    };
+    let client_secret = secret(cx, "client_secret", &org.client_secret);
+    let private_key = secret(cx, "private_key", &org.private_key);
+    let refresh_token = secret(cx, "refresh_token", &org.refresh_token);
+    let grant = match grant_name {
+        "client_credentials" => client_secret.map(|client_secret| SalesforceGrant::ClientCredentials { client_secret }),
+        "jwt_bearer" => {
+            let username = org.username.as_ref().map(|s| s.get_ref().trim().to_string()).filter(|u| !u.is_empty());
+            if let (None, Some(s)) = (&username, &org.username) {
+                cx.push(ConfigError::new(
+                    Code::InvalidValue,
+                    format!("salesforce.orgs.{n}.username is empty"),
+                    span(s),
+                    "the Salesforce username of the integration user",
+                ));
+            }
+            match (username, private_key) {
+                (Some(username), Some(private_key)) => Some(SalesforceGrant::JwtBearer { username, private_key }),
+                _ => None,
+            }
+        }
+        _ => refresh_token.map(|refresh_token| SalesforceGrant::RefreshToken { client_secret, refresh_token }),
+    };
+    let api_version = org
+        .api_version
+        .as_ref()
+        .map_or_else(|| connectors::salesforce::DEFAULT_API_VERSION.to_string(), |s| s.get_ref().clone());
+    if let Some(s) = &org.api_version {
+        if !is_api_version(s.get_ref()) {
+            cx.push(ConfigError::new(
+                Code::InvalidValue,
+                format!("salesforce.orgs.{n}.api_version `{}` is not a Salesforce API version", s.get_ref()),
+                span(s),
+                format!("`v` and the version number, e.g. {}", connectors::salesforce::DEFAULT_API_VERSION),
+            ));
+            ok = false;
+        }
+    }
+    let organization_id = match &org.organization_id {
+        None => None,
+        Some(s) => match connectors::salesforce::ids::normalize_id(s.get_ref().trim()) {
+            Ok(id) if id.starts_with("00D") => Some(id),
+            _ => {
+                cx.push(ConfigError::new(
+                    Code::InvalidValue,
+                    format!("salesforce.orgs.{n}.organization_id `{}` is not a Salesforce org id", s.get_ref()),
+                    span(s),
+                    "the 15- or 18-character id starting with 00D (Setup → Company Information)",
+                ));
+                ok = false;
+                None
+            }
+        },
+    };
+    let grant = grant?;
+    ok.then(|| SalesforceOrgConfig {
+        name: n.clone(),
+        login_url,
+        grant,
+        client_id: org.client_id.get_ref().trim().to_string(),
+        api_version,
+        reserve: org.reserve.as_ref().map_or(DEFAULT_RESERVE, |s| *s.get_ref()),
+        organization_id,
+        base_url_override: None,
+    })
+}
+
+/// `https://host[:port]` (or http, for a local simulator): the token path is appended to it.
+fn is_base_url(url: &str) -> bool {
+    let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"));
+    rest.is_some_and(|host| !host.is_empty() && !host.contains(['/', '?', '#', ' ']))
+}
+
+/// `vNN.N`, as Salesforce names its API versions.
+fn is_api_version(text: &str) -> bool {
+    let number = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_digit());
+    text.strip_prefix('v').and_then(|v| v.split_once('.')).is_some_and(|(major, minor)| number(major) && number(minor))
+}
+
+fn validate_zoho_org(cx: &mut Ctx<'_>, name: &S<String>, org: &RawZohoOrg) -> Option<ZohoOrgConfig> {
+    let n = name.get_ref();
+    let mut ok = true;
+    let data_centre = connectors::zoho::auth::DataCentre::parse(org.data_centre.get_ref());
+    if data_centre.is_none() {
+        cx.push(ConfigError::new(
+            Code::InvalidValue,
+            format!("zoho.orgs.{n}.data_centre `{}` is unknown", org.data_centre.get_ref()),
+            span(&org.data_centre),
+            "the domain suffix of the org's Zoho site: com, eu, in, com.au, com.cn, jp, ca, sa or uk",
+        ));
+    }
+    if org.client_id.get_ref().trim().is_empty() {
+        cx.push(ConfigError::new(
+            Code::InvalidValue,
+            format!("zoho.orgs.{n}.client_id is empty"),
+            span(&org.client_id),
+            "the client id from the Zoho API console, e.g. 1000.XXXX",
+        ));
+        ok = false;
+    }
+    let client_secret = cx.secret(&org.client_secret, &format!("zoho.orgs.{n}.client_secret"));
+    let refresh_token = cx.secret(&org.refresh_token, &format!("zoho.orgs.{n}.refresh_token"));
+    let (data_centre, client_secret, refresh_token) = (data_centre?, client_secret?, refresh_token?);
+    ok.then(|| ZohoOrgConfig {
+        name: n.clone(),
+        data_centre,
+        client_id: org.client_id.get_ref().trim().to_string(),
+        client_secret,
+        refresh_token,
+        base_url_override: None,
+    })
+}
+
+fn validate_crm_source(
+    cx: &mut Ctx<'_>,
+    name: &S<String>,
+    src: &RawSource,
+    connections: &Connections,
+) -> Option<SourceConfig> {
+    let n = name.get_ref();
+    let vendor = src.kind.get_ref().as_str();
+    let salesforce = vendor == "salesforce";
+    let owner = format!("a {vendor} source (`{n}`)");
+    let mut ok = !cx.unused_keys(
+        &webhook_source_keys(src),
+        &owner,
+        "CRM sources read records with their org's credentials; nothing is signed per request",
+    );
+    ok &= !cx.unused_keys(&dingtalk_source_keys(src), &owner, "only `dingtalk` sources take it");
+    let org = connection_ref(cx, &format!("source `{n}`"), &connections.orgs(vendor), src.org.as_ref(), name.span());
+    let objects = validate_objects(cx, n, vendor, src, name.span(), &mut ok);
+    let coalesce = match &src.coalesce {
+        Some(s) => cx.duration(s, &format!("sources.{n}.coalesce")).unwrap_or(DEFAULT_COALESCE),
+        None => DEFAULT_COALESCE,
+    };
+    let intake = src.intake.as_ref().map(|s| s.get_ref().as_str());
+    let intake = if salesforce {
+        ok &= !cx.unused_keys(
+            &[("channel_token", at(&src.channel_token)), ("notify_url", at(&src.notify_url))],
+            &owner,
+            "only `zoho` sources take it (their notification channel)",
+        );
+        match intake {
+            None | Some("outbound_message") => {
+                ok &= !cx.unused_keys(
+                    &[("poll_interval", at(&src.poll_interval))],
+                    &format!("a salesforce source receiving Outbound Messages (`{n}`)"),
+                    "only intake = \"poll\" polls",
+                );
+                Some(CrmIntake::OutboundMessage)
+            }
+            Some("poll") => {
+                let interval = match &src.poll_interval {
+                    Some(s) => match cx.duration(s, &format!("sources.{n}.poll_interval")) {
+                        Some(d) if d < MIN_POLL_INTERVAL => {
+                            cx.push(ConfigError::new(
+                                Code::InvalidValue,
+                                format!("sources.{n}.poll_interval must be at least 10s, found {d:?}"),
+                                span(s),
+                                "every poll costs API requests from the org's daily allocation",
+                            ));
+                            ok = false;
+                            d
+                        }
+                        Some(d) => d,
+                        None => DEFAULT_POLL_INTERVAL,
+                    },
+                    None => DEFAULT_POLL_INTERVAL,
+                };
+                Some(CrmIntake::Poll { interval })
+            }
+            Some(other) => {
+                cx.push(ConfigError::new(
+                    Code::InvalidValue,
+                    format!("salesforce source `{n}` has unknown intake `{other}`"),
+                    at(&src.intake),
+                    "`outbound_message` (default) or `poll`",
+                ));
+                None
+            }
+        }
+    } else {
+        ok &= !cx.unused_keys(
+            &[("poll_interval", at(&src.poll_interval))],
+            &owner,
+            "only `salesforce` sources with intake = \"poll\" take it",
+        );
+        match intake {
+            None | Some("notifications") => {
+                let channel_token = match &src.channel_token {
+                    Some(s) => cx.secret(s, &format!("sources.{n}.channel_token")),
+                    None => {
+                        cx.push(
+                            ConfigError::new(
+                                Code::InvalidValue,
+                                format!("zoho source `{n}` has no `channel_token`"),
+                                Some(name.span()),
+                                "needs channel_token = { env = \"...\" }",
+                            )
+                            .with_help("Zoho echoes this token (at most 50 characters) in every notification; the gateway refuses notifications without it"),
+                        );
+                        None
+                    }
+                };
+                let notify_url = src.notify_url.as_ref().map(|s| s.get_ref().clone());
+                if let Some(s) = &src.notify_url {
+                    if !(s.get_ref().starts_with("https://") || s.get_ref().starts_with("http://")) {
+                        cx.push(ConfigError::new(
+                            Code::InvalidValue,
+                            format!("sources.{n}.notify_url `{}` is not an http(s) URL", s.get_ref()),
+                            span(s),
+                            "the public URL Zoho posts notifications to, e.g. https://gw.example.com/intake/zoho/crm",
+                        ));
+                        ok = false;
+                    }
+                }
+                channel_token.map(|channel_token| CrmIntake::Notifications { channel_token, notify_url })
+            }
+            Some(other) => {
+                cx.push(ConfigError::new(
+                    Code::InvalidValue,
+                    format!("zoho source `{n}` has unknown intake `{other}`"),
+                    at(&src.intake),
+                    "`notifications` (the only one for zoho)",
+                ));
+                None
+            }
+        }
+    };
+    let fields = validate_fields(cx, n, src, &mut ok);
+    let system = src.system.as_ref().map_or_else(|| vendor.to_string(), |s| s.get_ref().clone());
+    let crm = CrmSource { org: org?, objects: objects?, intake: intake?, coalesce };
+    ok.then(|| SourceConfig {
+        name: n.clone(),
+        kind: if salesforce { SourceKind::Salesforce(crm) } else { SourceKind::Zoho(crm) },
+        system,
+        secrets: Vec::new(),
+        entity_id: DEFAULT_ENTITY_ID.to_string(),
+        tolerance: DEFAULT_TOLERANCE,
+        fields,
+    })
+}
+
+/// `objects` of a CRM source: required, non-empty, API names, each once.
+fn validate_objects(
+    cx: &mut Ctx<'_>,
+    n: &str,
+    vendor: &str,
+    src: &RawSource,
+    at: Range<usize>,
+    ok: &mut bool,
+) -> Option<Vec<String>> {
+    let example = if vendor == "salesforce" { "objects = [\"Opportunity\"]" } else { "objects = [\"Deals\"]" };
+    let Some(list) = &src.objects else {
+        cx.push(ConfigError::new(
+            Code::InvalidValue,
+            format!("{vendor} source `{n}` has no `objects`"),
+            Some(at),
+            format!("needs the API names of the watched objects, e.g. {example}"),
+        ));
+        return None;
+    };
+    if list.get_ref().is_empty() {
+        cx.push(ConfigError::new(
+            Code::InvalidValue,
+            format!("sources.{n}.objects is empty"),
+            span(list),
+            format!("watch at least one, e.g. {example}"),
+        ));
+        return None;
+    }
+    let mut objects: Vec<String> = Vec::new();
+    for o in list.get_ref() {
+        if !is_api_name(o.get_ref()) {
+            cx.push(api_name_error(&format!("object `{}` of source `{n}`", o.get_ref()), o.span()));
+            *ok = false;
+        } else if objects.contains(o.get_ref()) {
+            cx.push(ConfigError::new(
+                Code::DuplicateName,
+                format!("object `{}` is listed twice in source `{n}`", o.get_ref()),
+                span(o),
+                "listed again here",
+            ));
+            *ok = false;
+        } else {
+            objects.push(o.get_ref().clone());
+        }
+    }
+    Some(objects)
+}
+
+fn validate_crm_destination(
+    cx: &mut Ctx<'_>,
+    name: &S<String>,
+    dst: &RawDestination,
+    connections: &Connections,
+) -> Option<DestinationConfig> {
+    let n = name.get_ref();
+    let vendor = dst.kind.get_ref().as_str();
+    let owner = format!("a {vendor} destination (`{n}`)");
+    cx.unused_keys(
+        &robot_destination_keys(dst),
+        &owner,
+        &format!("the org's credentials and hosts are set under [{vendor}.orgs.NAME]"),
+    );
+    cx.unused_keys(
+        &[("app", at(&dst.app)), ("robot_code", at(&dst.robot_code))],
+        &owner,
+        "only `dingtalk_app` destinations take it",
+    );
+    let interactive = match dst.priority.as_ref().map(|s| s.get_ref().as_str()) {
+        Some(_) if vendor == "zoho" => {
+            cx.unused_keys(
+                &[("priority", at(&dst.priority))],
+                &owner,
+                "only `salesforce` destinations take it (Zoho has no interactive reserve)",
+            );
+            false
+        }
+        None | Some("background") => false,
+        Some("interactive") => true,
+        Some(other) => {
+            cx.push(ConfigError::new(
+                Code::InvalidValue,
+                format!("destination `{n}` has unknown priority `{other}`"),
+                at(&dst.priority),
+                "`background` (default; stops at the org's reserve) or `interactive`",
+            ));
+            false
+        }
+    };
+    let linger = match &dst.linger {
+        Some(s) => match cx.duration(s, &format!("destinations.{n}.linger")) {
+            Some(d) if d > MAX_LINGER => {
+                cx.push(ConfigError::new(
+                    Code::InvalidValue,
+                    format!("destinations.{n}.linger must be at most 1m, found {d:?}"),
+                    span(s),
+                    "a write waits this long for others to share its batch",
+                ));
+                DEFAULT_LINGER
+            }
+            Some(d) => d,
+            None => DEFAULT_LINGER,
+        },
+        None => DEFAULT_LINGER,
+    };
+    let concurrency = dst.concurrency.as_ref().and_then(|s| cx.positive(s, &format!("destinations.{n}.concurrency")));
+    let org =
+        connection_ref(cx, &format!("destination `{n}`"), &connections.orgs(vendor), dst.org.as_ref(), name.span())?;
+    let crm = CrmDestination { org, interactive, linger };
+    Some(DestinationConfig {
+        name: n.clone(),
+        kind: if vendor == "salesforce" { DestinationKind::Salesforce(crm) } else { DestinationKind::Zoho(crm) },
+        concurrency,
+    })
+}
+
 fn pointer_error(what: &str, s: &S<String>) -> ConfigError {
     ConfigError::new(
         Code::InvalidValue,
@@ -640,35 +1190,50 @@ fn pointer_error(what: &str, s: &S<String>) -> ConfigError {
     )
 }
 
+/// Where the `salesforce` / `zoho` destination keys were written.
+fn crm_destination_keys(dst: &RawDestination) -> [(&'static str, Option<Range<usize>>); 3] {
+    [("org", at(&dst.org)), ("priority", at(&dst.priority)), ("linger", at(&dst.linger))]
+}
+
+/// Where the `dingtalk_robot` destination keys were written.
+fn robot_destination_keys(dst: &RawDestination) -> [(&'static str, Option<Range<usize>>); 4] {
+    [
+        ("access_token", at(&dst.access_token)),
+        ("secret", at(&dst.secret)),
+        ("base_url", at(&dst.base_url)),
+        ("per_minute", at(&dst.per_minute)),
+    ]
+}
+
 fn validate_destination(
     cx: &mut Ctx<'_>,
     name: &S<String>,
     dst: &RawDestination,
-    apps: &[String],
+    connections: &Connections,
 ) -> Option<DestinationConfig> {
     let n = name.get_ref();
     match dst.kind.get_ref().as_str() {
         "dingtalk_robot" => {
+            let owner = format!("a dingtalk_robot destination (`{n}`)");
             cx.unused_keys(
                 &[("app", at(&dst.app)), ("robot_code", at(&dst.robot_code))],
-                &format!("a dingtalk_robot destination (`{n}`)"),
+                &owner,
                 "only `dingtalk_app` destinations take it",
             );
+            cx.unused_keys(&crm_destination_keys(dst), &owner, CRM_DESTINATIONS_ONLY);
         }
         "dingtalk_app" => {
+            let owner = format!("a dingtalk_app destination (`{n}`)");
             cx.unused_keys(
-                &[
-                    ("access_token", at(&dst.access_token)),
-                    ("secret", at(&dst.secret)),
-                    ("base_url", at(&dst.base_url)),
-                    ("per_minute", at(&dst.per_minute)),
-                ],
-                &format!("a dingtalk_app destination (`{n}`)"),
+                &robot_destination_keys(dst),
+                &owner,
                 "the app's credentials and hosts are set under [dingtalk.apps.NAME]",
             );
+            cx.unused_keys(&crm_destination_keys(dst), &owner, CRM_DESTINATIONS_ONLY);
             let concurrency =
                 dst.concurrency.as_ref().and_then(|s| cx.positive(s, &format!("destinations.{n}.concurrency")));
-            let app = app_ref(cx, &format!("destination `{n}`"), dst.app.as_ref(), name.span(), apps)?;
+            let app =
+                connection_ref(cx, &format!("destination `{n}`"), &connections.apps(), dst.app.as_ref(), name.span())?;
             let robot_code = dst.robot_code.as_ref().map(|s| s.get_ref().clone());
             return Some(DestinationConfig {
                 name: n.clone(),
@@ -676,12 +1241,13 @@ fn validate_destination(
                 concurrency,
             });
         }
+        "salesforce" | "zoho" => return validate_crm_destination(cx, name, dst, connections),
         other => {
             cx.push(ConfigError::new(
                 Code::InvalidValue,
                 format!("destination `{n}` has unknown type `{other}`"),
                 span(&dst.kind),
-                "known destination types: dingtalk_robot, dingtalk_app",
+                format!("known destination types: {}", DESTINATION_TYPES.join(", ")),
             ));
             return None;
         }
@@ -772,30 +1338,8 @@ fn validate_flow(
         list.iter().map(|c| c.get_ref().clone()).collect::<Vec<_>>()
     });
 
-    let when = f.when.as_ref().and_then(|w| {
-        let what = format!("the condition of flow `{name}`");
-        match cel::Program::compile(w.get_ref()) {
-            Ok(program) => {
-                if let Some(fields) = &fields {
-                    for bad in check_cel(program.expression(), fields) {
-                        cx.push(unknown_field(&what, &bad, w.span()));
-                    }
-                }
-                Some(Condition { source: w.get_ref().clone(), program: Arc::new(program) })
-            }
-            Err(errs) => {
-                let detail: Vec<String> =
-                    errs.errors.iter().map(|e| format!("{}:{}: {}", e.pos.0, e.pos.1, e.msg)).collect();
-                cx.push(ConfigError::new(
-                    Code::CelCompile,
-                    format!("{what} does not compile: {}", detail.join("; ")),
-                    span(w),
-                    format!("invalid CEL: `{}`", cx.slice(&w.span())),
-                ));
-                None
-            }
-        }
-    });
+    let when =
+        f.when.as_ref().and_then(|w| condition(cx, &format!("the condition of flow `{name}`"), w, fields.as_ref()));
 
     let mut deliver = Vec::new();
     for (j, d) in f.deliver.iter().enumerate() {
@@ -822,9 +1366,12 @@ fn validate_flow(
             )),
             None => OrderingKey::Literal(dest.clone()),
         };
+        let when = d.when.as_ref().and_then(|w| {
+            condition(cx, &format!("the condition of delivery #{} of flow `{name}`", j + 1), w, fields.as_ref())
+        });
         let dest_type = dest_types.get(&dest).copied();
         if let Some(message) = validate_message(cx, &prefix, &name, &d.message, fields.as_ref(), dest_type) {
-            deliver.push(DeliverySpec { destination: dest, ordering_key, message });
+            deliver.push(DeliverySpec { destination: dest, when, ordering_key, message });
         }
     }
     if f.deliver.is_empty() {
@@ -838,9 +1385,41 @@ fn validate_flow(
     FlowConfig { name, source, entity, changes, when, deliver }
 }
 
+/// Compile a `when` condition (a flow's or a delivery's) and check the event fields it uses.
+fn condition(
+    cx: &mut Ctx<'_>,
+    what: &str,
+    w: &S<String>,
+    fields: Option<&BTreeMap<String, FieldKind>>,
+) -> Option<Condition> {
+    match cel::Program::compile(w.get_ref()) {
+        Ok(program) => {
+            if let Some(fields) = fields {
+                for bad in check_cel(program.expression(), fields) {
+                    cx.push(unknown_field(what, &bad, w.span()));
+                }
+            }
+            Some(Condition { source: w.get_ref().clone(), program: Arc::new(program) })
+        }
+        Err(errs) => {
+            let detail: Vec<String> =
+                errs.errors.iter().map(|e| format!("{}:{}: {}", e.pos.0, e.pos.1, e.msg)).collect();
+            cx.push(ConfigError::new(
+                Code::CelCompile,
+                format!("{what} does not compile: {}", detail.join("; ")),
+                span(w),
+                format!("invalid CEL: `{}`", cx.slice(&w.span())),
+            ));
+            None
+        }
+    }
+}
+
 /// Message types per destination type.
-const ROBOT_MESSAGES: [&str; 3] = ["markdown", "action_card", "text"];
-const APP_MESSAGES: [&str; 6] = ["work_notice", "robot_message", "group_message", "card", "card_update", "approval"];
+pub(super) const ROBOT_MESSAGES: [&str; 3] = ["markdown", "action_card", "text"];
+pub(super) const APP_MESSAGES: [&str; 6] =
+    ["work_notice", "robot_message", "group_message", "card", "card_update", "approval"];
+pub(super) const CRM_MESSAGES: [&str; 1] = ["record"];
 
 /// The keys each message type takes besides `type`.
 fn message_keys(kind: &str) -> Option<&'static [&'static str]> {
@@ -863,6 +1442,7 @@ fn message_keys(kind: &str) -> Option<&'static [&'static str]> {
         ],
         "card_update" => &["out_track_id", "params", "private_params", "private_to"],
         "approval" => &["process_code", "originator", "dept_id", "approvers", "form"],
+        "record" => &["object", "op", "id", "external_id_field", "external_id", "fields", "json_fields"],
         _ => return None,
     })
 }
@@ -882,20 +1462,18 @@ fn validate_message(
             Code::InvalidValue,
             format!("flow `{flow}` uses unknown message type `{kind}`"),
             span(&msg.kind),
-            format!("known message types: {}, {}", ROBOT_MESSAGES.join(", "), APP_MESSAGES.join(", ")),
+            format!("known message types: {}", MESSAGE_TYPES.join(", ")),
         ));
         return None;
     };
-    let fits = match dest_type {
-        Some("dingtalk_robot") => ROBOT_MESSAGES.contains(&kind),
-        Some("dingtalk_app") => APP_MESSAGES.contains(&kind),
-        _ => true, // unknown destination: already reported
+    let sendable: Option<&[&str]> = match dest_type {
+        Some("dingtalk_robot") => Some(&ROBOT_MESSAGES),
+        Some("dingtalk_app") => Some(&APP_MESSAGES),
+        Some("salesforce" | "zoho") => Some(&CRM_MESSAGES),
+        _ => None, // unknown destination: already reported
     };
-    if !fits {
-        let (dest, known) = match dest_type {
-            Some("dingtalk_robot") => ("dingtalk_robot", ROBOT_MESSAGES.join(", ")),
-            _ => ("dingtalk_app", APP_MESSAGES.join(", ")),
-        };
+    if let (Some(dest), Some(known)) = (dest_type, sendable.filter(|known| !known.contains(&kind))) {
+        let known = known.join(", ");
         cx.push(ConfigError::new(
             Code::InvalidValue,
             format!("flow `{flow}` sends a `{kind}` message to a {dest} destination, which cannot send it"),
@@ -904,7 +1482,8 @@ fn validate_message(
         ));
     }
     let sp = |v: &Option<S<String>>| v.as_ref().map(|s| s.span());
-    let present: [(&str, Option<Range<usize>>); 20] = [
+    let table = |v: &Option<S<BTreeMap<S<String>, S<String>>>>| v.as_ref().map(|s| s.span());
+    let present: [(&str, Option<Range<usize>>); 28] = [
         ("title", sp(&msg.title)),
         ("text", sp(&msg.text)),
         ("content", sp(&msg.content)),
@@ -916,8 +1495,8 @@ fn validate_message(
         ("group", sp(&msg.group)),
         ("template_id", sp(&msg.template_id)),
         ("out_track_id", sp(&msg.out_track_id)),
-        ("params", msg.params.as_ref().map(|s| s.span())),
-        ("private_params", msg.private_params.as_ref().map(|s| s.span())),
+        ("params", table(&msg.params)),
+        ("private_params", table(&msg.private_params)),
         ("private_to", sp(&msg.private_to)),
         ("callback", sp(&msg.callback)),
         ("callback_route_key", sp(&msg.callback_route_key)),
@@ -925,9 +1504,16 @@ fn validate_message(
         ("originator", sp(&msg.originator)),
         ("dept_id", sp(&msg.dept_id)),
         ("approvers", sp(&msg.approvers)),
+        ("form", table(&msg.form)),
+        ("object", sp(&msg.object)),
+        ("op", sp(&msg.op)),
+        ("id", sp(&msg.id)),
+        ("external_id_field", sp(&msg.external_id_field)),
+        ("external_id", sp(&msg.external_id)),
+        ("fields", table(&msg.fields)),
+        ("json_fields", table(&msg.json_fields)),
     ];
-    let form_span = msg.form.as_ref().map(|s| s.span());
-    for (key, at) in present.into_iter().chain([("form", form_span)]) {
+    for (key, at) in present {
         if let Some(at) = at {
             if !allowed.contains(&key) {
                 cx.push(ConfigError::new(
@@ -975,7 +1561,7 @@ fn validate_message(
                     Code::InvalidValue,
                     format!("`{key}` of the message of flow `{flow}` must be a fixed, non-empty value"),
                     span(s),
-                    "not a template: it names a DingTalk template or process",
+                    "not a template: it names a template, process, object or field",
                 ));
                 None
             }
@@ -1175,6 +1761,118 @@ fn validate_message(
                 form,
             }))
         }
+        "record" => {
+            // Object and field names go into vendor URLs and bodies: check their shape here
+            // rather than learn about a typo from a dead letter.
+            let api_name = |cx: &mut Ctx<'_>, key: &str, name: &str, at: Range<usize>| {
+                if !is_api_name(name) {
+                    cx.push(api_name_error(&format!("`{key}` `{name}` of the message of flow `{flow}`"), at));
+                }
+            };
+            let object = literal(cx, "object", &msg.object);
+            if let (Some(o), Some(s)) = (&object, &msg.object) {
+                api_name(cx, "object", o, s.span());
+            }
+            let unused = |cx: &mut Ctx<'_>, op: &str, keys: &[(&str, Option<Range<usize>>)], label: &str| {
+                for (key, at) in keys.iter().filter_map(|(k, at)| at.clone().map(|at| (k, at))) {
+                    cx.push(ConfigError::new(
+                        Code::UnknownKey,
+                        format!("key `{key}` is not used by an `{op}` record message (flow `{flow}`)"),
+                        Some(at),
+                        label.to_string(),
+                    ));
+                }
+            };
+            let op = match msg.op.as_ref().map(|s| (s, s.get_ref().as_str())) {
+                Some((_, "update")) => {
+                    unused(
+                        cx,
+                        "update",
+                        &[("external_id_field", sp(&msg.external_id_field)), ("external_id", sp(&msg.external_id))],
+                        "an update names its record by `id`",
+                    );
+                    require(cx, "id", &msg.id).map(|id| RecordOp::Update { id })
+                }
+                Some((_, "upsert")) => {
+                    unused(cx, "upsert", &[("id", sp(&msg.id))], "an upsert names its record by `external_id`");
+                    let field = literal(cx, "external_id_field", &msg.external_id_field);
+                    if let (Some(f), Some(s)) = (&field, &msg.external_id_field) {
+                        api_name(cx, "external_id_field", f, s.span());
+                    }
+                    let value = require(cx, "external_id", &msg.external_id);
+                    match (field, value) {
+                        (Some(external_id_field), Some(external_id)) => {
+                            Some(RecordOp::Upsert { external_id_field, external_id })
+                        }
+                        _ => None,
+                    }
+                }
+                Some((s, other)) => {
+                    cx.push(ConfigError::new(
+                        Code::InvalidValue,
+                        format!("the record message of flow `{flow}` has unknown op `{other}`"),
+                        span(s),
+                        "`update` (by `id`) or `upsert` (by `external_id_field` + `external_id`)",
+                    ));
+                    None
+                }
+                None => {
+                    cx.push(ConfigError::new(
+                        Code::InvalidValue,
+                        format!("a `record` message of flow `{flow}` needs `op`"),
+                        Some(m.span()),
+                        "missing `op`: `update` or `upsert`",
+                    ));
+                    None
+                }
+            };
+            let written = [&msg.fields, &msg.json_fields];
+            for (key, _) in written.into_iter().flatten().flat_map(|t| t.get_ref().iter()) {
+                api_name(cx, "field", key.get_ref(), key.span());
+            }
+            if let (Some(plain), Some(json)) = (&msg.fields, &msg.json_fields) {
+                for key in json.get_ref().keys() {
+                    if plain.get_ref().keys().any(|k| k.get_ref() == key.get_ref()) {
+                        cx.push(ConfigError::new(
+                            Code::InvalidValue,
+                            format!(
+                                "field `{}` is in both `fields` and `json_fields` of the message of flow `{flow}`",
+                                key.get_ref()
+                            ),
+                            span(key),
+                            "give each field once: in `fields` as text, or in `json_fields` as JSON",
+                        ));
+                    }
+                }
+            }
+            let fields = map(cx, "fields", &msg.fields);
+            let json_fields = map(cx, "json_fields", &msg.json_fields);
+            if fields.is_empty() && json_fields.is_empty() {
+                cx.push(ConfigError::new(
+                    Code::InvalidValue,
+                    format!("the record message of flow `{flow}` writes no fields"),
+                    Some(m.span()),
+                    "add fields = { Field__c = \"{{ event.data.x }}\" } or json_fields",
+                ));
+            }
+            Some(MessageSpec::Record(RecordSpec { object: object?, op: op?, fields, json_fields }))
+        }
         _ => None,
     }
+}
+
+/// A Salesforce / Zoho API name: a letter, then letters, digits and underscores
+/// (`Opportunity`, `Credit_Status__c`, `Deals`).
+fn is_api_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic()) && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+fn api_name_error(what: &str, at: Range<usize>) -> ConfigError {
+    ConfigError::new(
+        Code::InvalidValue,
+        format!("{what} is not an API name"),
+        Some(at),
+        "an API name is a letter followed by letters, digits and underscores, e.g. Opportunity or Credit_Status__c",
+    )
 }

@@ -192,3 +192,226 @@ fn template_and_condition_failures_are_errors_not_panics() {
     assert!(matches!(&err, FlowError::Condition { flow, .. } if flow == "needs-data"), "{err}");
     assert!(err.to_string().contains("needs-data"));
 }
+
+/// ERP changes written to Salesforce and Zoho, and deliveries with their own conditions.
+const CRM_CONFIG: &str = r#"
+[salesforce.orgs.hk]
+login_url = "https://hktrading.my.salesforce.com"
+client_id = "3MVG9example"
+client_secret = { env = "SF_CLIENT_SECRET" }
+
+[zoho.orgs.hk]
+data_centre = "com"
+client_id = "1000.EXAMPLE"
+client_secret = { env = "ZOHO_CLIENT_SECRET" }
+refresh_token = { env = "ZOHO_REFRESH_TOKEN" }
+
+[sources.erp]
+type = "webhook"
+secret = { env = "WH" }
+fields.amount = { path = "/data/amount", type = "money", required = false }
+fields.limit = { path = "/data/limit", type = "money", required = false }
+
+[destinations.sf-accounts]
+type = "salesforce"
+org = "hk"
+
+[destinations.zoho-accounts]
+type = "zoho"
+org = "hk"
+
+[destinations.hk-group]
+type = "dingtalk_robot"
+access_token = { env = "HK" }
+
+[destinations.us-group]
+type = "dingtalk_robot"
+access_token = { env = "US" }
+
+[[flows]]
+name = "credit-to-crm"
+on = { source = "erp", entity = "customer" }
+[[flows.deliver]]
+destination = "sf-accounts"
+message = { type = "record", object = "Account", op = "update", id = " {{ event.data.sf_id }} ", fields = { Credit_Status__c = "{{ event.data.status }}" }, json_fields = { CreditLimit__c = "{{ event.fields.limit.amount }}", On_Hold__c = "{{ event.data.on_hold | tojson }}", Terms__c = "{{ event.data.terms }}" } }
+[[flows.deliver]]
+destination = "zoho-accounts"
+message = { type = "record", object = "Accounts", op = "upsert", external_id_field = "ERP_Customer_No", external_id = "{{ event.entity_id }}", fields = { Account_Name = "{{ event.data.name }}" } }
+
+[[flows]]
+name = "regional"
+on = { source = "erp", entity = "account" }
+[[flows.deliver]]
+destination = "hk-group"
+when = 'event.data.account.country == "Hong Kong"'
+message = { type = "text", content = "HK account {{ event.entity_id }}" }
+[[flows.deliver]]
+destination = "us-group"
+when = 'event.data.account.country == "United States"'
+message = { type = "text", content = "US account {{ event.entity_id }}" }
+
+[[flows]]
+name = "big-orders"
+on = { source = "erp", entity = "order" }
+[[flows.deliver]]
+destination = "hk-group"
+when = 'has(event.fields.amount) && double(event.fields.amount.amount) >= {"HKD": 500000.0, "USD": 64000.0, "CNY": 450000.0}[event.fields.amount.currency]'
+message = { type = "text", content = "Big order {{ event.entity_id }}" }
+"#;
+
+fn crm_engine() -> FlowEngine {
+    let cfg = Config::from_toml(CRM_CONFIG, "crm-flow-test.toml").unwrap_or_else(|e| panic!("{}", e.render()));
+    FlowEngine::new(&cfg)
+}
+
+fn crm_event(entity: &str, data: Value) -> Event {
+    let body = json!({ "type": format!("{entity}.updated"), "data": data }).to_string();
+    crm_engine().decode_webhook("erp", "msg_9", body.as_bytes(), now(), "ev-9".into()).unwrap()
+}
+
+fn customer(terms: &str) -> Event {
+    crm_event(
+        "customer",
+        json!({
+            "id": "C-1001",
+            "sf_id": "0015g00000Hk001AAA",
+            "status": "Hold",
+            "on_hold": true,
+            "terms": terms,
+            "name": "Kowloon Traders Ltd",
+            "limit": { "amount": "250000.50", "currency": "HKD" },
+        }),
+    )
+}
+
+fn payloads(jobs: &[store::NewJob]) -> Vec<Value> {
+    jobs.iter().map(|j| serde_json::from_str(&j.payload).unwrap()).collect()
+}
+
+#[test]
+fn record_messages_render_exactly_for_update_and_upsert() {
+    let jobs = crm_engine().plan(&customer("{\"days\": 30}"), 0).unwrap();
+    assert_eq!(jobs.iter().map(|j| j.destination.as_str()).collect::<Vec<_>>(), ["sf-accounts", "zoho-accounts"]);
+    let p = payloads(&jobs);
+    assert_eq!(
+        p[0],
+        json!({
+            "api": "record",
+            "object": "Account",
+            "op": "update",
+            "id": "0015g00000Hk001AAA",
+            "fields": {
+                "Credit_Status__c": "Hold",
+                "CreditLimit__c": 250000.5,
+                "On_Hold__c": true,
+                "Terms__c": { "days": 30 },
+            },
+        })
+    );
+    assert_eq!(
+        p[1],
+        json!({
+            "api": "record",
+            "object": "Accounts",
+            "op": "upsert",
+            "external_id_field": "ERP_Customer_No",
+            "external_id": "C-1001",
+            "fields": { "Account_Name": "Kowloon Traders Ltd" },
+        })
+    );
+}
+
+#[test]
+fn json_fields_that_do_not_render_json_are_template_errors_naming_the_field() {
+    for (terms, needle) in
+        [("net 30", "did not render JSON"), ("{\"a\": 1, \"a\": 2}", "did not render JSON"), ("1e3", "exponent")]
+    {
+        let err = crm_engine().plan(&customer(terms), 0).unwrap_err();
+        let FlowError::Template { flow, template, reason } = &err else { panic!("{terms}: {err}") };
+        assert_eq!(flow, "credit-to-crm");
+        assert!(template.ends_with("json_fields.Terms__c"), "{template}");
+        assert!(reason.contains("Terms__c") && reason.contains(needle), "{terms}: {reason}");
+        assert!(!reason.contains("net 30"), "the rendered value is not repeated: {reason}");
+    }
+    // A bare boolean renders as `True`, which is not JSON: the hint names `tojson`.
+    let reason = json_field_value("On_Hold__c", "True").unwrap_err();
+    assert!(reason.contains("On_Hold__c") && reason.contains("| tojson"), "{reason}");
+    assert_eq!(json_field_value("Amount", " 12.50 "), Ok(json!(12.5)));
+    // Typed null, strings need their quotes.
+    let p = payloads(&crm_engine().plan(&customer("null"), 0).unwrap());
+    assert_eq!(p[0]["fields"]["Terms__c"], Value::Null);
+    let p = payloads(&crm_engine().plan(&customer("\"net 30\""), 0).unwrap());
+    assert_eq!(p[0]["fields"]["Terms__c"], "net 30");
+}
+
+#[test]
+fn an_empty_record_id_is_a_template_error() {
+    let event = crm_event(
+        "customer",
+        json!({"id": "C-1", "sf_id": "  ", "status": "x", "on_hold": false, "terms": "1", "name": "n"}),
+    );
+    let err = crm_engine().plan(&event, 0).unwrap_err();
+    assert!(matches!(&err, FlowError::Template { reason, .. } if reason.contains("`id` rendered empty")), "{err}");
+}
+
+#[test]
+fn a_delivery_with_a_false_condition_is_not_planned() {
+    let account = |country: &str| crm_event("account", json!({"id": "A-7", "account": {"country": country}}));
+    let jobs = crm_engine().plan(&account("Hong Kong"), 0).unwrap();
+    assert_eq!(jobs.iter().map(|j| j.destination.as_str()).collect::<Vec<_>>(), ["hk-group"]);
+    assert_eq!(jobs[0].idempotency_key, "ev-9:regional:0");
+
+    let jobs = crm_engine().plan(&account("United States"), 0).unwrap();
+    assert_eq!(jobs.iter().map(|j| j.destination.as_str()).collect::<Vec<_>>(), ["us-group"]);
+    // Keyed by the delivery's place in the flow, not by how many were planned before it.
+    assert_eq!(jobs[0].idempotency_key, "ev-9:regional:1");
+
+    assert!(crm_engine().plan(&account("Japan"), 0).unwrap().is_empty());
+
+    // A condition failing at runtime is an error naming the flow, as for a flow's `when`.
+    let err = crm_engine().plan(&crm_event("account", json!({"id": "A-8"})), 0).unwrap_err();
+    assert!(
+        matches!(&err, FlowError::Condition { flow, condition, .. }
+        if flow == "regional" && condition.contains("Hong Kong")),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_per_currency_threshold_in_cel_reads_a_money_field() {
+    let order = |amount: Value| {
+        let mut data = json!({"id": "SO-1"});
+        if !amount.is_null() {
+            data["amount"] = amount;
+        }
+        crm_engine().plan(&crm_event("order", data), 0)
+    };
+    let planned = |amount: &str, currency: &str| {
+        order(json!({"amount": amount, "currency": currency})).unwrap_or_else(|e| panic!("{e}")).len() == 1
+    };
+    assert!(planned("500000.00", "HKD"));
+    assert!(!planned("499999.99", "HKD"));
+    assert!(planned("64000", "USD"));
+    assert!(!planned("63999.99", "USD"));
+    assert!(planned("450000.01", "CNY"));
+    assert!(!planned("449999", "CNY"));
+    // No amount: `has` guards the lookup.
+    assert!(order(Value::Null).unwrap().is_empty());
+    // A currency missing from the map is an error (a dead letter), not a silent skip.
+    let err = order(json!({"amount": "1", "currency": "EUR"})).unwrap_err();
+    assert!(matches!(&err, FlowError::Condition { flow, .. } if flow == "big-orders"), "{err}");
+}
+
+#[test]
+fn cel_map_literals_support_the_membership_guard_the_docs_suggest() {
+    let guard = r#"event.fields.amount.currency in {"HKD": 500000.0, "USD": 64000.0}"#;
+    let run = |currency: &str| {
+        let program = cel::Program::compile(guard).unwrap();
+        let mut ctx = cel::Context::default();
+        let event = json!({"fields": {"amount": {"amount": "1", "currency": currency}}});
+        ctx.add_variable_from_value("event", cel::to_value(event).unwrap());
+        program.execute(&ctx).unwrap()
+    };
+    assert_eq!(run("HKD"), cel::Value::Bool(true));
+    assert_eq!(run("EUR"), cel::Value::Bool(false));
+}

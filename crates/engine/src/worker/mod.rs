@@ -120,7 +120,10 @@ impl DeliveryWorkers {
                 paused_until: Mutex::new(None),
                 tracker: tracker.clone(),
             });
-            tracker.spawn(dispatch(shared));
+            match shared.sink.batching() {
+                Some(batching) => tracker.spawn(batch::dispatch_batches(shared, batching)),
+                None => tracker.spawn(dispatch(shared)),
+            };
         }
         Self { wakers: Arc::new(wakers) }
     }
@@ -377,25 +380,7 @@ async fn deliver_one(sh: &Shared, job: Job) -> bool {
         let now = sh.clock.now_millis();
         match result {
             Ok(receipt) => {
-                crashpoint::hit(crashpoint::AFTER_DELIVERY);
-                let c = Completion { lease: job.lease(), receipt: receipt.vendor_id.or(receipt.detail) };
-                let done = match sh.completer.submit(c.clone(), now).await {
-                    // The batcher's queue is full: commit this one directly rather than wait.
-                    Err(StoreError::Overloaded) => match sh.store.complete(std::slice::from_ref(&c), now).await {
-                        Ok(results) => results.into_iter().next().unwrap_or(Ok(())),
-                        Err(e) => Err(e),
-                    },
-                    other => other,
-                };
-                if let Err(e) = done {
-                    store_error(sh, &job, "complete", &e);
-                }
-                metrics::counter!(METRIC_DELIVERIES, "destination" => sh.destination.clone(), "outcome" => "delivered")
-                    .increment(1);
-                #[allow(clippy::cast_precision_loss)]
-                let latency = (now - job.created_at).max(0) as f64 / 1000.0;
-                metrics::histogram!(METRIC_LATENCY, "destination" => sh.destination.clone()).record(latency);
-                debug!("Delivered.");
+                settle_success(sh, &job, receipt).await;
                 true
             }
             Err(err) => {
@@ -408,12 +393,49 @@ async fn deliver_one(sh: &Shared, job: Job) -> bool {
     .await
 }
 
+/// Commit a delivered job (group commit) and count it.
+async fn settle_success(sh: &Shared, job: &Job, receipt: connect::Receipt) {
+    crashpoint::hit(crashpoint::AFTER_DELIVERY);
+    let now = sh.clock.now_millis();
+    let c = Completion { lease: job.lease(), receipt: receipt.vendor_id.or(receipt.detail) };
+    let done = match sh.completer.submit(c.clone(), now).await {
+        // The batcher's queue is full: commit this one directly rather than wait.
+        Err(StoreError::Overloaded) => match sh.store.complete(std::slice::from_ref(&c), now).await {
+            Ok(results) => results.into_iter().next().unwrap_or(Ok(())),
+            Err(e) => Err(e),
+        },
+        other => other,
+    };
+    if let Err(e) = done {
+        store_error(sh, job, "complete", &e);
+    }
+    metrics::counter!(METRIC_DELIVERIES, "destination" => sh.destination.clone(), "outcome" => "delivered")
+        .increment(1);
+    #[allow(clippy::cast_precision_loss)]
+    let latency = (now - job.created_at).max(0) as f64 / 1000.0;
+    metrics::histogram!(METRIC_LATENCY, "destination" => sh.destination.clone()).record(latency);
+    debug!("Delivered.");
+}
+
 enum Next {
     Retry(Duration),
     Dead(String),
 }
 
 async fn on_failure(sh: &Shared, job: &Job, attempts_made: u32, err: &DeliveryError, now: i64) {
+    on_failure_pinned(sh, job, attempts_made, err, now, None).await;
+}
+
+/// As [`on_failure`]; a retry happens at `pinned` when given (the jobs of one record in one
+/// batch retry together, so they can merge again). Returns the retry time, if retried.
+async fn on_failure_pinned(
+    sh: &Shared,
+    job: &Job,
+    attempts_made: u32,
+    err: &DeliveryError,
+    now: i64,
+    pinned: Option<i64>,
+) -> Option<i64> {
     metrics::counter!(METRIC_ERRORS, "destination" => sh.destination.clone(), "kind" => err.kind()).increment(1);
     let schedule = &sh.settings.schedule;
     let exhausted = || Next::Dead(format!("gave up after {attempts_made} attempts: {err}"));
@@ -435,7 +457,7 @@ async fn on_failure(sh: &Shared, job: &Job, attempts_made: u32, err: &DeliveryEr
     };
     match next {
         Next::Retry(delay) => {
-            let at = now.saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
+            let at = pinned.unwrap_or_else(|| now.saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX)));
             // `<kind>: <error>`; an `auth: ` prefix marks a credentials failure for the next attempt.
             let stored = format!("{}: {err}", err.kind());
             warn!(retry_in_ms = delay.as_millis() as u64, error = %err, "Delivery failed; will retry.");
@@ -444,6 +466,7 @@ async fn on_failure(sh: &Shared, job: &Job, attempts_made: u32, err: &DeliveryEr
             }
             metrics::counter!(METRIC_DELIVERIES, "destination" => sh.destination.clone(), "outcome" => "retried")
                 .increment(1);
+            Some(at)
         }
         Next::Dead(reason) => {
             error!(reason = %reason, "Delivery failed for good; dead-lettered.");
@@ -452,9 +475,12 @@ async fn on_failure(sh: &Shared, job: &Job, attempts_made: u32, err: &DeliveryEr
             }
             metrics::counter!(METRIC_DELIVERIES, "destination" => sh.destination.clone(), "outcome" => "dead")
                 .increment(1);
+            None
         }
     }
 }
+
+mod batch;
 
 #[cfg(test)]
 mod tests;

@@ -528,6 +528,7 @@ async fn sqlite_store_r10_and_happy_path_end_to_end() {
         idempotency_key: format!("ev1:f:{i}"),
         payload: payload(k),
         next_attempt_at: now,
+        coalesce: false,
     };
     let intake = Intake {
         dedup_key: "src:msg1".into(),
@@ -754,6 +755,7 @@ async fn r11_restart_in_the_middle_of_a_back_off_keeps_the_persisted_attempt_tim
         idempotency_key: "ev1:f:0".into(),
         payload: payload("a"),
         next_attempt_at: t0,
+        coalesce: false,
     };
     let intake = Intake {
         dedup_key: "src:msg1".into(),
@@ -840,4 +842,123 @@ async fn r11_restart_in_the_middle_of_a_back_off_keeps_the_persisted_attempt_tim
     tracker.close();
     tracker.wait().await;
     eprintln!("restart mid back-off: {:?} of wall time", wall.elapsed());
+}
+
+/// A batching sink: records every batch (the `k` of each payload) and fails the keys it is told to.
+struct BatchSink {
+    batches: Mutex<Vec<Vec<String>>>,
+    failing: Mutex<HashSet<String>>,
+}
+
+#[async_trait]
+impl Sink for BatchSink {
+    async fn deliver(&self, _: &Delivery) -> Result<Receipt, DeliveryError> {
+        unreachable!("a batching sink is driven through deliver_batch")
+    }
+    fn idempotency(&self) -> Idempotency {
+        Idempotency::Honoured
+    }
+    async fn healthcheck(&self) -> Result<(), DeliveryError> {
+        Ok(())
+    }
+    fn batching(&self) -> Option<connect::Batching> {
+        Some(connect::Batching { max_records: 100, linger: Duration::from_millis(300) })
+    }
+    async fn deliver_batch(&self, batch: &[Delivery]) -> Vec<Result<Receipt, DeliveryError>> {
+        let ks: Vec<String> = batch.iter().map(|d| d.payload["k"].as_str().unwrap().to_string()).collect();
+        self.batches.lock().unwrap().push(ks.clone());
+        let failing = self.failing.lock().unwrap().clone();
+        ks.iter()
+            .map(|k| {
+                let record = k.split('/').next().unwrap();
+                if failing.contains(record) {
+                    Err(DeliveryError::Server { vendor: "crm", status: 503, detail: "UNABLE_TO_LOCK_ROW".into() })
+                } else {
+                    Ok(Receipt { vendor_id: Some(record.into()), detail: None })
+                }
+            })
+            .collect()
+    }
+}
+
+/// S6's shape on the real SQLite store: 600 updates to 150 records, 4 each, arrive at once; a
+/// batching sink of 100 records per call gets each record's whole run in one batch (id order),
+/// so the 600 land in 2 calls; a failing record is retried on its own, its later updates wait.
+#[tokio::test]
+async fn batching_sink_gets_whole_runs_per_key_in_few_calls() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("batch.db").display());
+    let store = store::open(&url).await.unwrap();
+    let clock: Arc<dyn Clock> = Arc::new(connect::SystemClock);
+    let now = clock.now_millis();
+    let mut intakes = Vec::new();
+    for round in 0..4 {
+        for rec in 0..150 {
+            let n = round * 150 + rec;
+            intakes.push(Intake {
+                dedup_key: format!("src:{n}"),
+                event_id: format!("ev{n}"),
+                source: "src".into(),
+                received_at: now,
+                event_json: "{}".into(),
+                jobs: vec![NewJob {
+                    flow: "f".into(),
+                    destination: "d".into(),
+                    ordering_key: format!("d/rec{rec}"),
+                    idempotency_key: format!("ev{n}:f:0"),
+                    payload: payload(&format!("rec{rec}/{round}")),
+                    next_attempt_at: now,
+                    coalesce: false,
+                }],
+                dead_letter: None,
+            });
+        }
+    }
+    store.ingest(&intakes).await.unwrap();
+    let sink = Arc::new(BatchSink { batches: Mutex::new(Vec::new()), failing: Mutex::new(HashSet::new()) });
+    sink.failing.lock().unwrap().insert("rec7".into());
+    // The failing record's retry comes after the first two batches have been checked.
+    let mut s = settings(RetrySchedule { steps: vec![Duration::from_secs(2); 3], jitter: 0.0 }, 4);
+    s.poll_interval = Duration::from_millis(20);
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let sinks: BTreeMap<String, Arc<dyn Sink>> = BTreeMap::from([("d".to_string(), sink.clone() as Arc<dyn Sink>)]);
+    let workers = DeliveryWorkers::spawn(store.clone(), sinks, s, clock, shutdown.clone(), &tracker);
+    workers.nudge();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while store.stats(now).await.unwrap().done < 596 {
+        assert!(Instant::now() < deadline, "not delivered: {:?}", store.stats(now).await.unwrap());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    {
+        let batches = sink.batches.lock().unwrap();
+        assert_eq!(batches.len(), 2, "150 records of 4 updates each fit two calls of 100 records");
+        let all: Vec<&String> = batches.iter().flatten().collect();
+        for rec in 0..150 {
+            let seen: Vec<&str> =
+                all.iter().filter(|k| k.starts_with(&format!("rec{rec}/"))).map(|k| k.as_str()).collect();
+            if rec == 7 {
+                assert_eq!(seen, ["rec7/0", "rec7/1", "rec7/2", "rec7/3"], "the failing run was sent once, in order");
+            } else {
+                let expected: Vec<String> = (0..4).map(|r| format!("rec{rec}/{r}")).collect();
+                assert_eq!(seen, expected, "record {rec}: whole run, in order, once");
+            }
+        }
+    }
+    // The failing record recovers: its four updates land in order, in one further call.
+    sink.failing.lock().unwrap().clear();
+    while store.stats(clock_now()).await.unwrap().done < 600 {
+        assert!(Instant::now() < deadline, "rec7 not delivered after recovery");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let batches = sink.batches.lock().unwrap().clone();
+    assert_eq!(batches.last().unwrap(), &["rec7/0", "rec7/1", "rec7/2", "rec7/3"]);
+    assert_eq!(batches.len(), 3);
+    shutdown.cancel();
+    tracker.close();
+    tracker.wait().await;
+}
+
+fn clock_now() -> i64 {
+    connect::SystemClock.now_millis()
 }

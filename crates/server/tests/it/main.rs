@@ -2,5 +2,6 @@
 //! signatures (R17), replays (R18), size and shape (R19).
 
 mod admin;
+mod crm;
 mod dingtalk;
 mod intake;

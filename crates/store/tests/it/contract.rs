@@ -22,6 +22,8 @@ crate::contract_tests!(
     stats,
     survives_reopen,
     empty_batches,
+    coalescing_jobs_join_a_waiting_one,
+    batch_claim_takes_runs_per_key,
 );
 
 fn lost(r: Result<(), StoreError>) -> bool {
@@ -427,4 +429,67 @@ async fn replay_many_in_one_transaction(b: &mut Backend) {
     let ids: Vec<i64> = claimed.iter().map(|j| j.id).collect();
     assert_eq!(s.replay_dead_many(&ids, 700).await.unwrap(), 300);
     assert!(s.list_dead(1_000).await.unwrap().is_empty());
+}
+
+/// A coalescing job is not inserted while a pending job of the same destination and key waits;
+/// once that one is leased, the next change gets a job of its own.
+async fn coalescing_jobs_join_a_waiting_one(b: &mut Backend) {
+    let s = &b.store;
+    let coalesced = |idem: &str| store::NewJob { coalesce: true, ..job("rec-1", idem, 5_000) };
+    s.ingest(&[intake("n:1", "e1", vec![coalesced("r-1")])]).await.unwrap();
+    // Same batch and a later batch: both join the waiting job; another key does not.
+    let out = s
+        .ingest(&[
+            intake("n:2", "e2", vec![coalesced("r-2")]),
+            intake("n:3", "e3", vec![coalesced("r-3"), store::NewJob { coalesce: true, ..job("rec-2", "r-4", 5_000) }]),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(out, vec![IntakeOutcome::Accepted; 2], "the events themselves are kept");
+    assert_eq!(s.stats(0).await.unwrap().pending, 2);
+    assert_eq!(s.stats(0).await.unwrap().events, 3);
+    let claimed = s.claim(DEST, "w", 10, 30_000, 5_000).await.unwrap();
+    assert_eq!(claimed.iter().map(|j| j.idempotency_key.as_str()).collect::<Vec<_>>(), ["r-1", "r-4"]);
+    // rec-1 is being read now: a change after that read starts needs a read of its own.
+    s.ingest(&[intake("n:4", "e4", vec![coalesced("r-5")])]).await.unwrap();
+    assert_eq!(s.stats(5_000).await.unwrap().pending, 1);
+    // A job without the flag is always inserted.
+    s.ingest(&[intake("n:5", "e5", vec![job("rec-1", "plain", 5_000)])]).await.unwrap();
+    assert_eq!(s.stats(5_000).await.unwrap().pending, 2);
+}
+
+/// A batch claim leases each key's due run at once (head and followers, id order), stops at a
+/// job not yet due, and leaves keys another worker holds alone.
+async fn batch_claim_takes_runs_per_key(b: &mut Backend) {
+    let s = &b.store;
+    let jobs = vec![
+        job("a", "a1", 0),
+        job("b", "b1", 0),
+        job("a", "a2", 0),
+        job("a", "a3", 9_000),
+        job("a", "a4", 0),
+        job("c", "c1", 0),
+        job("c", "c2", 0),
+    ];
+    s.ingest(&[intake("src:1", "e1", jobs)]).await.unwrap();
+    // A released head is claimable again, with its run.
+    let first = s.claim(DEST, "other", 1, 30_000, 1_000).await.unwrap();
+    assert_eq!(first[0].idempotency_key, "a1");
+    s.release(first[0].lease(), 1_000).await.unwrap();
+    let held = s.claim_runs(DEST, "other", 10, 100, 30_000, 1_000).await.unwrap();
+    let keys: Vec<&str> = held.iter().map(|j| j.idempotency_key.as_str()).collect();
+    // a3 is not due: a2 comes along, a3 and a4 wait behind it.
+    assert_eq!(keys, ["a1", "b1", "a2", "c1", "c2"]);
+    assert!(held.iter().all(|j| j.state == JobState::Leased && j.lease_owner.as_deref() == Some("other")));
+    assert!(s.claim_runs(DEST, "w", 10, 100, 30_000, 1_000).await.unwrap().is_empty(), "every key is held");
+    for j in &held {
+        s.complete(&[Completion { lease: j.lease(), receipt: None }], 2_000).await.unwrap();
+    }
+    assert!(s.claim_runs(DEST, "w", 10, 100, 30_000, 2_000).await.unwrap().is_empty(), "a3 is not due");
+    // `max_jobs` bounds heads and followers together; the cut keeps a prefix of the run.
+    let rest = s.claim_runs(DEST, "w", 10, 1, 30_000, 9_000).await.unwrap();
+    assert_eq!(rest.iter().map(|j| j.idempotency_key.as_str()).collect::<Vec<_>>(), ["a3"]);
+    s.complete(&[Completion { lease: rest[0].lease(), receipt: None }], 9_000).await.unwrap();
+    let rest = s.claim_runs(DEST, "w", 10, 100, 30_000, 9_000).await.unwrap();
+    assert_eq!(rest.iter().map(|j| j.idempotency_key.as_str()).collect::<Vec<_>>(), ["a4"]);
 }

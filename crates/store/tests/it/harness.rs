@@ -194,6 +194,7 @@ pub fn job(key: &str, idem: &str, due: i64) -> NewJob {
         idempotency_key: idem.into(),
         payload: format!("{{\"idem\":\"{idem}\"}}"),
         next_attempt_at: due,
+        coalesce: false,
     }
 }
 

@@ -126,6 +126,7 @@ async fn run_case(b: &mut Backend, ops: &[Op]) {
                         idempotency_key: format!("idem{}-{i}", m.n),
                         payload: "{}".into(),
                         next_attempt_at: now + i64::from(delay),
+                        coalesce: false,
                     })
                     .collect();
                 let it = Intake {

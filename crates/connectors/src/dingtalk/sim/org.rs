@@ -639,7 +639,8 @@ pub struct Seed {
 
 /// Harbour Trading Ltd, a Hong Kong trading company: one internal app, six departments, twelve
 /// people (one has left) with manager chains for purchasing, finance and sales approvals, and
-/// three groups named after the seeded custom robots (`ops`, `sales-hk`, `finance`).
+/// three groups named after the seeded custom robots (`ops`, `sales-hk`, `finance`) and
+/// `sales-prc`, the group of the mainland China sales team.
 pub fn seed() -> Seed {
     let apps = vec![SimApp {
         app_key: SEED_APP_KEY.to_owned(),
@@ -838,6 +839,8 @@ pub fn seed() -> Seed {
             "salesmgr0001",
             &["salesmgr0001", "sales0101", "sales0201", "boss0001"],
         ),
+        // Mainland China customers: the regional sales group S3 routes PRC accounts to.
+        group("cidPrC8sAlEs3GbA7wQxYz1Kj==", "sales-prc", "salesmgr0001", &["salesmgr0001", "sales0201", "boss0001"]),
         group(
             "cidF1nAnCe9zYxWvUt8sRqPo/A==",
             "finance",
@@ -1142,7 +1145,7 @@ mod tests {
         // Purchase request chain: clerk → purchasing manager → managing director; finance people exist.
         assert_eq!(org.user("staff0815").unwrap().manager_userid.as_deref(), Some("manager4711"));
         assert_eq!(org.user("manager4711").unwrap().unionid, "z21HjQliSzpw0YWCNxmii6u2Os62cZ62iSZ");
-        for title in ["ops", "sales-hk", "finance"] {
+        for title in ["ops", "sales-hk", "sales-prc", "finance"] {
             let group = org.group_by_title(title).unwrap_or_else(|| panic!("group {title}"));
             assert!(group.open_conversation_id.starts_with("cid"));
             assert!(group.member_userids.contains(&group.owner_userid));

@@ -5,8 +5,8 @@
 //! |---|---|
 //! | `POST /services/oauth2/token` | client credentials, JWT bearer (RS256 verified), refresh token; tokens expire after a TTL or on [`SalesforceSim::expire_tokens`] |
 //! | `GET /services/data/` | versions (not counted) |
-//! | `…/sobjects/{O}/{id}` | GET, PATCH (204), DELETE; `POST …/sobjects/{O}` create (201) |
-//! | `…/sobjects/{O}/{ExtId}/{value}` | upsert: 201 created, 200 updated, 300 several matches |
+//! | `…/sobjects/{O}/{id}` | GET, PATCH (204), DELETE (to the recycle bin: then 404 `ENTITY_IS_DELETED`); `POST …/sobjects/{O}` create (201) |
+//! | `…/sobjects/{O}/{ExtId}/{value}` | upsert by `Id` or any custom (`…__c`) field: 201 created, 200 updated, 300 several matches |
 //! | `…/query?q=`, `…/query/{locator}-{offset}` | the SOQL subset of [`soql`], server-side locators, batch size |
 //! | `…/composite` | subrequests in order, `@{ref.field}` references, allOrNone rollback; one call |
 //! | `…/composite/sobjects[/{O}/{ExtId}]` | collections update/upsert, ≤ 200, per-record `statusCode` errors |
@@ -104,6 +104,8 @@ struct Org {
     batch_size: usize,
     outbound_url: Option<String>,
     locked: BTreeSet<String>,
+    /// Ids deleted through the API: reads and writes answer `ENTITY_IS_DELETED`.
+    recycled: BTreeSet<String>,
 }
 
 /// The Salesforce simulator.
@@ -156,6 +158,7 @@ impl SalesforceSim {
             batch_size: config.batch_size.max(1),
             outbound_url: config.outbound_url.clone(),
             locked: BTreeSet::new(),
+            recycled: BTreeSet::new(),
         };
         for (object, mut record) in seed::records() {
             let stamp = format_stamp(now);
@@ -202,6 +205,12 @@ impl SalesforceSim {
     /// A stored record.
     pub fn record(&self, object: &str, id: &str) -> Option<Value> {
         self.lock().records.get(object).and_then(|m| m.get(id)).cloned()
+    }
+
+    /// The stored record of `object` whose `field` equals `value` (e.g. an external id).
+    pub fn find(&self, object: &str, field: &str, value: &str) -> Option<Value> {
+        let org = self.lock();
+        org.records.get(object)?.values().find(|r| r.get(field).and_then(Value::as_str) == Some(value)).cloned()
     }
 
     /// Outbound Message deliveries acknowledged / attempted so far.
@@ -293,11 +302,13 @@ impl SalesforceSim {
         let Ok(id18) = normalize_id(id) else {
             return Err(error(400, "MALFORMED_ID", &format!("{object} ID: id value of incorrect type: {id}")));
         };
-        org.records
-            .get(object)
-            .and_then(|m| m.get(&id18))
-            .cloned()
-            .ok_or_else(|| error(404, "NOT_FOUND", "The requested resource does not exist"))
+        if let Some(record) = org.records.get(object).and_then(|m| m.get(&id18)) {
+            return Ok(record.clone());
+        }
+        if org.recycled.contains(&id18) {
+            return Err(error(404, "ENTITY_IS_DELETED", "entity is deleted"));
+        }
+        Err(error(404, "NOT_FOUND", "The requested resource does not exist"))
     }
 
     /// One data-API request (already authenticated and counted), also used for composite items.
@@ -382,9 +393,11 @@ impl SalesforceSim {
             }
             ("DELETE", ["sobjects", object, id]) if object_known(object) => match Self::find_record(org, object, id) {
                 Ok(r) => {
+                    let id18 = r["Id"].as_str().unwrap_or_default().to_owned();
                     if let Some(m) = org.records.get_mut(*object) {
-                        m.remove(r["Id"].as_str().unwrap_or_default());
+                        m.remove(&id18);
                     }
+                    org.recycled.insert(id18);
                     (204, None)
                 }
                 Err(e) => e,
@@ -421,7 +434,8 @@ impl SalesforceSim {
         fields: &Map<String, Value>,
         changed: &mut Vec<Value>,
     ) -> Result<(u16, Value), Answer> {
-        if field != "Dingbridge_Id__c" && field != "Id" {
+        // External id fields are custom fields flagged as such; the sim takes every custom field.
+        if field != "Id" && !field.ends_with("__c") {
             return Err(error(
                 404,
                 "NOT_FOUND",

@@ -1,0 +1,428 @@
+//! CRM change intake (Salesforce Outbound Messages and polling, Zoho notifications) and the
+//! read that follows it.
+//!
+//! A change notice is stored first (the vendor is acknowledged only after the commit) together
+//! with one *read job* for the changed record. Read jobs coalesce: while one waits for a record,
+//! later notices of that record join it, and it runs `coalesce` after the first notice, so a burst
+//! of edits costs one read and gives one event. The read job's sink, [`RefreshSink`], fetches the
+//! record's current state with its account and last activities (one or two API calls), turns it
+//! into the canonical event and commits that event with the deliveries the flows plan for it.
+//! The read's idempotency key is the event's dedup key, so a read repeated after a crash adds
+//! nothing.
+
+use crate::error::ApiError;
+use crate::hooks::{commit, refuse};
+use crate::pipeline::WebhookPipeline;
+use crate::state::AppState;
+use async_trait::async_trait;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use connect::{Clock, Delivery, DeliveryError, Idempotency, Receipt, Sink};
+use connectors::dingtalk::source::Inbound;
+use connectors::salesforce::client::SalesforceClient;
+use connectors::salesforce::limits::Priority;
+use connectors::salesforce::source::{self as sf_source, PollCursor};
+use connectors::zoho::client::ZohoClient;
+use connectors::zoho::source::{self as zoho_source, WatchChannel};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+use store::Store;
+use tokio_util::sync::CancellationToken;
+
+/// The outbox destination of a CRM source's read jobs.
+pub fn refresh_destination(source: &str) -> String {
+    format!("refresh:{source}")
+}
+
+/// The vendor client a CRM source reads with.
+#[derive(Clone)]
+pub enum CrmClient {
+    Salesforce(Arc<SalesforceClient>),
+    Zoho(Arc<ZohoClient>),
+}
+
+/// One configured CRM source, as the gateway runs it.
+pub struct CrmSource {
+    pub name: String,
+    pub client: CrmClient,
+    pub objects: Vec<String>,
+    pub coalesce: Duration,
+    /// Salesforce: Outbound Messages from any other org are refused.
+    pub organization_id: Option<String>,
+    /// Zoho: the notification channel (token verified on every notification).
+    pub channel: Option<WatchChannel>,
+}
+
+impl CrmSource {
+    fn system(&self) -> &'static str {
+        match self.client {
+            CrmClient::Salesforce(_) => "salesforce",
+            CrmClient::Zoho(_) => "zoho",
+        }
+    }
+
+    /// The record's read job: due `coalesce` from now, joining a read already waiting for it.
+    fn read_job(
+        &self,
+        object: &str,
+        record_id: &str,
+        change: &str,
+        idempotency_key: String,
+        now_ms: i64,
+    ) -> store::NewJob {
+        let destination = refresh_destination(&self.name);
+        let delay = i64::try_from(self.coalesce.as_millis()).unwrap_or(i64::MAX);
+        store::NewJob {
+            flow: format!("{}:read", self.name),
+            ordering_key: format!("{destination}/{record_id}"),
+            destination,
+            idempotency_key,
+            payload: json!({ "object": object, "id": record_id, "change": change }).to_string(),
+            next_attempt_at: now_ms.saturating_add(delay),
+            coalesce: true,
+        }
+    }
+
+    /// One stored change notice with its read job.
+    fn notice(
+        &self,
+        dedup_key: String,
+        object: &str,
+        record_id: &str,
+        change: &str,
+        detail: Value,
+        now_ms: i64,
+    ) -> store::Intake {
+        let event_id = uuid::Uuid::now_v7().to_string();
+        let event = json!({
+            "id": event_id,
+            "source": self.name,
+            "system": self.system(),
+            "type": "change_notice",
+            "object": object,
+            "entity_id": record_id,
+            "change": change,
+            "notice": detail,
+        });
+        let job = self.read_job(object, record_id, change, format!("{dedup_key}:read"), now_ms);
+        store::Intake {
+            dedup_key,
+            event_id,
+            source: self.name.clone(),
+            received_at: now_ms,
+            event_json: event.to_string(),
+            jobs: vec![job],
+            dead_letter: None,
+        }
+    }
+
+    fn watches(&self, object: &str) -> bool {
+        self.objects.iter().any(|o| o.eq_ignore_ascii_case(object))
+    }
+}
+
+/// `POST /intake/salesforce/{source}`: an Outbound Message (SOAP). Every notification is stored
+/// with its read job before the exact acknowledgement goes back; anything else gets a 4xx and a
+/// log line, and Salesforce keeps retrying it.
+pub async fn receive_outbound_message(
+    State(state): State<AppState>,
+    Path(source): Path<String>,
+    body: Bytes,
+) -> Response {
+    match outbound_message(&state, &source, &body).await {
+        Ok(response) => response,
+        Err(err) => refuse(&state, &source, err, "Salesforce Outbound Message"),
+    }
+}
+
+async fn outbound_message(state: &AppState, source: &str, body: &[u8]) -> Result<Response, ApiError> {
+    let crm = crm_source(state, source, "salesforce")?;
+    let text = std::str::from_utf8(body)
+        .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "malformed_body", "the body is not UTF-8 XML"))?;
+    let message = sf_source::parse_outbound_message(text)
+        .map_err(|err| ApiError::new(StatusCode::BAD_REQUEST, "malformed_body", err.to_string()))?;
+    if let Some(expected) = &crm.organization_id {
+        if !connectors::salesforce::ids::same_id(expected, &message.organization_id) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "wrong_organization",
+                format!("the message comes from org {}, not the configured one", message.organization_id),
+            ));
+        }
+    }
+    let now_ms = state.clock.now_millis();
+    for n in &message.notifications {
+        if !crm.watches(&n.sobject_type) {
+            tracing::warn!(source, object = %n.sobject_type, "Outbound Message for an object the source does not list; acknowledged and ignored.");
+            continue;
+        }
+        let detail =
+            json!({ "notification_id": n.notification_id, "action_id": message.action_id, "fields": n.fields });
+        let intake = crm.notice(
+            format!("{source}:{}", n.notification_id),
+            &n.sobject_type,
+            &n.record_id,
+            "updated",
+            detail,
+            now_ms,
+        );
+        commit(state, source, intake).await?;
+    }
+    Ok(([(header::CONTENT_TYPE, sf_source::ACK_CONTENT_TYPE)], sf_source::ACK_BODY).into_response())
+}
+
+/// `POST /intake/zoho/{source}`: a notification of the source's watch channel. The channel token
+/// is checked before anything is stored.
+pub async fn receive_zoho_notification(
+    State(state): State<AppState>,
+    Path(source): Path<String>,
+    body: Bytes,
+) -> Response {
+    match zoho_notification(&state, &source, &body).await {
+        Ok(response) => response,
+        Err(err) => refuse(&state, &source, err, "Zoho notification"),
+    }
+}
+
+async fn zoho_notification(state: &AppState, source: &str, body: &[u8]) -> Result<Response, ApiError> {
+    let crm = crm_source(state, source, "zoho")?;
+    let Some(channel) = &crm.channel else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_source",
+            format!("`{source}` takes no Zoho notifications"),
+        ));
+    };
+    let notification = zoho_source::verify_notification(body, std::slice::from_ref(channel)).map_err(|err| {
+        let status = match err {
+            zoho_source::NotificationError::BadToken | zoho_source::NotificationError::UnknownChannel(_) => {
+                StatusCode::UNAUTHORIZED
+            }
+            _ => StatusCode::BAD_REQUEST,
+        };
+        ApiError::new(status, "bad_notification", err.to_string())
+    })?;
+    let now_ms = state.clock.now_millis();
+    let change = match notification.operation.as_str() {
+        "insert" => "created",
+        "delete" => "deleted",
+        _ => "updated",
+    };
+    for id in &notification.ids {
+        let dedup = format!("{source}:{}:{}:{id}", notification.channel_id, notification.server_time);
+        let detail = json!({ "channel_id": notification.channel_id, "operation": notification.operation, "server_time": notification.server_time });
+        commit(state, source, crm.notice(dedup, &notification.module, id, change, detail, now_ms)).await?;
+    }
+    Ok((StatusCode::OK, axum::Json(json!({"status": "accepted"}))).into_response())
+}
+
+fn crm_source<'a>(state: &'a AppState, source: &str, system: &str) -> Result<&'a Arc<CrmSource>, ApiError> {
+    if !state.is_accepting() {
+        return Err(ApiError::unavailable("draining", "the gateway is shutting down; retry later", 1));
+    }
+    state.crm.get(source).filter(|s| s.system() == system).ok_or_else(|| {
+        ApiError::new(StatusCode::NOT_FOUND, "unknown_source", format!("no {system} source named `{source}`"))
+    })
+}
+
+/// The sink of a CRM source's read jobs: read the record, commit the canonical event.
+pub struct RefreshSink {
+    pub source: Arc<CrmSource>,
+    pub pipeline: Arc<WebhookPipeline>,
+    pub store: Arc<dyn Store>,
+    pub clock: Arc<dyn Clock>,
+    /// Wakes the delivery workers after a commit (set once the workers exist).
+    pub nudge: Arc<OnceLock<Arc<dyn Fn() + Send + Sync>>>,
+}
+
+#[async_trait]
+impl Sink for RefreshSink {
+    async fn deliver(&self, delivery: &Delivery) -> Result<Receipt, DeliveryError> {
+        let bad = |detail: String| DeliveryError::BadPayload { destination: delivery.destination.clone(), detail };
+        let field = |name: &str| {
+            delivery
+                .payload
+                .get(name)
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+                .ok_or_else(|| bad(format!("read job without `{name}`")))
+        };
+        let (object, id, change) = (field("object")?, field("id")?, field("change")?);
+        let snapshot = match &self.source.client {
+            CrmClient::Salesforce(client) => {
+                connectors::salesforce::snapshot::fetch(client, &object, &id, Priority::Background).await?
+            }
+            CrmClient::Zoho(client) => connectors::zoho::snapshot::fetch(client, &object, &id).await?,
+        };
+        let inbound = match snapshot {
+            Some(s) => Inbound {
+                event_type: format!("{}.{object}", self.source.system()),
+                entity: s.entity,
+                entity_id: s.entity_id,
+                change,
+                dedup_key: delivery.idempotency_key.clone(),
+                source_time_ms: s.source_time_ms,
+                data: s.data,
+            },
+            // Gone by the time we read it: say so instead of inventing its last state.
+            None => Inbound {
+                event_type: format!("{}.{object}", self.source.system()),
+                entity: object.to_ascii_lowercase(),
+                entity_id: id.clone(),
+                change: "deleted".into(),
+                dedup_key: delivery.idempotency_key.clone(),
+                source_time_ms: None,
+                data: json!({ "id": id }),
+            },
+        };
+        let intake = self
+            .pipeline
+            .snapshot_intake(&self.source.name, &inbound, self.clock.now())
+            .map_err(|err| bad(err.message.clone()))?;
+        let event_id = intake.event_id.clone();
+        let jobs = intake.jobs.len();
+        let outcome = self.store.ingest(&[intake]).await.map_err(|err| DeliveryError::Transport {
+            endpoint: "store".into(),
+            reason: format!("the read record could not be stored: {err}"),
+        })?;
+        let duplicate = outcome.first() == Some(&store::IntakeOutcome::Duplicate);
+        if !duplicate && jobs > 0 {
+            if let Some(nudge) = self.nudge.get() {
+                nudge();
+            }
+        }
+        tracing::debug!(source = %self.source.name, event_id = %event_id, jobs, duplicate, "CRM record read and its event stored.");
+        Ok(Receipt { vendor_id: Some(event_id), detail: Some(format!("{jobs} deliveries planned")) })
+    }
+
+    fn idempotency(&self) -> Idempotency {
+        Idempotency::Honoured
+    }
+
+    async fn healthcheck(&self) -> Result<(), DeliveryError> {
+        Ok(())
+    }
+}
+
+/// Polls a Salesforce source by `SystemModstamp` every `interval`: each changed record gets a
+/// stored notice and a read job; the cursor (timestamp and last id, so ties on one timestamp
+/// are neither lost nor repeated) is saved only after the notices are committed.
+pub fn spawn_poller(state: AppState, source: Arc<CrmSource>, interval: Duration, cancel: CancellationToken) {
+    let CrmClient::Salesforce(client) = source.client.clone() else { return };
+    tokio::spawn(async move {
+        loop {
+            for object in &source.objects {
+                if let Err(err) = poll_once(&state, &source, &client, object).await {
+                    tracing::warn!(source = %source.name, object, "Salesforce poll failed; will try again: {err}");
+                }
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(interval) => {}
+            }
+        }
+    });
+}
+
+async fn poll_once(
+    state: &AppState,
+    source: &CrmSource,
+    client: &SalesforceClient,
+    object: &str,
+) -> Result<(), String> {
+    let name = format!("salesforce.poll.{}.{object}", source.name);
+    let now = state.clock.now_millis();
+    let mut cursor = match state.store.get_cursor(&name).await.map_err(|e| e.to_string())? {
+        Some(text) => PollCursor::decode(&text).map_err(|e| e.to_string())?,
+        // A new source starts now: it reports changes from here on, not the org's history.
+        None => {
+            let start = PollCursor::starting_at(state.clock.now());
+            state.store.put_cursor(&name, &start.encode(), now).await.map_err(|e| e.to_string())?;
+            return Ok(());
+        }
+    };
+    let rows = sf_source::poll_changes(client, object, &["Id", "SystemModstamp"], &mut cursor, Priority::Background)
+        .await
+        .map_err(|e| e.to_string())?;
+    for row in &rows {
+        let id = row.get("Id").and_then(Value::as_str).unwrap_or_default();
+        let stamp = row.get("SystemModstamp").and_then(Value::as_str).unwrap_or_default();
+        let intake = source.notice(
+            format!("{}:poll:{id}:{stamp}", source.name),
+            object,
+            id,
+            "updated",
+            json!({ "SystemModstamp": stamp }),
+            now,
+        );
+        commit(state, &source.name, intake).await.map_err(|e| e.message.clone())?;
+    }
+    state.store.put_cursor(&name, &cursor.encode(), now).await.map_err(|e| e.to_string())
+}
+
+/// Keeps a Zoho source's notification channel open: enables it at start (retrying every minute
+/// until Zoho accepts), then pushes its expiry a week ahead before it lapses.
+pub fn spawn_zoho_watch(source: Arc<CrmSource>, clock: Arc<dyn Clock>, cancel: CancellationToken) {
+    let (CrmClient::Zoho(client), Some(channel)) = (source.client.clone(), source.channel.clone()) else { return };
+    const RETRY: Duration = Duration::from_secs(60);
+    const CHECK: Duration = Duration::from_secs(3600);
+    tokio::spawn(async move {
+        let mut expiry = loop {
+            let expiry = zoho_source::max_expiry(clock.now());
+            match client.watch(channel.enable_body(expiry)).await {
+                Ok(answer) if answer.first().is_some_and(|s| s.is_success()) => {
+                    tracing::info!(source = %source.name, channel = %channel.channel_id, "Zoho notification channel enabled.");
+                    break expiry;
+                }
+                Ok(answer) => {
+                    tracing::warn!(source = %source.name, answer = ?answer.first().map(|s| s.summary()), "Zoho refused the notification channel; retrying in a minute.")
+                }
+                Err(err) => {
+                    tracing::warn!(source = %source.name, "Enabling the Zoho notification channel failed; retrying in a minute: {err}")
+                }
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(RETRY) => {}
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(CHECK) => {}
+            }
+            match zoho_source::renew_if_due(
+                &client,
+                &channel,
+                expiry,
+                zoho_source::DEFAULT_RENEW_MARGIN,
+                clock.as_ref(),
+            )
+            .await
+            {
+                Ok(Some(next)) => expiry = next,
+                Ok(None) => {}
+                Err(err) => {
+                    tracing::warn!(source = %source.name, "Renewing the Zoho notification channel failed; will retry: {err}")
+                }
+            }
+        }
+    });
+}
+
+/// A stable numeric channel id for a source (Zoho channel ids are numbers).
+pub fn channel_id(source: &str) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in source.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{}", 1_000_000_000 + hash % 9_000_000_000)
+}
+
+/// Names of every CRM source, by name, for the router and the gateway.
+pub type CrmSources = BTreeMap<String, Arc<CrmSource>>;

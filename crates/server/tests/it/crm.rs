@@ -1,0 +1,303 @@
+//! CRM end to end over loopback: an in-process gateway between the Salesforce simulator and the
+//! DingTalk simulator.
+//!
+//! - S3: opportunities changed in Salesforce reach the regional sales group as a card with the
+//!   account summary and the last activities, read in one API call per opportunity; three quick
+//!   edits of one opportunity give one card; small deals give none.
+//! - S6: 10,000 credit-status updates for 2,500 customers arrive through the generic webhook
+//!   source and land in Salesforce under a 1,000-call daily quota in at most 60 calls, the
+//!   interactive reserve untouched, counted from the simulator's own log.
+
+use connect::webhook::{sign, WebhookSecret};
+use connectors::dingtalk::sim::cards::CardSpace;
+use connectors::dingtalk::sim::org::{SEED_APP_KEY, SEED_APP_SECRET};
+use connectors::salesforce::sim::{seed, SalesforceSim, SimConfig};
+use dingbridge_server::gateway::{Gateway, Overrides};
+use serde_json::{json, Value};
+use sim::Simulator;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use testkit::dingtalk::DingTalkHarness;
+
+const WEBHOOK_SECRET: &str = "whsec_Y3JtLWUyZS10ZXN0LXNlY3JldC1rZXktMDAwMDAwMDAx";
+const SALES_HK: &str = "cid7Hk2PqRsTuVwXyZ0aBcDe+Q==";
+const SALES_PRC: &str = "cidPrC8sAlEs3GbA7wQxYz1Kj==";
+const RESERVE: u64 = 200;
+
+fn config() -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+
+[delivery]
+retry_schedule = ["200ms", "500ms", "1s"]
+
+[dingtalk.apps.hk]
+app_key = "{SEED_APP_KEY}"
+app_secret = {{ env = "CRME2E_APP_SECRET" }}
+agent_id = 3120001
+sync_directory = false
+
+[salesforce.orgs.hk]
+login_url = "https://login.salesforce.com"
+client_id = "{client_id}"
+client_secret = {{ env = "CRME2E_SF_SECRET" }}
+reserve = {RESERVE}
+organization_id = "{org_id}"
+
+[sources.erp]
+type = "webhook"
+secret = {{ env = "CRME2E_WEBHOOK_SECRET" }}
+entity_id = "/data/customer_no"
+
+[sources.crm]
+type = "salesforce"
+org = "hk"
+objects = ["Opportunity"]
+coalesce = "1500ms"
+[sources.crm.fields]
+amount = {{ path = "/data/amount", type = "money", required = false }}
+
+[destinations.app]
+type = "dingtalk_app"
+app = "hk"
+
+[destinations.sf-accounts]
+type = "salesforce"
+org = "hk"
+linger = "300ms"
+
+[[flows]]
+name = "big-opportunity"
+on = {{ source = "crm", entity = "opportunity" }}
+when = 'has(event.fields.amount) && double(event.fields.amount.amount) >= {{"HKD": 500000.0, "USD": 64000.0, "CNY": 450000.0}}[event.fields.amount.currency]'
+[[flows.deliver]]
+destination = "app"
+when = 'event.data.account.country == "Hong Kong"'
+message = {{ type = "card", template_id = "dingbridge-opportunity.schema", group = "{SALES_HK}", params = {{ title = "{{{{ event.data.name }}}}", amount = "{{{{ event.fields.amount.currency }}}} {{{{ event.fields.amount.amount }}}}", account = "{{{{ event.data.account.name }}}} ({{{{ event.data.account.industry }}}}, {{{{ event.data.account.city }}}})", stage = "{{{{ event.data.stage }}}}", activities = "{{% for a in event.data.activities %}}{{{{ a.when }}}} {{{{ a.kind }}}}: {{{{ a.subject }}}}\n{{% endfor %}}" }} }}
+[[flows.deliver]]
+destination = "app"
+when = 'event.data.account.country == "China"'
+message = {{ type = "card", template_id = "dingbridge-opportunity.schema", group = "{SALES_PRC}", params = {{ title = "{{{{ event.data.name }}}}", amount = "{{{{ event.fields.amount.currency }}}} {{{{ event.fields.amount.amount }}}}", account = "{{{{ event.data.account.name }}}}" }} }}
+
+[[flows]]
+name = "credit-to-salesforce"
+on = {{ source = "erp", entity = "customer", change = ["updated"] }}
+[[flows.deliver]]
+destination = "sf-accounts"
+ordering_key = "{{{{ event.entity_id }}}}"
+message = {{ type = "record", object = "Account", op = "upsert", external_id_field = "ERP_Customer_No__c", external_id = "{{{{ event.entity_id }}}}", fields = {{ Credit_Status__c = "{{{{ event.data.credit_status }}}}" }}, json_fields = {{ Credit_Limit__c = "{{{{ event.data.credit_limit }}}}" }} }}
+"#,
+        client_id = seed::CLIENT_ID,
+        org_id = seed::ORG_ID,
+    )
+}
+
+struct E2e {
+    _dir: tempfile::TempDir,
+    dingtalk: DingTalkHarness,
+    salesforce: Arc<SalesforceSim>,
+    _salesforce_running: sim::RunningSim,
+    gateway: Gateway,
+    base: String,
+    client: reqwest::Client,
+}
+
+impl E2e {
+    async fn start(daily_limit: u64) -> E2e {
+        std::env::set_var("CRME2E_APP_SECRET", SEED_APP_SECRET);
+        std::env::set_var("CRME2E_SF_SECRET", seed::CLIENT_SECRET);
+        std::env::set_var("CRME2E_WEBHOOK_SECRET", WEBHOOK_SECRET);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("crm.toml");
+        std::fs::write(&path, config()).unwrap();
+        let (config, _) = engine::config::load_and_validate(&path).unwrap_or_else(|e| panic!("{}", e.render()));
+        let dingtalk = DingTalkHarness::start().await.unwrap();
+        let sim_config = SimConfig { daily_limit, ..SimConfig::default() };
+        let salesforce = Arc::new(SalesforceSim::new(sim_config, Arc::new(connect::SystemClock)));
+        let running = sim::serve(salesforce.clone(), std::net::SocketAddr::from(([127, 0, 0, 1], 0))).await.unwrap();
+        let mut endpoints = dingtalk.endpoint_map();
+        endpoints.insert("salesforce".into(), running.url());
+        let overrides = Overrides {
+            store_url: Some(format!("sqlite://{}/crm.db", dir.path().display())),
+            sim_endpoints: Some(endpoints),
+            listen: Some("127.0.0.1:0".into()),
+            clock: None,
+        };
+        let gateway = Gateway::start(config, overrides).await.unwrap();
+        let base = format!("http://{}", gateway.addr);
+        salesforce.set_outbound_url(Some(format!("{base}/intake/salesforce/crm")));
+        E2e {
+            _dir: dir,
+            dingtalk,
+            salesforce,
+            _salesforce_running: running,
+            gateway,
+            base,
+            client: reqwest::Client::new(),
+        }
+    }
+
+    /// Change a record as a Salesforce user would (fires the Outbound Message).
+    async fn change(&self, object: &str, record: Value) {
+        self.salesforce.put_record(object, record).await.unwrap();
+    }
+
+    async fn webhook(&self, id: &str, body: &Value) {
+        let body = serde_json::to_vec(body).unwrap();
+        let ts = jiff::Timestamp::now().as_second();
+        let secret = WebhookSecret::parse(WEBHOOK_SECRET).unwrap();
+        let resp = self
+            .client
+            .post(format!("{}/hooks/erp", self.base))
+            .header("webhook-id", id)
+            .header("webhook-timestamp", ts.to_string())
+            .header("webhook-signature", sign(&secret, id, ts, &body))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap_or_default());
+    }
+
+    fn cards_in(&self, group: &str) -> Vec<connectors::dingtalk::sim::cards::CardView> {
+        self.dingtalk
+            .sim()
+            .cards
+            .cards()
+            .into_iter()
+            .filter(|c| {
+                c.spaces.iter().any(
+                    |s| matches!(s, CardSpace::Group { open_conversation_id, .. } if open_conversation_id == group),
+                )
+            })
+            .collect()
+    }
+}
+
+async fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(started.elapsed() < limit, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn s3_big_opportunities_reach_the_regional_group_once_with_account_and_history() {
+    let h = E2e::start(15_000).await;
+    let calls_before = h.salesforce.api_calls();
+    let started = Instant::now();
+
+    // Three quick edits of the Hong Kong deal (HKD 1.25M, over the HKD 500k bar).
+    for (i, step) in ["Negotiation/Review", "Proposal/Price Quote", "Negotiation/Review"].iter().enumerate() {
+        h.change(
+            "Opportunity",
+            json!({"Id": seed::OPPORTUNITY_ID, "StageName": step, "NextStep": format!("edit {i}")}),
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // A small HKD deal and a big mainland deal (CNY 2.6M) change too.
+    h.change("Opportunity", json!({"Id": "0065g00000Qx1ZqAAJ", "Amount": 120000.0})).await;
+    h.change("Opportunity", json!({"Id": "0065g00000Qx1ZrAAJ", "StageName": "Needs Analysis"})).await;
+
+    wait_for("the Hong Kong card", Duration::from_secs(20), || !h.cards_in(SALES_HK).is_empty()).await;
+    let latency = started.elapsed();
+    wait_for("the mainland card", Duration::from_secs(20), || !h.cards_in(SALES_PRC).is_empty()).await;
+    // Past the coalescing window and the reads: nothing more is coming.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let hk = h.cards_in(SALES_HK);
+    assert_eq!(hk.len(), 1, "three edits within the window give one card: {hk:#?}");
+    let card = &hk[0].params;
+    assert_eq!(card["title"], "KPC - Q3 servo motor bulk order");
+    assert_eq!(card["amount"], "HKD 1250000.00");
+    assert_eq!(card["stage"], "Negotiation/Review", "the card shows the state after the last edit");
+    assert_eq!(card["account"], "Kowloon Precision Components Ltd (Manufacturing, Kowloon)");
+    let activities: Vec<&str> = card["activities"].lines().collect();
+    assert_eq!(activities.len(), 3, "{activities:?}");
+    assert!(activities[0].contains("Send revised quote"), "newest first: {activities:?}");
+    assert!(activities.iter().any(|a| a.contains("Site visit, Kwun Tong plant")), "{activities:?}");
+
+    let prc = h.cards_in(SALES_PRC);
+    assert_eq!(prc.len(), 1);
+    assert_eq!(prc[0].params["amount"], "CNY 2600000.00");
+    assert_eq!(prc[0].params["account"], "Pearl River Electronics Trading Co");
+    assert!(
+        h.cards_in(SALES_HK).iter().all(|c| c.params["title"] != "KPC - spare parts annual contract"),
+        "small deal: no card"
+    );
+
+    // One read per changed opportunity (3 opportunities), whatever the number of edits.
+    let calls = h.salesforce.api_calls() - calls_before;
+    assert_eq!(calls, 3, "one API call per opportunity");
+    let stats = h.gateway.store.stats(0).await.unwrap();
+    assert_eq!(stats.dead_letters, 0);
+    eprintln!("S3: Salesforce change -> DingTalk card in {} ms (coalescing window 1500 ms); {calls} API calls for 5 edits of 3 opportunities", latency.as_millis());
+    h.gateway.shutdown().await;
+}
+
+#[tokio::test]
+async fn s6_ten_thousand_updates_land_in_sixty_calls_under_a_thousand_call_quota() {
+    const CUSTOMERS: usize = 2_500;
+    const ROUNDS: usize = 4;
+    let h = E2e::start(1_000).await;
+    let calls_before = h.salesforce.api_calls();
+    let h = Arc::new(h);
+    for round in 0..ROUNDS {
+        // One update per customer per round, 32 in flight: per-customer order is the round order.
+        let mut tasks = tokio::task::JoinSet::new();
+        let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        for _ in 0..32 {
+            let (h, next) = (h.clone(), next.clone());
+            tasks.spawn(async move {
+                loop {
+                    let c = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    if c >= CUSTOMERS {
+                        break;
+                    }
+                    let body = json!({"type": "customer.updated", "data": {
+                        "customer_no": format!("C-{c:05}"),
+                        "credit_status": format!("status-{round}"),
+                        "credit_limit": 10_000 * (round + 1) + c,
+                    }});
+                    h.webhook(&format!("credit-{round}-{c}"), &body).await;
+                }
+            });
+        }
+        while let Some(done) = tasks.join_next().await {
+            done.unwrap();
+        }
+    }
+    let sf = h.salesforce.clone();
+    let landed = || {
+        (0..CUSTOMERS).all(|c| {
+            let id = format!("C-{c:05}");
+            sf.find("Account", "ERP_Customer_No__c", &id)
+                .is_some_and(|a| a["Credit_Status__c"] == json!(format!("status-{}", ROUNDS - 1)))
+        })
+    };
+    wait_for("every update in Salesforce", Duration::from_secs(60), landed).await;
+    // The last batch's completions commit just after its call returns.
+    let started = Instant::now();
+    let mut stats = h.gateway.store.stats(0).await.unwrap();
+    while stats.done < (CUSTOMERS * ROUNDS) as u64 && started.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        stats = h.gateway.store.stats(0).await.unwrap();
+    }
+    assert_eq!((stats.pending, stats.leased, stats.dead_letters), (0, 0, 0), "{stats:?}");
+    assert_eq!(stats.done, (CUSTOMERS * ROUNDS) as u64, "all 10,000 updates delivered");
+    for c in [0, 1_234, CUSTOMERS - 1] {
+        let account = sf.find("Account", "ERP_Customer_No__c", &format!("C-{c:05}")).unwrap();
+        assert_eq!(account["Credit_Limit__c"], json!(10_000 * ROUNDS + c), "the last limit, as a number");
+    }
+    let calls = sf.api_calls() - calls_before;
+    assert!(calls <= 60, "{calls} API calls for 10,000 updates");
+    assert!(1_000 - sf.api_calls() >= RESERVE, "the interactive reserve is untouched");
+    eprintln!(
+        "S6: 10,000 updates of {CUSTOMERS} accounts in {calls} Salesforce API calls ({:.1} per 1,000 updates)",
+        calls as f64 / 10.0
+    );
+}
