@@ -3,11 +3,15 @@
 //! The scenarios are checks: the demo ends with `S<n> <title>: ok|FAILED (reason)` per scenario
 //! and exits 1 if any failed.
 
+mod crm;
+
 use crate::gateway::{Gateway, Overrides};
 use crate::sims::{self, DingTalkHarness};
 use anyhow::Context;
 use connect::webhook::WebhookSecret;
+use connectors::salesforce::sim::SalesforceSim;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use testkit::sender::signed_headers;
 
@@ -65,6 +69,9 @@ pub async fn run(once: bool, listen: Option<String>) -> anyhow::Result<ExitCode>
     let dir = tempfile::tempdir().context("creating the demo's temporary folder")?;
     let dingtalk = DingTalkHarness::start().await?;
     set_demo_env(&dingtalk)?;
+    let sf_config = connectors::salesforce::sim::SimConfig { daily_limit: crm::DAILY_LIMIT, ..Default::default() };
+    let salesforce = Arc::new(SalesforceSim::new(sf_config, Arc::new(connect::SystemClock)));
+    let salesforce_running = sim::serve(salesforce.clone(), std::net::SocketAddr::from(([127, 0, 0, 1], 0))).await?;
     let config_path = dir.path().join("hk-trading.toml");
     std::fs::write(&config_path, HK_TRADING)?;
     let Some(config) = crate::gateway::load(&config_path) else {
@@ -77,16 +84,22 @@ pub async fn run(once: bool, listen: Option<String>) -> anyhow::Result<ExitCode>
     };
     let overrides = Overrides {
         store_url: Some(format!("sqlite://{}/dingbridge.db", dir.path().display())),
-        sim_endpoints: Some(dingtalk.endpoint_map()),
+        sim_endpoints: Some({
+            let mut endpoints = dingtalk.endpoint_map();
+            endpoints.insert("salesforce".into(), salesforce_running.url());
+            endpoints
+        }),
         listen: Some(listen),
         clock: None,
     };
     let gateway = Gateway::start(config, overrides).await?;
     let base = format!("http://{}", gateway.addr);
+    salesforce.set_outbound_url(Some(format!("{base}/intake/salesforce/crm")));
     println!("dingbridge demo");
     println!("  gateway        {base}   (POST /hooks/erp-events, GET /metrics, GET /healthz)");
     println!("  dingtalk sim   {}   (GET /_sim/requests, /_sim/info)", dingtalk.url());
     println!("  dingtalk page  {}/_sim/ui?user=finance0001   (click the cards as a DingTalk user)", dingtalk.url());
+    println!("  salesforce sim {}   (Outbound Messages -> {base}/intake/salesforce/crm)", salesforce_running.url());
     println!("  store          {}/dingbridge.db", dir.path().display());
     println!();
 
@@ -95,6 +108,12 @@ pub async fn run(once: bool, listen: Option<String>) -> anyhow::Result<ExitCode>
     timeline.flush();
     let timeline = Timeline::new();
     results.push(scenario_dingtalk_app(&timeline, &base, &dingtalk).await);
+    timeline.flush();
+    let timeline = Timeline::new();
+    results.push(crm::scenario_opportunities(&timeline, &dingtalk, &salesforce).await);
+    timeline.flush();
+    let timeline = Timeline::new();
+    results.push(crm::scenario_quota(&timeline, &base, &gateway, &salesforce).await);
     timeline.flush();
 
     println!();
@@ -119,6 +138,7 @@ pub async fn run(once: bool, listen: Option<String>) -> anyhow::Result<ExitCode>
     }
     gateway.shutdown().await;
     dingtalk.shutdown().await;
+    salesforce_running.shutdown().await?;
     Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 
@@ -128,6 +148,7 @@ fn set_demo_env(dingtalk: &DingTalkHarness) -> anyhow::Result<()> {
     std::env::set_var("DINGBRIDGE_WEBHOOK_SECRET", DEMO_WEBHOOK_SECRET);
     std::env::set_var("DINGBRIDGE_ADMIN_TOKEN", "demo-admin-token");
     std::env::set_var("DINGBRIDGE_DINGTALK_APP_SECRET", connectors::dingtalk::sim::org::SEED_APP_SECRET);
+    std::env::set_var("DINGBRIDGE_SALESFORCE_SECRET", connectors::salesforce::sim::seed::CLIENT_SECRET);
     for (var, robot) in pairs {
         let creds = dingtalk.robot(robot).with_context(|| format!("the simulator has no robot `{robot}`"))?;
         std::env::set_var(format!("DINGBRIDGE_{var}_ROBOT_TOKEN"), creds.access_token);

@@ -7,12 +7,12 @@
 //! concurrent vendor calls; per-key order holds because a batch claim takes a key's due run in
 //! id order and the sink merges it in that order.
 
-use super::{idle, on_failure_pinned, release_all, settle_success, Shared};
+use super::{count_delivered, idle, on_failure_pinned, release_all, store_error, Shared};
 use connect::{Batching, Delivery, DeliveryError};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
-use store::Job;
+use store::{Completion, Job};
 use tracing::{debug, info, info_span, warn, Instrument};
 
 /// Jobs one batch may hold per record it writes (several updates of one record merge into one).
@@ -137,12 +137,13 @@ async fn deliver_batch(sh: &Shared, jobs: Vec<Job>, max_records: usize) {
         debug!(delivered, failed = results.len() - delivered, "Batch answered.");
         // A key's failed jobs retry at one time, so the retry claims them as one run again.
         let mut retry_at: HashMap<String, i64> = HashMap::new();
+        let mut delivered: Vec<(Job, Completion)> = Vec::new();
         for (job, result) in sendable.into_iter().zip(results) {
             let attempt = job.attempts.saturating_add(1);
             match result {
                 Ok(receipt) => {
-                    let span = info_span!("deliver", event_id = %job.event_id, flow = %job.flow, job_id = job.id);
-                    settle_success(sh, &job, receipt).instrument(span).await;
+                    let completion = Completion { lease: job.lease(), receipt: receipt.vendor_id.or(receipt.detail) };
+                    delivered.push((job, completion));
                 }
                 Err(err) => {
                     let pinned = retry_at.get(&job.ordering_key).copied();
@@ -152,9 +153,39 @@ async fn deliver_batch(sh: &Shared, jobs: Vec<Job>, max_records: usize) {
                 }
             }
         }
+        complete_all(sh, delivered).await;
     }
     .instrument(span)
     .await
+}
+
+/// One transaction completes every delivered job of the batch (hundreds of single commits would
+/// take longer than the vendor call).
+async fn complete_all(sh: &Shared, delivered: Vec<(Job, Completion)>) {
+    if delivered.is_empty() {
+        return;
+    }
+    crashpoint::hit(crashpoint::AFTER_DELIVERY);
+    let now = sh.clock.now_millis();
+    let completions: Vec<Completion> = delivered.iter().map(|(_, c)| c.clone()).collect();
+    match sh.store.complete(&completions, now).await {
+        Ok(results) => {
+            for ((job, _), result) in delivered.iter().zip(results) {
+                if let Err(e) = result {
+                    store_error(sh, job, "complete", &e);
+                }
+                count_delivered(sh, job, now);
+            }
+        }
+        Err(e) => {
+            // The leases expire and the jobs are delivered again: a repeated write of the same
+            // values, which record sinks make harmless.
+            for (job, _) in &delivered {
+                store_error(sh, job, "complete", &e);
+            }
+        }
+    }
+    debug!(delivered = delivered.len(), "Batch completed.");
 }
 
 async fn settle_failure(sh: &Shared, job: &Job, attempt: u32, err: &DeliveryError, pinned: Option<i64>) -> Option<i64> {

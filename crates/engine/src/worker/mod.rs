@@ -409,12 +409,16 @@ async fn settle_success(sh: &Shared, job: &Job, receipt: connect::Receipt) {
     if let Err(e) = done {
         store_error(sh, job, "complete", &e);
     }
+    count_delivered(sh, job, now);
+    debug!("Delivered.");
+}
+
+fn count_delivered(sh: &Shared, job: &Job, now: i64) {
     metrics::counter!(METRIC_DELIVERIES, "destination" => sh.destination.clone(), "outcome" => "delivered")
         .increment(1);
     #[allow(clippy::cast_precision_loss)]
     let latency = (now - job.created_at).max(0) as f64 / 1000.0;
     metrics::histogram!(METRIC_LATENCY, "destination" => sh.destination.clone()).record(latency);
-    debug!("Delivered.");
 }
 
 enum Next {
