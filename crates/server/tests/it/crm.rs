@@ -106,12 +106,16 @@ struct E2e {
 
 impl E2e {
     async fn start(daily_limit: u64) -> E2e {
+        Self::start_with(daily_limit, config()).await
+    }
+
+    async fn start_with(daily_limit: u64, config_text: String) -> E2e {
         std::env::set_var("CRME2E_APP_SECRET", SEED_APP_SECRET);
         std::env::set_var("CRME2E_SF_SECRET", seed::CLIENT_SECRET);
         std::env::set_var("CRME2E_WEBHOOK_SECRET", WEBHOOK_SECRET);
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("crm.toml");
-        std::fs::write(&path, config()).unwrap();
+        std::fs::write(&path, config_text).unwrap();
         let (config, _) = engine::config::load_and_validate(&path).unwrap_or_else(|e| panic!("{}", e.render()));
         let dingtalk = DingTalkHarness::start().await.unwrap();
         let sim_config = SimConfig { daily_limit, ..SimConfig::default() };
@@ -301,4 +305,164 @@ async fn s6_ten_thousand_updates_land_in_sixty_calls_under_a_thousand_call_quota
         "S6: 10,000 updates of {CUSTOMERS} accounts in {calls} Salesforce API calls ({:.1} per 1,000 updates)",
         calls as f64 / 10.0
     );
+}
+
+const ZOHO_DEAL: &str = "5843104000001234001";
+
+fn zoho_config() -> String {
+    use connectors::zoho::sim::SIM_CLIENT_ID;
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+
+[dingtalk.apps.hk]
+app_key = "{SEED_APP_KEY}"
+app_secret = {{ env = "CRME2E_APP_SECRET" }}
+agent_id = 3120001
+sync_directory = false
+
+[zoho.orgs.hk]
+data_centre = "com"
+client_id = "{SIM_CLIENT_ID}"
+client_secret = {{ env = "CRME2E_ZOHO_SECRET" }}
+refresh_token = {{ env = "CRME2E_ZOHO_REFRESH" }}
+
+[sources.deals]
+type = "zoho"
+org = "hk"
+objects = ["Deals"]
+coalesce = "1s"
+channel_token = {{ env = "CRME2E_ZOHO_CHANNEL" }}
+[sources.deals.fields]
+amount = {{ path = "/data/amount", type = "money", required = false }}
+
+[destinations.app]
+type = "dingtalk_app"
+app = "hk"
+
+[[flows]]
+name = "big-deal"
+on = {{ source = "deals", entity = "opportunity" }}
+when = 'has(event.fields.amount) && double(event.fields.amount.amount) >= {{"HKD": 500000.0, "USD": 64000.0, "CNY": 450000.0}}[event.fields.amount.currency]'
+[[flows.deliver]]
+destination = "app"
+when = 'event.data.account.country == "Hong Kong"'
+message = {{ type = "card", template_id = "dingbridge-opportunity.schema", group = "{SALES_HK}", params = {{ title = "{{{{ event.data.name }}}}", amount = "{{{{ event.fields.amount.currency }}}} {{{{ event.fields.amount.amount }}}}", stage = "{{{{ event.data.stage }}}}", account = "{{{{ event.data.account.name }}}}", activities = "{{% for a in event.data.activities %}}{{{{ a.kind }}}}: {{{{ a.subject }}}}\n{{% endfor %}}" }} }}
+"#
+    )
+}
+
+/// S3 with Zoho CRM: the gateway opens its notification channel itself; three quick edits of a
+/// deal are notified three times, read once (two API calls: one composite, one account) and
+/// give one card in the Hong Kong sales group; a notification with a wrong token is refused.
+#[tokio::test]
+async fn s3_zoho_deal_edits_reach_the_regional_group_once_in_two_calls() {
+    use connectors::zoho::sim::{ZohoSim, SIM_CLIENT_SECRET, SIM_REFRESH_TOKEN};
+    std::env::set_var("CRME2E_APP_SECRET", SEED_APP_SECRET);
+    std::env::set_var("CRME2E_ZOHO_SECRET", SIM_CLIENT_SECRET);
+    std::env::set_var("CRME2E_ZOHO_REFRESH", SIM_REFRESH_TOKEN);
+    std::env::set_var("CRME2E_ZOHO_CHANNEL", "dingbridge-e2e-channel-token");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("zoho.toml");
+    std::fs::write(&path, zoho_config()).unwrap();
+    let (config, _) = engine::config::load_and_validate(&path).unwrap_or_else(|e| panic!("{}", e.render()));
+    let dingtalk = DingTalkHarness::start().await.unwrap();
+    let zoho = Arc::new(ZohoSim::new());
+    let running = sim::serve(zoho.clone(), std::net::SocketAddr::from(([127, 0, 0, 1], 0))).await.unwrap();
+    let mut endpoints = dingtalk.endpoint_map();
+    endpoints.insert("zoho".into(), running.url());
+    let overrides = Overrides {
+        store_url: Some(format!("sqlite://{}/zoho.db", dir.path().display())),
+        sim_endpoints: Some(endpoints),
+        listen: Some("127.0.0.1:0".into()),
+        clock: None,
+    };
+    let gateway = Gateway::start(config, overrides).await.unwrap();
+    let client = reqwest::Client::new();
+    // The channel is enabled by the gateway at start.
+    let started = Instant::now();
+    loop {
+        let requests: Value =
+            client.get(format!("{}/_sim/requests", running.url())).send().await.unwrap().json().await.unwrap();
+        let enabled = requests
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|r| r["method"] == "POST" && r["path"].as_str().is_some_and(|p| p.ends_with("/actions/watch")));
+        if enabled {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(15), "the gateway never enabled its Zoho channel");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let calls_before = zoho.calls();
+    for stage in ["Proposal/Price Quote", "Negotiation/Review", "Negotiation/Review"] {
+        zoho.put_record("Deals", json!({"id": ZOHO_DEAL, "Stage": stage})).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    let in_hk = || {
+        dingtalk
+            .sim()
+            .cards
+            .cards()
+            .into_iter()
+            .filter(|c| {
+                c.spaces.iter().any(
+                    |s| matches!(s, CardSpace::Group { open_conversation_id, .. } if open_conversation_id == SALES_HK),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    wait_for("the Zoho deal card", Duration::from_secs(20), || !in_hk().is_empty()).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let cards = in_hk();
+    assert_eq!(cards.len(), 1, "three edits, one card");
+    let card = &cards[0].params;
+    assert_eq!(card["title"], "KPC - Q3 servo motor bulk order");
+    assert_eq!(card["amount"], "HKD 1250000.00");
+    assert_eq!(card["stage"], "Negotiation/Review");
+    assert_eq!(card["account"], "Kowloon Precision Components Ltd");
+    assert!(card["activities"].contains("Discount request"), "{}", card["activities"]);
+    let calls = zoho.calls() - calls_before;
+    assert!(calls <= 2, "{calls} Zoho API calls for one deal");
+
+    // A forged notification (wrong token) is refused and stores nothing.
+    let events = gateway.store.stats(0).await.unwrap().events;
+    let forged = json!({"server_time": 1, "query_params": {}, "module": "Deals", "resource_uri": "x", "ids": [ZOHO_DEAL],
+        "affected_fields": [], "operation": "update", "channel_id": dingbridge_server::crm::channel_id("deals"), "token": "not-the-token"});
+    let resp = client.post(format!("http://{}/intake/zoho/deals", gateway.addr)).json(&forged).send().await.unwrap();
+    assert_eq!(resp.status(), 401);
+    assert_eq!(gateway.store.stats(0).await.unwrap().events, events);
+    gateway.shutdown().await;
+}
+
+/// Without Outbound Messages: the source polls `SystemModstamp`; the first poll only sets the
+/// cursor (no history replayed), a change after it is read and carded once, and the poll after
+/// that finds nothing new (no repeats).
+#[tokio::test]
+async fn salesforce_polling_finds_a_change_once_without_replaying_history() {
+    let polled = config().replace(
+        "objects = [\"Opportunity\"]\ncoalesce = \"1500ms\"",
+        "objects = [\"Opportunity\"]\nintake = \"poll\"\npoll_interval = \"10s\"\ncoalesce = \"0s\"",
+    );
+    assert!(polled.contains("intake = \"poll\""));
+    let h = E2e::start_with(15_000, polled).await;
+    h.salesforce.set_outbound_url(None);
+    // The first poll runs at start and only records where to begin.
+    let store = h.gateway.store.clone();
+    let started = Instant::now();
+    while store.get_cursor("salesforce.poll.crm.Opportunity").await.unwrap().is_none() {
+        assert!(started.elapsed() < Duration::from_secs(10), "no poll cursor");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(h.cards_in(SALES_HK).is_empty(), "existing opportunities are not replayed");
+    h.change("Opportunity", json!({"Id": seed::OPPORTUNITY_ID, "StageName": "Negotiation/Review"})).await;
+    wait_for("the polled change's card", Duration::from_secs(25), || !h.cards_in(SALES_HK).is_empty()).await;
+    // One more poll cycle: the same change is not reported again.
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    assert_eq!(h.cards_in(SALES_HK).len(), 1);
+    assert_eq!(store.stats(0).await.unwrap().dead_letters, 0);
+    h.gateway.shutdown().await;
 }
