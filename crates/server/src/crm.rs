@@ -220,6 +220,48 @@ async fn zoho_notification(state: &AppState, source: &str, body: &[u8]) -> Resul
     Ok((StatusCode::OK, axum::Json(json!({"status": "accepted"}))).into_response())
 }
 
+/// `POST /intake/zoho/{source}/workflow`: a Zoho workflow rule's webhook (the payload
+/// `{"module","id","stage","modified_time","secret"}` built from merge fields), for changes a
+/// channel does not report. Its `secret` must equal the source's channel token.
+pub async fn receive_zoho_workflow(State(state): State<AppState>, Path(source): Path<String>, body: Bytes) -> Response {
+    match zoho_workflow(&state, &source, &body).await {
+        Ok(response) => response,
+        Err(err) => refuse(&state, &source, err, "Zoho workflow webhook"),
+    }
+}
+
+async fn zoho_workflow(state: &AppState, source: &str, body: &[u8]) -> Result<Response, ApiError> {
+    let crm = crm_source(state, source, "zoho")?;
+    let Some(channel) = &crm.channel else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_source",
+            format!("`{source}` takes no Zoho webhooks"),
+        ));
+    };
+    let hook = zoho_source::WorkflowWebhook::parse_verified(body, &channel.token).map_err(|err| {
+        let status = match err {
+            zoho_source::NotificationError::BadToken => StatusCode::UNAUTHORIZED,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        ApiError::new(status, "bad_webhook", err.to_string())
+    })?;
+    if !crm.watches(&hook.module) {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unwatched_module",
+            format!("source `{source}` does not list module `{}`", hook.module),
+        ));
+    }
+    let now_ms = state.clock.now_millis();
+    let stamp = hook.modified_time.clone().unwrap_or_else(|| now_ms.to_string());
+    let detail = json!({ "workflow": true, "stage": hook.stage, "modified_time": hook.modified_time });
+    let intake =
+        crm.notice(format!("{source}:workflow:{}:{stamp}", hook.id), &hook.module, &hook.id, "updated", detail, now_ms);
+    commit(state, source, intake).await?;
+    Ok((StatusCode::OK, axum::Json(json!({"status": "accepted"}))).into_response())
+}
+
 fn crm_source<'a>(state: &'a AppState, source: &str, system: &str) -> Result<&'a Arc<CrmSource>, ApiError> {
     if !state.is_accepting() {
         return Err(ApiError::unavailable("draining", "the gateway is shutting down; retry later", 1));

@@ -46,6 +46,10 @@ pub fn router(state: AppState) -> Router {
             "/intake/zoho/{source}",
             post(crm::receive_zoho_notification).layer(axum::extract::DefaultBodyLimit::max(body_limit)),
         )
+        .route(
+            "/intake/zoho/{source}/workflow",
+            post(crm::receive_zoho_workflow).layer(axum::extract::DefaultBodyLimit::max(body_limit)),
+        )
         .nest("/api", admin::router(state.clone()))
         .with_state(state)
 }

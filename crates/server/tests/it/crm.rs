@@ -435,6 +435,16 @@ async fn s3_zoho_deal_edits_reach_the_regional_group_once_in_two_calls() {
     let resp = client.post(format!("http://{}/intake/zoho/deals", gateway.addr)).json(&forged).send().await.unwrap();
     assert_eq!(resp.status(), 401);
     assert_eq!(gateway.store.stats(0).await.unwrap().events, events);
+
+    // A workflow rule's webhook carries the shared secret: a wrong one is refused, the right one
+    // stores a change notice (and its read).
+    let hook = |secret: &str| json!({"module": "Deals", "id": ZOHO_DEAL, "stage": "Closed Won", "modified_time": "2026-11-28T10:00:00+08:00", "secret": secret});
+    let url = format!("http://{}/intake/zoho/deals/workflow", gateway.addr);
+    let resp = client.post(&url).json(&hook("guess")).send().await.unwrap();
+    assert_eq!(resp.status(), 401);
+    let resp = client.post(&url).json(&hook("dingbridge-e2e-channel-token")).send().await.unwrap();
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap_or_default());
+    assert_eq!(gateway.store.stats(0).await.unwrap().events, events + 1);
     gateway.shutdown().await;
 }
 
