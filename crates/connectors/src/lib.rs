@@ -5,5 +5,8 @@
 
 pub mod crm;
 pub mod dingtalk;
+pub mod dynamics;
+pub mod netsuite;
 pub mod salesforce;
+pub mod sap;
 pub mod zoho;

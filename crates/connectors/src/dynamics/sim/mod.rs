@@ -1,0 +1,1186 @@
+//! The Dynamics 365 simulator (reference C10): a Microsoft identity token endpoint, one Dataverse
+//! environment and one Business Central company on one loopback port.
+//!
+//! | area | what |
+//! |---|---|
+//! | `POST /{tenant}/oauth2/v2.0/token` | client credentials; scope `<resource>/.default`; bad secret → 401 `invalid_client` (AADSTS7000215); a token is valid for its resource only |
+//! | `/api/data/v9.2/{set}` | `salesorders`, `opportunities`, `accounts`, `products`, `transactioncurrencies`: `$select`, `$filter` (`and` of `field op literal`), `$orderby` (one key), `Prefer: odata.maxpagesize` with opaque `$skiptoken` nextLinks, annotations on request, change tracking (`odata.track-changes`, `$deltatoken`, tombstones; `$filter` refused) |
+//! | `/api/data/v9.2/{set}({id})` | GET; PATCH upsert with `If-Match` (stale → 412 `0x80060882`, `*` on a missing row → 404) and `If-None-Match: *` (existing → 412 `0x80040237`); DELETE |
+//! | `POST /api/data/v9.2/$batch` | multipart operations (no change sets), counted as one request |
+//! | service protection | sliding 300 s window per user: request count, combined execution time (the configured latency), concurrency; 429 + `Retry-After` + the vendor's bodies |
+//! | `/v2.0/{tenant}/{env}/api/v2.0/…` | `companies`, `companies({id})/purchaseOrders[({id})]` (`$expand=purchaseOrderLines`, `$filter`), `items`, `salesShipments`; PATCH requires `If-Match`; request limit → 429 `Application_TooManyRequests` |
+//!
+//! Records (`POST /_sim/records/{entity}`): a Dataverse set (upsert by its key; `{"@delete": true, key}`
+//! deletes) — every Dataverse change, through the API or here, bumps the row version and POSTs a
+//! `RemoteExecutionContext` to the webhook URL; a BC set (`purchaseOrders`, `items`,
+//! `salesShipments`, upsert by `id`); `webhook` (`{"url": …}`); `limits` (see [`Limits`]).
+
+pub mod seed;
+
+use super::client::{boundary_of, multipart_parts};
+use super::{BC_RESOURCE, DATAVERSE_API_PATH};
+use axum::body::Bytes;
+use axum::extract::Path;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, post};
+use axum::Router;
+use connect::Clock;
+use jiff::{SignedDuration, Timestamp};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+use sim::{SimError, Simulator};
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+/// Service-protection window (reference C7).
+pub const WINDOW: SignedDuration = SignedDuration::from_secs(300);
+
+/// Service-protection and behaviour settings; change them at run time with
+/// `POST /_sim/records/limits`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Limits {
+    /// Dataverse requests per user per window (real: 6,000).
+    pub requests: usize,
+    /// Combined execution time per window, ms (real: 1,200,000).
+    pub execution_ms: u64,
+    /// Concurrent Dataverse requests per user (real: 52).
+    pub concurrency: usize,
+    /// `Retry-After` seconds sent with every 429.
+    pub retry_after_s: u64,
+    /// Artificial time each Dataverse request takes, ms (counts as execution time).
+    pub latency_ms: u64,
+    /// Business Central requests per window (real: 600/min production, UNVERIFIED).
+    pub bc_requests: usize,
+    /// Business Central server page size (real: 20,000).
+    pub bc_page_size: usize,
+    /// Access-token lifetime in seconds.
+    pub token_ttl_s: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            requests: 6000,
+            execution_ms: 1_200_000,
+            concurrency: 52,
+            retry_after_s: 37,
+            latency_ms: 0,
+            bc_requests: 3000,
+            bc_page_size: 20_000,
+            token_ttl_s: 3599,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Resource {
+    Dataverse,
+    BusinessCentral,
+}
+
+#[derive(Debug, Clone)]
+struct Row {
+    data: Map<String, Value>,
+    version: u64,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    tokens: BTreeMap<String, (Resource, Timestamp)>,
+    tables: BTreeMap<String, BTreeMap<String, Row>>,
+    /// `(set, id)` → version at which the row was deleted.
+    tombstones: BTreeMap<(String, String), u64>,
+    bc: BTreeMap<String, BTreeMap<String, Row>>,
+    version: u64,
+    /// `(at, execution ms)` of Dataverse requests inside the window.
+    window: VecDeque<(Timestamp, u64)>,
+    bc_window: VecDeque<Timestamp>,
+    limits: Limits,
+    webhook_url: Option<String>,
+}
+
+/// One answer of the Dataverse dispatcher (also used for `$batch` parts).
+struct Answer {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Option<Value>,
+}
+
+impl Answer {
+    fn json(status: u16, body: Value) -> Self {
+        Self { status, headers: Vec::new(), body: Some(body) }
+    }
+
+    fn empty(status: u16) -> Self {
+        Self { status, headers: Vec::new(), body: None }
+    }
+
+    fn error(status: u16, code: &str, message: &str) -> Self {
+        Self::json(status, json!({"error": {"code": code, "message": message}}))
+    }
+
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut resp = match self.body {
+            Some(body) => (status, axum::Json(body)).into_response(),
+            None => status.into_response(),
+        };
+        for (k, v) in self.headers {
+            if let (Ok(name), Ok(value)) = (axum::http::HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(&v))
+            {
+                resp.headers_mut().insert(name, value);
+            }
+        }
+        resp.headers_mut().insert("OData-Version", HeaderValue::from_static("4.0"));
+        resp
+    }
+}
+
+/// A change that fires the webhook.
+#[derive(Debug, Clone)]
+struct Fired {
+    message: &'static str,
+    logical: &'static str,
+    id: String,
+    changed: Map<String, Value>,
+    post: Map<String, Value>,
+    version: u64,
+}
+
+/// The simulator.
+pub struct DynamicsSim {
+    clock: Arc<dyn Clock>,
+    state: Mutex<State>,
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
+    webhooks_sent: AtomicU64,
+    http: reqwest::Client,
+}
+
+impl std::fmt::Debug for DynamicsSim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DynamicsSim").finish_non_exhaustive()
+    }
+}
+
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn etag(version: u64) -> String {
+    format!("W/\"{version}\"")
+}
+
+fn bc_etag(version: u64) -> String {
+    use base64::Engine;
+    format!("W/\"{}\"", base64::engine::general_purpose::STANDARD.encode(format!("19;{version};00;")))
+}
+
+fn query_map(uri: &Uri) -> BTreeMap<String, String> {
+    url::form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes()).into_owned().collect()
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// `set` or `set(id)`.
+fn split_key(path: &str) -> (String, Option<String>) {
+    match path.split_once('(') {
+        Some((set, rest)) => (set.to_owned(), Some(rest.trim_end_matches(')').trim_matches('\'').to_owned())),
+        None => (path.to_owned(), None),
+    }
+}
+
+/// Compares a row value with a filter literal; timestamps as instants, numbers as numbers.
+fn compare(value: &Value, literal: &str) -> Option<std::cmp::Ordering> {
+    if let Some(text) = literal.strip_prefix('\'').and_then(|l| l.strip_suffix('\'')) {
+        return value.as_str().map(|v| v.cmp(text));
+    }
+    if let (Some(v), Ok(l)) = (value.as_f64(), literal.parse::<f64>()) {
+        return v.partial_cmp(&l);
+    }
+    let v = value.as_str()?;
+    if let (Ok(a), Ok(b)) = (v.parse::<Timestamp>(), literal.parse::<Timestamp>()) {
+        return Some(a.cmp(&b));
+    }
+    Some(v.cmp(literal))
+}
+
+/// A row value written as a filter literal, so two rows compare like a row and a literal.
+fn literal_of(value: &Value) -> String {
+    match value {
+        Value::String(text) if text.parse::<Timestamp>().is_ok() => text.clone(),
+        Value::String(text) => format!("'{text}'"),
+        other => other.to_string(),
+    }
+}
+
+/// `field op literal [and …]`; `Err` names what is not supported.
+fn matches_filter(row: &Map<String, Value>, filter: &str) -> Result<bool, String> {
+    for clause in filter.split(" and ") {
+        let parts: Vec<&str> = clause.trim().splitn(3, ' ').collect();
+        let [field, op, literal] = parts[..] else { return Err(format!("cannot read the clause `{clause}`")) };
+        let value = row.get(field).unwrap_or(&Value::Null);
+        let ord = if literal == "null" {
+            Some(if value.is_null() { std::cmp::Ordering::Equal } else { std::cmp::Ordering::Greater })
+        } else {
+            compare(value, literal)
+        };
+        let ok = match (op, ord) {
+            ("eq", Some(o)) => o.is_eq(),
+            ("ne", o) => o.is_none_or(|o| o.is_ne()),
+            ("gt", Some(o)) => o.is_gt(),
+            ("ge", Some(o)) => o.is_ge(),
+            ("lt", Some(o)) => o.is_lt(),
+            ("le", Some(o)) => o.is_le(),
+            ("eq" | "gt" | "ge" | "lt" | "le", None) => false,
+            _ => return Err(format!("operator `{op}` is not supported by the simulator")),
+        };
+        if !ok {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// The row as the client asked for it: `$select`ed columns (plus key and etag), annotations
+/// only when requested.
+fn shape(data: &Map<String, Value>, key: &str, tag: String, select: Option<&str>, annotations: bool) -> Value {
+    let wanted: Option<Vec<&str>> = select.map(|s| s.split(',').map(str::trim).collect());
+    let mut out = Map::new();
+    out.insert("@odata.etag".to_owned(), json!(tag));
+    for (k, v) in data {
+        let base = k.split('@').next().unwrap_or(k);
+        let is_annotation = k.contains('@');
+        let selected = base == key || wanted.as_ref().is_none_or(|w| w.contains(&base));
+        if selected && (!is_annotation || annotations) {
+            out.insert(k.clone(), v.clone());
+        }
+    }
+    Value::Object(out)
+}
+
+fn prefer_has(headers: &HeaderMap, what: &str) -> bool {
+    header(headers, "prefer").is_some_and(|p| p.split(',').any(|part| part.trim().starts_with(what)))
+}
+
+fn max_page_size(headers: &HeaderMap) -> usize {
+    header(headers, "prefer")
+        .and_then(|p| p.split(',').find_map(|part| part.trim().strip_prefix("odata.maxpagesize=")))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(5000)
+}
+
+fn encode(text: &str) -> String {
+    percent_encoding::utf8_percent_encode(text, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+impl DynamicsSim {
+    pub fn new(clock: Arc<dyn Clock>) -> Self {
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap_or_default();
+        Self {
+            state: Mutex::new(Self::seeded(Limits::default())),
+            clock,
+            in_flight: AtomicUsize::new(0),
+            max_in_flight: AtomicUsize::new(0),
+            webhooks_sent: AtomicU64::new(0),
+            http,
+        }
+    }
+
+    fn seeded(limits: Limits) -> State {
+        let mut state = State { limits, ..State::default() };
+        for (set, version, row) in seed::dataverse() {
+            let (_, key) = seed::table(set).unwrap_or(("", ""));
+            let id = row[key].as_str().unwrap_or_default().to_owned();
+            let data = row.as_object().cloned().unwrap_or_default();
+            state.tables.entry(set.to_owned()).or_default().insert(id, Row { data, version });
+            state.version = state.version.max(version);
+        }
+        for (set, row) in seed::business_central() {
+            state.version += 1;
+            let id = row["id"].as_str().unwrap_or_default().to_owned();
+            let data = row.as_object().cloned().unwrap_or_default();
+            state.bc.entry(set.to_owned()).or_default().insert(id, Row { data, version: state.version });
+        }
+        state
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Highest number of Dataverse requests that were in progress at once.
+    pub fn max_in_flight(&self) -> usize {
+        self.max_in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Webhook POSTs answered 2xx.
+    pub fn webhooks_sent(&self) -> u64 {
+        self.webhooks_sent.load(Ordering::SeqCst)
+    }
+
+    pub fn set_limits(&self, limits: Limits) {
+        self.lock().limits = limits;
+    }
+
+    /// Makes every issued token invalid (as if revoked), so clients see 401.
+    pub fn expire_tokens(&self) {
+        self.lock().tokens.clear();
+    }
+
+    /// Tokens issued and still known.
+    pub fn token_count(&self) -> usize {
+        self.lock().tokens.len()
+    }
+
+    /// A row by set and id, as stored.
+    pub fn row(&self, set: &str, id: &str) -> Option<Value> {
+        self.lock().tables.get(set).and_then(|t| t.get(id)).map(|r| Value::Object(r.data.clone()))
+    }
+
+    async fn token(self: Arc<Self>, body: Bytes) -> Response {
+        let form: BTreeMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
+        let field = |k: &str| form.get(k).map(String::as_str).unwrap_or_default();
+        if field("grant_type") != "client_credentials" {
+            return (StatusCode::BAD_REQUEST, axum::Json(json!({"error": "unsupported_grant_type", "error_description": "AADSTS70003: The app requested an unsupported grant type.", "error_codes": [70003]}))).into_response();
+        }
+        if field("client_id") != seed::CLIENT_ID || field("client_secret") != seed::CLIENT_SECRET {
+            return (StatusCode::UNAUTHORIZED, axum::Json(json!({
+                "error": "invalid_client",
+                "error_description": format!("AADSTS7000215: Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app '{}'.\r\nTrace ID: {}", field("client_id"), uuid::Uuid::new_v4()),
+                "error_codes": [7000215],
+                "error_uri": "https://login.microsoftonline.com/error?code=7000215"
+            }))).into_response();
+        }
+        let Some(resource) = field("scope").strip_suffix("/.default") else {
+            return (StatusCode::BAD_REQUEST, axum::Json(json!({"error": "invalid_scope", "error_description": "AADSTS1002012: The provided value for scope is not valid. Client credential flows must have a scope value with /.default suffixed to the resource identifier.", "error_codes": [1002012]}))).into_response();
+        };
+        let kind =
+            if resource.trim_end_matches('/') == BC_RESOURCE { Resource::BusinessCentral } else { Resource::Dataverse };
+        let token = format!("sim.{}", uuid::Uuid::new_v4().simple());
+        let mut state = self.lock();
+        let ttl = state.limits.token_ttl_s;
+        let expires = self.clock.now() + SignedDuration::from_secs(i64::try_from(ttl).unwrap_or(i64::MAX / 2));
+        state.tokens.insert(token.clone(), (kind, expires));
+        axum::Json(json!({"token_type": "Bearer", "expires_in": ttl, "ext_expires_in": ttl, "access_token": token}))
+            .into_response()
+    }
+
+    fn authorized(&self, headers: &HeaderMap, want: Resource) -> bool {
+        let Some(token) = header(headers, "authorization").and_then(|h| h.strip_prefix("Bearer ")) else {
+            return false;
+        };
+        let now = self.clock.now();
+        self.lock().tokens.get(token).is_some_and(|(kind, expires)| *kind == want && now < *expires)
+    }
+
+    /// Service protection; `Some` is the 429 to send.
+    fn protect(&self, latency_ms: u64) -> Option<Answer> {
+        let now = self.clock.now();
+        let mut state = self.lock();
+        while state.window.front().is_some_and(|(at, _)| now.duration_since(*at) >= WINDOW) {
+            state.window.pop_front();
+        }
+        let limits = state.limits.clone();
+        let throttled = |code: &str, message: &str| {
+            let mut answer = Answer::error(429, code, message);
+            answer.headers.push(("Retry-After".to_owned(), limits.retry_after_s.to_string()));
+            Some(answer)
+        };
+        if self.in_flight.load(Ordering::SeqCst) > limits.concurrency {
+            return throttled(
+                super::errors::CODE_CONCURRENCY,
+                &format!("Number of concurrent requests exceeded the limit of {}.", limits.concurrency),
+            );
+        }
+        if state.window.len() >= limits.requests {
+            return throttled(
+                super::errors::CODE_REQUEST_COUNT,
+                &format!(
+                    "Number of requests exceeded the limit of {} over time window of 300 seconds.",
+                    limits.requests
+                ),
+            );
+        }
+        if state.window.iter().map(|(_, ms)| ms).sum::<u64>() + latency_ms > limits.execution_ms {
+            return throttled(super::errors::CODE_EXECUTION_TIME, &format!("Combined execution time of incoming requests exceeded limit of {} milliseconds over time window of 300 seconds. Decrease number of concurrent requests or reduce the duration of requests and try again later.", limits.execution_ms));
+        }
+        state.window.push_back((now, latency_ms));
+        None
+    }
+
+    async fn dataverse(self: Arc<Self>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+        if !self.authorized(&headers, Resource::Dataverse) {
+            return Answer::error(
+                401,
+                "0x8006088a",
+                "The user is not authenticated: the bearer token is missing, expired or for another resource.",
+            )
+            .into_response();
+        }
+        let current = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        let _guard = InFlight(&self.in_flight);
+        self.max_in_flight.fetch_max(current, Ordering::SeqCst);
+        let latency = self.lock().limits.latency_ms;
+        if let Some(throttled) = self.protect(latency) {
+            return throttled.into_response();
+        }
+        if latency > 0 {
+            tokio::time::sleep(Duration::from_millis(latency)).await;
+        }
+        let host = header(&headers, "host").unwrap_or("127.0.0.1").to_owned();
+        let rest = uri.path().strip_prefix(DATAVERSE_API_PATH).unwrap_or_default().trim_start_matches('/').to_owned();
+        let (answer, fired) = if rest == "$batch" && method == Method::POST {
+            self.batch(&headers, &body, &host)
+        } else {
+            let mut fired = Vec::new();
+            let answer = self.dispatch(&method, &rest, &query_map(&uri), &headers, &body, &host, &mut fired);
+            (answer, fired)
+        };
+        self.fire(fired);
+        answer.into_response()
+    }
+
+    fn batch(&self, headers: &HeaderMap, body: &[u8], host: &str) -> (Answer, Vec<Fired>) {
+        let Some(boundary) = header(headers, "content-type").and_then(boundary_of) else {
+            return (
+                Answer::error(400, "0x80048d19", "The batch request must be multipart/mixed with a boundary."),
+                Vec::new(),
+            );
+        };
+        let text = String::from_utf8_lossy(body);
+        let mut fired = Vec::new();
+        let out_boundary = format!("batchresponse_{}", uuid::Uuid::new_v4());
+        let mut out = String::new();
+        for part in multipart_parts(&boundary, &text) {
+            let (head, part_body) = part.split_once("\r\n\r\n").unwrap_or((part.as_str(), ""));
+            let mut lines = head.lines();
+            let request_line = lines.next().unwrap_or_default();
+            let mut words = request_line.split_whitespace();
+            let method = words.next().and_then(|m| m.parse::<Method>().ok()).unwrap_or(Method::GET);
+            let target = words.next().unwrap_or_default();
+            let mut part_headers = HeaderMap::new();
+            for line in lines {
+                if let Some((k, v)) = line.split_once(':') {
+                    if let (Ok(name), Ok(value)) =
+                        (axum::http::HeaderName::from_bytes(k.trim().as_bytes()), HeaderValue::from_str(v.trim()))
+                    {
+                        part_headers.insert(name, value);
+                    }
+                }
+            }
+            let path = target.split("/api/data/v9.2/").last().unwrap_or(target);
+            let (path, query) = path.split_once('?').unwrap_or((path, ""));
+            let query: BTreeMap<String, String> = url::form_urlencoded::parse(query.as_bytes()).into_owned().collect();
+            let answer =
+                self.dispatch(&method, path, &query, &part_headers, part_body.trim().as_bytes(), host, &mut fired);
+            let reason = StatusCode::from_u16(answer.status).ok().and_then(|s| s.canonical_reason()).unwrap_or("");
+            out.push_str(&format!("--{out_boundary}\r\nContent-Type: application/http\r\nContent-Transfer-Encoding: binary\r\n\r\nHTTP/1.1 {} {reason}\r\n", answer.status));
+            for (k, v) in &answer.headers {
+                out.push_str(&format!("{k}: {v}\r\n"));
+            }
+            match &answer.body {
+                Some(b) => {
+                    out.push_str(&format!("Content-Type: application/json; odata.metadata=minimal\r\n\r\n{b}\r\n"))
+                }
+                None => out.push_str("\r\n\r\n"),
+            }
+        }
+        out.push_str(&format!("--{out_boundary}--\r\n"));
+        let mut answer = Answer::empty(200);
+        answer.headers.push(("Content-Type".to_owned(), format!("multipart/mixed; boundary={out_boundary}")));
+        // The body is raw multipart text, carried as a JSON string and unwrapped below.
+        answer.body = Some(Value::String(out));
+        (answer, fired)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn dispatch(
+        &self,
+        method: &Method,
+        path: &str,
+        query: &BTreeMap<String, String>,
+        headers: &HeaderMap,
+        body: &[u8],
+        host: &str,
+        fired: &mut Vec<Fired>,
+    ) -> Answer {
+        let (set, id) = split_key(path);
+        let Some((logical, key)) = seed::table(&set) else {
+            return Answer::error(404, "0x80060888", &format!("Resource not found for the segment '{set}'."));
+        };
+        let base = format!("http://{host}{DATAVERSE_API_PATH}");
+        let now = self.clock.now();
+        let mut state = self.lock();
+        match (method.as_str(), id) {
+            ("GET", None) => self.collection(&state, &set, key, query, headers, &base),
+            ("GET", Some(id)) => match state.tables.get(&set).and_then(|t| t.get(&id)) {
+                Some(row) => {
+                    let annotations = prefer_has(headers, "odata.include-annotations");
+                    Answer::json(
+                        200,
+                        shape(&row.data, key, etag(row.version), query.get("$select").map(String::as_str), annotations),
+                    )
+                }
+                None => not_found(logical, &id),
+            },
+            ("POST", None) => {
+                let Ok(Value::Object(mut data)) = serde_json::from_slice::<Value>(body) else {
+                    return Answer::error(
+                        400,
+                        "0x80048d19",
+                        "Error identified in Payload provided by the user for Entity.",
+                    );
+                };
+                let id = data
+                    .get(key)
+                    .and_then(Value::as_str)
+                    .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
+                data.insert(key.to_owned(), json!(id));
+                data.insert("modifiedon".to_owned(), json!(now.to_string()));
+                let version = store(&mut state, &set, &id, data.clone());
+                fired.push(Fired {
+                    message: "Create",
+                    logical,
+                    id: id.clone(),
+                    changed: data.clone(),
+                    post: data.clone(),
+                    version,
+                });
+                created(&base, &set, &id, key, version, &data, prefer_has(headers, "return=representation"))
+            }
+            ("PATCH", Some(id)) => {
+                let Ok(Value::Object(changes)) = serde_json::from_slice::<Value>(body) else {
+                    return Answer::error(
+                        400,
+                        "0x80048d19",
+                        "Error identified in Payload provided by the user for Entity.",
+                    );
+                };
+                let existing = state.tables.get(&set).and_then(|t| t.get(&id)).cloned();
+                match (existing, header(headers, "if-match"), header(headers, "if-none-match")) {
+                    (Some(_), _, Some("*")) => {
+                        Answer::error(412, "0x80040237", "A record with matching key values already exists.")
+                    }
+                    (Some(row), Some(tag), _) if tag != "*" && tag != etag(row.version) => Answer::error(
+                        412,
+                        super::errors::CODE_VERSION_MISMATCH,
+                        "The version of the existing record doesn't match the RowVersion property provided.",
+                    ),
+                    (None, Some(_), _) => not_found(logical, &id),
+                    (existing, _, _) => {
+                        let is_new = existing.is_none();
+                        let mut data = existing.map(|r| r.data).unwrap_or_default();
+                        data.extend(changes.clone());
+                        data.insert(key.to_owned(), json!(id));
+                        data.insert("modifiedon".to_owned(), json!(now.to_string()));
+                        let version = store(&mut state, &set, &id, data.clone());
+                        fired.push(Fired {
+                            message: if is_new { "Create" } else { "Update" },
+                            logical,
+                            id: id.clone(),
+                            changed: changes,
+                            post: data,
+                            version,
+                        });
+                        let mut answer = Answer::empty(204);
+                        answer.headers.push(("OData-EntityId".to_owned(), format!("{base}/{set}({id})")));
+                        answer
+                    }
+                }
+            }
+            ("DELETE", Some(id)) => {
+                if state.tables.get_mut(&set).and_then(|t| t.remove(&id)).is_none() {
+                    return not_found(logical, &id);
+                }
+                state.version += 1;
+                let version = state.version;
+                state.tombstones.insert((set.clone(), id.clone()), version);
+                fired.push(Fired { message: "Delete", logical, id, changed: Map::new(), post: Map::new(), version });
+                Answer::empty(204)
+            }
+            _ => {
+                Answer::error(405, "0x80060888", &format!("The HTTP method {method} is not allowed on this resource."))
+            }
+        }
+    }
+
+    fn collection(
+        &self,
+        state: &State,
+        set: &str,
+        key: &str,
+        query: &BTreeMap<String, String>,
+        headers: &HeaderMap,
+        base: &str,
+    ) -> Answer {
+        let tracking = prefer_has(headers, "odata.track-changes") || query.contains_key("$deltatoken");
+        if tracking {
+            for option in ["$filter", "$orderby", "$expand", "$top"] {
+                if query.contains_key(option) {
+                    return Answer::error(
+                        400,
+                        "0x80040203",
+                        &format!("The \"{option}\" query parameter isn't supported when Change Tracking is enabled."),
+                    );
+                }
+            }
+        }
+        let select = query.get("$select").map(String::as_str);
+        let annotations = prefer_has(headers, "odata.include-annotations");
+        let empty = BTreeMap::new();
+        let table = state.tables.get(set).unwrap_or(&empty);
+        let page_size = max_page_size(headers).max(1);
+        let select_q = select.map(|s| format!("$select={s}")).unwrap_or_default();
+        if let Some(token) = query.get("$deltatoken") {
+            let since: u64 = token.split('!').next().and_then(|v| v.parse().ok()).unwrap_or(0);
+            let mut value: Vec<Value> = table
+                .values()
+                .filter(|r| r.version > since)
+                .map(|r| shape(&r.data, key, etag(r.version), select, annotations))
+                .collect();
+            for ((s, id), version) in &state.tombstones {
+                if s == set && *version > since && !table.contains_key(id) {
+                    value.push(json!({"@odata.context": format!("{base}/$metadata#{set}/$deletedEntity"), "id": id, "reason": "deleted"}));
+                }
+            }
+            let delta = format!(
+                "{base}/{set}?{select_q}&$deltatoken={}",
+                encode(&format!("{}!{}", state.version, self.clock.now()))
+            );
+            let mut answer = Answer::json(
+                200,
+                json!({"@odata.context": format!("{base}/$metadata#{set}/$delta"), "value": value, "@odata.deltaLink": delta}),
+            );
+            answer.headers.push(("Preference-Applied".to_owned(), "odata.track-changes".to_owned()));
+            return answer;
+        }
+        // Keyset paging: `$skiptoken` carries the last key and, when tracking, the snapshot version,
+        // so rows changed between pages are not skipped (they come with the next delta).
+        let (after, snapshot) = match query.get("$skiptoken") {
+            Some(token) => {
+                let attr = |name: &str| {
+                    token.split(&format!("{name}=\"")).nth(1).and_then(|r| r.split('"').next()).map(str::to_owned)
+                };
+                (attr("last"), attr("v").and_then(|v| v.parse::<u64>().ok()))
+            }
+            None => (None, None),
+        };
+        let snapshot = snapshot.unwrap_or(state.version);
+        let mut rows: Vec<(&String, &Row)> = Vec::new();
+        for (id, row) in table {
+            if tracking && row.version > snapshot {
+                continue;
+            }
+            if let Some(filter) = query.get("$filter") {
+                match matches_filter(&row.data, filter) {
+                    Ok(true) => {}
+                    Ok(false) => continue,
+                    Err(detail) => return Answer::error(400, "0x80060888", &detail),
+                }
+            }
+            rows.push((id, row));
+        }
+        if let Some(order) = query.get("$orderby") {
+            let mut words = order.split_whitespace();
+            let field = words.next().unwrap_or_default().to_owned();
+            let desc = words.next() == Some("desc");
+            rows.sort_by(|a, b| {
+                let o = compare(
+                    a.1.data.get(&field).unwrap_or(&Value::Null),
+                    &literal_of(b.1.data.get(&field).unwrap_or(&Value::Null)),
+                )
+                .unwrap_or(std::cmp::Ordering::Equal)
+                .then_with(|| a.0.cmp(b.0));
+                if desc {
+                    o.reverse()
+                } else {
+                    o
+                }
+            });
+        }
+        let start =
+            after.as_ref().and_then(|last| rows.iter().position(|(id, _)| *id == last).map(|p| p + 1)).unwrap_or(0);
+        let page: Vec<Value> = rows
+            .iter()
+            .skip(start)
+            .take(page_size)
+            .map(|(_, r)| shape(&r.data, key, etag(r.version), select, annotations))
+            .collect();
+        let mut body = json!({"@odata.context": format!("{base}/$metadata#{set}"), "value": page});
+        if start + page_size < rows.len() {
+            let last = rows[start + page_size - 1].0;
+            let cookie = format!(
+                "<cookie pagenumber=\"{}\" last=\"{last}\" v=\"{snapshot}\" istracking=\"{}\" />",
+                start / page_size + 2,
+                if tracking { "True" } else { "False" }
+            );
+            let rest: Vec<String> =
+                query.iter().filter(|(k, _)| *k != "$skiptoken").map(|(k, v)| format!("{k}={}", encode(v))).collect();
+            body["@odata.nextLink"] = json!(format!("{base}/{set}?{}&$skiptoken={}", rest.join("&"), encode(&cookie)));
+        } else if tracking {
+            body["@odata.deltaLink"] = json!(format!(
+                "{base}/{set}?{select_q}&$deltatoken={}",
+                encode(&format!("{snapshot}!{}", self.clock.now()))
+            ));
+        }
+        let mut answer = Answer::json(200, body);
+        if let Some(prefer) = header(headers, "prefer") {
+            answer.headers.push(("Preference-Applied".to_owned(), prefer.to_owned()));
+        }
+        answer
+    }
+
+    /// Sends the RemoteExecutionContext of each change, in the background.
+    fn fire(self: &Arc<Self>, fired: Vec<Fired>) {
+        let Some(url) = self.lock().webhook_url.clone() else { return };
+        for change in fired {
+            let sim = self.clone();
+            let url = url.clone();
+            tokio::spawn(async move { sim.post_webhook(&url, &change).await });
+        }
+    }
+
+    async fn post_webhook(&self, url: &str, change: &Fired) {
+        let body = remote_execution_context(change, self.clock.now());
+        let correlation = body["CorrelationId"].as_str().unwrap_or_default().to_owned();
+        // Dataverse retries once, and only on 502/503/504 (reference C8).
+        for attempt in 0..2 {
+            let sent = self
+                .http
+                .post(url)
+                .header("x-ms-dynamics-organization", seed::ORGANIZATION)
+                .header("x-ms-dynamics-entity-name", change.logical)
+                .header("x-ms-dynamics-request-name", change.message)
+                .header("x-ms-correlation-request-id", &correlation)
+                .json(&body)
+                .send()
+                .await;
+            match sent {
+                Ok(resp) if resp.status().is_success() => {
+                    self.webhooks_sent.fetch_add(1, Ordering::SeqCst);
+                    return;
+                }
+                Ok(resp) if attempt == 0 && matches!(resp.status().as_u16(), 502..=504) => continue,
+                Ok(resp) => {
+                    tracing::info!(status = resp.status().as_u16(), "Simulated Dataverse webhook was refused.");
+                    return;
+                }
+                Err(err) => {
+                    tracing::info!(error = %err, "Simulated Dataverse webhook could not be delivered.");
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn business_central(
+        self: Arc<Self>,
+        Path((_tenant, _env, rest)): Path<(String, String, String)>,
+        method: Method,
+        uri: Uri,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> Response {
+        if !self.authorized(&headers, Resource::BusinessCentral) {
+            return Answer::error(
+                401,
+                "Authentication_InvalidCredentials",
+                "The server has rejected the client credentials.",
+            )
+            .into_response();
+        }
+        let now = self.clock.now();
+        let host = header(&headers, "host").unwrap_or("127.0.0.1").to_owned();
+        let base = format!("http://{host}{}", uri.path().strip_suffix(&rest).unwrap_or_default().trim_end_matches('/'));
+        let query = query_map(&uri);
+        let mut state = self.lock();
+        while state.bc_window.front().is_some_and(|at| now.duration_since(*at) >= WINDOW) {
+            state.bc_window.pop_front();
+        }
+        if state.bc_window.len() >= state.limits.bc_requests {
+            let mut answer = Answer::error(
+                429,
+                super::errors::BC_TOO_MANY_REQUESTS,
+                &format!(
+                    "Too many requests reached. Actual ({}). Maximum ({}).  CorrelationId:  {}.",
+                    state.bc_window.len() + 1,
+                    state.limits.bc_requests,
+                    uuid::Uuid::new_v4()
+                ),
+            );
+            answer.headers.push(("Retry-After".to_owned(), state.limits.retry_after_s.to_string()));
+            return answer.into_response();
+        }
+        state.bc_window.push_back(now);
+        if rest == "companies" {
+            return Answer::json(200, json!({"value": [{"id": seed::COMPANY_ID, "systemVersion": "23.5", "name": "HK Trading Ltd", "displayName": "HK Trading Ltd"}]})).into_response();
+        }
+        let Some(inner) = rest.strip_prefix(&format!("companies({})/", seed::COMPANY_ID)) else {
+            return Answer::error(404, "Internal_CompanyNotFound", "The company does not exist.").into_response();
+        };
+        let (set, id) = split_key(inner);
+        let Some(table) = state.bc.get(&set) else {
+            return Answer::error(
+                404,
+                "BadRequest_NotFound",
+                &format!("No HTTP resource was found that matches the request URI '{set}'."),
+            )
+            .into_response();
+        };
+        let expand = query.get("$expand").is_some_and(|e| e.contains("purchaseOrderLines"));
+        let show = |row: &Row| {
+            let mut data = row.data.clone();
+            if !expand {
+                data.remove("purchaseOrderLines");
+            }
+            data.insert("@odata.etag".to_owned(), json!(bc_etag(row.version)));
+            Value::Object(data)
+        };
+        match (method.as_str(), id) {
+            ("GET", None) => {
+                let mut rows = Vec::new();
+                for row in table.values() {
+                    match query.get("$filter").map(|f| matches_filter(&row.data, f)) {
+                        Some(Err(detail)) => {
+                            return Answer::error(400, "BadRequest_InvalidFilter", &detail).into_response()
+                        }
+                        Some(Ok(false)) => continue,
+                        _ => rows.push(row),
+                    }
+                }
+                let start = query
+                    .get("$skiptoken")
+                    .and_then(|t| rows.iter().position(|r| r.data["id"] == json!(t)).map(|p| p + 1))
+                    .unwrap_or(0);
+                let size = state.limits.bc_page_size.max(1);
+                let page: Vec<Value> = rows.iter().skip(start).take(size).map(|r| show(r)).collect();
+                let mut body = json!({"@odata.context": format!("{base}/$metadata#companies({})/{set}", seed::COMPANY_ID), "value": page});
+                if start + size < rows.len() {
+                    let last = rows[start + size - 1].data["id"].as_str().unwrap_or_default();
+                    let params: Vec<String> = query
+                        .iter()
+                        .filter(|(k, _)| *k != "$skiptoken")
+                        .map(|(k, v)| format!("{k}={}", encode(v)))
+                        .collect();
+                    body["@odata.nextLink"] = json!(format!("{base}/{rest}?{}&$skiptoken={last}", params.join("&")));
+                }
+                Answer::json(200, body).into_response()
+            }
+            ("GET", Some(id)) => match table.get(&id) {
+                Some(row) => Answer::json(200, show(row)).into_response(),
+                None => Answer::error(
+                    404,
+                    "Internal_RecordNotFound",
+                    &format!(
+                        "The {set} does not exist. Identification fields and values: Id='{id}'  CorrelationId:  {}.",
+                        uuid::Uuid::new_v4()
+                    ),
+                )
+                .into_response(),
+            },
+            ("PATCH", Some(id)) => {
+                let Some(tag) = header(&headers, "if-match").map(str::to_owned) else {
+                    // UNVERIFIED: the exact code BC sends for a PATCH without If-Match.
+                    return Answer::error(
+                        400,
+                        "BadRequest_MissingIfMatch",
+                        "The If-Match header is required for PATCH.",
+                    )
+                    .into_response();
+                };
+                let Some(row) = table.get(&id).cloned() else {
+                    return Answer::error(404, "Internal_RecordNotFound", "The record does not exist.").into_response();
+                };
+                if tag != "*" && tag != bc_etag(row.version) {
+                    // UNVERIFIED: BC's exact 412 code/message.
+                    return Answer::error(412, "Request_EntityChanged", "Another user has already changed the record.")
+                        .into_response();
+                }
+                let Ok(Value::Object(changes)) = serde_json::from_slice::<Value>(&body) else {
+                    return Answer::error(
+                        400,
+                        "BadRequest_InvalidRequestBody",
+                        "The request body is not a JSON object.",
+                    )
+                    .into_response();
+                };
+                state.version += 1;
+                let version = state.version;
+                let mut data = row.data;
+                data.extend(changes);
+                data.insert("lastModifiedDateTime".to_owned(), json!(now.to_string()));
+                let stored = Row { data, version };
+                let shown = show(&stored);
+                state.bc.entry(set).or_default().insert(id, stored);
+                Answer::json(200, shown).into_response()
+            }
+            _ => Answer::error(
+                405,
+                "BadRequest_MethodNotAllowed",
+                &format!("'{method}' is not allowed on this resource."),
+            )
+            .into_response(),
+        }
+    }
+}
+
+fn not_found(logical: &str, id: &str) -> Answer {
+    Answer::error(404, super::errors::CODE_NOT_FOUND, &format!("Entity '{logical}' With Id = {id} Does Not Exist"))
+}
+
+fn store(state: &mut State, set: &str, id: &str, data: Map<String, Value>) -> u64 {
+    state.version += 1;
+    let version = state.version;
+    state.tombstones.remove(&(set.to_owned(), id.to_owned()));
+    state.tables.entry(set.to_owned()).or_default().insert(id.to_owned(), Row { data, version });
+    version
+}
+
+fn created(
+    base: &str,
+    set: &str,
+    id: &str,
+    key: &str,
+    version: u64,
+    data: &Map<String, Value>,
+    representation: bool,
+) -> Answer {
+    let mut answer = if representation {
+        Answer::json(201, shape(data, key, etag(version), None, false))
+    } else {
+        Answer::empty(204)
+    };
+    answer.headers.push(("OData-EntityId".to_owned(), format!("{base}/{set}({id})")));
+    answer
+}
+
+/// WCF date form `\/Date(ms)\/` (serde writes `/Date(ms)/`; both decode the same).
+fn wcf_date(at: Timestamp) -> String {
+    format!("/Date({})/", at.as_millisecond())
+}
+
+fn attributes(map: &Map<String, Value>) -> Vec<Value> {
+    map.iter()
+        .filter(|(k, _)| !k.contains('@'))
+        .map(|(k, v)| {
+            let value = match (k.as_str(), v) {
+                ("statuscode" | "statecode", Value::Number(_)) => {
+                    json!({"__type": "OptionSetValue:http://schemas.microsoft.com/xrm/2011/Contracts", "Value": v})
+                }
+                ("totalamount" | "estimatedvalue", Value::Number(_)) => {
+                    json!({"__type": "Money:http://schemas.microsoft.com/xrm/2011/Contracts", "Value": v})
+                }
+                ("modifiedon", Value::String(s)) => {
+                    s.parse::<Timestamp>().map_or_else(|_| v.clone(), |t| json!(wcf_date(t)))
+                }
+                _ => v.clone(),
+            };
+            json!({"key": k, "value": value})
+        })
+        .collect()
+}
+
+fn remote_execution_context(change: &Fired, now: Timestamp) -> Value {
+    let entity = |attrs: &Map<String, Value>, with_type: bool| {
+        let mut e = json!({"Attributes": attributes(attrs), "EntityState": null, "FormattedValues": [], "Id": change.id, "KeyAttributes": [], "LogicalName": change.logical, "RelatedEntities": [], "RowVersion": change.version.to_string()});
+        if with_type {
+            e["__type"] = json!("Entity:http://schemas.microsoft.com/xrm/2011/Contracts");
+        }
+        e
+    };
+    let target = if change.message == "Delete" {
+        json!({"__type": "EntityReference:http://schemas.microsoft.com/xrm/2011/Contracts", "Id": change.id, "KeyAttributes": [], "LogicalName": change.logical, "Name": null, "RowVersion": null})
+    } else {
+        entity(&change.changed, true)
+    };
+    let post = if change.message == "Delete" {
+        json!([])
+    } else {
+        json!([{"key": "PostImage", "value": entity(&change.post, false)}])
+    };
+    json!({
+        "BusinessUnitId": "e2b9dd85-e89e-e711-8122-000d3aa2331c",
+        "CorrelationId": uuid::Uuid::new_v4().to_string(),
+        "Depth": 1,
+        "InitiatingUserId": "75c2dd85-e89e-e711-8122-000d3aa2331c",
+        "InputParameters": [{"key": "Target", "value": target}],
+        "IsExecutingOffline": false, "IsInTransaction": false, "IsOfflinePlayback": false, "IsolationMode": 1,
+        "MessageName": change.message,
+        "Mode": 1,
+        "OperationCreatedOn": format!("/Date({}+0000)/", now.as_millisecond()),
+        "OperationId": uuid::Uuid::new_v4().to_string(),
+        "OrganizationId": "4ef5b371-e89e-e711-8122-000d3aa2331c",
+        "OrganizationName": "dingbridge-demo",
+        "OutputParameters": [],
+        "OwningExtension": {"Id": "75417616-4ea2-e711-8122-000d3aa2331e", "KeyAttributes": [], "LogicalName": "sdkmessageprocessingstep", "Name": format!("dingbridge: {} {}", change.logical, change.message), "RowVersion": null},
+        "ParentContext": null,
+        "PostEntityImages": post,
+        "PreEntityImages": [],
+        "PrimaryEntityId": change.id,
+        "PrimaryEntityName": change.logical,
+        "RequestId": uuid::Uuid::new_v4().to_string(),
+        "SecondaryEntityName": "none",
+        "SharedVariables": [],
+        "Stage": 40,
+        "UserId": "75c2dd85-e89e-e711-8122-000d3aa2331c"
+    })
+}
+
+#[async_trait::async_trait]
+impl Simulator for DynamicsSim {
+    fn name(&self) -> &'static str {
+        "dynamics"
+    }
+
+    fn router(self: Arc<Self>) -> Router {
+        let token_sim = self.clone();
+        let dv_sim = self.clone();
+        let bc_sim = self.clone();
+        Router::new()
+            .route("/{tenant}/oauth2/v2.0/token", post(move |body: Bytes| token_sim.clone().token(body)))
+            .route(
+                &format!("{DATAVERSE_API_PATH}/{{*rest}}"),
+                any(move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+                    let sim = dv_sim.clone();
+                    async move {
+                        let resp = sim.dataverse(method, uri, headers, body).await;
+                        unwrap_multipart(resp).await
+                    }
+                }),
+            )
+            .route(
+                "/v2.0/{tenant}/{env}/api/v2.0/{*rest}",
+                any(
+                    move |path: Path<(String, String, String)>,
+                          method: Method,
+                          uri: Uri,
+                          headers: HeaderMap,
+                          body: Bytes| {
+                        bc_sim.clone().business_central(path, method, uri, headers, body)
+                    },
+                ),
+            )
+    }
+
+    fn info(&self) -> Value {
+        let state = self.lock();
+        json!({
+            "tenant_id": seed::TENANT_ID,
+            "client_id": seed::CLIENT_ID,
+            "client_secret": seed::CLIENT_SECRET,
+            "dataverse_resource": "the simulator's own base URL (any scope other than Business Central's)",
+            "bc_resource": BC_RESOURCE,
+            "bc_environment": seed::ENVIRONMENT,
+            "bc_company_id": seed::COMPANY_ID,
+            "limits": state.limits,
+            "webhook_url": state.webhook_url,
+        })
+    }
+
+    fn reset(&self) {
+        let mut state = self.lock();
+        *state = Self::seeded(Limits::default());
+        self.max_in_flight.store(0, Ordering::SeqCst);
+        self.webhooks_sent.store(0, Ordering::SeqCst);
+    }
+
+    async fn put_record(&self, entity: &str, value: Value) -> Result<Value, SimError> {
+        let invalid = |detail: &str| SimError::InvalidRecord { entity: entity.to_owned(), detail: detail.to_owned() };
+        match entity {
+            "webhook" => {
+                self.lock().webhook_url = value["url"].as_str().map(str::to_owned);
+                return Ok(value);
+            }
+            "limits" => {
+                let limits: Limits = serde_json::from_value(value.clone()).map_err(|e| invalid(&e.to_string()))?;
+                self.set_limits(limits);
+                return Ok(value);
+            }
+            _ => {}
+        }
+        let Value::Object(mut data) = value else { return Err(invalid("expected a JSON object")) };
+        if seed::BC_SETS.contains(&entity) {
+            let id =
+                data.get("id").and_then(Value::as_str).map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
+            data.insert("id".to_owned(), json!(id));
+            data.insert("lastModifiedDateTime".to_owned(), json!(self.clock.now().to_string()));
+            let mut state = self.lock();
+            state.version += 1;
+            let version = state.version;
+            let table = state.bc.entry(entity.to_owned()).or_default();
+            let mut merged = table.get(&id).map(|r| r.data.clone()).unwrap_or_default();
+            merged.extend(data);
+            table.insert(id, Row { data: merged.clone(), version });
+            return Ok(Value::Object(merged));
+        }
+        let Some((logical, key)) = seed::table(entity) else {
+            let mut known: Vec<&str> =
+                seed::TABLES.iter().map(|(s, _, _)| *s).chain(seed::BC_SETS.iter().copied()).collect();
+            known.extend(["webhook", "limits"]);
+            return Err(SimError::UnknownEntity {
+                simulator: "dynamics",
+                entity: entity.to_owned(),
+                known: known.join(", "),
+            });
+        };
+        let delete = data.remove("@delete").and_then(|v| v.as_bool()).unwrap_or(false);
+        let id = data.get(key).and_then(Value::as_str).map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
+        let fired = {
+            let mut state = self.lock();
+            if delete {
+                if state.tables.get_mut(entity).and_then(|t| t.remove(&id)).is_none() {
+                    return Err(invalid(&format!("no {entity} row {id} to delete")));
+                }
+                state.version += 1;
+                let version = state.version;
+                state.tombstones.insert((entity.to_owned(), id.clone()), version);
+                Fired { message: "Delete", logical, id: id.clone(), changed: Map::new(), post: Map::new(), version }
+            } else {
+                let existing = state.tables.get(entity).and_then(|t| t.get(&id)).map(|r| r.data.clone());
+                let is_new = existing.is_none();
+                let mut merged = existing.unwrap_or_default();
+                merged.extend(data.clone());
+                merged.insert(key.to_owned(), json!(id));
+                merged.insert("modifiedon".to_owned(), json!(self.clock.now().to_string()));
+                let version = store(&mut state, entity, &id, merged.clone());
+                Fired {
+                    message: if is_new { "Create" } else { "Update" },
+                    logical,
+                    id: id.clone(),
+                    changed: data,
+                    post: merged,
+                    version,
+                }
+            }
+        };
+        let url = self.lock().webhook_url.clone();
+        if let Some(url) = url {
+            self.post_webhook(&url, &fired).await;
+        }
+        Ok(self.row(entity, &id).unwrap_or_else(|| json!({key: id, "@deleted": true})))
+    }
+}
+
+/// The `$batch` answer travels through [`Answer`] as a JSON string; send it as the raw multipart.
+async fn unwrap_multipart(resp: Response) -> Response {
+    let is_multipart =
+        resp.headers().get("content-type").and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("multipart/"));
+    if !is_multipart {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let bytes = axum::body::to_bytes(body, sim::MAX_BODY_BYTES).await.unwrap_or_default();
+    let text: String = serde_json::from_slice(&bytes).unwrap_or_default();
+    Response::from_parts(parts, axum::body::Body::from(text))
+}

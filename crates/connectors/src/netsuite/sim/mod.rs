@@ -1,0 +1,738 @@
+//! The NetSuite simulator (reference B10): one account on one loopback port with the real REST
+//! paths, TBA and OAuth 2.0 checks, error bodies and the account concurrency limit.
+//!
+//! | area | what |
+//! |---|---|
+//! | `POST /services/rest/auth/oauth2/v1/token` | client credentials with an ES256 JWT assertion (kid, iss, aud, exp checked); tokens live `token_ttl` |
+//! | every other `/services/rest/…` | TBA (signature rebuilt from the request line and ALL `oauth_*` header params, realm, clock skew ≤ 300 s, nonce replay) or `Bearer`; failures 401 `INVALID_LOGIN` |
+//! | `GET record/v1/{type}/{id}[?expandSubResources=true]` | sublists collapsed to links unless expanded; 404 `NONEXISTENT_ID` |
+//! | `POST record/v1/{type}` | 204 + `Location` with the new id |
+//! | `PATCH record/v1/{type}/{id}[?replace=item]` | merge by `line` or replace; approvalStatus only 1 → 2/3 (else 400 `USER_ERROR`); 204 |
+//! | `POST query/v1/suiteql?limit&offset` | the subset of [`suiteql`]; `Prefer: transient` required; limit ≤ 1000 |
+//! | concurrency | more than `concurrency_limit` requests in flight: 429 `CONCURRENCY_LIMIT_EXCEEDED` (the fixture body) |
+//!
+//! `lastModifiedDate` is the simulator clock truncated to the minute. Records
+//! (`POST /_sim/records/{entity}`): a record type name (`purchaseOrder`, …) upserts a record by
+//! `id` (merge like PATCH), bumps `lastModifiedDate` and fires the user-event webhook;
+//! `webhook` (`{"url": …}`, `null` to stop) sets where user events go; `limits`
+//! (`{"concurrency": n, "delay_ms": m}`) sets the concurrency limit and a per-request delay
+//! (to make requests overlap in tests). Host routing (B10 item 1) is not simulated: the
+//! simulator serves one account on its port whatever the Host.
+
+pub mod keys;
+pub mod seed;
+pub mod suiteql;
+
+pub use keys::{TEST_EC_PRIVATE_KEY_PEM, TEST_EC_PUBLIC_KEY_PEM};
+
+use super::auth::{hmac_sha256_base64, parse_authorization_header, signature_base_string, signing_key};
+use super::client::RecordType;
+use super::source::{sign_payload, SIGNATURE_HEADER};
+use axum::body::Bytes;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, post};
+use axum::Router;
+use connect::Clock;
+use jiff::{SignedDuration, Timestamp};
+use rand::Rng;
+use serde_json::{json, Map, Value};
+use sim::{SimError, Simulator};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+use url::Url;
+
+/// Content type of error answers.
+const ERROR_TYPE: &str = "application/vnd.oracle.resource+json; type=error";
+
+/// Settings of one simulated account.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// Concurrent requests the account allows (Standard tier: 5).
+    pub concurrency_limit: usize,
+    /// Held inside every data request before answering, so tests can make requests overlap.
+    pub delay: Duration,
+    /// Access-token lifetime (NetSuite: 60 minutes).
+    pub token_ttl: Duration,
+    /// Allowed TBA clock skew.
+    pub max_skew: Duration,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            concurrency_limit: 5,
+            delay: Duration::ZERO,
+            token_ttl: Duration::from_secs(3600),
+            max_skew: Duration::from_secs(300),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Account {
+    records: BTreeMap<(RecordType, String), Value>,
+    next_id: u64,
+    /// Nonce → timestamp, pruned past the skew window.
+    nonces: BTreeMap<String, i64>,
+    /// Access token → expiry.
+    tokens: BTreeMap<String, Timestamp>,
+    webhook_url: Option<String>,
+    concurrency_limit: usize,
+    delay: Duration,
+}
+
+/// Counters tests assert on.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Data requests that passed the concurrency gate and authentication.
+    pub data_calls: AtomicU64,
+    pub token_calls: AtomicU64,
+    pub throttled: AtomicU64,
+    pub auth_failures: AtomicU64,
+    pub webhooks_sent: AtomicU64,
+    /// Highest number of data requests in flight at once.
+    pub peak_in_flight: AtomicUsize,
+}
+
+/// The simulated NetSuite account.
+pub struct NetSuiteSim {
+    config: SimConfig,
+    clock: Arc<dyn Clock>,
+    account: Mutex<Account>,
+    in_flight: AtomicUsize,
+    pub counters: Arc<Counters>,
+    http: reqwest::Client,
+}
+
+impl std::fmt::Debug for NetSuiteSim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NetSuiteSim").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+/// Decrements the in-flight count when a request ends, however it ends.
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A REST error answer shaped like the fixtures.
+pub fn error_body(status: u16, code: &str, detail: &str) -> Value {
+    let (section, title) = match status {
+        400 => ("rfc9110.html#section-15.5.1", "Bad Request"),
+        401 => ("rfc9110.html#section-15.5.2", "Unauthorized"),
+        404 => ("rfc9110.html#section-15.5.5", "Not Found"),
+        429 => ("rfc6585.html#section-4", "Too Many Requests"),
+        _ => ("rfc9110.html#section-15.6.1", "Internal Server Error"),
+    };
+    json!({
+        "type": format!("https://www.rfc-editor.org/rfc/{section}"),
+        "title": title,
+        "status": status,
+        "o:errorDetails": [{"detail": detail, "o:errorCode": code}]
+    })
+}
+
+fn error(status: u16, code: &str, detail: &str) -> Response {
+    let mut resp = (
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        axum::Json(error_body(status, code, detail)),
+    )
+        .into_response();
+    resp.headers_mut().insert(axum::http::header::CONTENT_TYPE, HeaderValue::from_static(ERROR_TYPE));
+    resp
+}
+
+/// An error answer not yet rendered (keeps `Result`s small).
+struct Failure {
+    status: u16,
+    code: &'static str,
+    detail: String,
+}
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        error(self.status, self.code, &self.detail)
+    }
+}
+
+fn invalid_login() -> Response {
+    error(
+        401,
+        "INVALID_LOGIN",
+        "Invalid login attempt. For more details, see the Login Audit Trail in the NetSuite UI at Setup > Users/Roles > User Management > View Login Audit Trail.",
+    )
+}
+
+fn random_token(len: usize) -> String {
+    rand::thread_rng().sample_iter(&rand::distributions::Alphanumeric).take(len).map(char::from).collect()
+}
+
+fn minute(now: Timestamp) -> String {
+    let s = now.as_second();
+    Timestamp::from_second(s - s.rem_euclid(60)).unwrap_or(now).to_string()
+}
+
+/// Sublist fields of a record: objects holding `items`.
+fn is_sublist(value: &Value) -> bool {
+    value.as_object().is_some_and(|o| o.contains_key("items"))
+}
+
+/// Merges `patch` into `record`: body fields replace, sublist lines merge by `line` (new lines
+/// appended and numbered) unless the sublist is named in `replace`.
+fn merge(record: &mut Value, patch: &Map<String, Value>, replace: &[String]) -> Result<(), String> {
+    for (field, value) in patch {
+        if field == "id" || field == "links" {
+            continue;
+        }
+        if field == "approvalStatus" {
+            let wanted = value["id"].as_str().ok_or("approvalStatus must be written as {\"id\": \"2\"}")?;
+            let name =
+                seed::approval_name(wanted).ok_or_else(|| format!("Invalid approvalStatus reference key {wanted}."))?;
+            let current = record["approvalStatus"]["id"].as_str().unwrap_or("1");
+            if current != wanted && !(current == "1" && (wanted == "2" || wanted == "3")) {
+                return Err(format!("You cannot change the approval status from {current} to {wanted}."));
+            }
+            record["approvalStatus"] = json!({"id": wanted, "refName": name});
+            continue;
+        }
+        let Some(items) = value.get("items").and_then(Value::as_array).filter(|_| is_sublist(value)) else {
+            record[field.as_str()] = value.clone();
+            continue;
+        };
+        if replace.iter().any(|r| r.eq_ignore_ascii_case(field)) || !is_sublist(&record[field.as_str()]) {
+            let numbered = items.iter().enumerate().map(|(i, line)| {
+                let mut line = line.clone();
+                line["line"] = json!(i + 1);
+                line
+            });
+            record[field.as_str()] = json!({"items": numbered.collect::<Vec<_>>()});
+            continue;
+        }
+        let existing = record[field.as_str()]["items"].as_array_mut().ok_or("sublist without items")?;
+        for line in items {
+            match line["line"].as_u64().and_then(|n| existing.iter_mut().find(|l| l["line"].as_u64() == Some(n))) {
+                Some(target) => {
+                    for (k, v) in line.as_object().into_iter().flatten() {
+                        target[k.as_str()] = v.clone();
+                    }
+                }
+                None => {
+                    let next = existing.iter().filter_map(|l| l["line"].as_u64()).max().unwrap_or(0) + 1;
+                    let mut line = line.clone();
+                    line["line"] = json!(next);
+                    existing.push(line);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+impl NetSuiteSim {
+    pub fn new(config: SimConfig, clock: Arc<dyn Clock>) -> Self {
+        let account = Self::seeded(&config);
+        Self {
+            config,
+            clock,
+            account: Mutex::new(account),
+            in_flight: AtomicUsize::new(0),
+            counters: Arc::new(Counters::default()),
+            http: reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap_or_default(),
+        }
+    }
+
+    fn seeded(config: &SimConfig) -> Account {
+        Account {
+            records: seed::records()
+                .into_iter()
+                .map(|(t, v)| ((t, v["id"].as_str().unwrap_or_default().to_owned()), v))
+                .collect(),
+            next_id: seed::FIRST_NEW_ID,
+            nonces: BTreeMap::new(),
+            tokens: BTreeMap::new(),
+            webhook_url: None,
+            concurrency_limit: config.concurrency_limit,
+            delay: config.delay,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Account> {
+        // Every mutation is a whole-value insert, so a poisoned lock still holds a consistent state.
+        self.account.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The stored (expanded) record.
+    pub fn record(&self, record: RecordType, id: &str) -> Option<Value> {
+        self.lock().records.get(&(record, id.to_owned())).cloned()
+    }
+
+    /// Makes every issued access token invalid (the next bearer call answers 401).
+    pub fn expire_tokens(&self) {
+        self.lock().tokens.clear();
+    }
+
+    /// Checks the TBA header against the request; `Err` is the reason (logged, never sent).
+    fn verify_tba(&self, method: &Method, uri: &Uri, headers: &HeaderMap, header: &str) -> Result<(), String> {
+        let params = parse_authorization_header(header).ok_or("malformed OAuth header")?;
+        let get = |k: &str| params.get(k).map(String::as_str).ok_or(format!("missing {k}"));
+        if get("realm")? != seed::ACCOUNT {
+            return Err("realm is not the account id".to_owned());
+        }
+        if get("oauth_consumer_key")? != seed::CONSUMER_KEY || get("oauth_token")? != seed::TOKEN_ID {
+            return Err("unknown consumer key or token".to_owned());
+        }
+        if get("oauth_signature_method")? != "HMAC-SHA256" {
+            return Err("unsupported signature method".to_owned());
+        }
+        let ts: i64 = get("oauth_timestamp")?.parse().map_err(|_| "bad timestamp")?;
+        let now = self.clock.now().as_second();
+        let skew = i64::try_from(self.config.max_skew.as_secs()).unwrap_or(i64::MAX);
+        if (now - ts).abs() > skew {
+            return Err("timestamp outside the allowed skew".to_owned());
+        }
+        // All oauth_* parameters are signed (some clients add oauth_body_hash), never realm or
+        // the signature itself.
+        let signed: Vec<(String, String)> = params
+            .iter()
+            .filter(|(k, _)| k.starts_with("oauth_") && k.as_str() != "oauth_signature")
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let host = headers.get(axum::http::header::HOST).and_then(|h| h.to_str().ok()).ok_or("no Host header")?;
+        let url = Url::parse(&format!("http://{host}{uri}")).map_err(|e| e.to_string())?;
+        let base = signature_base_string(method.as_str(), &url, &signed);
+        let expected = hmac_sha256_base64(&signing_key(seed::CONSUMER_SECRET, seed::TOKEN_SECRET), &base);
+        if expected != get("oauth_signature")? {
+            return Err("signature mismatch".to_owned());
+        }
+        let nonce = get("oauth_nonce")?.to_owned();
+        let mut account = self.lock();
+        account.nonces.retain(|_, seen| (now - *seen).abs() <= skew);
+        if account.nonces.insert(nonce, ts).is_some() {
+            return Err("nonce replayed".to_owned());
+        }
+        Ok(())
+    }
+
+    fn authenticate(&self, method: &Method, uri: &Uri, headers: &HeaderMap) -> Result<(), String> {
+        let header = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|h| h.to_str().ok())
+            .ok_or("no Authorization header")?;
+        if let Some(token) = header.strip_prefix("Bearer ") {
+            let now = self.clock.now();
+            return match self.lock().tokens.get(token) {
+                Some(expiry) if now < *expiry => Ok(()),
+                _ => Err("unknown or expired access token".to_owned()),
+            };
+        }
+        self.verify_tba(method, uri, headers, header)
+    }
+
+    async fn token(self: Arc<Self>, headers: HeaderMap, body: Bytes) -> Response {
+        self.counters.token_calls.fetch_add(1, Ordering::SeqCst);
+        let form: BTreeMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
+        let refuse = |code: &str| (StatusCode::BAD_REQUEST, axum::Json(json!({"error": code}))).into_response();
+        if form.get("grant_type").map(String::as_str) != Some("client_credentials") {
+            return refuse("unsupported_grant_type");
+        }
+        if form.get("client_assertion_type").map(String::as_str) != Some(super::auth::JWT_ASSERTION_TYPE) {
+            return refuse("invalid_request");
+        }
+        let Some(assertion) = form.get("client_assertion") else { return refuse("invalid_request") };
+        let host = headers.get(axum::http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or_default();
+        match self.check_assertion(assertion, &format!("http://{host}/services/rest{}", super::auth::TOKEN_PATH)) {
+            Ok(()) => {}
+            Err(reason) => {
+                tracing::debug!(reason, "Simulated NetSuite refused a client credentials assertion.");
+                return refuse("invalid_grant");
+            }
+        }
+        let token = random_token(40);
+        let ttl = SignedDuration::try_from(self.config.token_ttl).unwrap_or(SignedDuration::from_hours(1));
+        let expiry = self.clock.now().checked_add(ttl).unwrap_or(Timestamp::MAX);
+        self.lock().tokens.insert(token.clone(), expiry);
+        // expires_in as a string, like the fixture.
+        axum::Json(json!({"access_token": token, "token_type": "bearer", "expires_in": self.config.token_ttl.as_secs().to_string()}))
+            .into_response()
+    }
+
+    fn check_assertion(&self, assertion: &str, audience: &str) -> Result<(), String> {
+        let header = jsonwebtoken::decode_header(assertion).map_err(|e| e.to_string())?;
+        if header.kid.as_deref() != Some(seed::CERTIFICATE_ID) {
+            return Err("unknown certificate id".to_owned());
+        }
+        let key =
+            jsonwebtoken::DecodingKey::from_ec_pem(TEST_EC_PUBLIC_KEY_PEM.as_bytes()).map_err(|e| e.to_string())?;
+        let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
+        // Expiry is judged by the simulator clock below.
+        validation.validate_exp = false;
+        validation.set_required_spec_claims(&["exp", "aud", "iss"]);
+        validation.set_audience(&[audience]);
+        validation.set_issuer(&[seed::CLIENT_ID]);
+        let claims = jsonwebtoken::decode::<super::auth::AssertionClaims>(assertion, &key, &validation)
+            .map_err(|e| e.to_string())?
+            .claims;
+        let now = self.clock.now().as_second();
+        if claims.exp <= now || claims.exp - claims.iat > 3600 {
+            return Err("assertion expired or lives longer than an hour".to_owned());
+        }
+        if !claims.scope.iter().any(|s| s == "rest_webservices") {
+            return Err("scope lacks rest_webservices".to_owned());
+        }
+        Ok(())
+    }
+
+    async fn data(self: Arc<Self>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+        let now_in_flight = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        let _guard = InFlight(&self.in_flight);
+        let (limit, delay) = {
+            let account = self.lock();
+            (account.concurrency_limit, account.delay)
+        };
+        if now_in_flight > limit {
+            self.counters.throttled.fetch_add(1, Ordering::SeqCst);
+            return error(429, "CONCURRENCY_LIMIT_EXCEEDED", "Concurrent request limit exceeded. Request blocked.");
+        }
+        self.counters.peak_in_flight.fetch_max(now_in_flight, Ordering::SeqCst);
+        if let Err(reason) = self.authenticate(&method, &uri, &headers) {
+            tracing::debug!(reason, "Simulated NetSuite refused a login.");
+            self.counters.auth_failures.fetch_add(1, Ordering::SeqCst);
+            return invalid_login();
+        }
+        self.counters.data_calls.fetch_add(1, Ordering::SeqCst);
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        let host = headers.get(axum::http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
+        let base = format!("http://{host}/services/rest");
+        let query: BTreeMap<String, String> =
+            url::form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes()).into_owned().collect();
+        let path = uri.path().trim_start_matches("/services/rest/");
+        let segments: Vec<&str> = path.split('/').collect();
+        match (&method, segments.as_slice()) {
+            (&Method::POST, ["query", "v1", "suiteql"]) => self.suiteql(&base, &headers, &query, &body),
+            (&Method::GET, ["record", "v1", kind, id]) => self.get(&base, kind, id, &query),
+            (&Method::POST, ["record", "v1", kind]) => self.create(&base, kind, &body),
+            (&Method::PATCH, ["record", "v1", kind, id]) => self.patch(kind, id, &query, &body),
+            _ => error(404, "INVALID_ID", &format!("The resource {method} /services/rest/{path} does not exist.")),
+        }
+    }
+
+    fn record_type(kind: &str) -> Result<RecordType, Failure> {
+        RecordType::parse(kind).ok_or_else(|| Failure {
+            status: 404,
+            code: "INVALID_ID",
+            detail: format!("The record type {kind} is invalid or not supported."),
+        })
+    }
+
+    fn get(&self, base: &str, kind: &str, id: &str, query: &BTreeMap<String, String>) -> Response {
+        let record = match Self::record_type(kind) {
+            Ok(r) => r,
+            Err(failure) => return failure.into_response(),
+        };
+        let Some(mut value) = self.record(record, id) else {
+            return error(
+                404,
+                "NONEXISTENT_ID",
+                "The record instance does not exist. Provide a valid record instance ID.",
+            );
+        };
+        let self_href = format!("{base}/record/v1/{}/{id}", record.as_str().to_ascii_lowercase());
+        let expand = query.get("expandSubResources").is_some_and(|v| v == "true");
+        if let Some(map) = value.as_object_mut() {
+            for (field, sub) in map.iter_mut() {
+                if is_sublist(sub) {
+                    let links = json!([{"rel": "self", "href": format!("{self_href}/{field}")}]);
+                    let items = sub["items"].clone();
+                    let total = items.as_array().map_or(0, Vec::len);
+                    *sub = if expand {
+                        json!({"links": links, "items": items, "totalResults": total})
+                    } else {
+                        json!({"links": links})
+                    };
+                }
+            }
+            let href = if expand { format!("{self_href}?expandSubResources=true") } else { self_href };
+            map.insert("links".to_owned(), json!([{"rel": "self", "href": href}]));
+        }
+        axum::Json(value).into_response()
+    }
+
+    fn create(&self, base: &str, kind: &str, body: &[u8]) -> Response {
+        let record = match Self::record_type(kind) {
+            Ok(r) => r,
+            Err(failure) => return failure.into_response(),
+        };
+        let Ok(Value::Object(fields)) = serde_json::from_slice::<Value>(body) else {
+            return error(400, "INVALID_PARAMETER", "The request body is not a JSON object.");
+        };
+        let id = {
+            let mut account = self.lock();
+            account.next_id += 1;
+            account.next_id.to_string()
+        };
+        let now = minute(self.clock.now());
+        let mut value = json!({"id": id, "createdDate": now, "lastModifiedDate": now});
+        if record == RecordType::PurchaseOrder || record == RecordType::PurchaseRequisition {
+            value["approvalStatus"] = json!({"id": "1", "refName": "Pending Approval"});
+        }
+        if let Err(detail) = merge(&mut value, &fields, &[]) {
+            return error(400, "USER_ERROR", &detail);
+        }
+        self.lock().records.insert((record, id.clone()), value.clone());
+        self.fire_webhook(record, &value, "create");
+        let location = format!("{base}/record/v1/{}/{id}", record.as_str().to_ascii_lowercase());
+        let mut resp = StatusCode::NO_CONTENT.into_response();
+        if let Ok(header) = HeaderValue::from_str(&location) {
+            resp.headers_mut().insert(axum::http::header::LOCATION, header);
+        }
+        resp
+    }
+
+    fn patch(&self, kind: &str, id: &str, query: &BTreeMap<String, String>, body: &[u8]) -> Response {
+        let record = match Self::record_type(kind) {
+            Ok(r) => r,
+            Err(failure) => return failure.into_response(),
+        };
+        let Ok(Value::Object(fields)) = serde_json::from_slice::<Value>(body) else {
+            return error(400, "INVALID_PARAMETER", "The request body is not a JSON object.");
+        };
+        let replace: Vec<String> =
+            query.get("replace").map(|r| r.split(',').map(str::to_owned).collect()).unwrap_or_default();
+        match self.update(record, id, &fields, &replace) {
+            Ok(value) => {
+                self.fire_webhook(record, &value, "edit");
+                StatusCode::NO_CONTENT.into_response()
+            }
+            Err(failure) => failure.into_response(),
+        }
+    }
+
+    fn update(
+        &self,
+        record: RecordType,
+        id: &str,
+        fields: &Map<String, Value>,
+        replace: &[String],
+    ) -> Result<Value, Failure> {
+        let now = minute(self.clock.now());
+        let mut account = self.lock();
+        let Some(value) = account.records.get_mut(&(record, id.to_owned())) else {
+            return Err(Failure {
+                status: 404,
+                code: "NONEXISTENT_ID",
+                detail: "The record instance does not exist. Provide a valid record instance ID.".to_owned(),
+            });
+        };
+        let mut changed = value.clone();
+        merge(&mut changed, fields, replace).map_err(|detail| Failure { status: 400, code: "USER_ERROR", detail })?;
+        changed["lastModifiedDate"] = json!(now);
+        *value = changed.clone();
+        Ok(changed)
+    }
+
+    fn suiteql(&self, base: &str, headers: &HeaderMap, query: &BTreeMap<String, String>, body: &[u8]) -> Response {
+        if headers.get("prefer").and_then(|v| v.to_str().ok()) != Some("transient") {
+            return error(400, "INVALID_PARAMETER", "The Prefer: transient header is required for SuiteQL.");
+        }
+        let limit: usize = query.get("limit").and_then(|l| l.parse().ok()).unwrap_or(1000);
+        let offset: usize = query.get("offset").and_then(|o| o.parse().ok()).unwrap_or(0);
+        if limit == 0 || limit > 1000 {
+            return error(400, "INVALID_PARAMETER", "The limit must be between 1 and 1000.");
+        }
+        let Some(q) = serde_json::from_slice::<Value>(body).ok().and_then(|v| v["q"].as_str().map(str::to_owned))
+        else {
+            return error(400, "INVALID_PARAMETER", "The request body must be {\"q\": \"SELECT …\"}.");
+        };
+        let parsed = match suiteql::parse(&q) {
+            Ok(p) => p,
+            Err(detail) => {
+                let mut body = error_body(400, "INVALID_PARAMETER", &detail);
+                body["o:errorDetails"][0]["o:errorQueryParam"] = json!("q");
+                let mut resp = (StatusCode::BAD_REQUEST, axum::Json(body)).into_response();
+                resp.headers_mut().insert(axum::http::header::CONTENT_TYPE, HeaderValue::from_static(ERROR_TYPE));
+                return resp;
+            }
+        };
+        let mut rows: Vec<(String, u64, Value)> = self
+            .lock()
+            .records
+            .iter()
+            .filter_map(|((t, id), v)| {
+                let row = suiteql::project(&parsed, *t, v)?;
+                Some((
+                    v["lastModifiedDate"].as_str().unwrap_or_default().to_owned(),
+                    id.parse().unwrap_or(u64::MAX),
+                    row,
+                ))
+            })
+            .collect();
+        rows.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+        let total = rows.len();
+        let items: Vec<Value> = rows.into_iter().skip(offset).take(limit).map(|r| r.2).collect();
+        let has_more = offset + items.len() < total;
+        let link = |rel: &str, off: usize| json!({"rel": rel, "href": format!("{base}/query/v1/suiteql?limit={limit}&offset={off}")});
+        let mut links = Vec::new();
+        if has_more {
+            links.push(link("next", offset + limit));
+        }
+        links.push(link("last", total.saturating_sub(1) / limit * limit));
+        links.push(link("self", offset));
+        axum::Json(json!({
+            "links": links,
+            "count": items.len(),
+            "hasMore": has_more,
+            "items": items,
+            "offset": offset,
+            "totalResults": total
+        }))
+        .into_response()
+    }
+
+    /// POSTs the user-event payload of `value` to the configured webhook, signed like the
+    /// dingbridge SuiteScript (see `netsuite::source`). Fire and forget, like `N/https.post`
+    /// errors that the script ignores.
+    fn fire_webhook(&self, record: RecordType, value: &Value, event: &str) {
+        let Some(url) = self.lock().webhook_url.clone() else { return };
+        let kind = record.as_str().to_ascii_lowercase();
+        let id = value["id"].as_str().unwrap_or_default();
+        let modified = value["lastModifiedDate"].as_str().unwrap_or_default();
+        let text = |v: &Value| match v {
+            Value::Object(o) => o.get("id").cloned().unwrap_or(Value::Null),
+            other => other.clone(),
+        };
+        let payload = json!({
+            "eventId": format!("{}:{kind}:{id}:{modified}:{event}", seed::ACCOUNT),
+            "account": seed::ACCOUNT,
+            "recordType": kind,
+            "recordId": id,
+            "eventType": event,
+            "userId": "159",
+            "role": "1031",
+            "executionContext": "USERINTERFACE",
+            "occurredAt": self.clock.now().to_string(),
+            "fields": {
+                "tranid": text(&value["tranId"]),
+                "approvalstatus": text(&value["approvalStatus"]),
+                "nextapprover": text(&value["nextApprover"]),
+                "total": value["total"].clone(),
+                "currency": text(&value["currency"]),
+            }
+        });
+        let body = payload.to_string().into_bytes();
+        let signature = sign_payload(seed::WEBHOOK_SECRET.as_bytes(), &body);
+        let (http, counters) = (self.http.clone(), self.counters.clone());
+        tokio::spawn(async move {
+            let sent = http
+                .post(&url)
+                .header(axum::http::header::CONTENT_TYPE, "application/json")
+                .header(SIGNATURE_HEADER, signature)
+                .body(body)
+                .send()
+                .await;
+            match sent {
+                Ok(_) => {
+                    counters.webhooks_sent.fetch_add(1, Ordering::SeqCst);
+                }
+                Err(err) => tracing::debug!(error = %err.without_url(), "Simulated user-event webhook failed."),
+            }
+        });
+    }
+}
+
+#[async_trait::async_trait]
+impl Simulator for NetSuiteSim {
+    fn name(&self) -> &'static str {
+        "netsuite"
+    }
+
+    fn router(self: Arc<Self>) -> Router {
+        let token_sim = self.clone();
+        let data_sim = self.clone();
+        Router::new()
+            .route(
+                "/services/rest/auth/oauth2/v1/token",
+                post(move |headers: HeaderMap, body: Bytes| token_sim.clone().token(headers, body)),
+            )
+            .route(
+                "/services/rest/{*rest}",
+                any(move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+                    data_sim.clone().data(method, uri, headers, body)
+                }),
+            )
+    }
+
+    fn info(&self) -> Value {
+        let account = self.lock();
+        json!({
+            "account": seed::ACCOUNT,
+            "consumer_key": seed::CONSUMER_KEY,
+            "consumer_secret": seed::CONSUMER_SECRET,
+            "token_id": seed::TOKEN_ID,
+            "token_secret": seed::TOKEN_SECRET,
+            "client_id": seed::CLIENT_ID,
+            "certificate_id": seed::CERTIFICATE_ID,
+            "jwt_private_key_pem": TEST_EC_PRIVATE_KEY_PEM,
+            "jwt_public_key_pem": TEST_EC_PUBLIC_KEY_PEM,
+            "webhook_secret": seed::WEBHOOK_SECRET,
+            "webhook_url": account.webhook_url,
+            "concurrency_limit": account.concurrency_limit,
+            "delay_ms": u64::try_from(account.delay.as_millis()).unwrap_or(u64::MAX),
+            "token_ttl_s": self.config.token_ttl.as_secs(),
+        })
+    }
+
+    fn reset(&self) {
+        *self.lock() = Self::seeded(&self.config);
+    }
+
+    async fn put_record(&self, entity: &str, value: Value) -> Result<Value, SimError> {
+        let invalid = |detail: &str| SimError::InvalidRecord { entity: entity.to_owned(), detail: detail.to_owned() };
+        match entity {
+            "webhook" => {
+                self.lock().webhook_url = value["url"].as_str().map(str::to_owned);
+                return Ok(value);
+            }
+            "limits" => {
+                let mut account = self.lock();
+                if let Some(n) = value["concurrency"].as_u64() {
+                    account.concurrency_limit = usize::try_from(n).map_err(|_| invalid("concurrency too large"))?;
+                }
+                if let Some(ms) = value["delay_ms"].as_u64() {
+                    account.delay = Duration::from_millis(ms);
+                }
+                return Ok(value);
+            }
+            _ => {}
+        }
+        let record = RecordType::parse(entity).ok_or_else(|| SimError::UnknownEntity {
+            simulator: "netsuite",
+            entity: entity.to_owned(),
+            known: "webhook, limits, purchaseRequisition, purchaseOrder, salesOrder, inventoryItem, itemFulfillment"
+                .to_owned(),
+        })?;
+        let Value::Object(fields) = &value else { return Err(invalid("expected a JSON object")) };
+        let id = fields.get("id").and_then(Value::as_str).ok_or_else(|| invalid("expected an \"id\""))?.to_owned();
+        let now = minute(self.clock.now());
+        let (stored, event) = {
+            let mut account = self.lock();
+            let existing = account.records.get(&(record, id.clone())).cloned();
+            let event = if existing.is_some() { "edit" } else { "create" };
+            let mut stored = existing.unwrap_or_else(|| json!({"id": id, "createdDate": now}));
+            merge(&mut stored, fields, &[]).map_err(|detail| invalid(&detail))?;
+            stored["lastModifiedDate"] = json!(now);
+            account.records.insert((record, id), stored.clone());
+            (stored, event)
+        };
+        self.fire_webhook(record, &stored, event);
+        Ok(stored)
+    }
+}

@@ -1,0 +1,237 @@
+//! Seed data of the simulated account: a Hong Kong trading company (subsidiary "Dingbridge Demo
+//! (HK) Ltd", HKD, warehouse "HK - Kwai Chung DC"), consistent with the NetSuite fixtures
+//! (purchase order 4711 / PO000812 is the fixture record, 4709 / PO000810 the approved one of
+//! the SuiteQL page).
+
+use crate::netsuite::client::RecordType;
+use serde_json::{json, Value};
+
+/// Account id (realm form).
+pub const ACCOUNT: &str = "1234567";
+/// TBA credentials (the fake ones of `tba_signature_vectors.json`).
+pub const CONSUMER_KEY: &str = "ef40afdd8abaac111b13825dd5e5e2ddddb44f86d5a0dd6dcf38c20aae6b67e4";
+pub const CONSUMER_SECRET: &str = "d26ad321a4b2f23b0741c8d38392ce01c3e23e109df6c96eac6d099e9ab9a8b5";
+pub const TOKEN_ID: &str = "2b0ce516420110bcbd36b69e99196d1b7f6de3c6234c5afb799b73d87569f5cc";
+pub const TOKEN_SECRET: &str = "c29a677df7d5439a458c063654187e3d678d73aca8e3c9d8fea1478a0f0a6f5b";
+/// OAuth 2.0 client credentials: the integration's client id and the certificate id (`kid`).
+pub const CLIENT_ID: &str = "b5c7d0f1e2a34c8d9e0f1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b1c2d";
+pub const CERTIFICATE_ID: &str = "c.1234567.2024-03-15_02-30-00";
+/// Shared secret the simulated user-event script signs webhook posts with.
+pub const WEBHOOK_SECRET: &str = "whsec-netsuite-sim";
+
+fn reference(id: &str, name: &str) -> Value {
+    json!({"id": id, "refName": name})
+}
+
+fn po_line(line: u64, item: (&str, &str), quantity: f64, units: &str, rate: f64, amount: f64) -> Value {
+    // Whole quantities are JSON integers on the wire (`"quantity": 1200`), like the fixture.
+    let quantity = if quantity.fract() == 0.0 && quantity >= 0.0 { json!(quantity as u64) } else { json!(quantity) };
+    json!({
+        "line": line,
+        "item": reference(item.0, item.1),
+        "itemType": reference("InvtPart", "InvtPart"),
+        "description": item.1,
+        "quantity": quantity,
+        "units": units,
+        "rate": rate,
+        "amount": amount,
+        "quantityReceived": 0,
+        "quantityBilled": 0,
+        "isClosed": false,
+        "isOpen": true,
+        "location": reference("3", "HK - Kwai Chung DC"),
+        "expectedReceiptDate": "2024-04-02"
+    })
+}
+
+const BOLT: (&str, &str) = ("501", "TG-1001 Stainless bolt M8x40");
+const RESIN: (&str, &str) = ("502", "RM-2040 PP resin (kg)");
+
+#[allow(clippy::too_many_arguments)]
+fn purchase_order(
+    id: &str,
+    tran_id: &str,
+    modified: &str,
+    vendor: (&str, &str),
+    approval: (&str, &str),
+    order_status: &str,
+    total: f64,
+    lines: Vec<Value>,
+) -> Value {
+    let status = if order_status == "A" { "Pending Supervisor Approval" } else { "Pending Receipt" };
+    json!({
+        "id": id,
+        "tranId": tran_id,
+        "tranDate": &modified[..10],
+        "createdDate": modified,
+        "lastModifiedDate": modified,
+        "entity": reference(vendor.0, vendor.1),
+        "subsidiary": reference("2", "Dingbridge Demo (HK) Ltd"),
+        "currency": reference("5", "Hong Kong Dollar"),
+        "exchangeRate": 1.0,
+        "location": reference("3", "HK - Kwai Chung DC"),
+        "department": reference("7", "Operations"),
+        "employee": reference("159", "Chan Tai Man"),
+        "approvalStatus": reference(approval.0, approval.1),
+        "nextApprover": reference("201", "Lee Po Yee"),
+        "status": reference(status, status),
+        "orderStatus": reference(order_status, order_status),
+        "memo": "Restock Q2",
+        "total": total,
+        "subtotal": total,
+        "taxTotal": 0.0,
+        "customForm": reference("98", "Standard Purchase Order"),
+        "item": {"items": lines},
+        "expense": {"items": []}
+    })
+}
+
+/// All seeded records, expanded form (sublists as `{"items": [...]}`).
+pub fn records() -> Vec<(RecordType, Value)> {
+    let kowloon = ("1335", "Kowloon Bay Trading Ltd");
+    let tsuen_wan = ("1340", "Tsuen Wan Plastics Co");
+    let pending = ("1", "Pending Approval");
+    let approved = ("2", "Approved");
+    vec![
+        (
+            RecordType::PurchaseOrder,
+            purchase_order(
+                "4705",
+                "PO000806",
+                "2024-03-11T06:12:00Z",
+                kowloon,
+                approved,
+                "B",
+                4250.0,
+                vec![po_line(1, BOLT, 5000.0, "1", 0.85, 4250.0)],
+            ),
+        ),
+        (
+            RecordType::PurchaseOrder,
+            purchase_order(
+                "4709",
+                "PO000810",
+                "2024-03-14T09:05:00Z",
+                tsuen_wan,
+                approved,
+                "B",
+                8800.0,
+                vec![po_line(1, RESIN, 478.0, "3", 18.4, 8795.2), po_line(2, BOLT, 5.0, "1", 0.96, 4.8)],
+            ),
+        ),
+        (
+            RecordType::PurchaseOrder,
+            purchase_order(
+                "4711",
+                "PO000812",
+                "2024-03-15T02:31:00Z",
+                kowloon,
+                pending,
+                "A",
+                1710.0,
+                vec![po_line(1, BOLT, 1200.0, "1", 0.85, 1020.0), po_line(2, RESIN, 37.5, "3", 18.4, 690.0)],
+            ),
+        ),
+        (
+            RecordType::PurchaseOrder,
+            purchase_order(
+                "4712",
+                "PO000813",
+                "2024-03-15T02:31:00Z",
+                tsuen_wan,
+                pending,
+                "A",
+                920.0,
+                vec![po_line(1, RESIN, 50.0, "3", 18.4, 920.0)],
+            ),
+        ),
+        (
+            RecordType::PurchaseRequisition,
+            json!({
+                "id": "4690",
+                "tranId": "PR000231",
+                "tranDate": "2024-03-13",
+                "lastModifiedDate": "2024-03-13T03:20:00Z",
+                "entity": reference("159", "Chan Tai Man"),
+                "approvalStatus": reference("1", "Pending Approval"),
+                "nextApprover": reference("201", "Lee Po Yee"),
+                "status": reference("Pending Supervisor Approval", "Pending Supervisor Approval"),
+                "subsidiary": reference("2", "Dingbridge Demo (HK) Ltd"),
+                "currency": reference("5", "Hong Kong Dollar"),
+                "total": 2550.0,
+                "item": {"items": [{"line": 1, "item": reference(BOLT.0, BOLT.1), "quantity": 3000.0, "units": "1", "rate": 0.85, "amount": 2550.0}]},
+                "expense": {"items": []}
+            }),
+        ),
+        (
+            RecordType::SalesOrder,
+            json!({
+                "id": "5120",
+                "tranId": "SO001204",
+                "tranDate": "2024-03-12",
+                "lastModifiedDate": "2024-03-14T08:45:00Z",
+                "entity": reference("2210", "Sheung Wan Hardware Ltd"),
+                "status": reference("Pending Billing", "Pending Billing"),
+                "orderStatus": reference("F", "F"),
+                "shipDate": "2024-03-14",
+                "currency": reference("5", "Hong Kong Dollar"),
+                "total": 3600.0,
+                "item": {"items": [{"line": 1, "item": reference(BOLT.0, BOLT.1), "quantity": 3000.0, "units": "1", "rate": 1.2, "amount": 3600.0, "quantityFulfilled": 3000.0, "quantityBilled": 0.0}]}
+            }),
+        ),
+        (
+            RecordType::ItemFulfillment,
+            json!({
+                "id": "5130",
+                "tranId": "IF000877",
+                "tranDate": "2024-03-14",
+                "lastModifiedDate": "2024-03-14T08:45:00Z",
+                "createdFrom": reference("5120", "Sales Order #SO001204"),
+                "shipStatus": reference("C", "Shipped"),
+                "item": {"items": [{"line": 1, "orderLine": 1, "item": reference(BOLT.0, BOLT.1), "quantity": 3000.0, "itemReceive": true}]},
+                "package": {"items": [{"line": 1, "packageTrackingNumber": "SF1402938475HK", "packageWeight": 12.5}]}
+            }),
+        ),
+        (
+            RecordType::InventoryItem,
+            json!({
+                "id": BOLT.0,
+                "itemId": "TG-1001",
+                "displayName": BOLT.1,
+                "lastModifiedDate": "2024-03-10T01:00:00Z",
+                "unitsType": reference("1", "Each"),
+                "stockUnit": reference("1", "Each"),
+                "purchaseUnit": reference("1", "Each"),
+                "saleUnit": reference("1", "Each"),
+                "locations": {"items": [{"location": reference("3", "HK - Kwai Chung DC"), "quantityOnHand": 8200.0, "quantityAvailable": 5200.0, "quantityOnOrder": 6200.0, "quantityCommitted": 3000.0}]}
+            }),
+        ),
+        (
+            RecordType::InventoryItem,
+            json!({
+                "id": RESIN.0,
+                "itemId": "RM-2040",
+                "displayName": RESIN.1,
+                "lastModifiedDate": "2024-03-10T01:00:00Z",
+                "unitsType": reference("2", "Weight"),
+                "stockUnit": reference("3", "kg"),
+                "purchaseUnit": reference("3", "kg"),
+                "saleUnit": reference("3", "kg"),
+                "locations": {"items": [{"location": reference("3", "HK - Kwai Chung DC"), "quantityOnHand": 412.5, "quantityAvailable": 412.5, "quantityOnOrder": 565.5, "quantityCommitted": 0.0}]}
+            }),
+        ),
+    ]
+}
+
+/// First id handed out by creates.
+pub const FIRST_NEW_ID: u64 = 6000;
+
+/// The refName of an approval status id.
+pub fn approval_name(id: &str) -> Option<&'static str> {
+    match id {
+        "1" => Some("Pending Approval"),
+        "2" => Some("Approved"),
+        "3" => Some("Rejected"),
+        _ => None,
+    }
+}

@@ -1,0 +1,203 @@
+//! The SuiteQL subset the simulator answers (reference B10 item 4): what dingbridge's client
+//! and poll cursor send, nothing more.
+//!
+//! `SELECT <columns> FROM transaction|item [WHERE <cond> [AND <cond>]…] [ORDER BY …]` where a
+//! condition is `type = 'PurchOrd'` (transaction), `itemtype = 'InvtPart'` (item),
+//! `lastmodifieddate >= TO_TIMESTAMP('YYYY-MM-DD HH:MM:SS', …)` or
+//! `lastmodifieddate > TO_DATE('YYYY-MM-DD', …)`. Rows always come ordered by
+//! `lastmodifieddate, id`. Columns: `id`, `tranid`, `status`, `approvalstatus`, `foreigntotal`,
+//! `itemid`, `displayname`, `lastmodifieddate` (in the simulated user's date format `d/M/yyyy`,
+//! like the fixture) and `TO_CHAR(lastmodifieddate, …) AS alias` (ISO local time). The
+//! simulated integration user's time zone is UTC.
+
+use crate::netsuite::client::RecordType;
+use jiff::Timestamp;
+use serde_json::Value;
+
+/// A parsed query.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Query {
+    /// Output name and source column per selected item.
+    pub columns: Vec<(String, String)>,
+    /// Record types the table holds after the type filter.
+    pub types: Vec<RecordType>,
+    /// Inclusive lower bound on lastModifiedDate (seconds).
+    pub since: Option<(i64, bool)>,
+}
+
+const COLUMNS: &[&str] =
+    &["id", "tranid", "status", "approvalstatus", "foreigntotal", "itemid", "displayname", "lastmodifieddate"];
+
+fn literal(text: &str) -> Option<&str> {
+    let start = text.find('\'')? + 1;
+    let len = text[start..].find('\'')?;
+    Some(&text[start..start + len])
+}
+
+/// Splits on commas outside parentheses and quotes.
+fn split_top(text: &str) -> Vec<String> {
+    let (mut parts, mut cur, mut depth, mut quoted) = (Vec::new(), String::new(), 0i32, false);
+    for c in text.chars() {
+        match c {
+            '\'' => quoted = !quoted,
+            '(' if !quoted => depth += 1,
+            ')' if !quoted => depth -= 1,
+            ',' if !quoted && depth == 0 => {
+                parts.push(cur.trim().to_owned());
+                cur.clear();
+                continue;
+            }
+            _ => {}
+        }
+        cur.push(c);
+    }
+    parts.push(cur.trim().to_owned());
+    parts
+}
+
+/// Parses `q`; the error text becomes the `INVALID_PARAMETER` detail.
+pub fn parse(q: &str) -> Result<Query, String> {
+    let lower = q.to_ascii_lowercase();
+    let select_end = lower.find(" from ").ok_or("Invalid search query: expected SELECT … FROM …")?;
+    let select = lower.strip_prefix("select ").ok_or("Invalid search query: expected SELECT")?;
+    let mut columns = Vec::new();
+    for item in split_top(&select[..select_end - "select ".len()]) {
+        if item.starts_with("to_char(lastmodifieddate") {
+            let alias = item.rsplit(" as ").next().filter(|_| item.contains(" as ")).ok_or("TO_CHAR needs an alias")?;
+            columns.push((alias.trim().to_owned(), "lastmodified_iso".to_owned()));
+        } else if COLUMNS.contains(&item.as_str()) {
+            columns.push((item.clone(), item));
+        } else {
+            return Err(format!("Invalid search query. Search error occurred: Unknown identifier '{item}'."));
+        }
+    }
+    let rest = &lower[select_end + " from ".len()..];
+    let rest = rest.split(" order by ").next().unwrap_or_default();
+    let (table, where_clause) = match rest.split_once(" where ") {
+        Some((t, w)) => (t.trim(), Some(w)),
+        None => (rest.trim(), None),
+    };
+    let mut types: Vec<RecordType> = match table {
+        "transaction" => RecordType::ALL.into_iter().filter(|t| t.transaction_type().is_some()).collect(),
+        "item" => vec![RecordType::InventoryItem],
+        other => return Err(format!("Invalid search query. Search error occurred: Record '{other}' was not found.")),
+    };
+    let mut since = None;
+    for cond in where_clause.map(|w| w.split(" and ").collect::<Vec<_>>()).unwrap_or_default() {
+        let cond = cond.trim();
+        // Literals keep their case from the original text.
+        let original = &q[q.to_ascii_lowercase().find(cond).unwrap_or(0)..];
+        if cond.starts_with("type =") && table == "transaction" {
+            let code = literal(original).ok_or("type needs a quoted code")?;
+            types.retain(|t| t.transaction_type().is_some_and(|c| c.eq_ignore_ascii_case(code)));
+        } else if cond.starts_with("itemtype =") && table == "item" {
+            if !literal(cond).is_some_and(|c| c.eq_ignore_ascii_case("invtpart")) {
+                types.clear();
+            }
+        } else if let Some(op) = cond.strip_prefix("lastmodifieddate ") {
+            let inclusive = op.starts_with(">=");
+            if !inclusive && !op.starts_with('>') {
+                return Err(format!("Unsupported lastmodifieddate condition `{cond}`"));
+            }
+            let text = literal(op).ok_or("lastmodifieddate needs a quoted literal")?;
+            let civil = if text.len() == 10 { format!("{text}T00:00:00") } else { text.replacen(' ', "T", 1) };
+            let at: jiff::civil::DateTime =
+                civil.parse().map_err(|e| format!("Invalid date literal '{text}' ({e})"))?;
+            let ts = at.to_zoned(jiff::tz::TimeZone::UTC).map_err(|e| e.to_string())?.timestamp();
+            since = Some((ts.as_second(), inclusive));
+        } else {
+            return Err(format!("Invalid search query. Unsupported condition `{cond}`."));
+        }
+    }
+    Ok(Query { columns, types, since })
+}
+
+fn text_of(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Object(o) => o.get("id").and_then(text_of),
+        _ => None,
+    }
+}
+
+/// `1710.0` → `"1710"`, `0.85` → `"0.85"` (SuiteQL hands numbers back as strings).
+fn number_text(value: &Value) -> Option<String> {
+    let n = value.as_f64()?;
+    Some(if n.fract() == 0.0 { format!("{n:.0}") } else { n.to_string() })
+}
+
+/// The projected row of one record, `None` when the filter excludes it.
+pub fn project(query: &Query, record: RecordType, value: &Value) -> Option<Value> {
+    let modified: Timestamp = value["lastModifiedDate"].as_str()?.parse().ok()?;
+    if let Some((since, inclusive)) = query.since {
+        let s = modified.as_second();
+        if s < since || (!inclusive && s == since) {
+            return None;
+        }
+    }
+    if !query.types.contains(&record) {
+        return None;
+    }
+    let utc = modified.to_zoned(jiff::tz::TimeZone::UTC);
+    let mut row = serde_json::Map::new();
+    row.insert("links".to_owned(), Value::Array(Vec::new()));
+    for (name, source) in &query.columns {
+        let cell = match source.as_str() {
+            "id" => text_of(&value["id"]),
+            "tranid" => text_of(&value["tranId"]),
+            "status" => text_of(&value["orderStatus"]),
+            "approvalstatus" => text_of(&value["approvalStatus"]),
+            "foreigntotal" => number_text(&value["total"]),
+            "itemid" => text_of(&value["itemId"]),
+            "displayname" => text_of(&value["displayName"]),
+            "lastmodifieddate" => Some(format!("{}/{}/{}", utc.day(), utc.month(), utc.year())),
+            "lastmodified_iso" => Some(utc.strftime("%Y-%m-%dT%H:%M:%S").to_string()),
+            _ => None,
+        };
+        // Empty fields are left out, as NetSuite does.
+        if let Some(cell) = cell {
+            row.insert(name.clone(), Value::String(cell));
+        }
+    }
+    Some(Value::Object(row))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::netsuite::source::PollCursor;
+
+    #[test]
+    fn the_poll_cursor_query_parses() {
+        let q = PollCursor::new(
+            RecordType::PurchaseOrder,
+            "2024-03-15T02:31:00Z".parse().unwrap(),
+            jiff::tz::TimeZone::UTC,
+        )
+        .query();
+        let parsed = parse(&q).unwrap();
+        assert_eq!(parsed.types, [RecordType::PurchaseOrder]);
+        assert_eq!(parsed.since, Some(("2024-03-15T02:29:00Z".parse::<Timestamp>().unwrap().as_second(), true)));
+        assert_eq!(parsed.columns[1], ("lastmodified".to_owned(), "lastmodified_iso".to_owned()));
+    }
+
+    #[test]
+    fn the_fixture_query_shape_parses_and_projects_like_the_fixture() {
+        let q = "SELECT id, tranid, status, approvalstatus, foreigntotal, lastmodifieddate FROM transaction \
+                 WHERE type = 'PurchOrd' AND lastmodifieddate > TO_DATE('2024-01-31','YYYY-MM-DD')";
+        let parsed = parse(q).unwrap();
+        let po = super::super::seed::records().into_iter().find(|(_, v)| v["id"] == "4711").unwrap().1;
+        let row = project(&parsed, RecordType::PurchaseOrder, &po).unwrap();
+        let fixture = fixtures::read_json("netsuite/suiteql_page.json");
+        assert_eq!(row, fixture["items"][1]);
+        assert!(project(&parsed, RecordType::SalesOrder, &po).is_none());
+    }
+
+    #[test]
+    fn unknown_columns_and_tables_are_refused() {
+        assert!(parse("SELECT subsidiary FROM transaction").unwrap_err().contains("Unknown identifier 'subsidiary'"));
+        assert!(parse("SELECT id FROM customer").is_err());
+        assert!(parse("SELECT id FROM transaction WHERE entity = 5").is_err());
+    }
+}

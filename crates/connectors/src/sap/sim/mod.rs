@@ -1,0 +1,1073 @@
+//! A stateful SAP Gateway simulator on one port (reference A10): the four A2X OData v2 services
+//! and the Task Gateway service at their real paths, Basic/bearer auth, session cookies with the
+//! CSRF-token protocol, `d`/`d.results` envelopes with `__metadata`, `__deferred`, `__count` and
+//! `__next` server paging, `$filter`/`$select`/`$expand`/`$orderby`/`$top`/`$skip`/`$skiptoken`,
+//! ETags with 412/428, `$batch` with atomic changesets, `TASKPROCESSING` decisions, a generated
+//! `$metadata`, and IDoc-XML pushes.
+//!
+//! Control (`POST /_sim/records/{entity}`): an entity set name (`A_PurchaseOrder`, …) upserts a
+//! row by its keys and bumps its change time/ETag; `idoc_target` `{"url"}` sets where IDocs go;
+//! `idoc` `{"type": "ORDERS05"|"DESADV", "document": "…"}` POSTs one; `csrf` `{"expire": true}`
+//! invalidates every issued token; `page_size` `{"value": n}` sets the server page size.
+//! Not simulated: navigation paths (`A_PurchaseOrder('…')/to_PurchaseOrderItem`), `$expand` beyond
+//! one level, `/$count`, `$filter` functions and parentheses, XML error bodies.
+
+mod filter;
+mod idoc_out;
+mod metadata;
+pub mod seed;
+
+use crate::sap::batch;
+use crate::sap::client::{service_root, TASK_PROCESSING_ROOT};
+use axum::body::Bytes;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use axum::Router;
+use base64::Engine as _;
+use filter::Filter;
+use jiff::Timestamp;
+use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
+use serde_json::{json, Map, Value};
+use sim::{SimError, Simulator};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+/// Query values in `__next` keep OData syntax (`$`, quotes, parentheses) readable, as Gateway does.
+const QUERY_VALUE: &AsciiSet =
+    &CONTROLS.add(b' ').add(b'"').add(b'#').add(b'%').add(b'&').add(b'+').add(b'<').add(b'>');
+
+/// A navigation property: (name, target set, foreign-key pairs (own field, target field)).
+pub(crate) type Nav = (&'static str, &'static str, &'static [(&'static str, &'static str)]);
+
+/// One simulated entity set.
+pub(crate) struct SetDef {
+    pub service: &'static str,
+    pub set: &'static str,
+    pub type_name: &'static str,
+    pub keys: &'static [&'static str],
+    /// Property the weak ETag is derived from; `None`: no ETag, no If-Match needed.
+    pub etag_field: Option<&'static str>,
+    pub writable: bool,
+    pub navs: &'static [Nav],
+}
+
+const PO: &str = "API_PURCHASEORDER_PROCESS_SRV";
+const PR: &str = "API_PURCHASEREQ_PROCESS_SRV";
+const STOCK: &str = "API_MATERIAL_STOCK_SRV";
+const DLV: &str = "API_OUTBOUND_DELIVERY_SRV;v=0002";
+const TASKS: &str = "TASKPROCESSING";
+
+pub(crate) const SETS: &[SetDef] = &[
+    SetDef {
+        service: PO,
+        set: "A_PurchaseOrder",
+        type_name: "A_PurchaseOrderType",
+        keys: &["PurchaseOrder"],
+        etag_field: Some("LastChangeDateTime"),
+        writable: true,
+        navs: &[("to_PurchaseOrderItem", "A_PurchaseOrderItem", &[("PurchaseOrder", "PurchaseOrder")])],
+    },
+    SetDef {
+        service: PO,
+        set: "A_PurchaseOrderItem",
+        type_name: "A_PurchaseOrderItemType",
+        keys: &["PurchaseOrder", "PurchaseOrderItem"],
+        etag_field: None,
+        writable: true,
+        navs: &[],
+    },
+    SetDef {
+        service: PR,
+        set: "A_PurchaseRequisitionItem",
+        type_name: "A_PurchaseRequisitionItemType",
+        keys: &["PurchaseRequisition", "PurchaseRequisitionItem"],
+        etag_field: Some("LastChangeDateTime"),
+        writable: true,
+        navs: &[],
+    },
+    SetDef {
+        service: STOCK,
+        set: "A_MatlStkInAcctMod",
+        type_name: "A_MatlStkInAcctModType",
+        keys: &[
+            "Material",
+            "Plant",
+            "StorageLocation",
+            "Batch",
+            "Supplier",
+            "Customer",
+            "WBSElementInternalID",
+            "SDDocument",
+            "SDDocumentItem",
+            "InventorySpecialStockType",
+            "InventoryStockType",
+        ],
+        etag_field: None,
+        writable: false,
+        navs: &[],
+    },
+    SetDef {
+        service: DLV,
+        set: "A_OutbDeliveryHeader",
+        type_name: "A_OutbDeliveryHeaderType",
+        keys: &["DeliveryDocument"],
+        etag_field: Some("LastChangeDate"),
+        writable: true,
+        navs: &[("to_DeliveryDocumentItem", "A_OutbDeliveryItem", &[("DeliveryDocument", "DeliveryDocument")])],
+    },
+    SetDef {
+        service: DLV,
+        set: "A_OutbDeliveryItem",
+        type_name: "A_OutbDeliveryItemType",
+        keys: &["DeliveryDocument", "DeliveryDocumentItem"],
+        etag_field: None,
+        writable: true,
+        navs: &[],
+    },
+    SetDef {
+        service: TASKS,
+        set: "TaskCollection",
+        type_name: "Task",
+        keys: &["SAP__Origin", "InstanceID"],
+        etag_field: None,
+        writable: false,
+        navs: &[],
+    },
+];
+
+fn set_def(set: &str) -> Option<&'static SetDef> {
+    SETS.iter().find(|d| d.set == set)
+}
+
+#[derive(Debug)]
+struct Data {
+    rows: BTreeMap<&'static str, Vec<Value>>,
+    /// session id → CSRF token issued to it.
+    sessions: HashMap<String, Option<String>>,
+    page_size: usize,
+    idoc_target: Option<String>,
+    next_docnum: u64,
+    next_po: u64,
+    /// Strictly increasing change times even within one millisecond.
+    last_change_ms: i64,
+}
+
+impl Data {
+    fn seeded() -> Self {
+        let mut rows = BTreeMap::new();
+        rows.insert("A_PurchaseOrder", seed::purchase_orders());
+        rows.insert("A_PurchaseOrderItem", seed::purchase_order_items());
+        rows.insert("A_PurchaseRequisitionItem", seed::purchase_requisition_items());
+        rows.insert("A_MatlStkInAcctMod", seed::material_stock());
+        rows.insert("A_OutbDeliveryHeader", seed::outbound_deliveries());
+        rows.insert("A_OutbDeliveryItem", seed::outbound_delivery_items());
+        rows.insert("TaskCollection", seed::tasks());
+        Self {
+            rows,
+            sessions: HashMap::new(),
+            page_size: seed::DEFAULT_PAGE_SIZE,
+            idoc_target: None,
+            next_docnum: 481_900,
+            next_po: 4_500_000_125,
+            last_change_ms: 0,
+        }
+    }
+
+    fn change_stamp(&mut self) -> i64 {
+        let now = Timestamp::now().as_millisecond();
+        self.last_change_ms = now.max(self.last_change_ms + 1);
+        self.last_change_ms
+    }
+
+    /// Sets the change field of a row to "now" (DateTimeOffset or date-only).
+    fn touch(&mut self, def: &SetDef, row: &mut Value) {
+        let ms = self.change_stamp();
+        match def.etag_field {
+            Some("LastChangeDate") => {
+                row["LastChangeDate"] = json!(format!("/Date({})/", ms - ms.rem_euclid(86_400_000)))
+            }
+            Some(field) => row[field] = json!(format!("/Date({ms}+0000)/")),
+            None => {}
+        }
+    }
+}
+
+/// The weak ETag of a row, in Gateway's format: `W/"datetimeoffset'2024-03-15T02%3A31%3A07.0000000Z'"`.
+fn etag_of(def: &SetDef, row: &Value) -> Option<String> {
+    let field = def.etag_field?;
+    let ms = filter::date_millis(row.get(field)?.as_str()?)?;
+    let ts = Timestamp::from_millisecond(ms).ok()?;
+    let (kind, text) = if field == "LastChangeDate" {
+        ("datetime", ts.strftime("%Y-%m-%dT%H:%M:%S").to_string())
+    } else {
+        ("datetimeoffset", format!("{}{:03}0000Z", ts.strftime("%Y-%m-%dT%H:%M:%S."), ts.subsec_millisecond()))
+    };
+    Some(format!("W/\"{kind}'{}'\"", text.replace(':', "%3A")))
+}
+
+fn key_matches(def: &SetDef, row: &Value, keys: &[(String, String)]) -> bool {
+    if keys.len() == 1 && def.keys.len() == 1 {
+        return row.get(def.keys[0]).and_then(Value::as_str) == Some(keys[0].1.as_str());
+    }
+    keys.len() == def.keys.len()
+        && keys
+            .iter()
+            .all(|(k, v)| def.keys.contains(&k.as_str()) && row.get(k).and_then(Value::as_str) == Some(v.as_str()))
+}
+
+/// Parses `'v'` or `K='v',K2='v2'` (the inside of the key parentheses).
+fn parse_keys(inner: &str, def: &SetDef) -> Option<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    let mut rest = inner;
+    while !rest.is_empty() {
+        let (name, value_part) = match rest.find('=') {
+            Some(eq) if !rest.starts_with('\'') => (rest[..eq].to_owned(), &rest[eq + 1..]),
+            _ => (def.keys.first()?.to_string(), rest),
+        };
+        let body = value_part.strip_prefix('\'')?;
+        let mut value = String::new();
+        let mut chars = body.char_indices().peekable();
+        let mut end = None;
+        while let Some((i, c)) = chars.next() {
+            if c == '\'' {
+                if chars.peek().map(|(_, n)| *n) == Some('\'') {
+                    value.push('\'');
+                    chars.next();
+                } else {
+                    end = Some(i + 1);
+                    break;
+                }
+            } else {
+                value.push(c);
+            }
+        }
+        out.push((name, value));
+        rest = body[end?..].trim_start_matches(',');
+    }
+    Some(out)
+}
+
+fn odata_error(status: StatusCode, code: &str, message: &str) -> Response {
+    let body = json!({"error": {"code": code, "message": {"lang": "en", "value": message},
+        "innererror": {"transactionid": "5153494D0000000000000000000000", "timestamp": "20240315090000.0000000", "errordetails": []}}});
+    (status, [(axum::http::header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+}
+
+fn json_response(status: StatusCode, value: &Value) -> Response {
+    (status, [(axum::http::header::CONTENT_TYPE, "application/json; charset=utf-8")], value.to_string()).into_response()
+}
+
+/// An inner batch answer: status, headers, body.
+type Answer = (u16, Vec<(String, String)>, String);
+
+/// One `application/http` part of a batch answer.
+fn http_part((status, headers, body): &Answer) -> String {
+    let reason = StatusCode::from_u16(*status).ok().and_then(|s| s.canonical_reason()).unwrap_or("");
+    let mut out = "Content-Type: application/http\r\nContent-Transfer-Encoding: binary\r\n\r\n".to_owned();
+    out.push_str(&format!("HTTP/1.1 {status} {reason}\r\n"));
+    for (k, v) in headers {
+        out.push_str(&format!("{k}: {v}\r\n"));
+    }
+    out.push_str(&format!("\r\n{body}\r\n"));
+    out
+}
+
+fn query_pairs(uri: &Uri) -> Vec<(String, String)> {
+    url::form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes()).into_owned().collect()
+}
+
+fn unquote(text: &str) -> String {
+    text.strip_prefix('\'').and_then(|t| t.strip_suffix('\'')).map_or_else(|| text.to_owned(), |t| t.replace("''", "'"))
+}
+
+/// The SAP Gateway simulator.
+pub struct SapSim {
+    data: Mutex<Data>,
+    http: reqwest::Client,
+}
+
+impl std::fmt::Debug for SapSim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SapSim")
+    }
+}
+
+impl Default for SapSim {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// What one request resolved to after auth and session handling.
+struct Ctx {
+    origin: String,
+    session: String,
+    new_session: bool,
+}
+
+impl SapSim {
+    pub fn new() -> Self {
+        Self { data: Mutex::new(Data::seeded()), http: reqwest::Client::new() }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Data> {
+        self.data.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn authorized(headers: &HeaderMap) -> bool {
+        let Some(value) = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
+            return false;
+        };
+        if let Some(token) = value.strip_prefix("Bearer ") {
+            return token == seed::BEARER_TOKEN;
+        }
+        let expected = base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", seed::USER, seed::PASSWORD));
+        value.strip_prefix("Basic ") == Some(expected.as_str())
+    }
+
+    fn session_of(&self, headers: &HeaderMap) -> (String, bool) {
+        let cookies = headers.get(axum::http::header::COOKIE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+        let id = cookies
+            .split(';')
+            .filter_map(|c| c.trim().split_once('='))
+            .find(|(n, _)| *n == seed::SESSION_COOKIE)
+            .map(|(_, v)| v.to_owned());
+        let mut data = self.lock();
+        match id {
+            Some(id) if data.sessions.contains_key(&id) => (id, false),
+            _ => {
+                let id = uuid::Uuid::new_v4().simple().to_string();
+                data.sessions.insert(id.clone(), None);
+                (id, true)
+            }
+        }
+    }
+
+    async fn handle(self: Arc<Self>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+        if !Self::authorized(&headers) {
+            return (
+                StatusCode::UNAUTHORIZED,
+                [(axum::http::header::WWW_AUTHENTICATE, "Basic realm=\"SAP NetWeaver Application Server\"")],
+                "<html><body>Logon failed</body></html>",
+            )
+                .into_response();
+        }
+        let (session, new_session) = self.session_of(&headers);
+        let host = headers.get(axum::http::header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("localhost");
+        let ctx = Ctx { origin: format!("http://{host}"), session, new_session };
+        let mut response = self.route(&method, &uri, &headers, &body, &ctx).await;
+        if ctx.new_session {
+            let cookies = [
+                format!("sap-usercontext=sap-client={}; path=/", seed::SAP_CLIENT),
+                format!("{}={}; path=/; HttpOnly", seed::SESSION_COOKIE, ctx.session),
+            ];
+            for c in cookies {
+                if let Ok(v) = HeaderValue::from_str(&c) {
+                    response.headers_mut().append(axum::http::header::SET_COOKIE, v);
+                }
+            }
+        }
+        response.headers_mut().insert("dataserviceversion", HeaderValue::from_static("2.0"));
+        response
+    }
+
+    async fn route(&self, method: &Method, uri: &Uri, headers: &HeaderMap, body: &Bytes, ctx: &Ctx) -> Response {
+        let path = percent_encoding::percent_decode_str(uri.path()).decode_utf8_lossy().into_owned();
+        let (service, root, rest) = if let Some(rest) = path.strip_prefix(TASK_PROCESSING_ROOT) {
+            (TASKS, TASK_PROCESSING_ROOT.to_owned(), rest.to_owned())
+        } else {
+            let Some(found) = [PO, PR, STOCK, DLV].into_iter().find(|s| path.starts_with(&service_root(s))) else {
+                return odata_error(
+                    StatusCode::NOT_FOUND,
+                    "/IWFND/MED/170",
+                    &format!("No service found for namespace '', name '{path}'"),
+                );
+            };
+            (found, service_root(found), path[service_root(found).len()..].to_owned())
+        };
+        // CSRF: a fetch on any safe request issues a token bound to this session.
+        let fetch =
+            headers.get("x-csrf-token").and_then(|v| v.to_str().ok()).is_some_and(|v| v.eq_ignore_ascii_case("fetch"));
+        let mut token_header = None;
+        if (method == Method::GET || method == Method::HEAD) && fetch {
+            let token = base64::engine::general_purpose::STANDARD.encode(uuid::Uuid::new_v4().as_bytes());
+            self.lock().sessions.insert(ctx.session.clone(), Some(token.clone()));
+            token_header = Some(token);
+        }
+        if method != Method::GET && method != Method::HEAD {
+            let sent = headers.get("x-csrf-token").and_then(|v| v.to_str().ok());
+            let valid = !ctx.new_session
+                && sent.is_some()
+                && self.lock().sessions.get(&ctx.session).cloned().flatten().as_deref() == sent;
+            if !valid {
+                return (
+                    StatusCode::FORBIDDEN,
+                    [("x-csrf-token", "Required"), ("content-type", "text/plain; charset=utf-8")],
+                    "CSRF token validation failed",
+                )
+                    .into_response();
+            }
+        }
+        let mut response = if rest == "$batch" && method == Method::POST {
+            self.batch(headers, body, ctx, service, &root).await
+        } else {
+            self.dispatch(method, uri, headers, body, ctx, service, &root, &rest)
+        };
+        if let Some(token) = token_header {
+            if let Ok(v) = HeaderValue::from_str(&token) {
+                response.headers_mut().insert("x-csrf-token", v);
+            }
+        }
+        response
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn dispatch(
+        &self,
+        method: &Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+        body: &Bytes,
+        ctx: &Ctx,
+        service: &str,
+        root: &str,
+        rest: &str,
+    ) -> Response {
+        let params = query_pairs(uri);
+        let base = format!("{}{root}", ctx.origin);
+        if rest.is_empty() {
+            let sets: Vec<&str> = SETS.iter().filter(|d| d.service == service).map(|d| d.set).collect();
+            return json_response(StatusCode::OK, &json!({"d": {"EntitySets": sets}}));
+        }
+        if rest == "$metadata" {
+            let data = self.lock();
+            let xml = metadata::document(service, |set| data.rows.get(set).and_then(|r| r.first()).cloned());
+            return ([(axum::http::header::CONTENT_TYPE, "application/xml")], xml).into_response();
+        }
+        if service == TASKS && rest == "DecisionOptions" {
+            let p = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| unquote(v)).unwrap_or_default();
+            let results = seed::decision_options(&p("SAP__Origin"), &p("InstanceID"));
+            return json_response(StatusCode::OK, &json!({"d": {"results": results}}));
+        }
+        if service == TASKS && rest == "Decision" && method == Method::POST {
+            return self.decision(&params, &base);
+        }
+        let (set, keys) = match rest.find('(') {
+            Some(open) if rest.ends_with(')') => (&rest[..open], Some(&rest[open + 1..rest.len() - 1])),
+            _ => (rest, None),
+        };
+        let Some(def) = set_def(set).filter(|d| d.service == service) else {
+            return odata_error(
+                StatusCode::NOT_FOUND,
+                "005056A509B11EE1B9A8FEC11C21D78E",
+                &format!("Resource not found for the segment '{set}'."),
+            );
+        };
+        let keys = match keys.map(|k| parse_keys(k, def)) {
+            Some(None) => {
+                return odata_error(StatusCode::BAD_REQUEST, "/IWBEP/CM_MGW_RT/004", "Malformed key predicate")
+            }
+            Some(Some(k)) => Some(k),
+            None => None,
+        };
+        match (method.clone(), keys) {
+            (Method::GET, None) => self.collection(def, &params, &base, uri),
+            (Method::GET, Some(k)) => self.single(def, &k, &params, &base),
+            (Method::POST, None) if def.set == "A_PurchaseOrder" => self.create_po(body, &base),
+            (m, Some(k)) if m == Method::PATCH || m.as_str() == "MERGE" => self.update(def, &k, headers, body),
+            _ => odata_error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "/IWBEP/CM_MGW_RT/025",
+                "Method not allowed for this resource",
+            ),
+        }
+    }
+
+    /// `$batch`: reads answered one by one, each changeset applied all-or-nothing (on the first
+    /// failing change the rows are restored and the changeset answers that single error).
+    async fn batch(&self, headers: &HeaderMap, body: &Bytes, ctx: &Ctx, service: &str, root: &str) -> Response {
+        let content_type =
+            headers.get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+        let Some(boundary) = batch::boundary_of(content_type) else {
+            return odata_error(
+                StatusCode::BAD_REQUEST,
+                "/IWBEP/CM_MGW_RT/030",
+                "$batch needs a multipart/mixed boundary",
+            );
+        };
+        let text = String::from_utf8_lossy(body);
+        let answer_boundary = format!("batchresponse_{}", uuid::Uuid::new_v4().simple());
+        let mut out = String::new();
+        for part in batch::split_parts(&text, &boundary) {
+            let (part_headers, content) = batch::split_head(&part);
+            let part_type =
+                part_headers.iter().find(|(k, _)| k == "content-type").map(|(_, v)| v.clone()).unwrap_or_default();
+            out.push_str(&format!("--{answer_boundary}\r\n"));
+            let Some(cs) = batch::boundary_of(&part_type).filter(|_| part_type.starts_with("multipart/mixed")) else {
+                let answer = self.batch_inner(&content, ctx, service, root, false).await;
+                out.push_str(&http_part(&answer));
+                continue;
+            };
+            let snapshot = self.lock().rows.clone();
+            let mut answers = Vec::new();
+            let mut failed = None;
+            for change in batch::split_parts(&content, &cs) {
+                let (_, request) = batch::split_head(&change);
+                let answer = self.batch_inner(&request, ctx, service, root, true).await;
+                if answer.0 >= 400 {
+                    failed = Some(answer);
+                    break;
+                }
+                answers.push(answer);
+            }
+            match failed {
+                Some(error) => {
+                    self.lock().rows = snapshot;
+                    out.push_str(&http_part(&error));
+                }
+                None => {
+                    let inner = format!("changesetresponse_{}", uuid::Uuid::new_v4().simple());
+                    out.push_str(&format!("Content-Type: multipart/mixed; boundary={inner}\r\n\r\n"));
+                    for answer in &answers {
+                        out.push_str(&format!("--{inner}\r\n"));
+                        out.push_str(&http_part(answer));
+                    }
+                    out.push_str(&format!("--{inner}--\r\n"));
+                }
+            }
+        }
+        out.push_str(&format!("--{answer_boundary}--\r\n"));
+        let content_type = format!("multipart/mixed; boundary={answer_boundary}");
+        (StatusCode::ACCEPTED, [(axum::http::header::CONTENT_TYPE, content_type)], out).into_response()
+    }
+
+    /// Runs one request of a batch through the normal handlers.
+    async fn batch_inner(&self, request: &str, ctx: &Ctx, service: &str, root: &str, in_changeset: bool) -> Answer {
+        let (line, rest) = request.trim_start().split_once('\n').unwrap_or((request, ""));
+        let mut words = line.split_whitespace();
+        let (Some(method), Some(target)) = (words.next(), words.next()) else {
+            return (400, Vec::new(), "malformed request line in $batch".to_owned());
+        };
+        let Ok(method) = Method::from_bytes(method.as_bytes()) else {
+            return (400, Vec::new(), format!("bad method {method}"));
+        };
+        if in_changeset == (method == Method::GET) {
+            return (400, Vec::new(), "GET belongs outside changesets, writes inside".to_owned());
+        }
+        let (headers, body) = batch::split_head(rest);
+        let mut map = HeaderMap::new();
+        for (k, v) in headers {
+            if let (Ok(name), Ok(value)) = (axum::http::HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(&v))
+            {
+                map.insert(name, value);
+            }
+        }
+        let Ok(uri) = format!("{root}{target}").parse::<Uri>() else {
+            return (400, Vec::new(), format!("bad target {target}"));
+        };
+        let path = percent_encoding::percent_decode_str(uri.path()).decode_utf8_lossy().into_owned();
+        let rest = path.strip_prefix(root).unwrap_or_default().to_owned();
+        let body = Bytes::from(body.trim_end().to_owned());
+        let response = self.dispatch(&method, &uri, &map, &body, ctx, service, root, &rest);
+        let status = response.status().as_u16();
+        let headers: Vec<(String, String)> = response
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .collect();
+        let bytes = axum::body::to_bytes(response.into_body(), sim::MAX_BODY_BYTES).await.unwrap_or_default();
+        (status, headers, String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    /// `__metadata` + navigation properties (deferred, or expanded one level).
+    fn render(&self, data: &Data, def: &SetDef, row: &Value, base: &str, expand: &[&str], select: &[&str]) -> Value {
+        let keys: Vec<(&str, &str)> =
+            def.keys.iter().map(|k| (*k, row.get(*k).and_then(Value::as_str).unwrap_or_default())).collect();
+        let uri = format!("{base}{}", crate::sap::wire::key_path(def.set, &keys));
+        let mut meta = json!({"id": uri, "uri": uri, "type": format!("{}.{}", def.service.split(';').next().unwrap_or(def.service), def.type_name)});
+        if let Some(etag) = etag_of(def, row) {
+            meta["etag"] = json!(etag);
+        }
+        let mut out = Map::new();
+        out.insert("__metadata".to_owned(), meta);
+        if let Value::Object(map) = row {
+            for (k, v) in map {
+                if select.is_empty() || select.contains(&k.as_str()) {
+                    out.insert(k.clone(), v.clone());
+                }
+            }
+        }
+        for (nav, target, fks) in def.navs {
+            if !select.is_empty() && !select.contains(nav) && !expand.contains(nav) {
+                continue;
+            }
+            let value = match (expand.contains(nav), set_def(target)) {
+                (true, Some(tdef)) => {
+                    let children: Vec<Value> = data.rows[target]
+                        .iter()
+                        .filter(|c| fks.iter().all(|(own, theirs)| c.get(*theirs) == row.get(*own)))
+                        .map(|c| self.render(data, tdef, c, base, &[], &[]))
+                        .collect();
+                    json!({"results": children})
+                }
+                _ => json!({"__deferred": {"uri": format!("{uri}/{nav}")}}),
+            };
+            out.insert((*nav).to_owned(), value);
+        }
+        Value::Object(out)
+    }
+
+    fn collection(&self, def: &SetDef, params: &[(String, String)], base: &str, uri: &Uri) -> Response {
+        let p = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        let data = self.lock();
+        let mut rows: Vec<&Value> = data.rows[def.set].iter().collect();
+        if let Some(text) = p("$filter") {
+            let filter = match Filter::parse(text) {
+                Ok(f) => f,
+                Err(e) => {
+                    return odata_error(
+                        StatusCode::BAD_REQUEST,
+                        "/IWBEP/CM_MGW_RT/021",
+                        &format!("Invalid filter: {e}"),
+                    )
+                }
+            };
+            let sample = rows.first().copied().or_else(|| data.rows[def.set].first());
+            if let Some(bad) = filter.fields().into_iter().find(|f| sample.is_some_and(|s| s.get(*f).is_none())) {
+                return odata_error(
+                    StatusCode::BAD_REQUEST,
+                    "/IWBEP/CM_MGW_RT/022",
+                    &format!("Property '{bad}' is invalid"),
+                );
+            }
+            rows.retain(|r| filter.matches(r));
+        }
+        if let Some(order) = p("$orderby") {
+            let fields: Vec<(String, bool)> = order
+                .split(',')
+                .map(|f| {
+                    let mut parts = f.split_whitespace();
+                    (parts.next().unwrap_or_default().to_owned(), parts.next() == Some("desc"))
+                })
+                .collect();
+            rows.sort_by(|a, b| {
+                for (f, desc) in &fields {
+                    let key = |r: &Value| {
+                        let v = r.get(f).cloned().unwrap_or(Value::Null);
+                        match v.as_str().and_then(filter::date_millis) {
+                            Some(ms) => format!("{ms:020}"),
+                            None => v.to_string(),
+                        }
+                    };
+                    let ord = key(a).cmp(&key(b));
+                    let ord = if *desc { ord.reverse() } else { ord };
+                    if ord.is_ne() {
+                        return ord;
+                    }
+                }
+                std::cmp::Ordering::Equal
+            });
+        }
+        let count = rows.len();
+        let parse_n = |k: &str| p(k).and_then(|v| v.parse::<usize>().ok());
+        let skip = parse_n("$skip").unwrap_or(0) + parse_n("$skiptoken").unwrap_or(0);
+        let top = parse_n("$top");
+        let remaining: Vec<&Value> = rows.into_iter().skip(skip).collect();
+        let wanted = top.map_or(remaining.len(), |t| t.min(remaining.len()));
+        let page_len = wanted.min(data.page_size);
+        let expand: Vec<&str> = p("$expand").map(|e| e.split(',').collect()).unwrap_or_default();
+        let select: Vec<&str> = p("$select").map(|e| e.split(',').collect()).unwrap_or_default();
+        let results: Vec<Value> =
+            remaining[..page_len].iter().map(|r| self.render(&data, def, r, base, &expand, &select)).collect();
+        let mut d = json!({"results": results});
+        if p("$inlinecount") == Some("allpages") {
+            d["__count"] = json!(count.to_string());
+        }
+        if page_len < wanted {
+            // Server paging: $skiptoken counts rows already returned (after the client's $skip).
+            let mut next: Vec<(String, String)> =
+                params.iter().filter(|(k, _)| k != "$skiptoken" && k != "$skip").cloned().collect();
+            if let Some(t) = top {
+                next.retain(|(k, _)| k != "$top");
+                next.push(("$top".to_owned(), (t - page_len).to_string()));
+            }
+            next.push(("$skiptoken".to_owned(), (skip + page_len).to_string()));
+            let query: Vec<String> =
+                next.iter().map(|(k, v)| format!("{k}={}", utf8_percent_encode(v, QUERY_VALUE))).collect();
+            let query = query.join("&");
+            d["__next"] = json!(format!("{base}{}?{query}", uri.path().rsplit('/').next().unwrap_or(def.set)));
+        }
+        json_response(StatusCode::OK, &json!({ "d": d }))
+    }
+
+    fn single(&self, def: &SetDef, keys: &[(String, String)], params: &[(String, String)], base: &str) -> Response {
+        let data = self.lock();
+        let Some(row) = data.rows[def.set].iter().find(|r| key_matches(def, r, keys)) else {
+            return odata_error(
+                StatusCode::NOT_FOUND,
+                "/IWBEP/CM_MGW_RT/020",
+                &format!("Resource not found for the segment '{}'.", def.set),
+            );
+        };
+        let p = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        let expand: Vec<&str> = p("$expand").map(|e| e.split(',').collect()).unwrap_or_default();
+        let select: Vec<&str> = p("$select").map(|e| e.split(',').collect()).unwrap_or_default();
+        let entity = self.render(&data, def, row, base, &expand, &select);
+        let mut resp = json_response(StatusCode::OK, &json!({ "d": entity }));
+        if let Some(etag) = etag_of(def, row).and_then(|e| HeaderValue::from_str(&e).ok()) {
+            resp.headers_mut().insert(axum::http::header::ETAG, etag);
+        }
+        resp
+    }
+
+    fn update(&self, def: &SetDef, keys: &[(String, String)], headers: &HeaderMap, body: &Bytes) -> Response {
+        if !def.writable {
+            return odata_error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "/IWBEP/CM_MGW_RT/025",
+                &format!("{} is read-only", def.set),
+            );
+        }
+        let changes: Map<String, Value> = match serde_json::from_slice(body) {
+            Ok(Value::Object(m)) => m,
+            _ => {
+                return odata_error(
+                    StatusCode::BAD_REQUEST,
+                    "/IWBEP/CM_MGW_RT/001",
+                    "The request body is not a JSON object",
+                )
+            }
+        };
+        let mut data = self.lock();
+        let Some(index) = data.rows[def.set].iter().position(|r| key_matches(def, r, keys)) else {
+            return odata_error(
+                StatusCode::NOT_FOUND,
+                "/IWBEP/CM_MGW_RT/020",
+                &format!("Resource not found for the segment '{}'.", def.set),
+            );
+        };
+        let mut row = data.rows[def.set][index].clone();
+        if def.etag_field.is_some() {
+            let Some(if_match) = headers.get(axum::http::header::IF_MATCH).and_then(|v| v.to_str().ok()) else {
+                return odata_error(StatusCode::PRECONDITION_REQUIRED, "/IWBEP/CM_MGW_RT/021", "Precondition required");
+            };
+            if if_match != "*" && Some(if_match.to_owned()) != etag_of(def, &row) {
+                return odata_error(StatusCode::PRECONDITION_FAILED, "/IWBEP/CM_MGW_RT/022", "Precondition failed");
+            }
+        }
+        for (k, v) in changes {
+            if def.keys.contains(&k.as_str()) || k.starts_with("__") {
+                continue;
+            }
+            if row.get(&k).is_none() {
+                return odata_error(
+                    StatusCode::BAD_REQUEST,
+                    "/IWBEP/CM_MGW_RT/022",
+                    &format!("Property '{k}' is invalid"),
+                );
+            }
+            row[&k] = v;
+        }
+        data.touch(def, &mut row);
+        let etag = etag_of(def, &row);
+        if let Some(rows) = data.rows.get_mut(def.set) {
+            rows[index] = row;
+        }
+        let mut resp = StatusCode::NO_CONTENT.into_response();
+        if let Some(v) = etag.and_then(|e| HeaderValue::from_str(&e).ok()) {
+            resp.headers_mut().insert(axum::http::header::ETAG, v);
+        }
+        resp
+    }
+
+    fn create_po(&self, body: &Bytes, base: &str) -> Response {
+        let Ok(Value::Object(mut header)) = serde_json::from_slice::<Value>(body) else {
+            return odata_error(
+                StatusCode::BAD_REQUEST,
+                "/IWBEP/CM_MGW_RT/001",
+                "The request body is not a JSON object",
+            );
+        };
+        let items = header.remove("to_PurchaseOrderItem").and_then(|i| i.get("results").cloned()).unwrap_or(json!([]));
+        let items = items.as_array().cloned().unwrap_or_default();
+        if items.iter().any(|i| {
+            i.get("OrderQuantity").and_then(Value::as_str).and_then(|q| q.parse::<f64>().ok()).unwrap_or(0.0) <= 0.0
+        }) {
+            return odata_error(StatusCode::BAD_REQUEST, "ME/083", "Enter a quantity greater than zero");
+        }
+        let mut data = self.lock();
+        let number = data.next_po.to_string();
+        data.next_po += 1;
+        header.insert("PurchaseOrder".to_owned(), json!(number));
+        header.entry("ReleaseIsNotCompleted").or_insert(json!(true));
+        header.entry("PurchasingProcessingStatus").or_insert(json!("02"));
+        header.entry("CorrespncInternalReference").or_insert(json!(""));
+        let currency = header.get("DocumentCurrency").cloned().unwrap_or(json!("HKD"));
+        let mut row = Value::Object(header);
+        let def = set_def("A_PurchaseOrder").unwrap_or(&SETS[0]);
+        data.touch(def, &mut row);
+        for mut item in items {
+            item["PurchaseOrder"] = json!(number);
+            item["DocumentCurrency"] = currency.clone();
+            if let Some(rows) = data.rows.get_mut("A_PurchaseOrderItem") {
+                rows.push(item);
+            }
+        }
+        if let Some(rows) = data.rows.get_mut("A_PurchaseOrder") {
+            rows.push(row.clone());
+        }
+        let entity = self.render(&data, def, &row, base, &[], &[]);
+        let location = format!("{base}A_PurchaseOrder('{number}')");
+        let mut resp = json_response(StatusCode::CREATED, &json!({ "d": entity }));
+        let message = json!({"code": "06/017", "message": format!("Standard PO created under the number {number}"),
+            "target": "", "severity": "success", "transition": false, "details": []});
+        for (name, value) in [("location", location), ("sap-message", message.to_string())] {
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                resp.headers_mut().insert(name, v);
+            }
+        }
+        if let Some(v) = etag_of(def, &row).and_then(|e| HeaderValue::from_str(&e).ok()) {
+            resp.headers_mut().insert(axum::http::header::ETAG, v);
+        }
+        resp
+    }
+
+    fn decision(&self, params: &[(String, String)], base: &str) -> Response {
+        let p = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| unquote(v));
+        let (Some(origin), Some(instance), Some(key), Some(comments)) =
+            (p("SAP__Origin"), p("InstanceID"), p("DecisionKey"), p("Comments"))
+        else {
+            return odata_error(
+                StatusCode::BAD_REQUEST,
+                "/IWBEP/CM_MGW_RT/010",
+                "Parameters SAP__Origin, InstanceID, DecisionKey and Comments are mandatory",
+            );
+        };
+        let options = seed::decision_options(&origin, &instance);
+        let Some(option) = options.iter().find(|o| o["DecisionKey"] == key.as_str()) else {
+            return odata_error(
+                StatusCode::BAD_REQUEST,
+                "/IWWRK/WF/011",
+                &format!("Decision key {key} is not valid for this task"),
+            );
+        };
+        if option["CommentMandatory"] == true && comments.trim().is_empty() {
+            return odata_error(StatusCode::BAD_REQUEST, "/IWWRK/WF/012", "A comment is mandatory for this decision");
+        }
+        let mut data = self.lock();
+        let def = set_def("TaskCollection").unwrap_or(&SETS[0]);
+        let Some(index) = data.rows["TaskCollection"]
+            .iter()
+            .position(|t| t["InstanceID"] == instance.as_str() && t["SAP__Origin"] == origin.as_str())
+        else {
+            return odata_error(StatusCode::NOT_FOUND, "/IWWRK/WF/001", &format!("Task {instance} not found"));
+        };
+        if data.rows["TaskCollection"][index]["Status"] != "READY" {
+            return odata_error(
+                StatusCode::BAD_REQUEST,
+                "/IWWRK/WF/002",
+                &format!("Task {instance} is already completed"),
+            );
+        }
+        let ms = data.change_stamp();
+        let positive = option["Nature"] == "POSITIVE";
+        let mut task = data.rows["TaskCollection"][index].clone();
+        task["Status"] = json!("COMPLETED");
+        task["Processor"] = json!(seed::USER);
+        task["CompletedOn"] = json!(format!("/Date({ms}+0000)/"));
+        task["HasComments"] = json!(!comments.is_empty());
+        if let Some(rows) = data.rows.get_mut("TaskCollection") {
+            rows[index] = task.clone();
+        }
+        if let Some((_, po)) = seed::TASK_DOCUMENTS.iter().find(|(t, _)| *t == instance) {
+            let po_def = set_def("A_PurchaseOrder").unwrap_or(&SETS[0]);
+            if let Some(pos) = data.rows["A_PurchaseOrder"].iter().position(|r| r["PurchaseOrder"] == *po) {
+                let mut row = data.rows["A_PurchaseOrder"][pos].clone();
+                row["ReleaseIsNotCompleted"] = json!(!positive);
+                row["PurchasingProcessingStatus"] = json!(if positive { "05" } else { "08" });
+                data.touch(po_def, &mut row);
+                if let Some(rows) = data.rows.get_mut("A_PurchaseOrder") {
+                    rows[pos] = row;
+                }
+            }
+        }
+        let entity = self.render(&data, def, &task, base, &[], &[]);
+        json_response(StatusCode::OK, &json!({ "d": entity }))
+    }
+
+    /// Generates and POSTs one IDoc to the configured target.
+    async fn send_idoc(&self, value: &Value) -> Result<Value, SimError> {
+        let invalid = |detail: String| SimError::InvalidRecord { entity: "idoc".to_owned(), detail };
+        let kind = value.get("type").and_then(Value::as_str).unwrap_or_default().to_owned();
+        let document = value.get("document").and_then(Value::as_str).unwrap_or_default().to_owned();
+        let (target, xml, docnum) = {
+            let mut data = self.lock();
+            let target =
+                data.idoc_target.clone().ok_or_else(|| invalid("set /_sim/records/idoc_target first".to_owned()))?;
+            data.next_docnum += 1;
+            let docnum = data.next_docnum;
+            let now = Timestamp::now();
+            let xml = match kind.as_str() {
+                "ORDERS05" | "ORDERS" => {
+                    let po = data.rows["A_PurchaseOrder"]
+                        .iter()
+                        .find(|r| r["PurchaseOrder"] == document.as_str())
+                        .ok_or_else(|| invalid(format!("no purchase order {document}")))?;
+                    let items: Vec<&Value> = data.rows["A_PurchaseOrderItem"]
+                        .iter()
+                        .filter(|i| i["PurchaseOrder"] == document.as_str())
+                        .collect();
+                    idoc_out::orders05(docnum, po, &items, now)
+                }
+                "DESADV" | "DELVRY07" => {
+                    let d = data.rows["A_OutbDeliveryHeader"]
+                        .iter()
+                        .find(|r| r["DeliveryDocument"] == document.as_str())
+                        .ok_or_else(|| invalid(format!("no outbound delivery {document}")))?;
+                    let items: Vec<&Value> = data.rows["A_OutbDeliveryItem"]
+                        .iter()
+                        .filter(|i| i["DeliveryDocument"] == document.as_str())
+                        .collect();
+                    idoc_out::desadv(docnum, d, &items, now)
+                }
+                other => return Err(invalid(format!("type must be ORDERS05 or DESADV, not {other:?}"))),
+            };
+            (target, xml, docnum)
+        };
+        let resp = self
+            .http
+            .post(&target)
+            .header("content-type", "text/xml; charset=utf-8")
+            .body(xml)
+            .send()
+            .await
+            .map_err(|e| invalid(format!("POST to the IDoc target failed: {e}")))?;
+        Ok(json!({"docnum": format!("{docnum:016}"), "status": resp.status().as_u16()}))
+    }
+}
+
+#[async_trait::async_trait]
+impl Simulator for SapSim {
+    fn name(&self) -> &'static str {
+        "sap"
+    }
+
+    fn router(self: Arc<Self>) -> Router {
+        Router::new().route(
+            "/sap/opu/odata/{*rest}",
+            any(move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+                self.clone().handle(method, uri, headers, body)
+            }),
+        )
+    }
+
+    fn info(&self) -> Value {
+        let data = self.lock();
+        json!({
+            "user": seed::USER,
+            "password": seed::PASSWORD,
+            "bearer_token": seed::BEARER_TOKEN,
+            "sap_client": seed::SAP_CLIENT,
+            "services": [service_root(PO), service_root(PR), service_root(STOCK), service_root(DLV), TASK_PROCESSING_ROOT],
+            "page_size": data.page_size,
+            "idoc_target": data.idoc_target,
+            "task_instance_id": seed::TASK_ID,
+        })
+    }
+
+    fn reset(&self) {
+        *self.lock() = Data::seeded();
+    }
+
+    async fn put_record(&self, entity: &str, value: Value) -> Result<Value, SimError> {
+        let invalid = |detail: &str| SimError::InvalidRecord { entity: entity.to_owned(), detail: detail.to_owned() };
+        match entity {
+            "idoc_target" => {
+                let url = value
+                    .get("url")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| invalid("expected {\"url\": \"http://…\"}"))?;
+                url::Url::parse(url).map_err(|e| invalid(&e.to_string()))?;
+                self.lock().idoc_target = Some(url.to_owned());
+                Ok(json!({"url": url}))
+            }
+            "idoc" => self.send_idoc(&value).await,
+            "csrf" => {
+                let mut data = self.lock();
+                for token in data.sessions.values_mut() {
+                    *token = None;
+                }
+                Ok(json!({"expired": true}))
+            }
+            "page_size" => {
+                let n = value
+                    .get("value")
+                    .and_then(Value::as_u64)
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| invalid("expected {\"value\": n > 0}"))?;
+                self.lock().page_size = usize::try_from(n).unwrap_or(usize::MAX);
+                Ok(json!({"value": n}))
+            }
+            set => {
+                let def = set_def(set).ok_or_else(|| SimError::UnknownEntity {
+                    simulator: "sap",
+                    entity: set.to_owned(),
+                    known: format!(
+                        "idoc_target, idoc, csrf, page_size, {}",
+                        SETS.iter().map(|d| d.set).collect::<Vec<_>>().join(", ")
+                    ),
+                })?;
+                let Value::Object(fields) = value else { return Err(invalid("expected a JSON object")) };
+                let keys: Vec<(String, String)> = def
+                    .keys
+                    .iter()
+                    .map(|k| fields.get(*k).and_then(Value::as_str).map(|v| ((*k).to_owned(), v.to_owned())))
+                    .collect::<Option<_>>()
+                    .ok_or_else(|| invalid(&format!("every key field is required: {}", def.keys.join(", "))))?;
+                let mut data = self.lock();
+                let existing = data.rows[def.set].iter().position(|r| key_matches(def, r, &keys));
+                let mut row = existing.map_or_else(|| json!({}), |i| data.rows[def.set][i].clone());
+                for (k, v) in fields {
+                    row[&k] = v;
+                }
+                data.touch(def, &mut row);
+                if let Some(rows) = data.rows.get_mut(def.set) {
+                    match existing {
+                        Some(i) => rows[i] = row.clone(),
+                        None => rows.push(row.clone()),
+                    }
+                }
+                Ok(row)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn etags_have_gateway_format() {
+        let def = set_def("A_PurchaseOrder").unwrap();
+        let row = json!({"LastChangeDateTime": "/Date(1710469867000+0000)/"});
+        assert_eq!(etag_of(def, &row).unwrap(), "W/\"datetimeoffset'2024-03-15T02%3A31%3A07.0000000Z'\"");
+        let def = set_def("A_OutbDeliveryHeader").unwrap();
+        let row = json!({"LastChangeDate": "/Date(1710720000000)/"});
+        assert_eq!(etag_of(def, &row).unwrap(), "W/\"datetime'2024-03-18T00%3A00%3A00'\"");
+    }
+
+    #[test]
+    fn key_predicates() {
+        let def = set_def("A_PurchaseOrderItem").unwrap();
+        let keys = parse_keys("PurchaseOrder='4500000123',PurchaseOrderItem='10'", def).unwrap();
+        assert_eq!(
+            keys,
+            vec![("PurchaseOrder".into(), "4500000123".into()), ("PurchaseOrderItem".into(), "10".into())]
+        );
+        let def = set_def("A_PurchaseOrder").unwrap();
+        assert_eq!(parse_keys("'O''1'", def).unwrap(), vec![("PurchaseOrder".into(), "O'1".into())]);
+        assert!(parse_keys("PurchaseOrder=4500000123", def).is_none());
+    }
+}
