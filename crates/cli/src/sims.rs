@@ -15,6 +15,9 @@ pub async fn run(bind: std::net::IpAddr) -> anyhow::Result<ExitCode> {
         Arc::new(DingTalkSim::new(Arc::new(SystemClock))),
         Arc::new(SalesforceSim::new(SimConfig::default(), Arc::new(SystemClock))),
         Arc::new(ZohoSim::new()),
+        Arc::new(connectors::netsuite::sim::NetSuiteSim::new(Default::default(), Arc::new(SystemClock))),
+        Arc::new(connectors::dynamics::sim::DynamicsSim::new(Arc::new(SystemClock))),
+        Arc::new(connectors::sap::sim::SapSim::new()),
     ];
     let fleet = sim::serve_all(simulators, bind).await?;
     let map = fleet.urls();

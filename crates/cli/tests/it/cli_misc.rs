@@ -36,9 +36,21 @@ async fn sim_prints_its_port_map_first_and_serves_the_control_api() {
         serde_json::from_str(&first).unwrap_or_else(|e| panic!("first stdout line is not JSON ({e}): {first:?}"));
     assert!(map.is_object(), "first stdout line is not a JSON object: {first}");
     let dingtalk = map["dingtalk"].as_str().unwrap_or_else(|| panic!("no `dingtalk` URL in {first}"));
-    for vendor in ["salesforce", "zoho"] {
+    let mut seen = std::collections::BTreeSet::from([dingtalk.to_owned()]);
+    for vendor in ["salesforce", "zoho", "netsuite", "dynamics", "sap"] {
         let url = map[vendor].as_str().unwrap_or_else(|| panic!("no `{vendor}` URL in {first}"));
-        assert!(url.starts_with("http://127.0.0.1:") && url != dingtalk, "{vendor} on its own port: {first}");
+        assert!(
+            url.starts_with("http://127.0.0.1:") && seen.insert(url.to_owned()),
+            "{vendor} on its own port: {first}"
+        );
+        // Every simulator answers the shared control API.
+        let info = reqwest::Client::new()
+            .get(format!("{url}/_sim/info"))
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(info.status().as_u16(), 200, "{vendor} /_sim/info");
     }
     assert!(dingtalk.starts_with("http://127.0.0.1:"), "unexpected simulator URL {dingtalk}");
 
