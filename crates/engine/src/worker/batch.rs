@@ -7,7 +7,7 @@
 //! concurrent vendor calls; per-key order holds because a batch claim takes a key's due run in
 //! id order and the sink merges it in that order.
 
-use super::{count_delivered, idle, on_failure_pinned, release_all, store_error, Shared};
+use super::{count_delivered, gate, idle, on_failure_pinned, release_all, store_error, Gate, Shared};
 use connect::{Batching, Delivery, DeliveryError};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -27,15 +27,10 @@ pub(super) async fn dispatch_batches(sh: Arc<Shared>, batching: Batching) {
     let lease_ms = i64::try_from(sh.settings.lease.as_millis()).unwrap_or(i64::MAX);
     info!(destination = %sh.destination, max_records, linger_ms = linger.as_millis() as u64, "Batch delivery worker started.");
     loop {
-        if sh.shutdown.is_cancelled() {
-            break;
-        }
-        if let Some(left) = sh.paused_for() {
-            tokio::select! {
-                _ = sh.shutdown.cancelled() => break,
-                _ = tokio::time::sleep(left.min(sh.settings.poll_interval)) => {}
-            }
-            continue;
+        match gate(&sh).await {
+            Gate::Stop => break,
+            Gate::Paused => continue,
+            Gate::Open => {}
         }
         let mut batch: Vec<Job> = Vec::new();
         let mut keys: HashSet<String> = HashSet::new();

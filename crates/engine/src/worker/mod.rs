@@ -225,21 +225,36 @@ async fn idle(sh: &Shared) {
     }
 }
 
+/// What a dispatcher may do at the top of its loop.
+enum Gate {
+    Stop,
+    /// A vendor throttle is running: the dispatcher slept a while and should look again.
+    Paused,
+    Open,
+}
+
+/// Stopping, or paused by a vendor throttle (then sleeps until the pause ends, or at most a poll
+/// interval: nudges are ignored while paused, and an injected clock may move independently of
+/// tokio's timers).
+async fn gate(sh: &Shared) -> Gate {
+    if sh.shutdown.is_cancelled() {
+        return Gate::Stop;
+    }
+    let Some(left) = sh.paused_for() else { return Gate::Open };
+    tokio::select! {
+        _ = sh.shutdown.cancelled() => Gate::Stop,
+        _ = tokio::time::sleep(left.min(sh.settings.poll_interval)) => Gate::Paused,
+    }
+}
+
 async fn dispatch(sh: Arc<Shared>) {
     info!(destination = %sh.destination, "Delivery worker started.");
     let lease_ms = i64::try_from(sh.settings.lease.as_millis()).unwrap_or(i64::MAX);
     loop {
-        if sh.shutdown.is_cancelled() {
-            break;
-        }
-        if let Some(left) = sh.paused_for() {
-            // Nudges are ignored while paused; the clock is re-read at least every poll interval
-            // (an injected clock may move independently of tokio's timers).
-            tokio::select! {
-                _ = sh.shutdown.cancelled() => break,
-                _ = tokio::time::sleep(left.min(sh.settings.poll_interval)) => {}
-            }
-            continue;
+        match gate(&sh).await {
+            Gate::Stop => break,
+            Gate::Paused => continue,
+            Gate::Open => {}
         }
         let free = sh.sem.available_permits();
         if free == 0 {
