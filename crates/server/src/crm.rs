@@ -30,7 +30,6 @@ use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
-use store::Store;
 use tokio_util::sync::CancellationToken;
 
 /// The outbox destination of a CRM source's read jobs.
@@ -279,10 +278,10 @@ fn crm_source<'a>(state: &'a AppState, source: &str, system: &str) -> Result<&'a
 pub struct RefreshSink {
     pub source: Arc<CrmSource>,
     pub pipeline: Arc<WebhookPipeline>,
-    pub store: Arc<dyn Store>,
     pub clock: Arc<dyn Clock>,
-    /// Wakes the delivery workers after a commit (set once the workers exist).
-    pub nudge: Arc<OnceLock<Arc<dyn Fn() + Send + Sync>>>,
+    /// The gateway's state, set once it exists (the workers that run this sink start first):
+    /// the event is committed through the same intake path as every other event.
+    pub state: Arc<OnceLock<AppState>>,
 }
 
 #[async_trait]
@@ -329,18 +328,16 @@ impl Sink for RefreshSink {
             .pipeline
             .snapshot_intake(&self.source.name, &inbound, self.clock.now())
             .map_err(|err| bad(err.message.clone()))?;
-        let event_id = intake.event_id.clone();
         let jobs = intake.jobs.len();
-        let outcome = self.store.ingest(&[intake]).await.map_err(|err| DeliveryError::Transport {
-            endpoint: "store".into(),
-            reason: format!("the read record could not be stored: {err}"),
+        let state = self.state.get().ok_or_else(|| DeliveryError::Transport {
+            endpoint: "intake".into(),
+            reason: "the gateway is still starting".into(),
         })?;
-        let duplicate = outcome.first() == Some(&store::IntakeOutcome::Duplicate);
-        if !duplicate && jobs > 0 {
-            if let Some(nudge) = self.nudge.get() {
-                nudge();
-            }
-        }
+        let committed = commit(state, &self.source.name, intake).await.map_err(|err| DeliveryError::Transport {
+            endpoint: "intake".into(),
+            reason: format!("the read record could not be stored: {}", err.message),
+        })?;
+        let (event_id, duplicate) = (committed.event_id, committed.duplicate);
         tracing::debug!(source = %self.source.name, event_id = %event_id, jobs, duplicate, "CRM record read and its event stored.");
         Ok(Receipt { vendor_id: Some(event_id), detail: Some(format!("{jobs} deliveries planned")) })
     }

@@ -89,15 +89,14 @@ impl Gateway {
         let addr = listener.local_addr().map_err(|source| StartError::Bind { listen: listen.clone(), source })?;
         let crm_sources =
             crm_sources(&config, &runtime.salesforce_orgs, &runtime.zoho_orgs, &runtime.zoho_channel_tokens, addr)?;
-        let late_nudge: Arc<OnceLock<Arc<dyn Fn() + Send + Sync>>> = Arc::new(OnceLock::new());
+        let late_state: Arc<OnceLock<crate::AppState>> = Arc::new(OnceLock::new());
         let mut sinks = runtime.sinks.clone();
         for source in crm_sources.values() {
             let sink = crate::crm::RefreshSink {
                 source: source.clone(),
                 pipeline: pipeline.clone(),
-                store: store.clone(),
                 clock: clock.clone(),
-                nudge: late_nudge.clone(),
+                state: late_state.clone(),
             };
             sinks.insert(crate::crm::refresh_destination(&source.name), Arc::new(sink));
         }
@@ -115,7 +114,6 @@ impl Gateway {
             &workers_tracker,
         );
         let nudge: Arc<dyn Fn() + Send + Sync> = Arc::new(move || workers.nudge());
-        let _ = late_nudge.set(nudge.clone());
 
         // One directory keeper per app that keeps its directory, shared by the app's sources.
         let directory_cancel = CancellationToken::new();
@@ -150,6 +148,7 @@ impl Gateway {
             directories: Arc::new(directories),
             crm: Arc::new(crm_sources),
         };
+        let _ = late_state.set(state.clone());
         // Polling and notification channels run with the directory keepers and stop with them.
         for (name, source) in state.crm.iter() {
             match config.sources.get(name).map(|s| &s.kind) {
