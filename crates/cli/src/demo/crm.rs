@@ -11,7 +11,7 @@ use sim::Simulator;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use testkit::sender::signed_headers;
+use testkit::sender::{SenderSettings, WebhookSender};
 
 const SALES_HK: &str = "cid7Hk2PqRsTuVwXyZ0aBcDe+Q==";
 const SALES_PRC: &str = "cidPrC8sAlEs3GbA7wQxYz1Kj==";
@@ -134,14 +134,17 @@ async fn quota_steps(
     const ROUNDS: usize = 4;
     let calls_before = salesforce.api_calls();
     let done_before = gateway.store.stats(0).await?.done;
-    let secret = Arc::new(WebhookSecret::parse(DEMO_WEBHOOK_SECRET)?);
-    let client = reqwest::Client::new();
+    let sender = WebhookSender::new(
+        &format!("{base}/hooks/erp-events"),
+        WebhookSecret::parse(DEMO_WEBHOOK_SECRET)?,
+        SenderSettings::default(),
+    )?;
     let started = Instant::now();
     for round in 0..ROUNDS {
         let next = Arc::new(AtomicUsize::new(0));
         let mut senders = tokio::task::JoinSet::new();
         for _ in 0..32 {
-            let (next, secret, client, base) = (next.clone(), secret.clone(), client.clone(), base.to_string());
+            let (next, sender) = (next.clone(), sender.clone());
             senders.spawn(async move {
                 loop {
                     let c = next.fetch_add(1, Ordering::SeqCst);
@@ -151,16 +154,7 @@ async fn quota_steps(
                     let status = ["Good", "Watch", "Hold", "Good"][round];
                     let event = serde_json::json!({"type": "customer_credit.updated", "timestamp": jiff::Timestamp::now().to_string(),
                         "data": {"id": format!("C-{c:05}"), "credit_status": status, "credit_limit": 50_000 + 1_000 * round}});
-                    let body = serde_json::to_vec(&event)?;
-                    let id = format!("credit-{round}-{c}");
-                    let answer = client
-                        .post(format!("{base}/hooks/erp-events"))
-                        .headers(signed_headers(&secret, &id, jiff::Timestamp::now().as_second(), &body))
-                        .header("content-type", "application/json")
-                        .body(body)
-                        .send()
-                        .await?;
-                    anyhow::ensure!(answer.status().is_success(), "update {id} refused: {}", answer.status());
+                    sender.send(&format!("credit-{round}-{c}"), &event).await?;
                 }
             });
         }

@@ -8,7 +8,7 @@
 //!   source and land in Salesforce under a 1,000-call daily quota in at most 60 calls, the
 //!   interactive reserve untouched, counted from the simulator's own log.
 
-use connect::webhook::{sign, WebhookSecret};
+use connect::webhook::WebhookSecret;
 use connectors::dingtalk::sim::cards::CardSpace;
 use connectors::dingtalk::sim::org::{SEED_APP_KEY, SEED_APP_SECRET};
 use connectors::salesforce::sim::{seed, SalesforceSim, SimConfig};
@@ -18,6 +18,7 @@ use sim::Simulator;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use testkit::dingtalk::DingTalkHarness;
+use testkit::sender::{SenderSettings, WebhookSender};
 
 const WEBHOOK_SECRET: &str = "whsec_Y3JtLWUyZS10ZXN0LXNlY3JldC1rZXktMDAwMDAwMDAx";
 const SALES_HK: &str = "cid7Hk2PqRsTuVwXyZ0aBcDe+Q==";
@@ -100,8 +101,7 @@ struct E2e {
     salesforce: Arc<SalesforceSim>,
     _salesforce_running: sim::RunningSim,
     gateway: Gateway,
-    base: String,
-    client: reqwest::Client,
+    sender: WebhookSender,
 }
 
 impl E2e {
@@ -138,8 +138,12 @@ impl E2e {
             salesforce,
             _salesforce_running: running,
             gateway,
-            base,
-            client: reqwest::Client::new(),
+            sender: WebhookSender::new(
+                &format!("{base}/hooks/erp"),
+                WebhookSecret::parse(WEBHOOK_SECRET).unwrap(),
+                SenderSettings::default(),
+            )
+            .unwrap(),
         }
     }
 
@@ -149,20 +153,8 @@ impl E2e {
     }
 
     async fn webhook(&self, id: &str, body: &Value) {
-        let body = serde_json::to_vec(body).unwrap();
-        let ts = jiff::Timestamp::now().as_second();
-        let secret = WebhookSecret::parse(WEBHOOK_SECRET).unwrap();
-        let resp = self
-            .client
-            .post(format!("{}/hooks/erp", self.base))
-            .header("webhook-id", id)
-            .header("webhook-timestamp", ts.to_string())
-            .header("webhook-signature", sign(&secret, id, ts, &body))
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap_or_default());
+        let status = self.sender.send(id, body).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(status, 200);
     }
 
     fn cards_in(&self, group: &str) -> Vec<connectors::dingtalk::sim::cards::CardView> {
