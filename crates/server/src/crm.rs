@@ -12,7 +12,7 @@
 
 use crate::error::ApiError;
 use crate::hooks::{commit, refuse};
-use crate::pipeline::WebhookPipeline;
+use crate::reads::{commit_all, commit_read, Notices, ReadRequest};
 use crate::state::AppState;
 use async_trait::async_trait;
 use axum::body::Bytes;
@@ -64,58 +64,13 @@ impl CrmSource {
         }
     }
 
-    /// The record's read job: due `coalesce` from now, joining a read already waiting for it.
-    fn read_job(
-        &self,
-        object: &str,
-        record_id: &str,
-        change: &str,
-        idempotency_key: String,
-        now_ms: i64,
-    ) -> store::NewJob {
-        let destination = refresh_destination(&self.name);
-        let delay = i64::try_from(self.coalesce.as_millis()).unwrap_or(i64::MAX);
-        store::NewJob {
-            flow: format!("{}:read", self.name),
-            ordering_key: format!("{destination}/{record_id}"),
-            destination,
-            idempotency_key,
-            payload: json!({ "object": object, "id": record_id, "change": change }).to_string(),
-            next_attempt_at: now_ms.saturating_add(delay),
-            coalesce: true,
-        }
-    }
-
-    /// One stored change notice with its read job.
-    fn notice(
-        &self,
-        dedup_key: String,
-        object: &str,
-        record_id: &str,
-        change: &str,
-        detail: Value,
-        now_ms: i64,
-    ) -> store::Intake {
-        let event_id = uuid::Uuid::now_v7().to_string();
-        let event = json!({
-            "id": event_id,
-            "source": self.name,
-            "system": self.system(),
-            "type": "change_notice",
-            "object": object,
-            "entity_id": record_id,
-            "change": change,
-            "notice": detail,
-        });
-        let job = self.read_job(object, record_id, change, format!("{dedup_key}:read"), now_ms);
-        store::Intake {
-            dedup_key,
-            event_id,
-            source: self.name.clone(),
-            received_at: now_ms,
-            event_json: event.to_string(),
-            jobs: vec![job],
-            dead_letter: None,
+    /// Where the source's read jobs go.
+    fn notices(&self) -> Notices<'_> {
+        Notices {
+            source: &self.name,
+            system: self.system(),
+            destination: refresh_destination(&self.name),
+            coalesce: self.coalesce,
         }
     }
 
@@ -162,7 +117,7 @@ async fn outbound_message(state: &AppState, source: &str, body: &[u8]) -> Result
         }
         let detail =
             json!({ "notification_id": n.notification_id, "action_id": message.action_id, "fields": n.fields });
-        notices.push(crm.notice(
+        notices.push(crm.notices().notice(
             format!("{source}:{}", n.notification_id),
             &n.sobject_type,
             &n.record_id,
@@ -202,7 +157,7 @@ async fn zoho_notification(state: &AppState, source: &str, body: &[u8]) -> Resul
     let detail = json!({ "channel_id": notification.channel_id, "operation": notification.operation, "server_time": notification.server_time });
     let notices = notification.ids.iter().map(|id| {
         let dedup = format!("{source}:{}:{}:{id}", notification.channel_id, notification.server_time);
-        crm.notice(dedup, &notification.module, id, change, detail.clone(), now_ms)
+        crm.notices().notice(dedup, &notification.module, id, change, detail.clone(), now_ms)
     });
     commit_all(state, source, notices.collect()).await?;
     Ok((StatusCode::OK, axum::Json(json!({"status": "accepted"}))).into_response())
@@ -234,16 +189,9 @@ async fn zoho_workflow(state: &AppState, source: &str, body: &[u8]) -> Result<Re
     let stamp = hook.modified_time.clone().unwrap_or_else(|| now_ms.to_string());
     let detail = json!({ "workflow": true, "stage": hook.stage, "modified_time": hook.modified_time });
     let intake =
-        crm.notice(format!("{source}:workflow:{}:{stamp}", hook.id), &hook.module, &hook.id, "updated", detail, now_ms);
+        crm.notices().notice(format!("{source}:workflow:{}:{stamp}", hook.id), &hook.module, &hook.id, "updated", detail, now_ms);
     commit(state, source, intake).await?;
     Ok((StatusCode::OK, axum::Json(json!({"status": "accepted"}))).into_response())
-}
-
-/// The notices of one vendor request, committed together: the group committer puts them in one
-/// transaction instead of one round trip each (an Outbound Message holds up to 100).
-async fn commit_all(state: &AppState, source: &str, notices: Vec<store::Intake>) -> Result<(), ApiError> {
-    futures::future::try_join_all(notices.into_iter().map(|notice| commit(state, source, notice))).await?;
-    Ok(())
 }
 
 /// The watch channel of a Zoho source (every Zoho source has one; its token is the shared secret
@@ -277,8 +225,6 @@ fn crm_source<'a>(state: &'a AppState, source: &str, system: &str) -> Result<&'a
 /// The sink of a CRM source's read jobs: read the record, commit the canonical event.
 pub struct RefreshSink {
     pub source: Arc<CrmSource>,
-    pub pipeline: Arc<WebhookPipeline>,
-    pub clock: Arc<dyn Clock>,
     /// The gateway's state, set once it exists (the workers that run this sink start first):
     /// the event is committed through the same intake path as every other event.
     pub state: Arc<OnceLock<AppState>>,
@@ -287,16 +233,7 @@ pub struct RefreshSink {
 #[async_trait]
 impl Sink for RefreshSink {
     async fn deliver(&self, delivery: &Delivery) -> Result<Receipt, DeliveryError> {
-        let bad = |detail: String| DeliveryError::BadPayload { destination: delivery.destination.clone(), detail };
-        let field = |name: &str| {
-            delivery
-                .payload
-                .get(name)
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-                .ok_or_else(|| bad(format!("read job without `{name}`")))
-        };
-        let (object, id, change) = (field("object")?, field("id")?, field("change")?);
+        let ReadRequest { object, id, change } = ReadRequest::from_delivery(delivery)?;
         let snapshot = match &self.source.client {
             CrmClient::Salesforce(client) => {
                 connectors::salesforce::snapshot::fetch(client, &object, &id, Priority::Background).await?
@@ -324,22 +261,7 @@ impl Sink for RefreshSink {
                 data: json!({ "id": id }),
             },
         };
-        let intake = self
-            .pipeline
-            .snapshot_intake(&self.source.name, &inbound, self.clock.now())
-            .map_err(|err| bad(err.message.clone()))?;
-        let jobs = intake.jobs.len();
-        let state = self.state.get().ok_or_else(|| DeliveryError::Transport {
-            endpoint: "intake".into(),
-            reason: "the gateway is still starting".into(),
-        })?;
-        let committed = commit(state, &self.source.name, intake).await.map_err(|err| DeliveryError::Transport {
-            endpoint: "intake".into(),
-            reason: format!("the read record could not be stored: {}", err.message),
-        })?;
-        let (event_id, duplicate) = (committed.event_id, committed.duplicate);
-        tracing::debug!(source = %self.source.name, event_id = %event_id, jobs, duplicate, "CRM record read and its event stored.");
-        Ok(Receipt { vendor_id: Some(event_id), detail: Some(format!("{jobs} deliveries planned")) })
+        commit_read(&self.state, &self.source.name, &inbound).await
     }
 
     fn idempotency(&self) -> Idempotency {
@@ -394,7 +316,7 @@ async fn poll_once(
     let notices = rows.iter().map(|row| {
         let id = row.get("Id").and_then(Value::as_str).unwrap_or_default();
         let stamp = row.get("SystemModstamp").and_then(Value::as_str).unwrap_or_default();
-        source.notice(
+        source.notices().notice(
             format!("{}:poll:{id}:{stamp}", source.name),
             object,
             id,

@@ -103,7 +103,7 @@ async fn receive_inner(state: &AppState, source: &str, query: &str, body: &[u8])
         let inbound = source::from_http_callback(&opened.event_type, &opened.payload)
             .map_err(|err| ApiError::new(StatusCode::BAD_REQUEST, "malformed_event", err.to_string()))?;
         if let Some(inbound) = inbound {
-            let intake = state.intake.dingtalk(source, &inbound, now)?;
+            let intake = state.intake.inbound(source, &inbound, now)?;
             let committed = commit(state, source, intake).await?;
             update_directory(state, source, &inbound, committed.duplicate);
             tracing::debug!(
@@ -162,7 +162,7 @@ async fn card_callback_inner(state: &AppState, source: &str, token: &str, body: 
         .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "malformed_body", "the body is not UTF-8"))?;
     let inbound = source::from_callback(source::TOPIC_CARD_CALLBACK, "", text)
         .map_err(|err| ApiError::new(StatusCode::BAD_REQUEST, "malformed_event", err.to_string()))?;
-    let intake = state.intake.dingtalk(source, &inbound, state.clock.now())?;
+    let intake = state.intake.inbound(source, &inbound, state.clock.now())?;
     let committed = commit(state, source, intake).await?;
     tracing::debug!(source = %source, event_id = %committed.event_id, duplicate = committed.duplicate, "DingTalk card click stored.");
     Ok((StatusCode::OK, Json(serde_json::json!({}))).into_response())
@@ -179,7 +179,7 @@ impl StreamIntake {
         if !self.state.is_accepting() {
             return Err(ApiError::unavailable("draining", "shutting down", RETRY_AFTER_SECS));
         }
-        let intake = self.state.intake.dingtalk(&self.source, inbound, self.state.clock.now())?;
+        let intake = self.state.intake.inbound(&self.source, inbound, self.state.clock.now())?;
         let committed = commit(&self.state, &self.source, intake).await?;
         update_directory(&self.state, &self.source, inbound, committed.duplicate);
         tracing::debug!(
@@ -206,7 +206,7 @@ impl StreamHandler for StreamIntake {
                 let key = format!("unreadable:{event_type}:{}", event_id.or(frame.message_id()).unwrap_or_default());
                 let raw = serde_json::json!({ "eventType": event_type, "eventId": event_id, "data": frame.data });
                 let now = self.state.clock.now();
-                let kept = match self.state.intake.dingtalk_unreadable(&self.source, &key, raw, err.to_string(), now) {
+                let kept = match self.state.intake.unreadable(&self.source, &key, raw, err.to_string(), now) {
                     Ok(intake) => commit(&self.state, &self.source, intake).await.map(|_| ()),
                     Err(refused) => Err(refused),
                 };

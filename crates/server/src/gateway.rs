@@ -94,8 +94,6 @@ impl Gateway {
         for source in crm_sources.values() {
             let sink = crate::crm::RefreshSink {
                 source: source.clone(),
-                pipeline: pipeline.clone(),
-                clock: clock.clone(),
                 state: late_state.clone(),
             };
             sinks.insert(crate::crm::refresh_destination(&source.name), Arc::new(sink));

@@ -12,6 +12,7 @@ pub mod gateway;
 pub mod hooks;
 pub mod metrics;
 pub mod pipeline;
+pub mod reads;
 pub mod state;
 
 pub use state::{AppState, Intake};

@@ -50,7 +50,7 @@ impl crate::Intake for WebhookPipeline {
         self.dingtalk_callbacks.keys().cloned().collect()
     }
 
-    fn dingtalk_unreadable(
+    fn unreadable(
         &self,
         source: &str,
         dedup_key: &str,
@@ -64,7 +64,7 @@ impl crate::Intake for WebhookPipeline {
         self.intake(source, format!("{source}:{dedup_key}"), event_id, now, decoded)
     }
 
-    fn dingtalk(&self, source: &str, inbound: &Inbound, now: jiff::Timestamp) -> Result<store::Intake, ApiError> {
+    fn inbound(&self, source: &str, inbound: &Inbound, now: jiff::Timestamp) -> Result<store::Intake, ApiError> {
         let event_id = uuid::Uuid::now_v7().to_string();
         let decoded = self.flows.decode_inbound(source, inbound, model::ZonedTime::from(now), event_id.clone());
         self.intake(source, format!("{source}:{}", inbound.dedup_key), event_id, now, decoded)
@@ -72,19 +72,6 @@ impl crate::Intake for WebhookPipeline {
 }
 
 impl WebhookPipeline {
-    /// The event of a CRM record just read (see `crm::RefreshSink`), decoded like any other
-    /// source's event and planned by the flows, stored under `inbound.dedup_key`.
-    pub fn snapshot_intake(
-        &self,
-        source: &str,
-        inbound: &Inbound,
-        now: jiff::Timestamp,
-    ) -> Result<store::Intake, ApiError> {
-        let event_id = uuid::Uuid::now_v7().to_string();
-        let decoded = self.flows.decode_inbound(source, inbound, model::ZonedTime::from(now), event_id.clone());
-        self.intake(source, format!("{source}:{}", inbound.dedup_key), event_id, now, decoded)
-    }
-
     /// What one decoded (or undecodable) event commits: the inbox row under `dedup_key`, the jobs
     /// the flows plan, or a dead letter with the reason.
     fn intake(

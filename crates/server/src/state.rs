@@ -24,17 +24,18 @@ pub trait Intake: Send + Sync {
     /// Names of the DingTalk sources in HTTP callback mode.
     fn dingtalk_callback_sources(&self) -> Vec<String>;
 
-    /// One authenticated DingTalk event (decrypted HTTP callback or Stream frame).
-    fn dingtalk(
+    /// One authenticated event already in the inbound shape: a DingTalk callback or Stream
+    /// frame, or a record a CRM/ERP source read. Stored under `{source}:{inbound.dedup_key}`.
+    fn inbound(
         &self,
         source: &str,
         inbound: &connectors::dingtalk::source::Inbound,
         now: jiff::Timestamp,
     ) -> Result<store::Intake, ApiError>;
 
-    /// A DingTalk event that arrived authenticated but cannot be read: kept as a dead letter
-    /// (with `raw` and the reason) under `dedup_key`, so redeliveries do not pile up.
-    fn dingtalk_unreadable(
+    /// An event that arrived authenticated but cannot be read (a DingTalk frame, an IDoc): kept
+    /// as a dead letter (with `raw` and the reason) under `dedup_key`, so redeliveries do not pile up.
+    fn unreadable(
         &self,
         source: &str,
         dedup_key: &str,
