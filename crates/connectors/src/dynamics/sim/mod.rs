@@ -10,10 +10,14 @@
 //! | service protection | sliding 300 s window per user: request count, combined execution time (the configured latency), concurrency; 429 + `Retry-After` + the vendor's bodies |
 //! | `/v2.0/{tenant}/{env}/api/v2.0/…` | `companies`, `companies({id})/purchaseOrders[({id})]` (`$expand=purchaseOrderLines`, `$filter`), `items`, `salesShipments`; PATCH requires `If-Match`; request limit → 429 `Application_TooManyRequests` |
 //!
-//! Records (`POST /_sim/records/{entity}`): a Dataverse set (upsert by its key; `{"@delete": true, key}`
-//! deletes) — every Dataverse change, through the API or here, bumps the row version and POSTs a
-//! `RemoteExecutionContext` to the webhook URL; a BC set (`purchaseOrders`, `items`,
-//! `salesShipments`, upsert by `id`); `webhook` (`{"url": …}`); `limits` (see [`Limits`]).
+//! Control (`POST /_sim/records/{entity}`):
+//!
+//! | entity | what |
+//! |---|---|
+//! | a Dataverse set (`salesorders`, …) | upsert by its key (`{"@delete": true, key}` deletes); stamps `modifiedon` unless the body gives it (staleness tests). Every Dataverse change, through the API or here, bumps the row version and POSTs a `RemoteExecutionContext` to the webhook |
+//! | a BC set (`purchaseOrders`, `items`, `salesShipments`) | upsert by `id` |
+//! | `webhook` | `{"url": …, "headers": {"name": "value"}, "suppressed": bool}`: where changes go (`"url": null` stops them) and the headers sent with every POST (service endpoint auth type HttpHeader). `{"suppressed": true}` alone keeps url and headers. While suppressed (a fault: the step does not fire) changes are made and visible to reads and change tracking, but nothing is posted; each skipped POST counts in `webhooks_suppressed` (`/_sim/info`, [`DynamicsSim::webhooks_suppressed`]) |
+//! | `limits` | see [`Limits`] |
 
 pub mod seed;
 
@@ -101,6 +105,17 @@ struct State {
     bc_window: VecDeque<Timestamp>,
     limits: Limits,
     webhook_url: Option<String>,
+    /// Sent with every webhook POST (Dataverse service endpoint auth type HttpHeader).
+    webhook_headers: BTreeMap<String, String>,
+    /// Fault: changes are not posted (counted in `webhooks_suppressed`).
+    webhook_suppressed: bool,
+}
+
+/// Where one webhook POST goes.
+#[derive(Debug, Clone)]
+struct WebhookTarget {
+    url: String,
+    headers: BTreeMap<String, String>,
 }
 
 /// One answer of the Dataverse dispatcher (also used for `$batch` parts).
@@ -158,6 +173,7 @@ pub struct DynamicsSim {
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
     webhooks_sent: AtomicU64,
+    webhooks_suppressed: AtomicU64,
     http: reqwest::Client,
 }
 
@@ -293,6 +309,7 @@ impl DynamicsSim {
             in_flight: AtomicUsize::new(0),
             max_in_flight: AtomicUsize::new(0),
             webhooks_sent: AtomicU64::new(0),
+            webhooks_suppressed: AtomicU64::new(0),
             http,
         }
     }
@@ -327,6 +344,56 @@ impl DynamicsSim {
     /// Webhook POSTs answered 2xx.
     pub fn webhooks_sent(&self) -> u64 {
         self.webhooks_sent.load(Ordering::SeqCst)
+    }
+
+    /// Webhook POSTs skipped because the webhook is suppressed.
+    pub fn webhooks_suppressed(&self) -> u64 {
+        self.webhooks_suppressed.load(Ordering::SeqCst)
+    }
+
+    /// The target of `changes` webhook POSTs; `None` when no url is set or the webhook is
+    /// suppressed (then the skipped POSTs are counted).
+    fn webhook_target(&self, changes: usize) -> Option<WebhookTarget> {
+        let state = self.lock();
+        let url = state.webhook_url.clone()?;
+        if state.webhook_suppressed {
+            self.webhooks_suppressed.fetch_add(u64::try_from(changes).unwrap_or(u64::MAX), Ordering::SeqCst);
+            return None;
+        }
+        Some(WebhookTarget { url, headers: state.webhook_headers.clone() })
+    }
+
+    /// Applies the `webhook` control body.
+    fn set_webhook(&self, value: &Value) -> Result<Value, String> {
+        let suppressed = match value.get("suppressed") {
+            None => None,
+            Some(v) => Some(v.as_bool().ok_or("\"suppressed\" must be true or false")?),
+        };
+        let headers = match value.get("headers") {
+            None | Some(Value::Null) => BTreeMap::new(),
+            Some(Value::Object(map)) => {
+                let mut headers = BTreeMap::new();
+                for (name, v) in map {
+                    let text = v.as_str().ok_or_else(|| format!("header {name} must have a string value"))?;
+                    axum::http::HeaderName::from_bytes(name.as_bytes())
+                        .map_err(|_| format!("{name:?} is not a valid header name"))?;
+                    HeaderValue::from_str(text).map_err(|_| format!("the value of header {name} is not valid"))?;
+                    headers.insert(name.clone(), text.to_owned());
+                }
+                headers
+            }
+            Some(other) => return Err(format!("\"headers\" must be an object of name: value, not {other}")),
+        };
+        let mut state = self.lock();
+        // `{"suppressed": …}` alone keeps url and headers; anything else sets both.
+        if value.get("url").is_some() || value.get("headers").is_some() || suppressed.is_none() {
+            state.webhook_url = value["url"].as_str().map(str::to_owned);
+            state.webhook_headers = headers;
+        }
+        if let Some(suppressed) = suppressed {
+            state.webhook_suppressed = suppressed;
+        }
+        Ok(json!({"url": state.webhook_url, "headers": state.webhook_headers, "suppressed": state.webhook_suppressed}))
     }
 
     pub fn set_limits(&self, limits: Limits) {
@@ -743,22 +810,27 @@ impl DynamicsSim {
 
     /// Sends the RemoteExecutionContext of each change, in the background.
     fn fire(self: &Arc<Self>, fired: Vec<Fired>) {
-        let Some(url) = self.lock().webhook_url.clone() else { return };
+        if fired.is_empty() {
+            return;
+        }
+        let Some(target) = self.webhook_target(fired.len()) else { return };
         for change in fired {
             let sim = self.clone();
-            let url = url.clone();
-            tokio::spawn(async move { sim.post_webhook(&url, &change).await });
+            let target = target.clone();
+            tokio::spawn(async move { sim.post_webhook(&target, &change).await });
         }
     }
 
-    async fn post_webhook(&self, url: &str, change: &Fired) {
+    async fn post_webhook(&self, target: &WebhookTarget, change: &Fired) {
         let body = remote_execution_context(change, self.clock.now());
         let correlation = body["CorrelationId"].as_str().unwrap_or_default().to_owned();
         // Dataverse retries once, and only on 502/503/504 (reference C8).
         for attempt in 0..2 {
-            let sent = self
-                .http
-                .post(url)
+            let mut request = self.http.post(&target.url);
+            for (name, value) in &target.headers {
+                request = request.header(name.as_str(), value.as_str());
+            }
+            let sent = request
                 .header("x-ms-dynamics-organization", seed::ORGANIZATION)
                 .header("x-ms-dynamics-entity-name", change.logical)
                 .header("x-ms-dynamics-request-name", change.message)
@@ -1085,6 +1157,10 @@ impl Simulator for DynamicsSim {
             "bc_company_id": seed::COMPANY_ID,
             "limits": state.limits,
             "webhook_url": state.webhook_url,
+            "webhook_headers": state.webhook_headers,
+            "webhook_suppressed": state.webhook_suppressed,
+            "webhooks_sent": self.webhooks_sent.load(Ordering::SeqCst),
+            "webhooks_suppressed": self.webhooks_suppressed.load(Ordering::SeqCst),
         })
     }
 
@@ -1093,15 +1169,13 @@ impl Simulator for DynamicsSim {
         *state = Self::seeded(Limits::default());
         self.max_in_flight.store(0, Ordering::SeqCst);
         self.webhooks_sent.store(0, Ordering::SeqCst);
+        self.webhooks_suppressed.store(0, Ordering::SeqCst);
     }
 
     async fn put_record(&self, entity: &str, value: Value) -> Result<Value, SimError> {
         let invalid = |detail: &str| SimError::InvalidRecord { entity: entity.to_owned(), detail: detail.to_owned() };
         match entity {
-            "webhook" => {
-                self.lock().webhook_url = value["url"].as_str().map(str::to_owned);
-                return Ok(value);
-            }
+            "webhook" => return self.set_webhook(&value).map_err(|detail| invalid(&detail)),
             "limits" => {
                 let limits: Limits = serde_json::from_value(value.clone()).map_err(|e| invalid(&e.to_string()))?;
                 self.set_limits(limits);
@@ -1135,6 +1209,17 @@ impl Simulator for DynamicsSim {
             });
         };
         let delete = data.remove("@delete").and_then(|v| v.as_bool()).unwrap_or(false);
+        // An explicit change time is kept (staleness tests); otherwise the upsert is "now".
+        let modified = match data.get("modifiedon") {
+            Some(Value::String(text)) => {
+                text.parse::<Timestamp>().map_err(|e| {
+                    invalid(&format!("modifiedon {text:?} is not an RFC 3339 instant like 2024-03-15T02:31:07Z ({e})"))
+                })?;
+                text.clone()
+            }
+            Some(other) => return Err(invalid(&format!("modifiedon must be a string, not {other}"))),
+            None => self.clock.now().to_string(),
+        };
         let id = data.get(key).and_then(Value::as_str).map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
         let fired = {
             let mut state = self.lock();
@@ -1152,7 +1237,7 @@ impl Simulator for DynamicsSim {
                 let mut merged = existing.unwrap_or_default();
                 merged.extend(data.clone());
                 merged.insert(key.to_owned(), json!(id));
-                merged.insert("modifiedon".to_owned(), json!(self.clock.now().to_string()));
+                merged.insert("modifiedon".to_owned(), json!(modified));
                 let version = store(&mut state, entity, &id, merged.clone());
                 Fired {
                     message: if is_new { "Create" } else { "Update" },
@@ -1164,9 +1249,8 @@ impl Simulator for DynamicsSim {
                 }
             }
         };
-        let url = self.lock().webhook_url.clone();
-        if let Some(url) = url {
-            self.post_webhook(&url, &fired).await;
+        if let Some(target) = self.webhook_target(1) {
+            self.post_webhook(&target, &fired).await;
         }
         Ok(self.row(entity, &id).unwrap_or_else(|| json!({key: id, "@deleted": true})))
     }
@@ -1184,3 +1268,6 @@ async fn unwrap_multipart(resp: Response) -> Response {
     let text: String = serde_json::from_slice(&bytes).unwrap_or_default();
     Response::from_parts(parts, axum::body::Body::from(text))
 }
+
+#[cfg(test)]
+mod s5_tests;

@@ -1,5 +1,7 @@
 //! Seed data of the simulator: a Hong Kong trading company, consistent with the fixtures
-//! (same ids, order numbers, amounts and row versions).
+//! (same ids, order numbers, amounts and row versions). For the shipment scenario the Mong Kok
+//! order is Submitted / In Progress (the test fulfils it: statecode 3, statuscode 100001); BC
+//! purchase order 106021 is "In Review" (pending approval) with two lines.
 
 use serde_json::{json, Value};
 
@@ -11,6 +13,7 @@ pub const ENVIRONMENT: &str = "Production";
 pub const COMPANY_ID: &str = "6a8f2b10-44e3-ea11-bb43-000d3a2feca1";
 pub const HKD_ID: &str = "8f2c5e0a-1b7d-ee11-8179-000d3a0a1c11";
 pub const HARBOUR_CITY_ID: &str = "a1b2c3d4-0000-ee11-8179-000d3a0a1c22";
+pub const MONG_KOK_ID: &str = "a1b2c3d4-0001-ee11-8179-000d3a0a1c23";
 pub const ORDER_HCR: &str = "3f9a1c2e-7b2d-ee11-8179-000d3a0a1c01";
 pub const ORDER_MONGKOK: &str = "5b0e7d11-7b2d-ee11-8179-000d3a0a1c02";
 pub const ORDER_SHEUNG_WAN: &str = "9c7d2e41-7b2d-ee11-8179-000d3a0a1c09";
@@ -33,6 +36,9 @@ pub fn table(set: &str) -> Option<(&'static str, &'static str)> {
     TABLES.iter().find(|(s, _, _)| *s == set).map(|(_, l, k)| (*l, *k))
 }
 
+const HARBOUR_CITY: (&str, &str) = (HARBOUR_CITY_ID, "Harbour City Retail Ltd");
+const MONG_KOK: (&str, &str) = (MONG_KOK_ID, "Mong Kok Gadgets Co.");
+
 fn lookup(field: &str, id: &str, logical: &str, label: &str) -> [(String, Value); 3] {
     [
         (field.to_owned(), json!(id)),
@@ -41,14 +47,32 @@ fn lookup(field: &str, id: &str, logical: &str, label: &str) -> [(String, Value)
     ]
 }
 
-fn order(id: &str, number: &str, name: &str, total: f64, status: i64, modified: &str) -> Value {
+/// Sales order (statecode, label, statuscode, label): Active/New and Submitted/In Progress
+/// (fulfilling sets Fulfilled 3 / Complete 100001).
+const NEW: Status = (0, "Active", 1, "New");
+const IN_PROGRESS: Status = (1, "Submitted", 3, "In Progress");
+
+type Status = (i64, &'static str, i64, &'static str);
+
+fn order(
+    id: &str,
+    number: &str,
+    name: &str,
+    customer: (&str, &str),
+    total: f64,
+    status: Status,
+    modified: &str,
+) -> Value {
+    const FORMATTED: &str = "@OData.Community.Display.V1.FormattedValue";
     let mut row = json!({
         "salesorderid": id, "ordernumber": number, "name": name, "totalamount": total,
-        "totalamount@OData.Community.Display.V1.FormattedValue": format!("HK${total:.2}"),
-        "statecode": 0, "statuscode": status, "modifiedon": modified,
+        format!("totalamount{FORMATTED}"): format!("HK${total:.2}"),
+        "statecode": status.0, format!("statecode{FORMATTED}"): status.1,
+        "statuscode": status.2, format!("statuscode{FORMATTED}"): status.3,
+        "modifiedon": modified,
     });
     if let Some(map) = row.as_object_mut() {
-        map.extend(lookup("_customerid_value", HARBOUR_CITY_ID, "account", "Harbour City Retail Ltd"));
+        map.extend(lookup("_customerid_value", customer.0, "account", customer.1));
         map.extend(lookup("_transactioncurrencyid_value", HKD_ID, "transactioncurrency", "Hong Kong Dollar"));
     }
     row
@@ -70,7 +94,7 @@ pub fn dataverse() -> Vec<(&'static str, u64, Value)> {
         (
             "accounts",
             5_560_011,
-            json!({"accountid": "a1b2c3d4-0001-ee11-8179-000d3a0a1c23", "name": "Mong Kok Gadgets Co.", "accountnumber": "C20000078", "telephone1": "+852 2394 1234", "address1_city": "Mong Kok"}),
+            json!({"accountid": MONG_KOK_ID, "name": "Mong Kok Gadgets Co.", "accountnumber": "C20000078", "telephone1": "+852 2394 1234", "address1_city": "Mong Kok"}),
         ),
         (
             "accounts",
@@ -100,22 +124,46 @@ pub fn dataverse() -> Vec<(&'static str, u64, Value)> {
         (
             "opportunities",
             5_560_031,
-            json!({"opportunityid": "0a1b2c3d-7b2d-ee11-8179-000d3a0a1c32", "name": "Mong Kok kiosk fit-out", "estimatedvalue": 42000.5, "_parentaccountid_value": "a1b2c3d4-0001-ee11-8179-000d3a0a1c23", "stepname": "1-Qualify", "statecode": 0, "closeprobability": 20}),
+            json!({"opportunityid": "0a1b2c3d-7b2d-ee11-8179-000d3a0a1c32", "name": "Mong Kok kiosk fit-out", "estimatedvalue": 42000.5, "_parentaccountid_value": MONG_KOK_ID, "stepname": "1-Qualify", "statecode": 0, "closeprobability": 20}),
         ),
         (
             "salesorders",
             5_561_023,
-            order(ORDER_HCR, "ORD-01001-X7Y2Z3", "HCR spring restock", 20712.0, 1, "2024-03-15T02:31:07Z"),
+            order(
+                ORDER_HCR,
+                "ORD-01001-X7Y2Z3",
+                "HCR spring restock",
+                HARBOUR_CITY,
+                20712.0,
+                NEW,
+                "2024-03-15T02:31:07Z",
+            ),
         ),
         (
             "salesorders",
             5_561_087,
-            order(ORDER_MONGKOK, "ORD-01002-K8L9M0", "Mong Kok pop-up", 8800.5, 3, "2024-03-15T06:02:55Z"),
+            order(
+                ORDER_MONGKOK,
+                "ORD-01002-K8L9M0",
+                "Mong Kok pop-up",
+                MONG_KOK,
+                8800.5,
+                IN_PROGRESS,
+                "2024-03-15T06:02:55Z",
+            ),
         ),
         (
             "salesorders",
             5_561_090,
-            order(ORDER_SHEUNG_WAN, "ORD-01003-P4Q5R6", "Sheung Wan dry goods", 3150.0, 1, "2024-03-15T06:05:00Z"),
+            order(
+                ORDER_SHEUNG_WAN,
+                "ORD-01003-P4Q5R6",
+                "Sheung Wan dry goods",
+                HARBOUR_CITY,
+                3150.0,
+                NEW,
+                "2024-03-15T06:05:00Z",
+            ),
         ),
     ]
 }

@@ -11,13 +11,17 @@
 //! | `POST query/v1/suiteql?limit&offset` | the subset of [`suiteql`]; `Prefer: transient` required; limit ≤ 1000 |
 //! | concurrency | more than `concurrency_limit` requests in flight: 429 `CONCURRENCY_LIMIT_EXCEEDED` (the fixture body) |
 //!
-//! `lastModifiedDate` is the simulator clock truncated to the minute. Records
-//! (`POST /_sim/records/{entity}`): a record type name (`purchaseOrder`, …) upserts a record by
-//! `id` (merge like PATCH), bumps `lastModifiedDate` and fires the user-event webhook;
-//! `webhook` (`{"url": …}`, `null` to stop) sets where user events go; `limits`
-//! (`{"concurrency": n, "delay_ms": m}`) sets the concurrency limit and a per-request delay
-//! (to make requests overlap in tests). Host routing (B10 item 1) is not simulated: the
-//! simulator serves one account on its port whatever the Host.
+//! `lastModifiedDate` is the simulator clock truncated to the minute. Control
+//! (`POST /_sim/records/{entity}`):
+//!
+//! | entity | what |
+//! |---|---|
+//! | a record type (`purchaseOrder`, `itemFulfillment`, …) | upserts a record by `id` (merge like PATCH), stamps `lastModifiedDate` (unless the body gives it: staleness tests) and fires the user-event webhook |
+//! | `webhook` | `{"url": …, "suppressed": bool}`: where user events go (`"url": null` stops them); `{"suppressed": true}` alone keeps the url. While suppressed (a fault: the script does not run) changes are made and visible to reads and SuiteQL, but no event is posted; each skipped event counts in `webhooks_suppressed` (`/_sim/info`, [`NetSuiteSim::webhooks_suppressed`]) |
+//! | `limits` | `{"concurrency": n, "delay_ms": m}`: the concurrency limit and a per-request delay (to make requests overlap in tests) |
+//!
+//! Host routing (B10 item 1) is not simulated: the simulator serves one account on its port
+//! whatever the Host.
 
 pub mod keys;
 pub mod seed;
@@ -80,6 +84,8 @@ struct Account {
     /// Access token → expiry.
     tokens: BTreeMap<String, Timestamp>,
     webhook_url: Option<String>,
+    /// Fault: user events are not posted (counted in `webhooks_suppressed`).
+    webhook_suppressed: bool,
     concurrency_limit: usize,
     delay: Duration,
 }
@@ -93,6 +99,8 @@ pub struct Counters {
     pub throttled: AtomicU64,
     pub auth_failures: AtomicU64,
     pub webhooks_sent: AtomicU64,
+    /// User events not posted because the webhook is suppressed.
+    pub webhooks_suppressed: AtomicU64,
     /// Highest number of data requests in flight at once.
     pub peak_in_flight: AtomicUsize,
 }
@@ -258,6 +266,7 @@ impl NetSuiteSim {
             nonces: BTreeMap::new(),
             tokens: BTreeMap::new(),
             webhook_url: None,
+            webhook_suppressed: false,
             concurrency_limit: config.concurrency_limit,
             delay: config.delay,
         }
@@ -271,6 +280,11 @@ impl NetSuiteSim {
     /// The stored (expanded) record.
     pub fn record(&self, record: RecordType, id: &str) -> Option<Value> {
         self.lock().records.get(&(record, id.to_owned())).cloned()
+    }
+
+    /// User events skipped because the webhook is suppressed.
+    pub fn webhooks_suppressed(&self) -> u64 {
+        self.counters.webhooks_suppressed.load(Ordering::SeqCst)
     }
 
     /// Makes every issued access token invalid (the next bearer call answers 401).
@@ -601,7 +615,17 @@ impl NetSuiteSim {
     /// dingbridge SuiteScript (see `netsuite::source`). Fire and forget, like `N/https.post`
     /// errors that the script ignores.
     fn fire_webhook(&self, record: RecordType, value: &Value, event: &str) {
-        let Some(url) = self.lock().webhook_url.clone() else { return };
+        let url = {
+            let account = self.lock();
+            match (&account.webhook_url, account.webhook_suppressed) {
+                (None, _) => return,
+                (Some(_), true) => {
+                    self.counters.webhooks_suppressed.fetch_add(1, Ordering::SeqCst);
+                    return;
+                }
+                (Some(url), false) => url.clone(),
+            }
+        };
         let kind = record.as_str().to_ascii_lowercase();
         let id = value["id"].as_str().unwrap_or_default();
         let modified = value["lastModifiedDate"].as_str().unwrap_or_default();
@@ -684,6 +708,9 @@ impl Simulator for NetSuiteSim {
             "jwt_public_key_pem": TEST_EC_PUBLIC_KEY_PEM,
             "webhook_secret": seed::WEBHOOK_SECRET,
             "webhook_url": account.webhook_url,
+            "webhook_suppressed": account.webhook_suppressed,
+            "webhooks_sent": self.counters.webhooks_sent.load(Ordering::SeqCst),
+            "webhooks_suppressed": self.counters.webhooks_suppressed.load(Ordering::SeqCst),
             "concurrency_limit": account.concurrency_limit,
             "delay_ms": u64::try_from(account.delay.as_millis()).unwrap_or(u64::MAX),
             "token_ttl_s": self.config.token_ttl.as_secs(),
@@ -698,8 +725,19 @@ impl Simulator for NetSuiteSim {
         let invalid = |detail: &str| SimError::InvalidRecord { entity: entity.to_owned(), detail: detail.to_owned() };
         match entity {
             "webhook" => {
-                self.lock().webhook_url = value["url"].as_str().map(str::to_owned);
-                return Ok(value);
+                let suppressed = match value.get("suppressed") {
+                    None => None,
+                    Some(v) => Some(v.as_bool().ok_or_else(|| invalid("\"suppressed\" must be true or false"))?),
+                };
+                let mut account = self.lock();
+                // `{"suppressed": …}` alone keeps the url; anything else sets it (null or absent stops events).
+                if value.get("url").is_some() || suppressed.is_none() {
+                    account.webhook_url = value["url"].as_str().map(str::to_owned);
+                }
+                if let Some(suppressed) = suppressed {
+                    account.webhook_suppressed = suppressed;
+                }
+                return Ok(json!({"url": account.webhook_url, "suppressed": account.webhook_suppressed}));
             }
             "limits" => {
                 let mut account = self.lock();
@@ -721,6 +759,19 @@ impl Simulator for NetSuiteSim {
         })?;
         let Value::Object(fields) = &value else { return Err(invalid("expected a JSON object")) };
         let id = fields.get("id").and_then(Value::as_str).ok_or_else(|| invalid("expected an \"id\""))?.to_owned();
+        // An explicit change time is kept (staleness tests); otherwise the upsert is "now".
+        let modified = match fields.get("lastModifiedDate") {
+            Some(Value::String(text)) => {
+                text.parse::<Timestamp>().map_err(|e| {
+                    invalid(&format!(
+                        "lastModifiedDate {text:?} is not an RFC 3339 instant like 2024-03-15T02:31:00Z ({e})"
+                    ))
+                })?;
+                text.clone()
+            }
+            Some(other) => return Err(invalid(&format!("lastModifiedDate must be a string, not {other}"))),
+            None => minute(self.clock.now()),
+        };
         let now = minute(self.clock.now());
         let (stored, event) = {
             let mut account = self.lock();
@@ -728,7 +779,7 @@ impl Simulator for NetSuiteSim {
             let event = if existing.is_some() { "edit" } else { "create" };
             let mut stored = existing.unwrap_or_else(|| json!({"id": id, "createdDate": now}));
             merge(&mut stored, fields, &[]).map_err(|detail| invalid(&detail))?;
-            stored["lastModifiedDate"] = json!(now);
+            stored["lastModifiedDate"] = json!(modified);
             account.records.insert((record, id), stored.clone());
             (stored, event)
         };
@@ -736,3 +787,6 @@ impl Simulator for NetSuiteSim {
         Ok(stored)
     }
 }
+
+#[cfg(test)]
+mod s5_tests;

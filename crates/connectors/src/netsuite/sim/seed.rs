@@ -1,7 +1,9 @@
 //! Seed data of the simulated account: a Hong Kong trading company (subsidiary "Dingbridge Demo
 //! (HK) Ltd", HKD, warehouse "HK - Kwai Chung DC"), consistent with the NetSuite fixtures
 //! (purchase order 4711 / PO000812 is the fixture record, 4709 / PO000810 the approved one of
-//! the SuiteQL page).
+//! the SuiteQL page). For the shipment scenario: sales order 5140 / SO-001205 of customer "HK
+//! Trading Ltd" with item fulfillment 5141 / IF000878 created from it, picked (shipStatus `A`)
+//! with a tracked package; requisitions 4690 and 4691 wait for approval.
 
 use crate::netsuite::client::RecordType;
 use serde_json::{json, Value};
@@ -46,6 +48,8 @@ fn po_line(line: u64, item: (&str, &str), quantity: f64, units: &str, rate: f64,
 
 const BOLT: (&str, &str) = ("501", "TG-1001 Stainless bolt M8x40");
 const RESIN: (&str, &str) = ("502", "RM-2040 PP resin (kg)");
+/// The customer of sales order 5140 / SO-001205 and its fulfillment 5141 (S5 shipment scenario).
+pub const HK_TRADING: (&str, &str) = ("2230", "HK Trading Ltd");
 
 #[allow(clippy::too_many_arguments)]
 fn purchase_order(
@@ -190,6 +194,65 @@ pub fn records() -> Vec<(RecordType, Value)> {
                 "shipStatus": reference("C", "Shipped"),
                 "item": {"items": [{"line": 1, "orderLine": 1, "item": reference(BOLT.0, BOLT.1), "quantity": 3000.0, "itemReceive": true}]},
                 "package": {"items": [{"line": 1, "packageTrackingNumber": "SF1402938475HK", "packageWeight": 12.5}]}
+            }),
+        ),
+        (
+            RecordType::PurchaseRequisition,
+            json!({
+                "id": "4691",
+                "tranId": "PR000232",
+                "tranDate": "2024-03-15",
+                "lastModifiedDate": "2024-03-15T03:05:00Z",
+                "entity": reference("159", "Chan Tai Man"),
+                "requester": reference("159", "Chan Tai Man"),
+                "approvalStatus": reference("1", "Pending Approval"),
+                "nextApprover": reference("201", "Lee Po Yee"),
+                "status": reference("Pending Supervisor Approval", "Pending Supervisor Approval"),
+                "subsidiary": reference("2", "Dingbridge Demo (HK) Ltd"),
+                "currency": reference("5", "Hong Kong Dollar"),
+                "memo": "Restock for HK Trading Ltd order SO-001205",
+                "total": 1531.2,
+                "item": {"items": [
+                    {"line": 1, "item": reference(BOLT.0, BOLT.1), "quantity": 600.0, "units": "1", "rate": 0.85, "amount": 510.0},
+                    {"line": 2, "item": reference(RESIN.0, RESIN.1), "quantity": 55.5, "units": "3", "rate": 18.4, "amount": 1021.2}
+                ]},
+                "expense": {"items": []}
+            }),
+        ),
+        (
+            RecordType::SalesOrder,
+            json!({
+                "id": "5140",
+                "tranId": "SO-001205",
+                "tranDate": "2024-03-15",
+                "lastModifiedDate": "2024-03-15T03:10:00Z",
+                "entity": reference(HK_TRADING.0, HK_TRADING.1),
+                "status": reference("Pending Fulfillment", "Pending Fulfillment"),
+                "orderStatus": reference("B", "B"),
+                "shipDate": "2024-03-18",
+                "currency": reference("5", "Hong Kong Dollar"),
+                "total": 1388.0,
+                "item": {"items": [
+                    {"line": 1, "item": reference(BOLT.0, BOLT.1), "quantity": 240.0, "units": "1", "rate": 1.2, "amount": 288.0, "quantityFulfilled": 0.0, "quantityBilled": 0.0},
+                    {"line": 2, "item": reference(RESIN.0, RESIN.1), "quantity": 50.0, "units": "3", "rate": 22.0, "amount": 1100.0, "quantityFulfilled": 0.0, "quantityBilled": 0.0}
+                ]}
+            }),
+        ),
+        (
+            RecordType::ItemFulfillment,
+            json!({
+                "id": "5141",
+                "tranId": "IF000878",
+                "tranDate": "2024-03-15",
+                "lastModifiedDate": "2024-03-15T03:20:00Z",
+                "entity": reference(HK_TRADING.0, HK_TRADING.1),
+                "createdFrom": reference("5140", "Sales Order #SO-001205"),
+                "shipStatus": reference("A", "Picked"),
+                "item": {"items": [
+                    {"line": 1, "orderLine": 1, "item": reference(BOLT.0, BOLT.1), "quantity": 240.0, "units": "1", "location": reference("3", "HK - Kwai Chung DC"), "itemReceive": true},
+                    {"line": 2, "orderLine": 2, "item": reference(RESIN.0, RESIN.1), "quantity": 50.0, "units": "3", "location": reference("3", "HK - Kwai Chung DC"), "itemReceive": true}
+                ]},
+                "package": {"items": [{"line": 1, "packageTrackingNumber": "SF1403015566HK", "packageWeight": 52.4, "packageDescr": "2 cartons"}]}
             }),
         ),
         (

@@ -2,10 +2,12 @@
 //! and poll cursor send, nothing more.
 //!
 //! `SELECT <columns> FROM transaction|item [WHERE <cond> [AND <cond>]…] [ORDER BY …]` where a
-//! condition is `type = 'PurchOrd'` (transaction), `itemtype = 'InvtPart'` (item),
+//! condition is `type = 'PurchOrd'` (any transaction type code: `ItemShip`, `PurchReq`, …),
+//! `approvalstatus = 1` (or `'1'`; transaction), `itemtype = 'InvtPart'` (item),
 //! `lastmodifieddate >= TO_TIMESTAMP('YYYY-MM-DD HH:MM:SS', …)` or
 //! `lastmodifieddate > TO_DATE('YYYY-MM-DD', …)`. Rows always come ordered by
-//! `lastmodifieddate, id`. Columns: `id`, `tranid`, `status`, `approvalstatus`, `foreigntotal`,
+//! `lastmodifieddate, id`. Columns: `id`, `tranid`, `status` (order status, or ship status of a
+//! fulfillment), `approvalstatus`, `foreigntotal`,
 //! `itemid`, `displayname`, `lastmodifieddate` (in the simulated user's date format `d/M/yyyy`,
 //! like the fixture) and `TO_CHAR(lastmodifieddate, …) AS alias` (ISO local time). The
 //! simulated integration user's time zone is UTC.
@@ -23,6 +25,8 @@ pub struct Query {
     pub types: Vec<RecordType>,
     /// Inclusive lower bound on lastModifiedDate (seconds).
     pub since: Option<(i64, bool)>,
+    /// Wanted approval status id (`approvalstatus = 1`).
+    pub approval: Option<String>,
 }
 
 const COLUMNS: &[&str] =
@@ -83,6 +87,7 @@ pub fn parse(q: &str) -> Result<Query, String> {
         other => return Err(format!("Invalid search query. Search error occurred: Record '{other}' was not found.")),
     };
     let mut since = None;
+    let mut approval = None;
     for cond in where_clause.map(|w| w.split(" and ").collect::<Vec<_>>()).unwrap_or_default() {
         let cond = cond.trim();
         // Literals keep their case from the original text.
@@ -90,6 +95,12 @@ pub fn parse(q: &str) -> Result<Query, String> {
         if cond.starts_with("type =") && table == "transaction" {
             let code = literal(original).ok_or("type needs a quoted code")?;
             types.retain(|t| t.transaction_type().is_some_and(|c| c.eq_ignore_ascii_case(code)));
+        } else if let Some(value) = cond.strip_prefix("approvalstatus =").filter(|_| table == "transaction") {
+            let value = value.trim().trim_matches('\'');
+            if value.is_empty() || !value.chars().all(|c| c.is_ascii_digit()) {
+                return Err(format!("Invalid search query. approvalstatus needs a status id, not `{value}`."));
+            }
+            approval = Some(value.to_owned());
         } else if cond.starts_with("itemtype =") && table == "item" {
             if !literal(cond).is_some_and(|c| c.eq_ignore_ascii_case("invtpart")) {
                 types.clear();
@@ -109,7 +120,7 @@ pub fn parse(q: &str) -> Result<Query, String> {
             return Err(format!("Invalid search query. Unsupported condition `{cond}`."));
         }
     }
-    Ok(Query { columns, types, since })
+    Ok(Query { columns, types, since, approval })
 }
 
 fn text_of(value: &Value) -> Option<String> {
@@ -139,6 +150,9 @@ pub fn project(query: &Query, record: RecordType, value: &Value) -> Option<Value
     if !query.types.contains(&record) {
         return None;
     }
+    if query.approval.as_ref().is_some_and(|wanted| text_of(&value["approvalStatus"]).as_ref() != Some(wanted)) {
+        return None;
+    }
     let utc = modified.to_zoned(jiff::tz::TimeZone::UTC);
     let mut row = serde_json::Map::new();
     row.insert("links".to_owned(), Value::Array(Vec::new()));
@@ -146,7 +160,7 @@ pub fn project(query: &Query, record: RecordType, value: &Value) -> Option<Value
         let cell = match source.as_str() {
             "id" => text_of(&value["id"]),
             "tranid" => text_of(&value["tranId"]),
-            "status" => text_of(&value["orderStatus"]),
+            "status" => text_of(&value["orderStatus"]).or_else(|| text_of(&value["shipStatus"])),
             "approvalstatus" => text_of(&value["approvalStatus"]),
             "foreigntotal" => number_text(&value["total"]),
             "itemid" => text_of(&value["itemId"]),

@@ -1,5 +1,7 @@
 //! IDoc-XML the simulator pushes to a configured URL, as an ECC XML-HTTP port would: ORDERS05
-//! for a purchase order (ISO units) and DESADV/DELVRY07 for an outbound delivery (SAP units).
+//! for a purchase order (ISO units) and DESADV/DELVRY07 for an outbound delivery (SAP units,
+//! E1EDT13 `006` goods issue with the actual ISDD/ISDZ once goods issue is complete, `007`
+//! delivery).
 
 use crate::sap::uom::UomTable;
 use serde_json::Value;
@@ -18,6 +20,13 @@ fn idoc_date(text: &str) -> String {
         .and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
         .map(|t| t.to_zoned(jiff::tz::TimeZone::UTC).strftime("%Y%m%d").to_string())
         .unwrap_or_else(|| "00000000".to_owned())
+}
+
+/// `HHMMSS` of an `Edm.Time` such as `PT15H40M00S`; `000000` when unreadable.
+fn idoc_time(text: &str) -> String {
+    crate::sap::wire::parse_edm_time("time", text)
+        .map(|t| t.strftime("%H%M%S").to_string())
+        .unwrap_or_else(|_| "000000".to_owned())
 }
 
 fn control(docnum: u64, idoctyp: &str, mestyp: &str, now: jiff::Timestamp) -> String {
@@ -110,9 +119,23 @@ pub fn desadv(docnum: u64, delivery: &Value, items: &[&Value], now: jiff::Timest
         esc(s(delivery, "TotalNumberOfPackage")),
         esc(s(delivery, "BillOfLading")),
     ));
+    // Goods issue: planned date, and once goods issue is complete the actual date/time, so a
+    // receiver can tell when the status was reached.
+    let actual = match (s(delivery, "OverallGoodsMovementStatus"), s(delivery, "ActualGoodsMovementDate")) {
+        ("C", date) if !date.is_empty() => format!(
+            "<ISDD>{}</ISDD><ISDZ>{}</ISDZ>",
+            idoc_date(date),
+            idoc_time(s(delivery, "ActualGoodsMovementTime"))
+        ),
+        _ => String::new(),
+    };
     body.push_str(&format!(
-        "<E1EDT13 SEGMENT=\"1\"><QUALF>006</QUALF><NTANF>{}</NTANF><NTANZ>000000</NTANZ></E1EDT13>",
+        "<E1EDT13 SEGMENT=\"1\"><QUALF>006</QUALF><NTANF>{}</NTANF><NTANZ>000000</NTANZ>{actual}</E1EDT13>",
         idoc_date(s(delivery, "PlannedGoodsIssueDate"))
+    ));
+    body.push_str(&format!(
+        "<E1EDT13 SEGMENT=\"1\"><QUALF>007</QUALF><NTANF>{}</NTANF><NTANZ>000000</NTANZ></E1EDT13>",
+        idoc_date(s(delivery, "DeliveryDate"))
     ));
     body.push_str(&format!(
         "<E1ADRM1 SEGMENT=\"1\"><PARTNER_Q>WE</PARTNER_Q><PARTNER_ID>{:0>10}</PARTNER_ID><NAME1>{}</NAME1></E1ADRM1>",

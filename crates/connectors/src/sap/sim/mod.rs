@@ -5,10 +5,18 @@
 //! ETags with 412/428, `$batch` with atomic changesets, `TASKPROCESSING` decisions, a generated
 //! `$metadata`, and IDoc-XML pushes.
 //!
-//! Control (`POST /_sim/records/{entity}`): an entity set name (`A_PurchaseOrder`, …) upserts a
-//! row by its keys and bumps its change time/ETag; `idoc_target` `{"url"}` sets where IDocs go;
-//! `idoc` `{"type": "ORDERS05"|"DESADV", "document": "…"}` POSTs one; `csrf` `{"expire": true}`
-//! invalidates every issued token; `page_size` `{"value": n}` sets the server page size.
+//! Control (`POST /_sim/records/{entity}`):
+//!
+//! | entity | what |
+//! |---|---|
+//! | an entity set (`A_PurchaseOrder`, …) | upserts a row by its keys and stamps its change field (`LastChangeDateTime` now, or `LastChangeDate` today's midnight UTC) unless the body gives it (staleness tests); a delivery whose `OverallGoodsMovementStatus` becomes `C` without `ActualGoodsMovementDate`/`Time` gets the current Hong Kong date/time |
+//! | `idoc_target` | `{"url", "user", "password", "on_change": bool, "suppressed": bool}`: where IDocs go, as an XML-HTTP port (`Content-Type: text/xml`, HTTP Basic when `user` and `password` are given; a new `url` without them sends no auth). `on_change` is ECC output determination: an upsert of `A_OutbDeliveryHeader` POSTs its DESADV, of `A_PurchaseOrder` its ORDERS05. `{"suppressed": true}` alone keeps the rest; while suppressed (a fault) changes are made and readable but no IDoc is posted, each skipped one counts in `idocs_suppressed` |
+//! | `idoc` | `{"type": "ORDERS05"\|"DESADV", "document": "…"}` POSTs one now (unless suppressed) |
+//! | `csrf` | `{"expire": true}` invalidates every issued token |
+//! | `page_size` | `{"value": n}` sets the server page size |
+//!
+//! Counters (`/_sim/info`, [`SapSim::idocs_sent`], [`SapSim::idocs_suppressed`]): IDocs answered
+//! 2xx by the target, IDocs skipped while suppressed.
 //! Not simulated: navigation paths (`A_PurchaseOrder('…')/to_PurchaseOrderItem`), `$expand` beyond
 //! one level, `/$count`, `$filter` functions and parentheses, XML error bodies.
 
@@ -147,6 +155,14 @@ struct Data {
     sessions: HashMap<String, Option<String>>,
     page_size: usize,
     idoc_target: Option<String>,
+    /// Basic auth (user, password) for IDoc POSTs.
+    idoc_auth: Option<(String, String)>,
+    /// Output determination: control upserts of deliveries and POs send their IDoc.
+    idoc_on_change: bool,
+    /// Fault: no IDoc is posted (counted in `idocs_suppressed`).
+    idoc_suppressed: bool,
+    idocs_sent: u64,
+    idocs_suppressed: u64,
     next_docnum: u64,
     next_po: u64,
     /// Strictly increasing change times even within one millisecond.
@@ -168,6 +184,11 @@ impl Data {
             sessions: HashMap::new(),
             page_size: seed::DEFAULT_PAGE_SIZE,
             idoc_target: None,
+            idoc_auth: None,
+            idoc_on_change: false,
+            idoc_suppressed: false,
+            idocs_sent: 0,
+            idocs_suppressed: 0,
             next_docnum: 481_900,
             next_po: 4_500_000_125,
             last_change_ms: 0,
@@ -191,6 +212,59 @@ impl Data {
             None => {}
         }
     }
+
+    /// Where the next IDoc goes; `Ok(None)` (and counted) while suppressed.
+    fn idoc_destination(&mut self) -> Result<Option<IdocDestination>, String> {
+        let url = self.idoc_target.clone().ok_or("set /_sim/records/idoc_target first")?;
+        if self.idoc_suppressed {
+            self.idocs_suppressed += 1;
+            return Ok(None);
+        }
+        Ok(Some(IdocDestination { url, auth: self.idoc_auth.clone() }))
+    }
+
+    /// Generates one IDoc of `kind` for `document` under a new DOCNUM.
+    fn build_idoc(&mut self, kind: &str, document: &str) -> Result<(u64, String), String> {
+        let now = Timestamp::now();
+        let xml = match kind {
+            "ORDERS05" | "ORDERS" => {
+                let po = self.rows["A_PurchaseOrder"]
+                    .iter()
+                    .find(|r| r["PurchaseOrder"] == document)
+                    .ok_or_else(|| format!("no purchase order {document}"))?;
+                let items: Vec<&Value> =
+                    self.rows["A_PurchaseOrderItem"].iter().filter(|i| i["PurchaseOrder"] == document).collect();
+                idoc_out::orders05(self.next_docnum + 1, po, &items, now)
+            }
+            "DESADV" | "DELVRY07" => {
+                let d = self.rows["A_OutbDeliveryHeader"]
+                    .iter()
+                    .find(|r| r["DeliveryDocument"] == document)
+                    .ok_or_else(|| format!("no outbound delivery {document}"))?;
+                let items: Vec<&Value> =
+                    self.rows["A_OutbDeliveryItem"].iter().filter(|i| i["DeliveryDocument"] == document).collect();
+                idoc_out::desadv(self.next_docnum + 1, d, &items, now)
+            }
+            other => return Err(format!("type must be ORDERS05 or DESADV, not {other:?}")),
+        };
+        self.next_docnum += 1;
+        Ok((self.next_docnum, xml))
+    }
+}
+
+/// Where one IDoc POST goes.
+#[derive(Debug, Clone)]
+struct IdocDestination {
+    url: String,
+    auth: Option<(String, String)>,
+}
+
+/// `/Date(ms)/` of a goods-issue date and `PTnnHnnMnnS` of its time, in Hong Kong local time
+/// (the simulated system's zone, as in the IDoc control record).
+fn goods_issue_now() -> (String, String) {
+    let hk = Timestamp::now().to_zoned(jiff::tz::TimeZone::fixed(jiff::tz::offset(8)));
+    let midnight = hk.date().to_zoned(jiff::tz::TimeZone::UTC).map_or(0, |z| z.timestamp().as_millisecond());
+    (format!("/Date({midnight})/"), hk.strftime("PT%HH%MM%SS").to_string())
 }
 
 /// The weak ETag of a row, in Gateway's format: `W/"datetimeoffset'2024-03-15T02%3A31%3A07.0000000Z'"`.
@@ -896,54 +970,93 @@ impl SapSim {
         json_response(StatusCode::OK, &json!({ "d": entity }))
     }
 
-    /// Generates and POSTs one IDoc to the configured target.
+    /// IDocs the target answered 2xx.
+    pub fn idocs_sent(&self) -> u64 {
+        self.lock().idocs_sent
+    }
+
+    /// IDocs not posted because the target is suppressed.
+    pub fn idocs_suppressed(&self) -> u64 {
+        self.lock().idocs_suppressed
+    }
+
+    /// The `idoc` control: generates and POSTs one IDoc to the configured target.
     async fn send_idoc(&self, value: &Value) -> Result<Value, SimError> {
         let invalid = |detail: String| SimError::InvalidRecord { entity: "idoc".to_owned(), detail };
-        let kind = value.get("type").and_then(Value::as_str).unwrap_or_default().to_owned();
-        let document = value.get("document").and_then(Value::as_str).unwrap_or_default().to_owned();
-        let (target, xml, docnum) = {
+        let kind = value.get("type").and_then(Value::as_str).unwrap_or_default();
+        let document = value.get("document").and_then(Value::as_str).unwrap_or_default();
+        let (destination, docnum, xml) = {
             let mut data = self.lock();
-            let target =
-                data.idoc_target.clone().ok_or_else(|| invalid("set /_sim/records/idoc_target first".to_owned()))?;
-            data.next_docnum += 1;
-            let docnum = data.next_docnum;
-            let now = Timestamp::now();
-            let xml = match kind.as_str() {
-                "ORDERS05" | "ORDERS" => {
-                    let po = data.rows["A_PurchaseOrder"]
-                        .iter()
-                        .find(|r| r["PurchaseOrder"] == document.as_str())
-                        .ok_or_else(|| invalid(format!("no purchase order {document}")))?;
-                    let items: Vec<&Value> = data.rows["A_PurchaseOrderItem"]
-                        .iter()
-                        .filter(|i| i["PurchaseOrder"] == document.as_str())
-                        .collect();
-                    idoc_out::orders05(docnum, po, &items, now)
-                }
-                "DESADV" | "DELVRY07" => {
-                    let d = data.rows["A_OutbDeliveryHeader"]
-                        .iter()
-                        .find(|r| r["DeliveryDocument"] == document.as_str())
-                        .ok_or_else(|| invalid(format!("no outbound delivery {document}")))?;
-                    let items: Vec<&Value> = data.rows["A_OutbDeliveryItem"]
-                        .iter()
-                        .filter(|i| i["DeliveryDocument"] == document.as_str())
-                        .collect();
-                    idoc_out::desadv(docnum, d, &items, now)
-                }
-                other => return Err(invalid(format!("type must be ORDERS05 or DESADV, not {other:?}"))),
-            };
-            (target, xml, docnum)
+            let destination = data.idoc_destination().map_err(invalid)?;
+            let (docnum, xml) = data.build_idoc(kind, document).map_err(invalid)?;
+            (destination, docnum, xml)
         };
-        let resp = self
-            .http
-            .post(&target)
-            .header("content-type", "text/xml; charset=utf-8")
+        let Some(destination) = destination else {
+            return Ok(json!({"docnum": format!("{docnum:016}"), "suppressed": true}));
+        };
+        let status = self.post_idoc(&destination, xml).await.map_err(invalid)?;
+        Ok(json!({"docnum": format!("{docnum:016}"), "status": status}))
+    }
+
+    /// POSTs IDoc-XML like an XML-HTTP port; counts 2xx answers in `idocs_sent`.
+    async fn post_idoc(&self, destination: &IdocDestination, xml: String) -> Result<u16, String> {
+        let mut request =
+            self.http.post(&destination.url).header(axum::http::header::CONTENT_TYPE, "text/xml; charset=utf-8");
+        if let Some((user, password)) = &destination.auth {
+            request = request.basic_auth(user, Some(password));
+        }
+        let resp = request
             .body(xml)
             .send()
             .await
-            .map_err(|e| invalid(format!("POST to the IDoc target failed: {e}")))?;
-        Ok(json!({"docnum": format!("{docnum:016}"), "status": resp.status().as_u16()}))
+            .map_err(|e| format!("POST to the IDoc target failed: {}", e.without_url()))?;
+        let status = resp.status().as_u16();
+        if resp.status().is_success() {
+            self.lock().idocs_sent += 1;
+        }
+        Ok(status)
+    }
+
+    /// The `idoc_target` control.
+    fn set_idoc_target(&self, value: &Value) -> Result<Value, String> {
+        let flag = |name: &str| match value.get(name) {
+            None => Ok(None),
+            Some(v) => v.as_bool().map(Some).ok_or(format!("\"{name}\" must be true or false")),
+        };
+        let (on_change, suppressed) = (flag("on_change")?, flag("suppressed")?);
+        let text = |name: &str| match value.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(other) => Err(format!("\"{name}\" must be a string, not {other}")),
+        };
+        let (url, user, password) = (text("url")?, text("user")?, text("password")?);
+        if url.is_none() && on_change.is_none() && suppressed.is_none() && user.is_none() {
+            return Err("expected {\"url\": \"http://…\"} and/or \"on_change\", \"suppressed\"".to_owned());
+        }
+        let auth = match (user, password) {
+            (Some(user), Some(password)) => Some(Some((user, password))),
+            (Some(_), None) | (None, Some(_)) => return Err("give both \"user\" and \"password\"".to_owned()),
+            (None, None) if url.is_some() => Some(None),
+            (None, None) => None,
+        };
+        if let Some(url) = &url {
+            url::Url::parse(url).map_err(|e| format!("url {url:?}: {e}"))?;
+        }
+        let mut data = self.lock();
+        if url.is_some() {
+            data.idoc_target = url;
+        }
+        if let Some(auth) = auth {
+            data.idoc_auth = auth;
+        }
+        if let Some(on_change) = on_change {
+            data.idoc_on_change = on_change;
+        }
+        if let Some(suppressed) = suppressed {
+            data.idoc_suppressed = suppressed;
+        }
+        Ok(json!({"url": data.idoc_target, "user": data.idoc_auth.as_ref().map(|(u, _)| u.clone()),
+            "on_change": data.idoc_on_change, "suppressed": data.idoc_suppressed}))
     }
 }
 
@@ -972,6 +1085,10 @@ impl Simulator for SapSim {
             "services": [service_root(PO), service_root(PR), service_root(STOCK), service_root(DLV), TASK_PROCESSING_ROOT],
             "page_size": data.page_size,
             "idoc_target": data.idoc_target,
+            "idoc_on_change": data.idoc_on_change,
+            "idoc_suppressed": data.idoc_suppressed,
+            "idocs_sent": data.idocs_sent,
+            "idocs_suppressed": data.idocs_suppressed,
             "task_instance_id": seed::TASK_ID,
         })
     }
@@ -983,15 +1100,7 @@ impl Simulator for SapSim {
     async fn put_record(&self, entity: &str, value: Value) -> Result<Value, SimError> {
         let invalid = |detail: &str| SimError::InvalidRecord { entity: entity.to_owned(), detail: detail.to_owned() };
         match entity {
-            "idoc_target" => {
-                let url = value
-                    .get("url")
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| invalid("expected {\"url\": \"http://…\"}"))?;
-                url::Url::parse(url).map_err(|e| invalid(&e.to_string()))?;
-                self.lock().idoc_target = Some(url.to_owned());
-                Ok(json!({"url": url}))
-            }
+            "idoc_target" => self.set_idoc_target(&value).map_err(|detail| invalid(&detail)),
             "idoc" => self.send_idoc(&value).await,
             "csrf" => {
                 let mut data = self.lock();
@@ -1025,17 +1134,67 @@ impl Simulator for SapSim {
                     .map(|k| fields.get(*k).and_then(Value::as_str).map(|v| ((*k).to_owned(), v.to_owned())))
                     .collect::<Option<_>>()
                     .ok_or_else(|| invalid(&format!("every key field is required: {}", def.keys.join(", "))))?;
-                let mut data = self.lock();
-                let existing = data.rows[def.set].iter().position(|r| key_matches(def, r, &keys));
-                let mut row = existing.map_or_else(|| json!({}), |i| data.rows[def.set][i].clone());
-                for (k, v) in fields {
-                    row[&k] = v;
+                // An explicit change time is kept (staleness tests); otherwise the upsert is "now".
+                let explicit = def.etag_field.filter(|f| fields.contains_key(*f));
+                if let Some(field) = explicit {
+                    let text = fields[field].as_str().unwrap_or_default();
+                    if filter::date_millis(text).is_none() {
+                        return Err(invalid(&format!(
+                            "{field} must look like /Date(1710806400000)/, not {}",
+                            fields[field]
+                        )));
+                    }
                 }
-                data.touch(def, &mut row);
-                if let Some(rows) = data.rows.get_mut(def.set) {
-                    match existing {
-                        Some(i) => rows[i] = row.clone(),
-                        None => rows.push(row.clone()),
+                let key = keys.first().map(|(_, v)| v.clone()).unwrap_or_default();
+                let (row, push) = {
+                    let mut data = self.lock();
+                    let existing = data.rows[def.set].iter().position(|r| key_matches(def, r, &keys));
+                    let mut row = existing.map_or_else(|| json!({}), |i| data.rows[def.set][i].clone());
+                    let was_issued = row["OverallGoodsMovementStatus"] == "C";
+                    let gives_issue_time = fields.contains_key("ActualGoodsMovementDate");
+                    for (k, v) in fields {
+                        row[&k] = v;
+                    }
+                    if def.set == "A_OutbDeliveryHeader"
+                        && !was_issued
+                        && !gives_issue_time
+                        && row["OverallGoodsMovementStatus"] == "C"
+                    {
+                        let (date, time) = goods_issue_now();
+                        row["ActualGoodsMovementDate"] = json!(date);
+                        row["ActualGoodsMovementTime"] = json!(time);
+                    }
+                    if explicit.is_none() {
+                        data.touch(def, &mut row);
+                    }
+                    if let Some(rows) = data.rows.get_mut(def.set) {
+                        match existing {
+                            Some(i) => rows[i] = row.clone(),
+                            None => rows.push(row.clone()),
+                        }
+                    }
+                    // ECC output determination: the changed document goes out as an IDoc.
+                    let kind = match def.set {
+                        "A_OutbDeliveryHeader" => Some("DESADV"),
+                        "A_PurchaseOrder" => Some("ORDERS05"),
+                        _ => None,
+                    };
+                    let push = match kind.filter(|_| data.idoc_on_change && data.idoc_target.is_some()) {
+                        Some(kind) => match data.idoc_destination() {
+                            Ok(Some(destination)) => {
+                                data.build_idoc(kind, &key).ok().map(|(docnum, xml)| (destination, docnum, xml))
+                            }
+                            _ => None,
+                        },
+                        None => None,
+                    };
+                    (row, push)
+                };
+                if let Some((destination, docnum, xml)) = push {
+                    match self.post_idoc(&destination, xml).await {
+                        Ok(status) if (200..300).contains(&status) => {}
+                        Ok(status) => tracing::info!(docnum, status, "Simulated SAP IDoc was refused by its target."),
+                        Err(detail) => tracing::info!(docnum, detail, "Simulated SAP IDoc could not be delivered."),
                     }
                 }
                 Ok(row)
@@ -1043,6 +1202,9 @@ impl Simulator for SapSim {
         }
     }
 }
+
+#[cfg(test)]
+mod s8_tests;
 
 #[cfg(test)]
 mod tests {

@@ -1,6 +1,7 @@
 //! Seed data: a Hong Kong trading company (company code HK01, plant HK10 in Kwai Chung),
 //! consistent with the SAP fixtures (PO 4500000123, PR 10000045, delivery 80001234, work item
-//! 000001129172).
+//! 000001129172). Delivery 80001234 is goods-issued; 80001235 (sales order 12346) is picked and
+//! waits for goods issue. PRs 10000045 and 10000046 wait for release.
 
 use serde_json::{json, Value};
 
@@ -75,14 +76,25 @@ pub fn material_stock() -> Vec<Value> {
 }
 
 pub fn outbound_deliveries() -> Vec<Value> {
-    vec![json!({"DeliveryDocument": "80001234", "DeliveryDocumentType": "LF", "ShippingPoint": "HK10",
+    vec![
+        json!({"DeliveryDocument": "80001234", "DeliveryDocumentType": "LF", "ShippingPoint": "HK10",
         "SoldToParty": "20000077", "ShipToParty": "20000077", "SalesOrganization": "HK01",
         "PlannedGoodsIssueDate": "/Date(1710806400000)/", "ActualGoodsMovementDate": "/Date(1710806400000)/",
         "ActualGoodsMovementTime": "PT15H40M00S", "DeliveryDate": "/Date(1710892800000)/",
         "OverallPickingStatus": "C", "OverallGoodsMovementStatus": "C", "OverallProofOfDeliveryStatus": "",
         "HeaderGrossWeight": "940.000", "HeaderNetWeight": "900.000", "HeaderWeightUnit": "KG",
         "IncotermsClassification": "EXW", "BillOfLading": "HKG-BL-77812", "TotalNumberOfPackage": "12",
-        "LastChangeDate": "/Date(1710806400000)/", "ShipToName": "Harbour City Retail Ltd"})]
+        "LastChangeDate": "/Date(1710806400000)/", "ShipToName": "Harbour City Retail Ltd"}),
+        // Picked, goods issue not yet posted (the shipment scenario posts it).
+        json!({"DeliveryDocument": "80001235", "DeliveryDocumentType": "LF", "ShippingPoint": "HK10",
+        "SoldToParty": "20000078", "ShipToParty": "20000078", "SalesOrganization": "HK01",
+        "PlannedGoodsIssueDate": "/Date(1710892800000)/", "ActualGoodsMovementDate": null,
+        "ActualGoodsMovementTime": "PT00H00M00S", "DeliveryDate": "/Date(1710979200000)/",
+        "OverallPickingStatus": "C", "OverallGoodsMovementStatus": "A", "OverallProofOfDeliveryStatus": "",
+        "HeaderGrossWeight": "132.500", "HeaderNetWeight": "125.000", "HeaderWeightUnit": "KG",
+        "IncotermsClassification": "EXW", "BillOfLading": "", "TotalNumberOfPackage": "3",
+        "LastChangeDate": "/Date(1710806400000)/", "ShipToName": "Mong Kok Gadgets Co."}),
+    ]
 }
 
 pub fn outbound_delivery_items() -> Vec<Value> {
@@ -97,6 +109,16 @@ pub fn outbound_delivery_items() -> Vec<Value> {
             "Batch": "B2403001", "ActualDeliveryQuantity": "875", "DeliveryQuantityUnit": "KG",
             "ActualDeliveredQtyInBaseUnit": "875", "BaseUnit": "KG", "DeliveryToBaseQuantityNmrtr": "1",
             "DeliveryToBaseQuantityDnmntr": "1", "ReferenceSDDocument": "12345", "ReferenceSDDocumentItem": "20"}),
+        json!({"DeliveryDocument": "80001235", "DeliveryDocumentItem": "10", "Material": "TG-1001",
+            "DeliveryDocumentItemText": "Stainless bolt M8x40", "Plant": "HK10", "StorageLocation": "0001", "Batch": "",
+            "ActualDeliveryQuantity": "2400", "DeliveryQuantityUnit": "PC", "ActualDeliveredQtyInBaseUnit": "2400",
+            "BaseUnit": "PC", "DeliveryToBaseQuantityNmrtr": "1", "DeliveryToBaseQuantityDnmntr": "1",
+            "ReferenceSDDocument": "12346", "ReferenceSDDocumentItem": "10"}),
+        json!({"DeliveryDocument": "80001235", "DeliveryDocumentItem": "20", "Material": "RM-2040",
+            "DeliveryDocumentItemText": "Polypropylene resin 25kg bag", "Plant": "HK10", "StorageLocation": "0002",
+            "Batch": "B2403001", "ActualDeliveryQuantity": "100", "DeliveryQuantityUnit": "KG",
+            "ActualDeliveredQtyInBaseUnit": "100", "BaseUnit": "KG", "DeliveryToBaseQuantityNmrtr": "1",
+            "DeliveryToBaseQuantityDnmntr": "1", "ReferenceSDDocument": "12346", "ReferenceSDDocumentItem": "20"}),
     ]
 }
 
