@@ -9,9 +9,17 @@ use connect::{Clock, Sink};
 use connectors::dingtalk::crypto::CallbackCrypto;
 use connectors::dingtalk::openapi::{AppCredentials, OpenApi, OpenApiSettings, TokenEndpoint};
 use connectors::dingtalk::stream::StreamSettings;
+use connectors::dynamics::auth::{token_cache, AadTokenFetcher, AppCredentials as AadCredentials};
+use connectors::dynamics::bc::{BcClient, BC_CONCURRENCY, BC_HOST};
+use connectors::dynamics::client::{DataverseClient, ODataTransport, DATAVERSE_CONCURRENCY};
+use connectors::netsuite::auth::{Authorizer, TbaCredentials, TbaSigner};
+use connectors::netsuite::client::NetSuiteClient;
 use connectors::salesforce::auth::{Grant, InstanceUrl, SalesforceTokenFetcher, DEFAULT_SESSION_LIFETIME};
 use connectors::salesforce::client::SalesforceClient;
 use connectors::salesforce::limits::{ApiUsage, Priority, QuotaGuard};
+use connectors::sap::auth::SapAuth;
+use connectors::sap::client::{SapClient, SapConfig};
+use connectors::sap::uom::{UomTable, DEFAULT_PAIRS};
 use connectors::zoho::auth::ZohoCredentials;
 use connectors::zoho::client::{ZohoClient, ZohoSettings};
 use secrecy::{ExposeSecret, SecretString};
@@ -67,6 +75,23 @@ impl fmt::Debug for DingtalkSourceRuntime {
     }
 }
 
+/// The clients of one Dynamics org: Dataverse and/or Business Central, each with its own token
+/// cache (a token is valid for one resource only).
+#[derive(Debug, Clone)]
+pub struct DynamicsClients {
+    pub dataverse: Option<Arc<DataverseClient>>,
+    pub bc: Option<Arc<BcClient>>,
+    /// The Business Central company the BC objects are read from.
+    pub bc_company: Option<String>,
+}
+
+/// The resolved secrets of one ERP source.
+#[derive(Debug, Clone)]
+pub struct ErpSecrets {
+    pub webhook_secret: Option<Secret>,
+    pub idoc_password: Option<Secret>,
+}
+
 /// Everything phase 3 builds: sinks per destination, resolved source secrets, the admin token,
 /// and the flow engine.
 pub struct Runtime {
@@ -83,6 +108,14 @@ pub struct Runtime {
     pub zoho_orgs: BTreeMap<String, Arc<ZohoClient>>,
     /// Zoho sources: the resolved channel token, by source name.
     pub zoho_channel_tokens: BTreeMap<String, Secret>,
+    /// One client per NetSuite account (one signer or token cache, one concurrency semaphore), by account name.
+    pub netsuite_accounts: BTreeMap<String, Arc<NetSuiteClient>>,
+    /// The Dataverse / Business Central clients of each Dynamics org, by org name.
+    pub dynamics_orgs: BTreeMap<String, DynamicsClients>,
+    /// One client per SAP system (one CSRF session, one unit table), by system name.
+    pub sap_systems: BTreeMap<String, Arc<SapClient>>,
+    /// ERP sources' resolved secrets, by source name.
+    pub erp_secrets: BTreeMap<String, ErpSecrets>,
     pub admin_token: Option<Secret>,
     pub flows: FlowEngine,
 }
@@ -97,6 +130,10 @@ impl fmt::Debug for Runtime {
             .field("salesforce_orgs", &self.salesforce_orgs.keys().collect::<Vec<_>>())
             .field("zoho_orgs", &self.zoho_orgs.keys().collect::<Vec<_>>())
             .field("zoho_channel_tokens", &self.zoho_channel_tokens)
+            .field("netsuite_accounts", &self.netsuite_accounts.keys().collect::<Vec<_>>())
+            .field("dynamics_orgs", &self.dynamics_orgs.keys().collect::<Vec<_>>())
+            .field("sap_systems", &self.sap_systems.keys().collect::<Vec<_>>())
+            .field("erp_secrets", &self.erp_secrets)
             .field("admin_token", &self.admin_token)
             .finish_non_exhaustive()
     }
@@ -126,6 +163,26 @@ enum ResolvedGrant {
     ClientCredentials { client_secret: Secret },
     JwtBearer { username: String, private_key: Secret, span: Range<usize> },
     RefreshToken { client_secret: Option<Secret>, refresh_token: Secret },
+}
+
+/// The secrets of one ERP connection, resolved.
+struct ErpCredentials {
+    netsuite: BTreeMap<String, ResolvedNetsuite>,
+    dynamics: BTreeMap<String, Secret>,
+    sap: BTreeMap<String, Secret>,
+}
+
+/// The clients built from [`ErpCredentials`], by connection name.
+#[derive(Default)]
+struct ErpClients {
+    netsuite: BTreeMap<String, Arc<NetSuiteClient>>,
+    dynamics: BTreeMap<String, DynamicsClients>,
+    sap: BTreeMap<String, Arc<SapClient>>,
+}
+
+enum ResolvedNetsuite {
+    Tba(TbaCredentials),
+    OAuth2,
 }
 
 /// Where the grant's main secret is named in the config: errors about the org point there.
@@ -305,6 +362,21 @@ impl Config {
                 zoho_channel_tokens.insert(name.clone(), (token, channel_token.span.clone()));
             }
         }
+        let erp_credentials = self.resolve_erp_connections(&mut rs);
+        let mut erp_secrets = BTreeMap::new();
+        for (name, src) in &self.sources {
+            let SourceKind::Erp(erp) = &src.kind else { continue };
+            let webhook_secret =
+                erp.webhook_secret.as_ref().map(|r| rs.get(r, &format!("the webhook secret of source `{name}`")));
+            let idoc_password =
+                erp.idoc_password.as_ref().map(|r| rs.get(r, &format!("the IDoc password of source `{name}`")));
+            if matches!(webhook_secret, Some(None)) || matches!(idoc_password, Some(None)) {
+                continue; // reported
+            }
+            let secrets =
+                ErpSecrets { webhook_secret: webhook_secret.flatten(), idoc_password: idoc_password.flatten() };
+            erp_secrets.insert(name.clone(), secrets);
+        }
         let mut robots = Vec::new();
         for (name, dst) in &self.destinations {
             match &dst.kind {
@@ -388,6 +460,7 @@ impl Config {
             }
         }
         let (salesforce_orgs, zoho_orgs) = self.crm_clients(salesforce_grants, zoho_credentials, &clock, &mut errors);
+        let erp = self.erp_clients(erp_credentials, &clock, &mut errors);
         let max_chars = connectors::zoho::source::MAX_TOKEN_CHARS;
         let mut channel_tokens = BTreeMap::new();
         for (name, (token, span)) in zoho_channel_tokens {
@@ -449,9 +522,215 @@ impl Config {
             salesforce_orgs,
             zoho_orgs,
             zoho_channel_tokens: channel_tokens,
+            netsuite_accounts: erp.netsuite,
+            dynamics_orgs: erp.dynamics,
+            sap_systems: erp.sap,
+            erp_secrets,
             admin_token,
             flows: FlowEngine::new(self),
         })
+    }
+
+    /// The secrets of every NetSuite account, Dynamics org and SAP system; missing ones are
+    /// reported to `rs`.
+    fn resolve_erp_connections(&self, rs: &mut Resolve<'_>) -> ErpCredentials {
+        let mut netsuite = BTreeMap::new();
+        for (name, account) in &self.netsuite_accounts {
+            let what = |key: &str| format!("the {key} of NetSuite account `{name}`");
+            let resolved = match &account.auth {
+                NetsuiteAuth::Tba { consumer_key, consumer_secret, token_id, token_secret } => {
+                    let consumer_secret = rs.get(consumer_secret, &what("consumer secret"));
+                    let token_secret = rs.get(token_secret, &what("token secret"));
+                    match (consumer_secret, token_secret) {
+                        (Some(consumer_secret), Some(token_secret)) => Some(ResolvedNetsuite::Tba(TbaCredentials {
+                            consumer_key: consumer_key.clone(),
+                            consumer_secret: consumer_secret.0,
+                            token_id: token_id.clone(),
+                            token_secret: token_secret.0,
+                        })),
+                        _ => None,
+                    }
+                }
+                NetsuiteAuth::OAuth2 { private_key, .. } => {
+                    rs.get(private_key, &what("private key")).map(|_| ResolvedNetsuite::OAuth2)
+                }
+            };
+            if let Some(resolved) = resolved {
+                netsuite.insert(name.clone(), resolved);
+            }
+        }
+        let mut dynamics = BTreeMap::new();
+        for (name, org) in &self.dynamics_orgs {
+            if let Some(secret) = rs.get(&org.client_secret, &format!("the client secret of Dynamics org `{name}`")) {
+                dynamics.insert(name.clone(), secret);
+            }
+        }
+        let mut sap = BTreeMap::new();
+        for (name, system) in &self.sap_systems {
+            if let Some(password) = rs.get(&system.password, &format!("the password of SAP system `{name}`")) {
+                sap.insert(name.clone(), password);
+            }
+        }
+        ErpCredentials { netsuite, dynamics, sap }
+    }
+
+    /// One client per NetSuite account, Dynamics service and SAP system, sharing one HTTP
+    /// connection pool.
+    fn erp_clients(
+        &self,
+        credentials: ErpCredentials,
+        clock: &Arc<dyn Clock>,
+        errors: &mut Vec<ConfigError>,
+    ) -> ErpClients {
+        let mut built = ErpClients::default();
+        if credentials.netsuite.is_empty() && credentials.dynamics.is_empty() && credentials.sap.is_empty() {
+            return built;
+        }
+        let timeout = self.delivery.request_timeout;
+        let settings = HttpSettings {
+            timeout,
+            connect_timeout: timeout.min(HttpSettings::default().connect_timeout),
+            ..HttpSettings::default()
+        };
+        let http = match HttpClient::new(settings) {
+            Ok(http) => http,
+            Err(e) => {
+                errors.push(ConfigError::new(
+                    Code::InvalidValue,
+                    format!("the HTTP client for the ERPs cannot be built: {e}"),
+                    None,
+                    "",
+                ));
+                return built;
+            }
+        };
+        for (name, resolved) in credentials.netsuite {
+            let Some(account) = self.netsuite_accounts.get(&name) else { continue };
+            let rest_base = match &account.base_url_override {
+                Some(url) => format!("{}/services/rest", url.trim_end_matches('/')),
+                None => account.account_id.rest_base(),
+            };
+            let (auth, at) = match (resolved, &account.auth) {
+                (ResolvedNetsuite::Tba(creds), NetsuiteAuth::Tba { consumer_secret, .. }) => (
+                    Authorizer::Tba(TbaSigner::new(account.account_id.clone(), creds, clock.clone())),
+                    consumer_secret.span.clone(),
+                ),
+                (_, NetsuiteAuth::OAuth2 { private_key, .. }) => {
+                    // `ClientCredentials` wants a `jsonwebtoken::EncodingKey`, which this crate
+                    // cannot construct from the PEM without a loader in the NetSuite connector.
+                    errors.push(
+                        ConfigError::new(
+                            Code::InvalidValue,
+                            format!("NetSuite account `{name}`: auth = \"oauth2\" is not supported by this build yet"),
+                            Some(private_key.span.clone()),
+                            "the client credentials key cannot be loaded",
+                        )
+                        .with_help("use auth = \"tba\" (token-based authentication) for now"),
+                    );
+                    continue;
+                }
+                (ResolvedNetsuite::OAuth2, NetsuiteAuth::Tba { .. }) => continue,
+            };
+            match NetSuiteClient::new(http.clone(), &rest_base, auth, account.concurrency, clock.clone()) {
+                Ok(client) => {
+                    built.netsuite.insert(name, Arc::new(client));
+                }
+                Err(e) => errors.push(ConfigError::new(
+                    Code::InvalidValue,
+                    format!("NetSuite account `{name}` cannot be built: {e}"),
+                    Some(at),
+                    "while building this account",
+                )),
+            }
+        }
+        for (name, secret) in credentials.dynamics {
+            let Some(org) = self.dynamics_orgs.get(&name) else { continue };
+            match self.dynamics_clients(org, &http, secret, clock) {
+                Ok(clients) => {
+                    built.dynamics.insert(name, clients);
+                }
+                Err(e) => errors.push(ConfigError::new(
+                    Code::InvalidValue,
+                    format!("Dynamics org `{name}` cannot be built: {e}"),
+                    Some(org.client_secret.span.clone()),
+                    "while building this org",
+                )),
+            }
+        }
+        for (name, password) in credentials.sap {
+            let Some(system) = self.sap_systems.get(&name) else { continue };
+            let base = system.base_url_override.as_deref().unwrap_or(&system.base_url).trim_end_matches('/');
+            let mut config = match base.parse() {
+                Ok(url) => SapConfig::new(url),
+                Err(e) => {
+                    errors.push(ConfigError::new(
+                        Code::InvalidValue,
+                        format!("SAP system `{name}`: `{base}` is not a URL ({e})"),
+                        Some(system.password.span.clone()),
+                        "while building this system",
+                    ));
+                    continue;
+                }
+            };
+            config.sap_client = system.sap_client.clone();
+            // The system's own entries first: lookups take the first match, so they win.
+            let pairs = system
+                .units
+                .iter()
+                .cloned()
+                .chain(DEFAULT_PAIRS.iter().map(|(s, i)| ((*s).to_string(), (*i).to_string())));
+            let auth = SapAuth::Basic { user: system.user.clone(), password: password.0 };
+            let client = SapClient::new(http.clone(), auth, config, UomTable::new(pairs), clock.clone());
+            built.sap.insert(name, Arc::new(client));
+        }
+        built
+    }
+
+    /// The Dataverse and Business Central clients of one org, each with its own token cache.
+    fn dynamics_clients(
+        &self,
+        org: &DynamicsOrgConfig,
+        http: &HttpClient,
+        secret: Secret,
+        clock: &Arc<dyn Clock>,
+    ) -> Result<DynamicsClients, connect::DeliveryError> {
+        let credentials = AadCredentials {
+            tenant_id: org.tenant_id.clone(),
+            client_id: org.client_id.clone(),
+            client_secret: secret.0,
+        };
+        let authority = org.base_url_override.as_deref().unwrap_or(&org.authority);
+        let dataverse = match &org.dataverse_url {
+            Some(url) => {
+                // The simulator serves Dataverse at its own URL, which is then also the resource.
+                let url = org.base_url_override.as_deref().unwrap_or(url);
+                let fetcher = AadTokenFetcher::new(http.clone(), authority, &credentials, url, clock.clone())?;
+                let transport = ODataTransport::new(
+                    http.clone(),
+                    token_cache(fetcher, clock.clone()),
+                    clock.clone(),
+                    DATAVERSE_CONCURRENCY,
+                );
+                Some(Arc::new(DataverseClient::new(transport, url)?))
+            }
+            None => None,
+        };
+        let bc = match &org.bc_environment {
+            Some(environment) => {
+                let host = org.base_url_override.as_deref().unwrap_or(BC_HOST);
+                let resource = connectors::dynamics::BC_RESOURCE;
+                let fetcher = AadTokenFetcher::new(http.clone(), authority, &credentials, resource, clock.clone())?;
+                let transport = ODataTransport::new(
+                    http.clone(),
+                    token_cache(fetcher, clock.clone()),
+                    clock.clone(),
+                    BC_CONCURRENCY,
+                );
+                Some(Arc::new(BcClient::new(transport, host, &org.tenant_id, environment)?))
+            }
+            None => None,
+        };
+        Ok(DynamicsClients { dataverse, bc, bc_company: org.bc_company.clone() })
     }
 
     /// One client per Salesforce and Zoho org, sharing one HTTP connection pool.

@@ -14,7 +14,7 @@ pub mod raw;
 pub mod refs;
 mod validate;
 
-pub use build::{DingtalkSourceRuntime, ProcessSecrets, Runtime, Secret, SecretResolver};
+pub use build::{DingtalkSourceRuntime, DynamicsClients, ErpSecrets, ProcessSecrets, Runtime, Secret, SecretResolver};
 pub use duration::parse_duration;
 pub use error::{line_col, Code, ConfigError, ConfigErrors};
 pub use raw::RawConfig;
@@ -148,6 +148,117 @@ pub enum SourceKind {
     Salesforce(CrmSource),
     /// Record changes in a Zoho CRM org.
     Zoho(CrmSource),
+    /// Record changes in an ERP: a NetSuite account, a Dynamics 365 org or an SAP system.
+    Erp(ErpSource),
+}
+
+/// The ERP an [`ErpSource`] reads.
+#[derive(Debug, Clone, PartialEq, Eq, Copy)]
+pub enum ErpSystem {
+    Netsuite,
+    Dynamics,
+    Sap,
+}
+
+impl ErpSystem {
+    /// The source `type` (and simulator) name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Netsuite => "netsuite",
+            Self::Dynamics => "dynamics",
+            Self::Sap => "sap",
+        }
+    }
+}
+
+/// A source watching records of one ERP connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErpSource {
+    pub system: ErpSystem,
+    /// A `[netsuite.accounts.*]`, `[dynamics.orgs.*]` or `[sap.systems.*]` name.
+    pub connection: String,
+    /// Record types / entity sets as written (the vendor's spelling), e.g. `itemFulfillment`.
+    pub objects: Vec<String>,
+    /// NetSuite: the HMAC key of the user-event script; Dynamics: the `x-dingbridge-key` value.
+    pub webhook_secret: Option<SecretRef>,
+    /// Reconciliation poll interval; `None` = no polling.
+    pub poll: Option<Duration>,
+    /// A status older than this when it is received is marked stale.
+    pub stale_after: Option<Duration>,
+    /// Pushes for one record within this window become one read.
+    pub coalesce: Duration,
+    /// SAP: the watched IDoc drop folder (relative paths resolved against the config file's directory).
+    pub idoc_folder: Option<PathBuf>,
+    /// SAP: the HTTP Basic user of the ECC XML-HTTP port.
+    pub idoc_user: Option<String>,
+    pub idoc_password: Option<SecretRef>,
+}
+
+/// `[netsuite.accounts.NAME]`.
+#[derive(Debug, Clone)]
+pub struct NetsuiteAccountConfig {
+    pub name: String,
+    pub account_id: connectors::netsuite::account::AccountId,
+    pub auth: NetsuiteAuth,
+    /// Client-side permits, well below the account's concurrency limit (shared with other integrations).
+    pub concurrency: usize,
+    /// The integration user's time zone: NetSuite answers and filters dates in it.
+    pub time_zone: jiff::tz::TimeZone,
+    /// Set by `--sim-endpoints`: the REST base (and the token URL under it) move to this URL.
+    pub base_url_override: Option<String>,
+}
+
+/// How requests to a NetSuite account authenticate, with the secrets each way needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NetsuiteAuth {
+    /// Token-Based Authentication (OAuth 1.0a, HMAC-SHA256).
+    Tba { consumer_key: String, consumer_secret: SecretRef, token_id: String, token_secret: SecretRef },
+    /// OAuth 2.0 client credentials; `private_key` holds an EC (ES256) or RSA (PS256) key in PEM form.
+    OAuth2 { client_id: String, certificate_id: String, private_key: SecretRef },
+}
+
+impl NetsuiteAuth {
+    /// The config `auth` name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Tba { .. } => "tba",
+            Self::OAuth2 { .. } => "oauth2",
+        }
+    }
+}
+
+/// `[dynamics.orgs.NAME]`.
+#[derive(Debug, Clone)]
+pub struct DynamicsOrgConfig {
+    pub name: String,
+    pub tenant_id: String,
+    pub client_id: String,
+    pub client_secret: SecretRef,
+    /// The Microsoft identity platform host, `https://login.microsoftonline.com` by default.
+    pub authority: String,
+    /// `https://{org}.crm5.dynamics.com`: Dataverse reads (and the token resource).
+    pub dataverse_url: Option<String>,
+    /// Business Central environment (`Production`, `Sandbox`, …) and company id.
+    pub bc_environment: Option<String>,
+    pub bc_company: Option<String>,
+    /// Set by `--sim-endpoints`: the authority, the Dataverse URL and the BC host become this URL.
+    pub base_url_override: Option<String>,
+}
+
+/// `[sap.systems.NAME]`.
+#[derive(Debug, Clone)]
+pub struct SapSystemConfig {
+    pub name: String,
+    /// `https://host:port`, no path.
+    pub base_url: String,
+    /// `sap-client` (Mandant), three digits.
+    pub sap_client: Option<String>,
+    pub user: String,
+    pub password: SecretRef,
+    /// Extra `(SAP code, ISO code)` unit pairs, consulted before the defaults.
+    pub units: Vec<(String, String)>,
+    /// Set by `--sim-endpoints`: the OData host becomes this URL.
+    pub base_url_override: Option<String>,
 }
 
 /// A source watching records of one CRM org.
@@ -524,6 +635,9 @@ pub struct Config {
     pub dingtalk_apps: BTreeMap<String, DingtalkAppConfig>,
     pub salesforce_orgs: BTreeMap<String, SalesforceOrgConfig>,
     pub zoho_orgs: BTreeMap<String, ZohoOrgConfig>,
+    pub netsuite_accounts: BTreeMap<String, NetsuiteAccountConfig>,
+    pub dynamics_orgs: BTreeMap<String, DynamicsOrgConfig>,
+    pub sap_systems: BTreeMap<String, SapSystemConfig>,
     pub(crate) templates: Arc<minijinja::Environment<'static>>,
     pub(crate) path: String,
     pub(crate) text: Arc<str>,
@@ -542,6 +656,9 @@ impl fmt::Debug for Config {
             .field("dingtalk_apps", &self.dingtalk_apps)
             .field("salesforce_orgs", &self.salesforce_orgs)
             .field("zoho_orgs", &self.zoho_orgs)
+            .field("netsuite_accounts", &self.netsuite_accounts)
+            .field("dynamics_orgs", &self.dynamics_orgs)
+            .field("sap_systems", &self.sap_systems)
             .finish_non_exhaustive()
     }
 }
@@ -611,7 +728,8 @@ impl Config {
     /// Apply command-line overrides: a different store URL, and simulator endpoints (every
     /// destination's base URL becomes `sim_endpoints[<system>]`, e.g. `dingtalk`; every
     /// Salesforce org's login URL `sim_endpoints["salesforce"]`, every Zoho org's hosts
-    /// `sim_endpoints["zoho"]`).
+    /// `sim_endpoints["zoho"]`; every NetSuite account, Dynamics org and SAP system its
+    /// simulator's URL, `sim_endpoints["netsuite" | "dynamics" | "sap"]`).
     pub fn with_overrides(
         mut self,
         store_url: Option<String>,
@@ -646,6 +764,21 @@ impl Config {
             if let Some(url) = endpoints.get("zoho") {
                 for org in self.zoho_orgs.values_mut() {
                     org.base_url_override = Some(url.clone());
+                }
+            }
+            if let Some(url) = endpoints.get(ErpSystem::Netsuite.as_str()) {
+                for account in self.netsuite_accounts.values_mut() {
+                    account.base_url_override = Some(url.clone());
+                }
+            }
+            if let Some(url) = endpoints.get(ErpSystem::Dynamics.as_str()) {
+                for org in self.dynamics_orgs.values_mut() {
+                    org.base_url_override = Some(url.clone());
+                }
+            }
+            if let Some(url) = endpoints.get(ErpSystem::Sap.as_str()) {
+                for system in self.sap_systems.values_mut() {
+                    system.base_url_override = Some(url.clone());
                 }
             }
         }

@@ -29,6 +29,79 @@ pub struct RawConfig {
     pub salesforce: RawSalesforce,
     #[serde(default)]
     pub zoho: RawZoho,
+    #[serde(default)]
+    pub netsuite: RawNetsuite,
+    #[serde(default)]
+    pub dynamics: RawDynamics,
+    #[serde(default)]
+    pub sap: RawSap,
+}
+
+/// `[netsuite.accounts.NAME]`: NetSuite accounts (account id, TBA or OAuth 2.0 credentials,
+/// concurrency, the integration user's time zone), used by `netsuite` sources.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNetsuite {
+    #[serde(default)]
+    pub accounts: BTreeMap<S<String>, RawNetsuiteAccount>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNetsuiteAccount {
+    pub account_id: S<String>,
+    /// `tba` (default) or `oauth2`.
+    pub auth: Option<S<String>>,
+    pub consumer_key: Option<S<String>>,
+    pub consumer_secret: Option<S<RawSecretRef>>,
+    pub token_id: Option<S<String>>,
+    pub token_secret: Option<S<RawSecretRef>>,
+    pub client_id: Option<S<String>>,
+    pub certificate_id: Option<S<String>>,
+    pub private_key: Option<S<RawSecretRef>>,
+    pub concurrency: Option<S<u64>>,
+    pub time_zone: Option<S<String>>,
+}
+
+/// `[dynamics.orgs.NAME]`: Microsoft Dynamics 365 tenants (app registration, Dataverse and/or
+/// Business Central), used by `dynamics` sources.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDynamics {
+    #[serde(default)]
+    pub orgs: BTreeMap<S<String>, RawDynamicsOrg>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDynamicsOrg {
+    pub tenant_id: S<String>,
+    pub client_id: S<String>,
+    pub client_secret: S<RawSecretRef>,
+    pub authority: Option<S<String>>,
+    pub dataverse_url: Option<S<String>>,
+    pub bc_environment: Option<S<String>>,
+    pub bc_company: Option<S<String>>,
+}
+
+/// `[sap.systems.NAME]`: SAP S/4HANA systems (OData host, client, technical user, unit table),
+/// used by `sap` sources.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSap {
+    #[serde(default)]
+    pub systems: BTreeMap<S<String>, RawSapSystem>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSapSystem {
+    pub base_url: S<String>,
+    pub sap_client: Option<S<String>>,
+    pub user: S<String>,
+    pub password: S<RawSecretRef>,
+    /// Extra SAP unit code → ISO code entries, consulted before the defaults.
+    pub units: Option<S<BTreeMap<S<String>, S<String>>>>,
 }
 
 /// `[salesforce.orgs.NAME]`: Salesforce orgs (login host, OAuth grant, API version, quota
@@ -148,6 +221,15 @@ pub struct RawSource {
     pub coalesce: Option<S<String>>,
     pub channel_token: Option<S<RawSecretRef>>,
     pub notify_url: Option<S<String>>,
+    /// `netsuite` / `dynamics` / `sap` sources: the connection (`account`; `org` and `system`
+    /// above serve dynamics and sap), how changes arrive and how old a status may be.
+    pub account: Option<S<String>>,
+    pub webhook_secret: Option<S<RawSecretRef>>,
+    pub poll: Option<S<String>>,
+    pub stale_after: Option<S<String>>,
+    pub idoc_folder: Option<S<String>>,
+    pub idoc_user: Option<S<String>>,
+    pub idoc_password: Option<S<RawSecretRef>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -18,12 +18,22 @@ const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(60);
 /// Every poll costs API requests from the org's daily allocation.
 const MIN_POLL_INTERVAL: Duration = Duration::from_secs(10);
 const DEFAULT_COALESCE: Duration = Duration::from_secs(5);
+/// ERP pushes for one record (a save often fires several user events) within this window are one read.
+const DEFAULT_ERP_COALESCE: Duration = Duration::from_secs(2);
+/// The zone NetSuite integration users in Hong Kong are set to; NetSuite dates are in the user's zone.
+const DEFAULT_NETSUITE_ZONE: &str = "Asia/Hong_Kong";
+/// What each ERP source type may watch (the vendor's spelling).
+const NETSUITE_OBJECTS: &[&str] = &["itemFulfillment", "purchaseRequisition", "purchaseOrder", "salesOrder"];
+const DYNAMICS_OBJECTS: &[&str] = &["salesorder", "purchaseOrders"];
+const SAP_OBJECTS: &[&str] = &["A_OutbDeliveryHeader", "A_PurchaseOrder", "A_PurchaseRequisitionHeader"];
+/// Dynamics objects read from Dataverse (the rest come from Business Central).
+const DATAVERSE_OBJECTS: &[&str] = &["salesorder"];
 const DEFAULT_LINGER: Duration = Duration::from_secs(1);
 /// A write waiting longer than this for company feels lost to the person who caused it.
 const MAX_LINGER: Duration = Duration::from_secs(60);
 
 /// Every source `type`.
-pub const SOURCE_TYPES: [&str; 4] = ["webhook", "dingtalk", "salesforce", "zoho"];
+pub const SOURCE_TYPES: [&str; 7] = ["webhook", "dingtalk", "salesforce", "zoho", "netsuite", "dynamics", "sap"];
 /// Every destination `type`.
 pub const DESTINATION_TYPES: [&str; 4] = ["dingtalk_robot", "dingtalk_app", "salesforce", "zoho"];
 /// Every message `type`: the robot, app and CRM message types, in that order.
@@ -54,6 +64,8 @@ struct Ctx<'a> {
     errors: Vec<ConfigError>,
     env: Environment<'static>,
     text: &'a str,
+    /// The config file's directory: relative paths in the config are relative to it.
+    base_dir: PathBuf,
 }
 
 fn span<T>(s: &S<T>) -> Option<Range<usize>> {
@@ -211,7 +223,8 @@ fn known_list(known: &[String]) -> String {
 }
 
 pub(super) fn validate(raw: RawConfig, text: &str, path: &str) -> Result<Config, ConfigErrors> {
-    let mut cx = Ctx { errors: Vec::new(), env: template_env(), text };
+    let base_dir = Path::new(path).parent().map(Path::to_path_buf).unwrap_or_default();
+    let mut cx = Ctx { errors: Vec::new(), env: template_env(), text, base_dir };
 
     // [server]
     let listen = match &raw.server.listen {
@@ -319,12 +332,41 @@ pub(super) fn validate(raw: RawConfig, text: &str, path: &str) -> Result<Config,
             zoho_orgs.insert(name.get_ref().clone(), o);
         }
     }
+
+    // [netsuite.accounts.*], [dynamics.orgs.*], [sap.systems.*]
+    let mut netsuite_accounts = BTreeMap::new();
+    for (name, account) in &raw.netsuite.accounts {
+        if let Some(a) = validate_netsuite_account(&mut cx, name, account) {
+            netsuite_accounts.insert(name.get_ref().clone(), a);
+        }
+    }
+    let mut dynamics_orgs = BTreeMap::new();
+    for (name, org) in &raw.dynamics.orgs {
+        if let Some(o) = validate_dynamics_org(&mut cx, name, org) {
+            dynamics_orgs.insert(name.get_ref().clone(), o);
+        }
+    }
+    let mut sap_systems = BTreeMap::new();
+    for (name, system) in &raw.sap.systems {
+        if let Some(s) = validate_sap_system(&mut cx, name, system) {
+            sap_systems.insert(name.get_ref().clone(), s);
+        }
+    }
     // Names as written, so a reference to a connection with an error is not reported twice.
     let names = |keys: Vec<&S<String>>| keys.into_iter().map(|k| k.get_ref().clone()).collect::<Vec<_>>();
     let connections = Connections {
         apps: names(raw.dingtalk.apps.keys().collect()),
         salesforce: names(raw.salesforce.orgs.keys().collect()),
         zoho: names(raw.zoho.orgs.keys().collect()),
+        netsuite: names(raw.netsuite.accounts.keys().collect()),
+        dynamics: names(raw.dynamics.orgs.keys().collect()),
+        sap: names(raw.sap.systems.keys().collect()),
+        dynamics_services: raw
+            .dynamics
+            .orgs
+            .iter()
+            .map(|(k, o)| (k.get_ref().clone(), (o.dataverse_url.is_some(), o.bc_environment.is_some())))
+            .collect(),
     };
 
     // [sources.*]
@@ -392,6 +434,9 @@ pub(super) fn validate(raw: RawConfig, text: &str, path: &str) -> Result<Config,
         dingtalk_apps,
         salesforce_orgs,
         zoho_orgs,
+        netsuite_accounts,
+        dynamics_orgs,
+        sap_systems,
         templates: Arc::new(cx.env),
         path: path.to_string(),
         text: Arc::from(text),
@@ -469,6 +514,11 @@ struct Connections {
     apps: Vec<String>,
     salesforce: Vec<String>,
     zoho: Vec<String>,
+    netsuite: Vec<String>,
+    dynamics: Vec<String>,
+    sap: Vec<String>,
+    /// Per Dynamics org as written: (has `dataverse_url`, has `bc_environment`).
+    dynamics_services: BTreeMap<String, (bool, bool)>,
 }
 
 /// One kind of connection table: `[dingtalk.apps.*]`, `[salesforce.orgs.*]`, `[zoho.orgs.*]`.
@@ -493,6 +543,19 @@ impl Connections {
             Table { key: "org", what: "Salesforce org", path: "salesforce.orgs", known: &self.salesforce }
         } else {
             Table { key: "org", what: "Zoho org", path: "zoho.orgs", known: &self.zoho }
+        }
+    }
+
+    /// The connection table of an ERP source.
+    fn erp(&self, system: ErpSystem) -> Table<'_> {
+        match system {
+            ErpSystem::Netsuite => {
+                Table { key: "account", what: "NetSuite account", path: "netsuite.accounts", known: &self.netsuite }
+            }
+            ErpSystem::Dynamics => {
+                Table { key: "org", what: "Dynamics org", path: "dynamics.orgs", known: &self.dynamics }
+            }
+            ErpSystem::Sap => Table { key: "system", what: "SAP system", path: "sap.systems", known: &self.sap },
         }
     }
 }
@@ -532,17 +595,40 @@ fn connection_ref(
     }
 }
 
-/// Where the `salesforce` / `zoho` source keys were written.
-fn crm_source_keys(src: &RawSource) -> [(&'static str, Option<Range<usize>>); 7] {
+/// Where the keys only `salesforce` / `zoho` sources take were written.
+fn crm_source_keys(src: &RawSource) -> [(&'static str, Option<Range<usize>>); 4] {
     [
-        ("org", at(&src.org)),
-        ("objects", at(&src.objects)),
         ("intake", at(&src.intake)),
         ("poll_interval", at(&src.poll_interval)),
-        ("coalesce", at(&src.coalesce)),
         ("channel_token", at(&src.channel_token)),
         ("notify_url", at(&src.notify_url)),
     ]
+}
+
+/// Where the keys CRM and ERP sources share were written.
+fn record_source_keys(src: &RawSource) -> [(&'static str, Option<Range<usize>>); 3] {
+    [("org", at(&src.org)), ("objects", at(&src.objects)), ("coalesce", at(&src.coalesce))]
+}
+
+/// Where the keys only ERP sources take were written.
+fn erp_source_keys(src: &RawSource) -> [(&'static str, Option<Range<usize>>); 7] {
+    [
+        ("account", at(&src.account)),
+        ("webhook_secret", at(&src.webhook_secret)),
+        ("poll", at(&src.poll)),
+        ("stale_after", at(&src.stale_after)),
+        ("idoc_folder", at(&src.idoc_folder)),
+        ("idoc_user", at(&src.idoc_user)),
+        ("idoc_password", at(&src.idoc_password)),
+    ]
+}
+
+/// `DB0101` for the CRM and ERP keys on a source of another kind (webhook, dingtalk); true if any.
+fn foreign_record_keys(cx: &mut Ctx<'_>, src: &RawSource, owner: &str) -> bool {
+    let mut any = cx.unused_keys(&record_source_keys(src), owner, RECORD_SOURCES_ONLY);
+    any |= cx.unused_keys(&crm_source_keys(src), owner, CRM_SOURCES_ONLY);
+    any |= cx.unused_keys(&erp_source_keys(src), owner, ERP_SOURCES_ONLY);
+    any
 }
 
 /// Where the `dingtalk` source keys were written.
@@ -561,6 +647,9 @@ fn webhook_source_keys(src: &RawSource) -> [(&'static str, Option<Range<usize>>)
 }
 
 const CRM_SOURCES_ONLY: &str = "only `salesforce` and `zoho` sources take it";
+const ERP_SOURCES_ONLY: &str = "only `netsuite`, `dynamics` and `sap` sources take it";
+const RECORD_SOURCES_ONLY: &str =
+    "only CRM (`salesforce`, `zoho`) and ERP (`netsuite`, `dynamics`, `sap`) sources take it";
 const CRM_DESTINATIONS_ONLY: &str = "only `salesforce` and `zoho` destinations take it";
 
 fn validate_source(
@@ -574,10 +663,13 @@ fn validate_source(
         "webhook" => {
             let owner = format!("a webhook source (`{n}`)");
             cx.unused_keys(&dingtalk_source_keys(src), &owner, "only `dingtalk` sources take it");
-            cx.unused_keys(&crm_source_keys(src), &owner, CRM_SOURCES_ONLY);
+            foreign_record_keys(cx, src, &owner);
         }
         "dingtalk" => return validate_dingtalk_source(cx, name, src, &connections.apps()),
         "salesforce" | "zoho" => return validate_crm_source(cx, name, src, connections),
+        "netsuite" => return validate_erp_source(cx, name, src, ErpSystem::Netsuite, connections),
+        "dynamics" => return validate_erp_source(cx, name, src, ErpSystem::Dynamics, connections),
+        "sap" => return validate_erp_source(cx, name, src, ErpSystem::Sap, connections),
         other => {
             cx.push(ConfigError::new(
                 Code::InvalidValue,
@@ -686,7 +778,7 @@ fn validate_dingtalk_source(
         &owner,
         "dingtalk sources are authenticated by the app (Stream) or by callback_token + callback_aes_key (HTTP)",
     );
-    ok &= !cx.unused_keys(&crm_source_keys(src), &owner, CRM_SOURCES_ONLY);
+    ok &= !foreign_record_keys(cx, src, &owner);
     let app = connection_ref(cx, &format!("source `{n}`"), apps, src.app.as_ref(), name.span());
     let inbound = match src.mode.as_ref().map(|s| s.get_ref().as_str()) {
         None | Some("stream") => {
@@ -952,6 +1044,7 @@ fn validate_crm_source(
         "CRM sources read records with their org's credentials; nothing is signed per request",
     );
     ok &= !cx.unused_keys(&dingtalk_source_keys(src), &owner, "only `dingtalk` sources take it");
+    ok &= !cx.unused_keys(&erp_source_keys(src), &owner, ERP_SOURCES_ONLY);
     let org = connection_ref(cx, &format!("source `{n}`"), &connections.orgs(vendor), src.org.as_ref(), name.span());
     let objects = validate_objects(cx, n, vendor, src, name.span(), &mut ok);
     let coalesce = match &src.coalesce {
@@ -1875,4 +1968,620 @@ fn api_name_error(what: &str, at: Range<usize>) -> ConfigError {
         Some(at),
         "an API name is a letter followed by letters, digits and underscores, e.g. Opportunity or Credit_Status__c",
     )
+}
+
+/// The keys each NetSuite `auth` takes, for the help line of a mismatch.
+const NETSUITE_AUTH_HELP: &str = "auth = \"tba\" takes consumer_key, consumer_secret, token_id and token_secret; \
+                                  \"oauth2\" takes client_id, certificate_id and private_key";
+
+fn validate_netsuite_account(
+    cx: &mut Ctx<'_>,
+    name: &S<String>,
+    account: &RawNetsuiteAccount,
+) -> Option<NetsuiteAccountConfig> {
+    let n = name.get_ref();
+    let mut ok = true;
+    let account_id = connectors::netsuite::account::AccountId::parse(account.account_id.get_ref());
+    if account_id.is_none() {
+        cx.push(ConfigError::new(
+            Code::InvalidValue,
+            format!("netsuite.accounts.{n}.account_id `{}` is not a NetSuite account id", account.account_id.get_ref()),
+            span(&account.account_id),
+            "letters, digits, `_` or `-`, e.g. 1234567 or 1234567_SB1 (Setup → Company → Company Information)",
+        ));
+    }
+    let auth_name = account.auth.as_ref().map_or("tba", |s| s.get_ref().as_str());
+    let required: &[&str] = match auth_name {
+        "tba" => &["consumer_key", "consumer_secret", "token_id", "token_secret"],
+        "oauth2" => &["client_id", "certificate_id", "private_key"],
+        other => {
+            cx.push(ConfigError::new(
+                Code::InvalidValue,
+                format!("netsuite.accounts.{n}.auth `{other}` is unknown"),
+                at(&account.auth),
+                "`tba` (token-based authentication, default) or `oauth2` (client credentials)",
+            ));
+            return None;
+        }
+    };
+    let keys = [
+        ("consumer_key", at(&account.consumer_key)),
+        ("consumer_secret", at(&account.consumer_secret)),
+        ("token_id", at(&account.token_id)),
+        ("token_secret", at(&account.token_secret)),
+        ("client_id", at(&account.client_id)),
+        ("certificate_id", at(&account.certificate_id)),
+        ("private_key", at(&account.private_key)),
+    ];
+    // A missing key points at `auth` when it was written (that choice asks for the key).
+    let auth_at = at(&account.auth).unwrap_or_else(|| name.span());
+    for (key, written) in keys {
+        match written {
+            Some(at) if !required.contains(&key) => {
+                cx.push(
+                    ConfigError::new(
+                        Code::InvalidValue,
+                        format!("netsuite.accounts.{n}.{key} is not used with auth = \"{auth_name}\""),
+                        Some(at),
+                        format!("not used with auth = \"{auth_name}\""),
+                    )
+                    .with_help(NETSUITE_AUTH_HELP),
+                );
+                ok = false;
+            }
+            None if required.contains(&key) => {
+                cx.push(
+                    ConfigError::new(
+                        Code::InvalidValue,
+                        format!("netsuite.accounts.{n} uses auth = \"{auth_name}\" but has no `{key}`"),
+                        Some(auth_at.clone()),
+                        format!("missing `{key}`"),
+                    )
+                    .with_help(NETSUITE_AUTH_HELP),
+                );
+                ok = false;
+            }
+            _ => {}
+        }
+    }
+    let text = |cx: &mut Ctx<'_>, key: &str, v: &Option<S<String>>, label: &str| match v {
+        Some(s) if s.get_ref().trim().is_empty() => {
+            cx.push(ConfigError::new(
+                Code::InvalidValue,
+                format!("netsuite.accounts.{n}.{key} is empty"),
+                span(s),
+                label.to_string(),
+            ));
+            None
+        }
+        Some(s) => Some(s.get_ref().trim().to_string()),
+        None => None,
+    };
+    let secret = |cx: &mut Ctx<'_>, key: &str, v: &Option<S<RawSecretRef>>| {
+        v.as_ref().and_then(|s| cx.secret(s, &format!("netsuite.accounts.{n}.{key}")))
+    };
+    let auth = if auth_name == "tba" {
+        let consumer_key = text(cx, "consumer_key", &account.consumer_key, "the integration record's consumer key");
+        let consumer_secret = secret(cx, "consumer_secret", &account.consumer_secret);
+        let token_id = text(cx, "token_id", &account.token_id, "the access token's token id");
+        let token_secret = secret(cx, "token_secret", &account.token_secret);
+        match (consumer_key, consumer_secret, token_id, token_secret) {
+            (Some(consumer_key), Some(consumer_secret), Some(token_id), Some(token_secret)) => {
+                Some(NetsuiteAuth::Tba { consumer_key, consumer_secret, token_id, token_secret })
+            }
+            _ => None,
+        }
+    } else {
+        let client_id = text(cx, "client_id", &account.client_id, "the integration record's client id");
+        let certificate_id =
+            text(cx, "certificate_id", &account.certificate_id, "the certificate id of the client credentials mapping");
+        let private_key = secret(cx, "private_key", &account.private_key);
+        match (client_id, certificate_id, private_key) {
+            (Some(client_id), Some(certificate_id), Some(private_key)) => {
+                Some(NetsuiteAuth::OAuth2 { client_id, certificate_id, private_key })
+            }
+            _ => None,
+        }
+    };
+    let concurrency = match &account.concurrency {
+        Some(s) => cx.positive(s, &format!("netsuite.accounts.{n}.concurrency"))?,
+        None => connectors::netsuite::client::DEFAULT_CONCURRENCY,
+    };
+    let time_zone = match &account.time_zone {
+        Some(s) => match jiff::tz::TimeZone::get(s.get_ref().trim()) {
+            Ok(zone) => Some(zone),
+            Err(_) => {
+                cx.push(ConfigError::new(
+                    Code::InvalidValue,
+                    format!("netsuite.accounts.{n}.time_zone `{}` is not a known time zone", s.get_ref()),
+                    span(s),
+                    "an IANA zone name, e.g. Asia/Hong_Kong or Asia/Shanghai (the integration user's preference)",
+                ));
+                None
+            }
+        },
+        // Hong Kong has kept +08:00 without daylight saving since 1979, so the fixed offset is
+        // the same zone for every date NetSuite answers with.
+        None => Some(
+            jiff::tz::TimeZone::get(DEFAULT_NETSUITE_ZONE)
+                .unwrap_or_else(|_| jiff::tz::TimeZone::fixed(jiff::tz::offset(8))),
+        ),
+    };
+    let (account_id, auth, time_zone) = (account_id?, auth?, time_zone?);
+    ok.then(|| NetsuiteAccountConfig {
+        name: n.clone(),
+        account_id,
+        auth,
+        concurrency,
+        time_zone,
+        base_url_override: None,
+    })
+}
+
+fn validate_dynamics_org(cx: &mut Ctx<'_>, name: &S<String>, org: &RawDynamicsOrg) -> Option<DynamicsOrgConfig> {
+    let n = name.get_ref();
+    let mut ok = true;
+    let tenant_id = org.tenant_id.get_ref().trim().to_string();
+    if tenant_id.is_empty() || tenant_id.contains(|c: char| c == '/' || c.is_whitespace()) {
+        cx.push(ConfigError::new(
+            Code::InvalidValue,
+            format!("dynamics.orgs.{n}.tenant_id `{}` is not a tenant id", org.tenant_id.get_ref()),
+            span(&org.tenant_id),
+            "the Directory (tenant) ID GUID, or a verified domain such as contoso.onmicrosoft.com",
+        ));
+        ok = false;
+    }
+    if org.client_id.get_ref().trim().is_empty() {
+        cx.push(ConfigError::new(
+            Code::InvalidValue,
+            format!("dynamics.orgs.{n}.client_id is empty"),
+            span(&org.client_id),
+            "the app registration's Application (client) ID",
+        ));
+        ok = false;
+    }
+    let client_secret = cx.secret(&org.client_secret, &format!("dynamics.orgs.{n}.client_secret"));
+    let mut base_url = |cx: &mut Ctx<'_>, key: &str, v: &S<String>, example: &str| {
+        let url = v.get_ref().trim().trim_end_matches('/').to_string();
+        if !is_base_url(&url) {
+            cx.push(ConfigError::new(
+                Code::InvalidValue,
+                format!("dynamics.orgs.{n}.{key} `{}` is not an http(s) URL without a path", v.get_ref()),
+                span(v),
+                format!("e.g. {example}"),
+            ));
+            ok = false;
+        }
+        url
+    };
+    let authority = match &org.authority {
+        Some(s) => base_url(cx, "authority", s, connectors::dynamics::auth::DEFAULT_AUTHORITY),
+        None => connectors::dynamics::auth::DEFAULT_AUTHORITY.to_string(),
+    };
+    let dataverse_url =
+        org.dataverse_url.as_ref().map(|s| base_url(cx, "dataverse_url", s, "https://contoso.crm5.dynamics.com"));
+    let bc_environment = org.bc_environment.as_ref().map(|s| s.get_ref().trim().to_string());
+    if let (Some(env), Some(s)) = (&bc_environment, &org.bc_environment) {
+        if env.is_empty() || env.contains(|c: char| c == '/' || c.is_whitespace()) {
+            cx.push(ConfigError::new(
+                Code::InvalidValue,
+                format!("dynamics.orgs.{n}.bc_environment `{}` is not an environment name", s.get_ref()),
+                span(s),
+                "the Business Central environment, e.g. Production or Sandbox",
+            ));
+            ok = false;
+        }
+    }
+    let bc_company = org.bc_company.as_ref().map(|s| s.get_ref().trim().to_string());
+    match (&org.bc_environment, &org.bc_company) {
+        (Some(env), None) => {
+            cx.push(ConfigError::new(
+                Code::InvalidValue,
+                format!("dynamics.orgs.{n}.bc_environment is set but bc_company is not"),
+                span(env),
+                "add bc_company = \"<company id>\" (GET …/api/v2.0/companies lists them)",
+            ));
+            ok = false;
+        }
+        (None, Some(company)) => {
+            cx.push(ConfigError::new(
+                Code::InvalidValue,
+                format!("dynamics.orgs.{n}.bc_company is set but bc_environment is not"),
+                span(company),
+                "add bc_environment = \"Production\" (or the environment the company lives in)",
+            ));
+            ok = false;
+        }
+        (Some(_), Some(company)) if company.get_ref().trim().is_empty() => {
+            cx.push(ConfigError::new(
+                Code::InvalidValue,
+                format!("dynamics.orgs.{n}.bc_company is empty"),
+                span(company),
+                "the Business Central company id (a GUID)",
+            ));
+            ok = false;
+        }
+        (None, None) if org.dataverse_url.is_none() => {
+            cx.push(ConfigError::new(
+                Code::InvalidValue,
+                format!("dynamics.orgs.{n} has neither `dataverse_url` nor `bc_environment`"),
+                Some(name.span()),
+                "add dataverse_url (Dataverse) and/or bc_environment + bc_company (Business Central)",
+            ));
+            ok = false;
+        }
+        _ => {}
+    }
+    let client_secret = client_secret?;
+    ok.then(|| DynamicsOrgConfig {
+        name: n.clone(),
+        tenant_id,
+        client_id: org.client_id.get_ref().trim().to_string(),
+        client_secret,
+        authority,
+        dataverse_url,
+        bc_environment,
+        bc_company,
+        base_url_override: None,
+    })
+}
+
+fn validate_sap_system(cx: &mut Ctx<'_>, name: &S<String>, system: &RawSapSystem) -> Option<SapSystemConfig> {
+    let n = name.get_ref();
+    let mut ok = true;
+    let base_url = system.base_url.get_ref().trim().trim_end_matches('/').to_string();
+    // `SapConfig::new` takes the parsed URL: the same parse `run` does.
+    if !is_base_url(&base_url) || base_url.parse().map(connectors::sap::client::SapConfig::new).is_err() {
+        cx.push(ConfigError::new(
+            Code::InvalidValue,
+            format!("sap.systems.{n}.base_url `{}` is not an http(s) URL without a path", system.base_url.get_ref()),
+            span(&system.base_url),
+            "the Gateway host, e.g. https://s4.example.com.hk:44300 (the service paths are appended)",
+        ));
+        ok = false;
+    }
+    let sap_client = system.sap_client.as_ref().map(|s| s.get_ref().trim().to_string());
+    if let (Some(client), Some(s)) = (&sap_client, &system.sap_client) {
+        if client.len() != 3 || !client.chars().all(|c| c.is_ascii_digit()) {
+            cx.push(ConfigError::new(
+                Code::InvalidValue,
+                format!("sap.systems.{n}.sap_client `{}` is not an SAP client", s.get_ref()),
+                span(s),
+                "three digits, e.g. \"100\" (a string, to keep leading zeros)",
+            ));
+            ok = false;
+        }
+    }
+    if system.user.get_ref().trim().is_empty() {
+        cx.push(ConfigError::new(
+            Code::InvalidValue,
+            format!("sap.systems.{n}.user is empty"),
+            span(&system.user),
+            "the technical user the OData services run as",
+        ));
+        ok = false;
+    }
+    let password = cx.secret(&system.password, &format!("sap.systems.{n}.password"));
+    let mut units = Vec::new();
+    for (sap_code, iso_code) in system.units.as_ref().map(|s| s.get_ref().iter()).into_iter().flatten() {
+        let code = sap_code.get_ref().trim();
+        if code.is_empty() || code.contains(char::is_whitespace) {
+            cx.push(ConfigError::new(
+                Code::InvalidValue,
+                format!("sap.systems.{n}.units has the unit code `{}`", sap_code.get_ref()),
+                span(sap_code),
+                "an SAP unit code (T006), e.g. ZCT",
+            ));
+            ok = false;
+            continue;
+        }
+        let field = format!("sap.systems.{n}.units.{code}");
+        if let Err(e) = model::Uom::parse(&field, iso_code.get_ref().trim()) {
+            cx.push(ConfigError::new(
+                Code::InvalidValue,
+                format!("{field} maps to `{}`, which is not a unit dingbridge knows: {e}", iso_code.get_ref()),
+                span(iso_code),
+                "an ISO (UN/ECE Rec 20) code, e.g. PCE, KGM, CT",
+            ));
+            ok = false;
+            continue;
+        }
+        units.push((code.to_string(), iso_code.get_ref().trim().to_string()));
+    }
+    let password = password?;
+    ok.then(|| SapSystemConfig {
+        name: n.clone(),
+        base_url,
+        sap_client,
+        user: system.user.get_ref().trim().to_string(),
+        password,
+        units,
+        base_url_override: None,
+    })
+}
+
+/// What the objects of a source of `system` may be.
+fn erp_objects(system: ErpSystem) -> &'static [&'static str] {
+    match system {
+        ErpSystem::Netsuite => NETSUITE_OBJECTS,
+        ErpSystem::Dynamics => DYNAMICS_OBJECTS,
+        ErpSystem::Sap => SAP_OBJECTS,
+    }
+}
+
+/// The keys naming the other ERP types' connections: `(key, where it was written)`.
+fn other_connection_keys(src: &RawSource, system: ErpSystem) -> Vec<(&'static str, Option<Range<usize>>)> {
+    let all = [
+        (ErpSystem::Netsuite, "account", at(&src.account)),
+        (ErpSystem::Dynamics, "org", at(&src.org)),
+        (ErpSystem::Sap, "system", at(&src.system)),
+    ];
+    all.into_iter().filter(|(s, _, _)| *s != system).map(|(_, k, a)| (k, a)).collect()
+}
+
+fn validate_erp_source(
+    cx: &mut Ctx<'_>,
+    name: &S<String>,
+    src: &RawSource,
+    system: ErpSystem,
+    connections: &Connections,
+) -> Option<SourceConfig> {
+    let n = name.get_ref();
+    let vendor = system.as_str();
+    let owner = format!("a {vendor} source (`{n}`)");
+    let signed_by = if system == ErpSystem::Sap {
+        "sap sources authenticate IDocs with idoc_user + idoc_password"
+    } else {
+        "ERP pushes are authenticated with webhook_secret"
+    };
+    let mut ok = !cx.unused_keys(&webhook_source_keys(src), &owner, signed_by);
+    ok &= !cx.unused_keys(&dingtalk_source_keys(src), &owner, "only `dingtalk` sources take it");
+    ok &= !cx.unused_keys(
+        &crm_source_keys(src),
+        &owner,
+        "only `salesforce` and `zoho` sources take it; ERP sources poll with `poll`",
+    );
+    let table = connections.erp(system);
+    ok &= !cx.unused_keys(
+        &other_connection_keys(src, system),
+        &owner,
+        &format!("a {vendor} source names its [{}.NAME] with `{}`", table.path, table.key),
+    );
+    if system == ErpSystem::Sap {
+        ok &= !cx.unused_keys(
+            &[("webhook_secret", at(&src.webhook_secret))],
+            &owner,
+            "SAP sends IDocs: use idoc_folder and/or idoc_user + idoc_password",
+        );
+    } else {
+        ok &= !cx.unused_keys(
+            &[
+                ("idoc_folder", at(&src.idoc_folder)),
+                ("idoc_user", at(&src.idoc_user)),
+                ("idoc_password", at(&src.idoc_password)),
+            ],
+            &owner,
+            "only `sap` sources take it (IDoc intake)",
+        );
+    }
+    let written = match system {
+        ErpSystem::Netsuite => src.account.as_ref(),
+        ErpSystem::Dynamics => src.org.as_ref(),
+        ErpSystem::Sap => src.system.as_ref(),
+    };
+    let connection = connection_ref(cx, &format!("source `{n}`"), &table, written, name.span());
+    let objects = validate_erp_objects(cx, n, system, src, name.span(), &mut ok);
+    if let (ErpSystem::Dynamics, Some(org), Some(list)) = (system, &connection, &src.objects) {
+        let (dataverse, bc) = connections.dynamics_services.get(org).copied().unwrap_or((true, true));
+        let mut seen: Vec<&str> = Vec::new();
+        for o in list.get_ref() {
+            let object = o.get_ref().as_str();
+            if !DYNAMICS_OBJECTS.contains(&object) || seen.contains(&object) {
+                continue; // reported by validate_erp_objects
+            }
+            seen.push(object);
+            let (has, service, key) = if DATAVERSE_OBJECTS.contains(&object) {
+                (dataverse, "Dataverse", "dataverse_url")
+            } else {
+                (bc, "Business Central", "bc_environment")
+            };
+            if !has {
+                cx.push(ConfigError::new(
+                    Code::InvalidValue,
+                    format!(
+                        "object `{object}` of source `{n}` is read from {service}, but dynamics org `{org}` has no `{key}`"
+                    ),
+                    span(o),
+                    format!("add {key} to [dynamics.orgs.{org}]"),
+                ));
+                ok = false;
+            }
+        }
+    }
+    let webhook_secret = src.webhook_secret.as_ref().and_then(|s| cx.secret(s, &format!("sources.{n}.webhook_secret")));
+    let idoc_password = src.idoc_password.as_ref().and_then(|s| cx.secret(s, &format!("sources.{n}.idoc_password")));
+    let idoc_user = match &src.idoc_user {
+        Some(s) if s.get_ref().trim().is_empty() => {
+            cx.push(ConfigError::new(
+                Code::InvalidValue,
+                format!("sources.{n}.idoc_user is empty"),
+                span(s),
+                "the user the ECC port logs in with (HTTP Basic)",
+            ));
+            ok = false;
+            None
+        }
+        Some(s) => Some(s.get_ref().trim().to_string()),
+        None => None,
+    };
+    if system == ErpSystem::Sap {
+        match (&src.idoc_user, &src.idoc_password) {
+            (Some(user), None) => {
+                cx.push(ConfigError::new(
+                    Code::InvalidValue,
+                    format!("sources.{n}.idoc_user is set but idoc_password is not"),
+                    span(user),
+                    "add idoc_password = { env = \"...\" }: IDocs are accepted only with both",
+                ));
+                ok = false;
+            }
+            (None, Some(password)) => {
+                cx.push(ConfigError::new(
+                    Code::InvalidValue,
+                    format!("sources.{n}.idoc_password is set but idoc_user is not"),
+                    span(password),
+                    "add idoc_user = \"...\" (the ECC port's HTTP Basic user)",
+                ));
+                ok = false;
+            }
+            _ => {}
+        }
+    }
+    let idoc_folder = match &src.idoc_folder {
+        Some(s) if s.get_ref().trim().is_empty() => {
+            cx.push(ConfigError::new(
+                Code::InvalidValue,
+                format!("sources.{n}.idoc_folder is empty"),
+                span(s),
+                "the folder the ECC file port writes IDocs to, e.g. var/idoc-in",
+            ));
+            ok = false;
+            None
+        }
+        Some(s) => Some(cx.base_dir.join(s.get_ref().trim())),
+        None => None,
+    };
+    let mut positive = |cx: &mut Ctx<'_>, key: &str, v: &Option<S<String>>, label: &str| {
+        let s = v.as_ref()?;
+        match cx.duration(s, &format!("sources.{n}.{key}")) {
+            Some(d) if d.is_zero() => {
+                cx.push(ConfigError::new(
+                    Code::InvalidValue,
+                    format!("sources.{n}.{key} must be longer than 0s"),
+                    span(s),
+                    label.to_string(),
+                ));
+                ok = false;
+                None
+            }
+            Some(d) => Some(d),
+            None => {
+                ok = false;
+                None
+            }
+        }
+    };
+    let poll = positive(cx, "poll", &src.poll, "leave `poll` out to not poll");
+    let stale_after =
+        positive(cx, "stale_after", &src.stale_after, "leave `stale_after` out to never mark a status stale");
+    let coalesce = match &src.coalesce {
+        Some(s) => cx.duration(s, &format!("sources.{n}.coalesce")).unwrap_or(DEFAULT_ERP_COALESCE),
+        None => DEFAULT_ERP_COALESCE,
+    };
+    // Whether any intake was written (a key with a mistake is reported on its own).
+    let pushed = match system {
+        ErpSystem::Sap => src.idoc_folder.is_some() || src.idoc_user.is_some() || src.idoc_password.is_some(),
+        _ => src.webhook_secret.is_some(),
+    };
+    if !pushed && src.poll.is_none() {
+        let needs = if system == ErpSystem::Sap {
+            "add idoc_folder, idoc_user + idoc_password, and/or poll = \"5m\""
+        } else {
+            "add webhook_secret = { env = \"...\" } and/or poll = \"5m\""
+        };
+        cx.push(ConfigError::new(
+            Code::InvalidValue,
+            format!("{vendor} source `{n}` has no intake: nothing pushes changes and nothing polls"),
+            Some(name.span()),
+            needs,
+        ));
+        ok = false;
+    }
+    let fields = validate_fields(cx, n, src, &mut ok);
+    if src.webhook_secret.is_some() && webhook_secret.is_none()
+        || src.idoc_password.is_some() && idoc_password.is_none()
+    {
+        ok = false; // reported by cx.secret
+    }
+    let erp = ErpSource {
+        system,
+        connection: connection?,
+        objects: objects?,
+        webhook_secret,
+        poll,
+        stale_after,
+        coalesce,
+        idoc_folder,
+        idoc_user,
+        idoc_password,
+    };
+    ok.then(|| SourceConfig {
+        name: n.clone(),
+        kind: SourceKind::Erp(erp),
+        system: vendor.to_string(),
+        secrets: Vec::new(),
+        entity_id: DEFAULT_ENTITY_ID.to_string(),
+        tolerance: DEFAULT_TOLERANCE,
+        fields,
+    })
+}
+
+/// `objects` of an ERP source: required, non-empty, each one its type watches, each once.
+fn validate_erp_objects(
+    cx: &mut Ctx<'_>,
+    n: &str,
+    system: ErpSystem,
+    src: &RawSource,
+    at: Range<usize>,
+    ok: &mut bool,
+) -> Option<Vec<String>> {
+    let vendor = system.as_str();
+    let allowed = erp_objects(system);
+    let Some(list) = &src.objects else {
+        cx.push(ConfigError::new(
+            Code::InvalidValue,
+            format!("{vendor} source `{n}` has no `objects`"),
+            Some(at),
+            format!("needs the watched objects, from: {}", allowed.join(", ")),
+        ));
+        return None;
+    };
+    if list.get_ref().is_empty() {
+        cx.push(ConfigError::new(
+            Code::InvalidValue,
+            format!("sources.{n}.objects is empty"),
+            span(list),
+            format!("watch at least one of: {}", allowed.join(", ")),
+        ));
+        return None;
+    }
+    let known: Vec<String> = allowed.iter().map(|s| (*s).to_string()).collect();
+    let mut objects: Vec<String> = Vec::new();
+    for o in list.get_ref() {
+        let object = o.get_ref();
+        if !allowed.contains(&object.as_str()) {
+            let mut e = ConfigError::new(
+                Code::InvalidValue,
+                format!("object `{object}` of source `{n}` is not one {vendor} sources watch"),
+                span(o),
+                format!("allowed: {}", allowed.join(", ")),
+            );
+            if let Some(h) = suggest(object, &known) {
+                e = e.with_help(h);
+            }
+            cx.push(e);
+            *ok = false;
+        } else if objects.contains(object) {
+            cx.push(ConfigError::new(
+                Code::DuplicateName,
+                format!("object `{object}` is listed twice in source `{n}`"),
+                span(o),
+                "listed again here",
+            ));
+            *ok = false;
+        } else {
+            objects.push(object.clone());
+        }
+    }
+    Some(objects)
 }
