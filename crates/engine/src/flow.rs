@@ -64,7 +64,7 @@ impl FlowEngine {
 
     /// Flows listening to `source` (for the server's routing table).
     pub fn flows_for_source<'a>(&'a self, source: &'a str) -> impl Iterator<Item = &'a FlowConfig> + 'a {
-        self.flows.iter().filter(move |f| f.source == source)
+        self.flows.iter().filter(move |f| f.source.iter().any(|s| s == source))
     }
 
     /// Outbox jobs for one event: one per delivery of every matching flow, due at `now_ms`.
@@ -74,7 +74,7 @@ impl FlowEngine {
         let mut jobs = Vec::new();
         let mut tmpl_ctx: Option<minijinja::Value> = None;
         for flow in &self.flows {
-            if flow.source != event.source {
+            if !flow.source.contains(&event.source) {
                 continue;
             }
             if flow.entity.as_ref().is_some_and(|e| *e != event.entity) {

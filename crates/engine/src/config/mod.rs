@@ -613,7 +613,8 @@ pub struct DeliverySpec {
 #[derive(Debug, Clone)]
 pub struct FlowConfig {
     pub name: String,
-    pub source: String,
+    /// The sources whose events the flow takes (one or more).
+    pub source: Vec<String>,
     /// `None` = any entity (`*`).
     pub entity: Option<String>,
     /// `None` = every change kind.

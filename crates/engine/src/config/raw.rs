@@ -273,7 +273,8 @@ pub struct RawFlow {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawOn {
-    pub source: S<String>,
+    /// One source name, or a list of them (`source = ["s4", "ecc"]`).
+    pub source: S<RawSourceNames>,
     pub entity: Option<S<String>>,
     pub change: Option<Vec<S<String>>>,
 }
@@ -366,5 +367,22 @@ impl<'de> Deserialize<'de> for RawSecrets {
             }
         }
         d.deserialize_any(V)
+    }
+}
+
+/// `on.source`: one name or a list of names (the span covers the whole value).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawSourceNames {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl RawSourceNames {
+    pub fn names(&self) -> Vec<String> {
+        match self {
+            RawSourceNames::One(name) => vec![name.clone()],
+            RawSourceNames::Many(names) => names.clone(),
+        }
     }
 }

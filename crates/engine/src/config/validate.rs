@@ -1397,21 +1397,36 @@ fn validate_flow(
 ) -> FlowConfig {
     let name = f.name.get_ref().clone();
     let on = f.on.get_ref();
-    let source = on.source.get_ref().clone();
-    if !source_names.contains(&source) {
-        let mut e = ConfigError::new(
-            Code::UnknownSource,
-            format!("flow `{name}` listens to unknown source `{source}`"),
-            span(&on.source),
-            format!("not defined; known sources: {}", known_list(source_names)),
-        );
-        if let Some(h) = suggest(&source, source_names) {
-            e = e.with_help(h);
+    let mut source = Vec::new();
+    for one in on.source.get_ref().names() {
+        if !source_names.contains(&one) {
+            let mut e = ConfigError::new(
+                Code::UnknownSource,
+                format!("flow `{name}` listens to unknown source `{one}`"),
+                span(&on.source),
+                format!("not defined; known sources: {}", known_list(source_names)),
+            );
+            if let Some(h) = suggest(&one, source_names) {
+                e = e.with_help(h);
+            }
+            cx.push(e);
         }
-        cx.push(e);
+        source.push(one);
     }
-    // Field kinds of the source, when it is known and valid; otherwise skip field checks.
-    let fields = sources.get(&source).map(SourceConfig::field_kinds);
+    if source.is_empty() {
+        cx.push(ConfigError::new(
+            Code::InvalidValue,
+            format!("flow `{name}` listens to no source"),
+            span(&on.source),
+            "name at least one source",
+        ));
+    }
+    // Field kinds of the sources, when they are known and agree; otherwise skip field checks.
+    let kinds: Vec<_> = source.iter().filter_map(|s| sources.get(s).map(SourceConfig::field_kinds)).collect();
+    let fields = match kinds.split_first() {
+        Some((first, rest)) if kinds.len() == source.len() && rest.iter().all(|k| k == first) => Some(first.clone()),
+        _ => None,
+    };
     let entity = on.entity.as_ref().map(|e| e.get_ref().clone()).filter(|e| e != "*");
     let changes = on.change.as_ref().map(|list| {
         // Vendor-specific change names are carried verbatim (`model::ChangeKind::Other`), so

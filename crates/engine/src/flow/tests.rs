@@ -415,3 +415,44 @@ fn cel_map_literals_support_the_membership_guard_the_docs_suggest() {
     assert_eq!(run("HKD"), cel::Value::Bool(true));
     assert_eq!(run("EUR"), cel::Value::Bool(false));
 }
+
+#[test]
+fn a_flow_may_listen_to_several_sources() {
+    let text = r#"
+[sources.s4]
+type = "webhook"
+secret = { env = "WH" }
+[sources.ecc]
+type = "webhook"
+secret = { env = "WH" }
+[sources.other]
+type = "webhook"
+secret = { env = "WH" }
+[destinations.ops]
+type = "dingtalk_robot"
+access_token = { env = "TOK" }
+[[flows]]
+name = "po-both"
+on = { source = ["s4", "ecc"], entity = "purchase_order" }
+[[flows.deliver]]
+destination = "ops"
+message = { type = "text", content = "{{ event.source }} {{ event.entity_id }}" }
+"#;
+    let cfg = Config::from_toml(text, "multi.toml").unwrap_or_else(|e| panic!("{}", e.render()));
+    let engine = FlowEngine::new(&cfg);
+    let body = br#"{"type":"purchase_order.created","data":{"id":"4500000123"}}"#;
+    for (source, expected) in [("s4", 1), ("ecc", 1), ("other", 0)] {
+        let ev = engine.decode_webhook(source, "m", body, now(), format!("ev-{source}")).unwrap();
+        let jobs = engine.plan(&ev, 0).unwrap();
+        assert_eq!(jobs.len(), expected, "{source}");
+        if let Some(job) = jobs.first() {
+            assert!(job.payload.contains(&format!("{source} 4500000123")), "{}", job.payload);
+        }
+    }
+    assert_eq!(engine.flows_for_source("ecc").count(), 1);
+
+    let unknown = text.replace(r#"["s4", "ecc"]"#, r#"["s4", "ecx"]"#);
+    let errors = Config::from_toml(&unknown, "multi.toml").unwrap_err();
+    let rendered = errors.render();
+    assert!(rendered.contains("unknown source `ecx`") && rendered.contains("DB0103"), "{rendered}");
+}
