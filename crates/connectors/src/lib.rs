@@ -6,6 +6,7 @@
 pub mod crm;
 pub mod dingtalk;
 pub mod dynamics;
+pub mod erp;
 pub mod netsuite;
 pub mod salesforce;
 pub mod sap;

@@ -188,8 +188,14 @@ async fn zoho_workflow(state: &AppState, source: &str, body: &[u8]) -> Result<Re
     let now_ms = state.clock.now_millis();
     let stamp = hook.modified_time.clone().unwrap_or_else(|| now_ms.to_string());
     let detail = json!({ "workflow": true, "stage": hook.stage, "modified_time": hook.modified_time });
-    let intake =
-        crm.notices().notice(format!("{source}:workflow:{}:{stamp}", hook.id), &hook.module, &hook.id, "updated", detail, now_ms);
+    let intake = crm.notices().notice(
+        format!("{source}:workflow:{}:{stamp}", hook.id),
+        &hook.module,
+        &hook.id,
+        "updated",
+        detail,
+        now_ms,
+    );
     commit(state, source, intake).await?;
     Ok((StatusCode::OK, axum::Json(json!({"status": "accepted"}))).into_response())
 }

@@ -89,14 +89,25 @@ impl Gateway {
         let addr = listener.local_addr().map_err(|source| StartError::Bind { listen: listen.clone(), source })?;
         let crm_sources =
             crm_sources(&config, &runtime.salesforce_orgs, &runtime.zoho_orgs, &runtime.zoho_channel_tokens, addr)?;
+        let erp_sources = erp_sources(
+            &config,
+            &ErpClients {
+                netsuite: &runtime.netsuite_accounts,
+                dynamics: &runtime.dynamics_orgs,
+                sap: &runtime.sap_systems,
+                secrets: &runtime.erp_secrets,
+            },
+        )?;
         let late_state: Arc<OnceLock<crate::AppState>> = Arc::new(OnceLock::new());
         let mut sinks = runtime.sinks.clone();
         for source in crm_sources.values() {
-            let sink = crate::crm::RefreshSink {
-                source: source.clone(),
-                state: late_state.clone(),
-            };
+            let sink = crate::crm::RefreshSink { source: source.clone(), state: late_state.clone() };
             sinks.insert(crate::crm::refresh_destination(&source.name), Arc::new(sink));
+        }
+        for source in erp_sources.values() {
+            let sink =
+                crate::erp::ErpReadSink { source: source.clone(), clock: clock.clone(), state: late_state.clone() };
+            sinks.insert(crate::erp::read_destination(&source.name), Arc::new(sink));
         }
 
         let workers_cancel = CancellationToken::new();
@@ -145,6 +156,7 @@ impl Gateway {
             admin_token: runtime.admin_token.map(|t| Arc::new(t.secret_string().clone())),
             directories: Arc::new(directories),
             crm: Arc::new(crm_sources),
+            erp: Arc::new(erp_sources),
         };
         let _ = late_state.set(state.clone());
         // Polling and notification channels run with the directory keepers and stop with them.
@@ -158,6 +170,10 @@ impl Gateway {
                 }
                 _ => {}
             }
+        }
+        for source in state.erp.values() {
+            crate::erp::spawn_poller(state.clone(), source.clone(), directory_cancel.clone());
+            crate::erp::spawn_idoc_folder(state.clone(), source.clone(), directory_cancel.clone());
         }
         // Stream clients start after the store and the intake exist: a frame is ACKed only after
         // its event is committed.
@@ -264,6 +280,56 @@ fn crm_sources(
                 }
             }
             _ => continue,
+        };
+        out.insert(name.clone(), Arc::new(built));
+    }
+    Ok(out)
+}
+
+/// The ERP sources of a config with their shared vendor clients and resolved secrets.
+/// The ERP clients and secrets a config's build produced.
+struct ErpClients<'a> {
+    netsuite: &'a BTreeMap<String, Arc<connectors::netsuite::client::NetSuiteClient>>,
+    dynamics: &'a BTreeMap<String, engine::config::DynamicsClients>,
+    sap: &'a BTreeMap<String, Arc<connectors::sap::client::SapClient>>,
+    secrets: &'a BTreeMap<String, engine::config::ErpSecrets>,
+}
+
+fn erp_sources(config: &Config, runtime: &ErpClients<'_>) -> Result<crate::erp::ErpSources, StartError> {
+    use crate::erp::{ErpClient, ErpSource};
+    use engine::config::ErpSystem;
+    let missing = |what: &str, name: &str| StartError::Config(format!("no client was built for {what} `{name}`"));
+    let mut out = BTreeMap::new();
+    for (name, source) in &config.sources {
+        let SourceKind::Erp(erp) = &source.kind else { continue };
+        let conn = &erp.connection;
+        let client = match erp.system {
+            ErpSystem::Netsuite => {
+                let client = runtime.netsuite.get(conn).ok_or_else(|| missing("NetSuite account", conn))?;
+                let account = config.netsuite_accounts.get(conn).ok_or_else(|| missing("NetSuite account", conn))?;
+                ErpClient::Netsuite { client: client.clone(), zone: account.time_zone.clone() }
+            }
+            ErpSystem::Dynamics => {
+                ErpClient::Dynamics(runtime.dynamics.get(conn).ok_or_else(|| missing("Dynamics org", conn))?.clone())
+            }
+            ErpSystem::Sap => ErpClient::Sap(runtime.sap.get(conn).ok_or_else(|| missing("SAP system", conn))?.clone()),
+        };
+        let secrets = runtime.secrets.get(name);
+        let idoc_login = match (&erp.idoc_user, secrets.and_then(|s| s.idoc_password.clone())) {
+            (Some(user), Some(password)) => Some((user.clone(), password)),
+            _ => None,
+        };
+        let built = ErpSource {
+            name: name.clone(),
+            system: erp.system,
+            client,
+            objects: erp.objects.clone(),
+            coalesce: erp.coalesce,
+            poll: erp.poll,
+            stale_after: erp.stale_after,
+            webhook_secret: secrets.and_then(|s| s.webhook_secret.clone()),
+            idoc_login,
+            idoc_folder: erp.idoc_folder.clone(),
         };
         out.insert(name.clone(), Arc::new(built));
     }

@@ -7,6 +7,7 @@ pub mod admin;
 pub mod crm;
 pub mod dingtalk;
 pub mod directory;
+pub mod erp;
 pub mod error;
 pub mod gateway;
 pub mod hooks;
@@ -50,6 +51,18 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/intake/zoho/{source}/workflow",
             post(crm::receive_zoho_workflow).layer(axum::extract::DefaultBodyLimit::max(body_limit)),
+        )
+        .route(
+            "/intake/netsuite/{source}",
+            post(erp::receive_netsuite).layer(axum::extract::DefaultBodyLimit::max(body_limit)),
+        )
+        .route(
+            "/intake/dynamics/{source}",
+            post(erp::receive_dynamics).layer(axum::extract::DefaultBodyLimit::max(body_limit)),
+        )
+        .route(
+            "/intake/sap/{source}/idoc",
+            post(erp::receive_idoc).layer(axum::extract::DefaultBodyLimit::max(body_limit)),
         )
         .nest("/api", admin::router(state.clone()))
         .with_state(state)

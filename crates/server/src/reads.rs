@@ -116,8 +116,9 @@ pub async fn commit_read(
         endpoint: "intake".into(),
         reason: "the gateway is still starting".into(),
     })?;
-    let intake = state.intake.inbound(source, inbound, state.clock.now()).map_err(|err| {
-        DeliveryError::BadPayload { destination: format!("read:{source}"), detail: err.message.clone() }
+    let intake = state.intake.inbound(source, inbound, state.clock.now()).map_err(|err| DeliveryError::BadPayload {
+        destination: format!("read:{source}"),
+        detail: err.message.clone(),
     })?;
     let jobs = intake.jobs.len();
     let committed = commit(state, source, intake).await.map_err(|err| DeliveryError::Transport {

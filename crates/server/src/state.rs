@@ -66,6 +66,8 @@ pub struct AppState {
     pub directories: Arc<std::collections::BTreeMap<String, Arc<crate::directory::DirectoryKeeper>>>,
     /// The CRM sources (Salesforce, Zoho), by source name.
     pub crm: Arc<crate::crm::CrmSources>,
+    /// The ERP sources (NetSuite, Dynamics 365, SAP), by source name.
+    pub erp: Arc<crate::erp::ErpSources>,
 }
 
 impl AppState {

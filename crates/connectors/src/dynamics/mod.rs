@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod bc;
+pub mod canonical;
 pub mod client;
 pub mod errors;
 pub mod sim;

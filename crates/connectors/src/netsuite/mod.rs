@@ -5,6 +5,7 @@
 
 pub mod account;
 pub mod auth;
+pub mod canonical;
 pub mod client;
 pub mod errors;
 pub mod records;

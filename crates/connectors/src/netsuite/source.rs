@@ -23,7 +23,7 @@
 //!  * @NScriptType UserEventScript
 //!  */
 //! define(['N/https', 'N/crypto', 'N/encode', 'N/runtime'], (https, crypto, encode, runtime) => {
-//!   const URL = 'https://dingbridge.example.com/hooks/netsuite/1234567';
+//!   const URL = 'https://dingbridge.example.com/intake/netsuite/erp-netsuite';
 //!   const afterSubmit = (context) => {
 //!     const rec = context.newRecord || context.oldRecord;
 //!     const modified = rec.getValue({ fieldId: 'lastmodifieddate' });

@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod batch;
+pub mod canonical;
 pub mod client;
 pub mod errors;
 pub mod idoc;

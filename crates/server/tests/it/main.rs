@@ -4,4 +4,5 @@
 mod admin;
 mod crm;
 mod dingtalk;
+mod erp;
 mod intake;
