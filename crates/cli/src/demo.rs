@@ -4,6 +4,7 @@
 //! and exits 1 if any failed.
 
 mod crm;
+mod erp;
 
 use crate::gateway::{Gateway, Overrides};
 use crate::sims::{self, DingTalkHarness};
@@ -72,6 +73,7 @@ pub async fn run(once: bool, listen: Option<String>) -> anyhow::Result<ExitCode>
     let sf_config = connectors::salesforce::sim::SimConfig { daily_limit: crm::DAILY_LIMIT, ..Default::default() };
     let salesforce = Arc::new(SalesforceSim::new(sf_config, Arc::new(connect::SystemClock)));
     let salesforce_running = sim::serve(salesforce.clone(), std::net::SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+    let erp_sims = erp::ErpSims::start().await?;
     let config_path = dir.path().join("hk-trading.toml");
     std::fs::write(&config_path, HK_TRADING)?;
     let Some(config) = crate::gateway::load(&config_path) else {
@@ -87,6 +89,7 @@ pub async fn run(once: bool, listen: Option<String>) -> anyhow::Result<ExitCode>
         sim_endpoints: Some({
             let mut endpoints = dingtalk.endpoint_map();
             endpoints.insert("salesforce".into(), salesforce_running.url());
+            erp_sims.endpoints(&mut endpoints);
             endpoints
         }),
         listen: Some(listen),
@@ -95,11 +98,20 @@ pub async fn run(once: bool, listen: Option<String>) -> anyhow::Result<ExitCode>
     let gateway = Gateway::start(config, overrides).await?;
     let base = format!("http://{}", gateway.addr);
     salesforce.set_outbound_url(Some(format!("{base}/intake/salesforce/crm")));
+    erp_sims.connect(&base).await?;
     println!("dingbridge demo");
     println!("  gateway        {base}   (POST /hooks/erp-events, GET /metrics, GET /healthz)");
     println!("  dingtalk sim   {}   (GET /_sim/requests, /_sim/info)", dingtalk.url());
     println!("  dingtalk page  {}/_sim/ui?user=finance0001   (click the cards as a DingTalk user)", dingtalk.url());
     println!("  salesforce sim {}   (Outbound Messages -> {base}/intake/salesforce/crm)", salesforce_running.url());
+    let erp_urls = erp_sims.urls();
+    println!("  netsuite sim   {}   (user events -> {base}/intake/netsuite/netsuite)", erp_urls[0]);
+    println!("  dynamics sim   {}   (Dataverse webhooks -> {base}/intake/dynamics/dynamics)", erp_urls[1]);
+    println!(
+        "  sap sim        {}   (IDocs -> {base}/intake/sap/ecc/idoc; drop folder {}/idoc-in)",
+        erp_urls[2],
+        dir.path().display()
+    );
     println!("  store          {}/dingbridge.db", dir.path().display());
     println!();
 
@@ -114,6 +126,12 @@ pub async fn run(once: bool, listen: Option<String>) -> anyhow::Result<ExitCode>
     timeline.flush();
     let timeline = Timeline::new();
     results.push(crm::scenario_quota(&timeline, &base, &gateway, &salesforce).await);
+    timeline.flush();
+    let timeline = Timeline::new();
+    results.push(erp::scenario_freshness(&timeline, &dingtalk, &gateway, &erp_sims).await);
+    timeline.flush();
+    let timeline = Timeline::new();
+    results.push(erp::scenario_legacy(&timeline, &dingtalk, &gateway, &erp_sims, &dir.path().join("idoc-in")).await);
     timeline.flush();
 
     println!();
@@ -149,6 +167,7 @@ fn set_demo_env(dingtalk: &DingTalkHarness) -> anyhow::Result<()> {
     std::env::set_var("DINGBRIDGE_ADMIN_TOKEN", "demo-admin-token");
     std::env::set_var("DINGBRIDGE_DINGTALK_APP_SECRET", connectors::dingtalk::sim::org::SEED_APP_SECRET);
     std::env::set_var("DINGBRIDGE_SALESFORCE_SECRET", connectors::salesforce::sim::seed::CLIENT_SECRET);
+    erp::set_env();
     for (var, robot) in pairs {
         let creds = dingtalk.robot(robot).with_context(|| format!("the simulator has no robot `{robot}`"))?;
         std::env::set_var(format!("DINGBRIDGE_{var}_ROBOT_TOKEN"), creds.access_token);
