@@ -239,3 +239,33 @@ async fn only_purchase_orders_in_review_are_pending_requests() {
     let tea = pending.iter().find(|r| r.data["number"] == "106022").unwrap();
     assert_eq!(tea.data["lines"][0]["quantity"], json!({"value": "120", "unit": "BAG"}));
 }
+
+/// API cost of reconciliation: 1,000 changed sales orders found by one change-tracking poll.
+#[tokio::test]
+async fn a_thousand_changed_orders_cost_one_delta_call_and_no_reads() {
+    let rig = Rig::start().await;
+    let dv = rig.dataverse();
+    let cursor = DeltaCursor::new("salesorders", SALES_ORDER_SELECT, "salesorderid");
+    let initial = cursor.poll(&dv, 1000).await.unwrap();
+    for i in 0..1000u32 {
+        let id = format!("00000000-0000-0000-0000-{i:012}");
+        let row = json!({"salesorderid": id, "name": format!("Bulk {i}"), "ordernumber": format!("ORD-9{i:04}"),
+            "statecode": 3, "statuscode": 100001, "transactioncurrencyid@odata.bind": format!("/transactioncurrencies({})", seed::HKD_ID)});
+        rig.sim.put_record("salesorders", row).await.unwrap();
+    }
+    let before = dv.transport().call_count();
+    let poll = initial.next.poll(&dv, 1000).await.unwrap();
+    let calls = dv.transport().call_count() - before;
+    let records: Vec<_> = poll
+        .changes
+        .iter()
+        .filter_map(|c| match c {
+            Change::Upsert { row, .. } => Some(shipment_from_sales_order(row).unwrap()),
+            Change::Removed { .. } => None,
+        })
+        .collect();
+    assert_eq!(records.len(), 1000);
+    assert!(records.iter().all(|r| r.data["status"] == "shipped"));
+    eprintln!("Dynamics: {calls} API call(s) to poll 1,000 changed sales orders (page size 1,000), 0 reads");
+    assert!(calls <= 2, "{calls} calls");
+}

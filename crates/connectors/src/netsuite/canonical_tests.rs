@@ -191,3 +191,33 @@ async fn pending_requisitions_are_queried_then_read() {
     assert_eq!(pending.len(), 1);
     assert_eq!(pending[0].entity_id, "4691");
 }
+
+/// API cost of reconciliation: 1,000 changed fulfilments found by one SuiteQL poll and read.
+#[tokio::test]
+async fn a_thousand_changed_fulfilments_cost_one_suiteql_page_and_a_read_each() {
+    let (sim, _server, client) = start().await;
+    let mut cursor = crate::netsuite::source::PollCursor::new(
+        RecordType::ItemFulfillment,
+        "2024-03-15T03:00:00Z".parse().unwrap(),
+        jiff::tz::TimeZone::UTC,
+    );
+    for i in 0..1000u32 {
+        let row = json!({"id": format!("{}", 70000 + i), "tranId": format!("IF9{i:05}"), "shipStatus": {"id": "C", "refName": "Shipped"},
+            "createdFrom": {"id": "5140", "refName": "Sales Order #SO-001205"}});
+        sim.put_record("itemFulfillment", row).await.unwrap();
+    }
+    let rows = crate::netsuite::source::poll_changes(&client, &mut cursor).await.unwrap();
+    let poll_calls = client.call_count();
+    // The seeded fulfilment changed inside the window too; count only the thousand.
+    let rows: Vec<_> = rows.into_iter().filter(|r| r.id.parse::<u32>().unwrap_or(0) >= 70000).collect();
+    assert_eq!(rows.len(), 1000);
+    for row in &rows {
+        read(&client, RecordType::ItemFulfillment, &row.id).await.unwrap().unwrap();
+    }
+    let total = client.call_count();
+    eprintln!(
+        "NetSuite: {poll_calls} SuiteQL call(s) + {} reads = {total} API calls for 1,000 changed fulfilments",
+        total - poll_calls
+    );
+    assert!(poll_calls <= 2 && total - poll_calls == 1000, "{poll_calls} + {}", total - poll_calls);
+}

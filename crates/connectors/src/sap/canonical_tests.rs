@@ -395,3 +395,30 @@ async fn reads_polls_and_pending_requests_against_the_simulator() {
     assert_eq!(orders.iter().find(|o| o.entity_id == "4500000123").unwrap().data, po.data);
     assert!(poll_purchase_orders_canonical(&c, &mut po_cursor).await.unwrap().is_empty());
 }
+
+/// API cost of reconciliation: 1,000 changed deliveries found by one OData poll.
+#[tokio::test]
+async fn a_thousand_changed_deliveries_cost_one_call_per_server_page() {
+    let s = start().await;
+    let c = client(&s);
+    let mut cursor = ChangeCursor::new(None, Duration::from_secs(300));
+    poll_deliveries(&c, &mut cursor).await.unwrap();
+    for i in 0..1000u32 {
+        let row = json!({"DeliveryDocument": format!("81{i:06}"), "SoldToParty": "20000077", "OverallPickingStatus": "C",
+            "OverallGoodsMovementStatus": "C", "ActualGoodsMovementDate": "/Date(1710806400000)/", "ActualGoodsMovementTime": "PT15H40M00S"});
+        s.sim.put_record(DELIVERY_SET, row).await.unwrap();
+    }
+    let before = c.call_count();
+    let found = poll_deliveries(&c, &mut cursor).await.unwrap();
+    let calls = c.call_count() - before;
+    assert_eq!(found.len(), 1000);
+    eprintln!(
+        "SAP: {calls} API calls to poll 1,000 changed deliveries (items expanded, server page size {}), 0 reads",
+        seed::DEFAULT_PAGE_SIZE
+    );
+    assert_eq!(
+        calls as usize,
+        1000_usize.div_ceil(seed::DEFAULT_PAGE_SIZE) + 1,
+        "one call per page (+ the last, short one)"
+    );
+}
