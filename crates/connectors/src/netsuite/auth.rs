@@ -257,6 +257,24 @@ impl ClientCredentials {
         })
     }
 
+    /// Settings from the PEM private key of the certificate uploaded to NetSuite: an EC P-256
+    /// key signs ES256, an RSA key PS256.
+    pub fn from_pem(rest_base: &str, client_id: &str, certificate_id: &str, pem: &[u8]) -> Result<Self, DeliveryError> {
+        let (algorithm, key) = match jsonwebtoken::EncodingKey::from_ec_pem(pem) {
+            Ok(key) => (jsonwebtoken::Algorithm::ES256, key),
+            Err(_) => match jsonwebtoken::EncodingKey::from_rsa_pem(pem) {
+                Ok(key) => (jsonwebtoken::Algorithm::PS256, key),
+                Err(e) => {
+                    return Err(DeliveryError::Rejected {
+                        vendor: VENDOR,
+                        detail: format!("the NetSuite private key is neither an EC nor an RSA PEM key ({e})"),
+                    })
+                }
+            },
+        };
+        Self::new(rest_base, client_id, certificate_id, algorithm, key)
+    }
+
     /// The signed assertion for `now_secs`.
     pub fn assertion(&self, now_secs: i64) -> Result<String, DeliveryError> {
         let claims = AssertionClaims {

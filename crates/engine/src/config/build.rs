@@ -12,7 +12,7 @@ use connectors::dingtalk::stream::StreamSettings;
 use connectors::dynamics::auth::{token_cache, AadTokenFetcher, AppCredentials as AadCredentials};
 use connectors::dynamics::bc::{BcClient, BC_CONCURRENCY, BC_HOST};
 use connectors::dynamics::client::{DataverseClient, ODataTransport, DATAVERSE_CONCURRENCY};
-use connectors::netsuite::auth::{Authorizer, TbaCredentials, TbaSigner};
+use connectors::netsuite::auth::{Authorizer, ClientCredentials, OAuth2TokenFetcher, TbaCredentials, TbaSigner};
 use connectors::netsuite::client::NetSuiteClient;
 use connectors::salesforce::auth::{Grant, InstanceUrl, SalesforceTokenFetcher, DEFAULT_SESSION_LIFETIME};
 use connectors::salesforce::client::SalesforceClient;
@@ -27,6 +27,8 @@ use secrecy::{ExposeSecret, SecretString};
 /// Salesforce token answers carry no expiry, so the cache assumes the session lifetime; fetching
 /// a few minutes early keeps calls from racing the end of a session.
 const SALESFORCE_TOKEN_MARGIN: Duration = Duration::from_secs(5 * 60);
+/// NetSuite OAuth 2.0 access tokens live an hour; fetch a new one five minutes before.
+const NETSUITE_TOKEN_MARGIN: Duration = Duration::from_secs(5 * 60);
 
 /// A resolved secret. `Debug` and `Display` print `[redacted]`.
 #[derive(Clone)]
@@ -182,7 +184,8 @@ struct ErpClients {
 
 enum ResolvedNetsuite {
     Tba(TbaCredentials),
-    OAuth2,
+    /// The PEM private key of the client credentials certificate.
+    OAuth2(Secret),
 }
 
 /// Where the grant's main secret is named in the config: errors about the org point there.
@@ -552,7 +555,7 @@ impl Config {
                     }
                 }
                 NetsuiteAuth::OAuth2 { private_key, .. } => {
-                    rs.get(private_key, &what("private key")).map(|_| ResolvedNetsuite::OAuth2)
+                    rs.get(private_key, &what("private key")).map(ResolvedNetsuite::OAuth2)
                 }
             };
             if let Some(resolved) = resolved {
@@ -615,21 +618,27 @@ impl Config {
                     Authorizer::Tba(TbaSigner::new(account.account_id.clone(), creds, clock.clone())),
                     consumer_secret.span.clone(),
                 ),
-                (_, NetsuiteAuth::OAuth2 { private_key, .. }) => {
-                    // `ClientCredentials` wants a `jsonwebtoken::EncodingKey`, which this crate
-                    // cannot construct from the PEM without a loader in the NetSuite connector.
-                    errors.push(
-                        ConfigError::new(
-                            Code::InvalidValue,
-                            format!("NetSuite account `{name}`: auth = \"oauth2\" is not supported by this build yet"),
-                            Some(private_key.span.clone()),
-                            "the client credentials key cannot be loaded",
-                        )
-                        .with_help("use auth = \"tba\" (token-based authentication) for now"),
-                    );
-                    continue;
+                (ResolvedNetsuite::OAuth2(pem), NetsuiteAuth::OAuth2 { client_id, certificate_id, private_key }) => {
+                    match ClientCredentials::from_pem(&rest_base, client_id, certificate_id, pem.expose().as_bytes()) {
+                        Ok(settings) => {
+                            let fetcher = OAuth2TokenFetcher::new(http.clone(), settings, clock.clone());
+                            let tokens =
+                                Arc::new(TokenCache::new(Arc::new(fetcher), NETSUITE_TOKEN_MARGIN, clock.clone()));
+                            (Authorizer::OAuth2(tokens), private_key.span.clone())
+                        }
+                        Err(e) => {
+                            errors.push(ConfigError::new(
+                                Code::InvalidValue,
+                                format!("NetSuite account `{name}`: {e}"),
+                                Some(private_key.span.clone()),
+                                "the client credentials key cannot be loaded",
+                            ));
+                            continue;
+                        }
+                    }
                 }
-                (ResolvedNetsuite::OAuth2, NetsuiteAuth::Tba { .. }) => continue,
+                (ResolvedNetsuite::Tba(_), NetsuiteAuth::OAuth2 { .. }) => continue,
+                (ResolvedNetsuite::OAuth2(_), NetsuiteAuth::Tba { .. }) => continue,
             };
             match NetSuiteClient::new(http.clone(), &rest_base, auth, account.concurrency, clock.clone()) {
                 Ok(client) => {

@@ -1584,18 +1584,24 @@ fn db0111_netsuite_auth_keys_must_fit_the_auth() {
         matches!(&cfg.netsuite_accounts["prod"].auth, NetsuiteAuth::OAuth2 { client_id, certificate_id, private_key }
         if client_id == "cid" && certificate_id == "c.7654321" && private_key.location == SecretLocation::File("ns.pem".into()))
     );
-    // Building it needs a key loader the NetSuite connector does not offer yet: a coded error at the key.
-    struct KeyFile;
+    // It builds with the certificate's EC key (ES256 assertions); a key that is not PEM is a
+    // coded error at `private_key`.
+    struct KeyFile(&'static str);
     impl SecretResolver for KeyFile {
         fn env(&self, name: &str) -> Option<String> {
             ErpEnv.env(name)
         }
         fn file(&self, _path: &Path) -> std::io::Result<String> {
-            Ok(connectors::netsuite::sim::TEST_EC_PRIVATE_KEY_PEM.to_string())
+            Ok(self.0.to_string())
         }
     }
-    let errs = cfg.build_with(&KeyFile, Arc::new(connect::SystemClock)).unwrap_err();
+    let rt = cfg
+        .build_with(&KeyFile(connectors::netsuite::sim::TEST_EC_PRIVATE_KEY_PEM), Arc::new(connect::SystemClock))
+        .unwrap_or_else(|e| panic!("{}", e.render()));
+    assert!(format!("{:?}", rt.netsuite_accounts["prod"]).contains("7654321.suitetalk.api.netsuite.com"));
+    let errs = cfg.build_with(&KeyFile("not a key"), Arc::new(connect::SystemClock)).unwrap_err();
     assert_eq!(errs.codes(), vec![Code::InvalidValue], "{}", errs.render());
+    assert!(errs.render().contains("neither an EC nor an RSA PEM key"), "{}", errs.render());
     assert_eq!(errs.line_col(&errs.errors[0]).unwrap().0, pos(&oauth2, "private_key = { file").0);
 }
 
