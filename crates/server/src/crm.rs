@@ -12,7 +12,7 @@
 
 use crate::error::ApiError;
 use crate::hooks::{commit, refuse};
-use crate::reads::{commit_all, commit_read, Notices, ReadRequest};
+use crate::reads::{commit_all, commit_read, pause, Notices, ReadRequest};
 use crate::state::AppState;
 use async_trait::async_trait;
 use axum::body::Bytes;
@@ -239,33 +239,25 @@ pub struct RefreshSink {
 #[async_trait]
 impl Sink for RefreshSink {
     async fn deliver(&self, delivery: &Delivery) -> Result<Receipt, DeliveryError> {
-        let ReadRequest { object, id, change } = ReadRequest::from_delivery(delivery)?;
+        let request = ReadRequest::from_delivery(delivery)?;
+        let ReadRequest { object, id, change } = &request;
         let snapshot = match &self.source.client {
             CrmClient::Salesforce(client) => {
-                connectors::salesforce::snapshot::fetch(client, &object, &id, Priority::Background).await?
+                connectors::salesforce::snapshot::fetch(client, object, id, Priority::Background).await?
             }
-            CrmClient::Zoho(client) => connectors::zoho::snapshot::fetch(client, &object, &id).await?,
+            CrmClient::Zoho(client) => connectors::zoho::snapshot::fetch(client, object, id).await?,
         };
         let inbound = match snapshot {
             Some(s) => Inbound {
                 event_type: format!("{}.{object}", self.source.system()),
                 entity: s.entity,
                 entity_id: s.entity_id,
-                change,
+                change: change.clone(),
                 dedup_key: delivery.idempotency_key.clone(),
                 source_time_ms: s.source_time_ms,
                 data: s.data,
             },
-            // Gone by the time we read it: say so instead of inventing its last state.
-            None => Inbound {
-                event_type: format!("{}.{object}", self.source.system()),
-                entity: object.to_ascii_lowercase(),
-                entity_id: id.clone(),
-                change: "deleted".into(),
-                dedup_key: delivery.idempotency_key.clone(),
-                source_time_ms: None,
-                data: json!({ "id": id }),
-            },
+            None => request.gone(self.source.system(), &delivery.idempotency_key),
         };
         commit_read(&self.state, &self.source.name, &inbound).await
     }
@@ -291,9 +283,8 @@ pub fn spawn_poller(state: AppState, source: Arc<CrmSource>, interval: Duration,
                     tracing::warn!(source = %source.name, object, "Salesforce poll failed; will try again: {err}");
                 }
             }
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                _ = tokio::time::sleep(interval) => {}
+            if !pause(&cancel, interval).await {
+                return;
             }
         }
     });
@@ -356,15 +347,13 @@ pub fn spawn_zoho_watch(source: Arc<CrmSource>, clock: Arc<dyn Clock>, cancel: C
                     tracing::warn!(source = %source.name, "Enabling the Zoho notification channel failed; retrying in a minute: {err}")
                 }
             }
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                _ = tokio::time::sleep(RETRY) => {}
+            if !pause(&cancel, RETRY).await {
+                return;
             }
         };
         loop {
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                _ = tokio::time::sleep(CHECK) => {}
+            if !pause(&cancel, CHECK).await {
+                return;
             }
             match zoho_source::renew_if_due(
                 &client,

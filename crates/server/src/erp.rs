@@ -12,7 +12,7 @@
 
 use crate::error::ApiError;
 use crate::hooks::refuse;
-use crate::reads::{commit_all, commit_read, Notices, ReadRequest};
+use crate::reads::{commit_all, commit_read, pause, Notices, ReadRequest};
 use crate::state::AppState;
 use async_trait::async_trait;
 use axum::body::Bytes;
@@ -377,9 +377,8 @@ pub fn spawn_idoc_folder(state: AppState, source: Arc<ErpSource>, cancel: Cancel
             if let Err(err) = scan_folder(&state, &source, &folder).await {
                 tracing::warn!(source = %source.name, folder = %folder.display(), "IDoc folder scan failed; will retry: {err}");
             }
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                _ = tokio::time::sleep(FOLDER_SCAN) => {}
+            if !pause(&cancel, FOLDER_SCAN).await {
+                return;
             }
         }
     });
@@ -492,26 +491,18 @@ impl ErpReadSink {
 #[async_trait]
 impl Sink for ErpReadSink {
     async fn deliver(&self, delivery: &Delivery) -> Result<Receipt, DeliveryError> {
-        let ReadRequest { object, id, change } = ReadRequest::from_delivery(delivery)?;
+        let request = ReadRequest::from_delivery(delivery)?;
+        let ReadRequest { object, id, change } = &request;
         let now = self.clock.now_millis();
-        let inbound = match self.read(&object, &id).await? {
+        let inbound = match self.read(object, id).await? {
             Some(record) => {
-                let mut inbound = self.source.inbound(&record, &change, now);
+                let mut inbound = self.source.inbound(&record, change, now);
                 if change == "deleted" {
                     inbound.change = "updated".into();
                 }
                 inbound
             }
-            // Gone by the time we read it: say so instead of inventing its last state.
-            None => Inbound {
-                event_type: format!("{}.{object}", self.source.system.as_str()),
-                entity: object.to_ascii_lowercase(),
-                entity_id: id.clone(),
-                change: "deleted".into(),
-                dedup_key: delivery.idempotency_key.clone(),
-                source_time_ms: None,
-                data: json!({ "id": id }),
-            },
+            None => request.gone(self.source.system.as_str(), &delivery.idempotency_key),
         };
         commit_read(&self.state, &self.source.name, &inbound).await
     }
@@ -542,9 +533,8 @@ pub fn spawn_poller(state: AppState, source: Arc<ErpSource>, cancel: Cancellatio
                     tracing::warn!(source = %source.name, object, "ERP poll failed; will try again: {err}");
                 }
             }
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                _ = tokio::time::sleep(interval) => {}
+            if !pause(&cancel, interval).await {
+                return;
             }
         }
     });

@@ -104,6 +104,31 @@ impl ReadRequest {
     }
 }
 
+impl ReadRequest {
+    /// The event of a record that was gone by the time it was read: says so instead of
+    /// inventing its last state.
+    pub fn gone(&self, system: &str, dedup_key: &str) -> Inbound {
+        Inbound {
+            event_type: format!("{system}.{}", self.object),
+            entity: self.object.to_ascii_lowercase(),
+            entity_id: self.id.clone(),
+            change: "deleted".into(),
+            dedup_key: dedup_key.to_owned(),
+            source_time_ms: None,
+            data: json!({ "id": self.id }),
+        }
+    }
+}
+
+/// Sleeps `period` unless `cancel` fires first; false once cancelled. The one wait of every
+/// background loop (pollers, folder scans, channel renewals), so each stops at shutdown.
+pub async fn pause(cancel: &tokio_util::sync::CancellationToken, period: Duration) -> bool {
+    tokio::select! {
+        _ = cancel.cancelled() => false,
+        _ = tokio::time::sleep(period) => true,
+    }
+}
+
 /// Commits the event of a record just read: decoded and planned by the flows like any other
 /// event, stored under `inbound.dedup_key`. A read repeated after a crash, or the same state read
 /// twice, adds nothing.

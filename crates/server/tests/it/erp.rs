@@ -30,12 +30,12 @@ const IDOC_USER: &str = "ECCIDOC";
 const IDOC_PASSWORD: &str = "idoc-port-password";
 const POLL_SECS: u64 = 2;
 
-fn shipment_flow(name: &str, source: &str) -> String {
+fn shipment_flow(name: &str, sources: &str) -> String {
     format!(
         r#"
 [[flows]]
 name = "{name}"
-on = {{ source = "{source}", entity = "shipment" }}
+on = {{ source = {sources}, entity = "shipment" }}
 [[flows.deliver]]
 destination = "app"
 message = {{ type = "group_message", group = "{ORDERS}", title = "Shipment {{{{ event.data.number }}}}", text = "Shipment {{{{ event.data.number }}}} for order {{{{ event.data.order }}}}: {{{{ event.data.status }}}} ({{{{ event.data.status_text }}}}){{% for l in event.data.lines %}}, {{{{ l.quantity.value }}}} {{{{ l.quantity.unit }}}} {{{{ l.item }}}}{{% endfor %}} - as of {{{{ event.source_time_hk }}}}" }}
@@ -47,12 +47,12 @@ message = {{ type = "group_message", group = "{OPS}", title = "Stale shipment st
     )
 }
 
-fn po_flow(name: &str, source: &str) -> String {
+fn po_flow(name: &str, sources: &str) -> String {
     format!(
         r#"
 [[flows]]
 name = "{name}"
-on = {{ source = "{source}", entity = "purchase_order" }}
+on = {{ source = {sources}, entity = "purchase_order" }}
 [[flows.deliver]]
 destination = "app"
 message = {{ type = "group_message", group = "{PURCHASING}", title = "PO {{{{ event.data.number }}}}", text = "PO {{{{ event.data.number }}}} from {{{{ event.data.supplier.id }}}}: {{{{ event.data.amount.currency }}}} {{{{ event.data.amount.amount }}}}{{% for l in event.data.lines %}}; {{{{ l.line }}}} {{{{ l.item }}}} {{{{ l.quantity.value }}}} {{{{ l.quantity.unit }}}}{{% endfor %}}" }}
@@ -60,12 +60,12 @@ message = {{ type = "group_message", group = "{PURCHASING}", title = "PO {{{{ ev
     )
 }
 
-fn pr_flow(name: &str, source: &str) -> String {
+fn pr_flow(name: &str, sources: &str) -> String {
     format!(
         r#"
 [[flows]]
 name = "{name}"
-on = {{ source = "{source}", entity = "purchase_request" }}
+on = {{ source = {sources}, entity = "purchase_request" }}
 when = 'event.data.pending_approval'
 [[flows.deliver]]
 destination = "app"
@@ -161,15 +161,10 @@ app = "hk"
         sap_user = sap_seed::USER,
         folder = folder.display(),
     );
-    for source in ["ns", "dv", "s4", "ecc"] {
-        text.push_str(&shipment_flow(&format!("shipment-{source}"), source));
-    }
-    for source in ["s4", "ecc"] {
-        text.push_str(&po_flow(&format!("po-{source}"), source));
-    }
-    for source in ["ns", "dv", "s4"] {
-        text.push_str(&pr_flow(&format!("pr-{source}"), source));
-    }
+    // One flow per entity over every source that reports it (`on.source` takes a list).
+    text.push_str(&shipment_flow("shipment", r#"["ns", "dv", "s4", "ecc"]"#));
+    text.push_str(&po_flow("po", r#"["s4", "ecc"]"#));
+    text.push_str(&pr_flow("pr", r#"["ns", "dv", "s4"]"#));
     text
 }
 
