@@ -137,6 +137,15 @@ pub trait Store: Send + Sync + 'static {
     /// Links between ids in two systems (e.g. ERP record <-> DingTalk card).
     async fn put_link(&self, link: &IdLink) -> Result<(), StoreError>;
     async fn get_link(&self, kind: &str, left: &str) -> Result<Option<IdLink>, StoreError>;
+    /// Links of one kind in `left` order after `after` (exclusive), optionally only those whose
+    /// `right` equals `right`: a page of at most `limit`.
+    async fn list_links(
+        &self,
+        kind: &str,
+        right: Option<&str>,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<IdLink>, StoreError>;
 
     /// Append one audit row; its hash covers the previous row's hash (a chain).
     async fn audit_append(&self, entry: &NewAuditEntry) -> Result<AuditEntry, StoreError>;

@@ -517,6 +517,38 @@ impl Store for PgStore {
         }))
     }
 
+    async fn list_links(
+        &self,
+        kind: &str,
+        right: Option<&str>,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<IdLink>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT kind, left_id, right_id, data, updated_at FROM id_links \
+             WHERE kind = $1 AND ($2 IS NULL OR right_id = $3) AND left_id > $4 \
+             ORDER BY left_id LIMIT $5",
+        )
+        .bind(kind)
+        .bind(right)
+        .bind(right)
+        .bind(after)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(IdLink {
+                    kind: r.try_get("kind")?,
+                    left: r.try_get("left_id")?,
+                    right: r.try_get("right_id")?,
+                    data: r.try_get("data")?,
+                    updated_at: r.try_get("updated_at")?,
+                })
+            })
+            .collect()
+    }
+
     async fn audit_append(&self, e: &NewAuditEntry) -> Result<AuditEntry, StoreError> {
         let mut tx = self.pool.begin_with(BEGIN_WRITE).await?;
         // The row lock on the head serialises appends: the chain never forks.

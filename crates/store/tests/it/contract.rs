@@ -304,6 +304,19 @@ async fn links(b: &mut Backend) {
     s.put_link(&l2).await.unwrap();
     assert_eq!(s.get_link("pr_card", "PR-1001").await.unwrap(), Some(l2));
     assert_eq!(s.get_link("other", "PR-1001").await.unwrap(), None);
+
+    // Listing: by kind, in left order, paged, optionally only one `right` value.
+    for (left, right) in [("b", "pending"), ("a", "pending"), ("c", "approved"), ("d", "pending")] {
+        let link =
+            IdLink { kind: "approval".into(), left: left.into(), right: right.into(), data: None, updated_at: 7 };
+        s.put_link(&link).await.unwrap();
+    }
+    let lefts = |links: Vec<IdLink>| links.into_iter().map(|l| l.left).collect::<Vec<_>>();
+    assert_eq!(lefts(s.list_links("approval", None, "", 10).await.unwrap()), ["a", "b", "c", "d"]);
+    assert_eq!(lefts(s.list_links("approval", Some("pending"), "", 10).await.unwrap()), ["a", "b", "d"]);
+    assert_eq!(lefts(s.list_links("approval", Some("pending"), "a", 1).await.unwrap()), ["b"]);
+    assert_eq!(lefts(s.list_links("approval", Some("approved"), "c", 10).await.unwrap()), Vec::<String>::new());
+    assert_eq!(lefts(s.list_links("pr_card", None, "", 10).await.unwrap()), ["PR-1001"]);
 }
 
 async fn audit_chain(b: &mut Backend) {

@@ -169,6 +169,9 @@ impl Store for Down {
     async fn get_link(&self, _: &str, _: &str) -> Result<Option<IdLink>, StoreError> {
         down()
     }
+    async fn list_links(&self, _: &str, _: Option<&str>, _: &str, _: usize) -> Result<Vec<IdLink>, StoreError> {
+        down()
+    }
     async fn audit_append(&self, _: &NewAuditEntry) -> Result<AuditEntry, StoreError> {
         down()
     }
