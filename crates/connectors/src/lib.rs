@@ -3,6 +3,7 @@
 //! (sink contract, retry, rate limiting) lives in `dingbridge-connect`, the simulator chassis in
 //! `dingbridge-sim`.
 
+pub mod approval;
 pub mod crm;
 pub mod dingtalk;
 pub mod dynamics;

@@ -15,6 +15,9 @@ use url::Url;
 
 /// dingbridge's per-tenant concurrency for Business Central (reference C7: BC allows 5).
 pub const BC_CONCURRENCY: usize = 4;
+/// The dingbridge approvals extension's custom API (publisher/group/version), next to `v2.0`
+/// under the environment's `api/`.
+pub const APPROVALS_API_PATH: &str = "dingbridge/approvals/v1.0";
 /// The public BC API host.
 pub const BC_HOST: &str = "https://api.businesscentral.dynamics.com";
 
@@ -338,6 +341,86 @@ impl BcClient {
             return Err(api_failure(answer.status, self.transport.retry_after(&answer), &answer.body, &what).into());
         }
         Ok(())
+    }
+
+    /// Like [`BcClient::purchase_order`], `None` when the purchase order does not exist
+    /// (404 `Internal_RecordNotFound`).
+    pub async fn find_purchase_order(
+        &self,
+        company_id: &str,
+        id: &str,
+    ) -> Result<Option<PurchaseOrder>, DeliveryError> {
+        let path = format!("companies({company_id})/purchaseOrders({id})");
+        let url = self.url(&path, &[("$expand", "purchaseOrderLines")])?;
+        self.find_row(&url, &path)
+            .await?
+            .map(|row| PurchaseOrder::from_row(&row).map_err(|e| bad(&path, e)))
+            .transpose()
+    }
+
+    /// GET of one row; `None` on 404 `Internal_RecordNotFound` (any other 404, e.g. an API that is
+    /// not installed, is an error).
+    async fn find_row(&self, url: &Url, path: &str) -> Result<Option<Value>, DeliveryError> {
+        let what = format!("GET {path}");
+        let answer = self.transport.send(Method::GET, url, &[], None).await?;
+        if answer.status == 404 && super::errors::parse_error(&answer.body).code == "Internal_RecordNotFound" {
+            return Ok(None);
+        }
+        if !(200..300).contains(&answer.status) {
+            return Err(api_failure(answer.status, self.transport.retry_after(&answer), &answer.body, &what));
+        }
+        serde_json::from_slice(&answer.body)
+            .map(Some)
+            .map_err(|e| bad(&what, ParseError::new("body", "", e.to_string())))
+    }
+
+    /// The approvals extension's view of a purchase order (`purchaseOrderApprovals({id})`:
+    /// `@odata.etag`, `status`, `lastDecisionKey`, `lastDecisionComment`, …); `None` when the
+    /// purchase order does not exist.
+    pub async fn purchase_order_approval(&self, company_id: &str, id: &str) -> Result<Option<Value>, DeliveryError> {
+        let path = format!("../{APPROVALS_API_PATH}/companies({company_id})/purchaseOrderApprovals({id})");
+        let url = self.url(&path, &[])?;
+        self.find_row(&url, &path).await
+    }
+
+    /// Approves (`Microsoft.NAV.approve`) or rejects (`Microsoft.NAV.reject`) a purchase order in
+    /// review through the approvals extension, only at `etag`, recording `decision_key` and
+    /// `comment`. BC refusing the decision itself (412: changed since `etag`; 400 `Application_…`:
+    /// e.g. no longer pending approval) comes back as `Ok(Err(message))` with BC's text.
+    pub async fn decide_purchase_order(
+        &self,
+        company_id: &str,
+        id: &str,
+        approve: bool,
+        comment: &str,
+        decision_key: &str,
+        etag: &str,
+    ) -> Result<Result<(), String>, DeliveryError> {
+        let action = if approve { "Microsoft.NAV.approve" } else { "Microsoft.NAV.reject" };
+        let path = format!("../{APPROVALS_API_PATH}/companies({company_id})/purchaseOrderApprovals({id})/{action}");
+        let url = self.url(&path, &[])?;
+        let body = serde_json::json!({"comment": comment, "decisionKey": decision_key});
+        let body = Some(("application/json".to_owned(), body.to_string().into_bytes()));
+        let answer = self.transport.send(Method::POST, &url, &[("If-Match", etag.to_owned())], body).await?;
+        let error = super::errors::parse_error(&answer.body);
+        if answer.status == 412 || (answer.status == 400 && error.code.starts_with("Application_")) {
+            return Ok(Err(error.message));
+        }
+        if !(200..300).contains(&answer.status) {
+            return Err(api_failure(
+                answer.status,
+                self.transport.retry_after(&answer),
+                &answer.body,
+                &format!("POST {path}"),
+            ));
+        }
+        Ok(Ok(()))
+    }
+
+    /// `GET companies({id})/employees` rows (`number`, `displayName`, `givenName`, `surname`,
+    /// `email`, `mobilePhone`, `status`, …).
+    pub async fn employees(&self, company_id: &str) -> Result<Vec<Value>, DeliveryError> {
+        self.all_rows(&format!("companies({company_id})/employees"), &[]).await
     }
 
     pub async fn items(&self, company_id: &str) -> Result<Vec<Item>, DeliveryError> {

@@ -4,6 +4,7 @@
 //! handling, change detection (webhook `RemoteExecutionContext` + delta-link polling) and a
 //! loopback simulator.
 
+pub mod approval;
 pub mod auth;
 pub mod bc;
 pub mod canonical;

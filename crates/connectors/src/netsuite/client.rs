@@ -339,6 +339,29 @@ impl NetSuiteClient {
         self.exchange(http::Method::PATCH, &path, &query, Some(fields), &headers).await.map(|_| ())
     }
 
+    /// Like [`NetSuiteClient::update_record`] (no sublist replace), but a change a business rule
+    /// of the record refuses (400 `USER_ERROR`, e.g. an approval status change on a transaction no
+    /// longer pending approval) comes back as `Ok(Err(message))` with NetSuite's own text, so the
+    /// caller can tell it from a failed request.
+    pub async fn try_update_record(
+        &self,
+        record: RecordType,
+        id: &str,
+        fields: &Value,
+    ) -> Result<Result<(), String>, DeliveryError> {
+        let path = format!("/record/v1/{}/{}", record.as_str(), encode(id));
+        let headers = [("X-NetSuite-PropertyNameValidation", "error")];
+        let answer = self.exchange_raw(&http::Method::PATCH, &path, &[], Some(fields), &headers).await?;
+        if answer.status == 400 {
+            let parsed = parse_error(&answer.body);
+            if parsed.code() == "USER_ERROR" {
+                let message = parsed.details.iter().map(|d| d.detail.as_str()).collect::<Vec<_>>().join(" ");
+                return Ok(Err(message));
+            }
+        }
+        self.check(answer, &format!("PATCH {path}")).map(|_| Ok(()))
+    }
+
     /// One SuiteQL page (`limit` capped at 1000).
     pub async fn suiteql_page(&self, q: &str, limit: usize, offset: usize) -> Result<SuiteQlPage, DeliveryError> {
         let limit = limit.clamp(1, SUITEQL_PAGE_MAX).to_string();

@@ -4,6 +4,7 @@
 //! user-event webhook and a SuiteQL `lastmodifieddate` poll cursor) and a loopback simulator.
 
 pub mod account;
+pub mod approval;
 pub mod auth;
 pub mod canonical;
 pub mod client;

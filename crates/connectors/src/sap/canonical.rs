@@ -430,8 +430,10 @@ pub fn purchase_requests_from_items(items: &[Value], uoms: &UomTable) -> Result<
 }
 
 fn purchase_request(number: &str, items: &[(&Value, PurchaseRequisitionItem)]) -> Result<ErpRecord, MapError> {
-    let pending = items.iter().any(|(_, i)| i.release_not_completed);
-    let (status, status_text) = release_status(pending, None);
+    // Release status 08 (rejected) on an item rejects the requisition, as on purchase orders.
+    let rejected = items.iter().any(|(raw, _)| wire::opt_string(raw, "PurReqnReleaseStatus").as_deref() == Some("08"));
+    let pending = !rejected && items.iter().any(|(_, i)| i.release_not_completed);
+    let (status, status_text) = release_status(pending, rejected.then_some("08"));
     let lines = items
         .iter()
         .map(|(_, i)| Line {
@@ -535,6 +537,18 @@ pub async fn read_purchase_order(client: &SapClient, number: &str) -> Result<Opt
         return Ok(None);
     };
     purchase_order_from_odata(&entity, client.uoms()).map(Some).map_err(|e| e.into_delivery(VENDOR))
+}
+
+/// One purchase requisition (all its items, mapped like [`pending_purchase_requests`]); `None`
+/// when it has no items (it does not exist, or no longer).
+pub async fn read_purchase_request(client: &SapClient, number: &str) -> Result<Option<ErpRecord>, DeliveryError> {
+    let root = service_root(PURCHASE_REQUISITION_SERVICE);
+    let query = Query::default()
+        .filter(format!("PurchaseRequisition eq {}", wire::string_literal(number)))
+        .orderby("PurchaseRequisitionItem asc");
+    let items = client.get_all(&root, REQUISITION_ITEM_SET, &query).await?;
+    let records = purchase_requests_from_items(&items, client.uoms()).map_err(|e| e.into_delivery(VENDOR))?;
+    Ok(records.into_iter().next())
 }
 
 /// Requisitions with an item awaiting release: the pending items name the requisitions, then all

@@ -9,7 +9,9 @@
 use super::auth::{CsrfSession, SapAuth};
 use super::batch::{self, BatchPart, BatchResponse};
 use super::errors::{api_failure, describe, is_csrf_failure};
-use super::records::{DecisionOption, OutboundDelivery, PurchaseOrder, PurchaseRequisitionItem, StockRow, Task};
+use super::records::{
+    DecisionOption, OutboundDelivery, PurchaseOrder, PurchaseRequisitionItem, StockRow, Task, TaskComment, TaskObject,
+};
 use super::uom::UomTable;
 use super::wire::{self, Page};
 use super::VENDOR;
@@ -552,6 +554,64 @@ impl SapClient {
         let e = wire::entity(&json).map_err(|e| answer_unparseable("POST Decision", e))?;
         Task::from_entity(e).map_err(|e| answer_unparseable("POST Decision", e))
     }
+
+    /// Work items of `TaskCollection` matching `query` (e.g. `Status eq 'READY'`), all pages.
+    pub async fn tasks(&self, query: &Query) -> Result<Vec<Task>, DeliveryError> {
+        let rows = self.get_all(TASK_PROCESSING_ROOT, "TaskCollection", query).await?;
+        rows.iter().map(|t| Task::from_entity(t).map_err(|e| answer_unparseable("TaskCollection", e))).collect()
+    }
+
+    /// The documents a work item is about (`TaskCollection(…)/TaskObjects`).
+    pub async fn task_objects(&self, origin: &str, instance_id: &str) -> Result<Vec<TaskObject>, DeliveryError> {
+        let path = format!("{}/TaskObjects", task_path(origin, instance_id));
+        let rows = self.get_all(TASK_PROCESSING_ROOT, &path, &Query::default()).await?;
+        rows.iter().map(|o| TaskObject::from_entity(o).map_err(|e| answer_unparseable("TaskObjects", e))).collect()
+    }
+
+    /// The comments of a work item (`TaskCollection(…)/Comments`), decision comments included.
+    pub async fn task_comments(&self, origin: &str, instance_id: &str) -> Result<Vec<TaskComment>, DeliveryError> {
+        let path = format!("{}/Comments", task_path(origin, instance_id));
+        let rows = self.get_all(TASK_PROCESSING_ROOT, &path, &Query::default()).await?;
+        rows.iter().map(|c| TaskComment::from_entity(c).map_err(|e| answer_unparseable("Comments", e))).collect()
+    }
+
+    /// Like [`SapClient::decide`], but SAP refusing the decision itself (400 or 409: the work item
+    /// is already completed, a mandatory comment is missing, …) comes back as `Ok(Err(message))`
+    /// with Gateway's message text, so the caller can tell it from a failed request.
+    pub async fn try_decide(
+        &self,
+        origin: &str,
+        instance_id: &str,
+        decision_key: &str,
+        comments: &str,
+    ) -> Result<Result<Task, String>, DeliveryError> {
+        let params = [
+            ("SAP__Origin".to_owned(), wire::string_literal(origin)),
+            ("InstanceID".to_owned(), wire::string_literal(instance_id)),
+            ("DecisionKey".to_owned(), wire::string_literal(decision_key)),
+            ("Comments".to_owned(), wire::string_literal(comments)),
+        ];
+        let url = self.url(TASK_PROCESSING_ROOT, "Decision", &params)?;
+        let answer = self.modify(Method::POST, TASK_PROCESSING_ROOT, &url, &[], None).await?;
+        if answer.status == 400 || answer.status == 409 {
+            let message = match super::errors::parse_error(&answer.body) {
+                Some(e) if !e.message.is_empty() => e.message,
+                _ => describe(&answer.body),
+            };
+            return Ok(Err(message));
+        }
+        if !(200..300).contains(&answer.status) {
+            return Err(self.failure(&answer, "POST Decision"));
+        }
+        let json = Self::json(&answer, "POST Decision")?;
+        let e = wire::entity(&json).map_err(|e| answer_unparseable("POST Decision", e))?;
+        Task::from_entity(e).map(Ok).map_err(|e| answer_unparseable("POST Decision", e))
+    }
+}
+
+/// `TaskCollection(SAP__Origin='…',InstanceID='…')`.
+fn task_path(origin: &str, instance_id: &str) -> String {
+    wire::key_path("TaskCollection", &[("SAP__Origin", origin), ("InstanceID", instance_id)])
 }
 
 impl SapClient {

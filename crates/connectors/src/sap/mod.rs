@@ -3,6 +3,7 @@
 //! (purchase requisitions, purchase orders, stock, outbound deliveries, workflow decisions,
 //! `$batch`), unit-of-measure mapping, change-polling cursor and the IDoc-XML parser.
 
+pub mod approval;
 pub mod auth;
 pub mod batch;
 pub mod canonical;

@@ -302,6 +302,46 @@ impl Task {
     }
 }
 
+/// A `TASKPROCESSING` `TaskObject`: a document a work item is about (`TaskCollection(…)/TaskObjects`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskObject {
+    /// The document number (`10000045`, `4500000123`).
+    pub object_id: String,
+    /// The business object type (`BUS2105` requisition, `BUS2012` purchase order), may be empty.
+    pub object_type: String,
+    pub object_name: String,
+}
+
+impl TaskObject {
+    pub fn from_entity(e: &Value) -> Result<Self, ParseError> {
+        Ok(Self {
+            object_id: wire::string(e, "ObjectID")?,
+            object_type: wire::opt_string(e, "ObjectType").unwrap_or_default(),
+            object_name: wire::opt_string(e, "ObjectName").unwrap_or_default(),
+        })
+    }
+}
+
+/// A `TASKPROCESSING` `Comment` of a work item (`TaskCollection(…)/Comments`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskComment {
+    pub id: String,
+    pub text: String,
+    pub created_by: Option<String>,
+    pub created_at: Option<ZonedTime>,
+}
+
+impl TaskComment {
+    pub fn from_entity(e: &Value) -> Result<Self, ParseError> {
+        Ok(Self {
+            id: wire::string(e, "ID")?,
+            text: wire::opt_string(e, "Text").unwrap_or_default(),
+            created_by: wire::opt_string(e, "CreatedBy"),
+            created_at: wire::instant(e, "CreatedAt")?,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,18 +8,22 @@
 //! | `/api/data/v9.2/{set}({id})` | GET; PATCH upsert with `If-Match` (stale → 412 `0x80060882`, `*` on a missing row → 404) and `If-None-Match: *` (existing → 412 `0x80040237`); DELETE |
 //! | `POST /api/data/v9.2/$batch` | multipart operations (no change sets), counted as one request |
 //! | service protection | sliding 300 s window per user: request count, combined execution time (the configured latency), concurrency; 429 + `Retry-After` + the vendor's bodies |
-//! | `/v2.0/{tenant}/{env}/api/v2.0/…` | `companies`, `companies({id})/purchaseOrders[({id})]` (`$expand=purchaseOrderLines`, `$filter`), `items`, `salesShipments`; PATCH requires `If-Match`; request limit → 429 `Application_TooManyRequests` |
+//! | `/v2.0/{tenant}/{env}/api/v2.0/…` | `companies`, `companies({id})/purchaseOrders[({id})]` (`$expand=purchaseOrderLines`, `$filter`), `items`, `salesShipments`, `employees` (the DingTalk seed's people, `number` = job number, one `Inactive`); PATCH requires `If-Match`; request limit → 429 `Application_TooManyRequests` |
+//! | `/v2.0/{tenant}/{env}/api/dingbridge/approvals/v1.0/companies({id})/purchaseOrderApprovals({id})` | the dingbridge approvals extension ([`approvals`]): GET `{@odata.etag, id, number, status, lastDecisionKey, lastDecisionComment, lastModifiedDateTime}` (etag = the purchase order's); `POST …/Microsoft.NAV.approve` / `…/Microsoft.NAV.reject` with `If-Match` and `{"comment", "decisionKey"}` → 204, status `Open` / `Draft`, key and comment recorded, `lastModifiedDateTime` and the etag bumped; stale etag → 412 `Request_EntityChanged`; not `In Review` → 400 `Application_DialogException` ("Status must be equal to 'Pending Approval' …"); not rate-limited |
 //!
 //! Control (`POST /_sim/records/{entity}`):
 //!
 //! | entity | what |
 //! |---|---|
 //! | a Dataverse set (`salesorders`, …) | upsert by its key (`{"@delete": true, key}` deletes); stamps `modifiedon` unless the body gives it (staleness tests). Every Dataverse change, through the API or here, bumps the row version and POSTs a `RemoteExecutionContext` to the webhook |
-//! | a BC set (`purchaseOrders`, `items`, `salesShipments`) | upsert by `id` |
+//! | a BC set (`purchaseOrders`, `items`, `salesShipments`, `employees`) | upsert by `id` (stamps `lastModifiedDateTime`, bumps the etag) |
 //! | `webhook` | `{"url": …, "headers": {"name": "value"}, "suppressed": bool}`: where changes go (`"url": null` stops them) and the headers sent with every POST (service endpoint auth type HttpHeader). `{"suppressed": true}` alone keeps url and headers. While suppressed (a fault: the step does not fire) changes are made and visible to reads and change tracking, but nothing is posted; each skipped POST counts in `webhooks_suppressed` (`/_sim/info`, [`DynamicsSim::webhooks_suppressed`]) |
 //! | `limits` | see [`Limits`] |
 
+mod approvals;
 pub mod seed;
+
+pub use approvals::APPROVALS_API;
 
 use super::client::{boundary_of, multipart_parts};
 use super::{BC_RESOURCE, DATAVERSE_API_PATH};
@@ -99,6 +103,8 @@ struct State {
     /// `(set, id)` → version at which the row was deleted.
     tombstones: BTreeMap<(String, String), u64>,
     bc: BTreeMap<String, BTreeMap<String, Row>>,
+    /// Purchase order id → the last decision the approvals extension recorded on it.
+    bc_decisions: BTreeMap<String, approvals::LastDecision>,
     version: u64,
     /// `(at, execution ms)` of Dataverse requests inside the window.
     window: VecDeque<(Timestamp, u64)>,
@@ -1119,6 +1125,7 @@ impl Simulator for DynamicsSim {
         let token_sim = self.clone();
         let dv_sim = self.clone();
         let bc_sim = self.clone();
+        let approvals_sim = self.clone();
         Router::new()
             .route("/{tenant}/oauth2/v2.0/token", post(move |body: Bytes| token_sim.clone().token(body)))
             .route(
@@ -1140,6 +1147,18 @@ impl Simulator for DynamicsSim {
                           headers: HeaderMap,
                           body: Bytes| {
                         bc_sim.clone().business_central(path, method, uri, headers, body)
+                    },
+                ),
+            )
+            .route(
+                &format!("/v2.0/{{tenant}}/{{env}}/api/{APPROVALS_API}/{{*rest}}"),
+                any(
+                    move |path: Path<(String, String, String)>,
+                          method: Method,
+                          uri: Uri,
+                          headers: HeaderMap,
+                          body: Bytes| {
+                        approvals_sim.clone().approvals(path, method, uri, headers, body)
                     },
                 ),
             )

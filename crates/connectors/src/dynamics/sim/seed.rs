@@ -29,7 +29,7 @@ pub const TABLES: &[(&str, &str, &str)] = &[
 ];
 
 /// Business Central resources (company-scoped).
-pub const BC_SETS: &[&str] = &["purchaseOrders", "items", "salesShipments"];
+pub const BC_SETS: &[&str] = &["purchaseOrders", "items", "salesShipments", "employees"];
 
 /// `(logical name, key)` of an entity set.
 pub fn table(set: &str) -> Option<(&'static str, &'static str)> {
@@ -228,4 +228,43 @@ pub fn business_central() -> Vec<(&'static str, Value)> {
             json!({"id": "5e6f7a81-1a2d-ee11-8179-000d3a0a1c62", "number": "102032", "orderNumber": "101006", "shipmentDate": "2024-03-15", "customerNumber": "C20000078", "customerName": "Mong Kok Gadgets Co."}),
         ),
     ]
+    .into_iter()
+    .chain(employees().into_iter().map(|e| ("employees", e)))
+    .collect()
+}
+
+/// BC `employees` of the company: the people of the DingTalk simulator's seed, `number` = their
+/// DingTalk job number, same emails and mobiles (typed the ways BC users type them); Chow Siu
+/// Ming has left (`Inactive`).
+pub fn employees() -> Vec<Value> {
+    // (number, given, surname, email, mobile, status)
+    let rows: [(&str, &str, &str, &str, &str, &str); 7] = [
+        ("E0001", "Wai Kit", "Lee", "wk.lee@harbour-trading.example.hk", "+852 9123 4567", "Active"),
+        ("E1024", "Tai Man", "Chan", "tm.chan@example.com.hk", "9876 5432", "Active"),
+        ("E1031", "Siu Fan", "Ho", "sf.ho@harbour-trading.example.hk", "62345678", "Active"),
+        ("E0002", "Mei Ling", "Cheung", "ml.cheung@harbour-trading.example.hk", "+85293456781", "Active"),
+        ("E2011", "Chi Keung", "Lam", "ck.lam@harbour-trading.example.hk", "5123-4568", "Active"),
+        ("E2017", "Hoi Yan", "Ng", "hy.ng@harbour-trading.example.hk", "6789 1234", "Active"),
+        ("E3150", "Siu Ming", "Chow", "sm.chow@harbour-trading.example.hk", "59871234", "Inactive"),
+    ];
+    rows.iter()
+        .enumerate()
+        .map(|(i, (number, given, surname, email, mobile, status))| {
+            json!({
+                "id": format!("e7a1c0{i:02}-3b2d-ee11-8179-000d3a0a1c80"),
+                "number": number,
+                "displayName": format!("{given} {surname}"),
+                "givenName": given,
+                "middleName": "",
+                "surname": surname,
+                "jobTitle": "",
+                "email": email,
+                "personalEmail": "",
+                "mobilePhone": mobile,
+                "phoneNumber": "",
+                "status": status,
+                "lastModifiedDateTime": "2024-03-01T01:00:00Z"
+            })
+        })
+        .collect()
 }

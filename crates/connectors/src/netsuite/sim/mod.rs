@@ -7,8 +7,8 @@
 //! | every other `/services/rest/…` | TBA (signature rebuilt from the request line and ALL `oauth_*` header params, realm, clock skew ≤ 300 s, nonce replay) or `Bearer`; failures 401 `INVALID_LOGIN` |
 //! | `GET record/v1/{type}/{id}[?expandSubResources=true]` | sublists collapsed to links unless expanded; 404 `NONEXISTENT_ID` |
 //! | `POST record/v1/{type}` | 204 + `Location` with the new id |
-//! | `PATCH record/v1/{type}/{id}[?replace=item]` | merge by `line` or replace; approvalStatus only 1 → 2/3 (else 400 `USER_ERROR`); 204 |
-//! | `POST query/v1/suiteql?limit&offset` | the subset of [`suiteql`]; `Prefer: transient` required; limit ≤ 1000 |
+//! | `PATCH record/v1/{type}/{id}[?replace=item]` | merge by `line` or replace; approvalStatus only 1 → 2/3 (else 400 `USER_ERROR` "no longer pending approval"), which also moves `status` (requisition: Pending Order / Rejected; order: Pending Receipt B / Rejected by Supervisor C); stamps `lastModifiedDate`; 204 |
+//! | `POST query/v1/suiteql?limit&offset` | the subset of [`suiteql`] (transactions, items and `SELECT … FROM employee` over the seeded employees); `Prefer: transient` required; limit ≤ 1000 |
 //! | concurrency | more than `concurrency_limit` requests in flight: 429 `CONCURRENCY_LIMIT_EXCEEDED` (the fixture body) |
 //!
 //! `lastModifiedDate` is the simulator clock truncated to the minute. Control
@@ -18,6 +18,7 @@
 //! |---|---|
 //! | a record type (`purchaseOrder`, `itemFulfillment`, …) | upserts a record by `id` (merge like PATCH), stamps `lastModifiedDate` (unless the body gives it: staleness tests) and fires the user-event webhook |
 //! | `webhook` | `{"url": …, "suppressed": bool}`: where user events go (`"url": null` stops them); `{"suppressed": true}` alone keeps the url. While suppressed (a fault: the script does not run) changes are made and visible to reads and SuiteQL, but no event is posted; each skipped event counts in `webhooks_suppressed` (`/_sim/info`, [`NetSuiteSim::webhooks_suppressed`]) |
+//! | `employee` | upserts an employee by `id` (fields as in [`seed::employees`]: `entityId`, `firstName`, `lastName`, `email`, `mobilePhone`, `externalId`, `isInactive`) |
 //! | `limits` | `{"concurrency": n, "delay_ms": m}`: the concurrency limit and a per-request delay (to make requests overlap in tests) |
 //!
 //! Host routing (B10 item 1) is not simulated: the simulator serves one account on its port
@@ -78,6 +79,8 @@ impl Default for SimConfig {
 #[derive(Debug)]
 struct Account {
     records: BTreeMap<(RecordType, String), Value>,
+    /// Employees (SuiteQL `FROM employee`), by id order.
+    employees: Vec<Value>,
     next_id: u64,
     /// Nonce → timestamp, pruned past the skew window.
     nonces: BTreeMap<String, i64>,
@@ -203,9 +206,23 @@ fn merge(record: &mut Value, patch: &Map<String, Value>, replace: &[String]) -> 
             let wanted = value["id"].as_str().ok_or("approvalStatus must be written as {\"id\": \"2\"}")?;
             let name =
                 seed::approval_name(wanted).ok_or_else(|| format!("Invalid approvalStatus reference key {wanted}."))?;
-            let current = record["approvalStatus"]["id"].as_str().unwrap_or("1");
+            let current = record["approvalStatus"]["id"].as_str().unwrap_or("1").to_owned();
             if current != wanted && !(current == "1" && (wanted == "2" || wanted == "3")) {
-                return Err(format!("You cannot change the approval status from {current} to {wanted}."));
+                // What the UI and REST answer once a transaction left Pending Approval.
+                let was = seed::approval_name(&current).unwrap_or("decided");
+                return Err(format!(
+                    "This transaction is no longer pending approval (its approval status is {was}); \
+                     you cannot change the approval status from {was} to {name}."
+                ));
+            }
+            if current == "1" && wanted != "1" {
+                let is_order = record.get("orderStatus").is_some();
+                if let Some((status, order_status)) = seed::decided_status(is_order, wanted) {
+                    record["status"] = json!({"id": status, "refName": status});
+                    if let Some(code) = order_status {
+                        record["orderStatus"] = json!({"id": code, "refName": code});
+                    }
+                }
             }
             record["approvalStatus"] = json!({"id": wanted, "refName": name});
             continue;
@@ -262,6 +279,7 @@ impl NetSuiteSim {
                 .into_iter()
                 .map(|(t, v)| ((t, v["id"].as_str().unwrap_or_default().to_owned()), v))
                 .collect(),
+            employees: seed::employees(),
             next_id: seed::FIRST_NEW_ID,
             nonces: BTreeMap::new(),
             tokens: BTreeMap::new(),
@@ -566,32 +584,41 @@ impl NetSuiteSim {
         else {
             return error(400, "INVALID_PARAMETER", "The request body must be {\"q\": \"SELECT …\"}.");
         };
-        let parsed = match suiteql::parse(&q) {
-            Ok(p) => p,
-            Err(detail) => {
-                let mut body = error_body(400, "INVALID_PARAMETER", &detail);
-                body["o:errorDetails"][0]["o:errorQueryParam"] = json!("q");
-                let mut resp = (StatusCode::BAD_REQUEST, axum::Json(body)).into_response();
-                resp.headers_mut().insert(axum::http::header::CONTENT_TYPE, HeaderValue::from_static(ERROR_TYPE));
-                return resp;
-            }
+        let refuse = |detail: &str| {
+            let mut body = error_body(400, "INVALID_PARAMETER", detail);
+            body["o:errorDetails"][0]["o:errorQueryParam"] = json!("q");
+            let mut resp = (StatusCode::BAD_REQUEST, axum::Json(body)).into_response();
+            resp.headers_mut().insert(axum::http::header::CONTENT_TYPE, HeaderValue::from_static(ERROR_TYPE));
+            resp
         };
-        let mut rows: Vec<(String, u64, Value)> = self
-            .lock()
-            .records
-            .iter()
-            .filter_map(|((t, id), v)| {
-                let row = suiteql::project(&parsed, *t, v)?;
-                Some((
-                    v["lastModifiedDate"].as_str().unwrap_or_default().to_owned(),
-                    id.parse().unwrap_or(u64::MAX),
-                    row,
-                ))
-            })
-            .collect();
-        rows.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+        let rows: Vec<Value> = if suiteql::is_employee_query(&q) {
+            match suiteql::employee_rows(&q, &self.lock().employees) {
+                Ok(rows) => rows,
+                Err(detail) => return refuse(&detail),
+            }
+        } else {
+            let parsed = match suiteql::parse(&q) {
+                Ok(p) => p,
+                Err(detail) => return refuse(&detail),
+            };
+            let mut rows: Vec<(String, u64, Value)> = self
+                .lock()
+                .records
+                .iter()
+                .filter_map(|((t, id), v)| {
+                    let row = suiteql::project(&parsed, *t, v)?;
+                    Some((
+                        v["lastModifiedDate"].as_str().unwrap_or_default().to_owned(),
+                        id.parse().unwrap_or(u64::MAX),
+                        row,
+                    ))
+                })
+                .collect();
+            rows.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+            rows.into_iter().map(|r| r.2).collect()
+        };
         let total = rows.len();
-        let items: Vec<Value> = rows.into_iter().skip(offset).take(limit).map(|r| r.2).collect();
+        let items: Vec<Value> = rows.into_iter().skip(offset).take(limit).collect();
         let has_more = offset + items.len() < total;
         let link = |rel: &str, off: usize| json!({"rel": rel, "href": format!("{base}/query/v1/suiteql?limit={limit}&offset={off}")});
         let mut links = Vec::new();
@@ -739,6 +766,24 @@ impl Simulator for NetSuiteSim {
                 }
                 return Ok(json!({"url": account.webhook_url, "suppressed": account.webhook_suppressed}));
             }
+            "employee" => {
+                let id = value["id"].as_str().ok_or_else(|| invalid("expected an \"id\""))?.to_owned();
+                let Value::Object(fields) = &value else { return Err(invalid("expected a JSON object")) };
+                let mut account = self.lock();
+                let stored = match account.employees.iter_mut().find(|e| e["id"] == id.as_str()) {
+                    Some(existing) => {
+                        for (k, v) in fields {
+                            existing[k.as_str()] = v.clone();
+                        }
+                        existing.clone()
+                    }
+                    None => {
+                        account.employees.push(value.clone());
+                        value.clone()
+                    }
+                };
+                return Ok(stored);
+            }
             "limits" => {
                 let mut account = self.lock();
                 if let Some(n) = value["concurrency"].as_u64() {
@@ -754,7 +799,7 @@ impl Simulator for NetSuiteSim {
         let record = RecordType::parse(entity).ok_or_else(|| SimError::UnknownEntity {
             simulator: "netsuite",
             entity: entity.to_owned(),
-            known: "webhook, limits, purchaseRequisition, purchaseOrder, salesOrder, inventoryItem, itemFulfillment"
+            known: "webhook, limits, employee, purchaseRequisition, purchaseOrder, salesOrder, inventoryItem, itemFulfillment"
                 .to_owned(),
         })?;
         let Value::Object(fields) = &value else { return Err(invalid("expected a JSON object")) };

@@ -298,3 +298,72 @@ pub fn approval_name(id: &str) -> Option<&'static str> {
         _ => None,
     }
 }
+
+/// Seeded employees (SuiteQL `FROM employee`), the people of the DingTalk simulator's seed with
+/// the same emails and mobiles; `externalid` holds the HR staff number (the DingTalk job
+/// number). Mobiles are written the ways NetSuite users type them. 201 Lee Po Yee is the next
+/// approver of the seeded transactions; 190 Chow Siu Ming has left (inactive).
+pub fn employees() -> Vec<Value> {
+    // (id, entityid, first, last, email, mobile, externalid, inactive)
+    type Row<'a> = (&'a str, &'a str, &'a str, &'a str, &'a str, &'a str, &'a str, bool);
+    let rows: [Row<'_>; 9] = [
+        ("150", "Lee Wai Kit", "Wai Kit", "Lee", "wk.lee@harbour-trading.example.hk", "+852 9123 4567", "E0001", false),
+        ("159", "Chan Tai Man", "Tai Man", "Chan", "tm.chan@example.com.hk", "98765432", "E1024", false),
+        ("161", "Ho Siu Fan", "Siu Fan", "Ho", "sf.ho@harbour-trading.example.hk", "6234 5678", "E1031", false),
+        (
+            "170",
+            "Cheung Mei Ling",
+            "Mei Ling",
+            "Cheung",
+            "ml.cheung@harbour-trading.example.hk",
+            "852-9345-6781",
+            "E0002",
+            false,
+        ),
+        (
+            "171",
+            "Lam Chi Keung",
+            "Chi Keung",
+            "Lam",
+            "ck.lam@harbour-trading.example.hk",
+            "(852) 5123 4568",
+            "E2011",
+            false,
+        ),
+        ("172", "Ng Hoi Yan", "Hoi Yan", "Ng", "hy.ng@harbour-trading.example.hk", "67891234", "E2017", false),
+        ("190", "Chow Siu Ming", "Siu Ming", "Chow", "sm.chow@harbour-trading.example.hk", "59871234", "E3150", true),
+        ("201", "Lee Po Yee", "Po Yee", "Lee", "py.lee@harbour-trading.example.hk", "", "", false),
+        ("205", "Purchasing Approvals", "", "", "", "", "", false),
+    ];
+    rows.iter()
+        .map(|(id, entity, first, last, email, mobile, external, inactive)| {
+            let mut employee = json!({"id": id, "entityId": entity, "isInactive": inactive});
+            // Empty fields are absent in NetSuite answers.
+            for (field, value) in [
+                ("firstName", first),
+                ("lastName", last),
+                ("email", email),
+                ("mobilePhone", mobile),
+                ("externalId", external),
+            ] {
+                if !value.is_empty() {
+                    employee[field] = json!(value);
+                }
+            }
+            employee
+        })
+        .collect()
+}
+
+/// The `status` label a transaction shows after an approval decision: purchase orders (they
+/// have an `orderStatus`) go to B Pending Receipt / C Rejected by Supervisor, requisitions to
+/// Pending Order / Rejected.
+pub fn decided_status(is_order: bool, approval_id: &str) -> Option<(&'static str, Option<&'static str>)> {
+    match (is_order, approval_id) {
+        (true, "2") => Some(("Pending Receipt", Some("B"))),
+        (true, "3") => Some(("Rejected by Supervisor", Some("C"))),
+        (false, "2") => Some(("Pending Order", None)),
+        (false, "3") => Some(("Rejected", None)),
+        _ => None,
+    }
+}

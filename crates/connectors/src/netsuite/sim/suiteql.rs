@@ -177,6 +177,63 @@ pub fn project(query: &Query, record: RecordType, value: &Value) -> Option<Value
     Some(Value::Object(row))
 }
 
+/// Columns of the `employee` table and the record field each comes from.
+const EMPLOYEE_COLUMNS: &[(&str, &str)] = &[
+    ("id", "id"),
+    ("entityid", "entityId"),
+    ("firstname", "firstName"),
+    ("lastname", "lastName"),
+    ("email", "email"),
+    ("mobilephone", "mobilePhone"),
+    ("externalid", "externalId"),
+    ("isinactive", "isInactive"),
+];
+
+/// True for `SELECT … FROM employee …`, answered by [`employee_rows`] instead of [`parse`].
+pub fn is_employee_query(q: &str) -> bool {
+    let lower = q.to_ascii_lowercase();
+    lower.split(" from ").nth(1).is_some_and(|rest| rest.split_whitespace().next() == Some("employee"))
+}
+
+/// `SELECT <employee columns> FROM employee [ORDER BY …]` over `employees`, ordered by id.
+/// Booleans come back as `'T'`/`'F'` and empty fields are left out, as SuiteQL does.
+pub fn employee_rows(q: &str, employees: &[Value]) -> Result<Vec<Value>, String> {
+    let lower = q.to_ascii_lowercase();
+    let select = lower.strip_prefix("select ").ok_or("Invalid search query: expected SELECT")?;
+    let (columns, rest) = select.split_once(" from ").ok_or("Invalid search query: expected SELECT … FROM …")?;
+    let rest = rest.trim_start().strip_prefix("employee").unwrap_or_default().trim();
+    if !(rest.is_empty() || rest.starts_with("order by")) {
+        return Err(format!("Invalid search query. Unsupported clause `{rest}` on employee."));
+    }
+    let mut wanted = Vec::new();
+    for column in split_top(columns) {
+        let field =
+            EMPLOYEE_COLUMNS.iter().find(|(name, _)| *name == column).map(|(_, field)| *field).ok_or_else(|| {
+                format!("Invalid search query. Search error occurred: Unknown identifier '{column}'.")
+            })?;
+        wanted.push((column, field));
+    }
+    let mut sorted: Vec<&Value> = employees.iter().collect();
+    sorted.sort_by_key(|e| e["id"].as_str().and_then(|id| id.parse::<u64>().ok()).unwrap_or(u64::MAX));
+    Ok(sorted
+        .into_iter()
+        .map(|employee| {
+            let mut row = serde_json::Map::new();
+            row.insert("links".to_owned(), Value::Array(Vec::new()));
+            for (column, field) in &wanted {
+                let cell = match &employee[*field] {
+                    Value::Bool(b) => Some(if *b { "T" } else { "F" }.to_owned()),
+                    other => text_of(other),
+                };
+                if let Some(cell) = cell.filter(|c| !c.is_empty()) {
+                    row.insert(column.clone(), Value::String(cell));
+                }
+            }
+            Value::Object(row)
+        })
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -213,5 +270,20 @@ mod tests {
         assert!(parse("SELECT subsidiary FROM transaction").unwrap_err().contains("Unknown identifier 'subsidiary'"));
         assert!(parse("SELECT id FROM customer").is_err());
         assert!(parse("SELECT id FROM transaction WHERE entity = 5").is_err());
+    }
+
+    #[test]
+    fn employee_queries_project_booleans_as_t_and_f_and_leave_empty_fields_out() {
+        let q = "SELECT id, entityid, externalid, isinactive FROM employee ORDER BY id";
+        assert!(is_employee_query(q));
+        assert!(!is_employee_query("SELECT id FROM transaction"));
+        let rows = employee_rows(q, &super::super::seed::employees()).unwrap();
+        let chow = rows.iter().find(|r| r["id"] == "190").unwrap();
+        assert_eq!(chow["isinactive"], "T");
+        assert_eq!(chow["externalid"], "E3150");
+        let lee = rows.iter().find(|r| r["id"] == "201").unwrap();
+        assert!(lee.get("externalid").is_none(), "{lee}");
+        assert!(employee_rows("SELECT salary FROM employee", &[]).unwrap_err().contains("salary"));
+        assert!(employee_rows("SELECT id FROM employee WHERE id = 1", &[]).is_err());
     }
 }

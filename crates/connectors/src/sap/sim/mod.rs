@@ -17,8 +17,21 @@
 //!
 //! Counters (`/_sim/info`, [`SapSim::idocs_sent`], [`SapSim::idocs_suppressed`]): IDocs answered
 //! 2xx by the target, IDocs skipped while suppressed.
-//! Not simulated: navigation paths (`A_PurchaseOrder('…')/to_PurchaseOrderItem`), `$expand` beyond
-//! one level, `/$count`, `$filter` functions and parentheses, XML error bodies.
+//!
+//! Workflow (`TASKPROCESSING;mo;v=2`):
+//!
+//! | route | what |
+//! |---|---|
+//! | `GET TaskCollection[?$filter=Status eq 'READY'&$expand=TaskObjects]` | seeded READY release tasks: PO 4500000123 ([`seed::TASK_ID`]), PRs 10000045 and 10000046 ([`seed::PR_TASK_IDS`]) |
+//! | `GET TaskCollection(SAP__Origin='LOCAL',InstanceID='…')/TaskObjects` | the document of the task: `ObjectID` (document number), `ObjectType` (`BUS2012` PO, `BUS2105` PR), `ObjectName` |
+//! | `GET TaskCollection(…)/Comments` | `Comment` rows (`ID`, `Text`, `CreatedBy`, `CreatedAt`) written by decisions |
+//! | `GET DecisionOptions?SAP__Origin&InstanceID` | `0001` Release (POSITIVE), `0002` Reject (NEGATIVE, comment mandatory) |
+//! | `POST Decision?SAP__Origin&InstanceID&DecisionKey&Comments` | stores the comment, completes the task (`COMPLETED`, `CompletedOn`, `Processor` = the Basic user); POSITIVE completes the document's release (`ReleaseIsNotCompleted` false, status 05, `LastChangeDateTime` now), NEGATIVE rejects it (status 08; requisition items no longer wait for release); a task not READY answers 400 `/IWWRK/WF/002` "already completed" |
+//!
+//! Navigation paths (`A_PurchaseOrder('…')/to_PurchaseOrderItem`, `TaskCollection(…)/Comments`)
+//! are answered one level deep, without query options.
+//! Not simulated: `$expand` beyond one level, `/$count`, `$filter` functions and parentheses, XML
+//! error bodies.
 
 mod filter;
 mod idoc_out;
@@ -140,6 +153,29 @@ pub(crate) const SETS: &[SetDef] = &[
         keys: &["SAP__Origin", "InstanceID"],
         etag_field: None,
         writable: false,
+        navs: &[
+            ("TaskObjects", "TaskObjectCollection", &[("SAP__Origin", "SAP__Origin"), ("InstanceID", "InstanceID")]),
+            ("Comments", "CommentCollection", &[("SAP__Origin", "SAP__Origin"), ("InstanceID", "InstanceID")]),
+        ],
+    },
+    // The documents a work item is about (`TaskCollection(…)/TaskObjects`).
+    SetDef {
+        service: TASKS,
+        set: "TaskObjectCollection",
+        type_name: "TaskObject",
+        keys: &["SAP__Origin", "InstanceID", "ObjectID"],
+        etag_field: None,
+        writable: false,
+        navs: &[],
+    },
+    // Comments written with decisions (`TaskCollection(…)/Comments`).
+    SetDef {
+        service: TASKS,
+        set: "CommentCollection",
+        type_name: "Comment",
+        keys: &["SAP__Origin", "InstanceID", "ID"],
+        etag_field: None,
+        writable: false,
         navs: &[],
     },
 ];
@@ -179,6 +215,8 @@ impl Data {
         rows.insert("A_OutbDeliveryHeader", seed::outbound_deliveries());
         rows.insert("A_OutbDeliveryItem", seed::outbound_delivery_items());
         rows.insert("TaskCollection", seed::tasks());
+        rows.insert("TaskObjectCollection", seed::task_objects());
+        rows.insert("CommentCollection", Vec::new());
         Self {
             rows,
             sessions: HashMap::new(),
@@ -527,6 +565,16 @@ impl SapSim {
         if service == TASKS && rest == "Decision" && method == Method::POST {
             return self.decision(&params, &base);
         }
+        if let Some(close) = rest.find(")/") {
+            if method != Method::GET {
+                return odata_error(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "/IWBEP/CM_MGW_RT/025",
+                    "Method not allowed for this resource",
+                );
+            }
+            return self.navigation(service, &rest[..=close], &rest[close + 2..], &base);
+        }
         let (set, keys) = match rest.find('(') {
             Some(open) if rest.ends_with(')') => (&rest[..open], Some(&rest[open + 1..rest.len() - 1])),
             _ => (rest, None),
@@ -775,6 +823,37 @@ impl SapSim {
         json_response(StatusCode::OK, &json!({ "d": d }))
     }
 
+    /// `Set(keys)/Nav`: the related rows of one entity, one level (`A_PurchaseOrder('…')/to_PurchaseOrderItem`,
+    /// `TaskCollection(…)/TaskObjects`).
+    fn navigation(&self, service: &str, entity: &str, nav: &str, base: &str) -> Response {
+        let not_found = |segment: &str| {
+            odata_error(
+                StatusCode::NOT_FOUND,
+                "005056A509B11EE1B9A8FEC11C21D78E",
+                &format!("Resource not found for the segment '{segment}'."),
+            )
+        };
+        let Some(open) = entity.find('(') else { return not_found(entity) };
+        let Some(def) = set_def(&entity[..open]).filter(|d| d.service == service) else {
+            return not_found(&entity[..open]);
+        };
+        let Some(keys) = parse_keys(&entity[open + 1..entity.len() - 1], def) else {
+            return odata_error(StatusCode::BAD_REQUEST, "/IWBEP/CM_MGW_RT/004", "Malformed key predicate");
+        };
+        let Some((_, target, fks)) = def.navs.iter().find(|(name, _, _)| *name == nav) else { return not_found(nav) };
+        let Some(tdef) = set_def(target) else { return not_found(nav) };
+        let data = self.lock();
+        let Some(row) = data.rows[def.set].iter().find(|r| key_matches(def, r, &keys)) else {
+            return not_found(def.set);
+        };
+        let results: Vec<Value> = data.rows[tdef.set]
+            .iter()
+            .filter(|c| fks.iter().all(|(own, theirs)| c.get(*theirs) == row.get(*own)))
+            .map(|c| self.render(&data, tdef, c, base, &[], &[]))
+            .collect();
+        json_response(StatusCode::OK, &json!({"d": {"results": results}}))
+    }
+
     fn single(&self, def: &SetDef, keys: &[(String, String)], params: &[(String, String)], base: &str) -> Response {
         let data = self.lock();
         let Some(row) = data.rows[def.set].iter().find(|r| key_matches(def, r, keys)) else {
@@ -938,10 +1017,11 @@ impl SapSim {
             return odata_error(StatusCode::NOT_FOUND, "/IWWRK/WF/001", &format!("Task {instance} not found"));
         };
         if data.rows["TaskCollection"][index]["Status"] != "READY" {
+            // Gateway's OData v2 error for a decision on a work item someone already completed.
             return odata_error(
                 StatusCode::BAD_REQUEST,
                 "/IWWRK/WF/002",
-                &format!("Task {instance} is already completed"),
+                &format!("Work item {instance} is already completed; no further decision is possible"),
             );
         }
         let ms = data.change_stamp();
@@ -954,17 +1034,47 @@ impl SapSim {
         if let Some(rows) = data.rows.get_mut("TaskCollection") {
             rows[index] = task.clone();
         }
-        if let Some((_, po)) = seed::TASK_DOCUMENTS.iter().find(|(t, _)| *t == instance) {
-            let po_def = set_def("A_PurchaseOrder").unwrap_or(&SETS[0]);
-            if let Some(pos) = data.rows["A_PurchaseOrder"].iter().position(|r| r["PurchaseOrder"] == *po) {
-                let mut row = data.rows["A_PurchaseOrder"][pos].clone();
-                row["ReleaseIsNotCompleted"] = json!(!positive);
-                row["PurchasingProcessingStatus"] = json!(if positive { "05" } else { "08" });
-                data.touch(po_def, &mut row);
-                if let Some(rows) = data.rows.get_mut("A_PurchaseOrder") {
-                    rows[pos] = row;
+        if !comments.is_empty() {
+            let id = format!("{:010}", data.rows["CommentCollection"].len() + 1);
+            let comment = json!({"SAP__Origin": origin, "InstanceID": instance, "ID": id, "Text": comments,
+                "CreatedBy": seed::USER, "CreatedAt": format!("/Date({ms}+0000)/")});
+            if let Some(rows) = data.rows.get_mut("CommentCollection") {
+                rows.push(comment);
+            }
+        }
+        match seed::TASK_DOCUMENTS.iter().find(|(t, _, _)| *t == instance) {
+            Some((_, kind, po)) if *kind == seed::OBJECT_TYPE_PO => {
+                let po_def = set_def("A_PurchaseOrder").unwrap_or(&SETS[0]);
+                if let Some(pos) = data.rows["A_PurchaseOrder"].iter().position(|r| r["PurchaseOrder"] == *po) {
+                    let mut row = data.rows["A_PurchaseOrder"][pos].clone();
+                    row["ReleaseIsNotCompleted"] = json!(!positive);
+                    row["PurchasingProcessingStatus"] = json!(if positive { "05" } else { "08" });
+                    data.touch(po_def, &mut row);
+                    if let Some(rows) = data.rows.get_mut("A_PurchaseOrder") {
+                        rows[pos] = row;
+                    }
                 }
             }
+            Some((_, _, pr)) => {
+                // Every item of the requisition: released (05) or rejected (08); neither waits any more.
+                let pr_def = set_def("A_PurchaseRequisitionItem").unwrap_or(&SETS[0]);
+                let positions: Vec<usize> = data.rows["A_PurchaseRequisitionItem"]
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, r)| r["PurchaseRequisition"] == *pr)
+                    .map(|(i, _)| i)
+                    .collect();
+                for pos in positions {
+                    let mut row = data.rows["A_PurchaseRequisitionItem"][pos].clone();
+                    row["ReleaseIsNotCompleted"] = json!(false);
+                    row["PurReqnReleaseStatus"] = json!(if positive { "05" } else { "08" });
+                    data.touch(pr_def, &mut row);
+                    if let Some(rows) = data.rows.get_mut("A_PurchaseRequisitionItem") {
+                        rows[pos] = row;
+                    }
+                }
+            }
+            None => {}
         }
         let entity = self.render(&data, def, &task, base, &[], &[]);
         json_response(StatusCode::OK, &json!({ "d": entity }))

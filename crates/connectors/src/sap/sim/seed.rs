@@ -122,15 +122,67 @@ pub fn outbound_delivery_items() -> Vec<Value> {
     ]
 }
 
+/// Release work items of the requisitions waiting for release (10000045, 10000046).
+pub const PR_TASK_IDS: [&str; 2] = ["000001129180", "000001129181"];
+
+/// Business object types of the documents a workflow task is about.
+pub const OBJECT_TYPE_PO: &str = "BUS2012";
+pub const OBJECT_TYPE_PR: &str = "BUS2105";
+
 pub fn tasks() -> Vec<Value> {
-    vec![json!({"SAP__Origin": "LOCAL", "InstanceID": TASK_ID, "TaskDefinitionID": "TS00008267",
-        "TaskDefinitionName": "Release of purchase order", "TaskTitle": "Release PO 4500000123 (HKD 1,710.00)",
-        "Priority": "MEDIUM", "Status": "READY", "CreatedOn": "/Date(1710469869000+0000)/", "CreatedBy": "WONG KM",
-        "Processor": "", "CompletedOn": null, "HasComments": false, "HasAttachments": false})]
+    let task = |id: &str, definition: &str, name: &str, title: &str, created: i64, by: &str| {
+        json!({"SAP__Origin": "LOCAL", "InstanceID": id, "TaskDefinitionID": definition,
+            "TaskDefinitionName": name, "TaskTitle": title, "Priority": "MEDIUM", "Status": "READY",
+            "CreatedOn": format!("/Date({created}+0000)/"), "CreatedBy": by, "Processor": "", "CompletedOn": null,
+            "HasComments": false, "HasAttachments": false})
+    };
+    vec![
+        task(
+            TASK_ID,
+            "TS00008267",
+            "Release of purchase order",
+            "Release PO 4500000123 (HKD 1,710.00)",
+            1_710_469_869_000,
+            "WONG KM",
+        ),
+        task(
+            PR_TASK_IDS[0],
+            "TS00007986",
+            "Release of purchase requisition",
+            "Release purchase requisition 10000045",
+            1_710_407_702_000,
+            "CHAN TM",
+        ),
+        task(
+            PR_TASK_IDS[1],
+            "TS00007986",
+            "Release of purchase requisition",
+            "Release purchase requisition 10000046",
+            1_710_500_002_000,
+            "CHAN TM",
+        ),
+    ]
 }
 
-/// The work item → purchase order it releases (a positive decision clears `ReleaseIsNotCompleted`).
-pub const TASK_DOCUMENTS: &[(&str, &str)] = &[(TASK_ID, "4500000123")];
+/// The work item → (object type, document) it releases: a positive decision completes the
+/// document's release, a negative one rejects it.
+pub const TASK_DOCUMENTS: &[(&str, &str, &str)] = &[
+    (TASK_ID, OBJECT_TYPE_PO, "4500000123"),
+    (PR_TASK_IDS[0], OBJECT_TYPE_PR, "10000045"),
+    (PR_TASK_IDS[1], OBJECT_TYPE_PR, "10000046"),
+];
+
+/// `TaskObjects` of every seeded task: the document it is about.
+pub fn task_objects() -> Vec<Value> {
+    TASK_DOCUMENTS
+        .iter()
+        .map(|(task, kind, document)| {
+            let name = if *kind == OBJECT_TYPE_PO { "Purchase Order" } else { "Purchase Requisition" };
+            json!({"SAP__Origin": "LOCAL", "InstanceID": task, "ObjectID": document, "ObjectType": kind,
+                "ObjectName": format!("{name} {document}")})
+        })
+        .collect()
+}
 
 pub fn decision_options(origin: &str, instance: &str) -> Vec<Value> {
     vec![
