@@ -4,6 +4,7 @@
 //! The engine never talks to a vendor itself (sinks do) and never reads the clock directly
 //! (a [`connect::Clock`] is injected); config validation does no I/O at all.
 
+pub mod approvals;
 pub mod config;
 pub mod flow;
 pub mod json;

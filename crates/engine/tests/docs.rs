@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// Every `Code` variant. Keep in step with [`index`]: a new variant fails to compile there.
-const ALL: [Code; 11] = [
+const ALL: [Code; 12] = [
     Code::UnknownKey,
     Code::UnknownDestination,
     Code::UnknownSource,
@@ -21,6 +21,7 @@ const ALL: [Code; 11] = [
     Code::MissingSecret,
     Code::TomlSyntax,
     Code::InvalidValue,
+    Code::Approvals,
 ];
 
 /// Exhaustive on purpose (no `_` arm): adding a variant to `Code` breaks this until it is listed
@@ -38,6 +39,7 @@ fn index(code: Code) -> usize {
         Code::MissingSecret => 8,
         Code::TomlSyntax => 9,
         Code::InvalidValue => 10,
+        Code::Approvals => 11,
     }
 }
 

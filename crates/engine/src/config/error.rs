@@ -31,6 +31,9 @@ pub enum Code {
     /// A value of the wrong type or outside its allowed set (field type, message type, listen
     /// address, a required key missing, ...).
     InvalidValue,
+    /// An approval policy, role or identity mapping that cannot work (unknown role, a gap or
+    /// overlap in amount bands, an action the ERP cannot take, a role without members).
+    Approvals,
 }
 
 impl Code {
@@ -47,6 +50,7 @@ impl Code {
             Self::MissingSecret => "DB0109",
             Self::TomlSyntax => "DB0110",
             Self::InvalidValue => "DB0111",
+            Self::Approvals => "DB0112",
         }
     }
 }

@@ -639,6 +639,8 @@ pub struct Config {
     pub netsuite_accounts: BTreeMap<String, NetsuiteAccountConfig>,
     pub dynamics_orgs: BTreeMap<String, DynamicsOrgConfig>,
     pub sap_systems: BTreeMap<String, SapSystemConfig>,
+    /// Roles, identity mapping and approval policies (empty without an `[approvals]` section).
+    pub approvals: crate::approvals::ApprovalsConfig,
     pub(crate) templates: Arc<minijinja::Environment<'static>>,
     pub(crate) path: String,
     pub(crate) text: Arc<str>,
@@ -660,6 +662,7 @@ impl fmt::Debug for Config {
             .field("netsuite_accounts", &self.netsuite_accounts)
             .field("dynamics_orgs", &self.dynamics_orgs)
             .field("sap_systems", &self.sap_systems)
+            .field("approvals", &self.approvals)
             .finish_non_exhaustive()
     }
 }

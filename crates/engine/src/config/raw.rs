@@ -35,6 +35,15 @@ pub struct RawConfig {
     pub dynamics: RawDynamics,
     #[serde(default)]
     pub sap: RawSap,
+    /// `[roles.NAME]`: who holds an approval role.
+    #[serde(default)]
+    pub roles: BTreeMap<S<String>, crate::approvals::config::RawRole>,
+    /// `[identity.SOURCE]`: DingTalk users ↔ the users of an ERP source.
+    #[serde(default)]
+    pub identity: BTreeMap<S<String>, crate::approvals::config::RawIdentity>,
+    /// `[approvals]`: FX, business calendar and approval policies.
+    #[serde(default)]
+    pub approvals: Option<crate::approvals::config::RawApprovals>,
 }
 
 /// `[netsuite.accounts.NAME]`: NetSuite accounts (account id, TBA or OAuth 2.0 credentials,

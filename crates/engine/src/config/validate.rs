@@ -419,6 +419,15 @@ pub(super) fn validate(raw: RawConfig, text: &str, path: &str) -> Result<Config,
         flows.push(validate_flow(&mut cx, i, f, &sources, &source_names, &dest_names, &dest_types));
     }
 
+    // [roles.*], [identity.*], [approvals]
+    let sections = crate::approvals::config::RawSections {
+        roles: &raw.roles,
+        identity: &raw.identity,
+        approvals: raw.approvals.as_ref(),
+    };
+    let (approvals, approval_errors) = crate::approvals::config::validate(&sections, text, &sources, &destinations);
+    cx.errors.extend(approval_errors);
+
     if !cx.errors.is_empty() {
         // Report in file order.
         cx.errors.sort_by_key(|e| e.span.as_ref().map_or(0, |s| s.start));
@@ -437,6 +446,7 @@ pub(super) fn validate(raw: RawConfig, text: &str, path: &str) -> Result<Config,
         netsuite_accounts,
         dynamics_orgs,
         sap_systems,
+        approvals,
         templates: Arc::new(cx.env),
         path: path.to_string(),
         text: Arc::from(text),

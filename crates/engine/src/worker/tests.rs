@@ -183,6 +183,9 @@ impl Store for MemStore {
     async fn get_link(&self, _kind: &str, _left: &str) -> Result<Option<IdLink>, StoreError> {
         unsupported()
     }
+    async fn list_links(&self, _: &str, _: Option<&str>, _: &str, _: usize) -> Result<Vec<IdLink>, StoreError> {
+        unsupported()
+    }
     async fn audit_append(&self, _entry: &NewAuditEntry) -> Result<AuditEntry, StoreError> {
         unsupported()
     }

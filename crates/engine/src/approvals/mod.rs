@@ -1,0 +1,209 @@
+//! Approvals with authority: who may decide what, on which ERP record, and how a decision
+//! travels from a DingTalk card back to the ERP exactly once.
+//!
+//! - [`config`]: the `[roles.*]`, `[identity.*]` and `[approvals]` sections, validated with lines.
+//! - [`identity`]: DingTalk users ↔ ERP users of each ERP source (rules and an explicit table).
+//! - [`policy`]: which policy and amount band applies (FX to the policy currency), and who the
+//!   approvers of each step are.
+//! - [`calendar`]: Hong Kong business hours (weekends and public holidays excluded) for reminders
+//!   and escalation.
+//! - [`check`]: `dingbridge check` proves the mapping complete against a directory.
+//! - [`machine`]: the state of one approval and the transitions a click, an ERP answer or a timer
+//!   cause; pure, so every rule is tested without a network.
+
+pub mod calendar;
+pub mod check;
+pub mod config;
+pub mod identity;
+pub mod machine;
+pub mod policy;
+
+#[cfg(test)]
+mod tests;
+
+use model::Decimal;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+pub use calendar::BusinessCalendar;
+
+/// Everything the approvals feature reads from the config. Empty when the config has no
+/// `[approvals]` section (the feature is off).
+#[derive(Debug, Clone, Default)]
+pub struct ApprovalsConfig {
+    /// `[roles.NAME]`.
+    pub roles: BTreeMap<String, RoleConfig>,
+    /// `[identity.SOURCE]`: how DingTalk users map to the users of the ERP behind that source.
+    pub identity: BTreeMap<String, IdentityConfig>,
+    /// `[[approvals.policies]]`, in file order.
+    pub policies: Vec<PolicyConfig>,
+    /// `[approvals.fx]`: units of `fx_base` per one unit of each currency (`fx_base` itself is 1).
+    pub fx_base: String,
+    pub fx: BTreeMap<String, Decimal>,
+    /// `[approvals.calendar]`: business hours and holidays for reminders and escalation.
+    pub calendar: BusinessCalendar,
+}
+
+/// `[roles.NAME]`: who holds a role. Members are the union of the lists.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoleConfig {
+    pub name: String,
+    /// DingTalk userids.
+    pub users: Vec<String>,
+    /// Every active member of these DingTalk departments (not sub-departments).
+    pub departments: Vec<i64>,
+    /// The requester's manager in DingTalk, `n` levels up the manager chain (1 = direct manager).
+    pub requester_manager: Option<u8>,
+    /// 1-based line of the `[roles.NAME]` header, for `check` messages.
+    pub line: usize,
+}
+
+/// How DingTalk users are matched to an ERP's users.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MatchRule {
+    JobNumber,
+    Email,
+    Mobile,
+}
+
+/// `[identity.SOURCE]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IdentityConfig {
+    /// The ERP source whose users these are.
+    pub source: String,
+    /// Tried in order; the first rule that finds exactly one ERP user wins.
+    pub rules: Vec<MatchRule>,
+    /// Explicit DingTalk userid → ERP user id; wins over the rules.
+    pub table: BTreeMap<String, String>,
+    pub line: usize,
+}
+
+/// What a person may do to a request. Each ERP supports some of them (see [`supported_actions`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    Approve,
+    Reject,
+    Return,
+    Cancel,
+    Delete,
+}
+
+impl Action {
+    pub const ALL: [Action; 5] = [Action::Approve, Action::Reject, Action::Return, Action::Cancel, Action::Delete];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Approve => "approve",
+            Action::Reject => "reject",
+            Action::Return => "return",
+            Action::Cancel => "cancel",
+            Action::Delete => "delete",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Action> {
+        Action::ALL.into_iter().find(|a| a.as_str() == text)
+    }
+}
+
+/// The ERP systems approvals write back to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErpKind {
+    Netsuite,
+    Dynamics,
+    Sap,
+}
+
+/// Actions dingbridge can write back to `erp` for `entity`; anything else `check` refuses.
+pub fn supported_actions(erp: ErpKind, entity: &str) -> &'static [Action] {
+    match (erp, entity) {
+        (ErpKind::Netsuite, "purchase_request" | "purchase_order") => &[Action::Approve, Action::Reject],
+        (ErpKind::Sap, "purchase_request" | "purchase_order") => &[Action::Approve, Action::Reject],
+        (ErpKind::Dynamics, "purchase_request") => &[Action::Approve, Action::Reject],
+        _ => &[],
+    }
+}
+
+/// How the request reaches the approvers.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Delivery {
+    /// An interactive card through a `dingtalk_app` destination: in `group` (everyone sees it,
+    /// anyone may click and is verified) or, without a group, to each approver privately.
+    Card { destination: String, group: Option<String> },
+    /// A DingTalk OA approval instance (`process_code`) through a `dingtalk_app` destination.
+    Oa { destination: String, process_code: String },
+}
+
+/// `all`: one approval from each role of the step (parallel); `any`: one approval from any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Require {
+    Any,
+    All,
+}
+
+/// One step of a band, taken in order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepConfig {
+    pub roles: Vec<String>,
+    pub require: Require,
+    pub line: usize,
+}
+
+/// Amounts `min <= amount < below` (in the policy currency) take these steps.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Band {
+    pub min: Decimal,
+    /// `None`: no upper bound.
+    pub below: Option<Decimal>,
+    pub steps: Vec<StepConfig>,
+    pub line: usize,
+}
+
+/// Segregation of duties: always on (requester never approves; no one takes two steps), plus
+/// configurable pairs of roles one person may not hold within one request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SodRule {
+    /// A person holding both roles may act in neither on the same request.
+    pub exclusive_roles: (String, String),
+    pub line: usize,
+}
+
+/// `[[approvals.policies]]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PolicyConfig {
+    pub name: String,
+    /// ERP sources whose records this policy governs.
+    pub sources: Vec<String>,
+    /// `purchase_request` or `purchase_order`.
+    pub entity: String,
+    /// The currency amounts are compared in (after FX).
+    pub currency: String,
+    pub bands: Vec<Band>,
+    /// Who may take each action besides `approve`/`reject` by the step's approvers: action →
+    /// roles. `approve` and `reject` default to "the open step's approvers".
+    pub actions: BTreeMap<Action, Vec<String>>,
+    pub delivery: Delivery,
+    /// Remind the open step's approvers after this much business time.
+    pub remind_after: Option<Duration>,
+    /// Then, after this much business time, add `escalate_to`'s members to the open step.
+    pub escalate_after: Option<Duration>,
+    pub escalate_to: Option<String>,
+    pub sod: Vec<SodRule>,
+    pub line: usize,
+}
+
+impl ApprovalsConfig {
+    pub fn is_empty(&self) -> bool {
+        self.policies.is_empty()
+    }
+
+    /// The policy governing `entity` records of `source`, if any (first match in file order).
+    pub fn policy_for(&self, source: &str, entity: &str) -> Option<&PolicyConfig> {
+        self.policies.iter().find(|p| p.entity == entity && p.sources.iter().any(|s| s == source))
+    }
+}
