@@ -3,6 +3,7 @@
 //! The scenarios are checks: the demo ends with `S<n> <title>: ok|FAILED (reason)` per scenario
 //! and exits 1 if any failed.
 
+mod approvals;
 mod crm;
 mod erp;
 
@@ -133,6 +134,12 @@ pub async fn run(once: bool, listen: Option<String>) -> anyhow::Result<ExitCode>
     let timeline = Timeline::new();
     results.push(erp::scenario_legacy(&timeline, &dingtalk, &gateway, &erp_sims, &dir.path().join("idoc-in")).await);
     timeline.flush();
+    let timeline = Timeline::new();
+    results.push(approvals::scenario_approval(&timeline, &dingtalk, &gateway, &erp_sims).await);
+    timeline.flush();
+    let timeline = Timeline::new();
+    results.push(approvals::scenario_authority(&timeline, &dingtalk, &gateway, &erp_sims).await);
+    timeline.flush();
 
     println!();
     let mut failed = false;
@@ -151,7 +158,13 @@ pub async fn run(once: bool, listen: Option<String>) -> anyhow::Result<ExitCode>
         }
         println!();
         println!("The demo keeps running. Open {}/_sim/ui?user=finance0001 and click Approve or", dingtalk.url());
-        println!("Reject on requisition PR-5002; send your own events to {base}/hooks/erp-events. Ctrl-C stops it.");
+        println!("Reject on requisition PR-5002, SAP requisition 10000046 or Business Central PO 106021");
+        println!("(then as boss0001 for its second step); the decision lands in the ERP simulator:");
+        println!(
+            "  {}/_sim/requests shows the TASKPROCESSING Decision, {}/_sim/requests the BC approve action.",
+            erp_urls[2], erp_urls[1]
+        );
+        println!("Send your own events to {base}/hooks/erp-events. Ctrl-C stops it.");
         let _ = tokio::signal::ctrl_c().await;
     }
     gateway.shutdown().await;

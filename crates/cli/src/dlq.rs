@@ -27,7 +27,7 @@ pub enum DlqAction {
     Drop { ids: Vec<i64> },
 }
 
-async fn open_store(
+pub(crate) async fn open_store(
     config: Option<PathBuf>,
     store: Option<String>,
 ) -> anyhow::Result<std::sync::Arc<dyn store::Store>> {

@@ -7,19 +7,6 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-pub fn check(path: &Path) -> anyhow::Result<ExitCode> {
-    match config::load_and_validate(path) {
-        Ok(_) => {
-            println!("{}: ok", path.display());
-            Ok(ExitCode::SUCCESS)
-        }
-        Err(errors) => {
-            eprint!("{}", errors.render());
-            Ok(ExitCode::FAILURE)
-        }
-    }
-}
-
 pub fn read_sim_endpoints(path: &Path) -> anyhow::Result<BTreeMap<String, String>> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let first = text.lines().next().unwrap_or_default();

@@ -1,7 +1,9 @@
 //! The `dingbridge` binary. `anyhow` lives only here, at the edge.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod audit;
 mod bench;
+mod check;
 mod demo;
 mod dlq;
 mod gateway;
@@ -26,9 +28,16 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Validate a config file: every error names file, line and column. Exit 1 on any error.
+    /// With approval policies, also prove every role has an active member mapped to an ERP user.
     Check {
         #[arg(short, long)]
         config: PathBuf,
+        /// Read the DingTalk directory and the ERP users live instead of the gateway's stored copy.
+        #[arg(long)]
+        fetch: bool,
+        /// JSON map printed by `dingbridge sim`: fetch from those simulators (with `--fetch`).
+        #[arg(long, requires = "fetch")]
+        sim_endpoints: Option<PathBuf>,
     },
     /// Run the gateway.
     Run {
@@ -69,6 +78,15 @@ enum Command {
         #[arg(long, global = true)]
         store: Option<String>,
     },
+    /// The hash-chained audit log: verify the chain, export rows as CSV or JSON.
+    Audit {
+        #[command(subcommand)]
+        action: audit::AuditAction,
+        #[arg(short, long, global = true)]
+        config: Option<PathBuf>,
+        #[arg(long, global = true)]
+        store: Option<String>,
+    },
 }
 
 fn init_tracing() {
@@ -89,7 +107,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Check { config } => gateway::check(&config),
+            Command::Check { config, fetch, sim_endpoints } => check::run(&config, fetch, sim_endpoints).await,
             Command::Run { config, store, sim_endpoints, listen } => {
                 gateway::run(&config, store, sim_endpoints, listen).await
             }
@@ -97,6 +115,7 @@ fn main() -> ExitCode {
             Command::Demo { once, listen } => demo::run(once, listen).await,
             Command::Bench(args) => bench::run(args).await,
             Command::Dlq { action, config, store } => dlq::run(action, config, store).await,
+            Command::Audit { action, config, store } => audit::run(action, config, store).await,
         }
     });
     match result {

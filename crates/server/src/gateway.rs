@@ -80,6 +80,7 @@ impl Gateway {
             verifiers: runtime.sources,
             dingtalk_callbacks,
             flows: Arc::new(runtime.flows),
+            approvals: Arc::new(config.approvals.clone()),
         });
 
         // Bound before the CRM sources are built: a Zoho channel's default notify URL names it.
@@ -108,6 +109,18 @@ impl Gateway {
             let sink =
                 crate::erp::ErpReadSink { source: source.clone(), clock: clock.clone(), state: late_state.clone() };
             sinks.insert(crate::erp::read_destination(&source.name), Arc::new(sink));
+        }
+
+        let approvals = approvals_runtime(&config, &erp_sources)?;
+        if let Some(approvals) = &approvals {
+            sinks.insert(
+                engine::approvals::machine::DESTINATION.to_owned(),
+                Arc::new(crate::approvals::ApprovalSink { approvals: approvals.clone(), state: late_state.clone() }),
+            );
+            for source in approvals.sources.values() {
+                let sink = crate::approvals::WriteBackSink { source: source.clone(), state: late_state.clone() };
+                sinks.insert(crate::approvals::write_back_destination(&source.name), Arc::new(sink));
+            }
         }
 
         let workers_cancel = CancellationToken::new();
@@ -157,6 +170,7 @@ impl Gateway {
             directories: Arc::new(directories),
             crm: Arc::new(crm_sources),
             erp: Arc::new(erp_sources),
+            approvals: approvals.clone(),
         };
         let _ = late_state.set(state.clone());
         // Polling and notification channels run with the directory keepers and stop with them.
@@ -174,6 +188,10 @@ impl Gateway {
         for source in state.erp.values() {
             crate::erp::spawn_poller(state.clone(), source.clone(), directory_cancel.clone());
             crate::erp::spawn_idoc_folder(state.clone(), source.clone(), directory_cancel.clone());
+        }
+        if let Some(approvals) = &approvals {
+            crate::approvals::spawn_user_sync(state.clone(), approvals.clone(), directory_cancel.clone());
+            crate::approvals::spawn_timer(state.clone(), approvals.clone(), directory_cancel.clone());
         }
         // Stream clients start after the store and the intake exist: a frame is ACKed only after
         // its event is committed.
@@ -334,6 +352,49 @@ fn erp_sources(config: &Config, runtime: &ErpClients<'_>) -> Result<crate::erp::
         out.insert(name.clone(), Arc::new(built));
     }
     Ok(out)
+}
+
+/// The approvals runtime, when the config has approval policies: the ERP sources they govern and
+/// the DingTalk app whose directory says who is who.
+fn approvals_runtime(
+    config: &Config,
+    erp_sources: &crate::erp::ErpSources,
+) -> Result<Option<Arc<crate::approvals::Approvals>>, StartError> {
+    let approvals = &config.approvals;
+    if approvals.is_empty() {
+        return Ok(None);
+    }
+    let mut sources = BTreeMap::new();
+    for policy in &approvals.policies {
+        for name in &policy.sources {
+            let source = erp_sources.get(name).ok_or_else(|| {
+                StartError::Config(format!("approval policy `{}`: source `{name}` is not an ERP source", policy.name))
+            })?;
+            sources.insert(name.clone(), source.clone());
+        }
+    }
+    let destination = match &approvals.policies[0].delivery {
+        engine::approvals::Delivery::Card { destination, .. } | engine::approvals::Delivery::Oa { destination, .. } => {
+            destination
+        }
+    };
+    let app = match config.destinations.get(destination).map(|d| &d.kind) {
+        Some(engine::config::DestinationKind::DingtalkApp(app)) => app.app.clone(),
+        _ => {
+            return Err(StartError::Config(format!(
+                "approvals deliver through `{destination}`, which is not a dingtalk_app destination"
+            )))
+        }
+    };
+    // Approval cards call back over Stream (an app in HTTP callback mode registers its route key
+    // for flow cards; approval cards do not use one yet).
+    let callback_route_key = None;
+    Ok(Some(Arc::new(crate::approvals::Approvals {
+        config: Arc::new(approvals.clone()),
+        sources,
+        app,
+        callback_route_key,
+    })))
 }
 
 fn hostname() -> String {

@@ -4,6 +4,7 @@
 //! that holds its inbox row and all its outbox jobs has returned.
 
 pub mod admin;
+pub mod approvals;
 pub mod crm;
 pub mod dingtalk;
 pub mod directory;

@@ -15,6 +15,9 @@ pub struct WebhookPipeline {
     /// Decryptors of the DingTalk sources in HTTP callback mode, by source name.
     pub dingtalk_callbacks: BTreeMap<String, Arc<CallbackCrypto>>,
     pub flows: Arc<FlowEngine>,
+    /// Approval policies: ERP records they govern and clicks on approval cards also become
+    /// approval inputs.
+    pub approvals: Arc<engine::approvals::ApprovalsConfig>,
 }
 
 impl crate::Intake for WebhookPipeline {
@@ -96,7 +99,10 @@ impl WebhookPipeline {
             Ok(event) => {
                 intake.event_json = serde_json::to_string(&event).unwrap_or_default();
                 match self.flows.plan(&event, now_ms) {
-                    Ok(jobs) => intake.jobs = jobs,
+                    Ok(jobs) => {
+                        intake.jobs = jobs;
+                        intake.jobs.extend(engine::approvals::machine::job_for_event(&self.approvals, &event, now_ms));
+                    }
                     Err(err) => {
                         tracing::error!(event_id = %event.id, source, "Event dead-lettered: flows could not run: {err}");
                         intake.dead_letter = Some(store::NewDeadLetter { reason: err.to_string() });

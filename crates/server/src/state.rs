@@ -68,6 +68,8 @@ pub struct AppState {
     pub crm: Arc<crate::crm::CrmSources>,
     /// The ERP sources (NetSuite, Dynamics 365, SAP), by source name.
     pub erp: Arc<crate::erp::ErpSources>,
+    /// Approvals with authority, when the config has approval policies.
+    pub approvals: Option<Arc<crate::approvals::Approvals>>,
 }
 
 impl AppState {

@@ -51,6 +51,11 @@ impl ErpSims {
         }
     }
 
+    /// How many workflow decisions the SAP simulator has received.
+    pub fn sap_decisions(&self) -> usize {
+        self.running[2].state.requests(0, None).iter().filter(|r| r.path.ends_with("/Decision")).count()
+    }
+
     pub fn urls(&self) -> Vec<String> {
         self.running.iter().map(|r| r.url()).collect()
     }

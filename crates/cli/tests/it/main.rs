@@ -1,5 +1,8 @@
 //! End-to-end tests of the `dingbridge` binary: real processes, real HTTP, real stores.
 
+mod approvals_kill;
+mod audit;
+mod check_approvals;
 mod cli_misc;
 mod common;
 mod crash;

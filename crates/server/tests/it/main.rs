@@ -2,6 +2,7 @@
 //! signatures (R17), replays (R18), size and shape (R19).
 
 mod admin;
+mod approvals;
 mod crm;
 mod dingtalk;
 mod erp;
