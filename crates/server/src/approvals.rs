@@ -104,7 +104,9 @@ impl Approvals {
 async fn load_users(state: &AppState, source: &str) -> Result<Option<Vec<ErpUser>>, DeliveryError> {
     let unavailable = |reason: String| DeliveryError::Transport { endpoint: "store".into(), reason };
     match state.store.get_cursor(&users_cursor(source)).await.map_err(|e| unavailable(e.to_string()))? {
-        Some(text) => serde_json::from_str(&text).map(Some).map_err(|e| unavailable(format!("stored users of {source}: {e}"))),
+        Some(text) => {
+            serde_json::from_str(&text).map(Some).map_err(|e| unavailable(format!("stored users of {source}: {e}")))
+        }
         None => Ok(None),
     }
 }

@@ -19,6 +19,8 @@ pub mod machine;
 pub mod policy;
 
 #[cfg(test)]
+mod config_tests;
+#[cfg(test)]
 mod tests;
 
 use model::Decimal;
