@@ -1,6 +1,6 @@
 //! Pieces shared by both backends: row mapping, the audit hash and the chain verifier.
 
-use crate::{AuditEntry, AuditVerification, DeadLetter, Job, JobState, StoreError};
+use crate::{AuditEntry, AuditVerification, DeadLetter, IdLink, Job, JobState, StoreError};
 use sha2::{Digest, Sha256};
 use sqlx::{ColumnIndex, Decode, Row, Type};
 
@@ -99,6 +99,23 @@ where
         reason: r.try_get("reason")?,
         attempts: attempts(r.try_get("attempts")?)?,
         created_at: r.try_get("created_at")?,
+    })
+}
+
+pub(crate) fn link_from_row<R>(r: &R) -> Result<IdLink, StoreError>
+where
+    R: Row,
+    for<'a> &'a str: ColumnIndex<R>,
+    i64: Type<R::Database> + for<'r> Decode<'r, R::Database>,
+    String: Type<R::Database> + for<'r> Decode<'r, R::Database>,
+    Option<String>: Type<R::Database> + for<'r> Decode<'r, R::Database>,
+{
+    Ok(IdLink {
+        kind: r.try_get("kind")?,
+        left: r.try_get("left_id")?,
+        right: r.try_get("right_id")?,
+        data: r.try_get("data")?,
+        updated_at: r.try_get("updated_at")?,
     })
 }
 

@@ -5,8 +5,8 @@
 
 use crate::common::{
     audit_from_row, audit_hash, claim_followers_sql, complete_sql, dead_from_row, first_occurrences, has_repeated_job,
-    insert_coalesced_job_sql, insert_inbox_sql, insert_jobs_sql, insert_parse_dead_sql, job_from_row, ChainVerifier,
-    Ph, AUDIT_COLS, CHUNK, DEAD_COLS, JOB_COLS,
+    insert_coalesced_job_sql, insert_inbox_sql, insert_jobs_sql, insert_parse_dead_sql, job_from_row, link_from_row,
+    ChainVerifier, Ph, AUDIT_COLS, CHUNK, DEAD_COLS, JOB_COLS,
 };
 use crate::{
     AuditEntry, AuditVerification, Completion, DeadLetter, IdLink, Intake, IntakeOutcome, Job, Lease, Millis,
@@ -507,14 +507,7 @@ impl Store for PgStore {
         .bind(left)
         .fetch_optional(&self.pool)
         .await?;
-        let Some(r) = row else { return Ok(None) };
-        Ok(Some(IdLink {
-            kind: r.try_get("kind")?,
-            left: r.try_get("left_id")?,
-            right: r.try_get("right_id")?,
-            data: r.try_get("data")?,
-            updated_at: r.try_get("updated_at")?,
-        }))
+        row.as_ref().map(link_from_row).transpose()
     }
 
     async fn list_links(
@@ -536,17 +529,7 @@ impl Store for PgStore {
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(IdLink {
-                    kind: r.try_get("kind")?,
-                    left: r.try_get("left_id")?,
-                    right: r.try_get("right_id")?,
-                    data: r.try_get("data")?,
-                    updated_at: r.try_get("updated_at")?,
-                })
-            })
-            .collect()
+        rows.iter().map(link_from_row).collect()
     }
 
     async fn audit_append(&self, e: &NewAuditEntry) -> Result<AuditEntry, StoreError> {
