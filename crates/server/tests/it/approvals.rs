@@ -436,8 +436,16 @@ async fn approve(erp: Erp) {
     assert!(card["amount"].starts_with("HKD "), "{card:?}");
     assert!(card["status"].starts_with("Waiting for"), "{card:?}");
     assert_ne!(card["as_of"], "unknown", "{card:?}");
+    let calls_before = rig.erp_requests(erp).await.len();
+    let clicked = Instant::now();
     approve_all_steps(&rig, erp, "finance0001").await;
     let done = rig.wait_status(erp, "approved", |s| matches!(s, Status::Approved { .. })).await;
+    let took = clicked.elapsed();
+    // What one decision costs the ERP: the re-read that guards it, the write, and (NetSuite) the
+    // read of the version after it; SAP adds the work-item lookup and its CSRF token.
+    let calls = rig.erp_requests(erp).await.len() - calls_before;
+    eprintln!("{erp:?}: last click -> ERP written and state approved in {took:?}; {calls} ERP calls for the decision");
+    assert!(calls <= 8, "{erp:?}: {calls} ERP calls for one decision");
     rig.wait_card(erp, None, "Approved by … at …", |p| {
         p["status"].starts_with("Approved by ") && p["status"].contains("HKT") && p["canApprove"] == "false"
     })
