@@ -348,6 +348,8 @@ impl ApprovalSink {
 pub struct WriteBackSink {
     pub source: Arc<ErpSource>,
     pub state: Arc<OnceLock<AppState>>,
+    /// The delivery schedule's last attempt: a failure then is a dead letter.
+    pub max_attempts: u32,
 }
 
 impl WriteBackSink {
@@ -377,9 +379,39 @@ impl Sink for WriteBackSink {
         let span = tracing::info_span!("approval_write_back", approval = %key, flow = "approvals",
             source = %self.source.name, decision = request.decision.as_str());
         let _guard = span.enter();
-        let outcome = self.decide(&request).await?;
-        tracing::info!(outcome = ?outcome, "Decision written back.");
         let state = state_of(&self.state)?;
+        let outcome = match self.decide(&request).await {
+            Ok(outcome) => outcome,
+            Err(err) => {
+                let last = delivery.attempt >= self.max_attempts
+                    || matches!(err.disposition(), connect::Disposition::Permanent);
+                if last {
+                    // The worker dead-letters it next: the approval and its card say so.
+                    let now = state.clock.now_millis();
+                    let input = Input::WriteFailed {
+                        key: key.to_owned(),
+                        idempotency_key: request.idempotency_key.clone(),
+                        reason: err.to_string(),
+                        at_ms: now,
+                    };
+                    let failed_key = format!("{}:failed:{}", delivery.idempotency_key, delivery.attempt);
+                    let intake = store::Intake {
+                        dedup_key: failed_key.clone(),
+                        event_id: uuid::Uuid::now_v7().to_string(),
+                        source: self.source.name.clone(),
+                        received_at: now,
+                        event_json: json!({"approval": key, "write_back_failed": err.to_string()}).to_string(),
+                        jobs: vec![machine::input_job(&input, failed_key, now)],
+                        dead_letter: None,
+                    };
+                    if let Err(e) = commit(state, &self.source.name, intake).await {
+                        tracing::warn!("The failed write-back could not be recorded on the approval: {}", e.message);
+                    }
+                }
+                return Err(err);
+            }
+        };
+        tracing::info!(outcome = ?outcome, "Decision written back.");
         let now = state.clock.now_millis();
         let input = Input::Outcome {
             key: key.to_owned(),

@@ -118,7 +118,11 @@ impl Gateway {
                 Arc::new(crate::approvals::ApprovalSink { approvals: approvals.clone(), state: late_state.clone() }),
             );
             for source in approvals.sources.values() {
-                let sink = crate::approvals::WriteBackSink { source: source.clone(), state: late_state.clone() };
+                let sink = crate::approvals::WriteBackSink {
+                    source: source.clone(),
+                    state: late_state.clone(),
+                    max_attempts: u32::try_from(config.delivery.schedule.steps.len() + 1).unwrap_or(u32::MAX),
+                };
                 sinks.insert(crate::approvals::write_back_destination(&source.name), Arc::new(sink));
             }
         }

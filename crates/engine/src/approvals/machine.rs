@@ -45,6 +45,9 @@ pub enum Input {
     Click { key: String, userid: String, action: String, event_id: String, at_ms: i64 },
     /// The ERP's answer to a write-back.
     Outcome { key: String, idempotency_key: String, outcome: DecisionOutcome, at_ms: i64 },
+    /// The write-back gave up (retries exhausted, or refused as malformed or unauthorised): it is
+    /// a dead letter now, which `dlq retry` replays with the same key.
+    WriteFailed { key: String, idempotency_key: String, reason: String, at_ms: i64 },
     /// Time passed: reminders and escalation fall due.
     Tick { key: String, at_ms: i64 },
 }
@@ -55,6 +58,7 @@ impl Input {
             Input::Record { key, .. }
             | Input::Click { key, .. }
             | Input::Outcome { key, .. }
+            | Input::WriteFailed { key, .. }
             | Input::Tick { key, .. } => key,
         }
     }
@@ -123,6 +127,15 @@ pub enum Status {
         at_ms: i64,
         idempotency_key: String,
     },
+    /// Decided in DingTalk, but the write-back gave up and waits in the dead-letter queue.
+    WriteFailed {
+        decision: Decision,
+        by: String,
+        by_name: String,
+        at_ms: i64,
+        idempotency_key: String,
+        reason: String,
+    },
     Approved {
         by: String,
         by_name: String,
@@ -156,6 +169,7 @@ impl Status {
         match self {
             Status::Pending => "pending",
             Status::Writing { .. } => "writing",
+            Status::WriteFailed { .. } => "write_failed",
             Status::Approved { .. } => "approved",
             Status::Rejected { .. } => "rejected",
             Status::ChangedInErp { .. } => "changed_in_erp",
@@ -299,6 +313,10 @@ pub fn apply(current: Option<Approval>, input: &Input, ctx: &Context<'_>) -> Tra
         },
         Input::Outcome { idempotency_key, outcome, at_ms, .. } => match current {
             Some(state) => on_outcome(state, idempotency_key, outcome, *at_ms, ctx),
+            None => Transition::none(),
+        },
+        Input::WriteFailed { idempotency_key, reason, at_ms, .. } => match current {
+            Some(state) => on_write_failed(state, idempotency_key, reason, *at_ms, ctx),
             None => Transition::none(),
         },
         Input::Tick { at_ms, .. } => match current {
@@ -501,7 +519,7 @@ fn on_click(state: Approval, userid: &str, action: &str, event_id: &str, at_ms: 
     };
     match &state.status {
         Status::Pending => {}
-        Status::Writing { by_name, decision, .. } => {
+        Status::Writing { by_name, decision, .. } | Status::WriteFailed { by_name, decision, .. } => {
             let reason =
                 format!("{} by {by_name}; the decision is being written to {}", decision.past_tense(), ctx.erp_name);
             return refusal(state.clone(), userid, action, reason, event_id);
@@ -696,8 +714,44 @@ fn decide(
     Transition { state: Some(state), effects }
 }
 
+fn on_write_failed(mut state: Approval, key: &str, reason: &str, at_ms: i64, ctx: &Context<'_>) -> Transition {
+    let Status::Writing { decision, by, by_name, idempotency_key, at_ms: decided_ms } = state.status.clone() else {
+        return Transition::none();
+    };
+    if idempotency_key != key {
+        return Transition::none();
+    }
+    state.status = Status::WriteFailed {
+        decision,
+        by: by.clone(),
+        by_name,
+        at_ms: decided_ms,
+        idempotency_key: key.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let detail = json!({"before": "writing", "after": state.status.name(), "decision": decision.as_str(),
+        "reason": reason, "idempotency_key": key, "failed_at": hk_time(at_ms)});
+    let effects = vec![
+        Effect::UpdateCard,
+        audit(&format!("erp:{}", state.source), "approval.writeback_failed", detail),
+        Effect::Notify {
+            users: vec![by],
+            title: format!("{} {}: not yet in {}", entity_label(&state.entity), state.number(), ctx.erp_name),
+            text: format!(
+                "Your decision ({}) could not be written to {} ({reason}). It is kept as a dead letter; \
+                 operations retry it with `dingbridge dlq retry`, and it is written once.",
+                decision.past_tense().to_lowercase(),
+                ctx.erp_name
+            ),
+        },
+    ];
+    Transition { state: Some(state), effects }
+}
+
 fn on_outcome(mut state: Approval, key: &str, outcome: &DecisionOutcome, at_ms: i64, ctx: &Context<'_>) -> Transition {
-    let Status::Writing { decision, by, by_name, idempotency_key, .. } = state.status.clone() else {
+    let (Status::Writing { decision, by, by_name, idempotency_key, .. }
+    | Status::WriteFailed { decision, by, by_name, idempotency_key, .. }) = state.status.clone()
+    else {
         return Transition::none();
     };
     if idempotency_key != key {
@@ -884,6 +938,11 @@ pub fn card_params(state: &Approval, erp_name: &str) -> std::collections::BTreeM
         Status::Writing { decision, by_name, at_ms, .. } => {
             format!("{} by {by_name} at {}; writing to {erp_name}…", decision.past_tense(), hk_time(*at_ms))
         }
+        Status::WriteFailed { decision, by_name, at_ms, reason, .. } => format!(
+            "{} by {by_name} at {}; NOT yet in {erp_name}: {reason} (kept for retry by operations)",
+            decision.past_tense(),
+            hk_time(*at_ms)
+        ),
         Status::Approved { by_name, at_ms, .. } => format!("Approved by {by_name} at {}", hk_time(*at_ms)),
         Status::Rejected { by_name, at_ms, .. } => format!("Rejected by {by_name} at {}", hk_time(*at_ms)),
         Status::ChangedInErp { reason, .. } => format!("Changed in {erp_name} — please review: {reason}"),

@@ -437,3 +437,39 @@ fn only_governed_records_and_approval_card_clicks_become_approval_jobs() {
     assert!(job_for_event(&w.config, &event("ns", "shipment", "1", json!({})), 5).is_none());
     assert!(job_for_event(&ApprovalsConfig::default(), &click_event, 5).is_none());
 }
+
+#[test]
+fn a_write_back_that_gave_up_is_shown_and_a_later_replay_still_completes_it() {
+    let w = World::new();
+    let t = apply(Some(opened(&w, "500")), &click("fin", "approve", 1), &w.ctx());
+    let failed = apply(
+        t.state,
+        &Input::WriteFailed {
+            key: "ns:purchase_request:4691".into(),
+            idempotency_key: "apr-evt-1".into(),
+            reason: "NetSuite answered HTTP 503".into(),
+            at_ms: MONDAY_10 + 600_000,
+        },
+        &w.ctx(),
+    );
+    let s = failed.state.clone().unwrap();
+    assert!(matches!(&s.status, Status::WriteFailed { reason, .. } if reason.contains("503")));
+    assert_eq!(audits(&failed), ["approval.writeback_failed"]);
+    assert!(card_params(&s, "NetSuite")["status"].contains("NOT yet in NetSuite"), "{:?}", card_params(&s, "NetSuite"));
+    assert!(failed.effects.iter().any(|e| matches!(e, Effect::Notify { users, .. } if users == &["fin"])));
+    // Nobody may decide again meanwhile.
+    let again = apply(Some(s.clone()), &click("pay", "reject", 2), &w.ctx());
+    assert!(write_back(&again).is_none());
+    // The dead letter replayed by operations reaches NetSuite: approved.
+    let done = apply(
+        Some(s),
+        &Input::Outcome {
+            key: "ns:purchase_request:4691".into(),
+            idempotency_key: "apr-evt-1".into(),
+            outcome: DecisionOutcome::Applied { version: None },
+            at_ms: MONDAY_10 + 900_000,
+        },
+        &w.ctx(),
+    );
+    assert!(matches!(done.state.unwrap().status, Status::Approved { .. }));
+}

@@ -660,6 +660,40 @@ async fn change_in_erp(rig: &Rig, erp: Erp) {
     }
 }
 
+/// The ERP stays down past the whole retry schedule: the write-back is dead-lettered, the card
+/// says the decision is not yet in the ERP, and `dlq retry` later writes it once.
+async fn write_back_dead_lettered_then_replayed(erp: Erp) {
+    let rig = Rig::start(false).await;
+    rig.wait_for_card(erp).await;
+    rig.fault(erp, json!({"status": 503, "duration_ms": 60_000})).await;
+    approve_all_steps(&rig, erp, "finance0001").await;
+    rig.wait_status(erp, "write-back given up", |s| matches!(s, Status::WriteFailed { .. })).await;
+    rig.wait_card(erp, None, "not yet in the ERP", |p| p["status"].contains("NOT yet in")).await;
+    assert!(rig.audit_actions(erp).await.iter().any(|a| a == "approval.writeback_failed"));
+    let store = &rig.gateway().store;
+    let dead = store.list_dead(10).await.unwrap();
+    let letter = dead
+        .iter()
+        .find(|d| d.destination.as_deref() == Some(&format!("erp-approve:{}", erp.source())))
+        .expect("the write-back is a dead letter");
+    reqwest::Client::new().delete(format!("{}/_sim/faults", rig.erp_url(erp))).send().await.unwrap();
+    store.replay_dead(letter.job_id.unwrap(), jiff::Timestamp::now().as_millisecond()).await.unwrap();
+    (rig.gateway().state.nudge)();
+    rig.wait_status(erp, "approved after the replay", |s| matches!(s, Status::Approved { .. })).await;
+    assert_eq!(rig.writes(erp).await, 1);
+    rig.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn netsuite_a_write_back_past_every_retry_is_dead_lettered_shown_and_replayed_once() {
+    write_back_dead_lettered_then_replayed(Erp::Netsuite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sap_a_write_back_past_every_retry_is_dead_lettered_shown_and_replayed_once() {
+    write_back_dead_lettered_then_replayed(Erp::Sap).await;
+}
+
 fn at(text: &str) -> jiff::Timestamp {
     text.parse().unwrap()
 }
