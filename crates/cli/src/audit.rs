@@ -13,10 +13,6 @@ use store::{AuditEntry, AuditVerification, Store};
 /// Rows read per `audit_list` call.
 const PAGE: usize = 1_000;
 
-/// How far a row's `at` may lag behind the `at` of a row with a lower seq (appenders on several
-/// hosts with slightly different clocks) and still be found when paging by `at`.
-const CLOCK_SKEW_MS: i64 = 5 * 60 * 1_000;
-
 /// What a broken chain means, for the operator reading the message.
 const BROKEN_MEANS: &str = "a row was edited, removed, inserted or reordered after it was written; \
      treat the audit log as tampered and compare it with a backup";
@@ -107,45 +103,28 @@ fn hk(ms: i64) -> String {
     }
 }
 
-/// Pages through `audit_list` in seq order. `audit_list(since, n)` returns the first `n` rows by
-/// seq with `at >= since` (inclusive), so each next page starts at the last row's `at` (less the
-/// clock-skew margin) and rows whose seq was already returned are skipped.
+/// Pages through the rows with `at >= since` in seq order.
 struct Pager {
     since: i64,
-    limit: usize,
-    last_seq: i64,
+    after_seq: i64,
     done: bool,
 }
 
 impl Pager {
     fn new(since: i64) -> Self {
-        Self { since, limit: PAGE, last_seq: 0, done: false }
+        Self { since, after_seq: 0, done: false }
     }
 
-    /// The next rows not returned before, ascending seq; `None` at the end.
+    /// The next rows, ascending seq; `None` at the end.
     async fn next(&mut self, store: &dyn Store) -> anyhow::Result<Option<Vec<AuditEntry>>> {
-        loop {
-            if self.done {
-                return Ok(None);
-            }
-            let page = store.audit_list(self.since, self.limit).await.context("reading the audit log")?;
-            let full = page.len() >= self.limit;
-            self.done = !full;
-            let Some(last) = page.last() else { return Ok(None) };
-            let next_since = last.at.saturating_sub(CLOCK_SKEW_MS).max(self.since);
-            let fresh: Vec<AuditEntry> = page.into_iter().filter(|e| e.seq > self.last_seq).collect();
-            if fresh.is_empty() && full {
-                // A whole page of rows already returned (many rows within the skew margin):
-                // read a bigger page from the same place instead of looping forever.
-                self.limit = self.limit.saturating_mul(2);
-                continue;
-            }
-            self.since = next_since;
-            if let Some(e) = fresh.last() {
-                self.last_seq = e.seq;
-            }
-            return Ok(Some(fresh));
+        if self.done {
+            return Ok(None);
         }
+        let page = store.audit_list(self.since, self.after_seq, PAGE).await.context("reading the audit log")?;
+        self.done = page.len() < PAGE;
+        let Some(last) = page.last() else { return Ok(None) };
+        self.after_seq = last.seq;
+        Ok(Some(page))
     }
 }
 
@@ -180,8 +159,8 @@ async fn export(
     let mut written = 0u64;
     while let Some(page) = pager.next(store).await? {
         for entry in page {
-            // The skew margin re-reads a little before `since`; `until` is exclusive.
-            if entry.at < since_ms || until_ms.is_some_and(|u| entry.at >= u) {
+            // `until` is exclusive.
+            if until_ms.is_some_and(|u| entry.at >= u) {
                 continue;
             }
             writer.write(&ExportRow::from(entry))?;

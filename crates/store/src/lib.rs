@@ -149,7 +149,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Append one audit row; its hash covers the previous row's hash (a chain).
     async fn audit_append(&self, entry: &NewAuditEntry) -> Result<AuditEntry, StoreError>;
-    async fn audit_list(&self, since: Millis, limit: usize) -> Result<Vec<AuditEntry>, StoreError>;
+    /// Rows with `at >= since` and `seq > after_seq`, in seq order, at most `limit`: page by
+    /// passing the last seq of the previous page.
+    async fn audit_list(&self, since: Millis, after_seq: i64, limit: usize) -> Result<Vec<AuditEntry>, StoreError>;
     /// Recompute the whole chain; report the first row where it breaks.
     async fn audit_verify(&self) -> Result<AuditVerification, StoreError>;
 

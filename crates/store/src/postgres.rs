@@ -572,12 +572,15 @@ impl Store for PgStore {
         })
     }
 
-    async fn audit_list(&self, since: Millis, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
-        let rows = sqlx::query(&format!("SELECT {AUDIT_COLS} FROM audit_log WHERE at >= $1 ORDER BY seq LIMIT $2"))
-            .bind(since)
-            .bind(lim(limit))
-            .fetch_all(&self.pool)
-            .await?;
+    async fn audit_list(&self, since: Millis, after_seq: i64, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {AUDIT_COLS} FROM audit_log WHERE at >= $1 AND seq > $2 ORDER BY seq LIMIT $3"
+        ))
+        .bind(since)
+        .bind(after_seq)
+        .bind(lim(limit))
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter().map(audit_from_row).collect()
     }
 

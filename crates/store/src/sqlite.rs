@@ -589,12 +589,14 @@ impl Store for SqliteStore {
         })
     }
 
-    async fn audit_list(&self, since: Millis, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
-        let rows = sqlx::query(&format!("SELECT {AUDIT_COLS} FROM audit_log WHERE at >= ? ORDER BY seq LIMIT ?"))
-            .bind(since)
-            .bind(lim(limit))
-            .fetch_all(&self.reader)
-            .await?;
+    async fn audit_list(&self, since: Millis, after_seq: i64, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        let rows =
+            sqlx::query(&format!("SELECT {AUDIT_COLS} FROM audit_log WHERE at >= ? AND seq > ? ORDER BY seq LIMIT ?"))
+                .bind(since)
+                .bind(after_seq)
+                .bind(lim(limit))
+                .fetch_all(&self.reader)
+                .await?;
         rows.iter().map(audit_from_row).collect()
     }
 

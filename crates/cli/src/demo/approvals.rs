@@ -149,7 +149,7 @@ async fn authority_steps(
     timeline.line("IN", "Ng Hoi Yan (acct0003, junior accounts clerk, no approval role) clicks Approve");
     let note = until("the refusal on the card", WAIT, || card_param(dingtalk, &card, Some("acct0003"), "note")).await?;
     timeline.line("OUT", format!("card, for her only: {note}"));
-    let audit = gateway.store.audit_list(0, 10_000).await?;
+    let audit = gateway.store.audit_list(0, 0, 10_000).await?;
     let refused = audit
         .iter()
         .find(|e| e.action == "approval.refused" && e.subject == key)

@@ -189,7 +189,7 @@ impl Store for MemStore {
     async fn audit_append(&self, _entry: &NewAuditEntry) -> Result<AuditEntry, StoreError> {
         unsupported()
     }
-    async fn audit_list(&self, _since: Millis, _limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+    async fn audit_list(&self, _since: Millis, _after_seq: i64, _limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
         unsupported()
     }
     async fn audit_verify(&self) -> Result<AuditVerification, StoreError> {

@@ -369,7 +369,7 @@ impl Rig {
     }
 
     pub async fn audit(&self) -> Vec<store::AuditEntry> {
-        self.gateway().store.audit_list(0, 10_000).await.unwrap()
+        self.gateway().store.audit_list(0, 0, 10_000).await.unwrap()
     }
 
     pub async fn audit_actions(&self, erp: Erp) -> Vec<String> {

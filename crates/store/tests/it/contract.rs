@@ -340,9 +340,12 @@ async fn audit_chain(b: &mut Backend) {
         prev = e.hash.clone();
     }
     assert_eq!(b.store.audit_verify().await.unwrap(), AuditVerification::Intact { rows: 10 });
-    let listed = b.store.audit_list(105, 3).await.unwrap();
+    let listed = b.store.audit_list(105, 0, 3).await.unwrap();
     assert_eq!(listed.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![6, 7, 8]);
-    assert_eq!(listed[2].hash, b.store.audit_list(107, 1).await.unwrap()[0].hash);
+    assert_eq!(listed[2].hash, b.store.audit_list(107, 0, 1).await.unwrap()[0].hash);
+    // Paging by seq: the rows after the previous page's last seq.
+    let next = b.store.audit_list(105, 8, 3).await.unwrap();
+    assert_eq!(next.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![9, 10]);
     b.exec("UPDATE audit_log SET detail = '{\"before\":\"approved\"}' WHERE seq = 4").await;
     match b.store.audit_verify().await.unwrap() {
         AuditVerification::Broken { at_seq, .. } => assert_eq!(at_seq, 4),

@@ -175,7 +175,7 @@ impl Store for Down {
     async fn audit_append(&self, _: &NewAuditEntry) -> Result<AuditEntry, StoreError> {
         down()
     }
-    async fn audit_list(&self, _: Millis, _: usize) -> Result<Vec<AuditEntry>, StoreError> {
+    async fn audit_list(&self, _: Millis, _: i64, _: usize) -> Result<Vec<AuditEntry>, StoreError> {
         down()
     }
     async fn audit_verify(&self) -> Result<AuditVerification, StoreError> {
