@@ -6,7 +6,7 @@ use connect::{DeliveryError, Disposition};
 use connectors::approval::ErpUser;
 use connectors::dingtalk::directory::{Directory, DirectorySnapshot, DirectorySync};
 use engine::approvals::ApprovalsConfig;
-use engine::config::{self, Config, DestinationKind, ErpSource, ErpSystem, SourceKind};
+use engine::config::{self, Config, ErpSource, ErpSystem, SourceKind};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -30,7 +30,7 @@ pub async fn run(path: &Path, fetch: bool, sim_endpoints: Option<PathBuf>) -> an
     if config.approvals.is_empty() {
         return Ok(ExitCode::SUCCESS);
     }
-    let Some(app) = approvals_app(&config) else {
+    let Some(app) = engine::approvals::directory_app(&config).map(str::to_owned) else {
         // Validation refuses approvals without a DingTalk app; say so rather than pass silently.
         println!("approvals mapping not proven: the config names no DingTalk app to read the directory of");
         return Ok(ExitCode::FAILURE);
@@ -80,35 +80,12 @@ struct People {
     erp_users: BTreeMap<String, Vec<ErpUser>>,
 }
 
-/// The DingTalk app whose directory says who is who: the gateway uses the app of the policies'
-/// delivery destination, else the app of the config's DingTalk source.
-fn approvals_app(config: &Config) -> Option<String> {
-    let delivery_app = config.approvals.policies.iter().find_map(|policy| {
-        let destination = match &policy.delivery {
-            engine::approvals::Delivery::Card { destination, .. }
-            | engine::approvals::Delivery::Oa { destination, .. } => destination,
-        };
-        match config.destinations.get(destination).map(|d| &d.kind) {
-            Some(DestinationKind::DingtalkApp(app)) => Some(app.app.clone()),
-            _ => None,
-        }
-    });
-    delivery_app.or_else(|| {
-        config.sources.values().find_map(|s| match &s.kind {
-            SourceKind::Dingtalk { app, .. } => Some(app.clone()),
-            _ => None,
-        })
-    })
-}
-
 /// The ERP sources the policies govern, by name.
 fn erp_sources(config: &Config) -> BTreeMap<String, ErpSource> {
     let mut out = BTreeMap::new();
-    for policy in &config.approvals.policies {
-        for name in &policy.sources {
-            if let Some(SourceKind::Erp(erp)) = config.sources.get(name).map(|s| &s.kind) {
-                out.insert(name.clone(), erp.clone());
-            }
+    for name in config.approvals.governed_sources() {
+        if let Some(SourceKind::Erp(erp)) = config.sources.get(name).map(|s| &s.kind) {
+            out.insert(name.to_owned(), erp.clone());
         }
     }
     out
@@ -135,10 +112,10 @@ async fn stored_people(
     };
     let mut erp_users = BTreeMap::new();
     for name in sources.keys() {
-        let cursor = server::approvals::users_cursor(name);
-        if let Some(text) = store.get_cursor(&cursor).await.with_context(|| format!("reading {cursor}"))? {
-            let users: Vec<ErpUser> =
-                serde_json::from_str(&text).with_context(|| format!("the stored user list {cursor} is not valid"))?;
+        let users = server::approvals::load_users(store.as_ref(), name)
+            .await
+            .map_err(|e| anyhow::anyhow!("reading the stored user list of `{name}`: {e}"))?;
+        if let Some(users) = users {
             erp_users.insert(name.clone(), users);
         }
     }
@@ -210,36 +187,39 @@ async fn fetch_people(
     Ok(Some(People { directory, erp_users }))
 }
 
-/// Tries per live read before `check` gives up.
-const ATTEMPTS: u32 = 5;
-/// Longest wait between tries, whatever the vendor asks for.
+/// Waits between tries of a live read (four retries), and the longest wait whatever the vendor
+/// asks for.
+const RETRY_STEP: Duration = Duration::from_secs(1);
+const RETRIES: usize = 4;
 const MAX_WAIT: Duration = Duration::from_secs(10);
 
-/// A live read, retried when the vendor throttles or fails transiently (the directory walk makes
-/// many calls, and DingTalk's per-second limits are easy to hit when `check` runs right after
-/// the gateway or another `check`), as the gateway's own sync would on its next round.
+/// A live read, retried on the shared schedule when the vendor throttles or fails transiently
+/// (the directory walk makes many calls, and DingTalk's per-second limits are easy to hit when
+/// `check` runs right after the gateway or another `check`), as the gateway's own sync would on
+/// its next round.
 async fn patiently<T, F, Fut>(what: &str, mut call: F) -> anyhow::Result<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, DeliveryError>>,
 {
-    let mut attempt = 1;
+    let schedule = connect::RetrySchedule { steps: vec![RETRY_STEP; RETRIES], jitter: 0.2 };
+    let mut attempts = 0;
     loop {
+        attempts += 1;
         let err = match call().await {
             Ok(value) => return Ok(value),
             Err(err) => err,
         };
-        let wait = match err.disposition() {
-            Disposition::RetryAfter(after) => after.min(MAX_WAIT),
-            Disposition::Retry => Duration::from_secs(1),
+        let retry_after = match err.disposition() {
+            Disposition::RetryAfter(after) => Some(after.min(MAX_WAIT)),
+            Disposition::Retry => None,
             Disposition::Auth | Disposition::Permanent => return Err(err).context(what.to_owned()),
         };
-        if attempt >= ATTEMPTS {
-            return Err(err).with_context(|| format!("{what} (gave up after {ATTEMPTS} tries)"));
-        }
+        let Some(wait) = schedule.next_delay(attempts, retry_after) else {
+            return Err(err).with_context(|| format!("{what} (gave up after {attempts} tries)"));
+        };
         eprintln!("{what}: {err}; trying again in {wait:?}");
         tokio::time::sleep(wait).await;
-        attempt += 1;
     }
 }
 

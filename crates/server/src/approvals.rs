@@ -63,13 +63,17 @@ pub struct Approvals {
     pub sources: BTreeMap<String, Arc<ErpSource>>,
     /// The DingTalk app whose directory says who is who (the app of the policies' destinations).
     pub app: String,
-    /// Whether cards call back over Stream (else HTTP with this route key).
-    pub callback_route_key: Option<String>,
+    /// That app's directory keeper, when the gateway keeps it in memory (`sync_directory`).
+    pub keeper: Option<Arc<crate::directory::DirectoryKeeper>>,
 }
 
 impl Approvals {
     async fn directory(&self, state: &AppState) -> Result<DirectorySnapshot, DeliveryError> {
-        match crate::directory::load(state.store.as_ref(), &self.app).await {
+        let current = match &self.keeper {
+            Some(keeper) => keeper.current().await,
+            None => crate::directory::load(state.store.as_ref(), &self.app).await,
+        };
+        match current {
             Ok(Some(snapshot)) => Ok(snapshot),
             Ok(None) => Err(DeliveryError::Transport {
                 endpoint: "dingtalk directory".into(),
@@ -87,7 +91,7 @@ impl Approvals {
         directory: &DirectorySnapshot,
     ) -> Result<Option<IdentityMap>, DeliveryError> {
         let Some(config) = self.config.identity.get(source) else { return Ok(None) };
-        let users = load_users(state, source).await?;
+        let users = load_users(state.store.as_ref(), source).await.map_err(store_error)?;
         // Rules match against the ERP's people: until their list has been read, nobody could be
         // matched, and a requester who cannot be recognised could approve their own request.
         let Some(users) = users.or_else(|| config.rules.is_empty().then(Vec::new)) else {
@@ -101,13 +105,24 @@ impl Approvals {
 }
 
 /// The stored user list of an ERP source; `None` when it has never been read.
-async fn load_users(state: &AppState, source: &str) -> Result<Option<Vec<ErpUser>>, DeliveryError> {
-    let unavailable = |reason: String| DeliveryError::Transport { endpoint: "store".into(), reason };
-    match state.store.get_cursor(&users_cursor(source)).await.map_err(|e| unavailable(e.to_string()))? {
-        Some(text) => {
-            serde_json::from_str(&text).map(Some).map_err(|e| unavailable(format!("stored users of {source}: {e}")))
-        }
+pub async fn load_users(store: &dyn store::Store, source: &str) -> Result<Option<Vec<ErpUser>>, String> {
+    match store.get_cursor(&users_cursor(source)).await.map_err(|e| e.to_string())? {
+        Some(text) => serde_json::from_str(&text).map(Some).map_err(|e| format!("stored users of {source}: {e}")),
         None => Ok(None),
+    }
+}
+
+/// The intake that hands `input` to the approval: one job under the approval's ordering key,
+/// stored (and de-duplicated) under `dedup_key`.
+fn input_intake(source: &str, dedup_key: String, input: &Input, event: Value, now: i64) -> store::Intake {
+    store::Intake {
+        dedup_key: dedup_key.clone(),
+        event_id: uuid::Uuid::now_v7().to_string(),
+        source: source.to_owned(),
+        received_at: now,
+        event_json: event.to_string(),
+        jobs: vec![machine::input_job(input, dedup_key, now)],
+        dead_letter: None,
     }
 }
 
@@ -293,13 +308,8 @@ impl ApprovalSink {
                             card["users"] = json!(users);
                         }
                     }
-                    match &self.approvals.callback_route_key {
-                        Some(route) => {
-                            card["callback"] = json!("http");
-                            card["callback_route_key"] = json!(route);
-                        }
-                        None => card["callback"] = json!("stream"),
-                    }
+                    // Approval cards call back over Stream (no HTTP route key is registered for them).
+                    card["callback"] = json!("stream");
                     (destination.clone(), card_order.clone(), card)
                 }
                 Effect::UpdateCard => (
@@ -395,15 +405,8 @@ impl Sink for WriteBackSink {
                         at_ms: now,
                     };
                     let failed_key = format!("{}:failed:{}", delivery.idempotency_key, delivery.attempt);
-                    let intake = store::Intake {
-                        dedup_key: failed_key.clone(),
-                        event_id: uuid::Uuid::now_v7().to_string(),
-                        source: self.source.name.clone(),
-                        received_at: now,
-                        event_json: json!({"approval": key, "write_back_failed": err.to_string()}).to_string(),
-                        jobs: vec![machine::input_job(&input, failed_key, now)],
-                        dead_letter: None,
-                    };
+                    let event = json!({"approval": key, "write_back_failed": err.to_string()});
+                    let intake = input_intake(&self.source.name, failed_key, &input, event, now);
                     if let Err(e) = commit(state, &self.source.name, intake).await {
                         tracing::warn!("The failed write-back could not be recorded on the approval: {}", e.message);
                     }
@@ -420,15 +423,8 @@ impl Sink for WriteBackSink {
             at_ms: now,
         };
         let answer_key = format!("{}:outcome", delivery.idempotency_key);
-        let intake = store::Intake {
-            dedup_key: answer_key.clone(),
-            event_id: uuid::Uuid::now_v7().to_string(),
-            source: self.source.name.clone(),
-            received_at: now,
-            event_json: json!({"approval": key, "outcome": outcome}).to_string(),
-            jobs: vec![machine::input_job(&input, answer_key, now)],
-            dead_letter: None,
-        };
+        let event = json!({"approval": key, "outcome": outcome});
+        let intake = input_intake(&self.source.name, answer_key, &input, event, now);
         commit(state, &self.source.name, intake).await.map_err(|e| store_error(e.message))?;
         let detail = match &outcome {
             DecisionOutcome::Applied { .. } => "applied".to_owned(),
@@ -531,15 +527,8 @@ pub async fn tick_due(state: &AppState, approvals: &Approvals) -> Result<usize, 
             }
             let dedup_key = format!("approval-tick:{}:{}:{}:{due}", approval.key, approval.round, approval.step);
             let input = Input::Tick { key: approval.key.clone(), at_ms: now };
-            ticks.push(store::Intake {
-                dedup_key: dedup_key.clone(),
-                event_id: uuid::Uuid::now_v7().to_string(),
-                source: "approvals".into(),
-                received_at: now,
-                event_json: json!({"approval": approval.key, "tick": due}).to_string(),
-                jobs: vec![machine::input_job(&input, dedup_key, now)],
-                dead_letter: None,
-            });
+            let event = json!({"approval": approval.key, "tick": due});
+            ticks.push(input_intake("approvals", dedup_key, &input, event, now));
         }
     }
     let count = ticks.len();

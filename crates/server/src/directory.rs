@@ -68,6 +68,17 @@ impl DirectoryKeeper {
         &self.app
     }
 
+    /// The directory as kept in memory; the stored one while nothing was read yet or a full
+    /// sync holds it (a reader does not wait for the sync's network calls).
+    pub async fn current(&self) -> Result<Option<DirectorySnapshot>, String> {
+        if let Ok(guard) = self.snapshot.try_lock() {
+            if let Some(stored) = guard.as_ref() {
+                return Ok(Some(stored.snapshot.clone()));
+            }
+        }
+        load(self.store.as_ref(), &self.app).await
+    }
+
     async fn persist(&self, stored: &Stored) -> Result<(), String> {
         let text = serde_json::to_string(stored).map_err(|e| e.to_string())?;
         self.store.put_cursor(&cursor_name(&self.app), &text, self.clock.now_millis()).await.map_err(|e| e.to_string())

@@ -111,7 +111,18 @@ impl Gateway {
             sinks.insert(crate::erp::read_destination(&source.name), Arc::new(sink));
         }
 
-        let approvals = approvals_runtime(&config, &erp_sources)?;
+        // One directory keeper per app that keeps its directory, shared by the app's sources.
+        let directory_cancel = CancellationToken::new();
+        let mut keepers = BTreeMap::new();
+        for (name, app) in &config.dingtalk_apps {
+            if let (true, Some(api)) = (app.sync_directory, runtime.dingtalk_apps.get(name)) {
+                let keeper = DirectoryKeeper::new(name, api.clone(), store.clone(), clock.clone());
+                let _task = keeper.clone().spawn(directory_cancel.clone());
+                keepers.insert(name.clone(), keeper);
+            }
+        }
+        let approvals =
+            approvals_runtime(&config, &erp_sources, &keepers).inspect_err(|_| directory_cancel.cancel())?;
         if let Some(approvals) = &approvals {
             sinks.insert(
                 engine::approvals::machine::DESTINATION.to_owned(),
@@ -121,7 +132,7 @@ impl Gateway {
                 let sink = crate::approvals::WriteBackSink {
                     source: source.clone(),
                     state: late_state.clone(),
-                    max_attempts: u32::try_from(config.delivery.schedule.steps.len() + 1).unwrap_or(u32::MAX),
+                    max_attempts: config.delivery.schedule.max_attempts(),
                 };
                 sinks.insert(crate::approvals::write_back_destination(&source.name), Arc::new(sink));
             }
@@ -141,16 +152,6 @@ impl Gateway {
         );
         let nudge: Arc<dyn Fn() + Send + Sync> = Arc::new(move || workers.nudge());
 
-        // One directory keeper per app that keeps its directory, shared by the app's sources.
-        let directory_cancel = CancellationToken::new();
-        let mut keepers = BTreeMap::new();
-        for (name, app) in &config.dingtalk_apps {
-            if let (true, Some(api)) = (app.sync_directory, runtime.dingtalk_apps.get(name)) {
-                let keeper = DirectoryKeeper::new(name, api.clone(), store.clone(), clock.clone());
-                let _task = keeper.clone().spawn(directory_cancel.clone());
-                keepers.insert(name.clone(), keeper);
-            }
-        }
         let directories = config
             .sources
             .iter()
@@ -363,41 +364,28 @@ fn erp_sources(config: &Config, runtime: &ErpClients<'_>) -> Result<crate::erp::
 fn approvals_runtime(
     config: &Config,
     erp_sources: &crate::erp::ErpSources,
+    keepers: &BTreeMap<String, Arc<DirectoryKeeper>>,
 ) -> Result<Option<Arc<crate::approvals::Approvals>>, StartError> {
     let approvals = &config.approvals;
     if approvals.is_empty() {
         return Ok(None);
     }
     let mut sources = BTreeMap::new();
-    for policy in &approvals.policies {
-        for name in &policy.sources {
-            let source = erp_sources.get(name).ok_or_else(|| {
-                StartError::Config(format!("approval policy `{}`: source `{name}` is not an ERP source", policy.name))
-            })?;
-            sources.insert(name.clone(), source.clone());
-        }
+    for name in approvals.governed_sources() {
+        // Validation only lets ERP sources into a policy.
+        let source = erp_sources
+            .get(name)
+            .ok_or_else(|| StartError::Config(format!("approvals: source `{name}` is not an ERP source")))?;
+        sources.insert(name.to_owned(), source.clone());
     }
-    let destination = match &approvals.policies[0].delivery {
-        engine::approvals::Delivery::Card { destination, .. } | engine::approvals::Delivery::Oa { destination, .. } => {
-            destination
-        }
-    };
-    let app = match config.destinations.get(destination).map(|d| &d.kind) {
-        Some(engine::config::DestinationKind::DingtalkApp(app)) => app.app.clone(),
-        _ => {
-            return Err(StartError::Config(format!(
-                "approvals deliver through `{destination}`, which is not a dingtalk_app destination"
-            )))
-        }
-    };
-    // Approval cards call back over Stream (an app in HTTP callback mode registers its route key
-    // for flow cards; approval cards do not use one yet).
-    let callback_route_key = None;
+    let app = engine::approvals::directory_app(config)
+        .ok_or_else(|| StartError::Config("approvals: no DingTalk app to read the directory of".into()))?
+        .to_owned();
     Ok(Some(Arc::new(crate::approvals::Approvals {
         config: Arc::new(approvals.clone()),
         sources,
+        keeper: keepers.get(&app).cloned(),
         app,
-        callback_route_key,
     })))
 }
 

@@ -11,8 +11,8 @@
 use super::bc::PurchaseOrder;
 use super::canonical::{purchase_request_from_bc_order, PENDING_STATUSES};
 use super::VENDOR;
+use crate::approval::local_mobile;
 use crate::approval::{Decision, DecisionOutcome, DecisionRequest, ErpUser};
-use crate::netsuite::approval::local_mobile;
 use connect::DeliveryError;
 use serde_json::Value;
 

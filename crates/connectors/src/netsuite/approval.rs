@@ -10,7 +10,7 @@ use super::canonical::from_record;
 use super::client::{RecordType, SUITEQL_PAGE_MAX};
 use super::records::ApprovalStatus;
 use super::VENDOR;
-use crate::approval::{key_marker, Decision, DecisionOutcome, DecisionRequest, ErpUser};
+use crate::approval::{key_marker, local_mobile, Decision, DecisionOutcome, DecisionRequest, ErpUser};
 use connect::DeliveryError;
 use serde_json::{json, Value};
 
@@ -140,22 +140,6 @@ fn employee(row: &Value) -> Result<ErpUser, DeliveryError> {
         active: cell(row, "isinactive").as_deref() != Some("T"),
         id,
     })
-}
-
-/// A Hong Kong mobile as DingTalk keeps it: digits only, without the `852` country code
-/// (`+852 9123 4567`, `(852) 9123-4567` and `0085291234567` all give `91234567`). The code is
-/// only removed when it is written as one (`+`, `00`, brackets) or the number is longer than a
-/// local one, since local numbers may themselves start with 852. `None` when no digits remain.
-pub fn local_mobile(text: &str) -> Option<String> {
-    let trimmed = text.trim();
-    let digits: String = trimmed.chars().filter(char::is_ascii_digit).collect();
-    let explicit = trimmed.starts_with('+') || trimmed.starts_with('(') || digits.starts_with("00852");
-    let digits = digits.strip_prefix("00").filter(|_| digits.starts_with("00852")).unwrap_or(&digits).to_owned();
-    let local = match digits.strip_prefix("852") {
-        Some(rest) if explicit || rest.len() == 8 => rest.to_owned(),
-        _ => digits,
-    };
-    (!local.is_empty()).then_some(local)
 }
 
 #[cfg(test)]

@@ -204,8 +204,34 @@ impl ApprovalsConfig {
         self.policies.is_empty()
     }
 
+    /// Every source some policy governs, once each.
+    pub fn governed_sources(&self) -> std::collections::BTreeSet<&str> {
+        self.policies.iter().flat_map(|p| p.sources.iter().map(String::as_str)).collect()
+    }
+
     /// The policy governing `entity` records of `source`, if any (first match in file order).
     pub fn policy_for(&self, source: &str, entity: &str) -> Option<&PolicyConfig> {
         self.policies.iter().find(|p| p.entity == entity && p.sources.iter().any(|s| s == source))
     }
+}
+
+/// The DingTalk app whose directory says who is who for approvals: the app of the first policy's
+/// card destination (validation makes it a `dingtalk_app`), else the app of a DingTalk source.
+/// The gateway and `dingbridge check` both read people from it.
+pub fn directory_app(config: &crate::config::Config) -> Option<&str> {
+    let delivery_app = config.approvals.policies.iter().find_map(|policy| {
+        let destination = match &policy.delivery {
+            Delivery::Card { destination, .. } | Delivery::Oa { destination, .. } => destination,
+        };
+        match config.destinations.get(destination).map(|d| &d.kind) {
+            Some(crate::config::DestinationKind::DingtalkApp(app)) => Some(app.app.as_str()),
+            _ => None,
+        }
+    });
+    delivery_app.or_else(|| {
+        config.sources.values().find_map(|s| match &s.kind {
+            crate::config::SourceKind::Dingtalk { app, .. } => Some(app.as_str()),
+            _ => None,
+        })
+    })
 }
