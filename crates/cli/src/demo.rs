@@ -67,6 +67,18 @@ struct ScenarioResult {
     failure: Option<String>,
 }
 
+impl ScenarioResult {
+    /// Runs a scenario's steps; their first error is the scenario's failure.
+    async fn of(
+        id: &'static str,
+        title: &'static str,
+        steps: impl std::future::Future<Output = anyhow::Result<()>>,
+    ) -> ScenarioResult {
+        let failure = steps.await.err().map(|err| format!("{err:#}"));
+        ScenarioResult { id, title, failure }
+    }
+}
+
 pub async fn run(once: bool, listen: Option<String>) -> anyhow::Result<ExitCode> {
     let dir = tempfile::tempdir().context("creating the demo's temporary folder")?;
     let dingtalk = DingTalkHarness::start().await?;
@@ -99,13 +111,13 @@ pub async fn run(once: bool, listen: Option<String>) -> anyhow::Result<ExitCode>
     let gateway = Gateway::start(config, overrides).await?;
     let base = format!("http://{}", gateway.addr);
     salesforce.set_outbound_url(Some(format!("{base}/intake/salesforce/crm")));
-    erp_sims.connect(&base).await?;
+    erp::connect(&erp_sims, &base).await?;
     println!("dingbridge demo");
     println!("  gateway        {base}   (POST /hooks/erp-events, GET /metrics, GET /healthz)");
     println!("  dingtalk sim   {}   (GET /_sim/requests, /_sim/info)", dingtalk.url());
     println!("  dingtalk page  {}/_sim/ui?user=finance0001   (click the cards as a DingTalk user)", dingtalk.url());
     println!("  salesforce sim {}   (Outbound Messages -> {base}/intake/salesforce/crm)", salesforce_running.url());
-    let erp_urls = erp_sims.urls();
+    let erp_urls: Vec<String> = testkit::erp::SYSTEMS.iter().map(|s| erp_sims.url(s)).collect();
     println!("  netsuite sim   {}   (user events -> {base}/intake/netsuite/netsuite)", erp_urls[0]);
     println!("  dynamics sim   {}   (Dataverse webhooks -> {base}/intake/dynamics/dynamics)", erp_urls[1]);
     println!(
@@ -220,15 +232,12 @@ async fn until<T>(what: &str, within: Duration, mut check: impl FnMut() -> Optio
 /// through the simulator's page API, the click back over Stream, the card updated; a payment
 /// approved in DingTalk's OA approval and the result sent to the requester.
 async fn scenario_dingtalk_app(timeline: &Timeline, base: &str, dingtalk: &DingTalkHarness) -> ScenarioResult {
-    let mut result = ScenarioResult {
-        id: "S0",
-        title: "DingTalk app: card -> click over Stream -> card updated; OA approval -> requester told",
-        failure: None,
-    };
-    if let Err(err) = dingtalk_app_steps(timeline, base, dingtalk).await {
-        result.failure = Some(format!("{err:#}"));
-    }
-    result
+    ScenarioResult::of(
+        "S0",
+        "DingTalk app: card -> click over Stream -> card updated; OA approval -> requester told",
+        dingtalk_app_steps(timeline, base, dingtalk),
+    )
+    .await
 }
 
 async fn dingtalk_app_steps(timeline: &Timeline, base: &str, dingtalk: &DingTalkHarness) -> anyhow::Result<()> {
@@ -327,12 +336,8 @@ async fn scenario_pipeline(
     dingtalk: &DingTalkHarness,
     gateway: &Gateway,
 ) -> ScenarioResult {
-    let mut result =
-        ScenarioResult { id: "S0", title: "pipeline: signed webhook -> flows -> DingTalk robot", failure: None };
-    if let Err(err) = pipeline_steps(timeline, base, dingtalk, gateway).await {
-        result.failure = Some(format!("{err:#}"));
-    }
-    result
+    let title = "pipeline: signed webhook -> flows -> DingTalk robot";
+    ScenarioResult::of("S0", title, pipeline_steps(timeline, base, dingtalk, gateway)).await
 }
 
 async fn pipeline_steps(

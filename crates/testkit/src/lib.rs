@@ -7,6 +7,7 @@
 //! message instead of returning errors.
 
 pub mod dingtalk;
+pub mod erp;
 /// The shared fixture loader (its own crate so connector unit tests can use it too).
 pub use fixtures;
 pub mod oracle;

@@ -12,7 +12,7 @@ use engine::approvals::machine::{self, Status};
 use serde_json::json;
 use std::time::{Duration, Instant};
 
-use super::erp::ErpSims;
+use super::erp::{reconcile, ErpSims};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -32,12 +32,6 @@ async fn wait_status(gateway: &Gateway, key: &str, what: &str, want: impl Fn(&St
     }
 }
 
-/// Lists the pending requisitions of a source now (the demo does not wait for the minute poll).
-async fn list_pending(gateway: &Gateway, source: &str, object: &str) -> anyhow::Result<()> {
-    let erp = gateway.state.erp.get(source).with_context(|| format!("no ERP source `{source}`"))?;
-    server::erp::poll_object(&gateway.state, erp, object).await.map_err(|e| anyhow::anyhow!(e))
-}
-
 fn card_param(dingtalk: &DingTalkHarness, card: &str, viewer: Option<&str>, name: &str) -> Option<String> {
     let view = match viewer {
         None => dingtalk.sim().cards.card(card),
@@ -52,15 +46,7 @@ pub async fn scenario_approval(
     gateway: &Gateway,
     sims: &ErpSims,
 ) -> ScenarioResult {
-    let mut result = ScenarioResult {
-        id: "S1",
-        title: "NetSuite requisition -> card to the approvers by amount and role -> click verified -> written back once -> card + requester told",
-        failure: None,
-    };
-    if let Err(err) = approval_steps(timeline, dingtalk, gateway, sims).await {
-        result.failure = Some(format!("{err:#}"));
-    }
-    result
+    ScenarioResult::of("S1", "NetSuite requisition -> card to the approvers by amount and role -> click verified -> written back once -> card + requester told", approval_steps(timeline, dingtalk, gateway, sims)).await
 }
 
 async fn approval_steps(
@@ -71,7 +57,7 @@ async fn approval_steps(
 ) -> anyhow::Result<()> {
     let key = machine::approval_key("netsuite", "purchase_request", "4691");
     let card = machine::card_id(&key);
-    list_pending(gateway, "netsuite", "purchaseRequisition").await?;
+    reconcile(gateway, "netsuite", "purchaseRequisition").await?;
     timeline.line("NS", "requisition PR000232 (HKD 1,531.20, Chan Tai Man) is pending approval");
     wait_status(gateway, &key, "the approval to open", |s| matches!(s, Status::Pending)).await?;
     let waiting = until("the approval card", WAIT, || card_param(dingtalk, &card, None, "status")).await?;
@@ -120,15 +106,12 @@ pub async fn scenario_authority(
     gateway: &Gateway,
     sims: &ErpSims,
 ) -> ScenarioResult {
-    let mut result = ScenarioResult {
-        id: "S2",
-        title: "a click without the role is refused, explained on the card and audited; the ERP is not called",
-        failure: None,
-    };
-    if let Err(err) = authority_steps(timeline, dingtalk, gateway, sims).await {
-        result.failure = Some(format!("{err:#}"));
-    }
-    result
+    ScenarioResult::of(
+        "S2",
+        "a click without the role is refused, explained on the card and audited; the ERP is not called",
+        authority_steps(timeline, dingtalk, gateway, sims),
+    )
+    .await
 }
 
 async fn authority_steps(
@@ -139,12 +122,12 @@ async fn authority_steps(
 ) -> anyhow::Result<()> {
     let key = machine::approval_key("s4", "purchase_request", "10000045");
     let card = machine::card_id(&key);
-    list_pending(gateway, "s4", "A_PurchaseRequisitionHeader").await?;
-    list_pending(gateway, "dynamics", "purchaseOrders").await?;
+    reconcile(gateway, "s4", "A_PurchaseRequisitionHeader").await?;
+    reconcile(gateway, "dynamics", "purchaseOrders").await?;
     wait_status(gateway, &key, "the SAP approval to open", |s| matches!(s, Status::Pending)).await?;
     until("the SAP approval card", WAIT, || card_param(dingtalk, &card, None, "status")).await?;
     timeline.line("OUT", "finance group card: Purchase requisition 10000045 (SAP), HKD 1,020");
-    let decisions_before = sims.sap_decisions();
+    let decisions_before = super::erp::sap_decisions(sims);
     dingtalk.sim().cards.click(&card, "acct0003", "approve", json!({})).await?;
     timeline.line("IN", "Ng Hoi Yan (acct0003, junior accounts clerk, no approval role) clicks Approve");
     let note = until("the refusal on the card", WAIT, || card_param(dingtalk, &card, Some("acct0003"), "note")).await?;
@@ -155,7 +138,7 @@ async fn authority_steps(
         .find(|e| e.action == "approval.refused" && e.subject == key)
         .context("no audit row for the refusal")?;
     timeline.line("AUDIT", format!("#{} {} by {}: {}", refused.seq, refused.action, refused.actor, refused.detail));
-    anyhow::ensure!(sims.sap_decisions() == decisions_before, "SAP was called");
+    anyhow::ensure!(super::erp::sap_decisions(sims) == decisions_before, "SAP was called");
     anyhow::ensure!(matches!(status(gateway, &key).await?, Some(Status::Pending)), "the request is no longer pending");
     timeline.line("SAP", "no TASKPROCESSING Decision was sent; 10000045 still waits for a rightful approver");
     match gateway.store.audit_verify().await? {

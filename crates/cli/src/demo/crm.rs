@@ -33,15 +33,12 @@ pub async fn scenario_opportunities(
     dingtalk: &DingTalkHarness,
     salesforce: &Arc<SalesforceSim>,
 ) -> ScenarioResult {
-    let mut result = ScenarioResult {
-        id: "S3",
-        title: "opportunity -> regional sales group: account + last activities, 1 API call, 3 edits = 1 card",
-        failure: None,
-    };
-    if let Err(err) = opportunity_steps(timeline, dingtalk, salesforce).await {
-        result.failure = Some(format!("{err:#}"));
-    }
-    result
+    ScenarioResult::of(
+        "S3",
+        "opportunity -> regional sales group: account + last activities, 1 API call, 3 edits = 1 card",
+        opportunity_steps(timeline, dingtalk, salesforce),
+    )
+    .await
 }
 
 async fn opportunity_steps(
@@ -113,15 +110,12 @@ pub async fn scenario_quota(
     gateway: &Gateway,
     salesforce: &Arc<SalesforceSim>,
 ) -> ScenarioResult {
-    let mut result = ScenarioResult {
-        id: "S6",
-        title: "10,000 account updates into Salesforce under a 1,000-call quota, reserve kept",
-        failure: None,
-    };
-    if let Err(err) = quota_steps(timeline, base, gateway, salesforce).await {
-        result.failure = Some(format!("{err:#}"));
-    }
-    result
+    ScenarioResult::of(
+        "S6",
+        "10,000 account updates into Salesforce under a 1,000-call quota, reserve kept",
+        quota_steps(timeline, base, gateway, salesforce),
+    )
+    .await
 }
 
 async fn quota_steps(

@@ -5,12 +5,11 @@ use super::{until, ScenarioResult, Timeline};
 use crate::gateway::Gateway;
 use crate::sims::DingTalkHarness;
 use anyhow::Context;
-use connectors::dynamics::sim::{seed as dv_seed, DynamicsSim};
-use connectors::netsuite::sim::{seed as ns_seed, NetSuiteSim};
-use connectors::sap::sim::{seed as sap_seed, SapSim};
+use connectors::dynamics::sim::seed as dv_seed;
+use connectors::netsuite::sim::seed as ns_seed;
+use connectors::sap::sim::seed as sap_seed;
 use serde_json::json;
 use sim::Simulator;
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -21,62 +20,29 @@ const DATAVERSE_KEY: &str = "demo-dataverse-webhook-key";
 const IDOC_USER: &str = "ECCIDOC";
 const IDOC_PASSWORD: &str = "demo-idoc-port-password";
 
-/// The three ERP simulators, each on its own port.
-pub struct ErpSims {
-    pub netsuite: Arc<NetSuiteSim>,
-    pub dynamics: Arc<DynamicsSim>,
-    pub sap: Arc<SapSim>,
-    running: Vec<sim::RunningSim>,
+pub use testkit::erp::ErpSims;
+
+/// Point each ERP's push at the gateway, as its administrator would.
+pub async fn connect(sims: &ErpSims, base: &str) -> anyhow::Result<()> {
+    sims.netsuite.put_record("webhook", json!({"url": format!("{base}/intake/netsuite/netsuite")})).await?;
+    sims.dynamics
+        .put_record(
+            "webhook",
+            json!({"url": format!("{base}/intake/dynamics/dynamics"), "headers": {"x-dingbridge-key": DATAVERSE_KEY}}),
+        )
+        .await?;
+    sims.sap
+        .put_record(
+            "idoc_target",
+            json!({"url": format!("{base}/intake/sap/ecc/idoc"), "user": IDOC_USER, "password": IDOC_PASSWORD, "on_change": true}),
+        )
+        .await?;
+    Ok(())
 }
 
-impl ErpSims {
-    pub async fn start() -> anyhow::Result<ErpSims> {
-        let clock: Arc<dyn connect::Clock> = Arc::new(connect::SystemClock);
-        let netsuite = Arc::new(NetSuiteSim::new(Default::default(), clock.clone()));
-        let dynamics = Arc::new(DynamicsSim::new(clock));
-        let sap = Arc::new(SapSim::new());
-        let any = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-        let running = vec![
-            sim::serve(netsuite.clone(), any).await?,
-            sim::serve(dynamics.clone(), any).await?,
-            sim::serve(sap.clone(), any).await?,
-        ];
-        Ok(ErpSims { netsuite, dynamics, sap, running })
-    }
-
-    /// Simulator endpoints for `--sim-endpoints`.
-    pub fn endpoints(&self, into: &mut BTreeMap<String, String>) {
-        for (name, running) in ["netsuite", "dynamics", "sap"].iter().zip(&self.running) {
-            into.insert((*name).to_owned(), running.url());
-        }
-    }
-
-    /// How many workflow decisions the SAP simulator has received.
-    pub fn sap_decisions(&self) -> usize {
-        self.running[2].state.requests(0, None).iter().filter(|r| r.path.ends_with("/Decision")).count()
-    }
-
-    pub fn urls(&self) -> Vec<String> {
-        self.running.iter().map(|r| r.url()).collect()
-    }
-
-    /// Point each ERP's push at the gateway, as its administrator would.
-    pub async fn connect(&self, base: &str) -> anyhow::Result<()> {
-        self.netsuite.put_record("webhook", json!({"url": format!("{base}/intake/netsuite/netsuite")})).await?;
-        self.dynamics
-            .put_record(
-                "webhook",
-                json!({"url": format!("{base}/intake/dynamics/dynamics"), "headers": {"x-dingbridge-key": DATAVERSE_KEY}}),
-            )
-            .await?;
-        self.sap
-            .put_record(
-                "idoc_target",
-                json!({"url": format!("{base}/intake/sap/ecc/idoc"), "user": IDOC_USER, "password": IDOC_PASSWORD, "on_change": true}),
-            )
-            .await?;
-        Ok(())
-    }
+/// How many workflow decisions the SAP simulator has received.
+pub fn sap_decisions(sims: &ErpSims) -> usize {
+    sims.state("sap").requests(0, None).iter().filter(|r| r.path.ends_with("/Decision")).count()
 }
 
 /// The ERP secrets of `examples/hk-trading.toml`, set to the simulators' seeded values.
@@ -110,7 +76,7 @@ fn as_of_line(text: &str) -> String {
 }
 
 /// Runs one reconciliation poll of a source's object now (the demo does not wait a minute).
-async fn reconcile(gateway: &Gateway, source: &str, object: &str) -> anyhow::Result<()> {
+pub(super) async fn reconcile(gateway: &Gateway, source: &str, object: &str) -> anyhow::Result<()> {
     let erp = gateway.state.erp.get(source).with_context(|| format!("no ERP source `{source}`"))?;
     server::erp::poll_object(&gateway.state, erp, object).await.map_err(|e| anyhow::anyhow!(e))
 }
@@ -121,15 +87,7 @@ pub async fn scenario_freshness(
     gateway: &Gateway,
     sims: &ErpSims,
 ) -> ScenarioResult {
-    let mut result = ScenarioResult {
-        id: "S5",
-        title: "shipment status -> order group \"as of\" ERP time (HKT); missed webhook caught by the poll; stale status -> ops",
-        failure: None,
-    };
-    if let Err(err) = freshness_steps(timeline, dingtalk, gateway, sims).await {
-        result.failure = Some(format!("{err:#}"));
-    }
-    result
+    ScenarioResult::of("S5", "shipment status -> order group \"as of\" ERP time (HKT); missed webhook caught by the poll; stale status -> ops", freshness_steps(timeline, dingtalk, gateway, sims)).await
 }
 
 async fn freshness_steps(
@@ -213,15 +171,12 @@ pub async fn scenario_legacy(
     sims: &ErpSims,
     folder: &Path,
 ) -> ScenarioResult {
-    let mut result = ScenarioResult {
-        id: "S8",
-        title: "SAP ECC: ORDERS05 file + DESADV over HTTP = the OData messages; bad IDoc -> failed/ + dead letter",
-        failure: None,
-    };
-    if let Err(err) = legacy_steps(timeline, dingtalk, gateway, sims, folder).await {
-        result.failure = Some(format!("{err:#}"));
-    }
-    result
+    ScenarioResult::of(
+        "S8",
+        "SAP ECC: ORDERS05 file + DESADV over HTTP = the OData messages; bad IDoc -> failed/ + dead letter",
+        legacy_steps(timeline, dingtalk, gateway, sims, folder),
+    )
+    .await
 }
 
 /// Catches what an ECC XML-HTTP port sends, so the demo can drop it as a file port writes it.

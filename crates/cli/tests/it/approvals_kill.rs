@@ -5,9 +5,8 @@
 use crate::common::*;
 use connectors::dingtalk::sim::org::{SEED_APP_KEY, SEED_APP_SECRET};
 use connectors::netsuite::client::RecordType;
-use connectors::netsuite::sim::{seed as ns_seed, NetSuiteSim};
+use connectors::netsuite::sim::seed as ns_seed;
 use serde_json::json;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use testkit::dingtalk::DingTalkHarness;
 use testkit::process::GatewayCommand;
@@ -93,10 +92,11 @@ async fn a_gateway_killed_between_click_and_write_back_writes_the_decision_once_
     let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let dingtalk = DingTalkHarness::start().await.unwrap();
-    let netsuite = Arc::new(NetSuiteSim::new(Default::default(), Arc::new(connect::SystemClock)));
-    let running = sim::serve(netsuite.clone(), std::net::SocketAddr::from(([127, 0, 0, 1], 0))).await.unwrap();
+    let sims = testkit::erp::ErpSims::start().await.unwrap();
+    let netsuite = sims.netsuite.clone();
+    let journal = sims.state("netsuite");
     let mut endpoints = dingtalk.endpoint_map();
-    endpoints.insert("netsuite".into(), running.url());
+    sims.endpoints(&mut endpoints);
     std::fs::write(dir.path().join("sims.json"), serde_json::to_string(&endpoints).unwrap()).unwrap();
     let port = testkit::process::free_port().unwrap();
     std::fs::write(dir.path().join("kill.toml"), config(port)).unwrap();
@@ -123,14 +123,13 @@ async fn a_gateway_killed_between_click_and_write_back_writes_the_decision_once_
     .await;
 
     // NetSuite goes down; the approver clicks; the decision is taken and its write-back fails.
-    let faults = format!("{}/_sim/faults", running.url());
+    let faults = format!("{}/_sim/faults", sims.url("netsuite"));
     let client = reqwest::Client::new();
     client.post(&faults).json(&json!({"status": 503, "duration_ms": 120_000})).send().await.unwrap();
-    let journal_before = running.state.request_count();
+    let journal_before = journal.request_count();
     sim.cards.click(CARD, "finance0001", "approve", json!({})).await.unwrap();
     until("the decision's first write-back attempt", Duration::from_secs(20), || {
-        running
-            .state
+        journal
             .requests(journal_before, Some("/services/rest/record/v1/purchaseRequisition/4691"))
             .iter()
             .any(|r| r.faulted)
@@ -159,8 +158,7 @@ async fn a_gateway_killed_between_click_and_write_back_writes_the_decision_once_
             .is_some_and(|s| s.starts_with("Approved by Cheung Mei Ling"))
     })
     .await;
-    let writes = running
-        .state
+    let writes = journal
         .requests(0, Some("/services/rest/record/v1/purchaseRequisition/4691"))
         .into_iter()
         .filter(|r| r.method == "PATCH" && !r.faulted)

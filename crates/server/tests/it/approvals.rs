@@ -11,9 +11,9 @@
 //! (approvers, then the managing director).
 
 use connectors::dingtalk::sim::org::{SEED_APP_KEY, SEED_APP_SECRET};
-use connectors::dynamics::sim::{seed as dv_seed, DynamicsSim};
-use connectors::netsuite::sim::{seed as ns_seed, NetSuiteSim};
-use connectors::sap::sim::{seed as sap_seed, SapSim};
+use connectors::dynamics::sim::seed as dv_seed;
+use connectors::netsuite::sim::seed as ns_seed;
+use connectors::sap::sim::seed as sap_seed;
 use dingbridge_server::gateway::{Gateway, Overrides};
 use engine::approvals::machine::{self, Status};
 use serde_json::{json, Value};
@@ -213,10 +213,7 @@ steps = [{{ roles = ["approvers"] }}, {{ roles = ["managing_director"] }}]
 pub struct Rig {
     pub dir: tempfile::TempDir,
     pub dingtalk: DingTalkHarness,
-    pub netsuite: Arc<NetSuiteSim>,
-    pub dynamics: Arc<DynamicsSim>,
-    pub sap: Arc<SapSim>,
-    pub running: Vec<sim::RunningSim>,
+    pub sims: testkit::erp::ErpSims,
     pub gateway: Option<Gateway>,
     pub clock: Arc<ManualClock>,
     escalation: bool,
@@ -239,27 +236,8 @@ impl Rig {
         std::env::set_var("APRE2E_SAP_PASSWORD", sap_seed::PASSWORD);
         let dir = tempfile::tempdir().unwrap();
         let dingtalk = DingTalkHarness::start().await.unwrap();
-        let sim_clock: Arc<dyn connect::Clock> = Arc::new(connect::SystemClock);
-        let netsuite = Arc::new(NetSuiteSim::new(Default::default(), sim_clock.clone()));
-        let dynamics = Arc::new(DynamicsSim::new(sim_clock));
-        let sap = Arc::new(SapSim::new());
-        let any = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-        let running = vec![
-            sim::serve(netsuite.clone(), any).await.unwrap(),
-            sim::serve(dynamics.clone(), any).await.unwrap(),
-            sim::serve(sap.clone(), any).await.unwrap(),
-        ];
-        let mut rig = Rig {
-            dir,
-            dingtalk,
-            netsuite,
-            dynamics,
-            sap,
-            running,
-            gateway: None,
-            clock: ManualClock::new(),
-            escalation,
-        };
+        let sims = testkit::erp::ErpSims::start().await.unwrap();
+        let mut rig = Rig { dir, dingtalk, sims, gateway: None, clock: ManualClock::new(), escalation };
         if let Some(at) = at {
             rig.clock.set(at);
         }
@@ -273,9 +251,7 @@ impl Rig {
         std::fs::write(&path, config(self.escalation)).unwrap();
         let (config, _) = engine::config::load_and_validate(&path).unwrap_or_else(|e| panic!("{}", e.render()));
         let mut endpoints = self.dingtalk.endpoint_map();
-        endpoints.insert("netsuite".into(), self.running[0].url());
-        endpoints.insert("dynamics".into(), self.running[1].url());
-        endpoints.insert("sap".into(), self.running[2].url());
+        self.sims.endpoints(&mut endpoints);
         let overrides = Overrides {
             store_url: Some(format!("sqlite://{}/approvals.db", self.dir.path().display())),
             sim_endpoints: Some(endpoints),
@@ -290,12 +266,11 @@ impl Rig {
     }
 
     pub fn erp_url(&self, erp: Erp) -> String {
-        self.running[match erp {
-            Erp::Netsuite => 0,
-            Erp::Dynamics => 1,
-            Erp::Sap => 2,
-        }]
-        .url()
+        self.sims.url(match erp {
+            Erp::Netsuite => "netsuite",
+            Erp::Dynamics => "dynamics",
+            Erp::Sap => "sap",
+        })
     }
 
     pub async fn approval(&self, erp: Erp) -> Option<machine::Approval> {
@@ -637,19 +612,21 @@ async fn restart_between_click_and_write_back(erp: Erp) {
 async fn change_in_erp(rig: &Rig, erp: Erp) {
     match erp {
         Erp::Netsuite => {
-            rig.netsuite
+            rig.sims
+                .netsuite
                 .put_record("purchaseRequisition", json!({"id": "4691", "memo": "Quantity raised by the buyer"}))
                 .await
                 .unwrap();
         }
         Erp::Dynamics => {
-            rig.dynamics
+            rig.sims
+                .dynamics
                 .put_record("purchaseOrders", json!({"id": dv_seed::PO_106021, "requestedReceiptDate": "2024-04-09"}))
                 .await
                 .unwrap();
         }
         Erp::Sap => {
-            rig.sap
+            rig.sims.sap
                 .put_record(
                     "A_PurchaseRequisitionItem",
                     json!({"PurchaseRequisition": "10000045", "PurchaseRequisitionItem": "10", "RequestedQuantity": "1300"}),

@@ -11,9 +11,9 @@
 //! - Purchase requisitions pending approval are read from all three ERPs as `purchase_request`.
 
 use connectors::dingtalk::sim::org::{SEED_APP_KEY, SEED_APP_SECRET};
-use connectors::dynamics::sim::{seed as dv_seed, DynamicsSim};
-use connectors::netsuite::sim::{seed as ns_seed, NetSuiteSim};
-use connectors::sap::sim::{seed as sap_seed, SapSim};
+use connectors::dynamics::sim::seed as dv_seed;
+use connectors::netsuite::sim::seed as ns_seed;
+use connectors::sap::sim::seed as sap_seed;
 use dingbridge_server::gateway::{Gateway, Overrides};
 use serde_json::{json, Value};
 use sim::Simulator;
@@ -172,10 +172,7 @@ struct E2e {
     _dir: tempfile::TempDir,
     folder: PathBuf,
     dingtalk: DingTalkHarness,
-    netsuite: Arc<NetSuiteSim>,
-    dynamics: Arc<DynamicsSim>,
-    sap: Arc<SapSim>,
-    _running: Vec<sim::RunningSim>,
+    sims: testkit::erp::ErpSims,
     gateway: Gateway,
     base: String,
 }
@@ -196,20 +193,9 @@ impl E2e {
         std::fs::write(&path, config(&folder)).unwrap();
         let (config, _) = engine::config::load_and_validate(&path).unwrap_or_else(|e| panic!("{}", e.render()));
         let dingtalk = DingTalkHarness::start().await.unwrap();
-        let clock: Arc<dyn connect::Clock> = Arc::new(connect::SystemClock);
-        let netsuite = Arc::new(NetSuiteSim::new(Default::default(), clock.clone()));
-        let dynamics = Arc::new(DynamicsSim::new(clock));
-        let sap = Arc::new(SapSim::new());
-        let any = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-        let running = vec![
-            sim::serve(netsuite.clone(), any).await.unwrap(),
-            sim::serve(dynamics.clone(), any).await.unwrap(),
-            sim::serve(sap.clone(), any).await.unwrap(),
-        ];
+        let sims = testkit::erp::ErpSims::start().await.unwrap();
         let mut endpoints = dingtalk.endpoint_map();
-        endpoints.insert("netsuite".into(), running[0].url());
-        endpoints.insert("dynamics".into(), running[1].url());
-        endpoints.insert("sap".into(), running[2].url());
+        sims.endpoints(&mut endpoints);
         let overrides = Overrides {
             store_url: Some(format!("sqlite://{}/erp.db", dir.path().display())),
             sim_endpoints: Some(endpoints),
@@ -218,16 +204,16 @@ impl E2e {
         };
         let gateway = Gateway::start(config, overrides).await.unwrap();
         let base = format!("http://{}", gateway.addr);
-        let h = E2e { _dir: dir, folder, dingtalk, netsuite, dynamics, sap, _running: running, gateway, base };
-        h.control(&*h.netsuite.clone(), "webhook", json!({"url": format!("{}/intake/netsuite/ns", h.base)})).await;
+        let h = E2e { _dir: dir, folder, dingtalk, sims, gateway, base };
+        h.control(&*h.sims.netsuite.clone(), "webhook", json!({"url": format!("{}/intake/netsuite/ns", h.base)})).await;
         h.control(
-            &*h.dynamics.clone(),
+            &*h.sims.dynamics.clone(),
             "webhook",
             json!({"url": format!("{}/intake/dynamics/dv", h.base), "headers": {"x-dingbridge-key": DV_KEY}}),
         )
         .await;
         h.control(
-            &*h.sap.clone(),
+            &*h.sims.sap.clone(),
             "idoc_target",
             json!({"url": format!("{}/intake/sap/ecc/idoc", h.base), "user": IDOC_USER, "password": IDOC_PASSWORD, "on_change": true}),
         )
@@ -294,20 +280,20 @@ async fn s5_status_changes_reach_the_order_group_once_as_of_erp_time_push_or_pol
     let h = E2e::start().await;
 
     // NetSuite: the fulfilment is packed, then shipped; the user-event script pushes each save.
-    let ns = h.netsuite.clone();
+    let ns = h.sims.netsuite.clone();
     let started = Instant::now();
     h.control(&*ns, "itemFulfillment", json!({"id": "5141", "shipStatus": {"id": "C", "refName": "Shipped"}})).await;
     let ns_latency = wait_for("the NetSuite shipment message", Duration::from_secs(10), || {
         !h.texts_with(ORDERS, "IF000878").is_empty()
     })
     .await;
-    let record = h.netsuite.record(connectors::netsuite::client::RecordType::ItemFulfillment, "5141").unwrap();
+    let record = h.sims.netsuite.record(connectors::netsuite::client::RecordType::ItemFulfillment, "5141").unwrap();
     let modified = jiff::Timestamp::strptime("%Y-%m-%dT%H:%M:%S%#z", record["lastModifiedDate"].as_str().unwrap())
         .or_else(|_| record["lastModifiedDate"].as_str().unwrap().parse::<jiff::Timestamp>())
         .unwrap();
 
     // Dynamics: the sales order is fulfilled; the Dataverse webhook pushes it.
-    let dv = h.dynamics.clone();
+    let dv = h.sims.dynamics.clone();
     h.control(
         &*dv,
         "salesorders",
@@ -321,7 +307,7 @@ async fn s5_status_changes_reach_the_order_group_once_as_of_erp_time_push_or_pol
 
     // SAP: goods issue is posted for the picked delivery; ECC-style output pushes DESADV to
     // `ecc`, and the S/4 OData poll finds the same state.
-    let sap = h.sap.clone();
+    let sap = h.sims.sap.clone();
     h.control(
         &*sap,
         "A_OutbDeliveryHeader",
@@ -366,8 +352,8 @@ async fn s5_status_changes_reach_the_order_group_once_as_of_erp_time_push_or_pol
 #[tokio::test]
 async fn s5_with_the_push_suppressed_the_reconciliation_poll_delivers_within_its_interval() {
     let h = E2e::start().await;
-    let ns = h.netsuite.clone();
-    let dv = h.dynamics.clone();
+    let ns = h.sims.netsuite.clone();
+    let dv = h.sims.dynamics.clone();
     h.control(&*ns, "webhook", json!({"suppressed": true})).await;
     h.control(&*dv, "webhook", json!({"suppressed": true})).await;
 
@@ -385,7 +371,7 @@ async fn s5_with_the_push_suppressed_the_reconciliation_poll_delivers_within_its
         wait_for("the polled NetSuite status", limit, || !h.texts_with(ORDERS, "IF000878").is_empty()).await;
     let dv_latency =
         wait_for("the polled Dynamics status", limit, || !h.texts_with(ORDERS, "ORD-01002").is_empty()).await;
-    assert!(h.netsuite.webhooks_suppressed() >= 1 && h.dynamics.webhooks_suppressed() >= 1);
+    assert!(h.sims.netsuite.webhooks_suppressed() >= 1 && h.sims.dynamics.webhooks_suppressed() >= 1);
     assert!(h.texts_with(ORDERS, "IF000878")[0].contains("packed (Packed)"));
     eprintln!(
         "S5 poll ({POLL_SECS} s interval, push suppressed): NetSuite {} ms, Dynamics {} ms after the change (total {} ms)",
@@ -399,7 +385,7 @@ async fn s5_with_the_push_suppressed_the_reconciliation_poll_delivers_within_its
 #[tokio::test]
 async fn s5_a_status_older_than_its_threshold_raises_a_staleness_alert_in_ops() {
     let h = E2e::start().await;
-    let ns = h.netsuite.clone();
+    let ns = h.sims.netsuite.clone();
     // Shipped three hours ago, reported only now (a script that was down, say).
     let three_hours_ago = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(3);
     let stamp = three_hours_ago.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
@@ -445,7 +431,7 @@ async fn idoc_catcher() -> (String, Arc<Mutex<Vec<String>>>) {
 #[tokio::test]
 async fn s8_idocs_from_the_folder_and_over_http_give_the_odata_messages_and_bad_files_fail_aside() {
     let h = E2e::start().await;
-    let sap = h.sap.clone();
+    let sap = h.sims.sap.clone();
 
     // ORDERS05 of PO 4500000123, as ECC writes it to a file port.
     let (catcher, caught) = idoc_catcher().await;
