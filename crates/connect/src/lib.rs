@@ -17,4 +17,5 @@ pub use sink::{Batching, Delivery, Idempotency, Receipt, Sink};
 pub mod http;
 pub mod ratelimit;
 pub mod retry_after;
+pub mod secret;
 pub mod webhook;

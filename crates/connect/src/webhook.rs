@@ -20,7 +20,6 @@ use secrecy::{ExposeSecret, SecretSlice};
 use sha2::Sha256;
 use std::fmt;
 use std::time::Duration;
-use subtle::ConstantTimeEq;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -217,7 +216,7 @@ impl WebhookVerifier {
         // bounded by the configured secrets, not by how many entries a caller stuffs in the header.
         let matched = self.secrets.iter().any(|secret| {
             let expected = secret.tag(id, timestamp, body);
-            candidates.iter().any(|c| bool::from(expected.as_slice().ct_eq(c.as_slice())))
+            candidates.iter().any(|c| crate::secret::matches(&expected, c))
         });
         if !matched {
             return Err(WebhookError::NoMatchingSignature);

@@ -28,7 +28,9 @@ async fn require_token(State(state): State<AppState>, request: Request, next: Ne
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     let ok = match (&state.admin_token, presented) {
-        (Some(expected), Some(given)) => constant_time_eq(expected.expose_secret().as_bytes(), given.as_bytes()),
+        (Some(expected), Some(given)) => {
+            connect::secret::matches(expected.expose_secret().as_bytes(), given.as_bytes())
+        }
         _ => false,
     };
     if ok {
@@ -37,13 +39,6 @@ async fn require_token(State(state): State<AppState>, request: Request, next: Ne
         ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "a valid admin bearer token is required")
             .into_response()
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn store_error(err: StoreError) -> ApiError {

@@ -65,6 +65,8 @@ pub struct Approvals {
     pub app: String,
     /// That app's directory keeper, when the gateway keeps it in memory (`sync_directory`).
     pub keeper: Option<Arc<crate::directory::DirectoryKeeper>>,
+    /// Per policy, the DingTalk sources whose clicks may decide.
+    pub decision_sources: BTreeMap<String, std::collections::BTreeSet<String>>,
 }
 
 impl Approvals {
@@ -189,6 +191,7 @@ impl Sink for ApprovalSink {
             config: &self.approvals.config,
             people: People { directory: &directory, identity: identity.as_ref() },
             erp_name: erp,
+            decision_sources: &self.approvals.decision_sources,
         };
         let (current, mut applied) = match stored {
             Some(s) => (Some(s.approval), s.applied),

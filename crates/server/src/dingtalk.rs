@@ -11,9 +11,12 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use connectors::dingtalk::callback::{self, CallbackRequest};
+use connectors::dingtalk::callback::{self, CallbackRequest, ReplayGuard};
+use connectors::dingtalk::crypto::CallbackCrypto;
 use connectors::dingtalk::source::{self, Inbound};
 use connectors::dingtalk::stream::{EventAck, Frame, StreamHandler};
+use secrecy::{ExposeSecret, SecretString};
+use std::sync::Arc;
 
 /// Applies a stored directory change to the app's directory copy, in the background: the
 /// event is already durable, and the ACK must not wait for DingTalk's contacts API.
@@ -36,6 +39,23 @@ fn update_directory(state: &AppState, source: &str, inbound: &Inbound, duplicate
 
 /// Seconds DingTalk is asked to wait when the gateway is draining or overloaded.
 const RETRY_AFTER_SECS: u64 = 1;
+
+/// One DingTalk source in HTTP callback mode.
+pub struct CallbackReceiver {
+    pub crypto: Arc<CallbackCrypto>,
+    /// Stale and replayed pushes are refused.
+    pub replays: ReplayGuard,
+    /// The capability of `POST /dingtalk/card-callback/{source}?token=`; `None` closes that URL.
+    pub card_token: Option<SecretString>,
+}
+
+/// Every callback that cannot be verified or decrypted gets this one answer, byte for byte: a
+/// caller who could tell a bad signature from bad padding, a wrong length or a wrong owner key
+/// would have an oracle against the AES key. The detail goes to the local log only.
+fn unverifiable(source: &str, err: &callback::CallbackError) -> ApiError {
+    tracing::warn!(source = %source, "DingTalk callback refused: {err}");
+    ApiError::new(StatusCode::BAD_REQUEST, "bad_callback", "the callback could not be verified")
+}
 
 /// `POST /dingtalk/callback`: the one DingTalk source in HTTP mode.
 pub async fn receive_default_callback(
@@ -91,13 +111,15 @@ async fn receive_inner(state: &AppState, source: &str, query: &str, body: &[u8])
     if !state.is_accepting() {
         return Err(ApiError::unavailable("draining", "the gateway is shutting down; retry later", RETRY_AFTER_SECS));
     }
-    let crypto = state.intake.dingtalk_crypto(source).ok_or_else(|| {
+    let receiver = state.intake.dingtalk_callback(source).ok_or_else(|| {
         ApiError::new(StatusCode::NOT_FOUND, "unknown_source", format!("no DingTalk callback source named `{source}`"))
     })?;
+    let crypto = &receiver.crypto;
     let now = state.clock.now();
-    let opened = callback::open(&crypto, &CallbackRequest { query, body }, now.as_millisecond()).map_err(|err| {
-        let status = StatusCode::from_u16(err.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
-        ApiError::new(status, "bad_callback", err.to_string())
+    let opened = callback::open(crypto, &CallbackRequest { query, body }).map_err(|err| unverifiable(source, &err))?;
+    receiver.replays.check(&opened, now.as_millisecond()).map_err(|err| {
+        tracing::warn!(source = %source, "DingTalk callback refused: {err}");
+        ApiError::new(StatusCode::BAD_REQUEST, "replayed_callback", "the callback is stale or was already received")
     })?;
     if !opened.is_check_url {
         let inbound = source::from_http_callback(&opened.event_type, &opened.payload)
@@ -116,8 +138,10 @@ async fn receive_inner(state: &AppState, source: &str, query: &str, body: &[u8])
             );
         }
     }
+    // Remembered only once stored: a push that failed to commit may be sent again as it was.
+    receiver.replays.accepted(&opened, now.as_millisecond());
     // DingTalk counts the push as delivered only when this decrypts to `success` (§6.3).
-    Ok((StatusCode::OK, Json(callback::success_reply(&crypto, now.as_millisecond()))).into_response())
+    Ok((StatusCode::OK, Json(callback::success_reply(crypto, now.as_millisecond()))).into_response())
 }
 
 /// Query of `POST /dingtalk/card-callback/{source}?token=…`.
@@ -127,11 +151,12 @@ pub struct CardCallbackQuery {
     token: String,
 }
 
-/// `POST /dingtalk/card-callback/{source}?token=<callback_token>`: card clicks of cards created
-/// with HTTP callbacks. DingTalk posts the same object Stream mode carries (reference §4.2; its
-/// signing is UNVERIFIED), so the URL registered with `/v1.0/card/callbacks/register` carries
-/// the source's callback token, checked in constant time. The answer `{}` leaves the card as
-/// it is: the flows update it once the click is stored.
+/// `POST /dingtalk/card-callback/{source}?token=<card_callback_token>`: card clicks of cards
+/// created with HTTP callbacks. DingTalk posts the same object Stream mode carries (reference
+/// §4.2; its signing is UNVERIFIED), so the URL registered with `/v1.0/card/callbacks/register`
+/// carries the source's own random capability (`card_callback_token`, not the signing token),
+/// checked in constant time and never logged. The answer `{}` leaves the card as it is: the flows
+/// update it once the click is stored.
 pub async fn receive_card_callback(
     State(state): State<AppState>,
     Path(source): Path<String>,
@@ -148,10 +173,17 @@ async fn card_callback_inner(state: &AppState, source: &str, token: &str, body: 
     if !state.is_accepting() {
         return Err(ApiError::unavailable("draining", "the gateway is shutting down; retry later", RETRY_AFTER_SECS));
     }
-    let crypto = state.intake.dingtalk_crypto(source).ok_or_else(|| {
+    let receiver = state.intake.dingtalk_callback(source).ok_or_else(|| {
         ApiError::new(StatusCode::NOT_FOUND, "unknown_source", format!("no DingTalk callback source named `{source}`"))
     })?;
-    if !crypto.token_matches(token) {
+    let Some(card_token) = &receiver.card_token else {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "card_callbacks_closed",
+            "this source takes no HTTP card callbacks (no `card_callback_token` is configured)",
+        ));
+    };
+    if !connect::secret::matches(card_token.expose_secret().as_bytes(), token.as_bytes()) {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "bad_token",

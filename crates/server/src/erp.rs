@@ -38,7 +38,6 @@ use std::collections::BTreeMap;
 use std::path::{Path as FsPath, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
-use subtle::ConstantTimeEq;
 use tokio_util::sync::CancellationToken;
 
 /// The outbox destination of an ERP source's read jobs.
@@ -247,7 +246,7 @@ async fn dynamics_webhook(
         .and_then(|v| v.to_str().ok())
         .or_else(|| query.get("code").map(String::as_str))
         .unwrap_or_default();
-    if given.is_empty() || !bool::from(given.as_bytes().ct_eq(secret.expose().as_bytes())) {
+    if !connect::secret::matches(secret.expose().as_bytes(), given.as_bytes()) {
         return Err(ApiError::new(StatusCode::UNAUTHORIZED, "bad_key", "the webhook key is missing or wrong"));
     }
     let event = connectors::dynamics::source::parse_webhook(body)
@@ -321,7 +320,7 @@ fn basic_auth_matches(headers: &HeaderMap, user: &str, password: &str) -> bool {
     let Some(encoded) = value.strip_prefix("Basic ").or_else(|| value.strip_prefix("basic ")) else { return false };
     let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded.trim()) else { return false };
     let expected = format!("{user}:{password}");
-    bool::from(decoded.as_slice().ct_eq(expected.as_bytes()))
+    connect::secret::matches(expected.as_bytes(), &decoded)
 }
 
 /// The canonical records of an IDoc packet, or why it cannot be read.

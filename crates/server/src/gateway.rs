@@ -70,8 +70,13 @@ impl Gateway {
         let mut stream_sources = Vec::new();
         for (name, inbound) in runtime.dingtalk_sources {
             match inbound {
-                DingtalkSourceRuntime::Http(crypto) => {
-                    dingtalk_callbacks.insert(name, crypto);
+                DingtalkSourceRuntime::Http { crypto, card_token } => {
+                    let receiver = crate::dingtalk::CallbackReceiver {
+                        crypto,
+                        replays: Default::default(),
+                        card_token: card_token.map(|t| t.secret_string().clone()),
+                    };
+                    dingtalk_callbacks.insert(name, Arc::new(receiver));
                 }
                 DingtalkSourceRuntime::Stream(settings) => stream_sources.push((name, settings)),
             }
@@ -81,6 +86,12 @@ impl Gateway {
             dingtalk_callbacks,
             flows: Arc::new(runtime.flows),
             approvals: Arc::new(config.approvals.clone()),
+            decision_sources: config
+                .sources
+                .iter()
+                .filter(|(_, source)| matches!(source.kind, SourceKind::Dingtalk { .. }))
+                .map(|(name, _)| name.clone())
+                .collect(),
         });
 
         // Bound before the CRM sources are built: a Zoho channel's default notify URL names it.
@@ -386,6 +397,7 @@ fn approvals_runtime(
         sources,
         keeper: keepers.get(&app).cloned(),
         app,
+        decision_sources: engine::approvals::decision_sources(config),
     })))
 }
 

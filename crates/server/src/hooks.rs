@@ -76,8 +76,10 @@ pub struct Committed {
 }
 
 /// Commits one intake (group commit), then wakes the workers. Returns only after the event is
-/// durable: every transport acknowledges its sender after this, never before.
-pub async fn commit(state: &AppState, source: &str, intake: store::Intake) -> Result<Committed, ApiError> {
+/// durable: every transport acknowledges its sender after this, never before. A refused event
+/// ([`crate::Planned::refused`]) is committed as its dead letter and audited, and its error returned.
+pub async fn commit(state: &AppState, source: &str, planned: impl Into<crate::Planned>) -> Result<Committed, ApiError> {
+    let crate::Planned { intake, refused } = planned.into();
     let event_id = intake.event_id.clone();
     let dead = intake.dead_letter.is_some();
     let jobs = intake.jobs.len();
@@ -92,6 +94,15 @@ pub async fn commit(state: &AppState, source: &str, intake: store::Intake) -> Re
     })?;
     crashpoint::hit(crashpoint::AFTER_INTAKE_COMMIT);
     let duplicate = outcome == IntakeOutcome::Duplicate;
+    if let Some(refusal) = refused {
+        // A resend of the same refused request is the same attempt: audited once.
+        if !duplicate {
+            if let Err(err) = state.store.audit_append(&refusal.audit).await {
+                tracing::error!(source = %source, event_id = %event_id, "The refusal could not be audited: {err}");
+            }
+        }
+        return Err(refusal.error);
+    }
     state.metrics.webhook_accepted(source, duplicate, dead);
     if !duplicate && jobs > 0 {
         (state.nudge)();

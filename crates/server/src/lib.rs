@@ -17,7 +17,7 @@ pub mod pipeline;
 pub mod reads;
 pub mod state;
 
-pub use state::{AppState, Intake};
+pub use state::{AppState, Intake, Planned, Refusal};
 
 use axum::routing::{get, post};
 use axum::Router;

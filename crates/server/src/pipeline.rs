@@ -4,20 +4,23 @@
 use crate::error::ApiError;
 use axum::http::{HeaderMap, StatusCode};
 use connect::webhook::WebhookVerifier;
-use connectors::dingtalk::crypto::CallbackCrypto;
+use connectors::dingtalk::source::is_decision_entity;
 use connectors::dingtalk::source::Inbound;
 use engine::flow::{DecodeError, FlowEngine};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 pub struct WebhookPipeline {
     pub verifiers: BTreeMap<String, WebhookVerifier>,
-    /// Decryptors of the DingTalk sources in HTTP callback mode, by source name.
-    pub dingtalk_callbacks: BTreeMap<String, Arc<CallbackCrypto>>,
+    /// The DingTalk sources in HTTP callback mode, by source name.
+    pub dingtalk_callbacks: BTreeMap<String, Arc<crate::dingtalk::CallbackReceiver>>,
     pub flows: Arc<FlowEngine>,
     /// Approval policies: ERP records they govern and clicks on approval cards also become
     /// approval inputs.
     pub approvals: Arc<engine::approvals::ApprovalsConfig>,
+    /// The DingTalk sources (Stream or encrypted HTTP callback): the only ones whose events may
+    /// say what a person decided ([`is_decision_entity`]).
+    pub decision_sources: BTreeSet<String>,
 }
 
 impl crate::Intake for WebhookPipeline {
@@ -31,7 +34,7 @@ impl crate::Intake for WebhookPipeline {
         headers: &HeaderMap,
         body: &[u8],
         now: jiff::Timestamp,
-    ) -> Result<store::Intake, ApiError> {
+    ) -> Result<crate::Planned, ApiError> {
         let verifier = self.verifiers.get(source).ok_or_else(|| {
             ApiError::new(StatusCode::NOT_FOUND, "unknown_source", format!("no webhook source named `{source}`"))
         })?;
@@ -45,7 +48,7 @@ impl crate::Intake for WebhookPipeline {
         self.intake(source, format!("{source}:{}", verified.id), event_id, now, decoded)
     }
 
-    fn dingtalk_crypto(&self, source: &str) -> Option<Arc<CallbackCrypto>> {
+    fn dingtalk_callback(&self, source: &str) -> Option<Arc<crate::dingtalk::CallbackReceiver>> {
         self.dingtalk_callbacks.get(source).cloned()
     }
 
@@ -64,10 +67,10 @@ impl crate::Intake for WebhookPipeline {
         let event_id = uuid::Uuid::now_v7().to_string();
         let envelope = serde_json::json!({ "id": event_id, "source": source, "raw": raw });
         let decoded = Err(DecodeError::Invalid { reason, envelope });
-        self.intake(source, format!("{source}:{dedup_key}"), event_id, now, decoded)
+        self.intake(source, format!("{source}:{dedup_key}"), event_id, now, decoded).map(|planned| planned.intake)
     }
 
-    fn inbound(&self, source: &str, inbound: &Inbound, now: jiff::Timestamp) -> Result<store::Intake, ApiError> {
+    fn inbound(&self, source: &str, inbound: &Inbound, now: jiff::Timestamp) -> Result<crate::Planned, ApiError> {
         let event_id = uuid::Uuid::now_v7().to_string();
         let decoded = self.flows.decode_inbound(source, inbound, model::ZonedTime::from(now), event_id.clone());
         self.intake(source, format!("{source}:{}", inbound.dedup_key), event_id, now, decoded)
@@ -84,7 +87,7 @@ impl WebhookPipeline {
         event_id: String,
         now: jiff::Timestamp,
         decoded: Result<model::Event, DecodeError>,
-    ) -> Result<store::Intake, ApiError> {
+    ) -> Result<crate::Planned, ApiError> {
         let now_ms = now.as_millisecond();
         let mut intake = store::Intake {
             dedup_key,
@@ -96,6 +99,9 @@ impl WebhookPipeline {
             dead_letter: None,
         };
         match decoded {
+            Ok(event) if is_decision_entity(&event.entity) && !self.decision_sources.contains(source) => {
+                return Ok(refuse_decision(intake, &event));
+            }
             Ok(event) => {
                 intake.event_json = serde_json::to_string(&event).unwrap_or_default();
                 match self.flows.plan(&event, now_ms) {
@@ -129,6 +135,46 @@ impl WebhookPipeline {
                 intake.dead_letter = Some(store::NewDeadLetter { reason: err.to_string() });
             }
         }
-        Ok(intake)
+        Ok(intake.into())
     }
 }
+
+/// A decision (a click, an approval, a bot message) from a source that is not DingTalk: a
+/// forgery by whoever holds that source's credentials. Nothing reaches a flow or an approval;
+/// the event is kept as a dead letter, the sender gets 422 and the audit log a row.
+fn refuse_decision(mut intake: store::Intake, event: &model::Event) -> crate::Planned {
+    let source = &event.source;
+    let entity = &event.entity;
+    let reason = format!(
+        "`{entity}` events record what a person did in DingTalk, and only a DingTalk source may send them; \
+         `{source}` is not one, so the event was refused"
+    );
+    tracing::warn!(event_id = %event.id, source = %source, entity = %entity, entity_id = %event.entity_id,
+        "Decision from a source that is not DingTalk refused.");
+    intake.event_json = serde_json::to_string(event).unwrap_or_default();
+    intake.jobs.clear();
+    intake.dead_letter = Some(store::NewDeadLetter { reason: format!("{DECISION_REFUSED}: {reason}") });
+    // Who the request claims acted, so an auditor sees whose name was used.
+    let claimed = event.data.get("userId").or_else(|| event.data.get("staffId")).and_then(serde_json::Value::as_str);
+    let detail = serde_json::json!({
+        "code": DECISION_REFUSED,
+        "reason": reason,
+        "event_id": event.id,
+        "entity": entity,
+        "entity_id": event.entity_id,
+        "claimed_user": claimed,
+        "dedup_key": intake.dedup_key,
+    });
+    let audit = store::NewAuditEntry {
+        at: intake.received_at,
+        actor: format!("source:{source}"),
+        action: "intake.refused".into(),
+        subject: format!("{entity}:{}", event.entity_id),
+        detail: detail.to_string(),
+    };
+    let error = ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, DECISION_REFUSED, reason);
+    crate::Planned { intake, refused: Some(crate::Refusal { error, audit }) }
+}
+
+/// The error code of [`refuse_decision`].
+pub const DECISION_REFUSED: &str = "decision_not_from_dingtalk";

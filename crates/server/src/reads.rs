@@ -145,10 +145,17 @@ pub async fn commit_read(
         destination: format!("read:{source}"),
         detail: err.message.clone(),
     })?;
-    let jobs = intake.jobs.len();
-    let committed = commit(state, source, intake).await.map_err(|err| DeliveryError::Transport {
-        endpoint: "intake".into(),
-        reason: format!("the read record could not be stored: {}", err.message),
+    let jobs = intake.intake.jobs.len();
+    let committed = commit(state, source, intake).await.map_err(|err| {
+        if err.status.is_client_error() {
+            // Refused (and kept as a dead letter): reading it again would not change that.
+            DeliveryError::BadPayload { destination: format!("read:{source}"), detail: err.message }
+        } else {
+            DeliveryError::Transport {
+                endpoint: "intake".into(),
+                reason: format!("the read record could not be stored: {}", err.message),
+            }
+        }
     })?;
     tracing::debug!(source, event_id = %committed.event_id, jobs, duplicate = committed.duplicate, "Record read and its event stored.");
     Ok(Receipt { vendor_id: Some(committed.event_id), detail: Some(format!("{jobs} deliveries planned")) })
@@ -156,7 +163,11 @@ pub async fn commit_read(
 
 /// The intakes of one vendor request (or poll), committed together: the group committer puts
 /// them in one transaction instead of one round trip each.
-pub async fn commit_all(state: &AppState, source: &str, intakes: Vec<store::Intake>) -> Result<(), ApiError> {
+pub async fn commit_all<P: Into<crate::Planned>>(
+    state: &AppState,
+    source: &str,
+    intakes: Vec<P>,
+) -> Result<(), ApiError> {
     futures::future::try_join_all(intakes.into_iter().map(|intake| commit(state, source, intake))).await?;
     Ok(())
 }

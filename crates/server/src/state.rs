@@ -16,10 +16,10 @@ pub trait Intake: Send + Sync {
         headers: &HeaderMap,
         body: &[u8],
         now: jiff::Timestamp,
-    ) -> Result<store::Intake, ApiError>;
+    ) -> Result<Planned, ApiError>;
 
-    /// The callback decryptor of a DingTalk source in HTTP mode.
-    fn dingtalk_crypto(&self, source: &str) -> Option<Arc<connectors::dingtalk::crypto::CallbackCrypto>>;
+    /// A DingTalk source in HTTP callback mode: its decryptor, replay memory and card token.
+    fn dingtalk_callback(&self, source: &str) -> Option<Arc<crate::dingtalk::CallbackReceiver>>;
 
     /// Names of the DingTalk sources in HTTP callback mode.
     fn dingtalk_callback_sources(&self) -> Vec<String>;
@@ -31,7 +31,7 @@ pub trait Intake: Send + Sync {
         source: &str,
         inbound: &connectors::dingtalk::source::Inbound,
         now: jiff::Timestamp,
-    ) -> Result<store::Intake, ApiError>;
+    ) -> Result<Planned, ApiError>;
 
     /// An event that arrived authenticated but cannot be read (a DingTalk frame, an IDoc): kept
     /// as a dead letter (with `raw` and the reason) under `dedup_key`, so redeliveries do not pile up.
@@ -47,6 +47,26 @@ pub trait Intake: Send + Sync {
     /// Whether `source` is configured; refusals for unknown names share one metric label so a
     /// stranger cannot mint label values.
     fn has_source(&self, source: &str) -> bool;
+}
+
+/// What intake makes of one authenticated request: the intake to commit and, when the event is
+/// refused all the same (a decision from a source that is not DingTalk), what the sender is told
+/// and what the audit log records. A refused event is still committed, as a dead letter without
+/// jobs, so an operator sees it and a resend is recognised as the same one.
+pub struct Planned {
+    pub intake: store::Intake,
+    pub refused: Option<Refusal>,
+}
+
+pub struct Refusal {
+    pub error: ApiError,
+    pub audit: store::NewAuditEntry,
+}
+
+impl From<store::Intake> for Planned {
+    fn from(intake: store::Intake) -> Self {
+        Planned { intake, refused: None }
+    }
 }
 
 #[derive(Clone)]

@@ -4,18 +4,25 @@
 //! HTTP framework it uses: [`open`] verifies, decrypts and parses one push, [`success_reply`]
 //! builds the mandatory encrypted `success` answer.
 //!
-//! Replay: the reference specifies no timestamp window for callbacks and DingTalk itself mixes
-//! second and millisecond timestamps, so a push is never refused for its age. The signature
-//! binds the timestamp, and duplicates are the event pipeline's business (events are
-//! idempotent downstream). A timestamp far from the local clock is only logged.
+//! Replay: the signature binds `timestamp` and `nonce`, so [`ReplayGuard`] refuses a push whose
+//! timestamp is more than [`REPLAY_WINDOW_MS`] from the local clock (either way; DingTalk mixes
+//! second and millisecond timestamps, both are read) and one whose `(timestamp, nonce)` was
+//! already accepted inside that window. A captured push therefore cannot be sent again later;
+//! within the window the event pipeline's dedup keys make a resend a duplicate anyway.
 
 use super::crypto::{random_alnum, CallbackCrypto, CryptoError};
 use serde_json::Value;
+use std::collections::{HashSet, VecDeque};
+use std::sync::Mutex;
 
 /// Values below this are epoch seconds (the Python sample), above it milliseconds (Java).
 const SECONDS_CUTOFF: i64 = 100_000_000_000;
-/// Skew beyond which a timestamp is worth a log line (not a refusal, see the module docs).
-const SKEW_LOGGED_MS: i64 = 3_600_000;
+/// How far a push's timestamp may be from the local clock, either way.
+pub const REPLAY_WINDOW_MS: i64 = 5 * 60 * 1000;
+/// `(timestamp, nonce)` pairs remembered at most: 1,000 pushes a second for the whole window
+/// and then some. Past it the oldest are forgotten first (a resend of one of those is still a
+/// duplicate event downstream, never a second effect).
+const REPLAY_MEMORY: usize = 1 << 20;
 const REPLY_NONCE_LEN: usize = 16;
 
 /// `EventType` of URL verification (console save) and of third-party suite creation.
@@ -40,6 +47,9 @@ pub struct CallbackEvent {
     /// URL verification (`check_url`, or `check_create_suite_url` for a third-party suite):
     /// nothing to process, just answer [`success_reply`] fast (DingTalk waits ≤ 1500 ms).
     pub is_check_url: bool,
+    /// The signed `timestamp` and `nonce` of the request, for [`ReplayGuard`].
+    pub timestamp: String,
+    pub nonce: String,
 }
 
 /// Why a push was refused; [`CallbackError::http_status`] is the answer to send.
@@ -55,6 +65,12 @@ pub enum CallbackError {
     Decrypt(#[source] CryptoError),
     #[error("decrypted callback is not a JSON object with a string `EventType`: {0}")]
     MalformedEvent(String),
+    #[error(
+        "callback timestamp `{timestamp}` is not within 5 minutes of the local clock; a replay, or the clock is off"
+    )]
+    Stale { timestamp: String },
+    #[error("callback (timestamp {timestamp}, nonce {nonce}) was already accepted: a replay")]
+    Replayed { timestamp: String, nonce: String },
 }
 
 impl CallbackError {
@@ -62,7 +78,12 @@ impl CallbackError {
     pub fn http_status(&self) -> u16 {
         match self {
             Self::BadSignature(_) => 401,
-            Self::MissingParameter(_) | Self::MalformedBody(_) | Self::Decrypt(_) | Self::MalformedEvent(_) => 400,
+            Self::MissingParameter(_)
+            | Self::MalformedBody(_)
+            | Self::Decrypt(_)
+            | Self::MalformedEvent(_)
+            | Self::Stale { .. }
+            | Self::Replayed { .. } => 400,
         }
     }
 }
@@ -99,9 +120,9 @@ impl SignedQuery {
     }
 }
 
-/// Verifies the signature, decrypts (owner key checked) and parses one push. `now_ms` only
-/// feeds a skew warning; see the module docs on replay.
-pub fn open(crypto: &CallbackCrypto, req: &CallbackRequest<'_>, now_ms: i64) -> Result<CallbackEvent, CallbackError> {
+/// Verifies the signature, decrypts (owner key checked) and parses one push. Freshness is
+/// [`ReplayGuard`]'s business.
+pub fn open(crypto: &CallbackCrypto, req: &CallbackRequest<'_>) -> Result<CallbackEvent, CallbackError> {
     let query = SignedQuery::parse(req.query)?;
     let body: Value = serde_json::from_slice(req.body).map_err(|e| CallbackError::MalformedBody(e.to_string()))?;
     let encrypt = body
@@ -112,7 +133,6 @@ pub fn open(crypto: &CallbackCrypto, req: &CallbackRequest<'_>, now_ms: i64) -> 
     crypto
         .verify_signature(&query.signature, &query.timestamp, &query.nonce, encrypt)
         .map_err(CallbackError::BadSignature)?;
-    log_skew(&query.timestamp, now_ms);
 
     let plaintext = crypto.decrypt(encrypt).map_err(CallbackError::Decrypt)?;
     let payload: Value = serde_json::from_str(&plaintext).map_err(|e| CallbackError::MalformedEvent(e.to_string()))?;
@@ -123,7 +143,7 @@ pub fn open(crypto: &CallbackCrypto, req: &CallbackRequest<'_>, now_ms: i64) -> 
         .to_owned();
     let is_check_url = event_type == CHECK_URL || event_type == CHECK_CREATE_SUITE_URL;
     tracing::debug!(event_type = %event_type, owner_key = crypto.owner_key(), "DingTalk callback opened");
-    Ok(CallbackEvent { event_type, payload, is_check_url })
+    Ok(CallbackEvent { event_type, payload, is_check_url, timestamp: query.timestamp, nonce: query.nonce })
 }
 
 /// The encrypted `success` body (§6.3) with a fresh nonce and a millisecond timestamp.
@@ -131,19 +151,61 @@ pub fn success_reply(crypto: &CallbackCrypto, now_ms: i64) -> Value {
     crypto.reply_success(&now_ms.to_string(), &random_alnum(REPLY_NONCE_LEN))
 }
 
-fn log_skew(timestamp: &str, now_ms: i64) {
-    let Ok(ts) = timestamp.parse::<i64>() else {
-        tracing::warn!(timestamp, "DingTalk callback timestamp is not a number; accepted (signature verified)");
-        return;
-    };
-    let ts_ms = if ts < SECONDS_CUTOFF { ts.saturating_mul(1000) } else { ts };
-    let skew_ms = now_ms.saturating_sub(ts_ms);
-    if skew_ms.saturating_abs() > SKEW_LOGGED_MS {
-        tracing::warn!(
-            skew_ms,
-            "DingTalk callback timestamp is far from the local clock; accepted (no replay window is specified)"
-        );
+/// Refuses stale and replayed pushes of one callback subscription (see the module docs). One
+/// per source; the memory is bounded by [`REPLAY_MEMORY`].
+#[derive(Debug, Default)]
+pub struct ReplayGuard {
+    seen: Mutex<Seen>,
+}
+
+#[derive(Debug, Default)]
+struct Seen {
+    keys: HashSet<(String, String)>,
+    /// In acceptance order, with when each may be forgotten (epoch ms).
+    order: VecDeque<(i64, (String, String))>,
+}
+
+impl ReplayGuard {
+    /// Whether `event` is fresh: its timestamp within the window of `now_ms` and its
+    /// `(timestamp, nonce)` not accepted before. Call it after [`open`] (only a signed request
+    /// may occupy memory here), and [`ReplayGuard::accepted`] once the event is stored.
+    pub fn check(&self, event: &CallbackEvent, now_ms: i64) -> Result<(), CallbackError> {
+        let fresh =
+            timestamp_ms(&event.timestamp).is_some_and(|ms| now_ms.abs_diff(ms) <= REPLAY_WINDOW_MS.unsigned_abs());
+        if !fresh {
+            return Err(CallbackError::Stale { timestamp: event.timestamp.clone() });
+        }
+        let seen = self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if seen.keys.contains(&(event.timestamp.clone(), event.nonce.clone())) {
+            return Err(CallbackError::Replayed { timestamp: event.timestamp.clone(), nonce: event.nonce.clone() });
+        }
+        Ok(())
     }
+
+    /// Remembers `event` as accepted, so that the same request is refused until it is stale.
+    pub fn accepted(&self, event: &CallbackEvent, now_ms: i64) {
+        let forget_at = timestamp_ms(&event.timestamp).unwrap_or(now_ms).max(now_ms) + REPLAY_WINDOW_MS;
+        let key = (event.timestamp.clone(), event.nonce.clone());
+        let mut seen = self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        while let Some((at, _)) = seen.order.front() {
+            if *at > now_ms && seen.order.len() < REPLAY_MEMORY {
+                break;
+            }
+            if let Some((_, old)) = seen.order.pop_front() {
+                seen.keys.remove(&old);
+            }
+        }
+        if seen.keys.insert(key.clone()) {
+            seen.order.push_back((forget_at, key));
+        }
+    }
+}
+
+/// A callback timestamp in epoch milliseconds: DingTalk sends seconds (Python sample) or
+/// milliseconds (Java).
+fn timestamp_ms(timestamp: &str) -> Option<i64> {
+    let ts = timestamp.trim().parse::<i64>().ok()?;
+    Some(if ts < SECONDS_CUTOFF { ts.saturating_mul(1000) } else { ts })
 }
 
 #[cfg(test)]
@@ -205,7 +267,7 @@ mod tests {
             for (name, payload) in &fixtures {
                 let text = serde_json::to_string(payload).expect("serialise");
                 let (query, body) = seal(&crypto, &text, "1767225600123", "nOnCe123");
-                let event = open(&crypto, &CallbackRequest { query: &query, body: &body }, NOW_MS)
+                let event = open(&crypto, &CallbackRequest { query: &query, body: &body })
                     .unwrap_or_else(|e| panic!("{name} with vector {}: {e}", v["id"]));
                 assert_eq!(&event.payload, payload, "{name}");
                 assert_eq!(event.event_type, payload["EventType"].as_str().expect("EventType"), "{name}");
@@ -222,7 +284,7 @@ mod tests {
             let path_and_query = example["path_and_query"].as_str().expect("path_and_query");
             let (_, query) = path_and_query.split_once('?').expect("has a query");
             let body = serde_json::to_vec(&example["body"]).expect("body");
-            let event = open(&crypto_of(&v), &CallbackRequest { query, body: &body }, NOW_MS)
+            let event = open(&crypto_of(&v), &CallbackRequest { query, body: &body })
                 .unwrap_or_else(|e| panic!("vector {}: {e}", v["id"]));
             let expected: Value = serde_json::from_str(v["plaintext"].as_str().expect("plaintext")).expect("json");
             assert_eq!(event.payload, expected);
@@ -241,7 +303,7 @@ mod tests {
             (r#"{"EventType":"user_add_org","UserId":["u"]}"#, false),
         ] {
             let (query, body) = seal(&crypto, text, "1608001896814", "WL4PK6yA");
-            let event = open(&crypto, &CallbackRequest { query: &query, body: &body }, NOW_MS).expect("opens");
+            let event = open(&crypto, &CallbackRequest { query: &query, body: &body }).expect("opens");
             assert_eq!(event.is_check_url, expected, "{text}");
         }
     }
@@ -253,7 +315,7 @@ mod tests {
         let sig = crypto.signature("1767225600", "abc", &encrypt);
         let body = serde_json::to_vec(&serde_json::json!({ "encrypt": encrypt })).expect("body");
         let query = format!("?signature={sig}&timeStamp=1767225600&nonce=abc&extra=1");
-        let event = open(&crypto, &CallbackRequest { query: &query, body: &body }, NOW_MS).expect("legacy spelling");
+        let event = open(&crypto, &CallbackRequest { query: &query, body: &body }).expect("legacy spelling");
         assert!(event.is_check_url);
     }
 
@@ -268,7 +330,7 @@ mod tests {
             v["nonce"].as_str().expect("nonce"),
         );
         let body = serde_json::to_vec(&serde_json::json!({ "encrypt": raw["encrypt_with_newlines"] })).expect("body");
-        let event = open(&crypto_of(&v), &CallbackRequest { query: &query, body: &body }, NOW_MS).expect("opens");
+        let event = open(&crypto_of(&v), &CallbackRequest { query: &query, body: &body }).expect("opens");
         assert_eq!(event.event_type, "user_add_org");
     }
 
@@ -277,14 +339,14 @@ mod tests {
         let crypto = crypto_of(&vectors()[0]);
         let (query, body) = seal(&crypto, r#"{"EventType":"check_url"}"#, "1608001896814", "WL4PK6yA");
         let tampered = query.replace("timestamp=1608001896814", "timestamp=1608001896815");
-        let err = open(&crypto, &CallbackRequest { query: &tampered, body: &body }, NOW_MS).expect_err("tampered");
+        let err = open(&crypto, &CallbackRequest { query: &tampered, body: &body }).expect_err("tampered");
         assert!(matches!(err, CallbackError::BadSignature(CryptoError::SignatureMismatch)), "{err:?}");
         assert_eq!(err.http_status(), 401);
 
         let other_token =
             CallbackCrypto::new("not-the-token", "Yue0EfdN5900c1ce5cf6A152c63DDe1808a60c5ecd7", "ding6ccabc44d2c8d38b")
                 .expect("key");
-        let err = open(&other_token, &CallbackRequest { query: &query, body: &body }, NOW_MS).expect_err("token");
+        let err = open(&other_token, &CallbackRequest { query: &query, body: &body }).expect_err("token");
         assert_eq!(err.http_status(), 401);
     }
 
@@ -300,7 +362,7 @@ mod tests {
             (&query, br#"{"encrypt": 5}"#, "encrypt"),
         ];
         for (q, b, mention) in cases {
-            let err = open(&crypto, &CallbackRequest { query: q, body: b }, NOW_MS).expect_err("malformed");
+            let err = open(&crypto, &CallbackRequest { query: q, body: b }).expect_err("malformed");
             assert_eq!(err.http_status(), 400, "{err}");
             assert!(err.to_string().contains(mention) || matches!(err, CallbackError::MalformedBody(_)), "{err}");
         }
@@ -313,7 +375,7 @@ mod tests {
         let receiver =
             CallbackCrypto::new("mryue", "Yue0EfdN5900c1ce5cf6A152c63DDe1808a60c5ecd7", "dingOTHER").expect("key");
         let (query, body) = seal(&sender, r#"{"EventType":"check_url"}"#, "1608001896814", "n");
-        let err = open(&receiver, &CallbackRequest { query: &query, body: &body }, NOW_MS).expect_err("owner key");
+        let err = open(&receiver, &CallbackRequest { query: &query, body: &body }).expect_err("owner key");
         assert!(matches!(err, CallbackError::Decrypt(CryptoError::OwnerKeyMismatch { .. })), "{err:?}");
         assert_eq!(err.http_status(), 400);
     }
@@ -323,21 +385,66 @@ mod tests {
         let crypto = crypto_of(&vectors()[0]);
         for text in ["success", r#"{"type":"finish"}"#, r#"{"EventType":7}"#] {
             let (query, body) = seal(&crypto, text, "1", "n");
-            let err = open(&crypto, &CallbackRequest { query: &query, body: &body }, NOW_MS).expect_err(text);
+            let err = open(&crypto, &CallbackRequest { query: &query, body: &body }).expect_err(text);
             assert!(matches!(err, CallbackError::MalformedEvent(_)), "{text}: {err:?}");
             assert_eq!(err.http_status(), 400);
         }
     }
 
     #[test]
-    fn old_timestamps_are_accepted() {
-        // A 2015 timestamp (the suite vector) against a 2026 clock: no replay window is specified.
-        let v = vectors().into_iter().find(|v| v["id"] == "official-check-create-suite-url").expect("vector");
-        let example = &v["http_request_example"];
-        let (_, query) = example["path_and_query"].as_str().expect("pq").split_once('?').expect("query");
-        let body = serde_json::to_vec(&example["body"]).expect("body");
-        let event = open(&crypto_of(&v), &CallbackRequest { query, body: &body }, NOW_MS).expect("accepted");
-        assert!(event.is_check_url);
+    fn stale_and_replayed_pushes_are_refused_fresh_ones_accepted_once() {
+        let crypto = crypto_of(&vectors()[0]);
+        let guard = ReplayGuard::default();
+        let open_at = |timestamp: &str, nonce: &str| {
+            let (query, body) = seal(&crypto, r#"{"EventType":"user_add_org","UserId":["u"]}"#, timestamp, nonce);
+            open(&crypto, &CallbackRequest { query: &query, body: &body }).expect("signed")
+        };
+        // Milliseconds and seconds, at the edges of the window either way.
+        for (ts, fresh) in [
+            (NOW_MS.to_string(), true),
+            ((NOW_MS - REPLAY_WINDOW_MS).to_string(), true),
+            ((NOW_MS + REPLAY_WINDOW_MS).to_string(), true),
+            ((NOW_MS - REPLAY_WINDOW_MS - 1).to_string(), false),
+            ((NOW_MS + REPLAY_WINDOW_MS + 1).to_string(), false),
+            ((NOW_MS / 1000 - 299).to_string(), true),
+            ((NOW_MS / 1000 - 301).to_string(), false),
+            ("1608001896814".to_owned(), false),
+            ("soon".to_owned(), false),
+        ] {
+            let event = open_at(&ts, "n1");
+            let checked = guard.check(&event, NOW_MS);
+            assert_eq!(checked.is_ok(), fresh, "{ts}: {checked:?}");
+            if let Err(err) = checked {
+                assert!(matches!(err, CallbackError::Stale { .. }), "{err:?}");
+                assert_eq!(err.http_status(), 400);
+            }
+        }
+        // The same signed request twice: accepted once, then refused until it is stale.
+        let event = open_at(&NOW_MS.to_string(), "abc");
+        guard.check(&event, NOW_MS).expect("first");
+        guard.accepted(&event, NOW_MS);
+        let again = guard.check(&event, NOW_MS + 1_000).expect_err("replay");
+        assert!(matches!(again, CallbackError::Replayed { .. }), "{again:?}");
+        assert!(matches!(guard.check(&event, NOW_MS + 4 * 60_000), Err(CallbackError::Replayed { .. })));
+        assert!(matches!(guard.check(&event, NOW_MS + 6 * 60_000), Err(CallbackError::Stale { .. })));
+        // Another nonce at the same time is another push.
+        guard.check(&open_at(&NOW_MS.to_string(), "abd"), NOW_MS).expect("other nonce");
+    }
+
+    #[test]
+    fn replay_memory_forgets_only_what_is_stale() {
+        let crypto = crypto_of(&vectors()[0]);
+        let guard = ReplayGuard::default();
+        let (query, body) = seal(&crypto, r#"{"EventType":"check_url"}"#, &NOW_MS.to_string(), "old");
+        let old = open(&crypto, &CallbackRequest { query: &query, body: &body }).expect("signed");
+        guard.accepted(&old, NOW_MS);
+        let later = NOW_MS + REPLAY_WINDOW_MS + 1;
+        let (query, body) = seal(&crypto, r#"{"EventType":"check_url"}"#, &later.to_string(), "new");
+        let new = open(&crypto, &CallbackRequest { query: &query, body: &body }).expect("signed");
+        guard.accepted(&new, later);
+        let seen = guard.seen.lock().unwrap();
+        assert_eq!(seen.keys.len(), 1, "the stale entry was dropped when the next one came");
+        assert_eq!(seen.order.len(), 1);
     }
 
     #[test]

@@ -125,13 +125,6 @@ impl CallbackCrypto {
         &self.owner_key
     }
 
-    /// Constant-time check that `candidate` is this subscription's token. Card callbacks in HTTP
-    /// mode are plain JSON (reference §4.2, signing UNVERIFIED), so the gateway's card-callback
-    /// URL carries the token as a capability.
-    pub fn token_matches(&self, candidate: &str) -> bool {
-        !candidate.is_empty() && constant_time_eq(self.token.as_bytes(), candidate.as_bytes())
-    }
-
     /// `sha1_hex(concat(sort_bytewise([token, timestamp, nonce, encrypt])))`, lower-case.
     pub fn signature(&self, timestamp: &str, nonce: &str, encrypt: &str) -> String {
         let mut parts = [self.token.as_str(), timestamp, nonce, encrypt];
@@ -153,7 +146,7 @@ impl CallbackCrypto {
         encrypt: &str,
     ) -> Result<(), CryptoError> {
         let expected = self.signature(timestamp, nonce, encrypt);
-        if constant_time_eq(expected.as_bytes(), signature.to_ascii_lowercase().as_bytes()) {
+        if connect::secret::matches(expected.as_bytes(), signature.to_ascii_lowercase().as_bytes()) {
             Ok(())
         } else {
             Err(CryptoError::SignatureMismatch)
@@ -261,14 +254,6 @@ fn unpad(plain: &[u8]) -> Result<&[u8], CryptoError> {
         return Err(CryptoError::BadPadding { last });
     }
     Ok(content)
-}
-
-/// Equal-length comparison without early exit; the length of a hex digest is not secret.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]

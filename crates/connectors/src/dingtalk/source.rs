@@ -39,6 +39,18 @@ pub enum InboundError {
     Invalid { what: &'static str, reason: String },
 }
 
+/// Entities that record what a person did in DingTalk: a card click, an OA approval or one of
+/// its tasks, a message to the bot, any other callback. Only a DingTalk source (Stream, or the
+/// encrypted HTTP callback) may produce them: an ERP script or webhook sender that names one is
+/// forging a decision, however well it signs the request.
+pub const DECISION_ENTITIES: &[&str] = &["card_action", "approval", "approval_task", "robot_message", "callback"];
+
+/// Whether events of `entity` may only come from a DingTalk source ([`DECISION_ENTITIES`], and
+/// the approval events DingTalk names verbatim, `bpms_*`).
+pub fn is_decision_entity(entity: &str) -> bool {
+    DECISION_ENTITIES.contains(&entity) || entity.starts_with("bpms_")
+}
+
 /// A decrypted HTTP callback. `None` for `check_url` (answered, never stored).
 pub fn from_http_callback(event_type: &str, payload: &Value) -> Result<Option<Inbound>, InboundError> {
     if event_type == "check_url" || event_type == "check_create_suite_url" {
@@ -290,6 +302,19 @@ fn canonical_json(v: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decisions_are_the_entities_dingtalk_produces_for_user_actions() {
+        for entity in ["card_action", "approval", "approval_task", "robot_message", "callback", "bpms_task_change"] {
+            assert!(is_decision_entity(entity), "{entity}");
+        }
+        for entity in ["purchase_request", "shipment", "opportunity", "user", "approvals"] {
+            assert!(!is_decision_entity(entity), "{entity}");
+        }
+        // Everything the decoders make of a click, an approval or a bot message is a decision.
+        let click = card_click(json!({"outTrackId": "approval:x", "userId": "u1"})).unwrap();
+        assert!(is_decision_entity(&click.entity));
+    }
 
     fn fixture(name: &str) -> Value {
         fixtures::read_json(format!("dingtalk/{name}"))

@@ -41,8 +41,17 @@ pub fn card_id(key: &str) -> String {
 pub enum Input {
     /// The ERP record's current state (pending or not), from a push, poll or pending list.
     Record { key: String, source: String, entity: String, entity_id: String, data: Value, at_ms: i64 },
-    /// A button on the approval card was clicked.
-    Click { key: String, userid: String, action: String, event_id: String, at_ms: i64 },
+    /// A button on the approval card was clicked. `source` is the gateway source the click came
+    /// in on: only the DingTalk sources of the card's app may decide (checked again on apply).
+    Click {
+        key: String,
+        #[serde(default)]
+        source: String,
+        userid: String,
+        action: String,
+        event_id: String,
+        at_ms: i64,
+    },
     /// The ERP's answer to a write-back.
     Outcome { key: String, idempotency_key: String, outcome: DecisionOutcome, at_ms: i64 },
     /// The write-back gave up (retries exhausted, or refused as malformed or unauthorised): it is
@@ -81,6 +90,7 @@ pub fn job_for_event(config: &ApprovalsConfig, event: &Event, now_ms: i64) -> Op
         let action = event.data.get("actionIds").and_then(|a| a.get(0)).and_then(Value::as_str).unwrap_or_default();
         Input::Click {
             key: key.to_owned(),
+            source: event.source.clone(),
             userid: userid.to_owned(),
             action: action.to_owned(),
             event_id: event.id.clone(),
@@ -286,6 +296,8 @@ pub struct Context<'a> {
     pub people: People<'a>,
     /// The ERP's name for people ("NetSuite").
     pub erp_name: &'a str,
+    /// Per policy, the DingTalk sources whose clicks may decide ([`super::decision_sources`]).
+    pub decision_sources: &'a std::collections::BTreeMap<String, std::collections::BTreeSet<String>>,
 }
 
 /// The new state (`None`: nothing to store) and what to do.
@@ -307,7 +319,10 @@ pub fn apply(current: Option<Approval>, input: &Input, ctx: &Context<'_>) -> Tra
         Input::Record { key, source, entity, entity_id, data, at_ms } => {
             on_record(current, key, source, entity, entity_id, data, *at_ms, ctx)
         }
-        Input::Click { userid, action, event_id, at_ms, .. } => match current {
+        Input::Click { source, userid, action, event_id, at_ms, .. } => match current {
+            Some(state) if !click_source_allowed(&state, source, ctx) => {
+                forged_click(state, source, userid, action, event_id)
+            }
             Some(state) => on_click(state, userid, action, event_id, *at_ms, ctx),
             None => Transition::none(),
         },
@@ -508,6 +523,22 @@ fn refusal(state: Approval, userid: &str, action: &str, reason: String, event_id
     ];
     // The state is unchanged, but stored again so the transition is recorded as applied.
     Transition { state: Some(state), effects }
+}
+
+/// Whether `source` may decide `state`: one of the DingTalk sources of its policy's card app.
+/// Intake already refuses decisions from any other source; this holds even if a job were
+/// written some other way.
+fn click_source_allowed(state: &Approval, source: &str, ctx: &Context<'_>) -> bool {
+    ctx.decision_sources.get(&state.policy).is_some_and(|sources| sources.contains(source))
+}
+
+/// A click that did not come from DingTalk: refused and audited. Nobody is told on the card:
+/// the user it names did not click.
+fn forged_click(state: Approval, source: &str, userid: &str, action: &str, event_id: &str) -> Transition {
+    let reason = format!("the click came in on `{source}`, which is not a DingTalk source of this card's app");
+    let detail = json!({"action": action, "reason": reason, "claimed_user": userid, "source": source,
+        "status": state.status.name(), "event_id": event_id});
+    Transition { state: Some(state), effects: vec![audit(&format!("source:{source}"), "approval.refused", detail)] }
 }
 
 fn on_click(state: Approval, userid: &str, action: &str, event_id: &str, at_ms: i64, ctx: &Context<'_>) -> Transition {

@@ -103,17 +103,20 @@ struct World {
     config: ApprovalsConfig,
     directory: DirectorySnapshot,
     identity: IdentityMap,
+    decision_sources: BTreeMap<String, std::collections::BTreeSet<String>>,
 }
 
 impl World {
     fn new() -> World {
-        World { config: config(), directory: directory(), identity: identity() }
+        let decision_sources = [("prs".to_owned(), ["dt".to_owned()].into_iter().collect())].into_iter().collect();
+        World { config: config(), directory: directory(), identity: identity(), decision_sources }
     }
     fn ctx(&self) -> Context<'_> {
         Context {
             config: &self.config,
             people: People { directory: &self.directory, identity: Some(&self.identity) },
             erp_name: "NetSuite",
+            decision_sources: &self.decision_sources,
         }
     }
 }
@@ -147,6 +150,7 @@ fn record_input(data: Value) -> Input {
 fn click(user: &str, action: &str, n: u32) -> Input {
     Input::Click {
         key: "ns:purchase_request:4691".into(),
+        source: "dt".into(),
         userid: user.into(),
         action: action.into(),
         event_id: format!("evt-{n}"),
@@ -472,4 +476,33 @@ fn a_write_back_that_gave_up_is_shown_and_a_later_replay_still_completes_it() {
         &w.ctx(),
     );
     assert!(matches!(done.state.unwrap().status, Status::Approved { .. }));
+}
+
+#[test]
+fn a_click_from_a_source_that_is_not_the_cards_dingtalk_app_is_refused_and_audited() {
+    let w = World::new();
+    let a = opened(&w, "500");
+    for source in ["erp-events", "", "ns"] {
+        let mut forged = click("fin", "approve", 1);
+        if let Input::Click { source: s, .. } = &mut forged {
+            *s = source.to_owned();
+        }
+        let t = apply(Some(a.clone()), &forged, &w.ctx());
+        let next = t.state.expect("stored again, so the input counts as applied");
+        assert_eq!(next.status, Status::Pending, "{source:?}: nothing decided");
+        assert!(next.votes.is_empty(), "{source:?}: no vote counted");
+        assert!(!t.effects.iter().any(|e| matches!(e, Effect::WriteBack(_))), "{source:?}: nothing written");
+        assert!(!t.effects.iter().any(|e| matches!(e, Effect::CardNote { .. })), "{source:?}: nobody told");
+        let audited = t.effects.iter().find_map(|e| match e {
+            Effect::Audit { actor, action, detail } => Some((actor.clone(), action.clone(), detail.clone())),
+            _ => None,
+        });
+        let (actor, action, detail) = audited.expect("audited");
+        assert_eq!(action, "approval.refused");
+        assert_eq!(actor, format!("source:{source}"));
+        assert_eq!(detail["claimed_user"], "fin");
+    }
+    // The same click from the card's DingTalk source decides.
+    let t = apply(Some(a), &click("fin", "approve", 1), &w.ctx());
+    assert!(t.effects.iter().any(|e| matches!(e, Effect::WriteBack(_))));
 }

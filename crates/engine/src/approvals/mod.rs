@@ -215,6 +215,35 @@ impl ApprovalsConfig {
     }
 }
 
+/// For each policy, the sources whose card clicks may decide its approvals: the DingTalk
+/// sources (Stream or encrypted HTTP callback) of the app that delivers its cards. A click that
+/// arrives any other way is a forgery, whatever it says.
+pub fn decision_sources(
+    config: &crate::config::Config,
+) -> std::collections::BTreeMap<String, std::collections::BTreeSet<String>> {
+    config
+        .approvals
+        .policies
+        .iter()
+        .map(|policy| {
+            let destination = match &policy.delivery {
+                Delivery::Card { destination, .. } | Delivery::Oa { destination, .. } => destination,
+            };
+            let app = match config.destinations.get(destination).map(|d| &d.kind) {
+                Some(crate::config::DestinationKind::DingtalkApp(app)) => Some(app.app.as_str()),
+                _ => None,
+            };
+            let sources = config
+                .sources
+                .iter()
+                .filter(|(_, s)| matches!(&s.kind, crate::config::SourceKind::Dingtalk { app: a, .. } if Some(a.as_str()) == app))
+                .map(|(name, _)| name.clone())
+                .collect();
+            (policy.name.clone(), sources)
+        })
+        .collect()
+}
+
 /// The DingTalk app whose directory says who is who for approvals: the app of the first policy's
 /// card destination (validation makes it a `dingtalk_app`), else the app of a DingTalk source.
 /// The gateway and `dingbridge check` both read people from it.

@@ -64,15 +64,18 @@ impl fmt::Display for Secret {
 pub enum DingtalkSourceRuntime {
     /// The gateway connects out (Stream mode) with these settings.
     Stream(StreamSettings),
-    /// DingTalk posts encrypted callbacks; this decrypts them.
-    Http(Arc<CallbackCrypto>),
+    /// DingTalk posts encrypted callbacks; `crypto` decrypts them. `card_token` opens the
+    /// source's HTTP card-callback URL (none: that URL is closed).
+    Http { crypto: Arc<CallbackCrypto>, card_token: Option<Secret> },
 }
 
 impl fmt::Debug for DingtalkSourceRuntime {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Stream(s) => write!(f, "Stream({})", s.new_api_base),
-            Self::Http(_) => f.write_str("Http"),
+            Self::Http { card_token, .. } => {
+                write!(f, "Http(card callbacks {})", if card_token.is_some() { "open" } else { "closed" })
+            }
         }
     }
 }
@@ -276,11 +279,25 @@ impl Config {
         }
         let mut dingtalk_callback_keys = BTreeMap::new();
         for (name, src) in &self.sources {
-            if let SourceKind::Dingtalk { inbound: DingtalkInbound::Http { token, aes_key }, .. } = &src.kind {
+            if let SourceKind::Dingtalk { inbound: DingtalkInbound::Http { token, aes_key, card_token }, .. } =
+                &src.kind
+            {
                 let token = rs.get(token, &format!("the callback token of source `{name}`"));
                 let aes_key = rs.get(aes_key, &format!("the callback AES key of source `{name}`"));
+                let mut card_secret = None;
+                if let Some(r) = card_token {
+                    card_secret = rs.get(r, &format!("the card callback token of source `{name}`"));
+                    if let Some(weak) = card_secret.as_ref().and_then(|s| weak_capability(s.expose())) {
+                        rs.errors.push(ConfigError::new(
+                            Code::InvalidValue,
+                            format!("the card callback token of source `{name}` is too weak to stand in a URL: {weak}"),
+                            Some(r.span.clone()),
+                            "use at least 22 random URL-safe characters, e.g. `openssl rand -base64 24 | tr '+/' '-_'`",
+                        ));
+                    }
+                }
                 if let (Some(token), Some(aes_key)) = (token, aes_key) {
-                    dingtalk_callback_keys.insert(name.clone(), (token, aes_key));
+                    dingtalk_callback_keys.insert(name.clone(), (token, aes_key, card_secret));
                 }
             }
         }
@@ -439,11 +456,15 @@ impl Config {
                     dingtalk_sources.insert(name.clone(), DingtalkSourceRuntime::Stream(settings));
                 }
                 DingtalkInbound::Http { aes_key, .. } => {
-                    let Some((token, key)) = dingtalk_callback_keys.get(name) else { continue };
+                    let Some((token, key, card_token)) = dingtalk_callback_keys.get(name) else { continue };
                     // Internal apps' event subscriptions use the AppKey as the owner key (§6.2).
                     match CallbackCrypto::new(token.expose(), key.expose(), &app_config.app_key) {
                         Ok(crypto) => {
-                            dingtalk_sources.insert(name.clone(), DingtalkSourceRuntime::Http(Arc::new(crypto)));
+                            let runtime = DingtalkSourceRuntime::Http {
+                                crypto: Arc::new(crypto),
+                                card_token: card_token.clone(),
+                            };
+                            dingtalk_sources.insert(name.clone(), runtime);
                         }
                         Err(e) => errors.push(ConfigError::new(
                             Code::InvalidValue,
@@ -863,4 +884,19 @@ impl Config {
         settings.timeout = self.delivery.request_timeout;
         settings
     }
+}
+
+/// Why `token` is too weak to be the only thing guarding a URL, if it is: fewer than 22
+/// characters (128 bits as URL-safe base64), characters that need escaping in a query, or a
+/// value with almost no variety.
+fn weak_capability(token: &str) -> Option<String> {
+    const MIN_LEN: usize = 22;
+    if token.len() < MIN_LEN {
+        return Some(format!("{} characters, at least {MIN_LEN} are needed", token.len()));
+    }
+    if let Some(c) = token.chars().find(|c| !(c.is_ascii_alphanumeric() || "-_.~".contains(*c))) {
+        return Some(format!("`{}` is not URL-safe", c.escape_default()));
+    }
+    let distinct: std::collections::BTreeSet<char> = token.chars().collect();
+    (distinct.len() < 8).then(|| format!("only {} different characters", distinct.len()))
 }

@@ -34,6 +34,9 @@ pub enum Code {
     /// An approval policy, role or identity mapping that cannot work (unknown role, a gap or
     /// overlap in amount bands, an action the ERP cannot take, a role without members).
     Approvals,
+    /// A flow keyed on what people do in DingTalk (card clicks, approvals, bot messages) listens
+    /// to a source that is not DingTalk: whoever can post to it could forge those decisions.
+    DecisionSource,
 }
 
 impl Code {
@@ -51,6 +54,7 @@ impl Code {
             Self::TomlSyntax => "DB0110",
             Self::InvalidValue => "DB0111",
             Self::Approvals => "DB0112",
+            Self::DecisionSource => "DB0113",
         }
     }
 }

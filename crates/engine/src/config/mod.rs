@@ -289,8 +289,10 @@ pub enum CrmIntake {
 pub enum DingtalkInbound {
     /// The gateway opens an outbound WebSocket: no public URL needed.
     Stream,
-    /// DingTalk posts encrypted callbacks to `POST /callbacks/dingtalk/{source}`.
-    Http { token: SecretRef, aes_key: SecretRef },
+    /// DingTalk posts encrypted callbacks to `POST /dingtalk/callback/{source}`; card clicks of
+    /// cards sent with HTTP callbacks go to `POST /dingtalk/card-callback/{source}?token=…`,
+    /// which `card_token` (at least 128 random bits) opens.
+    Http { token: SecretRef, aes_key: SecretRef, card_token: Option<SecretRef> },
 }
 
 /// Which DingTalk cloud an app lives on.

@@ -222,6 +222,8 @@ pub struct RawSource {
     pub mode: Option<S<String>>,
     pub callback_token: Option<S<RawSecretRef>>,
     pub callback_aes_key: Option<S<RawSecretRef>>,
+    /// The capability in the URL of HTTP card callbacks (`?token=`), its own random value.
+    pub card_callback_token: Option<S<RawSecretRef>>,
     /// `salesforce` / `zoho` sources: the org, the objects (modules) watched, and how changes arrive.
     pub org: Option<S<String>>,
     pub objects: Option<S<Vec<S<String>>>>,

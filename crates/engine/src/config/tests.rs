@@ -472,7 +472,7 @@ fn dingtalk_apps_sources_and_app_destinations_validate_and_build() {
     let rt = cfg.build_with(&DingtalkEnv, Arc::new(connect::SystemClock)).unwrap_or_else(|e| panic!("{}", e.render()));
     assert!(rt.sinks.contains_key("app"));
     assert!(matches!(rt.dingtalk_sources["dt"], DingtalkSourceRuntime::Stream(_)));
-    assert!(matches!(rt.dingtalk_sources["dt_http"], DingtalkSourceRuntime::Http(_)));
+    assert!(matches!(rt.dingtalk_sources["dt_http"], DingtalkSourceRuntime::Http { .. }));
     let dbg = format!("{rt:?} {cfg:?}");
     assert!(!dbg.contains("-9c1d") && !dbg.contains("ABCDEFG"), "a secret leaked into Debug: {dbg}");
 }
@@ -1702,4 +1702,59 @@ fn db0109_every_missing_erp_secret_is_reported_with_its_line() {
 fn line_of(text: &str, needle: &str) -> usize {
     let at = text.find(needle).unwrap_or_else(|| panic!("{needle} not in text"));
     text[..at].matches('\n').count() + 1
+}
+
+#[test]
+fn a_flow_taking_decisions_from_a_non_dingtalk_source_is_refused_with_its_line() {
+    for entity in ["card_action", "approval", "approval_task", "robot_message", "bpms_task_change"] {
+        let text = with_flow(&format!(
+            r#"
+[[flows]]
+name = "forgeable"
+on = {{ source = "erp", entity = "{entity}" }}
+[[flows.deliver]]
+destination = "ops"
+message = {{ type = "text", content = "{{{{ event.entity_id }}}}" }}
+"#
+        ));
+        let (code, message, line, col) = one_error(&text);
+        assert_eq!(code, Code::DecisionSource, "{entity}: {message}");
+        assert_eq!(code.as_str(), "DB0113");
+        assert!(message.contains("`erp`") && message.contains(entity), "{message}");
+        assert_eq!((line, col), pos(&text, &format!("\"{entity}\"")), "{entity}");
+    }
+}
+
+#[test]
+fn a_flow_taking_decisions_from_dingtalk_is_accepted() {
+    let text = format!(
+        r#"{BASE}
+[dingtalk.apps.a]
+app_key = "k"
+app_secret = {{ env = "APP_SECRET" }}
+
+[sources.dingtalk]
+type = "dingtalk"
+app = "a"
+mode = "stream"
+
+[[flows]]
+name = "clicks"
+on = {{ source = "dingtalk", entity = "card_action" }}
+[[flows.deliver]]
+destination = "ops"
+message = {{ type = "text", content = "{{{{ event.entity_id }}}}" }}
+
+[[flows]]
+name = "mixed"
+on = {{ source = ["dingtalk", "erp"], entity = "approval" }}
+[[flows.deliver]]
+destination = "ops"
+message = {{ type = "text", content = "{{{{ event.entity_id }}}}" }}
+"#
+    );
+    let (code, message, _, _) = one_error(&text);
+    // Listing a DingTalk source beside a webhook source does not make the webhook one safe.
+    assert_eq!(code, Code::DecisionSource, "{message}");
+    assert!(message.contains("flow `mixed`") && message.contains("`erp`") && !message.contains("`dingtalk`"));
 }

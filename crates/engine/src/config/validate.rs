@@ -642,12 +642,13 @@ fn foreign_record_keys(cx: &mut Ctx<'_>, src: &RawSource, owner: &str) -> bool {
 }
 
 /// Where the `dingtalk` source keys were written.
-fn dingtalk_source_keys(src: &RawSource) -> [(&'static str, Option<Range<usize>>); 4] {
+fn dingtalk_source_keys(src: &RawSource) -> [(&'static str, Option<Range<usize>>); 5] {
     [
         ("app", at(&src.app)),
         ("mode", at(&src.mode)),
         ("callback_token", at(&src.callback_token)),
         ("callback_aes_key", at(&src.callback_aes_key)),
+        ("card_callback_token", at(&src.card_callback_token)),
     ]
 }
 
@@ -793,7 +794,11 @@ fn validate_dingtalk_source(
     let inbound = match src.mode.as_ref().map(|s| s.get_ref().as_str()) {
         None | Some("stream") => {
             if cx.unused_keys(
-                &[("callback_token", at(&src.callback_token)), ("callback_aes_key", at(&src.callback_aes_key))],
+                &[
+                    ("callback_token", at(&src.callback_token)),
+                    ("callback_aes_key", at(&src.callback_aes_key)),
+                    ("card_callback_token", at(&src.card_callback_token)),
+                ],
                 &format!("a dingtalk source in Stream mode (`{n}`)"),
                 "only mode = \"http\" uses callback keys",
             ) {
@@ -817,8 +822,12 @@ fn validate_dingtalk_source(
             };
             let token = need(cx, "callback_token", &src.callback_token);
             let aes_key = need(cx, "callback_aes_key", &src.callback_aes_key);
+            let card_token = src
+                .card_callback_token
+                .as_ref()
+                .and_then(|s| cx.secret(s, &format!("sources.{n}.card_callback_token")));
             match (token, aes_key) {
-                (Some(token), Some(aes_key)) => Some(DingtalkInbound::Http { token, aes_key }),
+                (Some(token), Some(aes_key)) => Some(DingtalkInbound::Http { token, aes_key, card_token }),
                 _ => None,
             }
         }
@@ -1438,6 +1447,29 @@ fn validate_flow(
         _ => None,
     };
     let entity = on.entity.as_ref().map(|e| e.get_ref().clone()).filter(|e| e != "*");
+    if let (Some(entity), Some(at)) = (&entity, &on.entity) {
+        if connectors::dingtalk::source::is_decision_entity(entity) {
+            let not_dingtalk: Vec<&String> = source
+                .iter()
+                .filter(|s| sources.get(*s).is_some_and(|c| !matches!(c.kind, SourceKind::Dingtalk { .. })))
+                .collect();
+            if !not_dingtalk.is_empty() {
+                let names = not_dingtalk.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", ");
+                cx.push(
+                    ConfigError::new(
+                        Code::DecisionSource,
+                        format!(
+                            "flow `{name}` takes `{entity}` events from {names}, which is not a DingTalk source: \
+                             whoever can post to it could forge a decision"
+                        ),
+                        span(at),
+                        "only a `type = \"dingtalk\"` source may produce this",
+                    )
+                    .with_help("listen to the DingTalk source of the app (Stream or encrypted HTTP callback)"),
+                );
+            }
+        }
+    }
     let changes = on.change.as_ref().map(|list| {
         // Vendor-specific change names are carried verbatim (`model::ChangeKind::Other`), so
         // any snake_case name is allowed.

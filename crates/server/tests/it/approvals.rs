@@ -25,6 +25,7 @@ use testkit::dingtalk::DingTalkHarness;
 
 const FINANCE: &str = "cidF1nAnCe9zYxWvUt8sRqPo/A==";
 const WAIT: Duration = Duration::from_secs(20);
+const WEBHOOK_SECRET: &str = "whsec_YXBwcm92YWxzLWUyZS13ZWJob29rLXNlY3JldC0wMDAx";
 
 /// A clock tests move by hand (escalation): real time plus an offset, so retries and leases
 /// still fall due while a test jumps hours or days ahead.
@@ -117,6 +118,11 @@ sync_directory = true
 type = "dingtalk"
 app = "hk"
 mode = "stream"
+
+# An ERP script's webhook source: whoever holds its secret must not be able to decide.
+[sources.erp-events]
+type = "webhook"
+secret = {{ env = "APRE2E_WEBHOOK_SECRET" }}
 
 [netsuite.accounts.main]
 account_id = "{ns_account}"
@@ -234,6 +240,7 @@ impl Rig {
         std::env::set_var("APRE2E_NS_TOKEN_SECRET", ns_seed::TOKEN_SECRET);
         std::env::set_var("APRE2E_DV_SECRET", dv_seed::CLIENT_SECRET);
         std::env::set_var("APRE2E_SAP_PASSWORD", sap_seed::PASSWORD);
+        std::env::set_var("APRE2E_WEBHOOK_SECRET", WEBHOOK_SECRET);
         let dir = tempfile::tempdir().unwrap();
         let dingtalk = DingTalkHarness::start().await.unwrap();
         let sims = testkit::erp::ErpSims::start().await.unwrap();
@@ -476,6 +483,53 @@ async fn unauthorised_click(erp: Erp) {
     approve_all_steps(&rig, erp, "finance0001").await;
     rig.wait_status(erp, "approved", |s| matches!(s, Status::Approved { .. })).await;
     assert_eq!(rig.writes(erp).await, 1);
+    rig.shutdown().await;
+}
+
+/// The hole issue 13 was filed for: whoever holds a webhook source's secret posts a signed
+/// "click" naming a rightful approver. Intake refuses it (422, dead letter, `intake.refused`),
+/// nothing reaches the approval, the ERP is never called.
+async fn forged_click(erp: Erp) {
+    use connect::webhook::{sign, WebhookSecret};
+    let rig = Rig::start(false).await;
+    rig.wait_for_card(erp).await;
+    let body = json!({"type": "card_action.clicked",
+        "data": {"id": erp.card(), "userId": "finance0001", "actionIds": ["approve"]}});
+    let body = serde_json::to_vec(&body).unwrap();
+    let ts = jiff::Timestamp::now().as_second();
+    let secret = WebhookSecret::parse(WEBHOOK_SECRET).unwrap();
+    let resp = reqwest::Client::new()
+        .post(format!("http://{}/hooks/erp-events", rig.gateway().addr))
+        .header("webhook-id", "forged-click-1")
+        .header("webhook-timestamp", ts.to_string())
+        .header("webhook-signature", sign(&secret, "forged-click-1", ts, &body))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 422);
+    let answer: Value = resp.json().await.unwrap();
+    assert_eq!(answer["error"]["code"], "decision_not_from_dingtalk");
+    let refused: Vec<_> = rig.audit().await.into_iter().filter(|e| e.action == "intake.refused").collect();
+    assert_eq!(refused.len(), 1);
+    assert_eq!(refused[0].actor, "source:erp-events");
+    assert!(refused[0].detail.contains("finance0001"));
+    let dead = rig.gateway().store.list_dead(20).await.unwrap();
+    assert!(dead.iter().any(|d| d.reason.starts_with("decision_not_from_dingtalk")), "{dead:?}");
+    // A marker behind it in the approval's queue: once a real (unauthorised) click is applied,
+    // anything the forgery could have queued before it would have been applied too.
+    rig.click(erp, "acct0003", "approve").await;
+    rig.wait_card(erp, Some("acct0003"), "the refusal", |p| {
+        p.get("note").is_some_and(|n| n.contains("may not approve"))
+    })
+    .await;
+    let approval = rig.approval(erp).await.unwrap();
+    assert!(matches!(approval.status, Status::Pending), "{:?}", approval.status);
+    assert!(approval.votes.is_empty(), "no vote counted: {:?}", approval.votes);
+    assert_eq!(rig.writes(erp).await, 0, "{erp:?}: the ERP simulator's journal shows no decision");
+    let actions = rig.audit_actions(erp).await;
+    assert!(!actions.iter().any(|a| a == "approval.decided"), "{actions:?}");
+    assert!(matches!(rig.gateway().store.audit_verify().await.unwrap(), store::AuditVerification::Intact { .. }));
     rig.shutdown().await;
 }
 
@@ -741,6 +795,10 @@ macro_rules! approval_cases {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn approve_writes_once_updates_the_card_and_tells_the_requester() {
                 approve($erp).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn a_click_forged_through_a_webhook_source_is_refused_at_intake() {
+                forged_click($erp).await;
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn reject_writes_once() {

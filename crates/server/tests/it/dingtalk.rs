@@ -5,6 +5,7 @@
 //! connection dropped mid-event with the event still processed exactly once.
 
 use connect::webhook::{sign, WebhookSecret};
+use connectors::dingtalk::crypto::CallbackCrypto;
 use connectors::dingtalk::sim::org::{SEED_APP_KEY, SEED_APP_SECRET};
 use connectors::dingtalk::sim::{events::EventSubscription, SEED_CALLBACK_AES_KEY, SEED_CALLBACK_TOKEN};
 use dingbridge_server::gateway::{Gateway, Overrides};
@@ -14,10 +15,13 @@ use testkit::dingtalk::DingTalkHarness;
 
 const WEBHOOK_SECRET: &str = "whsec_ZGluZ3RhbGstZTJlLXRlc3Qtc2VjcmV0LWtleS0wMDAwMQ==";
 const FINANCE_GROUP: &str = "cidF1nAnCe9zYxWvUt8sRqPo/A==";
+/// The HTTP card-callback capability: its own random value, not the callback signing token.
+const CARD_TOKEN: &str = "k3Vq9-Zr_8xWmT2pLc7NbY4hJd";
 
 fn config(mode: &str, card_callback: &str) -> String {
     let mode_lines = match mode {
-        "http" => "mode = \"http\"\ncallback_token = { env = \"DTE2E_CB_TOKEN\" }\ncallback_aes_key = { env = \"DTE2E_CB_KEY\" }\n"
+        "http" => "mode = \"http\"\ncallback_token = { env = \"DTE2E_CB_TOKEN\" }\ncallback_aes_key = { env = \"DTE2E_CB_KEY\" }\n\
+                   card_callback_token = { env = \"DTE2E_CARD_TOKEN\" }\n"
             .to_string(),
         _ => String::new(),
     };
@@ -98,6 +102,7 @@ impl E2e {
         std::env::set_var("DTE2E_WEBHOOK_SECRET", WEBHOOK_SECRET);
         std::env::set_var("DTE2E_CB_TOKEN", SEED_CALLBACK_TOKEN);
         std::env::set_var("DTE2E_CB_KEY", SEED_CALLBACK_AES_KEY);
+        std::env::set_var("DTE2E_CARD_TOKEN", CARD_TOKEN);
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("dingtalk.toml");
         std::fs::write(&path, config(mode, card_callback)).unwrap();
@@ -235,7 +240,7 @@ async fn clicks_and_approvals_arrive_over_http_callbacks() {
             encoding_aes_key: SEED_CALLBACK_AES_KEY.into(),
         },
     );
-    let card_url = format!("{}/dingtalk/card-callback/dingtalk?token={SEED_CALLBACK_TOKEN}", h.base);
+    let card_url = format!("{}/dingtalk/card-callback/dingtalk?token={CARD_TOKEN}", h.base);
     sim.events.register_card_route(SEED_APP_KEY, "dingbridge", &card_url, "unused");
 
     h.webhook("pr-9", json!({"type": "purchase_requisition.created", "data": {"id": "9", "group": FINANCE_GROUP, "approver": "pay0002"}})).await;
@@ -253,16 +258,21 @@ async fn clicks_and_approvals_arrive_over_http_callbacks() {
     // Every push was answered with the encrypted `success` DingTalk requires.
     wait_for("push outcomes", || sim.events.published().iter().all(|e| e.outcome.starts_with("delivered"))).await;
 
-    // A forged card click (no token) is refused and stores nothing.
+    // A forged card click (no token, a wrong one, or the callback signing token that DingTalk
+    // knows too) is refused and stores nothing.
     let stored = h.events_stored().await;
-    let forged = h
-        .client
-        .post(format!("{}/dingtalk/card-callback/dingtalk", h.base))
-        .json(&json!({"outTrackId": "pr-9", "userId": "boss0001", "content": "{}"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(forged.status(), 401);
+    for query in ["", "?token=", "?token=k3Vq9-Zr_8xWmT2pLc7NbY4hJe", &format!("?token={SEED_CALLBACK_TOKEN}")] {
+        let forged = h
+            .client
+            .post(format!("{}/dingtalk/card-callback/dingtalk{query}", h.base))
+            .json(&json!({"outTrackId": "pr-9", "userId": "boss0001", "content": "{}"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(forged.status(), 401, "{query}");
+        let body = forged.text().await.unwrap();
+        assert!(body.contains("bad_token") && !body.contains(CARD_TOKEN), "{query}: {body}");
+    }
     assert_eq!(h.events_stored().await, stored);
     h.gateway.shutdown().await;
 }
@@ -396,5 +406,121 @@ async fn robot_messages_reach_flow_controlled_users_once_without_repeating_the_o
     wait_for("the flow-controlled user's message", || inbox("pay0002") == 1).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!((inbox("finance0001"), inbox("pay0002"), inbox("acct0003")), (1, 1, 1), "each user got it exactly once");
+    h.gateway.shutdown().await;
+}
+
+/// `(query, body)` of an encrypted callback as DingTalk sends it.
+fn sealed(crypto: &CallbackCrypto, encrypt: &str, timestamp: i64, nonce: &str) -> (String, Vec<u8>) {
+    let signature = crypto.signature(&timestamp.to_string(), nonce, encrypt);
+    let query = format!("msg_signature={signature}&timestamp={timestamp}&nonce={nonce}");
+    (query, serde_json::to_vec(&json!({ "encrypt": encrypt })).unwrap())
+}
+
+#[tokio::test]
+async fn a_tampered_callback_gets_one_identical_answer_and_a_replay_is_refused() {
+    use base64::Engine as _;
+    let h = E2e::start("http", "callback = \"http\", callback_route_key = \"dingbridge\"").await;
+    let crypto = CallbackCrypto::new(SEED_CALLBACK_TOKEN, SEED_CALLBACK_AES_KEY, SEED_APP_KEY).unwrap();
+    let url = format!("{}/dingtalk/callback", h.base);
+    let post = |(query, body): (String, Vec<u8>)| {
+        let client = h.client.clone();
+        let url = format!("{url}?{query}");
+        async move {
+            let resp = client.post(url).header("content-type", "application/json").body(body).send().await.unwrap();
+            (resp.status().as_u16(), resp.bytes().await.unwrap().to_vec())
+        }
+    };
+    let now = jiff::Timestamp::now().as_millisecond();
+    let plaintext = r#"{"EventType":"org_dept_create","DeptId":[4242],"TimeStamp":"1767225600000"}"#;
+    let good = crypto.encrypt(plaintext);
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut flipped = b64.decode(&good).unwrap();
+    *flipped.last_mut().unwrap() ^= 0x5a; // the last block decrypts to other padding
+    let bad_padding = b64.encode(&flipped);
+    let short = b64.encode(&b64.decode(&good).unwrap()[..40]); // not a multiple of 16
+    let other_owner = CallbackCrypto::new(SEED_CALLBACK_TOKEN, SEED_CALLBACK_AES_KEY, "dingSOMEONEELSE").unwrap();
+    let (good_query, good_body) = sealed(&crypto, &good, now, "n0nce1");
+    let variants: Vec<(&str, (String, Vec<u8>))> = vec![
+        ("bad padding", sealed(&crypto, &bad_padding, now, "v1")),
+        ("wrong length", sealed(&crypto, &short, now, "v2")),
+        ("wrong owner key", sealed(&crypto, &other_owner.encrypt(plaintext), now, "v3")),
+        ("bad signature", (good_query.replace("msg_signature=", "msg_signature=0"), good_body.clone())),
+        ("not base64", sealed(&crypto, "%%%%", now, "v4")),
+        ("no signature", (format!("timestamp={now}&nonce=v5"), good_body.clone())),
+        ("body not JSON", (good_query.clone(), b"encrypt=1".to_vec())),
+    ];
+    let stored = h.events_stored().await;
+    let mut answers = Vec::new();
+    for (what, request) in variants {
+        let (status, body) = post(request).await;
+        assert_eq!(status, 400, "{what}");
+        answers.push((what, body));
+    }
+    let (_, first) = &answers[0];
+    for (what, body) in &answers {
+        assert_eq!(body, first, "{what}: every refusal is the same bytes, no oracle");
+    }
+    let text = String::from_utf8_lossy(first);
+    assert!(text.contains("bad_callback") && !text.contains("padding") && !text.contains("owner"), "{text}");
+    assert_eq!(h.events_stored().await, stored, "nothing stored");
+
+    // The genuine push is taken once; the same request again is a replay, refused.
+    let (status, _) = post((good_query.clone(), good_body.clone())).await;
+    assert_eq!(status, 200);
+    wait_for_events(&h, stored + 1).await;
+    let (status, body) = post((good_query, good_body)).await;
+    assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).contains("replayed_callback"));
+    // A push signed six minutes ago is stale, however valid its signature.
+    let (status, body) = post(sealed(&crypto, &crypto.encrypt(plaintext), now - 6 * 60_000, "n0nce2")).await;
+    assert_eq!(status, 400);
+    assert!(String::from_utf8_lossy(&body).contains("replayed_callback"));
+    assert_eq!(h.events_stored().await, stored + 1, "one event from three sends");
+    h.gateway.shutdown().await;
+}
+
+async fn wait_for_events(h: &E2e, count: u64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while h.events_stored().await < count {
+        assert!(Instant::now() < deadline, "{count} events were never stored");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_click_posted_as_a_webhook_is_refused_kept_and_audited() {
+    let h = E2e::start("stream", "callback = \"stream\"").await;
+    let body = json!({"type": "card_action.clicked", "data": {"id": "pr-1", "userId": "finance0001", "actionIds": ["approve"]}});
+    let body = serde_json::to_vec(&body).unwrap();
+    let ts = jiff::Timestamp::now().as_second();
+    let secret = WebhookSecret::parse(WEBHOOK_SECRET).unwrap();
+    let send = || {
+        h.client
+            .post(format!("{}/hooks/erp", h.base))
+            .header("webhook-id", "forged-1")
+            .header("webhook-timestamp", ts.to_string())
+            .header("webhook-signature", sign(&secret, "forged-1", ts, &body))
+            .body(body.clone())
+            .send()
+    };
+    let resp = send().await.unwrap();
+    assert_eq!(resp.status(), 422);
+    let answer: Value = resp.json().await.unwrap();
+    assert_eq!(answer["error"]["code"], "decision_not_from_dingtalk", "{answer}");
+    // Kept for an operator, with the reason; no job planned, so no card was updated.
+    let dead = h.gateway.store.list_dead(10).await.unwrap();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert!(dead[0].reason.starts_with("decision_not_from_dingtalk"), "{}", dead[0].reason);
+    let stats = h.gateway.store.stats(0).await.unwrap();
+    assert_eq!((stats.pending, stats.leased), (0, 0), "nothing reached a flow");
+    let audit = h.gateway.store.audit_list(0, 0, 10).await.unwrap();
+    assert_eq!(audit.len(), 1);
+    assert_eq!((audit[0].action.as_str(), audit[0].actor.as_str()), ("intake.refused", "source:erp"));
+    assert!(audit[0].detail.contains("finance0001"), "the name used is recorded: {}", audit[0].detail);
+    // The sender's retry gets the same answer and adds nothing.
+    let again = send().await.unwrap();
+    assert_eq!(again.status(), 422);
+    assert_eq!(h.gateway.store.list_dead(10).await.unwrap().len(), 1);
+    assert_eq!(h.gateway.store.audit_list(0, 0, 10).await.unwrap().len(), 1);
     h.gateway.shutdown().await;
 }

@@ -311,7 +311,7 @@ mod tests {
     async fn receive(State(rx): State<Arc<Receiver>>, RawQuery(query): RawQuery, body: Bytes) -> Response {
         let hit = rx.hits.fetch_add(1, Ordering::SeqCst) + 1;
         let req = CallbackRequest { query: query.as_deref().unwrap_or(""), body: &body };
-        let event = match open(&rx.crypto, &req, now_ms()) {
+        let event = match open(&rx.crypto, &req) {
             Ok(event) => event,
             Err(e) => {
                 return (StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::BAD_REQUEST), e.to_string())
