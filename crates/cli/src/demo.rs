@@ -110,13 +110,17 @@ pub async fn run(once: bool, listen: Option<String>) -> anyhow::Result<ExitCode>
     };
     let gateway = Gateway::start(config, overrides).await?;
     let base = format!("http://{}", gateway.addr);
-    salesforce.set_outbound_url(Some(format!("{base}/intake/salesforce/crm")));
+    let outbound_token = std::env::var("DINGBRIDGE_SALESFORCE_OUTBOUND_TOKEN")?;
+    salesforce.set_outbound_url(Some(format!("{base}/intake/salesforce/crm/{outbound_token}")));
     erp::connect(&erp_sims, &base).await?;
     println!("dingbridge demo");
     println!("  gateway        {base}   (POST /hooks/erp-events, GET /metrics, GET /healthz)");
     println!("  dingtalk sim   {}   (GET /_sim/requests, /_sim/info)", dingtalk.url());
     println!("  dingtalk page  {}/_sim/ui?user=finance0001   (click the cards as a DingTalk user)", dingtalk.url());
-    println!("  salesforce sim {}   (Outbound Messages -> {base}/intake/salesforce/crm)", salesforce_running.url());
+    println!(
+        "  salesforce sim {}   (Outbound Messages -> {base}/intake/salesforce/crm/<token>)",
+        salesforce_running.url()
+    );
     let erp_urls: Vec<String> = testkit::erp::SYSTEMS.iter().map(|s| erp_sims.url(s)).collect();
     println!("  netsuite sim   {}   (user events -> {base}/intake/netsuite/netsuite)", erp_urls[0]);
     println!("  dynamics sim   {}   (Dataverse webhooks -> {base}/intake/dynamics/dynamics)", erp_urls[1]);
@@ -192,6 +196,8 @@ fn set_demo_env(dingtalk: &DingTalkHarness) -> anyhow::Result<()> {
     std::env::set_var("DINGBRIDGE_ADMIN_TOKEN", "demo-admin-token");
     std::env::set_var("DINGBRIDGE_DINGTALK_APP_SECRET", connectors::dingtalk::sim::org::SEED_APP_SECRET);
     std::env::set_var("DINGBRIDGE_SALESFORCE_SECRET", connectors::salesforce::sim::seed::CLIENT_SECRET);
+    // A new one each run: it is the only thing that authenticates an Outbound Message.
+    std::env::set_var("DINGBRIDGE_SALESFORCE_OUTBOUND_TOKEN", testkit::random_url_token());
     erp::set_env();
     for (var, robot) in pairs {
         let creds = dingtalk.robot(robot).with_context(|| format!("the simulator has no robot `{robot}`"))?;

@@ -26,6 +26,7 @@ use connectors::salesforce::limits::Priority;
 use connectors::salesforce::source::{self as sf_source, PollCursor};
 use connectors::zoho::client::ZohoClient;
 use connectors::zoho::source::{self as zoho_source, WatchChannel};
+use secrecy::ExposeSecret;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
@@ -52,6 +53,9 @@ pub struct CrmSource {
     pub coalesce: Duration,
     /// Salesforce: Outbound Messages from any other org are refused.
     pub organization_id: Option<String>,
+    /// Salesforce: the secret last segment of the Outbound Message URL
+    /// (`/intake/salesforce/{source}/{token}`); `None` for polling sources, which take none.
+    pub outbound_token: Option<secrecy::SecretString>,
     /// Zoho: the notification channel (token verified on every notification).
     pub channel: Option<WatchChannel>,
 }
@@ -79,33 +83,66 @@ impl CrmSource {
     }
 }
 
-/// `POST /intake/salesforce/{source}`: an Outbound Message (SOAP). Every notification is stored
-/// with its read job before the exact acknowledgement goes back; anything else gets a 4xx and a
-/// log line, and Salesforce keeps retrying it.
+/// `POST /intake/salesforce/{source}/{token}`: an Outbound Message (SOAP). Outbound Messages
+/// carry no signature, so the source's secret URL token (compared in constant time, never
+/// logged) and the org id in the message authenticate it, and every id is checked before
+/// anything is stored. Every notification is stored with its read job before the exact
+/// acknowledgement goes back; anything else gets a 4xx and a log line, and Salesforce keeps
+/// retrying it.
 pub async fn receive_outbound_message(
     State(state): State<AppState>,
-    Path(source): Path<String>,
+    Path((source, token)): Path<(String, String)>,
     body: Bytes,
 ) -> Response {
-    match outbound_message(&state, &source, &body).await {
+    match outbound_message(&state, &source, &token, &body).await {
         Ok(response) => response,
         Err(err) => refuse(&state, &source, err, "Salesforce Outbound Message"),
     }
 }
 
-async fn outbound_message(state: &AppState, source: &str, body: &[u8]) -> Result<Response, ApiError> {
+/// `POST /intake/salesforce/{source}` without the token segment: refused, with the fix.
+pub async fn receive_outbound_message_without_token(
+    State(state): State<AppState>,
+    Path(source): Path<String>,
+) -> Response {
+    let err = ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "bad_token",
+        "Outbound Messages go to /intake/salesforce/{source}/{outbound_token}; this URL has no token",
+    );
+    refuse(&state, &source, err, "Salesforce Outbound Message")
+}
+
+async fn outbound_message(state: &AppState, source: &str, token: &str, body: &[u8]) -> Result<Response, ApiError> {
     let crm = crm_source(state, source, "salesforce")?;
+    let (Some(expected_token), Some(organization_id)) = (&crm.outbound_token, &crm.organization_id) else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_source",
+            format!("source `{source}` does not take Outbound Messages"),
+        ));
+    };
+    if !connect::secret::matches(expected_token.expose_secret().as_bytes(), token.as_bytes()) {
+        return Err(ApiError::new(StatusCode::UNAUTHORIZED, "bad_token", "the URL's token is missing or wrong"));
+    }
     let text = std::str::from_utf8(body)
         .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "malformed_body", "the body is not UTF-8 XML"))?;
     let message = sf_source::parse_outbound_message(text)
         .map_err(|err| ApiError::new(StatusCode::BAD_REQUEST, "malformed_body", err.to_string()))?;
-    if let Some(expected) = &crm.organization_id {
-        if !connectors::salesforce::ids::same_id(expected, &message.organization_id) {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "wrong_organization",
-                format!("the message comes from org {}, not the configured one", message.organization_id),
-            ));
+    if !connectors::salesforce::ids::same_id(organization_id, &message.organization_id) {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "wrong_organization",
+            "the message does not come from the configured Salesforce org",
+        ));
+    }
+    // Ids become inbox keys and read URLs: each must be a real Salesforce id (length, alphabet,
+    // and the 18-character form's case checksum) before anything is stored.
+    for n in &message.notifications {
+        for (what, id) in [("notification", &n.notification_id), ("record", &n.record_id)] {
+            connectors::salesforce::ids::checked_id(id).map_err(|err| {
+                ApiError::new(StatusCode::BAD_REQUEST, "malformed_id", format!("the {what} id is invalid: {err}"))
+            })?;
         }
     }
     let now_ms = state.clock.now_millis();

@@ -175,7 +175,7 @@ async fn netsuite_webhook(
 ) -> Result<Response, ApiError> {
     let erp = erp_source(state, source, ErpSystem::Netsuite)?;
     let secret = erp.webhook_secret.as_ref().ok_or_else(|| no_webhooks(source))?;
-    let event = ns_source::receive(secret.expose().as_bytes(), headers, body).map_err(|err| {
+    let event = ns_source::receive(secret.expose().as_bytes(), headers, body, state.clock.now()).map_err(|err| {
         let status = StatusCode::from_u16(err.status()).unwrap_or(StatusCode::BAD_REQUEST);
         ApiError::new(status, "bad_webhook", err.to_string())
     })?;

@@ -99,8 +99,14 @@ impl Gateway {
             .await
             .map_err(|source| StartError::Bind { listen: listen.clone(), source })?;
         let addr = listener.local_addr().map_err(|source| StartError::Bind { listen: listen.clone(), source })?;
-        let crm_sources =
-            crm_sources(&config, &runtime.salesforce_orgs, &runtime.zoho_orgs, &runtime.zoho_channel_tokens, addr)?;
+        let crm_sources = crm_sources(
+            &config,
+            &runtime.salesforce_orgs,
+            &runtime.zoho_orgs,
+            &runtime.zoho_channel_tokens,
+            &runtime.salesforce_outbound_tokens,
+            addr,
+        )?;
         let erp_sources = erp_sources(
             &config,
             &ErpClients {
@@ -269,6 +275,7 @@ fn crm_sources(
     salesforce: &BTreeMap<String, Arc<connectors::salesforce::client::SalesforceClient>>,
     zoho: &BTreeMap<String, Arc<connectors::zoho::client::ZohoClient>>,
     channel_tokens: &BTreeMap<String, engine::config::Secret>,
+    outbound_tokens: &BTreeMap<String, engine::config::Secret>,
     addr: SocketAddr,
 ) -> Result<crate::crm::CrmSources, StartError> {
     use crate::crm::{CrmClient, CrmSource};
@@ -285,6 +292,7 @@ fn crm_sources(
                     objects: crm.objects.clone(),
                     coalesce: crm.coalesce,
                     organization_id,
+                    outbound_token: outbound_tokens.get(name).map(|t| t.secret_string().clone()),
                     channel: None,
                 }
             }
@@ -310,6 +318,7 @@ fn crm_sources(
                     objects: crm.objects.clone(),
                     coalesce: crm.coalesce,
                     organization_id: None,
+                    outbound_token: None,
                     channel: Some(channel),
                 }
             }

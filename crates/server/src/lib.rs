@@ -42,9 +42,10 @@ pub fn router(state: AppState) -> Router {
             post(dingtalk::receive_callback).layer(axum::extract::DefaultBodyLimit::max(body_limit)),
         )
         .route(
-            "/intake/salesforce/{source}",
+            "/intake/salesforce/{source}/{token}",
             post(crm::receive_outbound_message).layer(axum::extract::DefaultBodyLimit::max(body_limit)),
         )
+        .route("/intake/salesforce/{source}", post(crm::receive_outbound_message_without_token))
         .route(
             "/intake/zoho/{source}",
             post(crm::receive_zoho_notification).layer(axum::extract::DefaultBodyLimit::max(body_limit)),

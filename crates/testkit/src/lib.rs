@@ -15,5 +15,12 @@ pub mod process;
 pub mod sender;
 
 pub use oracle::{payload_for, Oracle, OracleReport};
+
+/// A fresh URL capability (a `card_callback_token`, an `outbound_token`): 32 random URL-safe
+/// characters, 190 bits.
+pub fn random_url_token() -> String {
+    use rand::distributions::{Alphanumeric, DistString};
+    Alphanumeric.sample_string(&mut rand::thread_rng(), 32)
+}
 pub use process::{free_port, peak_rss_kb, Gateway, GatewayCommand, ProcessError};
 pub use sender::{SendError, SendOutcome, SenderSettings, WebhookSender};

@@ -11,6 +11,7 @@ pub mod client;
 pub mod crypto;
 pub mod directory;
 pub mod errors;
+pub mod markdown;
 pub mod messages;
 pub mod openapi;
 pub mod sim;

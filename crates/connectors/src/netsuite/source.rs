@@ -10,12 +10,15 @@
 //!
 //! ```text
 //! Content-Type: application/json
-//! X-Dingbridge-Signature: sha256=<lowercase hex HMAC-SHA256(shared secret, raw request body)>
+//! X-Dingbridge-Timestamp: <Unix seconds when the script signed>
+//! X-Dingbridge-Signature: sha256=<lowercase hex HMAC-SHA256(shared secret, "<timestamp>.<raw body>")>
 //! ```
 //!
-//! The signature covers the exact bytes sent, so the script signs the string it posts. The
-//! secret is stored in NetSuite as an API secret (Setup > Company > API Secrets, id
-//! `custsecret_dingbridge_webhook`, restricted to the script). The script:
+//! The signature covers the timestamp and the exact bytes sent, so the script signs the string
+//! it posts, and a captured post cannot be sent again once it is [`TOLERANCE`] old (within that
+//! window its `eventId` makes a resend a duplicate). The secret is stored in NetSuite as an API
+//! secret (Setup > Company > API Secrets, id `custsecret_dingbridge_webhook`, restricted to the
+//! script). The script:
 //!
 //! ```text
 //! /**
@@ -38,11 +41,13 @@
 //!                 nextapprover: rec.getValue('nextapprover'), total: rec.getValue('total'),
 //!                 currency: rec.getValue('currency') }
 //!     });
+//!     const timestamp = String(Math.floor(Date.now() / 1000));
 //!     const key = crypto.createSecretKey({ secret: 'custsecret_dingbridge_webhook', encoding: encode.Encoding.UTF_8 });
 //!     const hmac = crypto.createHmac({ algorithm: crypto.HashAlg.SHA256, key });
-//!     hmac.update({ input: body, inputEncoding: encode.Encoding.UTF_8 });
+//!     hmac.update({ input: timestamp + '.' + body, inputEncoding: encode.Encoding.UTF_8 });
 //!     const signature = hmac.digest({ outputEncoding: encode.Encoding.HEX }).toLowerCase();
 //!     https.post({ url: URL, body, headers: { 'Content-Type': 'application/json',
+//!                                             'X-Dingbridge-Timestamp': timestamp,
 //!                                             'X-Dingbridge-Signature': 'sha256=' + signature } });
 //!   };
 //!   return { afterSubmit };
@@ -74,6 +79,10 @@ use std::collections::BTreeSet;
 
 /// The signature header of the webhook (lowercase, as `http` stores names).
 pub const SIGNATURE_HEADER: &str = "x-dingbridge-signature";
+/// The header with the Unix seconds the signature was made at.
+pub const TIMESTAMP_HEADER: &str = "x-dingbridge-timestamp";
+/// How far the signed timestamp may be from the gateway's clock, either way.
+pub const TOLERANCE: SignedDuration = SignedDuration::from_mins(5);
 /// Prefix of the header value.
 pub const SIGNATURE_PREFIX: &str = "sha256=";
 /// How far behind the watermark each poll starts (reference B8: 2 minutes).
@@ -90,34 +99,56 @@ pub enum InboundError {
     BadSignature,
     #[error("the webhook body is not a user-event payload: {0}")]
     Malformed(String),
+    #[error("the webhook has no numeric {TIMESTAMP_HEADER} header; deploy the current dingbridge SuiteScript, which signs the time too")]
+    MissingTimestamp,
+    #[error("the webhook was signed at {signed_at}, more than 5 minutes from now: a replay, or a clock is off")]
+    Stale { signed_at: i64 },
 }
 
 impl InboundError {
     pub fn status(&self) -> u16 {
         match self {
-            InboundError::MissingSignature | InboundError::BadSignature => 401,
-            InboundError::Malformed(_) => 400,
+            InboundError::MissingSignature | InboundError::BadSignature | InboundError::Stale { .. } => 401,
+            InboundError::Malformed(_) | InboundError::MissingTimestamp => 400,
         }
     }
 }
 
-/// `sha256=<hex>` of `body` under `secret`: what the SuiteScript (and the simulator) send.
-pub fn sign_payload(secret: &[u8], body: &[u8]) -> String {
+/// The HMAC of `"{timestamp}.{body}"` under `secret`.
+fn mac(secret: &[u8], timestamp: i64, body: &[u8]) -> hmac::Hmac<sha2::Sha256> {
     let mut mac = <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(secret)
         .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+    mac.update(timestamp.to_string().as_bytes());
+    mac.update(b".");
     mac.update(body);
-    format!("{SIGNATURE_PREFIX}{}", hex::encode(mac.finalize().into_bytes()))
+    mac
 }
 
-/// Checks the header against the raw body in constant time.
-pub fn verify_signature(secret: &[u8], header: Option<&str>, body: &[u8]) -> Result<(), InboundError> {
-    let header = header.ok_or(InboundError::MissingSignature)?;
-    let hex_sig = header.trim().strip_prefix(SIGNATURE_PREFIX).ok_or(InboundError::BadSignature)?;
+/// `sha256=<hex>` of `"{timestamp}.{body}"` under `secret`: what the SuiteScript (and the
+/// simulator) send, with `timestamp` in [`TIMESTAMP_HEADER`].
+pub fn sign_payload(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
+    format!("{SIGNATURE_PREFIX}{}", hex::encode(mac(secret, timestamp, body).finalize().into_bytes()))
+}
+
+/// Checks the signature over the timestamp and the raw body (constant time), then that the
+/// timestamp is within [`TOLERANCE`] of `now`: a post captured in transit or a log cannot be
+/// sent again later.
+pub fn verify_signature(
+    secret: &[u8],
+    signature: Option<&str>,
+    timestamp: Option<&str>,
+    body: &[u8],
+    now: Timestamp,
+) -> Result<(), InboundError> {
+    let signature = signature.ok_or(InboundError::MissingSignature)?;
+    let signed_at: i64 = timestamp.and_then(|t| t.trim().parse().ok()).ok_or(InboundError::MissingTimestamp)?;
+    let hex_sig = signature.trim().strip_prefix(SIGNATURE_PREFIX).ok_or(InboundError::BadSignature)?;
     let given = hex::decode(hex_sig.to_ascii_lowercase()).map_err(|_| InboundError::BadSignature)?;
-    let mut mac = <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(secret)
-        .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
-    mac.update(body);
-    mac.verify_slice(&given).map_err(|_| InboundError::BadSignature)
+    mac(secret, signed_at, body).verify_slice(&given).map_err(|_| InboundError::BadSignature)?;
+    if now.as_second().abs_diff(signed_at) > TOLERANCE.as_secs().unsigned_abs() {
+        return Err(InboundError::Stale { signed_at });
+    }
+    Ok(())
 }
 
 /// `context.type` of the user event.
@@ -211,9 +242,14 @@ pub fn parse_user_event(body: &[u8]) -> Result<UserEvent, InboundError> {
 }
 
 /// Verifies and parses one webhook request.
-pub fn receive(secret: &[u8], headers: &http::HeaderMap, body: &[u8]) -> Result<UserEvent, InboundError> {
-    let header = headers.get(SIGNATURE_HEADER).and_then(|v| v.to_str().ok());
-    verify_signature(secret, header, body)?;
+pub fn receive(
+    secret: &[u8],
+    headers: &http::HeaderMap,
+    body: &[u8],
+    now: Timestamp,
+) -> Result<UserEvent, InboundError> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    verify_signature(secret, header(SIGNATURE_HEADER), header(TIMESTAMP_HEADER), body, now)?;
     parse_user_event(body)
 }
 
@@ -344,21 +380,54 @@ mod tests {
     }
 
     #[test]
-    fn signatures_are_checked_over_the_raw_body() {
+    fn signatures_are_checked_over_the_timestamp_and_the_raw_body() {
         let body = payload();
         let secret = b"whsec-netsuite-test";
-        let header = sign_payload(secret, &body);
+        let now: Timestamp = "2026-12-07T04:00:00Z".parse().unwrap();
+        let signed_at = now.as_second() - 30;
+        let header = sign_payload(secret, signed_at, &body);
         assert!(header.starts_with("sha256=") && header.len() == 7 + 64);
-        let mut headers = http::HeaderMap::new();
-        headers.insert(SIGNATURE_HEADER, header.parse().unwrap());
-        assert_eq!(receive(secret, &headers, &body).unwrap().record_id, "4711");
-        assert_eq!(receive(b"other", &headers, &body).unwrap_err(), InboundError::BadSignature);
+        let headers_at = |signature: &str, timestamp: &str| {
+            let mut headers = http::HeaderMap::new();
+            headers.insert(SIGNATURE_HEADER, signature.parse().unwrap());
+            headers.insert(TIMESTAMP_HEADER, timestamp.parse().unwrap());
+            headers
+        };
+        let headers = headers_at(&header, &signed_at.to_string());
+        assert_eq!(receive(secret, &headers, &body, now).unwrap().record_id, "4711");
+        assert_eq!(receive(b"other", &headers, &body, now).unwrap_err(), InboundError::BadSignature);
         let mut tampered = body.clone();
         tampered[10] ^= 1;
-        assert_eq!(receive(secret, &headers, &tampered).unwrap_err().status(), 401);
-        assert_eq!(receive(secret, &http::HeaderMap::new(), &body).unwrap_err(), InboundError::MissingSignature);
+        assert_eq!(receive(secret, &headers, &tampered, now).unwrap_err().status(), 401);
+        // The timestamp is signed: moving it breaks the signature.
+        let moved = headers_at(&header, &(signed_at + 1).to_string());
+        assert_eq!(receive(secret, &moved, &body, now).unwrap_err(), InboundError::BadSignature);
+        // A body-only signature (the old script) no longer passes.
+        let mut old = <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(secret).unwrap();
+        old.update(&body);
+        let old = format!("sha256={}", hex::encode(old.finalize().into_bytes()));
+        assert_eq!(
+            receive(secret, &headers_at(&old, &signed_at.to_string()), &body, now).unwrap_err(),
+            InboundError::BadSignature
+        );
+        // Missing pieces.
+        assert_eq!(receive(secret, &http::HeaderMap::new(), &body, now).unwrap_err(), InboundError::MissingSignature);
+        let mut no_time = http::HeaderMap::new();
+        no_time.insert(SIGNATURE_HEADER, header.parse().unwrap());
+        assert_eq!(receive(secret, &no_time, &body, now).unwrap_err(), InboundError::MissingTimestamp);
+        assert_eq!(receive(secret, &headers_at(&header, "soon"), &body, now).unwrap_err().status(), 400);
+        // The window, both ways: 5 minutes is in, 5 minutes and a second is a replay.
+        for (offset, fresh) in [(-300, true), (300, true), (-301, false), (301, false), (-3600, false)] {
+            let at = now.as_second() + offset;
+            let signed = headers_at(&sign_payload(secret, at, &body), &at.to_string());
+            let got = receive(secret, &signed, &body, now);
+            assert_eq!(got.is_ok(), fresh, "{offset}: {got:?}");
+            if !fresh {
+                assert_eq!(got.unwrap_err(), InboundError::Stale { signed_at: at });
+            }
+        }
         let upper = header.to_ascii_uppercase().replace("SHA256=", "sha256=");
-        assert!(verify_signature(secret, Some(&upper), &body).is_ok());
+        assert!(verify_signature(secret, Some(&upper), Some(&signed_at.to_string()), &body, now).is_ok());
     }
 
     #[test]

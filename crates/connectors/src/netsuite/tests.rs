@@ -356,13 +356,18 @@ async fn changes_post_signed_user_events_to_the_webhook() {
         .await
         .unwrap();
     let (headers, body) = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.unwrap().unwrap();
-    let event = receive(seed::WEBHOOK_SECRET.as_bytes(), &headers, &body).unwrap();
+    let event = receive(seed::WEBHOOK_SECRET.as_bytes(), &headers, &body, jiff::Timestamp::now()).unwrap();
     assert_eq!(event.record_type, Some(RecordType::PurchaseOrder));
     assert_eq!(event.record_id, "4711");
     assert_eq!(event.event_id, "1234567:purchaseorder:4711:2024-03-15T03:00:00Z:edit");
     assert_eq!(event.fields["approvalstatus"], "2");
     assert_eq!(event.fields["total"], 1710.0);
-    assert!(receive(b"wrong", &headers, &body).is_err());
+    assert!(receive(b"wrong", &headers, &body, jiff::Timestamp::now()).is_err());
+    // The same signed post later than the tolerance is refused as a replay.
+    let later = jiff::Timestamp::now() + jiff::SignedDuration::from_mins(6);
+    let stale = receive(seed::WEBHOOK_SECRET.as_bytes(), &headers, &body, later).unwrap_err();
+    assert!(matches!(stale, super::source::InboundError::Stale { .. }), "{stale:?}");
+    assert_eq!(stale.status(), 401);
 
     // A change through the control API fires too, as a create for a new id.
     let put = control
@@ -373,7 +378,7 @@ async fn changes_post_signed_user_events_to_the_webhook() {
         .unwrap();
     assert!(put.status().is_success());
     let (headers, body) = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.unwrap().unwrap();
-    let event = receive(seed::WEBHOOK_SECRET.as_bytes(), &headers, &body).unwrap();
+    let event = receive(seed::WEBHOOK_SECRET.as_bytes(), &headers, &body, jiff::Timestamp::now()).unwrap();
     assert_eq!((event.record_id.as_str(), event.fields["tranid"].as_str()), ("5121", Some("SO001205")));
     assert_eq!(event.event_type, super::source::EventType::Create);
 }

@@ -5,7 +5,7 @@
 const SUFFIX_ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ012345";
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("`{id}` is not a Salesforce id: expected 15 or 18 letters and digits")]
+#[error("`{id}` is not a Salesforce id: expected 15 letters and digits, or 18 ending in their case checksum")]
 pub struct InvalidId {
     pub id: String,
 }
@@ -26,6 +26,17 @@ pub fn normalize_id(id: &str) -> Result<String, InvalidId> {
         out.push(char::from(SUFFIX_ALPHABET[bits]));
     }
     Ok(out)
+}
+
+/// `id` exactly as Salesforce writes it: 15 characters, or 18 whose last three are the case
+/// checksum of the first 15. Unlike [`normalize_id`] nothing is repaired: an input from outside
+/// (an Outbound Message) with a wrong checksum is not an id Salesforce sent.
+pub fn checked_id(id: &str) -> Result<&str, InvalidId> {
+    let normalized = normalize_id(id)?;
+    if id.len() == 18 && normalized != id {
+        return Err(InvalidId { id: id.to_owned() });
+    }
+    Ok(id)
 }
 
 /// True when both ids name the same record (15 vs 18 characters).
@@ -60,6 +71,23 @@ mod tests {
     fn ids_differing_only_in_case_are_different_records() {
         assert!(same_id("0065g00000Qx1Zp", "0065g00000Qx1ZpAAJ"));
         assert!(!same_id("0065g00000qx1zp", "0065g00000Qx1ZpAAJ"));
+    }
+
+    #[test]
+    fn checked_ids_keep_their_checksum() {
+        for id18 in KNOWN {
+            assert_eq!(checked_id(id18), Ok(*id18));
+            assert_eq!(checked_id(&id18[..15]), Ok(&id18[..15]));
+            // One letter's case flipped: the checksum no longer matches.
+            let mut flipped = id18.to_string();
+            flipped.replace_range(4..5, &id18[4..5].to_ascii_uppercase());
+            if flipped != *id18 {
+                assert!(checked_id(&flipped).is_err(), "{flipped}");
+            }
+        }
+        for bad in ["", "0065g00000Qx1Z", "0065g00000Qx1ZpAA", "0065g00000Qx1Zp'OR", "0065g00000Qx1ZpAAJ0"] {
+            assert!(checked_id(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

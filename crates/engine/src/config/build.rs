@@ -113,6 +113,8 @@ pub struct Runtime {
     pub zoho_orgs: BTreeMap<String, Arc<ZohoClient>>,
     /// Zoho sources: the resolved channel token, by source name.
     pub zoho_channel_tokens: BTreeMap<String, Secret>,
+    /// Salesforce Outbound Message sources: the secret segment of their intake URL, by source name.
+    pub salesforce_outbound_tokens: BTreeMap<String, Secret>,
     /// One client per NetSuite account (one signer or token cache, one concurrency semaphore), by account name.
     pub netsuite_accounts: BTreeMap<String, Arc<NetSuiteClient>>,
     /// The Dataverse / Business Central clients of each Dynamics org, by org name.
@@ -382,6 +384,16 @@ impl Config {
                 zoho_channel_tokens.insert(name.clone(), (token, channel_token.span.clone()));
             }
         }
+        let mut salesforce_outbound_tokens = BTreeMap::new();
+        for (name, src) in &self.sources {
+            let SourceKind::Salesforce(CrmSource { intake: CrmIntake::OutboundMessage { token }, .. }) = &src.kind
+            else {
+                continue;
+            };
+            if let Some(secret) = rs.get(token, &format!("the outbound token of source `{name}`")) {
+                salesforce_outbound_tokens.insert(name.clone(), (secret, token.span.clone()));
+            }
+        }
         let erp_credentials = self.resolve_erp_connections(&mut rs);
         let mut erp_secrets = BTreeMap::new();
         for (name, src) in &self.sources {
@@ -502,6 +514,20 @@ impl Config {
                 channel_tokens.insert(name, token);
             }
         }
+        let mut outbound_tokens = BTreeMap::new();
+        for (name, (token, span)) in salesforce_outbound_tokens {
+            match weak_capability(token.expose()) {
+                Some(weak) => errors.push(ConfigError::new(
+                    Code::InvalidValue,
+                    format!("the outbound token of source `{name}` is too weak to stand in a URL: {weak}"),
+                    Some(span),
+                    "use at least 22 random URL-safe characters, e.g. `openssl rand -base64 24 | tr '+/' '-_'`",
+                )),
+                None => {
+                    outbound_tokens.insert(name, token);
+                }
+            }
+        }
         for (name, dst) in &self.destinations {
             let sink: Arc<dyn Sink> = match &dst.kind {
                 DestinationKind::Salesforce(d) => {
@@ -546,6 +572,7 @@ impl Config {
             salesforce_orgs,
             zoho_orgs,
             zoho_channel_tokens: channel_tokens,
+            salesforce_outbound_tokens: outbound_tokens,
             netsuite_accounts: erp.netsuite,
             dynamics_orgs: erp.dynamics,
             sap_systems: erp.sap,

@@ -276,8 +276,10 @@ pub struct CrmSource {
 /// How a CRM source learns that records changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CrmIntake {
-    /// Salesforce Outbound Messages posted to the gateway.
-    OutboundMessage,
+    /// Salesforce Outbound Messages posted to `/intake/salesforce/{source}/{token}`: Outbound
+    /// Messages carry no signature, so the URL's secret `token` (and the org id in the message)
+    /// is what authenticates them.
+    OutboundMessage { token: SecretRef },
     /// Salesforce `SystemModstamp` polling.
     Poll { interval: Duration },
     /// Zoho notification channels (`actions/watch`).

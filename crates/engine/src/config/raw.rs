@@ -232,6 +232,8 @@ pub struct RawSource {
     pub coalesce: Option<S<String>>,
     pub channel_token: Option<S<RawSecretRef>>,
     pub notify_url: Option<S<String>>,
+    /// `salesforce` Outbound Message sources: the secret path segment of their intake URL.
+    pub outbound_token: Option<S<RawSecretRef>>,
     /// `netsuite` / `dynamics` / `sap` sources: the connection (`account`; `org` and `system`
     /// above serve dynamics and sap), how changes arrive and how old a status may be.
     pub account: Option<S<String>>,

@@ -619,6 +619,7 @@ refresh_token = { env = "ZOHO_REFRESH_TOKEN" }
 type = "salesforce"
 org = "hk"
 objects = ["Opportunity", "Account"]
+outbound_token = { env = "SF_OUTBOUND_TOKEN" }
 [sources.crm.fields]
 amount = { path = "/data/amount", type = "money", required = false }
 
@@ -728,7 +729,9 @@ fn crm_orgs_sources_and_destinations_validate_with_their_defaults() {
         SourceKind::Salesforce(CrmSource {
             org: "hk".into(),
             objects: vec!["Opportunity".into(), "Account".into()],
-            intake: CrmIntake::OutboundMessage,
+            intake: CrmIntake::OutboundMessage {
+                token: SecretRef { location: SecretLocation::Env("SF_OUTBOUND_TOKEN".into()), span: crm_token_span() },
+            },
             coalesce: Duration::from_secs(5),
         })
     );
@@ -962,7 +965,10 @@ fn crm_sources_check_org_objects_and_intake() {
     assert!(rendered.contains("at least 10s"), "{rendered}");
     let text = crm_with("poll_interval = \"30s\"", "poll_interval = \"30 s\"");
     one_error_at(&text, Code::BadDuration, "poll_interval = \"30 s\"");
-    let text = crm_with("intake = \"poll\"", "intake = \"outbound_message\"");
+    let text = crm_with(
+        "org = \"rt\"\nobjects = [\"Case\"]\nintake = \"poll\"",
+        "org = \"hk\"\nobjects = [\"Case\"]\nintake = \"outbound_message\"\noutbound_token = { env = \"T\" }",
+    );
     let rendered = one_error_at(&text, Code::UnknownKey, "poll_interval");
     assert!(
         rendered.contains("key `poll_interval` is not used by a salesforce source receiving Outbound Messages"),
@@ -1110,17 +1116,20 @@ fn db0109_every_missing_crm_secret_is_reported_with_its_line() {
         }
     }
     let errs = cfg.build_with(&OnlySome, Arc::new(connect::SystemClock)).unwrap_err();
-    assert_eq!(errs.codes(), vec![Code::MissingSecret; 4], "{}", errs.render());
+    assert_eq!(errs.codes(), vec![Code::MissingSecret; 5], "{}", errs.render());
     let lines: Vec<usize> = errs.errors.iter().map(|e| errs.line_col(e).unwrap().0).collect();
     let expected: Vec<usize> = [
         "client_secret = { env = \"SF_CLIENT_SECRET\" }",
         "private_key = { file = \"/run/secrets/sf.key\" }",
+        "outbound_token = { env = \"SF_OUTBOUND_TOKEN\" }",
         "refresh_token = { env = \"ZOHO_REFRESH_TOKEN\" }",
         "channel_token = { env = \"ZOHO_CHANNEL_TOKEN\" }",
     ]
     .iter()
     .map(|needle| pos(CRM, needle).0)
     .collect();
+    let mut expected = expected;
+    expected.sort_unstable();
     let mut sorted = lines.clone();
     sorted.sort_unstable();
     assert_eq!(sorted, expected, "{}", errs.render());
@@ -1136,7 +1145,11 @@ fn db0111_unusable_crm_secrets_are_refused_at_build_without_showing_them() {
     struct Bad;
     impl SecretResolver for Bad {
         fn env(&self, name: &str) -> Option<String> {
-            Some(if name == "ZOHO_CHANNEL_TOKEN" { "t0ken-".repeat(10) } else { format!("v-{name}") })
+            Some(match name {
+                "ZOHO_CHANNEL_TOKEN" => "t0ken-".repeat(10),
+                "SF_OUTBOUND_TOKEN" => "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa".into(),
+                _ => format!("v-{name}"),
+            })
         }
         fn file(&self, _path: &Path) -> std::io::Result<String> {
             Ok("-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5\n-----END PRIVATE KEY-----\n".into())
@@ -1144,7 +1157,10 @@ fn db0111_unusable_crm_secrets_are_refused_at_build_without_showing_them() {
     }
     let cfg = check(CRM).unwrap();
     let errs = cfg.build_with(&Bad, Arc::new(connect::SystemClock)).unwrap_err();
-    assert_eq!(errs.codes(), vec![Code::InvalidValue; 2], "{}", errs.render());
+    assert_eq!(errs.codes(), vec![Code::InvalidValue; 3], "{}", errs.render());
+    assert!(errs
+        .render()
+        .contains("the outbound token of source `crm` is too weak to stand in a URL: only 1 different characters"));
     let rendered = errs.render();
     assert!(
         rendered.contains("the channel token of source `deals` has 60 characters; Zoho accepts at most 50"),
@@ -1154,7 +1170,10 @@ fn db0111_unusable_crm_secrets_are_refused_at_build_without_showing_them() {
     assert!(!rendered.contains("t0ken-") && !rendered.contains("bm90IGEga2V5"), "a secret was shown: {rendered}");
     let mut lines: Vec<usize> = errs.errors.iter().map(|e| errs.line_col(e).unwrap().0).collect();
     lines.sort_unstable();
-    assert_eq!(lines, [pos(CRM, "private_key = {").0, pos(CRM, "channel_token = {").0]);
+    assert_eq!(
+        lines,
+        [pos(CRM, "private_key = {").0, pos(CRM, "outbound_token = {").0, pos(CRM, "channel_token = {").0]
+    );
 }
 
 #[test]
@@ -1757,4 +1776,25 @@ message = {{ type = "text", content = "{{{{ event.entity_id }}}}" }}
     // Listing a DingTalk source beside a webhook source does not make the webhook one safe.
     assert_eq!(code, Code::DecisionSource, "{message}");
     assert!(message.contains("flow `mixed`") && message.contains("`erp`") && !message.contains("`dingtalk`"));
+}
+
+/// Where `outbound_token`'s value stands in `CRM`.
+fn crm_token_span() -> std::ops::Range<usize> {
+    let start = CRM.find("{ env = \"SF_OUTBOUND_TOKEN\" }").unwrap();
+    start..start + "{ env = \"SF_OUTBOUND_TOKEN\" }".len()
+}
+
+#[test]
+fn an_outbound_message_source_needs_its_url_token_and_the_orgs_id() {
+    let text = crm_with("outbound_token = { env = \"SF_OUTBOUND_TOKEN\" }\n", "");
+    let rendered = one_error_at(&text, Code::InvalidValue, "[sources.crm]");
+    assert!(rendered.contains("has no `outbound_token`"), "{rendered}");
+
+    let text = crm_with("organization_id = \"00D5g000004Hkbr\"\n", "");
+    let rendered = one_error_at(&text, Code::InvalidValue, "[salesforce.orgs.hk]");
+    assert!(rendered.contains("no `organization_id`") && rendered.contains("source `crm`"), "{rendered}");
+
+    // A polling source takes no URL token, nor does a Zoho source.
+    let text = crm_with("poll_interval = \"30s\"\n", "poll_interval = \"30s\"\noutbound_token = { env = \"X\" }\n");
+    one_error_at(&text, Code::UnknownKey, "outbound_token = { env = \"X\" }");
 }

@@ -50,14 +50,57 @@ pub const MESSAGE_TYPES: [&str; 10] = [
     "record",
 ];
 
-/// A minijinja environment configured the way message templates render: strict undefined,
-/// no auto-escaping.
+/// A minijinja environment configured the way message templates render: strict undefined, and
+/// every value printed into text a person reads in DingTalk escaped (see [`escaping_for`]);
+/// `| raw` prints a value as it is.
 pub(crate) fn template_env() -> Environment<'static> {
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
-    env.set_auto_escape_callback(|_| AutoEscape::None);
+    env.set_auto_escape_callback(escaping_for);
+    env.set_formatter(dingtalk_formatter);
+    env.add_filter("raw", |value: minijinja::Value| minijinja::Value::from_safe_string(value.to_string()));
     env.set_keep_trailing_newline(true);
     env
+}
+
+/// Auto-escape mode of text DingTalk renders as markdown (message text, titles, card fields,
+/// approval form values).
+const ESCAPE_MARKDOWN: AutoEscape = AutoEscape::Custom("dingtalk-markdown");
+/// Auto-escape mode of plain text messages: only mentions are neutralised.
+const ESCAPE_MENTIONS: AutoEscape = AutoEscape::Custom("dingtalk-text");
+
+/// How a message template named `flows[i].deliver[j].<key>` escapes what it prints: values
+/// that come from a vendor record (a customer's name, a note) are data, so in text DingTalk
+/// renders they cannot become a link, an image, a heading or an `@all`. Ids, user lists, URLs,
+/// ordering keys and CRM record fields are not DingTalk text and print as they are.
+fn escaping_for(name: &str) -> AutoEscape {
+    let Some((_, key)) = name.split_once("].deliver[").and_then(|(_, rest)| rest.split_once("].")) else {
+        return AutoEscape::None;
+    };
+    let (head, tail) = key.split_once('.').unwrap_or((key, ""));
+    match head {
+        "title" | "text" | "single_title" | "params" | "private_params" | "form" => ESCAPE_MARKDOWN,
+        _ if head.starts_with("buttons[") && tail == "title" => ESCAPE_MARKDOWN,
+        "content" => ESCAPE_MENTIONS,
+        _ => AutoEscape::None,
+    }
+}
+
+/// Prints a value under [`escaping_for`]'s modes; a `| raw` (safe) value prints as it is.
+fn dingtalk_formatter(
+    out: &mut minijinja::Output<'_>,
+    state: &minijinja::State<'_, '_>,
+    value: &minijinja::Value,
+) -> Result<(), minijinja::Error> {
+    use connectors::dingtalk::markdown::{escape_markdown, neutralise_mentions};
+    let escape: fn(&str) -> String = match state.auto_escape() {
+        mode if mode == ESCAPE_MARKDOWN => escape_markdown,
+        mode if mode == ESCAPE_MENTIONS => neutralise_mentions,
+        _ => return minijinja::escape_formatter(out, state, value),
+    };
+    let text = value.to_string();
+    let printed = if value.is_safe() { text } else { escape(&text) };
+    out.write_str(&printed).map_err(minijinja::Error::from)
 }
 
 struct Ctx<'a> {
@@ -377,6 +420,22 @@ pub(super) fn validate(raw: RawConfig, text: &str, path: &str) -> Result<Config,
         }
     }
 
+    // An Outbound Message names its org: one from another org is refused, so the org id must be known.
+    for (name, src) in &sources {
+        let SourceKind::Salesforce(CrmSource { org, intake: CrmIntake::OutboundMessage { .. }, .. }) = &src.kind else {
+            continue;
+        };
+        if salesforce_orgs.get(org).is_some_and(|o: &SalesforceOrgConfig| o.organization_id.is_none()) {
+            let at = raw.salesforce.orgs.keys().find(|k| k.get_ref() == org).map(|k| k.span());
+            cx.push(ConfigError::new(
+                Code::InvalidValue,
+                format!("salesforce.orgs.{org} has no `organization_id`, which source `{name}` needs to refuse Outbound Messages from other orgs"),
+                at,
+                "add organization_id = \"00D…\" (Setup → Company Information)",
+            ));
+        }
+    }
+
     // [destinations.*]
     let mut destinations = BTreeMap::new();
     for (name, dst) in &raw.destinations {
@@ -606,12 +665,13 @@ fn connection_ref(
 }
 
 /// Where the keys only `salesforce` / `zoho` sources take were written.
-fn crm_source_keys(src: &RawSource) -> [(&'static str, Option<Range<usize>>); 4] {
+fn crm_source_keys(src: &RawSource) -> [(&'static str, Option<Range<usize>>); 5] {
     [
         ("intake", at(&src.intake)),
         ("poll_interval", at(&src.poll_interval)),
         ("channel_token", at(&src.channel_token)),
         ("notify_url", at(&src.notify_url)),
+        ("outbound_token", at(&src.outbound_token)),
     ]
 }
 
@@ -1084,9 +1144,35 @@ fn validate_crm_source(
                     &format!("a salesforce source receiving Outbound Messages (`{n}`)"),
                     "only intake = \"poll\" polls",
                 );
-                Some(CrmIntake::OutboundMessage)
+                match &src.outbound_token {
+                    Some(s) => cx
+                        .secret(s, &format!("sources.{n}.outbound_token"))
+                        .map(|token| CrmIntake::OutboundMessage { token }),
+                    None => {
+                        cx.push(
+                            ConfigError::new(
+                                Code::InvalidValue,
+                                format!(
+                                    "salesforce source `{n}` receives Outbound Messages but has no `outbound_token`"
+                                ),
+                                Some(name.span()),
+                                "needs outbound_token = { env = \"...\" }",
+                            )
+                            .with_help(format!(
+                                "Outbound Messages are not signed: the endpoint URL /intake/salesforce/{n}/<token> is \
+                                 what keeps strangers out; use at least 22 random URL-safe characters"
+                            )),
+                        );
+                        None
+                    }
+                }
             }
             Some("poll") => {
+                ok &= !cx.unused_keys(
+                    &[("outbound_token", at(&src.outbound_token))],
+                    &format!("a polling salesforce source (`{n}`)"),
+                    "only Outbound Message sources take it",
+                );
                 let interval = match &src.poll_interval {
                     Some(s) => match cx.duration(s, &format!("sources.{n}.poll_interval")) {
                         Some(d) if d < MIN_POLL_INTERVAL => {
@@ -1121,6 +1207,11 @@ fn validate_crm_source(
             &[("poll_interval", at(&src.poll_interval))],
             &owner,
             "only `salesforce` sources with intake = \"poll\" take it",
+        );
+        ok &= !cx.unused_keys(
+            &[("outbound_token", at(&src.outbound_token))],
+            &owner,
+            "only `salesforce` Outbound Message sources take it",
         );
         match intake {
             None | Some("notifications") => {

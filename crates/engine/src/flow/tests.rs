@@ -456,3 +456,74 @@ message = { type = "text", content = "{{ event.source }} {{ event.entity_id }}" 
     let rendered = errors.render();
     assert!(rendered.contains("unknown source `ecx`") && rendered.contains("DB0103"), "{rendered}");
 }
+
+/// A customer whose name is markup, rendered into each kind of DingTalk text.
+const INJECTION_CONFIG: &str = r####"
+[sources.crm]
+type = "webhook"
+secret = { env = "WH" }
+
+[destinations.ops]
+type = "dingtalk_robot"
+access_token = { env = "TOK" }
+
+[dingtalk.apps.a]
+app_key = "k"
+app_secret = { env = "APP" }
+
+[destinations.app]
+type = "dingtalk_app"
+app = "a"
+
+[[flows]]
+name = "md"
+on = { source = "crm", entity = "customer" }
+[[flows.deliver]]
+destination = "ops"
+message = { type = "markdown", title = "{{ event.data.name }}", text = "### {{ event.data.name }}\n- note: {{ event.data.note }}\n- trusted: {{ event.data.link | raw }}" }
+[[flows.deliver]]
+destination = "ops"
+message = { type = "text", content = "New customer {{ event.data.name }}: {{ event.data.note }}" }
+[[flows.deliver]]
+destination = "ops"
+message = { type = "action_card", title = "{{ event.data.name }}", text = "{{ event.data.name }}", single_title = "Open {{ event.data.name }}", single_url = "https://crm.example.com/c/{{ event.data.id }}?n={{ event.data.name }}" }
+[[flows.deliver]]
+destination = "app"
+ordering_key = "c-{{ event.data.name }}"
+message = { type = "card", template_id = "t.schema", out_track_id = "c-{{ event.data.id }}", group = "{{ event.data.group }}", params = { name = "{{ event.data.name }}" } }
+"####;
+
+#[test]
+fn vendor_text_is_escaped_where_dingtalk_renders_it_and_nowhere_else() {
+    let cfg = Config::from_toml(INJECTION_CONFIG, "inject.toml").unwrap_or_else(|e| panic!("{}", e.render()));
+    let engine = FlowEngine::new(&cfg);
+    let body = json!({"type": "customer.created", "data": {
+        "id": "C-1", "name": "[click](http://evil)", "note": "@all **pay** to <font>x</font>\n# urgent",
+        "link": "[ERP](https://erp.example.com/c/1)", "group": "cid[1]",
+    }});
+    let event = engine.decode_webhook("crm", "m1", body.to_string().as_bytes(), now(), "ev-i".into()).unwrap();
+    let jobs = engine.plan(&event, 0).unwrap();
+    let p = payloads(&jobs);
+    let joiner = '\u{2060}';
+    // Markdown: the name is text, not a link; the note's mention, bold, HTML and heading are inert.
+    assert_eq!(p[0]["markdown"]["title"], "\\[click\\](http://evil)");
+    let text = p[0]["markdown"]["text"].as_str().unwrap();
+    assert!(text.starts_with("### \\[click\\](http://evil)\n"), "{text}");
+    assert!(text.contains(&format!("note: @{joiner}all \\*\\*pay\\*\\* to \\<font>x\\</font>\n\\# urgent")), "{text}");
+    // `| raw` is the template author's explicit choice: printed as it is.
+    assert!(text.ends_with("trusted: [ERP](https://erp.example.com/c/1)"), "{text}");
+    // Plain text: no markup to escape, but no mention either.
+    assert_eq!(
+        p[1]["text"]["content"],
+        format!("New customer [click](http://evil): @{joiner}all **pay** to <font>x</font>\n# urgent")
+    );
+    // Action card text and titles escaped; the URL is not DingTalk text.
+    assert_eq!(p[2]["actionCard"]["text"], "\\[click\\](http://evil)");
+    assert_eq!(p[2]["actionCard"]["singleTitle"], "Open \\[click\\](http://evil)");
+    assert_eq!(p[2]["actionCard"]["singleURL"], "https://crm.example.com/c/C-1?n=[click](http://evil)");
+    // Card fields escaped; ids, groups and ordering keys untouched.
+    assert_eq!(p[3]["params"]["name"], "\\[click\\](http://evil)");
+    assert_eq!(p[3]["group"], "cid[1]");
+    assert_eq!(p[3]["out_track_id"], "c-C-1");
+    assert_eq!(jobs[3].ordering_key, "app/c-[click](http://evil)");
+}

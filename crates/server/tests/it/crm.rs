@@ -21,6 +21,8 @@ use testkit::dingtalk::DingTalkHarness;
 use testkit::sender::{SenderSettings, WebhookSender};
 
 const WEBHOOK_SECRET: &str = "whsec_Y3JtLWUyZS10ZXN0LXNlY3JldC1rZXktMDAwMDAwMDAx";
+/// The secret last segment of the Outbound Message URL.
+const OUTBOUND_TOKEN: &str = "Zq3xW9-mK2pL7vR4tY8nB1cF6h";
 const SALES_HK: &str = "cid7Hk2PqRsTuVwXyZ0aBcDe+Q==";
 const SALES_PRC: &str = "cidPrC8sAlEs3GbA7wQxYz1Kj==";
 const RESERVE: u64 = 200;
@@ -56,6 +58,7 @@ entity_id = "/data/customer_no"
 type = "salesforce"
 org = "hk"
 objects = ["Opportunity"]
+outbound_token = {{ env = "CRME2E_SF_OUTBOUND" }}
 coalesce = "1500ms"
 [sources.crm.fields]
 amount = {{ path = "/data/amount", type = "money", required = false }}
@@ -113,6 +116,7 @@ impl E2e {
         std::env::set_var("CRME2E_APP_SECRET", SEED_APP_SECRET);
         std::env::set_var("CRME2E_SF_SECRET", seed::CLIENT_SECRET);
         std::env::set_var("CRME2E_WEBHOOK_SECRET", WEBHOOK_SECRET);
+        std::env::set_var("CRME2E_SF_OUTBOUND", OUTBOUND_TOKEN);
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("crm.toml");
         std::fs::write(&path, config_text).unwrap();
@@ -131,7 +135,7 @@ impl E2e {
         };
         let gateway = Gateway::start(config, overrides).await.unwrap();
         let base = format!("http://{}", gateway.addr);
-        salesforce.set_outbound_url(Some(format!("{base}/intake/salesforce/crm")));
+        salesforce.set_outbound_url(Some(format!("{base}/intake/salesforce/crm/{OUTBOUND_TOKEN}")));
         E2e {
             _dir: dir,
             dingtalk,
@@ -446,7 +450,7 @@ async fn s3_zoho_deal_edits_reach_the_regional_group_once_in_two_calls() {
 #[tokio::test]
 async fn salesforce_polling_finds_a_change_once_without_replaying_history() {
     let polled = config().replace(
-        "objects = [\"Opportunity\"]\ncoalesce = \"1500ms\"",
+        "objects = [\"Opportunity\"]\noutbound_token = { env = \"CRME2E_SF_OUTBOUND\" }\ncoalesce = \"1500ms\"",
         "objects = [\"Opportunity\"]\nintake = \"poll\"\npoll_interval = \"10s\"\ncoalesce = \"0s\"",
     );
     assert!(polled.contains("intake = \"poll\""));
@@ -466,5 +470,49 @@ async fn salesforce_polling_finds_a_change_once_without_replaying_history() {
     tokio::time::sleep(Duration::from_secs(11)).await;
     assert_eq!(h.cards_in(SALES_HK).len(), 1);
     assert_eq!(store.stats(0).await.unwrap().dead_letters, 0);
+    h.gateway.shutdown().await;
+}
+
+#[tokio::test]
+async fn outbound_messages_without_the_url_token_or_from_another_org_are_refused_storing_nothing() {
+    let h = E2e::start(15_000).await;
+    let base = format!("http://{}", h.gateway.addr);
+    let genuine = testkit::fixtures::read_fixture("salesforce/outbound/outbound_message_opportunity_hk.xml");
+    let other_org = genuine.replace("00D5g000004HkbrEAC", "00D5g000004HkbsEAC");
+    let bad_id = genuine.replace("0065g00000Qx1ZpAAJ", "0065g00000Qx1ZpAAA");
+    let calls_before = h.salesforce.api_calls();
+    let http = reqwest::Client::new();
+    let post = |path: String, body: String| {
+        http.post(format!("{base}{path}")).header("content-type", "text/xml; charset=utf-8").body(body).send()
+    };
+    for (what, path, body, status, code) in [
+        ("no token", "/intake/salesforce/crm".to_owned(), genuine.clone(), 401, "bad_token"),
+        (
+            "wrong token",
+            "/intake/salesforce/crm/Zq3xW9-mK2pL7vR4tY8nB1cF6i".to_owned(),
+            genuine.clone(),
+            401,
+            "bad_token",
+        ),
+        ("short token", "/intake/salesforce/crm/Zq3".to_owned(), genuine.clone(), 401, "bad_token"),
+        ("another org", format!("/intake/salesforce/crm/{OUTBOUND_TOKEN}"), other_org, 401, "wrong_organization"),
+        ("bad id checksum", format!("/intake/salesforce/crm/{OUTBOUND_TOKEN}"), bad_id, 400, "malformed_id"),
+        ("unknown source", format!("/intake/salesforce/nope/{OUTBOUND_TOKEN}"), genuine.clone(), 404, "unknown_source"),
+    ] {
+        let resp = post(path, body).await.unwrap();
+        assert_eq!(resp.status(), status, "{what}");
+        let text = resp.text().await.unwrap();
+        assert!(text.contains(code), "{what}: {text}");
+        assert!(!text.contains(OUTBOUND_TOKEN), "{what}: the token is never echoed");
+    }
+    // Nothing stored, no read job, no API call.
+    let stats = h.gateway.store.stats(0).await.unwrap();
+    assert_eq!((stats.events, stats.pending, stats.leased, stats.dead_letters), (0, 0, 0, 0), "{stats:?}");
+    // The genuine message on the right URL is the positive marker: stored, read once.
+    let resp = post(format!("/intake/salesforce/crm/{OUTBOUND_TOKEN}"), genuine).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.text().await.unwrap().contains("<Ack>true</Ack>"));
+    assert!(h.gateway.store.stats(0).await.unwrap().events > 0);
+    wait_for("the read", Duration::from_secs(20), || h.salesforce.api_calls() > calls_before).await;
     h.gateway.shutdown().await;
 }

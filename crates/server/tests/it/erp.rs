@@ -541,25 +541,19 @@ async fn erp_pushes_are_authenticated_and_malformed_ones_refused() {
     let body = br#"{"eventId":"e1","account":"1234567","recordType":"itemfulfillment","recordId":"5141","eventType":"edit","occurredAt":"2026-01-01T00:00:00Z"}"#;
     let unsigned = http.post(format!("{}/intake/netsuite/ns", h.base)).body(&body[..]).send().await.unwrap();
     assert_eq!(unsigned.status(), 401);
-    let forged = http
-        .post(format!("{}/intake/netsuite/ns", h.base))
-        .header("x-dingbridge-signature", connectors::netsuite::source::sign_payload(b"wrong", body))
-        .body(&body[..])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(forged.status(), 401);
-    let signed_junk = http
-        .post(format!("{}/intake/netsuite/ns", h.base))
-        .header(
-            "x-dingbridge-signature",
-            connectors::netsuite::source::sign_payload(ns_seed::WEBHOOK_SECRET.as_bytes(), b"{}"),
-        )
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(signed_junk.status(), 400);
+    let now = jiff::Timestamp::now().as_second();
+    let post_signed = |secret: &'static [u8], signed_at: i64, body: &'static [u8]| {
+        http.post(format!("{}/intake/netsuite/ns", h.base))
+            .header("x-dingbridge-signature", connectors::netsuite::source::sign_payload(secret, signed_at, body))
+            .header("x-dingbridge-timestamp", signed_at.to_string())
+            .body(body)
+            .send()
+    };
+    assert_eq!(post_signed(b"wrong", now, body).await.unwrap().status(), 401);
+    let secret = ns_seed::WEBHOOK_SECRET.as_bytes();
+    assert_eq!(post_signed(secret, now, b"{}").await.unwrap().status(), 400, "signed junk");
+    // A genuine post captured and sent again six minutes later is a replay.
+    assert_eq!(post_signed(secret, now - 360, body).await.unwrap().status(), 401, "replayed");
     // Dataverse: no key, wrong key → 401; right key, not a RemoteExecutionContext → 400.
     let dv = format!("{}/intake/dynamics/dv", h.base);
     assert_eq!(http.post(&dv).body("{}").send().await.unwrap().status(), 401);

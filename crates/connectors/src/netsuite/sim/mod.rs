@@ -32,7 +32,7 @@ pub use keys::{TEST_EC_PRIVATE_KEY_PEM, TEST_EC_PUBLIC_KEY_PEM};
 
 use super::auth::{hmac_sha256_base64, parse_authorization_header, signature_base_string, signing_key};
 use super::client::RecordType;
-use super::source::{sign_payload, SIGNATURE_HEADER};
+use super::source::{sign_payload, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 use axum::body::Bytes;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -679,13 +679,16 @@ impl NetSuiteSim {
             }
         });
         let body = payload.to_string().into_bytes();
-        let signature = sign_payload(seed::WEBHOOK_SECRET.as_bytes(), &body);
+        // Signed with the wall clock, as the script's Date.now(): the gateway checks it against its own.
+        let signed_at = jiff::Timestamp::now().as_second();
+        let signature = sign_payload(seed::WEBHOOK_SECRET.as_bytes(), signed_at, &body);
         let (http, counters) = (self.http.clone(), self.counters.clone());
         tokio::spawn(async move {
             let sent = http
                 .post(&url)
                 .header(axum::http::header::CONTENT_TYPE, "application/json")
                 .header(SIGNATURE_HEADER, signature)
+                .header(TIMESTAMP_HEADER, signed_at.to_string())
                 .body(body)
                 .send()
                 .await;

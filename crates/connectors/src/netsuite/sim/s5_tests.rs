@@ -92,7 +92,7 @@ async fn a_suppressed_webhook_skips_the_event_but_the_change_is_readable() {
     rig.sim.put_record("webhook", json!({"suppressed": false})).await.unwrap();
     rig.sim.put_record("itemFulfillment", json!({"id": "5141", "memo": "loaded"})).await.unwrap();
     let (headers, body) = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.unwrap().unwrap();
-    let event = receive(seed::WEBHOOK_SECRET.as_bytes(), &headers, &body).unwrap();
+    let event = receive(seed::WEBHOOK_SECRET.as_bytes(), &headers, &body, jiff::Timestamp::now()).unwrap();
     assert_eq!((event.record_type, event.record_id.as_str()), (Some(RecordType::ItemFulfillment), "5141"));
     assert_eq!(rig.sim.webhooks_suppressed(), 1);
 
