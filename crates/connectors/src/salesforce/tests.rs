@@ -48,7 +48,7 @@ async fn rig_with(config: SimConfig) -> Rig {
 impl Rig {
     fn fetcher(&self, grant: Grant) -> (Arc<TokenCache>, Arc<InstanceUrl>) {
         let instance = Arc::new(InstanceUrl::default());
-        let http = HttpClient::new(HttpSettings::default()).unwrap();
+        let http = HttpClient::new(HttpSettings::loopback()).unwrap();
         let fetcher = SalesforceTokenFetcher::new(
             http,
             &self.server.url(),
@@ -63,7 +63,7 @@ impl Rig {
 
     fn client_with(&self, grant: Grant) -> (SalesforceClient, Arc<TokenCache>) {
         let (tokens, instance) = self.fetcher(grant);
-        let http = HttpClient::new(HttpSettings::default()).unwrap();
+        let http = HttpClient::new(HttpSettings::loopback()).unwrap();
         (SalesforceClient::new(http, tokens.clone(), instance, "v62.0"), tokens)
     }
 
@@ -281,7 +281,7 @@ async fn quota_is_enforced_by_the_sim_and_reserved_by_the_guard() {
     let rig = rig().await;
     rig.sim.set_daily_limit(5);
     let (tokens, instance) = rig.fetcher(cc_grant(seed::CLIENT_SECRET));
-    let http = HttpClient::new(HttpSettings::default()).unwrap();
+    let http = HttpClient::new(HttpSettings::loopback()).unwrap();
     let client = SalesforceClient::new(http, tokens, instance, "v62.0").with_quota(
         Arc::new(super::limits::ApiUsage::new()),
         QuotaGuard { reserve: 3, backoff: Duration::from_secs(30) },

@@ -34,7 +34,7 @@ async fn harness_with(settings: impl FnOnce(&mut ZohoSettings), refresh: &str) -
     s.pin_api_domain = false;
     s.api_domain = "http://127.0.0.1:9".into();
     settings(&mut s);
-    let http = HttpClient::new(HttpSettings::default()).unwrap();
+    let http = HttpClient::new(HttpSettings::loopback()).unwrap();
     let client = Arc::new(ZohoClient::new(http, s, credentials(refresh), Arc::new(SystemClock)).unwrap());
     Harness { sim, server, client }
 }
@@ -377,7 +377,7 @@ async fn channels_can_be_disabled() {
 async fn token_endpoint_throttles_after_ten_refreshes() {
     use connect::token::TokenFetcher;
     let h = harness().await;
-    let http = HttpClient::new(HttpSettings::default()).unwrap();
+    let http = HttpClient::new(HttpSettings::loopback()).unwrap();
     let fetcher = super::auth::RefreshTokenFetcher::new(http, &h.server.url(), credentials(SIM_REFRESH_TOKEN)).unwrap();
     for _ in 0..10 {
         let token = fetcher.fetch().await.unwrap();
