@@ -34,6 +34,9 @@ pub enum Code {
     /// An approval policy, role or identity mapping that cannot work (unknown role, a gap or
     /// overlap in amount bands, an action the ERP cannot take, a role without members).
     Approvals,
+    /// A vendor endpoint that is not `https://` (credentials and business data would travel in
+    /// clear text).
+    InsecureEndpoint,
 }
 
 impl Code {
@@ -51,6 +54,7 @@ impl Code {
             Self::TomlSyntax => "DB0110",
             Self::InvalidValue => "DB0111",
             Self::Approvals => "DB0112",
+            Self::InsecureEndpoint => "DB0114",
         }
     }
 }
