@@ -73,7 +73,7 @@ impl Gateway {
                 DingtalkSourceRuntime::Http(crypto) => {
                     dingtalk_callbacks.insert(name, crypto);
                 }
-                DingtalkSourceRuntime::Stream(settings) => stream_sources.push((name, settings)),
+                DingtalkSourceRuntime::Stream(settings) => stream_sources.push((name, *settings)),
             }
         }
         let pipeline = Arc::new(WebhookPipeline {

@@ -62,8 +62,8 @@ impl fmt::Display for Secret {
 
 /// How one DingTalk source receives its events.
 pub enum DingtalkSourceRuntime {
-    /// The gateway connects out (Stream mode) with these settings.
-    Stream(StreamSettings),
+    /// The gateway connects out (Stream mode) with these settings (boxed: they are large).
+    Stream(Box<StreamSettings>),
     /// DingTalk posts encrypted callbacks; this decrypts them.
     Http(Arc<CallbackCrypto>),
 }
@@ -467,7 +467,7 @@ impl Config {
                     let base = self.openapi_settings(app_config, &outbound).new_api_base;
                     let mut settings = StreamSettings::new(base, app_config.app_key.clone(), secret.0.clone());
                     settings.outbound = outbound.clone();
-                    dingtalk_sources.insert(name.clone(), DingtalkSourceRuntime::Stream(settings));
+                    dingtalk_sources.insert(name.clone(), DingtalkSourceRuntime::Stream(Box::new(settings)));
                 }
                 DingtalkInbound::Http { aes_key, .. } => {
                     let Some((token, key)) = dingtalk_callback_keys.get(name) else { continue };
