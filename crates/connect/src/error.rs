@@ -31,6 +31,10 @@ pub enum DeliveryError {
     Rejected { vendor: &'static str, detail: String },
     #[error("the payload for destination {destination} is not a valid message: {detail}")]
     BadPayload { destination: String, detail: String },
+    /// R22: dingbridge itself refused to send there (a private address, a host a vendor answer
+    /// named outside the vendor's domains, a redirect); nothing was sent.
+    #[error("refused to send to {endpoint}: {reason}")]
+    UnsafeDestination { endpoint: String, reason: String },
 }
 
 impl DeliveryError {
@@ -39,7 +43,8 @@ impl DeliveryError {
             Self::Transport { .. } | Self::Timeout { .. } | Self::Server { .. } => Disposition::Retry,
             Self::Throttled { retry_after, .. } => Disposition::RetryAfter(*retry_after),
             Self::Auth { .. } => Disposition::Auth,
-            Self::Rejected { .. } | Self::BadPayload { .. } => Disposition::Permanent,
+            // Retrying cannot make an unsafe destination safe: the configuration has to change.
+            Self::Rejected { .. } | Self::BadPayload { .. } | Self::UnsafeDestination { .. } => Disposition::Permanent,
         }
     }
 
@@ -53,6 +58,7 @@ impl DeliveryError {
             Self::Auth { .. } => "auth",
             Self::Rejected { .. } => "rejected",
             Self::BadPayload { .. } => "bad_payload",
+            Self::UnsafeDestination { .. } => "unsafe_destination",
         }
     }
 }

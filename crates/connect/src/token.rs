@@ -178,6 +178,9 @@ fn clone_error(err: &DeliveryError) -> DeliveryError {
         DeliveryError::BadPayload { destination, detail } => {
             DeliveryError::BadPayload { destination: destination.clone(), detail: detail.clone() }
         }
+        DeliveryError::UnsafeDestination { endpoint, reason } => {
+            DeliveryError::UnsafeDestination { endpoint: endpoint.clone(), reason: reason.clone() }
+        }
     }
 }
 

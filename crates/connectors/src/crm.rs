@@ -370,6 +370,9 @@ pub fn in_context(error: DeliveryError, context: &str) -> DeliveryError {
         DeliveryError::BadPayload { destination, detail } => {
             DeliveryError::BadPayload { destination, detail: format!("{context}: {detail}") }
         }
+        DeliveryError::UnsafeDestination { endpoint, reason } => {
+            DeliveryError::UnsafeDestination { endpoint, reason: format!("{context}: {reason}") }
+        }
     }
 }
 

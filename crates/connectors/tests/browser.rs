@@ -263,11 +263,9 @@ async fn approving_a_card_in_a_real_browser() {
     let secret = || SecretString::from(SEED_APP_SECRET.to_owned());
 
     let approver = Arc::new(Approver::default());
-    let stream = StreamClient::spawn(
-        StreamSettings::new(&base, SEED_APP_KEY, secret()),
-        approver.clone(),
-        tokio_util::sync::CancellationToken::new(),
-    );
+    let mut settings = StreamSettings::new(&base, SEED_APP_KEY, secret());
+    settings.outbound = connect::http::Outbound::loopback();
+    let stream = StreamClient::spawn(settings, approver.clone(), tokio_util::sync::CancellationToken::new());
     wait_for_stream(&full.stream).await;
 
     let credentials = AppCredentials {

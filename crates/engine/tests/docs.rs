@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// Every `Code` variant. Keep in step with [`index`]: a new variant fails to compile there.
-const ALL: [Code; 13] = [
+const ALL: [Code; 14] = [
     Code::UnknownKey,
     Code::UnknownDestination,
     Code::UnknownSource,
@@ -23,6 +23,7 @@ const ALL: [Code; 13] = [
     Code::InvalidValue,
     Code::Approvals,
     Code::DecisionSource,
+    Code::InsecureEndpoint,
 ];
 
 /// Exhaustive on purpose (no `_` arm): adding a variant to `Code` breaks this until it is listed
@@ -42,6 +43,7 @@ fn index(code: Code) -> usize {
         Code::InvalidValue => 10,
         Code::Approvals => 11,
         Code::DecisionSource => 12,
+        Code::InsecureEndpoint => 13,
     }
 }
 

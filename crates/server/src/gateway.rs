@@ -78,7 +78,7 @@ impl Gateway {
                     };
                     dingtalk_callbacks.insert(name, Arc::new(receiver));
                 }
-                DingtalkSourceRuntime::Stream(settings) => stream_sources.push((name, settings)),
+                DingtalkSourceRuntime::Stream(settings) => stream_sources.push((name, *settings)),
             }
         }
         let pipeline = Arc::new(WebhookPipeline {

@@ -234,16 +234,21 @@ impl Gateway {
             timeout: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(1),
             user_agent: "dingbridge-testkit-probe".to_owned(),
+            // The gateway under test runs on this machine.
+            ..HttpSettings::loopback()
         })?;
         let started = Instant::now();
         loop {
             if let Some(status) = self.poll_exit() {
                 return Err(ProcessError::ExitedEarly { status, stderr_tail: self.stderr_tail() });
             }
-            let last = match client.inner().get(&url).send().await {
-                Ok(resp) if resp.status().is_success() => return Ok(()),
-                Ok(resp) => format!("HTTP {}", resp.status().as_u16()),
-                Err(e) => e.without_url().to_string(),
+            let last = match url::Url::parse(&url) {
+                Ok(probe) => match client.send(client.get(probe)).await {
+                    Ok(resp) if resp.status().is_success() => return Ok(()),
+                    Ok(resp) => format!("HTTP {}", resp.status().as_u16()),
+                    Err(e) => e.to_string(),
+                },
+                Err(e) => format!("`{url}` is not a URL: {e}"),
             };
             if started.elapsed() >= timeout {
                 return Err(ProcessError::NotHealthy { url, after: timeout, last, stderr_tail: self.stderr_tail() });

@@ -103,6 +103,8 @@ impl WebhookSender {
             timeout: settings.request_timeout,
             connect_timeout: settings.request_timeout,
             user_agent: "dingbridge-testkit-sender".to_owned(),
+            // The gateway under test runs on this machine.
+            ..HttpSettings::loopback()
         })?;
         Ok(Self { client, url, secret, settings, clock: Arc::new(SystemClock), retries: Arc::new(AtomicU64::new(0)) })
     }

@@ -5,7 +5,7 @@
 //! `link` uses `messageUrl`/`picUrl`, `feedCard` uses `messageURL`/`picURL`, `actionCard` uses
 //! `singleURL`/`actionURL`.
 
-use connect::http::{HttpClient, HttpSettings};
+use connect::http::{HttpClient, HttpSettings, Outbound};
 use connect::DeliveryError;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -326,11 +326,13 @@ impl RobotMessage {
 
 /// The robot sink's HTTP client: the shared `connect::http::HttpClient` (no redirects — a
 /// redirect means a wrong `base_url`, and following it would send the token elsewhere —,
-/// rustls, redacted errors) with the configured overall timeout.
-pub fn robot_http_client(timeout: Duration) -> Result<HttpClient, DeliveryError> {
+/// rustls, no private addresses beyond `outbound`'s list, redacted errors) with the configured
+/// overall timeout.
+pub fn robot_http_client(timeout: Duration, outbound: Outbound) -> Result<HttpClient, DeliveryError> {
     let settings = HttpSettings {
         timeout,
         connect_timeout: timeout.min(HttpSettings::default().connect_timeout),
+        outbound,
         ..HttpSettings::default()
     };
     HttpClient::new(settings).map_err(|err| DeliveryError::Transport {

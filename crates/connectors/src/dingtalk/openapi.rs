@@ -15,7 +15,7 @@
 use super::errors::{ip_ban, new_api_failure, old_api_answer, ApiClass, ApiFailure};
 use super::token::{NewApiTokenFetcher, OldApiTokenFetcher, TOKEN_REFRESH_MARGIN};
 use super::VENDOR;
-use connect::http::{read_body_capped, reject_redirect, HttpClient, HttpSettings};
+use connect::http::{read_body_capped, HttpClient, HttpSettings, Outbound};
 use connect::ratelimit::RollingWindow;
 use connect::retry_after::parse_retry_after;
 use connect::token::{TokenCache, TokenFetcher};
@@ -112,6 +112,8 @@ pub struct OpenApiSettings {
     pub timeout: Duration,
     /// Calls per API path in any 1 s window; 0 = unpaced (benchmarks against the simulator).
     pub qps_per_api: u32,
+    /// Private hosts that may be reached and extra TLS trust (public hosts only by default).
+    pub outbound: Outbound,
 }
 
 impl OpenApiSettings {
@@ -125,9 +127,14 @@ impl OpenApiSettings {
         Self::with_bases(OVERSEAS_OLD_API_BASE, OVERSEAS_NEW_API_BASE)
     }
 
-    /// Both APIs at `base` (a simulator URL).
+    /// Both APIs at `base` (a simulator URL). Its host is reachable even when it is loopback or
+    /// private: exactly that host, nothing else.
     pub fn with_base(base: &str) -> Self {
-        Self::with_bases(base, base)
+        let mut settings = Self::with_bases(base, base);
+        if let Ok(url) = Url::parse(base) {
+            settings.outbound.private_hosts.allow_url_host(&url);
+        }
+        settings
     }
 
     fn with_bases(old: &str, new: &str) -> Self {
@@ -137,6 +144,7 @@ impl OpenApiSettings {
             token_endpoint: TokenEndpoint::NewApi,
             timeout: DEFAULT_TIMEOUT,
             qps_per_api: DEFAULT_QPS_PER_API,
+            outbound: Outbound::default(),
         }
     }
 }
@@ -209,6 +217,7 @@ impl OpenApi {
         let http = HttpClient::new(HttpSettings {
             timeout: settings.timeout,
             connect_timeout: settings.timeout.min(HttpSettings::default().connect_timeout),
+            outbound: settings.outbound.clone(),
             ..HttpSettings::default()
         })
         .map_err(|err| invalid_settings(err.to_string()))?;
@@ -363,7 +372,6 @@ impl OpenApi {
                     request = request.header(http::header::CONTENT_TYPE, "application/json; charset=utf-8").body(body);
                 }
                 let resp = self.inner.http.send(request).await?;
-                reject_redirect(VENDOR, &resp)?;
                 let status = resp.status().as_u16();
                 let retry_after = self.retry_after(&resp);
                 let bytes = read_body_capped(resp, MAX_ANSWER_BYTES).await?;
@@ -406,7 +414,6 @@ impl OpenApi {
                     .header(http::header::CONTENT_TYPE, "application/json; charset=utf-8")
                     .body(body);
                 let resp = self.inner.http.send(request).await?;
-                reject_redirect(VENDOR, &resp)?;
                 let status = resp.status().as_u16();
                 let retry_after = self.retry_after(&resp);
                 let bytes = read_body_capped(resp, MAX_ANSWER_BYTES).await?;

@@ -5,7 +5,7 @@ use super::client::{robot_http_client, RobotMessage};
 use super::errors::classify_robot_response;
 use super::VENDOR;
 use async_trait::async_trait;
-use connect::http::{read_body_capped, reject_redirect, HttpClient};
+use connect::http::{read_body_capped, HttpClient, Outbound};
 use connect::ratelimit::RollingWindow;
 use connect::retry_after::parse_retry_after;
 use connect::{Clock, Delivery, DeliveryError, Idempotency, Receipt, Sink};
@@ -43,6 +43,9 @@ pub struct RobotSettings {
     pub window: Duration,
     /// Overall timeout of one request.
     pub timeout: Duration,
+    /// Private hosts the robot may be reached at and extra TLS trust (public hosts only by
+    /// default; a simulator on 127.0.0.1 must be listed).
+    pub outbound: Outbound,
 }
 
 impl RobotSettings {
@@ -56,6 +59,7 @@ impl RobotSettings {
             per_minute: DEFAULT_PER_MINUTE,
             window: DEFAULT_WINDOW,
             timeout: DEFAULT_TIMEOUT,
+            outbound: Outbound::default(),
         }
     }
 
@@ -121,7 +125,7 @@ impl RobotSink {
             vendor: VENDOR,
             detail: format!("robot settings are invalid: `{endpoint}` is not a URL ({err})"),
         })?;
-        let http = robot_http_client(settings.timeout)?;
+        let http = robot_http_client(settings.timeout, settings.outbound.clone())?;
         let limiter = if settings.per_minute == 0 {
             RollingWindow::unlimited()
         } else {
@@ -185,7 +189,6 @@ impl Sink for RobotSink {
             .header(reqwest::header::CONTENT_TYPE, "application/json;charset=utf-8")
             .body(body);
         let response = self.http.send(request).await?;
-        reject_redirect(VENDOR, &response)?;
 
         let status = response.status().as_u16();
         let retry_after = response

@@ -12,11 +12,11 @@
 //! with a fresh ticket.
 //!
 //! TLS: `tokio-tungstenite` is built without TLS features, so the WebSocket handshake is an HTTP/1.1
-//! upgrade sent through the shared reqwest client (rustls, webpki roots) and tungstenite runs on the
+//! upgrade sent through the shared reqwest client (rustls, OS and webpki roots) and tungstenite runs on the
 //! upgraded connection. `ws://` and `wss://` endpoints therefore both work with no extra crate.
 
 use async_trait::async_trait;
-use connect::http::{read_body_capped, redact_url, HttpClient, HttpSettings};
+use connect::http::{read_body_capped, redact_url, HttpClient, HttpSettings, Outbound};
 use futures::{SinkExt, StreamExt};
 use rand::Rng;
 use secrecy::{ExposeSecret, SecretString};
@@ -265,6 +265,9 @@ pub struct StreamSettings {
     pub pong_timeout: Duration,
     pub backoff_min: Duration,
     pub backoff_max: Duration,
+    /// Private hosts that may be reached (a simulator) and extra TLS trust; public hosts only
+    /// by default.
+    pub outbound: Outbound,
 }
 
 impl StreamSettings {
@@ -284,6 +287,7 @@ impl StreamSettings {
             pong_timeout: DEFAULT_PONG_TIMEOUT,
             backoff_min: DEFAULT_BACKOFF_MIN,
             backoff_max: DEFAULT_BACKOFF_MAX,
+            outbound: Outbound::default(),
         }
     }
 }
@@ -627,7 +631,8 @@ impl Supervisor {
     /// Keeps one primary connection open. A draining connection (after `disconnect`) keeps running
     /// beside the new primary until the server closes it.
     async fn run(self, cancel: CancellationToken) {
-        let http = HttpClient::new(HttpSettings::default());
+        let http =
+            HttpClient::new(HttpSettings { outbound: self.settings.outbound.clone(), ..HttpSettings::default() });
         let http = match http {
             Ok(http) => http,
             Err(err) => {

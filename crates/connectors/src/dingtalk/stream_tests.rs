@@ -195,6 +195,7 @@ async fn start_sim() -> Sim {
 
 fn settings(base: &str) -> StreamSettings {
     let mut s = StreamSettings::new(base, APP, SecretString::from(SECRET));
+    s.outbound = Outbound::loopback();
     s.ping_interval = Duration::from_millis(100);
     s.pong_timeout = Duration::from_millis(500);
     s.backoff_min = Duration::from_millis(20);
@@ -203,7 +204,7 @@ fn settings(base: &str) -> StreamSettings {
 }
 
 fn http() -> HttpClient {
-    HttpClient::new(HttpSettings::default()).unwrap()
+    HttpClient::new(HttpSettings::loopback()).unwrap()
 }
 
 /// Dedupes on eventId like the real gateway does; can hold the first call of an event open.

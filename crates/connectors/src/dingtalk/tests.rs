@@ -4,6 +4,7 @@
 use super::errors::{classify_robot_response, ROBOT_THROTTLE_PENALTY};
 use super::sim::{DingTalkSim, SimRobot, SEED_ROBOTS};
 use super::*;
+use connect::http::Outbound;
 use connect::{Clock, Delivery, DeliveryError, Disposition, Idempotency, Sink, SystemClock};
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -380,6 +381,7 @@ impl Harness {
             secret: Some(secret.into()),
             per_minute: 0,
             timeout: Duration::from_secs(5),
+            outbound: Outbound::loopback(),
             ..RobotSettings::new(token.into())
         }
     }
@@ -577,6 +579,7 @@ async fn connection_refused_is_a_transport_error_without_the_token() {
     drop(listener);
     let mut settings = RobotSettings::new(SEED_ROBOTS[0].1.into());
     settings.base_url = format!("http://{addr}");
+    settings.outbound = Outbound::loopback();
     let err = RobotSink::new(settings, system()).unwrap().deliver(&delivery(markdown(1))).await.unwrap_err();
     assert_eq!(err.kind(), "transport", "{err}");
     assert!(!err.to_string().contains(SEED_ROBOTS[0].1), "{err}");

@@ -198,7 +198,7 @@ mod tests {
     use serde_json::{json, Value};
 
     fn http() -> HttpClient {
-        HttpClient::new(HttpSettings { timeout: Duration::from_secs(5), ..HttpSettings::default() }).unwrap()
+        HttpClient::new(HttpSettings { timeout: Duration::from_secs(5), ..HttpSettings::loopback() }).unwrap()
     }
 
     async fn serve(router: axum::Router) -> String {

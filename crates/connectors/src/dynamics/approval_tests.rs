@@ -30,7 +30,7 @@ async fn rig() -> Rig {
         client_id: seed::CLIENT_ID.to_owned(),
         client_secret: SecretString::from(seed::CLIENT_SECRET.to_owned()),
     };
-    let http = || HttpClient::new(HttpSettings::default()).unwrap();
+    let http = || HttpClient::new(HttpSettings::loopback()).unwrap();
     let fetcher = AadTokenFetcher::new(http(), &server.url(), &creds, BC_RESOURCE, clock.clone()).unwrap();
     let transport = ODataTransport::new(http(), token_cache(fetcher, clock.clone()), clock, BC_CONCURRENCY);
     let bc = BcClient::new(transport, &server.url(), seed::TENANT_ID, seed::ENVIRONMENT).unwrap();

@@ -137,7 +137,7 @@ struct Rig {
 }
 
 fn http() -> HttpClient {
-    HttpClient::new(HttpSettings::default()).unwrap()
+    HttpClient::new(HttpSettings::loopback()).unwrap()
 }
 
 fn clock() -> Arc<dyn Clock> {

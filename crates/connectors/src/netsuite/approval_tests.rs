@@ -49,7 +49,7 @@ async fn rig() -> Rig {
         token_secret: seed::TOKEN_SECRET.to_owned().into(),
     };
     let signer = TbaSigner::new(AccountId::parse(seed::ACCOUNT).unwrap(), creds, clock.clone());
-    let http = HttpClient::new(HttpSettings::default()).unwrap();
+    let http = HttpClient::new(HttpSettings::loopback()).unwrap();
     let base = format!("{}/services/rest", server.url());
     let client = NetSuiteClient::new(http, &base, Authorizer::Tba(signer), 2, clock.clone()).unwrap();
     Rig { sim, server, clock, client }

@@ -144,7 +144,7 @@ async fn start() -> (Arc<NetSuiteSim>, RunningSim, NetSuiteClient) {
     };
     let signer = TbaSigner::new(AccountId::parse(seed::ACCOUNT).unwrap(), creds, clock.clone());
     let base = format!("{}/services/rest", server.url());
-    let http = HttpClient::new(HttpSettings::default()).unwrap();
+    let http = HttpClient::new(HttpSettings::loopback()).unwrap();
     let client = NetSuiteClient::new(http, &base, Authorizer::Tba(signer), 2, clock).unwrap();
     (sim, server, client)
 }

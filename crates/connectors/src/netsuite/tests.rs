@@ -64,7 +64,7 @@ impl Rig {
     }
 
     fn client_with(&self, auth: Authorizer, concurrency: usize) -> NetSuiteClient {
-        let http = HttpClient::new(HttpSettings::default()).unwrap();
+        let http = HttpClient::new(HttpSettings::loopback()).unwrap();
         NetSuiteClient::new(http, &self.base(), auth, concurrency, self.clock.clone()).unwrap()
     }
 
@@ -84,7 +84,7 @@ impl Rig {
             key,
         )
         .unwrap();
-        let http = HttpClient::new(HttpSettings::default()).unwrap();
+        let http = HttpClient::new(HttpSettings::loopback()).unwrap();
         let fetcher = OAuth2TokenFetcher::new(http, config, self.clock.clone());
         let cache = Arc::new(TokenCache::new(Arc::new(fetcher), Duration::from_secs(300), self.clock.clone()));
         (self.client_with(Authorizer::OAuth2(cache.clone()), 2), cache)
@@ -261,7 +261,8 @@ async fn oauth2_with_an_unknown_certificate_is_an_auth_error() {
     let key = jsonwebtoken::EncodingKey::from_ec_pem(TEST_EC_PRIVATE_KEY_PEM.as_bytes()).unwrap();
     let config =
         ClientCredentials::new(&rig.base(), seed::CLIENT_ID, "c.other", jsonwebtoken::Algorithm::ES256, key).unwrap();
-    let fetcher = OAuth2TokenFetcher::new(HttpClient::new(HttpSettings::default()).unwrap(), config, rig.clock.clone());
+    let fetcher =
+        OAuth2TokenFetcher::new(HttpClient::new(HttpSettings::loopback()).unwrap(), config, rig.clock.clone());
     let cache = Arc::new(TokenCache::new(Arc::new(fetcher), Duration::from_secs(300), rig.clock.clone()));
     let client = rig.client_with(Authorizer::OAuth2(cache), 1);
     let err = client.get_record(RecordType::PurchaseOrder, "4711", false).await.unwrap_err();

@@ -4,11 +4,14 @@
 //! Salesforce answers carry no `expires_in`, so the cache gets a configured session lifetime and
 //! the client relies on `401 INVALID_SESSION_ID` → invalidate → one refetch → one replay.
 //! Every token answer also names the `instance_url` for data calls; the fetcher stores it in a
-//! shared [`InstanceUrl`] because orgs can move between pods.
+//! shared [`InstanceUrl`] because orgs can move between pods. That URL is where the access token
+//! goes next, so it must be https on Salesforce's own domains ([`SALESFORCE_DOMAINS`]) or the
+//! configured login host itself (the simulator under `--sim-endpoints`); anything else is refused
+//! (R22) and never called.
 
 use super::errors::token_failure;
 use super::VENDOR;
-use connect::http::{read_body_capped, HttpClient};
+use connect::http::{read_body_capped, HttpClient, VendorHosts};
 use connect::token::{FetchedToken, TokenFetcher};
 use connect::{Clock, DeliveryError};
 use secrecy::{ExposeSecret, SecretString};
@@ -27,6 +30,9 @@ pub const JWT_LIFETIME_SECS: i64 = 180;
 pub const DEFAULT_SESSION_LIFETIME: Duration = Duration::from_secs(2 * 3600);
 /// Token answers are small.
 const MAX_TOKEN_ANSWER_BYTES: usize = 64 * 1024;
+/// Where Salesforce orgs live: `*.my.salesforce.com` (My Domain), pod hosts `*.salesforce.com`,
+/// Lightning and Sites `*.force.com`.
+pub const SALESFORCE_DOMAINS: [&str; 2] = ["salesforce.com", "force.com"];
 
 /// The data-API base URL learned from the last token answer, shared with the client.
 #[derive(Debug, Default)]
@@ -154,6 +160,8 @@ pub struct SalesforceTokenFetcher {
     grant: Grant,
     session_lifetime: Duration,
     instance: Arc<InstanceUrl>,
+    /// Where the answer's `instance_url` may point.
+    instance_hosts: VendorHosts,
     clock: Arc<dyn Clock>,
 }
 
@@ -183,7 +191,8 @@ impl SalesforceTokenFetcher {
                 detail: format!("the Salesforce login URL `{login_base}` is not a URL ({err}); configure e.g. https://login.salesforce.com"),
             }
         })?;
-        Ok(Self { http, token_url, grant, session_lifetime, instance, clock })
+        let instance_hosts = VendorHosts::new(SALESFORCE_DOMAINS).with_origin_of(&token_url);
+        Ok(Self { http, token_url, grant, session_lifetime, instance, instance_hosts, clock })
     }
 
     fn form(&self) -> Result<Vec<(&'static str, String)>, DeliveryError> {
@@ -232,6 +241,7 @@ impl TokenFetcher for SalesforceTokenFetcher {
             status,
             detail: format!("{} token answer lacks access_token/instance_url ({err})", self.grant.name()),
         })?;
+        self.instance_hosts.check("the Salesforce token answer's instance_url", &answer.instance_url)?;
         self.instance.set(&answer.instance_url);
         if let (Grant::RefreshToken { refresh_token, .. }, Some(rotated)) = (&self.grant, answer.refresh_token) {
             *refresh_token.lock().unwrap_or_else(PoisonError::into_inner) = SecretString::from(rotated);

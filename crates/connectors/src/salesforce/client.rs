@@ -78,6 +78,16 @@ impl std::fmt::Debug for SalesforceClient {
     }
 }
 
+/// `url` is on the instance `base`: same scheme, host and port, and no user info.
+fn same_origin(url: &Url, base: &str) -> bool {
+    Url::parse(base).is_ok_and(|b| b.origin() == url.origin()) && url.username().is_empty() && url.password().is_none()
+}
+
+/// A relative reference that cannot even be joined: shown without its query.
+fn http_redacted(text: &str) -> String {
+    text.split(['?', '#']).next().unwrap_or_default().to_owned()
+}
+
 fn enc(text: &str) -> String {
     utf8_percent_encode(text, NON_ALPHANUMERIC).to_string()
 }
@@ -146,6 +156,13 @@ impl SalesforceClient {
             vendor: VENDOR,
             detail: format!("cannot build a URL from instance `{base}` and `{path}` ({e})"),
         })?;
+        // The token goes along: a path that changes the host (`@elsewhere/…`) is refused.
+        if !same_origin(&url, &base) {
+            return Err(DeliveryError::UnsafeDestination {
+                endpoint: redact_url(&url),
+                reason: format!("the path `{path}` leaves the Salesforce instance; it is not called"),
+            });
+        }
         if !query.is_empty() {
             url.query_pairs_mut().extend_pairs(query);
         }
@@ -248,10 +265,33 @@ impl SalesforceClient {
             let done = page.get("done").and_then(Value::as_bool).unwrap_or(true);
             let next = page.get("nextRecordsUrl").and_then(Value::as_str).map(str::to_owned);
             match (done, next) {
-                (false, Some(next)) => page = self.call(http::Method::GET, &next, &[], None, priority).await?.1,
+                (false, Some(next)) => {
+                    let next = self.next_page_path(&next)?;
+                    page = self.call(http::Method::GET, &next, &[], None, priority).await?.1;
+                }
                 _ => return Ok(records),
             }
         }
+    }
+
+    /// `nextRecordsUrl` is a path on the instance (`/services/data/vNN.N/query/01g…-2000`). An
+    /// absolute URL (or `//host/…`) is followed only when it is the instance itself: the answer
+    /// must not be able to send the access token anywhere else (R22).
+    fn next_page_path(&self, next: &str) -> Result<String, DeliveryError> {
+        let base = self.instance.get().ok_or_else(|| DeliveryError::Auth {
+            vendor: VENDOR,
+            detail: "no instance_url yet: the token answer did not name one".to_owned(),
+        })?;
+        let refused = |endpoint: String| DeliveryError::UnsafeDestination {
+            endpoint,
+            reason: "Salesforce's nextRecordsUrl points off the instance; it is not called".to_owned(),
+        };
+        let instance = Url::parse(&base).map_err(|_| refused(base.clone()))?;
+        let joined = instance.join(next).map_err(|_| refused(http_redacted(next)))?;
+        if !same_origin(&joined, &base) {
+            return Err(refused(redact_url(&joined)));
+        }
+        Ok(joined[url::Position::BeforePath..].to_owned())
     }
 
     /// The S3 "one call": opportunity + account + owner + last tasks/events + contact roles.

@@ -37,7 +37,7 @@ impl Rig {
             client_id: seed::CLIENT_ID.to_owned(),
             client_secret: SecretString::from(seed::CLIENT_SECRET.to_owned()),
         };
-        let http = HttpClient::new(HttpSettings::default()).unwrap();
+        let http = HttpClient::new(HttpSettings::loopback()).unwrap();
         let fetcher = SalesforceTokenFetcher::new(
             http.clone(),
             &self.server.url(),

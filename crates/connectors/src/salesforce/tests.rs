@@ -48,7 +48,7 @@ async fn rig_with(config: SimConfig) -> Rig {
 impl Rig {
     fn fetcher(&self, grant: Grant) -> (Arc<TokenCache>, Arc<InstanceUrl>) {
         let instance = Arc::new(InstanceUrl::default());
-        let http = HttpClient::new(HttpSettings::default()).unwrap();
+        let http = HttpClient::new(HttpSettings::loopback()).unwrap();
         let fetcher = SalesforceTokenFetcher::new(
             http,
             &self.server.url(),
@@ -63,7 +63,7 @@ impl Rig {
 
     fn client_with(&self, grant: Grant) -> (SalesforceClient, Arc<TokenCache>) {
         let (tokens, instance) = self.fetcher(grant);
-        let http = HttpClient::new(HttpSettings::default()).unwrap();
+        let http = HttpClient::new(HttpSettings::loopback()).unwrap();
         (SalesforceClient::new(http, tokens.clone(), instance, "v62.0"), tokens)
     }
 
@@ -281,7 +281,7 @@ async fn quota_is_enforced_by_the_sim_and_reserved_by_the_guard() {
     let rig = rig().await;
     rig.sim.set_daily_limit(5);
     let (tokens, instance) = rig.fetcher(cc_grant(seed::CLIENT_SECRET));
-    let http = HttpClient::new(HttpSettings::default()).unwrap();
+    let http = HttpClient::new(HttpSettings::loopback()).unwrap();
     let client = SalesforceClient::new(http, tokens, instance, "v62.0").with_quota(
         Arc::new(super::limits::ApiUsage::new()),
         QuotaGuard { reserve: 3, backoff: Duration::from_secs(30) },
@@ -446,4 +446,105 @@ async fn the_daily_window_slides_and_idle_locators_expire() {
     rig.clock.0.fetch_add(16 * 60 * 1000, Ordering::SeqCst);
     let err = client.call(http::Method::GET, &next, &[], None, Priority::Interactive).await.unwrap_err();
     assert!(err.to_string().contains("INVALID_QUERY_LOCATOR"), "{err}");
+}
+
+// ---------------------------------------------------------------- R22: hosts named by answers
+
+/// A local server counting what reaches it: where a refused URL would have sent the token.
+async fn rogue_server() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = hits.clone();
+    let router = axum::Router::new().fallback(move || {
+        counter.fetch_add(1, Ordering::SeqCst);
+        async { axum::Json(json!({"done": true, "records": []})) }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    (base, hits)
+}
+
+/// A login host that is also the instance (as the simulator is): the token answer names
+/// `instance_url` (its own address when `None`), and a query's first page points at `next`.
+async fn fake_org(instance_url: Option<String>, next: String) -> String {
+    use axum::routing::{get, post};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let instance = instance_url.unwrap_or_else(|| base.clone());
+    let token = move || {
+        let answer = json!({"access_token": "00Dfake!token", "instance_url": instance.clone(), "token_type": "Bearer"});
+        async move { axum::Json(answer) }
+    };
+    let first = move || {
+        let page = json!({"done": false, "totalSize": 2, "records": [{"Id": "001A"}], "nextRecordsUrl": next.clone()});
+        async move { axum::Json(page) }
+    };
+    let router = axum::Router::new()
+        .route("/services/oauth2/token", post(token))
+        .route("/services/data/v62.0/query", get(first))
+        .route(
+            "/services/data/v62.0/query/01gNEXT-2000",
+            get(|| async { axum::Json(json!({"done": true, "totalSize": 2, "records": [{"Id": "001B"}]})) }),
+        );
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    base
+}
+
+fn client_of(login: &str) -> SalesforceClient {
+    let clock: Arc<dyn Clock> = Arc::new(connect::SystemClock);
+    let http = HttpClient::new(HttpSettings::loopback()).unwrap();
+    let instance = Arc::new(InstanceUrl::default());
+    let grant =
+        Grant::ClientCredentials { client_id: seed::CLIENT_ID.into(), client_secret: SecretString::from("s3cret") };
+    let fetcher = SalesforceTokenFetcher::new(
+        http.clone(),
+        login,
+        grant,
+        DEFAULT_SESSION_LIFETIME,
+        instance.clone(),
+        clock.clone(),
+    )
+    .unwrap();
+    let tokens = Arc::new(TokenCache::new(Arc::new(fetcher), Duration::from_secs(60), clock));
+    SalesforceClient::new(http, tokens, instance, "v62.0")
+}
+
+#[tokio::test]
+async fn an_instance_url_off_salesforce_is_refused_and_never_called() {
+    let (rogue, hits) = rogue_server().await;
+    for instance in [
+        rogue.clone(),
+        rogue.replace("http://", "https://"),
+        "https://hktrading.my.salesforce.com.evil.example".to_owned(),
+        "https://evil-force.com".to_owned(),
+        "http://hktrading.my.salesforce.com".to_owned(),
+    ] {
+        let login = fake_org(Some(instance.clone()), "/services/data/v62.0/query/01gNEXT-2000".into()).await;
+        let err = client_of(&login).query("SELECT Id FROM Account", BG).await.unwrap_err();
+        assert_eq!(err.disposition(), Disposition::Permanent, "{instance}: {err}");
+        assert_eq!(err.kind(), "unsafe_destination", "{instance}: {err}");
+        assert!(err.to_string().contains("instance_url"), "{instance}: {err}");
+    }
+    assert_eq!(hits.load(Ordering::SeqCst), 0, "a refused instance is never called");
+}
+
+#[tokio::test]
+async fn a_next_records_url_off_the_instance_is_refused_and_never_called() {
+    let (rogue, hits) = rogue_server().await;
+    let rogue_host = rogue.trim_start_matches("http://").to_owned();
+    for next in [
+        format!("{rogue}/services/data/v62.0/query/01gNEXT-2000"),
+        format!("//{rogue_host}/services/data/v62.0/query/01gNEXT-2000"),
+        "https://evil.example/services/data/v62.0/query/01gNEXT-2000".to_owned(),
+    ] {
+        let login = fake_org(None, next.clone()).await;
+        let err = client_of(&login).query("SELECT Id FROM Account", BG).await.unwrap_err();
+        assert_eq!(err.disposition(), Disposition::Permanent, "{next}: {err}");
+        assert!(err.to_string().contains("nextRecordsUrl"), "{next}: {err}");
+    }
+    assert_eq!(hits.load(Ordering::SeqCst), 0, "a refused next page is never called");
+    // A path on the instance, and the instance's own absolute URL, are followed.
+    let login = fake_org(None, "/services/data/v62.0/query/01gNEXT-2000".into()).await;
+    let ids: Vec<Value> = client_of(&login).query("SELECT Id FROM Account", BG).await.unwrap();
+    assert_eq!(ids, vec![json!({"Id": "001A"}), json!({"Id": "001B"})]);
 }

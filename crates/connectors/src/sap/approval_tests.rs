@@ -26,7 +26,7 @@ async fn rig() -> Rig {
     let mut config = SapConfig::new(Url::parse(&running.url()).unwrap());
     config.sap_client = Some(seed::SAP_CLIENT.to_owned());
     let client = SapClient::new(
-        HttpClient::new(HttpSettings { timeout: Duration::from_secs(10), ..HttpSettings::default() }).unwrap(),
+        HttpClient::new(HttpSettings { timeout: Duration::from_secs(10), ..HttpSettings::loopback() }).unwrap(),
         SapAuth::Basic { user: seed::USER.to_owned(), password: SecretString::from(seed::PASSWORD.to_owned()) },
         config,
         UomTable::default(),

@@ -15,7 +15,7 @@ use super::records::{
 use super::uom::UomTable;
 use super::wire::{self, Page};
 use super::VENDOR;
-use connect::http::{read_body_capped, redact_url, reject_redirect, HttpClient};
+use connect::http::{read_body_capped, redact_url, HttpClient};
 use connect::{Clock, DeliveryError};
 use http::{HeaderMap, Method};
 use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
@@ -271,7 +271,6 @@ impl SapClient {
             }
             self.calls.fetch_add(1, Ordering::SeqCst);
             let resp = self.http.send(request).await?;
-            reject_redirect(VENDOR, &resp)?;
             let status = resp.status().as_u16();
             let resp_headers = resp.headers().clone();
             let bytes = read_body_capped(resp, MAX_ANSWER_BYTES).await?;

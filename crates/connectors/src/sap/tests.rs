@@ -33,7 +33,7 @@ fn client_with(url: &str, password: &str) -> SapClient {
     let mut config = SapConfig::new(Url::parse(url).unwrap());
     config.sap_client = Some("100".to_owned());
     SapClient::new(
-        HttpClient::new(HttpSettings { timeout: Duration::from_secs(10), ..HttpSettings::default() }).unwrap(),
+        HttpClient::new(HttpSettings { timeout: Duration::from_secs(10), ..HttpSettings::loopback() }).unwrap(),
         SapAuth::Basic { user: seed::USER.to_owned(), password: SecretString::from(password.to_owned()) },
         config,
         UomTable::default(),
@@ -389,7 +389,7 @@ async fn a_refused_bearer_token_is_refreshed_once() {
     let cache =
         Arc::new(connect::token::TokenCache::new(fetcher.clone(), Duration::from_secs(60), Arc::new(SystemClock)));
     let c = SapClient::new(
-        HttpClient::new(HttpSettings::default()).unwrap(),
+        HttpClient::new(HttpSettings::loopback()).unwrap(),
         SapAuth::Bearer(cache.clone()),
         SapConfig::new(Url::parse(&s.running.url()).unwrap()),
         UomTable::default(),

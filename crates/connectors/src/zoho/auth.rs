@@ -1,9 +1,14 @@
 //! OAuth against the data centre's accounts server (reference B1): the refresh-token grant as a
 //! [`TokenFetcher`], the `api_domain` the token answer names, and the `Zoho-oauthtoken` header.
+//!
+//! The `api_domain` is where every API call (and its token) goes, so it must be https on a Zoho
+//! API domain ([`api_domains`]: `*.zohoapis.com`, `.eu`, `.in`, `.com.au`, `.com.cn`, `.jp`,
+//! `.ca`, `.sa`, `.uk`) or the configured accounts server itself (the simulator under
+//! `--sim-endpoints`); anything else fails the token fetch permanently and is never called (R22).
 
 use super::errors::{accounts_error, AccountsError};
 use super::VENDOR;
-use connect::http::{read_body_capped, HttpClient};
+use connect::http::{read_body_capped, HttpClient, VendorHosts};
 use connect::token::{FetchedToken, TokenFetcher};
 use connect::DeliveryError;
 use secrecy::{ExposeSecret, SecretString};
@@ -95,6 +100,11 @@ impl DataCentre {
     }
 }
 
+/// The registrable domains of every data centre's API host (`zohoapis.com.au`, ...).
+pub fn api_domains() -> Vec<&'static str> {
+    DataCentre::ALL.iter().map(|dc| dc.api_domain().trim_start_matches("https://www.")).collect()
+}
+
 /// What the refresh grant needs. The secrets are never logged or shown by `Debug`.
 #[derive(Clone)]
 pub struct ZohoCredentials {
@@ -135,6 +145,8 @@ pub struct RefreshTokenFetcher {
     url: Url,
     credentials: ZohoCredentials,
     api_domain: Mutex<Option<String>>,
+    /// Where the answer's `api_domain` may point.
+    api_hosts: VendorHosts,
 }
 
 impl std::fmt::Debug for RefreshTokenFetcher {
@@ -153,7 +165,8 @@ impl RefreshTokenFetcher {
                 "the accounts server `{accounts_server}` is not a URL ({err}); e.g. https://accounts.zoho.com"
             ),
         })?;
-        Ok(Self { http, url, credentials, api_domain: Mutex::new(None) })
+        let api_hosts = VendorHosts::new(api_domains()).with_origin_of(&url);
+        Ok(Self { http, url, credentials, api_domain: Mutex::new(None), api_hosts })
     }
 
     /// The `api_domain` of the last successful token answer.
@@ -199,6 +212,7 @@ impl TokenFetcher for RefreshTokenFetcher {
             });
         };
         if let Some(domain) = answer.api_domain {
+            self.api_hosts.check("the Zoho token answer's api_domain", &domain)?;
             *self.api_domain.lock().unwrap_or_else(PoisonError::into_inner) = Some(domain);
         }
         let lifetime = match answer.expires_in {
@@ -223,6 +237,27 @@ mod tests {
         assert_eq!(DataCentre::Cn.api_domain(), "https://www.zohoapis.com.cn");
         let hosts: std::collections::BTreeSet<_> = DataCentre::ALL.iter().map(|d| d.accounts_server()).collect();
         assert_eq!(hosts.len(), DataCentre::ALL.len());
+    }
+
+    #[test]
+    fn api_domains_are_every_data_centre_and_nothing_else() {
+        let hosts = connect::http::VendorHosts::new(api_domains());
+        for dc in DataCentre::ALL {
+            assert!(hosts.check("api_domain", dc.api_domain()).is_ok(), "{dc:?}");
+        }
+        for ok in ["https://www.zohoapis.com.au", "https://crm.zohoapis.eu", "https://www.zohoapis.sa"] {
+            assert!(hosts.check("api_domain", ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "http://www.zohoapis.com",
+            "https://www.zohoapis.com.evil.example",
+            "https://www.zohoapis.co",
+            "https://zohoapis.com.br.example",
+            "https://www.notzohoapis.com",
+            "https://accounts.zoho.com",
+        ] {
+            assert!(hosts.check("api_domain", bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

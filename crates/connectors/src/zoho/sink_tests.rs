@@ -32,7 +32,7 @@ async fn harness() -> Harness {
         client_secret: SIM_CLIENT_SECRET.into(),
         refresh_token: SIM_REFRESH_TOKEN.into(),
     };
-    let http = HttpClient::new(HttpSettings::default()).unwrap();
+    let http = HttpClient::new(HttpSettings::loopback()).unwrap();
     let settings = ZohoSettings::with_base(&server.url());
     let client = Arc::new(ZohoClient::new(http, settings, credentials, Arc::new(SystemClock)).unwrap());
     Harness { sim, server, client }

@@ -34,7 +34,7 @@ async fn harness_with(settings: impl FnOnce(&mut ZohoSettings), refresh: &str) -
     s.pin_api_domain = false;
     s.api_domain = "http://127.0.0.1:9".into();
     settings(&mut s);
-    let http = HttpClient::new(HttpSettings::default()).unwrap();
+    let http = HttpClient::new(HttpSettings::loopback()).unwrap();
     let client = Arc::new(ZohoClient::new(http, s, credentials(refresh), Arc::new(SystemClock)).unwrap());
     Harness { sim, server, client }
 }
@@ -377,7 +377,7 @@ async fn channels_can_be_disabled() {
 async fn token_endpoint_throttles_after_ten_refreshes() {
     use connect::token::TokenFetcher;
     let h = harness().await;
-    let http = HttpClient::new(HttpSettings::default()).unwrap();
+    let http = HttpClient::new(HttpSettings::loopback()).unwrap();
     let fetcher = super::auth::RefreshTokenFetcher::new(http, &h.server.url(), credentials(SIM_REFRESH_TOKEN)).unwrap();
     for _ in 0..10 {
         let token = fetcher.fetch().await.unwrap();
@@ -474,4 +474,44 @@ async fn delete_and_list_deleted() {
     let future = model::ZonedTime(jiff::Timestamp::now().saturating_add(jiff::SignedDuration::from_hours(1)).unwrap());
     assert!(h.client.deleted("Deals", Some(future)).await.unwrap().is_empty());
     assert!(h.client.deleted("Accounts", None).await.unwrap().is_empty(), "204 → empty");
+}
+
+// ---------------------------------------------------------------- R22: the token answer's api_domain
+
+#[tokio::test]
+async fn an_api_domain_off_zoho_is_refused_and_never_called() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counter = hits.clone();
+    let rogue_router = axum::Router::new().fallback(move || {
+        counter.fetch_add(1, Ordering::SeqCst);
+        async { axum::Json(json!({"data": []})) }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let rogue = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, rogue_router).await.unwrap() });
+    for api_domain in [
+        rogue.clone(),
+        "https://www.zohoapis.com.evil.example".to_owned(),
+        "https://zohoapis.example".to_owned(),
+        "http://www.zohoapis.com".to_owned(),
+    ] {
+        // An accounts server (trusted: it is configured) answering with that api_domain.
+        let answer =
+            json!({"access_token": "1000.fake", "api_domain": api_domain, "token_type": "Bearer", "expires_in": 3600});
+        let accounts = axum::Router::new()
+            .route("/oauth/v2/token", axum::routing::post(move || async move { axum::Json(answer) }));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, accounts).await.unwrap() });
+        let mut settings = ZohoSettings::with_base(&base);
+        settings.pin_api_domain = false;
+        let http = HttpClient::new(HttpSettings::loopback()).unwrap();
+        let client = ZohoClient::new(http, settings, credentials(SIM_REFRESH_TOKEN), Arc::new(SystemClock)).unwrap();
+        let err = client.get_deal("5843104000001234001").await.unwrap_err();
+        assert_eq!(err.disposition(), Disposition::Permanent, "{api_domain}: {err}");
+        assert!(matches!(err, DeliveryError::UnsafeDestination { .. }), "{api_domain}: {err:?}");
+        assert!(err.to_string().contains("api_domain"), "{api_domain}: {err}");
+    }
+    assert_eq!(hits.load(Ordering::SeqCst), 0, "a refused api_domain is never called");
 }

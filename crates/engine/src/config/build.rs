@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::flow::FlowEngine;
-use connect::http::{HttpClient, HttpSettings};
+use connect::http::{CaBundle, ClientIdentity, HttpClient, HttpSettings, Outbound};
 use connect::token::TokenCache;
 use connect::webhook::{WebhookSecret, WebhookVerifier};
 use connect::{Clock, Sink};
@@ -62,8 +62,8 @@ impl fmt::Display for Secret {
 
 /// How one DingTalk source receives its events.
 pub enum DingtalkSourceRuntime {
-    /// The gateway connects out (Stream mode) with these settings.
-    Stream(StreamSettings),
+    /// The gateway connects out (Stream mode) with these settings (boxed: they are large).
+    Stream(Box<StreamSettings>),
     /// DingTalk posts encrypted callbacks; `crypto` decrypts them. `card_token` opens the
     /// source's HTTP card-callback URL (none: that URL is closed).
     Http { crypto: Arc<CallbackCrypto>, card_token: Option<Secret> },
@@ -176,7 +176,13 @@ enum ResolvedGrant {
 struct ErpCredentials {
     netsuite: BTreeMap<String, ResolvedNetsuite>,
     dynamics: BTreeMap<String, Secret>,
-    sap: BTreeMap<String, Secret>,
+    sap: BTreeMap<String, SapSecrets>,
+}
+
+/// An SAP system's password and, for mutual TLS, its client certificate.
+struct SapSecrets {
+    password: Secret,
+    identity: Option<ClientIdentity>,
 }
 
 /// The clients built from [`ErpCredentials`], by connection name.
@@ -199,6 +205,29 @@ fn grant_span(grant: &SalesforceGrant) -> Range<usize> {
         SalesforceGrant::ClientCredentials { client_secret } => client_secret.span.clone(),
         SalesforceGrant::JwtBearer { private_key, .. } => private_key.span.clone(),
         SalesforceGrant::RefreshToken { refresh_token, .. } => refresh_token.span.clone(),
+    }
+}
+
+/// `Some(None)` without mutual TLS, `Some(Some(identity))` with it, `None` when the
+/// certificate or key is missing or unusable (reported to `rs`).
+fn sap_identity(name: &str, system: &SapSystemConfig, rs: &mut Resolve<'_>) -> Option<Option<ClientIdentity>> {
+    let (Some(cert_ref), Some(key_ref)) = (&system.client_cert, &system.client_key) else {
+        return Some(None);
+    };
+    let cert = rs.get(cert_ref, &format!("the client certificate of SAP system `{name}`"));
+    let key = rs.get(key_ref, &format!("the client key of SAP system `{name}`"));
+    let (cert, key) = (cert?, key?);
+    match ClientIdentity::from_pem(cert.expose().as_bytes(), key.expose().as_bytes()) {
+        Ok(identity) => Some(Some(identity)),
+        Err(e) => {
+            rs.errors.push(ConfigError::new(
+                Code::InvalidValue,
+                format!("SAP system `{name}`: {e}"),
+                Some(cert_ref.span.clone()),
+                "expected a PEM certificate (-----BEGIN CERTIFICATE-----) and its private key",
+            ));
+            None
+        }
     }
 }
 
@@ -272,6 +301,7 @@ impl Config {
     /// Phase 3 with an injected secret resolver. Collects every missing secret.
     pub fn build_with(&self, resolver: &dyn SecretResolver, clock: Arc<dyn Clock>) -> Result<Runtime, ConfigErrors> {
         let mut rs = Resolve { resolver, errors: Vec::new() };
+        let outbound = self.outbound(resolver, &mut rs.errors);
         let admin_token = self.server.admin_token.as_ref().and_then(|r| rs.get(r, "server.admin_token"));
         let mut app_secrets = BTreeMap::new();
         for (name, app) in &self.dingtalk_apps {
@@ -443,7 +473,7 @@ impl Config {
                 agent_id: app.agent_id,
                 corp_id: app.corp_id.clone(),
             };
-            match OpenApi::new(credentials, self.openapi_settings(app), clock.clone()) {
+            match OpenApi::new(credentials, self.openapi_settings(app, &outbound), clock.clone()) {
                 Ok(api) => {
                     dingtalk_apps.insert(name.clone(), api);
                 }
@@ -463,9 +493,10 @@ impl Config {
             };
             match inbound {
                 DingtalkInbound::Stream => {
-                    let base = self.openapi_settings(app_config).new_api_base;
-                    let settings = StreamSettings::new(base, app_config.app_key.clone(), secret.0.clone());
-                    dingtalk_sources.insert(name.clone(), DingtalkSourceRuntime::Stream(settings));
+                    let base = self.openapi_settings(app_config, &outbound).new_api_base;
+                    let mut settings = StreamSettings::new(base, app_config.app_key.clone(), secret.0.clone());
+                    settings.outbound = outbound.clone();
+                    dingtalk_sources.insert(name.clone(), DingtalkSourceRuntime::Stream(Box::new(settings)));
                 }
                 DingtalkInbound::Http { aes_key, .. } => {
                     let Some((token, key, card_token)) = dingtalk_callback_keys.get(name) else { continue };
@@ -495,8 +526,9 @@ impl Config {
                 sinks.insert(name.clone(), Arc::new(sink));
             }
         }
-        let (salesforce_orgs, zoho_orgs) = self.crm_clients(salesforce_grants, zoho_credentials, &clock, &mut errors);
-        let erp = self.erp_clients(erp_credentials, &clock, &mut errors);
+        let (salesforce_orgs, zoho_orgs) =
+            self.crm_clients(salesforce_grants, zoho_credentials, &outbound, &clock, &mut errors);
+        let erp = self.erp_clients(erp_credentials, &outbound, &clock, &mut errors);
         let max_chars = connectors::zoho::source::MAX_TOKEN_CHARS;
         let mut channel_tokens = BTreeMap::new();
         for (name, (token, span)) in zoho_channel_tokens {
@@ -549,6 +581,7 @@ impl Config {
             settings.secret = secret.map(|s| s.0);
             settings.per_minute = robot.per_minute;
             settings.timeout = self.delivery.request_timeout;
+            settings.outbound = outbound.clone();
             match connectors::dingtalk::RobotSink::new(settings, clock.clone()) {
                 Ok(sink) => {
                     sinks.insert(name, Arc::new(sink));
@@ -618,11 +651,40 @@ impl Config {
         }
         let mut sap = BTreeMap::new();
         for (name, system) in &self.sap_systems {
-            if let Some(password) = rs.get(&system.password, &format!("the password of SAP system `{name}`")) {
-                sap.insert(name.clone(), password);
+            let password = rs.get(&system.password, &format!("the password of SAP system `{name}`"));
+            let identity = sap_identity(name, system, rs);
+            if let (Some(password), Some(identity)) = (password, identity) {
+                sap.insert(name.clone(), SapSecrets { password, identity });
             }
         }
         ErpCredentials { netsuite, dynamics, sap }
+    }
+
+    /// What every outbound client gets from `[server]`: the private hosts it may reach and the
+    /// extra CA certificates it trusts. An unreadable or unusable CA bundle is reported to
+    /// `errors` at the key.
+    fn outbound(&self, resolver: &dyn SecretResolver, errors: &mut Vec<ConfigError>) -> Outbound {
+        let mut outbound = Outbound { private_hosts: self.server.private_hosts.clone(), ..Outbound::default() };
+        let Some(file) = &self.server.ca_bundle else { return outbound };
+        let shown = file.path.display();
+        match resolver.file(&file.path) {
+            Ok(pem) => match CaBundle::from_pem(pem.as_bytes()) {
+                Ok(bundle) => outbound.ca_bundle = Some(bundle),
+                Err(e) => errors.push(ConfigError::new(
+                    Code::InvalidValue,
+                    format!("server.ca_bundle `{shown}`: {e}"),
+                    Some(file.span.clone()),
+                    "expected PEM CA certificates (-----BEGIN CERTIFICATE-----)",
+                )),
+            },
+            Err(e) => errors.push(ConfigError::new(
+                Code::InvalidValue,
+                format!("server.ca_bundle: cannot read `{shown}`: {e}"),
+                Some(file.span.clone()),
+                "CA bundle unreadable",
+            )),
+        }
+        outbound
     }
 
     /// One client per NetSuite account, Dynamics service and SAP system, sharing one HTTP
@@ -630,6 +692,7 @@ impl Config {
     fn erp_clients(
         &self,
         credentials: ErpCredentials,
+        outbound: &Outbound,
         clock: &Arc<dyn Clock>,
         errors: &mut Vec<ConfigError>,
     ) -> ErpClients {
@@ -641,6 +704,7 @@ impl Config {
         let settings = HttpSettings {
             timeout,
             connect_timeout: timeout.min(HttpSettings::default().connect_timeout),
+            outbound: outbound.clone(),
             ..HttpSettings::default()
         };
         let http = match HttpClient::new(settings) {
@@ -714,8 +778,30 @@ impl Config {
                 )),
             }
         }
-        for (name, password) in credentials.sap {
+        for (name, SapSecrets { password, identity }) in credentials.sap {
             let Some(system) = self.sap_systems.get(&name) else { continue };
+            // A client certificate is the system's own: its client has its own pool.
+            let http = match identity {
+                None => http.clone(),
+                Some(identity) => {
+                    let own = HttpSettings {
+                        outbound: Outbound { identity: Some(identity), ..http.settings().outbound.clone() },
+                        ..http.settings().clone()
+                    };
+                    match HttpClient::new(own) {
+                        Ok(client) => client,
+                        Err(e) => {
+                            errors.push(ConfigError::new(
+                                Code::InvalidValue,
+                                format!("SAP system `{name}`: {e}"),
+                                system.client_cert.as_ref().map(|r| r.span.clone()),
+                                "while building this system's mutual TLS client",
+                            ));
+                            continue;
+                        }
+                    }
+                }
+            };
             let base = system.base_url_override.as_deref().unwrap_or(&system.base_url).trim_end_matches('/');
             let mut config = match base.parse() {
                 Ok(url) => SapConfig::new(url),
@@ -737,7 +823,7 @@ impl Config {
                 .cloned()
                 .chain(DEFAULT_PAIRS.iter().map(|(s, i)| ((*s).to_string(), (*i).to_string())));
             let auth = SapAuth::Basic { user: system.user.clone(), password: password.0 };
-            let client = SapClient::new(http.clone(), auth, config, UomTable::new(pairs), clock.clone());
+            let client = SapClient::new(http, auth, config, UomTable::new(pairs), clock.clone());
             built.sap.insert(name, Arc::new(client));
         }
         built
@@ -795,6 +881,7 @@ impl Config {
         &self,
         salesforce_grants: BTreeMap<String, ResolvedGrant>,
         zoho_credentials: BTreeMap<String, ZohoCredentials>,
+        outbound: &Outbound,
         clock: &Arc<dyn Clock>,
         errors: &mut Vec<ConfigError>,
     ) -> (BTreeMap<String, Arc<SalesforceClient>>, BTreeMap<String, Arc<ZohoClient>>) {
@@ -807,6 +894,7 @@ impl Config {
         let settings = HttpSettings {
             timeout,
             connect_timeout: timeout.min(HttpSettings::default().connect_timeout),
+            outbound: outbound.clone(),
             ..HttpSettings::default()
         };
         let http = match HttpClient::new(settings) {
@@ -897,7 +985,7 @@ impl Config {
     }
 
     /// Hosts, token endpoint and pacing of one DingTalk app (a simulator URL when overridden).
-    fn openapi_settings(&self, app: &DingtalkAppConfig) -> OpenApiSettings {
+    fn openapi_settings(&self, app: &DingtalkAppConfig, outbound: &Outbound) -> OpenApiSettings {
         let mut settings = match (&app.base_url_override, app.region) {
             (Some(url), _) => OpenApiSettings::with_base(url),
             (None, DingtalkRegion::Mainland) => OpenApiSettings::mainland(),
@@ -909,6 +997,8 @@ impl Config {
         };
         settings.qps_per_api = app.qps_per_api;
         settings.timeout = self.delivery.request_timeout;
+        // The config's policy already lists the simulator's host under `--sim-endpoints`.
+        settings.outbound = outbound.clone();
         settings
     }
 }

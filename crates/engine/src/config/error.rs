@@ -37,6 +37,9 @@ pub enum Code {
     /// A flow keyed on what people do in DingTalk (card clicks, approvals, bot messages) listens
     /// to a source that is not DingTalk: whoever can post to it could forge those decisions.
     DecisionSource,
+    /// A vendor endpoint that is not `https://` (credentials and business data would travel in
+    /// clear text).
+    InsecureEndpoint,
 }
 
 impl Code {
@@ -55,6 +58,7 @@ impl Code {
             Self::InvalidValue => "DB0111",
             Self::Approvals => "DB0112",
             Self::DecisionSource => "DB0113",
+            Self::InsecureEndpoint => "DB0114",
         }
     }
 }

@@ -102,6 +102,19 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     pub max_body_bytes: u64,
     pub admin_token: Option<SecretRef>,
+    /// Private and loopback hosts outbound requests may reach (R22): `allow_private_hosts`, plus
+    /// the simulators' hosts under `--sim-endpoints`.
+    pub private_hosts: connect::http::PrivateHosts,
+    /// Extra CA certificates for every outbound connection, read by [`Config::build`].
+    pub ca_bundle: Option<FileRef>,
+}
+
+/// A file the config names (not a secret), and where: read in phase 3.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileRef {
+    /// Relative paths are resolved against the config file's directory.
+    pub path: PathBuf,
+    pub span: Range<usize>,
 }
 
 #[derive(Debug, Clone)]
@@ -257,6 +270,9 @@ pub struct SapSystemConfig {
     pub password: SecretRef,
     /// Extra `(SAP code, ISO code)` unit pairs, consulted before the defaults.
     pub units: Vec<(String, String)>,
+    /// Mutual TLS: the client certificate and its key (both or neither).
+    pub client_cert: Option<SecretRef>,
+    pub client_key: Option<SecretRef>,
     /// Set by `--sim-endpoints`: the OData host becomes this URL.
     pub base_url_override: Option<String>,
 }
@@ -747,6 +763,12 @@ impl Config {
             self.store.url = url;
         }
         if let Some(endpoints) = sim_endpoints {
+            // The simulators run on this machine (loopback): exactly their hosts become reachable.
+            for url in endpoints.values() {
+                if let Ok(url) = url::Url::parse(url) {
+                    self.server.private_hosts.allow_url_host(&url);
+                }
+            }
             for dest in self.destinations.values_mut() {
                 let system = dest.kind.system();
                 match &mut dest.kind {

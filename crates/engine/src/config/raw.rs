@@ -111,6 +111,9 @@ pub struct RawSapSystem {
     pub password: S<RawSecretRef>,
     /// Extra SAP unit code → ISO code entries, consulted before the defaults.
     pub units: Option<S<BTreeMap<S<String>, S<String>>>>,
+    /// Mutual TLS: the client certificate (PEM, chain allowed) and its private key.
+    pub client_cert: Option<S<RawSecretRef>>,
+    pub client_key: Option<S<RawSecretRef>>,
 }
 
 /// `[salesforce.orgs.NAME]`: Salesforce orgs (login host, OAuth grant, API version, quota
@@ -187,6 +190,11 @@ pub struct RawServer {
     pub listen: Option<S<String>>,
     pub max_body_bytes: Option<S<u64>>,
     pub admin_token: Option<S<RawSecretRef>>,
+    /// Private or loopback hosts outbound requests may reach anyway (on-premises systems):
+    /// host names, IP addresses or CIDR ranges.
+    pub allow_private_hosts: Option<S<Vec<S<String>>>>,
+    /// A PEM file of extra CA certificates trusted for every outbound connection.
+    pub ca_bundle: Option<S<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -1798,3 +1798,153 @@ fn an_outbound_message_source_needs_its_url_token_and_the_orgs_id() {
     let text = crm_with("poll_interval = \"30s\"\n", "poll_interval = \"30s\"\noutbound_token = { env = \"X\" }\n");
     one_error_at(&text, Code::UnknownKey, "outbound_token = { env = \"X\" }");
 }
+
+// ---------------------------------------------------------------- outbound safety (R22)
+
+const PLAIN_HTTP: &str = r#"
+[salesforce.orgs.hk]
+login_url = "http://hktrading.my.salesforce.com"
+client_id = "3MVG9"
+client_secret = { env = "SF_SECRET" }
+
+[dynamics.orgs.main]
+tenant_id = "11111111-2222-3333-4444-555555555555"
+client_id = "00000000-1111-2222-3333-444444444444"
+client_secret = { env = "AAD_SECRET" }
+authority = "http://login.example.com"
+dataverse_url = "http://contoso.crm5.dynamics.com"
+
+[sap.systems.s4]
+base_url = "http://s4.example.com.hk:8000"
+user = "DINGBRIDGE"
+password = { env = "SAP_PASSWORD" }
+
+[destinations.ops]
+type = "dingtalk_robot"
+access_token = { env = "OPS_TOKEN" }
+base_url = "http://oapi.dingtalk.com"
+"#;
+
+#[test]
+fn plain_http_vendor_urls_are_db0114_at_their_lines() {
+    let errs = check(PLAIN_HTTP).expect_err("plain http must be refused");
+    let found: Vec<(Code, (usize, usize))> = errs.errors.iter().map(|e| (e.code, errs.line_col(e).unwrap())).collect();
+    let expected: Vec<(Code, (usize, usize))> = [
+        "\"http://hktrading.my.salesforce.com\"",
+        "\"http://login.example.com\"",
+        "\"http://contoso.crm5.dynamics.com\"",
+        "\"http://s4.example.com.hk:8000\"",
+        "\"http://oapi.dingtalk.com\"",
+    ]
+    .iter()
+    .map(|needle| (Code::InsecureEndpoint, pos(PLAIN_HTTP, needle)))
+    .collect();
+    assert_eq!(found, expected, "{}", errs.render());
+    assert_eq!(Code::InsecureEndpoint.as_str(), "DB0114");
+    assert!(errs
+        .render()
+        .contains("error[DB0114]: sap.systems.s4.base_url `http://s4.example.com.hk:8000` is plain http"));
+    // The same config with https validates.
+    let secure = PLAIN_HTTP.replace("http://", "https://");
+    check(&secure).unwrap_or_else(|e| panic!("{}", e.render()));
+}
+
+#[test]
+fn sim_endpoints_make_exactly_the_simulators_reachable() {
+    let cfg = check(BASE).unwrap();
+    let loopback: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+    assert!(cfg.server.private_hosts.is_empty());
+    assert!(cfg.server.private_hosts.check("127.0.0.1", loopback).is_err());
+    let sims = BTreeMap::from([
+        ("dingtalk".to_string(), "http://127.0.0.1:4001".to_string()),
+        ("sap".to_string(), "http://sims.local:4002".to_string()),
+    ]);
+    let cfg = cfg.with_overrides(None, Some(&sims));
+    assert!(cfg.server.private_hosts.check("127.0.0.1", loopback).is_ok());
+    assert!(cfg.server.private_hosts.check("sims.local", "10.0.0.1".parse().unwrap()).is_ok());
+    assert!(cfg.server.private_hosts.check("127.0.0.2", "127.0.0.2".parse().unwrap()).is_err());
+}
+
+#[test]
+fn allow_private_hosts_takes_names_addresses_and_ranges() {
+    let text = format!(
+        "[server]\nallow_private_hosts = [\"sap.corp.local\", \"10.1.2.3\", \"10.20.0.0/16\"]\nca_bundle = \"certs/corp-ca.pem\"\n{BASE}"
+    );
+    let cfg = Config::from_toml(&text, "conf/dingbridge.toml").unwrap_or_else(|e| panic!("{}", e.render()));
+    let hosts = &cfg.server.private_hosts;
+    assert!(hosts.check("sap.corp.local", "10.9.9.9".parse().unwrap()).is_ok());
+    assert!(hosts.check("10.1.2.3", "10.1.2.3".parse().unwrap()).is_ok());
+    assert!(hosts.check("erp", "10.20.7.7".parse().unwrap()).is_ok());
+    assert!(hosts.check("erp", "10.21.0.1".parse().unwrap()).is_err());
+    let bundle = cfg.server.ca_bundle.as_ref().unwrap();
+    assert_eq!(bundle.path, Path::new("conf").join("certs/corp-ca.pem"), "relative to the config file");
+    assert_eq!(line_col(&text, bundle.span.start).0, 3);
+
+    let text = format!("[server]\nallow_private_hosts = [\"sap.corp.local\", \"https://10.1.2.3:8443\"]\n{BASE}");
+    let (code, msg, line, col) = one_error(&text);
+    assert_eq!((code, line, col), (Code::InvalidValue, 2, 42), "{msg}");
+    assert!(msg.contains("https://10.1.2.3:8443"), "{msg}");
+    let (code, _, line, _) = one_error(&format!("[server]\nca_bundle = \" \"\n{BASE}"));
+    assert_eq!((code, line), (Code::InvalidValue, 2));
+}
+
+const TEST_CA: &str = include_str!("../../../connect/testdata/ca.pem");
+const TEST_CLIENT_CERT: &str = include_str!("../../../connect/testdata/client.pem");
+const TEST_CLIENT_KEY: &str = include_str!("../../../connect/testdata/client.key");
+
+/// Every variable set, and a few PEM files: `ca.pem`, `client.pem`, `client.key`, `garbage.pem`.
+struct PemFiles;
+
+impl SecretResolver for PemFiles {
+    fn env(&self, name: &str) -> Option<String> {
+        Some(format!("value-of-{name}"))
+    }
+    fn file(&self, path: &Path) -> std::io::Result<String> {
+        match path.file_name().and_then(|n| n.to_str()) {
+            Some("ca.pem") => Ok(TEST_CA.to_owned()),
+            Some("client.pem") => Ok(TEST_CLIENT_CERT.to_owned()),
+            Some("client.key") => Ok(TEST_CLIENT_KEY.to_owned()),
+            Some("garbage.pem") => Ok("not a certificate".to_owned()),
+            _ => Err(std::io::Error::new(std::io::ErrorKind::NotFound, "no such file")),
+        }
+    }
+}
+
+const SAP_MTLS: &str = r#"
+[server]
+allow_private_hosts = ["s4.corp.local"]
+ca_bundle = "ca.pem"
+
+[sap.systems.s4]
+base_url = "https://s4.corp.local:44300"
+user = "DINGBRIDGE"
+password = { env = "SAP_PASSWORD" }
+client_cert = { file = "client.pem" }
+client_key = { file = "client.key" }
+"#;
+
+#[test]
+fn ca_bundle_and_sap_client_certificates_are_read_when_built() {
+    let clock: Arc<dyn connect::Clock> = Arc::new(connect::SystemClock);
+    let rt = check(SAP_MTLS).unwrap().build_with(&PemFiles, clock.clone()).unwrap_or_else(|e| panic!("{}", e.render()));
+    assert!(rt.sap_systems.contains_key("s4"));
+
+    // An unusable bundle, a missing bundle, a key that is no key: coded errors at their keys.
+    for (from, to, code, needle) in [
+        ("ca_bundle = \"ca.pem\"", "ca_bundle = \"garbage.pem\"", Code::InvalidValue, "ca_bundle"),
+        ("ca_bundle = \"ca.pem\"", "ca_bundle = \"missing.pem\"", Code::InvalidValue, "ca_bundle"),
+        ("file = \"client.key\"", "file = \"ca.pem\"", Code::InvalidValue, "client_cert"),
+        ("file = \"client.key\"", "file = \"missing.key\"", Code::MissingSecret, "client_key"),
+    ] {
+        let text = SAP_MTLS.replace(from, to);
+        let errs = check(&text).unwrap().build_with(&PemFiles, clock.clone()).expect_err(to);
+        assert_eq!(errs.codes(), vec![code], "{to}: {}", errs.render());
+        assert_eq!(errs.line_col(&errs.errors[0]).unwrap().0, pos(&text, needle).0, "{to}: {}", errs.render());
+    }
+
+    // One half of the pair is refused before anything is read.
+    let text = SAP_MTLS.replace("client_key = { file = \"client.key\" }\n", "");
+    let (code, msg, line, _) = one_error(&text);
+    assert_eq!((code, line), (Code::InvalidValue, pos(&text, "client_cert").0), "{msg}");
+    assert!(msg.contains("client_key"), "{msg}");
+}

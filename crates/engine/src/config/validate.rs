@@ -287,7 +287,21 @@ pub(super) fn validate(raw: RawConfig, text: &str, path: &str) -> Result<Config,
     };
     let max_body_bytes = raw.server.max_body_bytes.as_ref().map_or(DEFAULT_MAX_BODY, |s| *s.get_ref());
     let admin_token = raw.server.admin_token.as_ref().and_then(|s| cx.secret(s, "server.admin_token"));
-    let server = ServerConfig { listen, max_body_bytes, admin_token };
+    let private_hosts = validate_private_hosts(&mut cx, raw.server.allow_private_hosts.as_ref());
+    let ca_bundle = match &raw.server.ca_bundle {
+        Some(s) if s.get_ref().trim().is_empty() => {
+            cx.push(ConfigError::new(
+                Code::InvalidValue,
+                "server.ca_bundle is empty",
+                span(s),
+                "a PEM file of CA certificates, e.g. /etc/dingbridge/corp-ca.pem",
+            ));
+            None
+        }
+        Some(s) => Some(FileRef { path: cx.base_dir.join(s.get_ref().trim()), span: s.span() }),
+        None => None,
+    };
+    let server = ServerConfig { listen, max_body_bytes, admin_token, private_hosts, ca_bundle };
     let store = StoreConfig {
         url: raw.store.url.as_ref().map_or_else(|| DEFAULT_STORE_URL.to_string(), |s| s.get_ref().clone()),
     };
@@ -924,6 +938,7 @@ fn validate_salesforce_org(cx: &mut Ctx<'_>, name: &S<String>, org: &RawSalesfor
     let n = name.get_ref();
     let mut ok = true;
     let login_url = org.login_url.get_ref().trim_end_matches('/').to_string();
+    require_https(cx, &format!("salesforce.orgs.{n}.login_url"), &org.login_url);
     if !is_base_url(&login_url) {
         cx.push(ConfigError::new(
             Code::InvalidValue,
@@ -1061,7 +1076,45 @@ fn validate_salesforce_org(cx: &mut Ctx<'_>, name: &S<String>, org: &RawSalesfor
     })
 }
 
-/// `https://host[:port]` (or http, for a local simulator): the token path is appended to it.
+/// `[server] allow_private_hosts`: each entry a host name, an IP address or a CIDR range.
+fn validate_private_hosts(cx: &mut Ctx<'_>, entries: Option<&S<Vec<S<String>>>>) -> connect::http::PrivateHosts {
+    let mut hosts = connect::http::PrivateHosts::default();
+    for entry in entries.map(|s| s.get_ref().as_slice()).unwrap_or_default() {
+        if let Err(e) = hosts.allow(entry.get_ref()) {
+            cx.push(
+                ConfigError::new(
+                    Code::InvalidValue,
+                    format!("server.allow_private_hosts: {e}"),
+                    span(entry),
+                    "expected a host name, an IP address or a CIDR range",
+                )
+                .with_help("e.g. allow_private_hosts = [\"sap.corp.local\", \"10.1.2.3\", \"10.20.0.0/16\"]: no scheme, port or path"),
+            );
+        }
+    }
+    hosts
+}
+
+/// DB0114 when a vendor endpoint is plain `http://`. Only the local simulators speak plain http,
+/// and `--sim-endpoints` puts their URLs in place after validation, so no config file needs it.
+/// The value is otherwise well formed, so the connection stays valid (no follow-on errors).
+fn require_https(cx: &mut Ctx<'_>, key: &str, s: &S<String>) {
+    let url = s.get_ref().trim();
+    if url.get(..7).is_some_and(|scheme| scheme.eq_ignore_ascii_case("http://")) {
+        cx.push(
+            ConfigError::new(
+                Code::InsecureEndpoint,
+                format!("{key} `{url}` is plain http; vendor endpoints must be https"),
+                span(s),
+                "credentials and business data would travel unencrypted",
+            )
+            .with_help("write https://…; the local simulators (plain http) are reached with `--sim-endpoints`, which replaces this URL"),
+        );
+    }
+}
+
+/// `https://host[:port]` (or http, refused separately by [`require_https`]): the token path is
+/// appended to it.
 fn is_base_url(url: &str) -> bool {
     let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"));
     rest.is_some_and(|host| !host.is_empty() && !host.contains(['/', '?', '#', ' ']))
@@ -1470,6 +1523,7 @@ fn validate_destination(
     let secret = dst.secret.as_ref().map(|s| cx.secret(s, &format!("destinations.{n}.secret")));
     let base_url = dst.base_url.as_ref().map_or_else(|| DEFAULT_DINGTALK_URL.to_string(), |s| s.get_ref().clone());
     if let Some(s) = &dst.base_url {
+        require_https(cx, &format!("destinations.{n}.base_url"), s);
         if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
             cx.push(ConfigError::new(
                 Code::InvalidValue,
@@ -2291,6 +2345,7 @@ fn validate_dynamics_org(cx: &mut Ctx<'_>, name: &S<String>, org: &RawDynamicsOr
     let client_secret = cx.secret(&org.client_secret, &format!("dynamics.orgs.{n}.client_secret"));
     let mut base_url = |cx: &mut Ctx<'_>, key: &str, v: &S<String>, example: &str| {
         let url = v.get_ref().trim().trim_end_matches('/').to_string();
+        require_https(cx, &format!("dynamics.orgs.{n}.{key}"), v);
         if !is_base_url(&url) {
             cx.push(ConfigError::new(
                 Code::InvalidValue,
@@ -2378,6 +2433,7 @@ fn validate_sap_system(cx: &mut Ctx<'_>, name: &S<String>, system: &RawSapSystem
     let n = name.get_ref();
     let mut ok = true;
     let base_url = system.base_url.get_ref().trim().trim_end_matches('/').to_string();
+    require_https(cx, &format!("sap.systems.{n}.base_url"), &system.base_url);
     // `SapConfig::new` takes the parsed URL: the same parse `run` does.
     if !is_base_url(&base_url) || base_url.parse().map(connectors::sap::client::SapConfig::new).is_err() {
         cx.push(ConfigError::new(
@@ -2410,6 +2466,29 @@ fn validate_sap_system(cx: &mut Ctx<'_>, name: &S<String>, system: &RawSapSystem
         ok = false;
     }
     let password = cx.secret(&system.password, &format!("sap.systems.{n}.password"));
+    // Mutual TLS needs both halves; each is read (and the pair checked) when `run` builds.
+    let client_cert = system.client_cert.as_ref().map(|s| cx.secret(s, &format!("sap.systems.{n}.client_cert")));
+    let client_key = system.client_key.as_ref().map(|s| cx.secret(s, &format!("sap.systems.{n}.client_key")));
+    match (&system.client_cert, &system.client_key) {
+        (Some(given), None) | (None, Some(given)) => {
+            let (set, missing) = if system.client_cert.is_some() {
+                ("client_cert", "client_key")
+            } else {
+                ("client_key", "client_cert")
+            };
+            cx.push(ConfigError::new(
+                Code::InvalidValue,
+                format!("sap.systems.{n}.{set} is set but {missing} is not"),
+                span(given),
+                format!("mutual TLS needs both: add {missing} = {{ file = \"...\" }}"),
+            ));
+            ok = false;
+        }
+        _ => {}
+    }
+    if matches!(client_cert, Some(None)) || matches!(client_key, Some(None)) {
+        ok = false;
+    }
     let mut units = Vec::new();
     for (sap_code, iso_code) in system.units.as_ref().map(|s| s.get_ref().iter()).into_iter().flatten() {
         let code = sap_code.get_ref().trim();
@@ -2444,6 +2523,8 @@ fn validate_sap_system(cx: &mut Ctx<'_>, name: &S<String>, system: &RawSapSystem
         user: system.user.get_ref().trim().to_string(),
         password,
         units,
+        client_cert: client_cert.flatten(),
+        client_key: client_key.flatten(),
         base_url_override: None,
     })
 }

@@ -56,7 +56,7 @@ secret = { env = "INTAKE_TEST_SECRET" }
 [destinations.ops]
 type = "dingtalk_robot"
 access_token = { env = "INTAKE_TEST_ROBOT_TOKEN" }
-base_url = "http://127.0.0.1:9"
+base_url = "https://127.0.0.1:9"
 
 [[flows]]
 name = "all"

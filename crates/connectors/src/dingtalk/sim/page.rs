@@ -1148,7 +1148,8 @@ mod tests {
     async fn a_click_goes_over_stream_and_the_answer_updates_the_card() {
         let h = harness().await;
         h.approval_card("po-44").await;
-        let settings = StreamSettings::new(&h.base, SEED_APP_KEY, SecretString::from(SEED_APP_SECRET.to_owned()));
+        let mut settings = StreamSettings::new(&h.base, SEED_APP_KEY, SecretString::from(SEED_APP_SECRET.to_owned()));
+        settings.outbound = connect::http::Outbound::loopback();
         let approver = Arc::new(Approver::default());
         let stream = StreamClient::spawn(settings, approver.clone(), tokio_util::sync::CancellationToken::new());
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);

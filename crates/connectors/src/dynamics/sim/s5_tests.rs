@@ -33,7 +33,7 @@ fn clock() -> Arc<dyn Clock> {
 }
 
 fn http() -> HttpClient {
-    HttpClient::new(HttpSettings::default()).unwrap()
+    HttpClient::new(HttpSettings::loopback()).unwrap()
 }
 
 impl Rig {

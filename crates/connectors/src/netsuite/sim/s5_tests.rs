@@ -46,7 +46,7 @@ impl Rig {
             token_secret: seed::TOKEN_SECRET.to_owned().into(),
         };
         let signer = TbaSigner::new(AccountId::parse(seed::ACCOUNT).unwrap(), creds, self.clock.clone());
-        let http = HttpClient::new(HttpSettings::default()).unwrap();
+        let http = HttpClient::new(HttpSettings::loopback()).unwrap();
         let base = format!("{}/services/rest", self.server.url());
         NetSuiteClient::new(http, &base, Authorizer::Tba(signer), 2, self.clock.clone()).unwrap()
     }

@@ -33,7 +33,7 @@ fn client(s: &Setup) -> SapClient {
     let mut config = SapConfig::new(Url::parse(&s.running.url()).unwrap());
     config.sap_client = Some(seed::SAP_CLIENT.to_owned());
     SapClient::new(
-        HttpClient::new(HttpSettings { timeout: Duration::from_secs(10), ..HttpSettings::default() }).unwrap(),
+        HttpClient::new(HttpSettings { timeout: Duration::from_secs(10), ..HttpSettings::loopback() }).unwrap(),
         SapAuth::Basic { user: seed::USER.to_owned(), password: SecretString::from(seed::PASSWORD.to_owned()) },
         config,
         UomTable::default(),
