@@ -211,6 +211,7 @@ fn bench_config(port: u16) -> String {
         r#"
 [server]
 listen = "127.0.0.1:{port}"
+admin_listen = "127.0.0.1:0"
 
 [delivery]
 concurrency_per_destination = 1024

@@ -106,6 +106,12 @@ pub async fn run(once: bool, listen: Option<String>) -> anyhow::Result<ExitCode>
             endpoints
         }),
         listen: Some(listen),
+        // The usual admin port when it is free and a person is watching; any free port otherwise.
+        admin_listen: Some(if std::net::TcpListener::bind("127.0.0.1:9090").is_ok() && !once {
+            "127.0.0.1:9090".into()
+        } else {
+            "127.0.0.1:0".into()
+        }),
         clock: None,
     };
     let gateway = Gateway::start(config, overrides).await?;
@@ -114,7 +120,8 @@ pub async fn run(once: bool, listen: Option<String>) -> anyhow::Result<ExitCode>
     salesforce.set_outbound_url(Some(format!("{base}/intake/salesforce/crm/{outbound_token}")));
     erp::connect(&erp_sims, &base).await?;
     println!("dingbridge demo");
-    println!("  gateway        {base}   (POST /hooks/erp-events, GET /metrics, GET /healthz)");
+    println!("  gateway        {base}   (POST /hooks/erp-events, GET /healthz)");
+    println!("  admin          http://{}   (GET /metrics, /api/ with the admin token)", gateway.admin_addr);
     println!("  dingtalk sim   {}   (GET /_sim/requests, /_sim/info)", dingtalk.url());
     println!("  dingtalk page  {}/_sim/ui?user=finance0001   (click the cards as a DingTalk user)", dingtalk.url());
     println!(

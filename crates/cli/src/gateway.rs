@@ -30,14 +30,15 @@ pub async fn run(
     store_url: Option<String>,
     sim_endpoints: Option<PathBuf>,
     listen: Option<String>,
+    admin_listen: Option<String>,
 ) -> anyhow::Result<ExitCode> {
     let Some(config) = load(path) else {
         return Ok(ExitCode::FAILURE);
     };
     let sim_endpoints = sim_endpoints.map(|p| read_sim_endpoints(&p)).transpose()?;
-    let overrides = Overrides { store_url, sim_endpoints, listen, clock: None };
+    let overrides = Overrides { store_url, sim_endpoints, listen, admin_listen, clock: None };
     let gateway = Gateway::start(config, overrides).await?;
-    tracing::info!(listen = %gateway.addr, "dingbridge is running.");
+    tracing::info!(listen = %gateway.addr, admin_listen = %gateway.admin_addr, "dingbridge is running.");
     wait_for_signal().await?;
     tracing::info!("Shutdown requested: draining.");
     gateway.shutdown().await;

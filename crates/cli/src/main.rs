@@ -52,6 +52,9 @@ enum Command {
         /// Address overriding `[server] listen`.
         #[arg(long)]
         listen: Option<String>,
+        /// Address overriding `[server] admin_listen` (`/metrics`, `/api/`).
+        #[arg(long)]
+        admin_listen: Option<String>,
     },
     /// Run only the simulators, each on its own port; the first stdout line is the JSON port map.
     Sim {
@@ -108,8 +111,8 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Check { config, fetch, sim_endpoints } => check::run(&config, fetch, sim_endpoints).await,
-            Command::Run { config, store, sim_endpoints, listen } => {
-                gateway::run(&config, store, sim_endpoints, listen).await
+            Command::Run { config, store, sim_endpoints, listen, admin_listen } => {
+                gateway::run(&config, store, sim_endpoints, listen, admin_listen).await
             }
             Command::Sim { bind } => sims::run(bind).await,
             Command::Demo { once, listen } => demo::run(once, listen).await,

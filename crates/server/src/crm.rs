@@ -245,15 +245,10 @@ fn zoho_channel(crm: &CrmSource) -> Result<&WatchChannel, ApiError> {
     })
 }
 
-/// A wrong token or channel is 401; anything else unreadable is 400.
+/// Every refusal is 401: the channel token travels inside the body, so a body that cannot be
+/// read carries no credential either. The message says which it was.
 fn zoho_refusal(err: &zoho_source::NotificationError, code: &'static str) -> ApiError {
-    let status = match err {
-        zoho_source::NotificationError::BadToken | zoho_source::NotificationError::UnknownChannel(_) => {
-            StatusCode::UNAUTHORIZED
-        }
-        _ => StatusCode::BAD_REQUEST,
-    };
-    ApiError::new(status, code, err.to_string())
+    ApiError::new(StatusCode::UNAUTHORIZED, code, err.to_string())
 }
 
 fn crm_source<'a>(state: &'a AppState, source: &str, system: &str) -> Result<&'a Arc<CrmSource>, ApiError> {

@@ -24,6 +24,8 @@ pub struct Overrides {
     pub store_url: Option<String>,
     pub sim_endpoints: Option<BTreeMap<String, String>>,
     pub listen: Option<String>,
+    /// Overrides `[server] admin_listen` (tests use `127.0.0.1:0`).
+    pub admin_listen: Option<String>,
     /// The clock the gateway reads (tests inject a fake one); the system clock by default.
     pub clock: Option<Arc<dyn Clock>>,
 }
@@ -41,6 +43,8 @@ pub enum StartError {
 /// A running gateway: HTTP server, group committer and delivery workers.
 pub struct Gateway {
     pub addr: SocketAddr,
+    /// Where `/metrics` and the admin API answer.
+    pub admin_addr: SocketAddr,
     pub state: crate::AppState,
     pub store: Arc<dyn store::Store>,
     /// Stream connections of the DingTalk sources in Stream mode, by source name.
@@ -49,7 +53,7 @@ pub struct Gateway {
     workers_cancel: CancellationToken,
     workers: TaskTracker,
     http_cancel: CancellationToken,
-    http_task: tokio::task::JoinHandle<()>,
+    http_tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Gateway {
@@ -99,6 +103,12 @@ impl Gateway {
             .await
             .map_err(|source| StartError::Bind { listen: listen.clone(), source })?;
         let addr = listener.local_addr().map_err(|source| StartError::Bind { listen: listen.clone(), source })?;
+        let admin_listen = overrides.admin_listen.clone().unwrap_or_else(|| config.server.admin_listen.to_string());
+        let admin_listener = tokio::net::TcpListener::bind(&admin_listen)
+            .await
+            .map_err(|source| StartError::Bind { listen: admin_listen.clone(), source })?;
+        let admin_addr =
+            admin_listener.local_addr().map_err(|source| StartError::Bind { listen: admin_listen.clone(), source })?;
         let crm_sources = crm_sources(
             &config,
             &runtime.salesforce_orgs,
@@ -226,17 +236,15 @@ impl Gateway {
                 (source, StreamClient::spawn(settings, handler, streams_cancel.clone()))
             })
             .collect();
-        let app = crate::router(state.clone());
         let http_cancel = CancellationToken::new();
-        let stop = http_cancel.clone();
-        let http_task = tokio::spawn(async move {
-            let served = axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await }).await;
-            if let Err(err) = served {
-                tracing::error!("HTTP server stopped: {err}");
-            }
-        });
+        let http_tasks = vec![
+            serve("public", listener, crate::router(state.clone()), http_cancel.clone()),
+            serve("admin", admin_listener, crate::admin_router(state.clone()), http_cancel.clone()),
+        ];
+        tracing::info!(listen = %addr, admin_listen = %admin_addr, "Listening.");
         Ok(Gateway {
             addr,
+            admin_addr,
             state,
             store,
             streams,
@@ -244,7 +252,7 @@ impl Gateway {
             workers_cancel,
             workers: workers_tracker,
             http_cancel,
-            http_task,
+            http_tasks,
         })
     }
 
@@ -263,10 +271,25 @@ impl Gateway {
             tracing::warn!("Delivery workers did not stop within 9 s; their leases will expire and be retaken.");
         }
         self.http_cancel.cancel();
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.http_task).await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), futures::future::join_all(self.http_tasks)).await;
         // Checkpoints the SQLite WAL / closes the Postgres pool; nothing is lost if it is skipped.
         self.store.close().await;
     }
+}
+
+/// Serves `app` on `listener` until `stop`; `name` says which listener in the log.
+fn serve(
+    name: &'static str,
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    stop: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let served = axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await }).await;
+        if let Err(err) = served {
+            tracing::error!(listener = name, "HTTP server stopped: {err}");
+        }
+    })
 }
 
 /// The CRM sources of a config with their shared vendor clients.

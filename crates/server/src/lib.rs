@@ -19,53 +19,47 @@ pub mod state;
 
 pub use state::{AppState, Intake, Planned, Refusal};
 
-use axum::routing::{get, post};
+use axum::http::Method;
+use axum::routing::{get, post, MethodRouter};
 use axum::Router;
 
-/// All gateway routes.
+/// Every route of the public listener (`[server] listen`, the one vendors and DingTalk reach),
+/// as (method, path, handler). The router is built from this list, and the R24 test walks it, so
+/// no route can be added without the test trying it unauthenticated.
+fn public_routes() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
+    vec![
+        (Method::GET, "/healthz", get(hooks::healthz)),
+        (Method::POST, "/hooks/{source}", post(hooks::receive)),
+        (Method::POST, "/dingtalk/callback", post(dingtalk::receive_default_callback)),
+        (Method::POST, "/dingtalk/callback/{source}", post(dingtalk::receive_callback)),
+        (Method::POST, "/dingtalk/card-callback/{source}", post(dingtalk::receive_card_callback)),
+        (Method::POST, "/intake/salesforce/{source}", post(crm::receive_outbound_message_without_token)),
+        (Method::POST, "/intake/salesforce/{source}/{token}", post(crm::receive_outbound_message)),
+        (Method::POST, "/intake/zoho/{source}", post(crm::receive_zoho_notification)),
+        (Method::POST, "/intake/zoho/{source}/workflow", post(crm::receive_zoho_workflow)),
+        (Method::POST, "/intake/netsuite/{source}", post(erp::receive_netsuite)),
+        (Method::POST, "/intake/dynamics/{source}", post(erp::receive_dynamics)),
+        (Method::POST, "/intake/sap/{source}/idoc", post(erp::receive_idoc)),
+    ]
+}
+
+/// (method, path) of every public route, for the route walk.
+pub fn public_route_list() -> Vec<(Method, &'static str)> {
+    public_routes().into_iter().map(|(method, path, _)| (method, path)).collect()
+}
+
+/// The public listener's routes.
 pub fn router(state: AppState) -> Router {
     let body_limit = state.max_body_bytes;
-    Router::new()
-        .route("/healthz", get(hooks::healthz))
-        .route("/metrics", get(metrics::render))
-        .route("/hooks/{source}", post(hooks::receive).layer(axum::extract::DefaultBodyLimit::max(body_limit)))
-        .route(
-            "/dingtalk/callback",
-            post(dingtalk::receive_default_callback).layer(axum::extract::DefaultBodyLimit::max(body_limit)),
-        )
-        .route(
-            "/dingtalk/card-callback/{source}",
-            post(dingtalk::receive_card_callback).layer(axum::extract::DefaultBodyLimit::max(body_limit)),
-        )
-        .route(
-            "/dingtalk/callback/{source}",
-            post(dingtalk::receive_callback).layer(axum::extract::DefaultBodyLimit::max(body_limit)),
-        )
-        .route(
-            "/intake/salesforce/{source}/{token}",
-            post(crm::receive_outbound_message).layer(axum::extract::DefaultBodyLimit::max(body_limit)),
-        )
-        .route("/intake/salesforce/{source}", post(crm::receive_outbound_message_without_token))
-        .route(
-            "/intake/zoho/{source}",
-            post(crm::receive_zoho_notification).layer(axum::extract::DefaultBodyLimit::max(body_limit)),
-        )
-        .route(
-            "/intake/zoho/{source}/workflow",
-            post(crm::receive_zoho_workflow).layer(axum::extract::DefaultBodyLimit::max(body_limit)),
-        )
-        .route(
-            "/intake/netsuite/{source}",
-            post(erp::receive_netsuite).layer(axum::extract::DefaultBodyLimit::max(body_limit)),
-        )
-        .route(
-            "/intake/dynamics/{source}",
-            post(erp::receive_dynamics).layer(axum::extract::DefaultBodyLimit::max(body_limit)),
-        )
-        .route(
-            "/intake/sap/{source}/idoc",
-            post(erp::receive_idoc).layer(axum::extract::DefaultBodyLimit::max(body_limit)),
-        )
-        .nest("/api", admin::router(state.clone()))
+    public_routes()
+        .into_iter()
+        .fold(Router::new(), |router, (_, path, handler)| router.route(path, handler))
+        .layer(axum::extract::DefaultBodyLimit::max(body_limit))
         .with_state(state)
+}
+
+/// The admin listener's routes (`[server] admin_listen`, loopback by default): `/metrics` and
+/// the admin API, every route of which needs the bearer token.
+pub fn admin_router(state: AppState) -> Router {
+    Router::new().route("/metrics", get(metrics::render)).nest("/api", admin::router(state.clone())).with_state(state)
 }

@@ -1,14 +1,20 @@
 //! Prometheus metrics: one recorder per process, rendered at `GET /metrics`.
 //!
-//! Queue depth and oldest pending age are read from the store at scrape time, so they are true
-//! across several gateway instances sharing one database.
+//! Queue depth and oldest pending age are read from the store, so they are true across several
+//! gateway instances sharing one database; at most once per [`STATS_MAX_AGE`], however often
+//! `/metrics` is scraped, so a scraper cannot make the store count its tables in a loop.
 
 use crate::state::AppState;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// How old the store statistics behind `/metrics` may be.
+pub const STATS_MAX_AGE: Duration = Duration::from_secs(5);
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -19,6 +25,8 @@ const LATENCY_BUCKETS: &[f64] =
 #[derive(Clone)]
 pub struct Metrics {
     handle: PrometheusHandle,
+    /// When the store statistics were last read (one reader at a time).
+    stats_read_at: Arc<tokio::sync::Mutex<Option<Instant>>>,
 }
 
 impl Metrics {
@@ -36,7 +44,7 @@ impl Metrics {
                 }
             })
             .clone();
-        Self { handle }
+        Self { handle, stats_read_at: Arc::new(tokio::sync::Mutex::new(None)) }
     }
 
     pub fn webhook_accepted(&self, source: &str, duplicate: bool, dead_lettered: bool) {
@@ -56,6 +64,23 @@ impl Metrics {
 }
 
 pub async fn render(State(state): State<AppState>) -> Response {
+    refresh_store_gauges(&state).await;
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        state.metrics.handle.render(),
+    )
+        .into_response()
+}
+
+/// Reads the store statistics into the gauges, unless that was done less than
+/// [`STATS_MAX_AGE`] ago; concurrent scrapes wait for one read.
+async fn refresh_store_gauges(state: &AppState) {
+    let mut read_at = state.metrics.stats_read_at.lock().await;
+    if read_at.is_some_and(|at| at.elapsed() < STATS_MAX_AGE) {
+        return;
+    }
+    *read_at = Some(Instant::now());
     let now = state.clock.now_millis();
     match state.store.stats(now).await {
         Ok(stats) => {
@@ -71,10 +96,4 @@ pub async fn render(State(state): State<AppState>) -> Response {
             metrics::gauge!("dingbridge_store_up").set(0.0);
         }
     }
-    (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
-        state.metrics.handle.render(),
-    )
-        .into_response()
 }

@@ -19,6 +19,7 @@ fn config(port: u16) -> String {
         r#"
 [server]
 listen = "127.0.0.1:{port}"
+admin_listen = "127.0.0.1:0"
 
 [delivery]
 retry_schedule = ["300ms", "600ms", "1s", "1s", "1s", "1s", "1s", "1s", "1s", "1s", "1s", "1s"]

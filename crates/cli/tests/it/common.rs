@@ -35,6 +35,7 @@ pub fn write_config(dir: &Path, port: u16, settings: &Settings) -> PathBuf {
         r#"
 [server]
 listen = "127.0.0.1:{port}"
+admin_listen = "127.0.0.1:0"
 
 [delivery]
 concurrency_per_destination = {concurrency}

@@ -99,7 +99,10 @@ impl fmt::Display for SecretLocation {
 
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
+    /// Where vendors and DingTalk reach the gateway: webhooks, callbacks, intake, `/healthz`.
     pub listen: SocketAddr,
+    /// Where operators reach it: `/metrics` and the admin API under `/api/`.
+    pub admin_listen: SocketAddr,
     pub max_body_bytes: u64,
     pub admin_token: Option<SecretRef>,
     /// Private and loopback hosts outbound requests may reach (R22): `allow_private_hosts`, plus

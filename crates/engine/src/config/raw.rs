@@ -188,6 +188,7 @@ pub struct RawDingtalkApp {
 #[serde(deny_unknown_fields)]
 pub struct RawServer {
     pub listen: Option<S<String>>,
+    pub admin_listen: Option<S<String>>,
     pub max_body_bytes: Option<S<u64>>,
     pub admin_token: Option<S<RawSecretRef>>,
     /// Private or loopback hosts outbound requests may reach anyway (on-premises systems):

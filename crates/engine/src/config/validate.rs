@@ -6,7 +6,9 @@ use super::*;
 use minijinja::{AutoEscape, Environment, UndefinedBehavior};
 use std::collections::{BTreeSet, HashMap};
 
-const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8080);
+/// `/metrics` and `/api/` listen here by default: loopback, apart from what vendors reach.
+const DEFAULT_ADMIN_LISTEN: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9090);
 const DEFAULT_MAX_BODY: u64 = 1_048_576;
 const DEFAULT_STORE_URL: &str = "sqlite://dingbridge.db";
 const DEFAULT_DINGTALK_URL: &str = "https://oapi.dingtalk.com";
@@ -145,6 +147,20 @@ impl Ctx<'_> {
         }
     }
 
+    /// A `host:port` key, or `default` when it is absent (or wrong, after reporting it).
+    fn socket_addr(&mut self, s: Option<&S<String>>, key: &str, default: SocketAddr) -> SocketAddr {
+        let Some(s) = s else { return default };
+        s.get_ref().parse::<SocketAddr>().unwrap_or_else(|e| {
+            self.push(ConfigError::new(
+                Code::InvalidValue,
+                format!("{key} `{}` is not an address: {e}", s.get_ref()),
+                span(s),
+                format!("expected host:port, e.g. {default}"),
+            ));
+            default
+        })
+    }
+
     fn secret(&mut self, s: &S<RawSecretRef>, what: &str) -> Option<SecretRef> {
         secret_ref(s.get_ref(), s.span()).map_err(|msg| self.push(invalid_secret(what, &msg, s.span()))).ok()
     }
@@ -270,21 +286,8 @@ pub(super) fn validate(raw: RawConfig, text: &str, path: &str) -> Result<Config,
     let mut cx = Ctx { errors: Vec::new(), env: template_env(), text, base_dir };
 
     // [server]
-    let listen = match &raw.server.listen {
-        Some(s) => match s.get_ref().parse::<SocketAddr>() {
-            Ok(a) => a,
-            Err(e) => {
-                cx.push(ConfigError::new(
-                    Code::InvalidValue,
-                    format!("server.listen `{}` is not an address: {e}", s.get_ref()),
-                    span(s),
-                    "expected host:port, e.g. 127.0.0.1:8080",
-                ));
-                SocketAddr::from(([127, 0, 0, 1], 8080))
-            }
-        },
-        None => DEFAULT_LISTEN.parse().unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8080))),
-    };
+    let listen = cx.socket_addr(raw.server.listen.as_ref(), "server.listen", DEFAULT_LISTEN);
+    let admin_listen = cx.socket_addr(raw.server.admin_listen.as_ref(), "server.admin_listen", DEFAULT_ADMIN_LISTEN);
     let max_body_bytes = raw.server.max_body_bytes.as_ref().map_or(DEFAULT_MAX_BODY, |s| *s.get_ref());
     let admin_token = raw.server.admin_token.as_ref().and_then(|s| cx.secret(s, "server.admin_token"));
     let private_hosts = validate_private_hosts(&mut cx, raw.server.allow_private_hosts.as_ref());
@@ -301,7 +304,7 @@ pub(super) fn validate(raw: RawConfig, text: &str, path: &str) -> Result<Config,
         Some(s) => Some(FileRef { path: cx.base_dir.join(s.get_ref().trim()), span: s.span() }),
         None => None,
     };
-    let server = ServerConfig { listen, max_body_bytes, admin_token, private_hosts, ca_bundle };
+    let server = ServerConfig { listen, admin_listen, max_body_bytes, admin_token, private_hosts, ca_bundle };
     let store = StoreConfig {
         url: raw.store.url.as_ref().map_or_else(|| DEFAULT_STORE_URL.to_string(), |s| s.get_ref().clone()),
     };

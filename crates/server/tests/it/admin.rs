@@ -46,10 +46,11 @@ async fn r24_admin_routes_need_the_token() {
     let overrides = Overrides {
         store_url: Some(format!("sqlite://{}/admin.db", dir.path().display())),
         listen: Some("127.0.0.1:0".into()),
+        admin_listen: Some("127.0.0.1:0".into()),
         ..Overrides::default()
     };
     let gateway = Gateway::start(config, overrides).await.unwrap();
-    let base = format!("http://{}", gateway.addr);
+    let base = format!("http://{}", gateway.admin_addr);
     let client = reqwest::Client::new();
     for (method, path) in ADMIN_ROUTES {
         let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();

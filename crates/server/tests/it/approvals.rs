@@ -263,6 +263,7 @@ impl Rig {
             store_url: Some(format!("sqlite://{}/approvals.db", self.dir.path().display())),
             sim_endpoints: Some(endpoints),
             listen: Some("127.0.0.1:0".into()),
+            admin_listen: Some("127.0.0.1:0".into()),
             clock: Some(self.clock.clone()),
         };
         self.gateway = Some(Gateway::start(config, overrides).await.unwrap());

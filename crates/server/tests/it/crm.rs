@@ -131,6 +131,7 @@ impl E2e {
             store_url: Some(format!("sqlite://{}/crm.db", dir.path().display())),
             sim_endpoints: Some(endpoints),
             listen: Some("127.0.0.1:0".into()),
+            admin_listen: Some("127.0.0.1:0".into()),
             clock: None,
         };
         let gateway = Gateway::start(config, overrides).await.unwrap();
@@ -372,6 +373,7 @@ async fn s3_zoho_deal_edits_reach_the_regional_group_once_in_two_calls() {
         store_url: Some(format!("sqlite://{}/zoho.db", dir.path().display())),
         sim_endpoints: Some(endpoints),
         listen: Some("127.0.0.1:0".into()),
+        admin_listen: Some("127.0.0.1:0".into()),
         clock: None,
     };
     let gateway = Gateway::start(config, overrides).await.unwrap();

@@ -112,6 +112,7 @@ impl E2e {
             store_url: Some(format!("sqlite://{}/e2e.db", dir.path().display())),
             sim_endpoints: Some(dingtalk.endpoint_map()),
             listen: Some("127.0.0.1:0".into()),
+            admin_listen: Some("127.0.0.1:0".into()),
             clock: None,
         };
         let gateway = Gateway::start(config, overrides).await.unwrap();

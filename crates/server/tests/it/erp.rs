@@ -200,6 +200,7 @@ impl E2e {
             store_url: Some(format!("sqlite://{}/erp.db", dir.path().display())),
             sim_endpoints: Some(endpoints),
             listen: Some("127.0.0.1:0".into()),
+            admin_listen: Some("127.0.0.1:0".into()),
             clock: None,
         };
         let gateway = Gateway::start(config, overrides).await.unwrap();

@@ -7,3 +7,4 @@ mod crm;
 mod dingtalk;
 mod erp;
 mod intake;
+mod routes;
