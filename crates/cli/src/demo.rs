@@ -79,10 +79,13 @@ impl ScenarioResult {
     }
 }
 
-pub async fn run(once: bool, listen: Option<String>) -> anyhow::Result<ExitCode> {
-    let dir = tempfile::tempdir().context("creating the demo's temporary folder")?;
+pub async fn run(once: bool, listen: Option<String>, keep: Option<std::path::PathBuf>) -> anyhow::Result<ExitCode> {
+    let dir = DemoDir::new(keep)?;
     let dingtalk = DingTalkHarness::start().await?;
     set_demo_env(&dingtalk)?;
+    if dir.kept {
+        dir.write_secrets()?;
+    }
     let sf_config = connectors::salesforce::sim::SimConfig { daily_limit: crm::DAILY_LIMIT, ..Default::default() };
     let salesforce = Arc::new(SalesforceSim::new(sf_config, Arc::new(connect::SystemClock)));
     let salesforce_running = sim::serve(salesforce.clone(), std::net::SocketAddr::from(([127, 0, 0, 1], 0))).await?;
@@ -190,10 +193,60 @@ pub async fn run(once: bool, listen: Option<String>) -> anyhow::Result<ExitCode>
         println!("Send your own events to {base}/hooks/erp-events. Ctrl-C stops it.");
         let _ = tokio::signal::ctrl_c().await;
     }
+    if dir.kept {
+        dir.snapshot(&gateway).await?;
+    }
     gateway.shutdown().await;
     dingtalk.shutdown().await;
     salesforce_running.shutdown().await?;
     Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+/// Where the demo works: a temporary folder, or the folder `--keep` names (kept afterwards).
+struct DemoDir {
+    path: std::path::PathBuf,
+    kept: bool,
+    _temp: Option<tempfile::TempDir>,
+}
+
+impl DemoDir {
+    fn new(keep: Option<std::path::PathBuf>) -> anyhow::Result<DemoDir> {
+        match keep {
+            Some(path) => {
+                std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
+                Ok(DemoDir { path, kept: true, _temp: None })
+            }
+            None => {
+                let temp = tempfile::tempdir().context("creating the demo's temporary folder")?;
+                Ok(DemoDir { path: temp.path().to_path_buf(), kept: false, _temp: Some(temp) })
+            }
+        }
+    }
+
+    fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
+    /// `secrets.json`: every `DINGBRIDGE_*` value the demo set (tokens, keys, passwords), so a
+    /// leak check knows exactly what must appear nowhere else.
+    fn write_secrets(&self) -> anyhow::Result<()> {
+        let secrets: std::collections::BTreeMap<String, String> =
+            std::env::vars().filter(|(name, _)| name.starts_with("DINGBRIDGE_") && name != "DINGBRIDGE_LOG").collect();
+        std::fs::write(self.path.join("secrets.json"), serde_json::to_vec_pretty(&secrets)?)?;
+        Ok(())
+    }
+
+    /// What an operator sees at the end: `/metrics` and the dead letters through the admin API.
+    async fn snapshot(&self, gateway: &Gateway) -> anyhow::Result<()> {
+        let admin = format!("http://{}", gateway.admin_addr);
+        let client = reqwest::Client::new();
+        let metrics = client.get(format!("{admin}/metrics")).send().await?.text().await?;
+        std::fs::write(self.path.join("metrics.txt"), metrics)?;
+        let token = std::env::var("DINGBRIDGE_ADMIN_TOKEN").unwrap_or_default();
+        let dead = client.get(format!("{admin}/api/dead-letters")).bearer_auth(token).send().await?.text().await?;
+        std::fs::write(self.path.join("dead-letters.json"), dead)?;
+        Ok(())
+    }
 }
 
 fn set_demo_env(dingtalk: &DingTalkHarness) -> anyhow::Result<()> {

@@ -69,6 +69,11 @@ enum Command {
         /// Gateway listen address (default 127.0.0.1:8080, or a free port if that is taken).
         #[arg(long)]
         listen: Option<String>,
+        /// Work in DIR and keep it: the store, the config, a /metrics and dead-letter snapshot
+        /// at the end, and `secrets.json` (every secret the demo configured), for inspecting
+        /// what the gateway wrote.
+        #[arg(long, value_name = "DIR")]
+        keep: Option<PathBuf>,
     },
     /// Measure throughput and latency through a real gateway process into the robot simulator.
     Bench(bench::BenchArgs),
@@ -115,7 +120,7 @@ fn main() -> ExitCode {
                 gateway::run(&config, store, sim_endpoints, listen, admin_listen).await
             }
             Command::Sim { bind } => sims::run(bind).await,
-            Command::Demo { once, listen } => demo::run(once, listen).await,
+            Command::Demo { once, listen, keep } => demo::run(once, listen, keep).await,
             Command::Bench(args) => bench::run(args).await,
             Command::Dlq { action, config, store } => dlq::run(action, config, store).await,
             Command::Audit { action, config, store } => audit::run(action, config, store).await,

@@ -10,4 +10,5 @@ mod crashpoints;
 mod demo;
 mod dlq;
 mod drain;
+mod secrets;
 mod two_instances;
