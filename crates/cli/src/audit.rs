@@ -76,6 +76,10 @@ async fn verify(store: &dyn Store) -> anyhow::Result<ExitCode> {
             println!("this means {BROKEN_MEANS}");
             Ok(ExitCode::FAILURE)
         }
+        AuditVerification::WrongKey { chain_key_id, given_key_id } => {
+            println!("wrong audit key: the chain is keyed with {chain_key_id:?}, the key given is {given_key_id:?}");
+            Ok(ExitCode::FAILURE)
+        }
     }
 }
 
@@ -139,6 +143,10 @@ async fn export(
     // rows are the evidence of what happened.
     let broken = match store.audit_verify().await.context("verifying the audit chain")? {
         AuditVerification::Intact { .. } => false,
+        AuditVerification::WrongKey { chain_key_id, given_key_id } => {
+            eprintln!("warning: wrong audit key (chain {chain_key_id:?}, given {given_key_id:?}). Exporting anyway.");
+            true
+        }
         AuditVerification::Broken { at_seq, reason } => {
             eprintln!("warning: audit chain BROKEN at row {at_seq}: {reason}; {BROKEN_MEANS}. Exporting anyway.");
             true

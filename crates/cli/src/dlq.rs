@@ -87,7 +87,7 @@ pub async fn run(action: DlqAction, config: Option<PathBuf>, store: Option<Strin
             if all {
                 // Chunks of 500 in one transaction each, oldest first, with progress.
                 for (n, chunk) in ids.chunks(REPLAY_CHUNK).enumerate() {
-                    replayed += store.replay_dead_many(chunk, now).await.context("replaying dead jobs")?;
+                    replayed += store.replay_dead_many(chunk, now).await.context("replaying dead jobs")?.len() as u64;
                     eprintln!("replayed {} of {total}", (n * REPLAY_CHUNK + chunk.len()).min(total));
                 }
                 let skipped = total as u64 - replayed;
