@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// Every `Code` variant. Keep in step with [`index`]: a new variant fails to compile there.
-const ALL: [Code; 12] = [
+const ALL: [Code; 13] = [
     Code::UnknownKey,
     Code::UnknownDestination,
     Code::UnknownSource,
@@ -22,6 +22,7 @@ const ALL: [Code; 12] = [
     Code::TomlSyntax,
     Code::InvalidValue,
     Code::Approvals,
+    Code::AuditKey,
 ];
 
 /// Exhaustive on purpose (no `_` arm): adding a variant to `Code` breaks this until it is listed
@@ -40,6 +41,7 @@ fn index(code: Code) -> usize {
         Code::TomlSyntax => 9,
         Code::InvalidValue => 10,
         Code::Approvals => 11,
+        Code::AuditKey => 12,
     }
 }
 

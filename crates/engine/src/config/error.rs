@@ -34,6 +34,8 @@ pub enum Code {
     /// An approval policy, role or identity mapping that cannot work (unknown role, a gap or
     /// overlap in amount bands, an action the ERP cannot take, a role without members).
     Approvals,
+    /// Approval policies without an `[audit] key`, or an audit key too short to be safe.
+    AuditKey,
 }
 
 impl Code {
@@ -51,6 +53,7 @@ impl Code {
             Self::TomlSyntax => "DB0110",
             Self::InvalidValue => "DB0111",
             Self::Approvals => "DB0112",
+            Self::AuditKey => "DB0113",
         }
     }
 }
