@@ -83,6 +83,7 @@ pub async fn run(once: bool, listen: Option<String>) -> anyhow::Result<ExitCode>
     let dir = tempfile::tempdir().context("creating the demo's temporary folder")?;
     let dingtalk = DingTalkHarness::start().await?;
     set_demo_env(&dingtalk)?;
+    let audit_key_file = demo_audit_key(dir.path())?;
     let sf_config = connectors::salesforce::sim::SimConfig { daily_limit: crm::DAILY_LIMIT, ..Default::default() };
     let salesforce = Arc::new(SalesforceSim::new(sf_config, Arc::new(connect::SystemClock)));
     let salesforce_running = sim::serve(salesforce.clone(), std::net::SocketAddr::from(([127, 0, 0, 1], 0))).await?;
@@ -126,6 +127,11 @@ pub async fn run(once: bool, listen: Option<String>) -> anyhow::Result<ExitCode>
         dir.path().display()
     );
     println!("  store          {}/dingbridge.db", dir.path().display());
+    println!(
+        "  audit          dingbridge audit verify --store sqlite://{}/dingbridge.db --key-file {}",
+        dir.path().display(),
+        audit_key_file.display()
+    );
     println!();
 
     let timeline = Timeline::new();
@@ -183,6 +189,21 @@ pub async fn run(once: bool, listen: Option<String>) -> anyhow::Result<ExitCode>
     dingtalk.shutdown().await;
     salesforce_running.shutdown().await?;
     Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+/// A fresh audit key for this demo's store (the store lives in `dir` and goes away with it), in
+/// `DINGBRIDGE_AUDIT_KEY` for the config and in `dir/audit.key` for `audit verify --key-file`. Not
+/// a constant, so no demo key can end up guarding a real store.
+fn demo_audit_key(dir: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
+    use rand::RngCore;
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    let key: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let path = dir.join("audit.key");
+    std::fs::write(&path, &key).with_context(|| format!("writing {}", path.display()))?;
+    // Set before the gateway starts any task that could read the environment concurrently.
+    std::env::set_var(crate::store_access::AUDIT_KEY_ENV, key);
+    Ok(path)
 }
 
 fn set_demo_env(dingtalk: &DingTalkHarness) -> anyhow::Result<()> {
