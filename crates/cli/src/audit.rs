@@ -1,7 +1,7 @@
 //! `dingbridge audit verify|anchor|export`: prove the keyed hash-chained audit log untouched
 //! (and, with an anchor kept elsewhere, not cut short), and hand it to auditors as CSV or JSON.
 
-use crate::store_access::{StoreArgs, HOW_TO_GIVE_THE_KEY};
+use crate::store_access::{KeyUse, StoreArgs, HOW_TO_GIVE_THE_KEY};
 use anyhow::Context;
 use clap::{Subcommand, ValueEnum};
 use jiff::Timestamp;
@@ -65,7 +65,8 @@ pub async fn run(action: AuditAction, target: &StoreArgs) -> anyhow::Result<Exit
         AuditAction::Verify { anchor: Some(text) } => Some(parse_anchor(text)?),
         _ => None,
     };
-    let opened = crate::store_access::open(target).await?;
+    let key_use = if matches!(action, AuditAction::Anchor) { KeyUse::NotNeeded } else { KeyUse::Needed };
+    let opened = crate::store_access::open(target, key_use).await?;
     let store = opened.store;
     match action {
         AuditAction::Verify { .. } => {

@@ -1,7 +1,7 @@
 //! `dingbridge dlq list|retry|drop`: dead letters, straight from the store. `retry` and `drop`
 //! write an audit row per job or dead letter (actor `cli`), right after the change.
 
-use crate::store_access::{StoreArgs, HOW_TO_GIVE_THE_KEY};
+use crate::store_access::{KeyUse, StoreArgs, HOW_TO_GIVE_THE_KEY};
 use anyhow::Context;
 use clap::Subcommand;
 use std::process::ExitCode;
@@ -51,10 +51,11 @@ async fn audit(store: &dyn Store, rows: &[NewAuditEntry], done: &str) -> anyhow:
 }
 
 pub async fn run(action: DlqAction, target: &StoreArgs) -> anyhow::Result<ExitCode> {
-    let opened = crate::store_access::open(target).await?;
+    let writes = !matches!(action, DlqAction::List { .. });
+    let opened = crate::store_access::open(target, if writes { KeyUse::Needed } else { KeyUse::NotNeeded }).await?;
     let store = opened.store;
     let now = jiff::Timestamp::now().as_millisecond();
-    if !matches!(action, DlqAction::List { .. }) {
+    if writes {
         ready_to_audit(store.as_ref()).await?;
     }
     match action {

@@ -24,6 +24,14 @@ pub struct StoreArgs {
     pub key_file: Option<PathBuf>,
 }
 
+/// Whether a command reads the audit key: only those that write or verify audit rows do, so
+/// `dlq list` and `audit anchor` work where the key is not at hand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyUse {
+    Needed,
+    NotNeeded,
+}
+
 /// An open store and the audit key it was opened with.
 pub struct Opened {
     pub store: Arc<dyn Store>,
@@ -32,9 +40,9 @@ pub struct Opened {
     pub key_source: Option<String>,
 }
 
-/// Open the store of `args` with its audit key: `--key-file`, else the config's `[audit] key`
-/// (with `-c`), else `DINGBRIDGE_AUDIT_KEY` (without `-c`), else none.
-pub async fn open(args: &StoreArgs) -> anyhow::Result<Opened> {
+/// Open the store of `args` with its audit key (when `key_use` needs it): `--key-file`, else the
+/// config's `[audit] key` (with `-c`), else `DINGBRIDGE_AUDIT_KEY` (without `-c`), else none.
+pub async fn open(args: &StoreArgs, key_use: KeyUse) -> anyhow::Result<Opened> {
     let config = match &args.config {
         Some(path) => {
             let Some(config) = crate::gateway::load(path) else {
@@ -50,6 +58,7 @@ pub async fn open(args: &StoreArgs) -> anyhow::Result<Opened> {
         (None, None) => anyhow::bail!("give --store URL or -c CONFIG to find the store"),
     };
     let (key, key_source) = match (&args.key_file, &config) {
+        _ if key_use == KeyUse::NotNeeded => (None, None),
         (Some(path), _) => (Some(key_from_file(path)?), Some(format!("--key-file {}", path.display()))),
         (None, Some(config)) => match config.audit_key() {
             Ok(key) => {

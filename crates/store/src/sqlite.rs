@@ -5,7 +5,7 @@ use crate::audit::{extend_chain, ChainVerifier};
 use crate::common::{
     audit_from_row, audit_head_from_row, claim_followers_sql, complete_sql, dead_from_row, first_occurrences,
     has_repeated_job, insert_coalesced_job_sql, insert_inbox_sql, insert_jobs_sql, insert_parse_dead_sql, job_from_row,
-    link_from_row, Ph, AUDIT_COLS, AUDIT_HEAD_FOR_APPEND_SQL, AUDIT_HEAD_SQL, CHUNK, DEAD_COLS, JOB_COLS,
+    link_from_row, values, Ph, AUDIT_COLS, AUDIT_HEAD_FOR_APPEND_SQL, AUDIT_HEAD_SQL, CHUNK, DEAD_COLS, JOB_COLS,
 };
 use crate::{
     AuditEntry, AuditHead, AuditKey, AuditVerification, Completion, DeadLetter, IdLink, Intake, IntakeOutcome, Job,
@@ -572,7 +572,7 @@ impl Store for SqliteStore {
         for chunk in rows.chunks(CHUNK) {
             let sql = format!(
                 "INSERT INTO audit_log (seq, at, actor, action, subject, detail, prev_hash, hash) VALUES {}",
-                crate::common::values(chunk.len(), "?, ?, ?, ?, ?, ?, ?, ?", PH, 0)
+                values(chunk.len(), "?, ?, ?, ?, ?, ?, ?, ?", PH, 0)
             );
             let mut q = sqlx::query(&sql);
             for r in chunk {

@@ -346,6 +346,20 @@ async fn audit_verify_needs_the_right_key() {
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stdout}{stderr}");
     assert!(stdout.contains(&format!("keyed, key from [audit] key of {}", config.display())), "{stdout}");
+    // A config whose key variable is not set: `anchor` needs no key, `verify` says what is missing.
+    let unset = dir.path().join("unset.toml");
+    std::fs::write(
+        &unset,
+        format!("[store]\nurl = \"{url}\"\n\n[audit]\nkey = {{ env = \"DINGBRIDGE_AUDIT_KEY\" }}\n"),
+    )
+    .unwrap();
+    let out = audit(&["anchor", "-c", unset.to_str().unwrap()]).await;
+    assert!(out.status.success(), "{:?}", text(&out));
+    assert!(text(&out).0.starts_with("dingbridge-audit-anchor v1 seq=4 "), "{:?}", text(&out));
+    let out = audit(&["verify", "-c", unset.to_str().unwrap()]).await;
+    assert_eq!(out.status.code(), Some(1));
+    let (_, stderr) = text(&out);
+    assert!(stderr.contains("DB0109") && stderr.contains("DINGBRIDGE_AUDIT_KEY"), "{stderr}");
     // `--key-file` wins over the config's key.
     let out = audit(&["verify", "-c", config.to_str().unwrap(), "--key-file", wrong.to_str().unwrap()]).await;
     assert!(text(&out).0.starts_with("wrong audit key"), "{:?}", text(&out));
