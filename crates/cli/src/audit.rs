@@ -1,6 +1,7 @@
-//! `dingbridge audit verify|export`: prove the hash-chained audit log untouched, and hand it to
-//! auditors as CSV or JSON.
+//! `dingbridge audit verify|anchor|export`: prove the keyed hash-chained audit log untouched
+//! (and, with an anchor kept elsewhere, not cut short), and hand it to auditors as CSV or JSON.
 
+use crate::store_access::{KeyUse, StoreArgs, HOW_TO_GIVE_THE_KEY};
 use anyhow::Context;
 use clap::{Subcommand, ValueEnum};
 use jiff::Timestamp;
@@ -8,7 +9,7 @@ use model::ZonedTime;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use store::{AuditEntry, AuditVerification, Store};
+use store::{AnchorCheck, AuditEntry, AuditHead, AuditVerification, Store};
 
 /// Rows read per `audit_list` call.
 const PAGE: usize = 1_000;
@@ -17,10 +18,24 @@ const PAGE: usize = 1_000;
 const BROKEN_MEANS: &str = "a row was edited, removed, inserted or reordered after it was written; \
      treat the audit log as tampered and compare it with a backup";
 
+/// What a wrong key means, for the operator reading the message.
+const WRONG_KEY_MEANS: &str = "if the given key is the one the gateway runs with, the chain's head was \
+     rewritten: treat the audit log as tampered and compare it with a backup";
+
 #[derive(Subcommand)]
 pub enum AuditAction {
-    /// Check the hash chain from the first row to the head. Exit 1 if it is broken.
-    Verify,
+    /// Check the keyed hash chain from the first row to the head, with the audit key. Exit 1 if
+    /// it is broken, the key is wrong, or the anchor is no longer in the chain.
+    Verify {
+        /// A line printed by `dingbridge audit anchor` earlier: also check that the chain still
+        /// holds that row unchanged (catches rows removed from the end, or a rewrite since).
+        #[arg(long)]
+        anchor: Option<String>,
+    },
+    /// Print the chain's head (row, time, hash, key id) as one line to keep where the store's
+    /// writers cannot reach it (a ticket, an e-mail to the auditors, write-once storage); give it
+    /// back to `audit verify --anchor` later. Needs no key.
+    Anchor,
     /// Write audit rows as CSV or JSON (the chain is verified first; exit 1 if it is broken).
     Export {
         /// First instant: RFC 3339 (`2026-11-01T09:00:00+08:00`), a date (`2026-11-01`, midnight
@@ -44,10 +59,41 @@ pub enum ExportFormat {
     Json,
 }
 
-pub async fn run(action: AuditAction, config: Option<PathBuf>, store: Option<String>) -> anyhow::Result<ExitCode> {
-    let store = crate::dlq::open_store(config, store).await?;
+pub async fn run(action: AuditAction, target: &StoreArgs) -> anyhow::Result<ExitCode> {
+    // A malformed anchor is refused before anything is opened.
+    let anchor = match &action {
+        AuditAction::Verify { anchor: Some(text) } => Some(parse_anchor(text)?),
+        _ => None,
+    };
+    let key_use = if matches!(action, AuditAction::Anchor) { KeyUse::NotNeeded } else { KeyUse::Needed };
+    let opened = crate::store_access::open(target, key_use).await?;
+    let store = opened.store;
     match action {
-        AuditAction::Verify => verify(store.as_ref()).await,
+        AuditAction::Verify { .. } => {
+            let head = store.audit_head().await.context("reading the audit chain's head")?;
+            if let (Some(chain), None) = (&head.key_id, &opened.key) {
+                anyhow::bail!(
+                    "the audit chain is keyed (key {chain}); verifying it needs the audit key: {HOW_TO_GIVE_THE_KEY}"
+                );
+            }
+            let code = verify(store.as_ref(), opened.key_source.as_deref()).await?;
+            match anchor {
+                Some(anchor) if code == ExitCode::SUCCESS => check_anchor(store.as_ref(), &anchor).await,
+                _ => Ok(code),
+            }
+        }
+        AuditAction::Anchor => {
+            let head = store.audit_head().await.context("reading the audit chain's head")?;
+            println!("{}", format_anchor(&head));
+            let at = head.at.map_or_else(|| "no rows yet".to_owned(), |at| format!("written {} HKT", hk(at)));
+            eprintln!(
+                "audit chain head: row {} ({at}). Keep the line above where the store's writers cannot reach it; \
+                 `dingbridge audit verify --anchor '<line>'` proves the chain still holds that row. Run \
+                 `audit verify` first: an anchor vouches only for a chain that was intact when it was taken.",
+                head.seq
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         AuditAction::Export { since, until, format, output } => {
             let now = Timestamp::now();
             let since = parse_when(&since, now).with_context(|| format!("--since {since}"))?;
@@ -60,19 +106,114 @@ pub async fn run(action: AuditAction, config: Option<PathBuf>, store: Option<Str
     }
 }
 
-async fn verify(store: &dyn Store) -> anyhow::Result<ExitCode> {
+async fn verify(store: &dyn Store, key_source: Option<&str>) -> anyhow::Result<ExitCode> {
+    let keyed = match key_source {
+        Some(source) => format!("keyed, key from {source}"),
+        None => "NOT keyed: the hashes show damage and edits by someone who did not hash the chain \
+                 again, not a deliberate rewrite; set [audit] key for new stores"
+            .to_owned(),
+    };
     match store.audit_verify().await.context("verifying the audit chain")? {
         AuditVerification::Intact { rows: 0 } => {
-            println!("audit chain intact: 0 rows");
+            println!("audit chain intact: 0 rows ({keyed})");
             Ok(ExitCode::SUCCESS)
         }
         AuditVerification::Intact { rows } => {
             let (first, last) = first_and_last(store).await?;
-            println!("audit chain intact: {rows} rows ({} … {}, HKT)", hk(first), hk(last));
+            println!("audit chain intact: {rows} rows ({} … {}, HKT; {keyed})", hk(first), hk(last));
             Ok(ExitCode::SUCCESS)
         }
         AuditVerification::Broken { at_seq, reason } => {
             println!("audit chain BROKEN at row {at_seq}: {reason}");
+            println!("this means {BROKEN_MEANS}");
+            Ok(ExitCode::FAILURE)
+        }
+        AuditVerification::WrongKey { chain_key_id, given_key_id } => {
+            println!("{}", wrong_key(chain_key_id.as_deref(), given_key_id.as_deref()));
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// What a `WrongKey` verification says.
+fn wrong_key(chain: Option<&str>, given: Option<&str>) -> String {
+    match (chain, given) {
+        (Some(chain), Some(given)) => format!(
+            "wrong audit key: the chain is written with key {chain}, the key given is {given}; {WRONG_KEY_MEANS}"
+        ),
+        (None, Some(given)) => format!(
+            "wrong audit key: the chain is not keyed (its rows were written without an audit key), but key \
+             {given} was given; either the gateway ran without [audit] key, or the chain was rewritten \
+             without the key: {WRONG_KEY_MEANS}"
+        ),
+        (Some(chain), None) => {
+            format!("the audit chain is keyed (key {chain}) and no key was given: {HOW_TO_GIVE_THE_KEY}")
+        }
+        (None, None) => "the audit chain is not keyed".to_owned(),
+    }
+}
+
+/// The first word of an anchor line, and its format version.
+const ANCHOR_TAG: &str = "dingbridge-audit-anchor";
+const ANCHOR_VERSION: &str = "v1";
+
+/// `dingbridge-audit-anchor v1 seq=42 at=2026-11-28T10:00:00.123Z hash=<64 hex> key=<16 hex>|none`:
+/// one line, no secret, safe to paste into a ticket or an e-mail.
+fn format_anchor(head: &AuditHead) -> String {
+    let at = match head.at {
+        None => "-".to_owned(),
+        // A time out of jiff's range can only be hand-edited; keep its number.
+        Some(ms) => Timestamp::from_millisecond(ms).map_or_else(|_| ms.to_string(), |t| t.to_string()),
+    };
+    let key = head.key_id.as_deref().unwrap_or("none");
+    format!("{ANCHOR_TAG} {ANCHOR_VERSION} seq={} at={at} hash={} key={key}", head.seq, head.hash)
+}
+
+/// The head an anchor line recorded.
+fn parse_anchor(text: &str) -> anyhow::Result<AuditHead> {
+    let expected = || {
+        format!(
+            "expected the line `dingbridge audit anchor` printed: `{ANCHOR_TAG} {ANCHOR_VERSION} seq=N at=TIME \
+             hash=HEX key=ID`, got {text:?}"
+        )
+    };
+    let mut words = text.split_whitespace();
+    anyhow::ensure!(words.next() == Some(ANCHOR_TAG) && words.next() == Some(ANCHOR_VERSION), expected());
+    let (mut seq, mut at, mut hash, mut key) = (None, None, None, None);
+    for word in words {
+        let Some((name, value)) = word.split_once('=') else { anyhow::bail!(expected()) };
+        match name {
+            "seq" => seq = Some(value.parse::<i64>().ok().filter(|n| *n >= 0).with_context(expected)?),
+            "at" => {
+                at = Some(match value {
+                    "-" => None,
+                    v => Some(match v.parse::<Timestamp>() {
+                        Ok(t) => t.as_millisecond(),
+                        Err(_) => v.parse::<i64>().ok().with_context(expected)?,
+                    }),
+                })
+            }
+            "hash" if value.len() == 64 && value.chars().all(|c| c.is_ascii_hexdigit()) => {
+                hash = Some(value.to_ascii_lowercase())
+            }
+            "key" => key = Some((value != "none").then(|| value.to_owned())),
+            _ => anyhow::bail!(expected()),
+        }
+    }
+    match (seq, at, hash, key) {
+        (Some(seq), Some(at), Some(hash), Some(key_id)) => Ok(AuditHead { seq, hash, at, key_id }),
+        _ => anyhow::bail!(expected()),
+    }
+}
+
+async fn check_anchor(store: &dyn Store, anchor: &AuditHead) -> anyhow::Result<ExitCode> {
+    match anchor.check_anchor(store).await.context("checking the anchor")? {
+        AnchorCheck::Held => {
+            println!("anchor held: the chain still holds row {} as anchored", anchor.seq);
+            Ok(ExitCode::SUCCESS)
+        }
+        AnchorCheck::Lost { reason } => {
+            println!("anchor LOST: {reason}");
             println!("this means {BROKEN_MEANS}");
             Ok(ExitCode::FAILURE)
         }
@@ -139,6 +280,11 @@ async fn export(
     // rows are the evidence of what happened.
     let broken = match store.audit_verify().await.context("verifying the audit chain")? {
         AuditVerification::Intact { .. } => false,
+        AuditVerification::WrongKey { chain_key_id, given_key_id } => {
+            let why = wrong_key(chain_key_id.as_deref(), given_key_id.as_deref());
+            eprintln!("warning: the chain could not be verified: {why}. Exporting anyway.");
+            true
+        }
         AuditVerification::Broken { at_seq, reason } => {
             eprintln!("warning: audit chain BROKEN at row {at_seq}: {reason}; {BROKEN_MEANS}. Exporting anyway.");
             true
@@ -176,7 +322,6 @@ async fn export(
 }
 
 /// One exported row; the same keys in CSV (detail as JSON text) and JSON (detail parsed).
-#[derive(serde::Serialize)]
 struct ExportRow {
     seq: i64,
     at: String,
@@ -211,6 +356,21 @@ impl From<AuditEntry> for ExportRow {
 }
 
 impl ExportRow {
+    /// The CSV cells, each made inert for spreadsheets: see [`csv_safe`].
+    fn csv_cells(&self) -> [String; 9] {
+        [
+            self.seq.to_string(),
+            csv_safe(&self.at),
+            csv_safe(&self.at_hkt),
+            csv_safe(&self.actor),
+            csv_safe(&self.action),
+            csv_safe(&self.subject),
+            csv_safe(&self.detail),
+            csv_safe(&self.prev_hash),
+            csv_safe(&self.hash),
+        ]
+    }
+
     fn to_json(&self) -> serde_json::Value {
         // Detail is JSON by contract; a row that is not (written by hand) is kept as a string.
         let detail =
@@ -226,6 +386,18 @@ impl ExportRow {
             "prev_hash": self.prev_hash,
             "hash": self.hash,
         })
+    }
+}
+
+/// A cell a spreadsheet would read as a formula (OWASP CSV injection: one beginning with `=`,
+/// `+`, `-`, `@`, a tab or a carriage return) gets a leading `'`, so Excel and LibreOffice show
+/// it as text. Actors, subjects and details come from outside (DingTalk users, ERP records), so
+/// any of them may carry `=HYPERLINK(...)`.
+fn csv_safe(cell: &str) -> String {
+    if cell.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{cell}")
+    } else {
+        cell.to_owned()
     }
 }
 
@@ -252,7 +424,7 @@ impl RowWriter {
 
     fn write(&mut self, row: &ExportRow) -> anyhow::Result<()> {
         match self {
-            RowWriter::Csv(w) => w.serialize(row)?,
+            RowWriter::Csv(w) => w.write_record(row.csv_cells())?,
             RowWriter::Json { out, first } => {
                 out.write_all(if *first { &b"\n"[..] } else { &b",\n"[..] })?;
                 serde_json::to_writer(&mut *out, &row.to_json())?;
@@ -309,8 +481,7 @@ pub fn parse_when(text: &str, now: Timestamp) -> anyhow::Result<Timestamp> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_when;
-    use jiff::Timestamp;
+    use super::*;
 
     #[test]
     fn when_forms() {
@@ -323,6 +494,56 @@ mod tests {
         assert_eq!(at("30m"), "2026-11-28T09:30:00Z");
         for bad in ["", "d", "7w", "-3d", "yesterday", "2026-13-01", "2026-11-01T09:00:00"] {
             assert!(parse_when(bad, now).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn formula_prefixes_are_neutralised_and_nothing_else() {
+        for (cell, want) in [
+            ("=HYPERLINK(\"http://x\")", "'=HYPERLINK(\"http://x\")"),
+            ("+1", "'+1"),
+            ("-2+3", "'-2+3"),
+            ("@SUM(A1)", "'@SUM(A1)"),
+            ("\t=1", "'\t=1"),
+            ("\r=1", "'\r=1"),
+            ("finance0001", "finance0001"),
+            ("a=b", "a=b"),
+            ("", ""),
+            ("'quoted", "'quoted"),
+        ] {
+            assert_eq!(csv_safe(cell), want, "{cell:?}");
+        }
+    }
+
+    #[test]
+    fn an_anchor_line_round_trips() {
+        let head = AuditHead {
+            seq: 42,
+            hash: "ab".repeat(32),
+            at: Some(1_764_324_000_123),
+            key_id: Some("0123456789abcdef".into()),
+        };
+        let line = format_anchor(&head);
+        assert_eq!(
+            line,
+            format!(
+                "dingbridge-audit-anchor v1 seq=42 at=2025-11-28T10:00:00.123Z hash={} key=0123456789abcdef",
+                "ab".repeat(32)
+            )
+        );
+        assert_eq!(parse_anchor(&line).unwrap(), head);
+        assert_eq!(parse_anchor(&format!("  {line}\n")).unwrap(), head, "pasted with spaces and a newline");
+        let empty = AuditHead { seq: 0, hash: store::ZERO_HASH.into(), at: None, key_id: None };
+        assert_eq!(parse_anchor(&format_anchor(&empty)).unwrap(), empty);
+        for bad in [
+            "",
+            "dingbridge-audit-anchor v2 seq=1 at=- hash=00 key=none",
+            &line.replace("seq=42", "seq=-1"),
+            &line.replace("seq=42 ", ""),
+            &line.replace(&"ab".repeat(32), "abc"),
+            &format!("{line} extra"),
+        ] {
+            assert!(parse_anchor(bad).is_err(), "{bad:?} accepted");
         }
     }
 }

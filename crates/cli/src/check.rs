@@ -27,6 +27,15 @@ pub async fn run(path: &Path, fetch: bool, sim_endpoints: Option<PathBuf>) -> an
         }
     };
     println!("{}: ok", path.display());
+    if config.audit.key.is_none() {
+        // Approval policies make the key required (DB0115); without them it is advice.
+        eprintln!(
+            "{}: warning: no [audit] key: audit rows (operator actions) are hashed without a key, so whoever \
+             can write to the store could rewrite them undetected; set `[audit] key = {{ env = \"DINGBRIDGE_AUDIT_KEY\" }}` \
+             (at least 32 bytes, e.g. `openssl rand -hex 32`)",
+            path.display()
+        );
+    }
     if config.approvals.is_empty() {
         return Ok(ExitCode::SUCCESS);
     }

@@ -83,6 +83,7 @@ pub async fn run(once: bool, listen: Option<String>, keep: Option<std::path::Pat
     let dir = DemoDir::new(keep)?;
     let dingtalk = DingTalkHarness::start().await?;
     set_demo_env(&dingtalk)?;
+    let audit_key_file = demo_audit_key(dir.path())?;
     if dir.kept {
         dir.write_secrets()?;
     }
@@ -140,6 +141,11 @@ pub async fn run(once: bool, listen: Option<String>, keep: Option<std::path::Pat
         dir.path().display()
     );
     println!("  store          {}/dingbridge.db", dir.path().display());
+    println!(
+        "  audit          dingbridge audit verify --store sqlite://{}/dingbridge.db --key-file {}",
+        dir.path().display(),
+        audit_key_file.display()
+    );
     println!();
 
     let timeline = Timeline::new();
@@ -247,6 +253,21 @@ impl DemoDir {
         std::fs::write(self.path.join("dead-letters.json"), dead)?;
         Ok(())
     }
+}
+
+/// A fresh audit key for this demo's store (the store lives in `dir` and goes away with it), in
+/// `DINGBRIDGE_AUDIT_KEY` for the config and in `dir/audit.key` for `audit verify --key-file`. Not
+/// a constant, so no demo key can end up guarding a real store.
+fn demo_audit_key(dir: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
+    use rand::RngCore;
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    let key: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let path = dir.join("audit.key");
+    std::fs::write(&path, &key).with_context(|| format!("writing {}", path.display()))?;
+    // Set before the gateway starts any task that could read the environment concurrently.
+    std::env::set_var(crate::store_access::AUDIT_KEY_ENV, key);
+    Ok(path)
 }
 
 fn set_demo_env(dingtalk: &DingTalkHarness) -> anyhow::Result<()> {

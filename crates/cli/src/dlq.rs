@@ -1,9 +1,14 @@
-//! `dingbridge dlq list|retry|drop`: dead letters, straight from the store.
+//! `dingbridge dlq list|retry|drop`: dead letters, straight from the store. `retry` and `drop`
+//! write an audit row per job or dead letter (actor `cli`), right after the change.
 
+use crate::store_access::{KeyUse, StoreArgs, HOW_TO_GIVE_THE_KEY};
 use anyhow::Context;
 use clap::Subcommand;
-use std::path::PathBuf;
 use std::process::ExitCode;
+use store::{NewAuditEntry, Store, StoreError};
+
+/// Who the audit log names for actions taken with this command.
+const ACTOR: &str = "cli";
 
 /// Dead jobs replayed per store transaction by `retry --all`.
 const REPLAY_CHUNK: usize = 500;
@@ -27,26 +32,32 @@ pub enum DlqAction {
     Drop { ids: Vec<i64> },
 }
 
-pub(crate) async fn open_store(
-    config: Option<PathBuf>,
-    store: Option<String>,
-) -> anyhow::Result<std::sync::Arc<dyn store::Store>> {
-    let url = match (store, config) {
-        (Some(url), _) => url,
-        (None, Some(path)) => {
-            let Some(config) = crate::gateway::load(&path) else {
-                anyhow::bail!("the config {} is invalid", path.display());
-            };
-            config.store.url.clone()
+/// Before changing anything: the audit rows this command will write can be written (the chain
+/// takes this key, or no key), so no retry or drop goes unaudited for a missing key.
+async fn ready_to_audit(store: &dyn Store) -> anyhow::Result<()> {
+    match store.audit_bind_key().await {
+        Ok(_) => Ok(()),
+        Err(err @ StoreError::AuditKeyMismatch { .. }) => {
+            anyhow::bail!("{err}; this command writes audit rows: {HOW_TO_GIVE_THE_KEY}")
         }
-        (None, None) => anyhow::bail!("give --store URL or -c CONFIG to find the store"),
-    };
-    store::open(&url).await.with_context(|| format!("opening the store {}", crate::gateway::redact_store_url(&url)))
+        Err(err) => Err(err).context("reading the audit chain's head"),
+    }
 }
 
-pub async fn run(action: DlqAction, config: Option<PathBuf>, store: Option<String>) -> anyhow::Result<ExitCode> {
-    let store = open_store(config, store).await?;
+/// Audit rows for changes already made: a failure says what was done unaudited.
+async fn audit(store: &dyn Store, rows: &[NewAuditEntry], done: &str) -> anyhow::Result<()> {
+    store.audit_append_many(rows).await.with_context(|| format!("{done}, but its audit rows could not be written"))?;
+    Ok(())
+}
+
+pub async fn run(action: DlqAction, target: &StoreArgs) -> anyhow::Result<ExitCode> {
+    let writes = !matches!(action, DlqAction::List { .. });
+    let opened = crate::store_access::open(target, if writes { KeyUse::Needed } else { KeyUse::NotNeeded }).await?;
+    let store = opened.store;
     let now = jiff::Timestamp::now().as_millisecond();
+    if writes {
+        ready_to_audit(store.as_ref()).await?;
+    }
     match action {
         DlqAction::List { limit, json } => {
             let dead = store.list_dead(limit).await?;
@@ -87,7 +98,10 @@ pub async fn run(action: DlqAction, config: Option<PathBuf>, store: Option<Strin
             if all {
                 // Chunks of 500 in one transaction each, oldest first, with progress.
                 for (n, chunk) in ids.chunks(REPLAY_CHUNK).enumerate() {
-                    replayed += store.replay_dead_many(chunk, now).await.context("replaying dead jobs")?;
+                    let done = store.replay_dead_many(chunk, now).await.context("replaying dead jobs")?;
+                    let rows: Vec<_> = done.iter().map(|id| NewAuditEntry::dlq_replayed(ACTOR, *id, now)).collect();
+                    audit(store.as_ref(), &rows, &format!("{} job(s) were replayed", done.len())).await?;
+                    replayed += done.len() as u64;
                     eprintln!("replayed {} of {total}", (n * REPLAY_CHUNK + chunk.len()).min(total));
                 }
                 let skipped = total as u64 - replayed;
@@ -97,6 +111,8 @@ pub async fn run(action: DlqAction, config: Option<PathBuf>, store: Option<Strin
             } else {
                 for id in ids {
                     store.replay_dead(id, now).await.with_context(|| format!("replaying job {id}"))?;
+                    let row = NewAuditEntry::dlq_replayed(ACTOR, id, now);
+                    audit(store.as_ref(), &[row], &format!("job {id} was replayed")).await?;
                     replayed += 1;
                 }
             }
@@ -105,6 +121,8 @@ pub async fn run(action: DlqAction, config: Option<PathBuf>, store: Option<Strin
         DlqAction::Drop { ids } => {
             for id in &ids {
                 store.drop_dead(*id).await.with_context(|| format!("dropping dead letter {id}"))?;
+                let row = NewAuditEntry::dlq_dropped(ACTOR, *id, now);
+                audit(store.as_ref(), &[row], &format!("dead letter {id} was dropped")).await?;
             }
             println!("dropped {} dead letter(s)", ids.len());
         }

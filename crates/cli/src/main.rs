@@ -8,6 +8,7 @@ mod demo;
 mod dlq;
 mod gateway;
 mod sims;
+mod store_access;
 
 use clap::{Parser, Subcommand};
 
@@ -77,23 +78,20 @@ enum Command {
     },
     /// Measure throughput and latency through a real gateway process into the robot simulator.
     Bench(bench::BenchArgs),
-    /// Dead letters: list, retry, drop.
+    /// Dead letters: list, retry, drop (retry and drop write audit rows, so they need the audit key).
     Dlq {
         #[command(subcommand)]
         action: dlq::DlqAction,
-        #[arg(short, long, global = true)]
-        config: Option<PathBuf>,
-        #[arg(long, global = true)]
-        store: Option<String>,
+        #[command(flatten)]
+        target: store_access::StoreArgs,
     },
-    /// The hash-chained audit log: verify the chain, export rows as CSV or JSON.
+    /// The keyed hash-chained audit log: verify the chain (with the audit key), print an anchor
+    /// to keep elsewhere, export rows as CSV or JSON.
     Audit {
         #[command(subcommand)]
         action: audit::AuditAction,
-        #[arg(short, long, global = true)]
-        config: Option<PathBuf>,
-        #[arg(long, global = true)]
-        store: Option<String>,
+        #[command(flatten)]
+        target: store_access::StoreArgs,
     },
 }
 
@@ -122,8 +120,8 @@ fn main() -> ExitCode {
             Command::Sim { bind } => sims::run(bind).await,
             Command::Demo { once, listen, keep } => demo::run(once, listen, keep).await,
             Command::Bench(args) => bench::run(args).await,
-            Command::Dlq { action, config, store } => dlq::run(action, config, store).await,
-            Command::Audit { action, config, store } => audit::run(action, config, store).await,
+            Command::Dlq { action, target } => dlq::run(action, &target).await,
+            Command::Audit { action, target } => audit::run(action, &target).await,
         }
     });
     match result {

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// Every `Code` variant. Keep in step with [`index`]: a new variant fails to compile there.
-const ALL: [Code; 14] = [
+const ALL: [Code; 15] = [
     Code::UnknownKey,
     Code::UnknownDestination,
     Code::UnknownSource,
@@ -24,6 +24,7 @@ const ALL: [Code; 14] = [
     Code::Approvals,
     Code::DecisionSource,
     Code::InsecureEndpoint,
+    Code::AuditKey,
 ];
 
 /// Exhaustive on purpose (no `_` arm): adding a variant to `Code` breaks this until it is listed
@@ -44,6 +45,7 @@ fn index(code: Code) -> usize {
         Code::Approvals => 11,
         Code::DecisionSource => 12,
         Code::InsecureEndpoint => 13,
+        Code::AuditKey => 14,
     }
 }
 

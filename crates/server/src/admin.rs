@@ -66,14 +66,20 @@ async fn list_dead(
     state.store.list_dead(limit).await.map(Json).map_err(store_error)
 }
 
+/// Who the audit log names for actions taken through this API.
+const ACTOR: &str = "admin-api";
+
 async fn replay(State(state): State<AppState>, Path(job_id): Path<i64>) -> Result<StatusCode, ApiError> {
     let now = state.clock.now_millis();
     state.store.replay_dead(job_id, now).await.map_err(store_error)?;
     (state.nudge)();
+    state.store.audit_append(&store::NewAuditEntry::dlq_replayed(ACTOR, job_id, now)).await.map_err(store_error)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 async fn drop_dead(State(state): State<AppState>, Path(id): Path<i64>) -> Result<StatusCode, ApiError> {
     state.store.drop_dead(id).await.map_err(store_error)?;
+    let now = state.clock.now_millis();
+    state.store.audit_append(&store::NewAuditEntry::dlq_dropped(ACTOR, id, now)).await.map_err(store_error)?;
     Ok(StatusCode::NO_CONTENT)
 }

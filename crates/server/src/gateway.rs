@@ -36,6 +36,10 @@ pub enum StartError {
     Config(String),
     #[error("opening the store {url}: {source}")]
     Store { url: String, source: store::StoreError },
+    /// The store's audit chain is written with another key than `[audit] key` (or with a key
+    /// while none is configured, or without one while one is).
+    #[error("the audit chain of the store {url} cannot be written with this config: {source}")]
+    AuditKey { url: String, source: store::StoreError },
     #[error("binding the gateway to {listen}: {source}")]
     Bind { listen: String, source: std::io::Error },
 }
@@ -64,9 +68,23 @@ impl Gateway {
         let listen = overrides.listen.clone().unwrap_or_else(|| config.server.listen.to_string());
         let store_url = config.store.url.clone();
 
-        let store = store::open(&store_url)
+        let store = store::open_with_audit_key(&store_url, runtime.audit_key.clone())
             .await
             .map_err(|source| StartError::Store { url: redact_store_url(&store_url), source })?;
+        // Bound now, before anything is audited, so a tool run without the key cannot start the
+        // chain unkeyed; a chain of another key (or none) stops the start here, not at the first
+        // decision.
+        store.audit_bind_key().await.map_err(|source| match source {
+            store::StoreError::AuditKeyMismatch { .. } => {
+                StartError::AuditKey { url: redact_store_url(&store_url), source }
+            }
+            other => StartError::Store { url: redact_store_url(&store_url), source: other },
+        })?;
+        if runtime.audit_key.is_none() {
+            tracing::warn!(
+                "No [audit] key: audit rows are hashed without a key, so whoever can write to the store could rewrite them undetected."
+            );
+        }
         let committer = store::GroupCommitter::spawn(store.clone(), GROUP_COMMIT_MAX_BATCH, INTAKE_QUEUE_CAPACITY);
         let metrics = crate::metrics::Metrics::install();
 

@@ -1,11 +1,7 @@
-//! Pieces shared by both backends: row mapping, the audit hash and the chain verifier.
+//! Pieces shared by both backends: row mapping and SQL text.
 
-use crate::{AuditEntry, AuditVerification, DeadLetter, IdLink, Job, JobState, StoreError};
-use sha2::{Digest, Sha256};
+use crate::{AuditEntry, AuditHead, DeadLetter, IdLink, Job, JobState, StoreError};
 use sqlx::{ColumnIndex, Decode, Row, Type};
-
-/// `prev_hash` of the first audit row.
-pub const ZERO_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 /// Columns selected for a [`Job`], in the order [`job_from_row`] reads them by name.
 pub(crate) const JOB_COLS: &str = "id, event_id, flow, destination, ordering_key, idempotency_key, \
@@ -16,32 +12,13 @@ pub(crate) const DEAD_COLS: &str = "id, job_id, event_id, destination, reason, a
 
 pub(crate) const AUDIT_COLS: &str = "seq, at, actor, action, subject, detail, prev_hash, hash";
 
-/// Hex SHA-256 over `prev_hash, seq, at, actor, action, subject, detail`, each field
-/// length-prefixed (u64 big-endian byte length, then the bytes; `seq` and `at` as 8-byte
-/// big-endian two's complement), so no two different rows can hash the same input.
-pub fn audit_hash(
-    prev_hash: &str,
-    seq: i64,
-    at: i64,
-    actor: &str,
-    action: &str,
-    subject: &str,
-    detail: &str,
-) -> String {
-    fn field(h: &mut Sha256, bytes: &[u8]) {
-        h.update((bytes.len() as u64).to_be_bytes());
-        h.update(bytes);
-    }
-    let mut h = Sha256::new();
-    field(&mut h, prev_hash.as_bytes());
-    field(&mut h, &seq.to_be_bytes());
-    field(&mut h, &at.to_be_bytes());
-    field(&mut h, actor.as_bytes());
-    field(&mut h, action.as_bytes());
-    field(&mut h, subject.as_bytes());
-    field(&mut h, detail.as_bytes());
-    hex::encode(h.finalize())
-}
+/// The audit head with the time of its row, for [`audit_head_from_row`].
+pub(crate) const AUDIT_HEAD_SQL: &str = "SELECT h.seq, h.hash, h.key_id, l.at FROM audit_head h \
+     LEFT JOIN audit_log l ON l.seq = h.seq WHERE h.id = 1";
+
+/// The audit head without the row's time, for appends (Postgres adds `FOR UPDATE`).
+pub(crate) const AUDIT_HEAD_FOR_APPEND_SQL: &str =
+    "SELECT seq, hash, key_id, CAST(NULL AS BIGINT) AS at FROM audit_head WHERE id = 1";
 
 pub(crate) fn parse_state(s: &str) -> Result<JobState, StoreError> {
     Ok(match s {
@@ -138,71 +115,21 @@ where
     })
 }
 
-/// Walks the audit chain in seq order; the first break wins.
-pub(crate) struct ChainVerifier {
-    expected_seq: i64,
-    prev_hash: String,
-    rows: u64,
-}
-
-impl ChainVerifier {
-    pub(crate) fn new() -> Self {
-        Self { expected_seq: 1, prev_hash: ZERO_HASH.to_owned(), rows: 0 }
-    }
-
-    /// Feed the next row (ascending seq); `Some` is the first break found.
-    pub(crate) fn feed(&mut self, e: &AuditEntry) -> Option<AuditVerification> {
-        if e.seq != self.expected_seq {
-            return Some(AuditVerification::Broken {
-                at_seq: self.expected_seq,
-                reason: format!(
-                    "row {} is missing or out of place (next row found has seq {})",
-                    self.expected_seq, e.seq
-                ),
-            });
-        }
-        if e.prev_hash != self.prev_hash {
-            return Some(AuditVerification::Broken {
-                at_seq: e.seq,
-                reason: "prev_hash does not match the previous row's hash".into(),
-            });
-        }
-        let h = audit_hash(&e.prev_hash, e.seq, e.at, &e.actor, &e.action, &e.subject, &e.detail);
-        if h != e.hash {
-            return Some(AuditVerification::Broken {
-                at_seq: e.seq,
-                reason: "hash does not match the row's contents (row edited)".into(),
-            });
-        }
-        self.prev_hash = h;
-        self.expected_seq += 1;
-        self.rows += 1;
-        None
-    }
-
-    /// Compare the end of the chain with the head anchor (last seq and hash).
-    pub(crate) fn finish(self, head_seq: i64, head_hash: &str) -> AuditVerification {
-        let last = self.expected_seq - 1;
-        if last < head_seq {
-            return AuditVerification::Broken {
-                at_seq: last + 1,
-                reason: format!("rows {}..={head_seq} are missing at the end of the chain", last + 1),
-            };
-        }
-        if last > head_seq {
-            return AuditVerification::Broken {
-                at_seq: head_seq + 1,
-                reason: format!("rows after the chain head (seq {head_seq}) were added outside the store"),
-            };
-        }
-        if self.prev_hash != head_hash {
-            return AuditVerification::Broken {
-                at_seq: last,
-                reason: "last row's hash does not match the chain head".into(),
-            };
-        }
-        AuditVerification::Intact { rows: self.rows }
-    }
+pub(crate) fn audit_head_from_row<R>(r: &R) -> Result<AuditHead, StoreError>
+where
+    R: Row,
+    for<'a> &'a str: ColumnIndex<R>,
+    i64: Type<R::Database> + for<'r> Decode<'r, R::Database>,
+    String: Type<R::Database> + for<'r> Decode<'r, R::Database>,
+    Option<String>: Type<R::Database> + for<'r> Decode<'r, R::Database>,
+    Option<i64>: Type<R::Database> + for<'r> Decode<'r, R::Database>,
+{
+    Ok(AuditHead {
+        seq: r.try_get("seq")?,
+        hash: r.try_get("hash")?,
+        at: r.try_get("at")?,
+        key_id: r.try_get("key_id")?,
+    })
 }
 
 /// Placeholder style of a backend.

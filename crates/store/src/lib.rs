@@ -1,5 +1,6 @@
 //! The durable store: inbox (dedup by key), outbox jobs with leases, dead letters, cursors,
-//! id links and a hash-chained audit log. One `Store` trait, two backends (SQLite, PostgreSQL),
+//! id links and a hash-chained audit log (HMAC-SHA256 keyed with the operator's audit key; see
+//! [`AuditKey`]). One `Store` trait, two backends (SQLite, PostgreSQL),
 //! one contract test suite.
 //!
 //! Times are Unix epoch milliseconds (`Millis`) passed in by the caller, never read from the
@@ -10,15 +11,16 @@ pub type Millis = i64;
 mod types;
 pub use types::*;
 
+mod audit;
 mod common;
 mod group;
 mod open;
 mod postgres;
 mod sqlite;
 
-pub use common::{audit_hash, ZERO_HASH};
+pub use audit::{AnchorCheck, AuditHead, AuditKey, AuditKeyError, MIN_AUDIT_KEY_BYTES, ZERO_HASH};
 pub use group::{CompletionBatcher, GroupCommitter};
-pub use open::{open, open_postgres, open_sqlite};
+pub use open::{open, open_postgres, open_sqlite, open_with_audit_key};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
@@ -43,6 +45,17 @@ pub enum StoreError {
     /// The group-commit queue is full: shed load (the server answers 503 + `Retry-After`).
     #[error("store is overloaded: the commit queue is full; retry later")]
     Overloaded,
+    /// The audit chain is written with another key than this handle's (or with a key while the
+    /// handle has none, or without one while the handle has one): nothing was written.
+    #[error("{}", audit::key_mismatch_message(.chain, .given, .rows))]
+    AuditKeyMismatch {
+        /// The chain's key id (`None`: not keyed).
+        chain: Option<String>,
+        /// The handle's key id (`None`: no key).
+        given: Option<String>,
+        /// Rows in the chain.
+        rows: i64,
+    },
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -125,8 +138,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// Replay many dead jobs in one transaction (`dlq retry --all`): like `replay_dead` for each id
     /// that is still dead; ids that are not (replayed or dropped meanwhile) are skipped. Returns
-    /// how many were replayed.
-    async fn replay_dead_many(&self, job_ids: &[i64], now: Millis) -> Result<u64, StoreError>;
+    /// the ids replayed, ascending (each gets its own audit row).
+    async fn replay_dead_many(&self, job_ids: &[i64], now: Millis) -> Result<Vec<i64>, StoreError>;
 
     /// Drop a dead letter (the job stays dead, the dead-letter row is removed).
     async fn drop_dead(&self, dead_letter_id: i64) -> Result<(), StoreError>;
@@ -147,12 +160,29 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<IdLink>, StoreError>;
 
-    /// Append one audit row; its hash covers the previous row's hash (a chain).
-    async fn audit_append(&self, entry: &NewAuditEntry) -> Result<AuditEntry, StoreError>;
+    /// Append one audit row; its hash covers the previous row's hash (a chain), keyed with this
+    /// handle's audit key. See [`Store::audit_append_many`].
+    async fn audit_append(&self, entry: &NewAuditEntry) -> Result<AuditEntry, StoreError> {
+        let mut rows = self.audit_append_many(std::slice::from_ref(entry)).await?;
+        rows.pop().ok_or_else(|| StoreError::Corrupt("appending one audit row returned none".into()))
+    }
+    /// Append audit rows in order, in one transaction. Rows are hashed with this handle's audit
+    /// key (HMAC-SHA256), or plain SHA-256 without one; the first keyed append to an empty chain
+    /// binds the key. `AuditKeyMismatch` (nothing written) when the chain is someone else's: a
+    /// keyed chain and another key or none, or an unkeyed chain with rows and a key.
+    async fn audit_append_many(&self, entries: &[NewAuditEntry]) -> Result<Vec<AuditEntry>, StoreError>;
+    /// Bind this handle's audit key to the chain when it has neither rows nor a key yet, so no
+    /// writer without the key can start it unkeyed; the gateway does this when it starts. Returns
+    /// the head; `AuditKeyMismatch` when the chain belongs to another key (or to none). Without a
+    /// key this only checks.
+    async fn audit_bind_key(&self) -> Result<AuditHead, StoreError>;
+    /// The chain's head: last seq, hash and time, and the id of the key it is written with.
+    async fn audit_head(&self) -> Result<AuditHead, StoreError>;
     /// Rows with `at >= since` and `seq > after_seq`, in seq order, at most `limit`: page by
     /// passing the last seq of the previous page.
     async fn audit_list(&self, since: Millis, after_seq: i64, limit: usize) -> Result<Vec<AuditEntry>, StoreError>;
-    /// Recompute the whole chain; report the first row where it breaks.
+    /// Recompute the whole chain with this handle's audit key; report the first row where it
+    /// breaks, or `WrongKey` when the chain is written with another key (or none).
     async fn audit_verify(&self) -> Result<AuditVerification, StoreError>;
 
     async fn stats(&self, now: Millis) -> Result<StoreStats, StoreError>;

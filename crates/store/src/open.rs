@@ -1,19 +1,26 @@
 //! Opening a store from a URL.
 
-use crate::{PgStore, SqliteStore, Store, StoreError};
+use crate::{AuditKey, PgStore, SqliteStore, Store, StoreError};
 use std::sync::Arc;
 
-/// Open (and migrate) a store.
+/// Open (and migrate) a store without an audit key: it appends to and verifies only an unkeyed
+/// audit chain (see [`open_with_audit_key`]).
 ///
 /// - `sqlite://path/to/file.db` or `sqlite:path/to/file.db`: created if missing.
 /// - `postgres://…` / `postgresql://…`, optionally with `?schema=NAME`: the schema is created
 ///   if missing and every pooled connection uses it as `search_path`.
 pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    open_with_audit_key(url, None).await
+}
+
+/// Open (and migrate) a store as [`open`] does, whose audit rows are hashed (and verified) with
+/// `audit_key`. Opening never writes the key; [`Store::audit_bind_key`] does.
+pub async fn open_with_audit_key(url: &str, audit_key: Option<AuditKey>) -> Result<Arc<dyn Store>, StoreError> {
     if url.starts_with("sqlite:") {
-        Ok(Arc::new(open_sqlite(url).await?))
+        Ok(Arc::new(open_sqlite(url).await?.with_audit_key(audit_key)))
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         let (base, schema) = split_schema_param(url);
-        Ok(Arc::new(open_postgres(&base, schema.as_deref()).await?))
+        Ok(Arc::new(open_postgres(&base, schema.as_deref()).await?.with_audit_key(audit_key)))
     } else {
         Err(StoreError::BadUrl { url: url.to_owned(), reason: "expected a sqlite:// or postgres:// URL".into() })
     }

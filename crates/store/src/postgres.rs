@@ -3,14 +3,15 @@
 //! so job ids of one ordering key are committed in id order (per-key FIFO across instances);
 //! audit appends serialise on the `audit_head` row lock, so the chain never forks.
 
+use crate::audit::{extend_chain, ChainVerifier};
 use crate::common::{
-    audit_from_row, audit_hash, claim_followers_sql, complete_sql, dead_from_row, first_occurrences, has_repeated_job,
-    insert_coalesced_job_sql, insert_inbox_sql, insert_jobs_sql, insert_parse_dead_sql, job_from_row, link_from_row,
-    ChainVerifier, Ph, AUDIT_COLS, CHUNK, DEAD_COLS, JOB_COLS,
+    audit_from_row, audit_head_from_row, claim_followers_sql, complete_sql, dead_from_row, first_occurrences,
+    has_repeated_job, insert_coalesced_job_sql, insert_inbox_sql, insert_jobs_sql, insert_parse_dead_sql, job_from_row,
+    link_from_row, values, Ph, AUDIT_COLS, AUDIT_HEAD_FOR_APPEND_SQL, AUDIT_HEAD_SQL, CHUNK, DEAD_COLS, JOB_COLS,
 };
 use crate::{
-    AuditEntry, AuditVerification, Completion, DeadLetter, IdLink, Intake, IntakeOutcome, Job, Lease, Millis,
-    NewAuditEntry, Store, StoreError, StoreStats,
+    AuditEntry, AuditHead, AuditKey, AuditVerification, Completion, DeadLetter, IdLink, Intake, IntakeOutcome, Job,
+    Lease, Millis, NewAuditEntry, Store, StoreError, StoreStats,
 };
 use async_trait::async_trait;
 use futures::TryStreamExt;
@@ -32,6 +33,8 @@ pub struct PgStore {
     /// keeps a WAL flush out of every event's path. Intake, replays, cursors, links and the audit
     /// chain stay on the synchronous pool.
     unsynced: PgPool,
+    /// Hashes the audit rows this handle appends and verifies; `None`: an unkeyed chain.
+    audit_key: Option<AuditKey>,
 }
 
 impl PgStore {
@@ -76,7 +79,13 @@ impl PgStore {
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(opts.options([("synchronous_commit", "off")]))
             .await?;
-        Ok(Self { pool, unsynced })
+        Ok(Self { pool, unsynced, audit_key: None })
+    }
+
+    /// This handle appends and verifies audit rows with `key` (see [`crate::open_with_audit_key`]).
+    pub fn with_audit_key(mut self, key: Option<AuditKey>) -> Self {
+        self.audit_key = key;
+        self
     }
 
     /// The connection pool, for tests and admin tooling.
@@ -426,12 +435,12 @@ impl Store for PgStore {
         Ok(())
     }
 
-    async fn replay_dead_many(&self, job_ids: &[i64], now: Millis) -> Result<u64, StoreError> {
+    async fn replay_dead_many(&self, job_ids: &[i64], now: Millis) -> Result<Vec<i64>, StoreError> {
         if job_ids.is_empty() {
-            return Ok(0);
+            return Ok(Vec::new());
         }
         let mut tx = self.pool.begin_with(BEGIN_WRITE).await?;
-        let ids: Vec<i64> = sqlx::query(
+        let mut ids: Vec<i64> = sqlx::query(
             "UPDATE jobs SET state = 'pending', next_attempt_at = $1, due_at = $1, \
              lease_owner = NULL, lease_expires_at = NULL, finished_at = NULL \
              WHERE state = 'dead' AND id = ANY($2) RETURNING id",
@@ -447,7 +456,8 @@ impl Store for PgStore {
             sqlx::query("DELETE FROM dead_letters WHERE job_id = ANY($1)").bind(&ids).execute(&mut *tx).await?;
         }
         tx.commit().await?;
-        Ok(ids.len() as u64)
+        ids.sort_unstable();
+        Ok(ids)
     }
 
     async fn drop_dead(&self, dead_letter_id: i64) -> Result<(), StoreError> {
@@ -532,44 +542,64 @@ impl Store for PgStore {
         rows.iter().map(link_from_row).collect()
     }
 
-    async fn audit_append(&self, e: &NewAuditEntry) -> Result<AuditEntry, StoreError> {
+    async fn audit_append_many(&self, entries: &[NewAuditEntry]) -> Result<Vec<AuditEntry>, StoreError> {
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
+        let key = self.audit_key.as_ref();
         let mut tx = self.pool.begin_with(BEGIN_WRITE).await?;
         // The row lock on the head serialises appends: the chain never forks.
-        let head = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE").fetch_one(&mut *tx).await?;
-        let prev_seq: i64 = head.try_get("seq")?;
-        let prev_hash: String = head.try_get("hash")?;
-        let seq = prev_seq + 1;
-        let hash = audit_hash(&prev_hash, seq, e.at, &e.actor, &e.action, &e.subject, &e.detail);
-        sqlx::query(
-            "INSERT INTO audit_log (seq, at, actor, action, subject, detail, prev_hash, hash) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(seq)
-        .bind(e.at)
-        .bind(&e.actor)
-        .bind(&e.action)
-        .bind(&e.subject)
-        .bind(&e.detail)
-        .bind(&prev_hash)
-        .bind(&hash)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
-            .bind(seq)
-            .bind(&hash)
+        let sql = format!("{AUDIT_HEAD_FOR_APPEND_SQL} FOR UPDATE");
+        let head = audit_head_from_row(&sqlx::query(&sql).fetch_one(&mut *tx).await?)?;
+        head.check_key(key)?;
+        let rows = extend_chain(&head, entries, key);
+        for chunk in rows.chunks(CHUNK) {
+            let sql = format!(
+                "INSERT INTO audit_log (seq, at, actor, action, subject, detail, prev_hash, hash) VALUES {}",
+                values(chunk.len(), "?, ?, ?, ?, ?, ?, ?, ?", PH, 0)
+            );
+            let mut q = sqlx::query(&sql);
+            for r in chunk {
+                q = q
+                    .bind(r.seq)
+                    .bind(r.at)
+                    .bind(&r.actor)
+                    .bind(&r.action)
+                    .bind(&r.subject)
+                    .bind(&r.detail)
+                    .bind(&r.prev_hash)
+                    .bind(&r.hash);
+            }
+            q.execute(&mut *tx).await?;
+        }
+        let last = rows.last().ok_or_else(|| StoreError::Corrupt("no audit rows to append".into()))?;
+        sqlx::query("UPDATE audit_head SET seq = $1, hash = $2, key_id = $3 WHERE id = 1")
+            .bind(last.seq)
+            .bind(&last.hash)
+            .bind(head.bound_key_id(key))
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(AuditEntry {
-            seq,
-            at: e.at,
-            actor: e.actor.clone(),
-            action: e.action.clone(),
-            subject: e.subject.clone(),
-            detail: e.detail.clone(),
-            prev_hash,
-            hash,
-        })
+        Ok(rows)
+    }
+
+    async fn audit_bind_key(&self) -> Result<AuditHead, StoreError> {
+        let key = self.audit_key.as_ref();
+        let mut tx = self.pool.begin_with(BEGIN_WRITE).await?;
+        // Lock the head row first (the join's nullable side cannot be locked), then read it whole.
+        sqlx::query("SELECT 1 FROM audit_head WHERE id = 1 FOR UPDATE").execute(&mut *tx).await?;
+        let mut head = audit_head_from_row(&sqlx::query(AUDIT_HEAD_SQL).fetch_one(&mut *tx).await?)?;
+        head.check_key(key)?;
+        if let (None, Some(key)) = (&head.key_id, key) {
+            sqlx::query("UPDATE audit_head SET key_id = $1 WHERE id = 1").bind(key.id()).execute(&mut *tx).await?;
+            head.key_id = Some(key.id().to_owned());
+        }
+        tx.commit().await?;
+        Ok(head)
+    }
+
+    async fn audit_head(&self) -> Result<AuditHead, StoreError> {
+        audit_head_from_row(&sqlx::query(AUDIT_HEAD_SQL).fetch_one(&self.pool).await?)
     }
 
     async fn audit_list(&self, since: Millis, after_seq: i64, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
@@ -587,10 +617,14 @@ impl Store for PgStore {
     async fn audit_verify(&self) -> Result<AuditVerification, StoreError> {
         // One snapshot for the head and the rows.
         let mut tx = self.pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await?;
-        let head = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1").fetch_one(&mut *tx).await?;
-        let head_seq: i64 = head.try_get("seq")?;
-        let head_hash: String = head.try_get("hash")?;
-        let mut v = ChainVerifier::new();
+        let head = audit_head_from_row(&sqlx::query(AUDIT_HEAD_SQL).fetch_one(&mut *tx).await?)?;
+        let mut v = match ChainVerifier::start(&head, self.audit_key.as_ref()) {
+            Ok(v) => v,
+            Err(wrong_key) => {
+                tx.rollback().await?;
+                return Ok(wrong_key);
+            }
+        };
         let sql = format!("SELECT {AUDIT_COLS} FROM audit_log ORDER BY seq");
         let mut broken = None;
         {
@@ -603,7 +637,7 @@ impl Store for PgStore {
             }
         }
         tx.rollback().await?;
-        Ok(broken.unwrap_or_else(|| v.finish(head_seq, &head_hash)))
+        Ok(broken.unwrap_or_else(|| v.finish(&head)))
     }
 
     async fn stats(&self, now: Millis) -> Result<StoreStats, StoreError> {

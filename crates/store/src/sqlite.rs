@@ -1,14 +1,15 @@
 //! SQLite backend: WAL, `synchronous=FULL` for intake (see `Durability`), ONE write connection (SQLite has one writer, so
 //! writes queue in the pool instead of fighting over SQLITE_BUSY) and a small read pool.
 
+use crate::audit::{extend_chain, ChainVerifier};
 use crate::common::{
-    audit_from_row, audit_hash, claim_followers_sql, complete_sql, dead_from_row, first_occurrences, has_repeated_job,
-    insert_coalesced_job_sql, insert_inbox_sql, insert_jobs_sql, insert_parse_dead_sql, job_from_row, link_from_row,
-    ChainVerifier, Ph, AUDIT_COLS, CHUNK, DEAD_COLS, JOB_COLS,
+    audit_from_row, audit_head_from_row, claim_followers_sql, complete_sql, dead_from_row, first_occurrences,
+    has_repeated_job, insert_coalesced_job_sql, insert_inbox_sql, insert_jobs_sql, insert_parse_dead_sql, job_from_row,
+    link_from_row, values, Ph, AUDIT_COLS, AUDIT_HEAD_FOR_APPEND_SQL, AUDIT_HEAD_SQL, CHUNK, DEAD_COLS, JOB_COLS,
 };
 use crate::{
-    AuditEntry, AuditVerification, Completion, DeadLetter, IdLink, Intake, IntakeOutcome, Job, Lease, Millis,
-    NewAuditEntry, Store, StoreError, StoreStats,
+    AuditEntry, AuditHead, AuditKey, AuditVerification, Completion, DeadLetter, IdLink, Intake, IntakeOutcome, Job,
+    Lease, Millis, NewAuditEntry, Store, StoreError, StoreStats,
 };
 use async_trait::async_trait;
 use futures::TryStreamExt;
@@ -31,6 +32,8 @@ pub struct SqliteStore {
     reader: SqlitePool,
     /// Whether the writer connection currently runs with `synchronous = FULL`.
     writer_synced: AtomicBool,
+    /// Hashes the audit rows this handle appends and verifies; `None`: an unkeyed chain.
+    audit_key: Option<AuditKey>,
 }
 
 /// How durable a write must be when the machine (not just the process) fails.
@@ -68,7 +71,13 @@ impl SqliteStore {
             .acquire_timeout(Duration::from_secs(60))
             .connect_with(opts.create_if_missing(false))
             .await?;
-        Ok(Self { writer, reader, writer_synced: AtomicBool::new(true) })
+        Ok(Self { writer, reader, writer_synced: AtomicBool::new(true), audit_key: None })
+    }
+
+    /// This handle appends and verifies audit rows with `key` (see [`crate::open_with_audit_key`]).
+    pub fn with_audit_key(mut self, key: Option<AuditKey>) -> Self {
+        self.audit_key = key;
+        self
     }
 
     /// The single write connection, switched to the durability this write needs.
@@ -427,13 +436,13 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn replay_dead_many(&self, job_ids: &[i64], now: Millis) -> Result<u64, StoreError> {
+    async fn replay_dead_many(&self, job_ids: &[i64], now: Millis) -> Result<Vec<i64>, StoreError> {
         if job_ids.is_empty() {
-            return Ok(0);
+            return Ok(Vec::new());
         }
         let mut conn = self.write_conn(Durability::Synced).await?;
         let mut tx = conn.begin_with(BEGIN_WRITE).await?;
-        let mut replayed = 0u64;
+        let mut replayed = Vec::new();
         for chunk in job_ids.chunks(CHUNK) {
             // Numbered placeholders throughout: `?1` is the time, `?2..` the ids.
             let marks = (2..chunk.len() + 2).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ");
@@ -451,7 +460,6 @@ impl Store for SqliteStore {
             if ids.is_empty() {
                 continue;
             }
-            replayed += ids.len() as u64;
             let marks = vec!["?"; ids.len()].join(", ");
             let sql = format!("DELETE FROM dead_letters WHERE job_id IN ({marks})");
             let mut q = sqlx::query(&sql);
@@ -459,8 +467,10 @@ impl Store for SqliteStore {
                 q = q.bind(id);
             }
             q.execute(&mut *tx).await?;
+            replayed.extend(ids);
         }
         tx.commit().await?;
+        replayed.sort_unstable();
         Ok(replayed)
     }
 
@@ -549,44 +559,62 @@ impl Store for SqliteStore {
         rows.iter().map(link_from_row).collect()
     }
 
-    async fn audit_append(&self, e: &NewAuditEntry) -> Result<AuditEntry, StoreError> {
+    async fn audit_append_many(&self, entries: &[NewAuditEntry]) -> Result<Vec<AuditEntry>, StoreError> {
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
+        let key = self.audit_key.as_ref();
         let mut conn = self.write_conn(Durability::Synced).await?;
         let mut tx = conn.begin_with(BEGIN_WRITE).await?;
-        let head = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1").fetch_one(&mut *tx).await?;
-        let prev_seq: i64 = head.try_get("seq")?;
-        let prev_hash: String = head.try_get("hash")?;
-        let seq = prev_seq + 1;
-        let hash = audit_hash(&prev_hash, seq, e.at, &e.actor, &e.action, &e.subject, &e.detail);
-        sqlx::query(
-            "INSERT INTO audit_log (seq, at, actor, action, subject, detail, prev_hash, hash) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(seq)
-        .bind(e.at)
-        .bind(&e.actor)
-        .bind(&e.action)
-        .bind(&e.subject)
-        .bind(&e.detail)
-        .bind(&prev_hash)
-        .bind(&hash)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query("UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1")
-            .bind(seq)
-            .bind(&hash)
+        let head = audit_head_from_row(&sqlx::query(AUDIT_HEAD_FOR_APPEND_SQL).fetch_one(&mut *tx).await?)?;
+        head.check_key(key)?;
+        let rows = extend_chain(&head, entries, key);
+        for chunk in rows.chunks(CHUNK) {
+            let sql = format!(
+                "INSERT INTO audit_log (seq, at, actor, action, subject, detail, prev_hash, hash) VALUES {}",
+                values(chunk.len(), "?, ?, ?, ?, ?, ?, ?, ?", PH, 0)
+            );
+            let mut q = sqlx::query(&sql);
+            for r in chunk {
+                q = q
+                    .bind(r.seq)
+                    .bind(r.at)
+                    .bind(&r.actor)
+                    .bind(&r.action)
+                    .bind(&r.subject)
+                    .bind(&r.detail)
+                    .bind(&r.prev_hash)
+                    .bind(&r.hash);
+            }
+            q.execute(&mut *tx).await?;
+        }
+        let last = rows.last().ok_or_else(|| StoreError::Corrupt("no audit rows to append".into()))?;
+        sqlx::query("UPDATE audit_head SET seq = ?, hash = ?, key_id = ? WHERE id = 1")
+            .bind(last.seq)
+            .bind(&last.hash)
+            .bind(head.bound_key_id(key))
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(AuditEntry {
-            seq,
-            at: e.at,
-            actor: e.actor.clone(),
-            action: e.action.clone(),
-            subject: e.subject.clone(),
-            detail: e.detail.clone(),
-            prev_hash,
-            hash,
-        })
+        Ok(rows)
+    }
+
+    async fn audit_bind_key(&self) -> Result<AuditHead, StoreError> {
+        let key = self.audit_key.as_ref();
+        let mut conn = self.write_conn(Durability::Synced).await?;
+        let mut tx = conn.begin_with(BEGIN_WRITE).await?;
+        let mut head = audit_head_from_row(&sqlx::query(AUDIT_HEAD_SQL).fetch_one(&mut *tx).await?)?;
+        head.check_key(key)?;
+        if let (None, Some(key)) = (&head.key_id, key) {
+            sqlx::query("UPDATE audit_head SET key_id = ? WHERE id = 1").bind(key.id()).execute(&mut *tx).await?;
+            head.key_id = Some(key.id().to_owned());
+        }
+        tx.commit().await?;
+        Ok(head)
+    }
+
+    async fn audit_head(&self) -> Result<AuditHead, StoreError> {
+        audit_head_from_row(&sqlx::query(AUDIT_HEAD_SQL).fetch_one(&self.reader).await?)
     }
 
     async fn audit_list(&self, since: Millis, after_seq: i64, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
@@ -603,10 +631,14 @@ impl Store for SqliteStore {
     async fn audit_verify(&self) -> Result<AuditVerification, StoreError> {
         // One read transaction: the head and the rows come from the same snapshot.
         let mut tx = self.reader.begin().await?;
-        let head = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1").fetch_one(&mut *tx).await?;
-        let head_seq: i64 = head.try_get("seq")?;
-        let head_hash: String = head.try_get("hash")?;
-        let mut v = ChainVerifier::new();
+        let head = audit_head_from_row(&sqlx::query(AUDIT_HEAD_SQL).fetch_one(&mut *tx).await?)?;
+        let mut v = match ChainVerifier::start(&head, self.audit_key.as_ref()) {
+            Ok(v) => v,
+            Err(wrong_key) => {
+                tx.rollback().await?;
+                return Ok(wrong_key);
+            }
+        };
         let sql = format!("SELECT {AUDIT_COLS} FROM audit_log ORDER BY seq");
         let mut broken = None;
         {
@@ -619,7 +651,7 @@ impl Store for SqliteStore {
             }
         }
         tx.rollback().await?;
-        Ok(broken.unwrap_or_else(|| v.finish(head_seq, &head_hash)))
+        Ok(broken.unwrap_or_else(|| v.finish(&head)))
     }
 
     async fn stats(&self, now: Millis) -> Result<StoreStats, StoreError> {

@@ -136,6 +136,30 @@ pub struct NewAuditEntry {
     pub detail: String,
 }
 
+impl NewAuditEntry {
+    /// `actor` (`cli`, `admin-api`) put dead job `job_id` back in the queue.
+    pub fn dlq_replayed(actor: &str, job_id: i64, at: Millis) -> Self {
+        Self {
+            at,
+            actor: actor.to_owned(),
+            action: "dlq.replayed".to_owned(),
+            subject: job_id.to_string(),
+            detail: serde_json::json!({ "job_id": job_id }).to_string(),
+        }
+    }
+
+    /// `actor` removed dead letter `dead_letter_id`.
+    pub fn dlq_dropped(actor: &str, dead_letter_id: i64, at: Millis) -> Self {
+        Self {
+            at,
+            actor: actor.to_owned(),
+            action: "dlq.dropped".to_owned(),
+            subject: dead_letter_id.to_string(),
+            detail: serde_json::json!({ "dead_letter_id": dead_letter_id }).to_string(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuditEntry {
     pub seq: i64,
@@ -144,16 +168,31 @@ pub struct AuditEntry {
     pub action: String,
     pub subject: String,
     pub detail: String,
-    /// Hex SHA-256 of the previous row's hash (all zeros for the first row).
+    /// The previous row's `hash` (all zeros for the first row).
     pub prev_hash: String,
-    /// Hex SHA-256 over prev_hash and this row's fields, length-prefixed.
+    /// Hex HMAC-SHA256 with the audit key (plain SHA-256 in an unkeyed chain) over prev_hash and
+    /// this row's fields, length-prefixed: see [`AuditEntry::chain_hash`].
     pub hash: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum AuditVerification {
-    Intact { rows: u64 },
-    Broken { at_seq: i64, reason: String },
+    Intact {
+        rows: u64,
+    },
+    Broken {
+        at_seq: i64,
+        reason: String,
+    },
+    /// The chain is not written with the verifier's key: a wrong key was given, a keyed chain was
+    /// verified without one (or an unkeyed one with one), or the head's key id was rewritten.
+    /// The rows were not checked.
+    WrongKey {
+        /// The head's key id (`None`: the chain is not keyed).
+        chain_key_id: Option<String>,
+        /// The verifier's key id (`None`: no key).
+        given_key_id: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -146,6 +146,9 @@ async fn authority_steps(
         store::AuditVerification::Broken { at_seq, reason } => {
             anyhow::bail!("audit chain broken at {at_seq}: {reason}")
         }
+        store::AuditVerification::WrongKey { chain_key_id, given_key_id } => {
+            anyhow::bail!("the audit chain is keyed with {chain_key_id:?}, the gateway with {given_key_id:?}")
+        }
     }
     Ok(())
 }

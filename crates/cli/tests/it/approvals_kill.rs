@@ -21,6 +21,9 @@ fn config(port: u16) -> String {
 listen = "127.0.0.1:{port}"
 admin_listen = "127.0.0.1:0"
 
+[audit]
+key = {{ env = "KILL_AUDIT_KEY" }}
+
 [delivery]
 retry_schedule = ["300ms", "600ms", "1s", "1s", "1s", "1s", "1s", "1s", "1s", "1s", "1s", "1s"]
 lease = "3s"
@@ -110,6 +113,7 @@ async fn a_gateway_killed_between_click_and_write_back_writes_the_decision_once_
         .arg("--sim-endpoints")
         .arg(dir.path().join("sims.json"))
         .env("KILL_APP_SECRET", SEED_APP_SECRET)
+        .env("KILL_AUDIT_KEY", "approvals-kill-audit-key-0123456789abcdef")
         .env("KILL_NS_CONSUMER_SECRET", ns_seed::CONSUMER_SECRET)
         .env("KILL_NS_TOKEN_SECRET", ns_seed::TOKEN_SECRET)
         .env("DINGBRIDGE_LOG", "info")

@@ -11,12 +11,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use testkit::process::{Gateway, GatewayCommand};
 
+/// The audit key approval policies need.
+const AUDIT_KEY: &str = "check-approvals-audit-key-0123456789abcdef";
+
 /// A NetSuite source governed by one policy whose steps use `roles`, delivered as cards through
 /// the DingTalk app. `extra_roles` is appended verbatim after the role sections.
 fn config_text(store: &Path, second_step_role: &str, extra_roles: &str) -> String {
     format!(
         r#"[store]
 url = "sqlite://{store}"
+
+[audit]
+key = {{ env = "DINGBRIDGE_AUDIT_KEY" }}
 
 [dingtalk.apps.harbour]
 app_key = "dingbridgehk0001apps"
@@ -84,6 +90,7 @@ fn check(config: &Path, args: &[&str]) -> Output {
         .env("DINGBRIDGE_NETSUITE_CONSUMER_SECRET", ns::CONSUMER_SECRET)
         .env("DINGBRIDGE_NETSUITE_TOKEN_SECRET", ns::TOKEN_SECRET)
         .env("DINGBRIDGE_NETSUITE_HOOK_SECRET", ns::WEBHOOK_SECRET)
+        .env("DINGBRIDGE_AUDIT_KEY", AUDIT_KEY)
         .env("DINGBRIDGE_LOG", "warn")
         .output()
         .unwrap()
@@ -164,6 +171,7 @@ impl engine::config::SecretResolver for SeedSecrets {
             "DINGBRIDGE_NETSUITE_CONSUMER_SECRET" => ns::CONSUMER_SECRET,
             "DINGBRIDGE_NETSUITE_TOKEN_SECRET" => ns::TOKEN_SECRET,
             "DINGBRIDGE_NETSUITE_HOOK_SECRET" => ns::WEBHOOK_SECRET,
+            "DINGBRIDGE_AUDIT_KEY" => AUDIT_KEY,
             _ => return None,
         };
         Some(value.to_owned())

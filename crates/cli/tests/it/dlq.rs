@@ -102,8 +102,24 @@ async fn bulk_replay(store_url: String) {
         assert!(Instant::now() < deadline, "dead letters left after the replay");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // Every replayed job has its audit row, written by the CLI (this gateway has no audit key,
+    // so neither has the chain).
+    let audited = store.audit_list(i64::MIN, 0, 20_000).await.unwrap();
+    let replayed: BTreeSet<i64> = audited
+        .iter()
+        .filter(|r| r.actor == "cli" && r.action == "dlq.replayed")
+        .map(|r| r.subject.parse().unwrap())
+        .collect();
+    assert_eq!(audited.len() as u64, EVENTS);
+    assert_eq!(replayed, jobs);
+    assert_eq!(store.audit_verify().await.unwrap(), store::AuditVerification::Intact { rows: EVENTS });
     let (stdout, _) = dlq(&store_url, &["retry", "--all"]).await;
     assert!(stdout.contains("replayed 0 job(s)"), "{stdout}");
+    assert_eq!(
+        store.audit_list(i64::MIN, 0, 20_000).await.unwrap().len() as u64,
+        EVENTS,
+        "nothing replayed, nothing audited"
+    );
     gateway.sigterm().unwrap();
     gateway.wait_exit(Duration::from_secs(15)).await;
     eprintln!("R10 bulk replay test took {:?}", started.elapsed());
@@ -119,4 +135,94 @@ async fn r10_bulk_replay_of_5000_dead_letters_sqlite() {
 async fn r10_bulk_replay_of_5000_dead_letters_postgres() {
     let Some(url) = postgres_url(&unique("r10")).await else { return };
     bulk_replay(url).await;
+}
+
+/// `dlq retry` and `dlq drop` write one audit row per job / dead letter (actor `cli`), and on a
+/// keyed chain they need its key: without it (or with another) they change nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dlq_retry_and_drop_are_audited_with_the_key() {
+    const KEY: &str = "dlq-cli-audit-key-0123456789abcdef-0123456789";
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/dlq.db", dir.path().display());
+    let key = store::AuditKey::new(KEY).unwrap();
+    let (job_id, letter_id) = {
+        let store = store::open_with_audit_key(&url, Some(key.clone())).await.unwrap();
+        store.audit_bind_key().await.unwrap();
+        let job = store::NewJob {
+            flow: "f".into(),
+            destination: "parked".into(),
+            ordering_key: "k".into(),
+            idempotency_key: "dlq-audit-1".into(),
+            payload: "{}".into(),
+            next_attempt_at: 0,
+            coalesce: false,
+        };
+        let intake = |dedup: &str, jobs: Vec<store::NewJob>, dead: Option<&str>| store::Intake {
+            dedup_key: dedup.into(),
+            event_id: dedup.into(),
+            source: "erp".into(),
+            received_at: 0,
+            event_json: "{}".into(),
+            jobs,
+            dead_letter: dead.map(|reason| store::NewDeadLetter { reason: reason.into() }),
+        };
+        store.ingest(&[intake("d1", vec![job], None), intake("d2", vec![], Some("unreadable"))]).await.unwrap();
+        let claimed = store.claim("parked", "test", 1, 60_000, 1).await.unwrap();
+        store.dead_letter(claimed[0].lease(), "HTTP 400", 2).await.unwrap();
+        let letter = store.list_dead(10).await.unwrap().into_iter().find(|d| d.job_id.is_none()).unwrap();
+        store.close().await;
+        (claimed[0].id, letter.id)
+    };
+    let run = |args: Vec<String>, env_key: Option<&'static str>| {
+        let mut command = std::process::Command::new(exe());
+        command.arg("dlq").args(args).env("DINGBRIDGE_LOG", "warn");
+        match env_key {
+            Some(k) => command.env("DINGBRIDGE_AUDIT_KEY", k),
+            None => command.env_remove("DINGBRIDGE_AUDIT_KEY"),
+        };
+        let out = command.output().unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        (out.status.code(), text)
+    };
+    let args = |words: &[&str]| words.iter().map(|w| (*w).to_owned()).collect::<Vec<_>>();
+    let job = job_id.to_string();
+    let letter = letter_id.to_string();
+
+    // Without the key, or with another one: refused before anything changes.
+    let (code, text) = run(args(&["retry", &job, "--store", &url]), None);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("no audit key was given") && text.contains("--key-file PATH"), "{text}");
+    let (code, text) = run(args(&["drop", &letter, "--store", &url]), Some("some-other-audit-key-0123456789abcdef-01"));
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("wrong audit key"), "{text}");
+    let reader = store::open(&url).await.unwrap();
+    assert_eq!(reader.list_dead(10).await.unwrap().len(), 2, "nothing replayed or dropped");
+    assert_eq!(reader.audit_head().await.unwrap().seq, 0, "nothing audited");
+    // `dlq list` reads only, and needs no key.
+    let (code, text) = run(args(&["list", "--store", &url]), None);
+    assert_eq!(code, Some(0), "{text}");
+
+    // With the key (a file, then a config naming it): done and audited.
+    let key_path = dir.path().join("audit.key");
+    std::fs::write(&key_path, format!("{KEY}\n")).unwrap();
+    let (code, text) = run(args(&["retry", &job, "--store", &url, "--key-file", key_path.to_str().unwrap()]), None);
+    assert_eq!(code, Some(0), "{text}");
+    let config = dir.path().join("gateway.toml");
+    std::fs::write(
+        &config,
+        format!("[store]\nurl = \"{url}\"\n\n[audit]\nkey = {{ env = \"DINGBRIDGE_AUDIT_KEY\" }}\n"),
+    )
+    .unwrap();
+    // Listing reads no key: it works where the key's variable is not set.
+    let (code, text) = run(args(&["list", "-c", config.to_str().unwrap()]), None);
+    assert_eq!(code, Some(0), "{text}");
+    let (code, text) = run(args(&["drop", &letter, "-c", config.to_str().unwrap()]), Some(KEY));
+    assert_eq!(code, Some(0), "{text}");
+
+    let keyed = store::open_with_audit_key(&url, Some(key)).await.unwrap();
+    assert!(keyed.list_dead(10).await.unwrap().is_empty());
+    let rows = keyed.audit_list(i64::MIN, 0, 10).await.unwrap();
+    let shown: Vec<_> = rows.iter().map(|r| (r.actor.as_str(), r.action.as_str(), r.subject.as_str())).collect();
+    assert_eq!(shown, [("cli", "dlq.replayed", job.as_str()), ("cli", "dlq.dropped", letter.as_str())]);
+    assert_eq!(keyed.audit_verify().await.unwrap(), store::AuditVerification::Intact { rows: 2 });
 }

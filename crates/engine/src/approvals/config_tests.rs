@@ -3,8 +3,11 @@
 
 use crate::config::{Code, Config, ConfigErrors};
 
-/// Two ERP sources (NetSuite, SAP), a webhook source, the app destination and a robot.
+/// Two ERP sources (NetSuite, SAP), a webhook source, the app destination, a robot and the
+/// audit key approvals need.
 const SYSTEMS: &str = r#"
+[audit]
+key = { env = "AUDIT_KEY" }
 [dingtalk.apps.hk]
 app_key = "dingbridgehk0001apps"
 app_secret = { env = "APP_SECRET" }
@@ -113,6 +116,20 @@ fn a_complete_policy_validates_into_the_approvals_config() {
     assert_eq!(a.roles["approvers"].line, line_of(&text, "[roles.approvers]"));
     assert!(a.policy_for("s4", "purchase_request").is_some());
     assert!(a.policy_for("s4", "purchase_order").is_none());
+}
+
+#[test]
+fn a_policy_without_an_audit_key_is_refused_at_its_name() {
+    let systems = SYSTEMS.replace("[audit]\nkey = { env = \"AUDIT_KEY\" }\n", "");
+    assert!(!systems.contains("[audit]"));
+    let text = format!("{systems}{POLICY}{BANDS}");
+    let (code, message, line) = one_error(&text);
+    assert_eq!(code, Code::AuditKey);
+    assert_eq!(code.as_str(), "DB0115");
+    assert!(message.contains("approval policy `prs` needs an audit key"), "{message}");
+    assert_eq!(line, line_of(&text, "name = \"prs\""));
+    // Without policies, no key is required.
+    assert!(check(&systems).is_ok());
 }
 
 #[test]

@@ -124,6 +124,8 @@ pub struct Runtime {
     /// ERP sources' resolved secrets, by source name.
     pub erp_secrets: BTreeMap<String, ErpSecrets>,
     pub admin_token: Option<Secret>,
+    /// The key the store hashes the audit chain with; `None` without `[audit] key`.
+    pub audit_key: Option<store::AuditKey>,
     pub flows: FlowEngine,
 }
 
@@ -142,6 +144,7 @@ impl fmt::Debug for Runtime {
             .field("sap_systems", &self.sap_systems.keys().collect::<Vec<_>>())
             .field("erp_secrets", &self.erp_secrets)
             .field("admin_token", &self.admin_token)
+            .field("audit_key", &self.audit_key)
             .finish_non_exhaustive()
     }
 }
@@ -290,6 +293,22 @@ impl Resolve<'_> {
         }
         Some(Secret::new(value))
     }
+
+    /// The audit key named by `[audit] key`, checked for length.
+    fn audit_key(&mut self, r: Option<&SecretRef>) -> Option<store::AuditKey> {
+        let r = r?;
+        let secret = self.get(r, "audit.key")?;
+        match store::AuditKey::new(secret.expose().as_bytes()) {
+            Ok(key) => Some(key),
+            Err(e) => {
+                self.errors.push(
+                    ConfigError::new(Code::AuditKey, format!("audit.key: {e}"), Some(r.span.clone()), "key too short")
+                        .with_help("generate one with `openssl rand -hex 32`"),
+                );
+                None
+            }
+        }
+    }
 }
 
 impl Config {
@@ -298,11 +317,29 @@ impl Config {
         self.build_with(&ProcessSecrets, clock)
     }
 
+    /// Phase 3 for the audit key alone, with the process environment and filesystem: what
+    /// `audit verify -c` and `dlq` need, without every other secret. `None` without `[audit] key`.
+    pub fn audit_key(&self) -> Result<Option<store::AuditKey>, ConfigErrors> {
+        self.audit_key_with(&ProcessSecrets)
+    }
+
+    /// [`Config::audit_key`] with an injected secret resolver.
+    pub fn audit_key_with(&self, resolver: &dyn SecretResolver) -> Result<Option<store::AuditKey>, ConfigErrors> {
+        let mut rs = Resolve { resolver, errors: Vec::new() };
+        let key = rs.audit_key(self.audit.key.as_ref());
+        if rs.errors.is_empty() {
+            Ok(key)
+        } else {
+            Err(ConfigErrors::new(self.path.clone(), self.text.clone(), rs.errors))
+        }
+    }
+
     /// Phase 3 with an injected secret resolver. Collects every missing secret.
     pub fn build_with(&self, resolver: &dyn SecretResolver, clock: Arc<dyn Clock>) -> Result<Runtime, ConfigErrors> {
         let mut rs = Resolve { resolver, errors: Vec::new() };
         let outbound = self.outbound(resolver, &mut rs.errors);
         let admin_token = self.server.admin_token.as_ref().and_then(|r| rs.get(r, "server.admin_token"));
+        let audit_key = rs.audit_key(self.audit.key.as_ref());
         let mut app_secrets = BTreeMap::new();
         for (name, app) in &self.dingtalk_apps {
             if let Some(secret) = rs.get(&app.app_secret, &format!("the app secret of DingTalk app `{name}`")) {
@@ -611,6 +648,7 @@ impl Config {
             sap_systems: erp.sap,
             erp_secrets,
             admin_token,
+            audit_key,
             flows: FlowEngine::new(self),
         })
     }

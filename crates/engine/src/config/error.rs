@@ -40,6 +40,8 @@ pub enum Code {
     /// A vendor endpoint that is not `https://` (credentials and business data would travel in
     /// clear text).
     InsecureEndpoint,
+    /// Approval policies without an `[audit] key`, or an audit key too short to be safe.
+    AuditKey,
 }
 
 impl Code {
@@ -59,6 +61,7 @@ impl Code {
             Self::Approvals => "DB0112",
             Self::DecisionSource => "DB0113",
             Self::InsecureEndpoint => "DB0114",
+            Self::AuditKey => "DB0115",
         }
     }
 }

@@ -125,6 +125,14 @@ pub struct StoreConfig {
     pub url: String,
 }
 
+/// `[audit]`.
+#[derive(Debug, Clone, Default)]
+pub struct AuditConfig {
+    /// The HMAC key of the audit chain. Required with approval policies; without it the chain is
+    /// hashed with plain SHA-256, which anyone who can write to the store can recompute.
+    pub key: Option<SecretRef>,
+}
+
 #[derive(Debug, Clone)]
 pub struct DeliveryConfig {
     pub schedule: RetrySchedule,
@@ -664,6 +672,7 @@ pub struct Config {
     pub sap_systems: BTreeMap<String, SapSystemConfig>,
     /// Roles, identity mapping and approval policies (empty without an `[approvals]` section).
     pub approvals: crate::approvals::ApprovalsConfig,
+    pub audit: AuditConfig,
     pub(crate) templates: Arc<minijinja::Environment<'static>>,
     pub(crate) path: String,
     pub(crate) text: Arc<str>,
@@ -686,6 +695,7 @@ impl fmt::Debug for Config {
             .field("dynamics_orgs", &self.dynamics_orgs)
             .field("sap_systems", &self.sap_systems)
             .field("approvals", &self.approvals)
+            .field("audit", &self.audit)
             .finish_non_exhaustive()
     }
 }

@@ -44,6 +44,16 @@ pub struct RawConfig {
     /// `[approvals]`: FX, business calendar and approval policies.
     #[serde(default)]
     pub approvals: Option<crate::approvals::config::RawApprovals>,
+    /// `[audit]`: the key the audit chain is hashed with.
+    #[serde(default)]
+    pub audit: RawAudit,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAudit {
+    /// `{ env = "NAME" }` / `{ file = "path" }`: the HMAC key of the audit chain, at least 32 bytes.
+    pub key: Option<S<RawSecretRef>>,
 }
 
 /// `[netsuite.accounts.NAME]`: NetSuite accounts (account id, TBA or OAuth 2.0 credentials,

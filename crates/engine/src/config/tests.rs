@@ -1948,3 +1948,62 @@ fn ca_bundle_and_sap_client_certificates_are_read_when_built() {
     assert_eq!((code, line), (Code::InvalidValue, pos(&text, "client_cert").0), "{msg}");
     assert!(msg.contains("client_key"), "{msg}");
 }
+
+/// Answers every variable with `value`, and reads no files.
+struct Fixed(&'static str);
+impl SecretResolver for Fixed {
+    fn env(&self, _name: &str) -> Option<String> {
+        Some(self.0.to_owned())
+    }
+    fn file(&self, path: &Path) -> std::io::Result<String> {
+        Err(std::io::Error::new(std::io::ErrorKind::NotFound, path.display().to_string()))
+    }
+}
+
+const AUDIT_KEY_VALUE: &str = "0f1e2d3c4b5a69788796a5b4c3d2e1f0-audit-9d4e";
+
+#[test]
+fn audit_key_resolves_alone_and_into_the_runtime_and_never_prints() {
+    let text = format!("[audit]\nkey = {{ env = \"AUDIT_KEY\" }}\n{BASE}");
+    let cfg = check(&text).unwrap_or_else(|e| panic!("{}", e.render()));
+    assert_eq!(cfg.audit.key.as_ref().map(|k| k.location.clone()), Some(SecretLocation::Env("AUDIT_KEY".into())));
+    let expected = store::AuditKey::new(AUDIT_KEY_VALUE).unwrap();
+    let alone = cfg.audit_key_with(&Fixed(AUDIT_KEY_VALUE)).unwrap().expect("a key");
+    assert_eq!(alone.id(), expected.id());
+    let rt = cfg
+        .build_with(&Fixed(AUDIT_KEY_VALUE), Arc::new(connect::SystemClock))
+        .unwrap_or_else(|e| panic!("{}", e.render()));
+    assert_eq!(rt.audit_key.as_ref().map(|k| k.id().to_owned()), Some(expected.id().to_owned()));
+    let dbg = format!("{rt:?} {cfg:?} {alone:?}");
+    assert!(!dbg.contains("9d4e"), "the audit key leaked into Debug: {dbg}");
+    assert!(dbg.contains(expected.id()), "Debug names the key by its id: {dbg}");
+}
+
+#[test]
+fn db0113_a_short_audit_key_is_refused_at_build_with_its_line() {
+    let text = format!("[audit]\nkey = {{ env = \"AUDIT_KEY\" }}\n{BASE}");
+    let cfg = check(&text).unwrap();
+    for errs in [
+        cfg.audit_key_with(&Fixed("too-short-9d4e")).unwrap_err(),
+        cfg.build_with(&Fixed("too-short-9d4e"), Arc::new(connect::SystemClock)).unwrap_err(),
+    ] {
+        let e = errs.errors.iter().find(|e| e.code == Code::AuditKey).unwrap_or_else(|| panic!("{}", errs.render()));
+        assert!(
+            e.message.contains("audit.key: the audit key is 14 bytes long; it must be at least 32"),
+            "{}",
+            e.message
+        );
+        assert!(!e.message.contains("9d4e"), "the key leaked into the message: {}", e.message);
+        assert_eq!(errs.line_col(e), Some(pos(&cfg.text, "{ env = \"AUDIT_KEY\" }")));
+    }
+}
+
+#[test]
+fn no_audit_key_without_approvals_is_allowed_and_resolves_to_none() {
+    let cfg = check(&with_flow(GOOD_FLOW)).unwrap();
+    assert!(cfg.audit.key.is_none());
+    assert!(cfg.audit_key_with(&Fixed(AUDIT_KEY_VALUE)).unwrap().is_none());
+    let errs = check(&format!("[audit]\nkey = {{ }}\n{BASE}")).unwrap_err();
+    assert_eq!(errs.codes(), vec![Code::InvalidValue]);
+    assert!(errs.errors[0].message.starts_with("audit.key: a secret reference needs"), "{}", errs.render());
+}

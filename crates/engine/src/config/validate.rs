@@ -308,6 +308,7 @@ pub(super) fn validate(raw: RawConfig, text: &str, path: &str) -> Result<Config,
     let store = StoreConfig {
         url: raw.store.url.as_ref().map_or_else(|| DEFAULT_STORE_URL.to_string(), |s| s.get_ref().clone()),
     };
+    let audit = AuditConfig { key: raw.audit.key.as_ref().and_then(|s| cx.secret(s, "audit.key")) };
 
     // [delivery]
     let mut delivery = DeliveryConfig::default();
@@ -503,6 +504,23 @@ pub(super) fn validate(raw: RawConfig, text: &str, path: &str) -> Result<Config,
     };
     let (approvals, approval_errors) = crate::approvals::config::validate(&sections, text, &sources, &destinations);
     cx.errors.extend(approval_errors);
+    // Approval decisions are evidence: without a key, whoever can write to the store could
+    // rewrite them and hash the chain again. (A malformed key is reported above.)
+    let first_policy = raw.approvals.as_ref().and_then(|a| a.policies.first());
+    if let (Some(policy), None) = (first_policy, &raw.audit.key) {
+        cx.push(
+            ConfigError::new(
+                Code::AuditKey,
+                format!("approval policy `{}` needs an audit key, and `[audit] key` is not set", policy.name.get_ref()),
+                span(&policy.name),
+                "decisions are audited in a keyed hash chain",
+            )
+            .with_help(
+                "add `[audit]` with `key = { env = \"DINGBRIDGE_AUDIT_KEY\" }` (or `{ file = \"...\" }`), \
+                 at least 32 bytes, e.g. from `openssl rand -hex 32`",
+            ),
+        );
+    }
 
     if !cx.errors.is_empty() {
         // Report in file order.
@@ -523,6 +541,7 @@ pub(super) fn validate(raw: RawConfig, text: &str, path: &str) -> Result<Config,
         dynamics_orgs,
         sap_systems,
         approvals,
+        audit,
         templates: Arc::new(cx.env),
         path: path.to_string(),
         text: Arc::from(text),

@@ -165,7 +165,7 @@ impl Store for MemStore {
     async fn replay_dead(&self, _job_id: i64, _now: Millis) -> Result<(), StoreError> {
         unsupported()
     }
-    async fn replay_dead_many(&self, _job_ids: &[i64], _now: Millis) -> Result<u64, StoreError> {
+    async fn replay_dead_many(&self, _job_ids: &[i64], _now: Millis) -> Result<Vec<i64>, StoreError> {
         unsupported()
     }
     async fn drop_dead(&self, _id: i64) -> Result<(), StoreError> {
@@ -186,7 +186,13 @@ impl Store for MemStore {
     async fn list_links(&self, _: &str, _: Option<&str>, _: &str, _: usize) -> Result<Vec<IdLink>, StoreError> {
         unsupported()
     }
-    async fn audit_append(&self, _entry: &NewAuditEntry) -> Result<AuditEntry, StoreError> {
+    async fn audit_append_many(&self, _entries: &[NewAuditEntry]) -> Result<Vec<AuditEntry>, StoreError> {
+        unsupported()
+    }
+    async fn audit_bind_key(&self) -> Result<AuditHead, StoreError> {
+        unsupported()
+    }
+    async fn audit_head(&self) -> Result<AuditHead, StoreError> {
         unsupported()
     }
     async fn audit_list(&self, _since: Millis, _after_seq: i64, _limit: usize) -> Result<Vec<AuditEntry>, StoreError> {

@@ -92,6 +92,9 @@ impl Erp {
     }
 }
 
+/// The audit key of the rig's gateway.
+pub const AUDIT_KEY: &str = "approvals-e2e-audit-key-0123456789abcdef";
+
 fn config(escalation: bool) -> String {
     let escalation = if escalation {
         "remind_after = \"4h\"\nescalate_after = \"8h\"\nescalate_to = \"managing_director\"\n"
@@ -102,6 +105,9 @@ fn config(escalation: bool) -> String {
         r#"
 [server]
 listen = "127.0.0.1:0"
+
+[audit]
+key = {{ env = "APRE2E_AUDIT_KEY" }}
 
 [delivery]
 retry_schedule = ["300ms", "600ms", "1s", "1s", "1s", "1s", "1s", "1s"]
@@ -241,6 +247,7 @@ impl Rig {
         std::env::set_var("APRE2E_DV_SECRET", dv_seed::CLIENT_SECRET);
         std::env::set_var("APRE2E_SAP_PASSWORD", sap_seed::PASSWORD);
         std::env::set_var("APRE2E_WEBHOOK_SECRET", WEBHOOK_SECRET);
+        std::env::set_var("APRE2E_AUDIT_KEY", AUDIT_KEY);
         let dir = tempfile::tempdir().unwrap();
         let dingtalk = DingTalkHarness::start().await.unwrap();
         let sims = testkit::erp::ErpSims::start().await.unwrap();
@@ -448,6 +455,10 @@ async fn approve(erp: Erp) {
         assert!(actions.iter().any(|a| a == want), "{want} in {actions:?}");
     }
     assert!(matches!(rig.gateway().store.audit_verify().await.unwrap(), store::AuditVerification::Intact { .. }));
+    // The chain is keyed with the configured key: verifying with another one says so.
+    let head = rig.gateway().store.audit_head().await.unwrap();
+    let key = store::AuditKey::new(AUDIT_KEY).unwrap();
+    assert_eq!(head.key_id.as_deref(), Some(key.id()));
     rig.shutdown().await;
 }
 
@@ -759,7 +770,14 @@ async fn escalation(erp: Erp) {
         assert!(started.elapsed() < WAIT, "no escalation: {:?}", rig.notices("boss0001"));
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let actions = rig.audit_actions(erp).await;
+    // The notice is a job committed before the input's audit rows are appended: wait for them.
+    let started = Instant::now();
+    let mut actions = rig.audit_actions(erp).await;
+    while !actions.iter().any(|a| a == "approval.escalated") {
+        assert!(started.elapsed() < WAIT, "escalation not audited: {actions:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        actions = rig.audit_actions(erp).await;
+    }
     assert_eq!(actions.iter().filter(|a| *a == "approval.reminded").count(), 1, "{actions:?}");
     assert_eq!(actions.iter().filter(|a| *a == "approval.escalated").count(), 1, "{actions:?}");
     if erp.steps() == 2 {

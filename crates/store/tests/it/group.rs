@@ -5,8 +5,8 @@ use async_trait::async_trait;
 use futures::FutureExt;
 use std::sync::Arc;
 use store::{
-    AuditEntry, AuditVerification, Completion, CompletionBatcher, DeadLetter, GroupCommitter, IdLink, Intake,
-    IntakeOutcome, Job, Lease, Millis, NewAuditEntry, Store, StoreError, StoreStats,
+    AuditEntry, AuditHead, AuditVerification, Completion, CompletionBatcher, DeadLetter, GroupCommitter, IdLink,
+    Intake, IntakeOutcome, Job, Lease, Millis, NewAuditEntry, Store, StoreError, StoreStats,
 };
 
 crate::contract_tests!(committer_batches_and_dedups, completion_batcher_fences_each_slot);
@@ -151,7 +151,7 @@ impl Store for Down {
     async fn replay_dead(&self, _: i64, _: Millis) -> Result<(), StoreError> {
         down()
     }
-    async fn replay_dead_many(&self, _: &[i64], _: Millis) -> Result<u64, StoreError> {
+    async fn replay_dead_many(&self, _: &[i64], _: Millis) -> Result<Vec<i64>, StoreError> {
         down()
     }
     async fn drop_dead(&self, _: i64) -> Result<(), StoreError> {
@@ -172,7 +172,13 @@ impl Store for Down {
     async fn list_links(&self, _: &str, _: Option<&str>, _: &str, _: usize) -> Result<Vec<IdLink>, StoreError> {
         down()
     }
-    async fn audit_append(&self, _: &NewAuditEntry) -> Result<AuditEntry, StoreError> {
+    async fn audit_append_many(&self, _: &[NewAuditEntry]) -> Result<Vec<AuditEntry>, StoreError> {
+        down()
+    }
+    async fn audit_bind_key(&self) -> Result<AuditHead, StoreError> {
+        down()
+    }
+    async fn audit_head(&self) -> Result<AuditHead, StoreError> {
         down()
     }
     async fn audit_list(&self, _: Millis, _: i64, _: usize) -> Result<Vec<AuditEntry>, StoreError> {

@@ -3,7 +3,7 @@
 use sqlx::{Connection, Executor};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use store::{Intake, NewJob, Store};
+use store::{AuditKey, Intake, NewJob, Store};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -21,6 +21,8 @@ pub struct Backend {
     pub store: Arc<dyn Store>,
     /// The URL `store::open` was given (reopen uses it again).
     pub url: String,
+    /// The audit key `store` hashes the audit chain with ([`test_key`]).
+    pub audit_key: Option<AuditKey>,
     pub schema: Option<String>,
     raw: Option<Raw>,
     _dir: Option<tempfile::TempDir>,
@@ -28,6 +30,16 @@ pub struct Backend {
 
 pub fn pg_base_url() -> String {
     std::env::var("DINGBRIDGE_TEST_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+/// The audit key of the contract suite's stores.
+pub fn test_key() -> AuditKey {
+    AuditKey::new("dingbridge contract suite audit key, 32+ bytes").expect("test key")
+}
+
+/// Another valid key: an attacker's, or a wrongly configured one.
+pub fn other_key() -> AuditKey {
+    AuditKey::new("not the key the gateway writes with, 32+ bytes").expect("other key")
 }
 
 fn unique_suffix() -> String {
@@ -53,8 +65,9 @@ impl Backend {
         }
         .expect("temp dir");
         let url = format!("sqlite://{}", tmp.path().join("store.db").display());
-        let store = store::open(&url).await.expect("open sqlite store");
-        Backend { kind: Kind::Sqlite, store, url, schema: None, raw: None, _dir: Some(tmp) }
+        let audit_key = Some(test_key());
+        let store = store::open_with_audit_key(&url, audit_key.clone()).await.expect("open sqlite store");
+        Backend { kind: Kind::Sqlite, store, url, audit_key, schema: None, raw: None, _dir: Some(tmp) }
     }
 
     /// A fresh schema on the test database, or `None` (skip) when Postgres is unreachable and
@@ -71,13 +84,19 @@ impl Backend {
         let schema = format!("st_{}", unique_suffix());
         let sep = if base.contains('?') { '&' } else { '?' };
         let url = format!("{base}{sep}schema={schema}");
-        let store = store::open(&url).await.expect("open postgres store");
-        Some(Backend { kind: Kind::Postgres, store, url, schema: Some(schema), raw: None, _dir: None })
+        let audit_key = Some(test_key());
+        let store = store::open_with_audit_key(&url, audit_key.clone()).await.expect("open postgres store");
+        Some(Backend { kind: Kind::Postgres, store, url, audit_key, schema: Some(schema), raw: None, _dir: None })
     }
 
-    /// Another handle on the same database (a second gateway process, say).
+    /// Another handle on the same database (a second gateway process, say), with the same key.
     pub async fn open_again(&self) -> Arc<dyn Store> {
-        store::open(&self.url).await.expect("open store again")
+        self.open_with_key(self.audit_key.clone()).await
+    }
+
+    /// Another handle on the same database whose audit key is `key` (`None`: no key).
+    pub async fn open_with_key(&self, key: Option<AuditKey>) -> Arc<dyn Store> {
+        store::open_with_audit_key(&self.url, key).await.expect("open store again")
     }
 
     /// Close the store and open it again on the same file / schema.
@@ -123,7 +142,7 @@ impl Backend {
         self.exec(
             "DELETE FROM dead_letters; DELETE FROM jobs; DELETE FROM inbox; DELETE FROM cursors; \
              DELETE FROM id_links; DELETE FROM audit_log; \
-             UPDATE audit_head SET seq = 0, \
+             UPDATE audit_head SET seq = 0, key_id = NULL, \
              hash = '0000000000000000000000000000000000000000000000000000000000000000';",
         )
         .await;
