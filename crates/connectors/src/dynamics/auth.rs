@@ -54,7 +54,8 @@ pub fn token_form_body(client_id: &str, client_secret: &str, scope: &str) -> Str
 }
 
 /// A successful token answer; `expires_in` is a JSON number in seconds.
-#[derive(Debug, Deserialize)]
+/// Not `Debug`: it holds the access token in the clear until it is wrapped.
+#[derive(Deserialize)]
 pub struct TokenAnswer {
     pub token_type: String,
     pub expires_in: u64,

@@ -312,7 +312,8 @@ impl ExpiresIn {
 }
 
 /// A successful token answer.
-#[derive(Debug, Clone, Deserialize)]
+/// Not `Debug`: it holds the access token in the clear until it is wrapped.
+#[derive(Clone, Deserialize)]
 pub struct TokenAnswer {
     pub access_token: String,
     #[serde(default)]

@@ -141,7 +141,8 @@ pub fn sign_assertion(
 }
 
 /// A successful token answer (fields dingbridge uses).
-#[derive(Debug, Deserialize)]
+/// Not `Debug`: it holds the access token in the clear until it is wrapped.
+#[derive(Deserialize)]
 pub struct TokenAnswer {
     pub access_token: String,
     pub instance_url: String,

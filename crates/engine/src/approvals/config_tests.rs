@@ -288,3 +288,35 @@ fn calendar_values_are_checked() {
     let eve = jiff::civil::date(2026, 12, 24);
     assert!(config.approvals.calendar.holidays.contains(&eve));
 }
+
+#[test]
+fn only_the_card_apps_stream_sources_may_decide() {
+    // The app's Stream source decides; its HTTP-callback source, a webhook source and another
+    // app's source do not.
+    let extra = r#"
+[dingtalk.apps.other]
+app_key = "dingother00000000001"
+app_secret = { env = "OTHER_SECRET" }
+
+[sources.dt-stream]
+type = "dingtalk"
+app = "hk"
+mode = "stream"
+
+[sources.dt-http]
+type = "dingtalk"
+app = "hk"
+mode = "http"
+callback_token = { env = "CB_TOKEN" }
+callback_aes_key = { env = "CB_KEY" }
+
+[sources.dt-other]
+type = "dingtalk"
+app = "other"
+"#;
+    let text = format!("{SYSTEMS}{extra}{POLICY}{BANDS}\n[identity.ns]\nmatch = [\"email\"]\n");
+    let config = check(&text).unwrap_or_else(|e| panic!("{}", e.render()));
+    let sources = super::decision_sources(&config);
+    let prs: Vec<&str> = sources["prs"].iter().map(String::as_str).collect();
+    assert_eq!(prs, ["dt-stream"]);
+}

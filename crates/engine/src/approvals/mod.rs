@@ -215,9 +215,11 @@ impl ApprovalsConfig {
     }
 }
 
-/// For each policy, the sources whose card clicks may decide its approvals: the DingTalk
-/// sources (Stream or encrypted HTTP callback) of the app that delivers its cards. A click that
-/// arrives any other way is a forgery, whatever it says.
+/// For each policy, the sources whose card clicks may decide its approvals: the Stream-mode
+/// DingTalk sources of the app that delivers its cards (approval cards are always sent with
+/// Stream callbacks, which DingTalk authenticates on the app's own connection; an HTTP card
+/// callback carries no signature). A click that arrives any other way is a forgery, whatever it
+/// says.
 pub fn decision_sources(
     config: &crate::config::Config,
 ) -> std::collections::BTreeMap<String, std::collections::BTreeSet<String>> {
@@ -236,7 +238,12 @@ pub fn decision_sources(
             let sources = config
                 .sources
                 .iter()
-                .filter(|(_, s)| matches!(&s.kind, crate::config::SourceKind::Dingtalk { app: a, .. } if Some(a.as_str()) == app))
+                .filter(|(_, s)| {
+                    matches!(&s.kind, crate::config::SourceKind::Dingtalk {
+                        app: a,
+                        inbound: crate::config::DingtalkInbound::Stream,
+                    } if Some(a.as_str()) == app)
+                })
                 .map(|(name, _)| name.clone())
                 .collect();
             (policy.name.clone(), sources)
