@@ -97,6 +97,7 @@ async fn start(dir: &std::path::Path, config: &str) -> Result<Gateway, dingbridg
     let overrides = Overrides {
         store_url: Some(format!("sqlite://{}/admin.db", dir.display())),
         listen: Some("127.0.0.1:0".into()),
+        admin_listen: Some("127.0.0.1:0".into()),
         ..Overrides::default()
     };
     Gateway::start(config, overrides).await
@@ -140,7 +141,7 @@ async fn admin_replay_and_drop_are_audited_and_another_key_cannot_start() {
     let dead = store.list_dead(10).await.unwrap();
     let parse_failure = dead.iter().find(|d| d.job_id.is_none()).unwrap().id;
 
-    let base = format!("http://{}", gateway.addr);
+    let base = format!("http://{}", gateway.admin_addr);
     let client = reqwest::Client::new();
     let auth = "Bearer correct-horse-battery-staple";
     let replay = client.post(format!("{base}/api/jobs/{}/replay", claimed[0].id)).header("authorization", auth);
