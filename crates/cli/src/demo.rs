@@ -201,6 +201,12 @@ pub async fn run(once: bool, listen: Option<String>, keep: Option<std::path::Pat
     }
     if dir.kept {
         dir.snapshot(&gateway).await?;
+        // The access tokens the simulators issued during the run are secrets too.
+        let mut issued = Vec::new();
+        issued.extend(dingtalk.sim().org.current_token(connectors::dingtalk::sim::org::SEED_APP_KEY));
+        issued.extend(salesforce.issued_tokens());
+        issued.extend(erp_sims.dynamics.issued_tokens());
+        dir.add_secrets("ISSUED_TOKEN", &issued)?;
     }
     gateway.shutdown().await;
     dingtalk.shutdown().await;
@@ -239,6 +245,17 @@ impl DemoDir {
         let secrets: std::collections::BTreeMap<String, String> =
             std::env::vars().filter(|(name, _)| name.starts_with("DINGBRIDGE_") && name != "DINGBRIDGE_LOG").collect();
         std::fs::write(self.path.join("secrets.json"), serde_json::to_vec_pretty(&secrets)?)?;
+        Ok(())
+    }
+
+    /// Adds `values` to `secrets.json` as `{prefix}_{n}`.
+    fn add_secrets(&self, prefix: &str, values: &[String]) -> anyhow::Result<()> {
+        let path = self.path.join("secrets.json");
+        let mut secrets: std::collections::BTreeMap<String, String> = serde_json::from_slice(&std::fs::read(&path)?)?;
+        for (n, value) in values.iter().enumerate() {
+            secrets.insert(format!("{prefix}_{n}"), value.clone());
+        }
+        std::fs::write(path, serde_json::to_vec_pretty(&secrets)?)?;
         Ok(())
     }
 

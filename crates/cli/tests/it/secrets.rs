@@ -42,6 +42,9 @@ async fn r23_the_demo_at_trace_level_shows_no_secret_anywhere() {
     ] {
         assert!(secrets.get(name).is_some_and(|v| !v.is_empty()), "{name} is one of the demo's secrets");
     }
+    // And the access tokens the DingTalk, Salesforce and Dynamics simulators issued to it.
+    let issued = secrets.keys().filter(|k| k.starts_with("ISSUED_TOKEN_")).count();
+    assert!(issued >= 3, "issued tokens recorded: {issued}");
 
     // Everything the gateway wrote or said, as bytes.
     let mut places: Vec<(String, Vec<u8>)> = vec![
@@ -64,7 +67,7 @@ async fn r23_the_demo_at_trace_level_shows_no_secret_anywhere() {
     let mut leaks = Vec::new();
     // A value this short (the SAP simulator's password is "secret") would match unrelated bytes.
     let checked: Vec<(&String, &String)> = secrets.iter().filter(|(_, v)| v.len() >= 8).collect();
-    assert!(checked.len() >= 12, "{checked:?}");
+    assert!(checked.len() >= 15, "{} secrets to look for", checked.len());
     for (name, value) in checked {
         for (place, bytes) in &places {
             if bytes.windows(value.len()).any(|w| w == value.as_bytes()) {

@@ -411,6 +411,11 @@ impl DynamicsSim {
         self.lock().tokens.clear();
     }
 
+    /// The tokens issued and still known (a leak check looks for them in what the gateway wrote).
+    pub fn issued_tokens(&self) -> Vec<String> {
+        self.lock().tokens.keys().cloned().collect()
+    }
+
     /// Tokens issued and still known.
     pub fn token_count(&self) -> usize {
         self.lock().tokens.len()

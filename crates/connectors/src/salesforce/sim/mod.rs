@@ -180,6 +180,12 @@ impl SalesforceSim {
         self.counted_calls.load(Ordering::SeqCst)
     }
 
+    /// The access tokens issued and still known (a leak check looks for them in what the
+    /// gateway wrote).
+    pub fn issued_tokens(&self) -> Vec<String> {
+        self.lock().tokens.keys().cloned().collect()
+    }
+
     /// Kills every issued access token (as a session timeout or a revoke would).
     pub fn expire_tokens(&self) {
         self.lock().tokens.clear();
