@@ -934,7 +934,11 @@ pub fn next_due(state: &Approval, config: &ApprovalsConfig) -> Option<i64> {
 }
 
 /// The shared params of the approval card in its current state.
+/// The approval card's fields. What the ERP wrote (item texts, the requester's name, the
+/// document number, its status and reasons) is escaped for DingTalk markdown: an ERP user must
+/// not be able to put a link or an `@all` on a finance group's card.
 pub fn card_params(state: &Approval, erp_name: &str) -> std::collections::BTreeMap<String, String> {
+    use connectors::dingtalk::markdown::escape_markdown as md;
     let r = &state.record;
     let lines = r
         .get("lines")
@@ -947,6 +951,7 @@ pub fn card_params(state: &Approval, erp_name: &str) -> std::collections::BTreeM
                     let item = text(l, "/item").or_else(|| text(l, "/description")).unwrap_or_default();
                     format!("{} {} {item}", q("/quantity/value"), q("/quantity/unit")).trim().to_owned()
                 })
+                .map(|line| md(&line))
                 .collect::<Vec<_>>()
                 .join("\n")
         })
@@ -976,20 +981,25 @@ pub fn card_params(state: &Approval, erp_name: &str) -> std::collections::BTreeM
         ),
         Status::Approved { by_name, at_ms, .. } => format!("Approved by {by_name} at {}", hk_time(*at_ms)),
         Status::Rejected { by_name, at_ms, .. } => format!("Rejected by {by_name} at {}", hk_time(*at_ms)),
-        Status::ChangedInErp { reason, .. } => format!("Changed in {erp_name} — please review: {reason}"),
-        Status::ClosedInErp { status, .. } => format!("No longer waiting for approval in {erp_name} ({status})"),
-        Status::Unroutable { reason } => format!("Cannot be routed: {reason}"),
+        Status::ChangedInErp { reason, .. } => format!("Changed in {erp_name} — please review: {}", md(reason)),
+        Status::ClosedInErp { status, .. } => format!("No longer waiting for approval in {erp_name} ({})", md(status)),
+        Status::Unroutable { reason } => format!("Cannot be routed: {}", md(reason)),
     };
     let buttons = json!([
         {"id": "approve", "label": "Approve", "enabledIf": BUTTONS_ENABLED},
         {"id": "reject", "label": "Reject", "enabledIf": BUTTONS_ENABLED},
     ]);
     let mut params = std::collections::BTreeMap::new();
-    params.insert("title".into(), format!("{} {} ({erp_name})", entity_label(&state.entity), state.number()));
+    params.insert("title".into(), format!("{} {} ({erp_name})", entity_label(&state.entity), md(&state.number())));
     params.insert("amount".into(), amount_text(r));
     params.insert(
         "requester".into(),
-        state.requester.name.clone().or_else(|| state.requester.erp_id.clone()).unwrap_or_else(|| "unknown".into()),
+        md(&state
+            .requester
+            .name
+            .clone()
+            .or_else(|| state.requester.erp_id.clone())
+            .unwrap_or_else(|| "unknown".into())),
     );
     params.insert("lines".into(), lines);
     params.insert(

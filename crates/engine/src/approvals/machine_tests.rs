@@ -506,3 +506,16 @@ fn a_click_from_a_source_that_is_not_the_cards_dingtalk_app_is_refused_and_audit
     let t = apply(Some(a), &click("fin", "approve", 1), &w.ctx());
     assert!(t.effects.iter().any(|e| matches!(e, Effect::WriteBack(_))));
 }
+
+#[test]
+fn erp_text_on_the_approval_card_cannot_become_markup() {
+    let w = World::new();
+    let mut data = record("500", "HKD", "v1", true);
+    data["number"] = json!("PR[1](http://evil)");
+    data["lines"] = json!([{"item": "[Pay here](http://evil) @all", "quantity": {"value": "1", "unit": "EA"}}]);
+    let a = apply(None, &record_input(data), &w.ctx()).state.expect("opens");
+    let params = card_params(&a, "NetSuite");
+    assert!(params["title"].contains("PR\\[1\\](http://evil)"), "{}", params["title"]);
+    assert_eq!(params["lines"], "1 EA \\[Pay here\\](http://evil) @\u{2060}all", "the mention is broken too");
+    assert!(!params["lines"].contains("[Pay here]"));
+}
