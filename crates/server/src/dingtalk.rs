@@ -40,6 +40,10 @@ fn update_directory(state: &AppState, source: &str, inbound: &Inbound, duplicate
 /// Seconds DingTalk is asked to wait when the gateway is draining or overloaded.
 const RETRY_AFTER_SECS: u64 = 1;
 
+/// Id-link kind of the people who may click a card sent with HTTP callbacks (`left` = its
+/// `outTrackId`, `data` = `{"group", "users"}`), recorded when the card is planned.
+pub const CARD_RECIPIENTS: &str = "card.recipients";
+
 /// One DingTalk source in HTTP callback mode.
 pub struct CallbackReceiver {
     pub crypto: Arc<CallbackCrypto>,
@@ -194,10 +198,61 @@ async fn card_callback_inner(state: &AppState, source: &str, token: &str, body: 
         .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "malformed_body", "the body is not UTF-8"))?;
     let inbound = source::from_callback(source::TOPIC_CARD_CALLBACK, "", text)
         .map_err(|err| ApiError::new(StatusCode::BAD_REQUEST, "malformed_event", err.to_string()))?;
+    check_recipient(state, source, &inbound).await?;
     let intake = state.intake.inbound(source, &inbound, state.clock.now())?;
     let committed = commit(state, source, intake).await?;
     tracing::debug!(source = %source, event_id = %committed.event_id, duplicate = committed.duplicate, "DingTalk card click stored.");
     Ok((StatusCode::OK, Json(serde_json::json!({}))).into_response())
+}
+
+/// An HTTP card click counts only from someone the card was sent to: a user of its robot chat,
+/// or (for a group card) an active member of the app's directory. The token in the URL proves
+/// the request came through the registered route, not who clicked, so a click on a card the
+/// gateway never sent, or by anyone else, is refused (403) and audited.
+async fn check_recipient(state: &AppState, source: &str, inbound: &Inbound) -> Result<(), ApiError> {
+    let card = &inbound.entity_id;
+    let user = inbound.data.get("userId").and_then(serde_json::Value::as_str).unwrap_or_default();
+    let link = state.store.get_link(CARD_RECIPIENTS, card).await.map_err(|err| {
+        ApiError::unavailable("store_unavailable", format!("the card could not be looked up: {err}"), RETRY_AFTER_SECS)
+    })?;
+    let refusal = match link.and_then(|l| l.data).and_then(|d| serde_json::from_str::<serde_json::Value>(&d).ok()) {
+        None => Some(("unknown_card", format!("card `{card}` was not sent by this gateway with HTTP callbacks"))),
+        Some(recipients) => {
+            let users: Vec<&str> = recipients["users"]
+                .as_array()
+                .map(|u| u.iter().filter_map(serde_json::Value::as_str).collect())
+                .unwrap_or_default();
+            if !users.is_empty() {
+                (!users.contains(&user))
+                    .then(|| ("not_a_recipient", format!("{user} is not a recipient of card `{card}`")))
+            } else {
+                match state.directories.get(source) {
+                    Some(keeper) => match keeper.current().await {
+                        Ok(Some(directory)) if directory.user(user).is_some_and(|u| u.active) => None,
+                        Ok(Some(_)) => Some((
+                            "not_a_recipient",
+                            format!("{user} is not an active member of the company's DingTalk directory"),
+                        )),
+                        // Not synced yet: DingTalk shows a group card only to the group's members.
+                        _ => None,
+                    },
+                    None => None,
+                }
+            }
+        }
+    };
+    let Some((code, reason)) = refusal else { return Ok(()) };
+    let audit = store::NewAuditEntry {
+        at: state.clock.now_millis(),
+        actor: format!("source:{source}"),
+        action: "intake.refused".into(),
+        subject: format!("card_action:{card}"),
+        detail: serde_json::json!({"code": code, "reason": reason, "claimed_user": user}).to_string(),
+    };
+    if let Err(err) = state.store.audit_append(&audit).await {
+        tracing::error!(source = %source, "The refused card click could not be audited: {err}");
+    }
+    Err(ApiError::new(StatusCode::FORBIDDEN, code, reason))
 }
 
 /// Stream frames of one DingTalk source, persisted before the client ACKs them.

@@ -79,8 +79,15 @@ pub struct Committed {
 /// durable: every transport acknowledges its sender after this, never before. A refused event
 /// ([`crate::Planned::refused`]) is committed as its dead letter and audited, and its error returned.
 pub async fn commit(state: &AppState, source: &str, planned: impl Into<crate::Planned>) -> Result<Committed, ApiError> {
-    let crate::Planned { intake, refused } = planned.into();
+    let crate::Planned { intake, refused, card_recipients } = planned.into();
     let event_id = intake.event_id.clone();
+    // Before the commit: once committed, the card may be sent and clicked at once.
+    for link in &card_recipients {
+        state.store.put_link(link).await.map_err(|err| {
+            tracing::error!(source = %source, event_id = %event_id, "Card recipients not stored: {err}");
+            ApiError::unavailable("store_unavailable", "the event could not be stored; retry later", RETRY_AFTER_SECS)
+        })?;
+    }
     let dead = intake.dead_letter.is_some();
     let jobs = intake.jobs.len();
     let outcome = state.committer.submit(intake).await.map_err(|err| match err {

@@ -135,8 +135,31 @@ impl WebhookPipeline {
                 intake.dead_letter = Some(store::NewDeadLetter { reason: err.to_string() });
             }
         }
-        Ok(intake.into())
+        let card_recipients = card_recipients(&intake.jobs, now_ms);
+        Ok(crate::Planned { intake, refused: None, card_recipients })
     }
+}
+
+/// Who may click the HTTP-callback cards among `jobs`: the card's `users` (robot chat), or its
+/// `group`. Card clicks over HTTP carry no signature, so the card-callback route checks the
+/// clicker against this (Stream clicks come over the app's own authenticated connection).
+fn card_recipients(jobs: &[store::NewJob], now_ms: i64) -> Vec<store::IdLink> {
+    jobs.iter()
+        .filter(|job| job.payload.contains("\"callback\":\"http\""))
+        .filter_map(|job| serde_json::from_str::<serde_json::Value>(&job.payload).ok())
+        .filter(|card| card["api"] == "card" && card["callback"] == "http")
+        .filter_map(|card| {
+            let out_track_id = card["out_track_id"].as_str()?.to_owned();
+            let recipients = serde_json::json!({"group": card.get("group"), "users": card.get("users")});
+            Some(store::IdLink {
+                kind: crate::dingtalk::CARD_RECIPIENTS.into(),
+                left: out_track_id,
+                right: String::new(),
+                data: Some(recipients.to_string()),
+                updated_at: now_ms,
+            })
+        })
+        .collect()
 }
 
 /// A decision (a click, an approval, a bot message) from a source that is not DingTalk: a
@@ -173,7 +196,7 @@ fn refuse_decision(mut intake: store::Intake, event: &model::Event) -> crate::Pl
         detail: detail.to_string(),
     };
     let error = ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, DECISION_REFUSED, reason);
-    crate::Planned { intake, refused: Some(crate::Refusal { error, audit }) }
+    crate::Planned { intake, refused: Some(crate::Refusal { error, audit }), card_recipients: Vec::new() }
 }
 
 /// The error code of [`refuse_decision`].

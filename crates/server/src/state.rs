@@ -56,6 +56,9 @@ pub trait Intake: Send + Sync {
 pub struct Planned {
     pub intake: store::Intake,
     pub refused: Option<Refusal>,
+    /// Who may click each card with HTTP callbacks that the intake sends (id links of kind
+    /// [`crate::dingtalk::CARD_RECIPIENTS`]), written before the intake commits.
+    pub card_recipients: Vec<store::IdLink>,
 }
 
 pub struct Refusal {
@@ -65,7 +68,7 @@ pub struct Refusal {
 
 impl From<store::Intake> for Planned {
     fn from(intake: store::Intake) -> Self {
-        Planned { intake, refused: None }
+        Planned { intake, refused: None, card_recipients: Vec::new() }
     }
 }
 

@@ -58,6 +58,13 @@ destination = "app"
 message = {{ type = "card", template_id = "dingbridge-approval.schema", out_track_id = "pr-{{{{ event.entity_id }}}}", group = "{{{{ event.data.group }}}}", params = {{ title = "PR {{{{ event.entity_id }}}}", status = "Pending" }}, private_params = {{ canApprove = "true" }}, private_to = "{{{{ event.data.approver }}}}", {card_callback} }}
 
 [[flows]]
+name = "user-card"
+on = {{ source = "erp", entity = "notice_card", change = ["created"] }}
+[[flows.deliver]]
+destination = "app"
+message = {{ type = "card", template_id = "dingbridge-approval.schema", out_track_id = "uc-{{{{ event.entity_id }}}}", users = "{{{{ event.data.user }}}}", params = {{ title = "Notice {{{{ event.entity_id }}}}", status = "Open" }}, {card_callback} }}
+
+[[flows]]
 name = "card-clicked"
 on = {{ source = "dingtalk", entity = "card_action", change = ["clicked"] }}
 [[flows.deliver]]
@@ -523,5 +530,59 @@ async fn a_click_posted_as_a_webhook_is_refused_kept_and_audited() {
     assert_eq!(again.status(), 422);
     assert_eq!(h.gateway.store.list_dead(10).await.unwrap().len(), 1);
     assert_eq!(h.gateway.store.audit_list(0, 0, 10).await.unwrap().len(), 1);
+    h.gateway.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_http_card_click_counts_only_from_a_recipient_of_the_card() {
+    let h = E2e::start("http", "callback = \"http\", callback_route_key = \"dingbridge\"").await;
+    let sim = h.dingtalk.sim().clone();
+    h.webhook("uc-7", json!({"type": "notice_card.created", "data": {"id": "7", "user": "pay0002"}})).await;
+    wait_for("card uc-7", || sim.cards.card("uc-7").is_some()).await;
+    let url = format!("{}/dingtalk/card-callback/dingtalk?token={CARD_TOKEN}", h.base);
+    let click = |card: &str, user: &str| {
+        let body = json!({"outTrackId": card, "userId": user,
+            "content": serde_json::to_string(&json!({"cardPrivateData": {"actionIds": ["approve"], "params": {}}})).unwrap()});
+        h.client.post(&url).json(&body).send()
+    };
+    let stored = h.events_stored().await;
+    // The right token, but someone the card was not sent to, or a card the gateway never sent.
+    for (card, user, code) in [("uc-7", "boss0001", "not_a_recipient"), ("uc-404", "pay0002", "unknown_card")] {
+        let resp = click(card, user).await.unwrap();
+        assert_eq!(resp.status(), 403, "{card} by {user}");
+        let body = resp.text().await.unwrap();
+        assert!(body.contains(code), "{body}");
+    }
+    assert_eq!(h.events_stored().await, stored, "nothing stored");
+    let refused: Vec<_> = h
+        .gateway
+        .store
+        .audit_list(0, 0, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.action == "intake.refused")
+        .collect();
+    assert_eq!(refused.len(), 2, "{refused:?}");
+    assert!(refused[0].detail.contains("boss0001") && refused[0].subject == "card_action:uc-7");
+    // The recipient's click is taken.
+    let resp = click("uc-7", "pay0002").await.unwrap();
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    assert_eq!(h.events_stored().await, stored + 1);
+
+    // A group card: anyone outside the company's directory is refused, once it is synced.
+    let store = h.gateway.store.clone();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while store.get_cursor("dingtalk.directory.hk").await.unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the directory was never synced");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    h.webhook("pr-8", json!({"type": "purchase_requisition.created", "data": {"id": "8", "group": FINANCE_GROUP, "approver": "pay0002"}})).await;
+    wait_for("card pr-8", || sim.cards.card("pr-8").is_some()).await;
+    let resp = click("pr-8", "outsider0001").await.unwrap();
+    assert_eq!(resp.status(), 403);
+    assert!(resp.text().await.unwrap().contains("not an active member"));
+    let resp = click("pr-8", "finance0001").await.unwrap();
+    assert_eq!(resp.status(), 200, "a member of the company may click a group card");
     h.gateway.shutdown().await;
 }
