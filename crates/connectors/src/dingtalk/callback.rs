@@ -152,7 +152,9 @@ pub fn success_reply(crypto: &CallbackCrypto, now_ms: i64) -> Value {
 }
 
 /// Refuses stale and replayed pushes of one callback subscription (see the module docs). One
-/// per source; the memory is bounded by [`REPLAY_MEMORY`].
+/// per source and process; the memory is bounded by [`REPLAY_MEMORY`]. A push replayed to
+/// another gateway instance within the window passes this check, and is then a duplicate of
+/// the stored event (its dedup key), so it still has no second effect.
 #[derive(Debug, Default)]
 pub struct ReplayGuard {
     seen: Mutex<Seen>,

@@ -27,14 +27,20 @@ pub fn escape_markdown(text: &str) -> String {
         if INLINE.contains(&c) || (line_start && LINE_START.contains(&c)) {
             out.push('\\');
         }
-        out.push(c);
-        if c == '@' && previous.is_none_or(|p| p.is_whitespace() || p == '(') {
-            out.push(WORD_JOINER);
-        }
+        push_breaking_mention(&mut out, c, previous);
         line_start = c == '\n' || (line_start && (c == ' ' || c == '\t'));
         previous = Some(c);
     }
     out
+}
+
+/// Pushes `c`, and after an `@` where a mention could begin (text start, after a space or a
+/// parenthesis) the word joiner; an address such as `a@b.hk` is left alone.
+fn push_breaking_mention(out: &mut String, c: char, previous: Option<char>) {
+    out.push(c);
+    if c == '@' && previous.is_none_or(|p| p.is_whitespace() || p == '(') {
+        out.push(WORD_JOINER);
+    }
 }
 
 /// `text` for a plain-text message: nothing renders as markup there, but `@all` or `@<mobile>`
@@ -43,10 +49,7 @@ pub fn neutralise_mentions(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + 4);
     let mut previous: Option<char> = None;
     for c in text.chars() {
-        out.push(c);
-        if c == '@' && previous.is_none_or(|p| p.is_whitespace() || p == '(') {
-            out.push(WORD_JOINER);
-        }
+        push_breaking_mention(&mut out, c, previous);
         previous = Some(c);
     }
     out
