@@ -39,6 +39,29 @@ pub async fn run(path: &Path, fetch: bool, sim_endpoints: Option<PathBuf>) -> an
     if config.approvals.is_empty() {
         return Ok(ExitCode::SUCCESS);
     }
+    for policy in &config.approvals.policies {
+        match engine::approvals::card_callback(&config, policy) {
+            Some(engine::approvals::CardCallbackMode::Http) => eprintln!(
+                "{}:{}: warning: approvals: policy `{}` takes decisions over HTTP card callbacks, which DingTalk does \
+                 not sign: only the source's card_callback_token and the recipient check stand between a forger and \
+                 a decision; prefer a Stream-mode source",
+                path.display(),
+                policy.line,
+                policy.name
+            ),
+            Some(engine::approvals::CardCallbackMode::Stream) => {}
+            None => eprintln!(
+                "{}:{}: warning: approvals: no click on policy `{}`'s cards can reach the gateway: its card app has no \
+                 Stream-mode DingTalk source{}",
+                path.display(),
+                policy.line,
+                policy.name,
+                if policy.allow_http_card_callback { " and no HTTP source with a card_callback_token" } else {
+                    " (or set allow_http_card_callback = true with an HTTP source that has a card_callback_token)"
+                }
+            ),
+        }
+    }
     let Some(app) = engine::approvals::directory_app(&config).map(str::to_owned) else {
         // Validation refuses approvals without a DingTalk app; say so rather than pass silently.
         println!("approvals mapping not proven: the config names no DingTalk app to read the directory of");

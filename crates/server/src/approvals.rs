@@ -67,6 +67,8 @@ pub struct Approvals {
     pub keeper: Option<Arc<crate::directory::DirectoryKeeper>>,
     /// Per policy, the DingTalk sources whose clicks may decide.
     pub decision_sources: BTreeMap<String, std::collections::BTreeSet<String>>,
+    /// Per policy, how its cards call back (absent: Stream).
+    pub card_callbacks: BTreeMap<String, engine::approvals::CardCallbackMode>,
 }
 
 impl Approvals {
@@ -216,7 +218,10 @@ impl Sink for ApprovalSink {
                 jobs,
                 dead_letter: None,
             };
-            commit(state, "approvals", intake).await.map_err(|e| store_error(e.message))?;
+            // Cards with HTTP callbacks: who may click them is recorded as for any card.
+            let card_recipients = crate::pipeline::card_recipients(&intake.jobs, now);
+            let planned = crate::Planned { intake, refused: None, card_recipients };
+            commit(state, "approvals", planned).await.map_err(|e| store_error(e.message))?;
         }
         // 2. The audit rows.
         for effect in &transition.effects {
@@ -311,8 +316,15 @@ impl ApprovalSink {
                             card["users"] = json!(users);
                         }
                     }
-                    // Approval cards call back over Stream (no HTTP route key is registered for them).
-                    card["callback"] = json!("stream");
+                    // Stream, unless the policy lets clicks come over HTTP card callbacks and the
+                    // card app has no Stream source.
+                    match self.approvals.card_callbacks.get(&policy.name) {
+                        Some(engine::approvals::CardCallbackMode::Http) => {
+                            card["callback"] = json!("http");
+                            card["callback_route_key"] = json!(engine::approvals::APPROVAL_CARD_ROUTE_KEY);
+                        }
+                        _ => card["callback"] = json!("stream"),
+                    }
                     (destination.clone(), card_order.clone(), card)
                 }
                 Effect::UpdateCard => (

@@ -448,6 +448,11 @@ fn approvals_runtime(
         keeper: keepers.get(&app).cloned(),
         app,
         decision_sources: engine::approvals::decision_sources(config),
+        card_callbacks: approvals
+            .policies
+            .iter()
+            .filter_map(|p| engine::approvals::card_callback(config, p).map(|mode| (p.name.clone(), mode)))
+            .collect(),
     })))
 }
 

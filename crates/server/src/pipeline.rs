@@ -143,7 +143,7 @@ impl WebhookPipeline {
 /// Who may click the HTTP-callback cards among `jobs`: the card's `users` (robot chat), or its
 /// `group`. Card clicks over HTTP carry no signature, so the card-callback route checks the
 /// clicker against this (Stream clicks come over the app's own authenticated connection).
-fn card_recipients(jobs: &[store::NewJob], now_ms: i64) -> Vec<store::IdLink> {
+pub(crate) fn card_recipients(jobs: &[store::NewJob], now_ms: i64) -> Vec<store::IdLink> {
     jobs.iter()
         .filter(|job| job.payload.contains("\"callback\":\"http\""))
         .filter_map(|job| serde_json::from_str::<serde_json::Value>(&job.payload).ok())

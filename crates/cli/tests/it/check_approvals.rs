@@ -241,3 +241,36 @@ async fn check_reads_the_directory_the_gateway_stored() {
     assert!(out.status.success(), "{output}");
     assert!(output.contains("approvals: 1 policies, 2 roles, every role has an active mapped member"), "{output}");
 }
+
+/// `check` warns about approval policies whose clicks would come over unsigned HTTP card
+/// callbacks, and about those whose clicks could not reach the gateway at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_warns_about_http_card_clicks_and_unreachable_cards() {
+    let dir = tempfile::tempdir().unwrap();
+    let example =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/hk-trading.toml")).unwrap();
+    let http = example.replace(
+        "[sources.dingtalk]\ntype = \"dingtalk\"\napp = \"harbour\"\nmode = \"stream\"\n",
+        "[sources.dingtalk]\ntype = \"dingtalk\"\napp = \"harbour\"\nmode = \"http\"\n\
+         callback_token = { env = \"CB_TOKEN\" }\ncallback_aes_key = { env = \"CB_KEY\" }\n\
+         card_callback_token = { env = \"CARD_TOKEN\" }\n",
+    );
+    assert_ne!(http, example, "the example's DingTalk source is in Stream mode");
+    let allowed = http.replace(
+        "entity = \"purchase_request\"\ncurrency = \"HKD\"\n",
+        "entity = \"purchase_request\"\ncurrency = \"HKD\"\nallow_http_card_callback = true\n",
+    );
+    assert_ne!(allowed, http);
+    for (name, text, warning) in [
+        ("unreachable.toml", &http, "no click on policy `purchase-requests`'s cards can reach the gateway"),
+        ("http.toml", &allowed, "policy `purchase-requests` takes decisions over HTTP card callbacks"),
+    ] {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        let out = both(&check(&path, &[]));
+        assert!(out.contains(warning), "{name}: {out}");
+    }
+    let path = dir.path().join("stream.toml");
+    std::fs::write(&path, &example).unwrap();
+    assert!(!both(&check(&path, &[])).contains("card callbacks"), "the Stream example has nothing to warn about");
+}

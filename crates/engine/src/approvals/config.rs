@@ -83,6 +83,10 @@ pub struct RawPolicy {
     pub remind_after: Option<S<String>>,
     pub escalate_after: Option<S<String>>,
     pub escalate_to: Option<S<String>>,
+    /// Let clicks arriving over HTTP card callbacks decide (they carry no signature); approval
+    /// cards call back over Stream otherwise.
+    #[serde(default)]
+    pub allow_http_card_callback: bool,
     #[serde(default)]
     pub actions: BTreeMap<String, S<Vec<S<String>>>>,
     #[serde(default)]
@@ -726,6 +730,7 @@ fn validate_policy(
         escalate_after,
         escalate_to: p.escalate_to.as_ref().map(|r| r.get_ref().clone()),
         sod,
+        allow_http_card_callback: p.allow_http_card_callback,
         line: cx.line(&p.name),
     })
 }

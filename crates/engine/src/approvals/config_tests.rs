@@ -320,3 +320,39 @@ app = "other"
     let prs: Vec<&str> = sources["prs"].iter().map(String::as_str).collect();
     assert_eq!(prs, ["dt-stream"]);
 }
+
+#[test]
+fn http_card_clicks_decide_only_when_the_policy_allows_them() {
+    let http_source = r#"
+[sources.dt-http]
+type = "dingtalk"
+app = "hk"
+mode = "http"
+callback_token = { env = "CB_TOKEN" }
+callback_aes_key = { env = "CB_KEY" }
+card_callback_token = { env = "CARD_TOKEN" }
+"#;
+    let identity = "\n[identity.ns]\nmatch = [\"email\"]\n";
+    let allowed = POLICY.replacen("currency = \"HKD\"", "currency = \"HKD\"\nallow_http_card_callback = true", 1);
+    assert_ne!(allowed, POLICY, "the flag was added");
+    let modes = |policy: &str, extra: &str| {
+        let text = format!("{SYSTEMS}{http_source}{extra}{policy}{BANDS}{identity}");
+        let config = check(&text).unwrap_or_else(|e| panic!("{}", e.render()));
+        let p = &config.approvals.policies[0];
+        (super::decision_sources(&config)[&p.name].clone(), super::card_callback(&config, p))
+    };
+    use super::CardCallbackMode::{Http, Stream};
+    // Without the flag an HTTP-only app cannot decide at all (and `check` warns).
+    let (sources, mode) = modes(POLICY, "");
+    assert!(sources.is_empty());
+    assert_eq!(mode, None);
+    // With it, the HTTP source decides and the cards call back over HTTP.
+    let (sources, mode) = modes(&allowed, "");
+    assert_eq!(sources.into_iter().collect::<Vec<_>>(), ["dt-http"]);
+    assert_eq!(mode, Some(Http));
+    // A Stream source is preferred for the cards even when HTTP clicks are allowed.
+    let stream = "\n[sources.dt]\ntype = \"dingtalk\"\napp = \"hk\"\n";
+    let (sources, mode) = modes(&allowed, stream);
+    assert_eq!(sources.len(), 2);
+    assert_eq!(mode, Some(Stream));
+}

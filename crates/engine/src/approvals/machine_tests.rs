@@ -91,6 +91,7 @@ fn config() -> ApprovalsConfig {
             escalate_after: Some(std::time::Duration::from_secs(9 * 3600)),
             escalate_to: Some("md".into()),
             sod: vec![],
+            allow_http_card_callback: false,
             line: 1,
         }],
         fx_base: "HKD".into(),

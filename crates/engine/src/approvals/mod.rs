@@ -196,6 +196,9 @@ pub struct PolicyConfig {
     pub escalate_after: Option<Duration>,
     pub escalate_to: Option<String>,
     pub sod: Vec<SodRule>,
+    /// Clicks over HTTP card callbacks may decide (`allow_http_card_callback`); Stream only
+    /// otherwise.
+    pub allow_http_card_callback: bool,
     pub line: usize,
 }
 
@@ -216,10 +219,10 @@ impl ApprovalsConfig {
 }
 
 /// For each policy, the sources whose card clicks may decide its approvals: the Stream-mode
-/// DingTalk sources of the app that delivers its cards (approval cards are always sent with
-/// Stream callbacks, which DingTalk authenticates on the app's own connection; an HTTP card
-/// callback carries no signature). A click that arrives any other way is a forgery, whatever it
-/// says.
+/// DingTalk sources of the app that delivers its cards (Stream callbacks come over the app's own
+/// authenticated connection), and, only with `allow_http_card_callback`, its HTTP-mode sources
+/// that open card callbacks (`card_callback_token`; an HTTP card click carries no signature). A
+/// click that arrives any other way is a forgery, whatever it says.
 pub fn decision_sources(
     config: &crate::config::Config,
 ) -> std::collections::BTreeMap<String, std::collections::BTreeSet<String>> {
@@ -238,17 +241,53 @@ pub fn decision_sources(
             let sources = config
                 .sources
                 .iter()
-                .filter(|(_, s)| {
-                    matches!(&s.kind, crate::config::SourceKind::Dingtalk {
-                        app: a,
-                        inbound: crate::config::DingtalkInbound::Stream,
-                    } if Some(a.as_str()) == app)
+                .filter(|(_, s)| match &s.kind {
+                    crate::config::SourceKind::Dingtalk { app: a, inbound } if Some(a.as_str()) == app => match inbound
+                    {
+                        crate::config::DingtalkInbound::Stream => true,
+                        crate::config::DingtalkInbound::Http { card_token, .. } => {
+                            policy.allow_http_card_callback && card_token.is_some()
+                        }
+                    },
+                    _ => false,
                 })
                 .map(|(name, _)| name.clone())
                 .collect();
             (policy.name.clone(), sources)
         })
         .collect()
+}
+
+/// The route key approval cards are created with when their clicks come over HTTP card
+/// callbacks: register `POST /dingtalk/card-callback/<source>?token=<card_callback_token>` for it
+/// with `/v1.0/card/callbacks/register`.
+pub const APPROVAL_CARD_ROUTE_KEY: &str = "dingbridge-approvals";
+
+/// How a policy's approval cards call back: over Stream when the card app has a Stream source,
+/// else over HTTP when the policy allows it and a source takes card callbacks; `None` when clicks
+/// could not reach the gateway at all (`check` reports it).
+pub fn card_callback(config: &crate::config::Config, policy: &PolicyConfig) -> Option<CardCallbackMode> {
+    let sources = decision_sources(config).remove(&policy.name).unwrap_or_default();
+    let stream = sources.iter().any(|s| {
+        config.sources.get(s).is_some_and(|c| {
+            matches!(
+                c.kind,
+                crate::config::SourceKind::Dingtalk { inbound: crate::config::DingtalkInbound::Stream, .. }
+            )
+        })
+    });
+    match (stream, sources.is_empty()) {
+        (true, _) => Some(CardCallbackMode::Stream),
+        (false, false) => Some(CardCallbackMode::Http),
+        (false, true) => None,
+    }
+}
+
+/// See [`card_callback`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CardCallbackMode {
+    Stream,
+    Http,
 }
 
 /// The DingTalk app whose directory says who is who for approvals: the app of the first policy's

@@ -139,6 +139,7 @@ fn config() -> ApprovalsConfig {
         escalate_after: None,
         escalate_to: None,
         sod: Vec::new(),
+        allow_http_card_callback: false,
         line: 40,
     };
     let mut fx = BTreeMap::new();

@@ -25,6 +25,8 @@ use testkit::dingtalk::DingTalkHarness;
 
 const FINANCE: &str = "cidF1nAnCe9zYxWvUt8sRqPo/A==";
 const WAIT: Duration = Duration::from_secs(20);
+/// The card-callback capability of the HTTP-mode rig.
+const HTTP_CARD_TOKEN: &str = "Tq9wE3rY7uI1oP5aS2dF8gH4";
 const WEBHOOK_SECRET: &str = "whsec_YXBwcm92YWxzLWUyZS13ZWJob29rLXNlY3JldC0wMDAx";
 
 /// A clock tests move by hand (escalation): real time plus an offset, so retries and leases
@@ -229,6 +231,8 @@ pub struct Rig {
     pub gateway: Option<Gateway>,
     pub clock: Arc<ManualClock>,
     escalation: bool,
+    /// The app's DingTalk source takes HTTP callbacks and the policy allows HTTP card clicks.
+    http_cards: bool,
 }
 
 impl Rig {
@@ -238,6 +242,10 @@ impl Rig {
 
     /// With the gateway's clock reading `at` when it starts (escalation tests).
     pub async fn start_at(escalation: bool, at: Option<jiff::Timestamp>) -> Rig {
+        Rig::start_with(escalation, at, false).await
+    }
+
+    async fn start_with(escalation: bool, at: Option<jiff::Timestamp>, http_cards: bool) -> Rig {
         if std::env::var("APRE2E_LOG").is_ok() {
             let _ = tracing_subscriber::fmt().with_env_filter("info,dingbridge=debug").with_test_writer().try_init();
         }
@@ -251,7 +259,7 @@ impl Rig {
         let dir = tempfile::tempdir().unwrap();
         let dingtalk = DingTalkHarness::start().await.unwrap();
         let sims = testkit::erp::ErpSims::start().await.unwrap();
-        let mut rig = Rig { dir, dingtalk, sims, gateway: None, clock: ManualClock::new(), escalation };
+        let mut rig = Rig { dir, dingtalk, sims, gateway: None, clock: ManualClock::new(), escalation, http_cards };
         if let Some(at) = at {
             rig.clock.set(at);
         }
@@ -262,7 +270,22 @@ impl Rig {
     /// (Re)starts the gateway on the same store.
     pub async fn start_gateway(&mut self) {
         let path = self.dir.path().join("approvals.toml");
-        std::fs::write(&path, config(self.escalation)).unwrap();
+        let mut text = config(self.escalation);
+        if self.http_cards {
+            text = text
+                .replace(
+                    "[sources.dt]\ntype = \"dingtalk\"\napp = \"hk\"\nmode = \"stream\"\n",
+                    "[sources.dt]\ntype = \"dingtalk\"\napp = \"hk\"\nmode = \"http\"\n\
+                     callback_token = { env = \"APRE2E_CB_TOKEN\" }\ncallback_aes_key = { env = \"APRE2E_CB_KEY\" }\n\
+                     card_callback_token = { env = \"APRE2E_CARD_TOKEN\" }\n",
+                )
+                .replace("currency = \"HKD\"\ndeliver", "currency = \"HKD\"\nallow_http_card_callback = true\ndeliver");
+            assert!(text.contains("mode = \"http\"") && text.contains("allow_http_card_callback"), "{text}");
+            std::env::set_var("APRE2E_CB_TOKEN", connectors::dingtalk::sim::SEED_CALLBACK_TOKEN);
+            std::env::set_var("APRE2E_CB_KEY", connectors::dingtalk::sim::SEED_CALLBACK_AES_KEY);
+            std::env::set_var("APRE2E_CARD_TOKEN", HTTP_CARD_TOKEN);
+        }
+        std::fs::write(&path, text).unwrap();
         let (config, _) = engine::config::load_and_validate(&path).unwrap_or_else(|e| panic!("{}", e.render()));
         let mut endpoints = self.dingtalk.endpoint_map();
         self.sims.endpoints(&mut endpoints);
@@ -273,7 +296,14 @@ impl Rig {
             admin_listen: Some("127.0.0.1:0".into()),
             clock: Some(self.clock.clone()),
         };
-        self.gateway = Some(Gateway::start(config, overrides).await.unwrap());
+        let gateway = Gateway::start(config, overrides).await.unwrap();
+        if self.http_cards {
+            // What the operator registers once with /v1.0/card/callbacks/register.
+            let url = format!("http://{}/dingtalk/card-callback/dt?token={HTTP_CARD_TOKEN}", gateway.addr);
+            let route = engine::approvals::APPROVAL_CARD_ROUTE_KEY;
+            self.dingtalk.sim().events.register_card_route(SEED_APP_KEY, route, &url, "unused");
+        }
+        self.gateway = Some(gateway);
     }
 
     pub fn gateway(&self) -> &Gateway {
@@ -542,6 +572,31 @@ async fn forged_click(erp: Erp) {
     let actions = rig.audit_actions(erp).await;
     assert!(!actions.iter().any(|a| a == "approval.decided"), "{actions:?}");
     assert!(matches!(rig.gateway().store.audit_verify().await.unwrap(), store::AuditVerification::Intact { .. }));
+    rig.shutdown().await;
+}
+
+/// `allow_http_card_callback`: the app's source takes HTTP callbacks, so approval cards are
+/// created with the approvals route key and their clicks come over the card-callback URL, where
+/// the token and the recipient check apply before the approval's own checks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn netsuite_an_approval_decided_over_http_card_callbacks_when_the_policy_allows_it() {
+    let erp = Erp::Netsuite;
+    let rig = Rig::start_with(false, None, true).await;
+    rig.wait_for_card(erp).await;
+    // The junior clerk is in the directory (the HTTP door lets her in) but not in the role.
+    rig.click(erp, "acct0003", "approve").await;
+    rig.wait_card(erp, Some("acct0003"), "the refusal", |p| {
+        p.get("note").is_some_and(|n| n.contains("may not approve"))
+    })
+    .await;
+    rig.click(erp, "finance0001", "approve").await;
+    rig.wait_status(erp, "approved", |s| matches!(s, Status::Approved { .. })).await;
+    assert_eq!(rig.writes(erp).await, 1);
+    // The clicks came in over HTTP, as the card's callback route says.
+    let stored = rig.gateway().store.get_link(dingbridge_server::dingtalk::CARD_RECIPIENTS, &erp.card()).await.unwrap();
+    assert!(stored.is_some_and(|l| l.data.unwrap_or_default().contains(FINANCE)), "recipients recorded");
+    let route = rig.dingtalk.sim().events.card_route_url(SEED_APP_KEY, engine::approvals::APPROVAL_CARD_ROUTE_KEY);
+    assert!(route.is_some_and(|u| u.contains("/dingtalk/card-callback/dt")));
     rig.shutdown().await;
 }
 
