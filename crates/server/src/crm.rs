@@ -186,6 +186,7 @@ async fn zoho_notification(state: &AppState, source: &str, body: &[u8]) -> Resul
     let notification = zoho_source::verify_notification(body, std::slice::from_ref(channel))
         .map_err(|err| zoho_refusal(&err, "bad_notification"))?;
     let now_ms = state.clock.now_millis();
+    notification.check_fresh(now_ms).map_err(|err| zoho_refusal(&err, "stale_notification"))?;
     let change = match notification.operation.as_str() {
         "insert" => "created",
         "delete" => "deleted",

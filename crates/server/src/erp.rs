@@ -251,6 +251,16 @@ async fn dynamics_webhook(
     }
     let event = connectors::dynamics::source::parse_webhook(body)
         .map_err(|err| ApiError::new(StatusCode::BAD_REQUEST, "malformed_body", err.to_string()))?;
+    if !event.is_fresh(state.clock.now()) {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "stale_notification",
+            format!(
+                "the operation was created at {}, more than a day ago (or in the future): a replay, or a clock is off",
+                event.operation_created_on.timestamp()
+            ),
+        ));
+    }
     if !erp.watches(&event.entity) {
         tracing::info!(source, entity = %event.entity, "Dataverse webhook for a table the source does not list; acknowledged and ignored.");
         return Ok(StatusCode::NO_CONTENT.into_response());

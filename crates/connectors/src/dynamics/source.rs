@@ -145,6 +145,23 @@ pub struct WebhookEvent {
     pub post_images: BTreeMap<String, EntityImage>,
 }
 
+/// How old a webhook's `OperationCreatedOn` may be. Dataverse posts from its asynchronous
+/// service, which can run well behind under load, so the window is a day, not minutes: long
+/// enough for any legitimate delivery, short enough that a captured request cannot be sent
+/// again weeks later (one sent again inside it is a duplicate of the first: same `OperationId`).
+pub const WEBHOOK_MAX_AGE: jiff::SignedDuration = jiff::SignedDuration::from_hours(24);
+/// How far in the future `OperationCreatedOn` may be (clock skew).
+pub const WEBHOOK_MAX_SKEW: jiff::SignedDuration = jiff::SignedDuration::from_mins(5);
+
+impl WebhookEvent {
+    /// Whether the operation happened inside [`WEBHOOK_MAX_AGE`] before `now` (and at most
+    /// [`WEBHOOK_MAX_SKEW`] after it).
+    pub fn is_fresh(&self, now: jiff::Timestamp) -> bool {
+        let at = self.operation_created_on.timestamp();
+        at >= now - WEBHOOK_MAX_AGE && at <= now + WEBHOOK_MAX_SKEW
+    }
+}
+
 fn images(context: &Value, key: &str) -> Result<BTreeMap<String, EntityImage>, ParseError> {
     let mut out = BTreeMap::new();
     for pair in context.get(key).and_then(Value::as_array).into_iter().flatten() {

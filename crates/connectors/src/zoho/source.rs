@@ -32,7 +32,14 @@ pub enum NotificationError {
     UnknownChannel(String),
     #[error("the notification token does not match the channel's token; ignored")]
     BadToken,
+    #[error("the notification's server_time {server_time} is more than 5 minutes from the gateway's clock: a replay, or a clock is off")]
+    Stale { server_time: i64 },
 }
+
+/// How far a notification's `server_time` may be from the gateway's clock, either way. Zoho
+/// posts a notification as the record changes; a captured one sent again later is refused (one
+/// sent again within the window is a duplicate of the first).
+pub const NOTIFICATION_TOLERANCE_MS: i64 = 5 * 60 * 1000;
 
 /// One notification channel as dingbridge enables it.
 #[derive(Clone)]
@@ -178,6 +185,14 @@ impl Notification {
     pub fn server_time(&self) -> Option<ZonedTime> {
         ZonedTime::from_millis("server_time", self.server_time).ok()
     }
+
+    /// Whether `server_time` is within [`NOTIFICATION_TOLERANCE_MS`] of `now_ms`.
+    pub fn check_fresh(&self, now_ms: i64) -> Result<(), NotificationError> {
+        if now_ms.abs_diff(self.server_time) > NOTIFICATION_TOLERANCE_MS.unsigned_abs() {
+            return Err(NotificationError::Stale { server_time: self.server_time });
+        }
+        Ok(())
+    }
 }
 
 /// Parses a callback and checks it belongs to one of `channels` and carries that channel's token.
@@ -308,5 +323,19 @@ mod tests {
         assert_eq!((hook.id.as_str(), hook.stage.as_deref()), ("5843104000001234001", Some("Closed Won")));
         assert!(hook.modified_time().is_some());
         assert_eq!(WorkflowWebhook::parse_verified(body, &"s4".into()).unwrap_err(), NotificationError::BadToken);
+    }
+
+    #[test]
+    fn notifications_are_fresh_only_within_five_minutes() {
+        let body = |server_time: i64| {
+            serde_json::to_vec(&serde_json::json!({"server_time": server_time, "module": "Deals", "ids": ["1"],
+                "operation": "update", "channel_id": "c", "token": "t"}))
+            .unwrap()
+        };
+        let now = 1_767_225_600_000_i64;
+        for (offset, fresh) in [(0, true), (-300_000, true), (300_000, true), (-300_001, false), (300_001, false)] {
+            let n = Notification::parse(&body(now + offset)).unwrap();
+            assert_eq!(n.check_fresh(now).is_ok(), fresh, "{offset}");
+        }
     }
 }

@@ -432,6 +432,12 @@ async fn s3_zoho_deal_edits_reach_the_regional_group_once_in_two_calls() {
         "affected_fields": [], "operation": "update", "channel_id": dingbridge_server::crm::channel_id("deals"), "token": "not-the-token"});
     let resp = client.post(format!("http://{}/intake/zoho/deals", gateway.addr)).json(&forged).send().await.unwrap();
     assert_eq!(resp.status(), 401);
+    // The right token on a notification from long ago: a captured one sent again.
+    let mut replayed = forged.clone();
+    replayed["token"] = json!("dingbridge-e2e-channel-token");
+    let resp = client.post(format!("http://{}/intake/zoho/deals", gateway.addr)).json(&replayed).send().await.unwrap();
+    assert_eq!(resp.status(), 401);
+    assert!(resp.text().await.unwrap().contains("stale_notification"));
     assert_eq!(gateway.store.stats(0).await.unwrap().events, events);
 
     // A workflow rule's webhook carries the shared secret: a wrong one is refused, the right one

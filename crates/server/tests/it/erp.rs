@@ -560,6 +560,11 @@ async fn erp_pushes_are_authenticated_and_malformed_ones_refused() {
     assert_eq!(http.post(&dv).body("{}").send().await.unwrap().status(), 401);
     assert_eq!(http.post(&dv).header("x-dingbridge-key", "nope").body("{}").send().await.unwrap().status(), 401);
     assert_eq!(http.post(&dv).header("x-dingbridge-key", DV_KEY).body("[1]").send().await.unwrap().status(), 400);
+    // The right key on a genuine context from 2024: a captured webhook sent again is refused.
+    let old = testkit::fixtures::read_fixture("dynamics/webhook_remoteexecutioncontext_salesorder_update.json");
+    let resp = http.post(&dv).header("x-dingbridge-key", DV_KEY).body(old).send().await.unwrap();
+    assert_eq!(resp.status(), 401);
+    assert!(resp.text().await.unwrap().contains("stale_notification"));
     // A source of another ERP type is not found under this one.
     assert_eq!(http.post(format!("{}/intake/netsuite/dv", h.base)).body("{}").send().await.unwrap().status(), 404);
     let stats = h.gateway.store.stats(0).await.unwrap();
