@@ -82,11 +82,19 @@ pub struct ConfigError {
     /// Short text under the caret.
     pub label: String,
     pub help: Option<String>,
+    /// The span holds a secret written in the file: rendering blanks it out.
+    pub hides_secret: bool,
 }
 
 impl ConfigError {
     pub fn new(code: Code, message: impl Into<String>, span: Option<Range<usize>>, label: impl Into<String>) -> Self {
-        Self { code, message: message.into(), span, label: label.into(), help: None }
+        Self { code, message: message.into(), span, label: label.into(), help: None, hides_secret: false }
+    }
+
+    /// The span holds a secret value: the source shown with this error has it blanked out.
+    pub fn hiding_secret(mut self) -> Self {
+        self.hides_secret = true;
+        self
     }
 
     pub fn with_help(mut self, help: impl Into<String>) -> Self {
@@ -127,8 +135,26 @@ impl fmt::Display for ConfigErrors {
 impl std::error::Error for ConfigErrors {}
 
 impl ConfigErrors {
+    /// The errors of `source`; a secret written in it (an error [`ConfigError::hiding_secret`])
+    /// is replaced by `*`s of the same length, quotes kept, so no rendering can show it.
     pub fn new(path: impl Into<String>, source: impl Into<Arc<str>>, errors: Vec<ConfigError>) -> Self {
-        Self { path: path.into(), source: source.into(), errors }
+        let source: Arc<str> = source.into();
+        let secrets: Vec<&Range<usize>> =
+            errors.iter().filter(|e| e.hides_secret).filter_map(|e| e.span.as_ref()).collect();
+        let source = if secrets.is_empty() {
+            source
+        } else {
+            let mut bytes = source.as_bytes().to_vec();
+            for span in secrets {
+                let inner = span.start.saturating_add(1)..span.end.saturating_sub(1).min(bytes.len());
+                for b in bytes.get_mut(inner).into_iter().flatten() {
+                    *b = b'*';
+                }
+            }
+            // Whole characters were replaced byte by byte with ASCII, so this stays UTF-8.
+            Arc::from(String::from_utf8_lossy(&bytes).as_ref())
+        };
+        Self { path: path.into(), source, errors }
     }
 
     pub fn codes(&self) -> Vec<Code> {

@@ -367,11 +367,40 @@ pub struct RawButton {
 }
 
 /// `{ env = "NAME" }` or `{ file = "path" }`: where a secret lives, never the secret itself.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Default)]
 pub struct RawSecretRef {
     pub env: Option<String>,
     pub file: Option<String>,
+    /// The secret was written in the file itself. Validation refuses it at its line (and goes on
+    /// to the rest of the file); the value is not kept, so no message can show it.
+    pub literal: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSecretTable {
+    env: Option<String>,
+    file: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for RawSecretRef {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawSecretRef;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a secret reference `{ env = \"NAME\" }` or `{ file = \"path\" }`")
+            }
+            fn visit_str<E: de::Error>(self, _literal: &str) -> Result<RawSecretRef, E> {
+                Ok(RawSecretRef { literal: true, ..RawSecretRef::default() })
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawSecretRef, A::Error> {
+                let table = RawSecretTable::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(RawSecretRef { env: table.env, file: table.file, literal: false })
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// One secret reference or a list of them (rotation).
@@ -385,6 +414,9 @@ impl<'de> Deserialize<'de> for RawSecrets {
             type Value = RawSecrets;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a secret reference `{ env = \"NAME\" }` / `{ file = \"path\" }` or a list of them")
+            }
+            fn visit_str<E: de::Error>(self, _literal: &str) -> Result<RawSecrets, E> {
+                Ok(RawSecrets(vec![RawSecretRef { literal: true, ..RawSecretRef::default() }]))
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawSecrets, A::Error> {
                 let one = RawSecretRef::deserialize(de::value::MapAccessDeserializer::new(map))?;

@@ -2007,3 +2007,36 @@ fn no_audit_key_without_approvals_is_allowed_and_resolves_to_none() {
     assert_eq!(errs.codes(), vec![Code::InvalidValue]);
     assert!(errs.errors[0].message.starts_with("audit.key: a secret reference needs"), "{}", errs.render());
 }
+
+#[test]
+fn a_literal_secret_is_refused_at_its_line_without_showing_it_or_hiding_other_mistakes() {
+    let text = r#"
+[sources.erp]
+type = "webhook"
+secret = "whsec_c2VjcmV0LXZhbHVlLW5ldmVyLXByaW50ZWQ="
+
+[destinations.ops]
+type = "dingtalk_robot"
+access_token = "abc-literal-token-9f3e"
+
+[[flows]]
+name = "f"
+on = { source = "erp", entity = "purchase_order" }
+[[flows.deliver]]
+destination = "nowhere"
+message = { type = "text", content = "x" }
+"#;
+    let errs = check(text).expect_err("refused");
+    let rendered = errs.render();
+    assert!(!rendered.contains("c2VjcmV0") && !rendered.contains("abc-literal"), "a secret was shown: {rendered}");
+    assert!(!rendered.contains("RawSecretRef"), "no internal type names: {rendered}");
+    let literal: Vec<usize> = errs
+        .errors
+        .iter()
+        .filter(|e| e.message.contains("secrets are never written in the config"))
+        .map(|e| errs.line_col(e).unwrap().0)
+        .collect();
+    assert_eq!(literal, [pos(text, "secret = \"whsec").0, pos(text, "access_token = \"abc").0], "{rendered}");
+    // The parse went on: the unknown destination further down is reported too.
+    assert!(errs.codes().contains(&Code::UnknownDestination), "{rendered}");
+}

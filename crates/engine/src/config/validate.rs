@@ -224,12 +224,25 @@ fn at<T>(value: &Option<S<T>>) -> Option<Range<usize>> {
 }
 
 fn invalid_secret(what: &str, msg: &str, span: Range<usize>) -> ConfigError {
-    ConfigError::new(Code::InvalidValue, format!("{what}: {msg}"), Some(span), "invalid secret reference").with_help(
-        "write `{ env = \"NAME\" }` or `{ file = \"/path/to/secret\" }`; secrets are never literal in config",
-    )
+    let error = ConfigError::new(Code::InvalidValue, format!("{what}: {msg}"), Some(span), "invalid secret reference")
+        .with_help(
+            "write `{ env = \"NAME\" }` or `{ file = \"/path/to/secret\" }`; secrets are never literal in config",
+        );
+    if msg == LITERAL_SECRET {
+        error.hiding_secret()
+    } else {
+        error
+    }
 }
 
+/// Why a secret written in the config is refused (its value is blanked in the rendering).
+const LITERAL_SECRET: &str = "secrets are never written in the config: give `{ env = \"NAME\" }` (an environment \
+                              variable) or `{ file = \"path\" }` (a file) that holds it";
+
 fn secret_ref(r: &RawSecretRef, span: Range<usize>) -> Result<SecretRef, String> {
+    if r.literal {
+        return Err(LITERAL_SECRET.into());
+    }
     let location = match (&r.env, &r.file) {
         (Some(v), None) if !v.trim().is_empty() => SecretLocation::Env(v.clone()),
         (None, Some(p)) if !p.trim().is_empty() => SecretLocation::File(PathBuf::from(p)),
