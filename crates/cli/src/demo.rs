@@ -84,9 +84,6 @@ pub async fn run(once: bool, listen: Option<String>, keep: Option<std::path::Pat
     let dingtalk = DingTalkHarness::start().await?;
     set_demo_env(&dingtalk)?;
     let audit_key_file = demo_audit_key(dir.path())?;
-    if dir.kept {
-        dir.write_secrets()?;
-    }
     let sf_config = connectors::salesforce::sim::SimConfig { daily_limit: crm::DAILY_LIMIT, ..Default::default() };
     let salesforce = Arc::new(SalesforceSim::new(sf_config, Arc::new(connect::SystemClock)));
     let salesforce_running = sim::serve(salesforce.clone(), std::net::SocketAddr::from(([127, 0, 0, 1], 0))).await?;
@@ -206,7 +203,7 @@ pub async fn run(once: bool, listen: Option<String>, keep: Option<std::path::Pat
         issued.extend(dingtalk.sim().org.current_token(connectors::dingtalk::sim::org::SEED_APP_KEY));
         issued.extend(salesforce.issued_tokens());
         issued.extend(erp_sims.dynamics.issued_tokens());
-        dir.add_secrets("ISSUED_TOKEN", &issued)?;
+        dir.write_secrets(&issued)?;
     }
     gateway.shutdown().await;
     dingtalk.shutdown().await;
@@ -239,23 +236,14 @@ impl DemoDir {
         &self.path
     }
 
-    /// `secrets.json`: every `DINGBRIDGE_*` value the demo set (tokens, keys, passwords), so a
-    /// leak check knows exactly what must appear nowhere else.
-    fn write_secrets(&self) -> anyhow::Result<()> {
-        let secrets: std::collections::BTreeMap<String, String> =
+    /// `secrets.json`: every `DINGBRIDGE_*` value the demo set (tokens, keys, passwords) and the
+    /// access tokens the simulators `issued` (as `ISSUED_TOKEN_n`), so a leak check knows
+    /// exactly what must appear nowhere else.
+    fn write_secrets(&self, issued: &[String]) -> anyhow::Result<()> {
+        let mut secrets: std::collections::BTreeMap<String, String> =
             std::env::vars().filter(|(name, _)| name.starts_with("DINGBRIDGE_") && name != "DINGBRIDGE_LOG").collect();
+        secrets.extend(issued.iter().enumerate().map(|(n, token)| (format!("ISSUED_TOKEN_{n}"), token.clone())));
         std::fs::write(self.path.join("secrets.json"), serde_json::to_vec_pretty(&secrets)?)?;
-        Ok(())
-    }
-
-    /// Adds `values` to `secrets.json` as `{prefix}_{n}`.
-    fn add_secrets(&self, prefix: &str, values: &[String]) -> anyhow::Result<()> {
-        let path = self.path.join("secrets.json");
-        let mut secrets: std::collections::BTreeMap<String, String> = serde_json::from_slice(&std::fs::read(&path)?)?;
-        for (n, value) in values.iter().enumerate() {
-            secrets.insert(format!("{prefix}_{n}"), value.clone());
-        }
-        std::fs::write(path, serde_json::to_vec_pretty(&secrets)?)?;
         Ok(())
     }
 
