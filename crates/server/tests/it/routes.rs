@@ -167,15 +167,24 @@ async fn r24_every_public_route_refuses_a_caller_without_credentials() {
     let client = reqwest::Client::new();
 
     let routes = dingbridge_server::public_route_list();
-    assert!(routes.len() >= 12, "{routes:?}");
-    let mut walked = 0;
+    // Every vendor door is in the list the router is built from (the walk cannot skip one).
+    for expected in [
+        "/hooks/{source}",
+        "/dingtalk/card-callback/{source}",
+        "/intake/salesforce/{source}/{token}",
+        "/intake/zoho/{source}",
+        "/intake/netsuite/{source}",
+        "/intake/dynamics/{source}",
+        "/intake/sap/{source}/idoc",
+    ] {
+        assert!(routes.iter().any(|(_, path)| *path == expected), "{expected} is not routed: {routes:?}");
+    }
     for (method, route) in &routes {
         let url = format!("{base}{}", route.replace("{source}", source_for(route)).replace("{token}", "not-the-token"));
         for body in ["{}", "<soapenv:Envelope/>", ""] {
             let response = client.request(method.clone(), &url).body(body).send().await.unwrap();
             let status = response.status().as_u16();
             let text = response.text().await.unwrap();
-            walked += 1;
             if *route == "/healthz" {
                 assert_eq!(status, 200, "{route} is the one open door");
                 continue;
@@ -198,7 +207,6 @@ async fn r24_every_public_route_refuses_a_caller_without_credentials() {
             }
         }
     }
-    assert!(walked >= 36);
     let stats = gateway.store.stats(0).await.unwrap();
     assert_eq!((stats.events, stats.pending, stats.dead_letters), (0, 0, 0), "a stranger stored something");
 
