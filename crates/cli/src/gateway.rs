@@ -39,11 +39,20 @@ pub async fn run(
     let overrides = Overrides { store_url, sim_endpoints, listen, admin_listen, clock: None };
     let gateway = Gateway::start(config, overrides).await?;
     tracing::info!(listen = %gateway.addr, admin_listen = %gateway.admin_addr, "dingbridge is running.");
-    wait_for_signal().await?;
-    tracing::info!("Shutdown requested: draining.");
+    let failed = tokio::select! {
+        signal = wait_for_signal() => {
+            signal?;
+            tracing::info!("Shutdown requested: draining.");
+            false
+        }
+        () = gateway.failed() => {
+            tracing::error!("A task the gateway cannot run without failed: draining and exiting.");
+            true
+        }
+    };
     gateway.shutdown().await;
     tracing::info!("Drained; exiting.");
-    Ok(ExitCode::SUCCESS)
+    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 
 async fn wait_for_signal() -> anyhow::Result<()> {

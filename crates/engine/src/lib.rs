@@ -12,4 +12,4 @@ pub mod worker;
 
 pub use config::{load_and_validate, Config, ConfigError, ConfigErrors, Runtime};
 pub use flow::{DecodeError, FlowEngine, FlowError};
-pub use worker::{DeliveryWorkers, WorkerSettings};
+pub use worker::{DeliveryWorkers, Wakeups, WorkerSettings};

@@ -11,8 +11,8 @@
 
 use crate::erp::{ErpClient, ErpSource};
 use crate::hooks::commit;
-use crate::reads::pause;
 use crate::state::AppState;
+use crate::supervisor::{pause, OnFailure, TaskError};
 use async_trait::async_trait;
 use connect::{Delivery, DeliveryError, Idempotency, Receipt, Sink};
 use connectors::approval::{DecisionOutcome, DecisionRequest, ErpUser};
@@ -24,7 +24,7 @@ use engine::approvals::{ApprovalsConfig, Delivery as CardDelivery};
 use engine::config::ErpSystem;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -130,13 +130,6 @@ fn input_intake(source: &str, dedup_key: String, input: &Input, event: Value, no
     }
 }
 
-fn state_of(cell: &OnceLock<AppState>) -> Result<&AppState, DeliveryError> {
-    cell.get().ok_or_else(|| DeliveryError::Transport {
-        endpoint: "approvals".into(),
-        reason: "the gateway is still starting".into(),
-    })
-}
-
 fn store_error(err: impl std::fmt::Display) -> DeliveryError {
     DeliveryError::Transport { endpoint: "store".into(), reason: err.to_string() }
 }
@@ -144,7 +137,7 @@ fn store_error(err: impl std::fmt::Display) -> DeliveryError {
 /// Applies approval inputs (destination [`machine::DESTINATION`]).
 pub struct ApprovalSink {
     pub approvals: Arc<Approvals>,
-    pub state: Arc<OnceLock<AppState>>,
+    pub state: AppState,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -157,7 +150,7 @@ struct Stored {
 #[async_trait]
 impl Sink for ApprovalSink {
     async fn deliver(&self, delivery: &Delivery) -> Result<Receipt, DeliveryError> {
-        let state = state_of(&self.state)?;
+        let state = &self.state;
         let input: Input = serde_json::from_value(delivery.payload.clone()).map_err(|e| DeliveryError::BadPayload {
             destination: delivery.destination.clone(),
             detail: format!("not an approval input: {e}"),
@@ -372,7 +365,7 @@ impl ApprovalSink {
 /// ERP's answer back to the approval as an input.
 pub struct WriteBackSink {
     pub source: Arc<ErpSource>,
-    pub state: Arc<OnceLock<AppState>>,
+    pub state: AppState,
     /// The delivery schedule's last attempt: a failure then is a dead letter.
     pub max_attempts: u32,
 }
@@ -404,7 +397,7 @@ impl Sink for WriteBackSink {
         let span = tracing::info_span!("approval_write_back", approval = %key, flow = "approvals",
             source = %self.source.name, decision = request.decision.as_str());
         let _guard = span.enter();
-        let state = state_of(&self.state)?;
+        let state = &self.state;
         let outcome = match self.decide(&request).await {
             Ok(outcome) => outcome,
             Err(err) => {
@@ -460,30 +453,33 @@ impl Sink for WriteBackSink {
 
 /// Reads each ERP source's user list now and every [`USERS_REFRESH`] (sooner after a failure),
 /// keeping it in the store for identity mapping and `dingbridge check`.
-pub fn spawn_user_sync(state: AppState, approvals: Arc<Approvals>, cancel: CancellationToken) {
-    for (name, source) in approvals.sources.clone() {
-        if approvals.config.identity.get(&name).is_none_or(|i| i.rules.is_empty()) {
+pub fn spawn_user_sync(state: &AppState, approvals: &Approvals) {
+    for (name, source) in &approvals.sources {
+        if approvals.config.identity.get(name).is_none_or(|i| i.rules.is_empty()) {
             continue;
         }
-        let state = state.clone();
-        let cancel = cancel.clone();
-        tokio::spawn(async move {
-            loop {
-                let wait = match sync_users(&state, &source).await {
-                    Ok(count) => {
-                        tracing::info!(source = %name, users = count, "ERP user list read.");
-                        USERS_REFRESH
-                    }
-                    Err(err) => {
-                        tracing::warn!(source = %name, "Reading the ERP user list failed; will try again: {err}");
-                        USERS_RETRY
-                    }
-                };
-                if !pause(&cancel, wait).await {
-                    return;
-                }
-            }
+        let (task_state, source) = (state.clone(), source.clone());
+        state.tasks.spawn(format!("approval-users:{name}"), OnFailure::Restart, move |cancel| {
+            user_sync_loop(task_state.clone(), source.clone(), cancel)
         });
+    }
+}
+
+async fn user_sync_loop(state: AppState, source: Arc<ErpSource>, cancel: CancellationToken) -> Result<(), TaskError> {
+    loop {
+        let wait = match sync_users(&state, &source).await {
+            Ok(count) => {
+                tracing::info!(source = %source.name, users = count, "ERP user list read.");
+                USERS_REFRESH
+            }
+            Err(err) => {
+                tracing::warn!(source = %source.name, "Reading the ERP user list failed; will try again: {err}");
+                USERS_RETRY
+            }
+        };
+        if !pause(&cancel, wait).await {
+            return Ok(());
+        }
     }
 }
 
@@ -505,17 +501,19 @@ pub async fn sync_users(state: &AppState, source: &ErpSource) -> Result<usize, D
 /// Every [`TIMER_PERIOD`], commits a tick for each pending approval whose reminder or
 /// escalation is due. A tick is stored under (approval, round, step, due time), so each falls
 /// due once however often the timer looks.
-pub fn spawn_timer(state: AppState, approvals: Arc<Approvals>, cancel: CancellationToken) {
-    tokio::spawn(async move {
-        loop {
-            if let Err(err) = tick_due(&state, &approvals).await {
-                tracing::warn!("Approval timer could not run; will try again: {err}");
-            }
-            if !pause(&cancel, TIMER_PERIOD).await {
-                return;
-            }
+pub async fn timer_loop(
+    state: AppState,
+    approvals: Arc<Approvals>,
+    cancel: CancellationToken,
+) -> Result<(), TaskError> {
+    loop {
+        if let Err(err) = tick_due(&state, &approvals).await {
+            tracing::warn!("Approval timer could not run; will try again: {err}");
         }
-    });
+        if !pause(&cancel, TIMER_PERIOD).await {
+            return Ok(());
+        }
+    }
 }
 
 /// One look at the pending approvals (tests and the demo call it directly too).

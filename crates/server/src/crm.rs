@@ -12,8 +12,9 @@
 
 use crate::error::ApiError;
 use crate::hooks::{commit, refuse};
-use crate::reads::{commit_all, commit_read, pause, Notices, ReadRequest};
+use crate::reads::{commit_all, commit_read, Notices, ReadRequest};
 use crate::state::AppState;
+use crate::supervisor::{pause, TaskError};
 use async_trait::async_trait;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -29,7 +30,7 @@ use connectors::zoho::source::{self as zoho_source, WatchChannel};
 use secrecy::ExposeSecret;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -264,9 +265,8 @@ fn crm_source<'a>(state: &'a AppState, source: &str, system: &str) -> Result<&'a
 /// The sink of a CRM source's read jobs: read the record, commit the canonical event.
 pub struct RefreshSink {
     pub source: Arc<CrmSource>,
-    /// The gateway's state, set once it exists (the workers that run this sink start first):
-    /// the event is committed through the same intake path as every other event.
-    pub state: Arc<OnceLock<AppState>>,
+    /// The event is committed through the same intake path as every other event.
+    pub state: AppState,
 }
 
 #[async_trait]
@@ -304,23 +304,26 @@ impl Sink for RefreshSink {
     }
 }
 
-/// Polls a Salesforce source by `SystemModstamp` every `interval`: each changed record gets a
-/// stored notice and a read job; the cursor (timestamp and last id, so ties on one timestamp
-/// are neither lost nor repeated) is saved only after the notices are committed.
-pub fn spawn_poller(state: AppState, source: Arc<CrmSource>, interval: Duration, cancel: CancellationToken) {
-    let CrmClient::Salesforce(client) = source.client.clone() else { return };
-    tokio::spawn(async move {
-        loop {
-            for object in &source.objects {
-                if let Err(err) = poll_once(&state, &source, &client, object).await {
-                    tracing::warn!(source = %source.name, object, "Salesforce poll failed; will try again: {err}");
-                }
-            }
-            if !pause(&cancel, interval).await {
-                return;
+/// Polls a Salesforce source by `SystemModstamp` every `interval` until `cancel`: each changed
+/// record gets a stored notice and a read job; the cursor (timestamp and last id, so ties on one
+/// timestamp are neither lost nor repeated) is saved only after the notices are committed.
+pub async fn poll_loop(
+    state: AppState,
+    source: Arc<CrmSource>,
+    interval: Duration,
+    cancel: CancellationToken,
+) -> Result<(), TaskError> {
+    let CrmClient::Salesforce(client) = source.client.clone() else { return Ok(()) };
+    loop {
+        for object in &source.objects {
+            if let Err(err) = poll_once(&state, &source, &client, object).await {
+                tracing::warn!(source = %source.name, object, "Salesforce poll failed; will try again: {err}");
             }
         }
-    });
+        if !pause(&cancel, interval).await {
+            return Ok(());
+        }
+    }
 }
 
 async fn poll_once(
@@ -361,50 +364,48 @@ async fn poll_once(
 
 /// Keeps a Zoho source's notification channel open: enables it at start (retrying every minute
 /// until Zoho accepts), then pushes its expiry a week ahead before it lapses.
-pub fn spawn_zoho_watch(source: Arc<CrmSource>, clock: Arc<dyn Clock>, cancel: CancellationToken) {
-    let (CrmClient::Zoho(client), Some(channel)) = (source.client.clone(), source.channel.clone()) else { return };
+pub async fn zoho_watch_loop(
+    source: Arc<CrmSource>,
+    clock: Arc<dyn Clock>,
+    cancel: CancellationToken,
+) -> Result<(), TaskError> {
+    let (CrmClient::Zoho(client), Some(channel)) = (source.client.clone(), source.channel.clone()) else {
+        return Ok(());
+    };
     const RETRY: Duration = Duration::from_secs(60);
     const CHECK: Duration = Duration::from_secs(3600);
-    tokio::spawn(async move {
-        let mut expiry = loop {
-            let expiry = zoho_source::max_expiry(clock.now());
-            match client.watch(channel.enable_body(expiry)).await {
-                Ok(answer) if answer.first().is_some_and(|s| s.is_success()) => {
-                    tracing::info!(source = %source.name, channel = %channel.channel_id, "Zoho notification channel enabled.");
-                    break expiry;
-                }
-                Ok(answer) => {
-                    tracing::warn!(source = %source.name, answer = ?answer.first().map(|s| s.summary()), "Zoho refused the notification channel; retrying in a minute.")
-                }
-                Err(err) => {
-                    tracing::warn!(source = %source.name, "Enabling the Zoho notification channel failed; retrying in a minute: {err}")
-                }
+    let mut expiry = loop {
+        let expiry = zoho_source::max_expiry(clock.now());
+        match client.watch(channel.enable_body(expiry)).await {
+            Ok(answer) if answer.first().is_some_and(|s| s.is_success()) => {
+                tracing::info!(source = %source.name, channel = %channel.channel_id, "Zoho notification channel enabled.");
+                break expiry;
             }
-            if !pause(&cancel, RETRY).await {
-                return;
+            Ok(answer) => {
+                tracing::warn!(source = %source.name, answer = ?answer.first().map(|s| s.summary()), "Zoho refused the notification channel; retrying in a minute.")
             }
-        };
-        loop {
-            if !pause(&cancel, CHECK).await {
-                return;
-            }
-            match zoho_source::renew_if_due(
-                &client,
-                &channel,
-                expiry,
-                zoho_source::DEFAULT_RENEW_MARGIN,
-                clock.as_ref(),
-            )
-            .await
-            {
-                Ok(Some(next)) => expiry = next,
-                Ok(None) => {}
-                Err(err) => {
-                    tracing::warn!(source = %source.name, "Renewing the Zoho notification channel failed; will retry: {err}")
-                }
+            Err(err) => {
+                tracing::warn!(source = %source.name, "Enabling the Zoho notification channel failed; retrying in a minute: {err}")
             }
         }
-    });
+        if !pause(&cancel, RETRY).await {
+            return Ok(());
+        }
+    };
+    loop {
+        if !pause(&cancel, CHECK).await {
+            return Ok(());
+        }
+        match zoho_source::renew_if_due(&client, &channel, expiry, zoho_source::DEFAULT_RENEW_MARGIN, clock.as_ref())
+            .await
+        {
+            Ok(Some(next)) => expiry = next,
+            Ok(None) => {}
+            Err(err) => {
+                tracing::warn!(source = %source.name, "Renewing the Zoho notification channel failed; will retry: {err}")
+            }
+        }
+    }
 }
 
 /// A stable numeric channel id for a source (Zoho channel ids are numbers).

@@ -5,6 +5,7 @@
 use crate::error::ApiError;
 use crate::hooks::{commit, refuse};
 use crate::state::AppState;
+use crate::supervisor::{OnFailure, TaskError};
 use async_trait::async_trait;
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
@@ -26,13 +27,15 @@ fn update_directory(state: &AppState, source: &str, inbound: &Inbound, duplicate
     }
     let Some(keeper) = state.directories.get(source).cloned() else { return };
     let (event_type, payload) = (inbound.event_type.clone(), inbound.data.clone());
-    tokio::spawn(async move {
-        if let Err(err) = keeper.apply(&event_type, &payload).await {
-            tracing::warn!(
-                app = keeper.app(),
-                event_type,
-                "DingTalk directory change not applied (the next full sync will): {err}"
-            );
+    // Abandoned on failure: the next full sync applies what this change would have.
+    state.tasks.spawn(format!("directory-change:{}", keeper.app()), OnFailure::Abandon, move |_| {
+        let (keeper, event_type, payload) = (keeper.clone(), event_type.clone(), payload.clone());
+        async move {
+            keeper.apply(&event_type, &payload).await.map_err(|err| {
+                TaskError::new(format!(
+                    "DingTalk directory change {event_type} not applied (the next full sync will): {err}"
+                ))
+            })
         }
     });
 }

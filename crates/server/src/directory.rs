@@ -4,6 +4,7 @@
 //! they arrive. Events are an accelerator; the periodic full sync is the source of truth
 //! (reference §9).
 
+use crate::supervisor::{pause, TaskError};
 use connect::Clock;
 use connectors::dingtalk::directory::{Directory, DirectorySnapshot, DirectorySync};
 use connectors::dingtalk::openapi::OpenApi;
@@ -131,30 +132,26 @@ impl DirectoryKeeper {
 
     /// Full syncs when the stored copy is due and every [`FULL_SYNC_EVERY`] after (sooner again
     /// after a failure) until `cancel`.
-    pub fn spawn(self: Arc<Self>, cancel: CancellationToken) -> tokio::task::JoinHandle<()> {
-        tokio::spawn(async move {
-            let first = self.due_in().await;
-            tokio::select! {
-                () = cancel.cancelled() => return,
-                () = tokio::time::sleep(first) => {}
-            }
-            loop {
-                let wait = match self.full_sync().await {
-                    Ok(users) => {
-                        tracing::info!(app = %self.app, users, "DingTalk directory synchronised.");
-                        FULL_SYNC_EVERY
-                    }
-                    Err(err) => {
-                        tracing::warn!(app = %self.app, "DingTalk directory sync failed, retrying in 5 minutes: {err}");
-                        RETRY_FAILED_SYNC_AFTER
-                    }
-                };
-                tokio::select! {
-                    () = cancel.cancelled() => return,
-                    () = tokio::time::sleep(wait) => {}
+    pub async fn sync_loop(self: Arc<Self>, cancel: CancellationToken) -> Result<(), TaskError> {
+        let first = self.due_in().await;
+        if !pause(&cancel, first).await {
+            return Ok(());
+        }
+        loop {
+            let wait = match self.full_sync().await {
+                Ok(users) => {
+                    tracing::info!(app = %self.app, users, "DingTalk directory synchronised.");
+                    FULL_SYNC_EVERY
                 }
+                Err(err) => {
+                    tracing::warn!(app = %self.app, "DingTalk directory sync failed, retrying in 5 minutes: {err}");
+                    RETRY_FAILED_SYNC_AFTER
+                }
+            };
+            if !pause(&cancel, wait).await {
+                return Ok(());
             }
-        })
+        }
     }
 }
 

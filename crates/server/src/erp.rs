@@ -12,8 +12,9 @@
 
 use crate::error::ApiError;
 use crate::hooks::refuse;
-use crate::reads::{commit_all, commit_read, pause, Notices, ReadRequest};
+use crate::reads::{commit_all, commit_read, Notices, ReadRequest};
 use crate::state::AppState;
+use crate::supervisor::{pause, TaskError};
 use async_trait::async_trait;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -36,7 +37,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::path::{Path as FsPath, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -374,23 +375,25 @@ fn unreadable_idoc(
 /// Watches a SAP source's drop folder: every IDoc file is committed, then moved to `done/`; an
 /// unreadable one is kept as a dead letter and moved to `failed/` beside a `.reason.txt`. A file
 /// is never deleted, and is moved only after its events (or dead letter) are stored.
-pub fn spawn_idoc_folder(state: AppState, source: Arc<ErpSource>, cancel: CancellationToken) {
-    let Some(folder) = source.idoc_folder.clone() else { return };
-    tokio::spawn(async move {
-        for sub in ["done", "failed"] {
-            if let Err(err) = tokio::fs::create_dir_all(folder.join(sub)).await {
-                tracing::error!(source = %source.name, folder = %folder.display(), "Cannot create the IDoc folder's {sub}/: {err}");
-            }
+pub async fn idoc_folder_loop(
+    state: AppState,
+    source: Arc<ErpSource>,
+    cancel: CancellationToken,
+) -> Result<(), TaskError> {
+    let Some(folder) = source.idoc_folder.clone() else { return Ok(()) };
+    for sub in ["done", "failed"] {
+        if let Err(err) = tokio::fs::create_dir_all(folder.join(sub)).await {
+            tracing::error!(source = %source.name, folder = %folder.display(), "Cannot create the IDoc folder's {sub}/: {err}");
         }
-        loop {
-            if let Err(err) = scan_folder(&state, &source, &folder).await {
-                tracing::warn!(source = %source.name, folder = %folder.display(), "IDoc folder scan failed; will retry: {err}");
-            }
-            if !pause(&cancel, FOLDER_SCAN).await {
-                return;
-            }
+    }
+    loop {
+        if let Err(err) = scan_folder(&state, &source, &folder).await {
+            tracing::warn!(source = %source.name, folder = %folder.display(), "IDoc folder scan failed; will retry: {err}");
         }
-    });
+        if !pause(&cancel, FOLDER_SCAN).await {
+            return Ok(());
+        }
+    }
 }
 
 async fn scan_folder(state: &AppState, source: &ErpSource, folder: &FsPath) -> Result<(), std::io::Error> {
@@ -467,8 +470,8 @@ async fn move_aside(from: &FsPath, to: &FsPath) -> Result<(), std::io::Error> {
 pub struct ErpReadSink {
     pub source: Arc<ErpSource>,
     pub clock: Arc<dyn Clock>,
-    /// The gateway's state, set once it exists (the workers that run this sink start first).
-    pub state: Arc<OnceLock<AppState>>,
+    /// The event is committed through the same intake path as every other event.
+    pub state: AppState,
 }
 
 impl ErpReadSink {
@@ -533,20 +536,18 @@ impl Sink for ErpReadSink {
 /// records where to start: a new source reports changes from then on, not the ERP's history.
 /// A cursor is saved only after what its poll found is committed, so a crash repeats a poll
 /// rather than losing one, and the dedup keys make the repeat harmless.
-pub fn spawn_poller(state: AppState, source: Arc<ErpSource>, cancel: CancellationToken) {
-    let Some(interval) = source.poll else { return };
-    tokio::spawn(async move {
-        loop {
-            for object in &source.objects {
-                if let Err(err) = poll_object(&state, &source, object).await {
-                    tracing::warn!(source = %source.name, object, "ERP poll failed; will try again: {err}");
-                }
-            }
-            if !pause(&cancel, interval).await {
-                return;
+pub async fn poll_loop(state: AppState, source: Arc<ErpSource>, cancel: CancellationToken) -> Result<(), TaskError> {
+    let Some(interval) = source.poll else { return Ok(()) };
+    loop {
+        for object in &source.objects {
+            if let Err(err) = poll_object(&state, &source, object).await {
+                tracing::warn!(source = %source.name, object, "ERP poll failed; will try again: {err}");
             }
         }
-    });
+        if !pause(&cancel, interval).await {
+            return Ok(());
+        }
+    }
 }
 
 /// One poll of one object (also run by tests and the demo to reconcile at once).

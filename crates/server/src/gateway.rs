@@ -2,13 +2,14 @@
 
 use crate::directory::DirectoryKeeper;
 use crate::pipeline::WebhookPipeline;
+use crate::supervisor::{OnFailure, Supervisor, TaskError};
 use connect::{Clock, SystemClock};
 use connectors::dingtalk::stream::{StreamClient, StreamHandle};
 use engine::config::{Config, CrmIntake, CrmSource as CrmSourceConfig, DingtalkSourceRuntime, SourceKind};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -53,11 +54,12 @@ pub struct Gateway {
     pub store: Arc<dyn store::Store>,
     /// Stream connections of the DingTalk sources in Stream mode, by source name.
     pub streams: Vec<(String, StreamHandle)>,
-    directory_cancel: CancellationToken,
+    /// The background loops (pollers, syncs, timers), stopped first at shutdown.
+    tasks: Supervisor,
     workers_cancel: CancellationToken,
     workers: TaskTracker,
-    http_cancel: CancellationToken,
-    http_tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// The HTTP listeners, stopped last.
+    listeners: Supervisor,
 }
 
 impl Gateway {
@@ -144,59 +146,17 @@ impl Gateway {
                 secrets: &runtime.erp_secrets,
             },
         )?;
-        let late_state: Arc<OnceLock<crate::AppState>> = Arc::new(OnceLock::new());
-        let mut sinks = runtime.sinks.clone();
-        for source in crm_sources.values() {
-            let sink = crate::crm::RefreshSink { source: source.clone(), state: late_state.clone() };
-            sinks.insert(crate::crm::refresh_destination(&source.name), Arc::new(sink));
-        }
-        for source in erp_sources.values() {
-            let sink =
-                crate::erp::ErpReadSink { source: source.clone(), clock: clock.clone(), state: late_state.clone() };
-            sinks.insert(crate::erp::read_destination(&source.name), Arc::new(sink));
-        }
+        let tasks = Supervisor::new(metrics.clone());
 
         // One directory keeper per app that keeps its directory, shared by the app's sources.
-        let directory_cancel = CancellationToken::new();
         let mut keepers = BTreeMap::new();
         for (name, app) in &config.dingtalk_apps {
             if let (true, Some(api)) = (app.sync_directory, runtime.dingtalk_apps.get(name)) {
                 let keeper = DirectoryKeeper::new(name, api.clone(), store.clone(), clock.clone());
-                let _task = keeper.clone().spawn(directory_cancel.clone());
                 keepers.insert(name.clone(), keeper);
             }
         }
-        let approvals =
-            approvals_runtime(&config, &erp_sources, &keepers).inspect_err(|_| directory_cancel.cancel())?;
-        if let Some(approvals) = &approvals {
-            sinks.insert(
-                engine::approvals::machine::DESTINATION.to_owned(),
-                Arc::new(crate::approvals::ApprovalSink { approvals: approvals.clone(), state: late_state.clone() }),
-            );
-            for source in approvals.sources.values() {
-                let sink = crate::approvals::WriteBackSink {
-                    source: source.clone(),
-                    state: late_state.clone(),
-                    max_attempts: config.delivery.schedule.max_attempts(),
-                };
-                sinks.insert(crate::approvals::write_back_destination(&source.name), Arc::new(sink));
-            }
-        }
-
-        let workers_cancel = CancellationToken::new();
-        let workers_tracker = TaskTracker::new();
-        let owner = format!("{}-{}-{}", hostname(), std::process::id(), uuid::Uuid::new_v4().simple());
-        let settings = engine::WorkerSettings::from_config(&config, owner);
-        let workers = engine::DeliveryWorkers::spawn(
-            store.clone(),
-            sinks,
-            settings,
-            clock.clone(),
-            workers_cancel.clone(),
-            &workers_tracker,
-        );
-        let nudge: Arc<dyn Fn() + Send + Sync> = Arc::new(move || workers.nudge());
-
+        let approvals = approvals_runtime(&config, &erp_sources, &keepers)?;
         let directories = config
             .sources
             .iter()
@@ -207,12 +167,19 @@ impl Gateway {
                 _ => None,
             })
             .collect();
+        // The workers' bells exist before the workers: the state (and the sinks that commit the
+        // records they read through it) can ring them from the start.
+        let wakeups = engine::Wakeups::default();
+        let nudge: Arc<dyn Fn() + Send + Sync> = {
+            let wakeups = wakeups.clone();
+            Arc::new(move || wakeups.nudge())
+        };
         let state = crate::AppState {
             intake: pipeline,
             committer,
             store: store.clone(),
             nudge,
-            clock,
+            clock: clock.clone(),
             accepting: Arc::new(AtomicBool::new(true)),
             max_body_bytes: usize::try_from(config.server.max_body_bytes).unwrap_or(usize::MAX),
             metrics,
@@ -221,28 +188,48 @@ impl Gateway {
             crm: Arc::new(crm_sources),
             erp: Arc::new(erp_sources),
             approvals: approvals.clone(),
+            tasks: tasks.clone(),
         };
-        let _ = late_state.set(state.clone());
-        // Polling and notification channels run with the directory keepers and stop with them.
-        for (name, source) in state.crm.iter() {
-            match config.sources.get(name).map(|s| &s.kind) {
-                Some(SourceKind::Salesforce(CrmSourceConfig { intake: CrmIntake::Poll { interval }, .. })) => {
-                    crate::crm::spawn_poller(state.clone(), source.clone(), *interval, directory_cancel.clone());
-                }
-                Some(SourceKind::Zoho(_)) => {
-                    crate::crm::spawn_zoho_watch(source.clone(), state.clock.clone(), directory_cancel.clone());
-                }
-                _ => {}
-            }
+
+        let mut sinks = runtime.sinks.clone();
+        for source in state.crm.values() {
+            let sink = crate::crm::RefreshSink { source: source.clone(), state: state.clone() };
+            sinks.insert(crate::crm::refresh_destination(&source.name), Arc::new(sink));
         }
         for source in state.erp.values() {
-            crate::erp::spawn_poller(state.clone(), source.clone(), directory_cancel.clone());
-            crate::erp::spawn_idoc_folder(state.clone(), source.clone(), directory_cancel.clone());
+            let sink = crate::erp::ErpReadSink { source: source.clone(), clock: clock.clone(), state: state.clone() };
+            sinks.insert(crate::erp::read_destination(&source.name), Arc::new(sink));
         }
         if let Some(approvals) = &approvals {
-            crate::approvals::spawn_user_sync(state.clone(), approvals.clone(), directory_cancel.clone());
-            crate::approvals::spawn_timer(state.clone(), approvals.clone(), directory_cancel.clone());
+            sinks.insert(
+                engine::approvals::machine::DESTINATION.to_owned(),
+                Arc::new(crate::approvals::ApprovalSink { approvals: approvals.clone(), state: state.clone() }),
+            );
+            for source in approvals.sources.values() {
+                let sink = crate::approvals::WriteBackSink {
+                    source: source.clone(),
+                    state: state.clone(),
+                    max_attempts: config.delivery.schedule.max_attempts(),
+                };
+                sinks.insert(crate::approvals::write_back_destination(&source.name), Arc::new(sink));
+            }
         }
+
+        let workers_cancel = CancellationToken::new();
+        let workers_tracker = TaskTracker::new();
+        let owner = format!("{}-{}-{}", hostname(), std::process::id(), uuid::Uuid::new_v4().simple());
+        let settings = engine::WorkerSettings::from_config(&config, owner);
+        engine::DeliveryWorkers::spawn_with_wakeups(
+            store.clone(),
+            sinks,
+            settings,
+            clock.clone(),
+            workers_cancel.clone(),
+            &workers_tracker,
+            wakeups,
+        );
+
+        spawn_background(&state, &config, &keepers);
         // Stream clients start after the store and the intake exist: a frame is ACKed only after
         // its event is committed.
         let streams_cancel = CancellationToken::new();
@@ -254,11 +241,9 @@ impl Gateway {
                 (source, StreamClient::spawn(settings, handler, streams_cancel.clone()))
             })
             .collect();
-        let http_cancel = CancellationToken::new();
-        let http_tasks = vec![
-            serve("public", listener, crate::router(state.clone()), http_cancel.clone()),
-            serve("admin", admin_listener, crate::admin_router(state.clone()), http_cancel.clone()),
-        ];
+        let listeners = tasks.sibling();
+        serve(&listeners, "http:public", listener, crate::router(state.clone()));
+        serve(&listeners, "http:admin", admin_listener, crate::admin_router(state.clone()));
         tracing::info!(listen = %addr, admin_listen = %admin_addr, "Listening.");
         Ok(Gateway {
             addr,
@@ -266,48 +251,101 @@ impl Gateway {
             state,
             store,
             streams,
-            directory_cancel,
+            tasks,
             workers_cancel,
             workers: workers_tracker,
-            http_cancel,
-            http_tasks,
+            listeners,
         })
     }
 
-    /// Graceful stop: refuse new webhooks (503), let in-flight deliveries finish and release the
-    /// rest, then close the HTTP server.
+    /// Returns when a task the gateway cannot run without (a listener) has failed; `dingbridge
+    /// run` then stops and exits non-zero, for the process manager to restart it.
+    pub async fn failed(&self) {
+        self.tasks.failed().await;
+    }
+
+    /// Graceful stop: refuse new webhooks (503), stop the background tasks, let in-flight
+    /// deliveries finish and release the rest, then close the HTTP server.
     pub async fn shutdown(self) {
         self.state.stop_accepting();
         // Frames already being handled finish (and are ACKed); nothing new is read.
         for (_, stream) in self.streams {
             stream.shutdown().await;
         }
-        self.directory_cancel.cancel();
+        if !self.tasks.stop(Duration::from_secs(5)).await {
+            tracing::warn!("Background tasks did not stop within 5 s.");
+        }
         self.workers_cancel.cancel();
         self.workers.close();
         if tokio::time::timeout(Duration::from_secs(9), self.workers.wait()).await.is_err() {
             tracing::warn!("Delivery workers did not stop within 9 s; their leases will expire and be retaken.");
         }
-        self.http_cancel.cancel();
-        let _ = tokio::time::timeout(Duration::from_secs(1), futures::future::join_all(self.http_tasks)).await;
+        let _ = self.listeners.stop(Duration::from_secs(1)).await;
         // Checkpoints the SQLite WAL / closes the Postgres pool; nothing is lost if it is skipped.
         self.store.close().await;
     }
 }
 
-/// Serves `app` on `listener` until `stop`; `name` says which listener in the log.
-fn serve(
-    name: &'static str,
-    listener: tokio::net::TcpListener,
-    app: axum::Router,
-    stop: CancellationToken,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let served = axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await }).await;
-        if let Err(err) = served {
-            tracing::error!(listener = name, "HTTP server stopped: {err}");
+/// The gateway's background loops, each under the supervisor with its name: restarted with
+/// backoff if it fails, since each works from what the store holds (cursors, the directory copy,
+/// pending approvals) and a restart repeats at most one round.
+fn spawn_background(state: &crate::AppState, config: &Config, keepers: &BTreeMap<String, Arc<DirectoryKeeper>>) {
+    let tasks = &state.tasks;
+    for (app, keeper) in keepers {
+        let keeper = keeper.clone();
+        tasks
+            .spawn(format!("directory-sync:{app}"), OnFailure::Restart, move |cancel| keeper.clone().sync_loop(cancel));
+    }
+    for (name, source) in state.crm.iter() {
+        let (state, source) = (state.clone(), source.clone());
+        match config.sources.get(name).map(|s| &s.kind) {
+            Some(SourceKind::Salesforce(CrmSourceConfig { intake: CrmIntake::Poll { interval }, .. })) => {
+                let interval = *interval;
+                tasks.spawn(format!("crm-poll:{name}"), OnFailure::Restart, move |cancel| {
+                    crate::crm::poll_loop(state.clone(), source.clone(), interval, cancel)
+                });
+            }
+            Some(SourceKind::Zoho(_)) => {
+                tasks.spawn(format!("zoho-channel:{name}"), OnFailure::Restart, move |cancel| {
+                    crate::crm::zoho_watch_loop(source.clone(), state.clock.clone(), cancel)
+                });
+            }
+            _ => {}
         }
-    })
+    }
+    for (name, source) in state.erp.iter() {
+        if source.poll.is_some() {
+            let (state, source) = (state.clone(), source.clone());
+            tasks.spawn(format!("erp-poll:{name}"), OnFailure::Restart, move |cancel| {
+                crate::erp::poll_loop(state.clone(), source.clone(), cancel)
+            });
+        }
+        if source.idoc_folder.is_some() {
+            let (state, source) = (state.clone(), source.clone());
+            tasks.spawn(format!("idoc-folder:{name}"), OnFailure::Restart, move |cancel| {
+                crate::erp::idoc_folder_loop(state.clone(), source.clone(), cancel)
+            });
+        }
+    }
+    if let Some(approvals) = &state.approvals {
+        crate::approvals::spawn_user_sync(state, approvals);
+        let (state, approvals) = (state.clone(), approvals.clone());
+        tasks.spawn("approval-timer", OnFailure::Restart, move |cancel| {
+            crate::approvals::timer_loop(state.clone(), approvals.clone(), cancel)
+        });
+    }
+}
+
+/// Serves `app` on `listener` as task `name` until the listeners stop; the gateway cannot work
+/// without it, so its failure stops the gateway.
+fn serve(listeners: &Supervisor, name: &'static str, listener: tokio::net::TcpListener, app: axum::Router) {
+    let stop = listeners.stop_token();
+    listeners.spawn_once(name, OnFailure::StopGateway, async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await
+            .map_err(|err| TaskError::new(format!("HTTP server stopped: {err}")))
+    });
 }
 
 /// The CRM sources of a config with their shared vendor clients.

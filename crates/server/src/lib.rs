@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod pipeline;
 pub mod reads;
 pub mod state;
+pub mod supervisor;
 
 pub use state::{AppState, Intake, Planned, Refusal};
 

@@ -61,6 +61,11 @@ impl Metrics {
         metrics::counter!("dingbridge_webhooks_refused_total", "source" => source.to_string(), "reason" => code)
             .increment(1);
     }
+
+    /// A supervised background task failed (and was restarted, abandoned, or stopped the gateway).
+    pub fn task_failed(&self, task: &str) {
+        metrics::counter!("dingbridge_task_failures_total", "task" => task.to_string()).increment(1);
+    }
 }
 
 pub async fn render(State(state): State<AppState>) -> Response {

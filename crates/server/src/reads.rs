@@ -13,7 +13,6 @@ use crate::state::AppState;
 use connect::{DeliveryError, Receipt};
 use connectors::dingtalk::source::Inbound;
 use serde_json::{json, Value};
-use std::sync::OnceLock;
 use std::time::Duration;
 
 /// Where a source's read jobs go and how long they wait for more notices.
@@ -120,27 +119,10 @@ impl ReadRequest {
     }
 }
 
-/// Sleeps `period` unless `cancel` fires first; false once cancelled. The one wait of every
-/// background loop (pollers, folder scans, channel renewals), so each stops at shutdown.
-pub async fn pause(cancel: &tokio_util::sync::CancellationToken, period: Duration) -> bool {
-    tokio::select! {
-        _ = cancel.cancelled() => false,
-        _ = tokio::time::sleep(period) => true,
-    }
-}
-
 /// Commits the event of a record just read: decoded and planned by the flows like any other
 /// event, stored under `inbound.dedup_key`. A read repeated after a crash, or the same state read
 /// twice, adds nothing.
-pub async fn commit_read(
-    state: &OnceLock<AppState>,
-    source: &str,
-    inbound: &Inbound,
-) -> Result<Receipt, DeliveryError> {
-    let state = state.get().ok_or_else(|| DeliveryError::Transport {
-        endpoint: "intake".into(),
-        reason: "the gateway is still starting".into(),
-    })?;
+pub async fn commit_read(state: &AppState, source: &str, inbound: &Inbound) -> Result<Receipt, DeliveryError> {
     let intake = state.intake.inbound(source, inbound, state.clock.now()).map_err(|err| DeliveryError::BadPayload {
         destination: format!("read:{source}"),
         detail: err.message.clone(),

@@ -93,6 +93,8 @@ pub struct AppState {
     pub erp: Arc<crate::erp::ErpSources>,
     /// Approvals with authority, when the config has approval policies.
     pub approvals: Option<Arc<crate::approvals::Approvals>>,
+    /// Runs every background task of the gateway, named and with its failure policy.
+    pub tasks: crate::supervisor::Supervisor,
 }
 
 impl AppState {

@@ -84,7 +84,39 @@ impl WorkerSettings {
 /// Handle to the running workers.
 #[derive(Debug, Clone)]
 pub struct DeliveryWorkers {
-    wakers: Arc<BTreeMap<String, Arc<Notify>>>,
+    wakeups: Wakeups,
+}
+
+/// The wake-up bell of each destination's dispatcher. It exists before the workers do, so what
+/// commits jobs (intake, and the sinks that commit events they read) can hold it from the start;
+/// a ring before the dispatcher listens is kept and wakes it at once.
+#[derive(Debug, Clone, Default)]
+pub struct Wakeups {
+    bells: Arc<std::sync::Mutex<BTreeMap<String, Arc<Notify>>>>,
+}
+
+impl Wakeups {
+    /// The bell of `destination`, made on first use.
+    fn bell(&self, destination: &str) -> Arc<Notify> {
+        let mut bells = self.bells.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        bells.entry(destination.to_owned()).or_default().clone()
+    }
+
+    /// Wake every dispatcher now (call after an intake commit).
+    pub fn nudge(&self) {
+        let bells = self.bells.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for bell in bells.values() {
+            bell.notify_one();
+        }
+    }
+
+    /// Wake the dispatcher of one destination, if it has one (an unknown name makes no bell).
+    pub fn nudge_destination(&self, destination: &str) {
+        let bells = self.bells.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(bell) = bells.get(destination) {
+            bell.notify_one();
+        }
+    }
 }
 
 impl DeliveryWorkers {
@@ -99,13 +131,24 @@ impl DeliveryWorkers {
         shutdown: CancellationToken,
         tracker: &TaskTracker,
     ) -> Self {
+        Self::spawn_with_wakeups(store, sinks, settings, clock, shutdown, tracker, Wakeups::default())
+    }
+
+    /// [`DeliveryWorkers::spawn`], woken through `wakeups` (made before the sinks that need it).
+    pub fn spawn_with_wakeups(
+        store: Arc<dyn Store>,
+        sinks: BTreeMap<String, Arc<dyn Sink>>,
+        settings: WorkerSettings,
+        clock: Arc<dyn Clock>,
+        shutdown: CancellationToken,
+        tracker: &TaskTracker,
+        wakeups: Wakeups,
+    ) -> Self {
         let settings = Arc::new(settings);
         // One group-commit task for all destinations; it ends when the last worker drops it.
         let completer = CompletionBatcher::spawn(store.clone(), COMPLETION_BATCH, COMPLETION_QUEUE);
-        let mut wakers = BTreeMap::new();
         for (destination, sink) in sinks {
-            let notify = Arc::new(Notify::new());
-            wakers.insert(destination.clone(), notify.clone());
+            let notify = wakeups.bell(&destination);
             let shared = Arc::new(Shared {
                 sem: Arc::new(Semaphore::new(settings.concurrency(&destination))),
                 destination,
@@ -125,21 +168,17 @@ impl DeliveryWorkers {
                 None => tracker.spawn(dispatch(shared)),
             };
         }
-        Self { wakers: Arc::new(wakers) }
+        Self { wakeups }
     }
 
     /// Wake every dispatcher now (call after an intake commit).
     pub fn nudge(&self) {
-        for n in self.wakers.values() {
-            n.notify_one();
-        }
+        self.wakeups.nudge();
     }
 
     /// Wake the dispatcher of one destination.
     pub fn nudge_destination(&self, destination: &str) {
-        if let Some(n) = self.wakers.get(destination) {
-            n.notify_one();
-        }
+        self.wakeups.nudge_destination(destination);
     }
 }
 
