@@ -9,7 +9,9 @@ pub enum Disposition {
     Retry,
     /// Throttled: not before this long from now (the vendor's own signal), then retry.
     RetryAfter(Duration),
-    /// Credentials rejected: refresh once, then pause the destination.
+    /// Credentials rejected: retried once on the schedule; rejected again on the next attempt,
+    /// the job is dead-lettered. The destination is not paused: other jobs keep trying, each
+    /// with its own second chance.
     Auth,
     /// The vendor will never accept this request: dead-letter now.
     Permanent,

@@ -1,7 +1,8 @@
-//! Vendor connectors: one module per system, the same files in each (`auth`, `client`, `sink`,
-//! `sim`, `errors`, `tests`). A connector owns its vendor knowledge; the shared machinery
-//! (sink contract, retry, rate limiting) lives in `dingbridge-connect`, the simulator chassis in
-//! `dingbridge-sim`.
+//! Vendor connectors: one module per system with the same common files (`auth`, `client`,
+//! `errors`, `source`, `sim/`, `tests`), plus `sink` where the vendor is a destination (DingTalk,
+//! Salesforce, Zoho) and `approval`/`canonical` where it is an ERP that approvals write back to.
+//! A connector owns its vendor knowledge; the shared machinery (sink contract, retry, rate
+//! limiting) lives in `dingbridge-connect`, the simulator chassis in `dingbridge-sim`.
 
 pub mod approval;
 pub mod crm;

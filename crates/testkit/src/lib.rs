@@ -13,6 +13,7 @@ pub use fixtures;
 pub mod oracle;
 pub mod process;
 pub mod sender;
+pub mod wait;
 
 pub use oracle::{payload_for, Oracle, OracleReport};
 
@@ -24,3 +25,4 @@ pub fn random_url_token() -> String {
 }
 pub use process::{free_port, peak_rss_kb, Gateway, GatewayCommand, ProcessError};
 pub use sender::{SendError, SendOutcome, SenderSettings, WebhookSender};
+pub use wait::wait_for;

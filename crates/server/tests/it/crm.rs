@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use testkit::dingtalk::DingTalkHarness;
 use testkit::sender::{SenderSettings, WebhookSender};
+use testkit::wait_for;
 
 const WEBHOOK_SECRET: &str = "whsec_Y3JtLWUyZS10ZXN0LXNlY3JldC1rZXktMDAwMDAwMDAx";
 /// The secret last segment of the Outbound Message URL.
@@ -174,14 +175,6 @@ impl E2e {
                 )
             })
             .collect()
-    }
-}
-
-async fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !done() {
-        assert!(started.elapsed() < limit, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

@@ -12,6 +12,7 @@ use dingbridge_server::gateway::{Gateway, Overrides};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 use testkit::dingtalk::DingTalkHarness;
+use testkit::wait::{wait_for, DEFAULT_LIMIT};
 
 const WEBHOOK_SECRET: &str = "whsec_ZGluZ3RhbGstZTJlLXRlc3Qtc2VjcmV0LWtleS0wMDAwMQ==";
 const FINANCE_GROUP: &str = "cidF1nAnCe9zYxWvUt8sRqPo/A==";
@@ -146,19 +147,11 @@ impl E2e {
 
     async fn stream_connected(&self) {
         let sim = self.dingtalk.sim().clone();
-        wait_for("the gateway's Stream connection", || sim.stream.connections(SEED_APP_KEY) > 0).await;
+        wait_for("the gateway's Stream connection", DEFAULT_LIMIT, || sim.stream.connections(SEED_APP_KEY) > 0).await;
     }
 
     async fn events_stored(&self) -> u64 {
         self.gateway.store.stats(0).await.unwrap().events
-    }
-}
-
-async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !done() {
-        assert!(started.elapsed() < Duration::from_secs(15), "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -173,7 +166,7 @@ async fn a_card_clicked_over_stream_is_updated_and_a_token_expiring_mid_run_is_r
     let sim = h.dingtalk.sim().clone();
 
     h.webhook("pr-1", json!({"type": "purchase_requisition.created", "data": {"id": "1", "group": FINANCE_GROUP, "approver": "finance0001"}})).await;
-    wait_for("card pr-1", || card_status(&h, "pr-1").is_some()).await;
+    wait_for("card pr-1", DEFAULT_LIMIT, || card_status(&h, "pr-1").is_some()).await;
     let card = sim.cards.card("pr-1").unwrap();
     assert_eq!(card.params["title"], "PR 1");
     assert_eq!(card.private_data["finance0001"]["canApprove"], "true", "the approve button is the approver's only");
@@ -182,7 +175,8 @@ async fn a_card_clicked_over_stream_is_updated_and_a_token_expiring_mid_run_is_r
     // Click in the simulator: the callback goes over the gateway's Stream connection, is stored,
     // and the flow updates the card through the OpenAPI.
     sim.cards.click("pr-1", "finance0001", "approve", json!({})).await.unwrap();
-    wait_for("the card update", || card_status(&h, "pr-1").as_deref() == Some("approve by finance0001")).await;
+    wait_for("the card update", DEFAULT_LIMIT, || card_status(&h, "pr-1").as_deref() == Some("approve by finance0001"))
+        .await;
 
     // The same click delivered again is one event.
     let stored = h.events_stored().await;
@@ -193,7 +187,7 @@ async fn a_card_clicked_over_stream_is_updated_and_a_token_expiring_mid_run_is_r
     // The app's token expires mid-run: the next card still goes out, after one fresh token.
     sim.org.expire_tokens();
     h.webhook("pr-2", json!({"type": "purchase_requisition.created", "data": {"id": "2", "group": FINANCE_GROUP, "approver": "finance0001"}})).await;
-    wait_for("card pr-2", || card_status(&h, "pr-2").is_some()).await;
+    wait_for("card pr-2", DEFAULT_LIMIT, || card_status(&h, "pr-2").is_some()).await;
     assert_eq!(sim.org.tokens_issued(), tokens_before + 1, "exactly one new token after expiry");
     h.gateway.shutdown().await;
 }
@@ -205,7 +199,7 @@ async fn an_approval_approved_in_the_simulator_comes_back_over_stream() {
     let sim = h.dingtalk.sim().clone();
 
     h.webhook("pay-1", json!({"type": "payment.created", "data": {"id": "PAY-1", "requester": "staff0815", "approver": "finance0001", "payee": "Kowloon Steel Ltd", "amount": "12800.00"}})).await;
-    wait_for("the approval task", || !sim.workflow.pending_tasks_for("finance0001").is_empty()).await;
+    wait_for("the approval task", DEFAULT_LIMIT, || !sim.workflow.pending_tasks_for("finance0001").is_empty()).await;
     let task = sim.workflow.pending_tasks_for("finance0001").remove(0);
     let instance = sim.workflow.instance(&task.instance_id).unwrap();
     assert_eq!(instance.originator_user_id, "staff0815");
@@ -217,14 +211,14 @@ async fn an_approval_approved_in_the_simulator_comes_back_over_stream() {
     let resp = h.client.post(format!("{url}/_sim/actions/approve")).json(&approve).send().await.unwrap();
     assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap_or_default());
     let inbox = || sim.messages.user_inbox("staff0815");
-    wait_for("the requester's work notice", || !inbox().is_empty()).await;
+    wait_for("the requester's work notice", DEFAULT_LIMIT, || !inbox().is_empty()).await;
     let notice = serde_json::to_string(&inbox()).unwrap();
     assert!(notice.contains("agree") && notice.contains(&task.instance_id), "{notice}");
 
     // Every Stream frame, both ways, is in the simulator's journal; a ping on demand is echoed.
     let resp = h.client.post(format!("{url}/_sim/actions/stream_ping")).json(&json!({})).send().await.unwrap();
     assert_eq!(resp.json::<Value>().await.unwrap()["pinged"], 1);
-    wait_for("the ping echo", || sim.stream.ping_stats().answered >= 1).await;
+    wait_for("the ping echo", DEFAULT_LIMIT, || sim.stream.ping_stats().answered >= 1).await;
     let journal: Vec<Value> =
         h.client.get(format!("{url}/_sim/requests?path_prefix=/connect")).send().await.unwrap().json().await.unwrap();
     let sent = journal.iter().filter(|e| e["method"] == "WS-SEND").count();
@@ -252,19 +246,23 @@ async fn clicks_and_approvals_arrive_over_http_callbacks() {
     sim.events.register_card_route(SEED_APP_KEY, "dingbridge", &card_url, "unused");
 
     h.webhook("pr-9", json!({"type": "purchase_requisition.created", "data": {"id": "9", "group": FINANCE_GROUP, "approver": "pay0002"}})).await;
-    wait_for("card pr-9", || card_status(&h, "pr-9").is_some()).await;
+    wait_for("card pr-9", DEFAULT_LIMIT, || card_status(&h, "pr-9").is_some()).await;
     sim.cards.click("pr-9", "pay0002", "reject", json!({"reason": "duplicate"})).await.unwrap();
-    wait_for("the card update", || card_status(&h, "pr-9").as_deref() == Some("reject by pay0002")).await;
+    wait_for("the card update", DEFAULT_LIMIT, || card_status(&h, "pr-9").as_deref() == Some("reject by pay0002"))
+        .await;
 
     h.webhook("pay-9", json!({"type": "payment.created", "data": {"id": "PAY-9", "requester": "staff0815", "approver": "finance0001", "payee": "Tsuen Wan Paper Co", "amount": "300.00"}})).await;
-    wait_for("the approval task", || !sim.workflow.pending_tasks_for("finance0001").is_empty()).await;
+    wait_for("the approval task", DEFAULT_LIMIT, || !sim.workflow.pending_tasks_for("finance0001").is_empty()).await;
     let task = sim.workflow.pending_tasks_for("finance0001").remove(0);
     sim.workflow.act(&task.instance_id, task.task_id, "finance0001", false, "over budget").await.unwrap();
     let inbox = || sim.messages.user_inbox("staff0815");
-    wait_for("the requester's work notice", || !inbox().is_empty()).await;
+    wait_for("the requester's work notice", DEFAULT_LIMIT, || !inbox().is_empty()).await;
     assert!(serde_json::to_string(&inbox()).unwrap().contains("refuse"));
     // Every push was answered with the encrypted `success` DingTalk requires.
-    wait_for("push outcomes", || sim.events.published().iter().all(|e| e.outcome.starts_with("delivered"))).await;
+    wait_for("push outcomes", DEFAULT_LIMIT, || {
+        sim.events.published().iter().all(|e| e.outcome.starts_with("delivered"))
+    })
+    .await;
 
     // A forged card click (no token, a wrong one, or the callback signing token that DingTalk
     // knows too) is refused and stores nothing.
@@ -313,7 +311,7 @@ async fn a_stream_connection_dropped_mid_event_still_processes_each_event_once()
             sim.stream.drop_connections(SEED_APP_KEY);
         }
     }
-    wait_for("every event acknowledged", || {
+    wait_for("every event acknowledged", DEFAULT_LIMIT, || {
         let delivered = sim.stream.delivered_events();
         delivered.len() >= EVENTS && delivered.iter().all(|(_, _, acked)| *acked)
     })
@@ -329,7 +327,10 @@ async fn a_stream_connection_dropped_mid_event_still_processes_each_event_once()
     }
     let dead = store.list_dead(10).await.unwrap();
     assert!(dead[0].reason.contains("processInstanceId"), "{}", dead[0].reason);
-    wait_for("every event acknowledged", || sim.stream.delivered_events().iter().all(|(_, _, acked)| *acked)).await;
+    wait_for("every event acknowledged", DEFAULT_LIMIT, || {
+        sim.stream.delivered_events().iter().all(|(_, _, acked)| *acked)
+    })
+    .await;
     let deliveries: u32 = sim.stream.delivered_events().iter().map(|(_, n, _)| *n).sum();
     assert!(deliveries as usize > EVENTS, "redeliveries happened ({deliveries} deliveries of {EVENTS} events)");
     assert_eq!(h.events_stored().await, EVENTS as u64 + 1, "each event stored exactly once, plus the dead letter");
@@ -411,7 +412,7 @@ async fn robot_messages_reach_flow_controlled_users_once_without_repeating_the_o
     let inbox = |user: &str| {
         sim.messages.user_inbox(user).iter().filter(|m| serde_json::to_string(m).unwrap().contains("Month-end")).count()
     };
-    wait_for("the flow-controlled user's message", || inbox("pay0002") == 1).await;
+    wait_for("the flow-controlled user's message", DEFAULT_LIMIT, || inbox("pay0002") == 1).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!((inbox("finance0001"), inbox("pay0002"), inbox("acct0003")), (1, 1, 1), "each user got it exactly once");
     h.gateway.shutdown().await;
@@ -538,7 +539,7 @@ async fn an_http_card_click_counts_only_from_a_recipient_of_the_card() {
     let h = E2e::start("http", "callback = \"http\", callback_route_key = \"dingbridge\"").await;
     let sim = h.dingtalk.sim().clone();
     h.webhook("uc-7", json!({"type": "notice_card.created", "data": {"id": "7", "user": "pay0002"}})).await;
-    wait_for("card uc-7", || sim.cards.card("uc-7").is_some()).await;
+    wait_for("card uc-7", DEFAULT_LIMIT, || sim.cards.card("uc-7").is_some()).await;
     let url = format!("{}/dingtalk/card-callback/dingtalk?token={CARD_TOKEN}", h.base);
     let click = |card: &str, user: &str| {
         let body = json!({"outTrackId": card, "userId": user,
@@ -578,7 +579,7 @@ async fn an_http_card_click_counts_only_from_a_recipient_of_the_card() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     h.webhook("pr-8", json!({"type": "purchase_requisition.created", "data": {"id": "8", "group": FINANCE_GROUP, "approver": "pay0002"}})).await;
-    wait_for("card pr-8", || sim.cards.card("pr-8").is_some()).await;
+    wait_for("card pr-8", DEFAULT_LIMIT, || sim.cards.card("pr-8").is_some()).await;
     let resp = click("pr-8", "outsider0001").await.unwrap();
     assert_eq!(resp.status(), 403);
     assert!(resp.text().await.unwrap().contains("not an active member"));

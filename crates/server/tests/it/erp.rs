@@ -21,6 +21,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use testkit::dingtalk::DingTalkHarness;
+use testkit::wait_for;
 
 const ORDERS: &str = "cid7Hk2PqRsTuVwXyZ0aBcDe+Q==";
 const OPS: &str = "cidAbCdEfGhIjKlMnOpQrStUv==";
@@ -258,15 +259,6 @@ impl E2e {
     fn texts_with(&self, group: &str, needle: &str) -> Vec<String> {
         self.texts(group).into_iter().filter(|t| t.contains(needle)).collect()
     }
-}
-
-async fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) -> Duration {
-    let started = Instant::now();
-    while !done() {
-        assert!(started.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    started.elapsed()
 }
 
 /// "2024-03-20 09:15:30 HKT"-style text of an epoch time.
