@@ -17,3 +17,18 @@ pub async fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> boo
     }
     started.elapsed()
 }
+
+/// Waits until the store holds no pending or leased job: every delivery planned so far has
+/// been made (or dead-lettered), so nothing more is on its way. The positive marker a "nothing
+/// more arrived" assertion waits for, after whatever produced the work has been seen to run.
+pub async fn wait_for_settled(store: &dyn store::Store, limit: Duration) {
+    let started = Instant::now();
+    loop {
+        let stats = store.stats(0).await.expect("the store answers its statistics");
+        if stats.pending == 0 && stats.leased == 0 {
+            return;
+        }
+        assert!(started.elapsed() < limit, "deliveries did not settle within {limit:?}: {stats:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

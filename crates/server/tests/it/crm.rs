@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use testkit::dingtalk::DingTalkHarness;
 use testkit::sender::{SenderSettings, WebhookSender};
-use testkit::wait_for;
+use testkit::wait::{wait_for, wait_for_settled};
 
 const WEBHOOK_SECRET: &str = "whsec_Y3JtLWUyZS10ZXN0LXNlY3JldC1rZXktMDAwMDAwMDAx";
 /// The secret last segment of the Outbound Message URL.
@@ -200,8 +200,9 @@ async fn s3_big_opportunities_reach_the_regional_group_once_with_account_and_his
     wait_for("the Hong Kong card", Duration::from_secs(20), || !h.cards_in(SALES_HK).is_empty()).await;
     let latency = started.elapsed();
     wait_for("the mainland card", Duration::from_secs(20), || !h.cards_in(SALES_PRC).is_empty()).await;
-    // Past the coalescing window and the reads: nothing more is coming.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Every notice was committed before its push was answered; once the reads and cards they
+    // planned are done, nothing more is coming.
+    wait_for_settled(h.gateway.store.as_ref(), Duration::from_secs(20)).await;
 
     let hk = h.cards_in(SALES_HK);
     assert_eq!(hk.len(), 1, "three edits within the window give one card: {hk:#?}");
@@ -407,7 +408,7 @@ async fn s3_zoho_deal_edits_reach_the_regional_group_once_in_two_calls() {
             .collect::<Vec<_>>()
     };
     wait_for("the Zoho deal card", Duration::from_secs(20), || !in_hk().is_empty()).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    wait_for_settled(gateway.store.as_ref(), Duration::from_secs(20)).await;
     let cards = in_hk();
     assert_eq!(cards.len(), 1, "three edits, one card");
     let card = &cards[0].params;
@@ -467,8 +468,12 @@ async fn salesforce_polling_finds_a_change_once_without_replaying_history() {
     assert!(h.cards_in(SALES_HK).is_empty(), "existing opportunities are not replayed");
     h.change("Opportunity", json!({"Id": seed::OPPORTUNITY_ID, "StageName": "Negotiation/Review"})).await;
     wait_for("the polled change's card", Duration::from_secs(25), || !h.cards_in(SALES_HK).is_empty()).await;
-    // One more poll cycle: the same change is not reported again.
-    tokio::time::sleep(Duration::from_secs(11)).await;
+    // One more poll cycle: the same change is not reported again. The card came after the
+    // read, so the next call the simulator counts is the next poll.
+    wait_for_settled(store.as_ref(), Duration::from_secs(20)).await;
+    let calls = h.salesforce.api_calls();
+    wait_for("the next poll", Duration::from_secs(25), || h.salesforce.api_calls() > calls).await;
+    wait_for_settled(store.as_ref(), Duration::from_secs(20)).await;
     assert_eq!(h.cards_in(SALES_HK).len(), 1);
     assert_eq!(store.stats(0).await.unwrap().dead_letters, 0);
     h.gateway.shutdown().await;

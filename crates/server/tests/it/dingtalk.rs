@@ -12,7 +12,7 @@ use dingbridge_server::gateway::{Gateway, Overrides};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 use testkit::dingtalk::DingTalkHarness;
-use testkit::wait::{wait_for, DEFAULT_LIMIT};
+use testkit::wait::{wait_for, wait_for_settled, DEFAULT_LIMIT};
 
 const WEBHOOK_SECRET: &str = "whsec_ZGluZ3RhbGstZTJlLXRlc3Qtc2VjcmV0LWtleS0wMDAwMQ==";
 const FINANCE_GROUP: &str = "cidF1nAnCe9zYxWvUt8sRqPo/A==";
@@ -180,8 +180,9 @@ async fn a_card_clicked_over_stream_is_updated_and_a_token_expiring_mid_run_is_r
 
     // The same click delivered again is one event.
     let stored = h.events_stored().await;
+    // Over Stream the click returns with the gateway's answer, which comes after the commit:
+    // when it returns, the repeat has been stored or recognised.
     sim.cards.click("pr-1", "finance0001", "approve", json!({})).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(h.events_stored().await, stored, "a repeated click is deduplicated");
 
     // The app's token expires mid-run: the next card still goes out, after one fresh token.
@@ -407,13 +408,15 @@ async fn robot_messages_reach_flow_controlled_users_once_without_repeating_the_o
     // DingTalk flow-controls one recipient for a moment.
     sim.messages.set_flow_controlled(["pay0002"]);
     h.webhook("notice-1", json!({"type": "notice.created", "data": {"id": "N-1", "users": "finance0001, pay0002, acct0003", "text": "Month-end close at 18:00"}})).await;
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    sim.messages.set_flow_controlled(Vec::<String>::new());
     let inbox = |user: &str| {
         sim.messages.user_inbox(user).iter().filter(|m| serde_json::to_string(m).unwrap().contains("Month-end")).count()
     };
+    // The first send reached the others and was flow-controlled for pay0002.
+    wait_for("the first send", DEFAULT_LIMIT, || inbox("finance0001") == 1 && inbox("acct0003") == 1).await;
+    assert_eq!(inbox("pay0002"), 0, "flow-controlled");
+    sim.messages.set_flow_controlled(Vec::<String>::new());
     wait_for("the flow-controlled user's message", DEFAULT_LIMIT, || inbox("pay0002") == 1).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_for_settled(h.gateway.store.as_ref(), DEFAULT_LIMIT).await;
     assert_eq!((inbox("finance0001"), inbox("pay0002"), inbox("acct0003")), (1, 1, 1), "each user got it exactly once");
     h.gateway.shutdown().await;
 }

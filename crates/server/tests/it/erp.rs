@@ -21,7 +21,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use testkit::dingtalk::DingTalkHarness;
-use testkit::wait_for;
+use testkit::wait::{wait_for, wait_for_settled};
 
 const ORDERS: &str = "cid7Hk2PqRsTuVwXyZ0aBcDe+Q==";
 const OPS: &str = "cidAbCdEfGhIjKlMnOpQrStUv==";
@@ -246,6 +246,29 @@ impl E2e {
         }
     }
 
+    /// Waits until each simulator named in `probes` has answered `rounds` more poll requests
+    /// (journal entries mentioning the probe's text in the path, query, headers or body), then
+    /// until the deliveries they planned have settled. Only after both can a test say that
+    /// nothing more is coming.
+    async fn wait_for_more_polls(&self, rounds: usize, probes: &[(&str, &str)]) {
+        let starts: Vec<u64> = probes.iter().map(|(system, _)| self.sims.state(system).request_count()).collect();
+        let polls = |(system, needle): &(&str, &str), since: u64| {
+            let mentions = |e: &sim::JournalEntry| {
+                e.path.contains(needle)
+                    || e.query.as_deref().is_some_and(|q| q.contains(needle))
+                    || e.body.contains(needle)
+                    || e.headers.values().any(|v| v.contains(needle))
+            };
+            self.sims.state(system).requests(since, None).iter().filter(|e| mentions(e)).count()
+        };
+        let limit = Duration::from_secs(POLL_SECS * (rounds as u64 + 2) + 10);
+        wait_for(&format!("{rounds} more poll rounds"), limit, || {
+            probes.iter().zip(&starts).all(|(probe, since)| polls(probe, *since) >= rounds)
+        })
+        .await;
+        wait_for_settled(self.gateway.store.as_ref(), Duration::from_secs(20)).await;
+    }
+
     fn texts(&self, group: &str) -> Vec<String> {
         self.dingtalk
             .sim()
@@ -319,7 +342,11 @@ async fn s5_status_changes_reach_the_order_group_once_as_of_erp_time_push_or_pol
     );
 
     // Two poll rounds later the polls have seen every change: still one message per source.
-    tokio::time::sleep(Duration::from_secs(2 * POLL_SECS + 1)).await;
+    h.wait_for_more_polls(
+        2,
+        &[("netsuite", "suiteql"), ("dynamics", "track-changes"), ("sap", "A_OutbDeliveryHeader")],
+    )
+    .await;
     let ns_texts = h.texts_with(ORDERS, "IF000878");
     assert_eq!(ns_texts.len(), 1, "push and poll of one state give one message: {ns_texts:#?}");
     assert!(ns_texts[0].contains("shipped (Shipped)"), "{}", ns_texts[0]);
@@ -517,7 +544,11 @@ async fn purchase_requisitions_pending_approval_are_read_from_all_three_erps() {
     })
     .await;
     // Later polls find the same states: no repeats.
-    tokio::time::sleep(Duration::from_secs(POLL_SECS * 2 + 1)).await;
+    h.wait_for_more_polls(
+        2,
+        &[("netsuite", "PurchReq"), ("dynamics", "purchaseOrders"), ("sap", "A_PurchaseRequisition")],
+    )
+    .await;
     let texts = h.texts(PURCHASING);
     for number in ["PR000232", "106021", "10000045", "10000046"] {
         let found = texts.iter().filter(|t| t.contains(number)).count();
