@@ -238,7 +238,7 @@ impl FlowEngine {
     pub fn decode_inbound(
         &self,
         source: &str,
-        inbound: &connectors::dingtalk::source::Inbound,
+        inbound: &model::InboundChange,
         received_at: ZonedTime,
         event_id: String,
     ) -> Result<Event, DecodeError> {

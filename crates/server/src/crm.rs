@@ -21,12 +21,12 @@ use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use connect::{Clock, Delivery, DeliveryError, Idempotency, Receipt, Sink};
-use connectors::dingtalk::source::Inbound;
 use connectors::salesforce::client::SalesforceClient;
 use connectors::salesforce::limits::Priority;
 use connectors::salesforce::source::{self as sf_source, PollCursor};
 use connectors::zoho::client::ZohoClient;
 use connectors::zoho::source::{self as zoho_source, WatchChannel};
+use model::InboundChange;
 use secrecy::ExposeSecret;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -281,7 +281,7 @@ impl Sink for RefreshSink {
             CrmClient::Zoho(client) => connectors::zoho::snapshot::fetch(client, object, id).await?,
         };
         let inbound = match snapshot {
-            Some(s) => Inbound {
+            Some(s) => InboundChange {
                 event_type: format!("{}.{object}", self.source.system()),
                 entity: s.entity,
                 entity_id: s.entity_id,

@@ -14,14 +14,15 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use connectors::dingtalk::callback::{self, CallbackRequest, ReplayGuard};
 use connectors::dingtalk::crypto::CallbackCrypto;
-use connectors::dingtalk::source::{self, Inbound};
+use connectors::dingtalk::source;
 use connectors::dingtalk::stream::{EventAck, Frame, StreamHandler};
+use model::InboundChange;
 use secrecy::{ExposeSecret, SecretString};
 use std::sync::Arc;
 
 /// Applies a stored directory change to the app's directory copy, in the background: the
 /// event is already durable, and the ACK must not wait for DingTalk's contacts API.
-fn update_directory(state: &AppState, source: &str, inbound: &Inbound, duplicate: bool) {
+fn update_directory(state: &AppState, source: &str, inbound: &InboundChange, duplicate: bool) {
     if duplicate || !crate::directory::is_directory_event(&inbound.event_type) {
         return;
     }
@@ -70,7 +71,7 @@ pub async fn receive_default_callback(
     RawQuery(query): RawQuery,
     body: Bytes,
 ) -> Response {
-    let sources = state.intake.dingtalk_callback_sources();
+    let sources: Vec<String> = state.dingtalk_callbacks.keys().cloned().collect();
     match sources.as_slice() {
         [only] => {
             let source = only.clone();
@@ -118,7 +119,7 @@ async fn receive_inner(state: &AppState, source: &str, query: &str, body: &[u8])
     if !state.is_accepting() {
         return Err(ApiError::unavailable("draining", "the gateway is shutting down; retry later", RETRY_AFTER_SECS));
     }
-    let receiver = state.intake.dingtalk_callback(source).ok_or_else(|| {
+    let receiver = state.dingtalk_callbacks.get(source).cloned().ok_or_else(|| {
         ApiError::new(StatusCode::NOT_FOUND, "unknown_source", format!("no DingTalk callback source named `{source}`"))
     })?;
     let crypto = &receiver.crypto;
@@ -180,7 +181,7 @@ async fn card_callback_inner(state: &AppState, source: &str, token: &str, body: 
     if !state.is_accepting() {
         return Err(ApiError::unavailable("draining", "the gateway is shutting down; retry later", RETRY_AFTER_SECS));
     }
-    let receiver = state.intake.dingtalk_callback(source).ok_or_else(|| {
+    let receiver = state.dingtalk_callbacks.get(source).cloned().ok_or_else(|| {
         ApiError::new(StatusCode::NOT_FOUND, "unknown_source", format!("no DingTalk callback source named `{source}`"))
     })?;
     let Some(card_token) = &receiver.card_token else {
@@ -212,7 +213,7 @@ async fn card_callback_inner(state: &AppState, source: &str, token: &str, body: 
 /// or (for a group card) an active member of the app's directory. The token in the URL proves
 /// the request came through the registered route, not who clicked, so a click on a card the
 /// gateway never sent, or by anyone else, is refused (403) and audited.
-async fn check_recipient(state: &AppState, source: &str, inbound: &Inbound) -> Result<(), ApiError> {
+async fn check_recipient(state: &AppState, source: &str, inbound: &InboundChange) -> Result<(), ApiError> {
     let card = &inbound.entity_id;
     let user = inbound.data.get("userId").and_then(serde_json::Value::as_str).unwrap_or_default();
     let link = state.store.get_link(CARD_RECIPIENTS, card).await.map_err(|err| {
@@ -265,7 +266,7 @@ pub struct StreamIntake {
 }
 
 impl StreamIntake {
-    async fn store(&self, inbound: &Inbound) -> Result<(), ApiError> {
+    async fn store(&self, inbound: &InboundChange) -> Result<(), ApiError> {
         if !self.state.is_accepting() {
             return Err(ApiError::unavailable("draining", "shutting down", RETRY_AFTER_SECS));
         }

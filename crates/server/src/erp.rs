@@ -21,7 +21,6 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use connect::{Clock, Delivery, DeliveryError, Idempotency, Receipt, Sink};
-use connectors::dingtalk::source::Inbound;
 use connectors::dynamics::canonical as dv_canonical;
 use connectors::dynamics::source::{Change as DeltaChange, DeltaCursor};
 use connectors::erp::{self, ErpRecord};
@@ -33,6 +32,7 @@ use connectors::sap::client::SapClient;
 use connectors::sap::idoc::{Idoc, IdocParser};
 use connectors::sap::source::ChangeCursor;
 use engine::config::{DynamicsClients, ErpSystem, Secret};
+use model::InboundChange;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -103,7 +103,7 @@ impl ErpSource {
 
     /// The event of one record state, as the flows see it: the canonical data plus how old the
     /// state was when it arrived (`age_seconds`, `stale`).
-    fn inbound(&self, record: &ErpRecord, change: &str, now_ms: i64) -> Inbound {
+    fn inbound(&self, record: &ErpRecord, change: &str, now_ms: i64) -> InboundChange {
         let mut data = record.data.clone();
         if let Value::Object(map) = &mut data {
             let age = record.source_time_ms.map(|t| (now_ms - t).max(0) / 1000);
@@ -111,7 +111,7 @@ impl ErpSource {
             map.insert("age_seconds".into(), age.map_or(Value::Null, Value::from));
             map.insert("stale".into(), Value::Bool(stale));
         }
-        Inbound {
+        InboundChange {
             event_type: format!("{}.{}", self.system.as_str(), record.object),
             entity: record.entity.to_owned(),
             entity_id: record.entity_id.clone(),

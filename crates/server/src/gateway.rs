@@ -107,7 +107,6 @@ impl Gateway {
         }
         let pipeline = Arc::new(WebhookPipeline {
             verifiers: runtime.sources,
-            dingtalk_callbacks,
             flows: Arc::new(runtime.flows),
             approvals: Arc::new(config.approvals.clone()),
             decision_sources: config
@@ -183,6 +182,7 @@ impl Gateway {
             accepting: Arc::new(AtomicBool::new(true)),
             max_body_bytes: usize::try_from(config.server.max_body_bytes).unwrap_or(usize::MAX),
             metrics,
+            dingtalk_callbacks: Arc::new(dingtalk_callbacks),
             admin_token: runtime.admin_token.map(|t| Arc::new(t.secret_string().clone())),
             directories: Arc::new(directories),
             crm: Arc::new(crm_sources),

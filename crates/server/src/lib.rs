@@ -18,7 +18,7 @@ pub mod reads;
 pub mod state;
 pub mod supervisor;
 
-pub use state::{AppState, Intake, Planned, Refusal};
+pub use state::{AppState, IntakePlanner, Planned, Refusal};
 
 use axum::http::Method;
 use axum::routing::{get, post, MethodRouter};

@@ -1,19 +1,18 @@
-//! The gateway's intake pipeline: authenticate, decode, run the flows. Implements `server::Intake`
+//! The gateway's intake pipeline: authenticate, decode, run the flows. Implements `server::IntakePlanner`
 //! for signed webhooks and for DingTalk events (HTTP callbacks and Stream).
 
 use crate::error::ApiError;
 use axum::http::{HeaderMap, StatusCode};
 use connect::webhook::WebhookVerifier;
 use connectors::dingtalk::source::is_decision_entity;
-use connectors::dingtalk::source::Inbound;
 use engine::flow::{DecodeError, FlowEngine};
+use model::InboundChange;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 pub struct WebhookPipeline {
     pub verifiers: BTreeMap<String, WebhookVerifier>,
     /// The DingTalk sources in HTTP callback mode, by source name.
-    pub dingtalk_callbacks: BTreeMap<String, Arc<crate::dingtalk::CallbackReceiver>>,
     pub flows: Arc<FlowEngine>,
     /// Approval policies: ERP records they govern and clicks on approval cards also become
     /// approval inputs.
@@ -23,7 +22,7 @@ pub struct WebhookPipeline {
     pub decision_sources: BTreeSet<String>,
 }
 
-impl crate::Intake for WebhookPipeline {
+impl crate::IntakePlanner for WebhookPipeline {
     fn has_source(&self, source: &str) -> bool {
         self.verifiers.contains_key(source)
     }
@@ -48,14 +47,6 @@ impl crate::Intake for WebhookPipeline {
         self.intake(source, format!("{source}:{}", verified.id), event_id, now, decoded)
     }
 
-    fn dingtalk_callback(&self, source: &str) -> Option<Arc<crate::dingtalk::CallbackReceiver>> {
-        self.dingtalk_callbacks.get(source).cloned()
-    }
-
-    fn dingtalk_callback_sources(&self) -> Vec<String> {
-        self.dingtalk_callbacks.keys().cloned().collect()
-    }
-
     fn unreadable(
         &self,
         source: &str,
@@ -70,7 +61,7 @@ impl crate::Intake for WebhookPipeline {
         self.intake(source, format!("{source}:{dedup_key}"), event_id, now, decoded).map(|planned| planned.intake)
     }
 
-    fn inbound(&self, source: &str, inbound: &Inbound, now: jiff::Timestamp) -> Result<crate::Planned, ApiError> {
+    fn inbound(&self, source: &str, inbound: &InboundChange, now: jiff::Timestamp) -> Result<crate::Planned, ApiError> {
         let event_id = uuid::Uuid::now_v7().to_string();
         let decoded = self.flows.decode_inbound(source, inbound, model::ZonedTime::from(now), event_id.clone());
         self.intake(source, format!("{source}:{}", inbound.dedup_key), event_id, now, decoded)

@@ -11,7 +11,7 @@ use crate::error::ApiError;
 use crate::hooks::commit;
 use crate::state::AppState;
 use connect::{DeliveryError, Receipt};
-use connectors::dingtalk::source::Inbound;
+use model::InboundChange;
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -106,8 +106,8 @@ impl ReadRequest {
 impl ReadRequest {
     /// The event of a record that was gone by the time it was read: says so instead of
     /// inventing its last state.
-    pub fn gone(&self, system: &str, dedup_key: &str) -> Inbound {
-        Inbound {
+    pub fn gone(&self, system: &str, dedup_key: &str) -> InboundChange {
+        InboundChange {
             event_type: format!("{system}.{}", self.object),
             entity: self.object.to_ascii_lowercase(),
             entity_id: self.id.clone(),
@@ -122,7 +122,7 @@ impl ReadRequest {
 /// Commits the event of a record just read: decoded and planned by the flows like any other
 /// event, stored under `inbound.dedup_key`. A read repeated after a crash, or the same state read
 /// twice, adds nothing.
-pub async fn commit_read(state: &AppState, source: &str, inbound: &Inbound) -> Result<Receipt, DeliveryError> {
+pub async fn commit_read(state: &AppState, source: &str, inbound: &InboundChange) -> Result<Receipt, DeliveryError> {
     let intake = state.intake.inbound(source, inbound, state.clock.now()).map_err(|err| DeliveryError::BadPayload {
         destination: format!("read:{source}"),
         detail: err.message.clone(),

@@ -7,9 +7,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use store::{GroupCommitter, Store};
 
-/// Turns one received webhook into what must be committed: verify the signature, decode the
-/// vendor format into the canonical event, run the flows. Pure with respect to the store.
-pub trait Intake: Send + Sync {
+/// Plans what one authenticated request commits: verifies a webhook's signature, decodes the
+/// vendor format into the canonical event, runs the flows. Pure with respect to the store.
+pub trait IntakePlanner: Send + Sync {
     fn webhook(
         &self,
         source: &str,
@@ -18,20 +18,9 @@ pub trait Intake: Send + Sync {
         now: jiff::Timestamp,
     ) -> Result<Planned, ApiError>;
 
-    /// A DingTalk source in HTTP callback mode: its decryptor, replay memory and card token.
-    fn dingtalk_callback(&self, source: &str) -> Option<Arc<crate::dingtalk::CallbackReceiver>>;
-
-    /// Names of the DingTalk sources in HTTP callback mode.
-    fn dingtalk_callback_sources(&self) -> Vec<String>;
-
     /// One authenticated event already in the inbound shape: a DingTalk callback or Stream
     /// frame, or a record a CRM/ERP source read. Stored under `{source}:{inbound.dedup_key}`.
-    fn inbound(
-        &self,
-        source: &str,
-        inbound: &connectors::dingtalk::source::Inbound,
-        now: jiff::Timestamp,
-    ) -> Result<Planned, ApiError>;
+    fn inbound(&self, source: &str, inbound: &model::InboundChange, now: jiff::Timestamp) -> Result<Planned, ApiError>;
 
     /// An event that arrived authenticated but cannot be read (a DingTalk frame, an IDoc): kept
     /// as a dead letter (with `raw` and the reason) under `dedup_key`, so redeliveries do not pile up.
@@ -74,7 +63,7 @@ impl From<store::Intake> for Planned {
 
 #[derive(Clone)]
 pub struct AppState {
-    pub intake: Arc<dyn Intake>,
+    pub intake: Arc<dyn IntakePlanner>,
     pub committer: GroupCommitter,
     pub store: Arc<dyn Store>,
     /// Called after every commit that created jobs, so delivery workers pick them up at once.
@@ -85,6 +74,9 @@ pub struct AppState {
     pub metrics: crate::metrics::Metrics,
     /// Bearer token for `/api/`; `None` leaves the admin API closed entirely.
     pub admin_token: Option<Arc<secrecy::SecretString>>,
+    /// The DingTalk sources in HTTP callback mode, by source name: each one's decryptor, replay
+    /// memory and card token.
+    pub dingtalk_callbacks: Arc<std::collections::BTreeMap<String, Arc<crate::dingtalk::CallbackReceiver>>>,
     /// The directory keeper of each DingTalk source's app, by source name.
     pub directories: Arc<std::collections::BTreeMap<String, Arc<crate::directory::DirectoryKeeper>>>,
     /// The CRM sources (Salesforce, Zoho), by source name.

@@ -1,33 +1,14 @@
-//! Inbound DingTalk events in the gateway's terms: which entity changed, how, and the key that
+//! InboundChange DingTalk events in the gateway's terms: which entity changed, how, and the key that
 //! makes a redelivery a duplicate. The same decoding serves both transports — the decrypted
 //! HTTP callback plaintext (reference §6, `EventType` inside) and Stream frames (§7, the type in
 //! `headers.eventType`, card clicks and robot messages as CALLBACK frames) — so a flow does not
 //! care how an event arrived.
 
+use model::InboundChange;
 use serde_json::{json, Map, Value};
 
 pub use super::stream::{TOPIC_CARD_CALLBACK, TOPIC_ROBOT_MESSAGE};
 use super::workflow::{ApprovalEvent, ApprovalEventError, ApprovalEventKind, TaskOutcome};
-
-/// One inbound event, ready to become a canonical `model::Event`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Inbound {
-    /// DingTalk's name for it: the event type (`bpms_instance_change`, `user_add_org`, …) or, for
-    /// callbacks, the Stream topic.
-    pub event_type: String,
-    /// `approval`, `approval_task`, `card_action`, `robot_message`, `user`, `department`, or the
-    /// DingTalk event type verbatim for anything else.
-    pub entity: String,
-    pub entity_id: String,
-    /// snake_case: `started`, `finished`, `terminated`, `cancelled`, `clicked`, `received`, …
-    pub change: String,
-    /// Identical for every redelivery of the same happening (DingTalk redelivers and duplicates).
-    pub dedup_key: String,
-    /// When DingTalk says it happened (epoch ms), if it says.
-    pub source_time_ms: Option<i64>,
-    /// The vendor payload (decoded from its JSON string), plus normalised keys for templates.
-    pub data: Value,
-}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum InboundError {
@@ -52,7 +33,7 @@ pub fn is_decision_entity(entity: &str) -> bool {
 }
 
 /// A decrypted HTTP callback. `None` for `check_url` (answered, never stored).
-pub fn from_http_callback(event_type: &str, payload: &Value) -> Result<Option<Inbound>, InboundError> {
+pub fn from_http_callback(event_type: &str, payload: &Value) -> Result<Option<InboundChange>, InboundError> {
     if event_type == "check_url" || event_type == "check_create_suite_url" {
         return Ok(None);
     }
@@ -64,7 +45,7 @@ pub fn from_http_callback(event_type: &str, payload: &Value) -> Result<Option<In
 }
 
 /// A Stream EVENT frame: its headers and its `data` JSON string.
-pub fn from_stream_event(event_type: &str, event_id: Option<&str>, data: &str) -> Result<Inbound, InboundError> {
+pub fn from_stream_event(event_type: &str, event_id: Option<&str>, data: &str) -> Result<InboundChange, InboundError> {
     let data: Value =
         serde_json::from_str(data).map_err(|e| InboundError::NotJson { what: "event data", reason: e.to_string() })?;
     let event_id =
@@ -73,14 +54,14 @@ pub fn from_stream_event(event_type: &str, event_id: Option<&str>, data: &str) -
 }
 
 /// A Stream CALLBACK frame (or an HTTP card callback body, which carries the same object).
-pub fn from_callback(topic: &str, message_id: &str, data: &str) -> Result<Inbound, InboundError> {
+pub fn from_callback(topic: &str, message_id: &str, data: &str) -> Result<InboundChange, InboundError> {
     let data: Value = serde_json::from_str(data)
         .map_err(|e| InboundError::NotJson { what: "callback data", reason: e.to_string() })?;
     match topic {
         TOPIC_CARD_CALLBACK => card_click(data),
         TOPIC_ROBOT_MESSAGE => {
             let msg_id = text(&data, "msgId").ok_or(InboundError::Missing { what: "robot message", field: "msgId" })?;
-            Ok(Inbound {
+            Ok(InboundChange {
                 event_type: topic.to_string(),
                 entity: "robot_message".into(),
                 entity_id: msg_id.clone(),
@@ -90,7 +71,7 @@ pub fn from_callback(topic: &str, message_id: &str, data: &str) -> Result<Inboun
                 data,
             })
         }
-        other => Ok(Inbound {
+        other => Ok(InboundChange {
             event_type: other.to_string(),
             entity: "callback".into(),
             entity_id: message_id.to_string(),
@@ -104,7 +85,7 @@ pub fn from_callback(topic: &str, message_id: &str, data: &str) -> Result<Inboun
 
 /// A card button click (reference §4.2). DingTalk may deliver the same click twice, so the
 /// dedup key is (outTrackId, userId, actionIds, params) as §4.3 recommends.
-pub fn card_click(mut data: Value) -> Result<Inbound, InboundError> {
+pub fn card_click(mut data: Value) -> Result<InboundChange, InboundError> {
     let what = "card callback";
     let out_track_id = text(&data, "outTrackId").ok_or(InboundError::Missing { what, field: "outTrackId" })?;
     let user_id = text(&data, "userId").ok_or(InboundError::Missing { what, field: "userId" })?;
@@ -123,7 +104,7 @@ pub fn card_click(mut data: Value) -> Result<Inbound, InboundError> {
         obj.insert("actionIds".into(), action_ids);
         obj.insert("params".into(), params);
     }
-    Ok(Inbound {
+    Ok(InboundChange {
         event_type: TOPIC_CARD_CALLBACK.to_string(),
         entity: "card_action".into(),
         entity_id: out_track_id,
@@ -134,7 +115,7 @@ pub fn card_click(mut data: Value) -> Result<Inbound, InboundError> {
     })
 }
 
-fn from_event(event_type: &str, data: Value, event_id: Option<&str>) -> Result<Inbound, InboundError> {
+fn from_event(event_type: &str, data: Value, event_id: Option<&str>) -> Result<InboundChange, InboundError> {
     if ApprovalEvent::is_approval_event(event_type) {
         return approval(event_type, data, event_id);
     }
@@ -161,7 +142,7 @@ fn from_event(event_type: &str, data: Value, event_id: Option<&str>) -> Result<I
         }
         _ => return Ok(other_event(event_type, data, event_id, "received")),
     };
-    Ok(Inbound {
+    Ok(InboundChange {
         event_type: event_type.to_string(),
         entity: entity.into(),
         entity_id,
@@ -174,7 +155,7 @@ fn from_event(event_type: &str, data: Value, event_id: Option<&str>) -> Result<I
 
 /// `bpms_instance_change` / `bpms_task_change`, read through the canonical [`ApprovalEvent`]. The
 /// data keeps DingTalk's fields and gains `decision` (`agree`, `refuse`, `redirect`) on a finish.
-fn approval(event_type: &str, mut data: Value, event_id: Option<&str>) -> Result<Inbound, InboundError> {
+fn approval(event_type: &str, mut data: Value, event_id: Option<&str>) -> Result<InboundChange, InboundError> {
     let what = "approval event";
     let event = ApprovalEvent::from_parts(event_type, &data, None, event_id).map_err(|err| match err {
         ApprovalEventError::Missing(field) => InboundError::Missing { what, field },
@@ -203,7 +184,7 @@ fn approval(event_type: &str, mut data: Value, event_id: Option<&str>) -> Result
         obj.insert("decision".into(), Value::String(decision.to_owned()));
     }
     let source_time_ms = event.finish_time.or(event.create_time).map(|t| t.as_millisecond());
-    Ok(Inbound {
+    Ok(InboundChange {
         event_type: event_type.to_string(),
         entity: entity.into(),
         entity_id,
@@ -222,10 +203,10 @@ fn task_outcome(outcome: TaskOutcome) -> &'static str {
     }
 }
 
-fn other_event(event_type: &str, data: Value, event_id: Option<&str>, change: &str) -> Inbound {
+fn other_event(event_type: &str, data: Value, event_id: Option<&str>, change: &str) -> InboundChange {
     let id = event_id.map(str::to_string).unwrap_or_else(|| digest(&data));
     let change = if change.is_empty() { "received" } else { change };
-    Inbound {
+    InboundChange {
         event_type: event_type.to_string(),
         entity: event_type.to_string(),
         entity_id: id.clone(),

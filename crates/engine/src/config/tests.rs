@@ -491,7 +491,7 @@ fn sim_endpoints_point_dingtalk_apps_at_the_simulator() {
 fn flows_render_app_messages() {
     let cfg = check(DINGTALK).unwrap();
     let engine = crate::flow::FlowEngine::new(&cfg);
-    let inbound = connectors::dingtalk::source::Inbound {
+    let inbound = model::InboundChange {
         event_type: "bpms_instance_change".into(),
         entity: "approval".into(),
         entity_id: "pi-1".into(),
