@@ -1,7 +1,7 @@
 //! The durable store: inbox (dedup by key), outbox jobs with leases, dead letters, cursors,
 //! id links and a hash-chained audit log (HMAC-SHA256 keyed with the operator's audit key; see
-//! [`AuditKey`]). One `Store` trait, two backends (SQLite, PostgreSQL),
-//! one contract test suite.
+//! [`AuditKey`]). One `Store` trait, one implementation ([`SqlStore`]) over two backends
+//! (SQLite, PostgreSQL), one contract test suite.
 //!
 //! Times are Unix epoch milliseconds (`Millis`) passed in by the caller, never read from the
 //! system clock here, so schedules can be tested with a fake clock.
@@ -12,19 +12,22 @@ mod types;
 pub use types::*;
 
 mod audit;
+mod claim;
 mod common;
 mod error;
 mod group;
 mod open;
 mod postgres;
+mod sql_store;
 mod sqlite;
 
 pub use audit::{AnchorCheck, AuditHead, AuditKey, AuditKeyError, MIN_AUDIT_KEY_BYTES, ZERO_HASH};
 pub use error::StoreError;
 pub use group::{CompletionBatcher, GroupCommitter};
 pub use open::{open, open_postgres, open_sqlite, open_with_audit_key};
-pub use postgres::PgStore;
-pub use sqlite::SqliteStore;
+pub use postgres::{PgPools, PgStore};
+pub use sql_store::SqlStore;
+pub use sqlite::{SqlitePools, SqliteStore};
 
 use async_trait::async_trait;
 
