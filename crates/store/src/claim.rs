@@ -4,6 +4,18 @@
 
 use crate::common::{params, Dialect, JOB_COLS};
 
+/// The claimable heads of a destination, in claim order: due pending jobs, and leased jobs
+/// whose lease expired, that no other job of their ordering key holds back (per-key FIFO).
+/// Shared by both dialects so the rule cannot drift. Parameters $3 destination, $4 now, $5 limit.
+const HEADS: &str = "FROM jobs j \
+     WHERE j.destination = $3 AND j.state IN ('pending', 'leased') AND j.due_at <= $4 \
+       AND NOT EXISTS ( \
+         SELECT 1 FROM jobs b \
+         WHERE b.ordering_key = j.ordering_key AND b.state IN ('pending', 'leased') \
+           AND b.id <> j.id \
+           AND (b.state = 'leased' OR (b.id < j.id AND j.state = 'pending'))) \
+     ORDER BY j.due_at, j.id LIMIT $5";
+
 /// Leases the claimable heads: see [`crate::Store::claim`]. Parameters $1 owner, $2 lease
 /// expiry, $3 destination, $4 now, $5 limit.
 pub(crate) fn heads_sql(dialect: Dialect) -> String {
@@ -12,31 +24,14 @@ pub(crate) fn heads_sql(dialect: Dialect) -> String {
         Dialect::Sqlite => format!(
             "UPDATE jobs SET state = 'leased', lease_owner = $1, lease_expires_at = $2, \
              due_at = $2, lease_version = lease_version + 1 \
-             WHERE id IN ( \
-               SELECT j.id FROM jobs j \
-               WHERE j.destination = $3 AND j.state IN ('pending', 'leased') AND j.due_at <= $4 \
-                 AND NOT EXISTS ( \
-                   SELECT 1 FROM jobs b \
-                   WHERE b.ordering_key = j.ordering_key AND b.state IN ('pending', 'leased') \
-                     AND b.id <> j.id \
-                     AND (b.state = 'leased' OR (b.id < j.id AND j.state = 'pending'))) \
-               ORDER BY j.due_at, j.id LIMIT $5) \
+             WHERE id IN (SELECT j.id {HEADS}) \
              RETURNING {JOB_COLS}"
         ),
         // Candidates are locked with SKIP LOCKED (another claimer holding a row lock skips it;
         // a row changed by a committed claimer is re-checked against the new version), then
         // leased.
         Dialect::Postgres => format!(
-            "WITH c AS MATERIALIZED ( \
-               SELECT j.id AS cid FROM jobs j \
-               WHERE j.destination = $3 AND j.state IN ('pending', 'leased') AND j.due_at <= $4 \
-                 AND NOT EXISTS ( \
-                   SELECT 1 FROM jobs b \
-                   WHERE b.ordering_key = j.ordering_key AND b.state IN ('pending', 'leased') \
-                     AND b.id <> j.id \
-                     AND (b.state = 'leased' OR (b.id < j.id AND j.state = 'pending'))) \
-               ORDER BY j.due_at, j.id LIMIT $5 \
-               FOR UPDATE OF j SKIP LOCKED) \
+            "WITH c AS MATERIALIZED (SELECT j.id AS cid {HEADS} FOR UPDATE OF j SKIP LOCKED) \
              UPDATE jobs SET state = 'leased', lease_owner = $1, lease_expires_at = $2, \
              due_at = $2, lease_version = lease_version + 1 \
              FROM c WHERE jobs.id = c.cid \
