@@ -127,7 +127,12 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            // A store failure carries a stable code with a page in docs/errors/; its message is
+            // left as it is, since tools and tests match on it.
+            match err.chain().find_map(|e| e.downcast_ref::<store::StoreError>()) {
+                Some(store_err) => eprintln!("error[{}]: {err:#}", store_err.code()),
+                None => eprintln!("error: {err:#}"),
+            }
             ExitCode::FAILURE
         }
     }

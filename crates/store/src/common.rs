@@ -1,4 +1,4 @@
-//! Pieces shared by both backends: row mapping and SQL text.
+//! Pieces shared by both backends: row mapping, SQL text and the few places their SQL differs.
 
 use crate::{AuditEntry, AuditHead, DeadLetter, IdLink, Job, JobState, StoreError};
 use sqlx::{ColumnIndex, Decode, Row, Type};
@@ -132,16 +132,34 @@ where
     })
 }
 
-/// Placeholder style of a backend.
-#[derive(Clone, Copy)]
-pub(crate) enum Ph {
+/// The SQL the two backends speak differently. Everything else is written once, with `$n`
+/// placeholders, which both PostgreSQL and sqlx's SQLite driver bind by number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
     Sqlite,
-    Pg,
+    Postgres,
+}
+
+impl Dialect {
+    /// The clause that locks the rows a `SELECT` reads until the write transaction ends, so
+    /// concurrent writers queue on them. SQLite has none and needs none: a write transaction
+    /// holds the database's one write lock from its `BEGIN IMMEDIATE`.
+    pub(crate) fn row_lock(self) -> Option<&'static str> {
+        match self {
+            Dialect::Sqlite => None,
+            Dialect::Postgres => Some("FOR UPDATE"),
+        }
+    }
+}
+
+/// `$offset+1, $offset+2, ...`: `n` numbered placeholders.
+pub(crate) fn params(n: usize, offset: usize) -> String {
+    (offset + 1..=offset + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
 }
 
 /// `(p, p, 'lit', p), (...)`: `rows` tuples from a template where `?` is a parameter, numbered
-/// for Postgres (`$n`, starting after `offset` parameters).
-pub(crate) fn values(rows: usize, template: &str, ph: Ph, offset: usize) -> String {
+/// `$n` starting after `offset` parameters.
+pub(crate) fn values(rows: usize, template: &str, offset: usize) -> String {
     let mut out = String::with_capacity(rows * (template.len() + 8));
     let mut n = offset;
     for r in 0..rows {
@@ -151,14 +169,9 @@ pub(crate) fn values(rows: usize, template: &str, ph: Ph, offset: usize) -> Stri
         out.push('(');
         for ch in template.chars() {
             if ch == '?' {
-                match ph {
-                    Ph::Sqlite => out.push('?'),
-                    Ph::Pg => {
-                        n += 1;
-                        out.push('$');
-                        out.push_str(&n.to_string());
-                    }
-                }
+                n += 1;
+                out.push('$');
+                out.push_str(&n.to_string());
             } else {
                 out.push(ch);
             }
@@ -177,108 +190,50 @@ pub(crate) fn first_occurrences(batch: &[crate::Intake]) -> Vec<bool> {
     batch.iter().map(|i| seen.insert(i.dedup_key.as_str())).collect()
 }
 
-pub(crate) fn insert_inbox_sql(rows: usize, ph: Ph) -> String {
+pub(crate) fn insert_inbox_sql(rows: usize) -> String {
     format!(
         "INSERT INTO inbox (dedup_key, event_id, source, received_at, event_json) VALUES {} \
          ON CONFLICT (dedup_key) DO NOTHING RETURNING dedup_key",
-        values(rows, "?, ?, ?, ?, ?", ph, 0)
+        values(rows, "?, ?, ?, ?, ?", 0)
     )
 }
 
-pub(crate) fn insert_jobs_sql(rows: usize, ph: Ph) -> String {
+pub(crate) fn insert_jobs_sql(rows: usize) -> String {
     format!(
         "INSERT INTO jobs (event_id, flow, destination, ordering_key, idempotency_key, payload, \
          state, attempts, next_attempt_at, due_at, lease_version, created_at) VALUES {} \
          ON CONFLICT (idempotency_key) DO NOTHING",
-        values(rows, "?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?, 0, ?", ph, 0)
+        values(rows, "?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?, 0, ?", 0)
     )
 }
 
 /// One coalescing job: inserted unless a pending job of the same destination and ordering key
 /// waits already. Parameters as [`insert_jobs_sql`], then destination and ordering key again.
-pub(crate) fn insert_coalesced_job_sql(ph: Ph) -> String {
-    let sql = "INSERT INTO jobs (event_id, flow, destination, ordering_key, idempotency_key, payload, \
-         state, attempts, next_attempt_at, due_at, lease_version, created_at) \
-         SELECT ?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?, 0, ? \
-         WHERE NOT EXISTS (SELECT 1 FROM jobs w WHERE w.destination = ? AND w.ordering_key = ? \
-           AND w.state = 'pending') \
-         ON CONFLICT (idempotency_key) DO NOTHING";
-    match ph {
-        Ph::Sqlite => sql.to_string(),
-        Ph::Pg => numbered(sql, 0),
-    }
-}
+pub(crate) const INSERT_COALESCED_JOB_SQL: &str = "INSERT INTO jobs (event_id, flow, destination, ordering_key, \
+     idempotency_key, payload, state, attempts, next_attempt_at, due_at, lease_version, created_at) \
+     SELECT $1, $2, $3, $4, $5, $6, 'pending', 0, $7, $8, 0, $9 \
+     WHERE NOT EXISTS (SELECT 1 FROM jobs w WHERE w.destination = $10 AND w.ordering_key = $11 \
+       AND w.state = 'pending') \
+     ON CONFLICT (idempotency_key) DO NOTHING";
 
-/// Followers of freshly claimed heads (batch claims): every due pending job of the heads'
-/// ordering keys that is not stuck behind an earlier job not due yet, in id order, leased in the
-/// same transaction as the heads. Parameters: owner, lease expiry (twice), destination, now
-/// (twice), the `heads` job ids, limit.
-pub(crate) fn claim_followers_sql(heads: usize, ph: Ph) -> String {
-    let list = vec!["?"; heads].join(", ");
-    let pick = format!(
-        "SELECT j.id FROM jobs j \
-         WHERE j.destination = ? AND j.state = 'pending' AND j.due_at <= ? \
-           AND NOT EXISTS ( \
-             SELECT 1 FROM jobs b \
-             WHERE b.ordering_key = j.ordering_key AND b.state = 'pending' AND b.id < j.id AND b.due_at > ?) \
-           AND j.ordering_key IN (SELECT h.ordering_key FROM jobs h WHERE h.id IN ({list})) \
-         ORDER BY j.id LIMIT ?"
-    );
-    match ph {
-        Ph::Sqlite => format!(
-            "UPDATE jobs SET state = 'leased', lease_owner = ?, lease_expires_at = ?, due_at = ?, \
-             lease_version = lease_version + 1 WHERE id IN ({pick}) RETURNING {JOB_COLS}"
-        ),
-        // Rows another claimer holds are skipped, as in the head claim. The pick's parameters
-        // follow the three of the SET clause.
-        Ph::Pg => format!(
-            "WITH c AS MATERIALIZED ({} FOR UPDATE OF j SKIP LOCKED) \
-             UPDATE jobs SET state = 'leased', lease_owner = $1, lease_expires_at = $2, due_at = $3, \
-             lease_version = lease_version + 1 FROM c WHERE jobs.id = c.id RETURNING {}",
-            numbered(&pick, 3),
-            JOB_COLS.split(", ").map(|c| format!("jobs.{}", c.trim())).collect::<Vec<_>>().join(", ")
-        ),
-    }
-}
-
-/// `?` placeholders numbered `$n` for Postgres, starting after `offset` parameters.
-fn numbered(sql: &str, offset: usize) -> String {
-    let mut out = String::with_capacity(sql.len() + 16);
-    let mut n = offset;
-    for ch in sql.chars() {
-        if ch == '?' {
-            n += 1;
-            out.push('$');
-            out.push_str(&n.to_string());
-        } else {
-            out.push(ch);
-        }
-    }
-    out
-}
-
-pub(crate) fn insert_parse_dead_sql(rows: usize, ph: Ph) -> String {
+pub(crate) fn insert_parse_dead_sql(rows: usize) -> String {
     format!(
         "INSERT INTO dead_letters (job_id, event_id, destination, reason, attempts, created_at) \
          VALUES {}",
-        values(rows, "NULL, ?, NULL, ?, 0, ?", ph, 0)
+        values(rows, "NULL, ?, NULL, ?, 0, ?", 0)
     )
 }
 
 /// Fenced completion of many leases in one statement; returns the ids it completed.
 /// Parameters: `now`, then (job_id, version, receipt) per row.
-pub(crate) fn complete_sql(rows: usize, ph: Ph) -> String {
-    let now = match ph {
-        Ph::Sqlite => "?",
-        Ph::Pg => "$1",
-    };
+pub(crate) fn complete_sql(rows: usize) -> String {
     format!(
         "UPDATE jobs SET state = 'done', due_at = NULL, lease_expires_at = NULL, \
-         finished_at = {now}, receipt = c.column3 \
+         finished_at = $1, receipt = c.column3 \
          FROM (VALUES {}) AS c \
          WHERE jobs.id = c.column1 AND jobs.lease_version = c.column2 AND jobs.state = 'leased' \
          RETURNING jobs.id",
-        values(rows, "?, ?, ?", ph, 1)
+        values(rows, "?, ?, ?", 1)
     )
 }
 

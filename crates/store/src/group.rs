@@ -55,7 +55,7 @@ impl GroupCommitter {
                         }
                     }
                     Err(e) => {
-                        tracing::warn!(error = %e, batch = replies.len(), "Group commit failed.");
+                        tracing::warn!(code = e.code(), error = %e, batch = replies.len(), "Group commit failed.");
                         for reply in replies {
                             let _ = reply.send(Err(e.clone()));
                         }
@@ -112,7 +112,7 @@ impl CompletionBatcher {
                         }
                     }
                     Err(e) => {
-                        tracing::warn!(error = %e, batch = replies.len(), "Completion batch failed.");
+                        tracing::warn!(code = e.code(), error = %e, batch = replies.len(), "Completion batch failed.");
                         for reply in replies {
                             let _ = reply.send(Err(e.clone()));
                         }

@@ -1,7 +1,7 @@
 //! The durable store: inbox (dedup by key), outbox jobs with leases, dead letters, cursors,
 //! id links and a hash-chained audit log (HMAC-SHA256 keyed with the operator's audit key; see
-//! [`AuditKey`]). One `Store` trait, two backends (SQLite, PostgreSQL),
-//! one contract test suite.
+//! [`AuditKey`]). One `Store` trait, one implementation ([`SqlStore`]) over two backends
+//! (SQLite, PostgreSQL), one contract test suite.
 //!
 //! Times are Unix epoch milliseconds (`Millis`) passed in by the caller, never read from the
 //! system clock here, so schedules can be tested with a fake clock.
@@ -12,65 +12,24 @@ mod types;
 pub use types::*;
 
 mod audit;
+mod claim;
 mod common;
+mod error;
 mod group;
 mod open;
 mod postgres;
+mod sql_store;
 mod sqlite;
 
 pub use audit::{AnchorCheck, AuditHead, AuditKey, AuditKeyError, MIN_AUDIT_KEY_BYTES, ZERO_HASH};
+pub use error::StoreError;
 pub use group::{CompletionBatcher, GroupCommitter};
 pub use open::{open, open_postgres, open_sqlite, open_with_audit_key};
-pub use postgres::PgStore;
-pub use sqlite::SqliteStore;
+pub use postgres::{PgPools, PgStore};
+pub use sql_store::SqlStore;
+pub use sqlite::{SqlitePools, SqliteStore};
 
 use async_trait::async_trait;
-
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum StoreError {
-    /// The store cannot be reached or refused the write; intake must answer 503, not 2xx.
-    #[error("store unavailable: {0}")]
-    Unavailable(String),
-    /// The worker's lease was taken over (expired and re-claimed) or the job already finished.
-    #[error("lease on job {job_id} (version {version}) is no longer held")]
-    LeaseLost { job_id: i64, version: i64 },
-    #[error("no {what} with id {id}")]
-    NotFound { what: &'static str, id: String },
-    #[error("store migration failed: {0}")]
-    Migration(String),
-    #[error("invalid store url `{url}`: {reason}")]
-    BadUrl { url: String, reason: String },
-    #[error("store data is inconsistent: {0}")]
-    Corrupt(String),
-    /// The group-commit queue is full: shed load (the server answers 503 + `Retry-After`).
-    #[error("store is overloaded: the commit queue is full; retry later")]
-    Overloaded,
-    /// The audit chain is written with another key than this handle's (or with a key while the
-    /// handle has none, or without one while the handle has one): nothing was written.
-    #[error("{}", audit::key_mismatch_message(.chain, .given, .rows))]
-    AuditKeyMismatch {
-        /// The chain's key id (`None`: not keyed).
-        chain: Option<String>,
-        /// The handle's key id (`None`: no key).
-        given: Option<String>,
-        /// Rows in the chain.
-        rows: i64,
-    },
-}
-
-impl From<sqlx::Error> for StoreError {
-    fn from(e: sqlx::Error) -> Self {
-        match e {
-            sqlx::Error::ColumnDecode { .. }
-            | sqlx::Error::ColumnNotFound(_)
-            | sqlx::Error::ColumnIndexOutOfBounds { .. }
-            | sqlx::Error::Decode(_)
-            | sqlx::Error::TypeNotFound { .. } => StoreError::Corrupt(e.to_string()),
-            sqlx::Error::Migrate(m) => StoreError::Migration(m.to_string()),
-            other => StoreError::Unavailable(other.to_string()),
-        }
-    }
-}
 
 #[async_trait]
 pub trait Store: Send + Sync + 'static {

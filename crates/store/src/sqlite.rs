@@ -1,52 +1,30 @@
-//! SQLite backend: WAL, `synchronous=FULL` for intake (see `Durability`), ONE write connection (SQLite has one writer, so
-//! writes queue in the pool instead of fighting over SQLITE_BUSY) and a small read pool.
+//! SQLite backend: WAL, `synchronous=FULL` for intake (see [`Durability`]), ONE write connection
+//! (SQLite has one writer, so writes queue in the pool instead of fighting over SQLITE_BUSY) and
+//! a small read pool. The statements are shared: see [`crate::SqlStore`].
 
-use crate::audit::{extend_chain, ChainVerifier};
-use crate::common::{
-    audit_from_row, audit_head_from_row, claim_followers_sql, complete_sql, dead_from_row, first_occurrences,
-    has_repeated_job, insert_coalesced_job_sql, insert_inbox_sql, insert_jobs_sql, insert_parse_dead_sql, job_from_row,
-    link_from_row, values, Ph, AUDIT_COLS, AUDIT_HEAD_FOR_APPEND_SQL, AUDIT_HEAD_SQL, CHUNK, DEAD_COLS, JOB_COLS,
-};
-use crate::{
-    AuditEntry, AuditHead, AuditKey, AuditVerification, Completion, DeadLetter, IdLink, Intake, IntakeOutcome, Job,
-    Lease, Millis, NewAuditEntry, Store, StoreError, StoreStats,
-};
-use async_trait::async_trait;
-use futures::TryStreamExt;
+use crate::common::Dialect;
+use crate::sql_store::{Backend, Durability, SqlStore};
+use crate::StoreError;
 use sqlx::pool::PoolConnection;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Connection, Row, Sqlite};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteQueryResult, SqliteSynchronous,
+};
+use sqlx::Sqlite;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-const PH: Ph = Ph::Sqlite;
-
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
-/// Write transactions take the write lock up front.
-const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
+/// A store in one SQLite file.
+pub type SqliteStore = SqlStore<SqlitePools>;
 
-pub struct SqliteStore {
+/// The connections of a SQLite store.
+pub struct SqlitePools {
     writer: SqlitePool,
     reader: SqlitePool,
     /// Whether the writer connection currently runs with `synchronous = FULL`.
     writer_synced: AtomicBool,
-    /// Hashes the audit rows this handle appends and verifies; `None`: an unkeyed chain.
-    audit_key: Option<AuditKey>,
-}
-
-/// How durable a write must be when the machine (not just the process) fails.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Durability {
-    /// fsync on commit (`synchronous = FULL`): intake before its 2xx, replays, cursors, links,
-    /// the audit chain.
-    Synced,
-    /// No fsync of its own (`synchronous = NORMAL`; WAL still survives a process kill, and the
-    /// next synced commit flushes it): leases, completions, retries. Losing one to a power cut
-    /// only repeats a delivery, which at-least-once already allows, and it removes two fsyncs
-    /// from every event's path.
-    Unsynced,
 }
 
 impl SqliteStore {
@@ -71,16 +49,28 @@ impl SqliteStore {
             .acquire_timeout(Duration::from_secs(60))
             .connect_with(opts.create_if_missing(false))
             .await?;
-        Ok(Self { writer, reader, writer_synced: AtomicBool::new(true), audit_key: None })
+        Ok(SqlStore::new(SqlitePools { writer, reader, writer_synced: AtomicBool::new(true) }))
     }
+}
 
-    /// This handle appends and verifies audit rows with `key` (see [`crate::open_with_audit_key`]).
-    pub fn with_audit_key(mut self, key: Option<AuditKey>) -> Self {
-        self.audit_key = key;
-        self
-    }
+impl Backend for SqlitePools {
+    type Db = Sqlite;
 
-    /// The single write connection, switched to the durability this write needs.
+    const DIALECT: Dialect = Dialect::Sqlite;
+
+    /// Write transactions take the write lock up front.
+    const BEGIN_WRITE: &'static str = "BEGIN IMMEDIATE";
+
+    /// In WAL mode a read transaction sees the snapshot of its first read.
+    const BEGIN_SNAPSHOT: &'static str = "BEGIN";
+
+    /// Ingests are serialised already: they all go through the one writer connection.
+    const INGEST_LOCK: Option<&'static str> = None;
+
+    /// The single write connection, switched to the durability this write needs: `Synced` is
+    /// `synchronous = FULL` (fsync on commit), `Unsynced` is `synchronous = NORMAL` (WAL still
+    /// survives a process kill, and the next synced commit flushes it), which removes two fsyncs
+    /// from every event's path.
     async fn write_conn(&self, durability: Durability) -> Result<PoolConnection<Sqlite>, StoreError> {
         let mut conn = self.writer.acquire().await?;
         let synced = durability == Durability::Synced;
@@ -92,612 +82,16 @@ impl SqliteStore {
         }
         Ok(conn)
     }
-}
 
-/// Leases the claimable heads: see [`Store::claim`]. Parameters ?1 owner, ?2 lease expiry,
-/// ?3 destination, ?4 now, ?5 limit.
-fn head_claim_sql() -> String {
-    format!(
-        "UPDATE jobs SET state = 'leased', lease_owner = ?1, lease_expires_at = ?2, \
-         due_at = ?2, lease_version = lease_version + 1 \
-         WHERE id IN ( \
-           SELECT j.id FROM jobs j \
-           WHERE j.destination = ?3 AND j.state IN ('pending', 'leased') AND j.due_at <= ?4 \
-             AND NOT EXISTS ( \
-               SELECT 1 FROM jobs b \
-               WHERE b.ordering_key = j.ordering_key AND b.state IN ('pending', 'leased') \
-                 AND b.id <> j.id \
-                 AND (b.state = 'leased' OR (b.id < j.id AND j.state = 'pending'))) \
-           ORDER BY j.due_at, j.id LIMIT ?5) \
-         RETURNING {JOB_COLS}"
-    )
-}
-
-fn lease_lost(lease: Lease) -> StoreError {
-    StoreError::LeaseLost { job_id: lease.job_id, version: lease.version }
-}
-
-fn lim(limit: usize) -> i64 {
-    i64::try_from(limit).unwrap_or(i64::MAX)
-}
-
-#[async_trait]
-impl Store for SqliteStore {
-    async fn ingest(&self, batch: &[Intake]) -> Result<Vec<IntakeOutcome>, StoreError> {
-        let mut out = Vec::with_capacity(batch.len());
-        if batch.is_empty() {
-            return Ok(out);
-        }
-        let mut conn = self.write_conn(Durability::Synced).await?;
-        let mut tx = conn.begin_with(BEGIN_WRITE).await?;
-        // Multi-row statements: a 256-intake batch is a handful of statements, one commit.
-        let first = first_occurrences(batch);
-        let mut accepted = std::collections::HashSet::new();
-        let fresh: Vec<&Intake> = batch.iter().zip(&first).filter(|(_, f)| **f).map(|(i, _)| i).collect();
-        for chunk in fresh.chunks(CHUNK) {
-            let sql = insert_inbox_sql(chunk.len(), PH);
-            let mut q = sqlx::query(&sql);
-            for it in chunk {
-                q = q.bind(&it.dedup_key).bind(&it.event_id).bind(&it.source).bind(it.received_at).bind(&it.event_json);
-            }
-            for row in q.fetch_all(&mut *tx).await? {
-                accepted.insert(row.try_get::<String, _>("dedup_key")?);
-            }
-        }
-        let mut jobs = Vec::new();
-        let mut dead = Vec::new();
-        for (it, first) in batch.iter().zip(&first) {
-            if *first && accepted.contains(&it.dedup_key) {
-                out.push(IntakeOutcome::Accepted);
-                jobs.extend(it.jobs.iter().map(|j| (it, j)));
-                if let Some(dl) = &it.dead_letter {
-                    dead.push((it, dl));
-                }
-            } else {
-                out.push(IntakeOutcome::Duplicate);
-            }
-        }
-        let (coalesced, jobs): (Vec<_>, Vec<_>) = jobs.into_iter().partition(|(_, j)| j.coalesce);
-        for (it, j) in &coalesced {
-            sqlx::query(&insert_coalesced_job_sql(PH))
-                .bind(&it.event_id)
-                .bind(&j.flow)
-                .bind(&j.destination)
-                .bind(&j.ordering_key)
-                .bind(&j.idempotency_key)
-                .bind(&j.payload)
-                .bind(j.next_attempt_at)
-                .bind(j.next_attempt_at)
-                .bind(it.received_at)
-                .bind(&j.destination)
-                .bind(&j.ordering_key)
-                .execute(&mut *tx)
-                .await?;
-        }
-        for chunk in jobs.chunks(CHUNK) {
-            let sql = insert_jobs_sql(chunk.len(), PH);
-            let mut q = sqlx::query(&sql);
-            for (it, j) in chunk {
-                q = q
-                    .bind(&it.event_id)
-                    .bind(&j.flow)
-                    .bind(&j.destination)
-                    .bind(&j.ordering_key)
-                    .bind(&j.idempotency_key)
-                    .bind(&j.payload)
-                    .bind(j.next_attempt_at)
-                    .bind(j.next_attempt_at)
-                    .bind(it.received_at);
-            }
-            let r = q.execute(&mut *tx).await?;
-            if r.rows_affected() < chunk.len() as u64 {
-                tracing::warn!(
-                    skipped = chunk.len() as u64 - r.rows_affected(),
-                    "Jobs skipped: a job with the same idempotency key already exists."
-                );
-            }
-        }
-        for chunk in dead.chunks(CHUNK) {
-            let sql = insert_parse_dead_sql(chunk.len(), PH);
-            let mut q = sqlx::query(&sql);
-            for (it, dl) in chunk {
-                q = q.bind(&it.event_id).bind(&dl.reason).bind(it.received_at);
-            }
-            q.execute(&mut *tx).await?;
-        }
-        crashpoint::hit(crashpoint::MID_GROUP_COMMIT);
-        tx.commit().await?;
-        Ok(out)
+    fn read_pool(&self) -> &SqlitePool {
+        &self.reader
     }
 
-    async fn claim(
-        &self,
-        destination: &str,
-        owner: &str,
-        limit: usize,
-        lease_ms: i64,
-        now: Millis,
-    ) -> Result<Vec<Job>, StoreError> {
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
-        // One statement = one implicit write transaction on the single writer connection.
-        let sql = head_claim_sql();
-        let mut conn = self.write_conn(Durability::Unsynced).await?;
-        let rows = sqlx::query(&sql)
-            .bind(owner)
-            .bind(now.saturating_add(lease_ms))
-            .bind(destination)
-            .bind(now)
-            .bind(lim(limit))
-            .fetch_all(&mut *conn)
-            .await?;
-        let mut jobs = rows.iter().map(job_from_row).collect::<Result<Vec<_>, _>>()?;
-        jobs.sort_by_key(|j| j.id);
-        Ok(jobs)
+    fn rows_affected(result: &SqliteQueryResult) -> u64 {
+        result.rows_affected()
     }
 
-    async fn claim_runs(
-        &self,
-        destination: &str,
-        owner: &str,
-        heads: usize,
-        max_jobs: usize,
-        lease_ms: i64,
-        now: Millis,
-    ) -> Result<Vec<Job>, StoreError> {
-        let limit = heads.min(max_jobs);
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
-        let expires = now.saturating_add(lease_ms);
-        let mut conn = self.write_conn(Durability::Unsynced).await?;
-        let mut tx = conn.begin_with(BEGIN_WRITE).await?;
-        let rows = sqlx::query(&head_claim_sql())
-            .bind(owner)
-            .bind(expires)
-            .bind(destination)
-            .bind(now)
-            .bind(lim(limit))
-            .fetch_all(&mut *tx)
-            .await?;
-        let mut jobs = rows.iter().map(job_from_row).collect::<Result<Vec<_>, _>>()?;
-        let head_ids: Vec<i64> = jobs.iter().map(|j| j.id).collect();
-        for heads in head_ids.chunks(CHUNK) {
-            let room = max_jobs.saturating_sub(jobs.len());
-            if room == 0 {
-                break;
-            }
-            let sql = claim_followers_sql(heads.len(), PH);
-            let mut q = sqlx::query(&sql).bind(owner).bind(expires).bind(expires).bind(destination).bind(now).bind(now);
-            for id in heads {
-                q = q.bind(id);
-            }
-            for row in q.bind(lim(room)).fetch_all(&mut *tx).await? {
-                jobs.push(job_from_row(&row)?);
-            }
-        }
-        tx.commit().await?;
-        jobs.sort_by_key(|j| j.id);
-        Ok(jobs)
-    }
-
-    async fn complete(&self, done: &[Completion], now: Millis) -> Result<Vec<Result<(), StoreError>>, StoreError> {
-        let mut out = Vec::with_capacity(done.len());
-        if done.is_empty() {
-            return Ok(out);
-        }
-        let mut conn = self.write_conn(Durability::Unsynced).await?;
-        let mut tx = conn.begin_with(BEGIN_WRITE).await?;
-        if has_repeated_job(done) {
-            // Rare: apply slot by slot so each gets the result it would get in order.
-            for c in done {
-                let sql = complete_sql(1, PH);
-                let r = sqlx::query(&sql)
-                    .bind(now)
-                    .bind(c.lease.job_id)
-                    .bind(c.lease.version)
-                    .bind(&c.receipt)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                out.push(if r.is_some() { Ok(()) } else { Err(lease_lost(c.lease)) });
-            }
-        } else {
-            let mut completed = std::collections::HashSet::with_capacity(done.len());
-            for chunk in done.chunks(CHUNK) {
-                let sql = complete_sql(chunk.len(), PH);
-                let mut q = sqlx::query(&sql).bind(now);
-                for c in chunk {
-                    q = q.bind(c.lease.job_id).bind(c.lease.version).bind(&c.receipt);
-                }
-                for row in q.fetch_all(&mut *tx).await? {
-                    completed.insert(row.try_get::<i64, _>("id")?);
-                }
-            }
-            out.extend(done.iter().map(|c| {
-                if completed.contains(&c.lease.job_id) {
-                    Ok(())
-                } else {
-                    Err(lease_lost(c.lease))
-                }
-            }));
-        }
-        tx.commit().await?;
-        Ok(out)
-    }
-
-    async fn retry_later(
-        &self,
-        lease: Lease,
-        next_attempt_at: Millis,
-        error: &str,
-        now: Millis,
-    ) -> Result<(), StoreError> {
-        let next = next_attempt_at.max(now);
-        let mut conn = self.write_conn(Durability::Unsynced).await?;
-        let r = sqlx::query(
-            "UPDATE jobs SET state = 'pending', attempts = attempts + 1, next_attempt_at = ?1, \
-             due_at = ?1, last_error = ?2, lease_owner = NULL, lease_expires_at = NULL \
-             WHERE id = ?3 AND state = 'leased' AND lease_version = ?4",
-        )
-        .bind(next)
-        .bind(error)
-        .bind(lease.job_id)
-        .bind(lease.version)
-        .execute(&mut *conn)
-        .await?;
-        if r.rows_affected() == 1 {
-            Ok(())
-        } else {
-            Err(lease_lost(lease))
-        }
-    }
-
-    async fn dead_letter(&self, lease: Lease, reason: &str, now: Millis) -> Result<(), StoreError> {
-        let mut conn = self.write_conn(Durability::Unsynced).await?;
-        let mut tx = conn.begin_with(BEGIN_WRITE).await?;
-        let row = sqlx::query(
-            "UPDATE jobs SET state = 'dead', attempts = attempts + 1, last_error = ?1, \
-             due_at = NULL, lease_expires_at = NULL, finished_at = ?2 \
-             WHERE id = ?3 AND state = 'leased' AND lease_version = ?4 \
-             RETURNING event_id, destination, attempts",
-        )
-        .bind(reason)
-        .bind(now)
-        .bind(lease.job_id)
-        .bind(lease.version)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(row) = row else {
-            return Err(lease_lost(lease));
-        };
-        let event_id: String = row.try_get("event_id")?;
-        let destination: String = row.try_get("destination")?;
-        let attempts: i64 = row.try_get("attempts")?;
-        sqlx::query(
-            "INSERT INTO dead_letters (job_id, event_id, destination, reason, attempts, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?)",
-        )
-        .bind(lease.job_id)
-        .bind(event_id)
-        .bind(destination)
-        .bind(reason)
-        .bind(attempts)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn release(&self, lease: Lease, _now: Millis) -> Result<(), StoreError> {
-        let mut conn = self.write_conn(Durability::Unsynced).await?;
-        let r = sqlx::query(
-            "UPDATE jobs SET state = 'pending', due_at = next_attempt_at, lease_owner = NULL, \
-             lease_expires_at = NULL \
-             WHERE id = ? AND state = 'leased' AND lease_version = ?",
-        )
-        .bind(lease.job_id)
-        .bind(lease.version)
-        .execute(&mut *conn)
-        .await?;
-        if r.rows_affected() == 1 {
-            Ok(())
-        } else {
-            Err(lease_lost(lease))
-        }
-    }
-
-    async fn list_dead(&self, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
-        let rows = sqlx::query(&format!("SELECT {DEAD_COLS} FROM dead_letters ORDER BY id DESC LIMIT ?"))
-            .bind(lim(limit))
-            .fetch_all(&self.reader)
-            .await?;
-        rows.iter().map(dead_from_row).collect()
-    }
-
-    async fn replay_dead(&self, job_id: i64, now: Millis) -> Result<(), StoreError> {
-        let mut conn = self.write_conn(Durability::Synced).await?;
-        let mut tx = conn.begin_with(BEGIN_WRITE).await?;
-        let r = sqlx::query(
-            "UPDATE jobs SET state = 'pending', next_attempt_at = ?1, due_at = ?1, \
-             lease_owner = NULL, lease_expires_at = NULL, finished_at = NULL \
-             WHERE id = ?2 AND state = 'dead'",
-        )
-        .bind(now)
-        .bind(job_id)
-        .execute(&mut *tx)
-        .await?;
-        if r.rows_affected() == 0 {
-            return Err(StoreError::NotFound { what: "dead job", id: job_id.to_string() });
-        }
-        sqlx::query("DELETE FROM dead_letters WHERE job_id = ?").bind(job_id).execute(&mut *tx).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn replay_dead_many(&self, job_ids: &[i64], now: Millis) -> Result<Vec<i64>, StoreError> {
-        if job_ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut conn = self.write_conn(Durability::Synced).await?;
-        let mut tx = conn.begin_with(BEGIN_WRITE).await?;
-        let mut replayed = Vec::new();
-        for chunk in job_ids.chunks(CHUNK) {
-            // Numbered placeholders throughout: `?1` is the time, `?2..` the ids.
-            let marks = (2..chunk.len() + 2).map(|i| format!("?{i}")).collect::<Vec<_>>().join(", ");
-            let sql = format!(
-                "UPDATE jobs SET state = 'pending', next_attempt_at = ?1, due_at = ?1, \
-                 lease_owner = NULL, lease_expires_at = NULL, finished_at = NULL \
-                 WHERE state = 'dead' AND id IN ({marks}) RETURNING id"
-            );
-            let mut q = sqlx::query(&sql).bind(now);
-            for id in chunk {
-                q = q.bind(id);
-            }
-            let ids: Vec<i64> =
-                q.fetch_all(&mut *tx).await?.iter().map(|r| r.try_get("id")).collect::<Result<_, _>>()?;
-            if ids.is_empty() {
-                continue;
-            }
-            let marks = vec!["?"; ids.len()].join(", ");
-            let sql = format!("DELETE FROM dead_letters WHERE job_id IN ({marks})");
-            let mut q = sqlx::query(&sql);
-            for id in &ids {
-                q = q.bind(id);
-            }
-            q.execute(&mut *tx).await?;
-            replayed.extend(ids);
-        }
-        tx.commit().await?;
-        replayed.sort_unstable();
-        Ok(replayed)
-    }
-
-    async fn drop_dead(&self, dead_letter_id: i64) -> Result<(), StoreError> {
-        let mut conn = self.write_conn(Durability::Synced).await?;
-        let r = sqlx::query("DELETE FROM dead_letters WHERE id = ?").bind(dead_letter_id).execute(&mut *conn).await?;
-        if r.rows_affected() == 0 {
-            return Err(StoreError::NotFound { what: "dead letter", id: dead_letter_id.to_string() });
-        }
-        Ok(())
-    }
-
-    async fn get_cursor(&self, name: &str) -> Result<Option<String>, StoreError> {
-        let row =
-            sqlx::query("SELECT value FROM cursors WHERE name = ?").bind(name).fetch_optional(&self.reader).await?;
-        Ok(match row {
-            Some(r) => Some(r.try_get("value")?),
-            None => None,
-        })
-    }
-
-    async fn put_cursor(&self, name: &str, value: &str, now: Millis) -> Result<(), StoreError> {
-        let mut conn = self.write_conn(Durability::Synced).await?;
-        sqlx::query(
-            "INSERT INTO cursors (name, value, updated_at) VALUES (?, ?, ?) \
-             ON CONFLICT (name) DO UPDATE SET value = excluded.value, \
-             updated_at = excluded.updated_at",
-        )
-        .bind(name)
-        .bind(value)
-        .bind(now)
-        .execute(&mut *conn)
-        .await?;
-        Ok(())
-    }
-
-    async fn put_link(&self, link: &IdLink) -> Result<(), StoreError> {
-        let mut conn = self.write_conn(Durability::Synced).await?;
-        sqlx::query(
-            "INSERT INTO id_links (kind, left_id, right_id, data, updated_at) \
-             VALUES (?, ?, ?, ?, ?) \
-             ON CONFLICT (kind, left_id) DO UPDATE SET right_id = excluded.right_id, \
-             data = excluded.data, updated_at = excluded.updated_at",
-        )
-        .bind(&link.kind)
-        .bind(&link.left)
-        .bind(&link.right)
-        .bind(&link.data)
-        .bind(link.updated_at)
-        .execute(&mut *conn)
-        .await?;
-        Ok(())
-    }
-
-    async fn get_link(&self, kind: &str, left: &str) -> Result<Option<IdLink>, StoreError> {
-        let row = sqlx::query(
-            "SELECT kind, left_id, right_id, data, updated_at FROM id_links \
-             WHERE kind = ? AND left_id = ?",
-        )
-        .bind(kind)
-        .bind(left)
-        .fetch_optional(&self.reader)
-        .await?;
-        row.as_ref().map(link_from_row).transpose()
-    }
-
-    async fn list_links(
-        &self,
-        kind: &str,
-        right: Option<&str>,
-        after: &str,
-        limit: usize,
-    ) -> Result<Vec<IdLink>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT kind, left_id, right_id, data, updated_at FROM id_links \
-             WHERE kind = ? AND (? IS NULL OR right_id = ?) AND left_id > ? \
-             ORDER BY left_id LIMIT ?",
-        )
-        .bind(kind)
-        .bind(right)
-        .bind(right)
-        .bind(after)
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .fetch_all(&self.reader)
-        .await?;
-        rows.iter().map(link_from_row).collect()
-    }
-
-    async fn audit_append_many(&self, entries: &[NewAuditEntry]) -> Result<Vec<AuditEntry>, StoreError> {
-        if entries.is_empty() {
-            return Ok(Vec::new());
-        }
-        let key = self.audit_key.as_ref();
-        let mut conn = self.write_conn(Durability::Synced).await?;
-        let mut tx = conn.begin_with(BEGIN_WRITE).await?;
-        let head = audit_head_from_row(&sqlx::query(AUDIT_HEAD_FOR_APPEND_SQL).fetch_one(&mut *tx).await?)?;
-        head.check_key(key)?;
-        let rows = extend_chain(&head, entries, key);
-        for chunk in rows.chunks(CHUNK) {
-            let sql = format!(
-                "INSERT INTO audit_log (seq, at, actor, action, subject, detail, prev_hash, hash) VALUES {}",
-                values(chunk.len(), "?, ?, ?, ?, ?, ?, ?, ?", PH, 0)
-            );
-            let mut q = sqlx::query(&sql);
-            for r in chunk {
-                q = q
-                    .bind(r.seq)
-                    .bind(r.at)
-                    .bind(&r.actor)
-                    .bind(&r.action)
-                    .bind(&r.subject)
-                    .bind(&r.detail)
-                    .bind(&r.prev_hash)
-                    .bind(&r.hash);
-            }
-            q.execute(&mut *tx).await?;
-        }
-        let last = rows.last().ok_or_else(|| StoreError::Corrupt("no audit rows to append".into()))?;
-        sqlx::query("UPDATE audit_head SET seq = ?, hash = ?, key_id = ? WHERE id = 1")
-            .bind(last.seq)
-            .bind(&last.hash)
-            .bind(head.bound_key_id(key))
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(rows)
-    }
-
-    async fn audit_bind_key(&self) -> Result<AuditHead, StoreError> {
-        let key = self.audit_key.as_ref();
-        let mut conn = self.write_conn(Durability::Synced).await?;
-        let mut tx = conn.begin_with(BEGIN_WRITE).await?;
-        let mut head = audit_head_from_row(&sqlx::query(AUDIT_HEAD_SQL).fetch_one(&mut *tx).await?)?;
-        head.check_key(key)?;
-        if let (None, Some(key)) = (&head.key_id, key) {
-            sqlx::query("UPDATE audit_head SET key_id = ? WHERE id = 1").bind(key.id()).execute(&mut *tx).await?;
-            head.key_id = Some(key.id().to_owned());
-        }
-        tx.commit().await?;
-        Ok(head)
-    }
-
-    async fn audit_head(&self) -> Result<AuditHead, StoreError> {
-        audit_head_from_row(&sqlx::query(AUDIT_HEAD_SQL).fetch_one(&self.reader).await?)
-    }
-
-    async fn audit_list(&self, since: Millis, after_seq: i64, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
-        let rows =
-            sqlx::query(&format!("SELECT {AUDIT_COLS} FROM audit_log WHERE at >= ? AND seq > ? ORDER BY seq LIMIT ?"))
-                .bind(since)
-                .bind(after_seq)
-                .bind(lim(limit))
-                .fetch_all(&self.reader)
-                .await?;
-        rows.iter().map(audit_from_row).collect()
-    }
-
-    async fn audit_verify(&self) -> Result<AuditVerification, StoreError> {
-        // One read transaction: the head and the rows come from the same snapshot.
-        let mut tx = self.reader.begin().await?;
-        let head = audit_head_from_row(&sqlx::query(AUDIT_HEAD_SQL).fetch_one(&mut *tx).await?)?;
-        let mut v = match ChainVerifier::start(&head, self.audit_key.as_ref()) {
-            Ok(v) => v,
-            Err(wrong_key) => {
-                tx.rollback().await?;
-                return Ok(wrong_key);
-            }
-        };
-        let sql = format!("SELECT {AUDIT_COLS} FROM audit_log ORDER BY seq");
-        let mut broken = None;
-        {
-            let mut rows = sqlx::query(&sql).fetch(&mut *tx);
-            while let Some(row) = rows.try_next().await? {
-                if let Some(b) = v.feed(&audit_from_row(&row)?) {
-                    broken = Some(b);
-                    break;
-                }
-            }
-        }
-        tx.rollback().await?;
-        Ok(broken.unwrap_or_else(|| v.finish(&head)))
-    }
-
-    async fn stats(&self, now: Millis) -> Result<StoreStats, StoreError> {
-        let mut tx = self.reader.begin().await?;
-        let events: i64 = sqlx::query("SELECT count(*) AS n FROM inbox").fetch_one(&mut *tx).await?.try_get("n")?;
-        let dead_letters: i64 =
-            sqlx::query("SELECT count(*) AS n FROM dead_letters").fetch_one(&mut *tx).await?.try_get("n")?;
-        let mut s =
-            StoreStats { events: events.max(0) as u64, dead_letters: dead_letters.max(0) as u64, ..Default::default() };
-        let rows = sqlx::query("SELECT state, count(*) AS n FROM jobs GROUP BY state").fetch_all(&mut *tx).await?;
-        for r in rows {
-            let state: String = r.try_get("state")?;
-            let n = r.try_get::<i64, _>("n")?.max(0) as u64;
-            match crate::common::parse_state(&state)? {
-                crate::JobState::Pending => s.pending = n,
-                crate::JobState::Leased => s.leased = n,
-                crate::JobState::Done => s.done = n,
-                crate::JobState::Dead => s.dead = n,
-            }
-        }
-        let oldest: Option<i64> =
-            sqlx::query("SELECT min(created_at) AS m FROM jobs WHERE state IN ('pending', 'leased')")
-                .fetch_one(&mut *tx)
-                .await?
-                .try_get("m")?;
-        tx.rollback().await?;
-        s.oldest_pending_age_ms = oldest.map_or(0, |m| (now - m).max(0));
-        Ok(s)
-    }
-
-    async fn get_job(&self, job_id: i64) -> Result<Option<Job>, StoreError> {
-        let row = sqlx::query(&format!("SELECT {JOB_COLS} FROM jobs WHERE id = ?"))
-            .bind(job_id)
-            .fetch_optional(&self.reader)
-            .await?;
-        row.as_ref().map(job_from_row).transpose()
-    }
-
-    async fn jobs_for_event(&self, event_id: &str) -> Result<Vec<Job>, StoreError> {
-        let rows = sqlx::query(&format!("SELECT {JOB_COLS} FROM jobs WHERE event_id = ? ORDER BY id"))
-            .bind(event_id)
-            .fetch_all(&self.reader)
-            .await?;
-        rows.iter().map(job_from_row).collect()
-    }
-
+    /// Readers first, so the writer's close checkpoints the WAL.
     async fn close(&self) {
         self.reader.close().await;
         self.writer.close().await;

@@ -395,9 +395,15 @@ async fn run_group(sh: Arc<Shared>, key: String, jobs: Vec<Job>, permit: OwnedSe
 fn store_error(sh: &Shared, job: &Job, op: &str, e: &StoreError) {
     if let StoreError::LeaseLost { .. } = e {
         metrics::counter!(METRIC_LEASE_LOST, "destination" => sh.destination.clone()).increment(1);
-        warn!(job_id = job.id, op, error = %e, "Lease lost; another worker owns the job now.");
+        warn!(job_id = job.id, op, code = e.code(), error = %e, "Lease lost; another worker owns the job now.");
     } else {
-        error!(job_id = job.id, op, error = %e, "Store call failed; the lease will expire and the job will be retried.");
+        error!(
+            job_id = job.id,
+            op,
+            code = e.code(),
+            error = %e,
+            "Store call failed; the lease will expire and the job will be retried."
+        );
     }
 }
 
