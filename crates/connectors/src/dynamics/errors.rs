@@ -5,8 +5,8 @@
 //! The token endpoint answers `{"error","error_description","error_codes",…}`.
 
 use super::VENDOR;
+use connect::oauth::{token_error, TokenEndpoint};
 use connect::DeliveryError;
-use serde::Deserialize;
 use serde_json::{Map, Value};
 use std::time::Duration;
 
@@ -106,44 +106,19 @@ pub fn api_failure(status: u16, retry_after: Option<Duration>, body: &[u8], what
     }
 }
 
-/// The Microsoft identity platform's error shape.
-#[derive(Debug, Clone, Deserialize)]
-pub struct TokenErrorBody {
-    #[serde(default)]
-    pub error: String,
-    #[serde(default)]
-    pub error_description: String,
-    #[serde(default)]
-    pub error_codes: Vec<u64>,
-}
+/// The Microsoft identity platform's token endpoint for the shared OAuth error classification
+/// ([`connect::oauth`]); its `error_description` keeps only the first line there (the rest is
+/// trace/correlation ids and a timestamp).
+pub const TOKEN_ENDPOINT: TokenEndpoint<'static> = TokenEndpoint::new(
+    VENDOR,
+    "client-credentials token request",
+    "check the tenant id, client id and client secret of the app registration",
+    THROTTLE_FALLBACK,
+);
 
-/// The error for a failed token request. Only the first line of `error_description` is kept
-/// (the rest is trace/correlation ids and a timestamp).
+/// The error for a failed token request (classified once, in [`connect::oauth::token_error`]).
 pub fn token_failure(status: u16, retry_after: Option<Duration>, body: &[u8]) -> DeliveryError {
-    let parsed: Option<TokenErrorBody> = serde_json::from_slice(body).ok();
-    let (code, text) = parsed.map_or_else(
-        || (String::new(), String::new()),
-        |b| (b.error, b.error_description.lines().next().unwrap_or_default().to_owned()),
-    );
-    let detail = format!("client-credentials token request: HTTP {status}: {code} {text}");
-    if status >= 500 {
-        return DeliveryError::Server { vendor: VENDOR, status, detail };
-    }
-    if status == 429 {
-        return DeliveryError::Throttled {
-            vendor: VENDOR,
-            detail,
-            retry_after: retry_after.unwrap_or(THROTTLE_FALLBACK),
-        };
-    }
-    match code.as_str() {
-        "invalid_client" | "unauthorized_client" | "invalid_grant" | "" => DeliveryError::Auth {
-            vendor: VENDOR,
-            detail: format!("{detail}; check the tenant id, client id and client secret of the app registration"),
-        },
-        // `invalid_scope`, `invalid_request`, `unsupported_grant_type`: our request is wrong.
-        _ => DeliveryError::Rejected { vendor: VENDOR, detail },
-    }
+    token_error(&TOKEN_ENDPOINT, status, retry_after, body)
 }
 
 #[cfg(test)]

@@ -355,9 +355,14 @@ impl TokenFetcher for OAuth2TokenFetcher {
             self.http.post(self.config.token_url.clone()).header(http::header::ACCEPT, "application/json").form(&form);
         let resp = self.http.send(request).await?;
         let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get(http::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| connect::retry_after::parse_retry_after(v, self.clock.now()));
         let body = read_body_capped(resp, MAX_TOKEN_ANSWER_BYTES).await?;
         if status != 200 {
-            return Err(token_failure(status, &body));
+            return Err(token_failure(status, retry_after, &body));
         }
         let answer: TokenAnswer = serde_json::from_slice(&body).map_err(|e| DeliveryError::Server {
             vendor: VENDOR,

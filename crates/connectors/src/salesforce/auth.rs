@@ -233,9 +233,14 @@ impl TokenFetcher for SalesforceTokenFetcher {
             self.http.post(self.token_url.clone()).header(http::header::ACCEPT, "application/json").form(&form);
         let resp = self.http.send(request).await?;
         let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get(http::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| connect::retry_after::parse_retry_after(v, self.clock.now()));
         let body = read_body_capped(resp, MAX_TOKEN_ANSWER_BYTES).await?;
         if status != 200 {
-            return Err(token_failure(status, &body, self.grant.name()));
+            return Err(token_failure(status, retry_after, &body, self.grant.name()));
         }
         let answer: TokenAnswer = serde_json::from_slice(&body).map_err(|err| DeliveryError::Server {
             vendor: VENDOR,
