@@ -36,11 +36,19 @@
 //! token) is never an input here, so it cannot leak into the text.
 
 use crate::error::DeliveryError;
+use crate::http::{read_body_capped, HttpClient};
+use crate::retry_after::parse_retry_after;
+use bytes::Bytes;
+use jiff::Timestamp;
 use serde::Deserialize;
 use std::time::Duration;
 
 /// Longest description kept in the error text (vendor text in errors must be capped).
 pub const MAX_DESCRIPTION_CHARS: usize = 200;
+
+/// Largest token answer read: a token answer is a few hundred bytes, so anything far larger is
+/// not one.
+pub const MAX_TOKEN_ANSWER_BYTES: usize = 64 * 1024;
 
 /// One vendor's token endpoint, as named in errors, with its vendor-specific extras.
 #[derive(Debug, Clone, Copy)]
@@ -145,6 +153,28 @@ pub fn token_error(
         return DeliveryError::Server { vendor, status, detail };
     }
     DeliveryError::Auth { vendor, detail: format!("{detail}; {}", code_hint.unwrap_or(endpoint.auth_hint)) }
+}
+
+/// Sends a token request through the shared client. The body of a 200 answer comes back; any
+/// other answer is the classified [`token_error`], with its `Retry-After` read against `now`.
+pub async fn request_token(
+    http: &HttpClient,
+    request: reqwest::RequestBuilder,
+    endpoint: &TokenEndpoint<'_>,
+    now: Timestamp,
+) -> Result<Bytes, DeliveryError> {
+    let resp = http.send(request).await?;
+    let status = resp.status().as_u16();
+    let retry_after = resp
+        .headers()
+        .get(http::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| parse_retry_after(v, now));
+    let body = read_body_capped(resp, MAX_TOKEN_ANSWER_BYTES).await?;
+    if status != 200 {
+        return Err(token_error(endpoint, status, retry_after, &body));
+    }
+    Ok(body)
 }
 
 #[cfg(test)]

@@ -151,18 +151,27 @@ pub fn is_session_expired(status: u16, body: &[u8]) -> bool {
     status == 401 && parse_errors(body).iter().any(|e| e.class(Some(status)) == ErrorClass::Session)
 }
 
-/// The error for a failed token request of `grant` (classified once, in
-/// [`connect::oauth::token_error`]). A throttled token request starts from the concurrent-limit
-/// back-off, since Salesforce sends no Retry-After.
-pub fn token_failure(status: u16, retry_after: Option<Duration>, body: &[u8], grant: &str) -> DeliveryError {
-    let request = format!("{grant} token request");
-    let endpoint = TokenEndpoint::new(
+/// How the token request of `grant` is named in errors (`jwt-bearer token request`).
+pub fn token_request(grant: &str) -> String {
+    format!("{grant} token request")
+}
+
+/// Salesforce's token endpoint for the shared OAuth error classification ([`connect::oauth`]);
+/// `request` comes from [`token_request`]. A throttled token request starts from the
+/// concurrent-limit back-off, since Salesforce sends no Retry-After.
+pub fn token_endpoint(request: &str) -> TokenEndpoint<'_> {
+    TokenEndpoint::new(
         VENDOR,
-        &request,
+        request,
         "check the connected app's consumer key, the user's approval and the login URL",
         CONCURRENT_LIMIT_BACKOFF,
-    );
-    token_error(&endpoint, status, retry_after, body)
+    )
+}
+
+/// The error for a failed token request of `grant` (classified once, in
+/// [`connect::oauth::token_error`]).
+pub fn token_failure(status: u16, retry_after: Option<Duration>, body: &[u8], grant: &str) -> DeliveryError {
+    token_error(&token_endpoint(&token_request(grant)), status, retry_after, body)
 }
 
 #[cfg(test)]

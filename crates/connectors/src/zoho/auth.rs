@@ -9,6 +9,7 @@
 use super::errors::token_failure;
 use super::VENDOR;
 use connect::http::{read_body_capped, HttpClient, VendorHosts};
+use connect::oauth::MAX_TOKEN_ANSWER_BYTES;
 use connect::token::{FetchedToken, TokenFetcher};
 use connect::DeliveryError;
 use secrecy::{ExposeSecret, SecretString};
@@ -23,7 +24,6 @@ pub const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
 pub const TOKEN_REFRESH_MARGIN: Duration = Duration::from_secs(300);
 /// Path of the token endpoint on every accounts server.
 pub const TOKEN_PATH: &str = "/oauth/v2/token";
-const MAX_TOKEN_ANSWER_BYTES: usize = 64 * 1024;
 
 /// The data centre an org lives in; each has its own accounts server and API domain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
