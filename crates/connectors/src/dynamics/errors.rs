@@ -5,7 +5,7 @@
 //! The token endpoint answers `{"error","error_description","error_codes",…}`.
 
 use super::VENDOR;
-use connect::oauth::{token_error, TokenEndpoint};
+use connect::oauth::TokenEndpoint;
 use connect::DeliveryError;
 use serde_json::{Map, Value};
 use std::time::Duration;
@@ -116,15 +116,15 @@ pub const TOKEN_ENDPOINT: TokenEndpoint<'static> = TokenEndpoint::new(
     THROTTLE_FALLBACK,
 );
 
-/// The error for a failed token request (classified once, in [`connect::oauth::token_error`]).
-pub fn token_failure(status: u16, retry_after: Option<Duration>, body: &[u8]) -> DeliveryError {
-    token_error(&TOKEN_ENDPOINT, status, retry_after, body)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use connect::oauth::token_error;
     use connect::Disposition;
+
+    fn token_failure(status: u16, body: &[u8]) -> DeliveryError {
+        token_error(&TOKEN_ENDPOINT, status, None, body)
+    }
 
     fn fixture(name: &str) -> Vec<u8> {
         fixtures::read_fixture(format!("dynamics/{name}")).into_bytes()
@@ -147,12 +147,12 @@ mod tests {
             assert_eq!(api_failure(*status, ra, &fixture(file), "test").disposition(), *want, "{file}");
         }
         assert_eq!(
-            token_failure(401, None, &fixture("aad_token_error_invalid_client.json")).disposition(),
+            token_failure(401, &fixture("aad_token_error_invalid_client.json")).disposition(),
             Disposition::Auth
         );
         assert_eq!(api_failure(401, None, b"", "x").disposition(), Disposition::Auth);
         assert_eq!(api_failure(503, None, b"<html/>", "x").disposition(), Disposition::Retry);
-        assert_eq!(token_failure(503, None, b"").disposition(), Disposition::Retry);
+        assert_eq!(token_failure(503, b"").disposition(), Disposition::Retry);
     }
 
     #[test]
@@ -182,7 +182,7 @@ mod tests {
 
     #[test]
     fn token_error_keeps_only_the_first_line() {
-        let err = token_failure(401, None, &fixture("aad_token_error_invalid_client.json"));
+        let err = token_failure(401, &fixture("aad_token_error_invalid_client.json"));
         let text = err.to_string();
         assert!(text.contains("AADSTS7000215"), "{text}");
         assert!(!text.contains("Trace ID"), "{text}");

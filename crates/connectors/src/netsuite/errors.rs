@@ -3,7 +3,7 @@
 //! branch on `status` and `o:errorCode`, never on `type` (older accounts send RFC 2616 URLs).
 
 use super::VENDOR;
-use connect::oauth::{token_error, TokenEndpoint};
+use connect::oauth::TokenEndpoint;
 use connect::DeliveryError;
 use jiff::Timestamp;
 use serde::Deserialize;
@@ -142,15 +142,15 @@ pub const TOKEN_ENDPOINT: TokenEndpoint<'static> = TokenEndpoint::new(
     CONCURRENCY_BACKOFF,
 );
 
-/// The error for a failed token request (classified once, in [`connect::oauth::token_error`]).
-pub fn token_failure(status: u16, retry_after: Option<Duration>, body: &[u8]) -> DeliveryError {
-    token_error(&TOKEN_ENDPOINT, status, retry_after, body)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use connect::oauth::token_error;
     use connect::Disposition;
+
+    fn token_failure(status: u16, body: &[u8]) -> DeliveryError {
+        token_error(&TOKEN_ENDPOINT, status, None, body)
+    }
 
     fn fixture(name: &str) -> Vec<u8> {
         fixtures::read_fixture(format!("netsuite/{name}")).into_bytes()
@@ -212,10 +212,10 @@ mod tests {
     #[test]
     fn token_errors_are_credential_or_settings_problems() {
         let invalid = br#"{"error":"invalid_client","error_description":"bad assertion"}"#;
-        assert_eq!(token_failure(400, None, invalid).disposition(), Disposition::Auth);
+        assert_eq!(token_failure(400, invalid).disposition(), Disposition::Auth);
         // A malformed token request is a settings problem like a bad secret, not a bad job
         // (connect::oauth explains the choice).
-        assert_eq!(token_failure(400, None, br#"{"error":"invalid_request"}"#).disposition(), Disposition::Auth);
-        assert_eq!(token_failure(502, None, b"").disposition(), Disposition::Retry);
+        assert_eq!(token_failure(400, br#"{"error":"invalid_request"}"#).disposition(), Disposition::Auth);
+        assert_eq!(token_failure(502, b"").disposition(), Disposition::Retry);
     }
 }

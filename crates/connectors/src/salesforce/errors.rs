@@ -4,7 +4,7 @@
 //! single object. Token errors (`{error, error_description}`) are a different shape.
 
 use super::VENDOR;
-use connect::oauth::{token_error, TokenEndpoint};
+use connect::oauth::TokenEndpoint;
 use connect::DeliveryError;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -168,16 +168,15 @@ pub fn token_endpoint(request: &str) -> TokenEndpoint<'_> {
     )
 }
 
-/// The error for a failed token request of `grant` (classified once, in
-/// [`connect::oauth::token_error`]).
-pub fn token_failure(status: u16, retry_after: Option<Duration>, body: &[u8], grant: &str) -> DeliveryError {
-    token_error(&token_endpoint(&token_request(grant)), status, retry_after, body)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use connect::oauth::token_error;
     use connect::Disposition;
+
+    fn token_failure(status: u16, body: &[u8]) -> DeliveryError {
+        token_error(&token_endpoint(&token_request("test")), status, None, body)
+    }
 
     fn fixture(name: &str) -> Vec<u8> {
         fixtures::read_fixture(format!("salesforce/{name}")).into_bytes()
@@ -245,8 +244,8 @@ mod tests {
             "oauth/error_jwt_audience_invalid.json",
             "restforce/refresh_error_response.json",
         ] {
-            assert_eq!(token_failure(400, None, &fixture(file), "test").disposition(), Disposition::Auth, "{file}");
+            assert_eq!(token_failure(400, &fixture(file)).disposition(), Disposition::Auth, "{file}");
         }
-        assert_eq!(token_failure(503, None, b"", "test").disposition(), Disposition::Retry);
+        assert_eq!(token_failure(503, b"").disposition(), Disposition::Retry);
     }
 }

@@ -6,10 +6,10 @@
 //! `.ca`, `.sa`, `.uk`) or the configured accounts server itself (the simulator under
 //! `--sim-endpoints`); anything else fails the token fetch permanently and is never called (R22).
 
-use super::errors::token_failure;
+use super::errors::TOKEN_ENDPOINT;
 use super::VENDOR;
 use connect::http::{read_body_capped, HttpClient, VendorHosts};
-use connect::oauth::MAX_TOKEN_ANSWER_BYTES;
+use connect::oauth::{token_error, MAX_TOKEN_ANSWER_BYTES};
 use connect::token::{FetchedToken, TokenFetcher};
 use connect::DeliveryError;
 use secrecy::{ExposeSecret, SecretString};
@@ -191,7 +191,7 @@ impl TokenFetcher for RefreshTokenFetcher {
         // known to send Retry-After here; the shared classification falls back to a minute.
         let has_error = answer.as_ref().is_ok_and(|a| a.error.is_some());
         if has_error || !(200..300).contains(&status) {
-            return Err(token_failure(status, None, &body));
+            return Err(token_error(&TOKEN_ENDPOINT, status, None, &body));
         }
         // An unreadable 2xx answer is transient (connector spec §3).
         let answer = answer.map_err(|e| DeliveryError::Server {

@@ -4,7 +4,7 @@
 //! server uses its own `{error, error_description?}` shape, often with HTTP 200.
 
 use super::VENDOR;
-use connect::oauth::{token_error, TokenEndpoint};
+use connect::oauth::TokenEndpoint;
 use connect::DeliveryError;
 use serde::Deserialize;
 use serde_json::Value;
@@ -146,16 +146,15 @@ pub const TOKEN_ENDPOINT: TokenEndpoint<'static> = TokenEndpoint {
     ],
 };
 
-/// The error for a refused token request: the accounts server's `{"error": …}` answer, possibly
-/// with HTTP 200 (classified once, in [`connect::oauth::token_error`]).
-pub fn token_failure(http_status: u16, retry_after: Option<Duration>, body: &[u8]) -> DeliveryError {
-    token_error(&TOKEN_ENDPOINT, http_status, retry_after, body)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use connect::oauth::token_error;
     use connect::Disposition;
+
+    fn token_failure(status: u16, body: &[u8]) -> DeliveryError {
+        token_error(&TOKEN_ENDPOINT, status, None, body)
+    }
 
     fn fixture(name: &str) -> Vec<u8> {
         fixtures::read_fixture(format!("zoho/{name}")).into_bytes()
@@ -206,11 +205,11 @@ mod tests {
 
     #[test]
     fn accounts_errors() {
-        assert_eq!(token_failure(200, None, &fixture("oauth/error_invalid_code_http200.json")).kind(), "auth");
-        assert!(token_failure(200, None, &fixture("oauth/error_invalid_client.json"))
+        assert_eq!(token_failure(200, &fixture("oauth/error_invalid_code_http200.json")).kind(), "auth");
+        assert!(token_failure(200, &fixture("oauth/error_invalid_client.json"))
             .to_string()
             .contains("client id/secret"));
-        assert_eq!(token_failure(400, None, &fixture("oauth/error_token_throttled_http400.json")).kind(), "throttled");
+        assert_eq!(token_failure(400, &fixture("oauth/error_token_throttled_http400.json")).kind(), "throttled");
     }
 
     #[test]
