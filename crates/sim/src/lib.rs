@@ -8,7 +8,8 @@
 //! - a request journal and a fault plan ([`SimState`]),
 //! - the layer that journals every vendor request and applies the faults ([`sim_layer`]),
 //! - the `/_sim/` control API ([`control_router`]),
-//! - serving on a loopback port ([`serve`], [`serve_all`]).
+//! - serving on a loopback port ([`serve`], [`serve_all`]),
+//! - the OData chassis the OData simulators share ([`odata`]).
 //!
 //! Simulators are test tools: the journal keeps headers and bodies as received, secrets
 //! included, so a test can assert on exactly what a client sent. It must never be exposed
@@ -17,6 +18,7 @@
 mod control;
 mod error;
 mod layer;
+pub mod odata;
 mod server;
 mod state;
 

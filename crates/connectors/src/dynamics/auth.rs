@@ -5,10 +5,10 @@
 //! vice versa, so each resource gets its own `TokenCache`. Tokens are replaced 300 s before
 //! `expires_in` runs out (the cache caps that margin at half the lifetime).
 
-use super::errors::token_failure;
+use super::errors::TOKEN_ENDPOINT;
 use super::VENDOR;
-use connect::http::{read_body_capped, HttpClient};
-use connect::retry_after::parse_retry_after;
+use connect::http::HttpClient;
+use connect::oauth::request_token;
 use connect::token::{FetchedToken, TokenCache, TokenFetcher};
 use connect::{Clock, DeliveryError};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
@@ -22,7 +22,6 @@ use url::Url;
 pub const DEFAULT_AUTHORITY: &str = "https://login.microsoftonline.com";
 /// Refresh this long before the token expires (reference C1).
 pub const REFRESH_MARGIN: Duration = Duration::from_secs(300);
-const MAX_TOKEN_ANSWER_BYTES: usize = 64 * 1024;
 
 /// Form encoding: everything but RFC 3986 unreserved characters, as the fixture's request shows
 /// (`fake~secret` stays, `:` and `/` in the scope are escaped).
@@ -133,17 +132,9 @@ impl TokenFetcher for AadTokenFetcher {
             .header(http::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
             .header(http::header::ACCEPT, "application/json")
             .body(body);
-        let resp = self.http.send(request).await?;
-        let status = resp.status().as_u16();
-        let retry_after = resp
-            .headers()
-            .get(http::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| parse_retry_after(v, self.clock.now()));
-        let body = read_body_capped(resp, MAX_TOKEN_ANSWER_BYTES).await?;
-        if status != 200 {
-            return Err(token_failure(status, retry_after, &body));
-        }
+        let body = request_token(&self.http, request, &TOKEN_ENDPOINT, self.clock.now()).await?;
+        // Only a 200 answer gets here.
+        let status = 200;
         let answer: TokenAnswer = serde_json::from_slice(&body).map_err(|err| DeliveryError::Server {
             vendor: VENDOR,
             status,

@@ -9,6 +9,7 @@
 use super::errors::{api_failure, parse_error, ODataError, CODE_VERSION_MISMATCH};
 use super::{DATAVERSE_API_PATH, VENDOR};
 use connect::http::{read_body_capped, redact_url, HttpClient};
+use connect::odata::batch::{self as wire, BatchFormatError, Operation, Part};
 use connect::retry_after::parse_retry_after;
 use connect::token::TokenCache;
 use connect::{Clock, DeliveryError};
@@ -638,12 +639,7 @@ impl DataverseClient {
             let prefer = Prefer { continue_on_error: true, ..Prefer::default() };
             let answer = self
                 .transport
-                .send(
-                    Method::POST,
-                    &url,
-                    &prefer.headers(),
-                    Some((format!("multipart/mixed; boundary={boundary}"), body)),
-                )
+                .send(Method::POST, &url, &prefer.headers(), Some((wire::content_type(&boundary), body)))
                 .await?;
             if !(200..300).contains(&answer.status) {
                 return Err(api_failure(
@@ -654,12 +650,11 @@ impl DataverseClient {
                 ));
             }
             let content_type = answer.header("content-type").unwrap_or_default().to_owned();
-            let mut items =
-                parse_batch_response(&content_type, &answer.body).map_err(|detail| DeliveryError::Server {
-                    vendor: VENDOR,
-                    status: answer.status,
-                    detail: format!("POST $batch: {detail}"),
-                })?;
+            let mut items = parse_batch_response(&content_type, &answer.body).map_err(|err| DeliveryError::Server {
+                vendor: VENDOR,
+                status: answer.status,
+                detail: format!("POST $batch: {err}"),
+            })?;
             if items.len() != chunk.len() {
                 return Err(DeliveryError::Server {
                     vendor: VENDOR,
@@ -725,70 +720,36 @@ pub(crate) const QUERY_VALUE: &percent_encoding::AsciiSet = &percent_encoding::N
     .remove(b')')
     .remove(b'\'');
 
-/// The multipart body of one batch (CRLF line ends, as the multipart grammar requires).
+/// The multipart body of one batch: every operation a top-level part (no change sets, so one
+/// failure does not roll back the rest), targets as absolute Web API paths.
 pub fn batch_body(boundary: &str, ops: &[BatchOp]) -> Vec<u8> {
-    let mut out = String::new();
-    for op in ops {
-        out.push_str(&format!(
-            "--{boundary}\r\nContent-Type: application/http\r\nContent-Transfer-Encoding: binary\r\n\r\n"
-        ));
-        out.push_str(&format!("{} {DATAVERSE_API_PATH}/{} HTTP/1.1\r\n", op.method, op.path));
-        if let Some(if_match) = &op.if_match {
-            out.push_str(&format!("If-Match: {}\r\n", if_match.value()));
-        }
-        match &op.body {
-            Some(body) => out.push_str(&format!("Content-Type: application/json; type=entry\r\n\r\n{body}\r\n")),
-            None => out.push_str("\r\n"),
-        }
-    }
-    out.push_str(&format!("--{boundary}--\r\n"));
-    out.into_bytes()
-}
-
-/// Splits a multipart body into its parts' contents (after each part's own headers).
-pub fn multipart_parts(boundary: &str, body: &str) -> Vec<String> {
-    let delimiter = format!("--{boundary}");
-    body.split(&delimiter)
-        .skip(1)
-        .take_while(|part| !part.starts_with("--"))
-        .filter_map(|part| {
-            let part = part.trim_start_matches("\r\n");
-            part.split_once("\r\n\r\n").map(|(_, rest)| rest.to_owned())
+    let parts: Vec<Part<Operation>> = ops
+        .iter()
+        .map(|op| {
+            let mut operation = Operation::new(op.method.clone(), format!("{DATAVERSE_API_PATH}/{}", op.path));
+            if let Some(if_match) = &op.if_match {
+                operation.headers.push(("If-Match".to_owned(), if_match.value()));
+            }
+            if let Some(body) = &op.body {
+                operation.headers.push(("Content-Type".to_owned(), "application/json; type=entry".to_owned()));
+                operation.body = body.to_string();
+            }
+            Part::Single(operation)
         })
-        .collect()
-}
-
-/// The boundary parameter of a multipart content type.
-pub fn boundary_of(content_type: &str) -> Option<String> {
-    content_type
-        .split(';')
-        .filter_map(|p| p.trim().strip_prefix("boundary="))
-        .map(|b| b.trim_matches('"').to_owned())
-        .next()
+        .collect();
+    wire::build_request(boundary, &parts).into_bytes()
 }
 
 /// Reads the `application/http` answers of a batch response.
-pub fn parse_batch_response(content_type: &str, body: &[u8]) -> Result<Vec<BatchItem>, String> {
-    let boundary = boundary_of(content_type).ok_or_else(|| format!("no multipart boundary in `{content_type}`"))?;
-    let text = String::from_utf8_lossy(body);
-    multipart_parts(&boundary, &text)
-        .iter()
-        .map(|inner| {
-            let (head, body) = inner.split_once("\r\n\r\n").unwrap_or((inner.as_str(), ""));
-            let mut lines = head.lines();
-            let status =
-                lines.next().and_then(|l| l.split_whitespace().nth(1)).and_then(|s| s.parse::<u16>().ok()).ok_or_else(
-                    || format!("an answer part has no status line: `{}`", head.chars().take(40).collect::<String>()),
-                )?;
-            let entity_id = lines
-                .filter_map(|l| l.split_once(':'))
-                .find(|(k, _)| k.trim().eq_ignore_ascii_case("odata-entityid"))
-                .map(|(_, v)| v.trim().to_owned());
-            let body = body.trim();
-            let error = (status >= 400).then(|| parse_error(body.as_bytes()));
-            Ok(BatchItem { status, entity_id, error })
+pub fn parse_batch_response(content_type: &str, body: &[u8]) -> Result<Vec<BatchItem>, BatchFormatError> {
+    Ok(wire::parse_response(content_type, body)?
+        .into_iter()
+        .map(|answer| BatchItem {
+            status: answer.status,
+            entity_id: answer.header("odata-entityid").map(str::to_owned),
+            error: (answer.status >= 400).then(|| parse_error(answer.body.as_bytes())),
         })
-        .collect()
+        .collect())
 }
 
 /// True when an error body is Dataverse's stale-`If-Match` answer.
@@ -852,9 +813,10 @@ mod tests {
             },
         ];
         let body = String::from_utf8(batch_body("b1", &ops)).unwrap();
-        let parts = multipart_parts("b1", &body);
+        assert!(body.contains("\r\n\r\nPATCH /api/data/v9.2/accounts(1) HTTP/1.1\r\nIf-Match: *\r\n"));
+        let parts = wire::parse_request("multipart/mixed; boundary=b1", body.as_bytes()).unwrap();
         assert_eq!(parts.len(), 2);
-        assert!(parts[1].starts_with("PATCH /api/data/v9.2/accounts(1) HTTP/1.1\r\nIf-Match: *\r\n"));
+        assert!(matches!(&parts[1], Part::Single(op) if op.target == "/api/data/v9.2/accounts(1)"));
         let answer = "--r\r\nContent-Type: application/http\r\n\r\nHTTP/1.1 204 No Content\r\nOData-EntityId: http://x/api/data/v9.2/accounts(9)\r\n\r\n\r\n--r\r\nContent-Type: application/http\r\n\r\nHTTP/1.1 412 Precondition Failed\r\nContent-Type: application/json\r\n\r\n{\"error\":{\"code\":\"0x80060882\",\"message\":\"m\"}}\r\n--r--\r\n";
         let items = parse_batch_response("multipart/mixed; boundary=r", answer.as_bytes()).unwrap();
         assert_eq!(items[0].status, 204);

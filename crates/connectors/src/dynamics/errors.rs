@@ -5,8 +5,8 @@
 //! The token endpoint answers `{"error","error_description","error_codes",…}`.
 
 use super::VENDOR;
+use connect::oauth::TokenEndpoint;
 use connect::DeliveryError;
-use serde::Deserialize;
 use serde_json::{Map, Value};
 use std::time::Duration;
 
@@ -106,50 +106,25 @@ pub fn api_failure(status: u16, retry_after: Option<Duration>, body: &[u8], what
     }
 }
 
-/// The Microsoft identity platform's error shape.
-#[derive(Debug, Clone, Deserialize)]
-pub struct TokenErrorBody {
-    #[serde(default)]
-    pub error: String,
-    #[serde(default)]
-    pub error_description: String,
-    #[serde(default)]
-    pub error_codes: Vec<u64>,
-}
-
-/// The error for a failed token request. Only the first line of `error_description` is kept
-/// (the rest is trace/correlation ids and a timestamp).
-pub fn token_failure(status: u16, retry_after: Option<Duration>, body: &[u8]) -> DeliveryError {
-    let parsed: Option<TokenErrorBody> = serde_json::from_slice(body).ok();
-    let (code, text) = parsed.map_or_else(
-        || (String::new(), String::new()),
-        |b| (b.error, b.error_description.lines().next().unwrap_or_default().to_owned()),
-    );
-    let detail = format!("client-credentials token request: HTTP {status}: {code} {text}");
-    if status >= 500 {
-        return DeliveryError::Server { vendor: VENDOR, status, detail };
-    }
-    if status == 429 {
-        return DeliveryError::Throttled {
-            vendor: VENDOR,
-            detail,
-            retry_after: retry_after.unwrap_or(THROTTLE_FALLBACK),
-        };
-    }
-    match code.as_str() {
-        "invalid_client" | "unauthorized_client" | "invalid_grant" | "" => DeliveryError::Auth {
-            vendor: VENDOR,
-            detail: format!("{detail}; check the tenant id, client id and client secret of the app registration"),
-        },
-        // `invalid_scope`, `invalid_request`, `unsupported_grant_type`: our request is wrong.
-        _ => DeliveryError::Rejected { vendor: VENDOR, detail },
-    }
-}
+/// The Microsoft identity platform's token endpoint for the shared OAuth error classification
+/// ([`connect::oauth`]); its `error_description` keeps only the first line there (the rest is
+/// trace/correlation ids and a timestamp).
+pub const TOKEN_ENDPOINT: TokenEndpoint<'static> = TokenEndpoint::new(
+    VENDOR,
+    "client-credentials token request",
+    "check the tenant id, client id and client secret of the app registration",
+    THROTTLE_FALLBACK,
+);
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use connect::oauth::token_error;
     use connect::Disposition;
+
+    fn token_failure(status: u16, body: &[u8]) -> DeliveryError {
+        token_error(&TOKEN_ENDPOINT, status, None, body)
+    }
 
     fn fixture(name: &str) -> Vec<u8> {
         fixtures::read_fixture(format!("dynamics/{name}")).into_bytes()
@@ -172,12 +147,12 @@ mod tests {
             assert_eq!(api_failure(*status, ra, &fixture(file), "test").disposition(), *want, "{file}");
         }
         assert_eq!(
-            token_failure(401, None, &fixture("aad_token_error_invalid_client.json")).disposition(),
+            token_failure(401, &fixture("aad_token_error_invalid_client.json")).disposition(),
             Disposition::Auth
         );
         assert_eq!(api_failure(401, None, b"", "x").disposition(), Disposition::Auth);
         assert_eq!(api_failure(503, None, b"<html/>", "x").disposition(), Disposition::Retry);
-        assert_eq!(token_failure(503, None, b"").disposition(), Disposition::Retry);
+        assert_eq!(token_failure(503, b"").disposition(), Disposition::Retry);
     }
 
     #[test]
@@ -207,7 +182,7 @@ mod tests {
 
     #[test]
     fn token_error_keeps_only_the_first_line() {
-        let err = token_failure(401, None, &fixture("aad_token_error_invalid_client.json"));
+        let err = token_failure(401, &fixture("aad_token_error_invalid_client.json"));
         let text = err.to_string();
         assert!(text.contains("AADSTS7000215"), "{text}");
         assert!(!text.contains("Trace ID"), "{text}");

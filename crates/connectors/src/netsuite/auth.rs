@@ -10,10 +10,11 @@
 //! certificate's private key; [`OAuth2TokenFetcher`] plugs into `connect::token::TokenCache`.
 
 use super::account::AccountId;
-use super::errors::token_failure;
+use super::errors::TOKEN_ENDPOINT;
 use super::VENDOR;
 use base64::Engine;
-use connect::http::{read_body_capped, HttpClient};
+use connect::http::HttpClient;
+use connect::oauth::request_token;
 use connect::token::{FetchedToken, TokenCache, TokenFetcher};
 use connect::{Clock, DeliveryError};
 use hmac::Mac;
@@ -38,8 +39,6 @@ pub const JWT_ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-typ
 pub const ASSERTION_LIFETIME_SECS: i64 = 300;
 /// Access tokens live 60 minutes (reference B1); used when an answer has no usable `expires_in`.
 pub const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
-/// Token answers are small.
-const MAX_TOKEN_ANSWER_BYTES: usize = 64 * 1024;
 
 /// RFC 3986 percent-encoding as OAuth 1.0a requires it.
 pub fn encode(text: &str) -> String {
@@ -353,12 +352,9 @@ impl TokenFetcher for OAuth2TokenFetcher {
         ];
         let request =
             self.http.post(self.config.token_url.clone()).header(http::header::ACCEPT, "application/json").form(&form);
-        let resp = self.http.send(request).await?;
-        let status = resp.status().as_u16();
-        let body = read_body_capped(resp, MAX_TOKEN_ANSWER_BYTES).await?;
-        if status != 200 {
-            return Err(token_failure(status, &body));
-        }
+        let body = request_token(&self.http, request, &TOKEN_ENDPOINT, self.clock.now()).await?;
+        // Only a 200 answer gets here.
+        let status = 200;
         let answer: TokenAnswer = serde_json::from_slice(&body).map_err(|e| DeliveryError::Server {
             vendor: VENDOR,
             status,

@@ -3,6 +3,7 @@
 //! branch on `status` and `o:errorCode`, never on `type` (older accounts send RFC 2616 URLs).
 
 use super::VENDOR;
+use connect::oauth::TokenEndpoint;
 use connect::DeliveryError;
 use jiff::Timestamp;
 use serde::Deserialize;
@@ -132,34 +133,24 @@ pub fn api_failure(status: u16, body: &[u8], retry_after: Option<&str>, now: Tim
     }
 }
 
-/// The OAuth 2.0 token endpoint's error shape (`{error, error_description}`).
-#[derive(Debug, Clone, Deserialize)]
-pub struct TokenErrorBody {
-    #[serde(default)]
-    pub error: String,
-    #[serde(default)]
-    pub error_description: String,
-}
-
-/// The error for a failed token request: credential problems are `Auth`, 5xx transient.
-pub fn token_failure(status: u16, body: &[u8]) -> DeliveryError {
-    let parsed: Option<TokenErrorBody> = serde_json::from_slice(body).ok();
-    let (code, text) = parsed.map_or_else(|| (String::new(), String::new()), |b| (b.error, b.error_description));
-    let detail = format!("client credentials token request: HTTP {status}: {code} {text}");
-    match status {
-        s if s >= 500 => DeliveryError::Server { vendor: VENDOR, status, detail },
-        429 => DeliveryError::Throttled { vendor: VENDOR, detail, retry_after: CONCURRENCY_BACKOFF },
-        _ if matches!(code.as_str(), "invalid_request" | "unsupported_grant_type") => {
-            DeliveryError::Rejected { vendor: VENDOR, detail }
-        }
-        _ => DeliveryError::Auth { vendor: VENDOR, detail },
-    }
-}
+/// NetSuite's token endpoint for the shared OAuth error classification ([`connect::oauth`]).
+/// NetSuite sends no Retry-After on a throttled token request: start from the concurrency back-off.
+pub const TOKEN_ENDPOINT: TokenEndpoint<'static> = TokenEndpoint::new(
+    VENDOR,
+    "client credentials token request",
+    "check the client id, the certificate id and key, and the realm (account id)",
+    CONCURRENCY_BACKOFF,
+);
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use connect::oauth::token_error;
     use connect::Disposition;
+
+    fn token_failure(status: u16, body: &[u8]) -> DeliveryError {
+        token_error(&TOKEN_ENDPOINT, status, None, body)
+    }
 
     fn fixture(name: &str) -> Vec<u8> {
         fixtures::read_fixture(format!("netsuite/{name}")).into_bytes()
@@ -219,10 +210,12 @@ mod tests {
     }
 
     #[test]
-    fn token_errors_are_credential_problems_unless_the_request_is_malformed() {
+    fn token_errors_are_credential_or_settings_problems() {
         let invalid = br#"{"error":"invalid_client","error_description":"bad assertion"}"#;
         assert_eq!(token_failure(400, invalid).disposition(), Disposition::Auth);
-        assert_eq!(token_failure(400, br#"{"error":"invalid_request"}"#).disposition(), Disposition::Permanent);
+        // A malformed token request is a settings problem like a bad secret, not a bad job
+        // (connect::oauth explains the choice).
+        assert_eq!(token_failure(400, br#"{"error":"invalid_request"}"#).disposition(), Disposition::Auth);
         assert_eq!(token_failure(502, b"").disposition(), Disposition::Retry);
     }
 }

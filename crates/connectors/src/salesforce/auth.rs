@@ -9,9 +9,10 @@
 //! configured login host itself (the simulator under `--sim-endpoints`); anything else is refused
 //! (R22) and never called.
 
-use super::errors::token_failure;
+use super::errors::{token_endpoint, token_request};
 use super::VENDOR;
-use connect::http::{read_body_capped, HttpClient, VendorHosts};
+use connect::http::{HttpClient, VendorHosts};
+use connect::oauth::request_token;
 use connect::token::{FetchedToken, TokenFetcher};
 use connect::{Clock, DeliveryError};
 use secrecy::{ExposeSecret, SecretString};
@@ -28,8 +29,6 @@ pub const JWT_BEARER_GRANT: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 pub const JWT_LIFETIME_SECS: i64 = 180;
 /// Common org session timeout; configurable because each org sets its own (15 min – 24 h).
 pub const DEFAULT_SESSION_LIFETIME: Duration = Duration::from_secs(2 * 3600);
-/// Token answers are small.
-const MAX_TOKEN_ANSWER_BYTES: usize = 64 * 1024;
 /// Where Salesforce orgs live: `*.my.salesforce.com` (My Domain), pod hosts `*.salesforce.com`,
 /// Lightning and Sites `*.force.com`.
 pub const SALESFORCE_DOMAINS: [&str; 2] = ["salesforce.com", "force.com"];
@@ -231,12 +230,10 @@ impl TokenFetcher for SalesforceTokenFetcher {
         let form = self.form()?;
         let request =
             self.http.post(self.token_url.clone()).header(http::header::ACCEPT, "application/json").form(&form);
-        let resp = self.http.send(request).await?;
-        let status = resp.status().as_u16();
-        let body = read_body_capped(resp, MAX_TOKEN_ANSWER_BYTES).await?;
-        if status != 200 {
-            return Err(token_failure(status, &body, self.grant.name()));
-        }
+        let what = token_request(self.grant.name());
+        let body = request_token(&self.http, request, &token_endpoint(&what), self.clock.now()).await?;
+        // Only a 200 answer gets here.
+        let status = 200;
         let answer: TokenAnswer = serde_json::from_slice(&body).map_err(|err| DeliveryError::Server {
             vendor: VENDOR,
             status,

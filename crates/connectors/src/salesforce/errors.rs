@@ -4,6 +4,7 @@
 //! single object. Token errors (`{error, error_description}`) are a different shape.
 
 use super::VENDOR;
+use connect::oauth::TokenEndpoint;
 use connect::DeliveryError;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -150,40 +151,32 @@ pub fn is_session_expired(status: u16, body: &[u8]) -> bool {
     status == 401 && parse_errors(body).iter().any(|e| e.class(Some(status)) == ErrorClass::Session)
 }
 
-/// The token endpoint's error shape.
-#[derive(Debug, Clone, Deserialize)]
-pub struct TokenErrorBody {
-    #[serde(default)]
-    pub error: String,
-    #[serde(default)]
-    pub error_description: String,
+/// How the token request of `grant` is named in errors (`jwt-bearer token request`).
+pub fn token_request(grant: &str) -> String {
+    format!("{grant} token request")
 }
 
-/// The error for a failed token request: credential problems are `Auth` (stop, alert, do not
-/// loop); 5xx is transient.
-pub fn token_failure(status: u16, body: &[u8], grant: &str) -> DeliveryError {
-    let parsed: Option<TokenErrorBody> = serde_json::from_slice(body).ok();
-    let (code, text) = parsed.map_or_else(|| (String::new(), String::new()), |b| (b.error, b.error_description));
-    let detail = format!("{grant} token request: HTTP {status}: {code} {text}");
-    if status >= 500 {
-        return DeliveryError::Server { vendor: VENDOR, status, detail };
-    }
-    if status == 429 {
-        return DeliveryError::Throttled { vendor: VENDOR, detail, retry_after: CONCURRENT_LIMIT_BACKOFF };
-    }
-    match code.as_str() {
-        "invalid_grant" | "invalid_client" | "invalid_client_id" | "unauthorized_client" | "" => {
-            DeliveryError::Auth { vendor: VENDOR, detail }
-        }
-        // `unsupported_grant_type`, `invalid_request`: our request is wrong, not the secret.
-        _ => DeliveryError::Rejected { vendor: VENDOR, detail },
-    }
+/// Salesforce's token endpoint for the shared OAuth error classification ([`connect::oauth`]);
+/// `request` comes from [`token_request`]. A throttled token request starts from the
+/// concurrent-limit back-off, since Salesforce sends no Retry-After.
+pub fn token_endpoint(request: &str) -> TokenEndpoint<'_> {
+    TokenEndpoint::new(
+        VENDOR,
+        request,
+        "check the connected app's consumer key, the user's approval and the login URL",
+        CONCURRENT_LIMIT_BACKOFF,
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use connect::oauth::token_error;
     use connect::Disposition;
+
+    fn token_failure(status: u16, body: &[u8]) -> DeliveryError {
+        token_error(&token_endpoint(&token_request("test")), status, None, body)
+    }
 
     fn fixture(name: &str) -> Vec<u8> {
         fixtures::read_fixture(format!("salesforce/{name}")).into_bytes()
@@ -251,8 +244,8 @@ mod tests {
             "oauth/error_jwt_audience_invalid.json",
             "restforce/refresh_error_response.json",
         ] {
-            assert_eq!(token_failure(400, &fixture(file), "test").disposition(), Disposition::Auth, "{file}");
+            assert_eq!(token_failure(400, &fixture(file)).disposition(), Disposition::Auth, "{file}");
         }
-        assert_eq!(token_failure(503, b"", "test").disposition(), Disposition::Retry);
+        assert_eq!(token_failure(503, b"").disposition(), Disposition::Retry);
     }
 }

@@ -4,6 +4,7 @@
 //! server uses its own `{error, error_description?}` shape, often with HTTP 200.
 
 use super::VENDOR;
+use connect::oauth::TokenEndpoint;
 use connect::DeliveryError;
 use serde::Deserialize;
 use serde_json::Value;
@@ -129,40 +130,31 @@ pub fn error_code(body: &[u8]) -> Option<String> {
     parse_status(body).map(|s| s.code)
 }
 
-/// The accounts server's error shape (`{"error":"invalid_code"}`), possibly with HTTP 200.
-#[derive(Debug, Deserialize)]
-pub struct AccountsError {
-    pub error: String,
-    #[serde(default)]
-    pub error_description: Option<String>,
-}
-
-/// An accounts-server error as a [`DeliveryError`]: throttling is retried later, everything else
-/// means the client id/secret/refresh token or the data centre is wrong.
-pub fn accounts_error(http_status: u16, err: &AccountsError) -> DeliveryError {
-    let text = match &err.error_description {
-        Some(d) => format!("{} ({d})", err.error),
-        None => err.error.clone(),
-    };
-    if err.error == "Access Denied" || http_status == 429 {
-        return DeliveryError::Throttled {
-            vendor: VENDOR,
-            detail: format!("token endpoint throttled: {text}; at most 10 refreshes per 10 minutes"),
-            retry_after: Duration::from_secs(60),
-        };
-    }
-    let hint = match err.error.as_str() {
-        "invalid_code" => "the refresh token is revoked or belongs to another data centre; re-consent",
-        "invalid_client" => "check the client id/secret and the data centre",
-        _ => "check the Zoho OAuth settings",
-    };
-    DeliveryError::Auth { vendor: VENDOR, detail: format!("token endpoint answered {text}: {hint}") }
-}
+/// Zoho's accounts server for the shared OAuth error classification ([`connect::oauth`]), with
+/// Zoho's extras: `Access Denied` (in a 400, or even a 200) means the refresh rate limit, and two
+/// codes get a precise hint. Zoho sends no Retry-After there; a minute lets the window move on.
+pub const TOKEN_ENDPOINT: TokenEndpoint<'static> = TokenEndpoint {
+    vendor: VENDOR,
+    request: "refresh token request",
+    auth_hint: "check the Zoho OAuth settings",
+    throttle_fallback: Duration::from_secs(60),
+    throttle_codes: &["Access Denied"],
+    code_hints: &[
+        ("Access Denied", "at most 10 refreshes per 10 minutes"),
+        ("invalid_code", "the refresh token is revoked or belongs to another data centre; re-consent"),
+        ("invalid_client", "check the client id/secret and the data centre"),
+    ],
+};
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use connect::oauth::token_error;
     use connect::Disposition;
+
+    fn token_failure(status: u16, body: &[u8]) -> DeliveryError {
+        token_error(&TOKEN_ENDPOINT, status, None, body)
+    }
 
     fn fixture(name: &str) -> Vec<u8> {
         fixtures::read_fixture(format!("zoho/{name}")).into_bytes()
@@ -213,12 +205,11 @@ mod tests {
 
     #[test]
     fn accounts_errors() {
-        let e: AccountsError = serde_json::from_slice(&fixture("oauth/error_invalid_code_http200.json")).unwrap();
-        assert_eq!(accounts_error(200, &e).kind(), "auth");
-        let e: AccountsError = serde_json::from_slice(&fixture("oauth/error_invalid_client.json")).unwrap();
-        assert!(accounts_error(200, &e).to_string().contains("client id/secret"));
-        let e: AccountsError = serde_json::from_slice(&fixture("oauth/error_token_throttled_http400.json")).unwrap();
-        assert_eq!(accounts_error(400, &e).kind(), "throttled");
+        assert_eq!(token_failure(200, &fixture("oauth/error_invalid_code_http200.json")).kind(), "auth");
+        assert!(token_failure(200, &fixture("oauth/error_invalid_client.json"))
+            .to_string()
+            .contains("client id/secret"));
+        assert_eq!(token_failure(400, &fixture("oauth/error_token_throttled_http400.json")).kind(), "throttled");
     }
 
     #[test]

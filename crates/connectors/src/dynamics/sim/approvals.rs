@@ -6,12 +6,13 @@
 //! The entity's etag is the purchase order's (one table row in BC), so a change through either
 //! API makes the other's etag stale.
 
-use super::{header, seed, Answer, DynamicsSim, Resource, Row};
+use super::{seed, Answer, DynamicsSim, Resource, Row};
 use axum::body::Bytes;
 use axum::extract::Path;
 use axum::http::{HeaderMap, Method, Uri};
 use axum::response::Response;
 use serde_json::{json, Value};
+use sim::odata::{if_match, IfMatch};
 use std::sync::Arc;
 
 /// Path of the custom API below `/v2.0/{tenant}/{env}/api/`.
@@ -97,10 +98,12 @@ impl DynamicsSim {
                 .into_response()
             }
         };
-        let Some(tag) = header(&headers, "if-match").map(str::to_owned) else {
+        let current = super::bc_etag(row.version);
+        let check = if_match(&headers, Some(&current));
+        if check == IfMatch::Absent {
             return Answer::error(400, "BadRequest_MissingIfMatch", "The If-Match header is required.").into_response();
-        };
-        if tag != "*" && tag != super::bc_etag(row.version) {
+        }
+        if check == IfMatch::Stale {
             return Answer::error(
                 412,
                 "Request_EntityChanged",

@@ -25,7 +25,6 @@ pub mod seed;
 
 pub use approvals::APPROVALS_API;
 
-use super::client::{boundary_of, multipart_parts};
 use super::{BC_RESOURCE, DATAVERSE_API_PATH};
 use axum::body::Bytes;
 use axum::extract::Path;
@@ -33,10 +32,17 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, post};
 use axum::Router;
+use connect::odata::batch::BatchFormatError;
 use connect::Clock;
 use jiff::{SignedDuration, Timestamp};
+use percent_encoding::NON_ALPHANUMERIC;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
+use sim::odata::batch::{request_body, request_headers, BatchOperation, BatchResponse};
+use sim::odata::{
+    answer_batch, compare_rows, if_match, if_none_match_any, max_page_size, next_link, prefers, weak_etag,
+    BatchHandler, Filter, IfMatch, PageWindow, QueryOptions, ResourcePath,
+};
 use sim::{SimError, Simulator};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -198,80 +204,34 @@ impl Drop for InFlight<'_> {
 }
 
 fn etag(version: u64) -> String {
-    format!("W/\"{version}\"")
+    weak_etag(&version.to_string())
 }
 
 fn bc_etag(version: u64) -> String {
     use base64::Engine;
-    format!("W/\"{}\"", base64::engine::general_purpose::STANDARD.encode(format!("19;{version};00;")))
-}
-
-fn query_map(uri: &Uri) -> BTreeMap<String, String> {
-    url::form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes()).into_owned().collect()
+    weak_etag(&base64::engine::general_purpose::STANDARD.encode(format!("19;{version};00;")))
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-/// `set` or `set(id)`.
-fn split_key(path: &str) -> (String, Option<String>) {
-    match path.split_once('(') {
-        Some((set, rest)) => (set.to_owned(), Some(rest.trim_end_matches(')').trim_matches('\'').to_owned())),
-        None => (path.to_owned(), None),
+/// `set` or `set(id)` (an id quoted or not); `None` for a navigation path, which is not simulated.
+fn split_key(path: &str) -> Option<(String, Option<String>)> {
+    let path = ResourcePath::parse(path);
+    if path.navigation.is_some() {
+        return None;
     }
+    Some((path.set.to_owned(), path.key.map(|k| k.trim_matches('\'').to_owned())))
 }
 
-/// Compares a row value with a filter literal; timestamps as instants, numbers as numbers.
-fn compare(value: &Value, literal: &str) -> Option<std::cmp::Ordering> {
-    if let Some(text) = literal.strip_prefix('\'').and_then(|l| l.strip_suffix('\'')) {
-        return value.as_str().map(|v| v.cmp(text));
-    }
-    if let (Some(v), Ok(l)) = (value.as_f64(), literal.parse::<f64>()) {
-        return v.partial_cmp(&l);
-    }
-    let v = value.as_str()?;
-    if let (Ok(a), Ok(b)) = (v.parse::<Timestamp>(), literal.parse::<Timestamp>()) {
-        return Some(a.cmp(&b));
-    }
-    Some(v.cmp(literal))
-}
-
-/// A row value written as a filter literal, so two rows compare like a row and a literal.
-fn literal_of(value: &Value) -> String {
-    match value {
-        Value::String(text) if text.parse::<Timestamp>().is_ok() => text.clone(),
-        Value::String(text) => format!("'{text}'"),
-        other => other.to_string(),
-    }
-}
-
-/// `field op literal [and …]`; `Err` names what is not supported.
-fn matches_filter(row: &Map<String, Value>, filter: &str) -> Result<bool, String> {
-    for clause in filter.split(" and ") {
-        let parts: Vec<&str> = clause.trim().splitn(3, ' ').collect();
-        let [field, op, literal] = parts[..] else { return Err(format!("cannot read the clause `{clause}`")) };
-        let value = row.get(field).unwrap_or(&Value::Null);
-        let ord = if literal == "null" {
-            Some(if value.is_null() { std::cmp::Ordering::Equal } else { std::cmp::Ordering::Greater })
-        } else {
-            compare(value, literal)
-        };
-        let ok = match (op, ord) {
-            ("eq", Some(o)) => o.is_eq(),
-            ("ne", o) => o.is_none_or(|o| o.is_ne()),
-            ("gt", Some(o)) => o.is_gt(),
-            ("ge", Some(o)) => o.is_ge(),
-            ("lt", Some(o)) => o.is_lt(),
-            ("le", Some(o)) => o.is_le(),
-            ("eq" | "gt" | "ge" | "lt" | "le", None) => false,
-            _ => return Err(format!("operator `{op}` is not supported by the simulator")),
-        };
-        if !ok {
-            return Ok(false);
-        }
-    }
-    Ok(true)
+/// Rows of `rows` that pass the request's `$filter` (all of them without one).
+fn filtered<'a, T>(
+    rows: impl Iterator<Item = T>,
+    filter: Option<&Filter>,
+    fields: impl Fn(&T) -> &'a Map<String, Value>,
+) -> Vec<T> {
+    rows.filter(|row| filter.is_none_or(|f| f.matches(fields(row)))).collect()
 }
 
 /// The row as the client asked for it: `$select`ed columns (plus key and etag), annotations
@@ -289,21 +249,6 @@ fn shape(data: &Map<String, Value>, key: &str, tag: String, select: Option<&str>
         }
     }
     Value::Object(out)
-}
-
-fn prefer_has(headers: &HeaderMap, what: &str) -> bool {
-    header(headers, "prefer").is_some_and(|p| p.split(',').any(|part| part.trim().starts_with(what)))
-}
-
-fn max_page_size(headers: &HeaderMap) -> usize {
-    header(headers, "prefer")
-        .and_then(|p| p.split(',').find_map(|part| part.trim().strip_prefix("odata.maxpagesize=")))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(5000)
-}
-
-fn encode(text: &str) -> String {
-    percent_encoding::utf8_percent_encode(text, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
 impl DynamicsSim {
@@ -518,68 +463,35 @@ impl DynamicsSim {
         }
         let host = header(&headers, "host").unwrap_or("127.0.0.1").to_owned();
         let rest = uri.path().strip_prefix(DATAVERSE_API_PATH).unwrap_or_default().trim_start_matches('/').to_owned();
-        let (answer, fired) = if rest == "$batch" && method == Method::POST {
-            self.batch(&headers, &body, &host)
-        } else {
-            let mut fired = Vec::new();
-            let answer = self.dispatch(&method, &rest, &query_map(&uri), &headers, &body, &host, &mut fired);
-            (answer, fired)
-        };
+        if rest == "$batch" && method == Method::POST {
+            // A batch counts as one request for service protection, as in Dataverse.
+            return self.batch(&headers, &body, &host).await;
+        }
+        let mut fired = Vec::new();
+        let answer =
+            self.dispatch(&method, &rest, &QueryOptions::parse(uri.query()), &headers, &body, &host, &mut fired);
         self.fire(fired);
         answer.into_response()
     }
 
-    fn batch(&self, headers: &HeaderMap, body: &[u8], host: &str) -> (Answer, Vec<Fired>) {
-        let Some(boundary) = header(headers, "content-type").and_then(boundary_of) else {
-            return (
-                Answer::error(400, "0x80048d19", "The batch request must be multipart/mixed with a boundary."),
-                Vec::new(),
-            );
+    /// `$batch` on the OData chassis: every operation through [`Self::dispatch`] (the client
+    /// sends no change sets; if one comes it is all-or-nothing), webhooks fired after the batch.
+    async fn batch(self: &Arc<Self>, headers: &HeaderMap, body: &[u8], host: &str) -> Response {
+        let handler = DataverseBatch { sim: self, host, fired: Mutex::new(Vec::new()) };
+        let answer = answer_batch(&handler, header(headers, "content-type").unwrap_or_default(), body).await;
+        let answer = match answer {
+            Ok(answer) => answer,
+            Err(BatchFormatError::NoBoundary(_)) => {
+                return Answer::error(400, "0x80048d19", "The batch request must be multipart/mixed with a boundary.")
+                    .into_response()
+            }
+            Err(err) => return Answer::error(400, "0x80048d19", &err.to_string()).into_response(),
         };
-        let text = String::from_utf8_lossy(body);
-        let mut fired = Vec::new();
-        let out_boundary = format!("batchresponse_{}", uuid::Uuid::new_v4());
-        let mut out = String::new();
-        for part in multipart_parts(&boundary, &text) {
-            let (head, part_body) = part.split_once("\r\n\r\n").unwrap_or((part.as_str(), ""));
-            let mut lines = head.lines();
-            let request_line = lines.next().unwrap_or_default();
-            let mut words = request_line.split_whitespace();
-            let method = words.next().and_then(|m| m.parse::<Method>().ok()).unwrap_or(Method::GET);
-            let target = words.next().unwrap_or_default();
-            let mut part_headers = HeaderMap::new();
-            for line in lines {
-                if let Some((k, v)) = line.split_once(':') {
-                    if let (Ok(name), Ok(value)) =
-                        (axum::http::HeaderName::from_bytes(k.trim().as_bytes()), HeaderValue::from_str(v.trim()))
-                    {
-                        part_headers.insert(name, value);
-                    }
-                }
-            }
-            let path = target.split("/api/data/v9.2/").last().unwrap_or(target);
-            let (path, query) = path.split_once('?').unwrap_or((path, ""));
-            let query: BTreeMap<String, String> = url::form_urlencoded::parse(query.as_bytes()).into_owned().collect();
-            let answer =
-                self.dispatch(&method, path, &query, &part_headers, part_body.trim().as_bytes(), host, &mut fired);
-            let reason = StatusCode::from_u16(answer.status).ok().and_then(|s| s.canonical_reason()).unwrap_or("");
-            out.push_str(&format!("--{out_boundary}\r\nContent-Type: application/http\r\nContent-Transfer-Encoding: binary\r\n\r\nHTTP/1.1 {} {reason}\r\n", answer.status));
-            for (k, v) in &answer.headers {
-                out.push_str(&format!("{k}: {v}\r\n"));
-            }
-            match &answer.body {
-                Some(b) => {
-                    out.push_str(&format!("Content-Type: application/json; odata.metadata=minimal\r\n\r\n{b}\r\n"))
-                }
-                None => out.push_str("\r\n\r\n"),
-            }
-        }
-        out.push_str(&format!("--{out_boundary}--\r\n"));
-        let mut answer = Answer::empty(200);
-        answer.headers.push(("Content-Type".to_owned(), format!("multipart/mixed; boundary={out_boundary}")));
-        // The body is raw multipart text, carried as a JSON string and unwrapped below.
-        answer.body = Some(Value::String(out));
-        (answer, fired)
+        self.fire(handler.fired.into_inner().unwrap_or_else(PoisonError::into_inner));
+        let mut resp =
+            (StatusCode::OK, [(axum::http::header::CONTENT_TYPE, answer.content_type)], answer.body).into_response();
+        resp.headers_mut().insert("OData-Version", HeaderValue::from_static("4.0"));
+        resp
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -587,13 +499,15 @@ impl DynamicsSim {
         &self,
         method: &Method,
         path: &str,
-        query: &BTreeMap<String, String>,
+        query: &QueryOptions,
         headers: &HeaderMap,
         body: &[u8],
         host: &str,
         fired: &mut Vec<Fired>,
     ) -> Answer {
-        let (set, id) = split_key(path);
+        let Some((set, id)) = split_key(path) else {
+            return Answer::error(404, "0x80060888", &format!("Resource not found for the segment '{path}'."));
+        };
         let Some((logical, key)) = seed::table(&set) else {
             return Answer::error(404, "0x80060888", &format!("Resource not found for the segment '{set}'."));
         };
@@ -604,11 +518,8 @@ impl DynamicsSim {
             ("GET", None) => self.collection(&state, &set, key, query, headers, &base),
             ("GET", Some(id)) => match state.tables.get(&set).and_then(|t| t.get(&id)) {
                 Some(row) => {
-                    let annotations = prefer_has(headers, "odata.include-annotations");
-                    Answer::json(
-                        200,
-                        shape(&row.data, key, etag(row.version), query.get("$select").map(String::as_str), annotations),
-                    )
+                    let annotations = prefers(headers, "odata.include-annotations");
+                    Answer::json(200, shape(&row.data, key, etag(row.version), query.get("$select"), annotations))
                 }
                 None => not_found(logical, &id),
             },
@@ -635,7 +546,7 @@ impl DynamicsSim {
                     post: data.clone(),
                     version,
                 });
-                created(&base, &set, &id, key, version, &data, prefer_has(headers, "return=representation"))
+                created(&base, &set, &id, key, version, &data, prefers(headers, "return=representation"))
             }
             ("PATCH", Some(id)) => {
                 let Ok(Value::Object(changes)) = serde_json::from_slice::<Value>(body) else {
@@ -646,17 +557,17 @@ impl DynamicsSim {
                     );
                 };
                 let existing = state.tables.get(&set).and_then(|t| t.get(&id)).cloned();
-                match (existing, header(headers, "if-match"), header(headers, "if-none-match")) {
-                    (Some(_), _, Some("*")) => {
-                        Answer::error(412, "0x80040237", "A record with matching key values already exists.")
-                    }
-                    (Some(row), Some(tag), _) if tag != "*" && tag != etag(row.version) => Answer::error(
+                let current = existing.as_ref().map(|row| etag(row.version));
+                // PATCH is an upsert: `If-None-Match: *` makes it create-only, `If-Match` update-only.
+                match (if_none_match_any(headers) && existing.is_some(), if_match(headers, current.as_deref())) {
+                    (true, _) => Answer::error(412, "0x80040237", "A record with matching key values already exists."),
+                    (false, IfMatch::Stale) => Answer::error(
                         412,
                         super::errors::CODE_VERSION_MISMATCH,
                         "The version of the existing record doesn't match the RowVersion property provided.",
                     ),
-                    (None, Some(_), _) => not_found(logical, &id),
-                    (existing, _, _) => {
+                    (false, IfMatch::NoEntity) => not_found(logical, &id),
+                    (false, IfMatch::Absent | IfMatch::Matches) => {
                         let is_new = existing.is_none();
                         let mut data = existing.map(|r| r.data).unwrap_or_default();
                         data.extend(changes.clone());
@@ -698,14 +609,14 @@ impl DynamicsSim {
         state: &State,
         set: &str,
         key: &str,
-        query: &BTreeMap<String, String>,
+        query: &QueryOptions,
         headers: &HeaderMap,
         base: &str,
     ) -> Answer {
-        let tracking = prefer_has(headers, "odata.track-changes") || query.contains_key("$deltatoken");
+        let tracking = prefers(headers, "odata.track-changes") || query.contains("$deltatoken");
         if tracking {
             for option in ["$filter", "$orderby", "$expand", "$top"] {
-                if query.contains_key(option) {
+                if query.contains(option) {
                     return Answer::error(
                         400,
                         "0x80040203",
@@ -714,12 +625,16 @@ impl DynamicsSim {
                 }
             }
         }
-        let select = query.get("$select").map(String::as_str);
-        let annotations = prefer_has(headers, "odata.include-annotations");
+        let select = query.get("$select");
+        let annotations = prefers(headers, "odata.include-annotations");
         let empty = BTreeMap::new();
         let table = state.tables.get(set).unwrap_or(&empty);
-        let page_size = max_page_size(headers).max(1);
-        let select_q = select.map(|s| format!("$select={s}")).unwrap_or_default();
+        let page_size = max_page_size(headers).unwrap_or(5000).max(1);
+        let delta_link = |version: u64| {
+            let mut pairs: Vec<(String, String)> = query.without(&["$skiptoken", "$deltatoken"]);
+            pairs.push(("$deltatoken".to_owned(), format!("{version}!{}", self.clock.now())));
+            next_link(&format!("{base}/{set}"), &pairs, NON_ALPHANUMERIC)
+        };
         if let Some(token) = query.get("$deltatoken") {
             let since: u64 = token.split('!').next().and_then(|v| v.parse().ok()).unwrap_or(0);
             let mut value: Vec<Value> = table
@@ -732,10 +647,7 @@ impl DynamicsSim {
                     value.push(json!({"@odata.context": format!("{base}/$metadata#{set}/$deletedEntity"), "id": id, "reason": "deleted"}));
                 }
             }
-            let delta = format!(
-                "{base}/{set}?{select_q}&$deltatoken={}",
-                encode(&format!("{}!{}", state.version, self.clock.now()))
-            );
+            let delta = delta_link(state.version);
             let mut answer = Answer::json(
                 200,
                 json!({"@odata.context": format!("{base}/$metadata#{set}/$delta"), "value": value, "@odata.deltaLink": delta}),
@@ -755,62 +667,37 @@ impl DynamicsSim {
             None => (None, None),
         };
         let snapshot = snapshot.unwrap_or(state.version);
-        let mut rows: Vec<(&String, &Row)> = Vec::new();
-        for (id, row) in table {
-            if tracking && row.version > snapshot {
-                continue;
-            }
-            if let Some(filter) = query.get("$filter") {
-                match matches_filter(&row.data, filter) {
-                    Ok(true) => {}
-                    Ok(false) => continue,
-                    Err(detail) => return Answer::error(400, "0x80060888", &detail),
-                }
-            }
-            rows.push((id, row));
-        }
-        if let Some(order) = query.get("$orderby") {
-            let mut words = order.split_whitespace();
-            let field = words.next().unwrap_or_default().to_owned();
-            let desc = words.next() == Some("desc");
-            rows.sort_by(|a, b| {
-                let o = compare(
-                    a.1.data.get(&field).unwrap_or(&Value::Null),
-                    &literal_of(b.1.data.get(&field).unwrap_or(&Value::Null)),
-                )
-                .unwrap_or(std::cmp::Ordering::Equal)
-                .then_with(|| a.0.cmp(b.0));
-                if desc {
-                    o.reverse()
-                } else {
-                    o
-                }
-            });
+        let filter = match query.filter() {
+            Ok(filter) => filter,
+            Err(err) => return Answer::error(400, "0x80060888", &err.to_string()),
+        };
+        let current = table.iter().filter(|(_, row)| !tracking || row.version <= snapshot);
+        let mut rows: Vec<(&String, &Row)> = filtered(current, filter.as_ref(), |(_, row)| &row.data);
+        let order = query.order_by();
+        if !order.is_empty() {
+            // Stable: ties keep key order, as Dataverse's primary-key tiebreak does.
+            rows.sort_by(|a, b| compare_rows(&a.1.data, &b.1.data, &order));
         }
         let start =
             after.as_ref().and_then(|last| rows.iter().position(|(id, _)| *id == last).map(|p| p + 1)).unwrap_or(0);
-        let page: Vec<Value> = rows
+        let window = PageWindow::new(rows.len(), start, page_size);
+        let page: Vec<Value> = rows[window.start..window.end]
             .iter()
-            .skip(start)
-            .take(page_size)
             .map(|(_, r)| shape(&r.data, key, etag(r.version), select, annotations))
             .collect();
         let mut body = json!({"@odata.context": format!("{base}/$metadata#{set}"), "value": page});
-        if start + page_size < rows.len() {
-            let last = rows[start + page_size - 1].0;
+        if window.more {
+            let last = rows[window.end - 1].0;
             let cookie = format!(
                 "<cookie pagenumber=\"{}\" last=\"{last}\" v=\"{snapshot}\" istracking=\"{}\" />",
                 start / page_size + 2,
                 if tracking { "True" } else { "False" }
             );
-            let rest: Vec<String> =
-                query.iter().filter(|(k, _)| *k != "$skiptoken").map(|(k, v)| format!("{k}={}", encode(v))).collect();
-            body["@odata.nextLink"] = json!(format!("{base}/{set}?{}&$skiptoken={}", rest.join("&"), encode(&cookie)));
+            let mut pairs = query.without(&["$skiptoken"]);
+            pairs.push(("$skiptoken".to_owned(), cookie));
+            body["@odata.nextLink"] = json!(next_link(&format!("{base}/{set}"), &pairs, NON_ALPHANUMERIC));
         } else if tracking {
-            body["@odata.deltaLink"] = json!(format!(
-                "{base}/{set}?{select_q}&$deltatoken={}",
-                encode(&format!("{snapshot}!{}", self.clock.now()))
-            ));
+            body["@odata.deltaLink"] = json!(delta_link(snapshot));
         }
         let mut answer = Answer::json(200, body);
         if let Some(prefer) = header(headers, "prefer") {
@@ -886,7 +773,7 @@ impl DynamicsSim {
         let now = self.clock.now();
         let host = header(&headers, "host").unwrap_or("127.0.0.1").to_owned();
         let base = format!("http://{host}{}", uri.path().strip_suffix(&rest).unwrap_or_default().trim_end_matches('/'));
-        let query = query_map(&uri);
+        let query = QueryOptions::parse(uri.query());
         let mut state = self.lock();
         while state.bc_window.front().is_some_and(|at| now.duration_since(*at) >= WINDOW) {
             state.bc_window.pop_front();
@@ -912,7 +799,14 @@ impl DynamicsSim {
         let Some(inner) = rest.strip_prefix(&format!("companies({})/", seed::COMPANY_ID)) else {
             return Answer::error(404, "Internal_CompanyNotFound", "The company does not exist.").into_response();
         };
-        let (set, id) = split_key(inner);
+        let Some((set, id)) = split_key(inner) else {
+            return Answer::error(
+                404,
+                "BadRequest_NotFound",
+                &format!("No HTTP resource was found that matches the request URI '{inner}'."),
+            )
+            .into_response();
+        };
         let Some(table) = state.bc.get(&set) else {
             return Answer::error(
                 404,
@@ -921,7 +815,7 @@ impl DynamicsSim {
             )
             .into_response();
         };
-        let expand = query.get("$expand").is_some_and(|e| e.contains("purchaseOrderLines"));
+        let expand = query.list("$expand").contains(&"purchaseOrderLines");
         let show = |row: &Row| {
             let mut data = row.data.clone();
             if !expand {
@@ -932,31 +826,26 @@ impl DynamicsSim {
         };
         match (method.as_str(), id) {
             ("GET", None) => {
-                let mut rows = Vec::new();
-                for row in table.values() {
-                    match query.get("$filter").map(|f| matches_filter(&row.data, f)) {
-                        Some(Err(detail)) => {
-                            return Answer::error(400, "BadRequest_InvalidFilter", &detail).into_response()
-                        }
-                        Some(Ok(false)) => continue,
-                        _ => rows.push(row),
+                let filter = match query.filter() {
+                    Ok(filter) => filter,
+                    Err(err) => {
+                        return Answer::error(400, "BadRequest_InvalidFilter", &err.to_string()).into_response()
                     }
-                }
+                };
+                let rows: Vec<&Row> = filtered(table.values(), filter.as_ref(), |row| &row.data);
+                // Keyset paging: `$skiptoken` is the id of the last row of the previous page.
                 let start = query
                     .get("$skiptoken")
                     .and_then(|t| rows.iter().position(|r| r.data["id"] == json!(t)).map(|p| p + 1))
                     .unwrap_or(0);
-                let size = state.limits.bc_page_size.max(1);
-                let page: Vec<Value> = rows.iter().skip(start).take(size).map(|r| show(r)).collect();
+                let window = PageWindow::new(rows.len(), start, state.limits.bc_page_size.max(1));
+                let page: Vec<Value> = rows[window.start..window.end].iter().map(|r| show(r)).collect();
                 let mut body = json!({"@odata.context": format!("{base}/$metadata#companies({})/{set}", seed::COMPANY_ID), "value": page});
-                if start + size < rows.len() {
-                    let last = rows[start + size - 1].data["id"].as_str().unwrap_or_default();
-                    let params: Vec<String> = query
-                        .iter()
-                        .filter(|(k, _)| *k != "$skiptoken")
-                        .map(|(k, v)| format!("{k}={}", encode(v)))
-                        .collect();
-                    body["@odata.nextLink"] = json!(format!("{base}/{rest}?{}&$skiptoken={last}", params.join("&")));
+                if window.more {
+                    let last = rows[window.end - 1].data["id"].as_str().unwrap_or_default();
+                    let mut pairs = query.without(&["$skiptoken"]);
+                    pairs.push(("$skiptoken".to_owned(), last.to_owned()));
+                    body["@odata.nextLink"] = json!(next_link(&format!("{base}/{rest}"), &pairs, NON_ALPHANUMERIC));
                 }
                 Answer::json(200, body).into_response()
             }
@@ -973,7 +862,7 @@ impl DynamicsSim {
                 .into_response(),
             },
             ("PATCH", Some(id)) => {
-                let Some(tag) = header(&headers, "if-match").map(str::to_owned) else {
+                if if_match(&headers, None) == IfMatch::Absent {
                     // UNVERIFIED: the exact code BC sends for a PATCH without If-Match.
                     return Answer::error(
                         400,
@@ -981,11 +870,11 @@ impl DynamicsSim {
                         "The If-Match header is required for PATCH.",
                     )
                     .into_response();
-                };
+                }
                 let Some(row) = table.get(&id).cloned() else {
                     return Answer::error(404, "Internal_RecordNotFound", "The record does not exist.").into_response();
                 };
-                if tag != "*" && tag != bc_etag(row.version) {
+                if if_match(&headers, Some(&bc_etag(row.version))) == IfMatch::Stale {
                     // UNVERIFIED: BC's exact 412 code/message.
                     return Answer::error(412, "Request_EntityChanged", "Another user has already changed the record.")
                         .into_response();
@@ -1136,11 +1025,7 @@ impl Simulator for DynamicsSim {
             .route(
                 &format!("{DATAVERSE_API_PATH}/{{*rest}}"),
                 any(move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
-                    let sim = dv_sim.clone();
-                    async move {
-                        let resp = sim.dataverse(method, uri, headers, body).await;
-                        unwrap_multipart(resp).await
-                    }
+                    dv_sim.clone().dataverse(method, uri, headers, body)
                 }),
             )
             .route(
@@ -1280,17 +1165,58 @@ impl Simulator for DynamicsSim {
     }
 }
 
-/// The `$batch` answer travels through [`Answer`] as a JSON string; send it as the raw multipart.
-async fn unwrap_multipart(resp: Response) -> Response {
-    let is_multipart =
-        resp.headers().get("content-type").and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("multipart/"));
-    if !is_multipart {
-        return resp;
+/// One `$batch` request of the Dataverse simulator: operations run through
+/// [`DynamicsSim::dispatch`]; the changes they make fire their webhooks after the batch.
+struct DataverseBatch<'a> {
+    sim: &'a DynamicsSim,
+    host: &'a str,
+    fired: Mutex<Vec<Fired>>,
+}
+
+#[async_trait::async_trait]
+impl BatchHandler for DataverseBatch<'_> {
+    /// Rows, tombstones and version before the change set, and how many changes had fired.
+    type Savepoint = (BTreeMap<String, BTreeMap<String, Row>>, BTreeMap<(String, String), u64>, u64, usize);
+
+    async fn answer(&self, operation: &BatchOperation, _in_changeset: bool) -> BatchResponse {
+        let target = operation.target.split(&format!("{DATAVERSE_API_PATH}/")).last().unwrap_or(&operation.target);
+        let (path, query) = target.split_once('?').unwrap_or((target, ""));
+        let query = QueryOptions::parse(Some(query));
+        let mut fired = Vec::new();
+        let answer = self.sim.dispatch(
+            &operation.method,
+            path,
+            &query,
+            &request_headers(operation),
+            &request_body(operation),
+            self.host,
+            &mut fired,
+        );
+        self.fired.lock().unwrap_or_else(PoisonError::into_inner).append(&mut fired);
+        let mut headers = answer.headers;
+        let body = match answer.body {
+            Some(body) => {
+                headers.push(("Content-Type".to_owned(), "application/json; odata.metadata=minimal".to_owned()));
+                body.to_string()
+            }
+            None => String::new(),
+        };
+        BatchResponse { status: answer.status, headers, body }
     }
-    let (parts, body) = resp.into_parts();
-    let bytes = axum::body::to_bytes(body, sim::MAX_BODY_BYTES).await.unwrap_or_default();
-    let text: String = serde_json::from_slice(&bytes).unwrap_or_default();
-    Response::from_parts(parts, axum::body::Body::from(text))
+
+    fn savepoint(&self) -> Self::Savepoint {
+        let state = self.sim.lock();
+        let fired = self.fired.lock().unwrap_or_else(PoisonError::into_inner).len();
+        (state.tables.clone(), state.tombstones.clone(), state.version, fired)
+    }
+
+    fn rollback(&self, (tables, tombstones, version, fired): Self::Savepoint) {
+        let mut state = self.sim.lock();
+        state.tables = tables;
+        state.tombstones = tombstones;
+        state.version = version;
+        self.fired.lock().unwrap_or_else(PoisonError::into_inner).truncate(fired);
+    }
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ fn s<'a>(row: &'a Value, field: &str) -> &'a str {
 
 /// `YYYYMMDD` of a stored `/Date(ms)/` (UTC calendar date).
 fn idoc_date(text: &str) -> String {
-    super::filter::date_millis(text)
+    sim::odata::date_millis(text)
         .and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
         .map(|t| t.to_zoned(jiff::tz::TimeZone::UTC).strftime("%Y%m%d").to_string())
         .unwrap_or_else(|| "00000000".to_owned())

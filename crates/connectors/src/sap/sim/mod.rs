@@ -33,12 +33,10 @@
 //! Not simulated: `$expand` beyond one level, `/$count`, `$filter` functions and parentheses, XML
 //! error bodies.
 
-mod filter;
 mod idoc_out;
 mod metadata;
 pub mod seed;
 
-use crate::sap::batch;
 use crate::sap::client::{service_root, TASK_PROCESSING_ROOT};
 use axum::body::Bytes;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
@@ -46,10 +44,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use axum::Router;
 use base64::Engine as _;
-use filter::Filter;
 use jiff::Timestamp;
-use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
+use percent_encoding::{AsciiSet, CONTROLS};
 use serde_json::{json, Map, Value};
+use sim::odata::batch::{request_body, request_headers, BatchOperation, BatchResponse};
+use sim::odata::{
+    answer_batch, compare_rows, date_millis, embedded_response, if_match, key_values, next_link, BatchHandler, IfMatch,
+    PageWindow, QueryOptions, ResourcePath,
+};
 use sim::{SimError, Simulator};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -308,7 +310,7 @@ fn goods_issue_now() -> (String, String) {
 /// The weak ETag of a row, in Gateway's format: `W/"datetimeoffset'2024-03-15T02%3A31%3A07.0000000Z'"`.
 fn etag_of(def: &SetDef, row: &Value) -> Option<String> {
     let field = def.etag_field?;
-    let ms = filter::date_millis(row.get(field)?.as_str()?)?;
+    let ms = date_millis(row.get(field)?.as_str()?)?;
     let ts = Timestamp::from_millisecond(ms).ok()?;
     let (kind, text) = if field == "LastChangeDate" {
         ("datetime", ts.strftime("%Y-%m-%dT%H:%M:%S").to_string())
@@ -328,36 +330,19 @@ fn key_matches(def: &SetDef, row: &Value, keys: &[(String, String)]) -> bool {
             .all(|(k, v)| def.keys.contains(&k.as_str()) && row.get(k).and_then(Value::as_str) == Some(v.as_str()))
 }
 
-/// Parses `'v'` or `K='v',K2='v2'` (the inside of the key parentheses).
+/// The key predicate of `def` (`'v'` or `K='v',K2='v2'`); Gateway keys are strings, so every
+/// value must be quoted.
 fn parse_keys(inner: &str, def: &SetDef) -> Option<Vec<(String, String)>> {
-    let mut out = Vec::new();
-    let mut rest = inner;
-    while !rest.is_empty() {
-        let (name, value_part) = match rest.find('=') {
-            Some(eq) if !rest.starts_with('\'') => (rest[..eq].to_owned(), &rest[eq + 1..]),
-            _ => (def.keys.first()?.to_string(), rest),
-        };
-        let body = value_part.strip_prefix('\'')?;
-        let mut value = String::new();
-        let mut chars = body.char_indices().peekable();
-        let mut end = None;
-        while let Some((i, c)) = chars.next() {
-            if c == '\'' {
-                if chars.peek().map(|(_, n)| *n) == Some('\'') {
-                    value.push('\'');
-                    chars.next();
-                } else {
-                    end = Some(i + 1);
-                    break;
-                }
-            } else {
-                value.push(c);
-            }
-        }
-        out.push((name, value));
-        rest = body[end?..].trim_start_matches(',');
-    }
-    Some(out)
+    key_values(inner)?
+        .into_iter()
+        .map(|k| {
+            let name = match k.name {
+                Some(name) => name,
+                None => def.keys.first()?.to_string(),
+            };
+            k.quoted.then_some((name, k.value))
+        })
+        .collect()
 }
 
 fn odata_error(status: StatusCode, code: &str, message: &str) -> Response {
@@ -368,25 +353,6 @@ fn odata_error(status: StatusCode, code: &str, message: &str) -> Response {
 
 fn json_response(status: StatusCode, value: &Value) -> Response {
     (status, [(axum::http::header::CONTENT_TYPE, "application/json; charset=utf-8")], value.to_string()).into_response()
-}
-
-/// An inner batch answer: status, headers, body.
-type Answer = (u16, Vec<(String, String)>, String);
-
-/// One `application/http` part of a batch answer.
-fn http_part((status, headers, body): &Answer) -> String {
-    let reason = StatusCode::from_u16(*status).ok().and_then(|s| s.canonical_reason()).unwrap_or("");
-    let mut out = "Content-Type: application/http\r\nContent-Transfer-Encoding: binary\r\n\r\n".to_owned();
-    out.push_str(&format!("HTTP/1.1 {status} {reason}\r\n"));
-    for (k, v) in headers {
-        out.push_str(&format!("{k}: {v}\r\n"));
-    }
-    out.push_str(&format!("\r\n{body}\r\n"));
-    out
-}
-
-fn query_pairs(uri: &Uri) -> Vec<(String, String)> {
-    url::form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes()).into_owned().collect()
 }
 
 fn unquote(text: &str) -> String {
@@ -546,7 +512,7 @@ impl SapSim {
         root: &str,
         rest: &str,
     ) -> Response {
-        let params = query_pairs(uri);
+        let query = QueryOptions::parse(uri.query());
         let base = format!("{}{root}", ctx.origin);
         if rest.is_empty() {
             let sets: Vec<&str> = SETS.iter().filter(|d| d.service == service).map(|d| d.set).collect();
@@ -558,14 +524,15 @@ impl SapSim {
             return ([(axum::http::header::CONTENT_TYPE, "application/xml")], xml).into_response();
         }
         if service == TASKS && rest == "DecisionOptions" {
-            let p = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| unquote(v)).unwrap_or_default();
+            let p = |k: &str| query.get(k).map(unquote).unwrap_or_default();
             let results = seed::decision_options(&p("SAP__Origin"), &p("InstanceID"));
             return json_response(StatusCode::OK, &json!({"d": {"results": results}}));
         }
         if service == TASKS && rest == "Decision" && method == Method::POST {
-            return self.decision(&params, &base);
+            return self.decision(&query, &base);
         }
-        if let Some(close) = rest.find(")/") {
+        let path = ResourcePath::parse(rest);
+        if let (Some(key), Some(nav)) = (path.key, path.navigation) {
             if method != Method::GET {
                 return odata_error(
                     StatusCode::METHOD_NOT_ALLOWED,
@@ -573,12 +540,9 @@ impl SapSim {
                     "Method not allowed for this resource",
                 );
             }
-            return self.navigation(service, &rest[..=close], &rest[close + 2..], &base);
+            return self.navigation(service, path.set, key, nav, &base);
         }
-        let (set, keys) = match rest.find('(') {
-            Some(open) if rest.ends_with(')') => (&rest[..open], Some(&rest[open + 1..rest.len() - 1])),
-            _ => (rest, None),
-        };
+        let (set, keys) = (path.set, path.key);
         let Some(def) = set_def(set).filter(|d| d.service == service) else {
             return odata_error(
                 StatusCode::NOT_FOUND,
@@ -594,8 +558,8 @@ impl SapSim {
             None => None,
         };
         match (method.clone(), keys) {
-            (Method::GET, None) => self.collection(def, &params, &base, uri),
-            (Method::GET, Some(k)) => self.single(def, &k, &params, &base),
+            (Method::GET, None) => self.collection(def, &query, &base, uri),
+            (Method::GET, Some(k)) => self.single(def, &k, &query, &base),
             (Method::POST, None) if def.set == "A_PurchaseOrder" => self.create_po(body, &base),
             (m, Some(k)) if m == Method::PATCH || m.as_str() == "MERGE" => self.update(def, &k, headers, body),
             _ => odata_error(
@@ -606,100 +570,22 @@ impl SapSim {
         }
     }
 
-    /// `$batch`: reads answered one by one, each changeset applied all-or-nothing (on the first
-    /// failing change the rows are restored and the changeset answers that single error).
+    /// `$batch` on the OData chassis: reads answered one by one, each changeset applied
+    /// all-or-nothing (see [`SapBatch`]).
     async fn batch(&self, headers: &HeaderMap, body: &Bytes, ctx: &Ctx, service: &str, root: &str) -> Response {
         let content_type =
             headers.get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
-        let Some(boundary) = batch::boundary_of(content_type) else {
-            return odata_error(
-                StatusCode::BAD_REQUEST,
-                "/IWBEP/CM_MGW_RT/030",
-                "$batch needs a multipart/mixed boundary",
-            );
-        };
-        let text = String::from_utf8_lossy(body);
-        let answer_boundary = format!("batchresponse_{}", uuid::Uuid::new_v4().simple());
-        let mut out = String::new();
-        for part in batch::split_parts(&text, &boundary) {
-            let (part_headers, content) = batch::split_head(&part);
-            let part_type =
-                part_headers.iter().find(|(k, _)| k == "content-type").map(|(_, v)| v.clone()).unwrap_or_default();
-            out.push_str(&format!("--{answer_boundary}\r\n"));
-            let Some(cs) = batch::boundary_of(&part_type).filter(|_| part_type.starts_with("multipart/mixed")) else {
-                let answer = self.batch_inner(&content, ctx, service, root, false).await;
-                out.push_str(&http_part(&answer));
-                continue;
-            };
-            let snapshot = self.lock().rows.clone();
-            let mut answers = Vec::new();
-            let mut failed = None;
-            for change in batch::split_parts(&content, &cs) {
-                let (_, request) = batch::split_head(&change);
-                let answer = self.batch_inner(&request, ctx, service, root, true).await;
-                if answer.0 >= 400 {
-                    failed = Some(answer);
-                    break;
-                }
-                answers.push(answer);
+        let handler = SapBatch { sim: self, ctx, service, root };
+        match answer_batch(&handler, content_type, body).await {
+            Ok(answer) => {
+                (StatusCode::ACCEPTED, [(axum::http::header::CONTENT_TYPE, answer.content_type)], answer.body)
+                    .into_response()
             }
-            match failed {
-                Some(error) => {
-                    self.lock().rows = snapshot;
-                    out.push_str(&http_part(&error));
-                }
-                None => {
-                    let inner = format!("changesetresponse_{}", uuid::Uuid::new_v4().simple());
-                    out.push_str(&format!("Content-Type: multipart/mixed; boundary={inner}\r\n\r\n"));
-                    for answer in &answers {
-                        out.push_str(&format!("--{inner}\r\n"));
-                        out.push_str(&http_part(answer));
-                    }
-                    out.push_str(&format!("--{inner}--\r\n"));
-                }
+            Err(connect::odata::batch::BatchFormatError::NoBoundary(_)) => {
+                odata_error(StatusCode::BAD_REQUEST, "/IWBEP/CM_MGW_RT/030", "$batch needs a multipart/mixed boundary")
             }
+            Err(err) => odata_error(StatusCode::BAD_REQUEST, "/IWBEP/CM_MGW_RT/030", &err.to_string()),
         }
-        out.push_str(&format!("--{answer_boundary}--\r\n"));
-        let content_type = format!("multipart/mixed; boundary={answer_boundary}");
-        (StatusCode::ACCEPTED, [(axum::http::header::CONTENT_TYPE, content_type)], out).into_response()
-    }
-
-    /// Runs one request of a batch through the normal handlers.
-    async fn batch_inner(&self, request: &str, ctx: &Ctx, service: &str, root: &str, in_changeset: bool) -> Answer {
-        let (line, rest) = request.trim_start().split_once('\n').unwrap_or((request, ""));
-        let mut words = line.split_whitespace();
-        let (Some(method), Some(target)) = (words.next(), words.next()) else {
-            return (400, Vec::new(), "malformed request line in $batch".to_owned());
-        };
-        let Ok(method) = Method::from_bytes(method.as_bytes()) else {
-            return (400, Vec::new(), format!("bad method {method}"));
-        };
-        if in_changeset == (method == Method::GET) {
-            return (400, Vec::new(), "GET belongs outside changesets, writes inside".to_owned());
-        }
-        let (headers, body) = batch::split_head(rest);
-        let mut map = HeaderMap::new();
-        for (k, v) in headers {
-            if let (Ok(name), Ok(value)) = (axum::http::HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(&v))
-            {
-                map.insert(name, value);
-            }
-        }
-        let Ok(uri) = format!("{root}{target}").parse::<Uri>() else {
-            return (400, Vec::new(), format!("bad target {target}"));
-        };
-        let path = percent_encoding::percent_decode_str(uri.path()).decode_utf8_lossy().into_owned();
-        let rest = path.strip_prefix(root).unwrap_or_default().to_owned();
-        let body = Bytes::from(body.trim_end().to_owned());
-        let response = self.dispatch(&method, &uri, &map, &body, ctx, service, root, &rest);
-        let status = response.status().as_u16();
-        let headers: Vec<(String, String)> = response
-            .headers()
-            .iter()
-            .map(|(k, v)| (k.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
-            .collect();
-        let bytes = axum::body::to_bytes(response.into_body(), sim::MAX_BODY_BYTES).await.unwrap_or_default();
-        (status, headers, String::from_utf8_lossy(&bytes).into_owned())
     }
 
     /// `__metadata` + navigation properties (deferred, or expanded one level).
@@ -740,22 +626,17 @@ impl SapSim {
         Value::Object(out)
     }
 
-    fn collection(&self, def: &SetDef, params: &[(String, String)], base: &str, uri: &Uri) -> Response {
-        let p = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    fn collection(&self, def: &SetDef, query: &QueryOptions, base: &str, uri: &Uri) -> Response {
         let data = self.lock();
         let mut rows: Vec<&Value> = data.rows[def.set].iter().collect();
-        if let Some(text) = p("$filter") {
-            let filter = match Filter::parse(text) {
-                Ok(f) => f,
-                Err(e) => {
-                    return odata_error(
-                        StatusCode::BAD_REQUEST,
-                        "/IWBEP/CM_MGW_RT/021",
-                        &format!("Invalid filter: {e}"),
-                    )
-                }
-            };
-            let sample = rows.first().copied().or_else(|| data.rows[def.set].first());
+        let filter = match query.filter() {
+            Ok(filter) => filter,
+            Err(e) => {
+                return odata_error(StatusCode::BAD_REQUEST, "/IWBEP/CM_MGW_RT/021", &format!("Invalid filter: {e}"))
+            }
+        };
+        if let Some(filter) = filter {
+            let sample = data.rows[def.set].first();
             if let Some(bad) = filter.fields().into_iter().find(|f| sample.is_some_and(|s| s.get(*f).is_none())) {
                 return odata_error(
                     StatusCode::BAD_REQUEST,
@@ -763,69 +644,46 @@ impl SapSim {
                     &format!("Property '{bad}' is invalid"),
                 );
             }
-            rows.retain(|r| filter.matches(r));
+            rows.retain(|r| r.as_object().is_some_and(|fields| filter.matches(fields)));
         }
-        if let Some(order) = p("$orderby") {
-            let fields: Vec<(String, bool)> = order
-                .split(',')
-                .map(|f| {
-                    let mut parts = f.split_whitespace();
-                    (parts.next().unwrap_or_default().to_owned(), parts.next() == Some("desc"))
-                })
-                .collect();
-            rows.sort_by(|a, b| {
-                for (f, desc) in &fields {
-                    let key = |r: &Value| {
-                        let v = r.get(f).cloned().unwrap_or(Value::Null);
-                        match v.as_str().and_then(filter::date_millis) {
-                            Some(ms) => format!("{ms:020}"),
-                            None => v.to_string(),
-                        }
-                    };
-                    let ord = key(a).cmp(&key(b));
-                    let ord = if *desc { ord.reverse() } else { ord };
-                    if ord.is_ne() {
-                        return ord;
-                    }
-                }
-                std::cmp::Ordering::Equal
+        let order = query.order_by();
+        if !order.is_empty() {
+            rows.sort_by(|a, b| match (a.as_object(), b.as_object()) {
+                (Some(a), Some(b)) => compare_rows(a, b, &order),
+                _ => std::cmp::Ordering::Equal,
             });
         }
         let count = rows.len();
-        let parse_n = |k: &str| p(k).and_then(|v| v.parse::<usize>().ok());
-        let skip = parse_n("$skip").unwrap_or(0) + parse_n("$skiptoken").unwrap_or(0);
-        let top = parse_n("$top");
-        let remaining: Vec<&Value> = rows.into_iter().skip(skip).collect();
-        let wanted = top.map_or(remaining.len(), |t| t.min(remaining.len()));
-        let page_len = wanted.min(data.page_size);
-        let expand: Vec<&str> = p("$expand").map(|e| e.split(',').collect()).unwrap_or_default();
-        let select: Vec<&str> = p("$select").map(|e| e.split(',').collect()).unwrap_or_default();
+        let skip = query.number("$skip").unwrap_or(0) + query.number("$skiptoken").unwrap_or(0);
+        let top = query.number("$top");
+        let wanted = top.map_or(count.saturating_sub(skip), |t| t.min(count.saturating_sub(skip)));
+        // The server page is at most `page_size` of the rows the client wants.
+        let page = PageWindow::new(skip + wanted, skip, data.page_size);
+        let expand = query.list("$expand");
+        let select = query.list("$select");
         let results: Vec<Value> =
-            remaining[..page_len].iter().map(|r| self.render(&data, def, r, base, &expand, &select)).collect();
+            rows[page.start..page.end].iter().map(|r| self.render(&data, def, r, base, &expand, &select)).collect();
         let mut d = json!({"results": results});
-        if p("$inlinecount") == Some("allpages") {
+        if query.wants_count() {
             d["__count"] = json!(count.to_string());
         }
-        if page_len < wanted {
+        if page.more {
             // Server paging: $skiptoken counts rows already returned (after the client's $skip).
-            let mut next: Vec<(String, String)> =
-                params.iter().filter(|(k, _)| k != "$skiptoken" && k != "$skip").cloned().collect();
+            let mut next = query.without(&["$skiptoken", "$skip"]);
             if let Some(t) = top {
                 next.retain(|(k, _)| k != "$top");
-                next.push(("$top".to_owned(), (t - page_len).to_string()));
+                next.push(("$top".to_owned(), (t - page.len()).to_string()));
             }
-            next.push(("$skiptoken".to_owned(), (skip + page_len).to_string()));
-            let query: Vec<String> =
-                next.iter().map(|(k, v)| format!("{k}={}", utf8_percent_encode(v, QUERY_VALUE))).collect();
-            let query = query.join("&");
-            d["__next"] = json!(format!("{base}{}?{query}", uri.path().rsplit('/').next().unwrap_or(def.set)));
+            next.push(("$skiptoken".to_owned(), (skip + page.len()).to_string()));
+            let path = format!("{base}{}", uri.path().rsplit('/').next().unwrap_or(def.set));
+            d["__next"] = json!(next_link(&path, &next, QUERY_VALUE));
         }
         json_response(StatusCode::OK, &json!({ "d": d }))
     }
 
     /// `Set(keys)/Nav`: the related rows of one entity, one level (`A_PurchaseOrder('…')/to_PurchaseOrderItem`,
     /// `TaskCollection(…)/TaskObjects`).
-    fn navigation(&self, service: &str, entity: &str, nav: &str, base: &str) -> Response {
+    fn navigation(&self, service: &str, set: &str, key: &str, nav: &str, base: &str) -> Response {
         let not_found = |segment: &str| {
             odata_error(
                 StatusCode::NOT_FOUND,
@@ -833,11 +691,10 @@ impl SapSim {
                 &format!("Resource not found for the segment '{segment}'."),
             )
         };
-        let Some(open) = entity.find('(') else { return not_found(entity) };
-        let Some(def) = set_def(&entity[..open]).filter(|d| d.service == service) else {
-            return not_found(&entity[..open]);
+        let Some(def) = set_def(set).filter(|d| d.service == service) else {
+            return not_found(set);
         };
-        let Some(keys) = parse_keys(&entity[open + 1..entity.len() - 1], def) else {
+        let Some(keys) = parse_keys(key, def) else {
             return odata_error(StatusCode::BAD_REQUEST, "/IWBEP/CM_MGW_RT/004", "Malformed key predicate");
         };
         let Some((_, target, fks)) = def.navs.iter().find(|(name, _, _)| *name == nav) else { return not_found(nav) };
@@ -854,7 +711,7 @@ impl SapSim {
         json_response(StatusCode::OK, &json!({"d": {"results": results}}))
     }
 
-    fn single(&self, def: &SetDef, keys: &[(String, String)], params: &[(String, String)], base: &str) -> Response {
+    fn single(&self, def: &SetDef, keys: &[(String, String)], query: &QueryOptions, base: &str) -> Response {
         let data = self.lock();
         let Some(row) = data.rows[def.set].iter().find(|r| key_matches(def, r, keys)) else {
             return odata_error(
@@ -863,10 +720,7 @@ impl SapSim {
                 &format!("Resource not found for the segment '{}'.", def.set),
             );
         };
-        let p = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
-        let expand: Vec<&str> = p("$expand").map(|e| e.split(',').collect()).unwrap_or_default();
-        let select: Vec<&str> = p("$select").map(|e| e.split(',').collect()).unwrap_or_default();
-        let entity = self.render(&data, def, row, base, &expand, &select);
+        let entity = self.render(&data, def, row, base, &query.list("$expand"), &query.list("$select"));
         let mut resp = json_response(StatusCode::OK, &json!({ "d": entity }));
         if let Some(etag) = etag_of(def, row).and_then(|e| HeaderValue::from_str(&e).ok()) {
             resp.headers_mut().insert(axum::http::header::ETAG, etag);
@@ -902,11 +756,19 @@ impl SapSim {
         };
         let mut row = data.rows[def.set][index].clone();
         if def.etag_field.is_some() {
-            let Some(if_match) = headers.get(axum::http::header::IF_MATCH).and_then(|v| v.to_str().ok()) else {
-                return odata_error(StatusCode::PRECONDITION_REQUIRED, "/IWBEP/CM_MGW_RT/021", "Precondition required");
-            };
-            if if_match != "*" && Some(if_match.to_owned()) != etag_of(def, &row) {
-                return odata_error(StatusCode::PRECONDITION_FAILED, "/IWBEP/CM_MGW_RT/022", "Precondition failed");
+            // Gateway requires If-Match where the entity has an ETag: 428 without, 412 when stale.
+            match if_match(headers, etag_of(def, &row).as_deref()) {
+                IfMatch::Matches => {}
+                IfMatch::Absent => {
+                    return odata_error(
+                        StatusCode::PRECONDITION_REQUIRED,
+                        "/IWBEP/CM_MGW_RT/021",
+                        "Precondition required",
+                    )
+                }
+                IfMatch::Stale | IfMatch::NoEntity => {
+                    return odata_error(StatusCode::PRECONDITION_FAILED, "/IWBEP/CM_MGW_RT/022", "Precondition failed")
+                }
             }
         }
         for (k, v) in changes {
@@ -986,8 +848,8 @@ impl SapSim {
         resp
     }
 
-    fn decision(&self, params: &[(String, String)], base: &str) -> Response {
-        let p = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| unquote(v));
+    fn decision(&self, query: &QueryOptions, base: &str) -> Response {
+        let p = |k: &str| query.get(k).map(unquote);
         let (Some(origin), Some(instance), Some(key), Some(comments)) =
             (p("SAP__Origin"), p("InstanceID"), p("DecisionKey"), p("Comments"))
         else {
@@ -1170,6 +1032,46 @@ impl SapSim {
     }
 }
 
+/// One `$batch` request of the SAP simulator: every embedded request runs through
+/// [`SapSim::dispatch`] with the batch's session and service.
+struct SapBatch<'a> {
+    sim: &'a SapSim,
+    ctx: &'a Ctx,
+    service: &'a str,
+    root: &'a str,
+}
+
+#[async_trait::async_trait]
+impl BatchHandler for SapBatch<'_> {
+    type Savepoint = BTreeMap<&'static str, Vec<Value>>;
+
+    async fn answer(&self, operation: &BatchOperation, in_changeset: bool) -> BatchResponse {
+        let refuse = |body: String| BatchResponse { status: 400, headers: Vec::new(), body };
+        // OData v2: reads are top-level parts, writes live in changesets.
+        if in_changeset == (operation.method == Method::GET) {
+            return refuse("GET belongs outside changesets, writes inside".to_owned());
+        }
+        let Ok(uri) = format!("{}{}", self.root, operation.target).parse::<Uri>() else {
+            return refuse(format!("bad target {}", operation.target));
+        };
+        let path = percent_encoding::percent_decode_str(uri.path()).decode_utf8_lossy().into_owned();
+        let rest = path.strip_prefix(self.root).unwrap_or_default().to_owned();
+        let headers = request_headers(operation);
+        let body = request_body(operation);
+        let response =
+            self.sim.dispatch(&operation.method, &uri, &headers, &body, self.ctx, self.service, self.root, &rest);
+        embedded_response(response).await
+    }
+
+    fn savepoint(&self) -> Self::Savepoint {
+        self.sim.lock().rows.clone()
+    }
+
+    fn rollback(&self, savepoint: Self::Savepoint) {
+        self.sim.lock().rows = savepoint;
+    }
+}
+
 #[async_trait::async_trait]
 impl Simulator for SapSim {
     fn name(&self) -> &'static str {
@@ -1248,7 +1150,7 @@ impl Simulator for SapSim {
                 let explicit = def.etag_field.filter(|f| fields.contains_key(*f));
                 if let Some(field) = explicit {
                     let text = fields[field].as_str().unwrap_or_default();
-                    if filter::date_millis(text).is_none() {
+                    if date_millis(text).is_none() {
                         return Err(invalid(&format!(
                             "{field} must look like /Date(1710806400000)/, not {}",
                             fields[field]
