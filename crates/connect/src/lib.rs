@@ -5,6 +5,7 @@
 //! rate-limit logic live in one place.
 
 pub mod clock;
+pub mod config;
 pub mod error;
 pub mod retry;
 pub mod sink;

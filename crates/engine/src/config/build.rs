@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::flow::FlowEngine;
+pub use connect::config::{Secret, SecretReader, SecretResolver};
 use connect::http::{CaBundle, ClientIdentity, HttpClient, HttpSettings, Outbound};
 use connect::token::TokenCache;
 use connect::webhook::{WebhookSecret, WebhookVerifier};
@@ -22,43 +23,12 @@ use connectors::sap::client::{SapClient, SapConfig};
 use connectors::sap::uom::{UomTable, DEFAULT_PAIRS};
 use connectors::zoho::auth::ZohoCredentials;
 use connectors::zoho::client::{ZohoClient, ZohoSettings};
-use secrecy::{ExposeSecret, SecretString};
 
 /// Salesforce token answers carry no expiry, so the cache assumes the session lifetime; fetching
 /// a few minutes early keeps calls from racing the end of a session.
 const SALESFORCE_TOKEN_MARGIN: Duration = Duration::from_secs(5 * 60);
 /// NetSuite OAuth 2.0 access tokens live an hour; fetch a new one five minutes before.
 const NETSUITE_TOKEN_MARGIN: Duration = Duration::from_secs(5 * 60);
-
-/// A resolved secret. `Debug` and `Display` print `[redacted]`.
-#[derive(Clone)]
-pub struct Secret(SecretString);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(SecretString::from(value.into()))
-    }
-
-    pub fn expose(&self) -> &str {
-        self.0.expose_secret()
-    }
-
-    pub fn secret_string(&self) -> &SecretString {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
 
 /// How one DingTalk source receives its events.
 pub enum DingtalkSourceRuntime {
@@ -149,12 +119,6 @@ impl fmt::Debug for Runtime {
     }
 }
 
-/// Looks a secret up. Production reads the process environment and files; tests inject.
-pub trait SecretResolver {
-    fn env(&self, name: &str) -> Option<String>;
-    fn file(&self, path: &Path) -> std::io::Result<String>;
-}
-
 /// The real resolver: `std::env` and the filesystem.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ProcessSecrets;
@@ -213,7 +177,7 @@ fn grant_span(grant: &SalesforceGrant) -> Range<usize> {
 
 /// `Some(None)` without mutual TLS, `Some(Some(identity))` with it, `None` when the
 /// certificate or key is missing or unusable (reported to `rs`).
-fn sap_identity(name: &str, system: &SapSystemConfig, rs: &mut Resolve<'_>) -> Option<Option<ClientIdentity>> {
+fn sap_identity(name: &str, system: &SapSystemConfig, rs: &mut SecretReader<'_>) -> Option<Option<ClientIdentity>> {
     let (Some(cert_ref), Some(key_ref)) = (&system.client_cert, &system.client_key) else {
         return Some(None);
     };
@@ -246,67 +210,18 @@ pub(super) fn jwt_audience(login_url: &str) -> &'static str {
     }
 }
 
-struct Resolve<'a> {
-    resolver: &'a dyn SecretResolver,
-    errors: Vec<ConfigError>,
-}
-
-impl Resolve<'_> {
-    fn get(&mut self, r: &SecretRef, what: &str) -> Option<Secret> {
-        let value = match &r.location {
-            SecretLocation::Env(name) => match self.resolver.env(name) {
-                Some(v) => v,
-                None => {
-                    self.errors.push(
-                        ConfigError::new(
-                            Code::MissingSecret,
-                            format!("{what}: environment variable `{name}` is not set"),
-                            Some(r.span.clone()),
-                            format!("reads `{name}`"),
-                        )
-                        .with_help(format!("export {name}=... before starting dingbridge")),
-                    );
-                    return None;
-                }
-            },
-            SecretLocation::File(path) => match self.resolver.file(path) {
-                Ok(v) => v.trim_end_matches(['\r', '\n']).to_string(),
-                Err(e) => {
-                    self.errors.push(ConfigError::new(
-                        Code::MissingSecret,
-                        format!("{what}: cannot read secret file `{}`: {e}", path.display()),
-                        Some(r.span.clone()),
-                        "secret file unreadable",
-                    ));
-                    return None;
-                }
-            },
-        };
-        if value.is_empty() {
-            self.errors.push(ConfigError::new(
-                Code::MissingSecret,
-                format!("{what}: the {} is empty", r.location),
-                Some(r.span.clone()),
-                "empty secret",
-            ));
-            return None;
-        }
-        Some(Secret::new(value))
-    }
-
-    /// The audit key named by `[audit] key`, checked for length.
-    fn audit_key(&mut self, r: Option<&SecretRef>) -> Option<store::AuditKey> {
-        let r = r?;
-        let secret = self.get(r, "audit.key")?;
-        match store::AuditKey::new(secret.expose().as_bytes()) {
-            Ok(key) => Some(key),
-            Err(e) => {
-                self.errors.push(
-                    ConfigError::new(Code::AuditKey, format!("audit.key: {e}"), Some(r.span.clone()), "key too short")
-                        .with_help("generate one with `openssl rand -hex 32`"),
-                );
-                None
-            }
+/// The audit key named by `[audit] key`, checked for length.
+fn read_audit_key(rs: &mut SecretReader<'_>, r: Option<&SecretRef>) -> Option<store::AuditKey> {
+    let r = r?;
+    let secret = rs.get(r, "audit.key")?;
+    match store::AuditKey::new(secret.expose().as_bytes()) {
+        Ok(key) => Some(key),
+        Err(e) => {
+            rs.errors.push(
+                ConfigError::new(Code::AuditKey, format!("audit.key: {e}"), Some(r.span.clone()), "key too short")
+                    .with_help("generate one with `openssl rand -hex 32`"),
+            );
+            None
         }
     }
 }
@@ -325,8 +240,8 @@ impl Config {
 
     /// [`Config::audit_key`] with an injected secret resolver.
     pub fn audit_key_with(&self, resolver: &dyn SecretResolver) -> Result<Option<store::AuditKey>, ConfigErrors> {
-        let mut rs = Resolve { resolver, errors: Vec::new() };
-        let key = rs.audit_key(self.audit.key.as_ref());
+        let mut rs = SecretReader::new(resolver);
+        let key = read_audit_key(&mut rs, self.audit.key.as_ref());
         if rs.errors.is_empty() {
             Ok(key)
         } else {
@@ -336,10 +251,10 @@ impl Config {
 
     /// Phase 3 with an injected secret resolver. Collects every missing secret.
     pub fn build_with(&self, resolver: &dyn SecretResolver, clock: Arc<dyn Clock>) -> Result<Runtime, ConfigErrors> {
-        let mut rs = Resolve { resolver, errors: Vec::new() };
+        let mut rs = SecretReader::new(resolver);
         let outbound = self.outbound(resolver, &mut rs.errors);
         let admin_token = self.server.admin_token.as_ref().and_then(|r| rs.get(r, "server.admin_token"));
-        let audit_key = rs.audit_key(self.audit.key.as_ref());
+        let audit_key = read_audit_key(&mut rs, self.audit.key.as_ref());
         let mut app_secrets = BTreeMap::new();
         for (name, app) in &self.dingtalk_apps {
             if let Some(secret) = rs.get(&app.app_secret, &format!("the app secret of DingTalk app `{name}`")) {
@@ -435,8 +350,8 @@ impl Config {
             if let (Some(secret), Some(token)) = (secret, token) {
                 let credentials = ZohoCredentials {
                     client_id: org.client_id.clone(),
-                    client_secret: secret.0,
-                    refresh_token: token.0,
+                    client_secret: secret.into_secret_string(),
+                    refresh_token: token.into_secret_string(),
                 };
                 zoho_credentials.insert(name.clone(), credentials);
             }
@@ -506,7 +421,7 @@ impl Config {
             let Some(secret) = app_secrets.get(name) else { continue };
             let credentials = AppCredentials {
                 app_key: app.app_key.clone(),
-                app_secret: secret.0.clone(),
+                app_secret: secret.secret_string().clone(),
                 agent_id: app.agent_id,
                 corp_id: app.corp_id.clone(),
             };
@@ -531,7 +446,8 @@ impl Config {
             match inbound {
                 DingtalkInbound::Stream => {
                     let base = self.openapi_settings(app_config, &outbound).new_api_base;
-                    let mut settings = StreamSettings::new(base, app_config.app_key.clone(), secret.0.clone());
+                    let mut settings =
+                        StreamSettings::new(base, app_config.app_key.clone(), secret.secret_string().clone());
                     settings.outbound = outbound.clone();
                     dingtalk_sources.insert(name.clone(), DingtalkSourceRuntime::Stream(Box::new(settings)));
                 }
@@ -613,9 +529,9 @@ impl Config {
             sinks.insert(name.clone(), sink);
         }
         for (name, robot, token, secret) in robots {
-            let mut settings = connectors::dingtalk::RobotSettings::new(token.0);
+            let mut settings = connectors::dingtalk::RobotSettings::new(token.into_secret_string());
             settings.base_url = robot.base_url.clone();
-            settings.secret = secret.map(|s| s.0);
+            settings.secret = secret.map(|s| s.into_secret_string());
             settings.per_minute = robot.per_minute;
             settings.timeout = self.delivery.request_timeout;
             settings.outbound = outbound.clone();
@@ -655,7 +571,7 @@ impl Config {
 
     /// The secrets of every NetSuite account, Dynamics org and SAP system; missing ones are
     /// reported to `rs`.
-    fn resolve_erp_connections(&self, rs: &mut Resolve<'_>) -> ErpCredentials {
+    fn resolve_erp_connections(&self, rs: &mut SecretReader<'_>) -> ErpCredentials {
         let mut netsuite = BTreeMap::new();
         for (name, account) in &self.netsuite_accounts {
             let what = |key: &str| format!("the {key} of NetSuite account `{name}`");
@@ -666,9 +582,9 @@ impl Config {
                     match (consumer_secret, token_secret) {
                         (Some(consumer_secret), Some(token_secret)) => Some(ResolvedNetsuite::Tba(TbaCredentials {
                             consumer_key: consumer_key.clone(),
-                            consumer_secret: consumer_secret.0,
+                            consumer_secret: consumer_secret.into_secret_string(),
                             token_id: token_id.clone(),
-                            token_secret: token_secret.0,
+                            token_secret: token_secret.into_secret_string(),
                         })),
                         _ => None,
                     }
@@ -860,7 +776,7 @@ impl Config {
                 .iter()
                 .cloned()
                 .chain(DEFAULT_PAIRS.iter().map(|(s, i)| ((*s).to_string(), (*i).to_string())));
-            let auth = SapAuth::Basic { user: system.user.clone(), password: password.0 };
+            let auth = SapAuth::Basic { user: system.user.clone(), password: password.into_secret_string() };
             let client = SapClient::new(http, auth, config, UomTable::new(pairs), clock.clone());
             built.sap.insert(name, Arc::new(client));
         }
@@ -878,7 +794,7 @@ impl Config {
         let credentials = AadCredentials {
             tenant_id: org.tenant_id.clone(),
             client_id: org.client_id.clone(),
-            client_secret: secret.0,
+            client_secret: secret.into_secret_string(),
         };
         let authority = org.base_url_override.as_deref().unwrap_or(&org.authority);
         let dataverse = match &org.dataverse_url {
@@ -951,9 +867,10 @@ impl Config {
             let Some(org) = self.salesforce_orgs.get(&name) else { continue };
             let at = grant_span(&org.grant);
             let grant = match resolved {
-                ResolvedGrant::ClientCredentials { client_secret } => {
-                    Grant::ClientCredentials { client_id: org.client_id.clone(), client_secret: client_secret.0 }
-                }
+                ResolvedGrant::ClientCredentials { client_secret } => Grant::ClientCredentials {
+                    client_id: org.client_id.clone(),
+                    client_secret: client_secret.into_secret_string(),
+                },
                 ResolvedGrant::JwtBearer { username, private_key, span } => {
                     let audience = jwt_audience(&org.login_url);
                     match Grant::jwt_bearer(&org.client_id, &username, audience, private_key.expose().as_bytes()) {
@@ -969,9 +886,11 @@ impl Config {
                         }
                     }
                 }
-                ResolvedGrant::RefreshToken { client_secret, refresh_token } => {
-                    Grant::refresh_token(&org.client_id, client_secret.map(|s| s.0), refresh_token.0)
-                }
+                ResolvedGrant::RefreshToken { client_secret, refresh_token } => Grant::refresh_token(
+                    &org.client_id,
+                    client_secret.map(|s| s.into_secret_string()),
+                    refresh_token.into_secret_string(),
+                ),
             };
             let login = org.base_url_override.as_deref().unwrap_or(&org.login_url);
             let instance = Arc::new(InstanceUrl::default());

@@ -8,14 +8,13 @@
 //!    giving a [`Runtime`].
 
 mod build;
-pub mod duration;
 mod error;
 pub mod raw;
 pub mod refs;
 mod validate;
 
 pub use build::{DingtalkSourceRuntime, DynamicsClients, ErpSecrets, ProcessSecrets, Runtime, Secret, SecretResolver};
-pub use duration::parse_duration;
+pub use connect::config::{duration, parse_duration, SecretLocation, SecretRef};
 pub use error::{line_col, Code, ConfigError, ConfigErrors};
 pub use raw::RawConfig;
 pub use validate::{DESTINATION_TYPES, MESSAGE_TYPES, SOURCE_TYPES};
@@ -70,29 +69,6 @@ impl FieldKind {
             Self::Integer => model::FieldType::Integer,
             Self::Text => model::FieldType::Text,
             Self::Bool => model::FieldType::Bool,
-        }
-    }
-}
-
-/// Where a secret lives (never the secret itself), and where the config names it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SecretRef {
-    pub location: SecretLocation,
-    /// Byte range of the reference in the config text, for diagnostics.
-    pub span: Range<usize>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SecretLocation {
-    Env(String),
-    File(PathBuf),
-}
-
-impl fmt::Display for SecretLocation {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Env(v) => write!(f, "environment variable `{v}`"),
-            Self::File(p) => write!(f, "file `{}`", p.display()),
         }
     }
 }

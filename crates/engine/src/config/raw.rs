@@ -1,12 +1,8 @@
 //! Phase 1: the config file as written. Every leaf a diagnostic may point at keeps its span.
 
-use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+pub use connect::config::{RawSecretRef, RawSecrets, S};
 use serde::Deserialize;
 use std::collections::BTreeMap;
-use std::fmt;
-use toml::Spanned;
-
-pub type S<T> = Spanned<T>;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -364,74 +360,6 @@ pub struct RawMessage {
 pub struct RawButton {
     pub title: S<String>,
     pub url: S<String>,
-}
-
-/// `{ env = "NAME" }` or `{ file = "path" }`: where a secret lives, never the secret itself.
-#[derive(Debug, Clone, Default)]
-pub struct RawSecretRef {
-    pub env: Option<String>,
-    pub file: Option<String>,
-    /// The secret was written in the file itself. Validation refuses it at its line (and goes on
-    /// to the rest of the file); the value is not kept, so no message can show it.
-    pub literal: bool,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawSecretTable {
-    env: Option<String>,
-    file: Option<String>,
-}
-
-impl<'de> Deserialize<'de> for RawSecretRef {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = RawSecretRef;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a secret reference `{ env = \"NAME\" }` or `{ file = \"path\" }`")
-            }
-            fn visit_str<E: de::Error>(self, _literal: &str) -> Result<RawSecretRef, E> {
-                Ok(RawSecretRef { literal: true, ..RawSecretRef::default() })
-            }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawSecretRef, A::Error> {
-                let table = RawSecretTable::deserialize(de::value::MapAccessDeserializer::new(map))?;
-                Ok(RawSecretRef { env: table.env, file: table.file, literal: false })
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
-
-/// One secret reference or a list of them (rotation).
-#[derive(Debug, Clone)]
-pub struct RawSecrets(pub Vec<RawSecretRef>);
-
-impl<'de> Deserialize<'de> for RawSecrets {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = RawSecrets;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a secret reference `{ env = \"NAME\" }` / `{ file = \"path\" }` or a list of them")
-            }
-            fn visit_str<E: de::Error>(self, _literal: &str) -> Result<RawSecrets, E> {
-                Ok(RawSecrets(vec![RawSecretRef { literal: true, ..RawSecretRef::default() }]))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawSecrets, A::Error> {
-                let one = RawSecretRef::deserialize(de::value::MapAccessDeserializer::new(map))?;
-                Ok(RawSecrets(vec![one]))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RawSecrets, A::Error> {
-                let mut all = Vec::new();
-                while let Some(one) = seq.next_element::<RawSecretRef>()? {
-                    all.push(one);
-                }
-                Ok(RawSecrets(all))
-            }
-        }
-        d.deserialize_any(V)
-    }
 }
 
 /// `on.source`: one name or a list of names (the span covers the whole value).

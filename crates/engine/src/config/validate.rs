@@ -3,6 +3,9 @@
 use super::raw::*;
 use super::refs::{check_cel, check_template_vars, BadRef};
 use super::*;
+use connect::config::{
+    at, is_base_url, known_list, require_https, span, suggest, validate_private_hosts, Diagnostics, SecretRefError,
+};
 use minijinja::{AutoEscape, Environment, UndefinedBehavior};
 use std::collections::{BTreeSet, HashMap};
 
@@ -106,45 +109,24 @@ fn dingtalk_formatter(
 }
 
 struct Ctx<'a> {
-    errors: Vec<ConfigError>,
+    diag: Diagnostics,
     env: Environment<'static>,
     text: &'a str,
     /// The config file's directory: relative paths in the config are relative to it.
     base_dir: PathBuf,
 }
 
-fn span<T>(s: &S<T>) -> Option<Range<usize>> {
-    Some(s.span())
-}
-
 impl Ctx<'_> {
     fn push(&mut self, e: ConfigError) {
-        self.errors.push(e);
+        self.diag.push(e);
     }
 
     fn duration(&mut self, s: &S<String>, what: &str) -> Option<Duration> {
-        match parse_duration(s.get_ref()) {
-            Ok(d) => Some(d),
-            Err(msg) => {
-                self.push(ConfigError::new(Code::BadDuration, format!("{what}: {msg}"), span(s), "not a duration"));
-                None
-            }
-        }
+        self.diag.duration(s, what)
     }
 
     fn positive(&mut self, s: &S<u64>, what: &str) -> Option<usize> {
-        match usize::try_from(*s.get_ref()) {
-            Ok(n) if n > 0 => Some(n),
-            _ => {
-                self.push(ConfigError::new(
-                    Code::InvalidValue,
-                    format!("{what} must be a positive number, found {}", s.get_ref()),
-                    span(s),
-                    "must be at least 1",
-                ));
-                None
-            }
-        }
+        self.diag.positive(s, what)
     }
 
     /// A `host:port` key, or `default` when it is absent (or wrong, after reporting it).
@@ -162,7 +144,7 @@ impl Ctx<'_> {
     }
 
     fn secret(&mut self, s: &S<RawSecretRef>, what: &str) -> Option<SecretRef> {
-        secret_ref(s.get_ref(), s.span()).map_err(|msg| self.push(invalid_secret(what, &msg, s.span()))).ok()
+        self.diag.secret(s, what)
     }
 
     /// Compile a template and check the event fields it references.
@@ -198,59 +180,12 @@ impl Ctx<'_> {
 
     /// `DB0101` for each key that is present but not used by `owner`; true if any was.
     fn unused_keys(&mut self, keys: &[(&str, Option<Range<usize>>)], owner: &str, label: &str) -> bool {
-        let mut any = false;
-        for (key, at) in keys {
-            if let Some(at) = at {
-                self.push(ConfigError::new(
-                    Code::UnknownKey,
-                    format!("key `{key}` is not used by {owner}"),
-                    Some(at.clone()),
-                    label.to_string(),
-                ));
-                any = true;
-            }
-        }
-        any
+        self.diag.unused_keys(keys, owner, label)
     }
 
     fn slice(&self, r: &Range<usize>) -> &str {
         self.text.get(r.clone()).unwrap_or_default()
     }
-}
-
-/// Where an optional key was written, if it was.
-fn at<T>(value: &Option<S<T>>) -> Option<Range<usize>> {
-    value.as_ref().map(|s| s.span())
-}
-
-fn invalid_secret(what: &str, msg: &str, span: Range<usize>) -> ConfigError {
-    let error = ConfigError::new(Code::InvalidValue, format!("{what}: {msg}"), Some(span), "invalid secret reference")
-        .with_help(
-            "write `{ env = \"NAME\" }` or `{ file = \"/path/to/secret\" }`; secrets are never literal in config",
-        );
-    if msg == LITERAL_SECRET {
-        error.hiding_secret()
-    } else {
-        error
-    }
-}
-
-/// Why a secret written in the config is refused (its value is blanked in the rendering).
-const LITERAL_SECRET: &str = "secrets are never written in the config: give `{ env = \"NAME\" }` (an environment \
-                              variable) or `{ file = \"path\" }` (a file) that holds it";
-
-fn secret_ref(r: &RawSecretRef, span: Range<usize>) -> Result<SecretRef, String> {
-    if r.literal {
-        return Err(LITERAL_SECRET.into());
-    }
-    let location = match (&r.env, &r.file) {
-        (Some(v), None) if !v.trim().is_empty() => SecretLocation::Env(v.clone()),
-        (None, Some(p)) if !p.trim().is_empty() => SecretLocation::File(PathBuf::from(p)),
-        (Some(_), Some(_)) => return Err("give either `env` or `file`, not both".into()),
-        (None, None) => return Err("a secret reference needs `env` or `file`".into()),
-        _ => return Err("the variable name or path is empty".into()),
-    };
-    Ok(SecretRef { location, span })
 }
 
 fn unknown_field(what: &str, bad: &BadRef, span: Range<usize>) -> ConfigError {
@@ -262,48 +197,16 @@ fn unknown_field(what: &str, bad: &BadRef, span: Range<usize>) -> ConfigError {
     )
 }
 
-/// Edit distance for "did you mean" hints.
-fn distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let sub = prev[j] + usize::from(ca != *cb);
-            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
-        }
-        prev = cur;
-    }
-    prev[b.len()]
-}
-
-fn suggest<'a>(name: &str, known: impl IntoIterator<Item = &'a String>) -> Option<String> {
-    known
-        .into_iter()
-        .map(|k| (distance(name, k), k))
-        .filter(|(d, k)| *d <= 2.max(k.len() / 3))
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, k)| format!("did you mean `{k}`?"))
-}
-
-fn known_list(known: &[String]) -> String {
-    if known.is_empty() {
-        "none are defined".to_string()
-    } else {
-        known.join(", ")
-    }
-}
-
 pub(super) fn validate(raw: RawConfig, text: &str, path: &str) -> Result<Config, ConfigErrors> {
     let base_dir = Path::new(path).parent().map(Path::to_path_buf).unwrap_or_default();
-    let mut cx = Ctx { errors: Vec::new(), env: template_env(), text, base_dir };
+    let mut cx = Ctx { diag: Diagnostics::new(), env: template_env(), text, base_dir };
 
     // [server]
     let listen = cx.socket_addr(raw.server.listen.as_ref(), "server.listen", DEFAULT_LISTEN);
     let admin_listen = cx.socket_addr(raw.server.admin_listen.as_ref(), "server.admin_listen", DEFAULT_ADMIN_LISTEN);
     let max_body_bytes = raw.server.max_body_bytes.as_ref().map_or(DEFAULT_MAX_BODY, |s| *s.get_ref());
     let admin_token = raw.server.admin_token.as_ref().and_then(|s| cx.secret(s, "server.admin_token"));
-    let private_hosts = validate_private_hosts(&mut cx, raw.server.allow_private_hosts.as_ref());
+    let private_hosts = validate_private_hosts(&mut cx.diag, raw.server.allow_private_hosts.as_ref());
     let ca_bundle = match &raw.server.ca_bundle {
         Some(s) if s.get_ref().trim().is_empty() => {
             cx.push(ConfigError::new(
@@ -516,7 +419,7 @@ pub(super) fn validate(raw: RawConfig, text: &str, path: &str) -> Result<Config,
         approvals: raw.approvals.as_ref(),
     };
     let (approvals, approval_errors) = crate::approvals::config::validate(&sections, text, &sources, &destinations);
-    cx.errors.extend(approval_errors);
+    cx.diag.extend(approval_errors);
     // Approval decisions are evidence: without a key, whoever can write to the store could
     // rewrite them and hash the chain again. (A malformed key is reported above.)
     let first_policy = raw.approvals.as_ref().and_then(|a| a.policies.first());
@@ -535,10 +438,11 @@ pub(super) fn validate(raw: RawConfig, text: &str, path: &str) -> Result<Config,
         );
     }
 
-    if !cx.errors.is_empty() {
+    if !cx.diag.is_empty() {
+        let mut errors = cx.diag.into_errors();
         // Report in file order.
-        cx.errors.sort_by_key(|e| e.span.as_ref().map_or(0, |s| s.start));
-        return Err(ConfigErrors::new(path, text, cx.errors));
+        errors.sort_by_key(|e| e.span.as_ref().map_or(0, |s| s.start));
+        return Err(ConfigErrors::new(path, text, errors));
     }
     Ok(Config {
         server,
@@ -805,14 +709,14 @@ fn validate_source(
     match &src.secret {
         Some(s) => {
             if s.get_ref().0.is_empty() {
-                cx.push(invalid_secret(&format!("sources.{n}.secret"), "the list of secrets is empty", s.span()));
+                cx.push(SecretRefError::EmptyList.to_config_error(&format!("sources.{n}.secret"), s.span()));
                 ok = false;
             }
             for r in &s.get_ref().0 {
-                match secret_ref(r, s.span()) {
+                match SecretRef::from_raw(r, s.span()) {
                     Ok(r) => secrets.push(r),
-                    Err(msg) => {
-                        cx.push(invalid_secret(&format!("sources.{n}.secret"), &msg, s.span()));
+                    Err(e) => {
+                        cx.push(e.to_config_error(&format!("sources.{n}.secret"), s.span()));
                         ok = false;
                     }
                 }
@@ -973,7 +877,7 @@ fn validate_salesforce_org(cx: &mut Ctx<'_>, name: &S<String>, org: &RawSalesfor
     let n = name.get_ref();
     let mut ok = true;
     let login_url = org.login_url.get_ref().trim_end_matches('/').to_string();
-    require_https(cx, &format!("salesforce.orgs.{n}.login_url"), &org.login_url);
+    require_https(&mut cx.diag, &format!("salesforce.orgs.{n}.login_url"), &org.login_url);
     if !is_base_url(&login_url) {
         cx.push(ConfigError::new(
             Code::InvalidValue,
@@ -1109,50 +1013,6 @@ fn validate_salesforce_org(cx: &mut Ctx<'_>, name: &S<String>, org: &RawSalesfor
         organization_id,
         base_url_override: None,
     })
-}
-
-/// `[server] allow_private_hosts`: each entry a host name, an IP address or a CIDR range.
-fn validate_private_hosts(cx: &mut Ctx<'_>, entries: Option<&S<Vec<S<String>>>>) -> connect::http::PrivateHosts {
-    let mut hosts = connect::http::PrivateHosts::default();
-    for entry in entries.map(|s| s.get_ref().as_slice()).unwrap_or_default() {
-        if let Err(e) = hosts.allow(entry.get_ref()) {
-            cx.push(
-                ConfigError::new(
-                    Code::InvalidValue,
-                    format!("server.allow_private_hosts: {e}"),
-                    span(entry),
-                    "expected a host name, an IP address or a CIDR range",
-                )
-                .with_help("e.g. allow_private_hosts = [\"sap.corp.local\", \"10.1.2.3\", \"10.20.0.0/16\"]: no scheme, port or path"),
-            );
-        }
-    }
-    hosts
-}
-
-/// DB0114 when a vendor endpoint is plain `http://`. Only the local simulators speak plain http,
-/// and `--sim-endpoints` puts their URLs in place after validation, so no config file needs it.
-/// The value is otherwise well formed, so the connection stays valid (no follow-on errors).
-fn require_https(cx: &mut Ctx<'_>, key: &str, s: &S<String>) {
-    let url = s.get_ref().trim();
-    if url.get(..7).is_some_and(|scheme| scheme.eq_ignore_ascii_case("http://")) {
-        cx.push(
-            ConfigError::new(
-                Code::InsecureEndpoint,
-                format!("{key} `{url}` is plain http; vendor endpoints must be https"),
-                span(s),
-                "credentials and business data would travel unencrypted",
-            )
-            .with_help("write https://…; the local simulators (plain http) are reached with `--sim-endpoints`, which replaces this URL"),
-        );
-    }
-}
-
-/// `https://host[:port]` (or http, refused separately by [`require_https`]): the token path is
-/// appended to it.
-fn is_base_url(url: &str) -> bool {
-    let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"));
-    rest.is_some_and(|host| !host.is_empty() && !host.contains(['/', '?', '#', ' ']))
 }
 
 /// `vNN.N`, as Salesforce names its API versions.
@@ -1558,7 +1418,7 @@ fn validate_destination(
     let secret = dst.secret.as_ref().map(|s| cx.secret(s, &format!("destinations.{n}.secret")));
     let base_url = dst.base_url.as_ref().map_or_else(|| DEFAULT_DINGTALK_URL.to_string(), |s| s.get_ref().clone());
     if let Some(s) = &dst.base_url {
-        require_https(cx, &format!("destinations.{n}.base_url"), s);
+        require_https(&mut cx.diag, &format!("destinations.{n}.base_url"), s);
         if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
             cx.push(ConfigError::new(
                 Code::InvalidValue,
@@ -2380,7 +2240,7 @@ fn validate_dynamics_org(cx: &mut Ctx<'_>, name: &S<String>, org: &RawDynamicsOr
     let client_secret = cx.secret(&org.client_secret, &format!("dynamics.orgs.{n}.client_secret"));
     let mut base_url = |cx: &mut Ctx<'_>, key: &str, v: &S<String>, example: &str| {
         let url = v.get_ref().trim().trim_end_matches('/').to_string();
-        require_https(cx, &format!("dynamics.orgs.{n}.{key}"), v);
+        require_https(&mut cx.diag, &format!("dynamics.orgs.{n}.{key}"), v);
         if !is_base_url(&url) {
             cx.push(ConfigError::new(
                 Code::InvalidValue,
@@ -2468,7 +2328,7 @@ fn validate_sap_system(cx: &mut Ctx<'_>, name: &S<String>, system: &RawSapSystem
     let n = name.get_ref();
     let mut ok = true;
     let base_url = system.base_url.get_ref().trim().trim_end_matches('/').to_string();
-    require_https(cx, &format!("sap.systems.{n}.base_url"), &system.base_url);
+    require_https(&mut cx.diag, &format!("sap.systems.{n}.base_url"), &system.base_url);
     // `SapConfig::new` takes the parsed URL: the same parse `run` does.
     if !is_base_url(&base_url) || base_url.parse().map(connectors::sap::client::SapConfig::new).is_err() {
         cx.push(ConfigError::new(
