@@ -1,6 +1,13 @@
 //! Phase 1: the config file as written. Every leaf a diagnostic may point at keeps its span.
 
 pub use connect::config::{RawSecretRef, RawSecrets, S};
+// Each connection's table is its connector's.
+pub use connectors::dingtalk::config::{RawDingtalk, RawDingtalkApp};
+pub use connectors::dynamics::config::{RawDynamics, RawDynamicsOrg};
+pub use connectors::netsuite::config::{RawNetsuite, RawNetsuiteAccount};
+pub use connectors::salesforce::config::{RawSalesforce, RawSalesforceOrg};
+pub use connectors::sap::config::{RawSap, RawSapSystem};
+pub use connectors::zoho::config::{RawZoho, RawZohoOrg};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -50,144 +57,6 @@ pub struct RawConfig {
 pub struct RawAudit {
     /// `{ env = "NAME" }` / `{ file = "path" }`: the HMAC key of the audit chain, at least 32 bytes.
     pub key: Option<S<RawSecretRef>>,
-}
-
-/// `[netsuite.accounts.NAME]`: NetSuite accounts (account id, TBA or OAuth 2.0 credentials,
-/// concurrency, the integration user's time zone), used by `netsuite` sources.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawNetsuite {
-    #[serde(default)]
-    pub accounts: BTreeMap<S<String>, RawNetsuiteAccount>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawNetsuiteAccount {
-    pub account_id: S<String>,
-    /// `tba` (default) or `oauth2`.
-    pub auth: Option<S<String>>,
-    pub consumer_key: Option<S<String>>,
-    pub consumer_secret: Option<S<RawSecretRef>>,
-    pub token_id: Option<S<String>>,
-    pub token_secret: Option<S<RawSecretRef>>,
-    pub client_id: Option<S<String>>,
-    pub certificate_id: Option<S<String>>,
-    pub private_key: Option<S<RawSecretRef>>,
-    pub concurrency: Option<S<u64>>,
-    pub time_zone: Option<S<String>>,
-}
-
-/// `[dynamics.orgs.NAME]`: Microsoft Dynamics 365 tenants (app registration, Dataverse and/or
-/// Business Central), used by `dynamics` sources.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawDynamics {
-    #[serde(default)]
-    pub orgs: BTreeMap<S<String>, RawDynamicsOrg>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawDynamicsOrg {
-    pub tenant_id: S<String>,
-    pub client_id: S<String>,
-    pub client_secret: S<RawSecretRef>,
-    pub authority: Option<S<String>>,
-    pub dataverse_url: Option<S<String>>,
-    pub bc_environment: Option<S<String>>,
-    pub bc_company: Option<S<String>>,
-}
-
-/// `[sap.systems.NAME]`: SAP S/4HANA systems (OData host, client, technical user, unit table),
-/// used by `sap` sources.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawSap {
-    #[serde(default)]
-    pub systems: BTreeMap<S<String>, RawSapSystem>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawSapSystem {
-    pub base_url: S<String>,
-    pub sap_client: Option<S<String>>,
-    pub user: S<String>,
-    pub password: S<RawSecretRef>,
-    /// Extra SAP unit code → ISO code entries, consulted before the defaults.
-    pub units: Option<S<BTreeMap<S<String>, S<String>>>>,
-    /// Mutual TLS: the client certificate (PEM, chain allowed) and its private key.
-    pub client_cert: Option<S<RawSecretRef>>,
-    pub client_key: Option<S<RawSecretRef>>,
-}
-
-/// `[salesforce.orgs.NAME]`: Salesforce orgs (login host, OAuth grant, API version, quota
-/// reserve), used by `salesforce` sources and destinations.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawSalesforce {
-    #[serde(default)]
-    pub orgs: BTreeMap<S<String>, RawSalesforceOrg>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawSalesforceOrg {
-    pub login_url: S<String>,
-    /// `client_credentials` (default), `jwt_bearer` or `refresh_token`.
-    pub grant: Option<S<String>>,
-    pub client_id: S<String>,
-    pub client_secret: Option<S<RawSecretRef>>,
-    pub username: Option<S<String>>,
-    pub private_key: Option<S<RawSecretRef>>,
-    pub refresh_token: Option<S<RawSecretRef>>,
-    pub api_version: Option<S<String>>,
-    pub reserve: Option<S<u64>>,
-    pub organization_id: Option<S<String>>,
-}
-
-/// `[zoho.orgs.NAME]`: Zoho CRM orgs (data centre and refresh-token credentials), used by
-/// `zoho` sources and destinations.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawZoho {
-    #[serde(default)]
-    pub orgs: BTreeMap<S<String>, RawZohoOrg>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawZohoOrg {
-    pub data_centre: S<String>,
-    pub client_id: S<String>,
-    pub client_secret: S<RawSecretRef>,
-    pub refresh_token: S<RawSecretRef>,
-}
-
-/// `[dingtalk.apps.NAME]`: DingTalk internal apps (credentials and hosts), used by `dingtalk`
-/// sources and `dingtalk_app` destinations.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawDingtalk {
-    #[serde(default)]
-    pub apps: BTreeMap<S<String>, RawDingtalkApp>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawDingtalkApp {
-    pub app_key: S<String>,
-    pub app_secret: S<RawSecretRef>,
-    pub agent_id: Option<S<i64>>,
-    pub corp_id: Option<S<String>>,
-    /// `mainland` (dingtalk.com, default) or `overseas` (dingtalk.io).
-    pub region: Option<S<String>>,
-    /// `new` (v1.0/oauth2/accessToken, default) or `old` (gettoken).
-    pub token_api: Option<S<String>>,
-    pub qps_per_api: Option<S<u32>>,
-    /// Keep the app's directory (users, departments) in the store; default true.
-    pub sync_directory: Option<S<bool>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
