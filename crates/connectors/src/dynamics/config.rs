@@ -14,6 +14,11 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+/// The objects a `dynamics` source may watch (the service's spelling).
+pub const SOURCE_OBJECTS: &[&str] = &["salesorder", "purchaseOrders"];
+/// The objects read from Dataverse; the rest come from Business Central.
+const DATAVERSE_OBJECTS: &[&str] = &["salesorder"];
+
 /// `[dynamics.orgs.NAME]`: Microsoft Dynamics 365 tenants (app registration, Dataverse and/or
 /// Business Central), used by `dynamics` sources.
 #[derive(Debug, Default, Deserialize)]
@@ -241,4 +246,51 @@ impl DynamicsOrgConfig {
         };
         Ok(DynamicsClients { dataverse, bc, bc_company: self.bc_company.clone() })
     }
+}
+
+/// Which services a Dynamics org has, as written (the org may have failed validation: a source
+/// naming it is still checked against what it declares).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Services {
+    /// `dataverse_url` is set.
+    pub dataverse: bool,
+    /// `bc_environment` is set.
+    pub bc: bool,
+}
+
+/// `DB0111` for each object of source `source` that org `org` cannot serve: Dataverse objects
+/// need its `dataverse_url`, Business Central ones its `bc_environment`. Objects that are not
+/// [`SOURCE_OBJECTS`], and repeats, are reported where the list is checked and skipped here.
+/// True when every object is served.
+pub fn check_source_services(
+    diag: &mut Diagnostics,
+    source: &str,
+    org: &str,
+    services: Services,
+    objects: &S<Vec<S<String>>>,
+) -> bool {
+    let mut served = true;
+    let mut seen: Vec<&str> = Vec::new();
+    for o in objects.get_ref() {
+        let object = o.get_ref().as_str();
+        if !SOURCE_OBJECTS.contains(&object) || seen.contains(&object) {
+            continue;
+        }
+        seen.push(object);
+        let (has, service, key) = if DATAVERSE_OBJECTS.contains(&object) {
+            (services.dataverse, "Dataverse", "dataverse_url")
+        } else {
+            (services.bc, "Business Central", "bc_environment")
+        };
+        if !has {
+            diag.push(ConfigError::new(
+                Code::InvalidValue,
+                format!("object `{object}` of source `{source}` is read from {service}, but dynamics org `{org}` has no `{key}`"),
+                span(o),
+                format!("add {key} to [dynamics.orgs.{org}]"),
+            ));
+            served = false;
+        }
+    }
+    served
 }

@@ -17,6 +17,9 @@ use std::time::Duration;
 
 /// The zone NetSuite integration users in Hong Kong are set to; NetSuite dates are in the user's zone.
 const DEFAULT_NETSUITE_ZONE: &str = "Asia/Hong_Kong";
+/// The record types a `netsuite` source may watch (NetSuite's spelling): those the source reads
+/// and maps to a canonical record.
+pub const SOURCE_OBJECTS: &[&str] = &["itemFulfillment", "purchaseRequisition", "purchaseOrder", "salesOrder"];
 /// NetSuite OAuth 2.0 access tokens live an hour; fetch a new one five minutes before.
 const TOKEN_MARGIN: Duration = Duration::from_secs(5 * 60);
 

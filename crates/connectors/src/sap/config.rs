@@ -14,6 +14,10 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+/// The entity sets an `sap` source may watch (the OData spelling): those the source reads and
+/// maps to a canonical record.
+pub const SOURCE_OBJECTS: &[&str] = &["A_OutbDeliveryHeader", "A_PurchaseOrder", "A_PurchaseRequisitionHeader"];
+
 /// `[sap.systems.NAME]`: SAP S/4HANA systems (OData host, client, technical user, unit table),
 /// used by `sap` sources.
 #[derive(Debug, Default, Deserialize)]

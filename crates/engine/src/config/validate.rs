@@ -24,12 +24,6 @@ const MIN_POLL_INTERVAL: Duration = Duration::from_secs(10);
 const DEFAULT_COALESCE: Duration = Duration::from_secs(5);
 /// ERP pushes for one record (a save often fires several user events) within this window are one read.
 const DEFAULT_ERP_COALESCE: Duration = Duration::from_secs(2);
-/// What each ERP source type may watch (the vendor's spelling).
-const NETSUITE_OBJECTS: &[&str] = &["itemFulfillment", "purchaseRequisition", "purchaseOrder", "salesOrder"];
-const DYNAMICS_OBJECTS: &[&str] = &["salesorder", "purchaseOrders"];
-const SAP_OBJECTS: &[&str] = &["A_OutbDeliveryHeader", "A_PurchaseOrder", "A_PurchaseRequisitionHeader"];
-/// Dynamics objects read from Dataverse (the rest come from Business Central).
-const DATAVERSE_OBJECTS: &[&str] = &["salesorder"];
 const DEFAULT_LINGER: Duration = Duration::from_secs(1);
 /// A write waiting longer than this for company feels lost to the person who caused it.
 const MAX_LINGER: Duration = Duration::from_secs(60);
@@ -1814,9 +1808,9 @@ fn api_name_error(what: &str, at: Range<usize>) -> ConfigError {
 /// What the objects of a source of `system` may be.
 fn erp_objects(system: ErpSystem) -> &'static [&'static str] {
     match system {
-        ErpSystem::Netsuite => NETSUITE_OBJECTS,
-        ErpSystem::Dynamics => DYNAMICS_OBJECTS,
-        ErpSystem::Sap => SAP_OBJECTS,
+        ErpSystem::Netsuite => connectors::netsuite::config::SOURCE_OBJECTS,
+        ErpSystem::Dynamics => connectors::dynamics::config::SOURCE_OBJECTS,
+        ErpSystem::Sap => connectors::sap::config::SOURCE_OBJECTS,
     }
 }
 
@@ -1884,29 +1878,9 @@ fn validate_erp_source(
     let objects = validate_erp_objects(cx, n, system, src, name.span(), &mut ok);
     if let (ErpSystem::Dynamics, Some(org), Some(list)) = (system, &connection, &src.objects) {
         let (dataverse, bc) = connections.dynamics_services.get(org).copied().unwrap_or((true, true));
-        let mut seen: Vec<&str> = Vec::new();
-        for o in list.get_ref() {
-            let object = o.get_ref().as_str();
-            if !DYNAMICS_OBJECTS.contains(&object) || seen.contains(&object) {
-                continue; // reported by validate_erp_objects
-            }
-            seen.push(object);
-            let (has, service, key) = if DATAVERSE_OBJECTS.contains(&object) {
-                (dataverse, "Dataverse", "dataverse_url")
-            } else {
-                (bc, "Business Central", "bc_environment")
-            };
-            if !has {
-                cx.push(ConfigError::new(
-                    Code::InvalidValue,
-                    format!(
-                        "object `{object}` of source `{n}` is read from {service}, but dynamics org `{org}` has no `{key}`"
-                    ),
-                    span(o),
-                    format!("add {key} to [dynamics.orgs.{org}]"),
-                ));
-                ok = false;
-            }
+        let services = connectors::dynamics::config::Services { dataverse, bc };
+        if !connectors::dynamics::config::check_source_services(&mut cx.diag, n, org, services, list) {
+            ok = false;
         }
     }
     let webhook_secret = src.webhook_secret.as_ref().and_then(|s| cx.secret(s, &format!("sources.{n}.webhook_secret")));
