@@ -6,6 +6,7 @@
 //! rate-limit logic live in one place.
 
 pub mod clock;
+pub mod config;
 pub mod error;
 pub mod retry;
 pub mod sink;

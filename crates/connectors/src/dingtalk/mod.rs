@@ -8,6 +8,7 @@ pub mod auth;
 pub mod callback;
 pub mod cards;
 pub mod client;
+pub mod config;
 pub mod crypto;
 pub mod directory;
 pub mod errors;

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod bc;
 pub mod canonical;
 pub mod client;
+pub mod config;
 pub mod errors;
 pub mod sim;
 pub mod source;

@@ -8,6 +8,7 @@ pub mod approval;
 pub mod auth;
 pub mod canonical;
 pub mod client;
+pub mod config;
 pub mod errors;
 pub mod records;
 pub mod sim;

@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod client;
+pub mod config;
 pub mod errors;
 pub mod ids;
 pub mod limits;

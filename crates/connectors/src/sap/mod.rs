@@ -8,6 +8,7 @@ pub mod auth;
 pub mod batch;
 pub mod canonical;
 pub mod client;
+pub mod config;
 pub mod errors;
 pub mod idoc;
 pub mod records;

@@ -2,63 +2,22 @@
 
 use super::*;
 use crate::flow::FlowEngine;
-use connect::http::{CaBundle, ClientIdentity, HttpClient, HttpSettings, Outbound};
-use connect::token::TokenCache;
+pub use connect::config::{Secret, SecretReader, SecretResolver};
+use connect::http::{CaBundle, HttpClient, HttpSettings, Outbound};
 use connect::webhook::{WebhookSecret, WebhookVerifier};
 use connect::{Clock, Sink};
 use connectors::dingtalk::crypto::CallbackCrypto;
-use connectors::dingtalk::openapi::{AppCredentials, OpenApi, OpenApiSettings, TokenEndpoint};
+use connectors::dingtalk::openapi::OpenApi;
 use connectors::dingtalk::stream::StreamSettings;
-use connectors::dynamics::auth::{token_cache, AadTokenFetcher, AppCredentials as AadCredentials};
-use connectors::dynamics::bc::{BcClient, BC_CONCURRENCY, BC_HOST};
-use connectors::dynamics::client::{DataverseClient, ODataTransport, DATAVERSE_CONCURRENCY};
-use connectors::netsuite::auth::{Authorizer, ClientCredentials, OAuth2TokenFetcher, TbaCredentials, TbaSigner};
 use connectors::netsuite::client::NetSuiteClient;
-use connectors::salesforce::auth::{Grant, InstanceUrl, SalesforceTokenFetcher, DEFAULT_SESSION_LIFETIME};
+use connectors::netsuite::config::NetsuiteSecrets;
 use connectors::salesforce::client::SalesforceClient;
-use connectors::salesforce::limits::{ApiUsage, Priority, QuotaGuard};
-use connectors::sap::auth::SapAuth;
-use connectors::sap::client::{SapClient, SapConfig};
-use connectors::sap::uom::{UomTable, DEFAULT_PAIRS};
+use connectors::salesforce::config::SalesforceSecrets;
+use connectors::salesforce::limits::Priority;
+use connectors::sap::client::SapClient;
+use connectors::sap::config::SapSecrets;
 use connectors::zoho::auth::ZohoCredentials;
-use connectors::zoho::client::{ZohoClient, ZohoSettings};
-use secrecy::{ExposeSecret, SecretString};
-
-/// Salesforce token answers carry no expiry, so the cache assumes the session lifetime; fetching
-/// a few minutes early keeps calls from racing the end of a session.
-const SALESFORCE_TOKEN_MARGIN: Duration = Duration::from_secs(5 * 60);
-/// NetSuite OAuth 2.0 access tokens live an hour; fetch a new one five minutes before.
-const NETSUITE_TOKEN_MARGIN: Duration = Duration::from_secs(5 * 60);
-
-/// A resolved secret. `Debug` and `Display` print `[redacted]`.
-#[derive(Clone)]
-pub struct Secret(SecretString);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(SecretString::from(value.into()))
-    }
-
-    pub fn expose(&self) -> &str {
-        self.0.expose_secret()
-    }
-
-    pub fn secret_string(&self) -> &SecretString {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
+use connectors::zoho::client::ZohoClient;
 
 /// How one DingTalk source receives its events.
 pub enum DingtalkSourceRuntime {
@@ -78,16 +37,6 @@ impl fmt::Debug for DingtalkSourceRuntime {
             }
         }
     }
-}
-
-/// The clients of one Dynamics org: Dataverse and/or Business Central, each with its own token
-/// cache (a token is valid for one resource only).
-#[derive(Debug, Clone)]
-pub struct DynamicsClients {
-    pub dataverse: Option<Arc<DataverseClient>>,
-    pub bc: Option<Arc<BcClient>>,
-    /// The Business Central company the BC objects are read from.
-    pub bc_company: Option<String>,
 }
 
 /// The resolved secrets of one ERP source.
@@ -149,12 +98,6 @@ impl fmt::Debug for Runtime {
     }
 }
 
-/// Looks a secret up. Production reads the process environment and files; tests inject.
-pub trait SecretResolver {
-    fn env(&self, name: &str) -> Option<String>;
-    fn file(&self, path: &Path) -> std::io::Result<String>;
-}
-
 /// The real resolver: `std::env` and the filesystem.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ProcessSecrets;
@@ -168,24 +111,11 @@ impl SecretResolver for ProcessSecrets {
     }
 }
 
-/// The secrets of one Salesforce org's grant, resolved.
-enum ResolvedGrant {
-    ClientCredentials { client_secret: Secret },
-    JwtBearer { username: String, private_key: Secret, span: Range<usize> },
-    RefreshToken { client_secret: Option<Secret>, refresh_token: Secret },
-}
-
 /// The secrets of one ERP connection, resolved.
 struct ErpCredentials {
-    netsuite: BTreeMap<String, ResolvedNetsuite>,
+    netsuite: BTreeMap<String, NetsuiteSecrets>,
     dynamics: BTreeMap<String, Secret>,
     sap: BTreeMap<String, SapSecrets>,
-}
-
-/// An SAP system's password and, for mutual TLS, its client certificate.
-struct SapSecrets {
-    password: Secret,
-    identity: Option<ClientIdentity>,
 }
 
 /// The clients built from [`ErpCredentials`], by connection name.
@@ -196,117 +126,18 @@ struct ErpClients {
     sap: BTreeMap<String, Arc<SapClient>>,
 }
 
-enum ResolvedNetsuite {
-    Tba(TbaCredentials),
-    /// The PEM private key of the client credentials certificate.
-    OAuth2(Secret),
-}
-
-/// Where the grant's main secret is named in the config: errors about the org point there.
-fn grant_span(grant: &SalesforceGrant) -> Range<usize> {
-    match grant {
-        SalesforceGrant::ClientCredentials { client_secret } => client_secret.span.clone(),
-        SalesforceGrant::JwtBearer { private_key, .. } => private_key.span.clone(),
-        SalesforceGrant::RefreshToken { refresh_token, .. } => refresh_token.span.clone(),
-    }
-}
-
-/// `Some(None)` without mutual TLS, `Some(Some(identity))` with it, `None` when the
-/// certificate or key is missing or unusable (reported to `rs`).
-fn sap_identity(name: &str, system: &SapSystemConfig, rs: &mut Resolve<'_>) -> Option<Option<ClientIdentity>> {
-    let (Some(cert_ref), Some(key_ref)) = (&system.client_cert, &system.client_key) else {
-        return Some(None);
-    };
-    let cert = rs.get(cert_ref, &format!("the client certificate of SAP system `{name}`"));
-    let key = rs.get(key_ref, &format!("the client key of SAP system `{name}`"));
-    let (cert, key) = (cert?, key?);
-    match ClientIdentity::from_pem(cert.expose().as_bytes(), key.expose().as_bytes()) {
-        Ok(identity) => Some(Some(identity)),
+/// The audit key named by `[audit] key`, checked for length.
+fn read_audit_key(rs: &mut SecretReader<'_>, r: Option<&SecretRef>) -> Option<store::AuditKey> {
+    let r = r?;
+    let secret = rs.get(r, "audit.key")?;
+    match store::AuditKey::new(secret.expose().as_bytes()) {
+        Ok(key) => Some(key),
         Err(e) => {
-            rs.errors.push(ConfigError::new(
-                Code::InvalidValue,
-                format!("SAP system `{name}`: {e}"),
-                Some(cert_ref.span.clone()),
-                "expected a PEM certificate (-----BEGIN CERTIFICATE-----) and its private key",
-            ));
+            rs.errors.push(
+                ConfigError::new(Code::AuditKey, format!("audit.key: {e}"), Some(r.span.clone()), "key too short")
+                    .with_help("generate one with `openssl rand -hex 32`"),
+            );
             None
-        }
-    }
-}
-
-/// The `aud` of a JWT bearer assertion: Salesforce wants the generic login host (`test` for
-/// sandboxes), never the My Domain URL the token request is sent to.
-pub(super) fn jwt_audience(login_url: &str) -> &'static str {
-    let host = login_url.split_once("://").map_or(login_url, |(_, rest)| rest).trim_end_matches('/');
-    let host = host.split(':').next().unwrap_or(host).to_ascii_lowercase();
-    if host == "test.salesforce.com" || host.ends_with(".sandbox.my.salesforce.com") {
-        "https://test.salesforce.com"
-    } else {
-        "https://login.salesforce.com"
-    }
-}
-
-struct Resolve<'a> {
-    resolver: &'a dyn SecretResolver,
-    errors: Vec<ConfigError>,
-}
-
-impl Resolve<'_> {
-    fn get(&mut self, r: &SecretRef, what: &str) -> Option<Secret> {
-        let value = match &r.location {
-            SecretLocation::Env(name) => match self.resolver.env(name) {
-                Some(v) => v,
-                None => {
-                    self.errors.push(
-                        ConfigError::new(
-                            Code::MissingSecret,
-                            format!("{what}: environment variable `{name}` is not set"),
-                            Some(r.span.clone()),
-                            format!("reads `{name}`"),
-                        )
-                        .with_help(format!("export {name}=... before starting dingbridge")),
-                    );
-                    return None;
-                }
-            },
-            SecretLocation::File(path) => match self.resolver.file(path) {
-                Ok(v) => v.trim_end_matches(['\r', '\n']).to_string(),
-                Err(e) => {
-                    self.errors.push(ConfigError::new(
-                        Code::MissingSecret,
-                        format!("{what}: cannot read secret file `{}`: {e}", path.display()),
-                        Some(r.span.clone()),
-                        "secret file unreadable",
-                    ));
-                    return None;
-                }
-            },
-        };
-        if value.is_empty() {
-            self.errors.push(ConfigError::new(
-                Code::MissingSecret,
-                format!("{what}: the {} is empty", r.location),
-                Some(r.span.clone()),
-                "empty secret",
-            ));
-            return None;
-        }
-        Some(Secret::new(value))
-    }
-
-    /// The audit key named by `[audit] key`, checked for length.
-    fn audit_key(&mut self, r: Option<&SecretRef>) -> Option<store::AuditKey> {
-        let r = r?;
-        let secret = self.get(r, "audit.key")?;
-        match store::AuditKey::new(secret.expose().as_bytes()) {
-            Ok(key) => Some(key),
-            Err(e) => {
-                self.errors.push(
-                    ConfigError::new(Code::AuditKey, format!("audit.key: {e}"), Some(r.span.clone()), "key too short")
-                        .with_help("generate one with `openssl rand -hex 32`"),
-                );
-                None
-            }
         }
     }
 }
@@ -325,8 +156,8 @@ impl Config {
 
     /// [`Config::audit_key`] with an injected secret resolver.
     pub fn audit_key_with(&self, resolver: &dyn SecretResolver) -> Result<Option<store::AuditKey>, ConfigErrors> {
-        let mut rs = Resolve { resolver, errors: Vec::new() };
-        let key = rs.audit_key(self.audit.key.as_ref());
+        let mut rs = SecretReader::new(resolver);
+        let key = read_audit_key(&mut rs, self.audit.key.as_ref());
         if rs.errors.is_empty() {
             Ok(key)
         } else {
@@ -336,13 +167,13 @@ impl Config {
 
     /// Phase 3 with an injected secret resolver. Collects every missing secret.
     pub fn build_with(&self, resolver: &dyn SecretResolver, clock: Arc<dyn Clock>) -> Result<Runtime, ConfigErrors> {
-        let mut rs = Resolve { resolver, errors: Vec::new() };
+        let mut rs = SecretReader::new(resolver);
         let outbound = self.outbound(resolver, &mut rs.errors);
         let admin_token = self.server.admin_token.as_ref().and_then(|r| rs.get(r, "server.admin_token"));
-        let audit_key = rs.audit_key(self.audit.key.as_ref());
+        let audit_key = read_audit_key(&mut rs, self.audit.key.as_ref());
         let mut app_secrets = BTreeMap::new();
         for (name, app) in &self.dingtalk_apps {
-            if let Some(secret) = rs.get(&app.app_secret, &format!("the app secret of DingTalk app `{name}`")) {
+            if let Some(secret) = app.read_secrets(&mut rs) {
                 app_secrets.insert(name.clone(), secret);
             }
         }
@@ -401,43 +232,13 @@ impl Config {
         }
         let mut salesforce_grants = BTreeMap::new();
         for (name, org) in &self.salesforce_orgs {
-            let what = |key: &str| format!("the {key} of Salesforce org `{name}`");
-            let resolved = match &org.grant {
-                SalesforceGrant::ClientCredentials { client_secret } => rs
-                    .get(client_secret, &what("client secret"))
-                    .map(|client_secret| ResolvedGrant::ClientCredentials { client_secret }),
-                SalesforceGrant::JwtBearer { username, private_key } => {
-                    rs.get(private_key, &what("private key")).map(|key| ResolvedGrant::JwtBearer {
-                        username: username.clone(),
-                        private_key: key,
-                        span: private_key.span.clone(),
-                    })
-                }
-                SalesforceGrant::RefreshToken { client_secret, refresh_token } => {
-                    let secret = client_secret.as_ref().map(|r| rs.get(r, &what("client secret")));
-                    let token = rs.get(refresh_token, &what("refresh token"));
-                    match (secret, token) {
-                        (Some(None), _) | (_, None) => None,
-                        (secret, Some(refresh_token)) => {
-                            Some(ResolvedGrant::RefreshToken { client_secret: secret.flatten(), refresh_token })
-                        }
-                    }
-                }
-            };
-            if let Some(resolved) = resolved {
-                salesforce_grants.insert(name.clone(), resolved);
+            if let Some(secrets) = org.read_secrets(&mut rs) {
+                salesforce_grants.insert(name.clone(), secrets);
             }
         }
         let mut zoho_credentials = BTreeMap::new();
         for (name, org) in &self.zoho_orgs {
-            let secret = rs.get(&org.client_secret, &format!("the client secret of Zoho org `{name}`"));
-            let token = rs.get(&org.refresh_token, &format!("the refresh token of Zoho org `{name}`"));
-            if let (Some(secret), Some(token)) = (secret, token) {
-                let credentials = ZohoCredentials {
-                    client_id: org.client_id.clone(),
-                    client_secret: secret.0,
-                    refresh_token: token.0,
-                };
+            if let Some(credentials) = org.read_secrets(&mut rs) {
                 zoho_credentials.insert(name.clone(), credentials);
             }
         }
@@ -504,22 +305,11 @@ impl Config {
         let mut dingtalk_apps = BTreeMap::new();
         for (name, app) in &self.dingtalk_apps {
             let Some(secret) = app_secrets.get(name) else { continue };
-            let credentials = AppCredentials {
-                app_key: app.app_key.clone(),
-                app_secret: secret.0.clone(),
-                agent_id: app.agent_id,
-                corp_id: app.corp_id.clone(),
-            };
-            match OpenApi::new(credentials, self.openapi_settings(app, &outbound), clock.clone()) {
+            match app.build(secret, self.delivery.request_timeout, &outbound, &clock) {
                 Ok(api) => {
                     dingtalk_apps.insert(name.clone(), api);
                 }
-                Err(e) => errors.push(ConfigError::new(
-                    Code::InvalidValue,
-                    format!("DingTalk app `{name}` cannot be built: {e}"),
-                    Some(app.app_secret.span.clone()),
-                    "while building this app",
-                )),
+                Err(e) => errors.push(e),
             }
         }
         let mut dingtalk_sources = BTreeMap::new();
@@ -530,8 +320,9 @@ impl Config {
             };
             match inbound {
                 DingtalkInbound::Stream => {
-                    let base = self.openapi_settings(app_config, &outbound).new_api_base;
-                    let mut settings = StreamSettings::new(base, app_config.app_key.clone(), secret.0.clone());
+                    let base = app_config.openapi_settings(self.delivery.request_timeout, &outbound).new_api_base;
+                    let mut settings =
+                        StreamSettings::new(base, app_config.app_key.clone(), secret.secret_string().clone());
                     settings.outbound = outbound.clone();
                     dingtalk_sources.insert(name.clone(), DingtalkSourceRuntime::Stream(Box::new(settings)));
                 }
@@ -613,9 +404,9 @@ impl Config {
             sinks.insert(name.clone(), sink);
         }
         for (name, robot, token, secret) in robots {
-            let mut settings = connectors::dingtalk::RobotSettings::new(token.0);
+            let mut settings = connectors::dingtalk::RobotSettings::new(token.into_secret_string());
             settings.base_url = robot.base_url.clone();
-            settings.secret = secret.map(|s| s.0);
+            settings.secret = secret.map(|s| s.into_secret_string());
             settings.per_minute = robot.per_minute;
             settings.timeout = self.delivery.request_timeout;
             settings.outbound = outbound.clone();
@@ -655,44 +446,23 @@ impl Config {
 
     /// The secrets of every NetSuite account, Dynamics org and SAP system; missing ones are
     /// reported to `rs`.
-    fn resolve_erp_connections(&self, rs: &mut Resolve<'_>) -> ErpCredentials {
+    fn resolve_erp_connections(&self, rs: &mut SecretReader<'_>) -> ErpCredentials {
         let mut netsuite = BTreeMap::new();
         for (name, account) in &self.netsuite_accounts {
-            let what = |key: &str| format!("the {key} of NetSuite account `{name}`");
-            let resolved = match &account.auth {
-                NetsuiteAuth::Tba { consumer_key, consumer_secret, token_id, token_secret } => {
-                    let consumer_secret = rs.get(consumer_secret, &what("consumer secret"));
-                    let token_secret = rs.get(token_secret, &what("token secret"));
-                    match (consumer_secret, token_secret) {
-                        (Some(consumer_secret), Some(token_secret)) => Some(ResolvedNetsuite::Tba(TbaCredentials {
-                            consumer_key: consumer_key.clone(),
-                            consumer_secret: consumer_secret.0,
-                            token_id: token_id.clone(),
-                            token_secret: token_secret.0,
-                        })),
-                        _ => None,
-                    }
-                }
-                NetsuiteAuth::OAuth2 { private_key, .. } => {
-                    rs.get(private_key, &what("private key")).map(ResolvedNetsuite::OAuth2)
-                }
-            };
-            if let Some(resolved) = resolved {
-                netsuite.insert(name.clone(), resolved);
+            if let Some(secrets) = account.read_secrets(rs) {
+                netsuite.insert(name.clone(), secrets);
             }
         }
         let mut dynamics = BTreeMap::new();
         for (name, org) in &self.dynamics_orgs {
-            if let Some(secret) = rs.get(&org.client_secret, &format!("the client secret of Dynamics org `{name}`")) {
+            if let Some(secret) = org.read_secrets(rs) {
                 dynamics.insert(name.clone(), secret);
             }
         }
         let mut sap = BTreeMap::new();
         for (name, system) in &self.sap_systems {
-            let password = rs.get(&system.password, &format!("the password of SAP system `{name}`"));
-            let identity = sap_identity(name, system, rs);
-            if let (Some(password), Some(identity)) = (password, identity) {
-                sap.insert(name.clone(), SapSecrets { password, identity });
+            if let Some(secrets) = system.read_secrets(rs) {
+                sap.insert(name.clone(), secrets);
             }
         }
         ErpCredentials { netsuite, dynamics, sap }
@@ -757,167 +527,40 @@ impl Config {
                 return built;
             }
         };
-        for (name, resolved) in credentials.netsuite {
+        for (name, secrets) in credentials.netsuite {
             let Some(account) = self.netsuite_accounts.get(&name) else { continue };
-            let rest_base = match &account.base_url_override {
-                Some(url) => format!("{}/services/rest", url.trim_end_matches('/')),
-                None => account.account_id.rest_base(),
-            };
-            let (auth, at) = match (resolved, &account.auth) {
-                (ResolvedNetsuite::Tba(creds), NetsuiteAuth::Tba { consumer_secret, .. }) => (
-                    Authorizer::Tba(TbaSigner::new(account.account_id.clone(), creds, clock.clone())),
-                    consumer_secret.span.clone(),
-                ),
-                (ResolvedNetsuite::OAuth2(pem), NetsuiteAuth::OAuth2 { client_id, certificate_id, private_key }) => {
-                    match ClientCredentials::from_pem(&rest_base, client_id, certificate_id, pem.expose().as_bytes()) {
-                        Ok(settings) => {
-                            let fetcher = OAuth2TokenFetcher::new(http.clone(), settings, clock.clone());
-                            let tokens =
-                                Arc::new(TokenCache::new(Arc::new(fetcher), NETSUITE_TOKEN_MARGIN, clock.clone()));
-                            (Authorizer::OAuth2(tokens), private_key.span.clone())
-                        }
-                        Err(e) => {
-                            errors.push(ConfigError::new(
-                                Code::InvalidValue,
-                                format!("NetSuite account `{name}`: {e}"),
-                                Some(private_key.span.clone()),
-                                "the client credentials key cannot be loaded",
-                            ));
-                            continue;
-                        }
-                    }
-                }
-                (ResolvedNetsuite::Tba(_), NetsuiteAuth::OAuth2 { .. }) => continue,
-                (ResolvedNetsuite::OAuth2(_), NetsuiteAuth::Tba { .. }) => continue,
-            };
-            match NetSuiteClient::new(http.clone(), &rest_base, auth, account.concurrency, clock.clone()) {
+            match account.build(secrets, &http, clock) {
                 Ok(client) => {
                     built.netsuite.insert(name, Arc::new(client));
                 }
-                Err(e) => errors.push(ConfigError::new(
-                    Code::InvalidValue,
-                    format!("NetSuite account `{name}` cannot be built: {e}"),
-                    Some(at),
-                    "while building this account",
-                )),
+                Err(e) => errors.push(e),
             }
         }
         for (name, secret) in credentials.dynamics {
             let Some(org) = self.dynamics_orgs.get(&name) else { continue };
-            match self.dynamics_clients(org, &http, secret, clock) {
+            match org.build(secret, &http, clock) {
                 Ok(clients) => {
                     built.dynamics.insert(name, clients);
                 }
-                Err(e) => errors.push(ConfigError::new(
-                    Code::InvalidValue,
-                    format!("Dynamics org `{name}` cannot be built: {e}"),
-                    Some(org.client_secret.span.clone()),
-                    "while building this org",
-                )),
+                Err(e) => errors.push(e),
             }
         }
-        for (name, SapSecrets { password, identity }) in credentials.sap {
+        for (name, secrets) in credentials.sap {
             let Some(system) = self.sap_systems.get(&name) else { continue };
-            // A client certificate is the system's own: its client has its own pool.
-            let http = match identity {
-                None => http.clone(),
-                Some(identity) => {
-                    let own = HttpSettings {
-                        outbound: Outbound { identity: Some(identity), ..http.settings().outbound.clone() },
-                        ..http.settings().clone()
-                    };
-                    match HttpClient::new(own) {
-                        Ok(client) => client,
-                        Err(e) => {
-                            errors.push(ConfigError::new(
-                                Code::InvalidValue,
-                                format!("SAP system `{name}`: {e}"),
-                                system.client_cert.as_ref().map(|r| r.span.clone()),
-                                "while building this system's mutual TLS client",
-                            ));
-                            continue;
-                        }
-                    }
+            match system.build(secrets, &http, clock) {
+                Ok(client) => {
+                    built.sap.insert(name, Arc::new(client));
                 }
-            };
-            let base = system.base_url_override.as_deref().unwrap_or(&system.base_url).trim_end_matches('/');
-            let mut config = match base.parse() {
-                Ok(url) => SapConfig::new(url),
-                Err(e) => {
-                    errors.push(ConfigError::new(
-                        Code::InvalidValue,
-                        format!("SAP system `{name}`: `{base}` is not a URL ({e})"),
-                        Some(system.password.span.clone()),
-                        "while building this system",
-                    ));
-                    continue;
-                }
-            };
-            config.sap_client = system.sap_client.clone();
-            // The system's own entries first: lookups take the first match, so they win.
-            let pairs = system
-                .units
-                .iter()
-                .cloned()
-                .chain(DEFAULT_PAIRS.iter().map(|(s, i)| ((*s).to_string(), (*i).to_string())));
-            let auth = SapAuth::Basic { user: system.user.clone(), password: password.0 };
-            let client = SapClient::new(http, auth, config, UomTable::new(pairs), clock.clone());
-            built.sap.insert(name, Arc::new(client));
+                Err(e) => errors.push(e),
+            }
         }
         built
-    }
-
-    /// The Dataverse and Business Central clients of one org, each with its own token cache.
-    fn dynamics_clients(
-        &self,
-        org: &DynamicsOrgConfig,
-        http: &HttpClient,
-        secret: Secret,
-        clock: &Arc<dyn Clock>,
-    ) -> Result<DynamicsClients, connect::DeliveryError> {
-        let credentials = AadCredentials {
-            tenant_id: org.tenant_id.clone(),
-            client_id: org.client_id.clone(),
-            client_secret: secret.0,
-        };
-        let authority = org.base_url_override.as_deref().unwrap_or(&org.authority);
-        let dataverse = match &org.dataverse_url {
-            Some(url) => {
-                // The simulator serves Dataverse at its own URL, which is then also the resource.
-                let url = org.base_url_override.as_deref().unwrap_or(url);
-                let fetcher = AadTokenFetcher::new(http.clone(), authority, &credentials, url, clock.clone())?;
-                let transport = ODataTransport::new(
-                    http.clone(),
-                    token_cache(fetcher, clock.clone()),
-                    clock.clone(),
-                    DATAVERSE_CONCURRENCY,
-                );
-                Some(Arc::new(DataverseClient::new(transport, url)?))
-            }
-            None => None,
-        };
-        let bc = match &org.bc_environment {
-            Some(environment) => {
-                let host = org.base_url_override.as_deref().unwrap_or(BC_HOST);
-                let resource = connectors::dynamics::BC_RESOURCE;
-                let fetcher = AadTokenFetcher::new(http.clone(), authority, &credentials, resource, clock.clone())?;
-                let transport = ODataTransport::new(
-                    http.clone(),
-                    token_cache(fetcher, clock.clone()),
-                    clock.clone(),
-                    BC_CONCURRENCY,
-                );
-                Some(Arc::new(BcClient::new(transport, host, &org.tenant_id, environment)?))
-            }
-            None => None,
-        };
-        Ok(DynamicsClients { dataverse, bc, bc_company: org.bc_company.clone() })
     }
 
     /// One client per Salesforce and Zoho org, sharing one HTTP connection pool.
     fn crm_clients(
         &self,
-        salesforce_grants: BTreeMap<String, ResolvedGrant>,
+        salesforce_grants: BTreeMap<String, SalesforceSecrets>,
         zoho_credentials: BTreeMap<String, ZohoCredentials>,
         outbound: &Outbound,
         clock: &Arc<dyn Clock>,
@@ -947,97 +590,25 @@ impl Config {
                 return (salesforce, zoho);
             }
         };
-        for (name, resolved) in salesforce_grants {
+        for (name, secrets) in salesforce_grants {
             let Some(org) = self.salesforce_orgs.get(&name) else { continue };
-            let at = grant_span(&org.grant);
-            let grant = match resolved {
-                ResolvedGrant::ClientCredentials { client_secret } => {
-                    Grant::ClientCredentials { client_id: org.client_id.clone(), client_secret: client_secret.0 }
+            match org.build(secrets, &http, clock) {
+                Ok(client) => {
+                    salesforce.insert(name, Arc::new(client));
                 }
-                ResolvedGrant::JwtBearer { username, private_key, span } => {
-                    let audience = jwt_audience(&org.login_url);
-                    match Grant::jwt_bearer(&org.client_id, &username, audience, private_key.expose().as_bytes()) {
-                        Ok(grant) => grant,
-                        Err(e) => {
-                            errors.push(ConfigError::new(
-                                Code::InvalidValue,
-                                format!("the private key of Salesforce org `{name}` is not usable: {e}"),
-                                Some(span),
-                                "expected an RSA private key in PEM form (-----BEGIN PRIVATE KEY-----)",
-                            ));
-                            continue;
-                        }
-                    }
-                }
-                ResolvedGrant::RefreshToken { client_secret, refresh_token } => {
-                    Grant::refresh_token(&org.client_id, client_secret.map(|s| s.0), refresh_token.0)
-                }
-            };
-            let login = org.base_url_override.as_deref().unwrap_or(&org.login_url);
-            let instance = Arc::new(InstanceUrl::default());
-            let fetcher = match SalesforceTokenFetcher::new(
-                http.clone(),
-                login,
-                grant,
-                DEFAULT_SESSION_LIFETIME,
-                instance.clone(),
-                clock.clone(),
-            ) {
-                Ok(f) => f,
-                Err(e) => {
-                    errors.push(ConfigError::new(
-                        Code::InvalidValue,
-                        format!("Salesforce org `{name}` cannot be built: {e}"),
-                        Some(at),
-                        "while building this org",
-                    ));
-                    continue;
-                }
-            };
-            let tokens = Arc::new(TokenCache::new(Arc::new(fetcher), SALESFORCE_TOKEN_MARGIN, clock.clone()));
-            let guard =
-                QuotaGuard { reserve: org.reserve, backoff: connectors::salesforce::errors::DAILY_LIMIT_BACKOFF };
-            let client = SalesforceClient::new(http.clone(), tokens, instance, &org.api_version)
-                .with_quota(Arc::new(ApiUsage::new()), guard);
-            salesforce.insert(name, Arc::new(client));
+                Err(e) => errors.push(e),
+            }
         }
         for (name, credentials) in zoho_credentials {
             let Some(org) = self.zoho_orgs.get(&name) else { continue };
-            let settings = match &org.base_url_override {
-                Some(url) => ZohoSettings::with_base(url),
-                None => ZohoSettings::for_dc(org.data_centre),
-            };
-            match ZohoClient::new(http.clone(), settings, credentials, clock.clone()) {
+            match org.build(credentials, &http, clock) {
                 Ok(client) => {
                     zoho.insert(name, Arc::new(client));
                 }
-                Err(e) => errors.push(ConfigError::new(
-                    Code::InvalidValue,
-                    format!("Zoho org `{name}` cannot be built: {e}"),
-                    Some(org.refresh_token.span.clone()),
-                    "while building this org",
-                )),
+                Err(e) => errors.push(e),
             }
         }
         (salesforce, zoho)
-    }
-
-    /// Hosts, token endpoint and pacing of one DingTalk app (a simulator URL when overridden).
-    fn openapi_settings(&self, app: &DingtalkAppConfig, outbound: &Outbound) -> OpenApiSettings {
-        let mut settings = match (&app.base_url_override, app.region) {
-            (Some(url), _) => OpenApiSettings::with_base(url),
-            (None, DingtalkRegion::Mainland) => OpenApiSettings::mainland(),
-            (None, DingtalkRegion::Overseas) => OpenApiSettings::overseas(),
-        };
-        settings.token_endpoint = match app.token_api {
-            DingtalkTokenApi::New => TokenEndpoint::NewApi,
-            DingtalkTokenApi::Old => TokenEndpoint::OldApi,
-        };
-        settings.qps_per_api = app.qps_per_api;
-        settings.timeout = self.delivery.request_timeout;
-        // The config's policy already lists the simulator's host under `--sim-endpoints`.
-        settings.outbound = outbound.clone();
-        settings
     }
 }
 

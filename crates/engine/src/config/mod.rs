@@ -8,14 +8,20 @@
 //!    giving a [`Runtime`].
 
 mod build;
-pub mod duration;
 mod error;
 pub mod raw;
 pub mod refs;
 mod validate;
 
-pub use build::{DingtalkSourceRuntime, DynamicsClients, ErpSecrets, ProcessSecrets, Runtime, Secret, SecretResolver};
-pub use duration::parse_duration;
+pub use build::{DingtalkSourceRuntime, ErpSecrets, ProcessSecrets, Runtime, Secret, SecretResolver};
+// Each connection's config lives with its connector; these names are the engine's API too.
+pub use connect::config::{duration, parse_duration, SecretLocation, SecretRef};
+pub use connectors::dingtalk::config::{DingtalkAppConfig, DingtalkRegion, DingtalkTokenApi};
+pub use connectors::dynamics::config::{DynamicsClients, DynamicsOrgConfig};
+pub use connectors::netsuite::config::{NetsuiteAccountConfig, NetsuiteAuth};
+pub use connectors::salesforce::config::{SalesforceGrant, SalesforceOrgConfig};
+pub use connectors::sap::config::SapSystemConfig;
+pub use connectors::zoho::config::ZohoOrgConfig;
 pub use error::{line_col, Code, ConfigError, ConfigErrors};
 pub use raw::RawConfig;
 pub use validate::{DESTINATION_TYPES, MESSAGE_TYPES, SOURCE_TYPES};
@@ -70,29 +76,6 @@ impl FieldKind {
             Self::Integer => model::FieldType::Integer,
             Self::Text => model::FieldType::Text,
             Self::Bool => model::FieldType::Bool,
-        }
-    }
-}
-
-/// Where a secret lives (never the secret itself), and where the config names it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SecretRef {
-    pub location: SecretLocation,
-    /// Byte range of the reference in the config text, for diagnostics.
-    pub span: Range<usize>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SecretLocation {
-    Env(String),
-    File(PathBuf),
-}
-
-impl fmt::Display for SecretLocation {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Env(v) => write!(f, "environment variable `{v}`"),
-            Self::File(p) => write!(f, "file `{}`", p.display()),
         }
     }
 }
@@ -218,76 +201,6 @@ pub struct ErpSource {
     pub idoc_password: Option<SecretRef>,
 }
 
-/// `[netsuite.accounts.NAME]`.
-#[derive(Debug, Clone)]
-pub struct NetsuiteAccountConfig {
-    pub name: String,
-    pub account_id: connectors::netsuite::account::AccountId,
-    pub auth: NetsuiteAuth,
-    /// Client-side permits, well below the account's concurrency limit (shared with other integrations).
-    pub concurrency: usize,
-    /// The integration user's time zone: NetSuite answers and filters dates in it.
-    pub time_zone: jiff::tz::TimeZone,
-    /// Set by `--sim-endpoints`: the REST base (and the token URL under it) move to this URL.
-    pub base_url_override: Option<String>,
-}
-
-/// How requests to a NetSuite account authenticate, with the secrets each way needs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum NetsuiteAuth {
-    /// Token-Based Authentication (OAuth 1.0a, HMAC-SHA256).
-    Tba { consumer_key: String, consumer_secret: SecretRef, token_id: String, token_secret: SecretRef },
-    /// OAuth 2.0 client credentials; `private_key` holds an EC (ES256) or RSA (PS256) key in PEM form.
-    OAuth2 { client_id: String, certificate_id: String, private_key: SecretRef },
-}
-
-impl NetsuiteAuth {
-    /// The config `auth` name.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Self::Tba { .. } => "tba",
-            Self::OAuth2 { .. } => "oauth2",
-        }
-    }
-}
-
-/// `[dynamics.orgs.NAME]`.
-#[derive(Debug, Clone)]
-pub struct DynamicsOrgConfig {
-    pub name: String,
-    pub tenant_id: String,
-    pub client_id: String,
-    pub client_secret: SecretRef,
-    /// The Microsoft identity platform host, `https://login.microsoftonline.com` by default.
-    pub authority: String,
-    /// `https://{org}.crm5.dynamics.com`: Dataverse reads (and the token resource).
-    pub dataverse_url: Option<String>,
-    /// Business Central environment (`Production`, `Sandbox`, …) and company id.
-    pub bc_environment: Option<String>,
-    pub bc_company: Option<String>,
-    /// Set by `--sim-endpoints`: the authority, the Dataverse URL and the BC host become this URL.
-    pub base_url_override: Option<String>,
-}
-
-/// `[sap.systems.NAME]`.
-#[derive(Debug, Clone)]
-pub struct SapSystemConfig {
-    pub name: String,
-    /// `https://host:port`, no path.
-    pub base_url: String,
-    /// `sap-client` (Mandant), three digits.
-    pub sap_client: Option<String>,
-    pub user: String,
-    pub password: SecretRef,
-    /// Extra `(SAP code, ISO code)` unit pairs, consulted before the defaults.
-    pub units: Vec<(String, String)>,
-    /// Mutual TLS: the client certificate and its key (both or neither).
-    pub client_cert: Option<SecretRef>,
-    pub client_key: Option<SecretRef>,
-    /// Set by `--sim-endpoints`: the OData host becomes this URL.
-    pub base_url_override: Option<String>,
-}
-
 /// A source watching records of one CRM org.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CrmSource {
@@ -322,95 +235,6 @@ pub enum DingtalkInbound {
     /// cards sent with HTTP callbacks go to `POST /dingtalk/card-callback/{source}?token=…`,
     /// which `card_token` (at least 128 random bits) opens.
     Http { token: SecretRef, aes_key: SecretRef, card_token: Option<SecretRef> },
-}
-
-/// Which DingTalk cloud an app lives on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DingtalkRegion {
-    Mainland,
-    Overseas,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DingtalkTokenApi {
-    New,
-    Old,
-}
-
-/// `[dingtalk.apps.NAME]`.
-#[derive(Debug, Clone)]
-pub struct DingtalkAppConfig {
-    pub name: String,
-    pub app_key: String,
-    pub app_secret: SecretRef,
-    pub agent_id: Option<i64>,
-    pub corp_id: Option<String>,
-    pub region: DingtalkRegion,
-    pub token_api: DingtalkTokenApi,
-    pub qps_per_api: u32,
-    /// Keep the directory in the store (full sync at start and daily, events in between).
-    pub sync_directory: bool,
-    /// Set by `--sim-endpoints`: both API hosts become this URL.
-    pub base_url_override: Option<String>,
-}
-
-/// `[salesforce.orgs.NAME]`.
-#[derive(Debug, Clone)]
-pub struct SalesforceOrgConfig {
-    pub name: String,
-    /// `https://login.salesforce.com`, `https://test.salesforce.com` or the My Domain URL.
-    pub login_url: String,
-    pub grant: SalesforceGrant,
-    pub client_id: String,
-    /// `vNN.N`.
-    pub api_version: String,
-    /// Daily API requests kept for interactive calls: background calls stop at this many left.
-    pub reserve: u64,
-    /// The 18-character org id; Outbound Messages from any other org are refused.
-    pub organization_id: Option<String>,
-    /// Set by `--sim-endpoints`: the login URL becomes this URL (the instance URL then comes
-    /// from the token answer).
-    pub base_url_override: Option<String>,
-}
-
-/// The OAuth grant of a Salesforce org, with the secrets each needs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SalesforceGrant {
-    ClientCredentials {
-        client_secret: SecretRef,
-    },
-    /// `private_key` holds an RSA private key in PEM form.
-    JwtBearer {
-        username: String,
-        private_key: SecretRef,
-    },
-    RefreshToken {
-        client_secret: Option<SecretRef>,
-        refresh_token: SecretRef,
-    },
-}
-
-impl SalesforceGrant {
-    /// The config `grant` name.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Self::ClientCredentials { .. } => "client_credentials",
-            Self::JwtBearer { .. } => "jwt_bearer",
-            Self::RefreshToken { .. } => "refresh_token",
-        }
-    }
-}
-
-/// `[zoho.orgs.NAME]`.
-#[derive(Debug, Clone)]
-pub struct ZohoOrgConfig {
-    pub name: String,
-    pub data_centre: connectors::zoho::auth::DataCentre,
-    pub client_id: String,
-    pub client_secret: SecretRef,
-    pub refresh_token: SecretRef,
-    /// Set by `--sim-endpoints`: the accounts server and the API domain become this URL.
-    pub base_url_override: Option<String>,
 }
 
 #[derive(Debug, Clone)]

@@ -1,12 +1,15 @@
 //! Phase 1: the config file as written. Every leaf a diagnostic may point at keeps its span.
 
-use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+pub use connect::config::{RawSecretRef, RawSecrets, S};
+// Each connection's table is its connector's.
+pub use connectors::dingtalk::config::{RawDingtalk, RawDingtalkApp};
+pub use connectors::dynamics::config::{RawDynamics, RawDynamicsOrg};
+pub use connectors::netsuite::config::{RawNetsuite, RawNetsuiteAccount};
+pub use connectors::salesforce::config::{RawSalesforce, RawSalesforceOrg};
+pub use connectors::sap::config::{RawSap, RawSapSystem};
+pub use connectors::zoho::config::{RawZoho, RawZohoOrg};
 use serde::Deserialize;
 use std::collections::BTreeMap;
-use std::fmt;
-use toml::Spanned;
-
-pub type S<T> = Spanned<T>;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -54,144 +57,6 @@ pub struct RawConfig {
 pub struct RawAudit {
     /// `{ env = "NAME" }` / `{ file = "path" }`: the HMAC key of the audit chain, at least 32 bytes.
     pub key: Option<S<RawSecretRef>>,
-}
-
-/// `[netsuite.accounts.NAME]`: NetSuite accounts (account id, TBA or OAuth 2.0 credentials,
-/// concurrency, the integration user's time zone), used by `netsuite` sources.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawNetsuite {
-    #[serde(default)]
-    pub accounts: BTreeMap<S<String>, RawNetsuiteAccount>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawNetsuiteAccount {
-    pub account_id: S<String>,
-    /// `tba` (default) or `oauth2`.
-    pub auth: Option<S<String>>,
-    pub consumer_key: Option<S<String>>,
-    pub consumer_secret: Option<S<RawSecretRef>>,
-    pub token_id: Option<S<String>>,
-    pub token_secret: Option<S<RawSecretRef>>,
-    pub client_id: Option<S<String>>,
-    pub certificate_id: Option<S<String>>,
-    pub private_key: Option<S<RawSecretRef>>,
-    pub concurrency: Option<S<u64>>,
-    pub time_zone: Option<S<String>>,
-}
-
-/// `[dynamics.orgs.NAME]`: Microsoft Dynamics 365 tenants (app registration, Dataverse and/or
-/// Business Central), used by `dynamics` sources.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawDynamics {
-    #[serde(default)]
-    pub orgs: BTreeMap<S<String>, RawDynamicsOrg>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawDynamicsOrg {
-    pub tenant_id: S<String>,
-    pub client_id: S<String>,
-    pub client_secret: S<RawSecretRef>,
-    pub authority: Option<S<String>>,
-    pub dataverse_url: Option<S<String>>,
-    pub bc_environment: Option<S<String>>,
-    pub bc_company: Option<S<String>>,
-}
-
-/// `[sap.systems.NAME]`: SAP S/4HANA systems (OData host, client, technical user, unit table),
-/// used by `sap` sources.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawSap {
-    #[serde(default)]
-    pub systems: BTreeMap<S<String>, RawSapSystem>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawSapSystem {
-    pub base_url: S<String>,
-    pub sap_client: Option<S<String>>,
-    pub user: S<String>,
-    pub password: S<RawSecretRef>,
-    /// Extra SAP unit code → ISO code entries, consulted before the defaults.
-    pub units: Option<S<BTreeMap<S<String>, S<String>>>>,
-    /// Mutual TLS: the client certificate (PEM, chain allowed) and its private key.
-    pub client_cert: Option<S<RawSecretRef>>,
-    pub client_key: Option<S<RawSecretRef>>,
-}
-
-/// `[salesforce.orgs.NAME]`: Salesforce orgs (login host, OAuth grant, API version, quota
-/// reserve), used by `salesforce` sources and destinations.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawSalesforce {
-    #[serde(default)]
-    pub orgs: BTreeMap<S<String>, RawSalesforceOrg>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawSalesforceOrg {
-    pub login_url: S<String>,
-    /// `client_credentials` (default), `jwt_bearer` or `refresh_token`.
-    pub grant: Option<S<String>>,
-    pub client_id: S<String>,
-    pub client_secret: Option<S<RawSecretRef>>,
-    pub username: Option<S<String>>,
-    pub private_key: Option<S<RawSecretRef>>,
-    pub refresh_token: Option<S<RawSecretRef>>,
-    pub api_version: Option<S<String>>,
-    pub reserve: Option<S<u64>>,
-    pub organization_id: Option<S<String>>,
-}
-
-/// `[zoho.orgs.NAME]`: Zoho CRM orgs (data centre and refresh-token credentials), used by
-/// `zoho` sources and destinations.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawZoho {
-    #[serde(default)]
-    pub orgs: BTreeMap<S<String>, RawZohoOrg>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawZohoOrg {
-    pub data_centre: S<String>,
-    pub client_id: S<String>,
-    pub client_secret: S<RawSecretRef>,
-    pub refresh_token: S<RawSecretRef>,
-}
-
-/// `[dingtalk.apps.NAME]`: DingTalk internal apps (credentials and hosts), used by `dingtalk`
-/// sources and `dingtalk_app` destinations.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawDingtalk {
-    #[serde(default)]
-    pub apps: BTreeMap<S<String>, RawDingtalkApp>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawDingtalkApp {
-    pub app_key: S<String>,
-    pub app_secret: S<RawSecretRef>,
-    pub agent_id: Option<S<i64>>,
-    pub corp_id: Option<S<String>>,
-    /// `mainland` (dingtalk.com, default) or `overseas` (dingtalk.io).
-    pub region: Option<S<String>>,
-    /// `new` (v1.0/oauth2/accessToken, default) or `old` (gettoken).
-    pub token_api: Option<S<String>>,
-    pub qps_per_api: Option<S<u32>>,
-    /// Keep the app's directory (users, departments) in the store; default true.
-    pub sync_directory: Option<S<bool>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -364,74 +229,6 @@ pub struct RawMessage {
 pub struct RawButton {
     pub title: S<String>,
     pub url: S<String>,
-}
-
-/// `{ env = "NAME" }` or `{ file = "path" }`: where a secret lives, never the secret itself.
-#[derive(Debug, Clone, Default)]
-pub struct RawSecretRef {
-    pub env: Option<String>,
-    pub file: Option<String>,
-    /// The secret was written in the file itself. Validation refuses it at its line (and goes on
-    /// to the rest of the file); the value is not kept, so no message can show it.
-    pub literal: bool,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawSecretTable {
-    env: Option<String>,
-    file: Option<String>,
-}
-
-impl<'de> Deserialize<'de> for RawSecretRef {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = RawSecretRef;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a secret reference `{ env = \"NAME\" }` or `{ file = \"path\" }`")
-            }
-            fn visit_str<E: de::Error>(self, _literal: &str) -> Result<RawSecretRef, E> {
-                Ok(RawSecretRef { literal: true, ..RawSecretRef::default() })
-            }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawSecretRef, A::Error> {
-                let table = RawSecretTable::deserialize(de::value::MapAccessDeserializer::new(map))?;
-                Ok(RawSecretRef { env: table.env, file: table.file, literal: false })
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
-
-/// One secret reference or a list of them (rotation).
-#[derive(Debug, Clone)]
-pub struct RawSecrets(pub Vec<RawSecretRef>);
-
-impl<'de> Deserialize<'de> for RawSecrets {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = RawSecrets;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a secret reference `{ env = \"NAME\" }` / `{ file = \"path\" }` or a list of them")
-            }
-            fn visit_str<E: de::Error>(self, _literal: &str) -> Result<RawSecrets, E> {
-                Ok(RawSecrets(vec![RawSecretRef { literal: true, ..RawSecretRef::default() }]))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawSecrets, A::Error> {
-                let one = RawSecretRef::deserialize(de::value::MapAccessDeserializer::new(map))?;
-                Ok(RawSecrets(vec![one]))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RawSecrets, A::Error> {
-                let mut all = Vec::new();
-                while let Some(one) = seq.next_element::<RawSecretRef>()? {
-                    all.push(one);
-                }
-                Ok(RawSecrets(all))
-            }
-        }
-        d.deserialize_any(V)
-    }
 }
 
 /// `on.source`: one name or a list of names (the span covers the whole value).

@@ -788,7 +788,7 @@ fn crm_orgs_build_one_client_each_and_a_sink_per_destination() {
 
 #[test]
 fn jwt_audience_is_the_generic_login_host() {
-    use super::build::jwt_audience;
+    use connectors::salesforce::config::jwt_audience;
     assert_eq!(jwt_audience("https://hktrading.my.salesforce.com"), "https://login.salesforce.com");
     assert_eq!(jwt_audience("https://login.salesforce.com"), "https://login.salesforce.com");
     assert_eq!(jwt_audience("https://test.salesforce.com"), "https://test.salesforce.com");

@@ -3,6 +3,9 @@
 use super::raw::*;
 use super::refs::{check_cel, check_template_vars, BadRef};
 use super::*;
+use connect::config::{
+    at, known_list, require_https, span, suggest, validate_private_hosts, Diagnostics, SecretRefError,
+};
 use minijinja::{AutoEscape, Environment, UndefinedBehavior};
 use std::collections::{BTreeSet, HashMap};
 
@@ -15,21 +18,12 @@ const DEFAULT_DINGTALK_URL: &str = "https://oapi.dingtalk.com";
 const DEFAULT_PER_MINUTE: u32 = 20;
 const DEFAULT_ENTITY_ID: &str = "/data/id";
 const DEFAULT_TOLERANCE: Duration = Duration::from_secs(300);
-const DEFAULT_RESERVE: u64 = 1_000;
 const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(60);
 /// Every poll costs API requests from the org's daily allocation.
 const MIN_POLL_INTERVAL: Duration = Duration::from_secs(10);
 const DEFAULT_COALESCE: Duration = Duration::from_secs(5);
 /// ERP pushes for one record (a save often fires several user events) within this window are one read.
 const DEFAULT_ERP_COALESCE: Duration = Duration::from_secs(2);
-/// The zone NetSuite integration users in Hong Kong are set to; NetSuite dates are in the user's zone.
-const DEFAULT_NETSUITE_ZONE: &str = "Asia/Hong_Kong";
-/// What each ERP source type may watch (the vendor's spelling).
-const NETSUITE_OBJECTS: &[&str] = &["itemFulfillment", "purchaseRequisition", "purchaseOrder", "salesOrder"];
-const DYNAMICS_OBJECTS: &[&str] = &["salesorder", "purchaseOrders"];
-const SAP_OBJECTS: &[&str] = &["A_OutbDeliveryHeader", "A_PurchaseOrder", "A_PurchaseRequisitionHeader"];
-/// Dynamics objects read from Dataverse (the rest come from Business Central).
-const DATAVERSE_OBJECTS: &[&str] = &["salesorder"];
 const DEFAULT_LINGER: Duration = Duration::from_secs(1);
 /// A write waiting longer than this for company feels lost to the person who caused it.
 const MAX_LINGER: Duration = Duration::from_secs(60);
@@ -106,45 +100,24 @@ fn dingtalk_formatter(
 }
 
 struct Ctx<'a> {
-    errors: Vec<ConfigError>,
+    diag: Diagnostics,
     env: Environment<'static>,
     text: &'a str,
     /// The config file's directory: relative paths in the config are relative to it.
     base_dir: PathBuf,
 }
 
-fn span<T>(s: &S<T>) -> Option<Range<usize>> {
-    Some(s.span())
-}
-
 impl Ctx<'_> {
     fn push(&mut self, e: ConfigError) {
-        self.errors.push(e);
+        self.diag.push(e);
     }
 
     fn duration(&mut self, s: &S<String>, what: &str) -> Option<Duration> {
-        match parse_duration(s.get_ref()) {
-            Ok(d) => Some(d),
-            Err(msg) => {
-                self.push(ConfigError::new(Code::BadDuration, format!("{what}: {msg}"), span(s), "not a duration"));
-                None
-            }
-        }
+        self.diag.duration(s, what)
     }
 
     fn positive(&mut self, s: &S<u64>, what: &str) -> Option<usize> {
-        match usize::try_from(*s.get_ref()) {
-            Ok(n) if n > 0 => Some(n),
-            _ => {
-                self.push(ConfigError::new(
-                    Code::InvalidValue,
-                    format!("{what} must be a positive number, found {}", s.get_ref()),
-                    span(s),
-                    "must be at least 1",
-                ));
-                None
-            }
-        }
+        self.diag.positive(s, what)
     }
 
     /// A `host:port` key, or `default` when it is absent (or wrong, after reporting it).
@@ -162,7 +135,7 @@ impl Ctx<'_> {
     }
 
     fn secret(&mut self, s: &S<RawSecretRef>, what: &str) -> Option<SecretRef> {
-        secret_ref(s.get_ref(), s.span()).map_err(|msg| self.push(invalid_secret(what, &msg, s.span()))).ok()
+        self.diag.secret(s, what)
     }
 
     /// Compile a template and check the event fields it references.
@@ -198,59 +171,12 @@ impl Ctx<'_> {
 
     /// `DB0101` for each key that is present but not used by `owner`; true if any was.
     fn unused_keys(&mut self, keys: &[(&str, Option<Range<usize>>)], owner: &str, label: &str) -> bool {
-        let mut any = false;
-        for (key, at) in keys {
-            if let Some(at) = at {
-                self.push(ConfigError::new(
-                    Code::UnknownKey,
-                    format!("key `{key}` is not used by {owner}"),
-                    Some(at.clone()),
-                    label.to_string(),
-                ));
-                any = true;
-            }
-        }
-        any
+        self.diag.unused_keys(keys, owner, label)
     }
 
     fn slice(&self, r: &Range<usize>) -> &str {
         self.text.get(r.clone()).unwrap_or_default()
     }
-}
-
-/// Where an optional key was written, if it was.
-fn at<T>(value: &Option<S<T>>) -> Option<Range<usize>> {
-    value.as_ref().map(|s| s.span())
-}
-
-fn invalid_secret(what: &str, msg: &str, span: Range<usize>) -> ConfigError {
-    let error = ConfigError::new(Code::InvalidValue, format!("{what}: {msg}"), Some(span), "invalid secret reference")
-        .with_help(
-            "write `{ env = \"NAME\" }` or `{ file = \"/path/to/secret\" }`; secrets are never literal in config",
-        );
-    if msg == LITERAL_SECRET {
-        error.hiding_secret()
-    } else {
-        error
-    }
-}
-
-/// Why a secret written in the config is refused (its value is blanked in the rendering).
-const LITERAL_SECRET: &str = "secrets are never written in the config: give `{ env = \"NAME\" }` (an environment \
-                              variable) or `{ file = \"path\" }` (a file) that holds it";
-
-fn secret_ref(r: &RawSecretRef, span: Range<usize>) -> Result<SecretRef, String> {
-    if r.literal {
-        return Err(LITERAL_SECRET.into());
-    }
-    let location = match (&r.env, &r.file) {
-        (Some(v), None) if !v.trim().is_empty() => SecretLocation::Env(v.clone()),
-        (None, Some(p)) if !p.trim().is_empty() => SecretLocation::File(PathBuf::from(p)),
-        (Some(_), Some(_)) => return Err("give either `env` or `file`, not both".into()),
-        (None, None) => return Err("a secret reference needs `env` or `file`".into()),
-        _ => return Err("the variable name or path is empty".into()),
-    };
-    Ok(SecretRef { location, span })
 }
 
 fn unknown_field(what: &str, bad: &BadRef, span: Range<usize>) -> ConfigError {
@@ -262,48 +188,16 @@ fn unknown_field(what: &str, bad: &BadRef, span: Range<usize>) -> ConfigError {
     )
 }
 
-/// Edit distance for "did you mean" hints.
-fn distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let sub = prev[j] + usize::from(ca != *cb);
-            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
-        }
-        prev = cur;
-    }
-    prev[b.len()]
-}
-
-fn suggest<'a>(name: &str, known: impl IntoIterator<Item = &'a String>) -> Option<String> {
-    known
-        .into_iter()
-        .map(|k| (distance(name, k), k))
-        .filter(|(d, k)| *d <= 2.max(k.len() / 3))
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, k)| format!("did you mean `{k}`?"))
-}
-
-fn known_list(known: &[String]) -> String {
-    if known.is_empty() {
-        "none are defined".to_string()
-    } else {
-        known.join(", ")
-    }
-}
-
 pub(super) fn validate(raw: RawConfig, text: &str, path: &str) -> Result<Config, ConfigErrors> {
     let base_dir = Path::new(path).parent().map(Path::to_path_buf).unwrap_or_default();
-    let mut cx = Ctx { errors: Vec::new(), env: template_env(), text, base_dir };
+    let mut cx = Ctx { diag: Diagnostics::new(), env: template_env(), text, base_dir };
 
     // [server]
     let listen = cx.socket_addr(raw.server.listen.as_ref(), "server.listen", DEFAULT_LISTEN);
     let admin_listen = cx.socket_addr(raw.server.admin_listen.as_ref(), "server.admin_listen", DEFAULT_ADMIN_LISTEN);
     let max_body_bytes = raw.server.max_body_bytes.as_ref().map_or(DEFAULT_MAX_BODY, |s| *s.get_ref());
     let admin_token = raw.server.admin_token.as_ref().and_then(|s| cx.secret(s, "server.admin_token"));
-    let private_hosts = validate_private_hosts(&mut cx, raw.server.allow_private_hosts.as_ref());
+    let private_hosts = validate_private_hosts(&mut cx.diag, raw.server.allow_private_hosts.as_ref());
     let ca_bundle = match &raw.server.ca_bundle {
         Some(s) if s.get_ref().trim().is_empty() => {
             cx.push(ConfigError::new(
@@ -388,7 +282,7 @@ pub(super) fn validate(raw: RawConfig, text: &str, path: &str) -> Result<Config,
     // [dingtalk.apps.*]
     let mut dingtalk_apps = BTreeMap::new();
     for (name, app) in &raw.dingtalk.apps {
-        if let Some(a) = validate_dingtalk_app(&mut cx, name, app) {
+        if let Some(a) = connectors::dingtalk::config::validate_app(&mut cx.diag, name, app) {
             dingtalk_apps.insert(name.get_ref().clone(), a);
         }
     }
@@ -396,13 +290,13 @@ pub(super) fn validate(raw: RawConfig, text: &str, path: &str) -> Result<Config,
     // [salesforce.orgs.*], [zoho.orgs.*]
     let mut salesforce_orgs = BTreeMap::new();
     for (name, org) in &raw.salesforce.orgs {
-        if let Some(o) = validate_salesforce_org(&mut cx, name, org) {
+        if let Some(o) = connectors::salesforce::config::validate_org(&mut cx.diag, name, org) {
             salesforce_orgs.insert(name.get_ref().clone(), o);
         }
     }
     let mut zoho_orgs = BTreeMap::new();
     for (name, org) in &raw.zoho.orgs {
-        if let Some(o) = validate_zoho_org(&mut cx, name, org) {
+        if let Some(o) = connectors::zoho::config::validate_org(&mut cx.diag, name, org) {
             zoho_orgs.insert(name.get_ref().clone(), o);
         }
     }
@@ -410,19 +304,19 @@ pub(super) fn validate(raw: RawConfig, text: &str, path: &str) -> Result<Config,
     // [netsuite.accounts.*], [dynamics.orgs.*], [sap.systems.*]
     let mut netsuite_accounts = BTreeMap::new();
     for (name, account) in &raw.netsuite.accounts {
-        if let Some(a) = validate_netsuite_account(&mut cx, name, account) {
+        if let Some(a) = connectors::netsuite::config::validate_account(&mut cx.diag, name, account) {
             netsuite_accounts.insert(name.get_ref().clone(), a);
         }
     }
     let mut dynamics_orgs = BTreeMap::new();
     for (name, org) in &raw.dynamics.orgs {
-        if let Some(o) = validate_dynamics_org(&mut cx, name, org) {
+        if let Some(o) = connectors::dynamics::config::validate_org(&mut cx.diag, name, org) {
             dynamics_orgs.insert(name.get_ref().clone(), o);
         }
     }
     let mut sap_systems = BTreeMap::new();
     for (name, system) in &raw.sap.systems {
-        if let Some(s) = validate_sap_system(&mut cx, name, system) {
+        if let Some(s) = connectors::sap::config::validate_system(&mut cx.diag, name, system) {
             sap_systems.insert(name.get_ref().clone(), s);
         }
     }
@@ -516,7 +410,7 @@ pub(super) fn validate(raw: RawConfig, text: &str, path: &str) -> Result<Config,
         approvals: raw.approvals.as_ref(),
     };
     let (approvals, approval_errors) = crate::approvals::config::validate(&sections, text, &sources, &destinations);
-    cx.errors.extend(approval_errors);
+    cx.diag.extend(approval_errors);
     // Approval decisions are evidence: without a key, whoever can write to the store could
     // rewrite them and hash the chain again. (A malformed key is reported above.)
     let first_policy = raw.approvals.as_ref().and_then(|a| a.policies.first());
@@ -535,10 +429,11 @@ pub(super) fn validate(raw: RawConfig, text: &str, path: &str) -> Result<Config,
         );
     }
 
-    if !cx.errors.is_empty() {
+    if !cx.diag.is_empty() {
+        let mut errors = cx.diag.into_errors();
         // Report in file order.
-        cx.errors.sort_by_key(|e| e.span.as_ref().map_or(0, |s| s.start));
-        return Err(ConfigErrors::new(path, text, cx.errors));
+        errors.sort_by_key(|e| e.span.as_ref().map_or(0, |s| s.start));
+        return Err(ConfigErrors::new(path, text, errors));
     }
     Ok(Config {
         server,
@@ -558,72 +453,6 @@ pub(super) fn validate(raw: RawConfig, text: &str, path: &str) -> Result<Config,
         templates: Arc::new(cx.env),
         path: path.to_string(),
         text: Arc::from(text),
-    })
-}
-
-fn validate_dingtalk_app(cx: &mut Ctx<'_>, name: &S<String>, app: &RawDingtalkApp) -> Option<DingtalkAppConfig> {
-    let n = name.get_ref();
-    let mut ok = true;
-    if app.app_key.get_ref().trim().is_empty() {
-        cx.push(ConfigError::new(
-            Code::InvalidValue,
-            format!("dingtalk.apps.{n}.app_key is empty"),
-            span(&app.app_key),
-            "the app's AppKey (ClientID), e.g. dingxxxxxxxxxxxxxxxx",
-        ));
-        ok = false;
-    }
-    let app_secret = cx.secret(&app.app_secret, &format!("dingtalk.apps.{n}.app_secret"));
-    let region = match app.region.as_ref().map(|s| s.get_ref().as_str()) {
-        None | Some("mainland") => DingtalkRegion::Mainland,
-        Some("overseas") => DingtalkRegion::Overseas,
-        Some(other) => {
-            cx.push(ConfigError::new(
-                Code::InvalidValue,
-                format!("dingtalk.apps.{n}.region `{other}` is unknown"),
-                app.region.as_ref().map(|s| s.span()),
-                "`mainland` (dingtalk.com) or `overseas` (dingtalk.io)",
-            ));
-            ok = false;
-            DingtalkRegion::Mainland
-        }
-    };
-    let token_api = match app.token_api.as_ref().map(|s| s.get_ref().as_str()) {
-        None | Some("new") => DingtalkTokenApi::New,
-        Some("old") => DingtalkTokenApi::Old,
-        Some(other) => {
-            cx.push(ConfigError::new(
-                Code::InvalidValue,
-                format!("dingtalk.apps.{n}.token_api `{other}` is unknown"),
-                app.token_api.as_ref().map(|s| s.span()),
-                "`new` (v1.0/oauth2/accessToken) or `old` (gettoken)",
-            ));
-            ok = false;
-            DingtalkTokenApi::New
-        }
-    };
-    let qps_per_api = app.qps_per_api.as_ref().map_or(20, |s| *s.get_ref());
-    if qps_per_api == 0 {
-        cx.push(ConfigError::new(
-            Code::InvalidValue,
-            format!("dingtalk.apps.{n}.qps_per_api must be at least 1"),
-            app.qps_per_api.as_ref().map(|s| s.span()),
-            "DingTalk's standard edition allows 20 per app per API",
-        ));
-        ok = false;
-    }
-    let app_secret = app_secret?;
-    ok.then(|| DingtalkAppConfig {
-        name: n.clone(),
-        app_key: app.app_key.get_ref().clone(),
-        app_secret,
-        agent_id: app.agent_id.as_ref().map(|s| *s.get_ref()),
-        corp_id: app.corp_id.as_ref().map(|s| s.get_ref().clone()),
-        region,
-        token_api,
-        qps_per_api,
-        sync_directory: app.sync_directory.as_ref().is_none_or(|s| *s.get_ref()),
-        base_url_override: None,
     })
 }
 
@@ -805,14 +634,14 @@ fn validate_source(
     match &src.secret {
         Some(s) => {
             if s.get_ref().0.is_empty() {
-                cx.push(invalid_secret(&format!("sources.{n}.secret"), "the list of secrets is empty", s.span()));
+                cx.push(SecretRefError::EmptyList.to_config_error(&format!("sources.{n}.secret"), s.span()));
                 ok = false;
             }
             for r in &s.get_ref().0 {
-                match secret_ref(r, s.span()) {
+                match SecretRef::from_raw(r, s.span()) {
                     Ok(r) => secrets.push(r),
-                    Err(msg) => {
-                        cx.push(invalid_secret(&format!("sources.{n}.secret"), &msg, s.span()));
+                    Err(e) => {
+                        cx.push(e.to_config_error(&format!("sources.{n}.secret"), s.span()));
                         ok = false;
                     }
                 }
@@ -961,237 +790,6 @@ fn validate_dingtalk_source(
         entity_id: DEFAULT_ENTITY_ID.to_string(),
         tolerance: DEFAULT_TOLERANCE,
         fields,
-    })
-}
-
-/// The grants of a Salesforce org and the keys each takes, for the help line of a mismatch.
-const GRANT_HELP: &str = "grant = \"client_credentials\" takes client_secret; \"jwt_bearer\" takes username and \
-                          private_key; \"refresh_token\" takes refresh_token (and client_secret if the connected app \
-                          requires it)";
-
-fn validate_salesforce_org(cx: &mut Ctx<'_>, name: &S<String>, org: &RawSalesforceOrg) -> Option<SalesforceOrgConfig> {
-    let n = name.get_ref();
-    let mut ok = true;
-    let login_url = org.login_url.get_ref().trim_end_matches('/').to_string();
-    require_https(cx, &format!("salesforce.orgs.{n}.login_url"), &org.login_url);
-    if !is_base_url(&login_url) {
-        cx.push(ConfigError::new(
-            Code::InvalidValue,
-            format!("salesforce.orgs.{n}.login_url `{}` is not an http(s) URL without a path", org.login_url.get_ref()),
-            span(&org.login_url),
-            "e.g. https://login.salesforce.com or https://yourcompany.my.salesforce.com",
-        ));
-        ok = false;
-    }
-    if org.client_id.get_ref().trim().is_empty() {
-        cx.push(ConfigError::new(
-            Code::InvalidValue,
-            format!("salesforce.orgs.{n}.client_id is empty"),
-            span(&org.client_id),
-            "the connected app's consumer key",
-        ));
-        ok = false;
-    }
-    let grant_name = org.grant.as_ref().map_or("client_credentials", |s| s.get_ref().as_str());
-    let (required, optional): (&[&str], &[&str]) = match grant_name {
-        "client_credentials" => (&["client_secret"], &[]),
-        "jwt_bearer" => (&["username", "private_key"], &[]),
-        "refresh_token" => (&["refresh_token"], &["client_secret"]),
-        other => {
-            cx.push(ConfigError::new(
-                Code::InvalidValue,
-                format!("salesforce.orgs.{n}.grant `{other}` is unknown"),
-                at(&org.grant),
-                "`client_credentials` (default), `jwt_bearer` or `refresh_token`",
-            ));
-            return None;
-        }
-    };
-    let keys = [
-        ("client_secret", at(&org.client_secret)),
-        ("username", at(&org.username)),
-        ("private_key", at(&org.private_key)),
-        ("refresh_token", at(&org.refresh_token)),
-    ];
-    for (key, written) in keys {
-        match written {
-            Some(at) if !required.contains(&key) && !optional.contains(&key) => {
-                cx.push(
-                    ConfigError::new(
-                        Code::InvalidValue,
-                        format!("salesforce.orgs.{n}.{key} is not used by the {grant_name} grant"),
-                        Some(at),
-                        format!("not used with grant = \"{grant_name}\""),
-                    )
-                    .with_help(GRANT_HELP),
-                );
-                ok = false;
-            }
-            None if required.contains(&key) => {
-                cx.push(
-                    ConfigError::new(
-                        Code::InvalidValue,
-                        format!("salesforce.orgs.{n} uses the {grant_name} grant but has no `{key}`"),
-                        Some(name.span()),
-                        format!("missing `{key}`"),
-                    )
-                    .with_help(GRANT_HELP),
-                );
-                ok = false;
-            }
-            _ => {}
-        }
-    }
-    let secret = |cx: &mut Ctx<'_>, key: &str, v: &Option<S<RawSecretRef>>| {
-        v.as_ref().and_then(|s| cx.secret(s, &format!("salesforce.orgs.{n}.{key}")))
-    };
-    let client_secret = secret(cx, "client_secret", &org.client_secret);
-    let private_key = secret(cx, "private_key", &org.private_key);
-    let refresh_token = secret(cx, "refresh_token", &org.refresh_token);
-    let grant = match grant_name {
-        "client_credentials" => client_secret.map(|client_secret| SalesforceGrant::ClientCredentials { client_secret }),
-        "jwt_bearer" => {
-            let username = org.username.as_ref().map(|s| s.get_ref().trim().to_string()).filter(|u| !u.is_empty());
-            if let (None, Some(s)) = (&username, &org.username) {
-                cx.push(ConfigError::new(
-                    Code::InvalidValue,
-                    format!("salesforce.orgs.{n}.username is empty"),
-                    span(s),
-                    "the Salesforce username of the integration user",
-                ));
-            }
-            match (username, private_key) {
-                (Some(username), Some(private_key)) => Some(SalesforceGrant::JwtBearer { username, private_key }),
-                _ => None,
-            }
-        }
-        _ => refresh_token.map(|refresh_token| SalesforceGrant::RefreshToken { client_secret, refresh_token }),
-    };
-    let api_version = org
-        .api_version
-        .as_ref()
-        .map_or_else(|| connectors::salesforce::DEFAULT_API_VERSION.to_string(), |s| s.get_ref().clone());
-    if let Some(s) = &org.api_version {
-        if !is_api_version(s.get_ref()) {
-            cx.push(ConfigError::new(
-                Code::InvalidValue,
-                format!("salesforce.orgs.{n}.api_version `{}` is not a Salesforce API version", s.get_ref()),
-                span(s),
-                format!("`v` and the version number, e.g. {}", connectors::salesforce::DEFAULT_API_VERSION),
-            ));
-            ok = false;
-        }
-    }
-    let organization_id = match &org.organization_id {
-        None => None,
-        Some(s) => match connectors::salesforce::ids::normalize_id(s.get_ref().trim()) {
-            Ok(id) if id.starts_with("00D") => Some(id),
-            _ => {
-                cx.push(ConfigError::new(
-                    Code::InvalidValue,
-                    format!("salesforce.orgs.{n}.organization_id `{}` is not a Salesforce org id", s.get_ref()),
-                    span(s),
-                    "the 15- or 18-character id starting with 00D (Setup → Company Information)",
-                ));
-                ok = false;
-                None
-            }
-        },
-    };
-    let grant = grant?;
-    ok.then(|| SalesforceOrgConfig {
-        name: n.clone(),
-        login_url,
-        grant,
-        client_id: org.client_id.get_ref().trim().to_string(),
-        api_version,
-        reserve: org.reserve.as_ref().map_or(DEFAULT_RESERVE, |s| *s.get_ref()),
-        organization_id,
-        base_url_override: None,
-    })
-}
-
-/// `[server] allow_private_hosts`: each entry a host name, an IP address or a CIDR range.
-fn validate_private_hosts(cx: &mut Ctx<'_>, entries: Option<&S<Vec<S<String>>>>) -> connect::http::PrivateHosts {
-    let mut hosts = connect::http::PrivateHosts::default();
-    for entry in entries.map(|s| s.get_ref().as_slice()).unwrap_or_default() {
-        if let Err(e) = hosts.allow(entry.get_ref()) {
-            cx.push(
-                ConfigError::new(
-                    Code::InvalidValue,
-                    format!("server.allow_private_hosts: {e}"),
-                    span(entry),
-                    "expected a host name, an IP address or a CIDR range",
-                )
-                .with_help("e.g. allow_private_hosts = [\"sap.corp.local\", \"10.1.2.3\", \"10.20.0.0/16\"]: no scheme, port or path"),
-            );
-        }
-    }
-    hosts
-}
-
-/// DB0114 when a vendor endpoint is plain `http://`. Only the local simulators speak plain http,
-/// and `--sim-endpoints` puts their URLs in place after validation, so no config file needs it.
-/// The value is otherwise well formed, so the connection stays valid (no follow-on errors).
-fn require_https(cx: &mut Ctx<'_>, key: &str, s: &S<String>) {
-    let url = s.get_ref().trim();
-    if url.get(..7).is_some_and(|scheme| scheme.eq_ignore_ascii_case("http://")) {
-        cx.push(
-            ConfigError::new(
-                Code::InsecureEndpoint,
-                format!("{key} `{url}` is plain http; vendor endpoints must be https"),
-                span(s),
-                "credentials and business data would travel unencrypted",
-            )
-            .with_help("write https://…; the local simulators (plain http) are reached with `--sim-endpoints`, which replaces this URL"),
-        );
-    }
-}
-
-/// `https://host[:port]` (or http, refused separately by [`require_https`]): the token path is
-/// appended to it.
-fn is_base_url(url: &str) -> bool {
-    let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"));
-    rest.is_some_and(|host| !host.is_empty() && !host.contains(['/', '?', '#', ' ']))
-}
-
-/// `vNN.N`, as Salesforce names its API versions.
-fn is_api_version(text: &str) -> bool {
-    let number = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_digit());
-    text.strip_prefix('v').and_then(|v| v.split_once('.')).is_some_and(|(major, minor)| number(major) && number(minor))
-}
-
-fn validate_zoho_org(cx: &mut Ctx<'_>, name: &S<String>, org: &RawZohoOrg) -> Option<ZohoOrgConfig> {
-    let n = name.get_ref();
-    let mut ok = true;
-    let data_centre = connectors::zoho::auth::DataCentre::parse(org.data_centre.get_ref());
-    if data_centre.is_none() {
-        cx.push(ConfigError::new(
-            Code::InvalidValue,
-            format!("zoho.orgs.{n}.data_centre `{}` is unknown", org.data_centre.get_ref()),
-            span(&org.data_centre),
-            "the domain suffix of the org's Zoho site: com, eu, in, com.au, com.cn, jp, ca, sa or uk",
-        ));
-    }
-    if org.client_id.get_ref().trim().is_empty() {
-        cx.push(ConfigError::new(
-            Code::InvalidValue,
-            format!("zoho.orgs.{n}.client_id is empty"),
-            span(&org.client_id),
-            "the client id from the Zoho API console, e.g. 1000.XXXX",
-        ));
-        ok = false;
-    }
-    let client_secret = cx.secret(&org.client_secret, &format!("zoho.orgs.{n}.client_secret"));
-    let refresh_token = cx.secret(&org.refresh_token, &format!("zoho.orgs.{n}.refresh_token"));
-    let (data_centre, client_secret, refresh_token) = (data_centre?, client_secret?, refresh_token?);
-    ok.then(|| ZohoOrgConfig {
-        name: n.clone(),
-        data_centre,
-        client_id: org.client_id.get_ref().trim().to_string(),
-        client_secret,
-        refresh_token,
-        base_url_override: None,
     })
 }
 
@@ -1558,7 +1156,7 @@ fn validate_destination(
     let secret = dst.secret.as_ref().map(|s| cx.secret(s, &format!("destinations.{n}.secret")));
     let base_url = dst.base_url.as_ref().map_or_else(|| DEFAULT_DINGTALK_URL.to_string(), |s| s.get_ref().clone());
     if let Some(s) = &dst.base_url {
-        require_https(cx, &format!("destinations.{n}.base_url"), s);
+        require_https(&mut cx.diag, &format!("destinations.{n}.base_url"), s);
         if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
             cx.push(ConfigError::new(
                 Code::InvalidValue,
@@ -2207,369 +1805,12 @@ fn api_name_error(what: &str, at: Range<usize>) -> ConfigError {
     )
 }
 
-/// The keys each NetSuite `auth` takes, for the help line of a mismatch.
-const NETSUITE_AUTH_HELP: &str = "auth = \"tba\" takes consumer_key, consumer_secret, token_id and token_secret; \
-                                  \"oauth2\" takes client_id, certificate_id and private_key";
-
-fn validate_netsuite_account(
-    cx: &mut Ctx<'_>,
-    name: &S<String>,
-    account: &RawNetsuiteAccount,
-) -> Option<NetsuiteAccountConfig> {
-    let n = name.get_ref();
-    let mut ok = true;
-    let account_id = connectors::netsuite::account::AccountId::parse(account.account_id.get_ref());
-    if account_id.is_none() {
-        cx.push(ConfigError::new(
-            Code::InvalidValue,
-            format!("netsuite.accounts.{n}.account_id `{}` is not a NetSuite account id", account.account_id.get_ref()),
-            span(&account.account_id),
-            "letters, digits, `_` or `-`, e.g. 1234567 or 1234567_SB1 (Setup → Company → Company Information)",
-        ));
-    }
-    let auth_name = account.auth.as_ref().map_or("tba", |s| s.get_ref().as_str());
-    let required: &[&str] = match auth_name {
-        "tba" => &["consumer_key", "consumer_secret", "token_id", "token_secret"],
-        "oauth2" => &["client_id", "certificate_id", "private_key"],
-        other => {
-            cx.push(ConfigError::new(
-                Code::InvalidValue,
-                format!("netsuite.accounts.{n}.auth `{other}` is unknown"),
-                at(&account.auth),
-                "`tba` (token-based authentication, default) or `oauth2` (client credentials)",
-            ));
-            return None;
-        }
-    };
-    let keys = [
-        ("consumer_key", at(&account.consumer_key)),
-        ("consumer_secret", at(&account.consumer_secret)),
-        ("token_id", at(&account.token_id)),
-        ("token_secret", at(&account.token_secret)),
-        ("client_id", at(&account.client_id)),
-        ("certificate_id", at(&account.certificate_id)),
-        ("private_key", at(&account.private_key)),
-    ];
-    // A missing key points at `auth` when it was written (that choice asks for the key).
-    let auth_at = at(&account.auth).unwrap_or_else(|| name.span());
-    for (key, written) in keys {
-        match written {
-            Some(at) if !required.contains(&key) => {
-                cx.push(
-                    ConfigError::new(
-                        Code::InvalidValue,
-                        format!("netsuite.accounts.{n}.{key} is not used with auth = \"{auth_name}\""),
-                        Some(at),
-                        format!("not used with auth = \"{auth_name}\""),
-                    )
-                    .with_help(NETSUITE_AUTH_HELP),
-                );
-                ok = false;
-            }
-            None if required.contains(&key) => {
-                cx.push(
-                    ConfigError::new(
-                        Code::InvalidValue,
-                        format!("netsuite.accounts.{n} uses auth = \"{auth_name}\" but has no `{key}`"),
-                        Some(auth_at.clone()),
-                        format!("missing `{key}`"),
-                    )
-                    .with_help(NETSUITE_AUTH_HELP),
-                );
-                ok = false;
-            }
-            _ => {}
-        }
-    }
-    let text = |cx: &mut Ctx<'_>, key: &str, v: &Option<S<String>>, label: &str| match v {
-        Some(s) if s.get_ref().trim().is_empty() => {
-            cx.push(ConfigError::new(
-                Code::InvalidValue,
-                format!("netsuite.accounts.{n}.{key} is empty"),
-                span(s),
-                label.to_string(),
-            ));
-            None
-        }
-        Some(s) => Some(s.get_ref().trim().to_string()),
-        None => None,
-    };
-    let secret = |cx: &mut Ctx<'_>, key: &str, v: &Option<S<RawSecretRef>>| {
-        v.as_ref().and_then(|s| cx.secret(s, &format!("netsuite.accounts.{n}.{key}")))
-    };
-    let auth = if auth_name == "tba" {
-        let consumer_key = text(cx, "consumer_key", &account.consumer_key, "the integration record's consumer key");
-        let consumer_secret = secret(cx, "consumer_secret", &account.consumer_secret);
-        let token_id = text(cx, "token_id", &account.token_id, "the access token's token id");
-        let token_secret = secret(cx, "token_secret", &account.token_secret);
-        match (consumer_key, consumer_secret, token_id, token_secret) {
-            (Some(consumer_key), Some(consumer_secret), Some(token_id), Some(token_secret)) => {
-                Some(NetsuiteAuth::Tba { consumer_key, consumer_secret, token_id, token_secret })
-            }
-            _ => None,
-        }
-    } else {
-        let client_id = text(cx, "client_id", &account.client_id, "the integration record's client id");
-        let certificate_id =
-            text(cx, "certificate_id", &account.certificate_id, "the certificate id of the client credentials mapping");
-        let private_key = secret(cx, "private_key", &account.private_key);
-        match (client_id, certificate_id, private_key) {
-            (Some(client_id), Some(certificate_id), Some(private_key)) => {
-                Some(NetsuiteAuth::OAuth2 { client_id, certificate_id, private_key })
-            }
-            _ => None,
-        }
-    };
-    let concurrency = match &account.concurrency {
-        Some(s) => cx.positive(s, &format!("netsuite.accounts.{n}.concurrency"))?,
-        None => connectors::netsuite::client::DEFAULT_CONCURRENCY,
-    };
-    let time_zone = match &account.time_zone {
-        Some(s) => match jiff::tz::TimeZone::get(s.get_ref().trim()) {
-            Ok(zone) => Some(zone),
-            Err(_) => {
-                cx.push(ConfigError::new(
-                    Code::InvalidValue,
-                    format!("netsuite.accounts.{n}.time_zone `{}` is not a known time zone", s.get_ref()),
-                    span(s),
-                    "an IANA zone name, e.g. Asia/Hong_Kong or Asia/Shanghai (the integration user's preference)",
-                ));
-                None
-            }
-        },
-        // Hong Kong has kept +08:00 without daylight saving since 1979, so the fixed offset is
-        // the same zone for every date NetSuite answers with.
-        None => Some(
-            jiff::tz::TimeZone::get(DEFAULT_NETSUITE_ZONE)
-                .unwrap_or_else(|_| jiff::tz::TimeZone::fixed(jiff::tz::offset(8))),
-        ),
-    };
-    let (account_id, auth, time_zone) = (account_id?, auth?, time_zone?);
-    ok.then(|| NetsuiteAccountConfig {
-        name: n.clone(),
-        account_id,
-        auth,
-        concurrency,
-        time_zone,
-        base_url_override: None,
-    })
-}
-
-fn validate_dynamics_org(cx: &mut Ctx<'_>, name: &S<String>, org: &RawDynamicsOrg) -> Option<DynamicsOrgConfig> {
-    let n = name.get_ref();
-    let mut ok = true;
-    let tenant_id = org.tenant_id.get_ref().trim().to_string();
-    if tenant_id.is_empty() || tenant_id.contains(|c: char| c == '/' || c.is_whitespace()) {
-        cx.push(ConfigError::new(
-            Code::InvalidValue,
-            format!("dynamics.orgs.{n}.tenant_id `{}` is not a tenant id", org.tenant_id.get_ref()),
-            span(&org.tenant_id),
-            "the Directory (tenant) ID GUID, or a verified domain such as contoso.onmicrosoft.com",
-        ));
-        ok = false;
-    }
-    if org.client_id.get_ref().trim().is_empty() {
-        cx.push(ConfigError::new(
-            Code::InvalidValue,
-            format!("dynamics.orgs.{n}.client_id is empty"),
-            span(&org.client_id),
-            "the app registration's Application (client) ID",
-        ));
-        ok = false;
-    }
-    let client_secret = cx.secret(&org.client_secret, &format!("dynamics.orgs.{n}.client_secret"));
-    let mut base_url = |cx: &mut Ctx<'_>, key: &str, v: &S<String>, example: &str| {
-        let url = v.get_ref().trim().trim_end_matches('/').to_string();
-        require_https(cx, &format!("dynamics.orgs.{n}.{key}"), v);
-        if !is_base_url(&url) {
-            cx.push(ConfigError::new(
-                Code::InvalidValue,
-                format!("dynamics.orgs.{n}.{key} `{}` is not an http(s) URL without a path", v.get_ref()),
-                span(v),
-                format!("e.g. {example}"),
-            ));
-            ok = false;
-        }
-        url
-    };
-    let authority = match &org.authority {
-        Some(s) => base_url(cx, "authority", s, connectors::dynamics::auth::DEFAULT_AUTHORITY),
-        None => connectors::dynamics::auth::DEFAULT_AUTHORITY.to_string(),
-    };
-    let dataverse_url =
-        org.dataverse_url.as_ref().map(|s| base_url(cx, "dataverse_url", s, "https://contoso.crm5.dynamics.com"));
-    let bc_environment = org.bc_environment.as_ref().map(|s| s.get_ref().trim().to_string());
-    if let (Some(env), Some(s)) = (&bc_environment, &org.bc_environment) {
-        if env.is_empty() || env.contains(|c: char| c == '/' || c.is_whitespace()) {
-            cx.push(ConfigError::new(
-                Code::InvalidValue,
-                format!("dynamics.orgs.{n}.bc_environment `{}` is not an environment name", s.get_ref()),
-                span(s),
-                "the Business Central environment, e.g. Production or Sandbox",
-            ));
-            ok = false;
-        }
-    }
-    let bc_company = org.bc_company.as_ref().map(|s| s.get_ref().trim().to_string());
-    match (&org.bc_environment, &org.bc_company) {
-        (Some(env), None) => {
-            cx.push(ConfigError::new(
-                Code::InvalidValue,
-                format!("dynamics.orgs.{n}.bc_environment is set but bc_company is not"),
-                span(env),
-                "add bc_company = \"<company id>\" (GET …/api/v2.0/companies lists them)",
-            ));
-            ok = false;
-        }
-        (None, Some(company)) => {
-            cx.push(ConfigError::new(
-                Code::InvalidValue,
-                format!("dynamics.orgs.{n}.bc_company is set but bc_environment is not"),
-                span(company),
-                "add bc_environment = \"Production\" (or the environment the company lives in)",
-            ));
-            ok = false;
-        }
-        (Some(_), Some(company)) if company.get_ref().trim().is_empty() => {
-            cx.push(ConfigError::new(
-                Code::InvalidValue,
-                format!("dynamics.orgs.{n}.bc_company is empty"),
-                span(company),
-                "the Business Central company id (a GUID)",
-            ));
-            ok = false;
-        }
-        (None, None) if org.dataverse_url.is_none() => {
-            cx.push(ConfigError::new(
-                Code::InvalidValue,
-                format!("dynamics.orgs.{n} has neither `dataverse_url` nor `bc_environment`"),
-                Some(name.span()),
-                "add dataverse_url (Dataverse) and/or bc_environment + bc_company (Business Central)",
-            ));
-            ok = false;
-        }
-        _ => {}
-    }
-    let client_secret = client_secret?;
-    ok.then(|| DynamicsOrgConfig {
-        name: n.clone(),
-        tenant_id,
-        client_id: org.client_id.get_ref().trim().to_string(),
-        client_secret,
-        authority,
-        dataverse_url,
-        bc_environment,
-        bc_company,
-        base_url_override: None,
-    })
-}
-
-fn validate_sap_system(cx: &mut Ctx<'_>, name: &S<String>, system: &RawSapSystem) -> Option<SapSystemConfig> {
-    let n = name.get_ref();
-    let mut ok = true;
-    let base_url = system.base_url.get_ref().trim().trim_end_matches('/').to_string();
-    require_https(cx, &format!("sap.systems.{n}.base_url"), &system.base_url);
-    // `SapConfig::new` takes the parsed URL: the same parse `run` does.
-    if !is_base_url(&base_url) || base_url.parse().map(connectors::sap::client::SapConfig::new).is_err() {
-        cx.push(ConfigError::new(
-            Code::InvalidValue,
-            format!("sap.systems.{n}.base_url `{}` is not an http(s) URL without a path", system.base_url.get_ref()),
-            span(&system.base_url),
-            "the Gateway host, e.g. https://s4.example.com.hk:44300 (the service paths are appended)",
-        ));
-        ok = false;
-    }
-    let sap_client = system.sap_client.as_ref().map(|s| s.get_ref().trim().to_string());
-    if let (Some(client), Some(s)) = (&sap_client, &system.sap_client) {
-        if client.len() != 3 || !client.chars().all(|c| c.is_ascii_digit()) {
-            cx.push(ConfigError::new(
-                Code::InvalidValue,
-                format!("sap.systems.{n}.sap_client `{}` is not an SAP client", s.get_ref()),
-                span(s),
-                "three digits, e.g. \"100\" (a string, to keep leading zeros)",
-            ));
-            ok = false;
-        }
-    }
-    if system.user.get_ref().trim().is_empty() {
-        cx.push(ConfigError::new(
-            Code::InvalidValue,
-            format!("sap.systems.{n}.user is empty"),
-            span(&system.user),
-            "the technical user the OData services run as",
-        ));
-        ok = false;
-    }
-    let password = cx.secret(&system.password, &format!("sap.systems.{n}.password"));
-    // Mutual TLS needs both halves; each is read (and the pair checked) when `run` builds.
-    let client_cert = system.client_cert.as_ref().map(|s| cx.secret(s, &format!("sap.systems.{n}.client_cert")));
-    let client_key = system.client_key.as_ref().map(|s| cx.secret(s, &format!("sap.systems.{n}.client_key")));
-    match (&system.client_cert, &system.client_key) {
-        (Some(given), None) | (None, Some(given)) => {
-            let (set, missing) = if system.client_cert.is_some() {
-                ("client_cert", "client_key")
-            } else {
-                ("client_key", "client_cert")
-            };
-            cx.push(ConfigError::new(
-                Code::InvalidValue,
-                format!("sap.systems.{n}.{set} is set but {missing} is not"),
-                span(given),
-                format!("mutual TLS needs both: add {missing} = {{ file = \"...\" }}"),
-            ));
-            ok = false;
-        }
-        _ => {}
-    }
-    if matches!(client_cert, Some(None)) || matches!(client_key, Some(None)) {
-        ok = false;
-    }
-    let mut units = Vec::new();
-    for (sap_code, iso_code) in system.units.as_ref().map(|s| s.get_ref().iter()).into_iter().flatten() {
-        let code = sap_code.get_ref().trim();
-        if code.is_empty() || code.contains(char::is_whitespace) {
-            cx.push(ConfigError::new(
-                Code::InvalidValue,
-                format!("sap.systems.{n}.units has the unit code `{}`", sap_code.get_ref()),
-                span(sap_code),
-                "an SAP unit code (T006), e.g. ZCT",
-            ));
-            ok = false;
-            continue;
-        }
-        let field = format!("sap.systems.{n}.units.{code}");
-        if let Err(e) = model::Uom::parse(&field, iso_code.get_ref().trim()) {
-            cx.push(ConfigError::new(
-                Code::InvalidValue,
-                format!("{field} maps to `{}`, which is not a unit dingbridge knows: {e}", iso_code.get_ref()),
-                span(iso_code),
-                "an ISO (UN/ECE Rec 20) code, e.g. PCE, KGM, CT",
-            ));
-            ok = false;
-            continue;
-        }
-        units.push((code.to_string(), iso_code.get_ref().trim().to_string()));
-    }
-    let password = password?;
-    ok.then(|| SapSystemConfig {
-        name: n.clone(),
-        base_url,
-        sap_client,
-        user: system.user.get_ref().trim().to_string(),
-        password,
-        units,
-        client_cert: client_cert.flatten(),
-        client_key: client_key.flatten(),
-        base_url_override: None,
-    })
-}
-
 /// What the objects of a source of `system` may be.
 fn erp_objects(system: ErpSystem) -> &'static [&'static str] {
     match system {
-        ErpSystem::Netsuite => NETSUITE_OBJECTS,
-        ErpSystem::Dynamics => DYNAMICS_OBJECTS,
-        ErpSystem::Sap => SAP_OBJECTS,
+        ErpSystem::Netsuite => connectors::netsuite::config::SOURCE_OBJECTS,
+        ErpSystem::Dynamics => connectors::dynamics::config::SOURCE_OBJECTS,
+        ErpSystem::Sap => connectors::sap::config::SOURCE_OBJECTS,
     }
 }
 
@@ -2637,29 +1878,9 @@ fn validate_erp_source(
     let objects = validate_erp_objects(cx, n, system, src, name.span(), &mut ok);
     if let (ErpSystem::Dynamics, Some(org), Some(list)) = (system, &connection, &src.objects) {
         let (dataverse, bc) = connections.dynamics_services.get(org).copied().unwrap_or((true, true));
-        let mut seen: Vec<&str> = Vec::new();
-        for o in list.get_ref() {
-            let object = o.get_ref().as_str();
-            if !DYNAMICS_OBJECTS.contains(&object) || seen.contains(&object) {
-                continue; // reported by validate_erp_objects
-            }
-            seen.push(object);
-            let (has, service, key) = if DATAVERSE_OBJECTS.contains(&object) {
-                (dataverse, "Dataverse", "dataverse_url")
-            } else {
-                (bc, "Business Central", "bc_environment")
-            };
-            if !has {
-                cx.push(ConfigError::new(
-                    Code::InvalidValue,
-                    format!(
-                        "object `{object}` of source `{n}` is read from {service}, but dynamics org `{org}` has no `{key}`"
-                    ),
-                    span(o),
-                    format!("add {key} to [dynamics.orgs.{org}]"),
-                ));
-                ok = false;
-            }
+        let services = connectors::dynamics::config::Services { dataverse, bc };
+        if !connectors::dynamics::config::check_source_services(&mut cx.diag, n, org, services, list) {
+            ok = false;
         }
     }
     let webhook_secret = src.webhook_secret.as_ref().and_then(|s| cx.secret(s, &format!("sources.{n}.webhook_secret")));

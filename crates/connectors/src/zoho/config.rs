@@ -1,0 +1,112 @@
+//! `[zoho.orgs.NAME]`: a Zoho CRM org as the config writes it, its pure validation (`check`),
+//! and the client `run` builds from it with the secrets read.
+
+use super::auth::{DataCentre, ZohoCredentials};
+use super::client::{ZohoClient, ZohoSettings};
+use connect::config::{span, Code, ConfigError, Diagnostics, RawSecretRef, SecretReader, SecretRef, S};
+use connect::http::HttpClient;
+use connect::Clock;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// `[zoho.orgs.NAME]`: Zoho CRM orgs (data centre and refresh-token credentials), used by
+/// `zoho` sources and destinations.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawZoho {
+    #[serde(default)]
+    pub orgs: BTreeMap<S<String>, RawZohoOrg>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawZohoOrg {
+    pub data_centre: S<String>,
+    pub client_id: S<String>,
+    pub client_secret: S<RawSecretRef>,
+    pub refresh_token: S<RawSecretRef>,
+}
+
+/// `[zoho.orgs.NAME]`.
+#[derive(Debug, Clone)]
+pub struct ZohoOrgConfig {
+    pub name: String,
+    pub data_centre: DataCentre,
+    pub client_id: String,
+    pub client_secret: SecretRef,
+    pub refresh_token: SecretRef,
+    /// Set by `--sim-endpoints`: the accounts server and the API domain become this URL.
+    pub base_url_override: Option<String>,
+}
+
+/// `[zoho.orgs.NAME]` checked (no I/O); `None` when it cannot be used, every problem pushed to `diag`.
+pub fn validate_org(diag: &mut Diagnostics, name: &S<String>, org: &RawZohoOrg) -> Option<ZohoOrgConfig> {
+    let n = name.get_ref();
+    let mut ok = true;
+    let data_centre = DataCentre::parse(org.data_centre.get_ref());
+    if data_centre.is_none() {
+        diag.push(ConfigError::new(
+            Code::InvalidValue,
+            format!("zoho.orgs.{n}.data_centre `{}` is unknown", org.data_centre.get_ref()),
+            span(&org.data_centre),
+            "the domain suffix of the org's Zoho site: com, eu, in, com.au, com.cn, jp, ca, sa or uk",
+        ));
+    }
+    if org.client_id.get_ref().trim().is_empty() {
+        diag.push(ConfigError::new(
+            Code::InvalidValue,
+            format!("zoho.orgs.{n}.client_id is empty"),
+            span(&org.client_id),
+            "the client id from the Zoho API console, e.g. 1000.XXXX",
+        ));
+        ok = false;
+    }
+    let client_secret = diag.secret(&org.client_secret, &format!("zoho.orgs.{n}.client_secret"));
+    let refresh_token = diag.secret(&org.refresh_token, &format!("zoho.orgs.{n}.refresh_token"));
+    let (data_centre, client_secret, refresh_token) = (data_centre?, client_secret?, refresh_token?);
+    ok.then(|| ZohoOrgConfig {
+        name: n.clone(),
+        data_centre,
+        client_id: org.client_id.get_ref().trim().to_string(),
+        client_secret,
+        refresh_token,
+        base_url_override: None,
+    })
+}
+
+impl ZohoOrgConfig {
+    /// The org's OAuth credentials; `None` when a secret is missing (recorded in `rs`).
+    pub fn read_secrets(&self, rs: &mut SecretReader<'_>) -> Option<ZohoCredentials> {
+        let name = &self.name;
+        let secret = rs.get(&self.client_secret, &format!("the client secret of Zoho org `{name}`"));
+        let token = rs.get(&self.refresh_token, &format!("the refresh token of Zoho org `{name}`"));
+        let (secret, token) = (secret?, token?);
+        Some(ZohoCredentials {
+            client_id: self.client_id.clone(),
+            client_secret: secret.into_secret_string(),
+            refresh_token: token.into_secret_string(),
+        })
+    }
+
+    /// The org's client on `http` (shared with the other CRM orgs).
+    pub fn build(
+        &self,
+        credentials: ZohoCredentials,
+        http: &HttpClient,
+        clock: &Arc<dyn Clock>,
+    ) -> Result<ZohoClient, ConfigError> {
+        let settings = match &self.base_url_override {
+            Some(url) => ZohoSettings::with_base(url),
+            None => ZohoSettings::for_dc(self.data_centre),
+        };
+        ZohoClient::new(http.clone(), settings, credentials, clock.clone()).map_err(|e| {
+            ConfigError::new(
+                Code::InvalidValue,
+                format!("Zoho org `{}` cannot be built: {e}", self.name),
+                Some(self.refresh_token.span.clone()),
+                "while building this org",
+            )
+        })
+    }
+}
