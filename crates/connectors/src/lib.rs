@@ -10,6 +10,7 @@ pub mod dingtalk;
 pub mod dynamics;
 pub mod erp;
 pub mod netsuite;
+pub mod reader;
 pub mod salesforce;
 pub mod sap;
 pub mod zoho;

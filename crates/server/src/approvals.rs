@@ -9,7 +9,7 @@
 //! a crash adds nothing), the audit rows, then the new state with the input's key recorded as
 //! applied (a retry after that finds it and does nothing).
 
-use crate::erp::{ErpClient, ErpSource};
+use crate::erp::ErpSource;
 use crate::hooks::commit;
 use crate::state::AppState;
 use crate::supervisor::{pause, OnFailure, TaskError};
@@ -370,22 +370,6 @@ pub struct WriteBackSink {
     pub max_attempts: u32,
 }
 
-impl WriteBackSink {
-    async fn decide(&self, request: &DecisionRequest) -> Result<DecisionOutcome, DeliveryError> {
-        match &self.source.client {
-            ErpClient::Netsuite { client, .. } => connectors::netsuite::approval::decide(client, request).await,
-            ErpClient::Dynamics(clients) => match (&clients.bc, &clients.bc_company) {
-                (Some(bc), Some(company)) => connectors::dynamics::approval::decide(bc, company, request).await,
-                _ => Err(DeliveryError::BadPayload {
-                    destination: write_back_destination(&self.source.name),
-                    detail: "the Dynamics org has no Business Central environment to write approvals to".into(),
-                }),
-            },
-            ErpClient::Sap(client) => connectors::sap::approval::decide(client, request).await,
-        }
-    }
-}
-
 #[async_trait]
 impl Sink for WriteBackSink {
     async fn deliver(&self, delivery: &Delivery) -> Result<Receipt, DeliveryError> {
@@ -398,7 +382,7 @@ impl Sink for WriteBackSink {
             source = %self.source.name, decision = request.decision.as_str());
         let _guard = span.enter();
         let state = &self.state;
-        let outcome = match self.decide(&request).await {
+        let outcome = match self.source.write_back.decide(&request).await {
             Ok(outcome) => outcome,
             Err(err) => {
                 let last = delivery.attempt >= self.max_attempts
@@ -485,14 +469,7 @@ async fn user_sync_loop(state: AppState, source: Arc<ErpSource>, cancel: Cancell
 
 /// Reads one ERP source's users and stores them; returns how many.
 pub async fn sync_users(state: &AppState, source: &ErpSource) -> Result<usize, DeliveryError> {
-    let users = match &source.client {
-        ErpClient::Netsuite { client, .. } => connectors::netsuite::approval::users(client).await?,
-        ErpClient::Dynamics(clients) => match (&clients.bc, &clients.bc_company) {
-            (Some(bc), Some(company)) => connectors::dynamics::approval::users(bc, company).await?,
-            _ => Vec::new(),
-        },
-        ErpClient::Sap(_) => Vec::new(),
-    };
+    let users = source.write_back.users().await?;
     let text = serde_json::to_string(&users).map_err(store_error)?;
     state.store.put_cursor(&users_cursor(&source.name), &text, state.clock.now_millis()).await.map_err(store_error)?;
     Ok(users.len())

@@ -21,17 +21,10 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use connect::{Clock, Delivery, DeliveryError, Idempotency, Receipt, Sink};
-use connectors::dynamics::canonical as dv_canonical;
-use connectors::dynamics::source::{Change as DeltaChange, DeltaCursor};
 use connectors::erp::{self, ErpRecord};
-use connectors::netsuite::canonical as ns_canonical;
-use connectors::netsuite::client::{NetSuiteClient, RecordType};
-use connectors::netsuite::source::{self as ns_source, PollCursor};
-use connectors::sap::canonical as sap_canonical;
-use connectors::sap::client::SapClient;
-use connectors::sap::idoc::{Idoc, IdocParser};
-use connectors::sap::source::ChangeCursor;
-use engine::config::{DynamicsClients, ErpSystem, Secret};
+use connectors::netsuite::source as ns_source;
+use connectors::reader::{ApprovalWriteBack, ErpReader, Found, ReadError};
+use engine::config::{ErpSystem, Secret};
 use model::InboundChange;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -55,22 +48,14 @@ pub const DATAVERSE_KEY_HEADER: &str = "x-dingbridge-key";
 const FOLDER_SCAN: Duration = Duration::from_secs(1);
 const FOLDER_SETTLE: Duration = Duration::from_millis(500);
 
-/// Rows per page of a Dataverse change-tracking poll.
-const DELTA_PAGE_SIZE: u32 = 1000;
-
-/// The vendor client an ERP source reads with.
-#[derive(Clone)]
-pub enum ErpClient {
-    Netsuite { client: Arc<NetSuiteClient>, zone: jiff::tz::TimeZone },
-    Dynamics(DynamicsClients),
-    Sap(Arc<SapClient>),
-}
-
 /// One configured ERP source, as the gateway runs it.
 pub struct ErpSource {
     pub name: String,
     pub system: ErpSystem,
-    pub client: ErpClient,
+    /// Polls and reads the ERP's records.
+    pub reader: Arc<dyn ErpReader>,
+    /// Writes approval decisions to the ERP and lists its people.
+    pub write_back: Arc<dyn ApprovalWriteBack>,
     pub objects: Vec<String>,
     pub coalesce: Duration,
     pub poll: Option<Duration>,
@@ -336,26 +321,7 @@ fn basic_auth_matches(headers: &HeaderMap, user: &str, password: &str) -> bool {
 
 /// The canonical records of an IDoc packet, or why it cannot be read.
 fn idoc_records(erp: &ErpSource, body: &[u8]) -> Result<Vec<ErpRecord>, String> {
-    let ErpClient::Sap(client) = &erp.client else { return Err("not a SAP source".into()) };
-    let xml = std::str::from_utf8(body).map_err(|_| "the IDoc is not UTF-8 XML".to_owned())?;
-    let parser = IdocParser::new(sap_zone(), client.uoms().clone());
-    let idocs = parser.parse(xml).map_err(|err| err.to_string())?;
-    if idocs.is_empty() {
-        return Err("the packet holds no IDoc".into());
-    }
-    idocs
-        .iter()
-        .map(|idoc| match idoc {
-            Idoc::Order(order) => sap_canonical::purchase_order_from_idoc(order, client.uoms()),
-            Idoc::Delivery(delivery) => sap_canonical::shipment_from_idoc(delivery, client.uoms()),
-        })
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|err| err.to_string())
-}
-
-/// The SAP system's time zone (IDoc CREDAT/CRETIM are local times).
-fn sap_zone() -> jiff::tz::TimeZone {
-    jiff::tz::TimeZone::get("Asia/Hong_Kong").unwrap_or(jiff::tz::TimeZone::fixed(jiff::tz::offset(8)))
+    erp.reader.decode_push(body).map_err(|err| err.0)
 }
 
 /// An IDoc that cannot be read, kept as a dead letter with its text and the reason; stored under
@@ -474,39 +440,14 @@ pub struct ErpReadSink {
     pub state: AppState,
 }
 
-impl ErpReadSink {
-    async fn read(&self, object: &str, id: &str) -> Result<Option<ErpRecord>, DeliveryError> {
-        let unknown = || DeliveryError::BadPayload {
-            destination: read_destination(&self.source.name),
-            detail: format!("{} object `{object}` cannot be read", self.source.system.as_str()),
-        };
-        match &self.source.client {
-            ErpClient::Netsuite { client, .. } => {
-                let record = RecordType::parse(object).ok_or_else(unknown)?;
-                ns_canonical::read(client, record, id).await
-            }
-            ErpClient::Dynamics(clients) if object.eq_ignore_ascii_case("salesorder") => {
-                let dataverse = clients.dataverse.as_ref().ok_or_else(unknown)?;
-                dv_canonical::read_sales_order(dataverse, id).await
-            }
-            ErpClient::Sap(client) if object == "A_OutbDeliveryHeader" => {
-                sap_canonical::read_delivery(client, id).await
-            }
-            ErpClient::Sap(client) if object == "A_PurchaseOrder" => {
-                sap_canonical::read_purchase_order(client, id).await
-            }
-            _ => Err(unknown()),
-        }
-    }
-}
-
 #[async_trait]
 impl Sink for ErpReadSink {
     async fn deliver(&self, delivery: &Delivery) -> Result<Receipt, DeliveryError> {
         let request = ReadRequest::from_delivery(delivery)?;
         let ReadRequest { object, id, change } = &request;
         let now = self.clock.now_millis();
-        let inbound = match self.read(object, id).await? {
+        let read = self.source.reader.read(object, id).await;
+        let inbound = match read.map_err(|err| err.into_delivery(&read_destination(&self.source.name)))? {
             Some(record) => {
                 let mut inbound = self.source.inbound(&record, change, now);
                 if change == "deleted" {
@@ -551,100 +492,49 @@ pub async fn poll_loop(state: AppState, source: Arc<ErpSource>, cancel: Cancella
 }
 
 /// One poll of one object (also run by tests and the demo to reconcile at once).
-pub async fn poll_object(state: &AppState, source: &ErpSource, object: &str) -> Result<(), String> {
+pub async fn poll_object(state: &AppState, source: &ErpSource, object: &str) -> Result<(), PollError> {
     let cursor_name = format!("{}.poll.{}.{object}", source.system.as_str(), source.name);
-    let stored = state.store.get_cursor(&cursor_name).await.map_err(|e| e.to_string())?;
-    let now = state.clock.now();
-    let next = match (&source.client, object) {
-        (_, "purchaseRequisition" | "purchaseOrders" | "A_PurchaseRequisitionHeader") => {
-            let records = pending_purchase_requests(source).await.map_err(|e| e.to_string())?;
-            source.commit_records(state, &records, "updated").await.map_err(|e| e.message.clone())?;
-            return Ok(());
-        }
-        (ErpClient::Netsuite { client, zone }, _) => {
-            let record = RecordType::parse(object).ok_or_else(|| format!("unknown NetSuite record type `{object}`"))?;
-            let Some(text) = stored else {
-                let start = PollCursor::new(record, now, zone.clone());
-                return save_cursor(state, &cursor_name, &serde_json::to_string(start.state()).unwrap_or_default())
-                    .await;
-            };
-            let saved =
-                serde_json::from_str(&text).map_err(|e| format!("cursor `{cursor_name}` is unreadable: {e}"))?;
-            let mut cursor = PollCursor::resume(record, saved, zone.clone());
-            let rows = ns_source::poll_changes(client, &mut cursor).await.map_err(|e| e.to_string())?;
-            let at = now.as_millisecond();
+    let stored = state.store.get_cursor(&cursor_name).await?;
+    let polled = source.reader.poll(object, stored.as_deref(), state.clock.now()).await?;
+    match polled.found {
+        Found::Nothing => {}
+        Found::Changed(rows) => {
+            let at = state.clock.now_millis();
             let notices = rows
-                .iter()
+                .into_iter()
                 .map(|row| {
-                    let stamp = row.last_modified.to_rfc3339();
-                    let dedup = format!("{}:poll:{object}:{}:{stamp}", source.name, row.id);
-                    source.notices().notice(dedup, object, &row.id, "updated", json!({ "lastmodified": stamp }), at)
+                    let dedup = format!("{}:poll:{object}:{}:{}", source.name, row.id, row.stamp);
+                    source.notices().notice(dedup, object, &row.id, "updated", row.detail, at)
                 })
                 .collect();
-            commit_all(state, &source.name, notices).await.map_err(|e| e.message.clone())?;
-            serde_json::to_string(cursor.state()).unwrap_or_default()
+            commit_all(state, &source.name, notices).await?;
         }
-        (ErpClient::Dynamics(clients), "salesorder") => {
-            let dataverse = clients.dataverse.as_ref().ok_or("no Dataverse URL is configured")?;
-            let cursor = match stored {
-                Some(text) => {
-                    serde_json::from_str(&text).map_err(|e| format!("cursor `{cursor_name}` is unreadable: {e}"))?
-                }
-                None => DeltaCursor::new("salesorders", dv_canonical::SALES_ORDER_SELECT, "salesorderid"),
-            };
-            let poll = cursor.poll(dataverse, DELTA_PAGE_SIZE).await.map_err(|e| e.to_string())?;
-            // The initial tracked read lists every row: it only sets where changes start.
-            if !poll.initial {
-                let mut records = Vec::new();
-                for change in &poll.changes {
-                    match change {
-                        DeltaChange::Upsert { row, .. } => {
-                            records.push(dv_canonical::shipment_from_sales_order(row).map_err(|e| e.to_string())?);
-                        }
-                        DeltaChange::Removed { id, .. } => {
-                            tracing::info!(source = %source.name, id, "Dataverse sales order deleted.");
-                        }
-                    }
-                }
-                source.commit_records(state, &records, "updated").await.map_err(|e| e.message.clone())?;
-            }
-            serde_json::to_string(&poll.next).unwrap_or_default()
-        }
-        (ErpClient::Sap(client), "A_OutbDeliveryHeader" | "A_PurchaseOrder") => {
-            let start = stored
-                .as_deref()
-                .and_then(|t| t.parse::<i64>().ok())
-                .and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok());
-            let Some(start) = start else {
-                return save_cursor(state, &cursor_name, &now.as_millisecond().to_string()).await;
-            };
-            let mut cursor = ChangeCursor::new(Some(start), connectors::sap::source::DEFAULT_OVERLAP);
-            let records = if object == "A_OutbDeliveryHeader" {
-                sap_canonical::poll_deliveries(client, &mut cursor).await
-            } else {
-                sap_canonical::poll_purchase_orders_canonical(client, &mut cursor).await
-            }
-            .map_err(|e| e.to_string())?;
-            source.commit_records(state, &records, "updated").await.map_err(|e| e.message.clone())?;
-            cursor.watermark().map_or(start, |w| w.max(start)).as_millisecond().to_string()
-        }
-        _ => return Err(format!("{} object `{object}` cannot be polled", source.system.as_str())),
-    };
-    save_cursor(state, &cursor_name, &next).await
+        Found::Records(records) => source.commit_records(state, &records, "updated").await?,
+    }
+    if let Some(next) = polled.cursor {
+        state.store.put_cursor(&cursor_name, &next, state.clock.now_millis()).await?;
+    }
+    Ok(())
 }
 
-async fn save_cursor(state: &AppState, name: &str, value: &str) -> Result<(), String> {
-    state.store.put_cursor(name, value, state.clock.now_millis()).await.map_err(|e| e.to_string())
+/// Why a poll did not complete; it is tried again on the next round.
+#[derive(Debug, thiserror::Error)]
+pub enum PollError {
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    #[error("the store: {0}")]
+    Store(#[from] store::StoreError),
+    #[error("what the poll found could not be stored: {}", .0.message)]
+    Commit(ApiError),
+}
+
+impl From<ApiError> for PollError {
+    fn from(err: ApiError) -> Self {
+        PollError::Commit(err)
+    }
 }
 
 /// The purchase requests waiting for approval in the source's ERP, in the canonical shape.
 pub async fn pending_purchase_requests(source: &ErpSource) -> Result<Vec<ErpRecord>, DeliveryError> {
-    match &source.client {
-        ErpClient::Netsuite { client, .. } => ns_canonical::pending_purchase_requests(client).await,
-        ErpClient::Dynamics(clients) => match (&clients.bc, &clients.bc_company) {
-            (Some(bc), Some(company)) => dv_canonical::pending_purchase_requests(bc, company).await,
-            _ => Ok(Vec::new()),
-        },
-        ErpClient::Sap(client) => sap_canonical::pending_purchase_requests(client).await,
-    }
+    source.reader.pending_purchase_requests().await.map_err(|err| err.into_delivery(&read_destination(&source.name)))
 }

@@ -418,23 +418,30 @@ struct ErpClients<'a> {
 }
 
 fn erp_sources(config: &Config, runtime: &ErpClients<'_>) -> Result<crate::erp::ErpSources, StartError> {
-    use crate::erp::{ErpClient, ErpSource};
+    use crate::erp::ErpSource;
+    use connectors::dynamics::reader::DynamicsReader;
+    use connectors::netsuite::reader::NetSuiteReader;
+    use connectors::reader::ErpConnector;
+    use connectors::sap::reader::SapReader;
     use engine::config::ErpSystem;
     let missing = |what: &str, name: &str| StartError::Config(format!("no client was built for {what} `{name}`"));
     let mut out = BTreeMap::new();
     for (name, source) in &config.sources {
         let SourceKind::Erp(erp) = &source.kind else { continue };
         let conn = &erp.connection;
-        let client = match erp.system {
+        // The one place that knows which connector reads which ERP.
+        let connector = match erp.system {
             ErpSystem::Netsuite => {
                 let client = runtime.netsuite.get(conn).ok_or_else(|| missing("NetSuite account", conn))?;
                 let account = config.netsuite_accounts.get(conn).ok_or_else(|| missing("NetSuite account", conn))?;
-                ErpClient::Netsuite { client: client.clone(), zone: account.time_zone.clone() }
+                ErpConnector::new(NetSuiteReader { client: client.clone(), zone: account.time_zone.clone() })
             }
-            ErpSystem::Dynamics => {
-                ErpClient::Dynamics(runtime.dynamics.get(conn).ok_or_else(|| missing("Dynamics org", conn))?.clone())
-            }
-            ErpSystem::Sap => ErpClient::Sap(runtime.sap.get(conn).ok_or_else(|| missing("SAP system", conn))?.clone()),
+            ErpSystem::Dynamics => ErpConnector::new(DynamicsReader {
+                clients: runtime.dynamics.get(conn).ok_or_else(|| missing("Dynamics org", conn))?.clone(),
+            }),
+            ErpSystem::Sap => ErpConnector::new(SapReader {
+                client: runtime.sap.get(conn).ok_or_else(|| missing("SAP system", conn))?.clone(),
+            }),
         };
         let secrets = runtime.secrets.get(name);
         let idoc_login = match (&erp.idoc_user, secrets.and_then(|s| s.idoc_password.clone())) {
@@ -444,7 +451,8 @@ fn erp_sources(config: &Config, runtime: &ErpClients<'_>) -> Result<crate::erp::
         let built = ErpSource {
             name: name.clone(),
             system: erp.system,
-            client,
+            reader: connector.reader,
+            write_back: connector.write_back,
             objects: erp.objects.clone(),
             coalesce: erp.coalesce,
             poll: erp.poll,

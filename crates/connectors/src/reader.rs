@@ -1,0 +1,119 @@
+//! What the gateway asks of an ERP connector, as traits: [`ErpReader`] (poll an object for
+//! changes, read one record, list the purchase requests waiting for approval, decode a pushed
+//! document) and [`ApprovalWriteBack`] (write a decision, list the people who may decide). Each
+//! ERP implements them in its own folder (`netsuite/reader.rs`, `dynamics/reader.rs`,
+//! `sap/reader.rs`); the gateway holds them as trait objects and never matches on the vendor.
+
+use crate::approval::{DecisionOutcome, DecisionRequest, ErpUser};
+use crate::erp::ErpRecord;
+use async_trait::async_trait;
+use connect::DeliveryError;
+use serde_json::Value;
+
+/// A record a poll reports as changed without its content (NetSuite's SuiteQL lists ids and
+/// times): intake stores a change notice and reads the record later.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChangedRecord {
+    pub id: String,
+    /// Identifies the change (the record's last-modified time), so the same change polled twice
+    /// is one notice.
+    pub stamp: String,
+    /// What the notice keeps of the poll row.
+    pub detail: Value,
+}
+
+/// What one poll of one object found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Found {
+    /// Nothing to report: the first poll of a new source only sets where changes start.
+    Nothing,
+    /// Changed records to be read later.
+    Changed(Vec<ChangedRecord>),
+    /// Records in full, in the canonical shape.
+    Records(Vec<ErpRecord>),
+}
+
+/// One poll's result and the cursor to store once what it found is committed (`None`: the
+/// object is listed afresh every time and keeps no cursor).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Polled {
+    pub found: Found,
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ReadError {
+    /// The config lets only known objects through; this is a source built by hand.
+    #[error("{system} object `{object}` cannot be {what} by dingbridge")]
+    UnknownObject { system: &'static str, object: String, what: &'static str },
+    /// The stored cursor does not parse: a store edited by hand, or written by another version.
+    #[error("the stored {system} poll cursor of `{object}` is unreadable ({reason}); delete it to restart the poll from now")]
+    BadCursor { system: &'static str, object: String, reason: String },
+    #[error("{system}: {detail}")]
+    NotConfigured { system: &'static str, detail: String },
+    #[error(transparent)]
+    Vendor(#[from] DeliveryError),
+    #[error("{system} answered a record dingbridge cannot map: {reason}")]
+    Map { system: &'static str, reason: String },
+}
+
+impl ReadError {
+    /// The failure as a delivery error, for a read job: an object or config problem is
+    /// permanent (reading again changes nothing), a vendor failure keeps its own disposition.
+    pub fn into_delivery(self, destination: &str) -> DeliveryError {
+        match self {
+            ReadError::Vendor(err) => err,
+            other => DeliveryError::BadPayload { destination: destination.to_owned(), detail: other.to_string() },
+        }
+    }
+}
+
+/// Why a pushed document (an IDoc) cannot be read; it is kept as a dead letter with this reason.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct PushError(pub String);
+
+/// Reading one ERP's records (see the module docs).
+#[async_trait]
+pub trait ErpReader: Send + Sync {
+    /// `netsuite`, `dynamics`, `sap`: the `system` of events and notices.
+    fn system(&self) -> &'static str;
+
+    /// One poll of `object` from the stored `cursor` (`None`: the first poll, which only says
+    /// where to start, so a new source reports changes from now on and not the ERP's history).
+    async fn poll(&self, object: &str, cursor: Option<&str>, now: jiff::Timestamp) -> Result<Polled, ReadError>;
+
+    /// The current state of one record, `None` when it no longer exists.
+    async fn read(&self, object: &str, id: &str) -> Result<Option<ErpRecord>, ReadError>;
+
+    /// The purchase requests waiting for approval, in the canonical shape.
+    async fn pending_purchase_requests(&self) -> Result<Vec<ErpRecord>, ReadError>;
+
+    /// The records of a document the ERP pushed whole (an IDoc), for ERPs that push them.
+    fn decode_push(&self, _body: &[u8]) -> Result<Vec<ErpRecord>, PushError> {
+        Err(PushError(format!("{} pushes no documents", self.system())))
+    }
+}
+
+/// Writing approval decisions back to one ERP.
+#[async_trait]
+pub trait ApprovalWriteBack: Send + Sync {
+    async fn decide(&self, request: &DecisionRequest) -> Result<DecisionOutcome, DeliveryError>;
+
+    /// The ERP's people, for identity mapping; empty where the ERP gives no list.
+    async fn users(&self) -> Result<Vec<ErpUser>, DeliveryError>;
+}
+
+/// One ERP connector as the gateway holds it: the same vendor object behind both traits.
+#[derive(Clone)]
+pub struct ErpConnector {
+    pub reader: std::sync::Arc<dyn ErpReader>,
+    pub write_back: std::sync::Arc<dyn ApprovalWriteBack>,
+}
+
+impl ErpConnector {
+    pub fn new<T: ErpReader + ApprovalWriteBack + 'static>(connector: T) -> Self {
+        let shared = std::sync::Arc::new(connector);
+        ErpConnector { reader: shared.clone(), write_back: shared }
+    }
+}
