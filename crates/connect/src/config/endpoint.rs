@@ -56,10 +56,10 @@ mod tests {
 
     #[test]
     fn a_base_url_is_a_scheme_and_a_host_only() {
-        assert!(is_base_url("https://login.salesforce.com"));
+        assert!(is_base_url("https://erp.example.com"));
         assert!(is_base_url("https://s4.example.com:44300"));
-        assert!(!is_base_url("https://login.salesforce.com/services"));
-        assert!(!is_base_url("login.salesforce.com"));
+        assert!(!is_base_url("https://erp.example.com/services"));
+        assert!(!is_base_url("erp.example.com"));
         assert!(!is_base_url("https://"));
     }
 }

@@ -64,7 +64,7 @@ impl<'a> SecretReader<'a> {
     }
 
     /// The secret `r` names, or `None` after recording why not (`DB0109`); `what` names it in
-    /// the message ("the client secret of Zoho org `hk`").
+    /// the message ("the webhook secret of source `orders`").
     pub fn get(&mut self, r: &SecretRef, what: &str) -> Option<Secret> {
         let value = match &r.location {
             SecretLocation::Env(name) => match self.resolver.env(name) {
