@@ -1,8 +1,9 @@
-//! What the gateway asks of an ERP connector, as traits: [`ErpReader`] (poll an object for
-//! changes, read one record, list the purchase requests waiting for approval, decode a pushed
-//! document) and [`ApprovalWriteBack`] (write a decision, list the people who may decide). Each
-//! ERP implements them in its own folder (`netsuite/reader.rs`, `dynamics/reader.rs`,
-//! `sap/reader.rs`); the gateway holds them as trait objects and never matches on the vendor.
+//! What the gateway asks of a record source's connector, as traits: [`ErpReader`] (poll an
+//! object for changes, read one record, list the purchase requests waiting for approval, decode a
+//! pushed document), [`ApprovalWriteBack`] (write a decision, list the people who may decide) and
+//! [`CrmReader`] (read one CRM record with its context). Each vendor implements them in its own
+//! folder (`<system>/reader.rs`); the gateway holds them as trait objects and never matches on
+//! the vendor to read.
 
 use crate::approval::{DecisionOutcome, DecisionRequest, ErpUser};
 use crate::erp::ErpRecord;
@@ -102,6 +103,17 @@ pub trait ApprovalWriteBack: Send + Sync {
 
     /// The ERP's people, for identity mapping; empty where the ERP gives no list.
     async fn users(&self) -> Result<Vec<ErpUser>, DeliveryError>;
+}
+
+/// Reading one CRM record's current state with the context a message needs (account,
+/// contact roles, recent activity).
+#[async_trait]
+pub trait CrmReader: Send + Sync {
+    /// `salesforce`, `zoho`: the `system` of events and notices.
+    fn system(&self) -> &'static str;
+
+    /// `object`'s record `id` now, `None` when it no longer exists.
+    async fn read(&self, object: &str, id: &str) -> Result<Option<crate::crm::Snapshot>, DeliveryError>;
 }
 
 /// One ERP connector as the gateway holds it: the same vendor object behind both traits.

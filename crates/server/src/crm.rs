@@ -21,6 +21,7 @@ use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use connect::{Clock, Delivery, DeliveryError, Idempotency, Receipt, Sink};
+use connectors::reader::CrmReader;
 use connectors::salesforce::client::SalesforceClient;
 use connectors::salesforce::limits::Priority;
 use connectors::salesforce::source::{self as sf_source, PollCursor};
@@ -39,7 +40,9 @@ pub fn refresh_destination(source: &str) -> String {
     format!("refresh:{source}")
 }
 
-/// The vendor client a CRM source reads with.
+/// The vendor client behind a CRM source's own intake loop: Salesforce polls by
+/// `SystemModstamp`, Zoho keeps a notification channel open. Reading goes through
+/// [`CrmSource::reader`].
 #[derive(Clone)]
 pub enum CrmClient {
     Salesforce(Arc<SalesforceClient>),
@@ -49,6 +52,8 @@ pub enum CrmClient {
 /// One configured CRM source, as the gateway runs it.
 pub struct CrmSource {
     pub name: String,
+    /// Reads a record and its context for the source's read jobs.
+    pub reader: Arc<dyn CrmReader>,
     pub client: CrmClient,
     pub objects: Vec<String>,
     pub coalesce: Duration,
@@ -63,10 +68,7 @@ pub struct CrmSource {
 
 impl CrmSource {
     fn system(&self) -> &'static str {
-        match self.client {
-            CrmClient::Salesforce(_) => "salesforce",
-            CrmClient::Zoho(_) => "zoho",
-        }
+        self.reader.system()
     }
 
     /// Where the source's read jobs go.
@@ -274,13 +276,7 @@ impl Sink for RefreshSink {
     async fn deliver(&self, delivery: &Delivery) -> Result<Receipt, DeliveryError> {
         let request = ReadRequest::from_delivery(delivery)?;
         let ReadRequest { object, id, change } = &request;
-        let snapshot = match &self.source.client {
-            CrmClient::Salesforce(client) => {
-                connectors::salesforce::snapshot::fetch(client, object, id, Priority::Background).await?
-            }
-            CrmClient::Zoho(client) => connectors::zoho::snapshot::fetch(client, object, id).await?,
-        };
-        let inbound = match snapshot {
+        let inbound = match self.source.reader.read(object, id).await? {
             Some(s) => InboundChange {
                 event_type: format!("{}.{object}", self.source.system()),
                 entity: s.entity,

@@ -367,6 +367,7 @@ fn crm_sources(
                 let organization_id = config.salesforce_orgs.get(&crm.org).and_then(|o| o.organization_id.clone());
                 CrmSource {
                     name: name.clone(),
+                    reader: client.clone(),
                     client: CrmClient::Salesforce(client.clone()),
                     objects: crm.objects.clone(),
                     coalesce: crm.coalesce,
@@ -393,6 +394,7 @@ fn crm_sources(
                 .map_err(|e| StartError::Config(format!("source `{name}`: {e}")))?;
                 CrmSource {
                     name: name.clone(),
+                    reader: client.clone(),
                     client: CrmClient::Zoho(client.clone()),
                     objects: crm.objects.clone(),
                     coalesce: crm.coalesce,
