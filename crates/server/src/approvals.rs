@@ -10,6 +10,7 @@
 //! applied (a retry after that finds it and does nothing).
 
 use crate::erp::ErpSource;
+use crate::error::StateError;
 use crate::hooks::commit;
 use crate::state::AppState;
 use crate::supervisor::{pause, OnFailure, TaskError};
@@ -83,7 +84,9 @@ impl Approvals {
                 endpoint: "dingtalk directory".into(),
                 reason: format!("the directory of DingTalk app `{}` has not been synced yet", self.app),
             }),
-            Err(reason) => Err(DeliveryError::Transport { endpoint: "dingtalk directory".into(), reason }),
+            Err(err) => {
+                Err(DeliveryError::Transport { endpoint: "dingtalk directory".into(), reason: err.to_string() })
+            }
         }
     }
 
@@ -109,9 +112,11 @@ impl Approvals {
 }
 
 /// The stored user list of an ERP source; `None` when it has never been read.
-pub async fn load_users(store: &dyn store::Store, source: &str) -> Result<Option<Vec<ErpUser>>, String> {
-    match store.get_cursor(&users_cursor(source)).await.map_err(|e| e.to_string())? {
-        Some(text) => serde_json::from_str(&text).map(Some).map_err(|e| format!("stored users of {source}: {e}")),
+pub async fn load_users(store: &dyn store::Store, source: &str) -> Result<Option<Vec<ErpUser>>, StateError> {
+    match store.get_cursor(&users_cursor(source)).await? {
+        Some(text) => serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| StateError::Unreadable { what: format!("users of {source}"), reason: e.to_string() }),
         None => Ok(None),
     }
 }
@@ -494,16 +499,12 @@ pub async fn timer_loop(
 }
 
 /// One look at the pending approvals (tests and the demo call it directly too).
-pub async fn tick_due(state: &AppState, approvals: &Approvals) -> Result<usize, String> {
+pub async fn tick_due(state: &AppState, approvals: &Approvals) -> Result<usize, StateError> {
     let now = state.clock.now_millis();
     let mut after = String::new();
     let mut ticks = Vec::new();
     loop {
-        let page = state
-            .store
-            .list_links(machine::LINK_KIND, Some("pending"), &after, 500)
-            .await
-            .map_err(|e| e.to_string())?;
+        let page = state.store.list_links(machine::LINK_KIND, Some("pending"), &after, 500).await?;
         let Some(last) = page.last() else { break };
         after = last.left.clone();
         for link in &page {
@@ -523,13 +524,13 @@ pub async fn tick_due(state: &AppState, approvals: &Approvals) -> Result<usize, 
     }
     let count = ticks.len();
     if count > 0 {
-        crate::reads::commit_all(state, "approvals", ticks).await.map_err(|e| e.message)?;
+        crate::reads::commit_all(state, "approvals", ticks).await?;
     }
     Ok(count)
 }
 
 /// The stored state of one approval (admin API, tests, the demo).
-pub async fn load(state: &AppState, key: &str) -> Result<Option<Approval>, String> {
-    let link = state.store.get_link(machine::LINK_KIND, key).await.map_err(|e| e.to_string())?;
+pub async fn load(state: &AppState, key: &str) -> Result<Option<Approval>, StateError> {
+    let link = state.store.get_link(machine::LINK_KIND, key).await?;
     Ok(link.and_then(|l| l.data).and_then(|d| serde_json::from_str::<Stored>(&d).ok()).map(|s| s.approval))
 }

@@ -10,7 +10,7 @@
 //! The read's idempotency key is the event's dedup key, so a read repeated after a crash adds
 //! nothing.
 
-use crate::error::ApiError;
+use crate::error::{ApiError, StateError};
 use crate::hooks::{commit, refuse};
 use crate::reads::{commit_all, commit_read, Notices, ReadRequest};
 use crate::state::AppState;
@@ -327,21 +327,21 @@ async fn poll_once(
     source: &CrmSource,
     client: &SalesforceClient,
     object: &str,
-) -> Result<(), String> {
+) -> Result<(), StateError> {
     let name = format!("salesforce.poll.{}.{object}", source.name);
     let now = state.clock.now_millis();
-    let mut cursor = match state.store.get_cursor(&name).await.map_err(|e| e.to_string())? {
-        Some(text) => PollCursor::decode(&text).map_err(|e| e.to_string())?,
+    let mut cursor = match state.store.get_cursor(&name).await? {
+        Some(text) => PollCursor::decode(&text)
+            .map_err(|e| StateError::Unreadable { what: format!("poll cursor `{name}`"), reason: e.to_string() })?,
         // A new source starts now: it reports changes from here on, not the org's history.
         None => {
             let start = PollCursor::starting_at(state.clock.now());
-            state.store.put_cursor(&name, &start.encode(), now).await.map_err(|e| e.to_string())?;
+            state.store.put_cursor(&name, &start.encode(), now).await?;
             return Ok(());
         }
     };
-    let rows = sf_source::poll_changes(client, object, &["Id", "SystemModstamp"], &mut cursor, Priority::Background)
-        .await
-        .map_err(|e| e.to_string())?;
+    let rows =
+        sf_source::poll_changes(client, object, &["Id", "SystemModstamp"], &mut cursor, Priority::Background).await?;
     let notices = rows.iter().map(|row| {
         let id = row.get("Id").and_then(Value::as_str).unwrap_or_default();
         let stamp = row.get("SystemModstamp").and_then(Value::as_str).unwrap_or_default();
@@ -354,8 +354,8 @@ async fn poll_once(
             now,
         )
     });
-    commit_all(state, &source.name, notices.collect()).await.map_err(|e| e.message.clone())?;
-    state.store.put_cursor(&name, &cursor.encode(), now).await.map_err(|e| e.to_string())
+    commit_all(state, &source.name, notices.collect()).await?;
+    Ok(state.store.put_cursor(&name, &cursor.encode(), now).await?)
 }
 
 /// Keeps a Zoho source's notification channel open: enables it at start (retrying every minute

@@ -4,6 +4,7 @@
 //! they arrive. Events are an accelerator; the periodic full sync is the source of truth
 //! (reference §9).
 
+use crate::error::StateError;
 use crate::supervisor::{pause, TaskError};
 use connect::Clock;
 use connectors::dingtalk::directory::{Directory, DirectorySnapshot, DirectorySync};
@@ -31,15 +32,17 @@ struct Stored {
     snapshot: DirectorySnapshot,
 }
 
-async fn load_stored(store: &dyn Store, app: &str) -> Result<Option<Stored>, String> {
-    match store.get_cursor(&cursor_name(app)).await.map_err(|e| e.to_string())? {
-        Some(text) => serde_json::from_str(&text).map(Some).map_err(|e| format!("stored directory of {app}: {e}")),
+async fn load_stored(store: &dyn Store, app: &str) -> Result<Option<Stored>, StateError> {
+    match store.get_cursor(&cursor_name(app)).await? {
+        Some(text) => serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| StateError::Unreadable { what: format!("directory of {app}"), reason: e.to_string() }),
         None => Ok(None),
     }
 }
 
 /// The last stored snapshot of `app`, if any.
-pub async fn load(store: &dyn Store, app: &str) -> Result<Option<DirectorySnapshot>, String> {
+pub async fn load(store: &dyn Store, app: &str) -> Result<Option<DirectorySnapshot>, StateError> {
     Ok(load_stored(store, app).await?.map(|s| s.snapshot))
 }
 
@@ -71,7 +74,7 @@ impl DirectoryKeeper {
 
     /// The directory as kept in memory; the stored one while nothing was read yet or a full
     /// sync holds it (a reader does not wait for the sync's network calls).
-    pub async fn current(&self) -> Result<Option<DirectorySnapshot>, String> {
+    pub async fn current(&self) -> Result<Option<DirectorySnapshot>, StateError> {
         if let Ok(guard) = self.snapshot.try_lock() {
             if let Some(stored) = guard.as_ref() {
                 return Ok(Some(stored.snapshot.clone()));
@@ -80,15 +83,18 @@ impl DirectoryKeeper {
         load(self.store.as_ref(), &self.app).await
     }
 
-    async fn persist(&self, stored: &Stored) -> Result<(), String> {
-        let text = serde_json::to_string(stored).map_err(|e| e.to_string())?;
-        self.store.put_cursor(&cursor_name(&self.app), &text, self.clock.now_millis()).await.map_err(|e| e.to_string())
+    async fn persist(&self, stored: &Stored) -> Result<(), StateError> {
+        let text = serde_json::to_string(stored).map_err(|e| StateError::Unreadable {
+            what: format!("directory of {}", self.app),
+            reason: e.to_string(),
+        })?;
+        Ok(self.store.put_cursor(&cursor_name(&self.app), &text, self.clock.now_millis()).await?)
     }
 
     /// Reads the whole directory and stores it; returns how many users it has.
-    pub async fn full_sync(&self) -> Result<usize, String> {
+    pub async fn full_sync(&self) -> Result<usize, StateError> {
         let mut guard = self.snapshot.lock().await;
-        let snapshot = DirectorySync::full(&self.directory).await.map_err(|e| e.to_string())?;
+        let snapshot = DirectorySync::full(&self.directory).await?;
         let stored = Stored { synced_at_ms: self.clock.now_millis(), snapshot };
         self.persist(&stored).await?;
         let users = stored.snapshot.users.len();
@@ -99,16 +105,17 @@ impl DirectoryKeeper {
     /// Applies one `user_*` / `org_dept_*` event: leavers and removed departments go at once,
     /// added or changed ones are fetched again. Before the first full sync there is nothing to
     /// change (that sync will read the current state).
-    pub async fn apply(&self, event_type: &str, payload: &Value) -> Result<(), String> {
+    pub async fn apply(&self, event_type: &str, payload: &Value) -> Result<(), StateError> {
         let mut guard = self.snapshot.lock().await;
         if guard.is_none() {
             *guard = load_stored(self.store.as_ref(), &self.app).await?;
         }
         let Some(stored) = guard.as_mut() else { return Ok(()) };
-        let refetch =
-            DirectorySync::apply_event(&mut stored.snapshot, event_type, payload).map_err(|e| e.to_string())?;
+        let refetch = DirectorySync::apply_event(&mut stored.snapshot, event_type, payload).map_err(|e| {
+            StateError::Unreadable { what: format!("DingTalk event {event_type}"), reason: e.to_string() }
+        })?;
         if !refetch.is_empty() {
-            DirectorySync::refetch(&self.directory, &mut stored.snapshot, &refetch).await.map_err(|e| e.to_string())?;
+            DirectorySync::refetch(&self.directory, &mut stored.snapshot, &refetch).await?;
         }
         self.persist(stored).await
     }

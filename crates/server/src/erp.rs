@@ -295,7 +295,7 @@ async fn idoc_http(state: &AppState, source: &str, headers: &HeaderMap, body: &[
             "the IDoc port's Basic login is missing or wrong",
         ));
     }
-    match idoc_records(erp, body) {
+    match erp.reader.decode_push(body).map_err(|err| err.0) {
         Ok(records) => {
             erp.commit_records(state, &records, "updated").await?;
             Ok(accepted())
@@ -317,11 +317,6 @@ fn basic_auth_matches(headers: &HeaderMap, user: &str, password: &str) -> bool {
     let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded.trim()) else { return false };
     let expected = format!("{user}:{password}");
     connect::secret::matches(expected.as_bytes(), &decoded)
-}
-
-/// The canonical records of an IDoc packet, or why it cannot be read.
-fn idoc_records(erp: &ErpSource, body: &[u8]) -> Result<Vec<ErpRecord>, String> {
-    erp.reader.decode_push(body).map_err(|err| err.0)
 }
 
 /// An IDoc that cannot be read, kept as a dead letter with its text and the reason; stored under
@@ -386,7 +381,7 @@ async fn scan_folder(state: &AppState, source: &ErpSource, folder: &FsPath) -> R
 async fn take_file(state: &AppState, source: &ErpSource, folder: &FsPath, path: &FsPath) -> Result<(), std::io::Error> {
     let body = tokio::fs::read(path).await?;
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let stored = match idoc_records(source, &body) {
+    let stored = match source.reader.decode_push(&body).map_err(|err| err.0) {
         Ok(records) => source.commit_records(state, &records, "updated").await.map(|()| (true, records.len(), None)),
         Err(reason) => match unreadable_idoc(state, source, &body, &reason, &name) {
             Ok(intake) => commit_all(state, &source.name, vec![intake]).await.map(|()| (false, 0, Some(reason))),

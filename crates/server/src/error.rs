@@ -39,3 +39,25 @@ impl IntoResponse for ApiError {
         response
     }
 }
+
+/// Why state the gateway keeps in the store (a directory copy, an ERP's user list, an
+/// approval) could not be read, written or refreshed.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    /// Written by another version, or edited by hand; the next refresh from the vendor replaces it.
+    #[error("the stored {what} is unreadable ({reason})")]
+    Unreadable { what: String, reason: String },
+    #[error(transparent)]
+    Vendor(#[from] connect::DeliveryError),
+    /// Ticks or inputs could not be committed.
+    #[error("{}", .0.message)]
+    Commit(ApiError),
+}
+
+impl From<ApiError> for StateError {
+    fn from(err: ApiError) -> Self {
+        StateError::Commit(err)
+    }
+}
