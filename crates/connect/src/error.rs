@@ -1,4 +1,5 @@
-//! Delivery errors and the single place that decides what the outbox does next.
+//! Delivery errors, the single place that decides what the outbox does next, and their stable
+//! codes (`DB02NN`, one page each in `docs/errors/`).
 
 use std::time::Duration;
 
@@ -17,6 +18,9 @@ pub enum Disposition {
     Permanent,
 }
 
+/// Why one delivery (or one vendor call on its way) failed. Every variant has a stable code
+/// ([`DeliveryError::code`]); the message stays as it is (tests and vendor-text checks match on
+/// it), so the code is written beside it: `[DB0205] auth: …` in a job's last error.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum DeliveryError {
     #[error("request to {endpoint} failed before an answer: {reason}")]
@@ -40,6 +44,26 @@ pub enum DeliveryError {
 }
 
 impl DeliveryError {
+    /// Every code [`DeliveryError::code`] returns, in order. Each has a page
+    /// `docs/errors/<code>.md` (a test checks it).
+    pub const CODES: [&'static str; 8] =
+        ["DB0201", "DB0202", "DB0203", "DB0204", "DB0205", "DB0206", "DB0207", "DB0208"];
+
+    /// The stable code of this kind of failure: one per thing an operator can act on. Codes are
+    /// never reused or renumbered; a new kind of failure gets the next free number.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Transport { .. } => "DB0201",
+            Self::Timeout { .. } => "DB0202",
+            Self::Throttled { .. } => "DB0203",
+            Self::Server { .. } => "DB0204",
+            Self::Auth { .. } => "DB0205",
+            Self::Rejected { .. } => "DB0206",
+            Self::BadPayload { .. } => "DB0207",
+            Self::UnsafeDestination { .. } => "DB0208",
+        }
+    }
+
     pub fn disposition(&self) -> Disposition {
         match self {
             Self::Transport { .. } | Self::Timeout { .. } | Self::Server { .. } => Disposition::Retry,
@@ -62,5 +86,74 @@ impl DeliveryError {
             Self::BadPayload { .. } => "bad_payload",
             Self::UnsafeDestination { .. } => "unsafe_destination",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DeliveryError;
+    use std::path::Path;
+    use std::time::Duration;
+
+    /// One error of each kind, in the order of [`DeliveryError::CODES`].
+    fn one_of_each() -> Vec<DeliveryError> {
+        let all = vec![
+            DeliveryError::Transport {
+                endpoint: "https://oapi.dingtalk.com".into(),
+                reason: "connection refused".into(),
+            },
+            DeliveryError::Timeout { endpoint: "https://oapi.dingtalk.com".into(), after: Duration::from_secs(10) },
+            DeliveryError::Throttled {
+                vendor: "DingTalk",
+                detail: "errcode 130101".into(),
+                retry_after: Duration::from_secs(600),
+            },
+            DeliveryError::Server { vendor: "SAP", status: 503, detail: "service unavailable".into() },
+            DeliveryError::Auth { vendor: "DingTalk", detail: "token invalid".into() },
+            DeliveryError::Rejected { vendor: "DingTalk", detail: "errcode 310000: sign not match".into() },
+            DeliveryError::BadPayload { destination: "ops".into(), detail: "text is empty".into() },
+            DeliveryError::UnsafeDestination {
+                endpoint: "http://10.0.0.1/".into(),
+                reason: "a private address".into(),
+            },
+        ];
+        // A new variant stops this match from compiling until it is added to the list above.
+        for e in &all {
+            match e {
+                DeliveryError::Transport { .. }
+                | DeliveryError::Timeout { .. }
+                | DeliveryError::Throttled { .. }
+                | DeliveryError::Server { .. }
+                | DeliveryError::Auth { .. }
+                | DeliveryError::Rejected { .. }
+                | DeliveryError::BadPayload { .. }
+                | DeliveryError::UnsafeDestination { .. } => {}
+            }
+        }
+        all
+    }
+
+    #[test]
+    fn every_kind_has_its_own_listed_code() {
+        let codes: Vec<&str> = one_of_each().iter().map(DeliveryError::code).collect();
+        assert_eq!(codes, DeliveryError::CODES);
+    }
+
+    #[test]
+    fn every_code_has_an_error_page() {
+        let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/errors");
+        let mut missing = Vec::new();
+        for code in DeliveryError::CODES {
+            let page = docs.join(format!("{code}.md"));
+            match std::fs::read_to_string(&page) {
+                Ok(text) => assert!(
+                    text.starts_with(&format!("# {code}: ")),
+                    "{} must start with the heading `# {code}: …`",
+                    page.display()
+                ),
+                Err(_) => missing.push(page.display().to_string()),
+            }
+        }
+        assert!(missing.is_empty(), "delivery error codes without a page: {missing:?}");
     }
 }

@@ -75,6 +75,15 @@ pub enum DecisionOutcome {
     Refused { reason: String, current_status: Option<String> },
 }
 
+/// The ERP refused a decision itself (a business rule, a record changed or already decided), in
+/// the ERP's own words; distinct from a failed request, so the caller can turn it into
+/// [`DecisionOutcome::Refused`] instead of retrying.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ErpRefusal {
+    pub message: String,
+}
+
 /// A person as the ERP knows them, for mapping DingTalk users to ERP users.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErpUser {

@@ -9,7 +9,7 @@ use crate::config::{
     CardButtons, CardCallback, Condition, Config, FlowConfig, MessageSpec, OrderingKey, RecordOp, RecordSpec,
     SourceConfig,
 };
-use crate::json::parse_strict;
+use crate::json::{parse_strict, JsonError};
 use model::{ChangeKind, Event, TypedValue, ZonedTime};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -41,6 +41,42 @@ pub enum DecodeError {
     /// The source is not configured (a routing bug; the server answers 404).
     #[error("unknown source `{0}`")]
     UnknownSource(String),
+}
+
+/// A JSON number in a typed field (or a `json_fields` value) that cannot be kept exactly.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NumberError {
+    #[error("field `{field}`: number {text} has more digits than a decimal can hold ({DECIMAL_DIGITS})")]
+    TooManyDigits { field: String, text: String },
+    #[error("field `{field}`: number {text} uses an exponent; send the exact value as a string")]
+    Exponent { field: String, text: String },
+    #[error("field `{field}`: number {text} cannot be read exactly as a JSON number; send it as a string")]
+    NotExact { field: String, text: String },
+}
+
+/// Why a source's declared typed field could not be read from an event; the event becomes a
+/// dead letter with this as its reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FieldError {
+    #[error("field `{field}`: required value missing at `{path}`")]
+    Missing { field: String, path: String },
+    #[error(transparent)]
+    Number(#[from] NumberError),
+    #[error(transparent)]
+    Value(#[from] model::ParseError),
+}
+
+/// Why a `json_fields` template's output cannot be written as JSON.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JsonFieldError {
+    /// The rendered text is not quoted: it may be personal data.
+    #[error(
+        "json_fields `{field}` did not render JSON ({source}); render a number, or pass the value through \
+         `| tojson` (templates write booleans as True/False and null as none)"
+    )]
+    NotJson { field: String, source: JsonError },
+    #[error("json_fields {0}")]
+    Number(#[from] NumberError),
 }
 
 /// The compiled flows of one config.
@@ -247,8 +283,8 @@ impl FlowEngine {
         let root = json!({ "type": kind, "data": inbound.data });
         let source_time =
             inbound.source_time_ms.and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok()).map(ZonedTime::from);
-        let fields = typed_fields(src, &root, &BTreeMap::new()).map_err(|reason| DecodeError::Invalid {
-            reason,
+        let fields = typed_fields(src, &root, &BTreeMap::new()).map_err(|e| DecodeError::Invalid {
+            reason: e.to_string(),
             envelope: json!({
                 "id": event_id,
                 "source": source,
@@ -287,7 +323,7 @@ impl FlowEngine {
         event_id: String,
     ) -> Result<Event, DecodeError> {
         let src = self.sources.get(source).ok_or_else(|| DecodeError::UnknownSource(source.to_string()))?;
-        let parsed = parse_strict(body).map_err(DecodeError::Malformed)?;
+        let parsed = parse_strict(body).map_err(|e| DecodeError::Malformed(e.to_string()))?;
         let root = &parsed.value;
         if !root.is_object() {
             return Err(DecodeError::Malformed("the body is not a JSON object".into()));
@@ -334,7 +370,7 @@ impl FlowEngine {
             }
             None => return Err(invalid(format!("entity id missing at `{}`", src.entity_id))),
         };
-        let fields = typed_fields(src, root, &parsed.number_text).map_err(invalid)?;
+        let fields = typed_fields(src, root, &parsed.number_text).map_err(|e| invalid(e.to_string()))?;
         let data = root.get("data").cloned().unwrap_or(Value::Null);
         Ok(Event {
             id: event_id,
@@ -355,22 +391,19 @@ impl FlowEngine {
 
 /// A JSON number in a typed field must be exactly representable: no more significant digits
 /// than a decimal holds, and no precision lost on the way through a binary float.
-fn check_number_precision(field: &str, text: &str) -> Result<(), String> {
+fn check_number_precision(field: &str, text: &str) -> Result<(), NumberError> {
     let mantissa = text.split(['e', 'E']).next().unwrap_or(text);
     let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
     let significant = digits.trim_start_matches('0').trim_end_matches('0');
+    let (field, text) = (field.to_owned(), text.to_owned());
     if significant.len() > DECIMAL_DIGITS {
-        return Err(format!(
-            "field `{field}`: number {text} has more digits than a decimal can hold ({DECIMAL_DIGITS})"
-        ));
+        return Err(NumberError::TooManyDigits { field, text });
     }
     if text.contains(['e', 'E']) {
-        return Err(format!("field `{field}`: number {text} uses an exponent; send the exact value as a string"));
+        return Err(NumberError::Exponent { field, text });
     }
     if significant.len() > 15 {
-        return Err(format!(
-            "field `{field}`: number {text} cannot be read exactly as a JSON number; send it as a string"
-        ));
+        return Err(NumberError::NotExact { field, text });
     }
     Ok(())
 }
@@ -402,13 +435,13 @@ fn typed_fields(
     src: &SourceConfig,
     root: &Value,
     number_text: &BTreeMap<String, String>,
-) -> Result<BTreeMap<String, TypedValue>, String> {
+) -> Result<BTreeMap<String, TypedValue>, FieldError> {
     let mut fields: BTreeMap<String, TypedValue> = BTreeMap::new();
     for (name, spec) in &src.fields {
         let value = match root.pointer(&spec.path) {
             None | Some(Value::Null) => {
                 if spec.required {
-                    return Err(format!("field `{name}`: required value missing at `{}`", spec.path));
+                    return Err(FieldError::Missing { field: name.clone(), path: spec.path.clone() });
                 }
                 continue;
             }
@@ -420,7 +453,7 @@ fn typed_fields(
                 check_number_precision(name, text)?;
             }
         }
-        let typed = spec.kind.to_model().parse_value(name, value).map_err(|e| e.to_string())?;
+        let typed = spec.kind.to_model().parse_value(name, value)?;
         fields.insert(name.clone(), typed);
     }
     Ok(fields)
@@ -466,10 +499,10 @@ fn record_payload(
     }
     for (field, template) in &record.json_fields {
         let rendered = render(template)?;
-        let value = json_field_value(field, &rendered).map_err(|reason| FlowError::Template {
+        let value = json_field_value(field, &rendered).map_err(|e| FlowError::Template {
             flow: flow.to_string(),
             template: template.clone(),
-            reason,
+            reason: e.to_string(),
         })?;
         fields.insert(field.clone(), value);
     }
@@ -480,15 +513,11 @@ fn record_payload(
 /// The JSON a `json_fields` template rendered. Strict (no duplicate keys), and numbers a binary
 /// float would round are refused rather than written to the CRM changed. The rendered text is
 /// not quoted in the error: it may be personal data.
-fn json_field_value(field: &str, rendered: &str) -> Result<Value, String> {
-    let parsed = parse_strict(rendered.as_bytes()).map_err(|e| {
-        format!(
-            "json_fields `{field}` did not render JSON ({e}); render a number, or pass the value through \
-             `| tojson` (templates write booleans as True/False and null as none)"
-        )
-    })?;
+fn json_field_value(field: &str, rendered: &str) -> Result<Value, JsonFieldError> {
+    let parsed = parse_strict(rendered.as_bytes())
+        .map_err(|source| JsonFieldError::NotJson { field: field.to_owned(), source })?;
     for text in parsed.number_text.values() {
-        check_number_precision(field, text).map_err(|e| format!("json_fields {e}"))?;
+        check_number_precision(field, text)?;
     }
     Ok(parsed.value)
 }

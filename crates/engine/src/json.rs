@@ -16,15 +16,34 @@ pub struct StrictJson {
     pub number_text: BTreeMap<String, String>,
 }
 
-pub fn parse_strict(bytes: &[u8]) -> Result<StrictJson, String> {
-    let text = std::str::from_utf8(bytes).map_err(|e| format!("body is not UTF-8: {e}"))?;
+/// Why a body is not strict JSON. The messages name the byte, key or number at fault, so the
+/// sender can find and correct it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JsonError {
+    #[error("body is not UTF-8: {0}")]
+    NotUtf8(#[from] std::str::Utf8Error),
+    /// Not JSON at byte `at`; `what` says what was found or expected there.
+    #[error("{what} at byte {at}")]
+    Syntax { what: &'static str, at: usize },
+    /// The same key twice in one object: which one was meant is ambiguous, so neither is taken.
+    #[error("duplicate key `{key}` in object at `{object}`")]
+    DuplicateKey { key: String, object: String },
+    #[error("invalid number `{text}`")]
+    InvalidNumber { text: String },
+    /// Beyond what a binary float holds (it would become infinity).
+    #[error("number `{text}` is out of range")]
+    NumberOutOfRange { text: String },
+}
+
+pub fn parse_strict(bytes: &[u8]) -> Result<StrictJson, JsonError> {
+    let text = std::str::from_utf8(bytes)?;
     let mut p = Parser { s: text.as_bytes(), src: text, i: 0, numbers: BTreeMap::new() };
     p.ws();
     let mut path = String::new();
     let value = p.value(&mut path, 0)?;
     p.ws();
     if p.i != p.s.len() {
-        return Err(format!("trailing characters at byte {}", p.i));
+        return Err(JsonError::Syntax { what: "trailing characters", at: p.i });
     }
     Ok(StrictJson { value, number_text: p.numbers })
 }
@@ -47,11 +66,11 @@ impl Parser<'_> {
         }
     }
 
-    fn err<T>(&self, what: &str) -> Result<T, String> {
-        Err(format!("{what} at byte {}", self.i))
+    fn err<T>(&self, what: &'static str) -> Result<T, JsonError> {
+        Err(JsonError::Syntax { what, at: self.i })
     }
 
-    fn eat(&mut self, lit: &str) -> Result<(), String> {
+    fn eat(&mut self, lit: &str) -> Result<(), JsonError> {
         if self.s.get(self.i..self.i + lit.len()) == Some(lit.as_bytes()) {
             self.i += lit.len();
             Ok(())
@@ -60,7 +79,7 @@ impl Parser<'_> {
         }
     }
 
-    fn value(&mut self, path: &mut String, depth: usize) -> Result<Value, String> {
+    fn value(&mut self, path: &mut String, depth: usize) -> Result<Value, JsonError> {
         if depth > MAX_DEPTH {
             return self.err("nesting too deep");
         }
@@ -81,10 +100,8 @@ impl Parser<'_> {
                     }
                     let key = self.string()?;
                     if map.contains_key(&key) {
-                        return Err(format!(
-                            "duplicate key `{key}` in object at `{}`",
-                            if path.is_empty() { "/" } else { path }
-                        ));
+                        let object = if path.is_empty() { "/" } else { path.as_str() };
+                        return Err(JsonError::DuplicateKey { key, object: object.to_owned() });
                     }
                     self.ws();
                     if self.s.get(self.i) != Some(&b':') {
@@ -145,7 +162,7 @@ impl Parser<'_> {
         }
     }
 
-    fn number(&mut self, path: &str) -> Result<Value, String> {
+    fn number(&mut self, path: &str) -> Result<Value, JsonError> {
         let start = self.i;
         if self.s.get(self.i) == Some(&b'-') {
             self.i += 1;
@@ -193,18 +210,18 @@ impl Parser<'_> {
             }
         }
         self.numbers.insert(path.to_string(), text.to_string());
-        let f: f64 = text.parse().map_err(|_| format!("invalid number `{text}`"))?;
-        Number::from_f64(f).map(Value::Number).ok_or_else(|| format!("number `{text}` is out of range"))
+        let f: f64 = text.parse().map_err(|_| JsonError::InvalidNumber { text: text.to_owned() })?;
+        Number::from_f64(f).map(Value::Number).ok_or_else(|| JsonError::NumberOutOfRange { text: text.to_owned() })
     }
 
-    fn hex4(&mut self) -> Result<u32, String> {
-        let h = self.src.get(self.i..self.i + 4).ok_or("truncated \\u escape")?;
-        let v = u32::from_str_radix(h, 16).map_err(|_| format!("invalid \\u escape at byte {}", self.i))?;
+    fn hex4(&mut self) -> Result<u32, JsonError> {
+        let Some(h) = self.src.get(self.i..self.i + 4) else { return self.err("truncated \\u escape") };
+        let Ok(v) = u32::from_str_radix(h, 16) else { return self.err("invalid \\u escape") };
         self.i += 4;
         Ok(v)
     }
 
-    fn string(&mut self) -> Result<String, String> {
+    fn string(&mut self) -> Result<String, JsonError> {
         self.i += 1; // opening quote
         let mut out = String::new();
         loop {
@@ -224,7 +241,7 @@ impl Parser<'_> {
                 }
                 Some(b'\\') => {
                     self.i += 1;
-                    let c = *self.s.get(self.i).ok_or("unterminated escape")?;
+                    let Some(&c) = self.s.get(self.i) else { return self.err("unterminated escape") };
                     self.i += 1;
                     match c {
                         b'"' => out.push('"'),
@@ -250,7 +267,8 @@ impl Parser<'_> {
                             } else {
                                 hi
                             };
-                            out.push(char::from_u32(code).ok_or("invalid unicode escape")?);
+                            let Some(c) = char::from_u32(code) else { return self.err("invalid unicode escape") };
+                            out.push(c);
                         }
                         _ => return self.err("invalid escape"),
                     }
@@ -276,7 +294,8 @@ mod tests {
     #[test]
     fn rejects_duplicate_keys_and_garbage() {
         let e = parse_strict(br#"{"data":{"id":1,"id":2}}"#).unwrap_err();
-        assert!(e.contains("duplicate key `id`") && e.contains("/data"), "{e}");
+        assert_eq!(e, JsonError::DuplicateKey { key: "id".into(), object: "/data".into() });
+        assert_eq!(e.to_string(), "duplicate key `id` in object at `/data`");
         assert!(parse_strict(b"{").is_err());
         assert!(parse_strict(b"{\"a\":01}").is_err());
         assert!(parse_strict(b"[1,]").is_err());

@@ -147,7 +147,7 @@ impl WebhookSender {
                     return Ok(SendOutcome { status, retries: attempts - 1 });
                 }
                 Ok(status) => (Some(status), format!("HTTP {status}")),
-                Err(e) => (None, e),
+                Err(e) => (None, e.to_string()),
             };
             // Stop if the next attempt would start past the deadline, like a sender's retry window.
             if started.elapsed() + backoff > self.settings.deadline {
@@ -168,16 +168,17 @@ impl WebhookSender {
     /// One signed attempt without retries: the status, or the connection error as text.
     pub async fn send_once(&self, id: &str, body: &Value) -> Result<u16, SendError> {
         let bytes = serde_json::to_vec(body)?;
-        self.attempt(id, &bytes).await.map_err(|last| SendError::GaveUp {
+        self.attempt(id, &bytes).await.map_err(|e| SendError::GaveUp {
             id: id.to_owned(),
             attempts: 1,
             deadline: Duration::ZERO,
             last_status: None,
-            last,
+            last: e.to_string(),
         })
     }
 
-    async fn attempt(&self, id: &str, body: &[u8]) -> Result<u16, String> {
+    /// The answer's status, or why no answer came (connection refused, timeout, ...).
+    async fn attempt(&self, id: &str, body: &[u8]) -> Result<u16, connect::DeliveryError> {
         // A fresh timestamp per attempt, as real senders re-sign retries.
         let ts = self.clock.now().as_second();
         let request = self
@@ -186,10 +187,8 @@ impl WebhookSender {
             .headers(signed_headers(&self.secret, id, ts, body))
             .header(http::header::CONTENT_TYPE, "application/json")
             .body(body.to_vec());
-        match self.client.send(request).await {
-            Ok(resp) => Ok(resp.status().as_u16()),
-            Err(e) => Err(e.to_string()),
-        }
+        let resp = self.client.send(request).await?;
+        Ok(resp.status().as_u16())
     }
 }
 
@@ -199,11 +198,11 @@ mod tests {
     use axum::extract::State;
     use axum::routing::post;
     use axum::Router;
-    use connect::webhook::WebhookVerifier;
+    use connect::webhook::{WebhookError, WebhookVerifier};
     use std::sync::Mutex;
 
     /// Each request's webhook-id and whether its signature verified.
-    type Seen = Arc<Mutex<Vec<(String, Result<(), String>)>>>;
+    type Seen = Arc<Mutex<Vec<(String, Result<(), WebhookError>)>>>;
 
     #[derive(Clone)]
     struct Server {
@@ -214,7 +213,7 @@ mod tests {
 
     async fn hook(State(s): State<Server>, headers: HeaderMap, body: axum::body::Bytes) -> http::StatusCode {
         let id = headers.get(HEADER_ID).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
-        let verdict = s.verifier.verify(&headers, &body, Timestamp::now()).map(|_| ()).map_err(|e| e.to_string());
+        let verdict = s.verifier.verify(&headers, &body, Timestamp::now()).map(|_| ());
         let mut seen = s.seen.lock().unwrap();
         seen.push((id, verdict));
         if seen.len() <= s.fail_first {

@@ -90,9 +90,9 @@ impl CardParams {
 
     /// The map as received, refusing any value that is not a JSON string: what DingTalk itself
     /// checks on create and update. Err names the offending key.
-    pub fn from_strict(value: &Value) -> Result<Self, String> {
+    pub fn from_strict(value: &Value) -> Result<Self, CardParamsError> {
         let Value::Object(object) = value else {
-            return Err("cardParamMap must be a JSON object".to_owned());
+            return Err(CardParamsError::NotAnObject);
         };
         let mut params = BTreeMap::new();
         for (key, value) in object {
@@ -100,16 +100,21 @@ impl CardParams {
                 Value::String(text) => {
                     params.insert(key.clone(), text.clone());
                 }
-                other => {
-                    return Err(format!(
-                        "cardParamMap value `{key}` is {}, not a string; serialise it as JSON text",
-                        json_kind(other)
-                    ))
-                }
+                other => return Err(CardParamsError::NotAString { key: key.clone(), kind: json_kind(other) }),
             }
         }
         Ok(Self(params))
     }
+}
+
+/// Why a `cardParamMap` breaks DingTalk's rule that every value is a string.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CardParamsError {
+    #[error("cardParamMap must be a JSON object")]
+    NotAnObject,
+    /// `kind` is the JSON kind found, with its article ("a number").
+    #[error("cardParamMap value `{key}` is {kind}, not a string; serialise it as JSON text")]
+    NotAString { key: String, kind: &'static str },
 }
 
 impl From<BTreeMap<String, String>> for CardParams {
@@ -245,29 +250,43 @@ pub fn robot_space_id(user_id: &str) -> String {
     format!("{OPEN_SPACE_PREFIX}{}", OpenSpace::Robot(user_id.to_owned()).part())
 }
 
+/// What is wrong with an `openSpaceId` (`dtv1.card//<SPACE_TYPE>.<id>;…`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OpenSpaceIdError {
+    #[error("openSpaceId `{0}` does not start with `{OPEN_SPACE_PREFIX}`")]
+    NoPrefix(String),
+    #[error("openSpaceId part `{0}` is not `<SPACE_TYPE>.<id>`")]
+    NotTypeAndId(String),
+    #[error("openSpaceId part `{0}` has an empty id")]
+    EmptyId(String),
+    /// Space types other than `IM_GROUP` / `IM_ROBOT` are refused because their ids are UNVERIFIED.
+    #[error("openSpaceId space type `{0}` is not supported (IM_GROUP, IM_ROBOT)")]
+    UnsupportedSpaceType(String),
+    #[error("openSpaceId `{0}` names no space")]
+    NoSpace(String),
+}
+
 /// Splits an `openSpaceId` into its spaces (`;`-separated, §4.1; the separator is UNVERIFIED).
-/// Err says what is wrong; space types other than `IM_GROUP` / `IM_ROBOT` are refused because
-/// their ids are UNVERIFIED.
-pub fn parse_open_space_id(open_space_id: &str) -> Result<Vec<OpenSpace>, String> {
+pub fn parse_open_space_id(open_space_id: &str) -> Result<Vec<OpenSpace>, OpenSpaceIdError> {
     let Some(rest) = open_space_id.strip_prefix(OPEN_SPACE_PREFIX) else {
-        return Err(format!("openSpaceId `{open_space_id}` does not start with `{OPEN_SPACE_PREFIX}`"));
+        return Err(OpenSpaceIdError::NoPrefix(open_space_id.to_owned()));
     };
     let mut spaces = Vec::new();
     for part in rest.split(';').filter(|p| !p.is_empty()) {
         let Some((kind, id)) = part.split_once('.') else {
-            return Err(format!("openSpaceId part `{part}` is not `<SPACE_TYPE>.<id>`"));
+            return Err(OpenSpaceIdError::NotTypeAndId(part.to_owned()));
         };
         if id.is_empty() {
-            return Err(format!("openSpaceId part `{part}` has an empty id"));
+            return Err(OpenSpaceIdError::EmptyId(part.to_owned()));
         }
         spaces.push(match kind {
             "IM_GROUP" => OpenSpace::Group(id.to_owned()),
             "IM_ROBOT" => OpenSpace::Robot(id.to_owned()),
-            other => return Err(format!("openSpaceId space type `{other}` is not supported (IM_GROUP, IM_ROBOT)")),
+            other => return Err(OpenSpaceIdError::UnsupportedSpaceType(other.to_owned())),
         });
     }
     if spaces.is_empty() {
-        return Err(format!("openSpaceId `{open_space_id}` names no space"));
+        return Err(OpenSpaceIdError::NoSpace(open_space_id.to_owned()));
     }
     Ok(spaces)
 }
@@ -678,7 +697,7 @@ impl CardsClient {
         if card.out_track_id.trim().is_empty() {
             return Err(bad_card("(none)", "outTrackId is empty; use the ERP document id".to_owned()));
         }
-        parse_open_space_id(&card.open_space_id).map_err(|detail| bad_card(&card.out_track_id, detail))?;
+        parse_open_space_id(&card.open_space_id).map_err(|e| bad_card(&card.out_track_id, e.to_string()))?;
         const API: &str = "POST /v1.0/card/instances/createAndDeliver";
         let answer: Result<Envelope<CreateAndDeliverResult>, _> =
             self.api.call_new(http::Method::POST, "/v1.0/card/instances/createAndDeliver", &[], Some(card)).await;
@@ -803,7 +822,7 @@ mod tests {
 
     #[test]
     fn strict_params_name_the_non_string_key() {
-        let err = CardParams::from_strict(&json!({"ok": "x", "amount": 5})).unwrap_err();
+        let err = CardParams::from_strict(&json!({"ok": "x", "amount": 5})).unwrap_err().to_string();
         assert!(err.contains("`amount`") && err.contains("a number"), "{err}");
         assert_eq!(CardParams::from_strict(&json!({"ok": "x"})).unwrap().get("ok"), Some("x"));
         assert!(CardParams::from_strict(&json!([])).is_err());

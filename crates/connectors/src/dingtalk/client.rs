@@ -127,6 +127,35 @@ pub struct FeedLink {
 
 const MSGTYPES: &str = "text, markdown, link, actionCard, feedCard";
 
+/// What is wrong with a rendered robot message, in wire names, so a template author can fix it.
+#[derive(Debug, thiserror::Error)]
+pub enum RobotMessageError {
+    #[error("a robot message must be a JSON object with `msgtype` ({MSGTYPES})")]
+    NotAnObject,
+    #[error("`msgtype` must be a string")]
+    MsgtypeNotString,
+    #[error("`msgtype` is missing; expected one of {MSGTYPES}")]
+    MsgtypeMissing,
+    #[error("unsupported msgtype `{0}`; expected one of {MSGTYPES}")]
+    UnsupportedMsgtype(String),
+    #[error(
+        "actionCard needs either `singleTitle` + `singleURL` (whole-card jump) or \
+         `btns: [{{title, actionURL}}]` (per-button jump)"
+    )]
+    ActionCardButtons,
+    /// The message's fields do not have the shape its `msgtype` needs (serde's own words).
+    #[error("{msgtype} message: {error}")]
+    Shape { msgtype: String, error: serde_json::Error },
+    #[error("`{0}` must not be empty")]
+    Empty(String),
+    #[error("`actionCard.btnOrientation` must be \"0\" (vertical) or \"1\" (horizontal), not {0:?}")]
+    BtnOrientation(String),
+    #[error("`actionCard.btns` must have at least one button")]
+    NoButtons,
+    #[error("`feedCard.links` must have at least one link")]
+    NoLinks,
+}
+
 impl RobotMessage {
     pub fn text(content: impl Into<String>) -> Self {
         Self::Text { text: TextContent { content: content.into() }, at: None }
@@ -238,24 +267,22 @@ impl RobotMessage {
 
     /// Parses and validates a rendered payload. The error says which field is wrong, in wire
     /// names, so a template author can fix it.
-    pub fn from_value(value: &serde_json::Value) -> Result<Self, String> {
+    pub fn from_value(value: &serde_json::Value) -> Result<Self, RobotMessageError> {
         let Some(object) = value.as_object() else {
-            return Err(format!("a robot message must be a JSON object with `msgtype` ({MSGTYPES})"));
+            return Err(RobotMessageError::NotAnObject);
         };
         let msgtype = match object.get("msgtype") {
             Some(serde_json::Value::String(t)) => t.clone(),
-            Some(_) => return Err("`msgtype` must be a string".to_owned()),
-            None => return Err(format!("`msgtype` is missing; expected one of {MSGTYPES}")),
+            Some(_) => return Err(RobotMessageError::MsgtypeNotString),
+            None => return Err(RobotMessageError::MsgtypeMissing),
         };
-        let message: Self = serde_json::from_value(value.clone()).map_err(|err| {
-            if msgtype == "actionCard" && err.to_string().contains("untagged") {
-                "actionCard needs either `singleTitle` + `singleURL` (whole-card jump) or \
-                 `btns: [{title, actionURL}]` (per-button jump)"
-                    .to_owned()
-            } else if err.to_string().contains("unknown variant") {
-                format!("unsupported msgtype `{msgtype}`; expected one of {MSGTYPES}")
+        let message: Self = serde_json::from_value(value.clone()).map_err(|error| {
+            if msgtype == "actionCard" && error.to_string().contains("untagged") {
+                RobotMessageError::ActionCardButtons
+            } else if error.to_string().contains("unknown variant") {
+                RobotMessageError::UnsupportedMsgtype(msgtype.clone())
             } else {
-                format!("{msgtype} message: {err}")
+                RobotMessageError::Shape { msgtype: msgtype.clone(), error }
             }
         })?;
         message.validate()?;
@@ -264,10 +291,10 @@ impl RobotMessage {
 
     /// Checks what serde cannot: required strings are non-empty, lists non-empty,
     /// `btnOrientation` is `"0"` or `"1"`.
-    pub fn validate(&self) -> Result<(), String> {
-        fn required(field: &str, value: &str) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), RobotMessageError> {
+        fn required(field: &str, value: &str) -> Result<(), RobotMessageError> {
             if value.trim().is_empty() {
-                Err(format!("`{field}` must not be empty"))
+                Err(RobotMessageError::Empty(field.to_owned()))
             } else {
                 Ok(())
             }
@@ -288,9 +315,7 @@ impl RobotMessage {
                 required("actionCard.text", &c.text)?;
                 if let Some(o) = c.btn_orientation.as_deref() {
                     if o != "0" && o != "1" {
-                        return Err(format!(
-                            "`actionCard.btnOrientation` must be \"0\" (vertical) or \"1\" (horizontal), not {o:?}"
-                        ));
+                        return Err(RobotMessageError::BtnOrientation(o.to_owned()));
                     }
                 }
                 match &c.buttons {
@@ -300,7 +325,7 @@ impl RobotMessage {
                     }
                     ActionCardButtons::Multi { btns } => {
                         if btns.is_empty() {
-                            return Err("`actionCard.btns` must have at least one button".to_owned());
+                            return Err(RobotMessageError::NoButtons);
                         }
                         for (i, b) in btns.iter().enumerate() {
                             required(&format!("actionCard.btns[{i}].title"), &b.title)?;
@@ -312,7 +337,7 @@ impl RobotMessage {
             }
             Self::FeedCard { feed_card } => {
                 if feed_card.links.is_empty() {
-                    return Err("`feedCard.links` must have at least one link".to_owned());
+                    return Err(RobotMessageError::NoLinks);
                 }
                 for (i, l) in feed_card.links.iter().enumerate() {
                     required(&format!("feedCard.links[{i}].title"), &l.title)?;

@@ -288,6 +288,22 @@ pub(crate) struct AsyncSendRequest<'a> {
     pub msg: &'a WorkMessage,
 }
 
+/// Why a work notification's recipients cannot be sent as they are.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecipientsError {
+    #[error("no recipients: set userids, dept_ids or to_all_user")]
+    None,
+    #[error("userid {0:?} contains a comma, which the comma-separated list cannot carry")]
+    CommaInUserid(String),
+    #[error(
+        "{0} userids in one work notification; DingTalk takes at most {MAX_WORK_NOTIFICATION_USERIDS}, \
+         split the recipients"
+    )]
+    TooManyUserids(usize),
+    #[error("{0} departments in one work notification; DingTalk takes at most {MAX_WORK_NOTIFICATION_DEPTS}")]
+    TooManyDepartments(usize),
+}
+
 impl WorkNotification {
     pub fn new(to: Recipients, msg: WorkMessage) -> Self {
         Self { to, msg }
@@ -295,28 +311,21 @@ impl WorkNotification {
 
     /// The wire body, after checking the limits DingTalk would otherwise reject (or, worse,
     /// accept and silently drop).
-    pub(crate) fn request(&self, agent_id: i64) -> Result<AsyncSendRequest<'_>, String> {
+    pub(crate) fn request(&self, agent_id: i64) -> Result<AsyncSendRequest<'_>, RecipientsError> {
         let to = &self.to;
         if to.userids.is_empty() && to.dept_ids.is_empty() && !to.to_all_user {
-            return Err("no recipients: set userids, dept_ids or to_all_user".to_owned());
+            return Err(RecipientsError::None);
         }
         let userids = dedup(to.userids.iter().map(|u| u.trim().to_owned()).filter(|u| !u.is_empty()));
         if let Some(bad) = userids.iter().find(|u| u.contains(',')) {
-            return Err(format!("userid {bad:?} contains a comma, which the comma-separated list cannot carry"));
+            return Err(RecipientsError::CommaInUserid(bad.clone()));
         }
         if userids.len() > MAX_WORK_NOTIFICATION_USERIDS {
-            return Err(format!(
-                "{} userids in one work notification; DingTalk takes at most {MAX_WORK_NOTIFICATION_USERIDS}, \
-                 split the recipients",
-                userids.len()
-            ));
+            return Err(RecipientsError::TooManyUserids(userids.len()));
         }
         let dept_ids = dedup(to.dept_ids.iter().copied());
         if dept_ids.len() > MAX_WORK_NOTIFICATION_DEPTS {
-            return Err(format!(
-                "{} departments in one work notification; DingTalk takes at most {MAX_WORK_NOTIFICATION_DEPTS}",
-                dept_ids.len()
-            ));
+            return Err(RecipientsError::TooManyDepartments(dept_ids.len()));
         }
         let join = |parts: Vec<String>| if parts.is_empty() { None } else { Some(parts.join(",")) };
         Ok(AsyncSendRequest {
@@ -669,9 +678,9 @@ impl Messages {
     /// [`Messages::send_result`].
     pub async fn send_work_notification(&self, notification: &WorkNotification) -> Result<i64, DeliveryError> {
         let agent_id = self.agent_id()?;
-        let body = notification
-            .request(agent_id)
-            .map_err(|detail| bad_payload(format!("DingTalk app {} work notification", self.api.app_key()), detail))?;
+        let body = notification.request(agent_id).map_err(|e| {
+            bad_payload(format!("DingTalk app {} work notification", self.api.app_key()), e.to_string())
+        })?;
         let answer: AsyncSendResponse = self.api.call_old(ASYNCSEND_PATH, &body).await?;
         tracing::debug!(
             app_key = %self.api.app_key(),
@@ -926,15 +935,15 @@ mod tests {
         assert!(body.get("userid_list").is_none() && body["to_all_user"] == true);
 
         let nobody = WorkNotification::new(Recipients::default(), WorkMessage::text("x"));
-        assert!(nobody.request(1).unwrap_err().contains("no recipients"));
+        assert!(nobody.request(1).unwrap_err().to_string().contains("no recipients"));
         let too_many =
             WorkNotification::new(Recipients::users((0..5001).map(|i| format!("u{i}"))), WorkMessage::text("x"));
-        assert!(too_many.request(1).unwrap_err().contains("at most 5000"));
+        assert!(too_many.request(1).unwrap_err().to_string().contains("at most 5000"));
         let at_limit =
             WorkNotification::new(Recipients::users((0..5000).map(|i| format!("u{i}"))), WorkMessage::text("x"));
         assert!(at_limit.request(1).is_ok());
         let comma = WorkNotification::new(Recipients::users(["a,b"]), WorkMessage::text("x"));
-        assert!(comma.request(1).unwrap_err().contains("comma"));
+        assert!(comma.request(1).unwrap_err().to_string().contains("comma"));
     }
 
     #[test]

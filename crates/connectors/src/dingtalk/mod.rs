@@ -40,7 +40,7 @@ pub(crate) mod test_support {
 pub use auth::{robot_sign, robot_signature_base64};
 pub use client::{
     ActionButton, ActionCardButtons, ActionCardContent, At, FeedCardContent, FeedLink, LinkContent, MarkdownContent,
-    RobotMessage, TextContent,
+    RobotMessage, RobotMessageError, TextContent,
 };
 pub use errors::{classify_robot_response, ROBOT_THROTTLE_PENALTY};
 pub use sim::{DingTalkSim, RecordedMessage, SimRobot};

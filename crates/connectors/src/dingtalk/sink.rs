@@ -165,8 +165,10 @@ impl RobotSink {
 #[async_trait]
 impl Sink for RobotSink {
     async fn deliver(&self, delivery: &Delivery) -> Result<Receipt, DeliveryError> {
-        let message = RobotMessage::from_value(&delivery.payload)
-            .map_err(|detail| DeliveryError::BadPayload { destination: delivery.destination.clone(), detail })?;
+        let message = RobotMessage::from_value(&delivery.payload).map_err(|e| DeliveryError::BadPayload {
+            destination: delivery.destination.clone(),
+            detail: e.to_string(),
+        })?;
         let body = serde_json::to_vec(&message).map_err(|err| DeliveryError::BadPayload {
             destination: delivery.destination.clone(),
             detail: format!("cannot serialise the message: {err}"),

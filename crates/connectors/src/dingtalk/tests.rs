@@ -206,7 +206,7 @@ fn invalid_payloads_name_the_problem() {
         (json!({"msgtype": "link", "link": {"title": "t", "text": "x"}}), "messageUrl"),
     ];
     for (payload, expected) in cases {
-        let err = RobotMessage::from_value(&payload).unwrap_err();
+        let err = RobotMessage::from_value(&payload).unwrap_err().to_string();
         assert!(err.contains(expected), "{payload}: {err}");
     }
 }

@@ -386,7 +386,7 @@ impl BcClient {
     /// Approves (`Microsoft.NAV.approve`) or rejects (`Microsoft.NAV.reject`) a purchase order in
     /// review through the approvals extension, only at `etag`, recording `decision_key` and
     /// `comment`. BC refusing the decision itself (412: changed since `etag`; 400 `Application_…`:
-    /// e.g. no longer pending approval) comes back as `Ok(Err(message))` with BC's text.
+    /// e.g. no longer pending approval) comes back as `Ok(Err(refusal))` with BC's text.
     pub async fn decide_purchase_order(
         &self,
         company_id: &str,
@@ -395,7 +395,7 @@ impl BcClient {
         comment: &str,
         decision_key: &str,
         etag: &str,
-    ) -> Result<Result<(), String>, DeliveryError> {
+    ) -> Result<Result<(), crate::approval::ErpRefusal>, DeliveryError> {
         let action = if approve { "Microsoft.NAV.approve" } else { "Microsoft.NAV.reject" };
         let path = format!("../{APPROVALS_API_PATH}/companies({company_id})/purchaseOrderApprovals({id})/{action}");
         let url = self.url(&path, &[])?;
@@ -404,7 +404,7 @@ impl BcClient {
         let answer = self.transport.send(Method::POST, &url, &[("If-Match", etag.to_owned())], body).await?;
         let error = super::errors::parse_error(&answer.body);
         if answer.status == 412 || (answer.status == 400 && error.code.starts_with("Application_")) {
-            return Ok(Err(error.message));
+            return Ok(Err(crate::approval::ErpRefusal { message: error.message }));
         }
         if !(200..300).contains(&answer.status) {
             return Err(api_failure(

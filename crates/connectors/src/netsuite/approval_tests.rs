@@ -199,7 +199,8 @@ async fn a_deleted_record_is_refused_and_the_sim_refuses_decided_records() {
         .try_update_record(RecordType::PurchaseRequisition, "4690", &json!({"approvalStatus": {"id": "3"}}))
         .await
         .unwrap()
-        .unwrap_err();
+        .unwrap_err()
+        .message;
     assert!(refused.contains("no longer pending approval"), "{refused}");
 }
 

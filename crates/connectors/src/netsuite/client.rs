@@ -341,14 +341,14 @@ impl NetSuiteClient {
 
     /// Like [`NetSuiteClient::update_record`] (no sublist replace), but a change a business rule
     /// of the record refuses (400 `USER_ERROR`, e.g. an approval status change on a transaction no
-    /// longer pending approval) comes back as `Ok(Err(message))` with NetSuite's own text, so the
+    /// longer pending approval) comes back as `Ok(Err(refusal))` with NetSuite's own text, so the
     /// caller can tell it from a failed request.
     pub async fn try_update_record(
         &self,
         record: RecordType,
         id: &str,
         fields: &Value,
-    ) -> Result<Result<(), String>, DeliveryError> {
+    ) -> Result<Result<(), crate::approval::ErpRefusal>, DeliveryError> {
         let path = format!("/record/v1/{}/{}", record.as_str(), encode(id));
         let headers = [("X-NetSuite-PropertyNameValidation", "error")];
         let answer = self.exchange_raw(&http::Method::PATCH, &path, &[], Some(fields), &headers).await?;
@@ -356,7 +356,7 @@ impl NetSuiteClient {
             let parsed = parse_error(&answer.body);
             if parsed.code() == "USER_ERROR" {
                 let message = parsed.details.iter().map(|d| d.detail.as_str()).collect::<Vec<_>>().join(" ");
-                return Ok(Err(message));
+                return Ok(Err(crate::approval::ErpRefusal { message }));
             }
         }
         self.check(answer, &format!("PATCH {path}")).map(|_| Ok(()))

@@ -171,7 +171,8 @@ async fn a_requisition_decided_elsewhere_is_refused() {
 async fn a_decision_on_a_completed_work_item_is_a_refusal_with_sap_text() {
     let rig = rig().await;
     rig.client.decide("LOCAL", seed::PR_TASK_IDS[1], "0001", "first").await.unwrap();
-    let refused = rig.client.try_decide("LOCAL", seed::PR_TASK_IDS[1], "0002", "second").await.unwrap().unwrap_err();
+    let refused =
+        rig.client.try_decide("LOCAL", seed::PR_TASK_IDS[1], "0002", "second").await.unwrap().unwrap_err().message;
     assert!(refused.contains("already completed"), "{refused}");
     // A requisition that does not exist is refused as deleted.
     let mut request = rig.request("10000045", Decision::Approve, "gone").await;

@@ -575,7 +575,7 @@ impl SapClient {
     }
 
     /// Like [`SapClient::decide`], but SAP refusing the decision itself (400 or 409: the work item
-    /// is already completed, a mandatory comment is missing, …) comes back as `Ok(Err(message))`
+    /// is already completed, a mandatory comment is missing, …) comes back as `Ok(Err(refusal))`
     /// with Gateway's message text, so the caller can tell it from a failed request.
     pub async fn try_decide(
         &self,
@@ -583,7 +583,7 @@ impl SapClient {
         instance_id: &str,
         decision_key: &str,
         comments: &str,
-    ) -> Result<Result<Task, String>, DeliveryError> {
+    ) -> Result<Result<Task, crate::approval::ErpRefusal>, DeliveryError> {
         let params = [
             ("SAP__Origin".to_owned(), wire::string_literal(origin)),
             ("InstanceID".to_owned(), wire::string_literal(instance_id)),
@@ -597,7 +597,7 @@ impl SapClient {
                 Some(e) if !e.message.is_empty() => e.message,
                 _ => describe(&answer.body),
             };
-            return Ok(Err(message));
+            return Ok(Err(crate::approval::ErpRefusal { message }));
         }
         if !(200..300).contains(&answer.status) {
             return Err(self.failure(&answer, "POST Decision"));

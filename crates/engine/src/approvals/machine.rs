@@ -573,8 +573,8 @@ fn on_click(state: Approval, userid: &str, action: &str, event_id: &str, at_ms: 
             return refusal(state.clone(), userid, action, reason, event_id);
         }
     }
-    if let Err(reason) = authorise(&state, policy, userid, act, ctx) {
-        return refusal(state, userid, action, reason, event_id);
+    if let Err(refused) = authorise(&state, policy, userid, act, ctx) {
+        return refusal(state, userid, action, refused.to_string(), event_id);
     }
     let person = ctx.people.directory.user(userid);
     let name = person.map(|u| u.name.clone()).unwrap_or_else(|| userid.to_owned());
@@ -592,6 +592,28 @@ fn on_click(state: Approval, userid: &str, action: &str, event_id: &str, at_ms: 
     }
 }
 
+/// Why a person may not act on an approval. The text is shown on the card to the person who
+/// clicked ("Not accepted: …") and audited, so it names who must act instead or what is missing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum NotAuthorised {
+    #[error("{userid} is not in the company's DingTalk directory")]
+    NotInDirectory { userid: String },
+    #[error("{name} has left the company")]
+    LeftCompany { name: String },
+    #[error("{name} has no {erp} user mapped, so cannot act in {erp}")]
+    NoErpUser { name: String, erp: String },
+    #[error("{name} requested this; someone else must decide it (segregation of duties)")]
+    OwnRequest { name: String },
+    /// `step` counts from 1, as people do.
+    #[error("{name} already approved step {step}; one person may not take two steps (segregation of duties)")]
+    TookEarlierStep { name: String, step: usize },
+    #[error("{name} holds both `{a}` and `{b}`, which may not act on the same request")]
+    ExclusiveRoles { name: String, a: String, b: String },
+    /// `roles` is already written as "`r1` or `r2`", `holders` as "Name A, Name B".
+    #[error("{name} may not {action} this: it needs the role {roles} ({holders} in DingTalk)")]
+    MissingRole { name: String, action: &'static str, roles: String, holders: String },
+}
+
 /// Whether `userid` may take `action` on the open step: known and active, mapped to a user of
 /// the ERP, not the requester, not someone who took an earlier step, not holding two
 /// segregated roles, and holding a role the step (or the action) asks for.
@@ -601,30 +623,24 @@ fn authorise(
     userid: &str,
     action: Action,
     ctx: &Context<'_>,
-) -> Result<(), String> {
+) -> Result<(), NotAuthorised> {
     let Some(user) = ctx.people.directory.user(userid) else {
-        return Err(format!("{userid} is not in the company's DingTalk directory"));
+        return Err(NotAuthorised::NotInDirectory { userid: userid.to_owned() });
     };
+    let name = user.name.clone();
     if !user.active {
-        return Err(format!("{} has left the company", user.name));
+        return Err(NotAuthorised::LeftCompany { name });
     }
     if let Some(identity) = ctx.people.identity {
         if !identity.to_erp.contains_key(userid) {
-            return Err(format!(
-                "{} has no {} user mapped, so cannot act in {}",
-                user.name, ctx.erp_name, ctx.erp_name
-            ));
+            return Err(NotAuthorised::NoErpUser { name, erp: ctx.erp_name.to_owned() });
         }
     }
     if state.requester.userid.as_deref() == Some(userid) {
-        return Err(format!("{} requested this; someone else must decide it (segregation of duties)", user.name));
+        return Err(NotAuthorised::OwnRequest { name });
     }
     if let Some(v) = state.votes.iter().find(|v| v.userid == userid) {
-        return Err(format!(
-            "{} already approved step {}; one person may not take two steps (segregation of duties)",
-            user.name,
-            v.step + 1
-        ));
+        return Err(NotAuthorised::TookEarlierStep { name, step: v.step + 1 });
     }
     let requester = state.requester.userid.as_deref();
     for rule in &policy.sod {
@@ -632,7 +648,7 @@ fn authorise(
         let holds =
             |role: &str| policy::members(ctx.config, role, requester, ctx.people).iter().any(|p| p.userid == userid);
         if holds(a) && holds(b) {
-            return Err(format!("{} holds both `{a}` and `{b}`, which may not act on the same request", user.name));
+            return Err(NotAuthorised::ExclusiveRoles { name, a: a.clone(), b: b.clone() });
         }
     }
     let allowed: Vec<String> = match action {
@@ -657,13 +673,12 @@ fn authorise(
         }
         other => policy.actions.get(&other).cloned().unwrap_or_default(),
     };
-    Err(format!(
-        "{} may not {} this: it needs the role {} ({} in DingTalk)",
-        user.name,
-        action.as_str(),
-        roles.iter().map(|r| format!("`{r}`")).collect::<Vec<_>>().join(" or "),
-        dedup(allowed).join(", ")
-    ))
+    Err(NotAuthorised::MissingRole {
+        name,
+        action: action.as_str(),
+        roles: roles.iter().map(|r| format!("`{r}`")).collect::<Vec<_>>().join(" or "),
+        holders: dedup(allowed).join(", "),
+    })
 }
 
 fn approve(mut state: Approval, userid: &str, name: &str, event_id: &str, at_ms: i64, ctx: &Context<'_>) -> Transition {

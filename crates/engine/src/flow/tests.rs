@@ -334,7 +334,7 @@ fn json_fields_that_do_not_render_json_are_template_errors_naming_the_field() {
         assert!(!reason.contains("net 30"), "the rendered value is not repeated: {reason}");
     }
     // A bare boolean renders as `True`, which is not JSON: the hint names `tojson`.
-    let reason = json_field_value("On_Hold__c", "True").unwrap_err();
+    let reason = json_field_value("On_Hold__c", "True").unwrap_err().to_string();
     assert!(reason.contains("On_Hold__c") && reason.contains("| tojson"), "{reason}");
     assert_eq!(json_field_value("Amount", " 12.50 "), Ok(json!(12.5)));
     // Typed null, strings need their quotes.

@@ -26,9 +26,25 @@ pub const METRIC_LEASE_LOST: &str = "dingbridge_lease_lost_total";
 /// Gauge per destination: 1 while deliveries are paused by a vendor throttle, else 0.
 pub const METRIC_PAUSED: &str = "dingbridge_destination_paused";
 
-/// Prefix of the stored error (`<kind>: <error>`) of an attempt the vendor refused for
-/// credentials; a second one in a row dead-letters the job.
+/// Kind label of the stored error (`[<code>] <kind>: <error>`) of an attempt the vendor refused
+/// for credentials; a second one in a row dead-letters the job.
 const AUTH_PREFIX: &str = "auth: ";
+
+/// The error stored with a job that will be retried: `[<code>] <kind>: <error>`. The code leads so
+/// an operator reading `last_error` finds the page `docs/errors/<code>.md`; the kind after it is
+/// what [`refused_credentials`] recognises on the next attempt.
+fn stored_error(err: &DeliveryError) -> String {
+    format!("[{}] {}: {err}", err.code(), err.kind())
+}
+
+/// Whether a job's stored error is a credentials failure. Jobs retried by a version before the
+/// codes have `<kind>: <error>` without the leading `[<code>] `; they are still recognised, so an
+/// upgrade in the middle of a back-off keeps the one second chance rather than granting another.
+fn refused_credentials(last_error: &str) -> bool {
+    let without_code =
+        last_error.strip_prefix('[').and_then(|rest| rest.split_once("] ")).map_or(last_error, |(_code, rest)| rest);
+    without_code.starts_with(AUTH_PREFIX)
+}
 
 /// Completions committed per transaction, and how many may queue.
 const COMPLETION_BATCH: usize = 256;
@@ -502,9 +518,11 @@ async fn on_failure_pinned(
 ) -> Option<i64> {
     metrics::counter!(METRIC_ERRORS, "destination" => sh.destination.clone(), "kind" => err.kind()).increment(1);
     let schedule = &sh.settings.schedule;
-    let exhausted = || Next::Dead(format!("gave up after {attempts_made} attempts: {err}"));
+    // A dead letter's reason carries the code just before the error it names.
+    let code = err.code();
+    let exhausted = || Next::Dead(format!("gave up after {attempts_made} attempts: [{code}] {err}"));
     let next = match err.disposition() {
-        Disposition::Permanent => Next::Dead(err.to_string()),
+        Disposition::Permanent => Next::Dead(format!("[{code}] {err}")),
         Disposition::Retry => schedule.next_delay(attempts_made, None).map_or_else(exhausted, Next::Retry),
         Disposition::RetryAfter(after) => {
             // The vendor's signal holds for the whole destination, not only this job.
@@ -512,8 +530,8 @@ async fn on_failure_pinned(
             schedule.next_delay(attempts_made, Some(after)).map_or_else(exhausted, Next::Retry)
         }
         Disposition::Auth => {
-            if job.last_error.as_deref().is_some_and(|e| e.starts_with(AUTH_PREFIX)) {
-                Next::Dead(format!("credentials rejected twice in a row: {err}"))
+            if job.last_error.as_deref().is_some_and(refused_credentials) {
+                Next::Dead(format!("credentials rejected twice in a row: [{code}] {err}"))
             } else {
                 schedule.next_delay(attempts_made, None).map_or_else(exhausted, Next::Retry)
             }
@@ -522,9 +540,8 @@ async fn on_failure_pinned(
     match next {
         Next::Retry(delay) => {
             let at = pinned.unwrap_or_else(|| now.saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX)));
-            // `<kind>: <error>`; an `auth: ` prefix marks a credentials failure for the next attempt.
-            let stored = format!("{}: {err}", err.kind());
-            warn!(retry_in_ms = delay.as_millis() as u64, error = %err, "Delivery failed; will retry.");
+            let stored = stored_error(err);
+            warn!(retry_in_ms = delay.as_millis() as u64, code, error = %err, "Delivery failed; will retry.");
             if let Err(e) = sh.store.retry_later(job.lease(), at, &stored, now).await {
                 store_error(sh, job, "retry_later", &e);
             }
@@ -533,7 +550,7 @@ async fn on_failure_pinned(
             Some(at)
         }
         Next::Dead(reason) => {
-            error!(reason = %reason, "Delivery failed for good; dead-lettered.");
+            error!(code, reason = %reason, "Delivery failed for good; dead-lettered.");
             if let Err(e) = sh.store.dead_letter(job.lease(), &reason, now).await {
                 store_error(sh, job, "dead_letter", &e);
             }

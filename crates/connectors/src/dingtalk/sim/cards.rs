@@ -431,7 +431,7 @@ impl CardsSim {
             return Err(CardApiError::new("param.openSpaceIdInvalid", "openSpaceId is empty"));
         }
         let spaces = parse_open_space_id(open_space_id)
-            .map_err(|detail| CardApiError::new("param.openSpaceIdInvalid", detail))?;
+            .map_err(|e| CardApiError::new("param.openSpaceIdInvalid", e.to_string()))?;
         let model_error = |detail: String| CardApiError::new("param.openSpaceModelInvalid", detail);
         let deliver_model = |key: &str| body.get(key).filter(|v| !v.is_null()).cloned();
         let mut results = Vec::new();
