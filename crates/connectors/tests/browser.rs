@@ -18,7 +18,9 @@ use dingbridge_connectors::dingtalk::cards::{CardInstance, CardParams, CardsClie
 use dingbridge_connectors::dingtalk::openapi::{AppCredentials, OpenApi, OpenApiSettings};
 use dingbridge_connectors::dingtalk::sim::org::{SEED_AGENT_ID, SEED_APP_KEY, SEED_APP_SECRET};
 use dingbridge_connectors::dingtalk::sim::stream::StreamGateway;
-use dingbridge_connectors::dingtalk::stream::{EventAck, Frame, StreamClient, StreamHandler, StreamSettings};
+use dingbridge_connectors::dingtalk::stream::{
+    CallbackRefused, EventAck, Frame, StreamClient, StreamHandler, StreamSettings,
+};
 use dingbridge_connectors::dingtalk::DingTalkSim;
 use secrecy::SecretString;
 use serde_json::{json, Value};
@@ -47,7 +49,7 @@ impl StreamHandler for Approver {
         EventAck::Success
     }
 
-    async fn on_callback(&self, frame: &Frame) -> Result<Option<Value>, String> {
+    async fn on_callback(&self, frame: &Frame) -> Result<Option<Value>, CallbackRefused> {
         let data = frame.data_json().map_err(|e| e.to_string())?;
         let user = data["userId"].as_str().unwrap_or_default().to_owned();
         self.clicks.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(data);

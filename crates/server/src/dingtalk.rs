@@ -15,7 +15,7 @@ use axum::Json;
 use connectors::dingtalk::callback::{self, CallbackRequest, ReplayGuard};
 use connectors::dingtalk::crypto::CallbackCrypto;
 use connectors::dingtalk::source;
-use connectors::dingtalk::stream::{EventAck, Frame, StreamHandler};
+use connectors::dingtalk::stream::{CallbackRefused, EventAck, Frame, StreamHandler};
 use model::InboundChange;
 use secrecy::{ExposeSecret, SecretString};
 use std::sync::Arc;
@@ -319,7 +319,7 @@ impl StreamHandler for StreamIntake {
         }
     }
 
-    async fn on_callback(&self, frame: &Frame) -> Result<Option<serde_json::Value>, String> {
+    async fn on_callback(&self, frame: &Frame) -> Result<Option<serde_json::Value>, CallbackRefused> {
         let topic = frame.headers.get("topic").map(String::as_str).unwrap_or_default();
         let message_id = frame.headers.get("messageId").map(String::as_str).unwrap_or_default();
         let inbound = source::from_callback(topic, message_id, &frame.data).map_err(|err| err.to_string())?;

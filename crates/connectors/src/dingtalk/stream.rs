@@ -299,7 +299,19 @@ pub trait StreamHandler: Send + Sync + 'static {
     async fn on_event(&self, frame: &Frame) -> EventAck;
     /// A CALLBACK frame; `Ok(R)` becomes the ACK's `{"response": R}`, `Err` an ACK with code 500
     /// whose `message` is the error text (it goes to DingTalk: keep it free of personal data).
-    async fn on_callback(&self, frame: &Frame) -> Result<Option<Value>, String>;
+    async fn on_callback(&self, frame: &Frame) -> Result<Option<Value>, CallbackRefused>;
+}
+
+/// Why a handler could not take a CALLBACK frame; its text is the ACK's `message` and goes to
+/// DingTalk, so it names what failed, never personal data.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct CallbackRefused(pub String);
+
+impl From<String> for CallbackRefused {
+    fn from(reason: String) -> Self {
+        CallbackRefused(reason)
+    }
 }
 
 /// Why a registration or a connection failed. All of them are retried with backoff; the variants
@@ -876,7 +888,7 @@ async fn handle_frame(
             Err(err) => {
                 tracing::warn!(topic = frame.topic().unwrap_or_default(), message_id = frame.message_id().unwrap_or_default(),
                     error = %err, "DingTalk Stream callback handler failed; answering code 500.");
-                Ack::callback_error(&frame, &err)
+                Ack::callback_error(&frame, &err.0)
             }
         },
         FrameType::System => return,

@@ -215,7 +215,7 @@ struct Recorder {
     later_first: AtomicBool,
     gate_first: AtomicBool,
     gate: Notify,
-    callback_response: Mutex<Option<Result<Option<Value>, String>>>,
+    callback_response: Mutex<Option<Result<Option<Value>, CallbackRefused>>>,
 }
 
 impl Recorder {
@@ -246,7 +246,7 @@ impl StreamHandler for Recorder {
         EventAck::Success
     }
 
-    async fn on_callback(&self, frame: &Frame) -> Result<Option<Value>, String> {
+    async fn on_callback(&self, frame: &Frame) -> Result<Option<Value>, CallbackRefused> {
         self.calls.lock().unwrap().push(frame.clone());
         self.callback_response.lock().unwrap().clone().unwrap_or(Ok(None))
     }
@@ -430,7 +430,7 @@ async fn a_callback_round_trip_returns_the_handlers_response() {
         assert_eq!(calls[0].data_json().unwrap(), request);
     }
 
-    *rec.callback_response.lock().unwrap() = Some(Err("database unavailable".to_owned()));
+    *rec.callback_response.lock().unwrap() = Some(Err(CallbackRefused("database unavailable".to_owned())));
     let err =
         sim.gw.push_callback(APP, TOPIC_ROBOT_MESSAGE, request.clone(), Duration::from_secs(2)).await.unwrap_err();
     assert!(matches!(&err, StreamPushError::Rejected { code: 500, .. }), "{err:?}");

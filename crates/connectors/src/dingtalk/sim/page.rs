@@ -959,7 +959,7 @@ mod tests {
     use crate::dingtalk::sim::org::{SEED_AGENT_ID, SEED_APP_KEY, SEED_APP_SECRET, SEED_CORP_ID};
     use crate::dingtalk::sim::stream::StreamGateway;
     use crate::dingtalk::sim::workflow::PURCHASE_REQ;
-    use crate::dingtalk::stream::{EventAck, Frame, StreamClient, StreamHandler, StreamSettings};
+    use crate::dingtalk::stream::{CallbackRefused, EventAck, Frame, StreamClient, StreamHandler, StreamSettings};
     use crate::dingtalk::workflow::{ApprovalResult, FormValue, StartProcessInstance, TaskStatus};
     use connect::SystemClock;
     use secrecy::SecretString;
@@ -1132,7 +1132,7 @@ mod tests {
             EventAck::Success
         }
 
-        async fn on_callback(&self, frame: &Frame) -> Result<Option<Value>, String> {
+        async fn on_callback(&self, frame: &Frame) -> Result<Option<Value>, CallbackRefused> {
             let data = frame.data_json().map_err(|e| e.to_string())?;
             if frame.topic() == Some(crate::dingtalk::stream::TOPIC_ROBOT_MESSAGE) {
                 self.robot_messages.lock().unwrap().push(data);
