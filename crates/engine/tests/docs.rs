@@ -132,22 +132,32 @@ fn code_list_is_complete_and_in_order() {
     assert_eq!(strings.len(), ALL.len(), "two variants share a code string");
 }
 
+/// Every code a user can meet (config `DB01xx`, delivery `DB02xx`, store `DB03xx`), and only
+/// those, has its page in `docs/errors/`.
 #[test]
-fn every_code_has_an_error_page() {
+fn every_code_has_an_error_page_and_every_page_a_code() {
+    let mut codes: Vec<&str> = ALL.iter().map(|c| c.as_str()).collect();
+    codes.extend(connect::DeliveryError::CODES);
+    codes.extend(store::StoreError::CODES);
     let mut missing = Vec::new();
-    for code in ALL {
-        let page = root().join("docs/errors").join(format!("{}.md", code.as_str()));
+    for code in &codes {
+        let page = root().join("docs/errors").join(format!("{code}.md"));
         match std::fs::read_to_string(&page) {
             Ok(text) => assert!(
-                text.starts_with(&format!("# {}", code.as_str())),
-                "{} must start with the heading `# {}`",
-                page.display(),
-                code.as_str()
+                text.starts_with(&format!("# {code}: ")),
+                "{} must start with the heading `# {code}: …`",
+                page.display()
             ),
             Err(_) => missing.push(page.display().to_string()),
         }
     }
     assert!(missing.is_empty(), "error codes without a page: {missing:?}");
+    let pages = std::fs::read_dir(root().join("docs/errors")).expect("docs/errors exists");
+    for page in pages {
+        let name = page.expect("a readable entry").file_name().to_string_lossy().into_owned();
+        let code = name.trim_end_matches(".md");
+        assert!(codes.contains(&code), "docs/errors/{name} documents no code the product has");
+    }
 }
 
 #[test]

@@ -76,7 +76,6 @@ impl From<sqlx::Error> for StoreError {
 #[cfg(test)]
 mod tests {
     use super::StoreError;
-    use std::path::Path;
 
     /// One error of each kind, in the order of [`StoreError::CODES`].
     fn one_of_each() -> Vec<StoreError> {
@@ -110,23 +109,5 @@ mod tests {
     fn every_kind_has_its_own_listed_code() {
         let codes: Vec<&str> = one_of_each().iter().map(StoreError::code).collect();
         assert_eq!(codes, StoreError::CODES);
-    }
-
-    #[test]
-    fn every_code_has_an_error_page() {
-        let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/errors");
-        let mut missing = Vec::new();
-        for code in StoreError::CODES {
-            let page = docs.join(format!("{code}.md"));
-            match std::fs::read_to_string(&page) {
-                Ok(text) => assert!(
-                    text.starts_with(&format!("# {code}: ")),
-                    "{} must start with the heading `# {code}: …`",
-                    page.display()
-                ),
-                Err(_) => missing.push(page.display().to_string()),
-            }
-        }
-        assert!(missing.is_empty(), "store error codes without a page: {missing:?}");
     }
 }
