@@ -258,7 +258,7 @@ pub struct Services {
     pub bc: bool,
 }
 
-/// `DB0111` for each object of source `source` that org `org` cannot serve: Dataverse objects
+/// `DB0125` for each object of source `source` that org `org` cannot serve: Dataverse objects
 /// need its `dataverse_url`, Business Central ones its `bc_environment`. Objects that are not
 /// [`SOURCE_OBJECTS`], and repeats, are reported where the list is checked and skipped here.
 /// True when every object is served.
