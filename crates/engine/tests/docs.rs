@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// Every `Code` variant. Keep in step with [`index`]: a new variant fails to compile there.
-const ALL: [Code; 15] = [
+const ALL: [Code; 25] = [
     Code::UnknownKey,
     Code::UnknownDestination,
     Code::UnknownSource,
@@ -25,6 +25,16 @@ const ALL: [Code; 15] = [
     Code::DecisionSource,
     Code::InsecureEndpoint,
     Code::AuditKey,
+    Code::OutOfRange,
+    Code::MissingKey,
+    Code::KeyConflict,
+    Code::EmptyValue,
+    Code::UnknownChoice,
+    Code::BadAddress,
+    Code::BadName,
+    Code::BadLocale,
+    Code::BadCredential,
+    Code::BadConnection,
 ];
 
 /// Exhaustive on purpose (no `_` arm): adding a variant to `Code` breaks this until it is listed
@@ -46,6 +56,16 @@ fn index(code: Code) -> usize {
         Code::DecisionSource => 12,
         Code::InsecureEndpoint => 13,
         Code::AuditKey => 14,
+        Code::OutOfRange => 15,
+        Code::MissingKey => 16,
+        Code::KeyConflict => 17,
+        Code::EmptyValue => 18,
+        Code::UnknownChoice => 19,
+        Code::BadAddress => 20,
+        Code::BadName => 21,
+        Code::BadLocale => 22,
+        Code::BadCredential => 23,
+        Code::BadConnection => 24,
     }
 }
 

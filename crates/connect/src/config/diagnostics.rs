@@ -57,7 +57,7 @@ impl Diagnostics {
             Ok(n) if n > 0 => Some(n),
             _ => {
                 self.push(ConfigError::new(
-                    Code::InvalidValue,
+                    Code::OutOfRange,
                     format!("{what} must be a positive number, found {}", s.get_ref()),
                     span(s),
                     "must be at least 1",

@@ -38,7 +38,7 @@ pub fn validate_private_hosts(diag: &mut Diagnostics, entries: Option<&S<Vec<S<S
         if let Err(e) = hosts.allow(entry.get_ref()) {
             diag.push(
                 ConfigError::new(
-                    Code::InvalidValue,
+                    Code::BadAddress,
                     format!("server.allow_private_hosts: {e}"),
                     span(entry),
                     "expected a host name, an IP address or a CIDR range",

@@ -27,8 +27,8 @@ pub enum Code {
     MissingSecret,
     /// The file is not valid TOML.
     TomlSyntax,
-    /// A value of the wrong type or outside its allowed set (field type, message type, listen
-    /// address, a required key missing, ...).
+    /// A value of the wrong TOML type, or one no more specific code covers (a JSON pointer
+    /// without its leading `/`, a connection that cannot be built, ...).
     InvalidValue,
     /// An approval policy, role or identity mapping that cannot work (unknown role, a gap or
     /// overlap in amount bands, an action the ERP cannot take, a role without members).
@@ -41,6 +41,32 @@ pub enum Code {
     InsecureEndpoint,
     /// Approval policies without an `[audit] key`, or an audit key too short to be safe.
     AuditKey,
+    /// A number or duration outside its allowed range, or not larger than the value it must exceed
+    /// (`delivery.jitter`, a count of 0, `lease` not longer than `request_timeout`).
+    OutOfRange,
+    /// A key this table needs is absent: required by its `type`, by its mode, intake, grant, auth
+    /// or op, or by another key that is set.
+    MissingKey,
+    /// Keys that must go together or exclude each other: one of a pair without the other, both or
+    /// neither of two alternatives, a key the chosen grant or auth does not use, a field given twice.
+    KeyConflict,
+    /// A name, id or list that must have content is empty.
+    EmptyValue,
+    /// A `type`, mode, intake, op, option or watched object that is not one of the allowed ones.
+    UnknownChoice,
+    /// A URL, base URL, listen address or host entry that is not well-formed.
+    BadAddress,
+    /// A name or id not in the form its system requires (an API name, a tenant, account, org or
+    /// SAP client id, an API version, a `snake_case` change name).
+    BadName,
+    /// A time zone, currency, unit of measure, time of day, date or weekday that does not exist.
+    BadLocale,
+    /// A secret, token, key or certificate that cannot be used: a secret written in the file, a
+    /// token too weak to stand in a URL, a key or certificate that does not load.
+    BadCredential,
+    /// A source or destination that names no ERP/CRM connection, an undefined one, or one that
+    /// lacks what it needs.
+    BadConnection,
 }
 
 impl Code {
@@ -61,6 +87,16 @@ impl Code {
             Self::DecisionSource => "DB0113",
             Self::InsecureEndpoint => "DB0114",
             Self::AuditKey => "DB0115",
+            Self::OutOfRange => "DB0116",
+            Self::MissingKey => "DB0117",
+            Self::KeyConflict => "DB0118",
+            Self::EmptyValue => "DB0119",
+            Self::UnknownChoice => "DB0120",
+            Self::BadAddress => "DB0121",
+            Self::BadName => "DB0122",
+            Self::BadLocale => "DB0123",
+            Self::BadCredential => "DB0124",
+            Self::BadConnection => "DB0125",
         }
     }
 }

@@ -141,7 +141,7 @@ impl SecretRefError {
     /// blanked when the file is shown, so the value never reaches a terminal or a log.
     pub fn to_config_error(self, what: &str, span: Range<usize>) -> ConfigError {
         let error =
-            ConfigError::new(Code::InvalidValue, format!("{what}: {self}"), Some(span), "invalid secret reference")
+            ConfigError::new(Code::BadCredential, format!("{what}: {self}"), Some(span), "invalid secret reference")
                 .with_help(
                 "write `{ env = \"NAME\" }` or `{ file = \"/path/to/secret\" }`; secrets are never literal in config",
             );

@@ -72,7 +72,7 @@ pub fn validate_app(diag: &mut Diagnostics, name: &S<String>, app: &RawDingtalkA
     let mut ok = true;
     if app.app_key.get_ref().trim().is_empty() {
         diag.push(ConfigError::new(
-            Code::InvalidValue,
+            Code::EmptyValue,
             format!("dingtalk.apps.{n}.app_key is empty"),
             span(&app.app_key),
             "the app's AppKey (ClientID), e.g. dingxxxxxxxxxxxxxxxx",
@@ -85,7 +85,7 @@ pub fn validate_app(diag: &mut Diagnostics, name: &S<String>, app: &RawDingtalkA
         Some("overseas") => DingtalkRegion::Overseas,
         Some(other) => {
             diag.push(ConfigError::new(
-                Code::InvalidValue,
+                Code::UnknownChoice,
                 format!("dingtalk.apps.{n}.region `{other}` is unknown"),
                 app.region.as_ref().map(|s| s.span()),
                 "`mainland` (dingtalk.com) or `overseas` (dingtalk.io)",
@@ -99,7 +99,7 @@ pub fn validate_app(diag: &mut Diagnostics, name: &S<String>, app: &RawDingtalkA
         Some("old") => DingtalkTokenApi::Old,
         Some(other) => {
             diag.push(ConfigError::new(
-                Code::InvalidValue,
+                Code::UnknownChoice,
                 format!("dingtalk.apps.{n}.token_api `{other}` is unknown"),
                 app.token_api.as_ref().map(|s| s.span()),
                 "`new` (v1.0/oauth2/accessToken) or `old` (gettoken)",
@@ -111,7 +111,7 @@ pub fn validate_app(diag: &mut Diagnostics, name: &S<String>, app: &RawDingtalkA
     let qps_per_api = app.qps_per_api.as_ref().map_or(20, |s| *s.get_ref());
     if qps_per_api == 0 {
         diag.push(ConfigError::new(
-            Code::InvalidValue,
+            Code::OutOfRange,
             format!("dingtalk.apps.{n}.qps_per_api must be at least 1"),
             app.qps_per_api.as_ref().map(|s| s.span()),
             "DingTalk's standard edition allows 20 per app per API",

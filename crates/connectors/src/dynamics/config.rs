@@ -75,7 +75,7 @@ pub fn validate_org(diag: &mut Diagnostics, name: &S<String>, org: &RawDynamicsO
     let tenant_id = org.tenant_id.get_ref().trim().to_string();
     if tenant_id.is_empty() || tenant_id.contains(|c: char| c == '/' || c.is_whitespace()) {
         diag.push(ConfigError::new(
-            Code::InvalidValue,
+            Code::BadName,
             format!("dynamics.orgs.{n}.tenant_id `{}` is not a tenant id", org.tenant_id.get_ref()),
             span(&org.tenant_id),
             "the Directory (tenant) ID GUID, or a verified domain such as contoso.onmicrosoft.com",
@@ -84,7 +84,7 @@ pub fn validate_org(diag: &mut Diagnostics, name: &S<String>, org: &RawDynamicsO
     }
     if org.client_id.get_ref().trim().is_empty() {
         diag.push(ConfigError::new(
-            Code::InvalidValue,
+            Code::EmptyValue,
             format!("dynamics.orgs.{n}.client_id is empty"),
             span(&org.client_id),
             "the app registration's Application (client) ID",
@@ -97,7 +97,7 @@ pub fn validate_org(diag: &mut Diagnostics, name: &S<String>, org: &RawDynamicsO
         require_https(diag, &format!("dynamics.orgs.{n}.{key}"), v);
         if !is_base_url(&url) {
             diag.push(ConfigError::new(
-                Code::InvalidValue,
+                Code::BadAddress,
                 format!("dynamics.orgs.{n}.{key} `{}` is not an http(s) URL without a path", v.get_ref()),
                 span(v),
                 format!("e.g. {example}"),
@@ -116,7 +116,7 @@ pub fn validate_org(diag: &mut Diagnostics, name: &S<String>, org: &RawDynamicsO
     if let (Some(env), Some(s)) = (&bc_environment, &org.bc_environment) {
         if env.is_empty() || env.contains(|c: char| c == '/' || c.is_whitespace()) {
             diag.push(ConfigError::new(
-                Code::InvalidValue,
+                Code::BadName,
                 format!("dynamics.orgs.{n}.bc_environment `{}` is not an environment name", s.get_ref()),
                 span(s),
                 "the Business Central environment, e.g. Production or Sandbox",
@@ -128,7 +128,7 @@ pub fn validate_org(diag: &mut Diagnostics, name: &S<String>, org: &RawDynamicsO
     match (&org.bc_environment, &org.bc_company) {
         (Some(env), None) => {
             diag.push(ConfigError::new(
-                Code::InvalidValue,
+                Code::KeyConflict,
                 format!("dynamics.orgs.{n}.bc_environment is set but bc_company is not"),
                 span(env),
                 "add bc_company = \"<company id>\" (GET …/api/v2.0/companies lists them)",
@@ -137,7 +137,7 @@ pub fn validate_org(diag: &mut Diagnostics, name: &S<String>, org: &RawDynamicsO
         }
         (None, Some(company)) => {
             diag.push(ConfigError::new(
-                Code::InvalidValue,
+                Code::KeyConflict,
                 format!("dynamics.orgs.{n}.bc_company is set but bc_environment is not"),
                 span(company),
                 "add bc_environment = \"Production\" (or the environment the company lives in)",
@@ -146,7 +146,7 @@ pub fn validate_org(diag: &mut Diagnostics, name: &S<String>, org: &RawDynamicsO
         }
         (Some(_), Some(company)) if company.get_ref().trim().is_empty() => {
             diag.push(ConfigError::new(
-                Code::InvalidValue,
+                Code::EmptyValue,
                 format!("dynamics.orgs.{n}.bc_company is empty"),
                 span(company),
                 "the Business Central company id (a GUID)",
@@ -155,7 +155,7 @@ pub fn validate_org(diag: &mut Diagnostics, name: &S<String>, org: &RawDynamicsO
         }
         (None, None) if org.dataverse_url.is_none() => {
             diag.push(ConfigError::new(
-                Code::InvalidValue,
+                Code::MissingKey,
                 format!("dynamics.orgs.{n} has neither `dataverse_url` nor `bc_environment`"),
                 Some(name.span()),
                 "add dataverse_url (Dataverse) and/or bc_environment + bc_company (Business Central)",
@@ -258,7 +258,7 @@ pub struct Services {
     pub bc: bool,
 }
 
-/// `DB0111` for each object of source `source` that org `org` cannot serve: Dataverse objects
+/// `DB0125` for each object of source `source` that org `org` cannot serve: Dataverse objects
 /// need its `dataverse_url`, Business Central ones its `bc_environment`. Objects that are not
 /// [`SOURCE_OBJECTS`], and repeats, are reported where the list is checked and skipped here.
 /// True when every object is served.
@@ -284,7 +284,7 @@ pub fn check_source_services(
         };
         if !has {
             diag.push(ConfigError::new(
-                Code::InvalidValue,
+                Code::BadConnection,
                 format!("object `{object}` of source `{source}` is read from {service}, but dynamics org `{org}` has no `{key}`"),
                 span(o),
                 format!("add {key} to [dynamics.orgs.{org}]"),

@@ -113,7 +113,7 @@ pub fn validate_account(
     let account_id = AccountId::parse(account.account_id.get_ref());
     if account_id.is_none() {
         diag.push(ConfigError::new(
-            Code::InvalidValue,
+            Code::BadName,
             format!("netsuite.accounts.{n}.account_id `{}` is not a NetSuite account id", account.account_id.get_ref()),
             span(&account.account_id),
             "letters, digits, `_` or `-`, e.g. 1234567 or 1234567_SB1 (Setup → Company → Company Information)",
@@ -125,7 +125,7 @@ pub fn validate_account(
         "oauth2" => &["client_id", "certificate_id", "private_key"],
         other => {
             diag.push(ConfigError::new(
-                Code::InvalidValue,
+                Code::UnknownChoice,
                 format!("netsuite.accounts.{n}.auth `{other}` is unknown"),
                 at(&account.auth),
                 "`tba` (token-based authentication, default) or `oauth2` (client credentials)",
@@ -149,7 +149,7 @@ pub fn validate_account(
             Some(at) if !required.contains(&key) => {
                 diag.push(
                     ConfigError::new(
-                        Code::InvalidValue,
+                        Code::KeyConflict,
                         format!("netsuite.accounts.{n}.{key} is not used with auth = \"{auth_name}\""),
                         Some(at),
                         format!("not used with auth = \"{auth_name}\""),
@@ -161,7 +161,7 @@ pub fn validate_account(
             None if required.contains(&key) => {
                 diag.push(
                     ConfigError::new(
-                        Code::InvalidValue,
+                        Code::MissingKey,
                         format!("netsuite.accounts.{n} uses auth = \"{auth_name}\" but has no `{key}`"),
                         Some(auth_at.clone()),
                         format!("missing `{key}`"),
@@ -176,7 +176,7 @@ pub fn validate_account(
     let text = |diag: &mut Diagnostics, key: &str, v: &Option<S<String>>, label: &str| match v {
         Some(s) if s.get_ref().trim().is_empty() => {
             diag.push(ConfigError::new(
-                Code::InvalidValue,
+                Code::EmptyValue,
                 format!("netsuite.accounts.{n}.{key} is empty"),
                 span(s),
                 label.to_string(),
@@ -225,7 +225,7 @@ pub fn validate_account(
             Ok(zone) => Some(zone),
             Err(_) => {
                 diag.push(ConfigError::new(
-                    Code::InvalidValue,
+                    Code::BadLocale,
                     format!("netsuite.accounts.{n}.time_zone `{}` is not a known time zone", s.get_ref()),
                     span(s),
                     "an IANA zone name, e.g. Asia/Hong_Kong or Asia/Shanghai (the integration user's preference)",
@@ -301,7 +301,7 @@ impl NetsuiteAccountConfig {
                 let settings =
                     ClientCredentials::from_pem(&rest_base, &client_id, &certificate_id, pem).map_err(|e| {
                         ConfigError::new(
-                            Code::InvalidValue,
+                            Code::BadCredential,
                             format!("NetSuite account `{name}`: {e}"),
                             Some(at.clone()),
                             "the client credentials key cannot be loaded",

@@ -119,7 +119,7 @@ pub fn validate_org(diag: &mut Diagnostics, name: &S<String>, org: &RawSalesforc
     require_https(diag, &format!("salesforce.orgs.{n}.login_url"), &org.login_url);
     if !is_base_url(&login_url) {
         diag.push(ConfigError::new(
-            Code::InvalidValue,
+            Code::BadAddress,
             format!("salesforce.orgs.{n}.login_url `{}` is not an http(s) URL without a path", org.login_url.get_ref()),
             span(&org.login_url),
             "e.g. https://login.salesforce.com or https://yourcompany.my.salesforce.com",
@@ -128,7 +128,7 @@ pub fn validate_org(diag: &mut Diagnostics, name: &S<String>, org: &RawSalesforc
     }
     if org.client_id.get_ref().trim().is_empty() {
         diag.push(ConfigError::new(
-            Code::InvalidValue,
+            Code::EmptyValue,
             format!("salesforce.orgs.{n}.client_id is empty"),
             span(&org.client_id),
             "the connected app's consumer key",
@@ -142,7 +142,7 @@ pub fn validate_org(diag: &mut Diagnostics, name: &S<String>, org: &RawSalesforc
         "refresh_token" => (&["refresh_token"], &["client_secret"]),
         other => {
             diag.push(ConfigError::new(
-                Code::InvalidValue,
+                Code::UnknownChoice,
                 format!("salesforce.orgs.{n}.grant `{other}` is unknown"),
                 at(&org.grant),
                 "`client_credentials` (default), `jwt_bearer` or `refresh_token`",
@@ -161,7 +161,7 @@ pub fn validate_org(diag: &mut Diagnostics, name: &S<String>, org: &RawSalesforc
             Some(at) if !required.contains(&key) && !optional.contains(&key) => {
                 diag.push(
                     ConfigError::new(
-                        Code::InvalidValue,
+                        Code::KeyConflict,
                         format!("salesforce.orgs.{n}.{key} is not used by the {grant_name} grant"),
                         Some(at),
                         format!("not used with grant = \"{grant_name}\""),
@@ -173,7 +173,7 @@ pub fn validate_org(diag: &mut Diagnostics, name: &S<String>, org: &RawSalesforc
             None if required.contains(&key) => {
                 diag.push(
                     ConfigError::new(
-                        Code::InvalidValue,
+                        Code::MissingKey,
                         format!("salesforce.orgs.{n} uses the {grant_name} grant but has no `{key}`"),
                         Some(name.span()),
                         format!("missing `{key}`"),
@@ -197,7 +197,7 @@ pub fn validate_org(diag: &mut Diagnostics, name: &S<String>, org: &RawSalesforc
             let username = org.username.as_ref().map(|s| s.get_ref().trim().to_string()).filter(|u| !u.is_empty());
             if let (None, Some(s)) = (&username, &org.username) {
                 diag.push(ConfigError::new(
-                    Code::InvalidValue,
+                    Code::EmptyValue,
                     format!("salesforce.orgs.{n}.username is empty"),
                     span(s),
                     "the Salesforce username of the integration user",
@@ -214,7 +214,7 @@ pub fn validate_org(diag: &mut Diagnostics, name: &S<String>, org: &RawSalesforc
     if let Some(s) = &org.api_version {
         if !is_api_version(s.get_ref()) {
             diag.push(ConfigError::new(
-                Code::InvalidValue,
+                Code::BadName,
                 format!("salesforce.orgs.{n}.api_version `{}` is not a Salesforce API version", s.get_ref()),
                 span(s),
                 format!("`v` and the version number, e.g. {DEFAULT_API_VERSION}"),
@@ -228,7 +228,7 @@ pub fn validate_org(diag: &mut Diagnostics, name: &S<String>, org: &RawSalesforc
             Ok(id) if id.starts_with("00D") => Some(id),
             _ => {
                 diag.push(ConfigError::new(
-                    Code::InvalidValue,
+                    Code::BadName,
                     format!("salesforce.orgs.{n}.organization_id `{}` is not a Salesforce org id", s.get_ref()),
                     span(s),
                     "the 15- or 18-character id starting with 00D (Setup → Company Information)",
@@ -327,7 +327,7 @@ impl SalesforceOrgConfig {
                 Grant::jwt_bearer(&self.client_id, &username, audience, private_key.expose().as_bytes()).map_err(
                     |e| {
                         ConfigError::new(
-                            Code::InvalidValue,
+                            Code::BadCredential,
                             format!("the private key of Salesforce org `{name}` is not usable: {e}"),
                             Some(span),
                             "expected an RSA private key in PEM form (-----BEGIN PRIVATE KEY-----)",

@@ -75,7 +75,7 @@ pub fn validate_system(diag: &mut Diagnostics, name: &S<String>, system: &RawSap
     // `SapConfig::new` takes the parsed URL: the same parse `run` does.
     if !is_base_url(&base_url) || base_url.parse().map(SapConfig::new).is_err() {
         diag.push(ConfigError::new(
-            Code::InvalidValue,
+            Code::BadAddress,
             format!("sap.systems.{n}.base_url `{}` is not an http(s) URL without a path", system.base_url.get_ref()),
             span(&system.base_url),
             "the Gateway host, e.g. https://s4.example.com.hk:44300 (the service paths are appended)",
@@ -86,7 +86,7 @@ pub fn validate_system(diag: &mut Diagnostics, name: &S<String>, system: &RawSap
     if let (Some(client), Some(s)) = (&sap_client, &system.sap_client) {
         if client.len() != 3 || !client.chars().all(|c| c.is_ascii_digit()) {
             diag.push(ConfigError::new(
-                Code::InvalidValue,
+                Code::BadName,
                 format!("sap.systems.{n}.sap_client `{}` is not an SAP client", s.get_ref()),
                 span(s),
                 "three digits, e.g. \"100\" (a string, to keep leading zeros)",
@@ -96,7 +96,7 @@ pub fn validate_system(diag: &mut Diagnostics, name: &S<String>, system: &RawSap
     }
     if system.user.get_ref().trim().is_empty() {
         diag.push(ConfigError::new(
-            Code::InvalidValue,
+            Code::EmptyValue,
             format!("sap.systems.{n}.user is empty"),
             span(&system.user),
             "the technical user the OData services run as",
@@ -115,7 +115,7 @@ pub fn validate_system(diag: &mut Diagnostics, name: &S<String>, system: &RawSap
                 ("client_key", "client_cert")
             };
             diag.push(ConfigError::new(
-                Code::InvalidValue,
+                Code::KeyConflict,
                 format!("sap.systems.{n}.{set} is set but {missing} is not"),
                 span(given),
                 format!("mutual TLS needs both: add {missing} = {{ file = \"...\" }}"),
@@ -132,7 +132,7 @@ pub fn validate_system(diag: &mut Diagnostics, name: &S<String>, system: &RawSap
         let code = sap_code.get_ref().trim();
         if code.is_empty() || code.contains(char::is_whitespace) {
             diag.push(ConfigError::new(
-                Code::InvalidValue,
+                Code::BadName,
                 format!("sap.systems.{n}.units has the unit code `{}`", sap_code.get_ref()),
                 span(sap_code),
                 "an SAP unit code (T006), e.g. ZCT",
@@ -143,7 +143,7 @@ pub fn validate_system(diag: &mut Diagnostics, name: &S<String>, system: &RawSap
         let field = format!("sap.systems.{n}.units.{code}");
         if let Err(e) = model::Uom::parse(&field, iso_code.get_ref().trim()) {
             diag.push(ConfigError::new(
-                Code::InvalidValue,
+                Code::BadLocale,
                 format!("{field} maps to `{}`, which is not a unit dingbridge knows: {e}", iso_code.get_ref()),
                 span(iso_code),
                 "an ISO (UN/ECE Rec 20) code, e.g. PCE, KGM, CT",
@@ -190,7 +190,7 @@ impl SapSystemConfig {
             Ok(identity) => Some(Some(identity)),
             Err(e) => {
                 rs.errors.push(ConfigError::new(
-                    Code::InvalidValue,
+                    Code::BadCredential,
                     format!("SAP system `{name}`: {e}"),
                     Some(cert_ref.span.clone()),
                     "expected a PEM certificate (-----BEGIN CERTIFICATE-----) and its private key",
@@ -220,7 +220,7 @@ impl SapSystemConfig {
                 };
                 HttpClient::new(own).map_err(|e| {
                     ConfigError::new(
-                        Code::InvalidValue,
+                        Code::BadCredential,
                         format!("SAP system `{name}`: {e}"),
                         self.client_cert.as_ref().map(|r| r.span.clone()),
                         "while building this system's mutual TLS client",
@@ -233,7 +233,7 @@ impl SapSystemConfig {
             Ok(url) => SapConfig::new(url),
             Err(e) => {
                 return Err(ConfigError::new(
-                    Code::InvalidValue,
+                    Code::BadAddress,
                     format!("SAP system `{name}`: `{base}` is not a URL ({e})"),
                     Some(self.password.span.clone()),
                     "while building this system",

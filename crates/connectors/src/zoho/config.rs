@@ -47,7 +47,7 @@ pub fn validate_org(diag: &mut Diagnostics, name: &S<String>, org: &RawZohoOrg) 
     let data_centre = DataCentre::parse(org.data_centre.get_ref());
     if data_centre.is_none() {
         diag.push(ConfigError::new(
-            Code::InvalidValue,
+            Code::UnknownChoice,
             format!("zoho.orgs.{n}.data_centre `{}` is unknown", org.data_centre.get_ref()),
             span(&org.data_centre),
             "the domain suffix of the org's Zoho site: com, eu, in, com.au, com.cn, jp, ca, sa or uk",
@@ -55,7 +55,7 @@ pub fn validate_org(diag: &mut Diagnostics, name: &S<String>, org: &RawZohoOrg) 
     }
     if org.client_id.get_ref().trim().is_empty() {
         diag.push(ConfigError::new(
-            Code::InvalidValue,
+            Code::EmptyValue,
             format!("zoho.orgs.{n}.client_id is empty"),
             span(&org.client_id),
             "the client id from the Zoho API console, e.g. 1000.XXXX",

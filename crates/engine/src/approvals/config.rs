@@ -213,7 +213,7 @@ pub fn validate(
             Some(n) if (1..=10).contains(n.get_ref()) => u8::try_from(*n.get_ref()).ok(),
             Some(n) => {
                 cx.error(
-                    Code::InvalidValue,
+                    Code::OutOfRange,
                     format!("roles.{}.requester_manager must be 1 to 10 levels, found {}", name.get_ref(), n.get_ref()),
                     n,
                     "1 = the requester's direct manager",
@@ -276,7 +276,7 @@ pub fn validate(
                     "email" => rules.push(MatchRule::Email),
                     "mobile" => rules.push(MatchRule::Mobile),
                     other => cx.error(
-                        Code::InvalidValue,
+                        Code::UnknownChoice,
                         format!("[identity.{}]: unknown match rule `{other}`", source.get_ref()),
                         rule,
                         "expected job_number, email or mobile",
@@ -304,7 +304,7 @@ pub fn validate(
             config.fx_base = fx.base.get_ref().clone();
         } else {
             cx.error(
-                Code::InvalidValue,
+                Code::BadLocale,
                 format!("approvals.fx.base `{}` is not an ISO 4217 code", fx.base.get_ref()),
                 &fx.base,
                 "e.g. HKD",
@@ -313,7 +313,7 @@ pub fn validate(
         for (currency, rate) in &fx.rates {
             if !is_currency(currency) {
                 cx.error(
-                    Code::InvalidValue,
+                    Code::BadLocale,
                     format!("approvals.fx.rates: `{currency}` is not an ISO 4217 code"),
                     rate,
                     "e.g. USD",
@@ -325,7 +325,7 @@ pub fn validate(
                     config.fx.insert(currency.clone(), r);
                 }
                 Some(_) => cx.error(
-                    Code::InvalidValue,
+                    Code::OutOfRange,
                     format!("approvals.fx.rates.{currency} must be positive"),
                     rate,
                     "units of the base per one unit",
@@ -368,7 +368,7 @@ fn validate_calendar(cx: &mut Check<'_>, raw: &RawCalendar) -> BusinessCalendar 
         match jiff::tz::TimeZone::get(zone.get_ref()) {
             Ok(z) => calendar.zone = z,
             Err(_) => cx.error(
-                Code::InvalidValue,
+                Code::BadLocale,
                 format!("approvals.calendar.time_zone `{}` is not a known zone", zone.get_ref()),
                 zone,
                 "e.g. Asia/Hong_Kong",
@@ -381,7 +381,7 @@ fn validate_calendar(cx: &mut Check<'_>, raw: &RawCalendar) -> BusinessCalendar 
             Ok(t) => Some(t),
             Err(_) => {
                 cx.error(
-                    Code::InvalidValue,
+                    Code::BadLocale,
                     format!("approvals.calendar.{what} `{}` is not a time of day", s.get_ref()),
                     s,
                     "e.g. \"09:00\"",
@@ -399,7 +399,7 @@ fn validate_calendar(cx: &mut Check<'_>, raw: &RawCalendar) -> BusinessCalendar 
     if calendar.close <= calendar.open {
         if let Some(close) = &raw.close {
             cx.error(
-                Code::InvalidValue,
+                Code::OutOfRange,
                 "approvals.calendar.close must be later than open".into(),
                 close,
                 "closes before it opens",
@@ -413,7 +413,7 @@ fn validate_calendar(cx: &mut Check<'_>, raw: &RawCalendar) -> BusinessCalendar 
             match names.iter().position(|n| *n == day.get_ref().to_ascii_lowercase()) {
                 Some(i) => workdays[i] = true,
                 None => cx.error(
-                    Code::InvalidValue,
+                    Code::BadLocale,
                     format!("approvals.calendar.workdays: `{}` is not a day", day.get_ref()),
                     day,
                     "mon … sun",
@@ -422,7 +422,7 @@ fn validate_calendar(cx: &mut Check<'_>, raw: &RawCalendar) -> BusinessCalendar 
         }
         if !workdays.contains(&true) {
             cx.error(
-                Code::InvalidValue,
+                Code::EmptyValue,
                 "approvals.calendar.workdays names no day".into(),
                 days,
                 "at least one working day",
@@ -437,7 +437,7 @@ fn validate_calendar(cx: &mut Check<'_>, raw: &RawCalendar) -> BusinessCalendar 
                 calendar.holidays.insert(d);
             }
             Err(_) => cx.error(
-                Code::InvalidValue,
+                Code::BadLocale,
                 format!("approvals.calendar.extra_holidays: `{}` is not a date", day.get_ref()),
                 day,
                 "e.g. \"2026-12-24\"",
@@ -476,7 +476,7 @@ fn validate_policy(
     let entity = p.entity.get_ref().as_str();
     if !matches!(entity, "purchase_request" | "purchase_order") {
         cx.error(
-            Code::InvalidValue,
+            Code::UnknownChoice,
             format!("policy `{name}`: entity `{entity}` cannot be approved"),
             &p.entity,
             "purchase_request or purchase_order",
@@ -522,7 +522,7 @@ fn validate_policy(
     }
     if p.sources.get_ref().is_empty() {
         cx.error(
-            Code::InvalidValue,
+            Code::EmptyValue,
             format!("policy `{name}` names no sources"),
             &p.sources,
             "which ERP sources it governs",
@@ -531,7 +531,7 @@ fn validate_policy(
     let currency = p.currency.get_ref().clone();
     if !is_currency(&currency) {
         cx.error(
-            Code::InvalidValue,
+            Code::BadLocale,
             format!("policy `{name}`: currency `{currency}` is not an ISO 4217 code"),
             &p.currency,
             "e.g. HKD",
@@ -571,7 +571,7 @@ fn validate_policy(
         }
         _ => {
             cx.error(
-                Code::InvalidValue,
+                Code::KeyConflict,
                 format!("policy `{name}`: deliver needs exactly one of `card` or `oa`"),
                 &p.name,
                 "e.g. { card = \"dingtalk-app\", group = \"cid…\" }",
@@ -587,7 +587,7 @@ fn validate_policy(
     if let (Some(r), Some(e), Some(place)) = (remind_after, escalate_after, &p.escalate_after) {
         if e <= r {
             cx.error(
-                Code::InvalidValue,
+                Code::OutOfRange,
                 format!("policy `{name}`: escalate_after must be longer than remind_after"),
                 place,
                 "escalation comes after the reminder",
@@ -599,7 +599,7 @@ fn validate_policy(
     }
     if let (Some(place), None) = (&p.escalate_after, &p.escalate_to) {
         cx.error(
-            Code::InvalidValue,
+            Code::MissingKey,
             format!("policy `{name}`: escalate_after needs escalate_to (a role)"),
             place,
             "escalate to whom?",
@@ -611,7 +611,7 @@ fn validate_policy(
     for (action, roles) in &p.actions {
         let Some(act) = Action::parse(action) else {
             cx.error(
-                Code::InvalidValue,
+                Code::UnknownChoice,
                 format!("policy `{name}`: unknown action `{action}`"),
                 roles,
                 "approve, reject, return, cancel or delete",
@@ -689,7 +689,12 @@ fn validate_policy(
                 None | Some("any") => Require::Any,
                 Some("all") => Require::All,
                 Some(other) => {
-                    cx.error(Code::InvalidValue, format!("policy `{name}`: require `{other}`"), &s.roles, "any or all");
+                    cx.error(
+                        Code::UnknownChoice,
+                        format!("policy `{name}`: require `{other}`"),
+                        &s.roles,
+                        "any or all",
+                    );
                     Require::Any
                 }
             };

@@ -264,7 +264,7 @@ fn a_currency_without_a_rate_the_wrong_destination_and_oa_are_refused() {
 fn timers_duplicates_and_double_governance_are_refused() {
     let text = format!("{SYSTEMS}{}{BANDS}", POLICY.replace("escalate_after = \"8h\"", "escalate_after = \"2h\""));
     let (code, message, _) = one_error(&text);
-    assert_eq!(code, Code::InvalidValue);
+    assert_eq!(code, Code::OutOfRange);
     assert!(message.contains("escalate_after must be longer than remind_after"), "{message}");
     let text = format!("{SYSTEMS}{}{BANDS}", POLICY.replace("remind_after = \"4h\"", "remind_after = \"soon\""));
     assert_eq!(one_error(&text).0, Code::BadDuration);

@@ -189,7 +189,7 @@ impl Config {
                     card_secret = rs.get(r, &format!("the card callback token of source `{name}`"));
                     if let Some(weak) = card_secret.as_ref().and_then(|s| weak_capability(s.expose())) {
                         rs.errors.push(ConfigError::new(
-                            Code::InvalidValue,
+                            Code::BadCredential,
                             format!("the card callback token of source `{name}` is too weak to stand in a URL: {weak}"),
                             Some(r.span.clone()),
                             "use at least 22 random URL-safe characters, e.g. `openssl rand -base64 24 | tr '+/' '-_'`",
@@ -223,7 +223,7 @@ impl Config {
                     sources.insert(name.clone(), v);
                 }
                 Err(e) => rs.errors.push(ConfigError::new(
-                    Code::InvalidValue,
+                    Code::BadCredential,
                     format!("the secret of source `{name}` is not a usable webhook secret: {e}"),
                     src.secrets.first().map(|r| r.span.clone()),
                     "expected whsec_<base64> (or a raw secret)",
@@ -338,7 +338,7 @@ impl Config {
                             dingtalk_sources.insert(name.clone(), runtime);
                         }
                         Err(e) => errors.push(ConfigError::new(
-                            Code::InvalidValue,
+                            Code::BadCredential,
                             format!("the callback keys of source `{name}` are not usable: {e}"),
                             Some(aes_key.span.clone()),
                             "expected the 43-character EncodingAESKey from the app's event subscription page",
@@ -363,7 +363,7 @@ impl Config {
             let chars = token.expose().chars().count();
             if chars > max_chars {
                 errors.push(ConfigError::new(
-                    Code::InvalidValue,
+                    Code::BadCredential,
                     format!(
                         "the channel token of source `{name}` has {chars} characters; Zoho accepts at most {max_chars}"
                     ),
@@ -378,7 +378,7 @@ impl Config {
         for (name, (token, span)) in salesforce_outbound_tokens {
             match weak_capability(token.expose()) {
                 Some(weak) => errors.push(ConfigError::new(
-                    Code::InvalidValue,
+                    Code::BadCredential,
                     format!("the outbound token of source `{name}` is too weak to stand in a URL: {weak}"),
                     Some(span),
                     "use at least 22 random URL-safe characters, e.g. `openssl rand -base64 24 | tr '+/' '-_'`",
@@ -479,14 +479,14 @@ impl Config {
             Ok(pem) => match CaBundle::from_pem(pem.as_bytes()) {
                 Ok(bundle) => outbound.ca_bundle = Some(bundle),
                 Err(e) => errors.push(ConfigError::new(
-                    Code::InvalidValue,
+                    Code::BadCredential,
                     format!("server.ca_bundle `{shown}`: {e}"),
                     Some(file.span.clone()),
                     "expected PEM CA certificates (-----BEGIN CERTIFICATE-----)",
                 )),
             },
             Err(e) => errors.push(ConfigError::new(
-                Code::InvalidValue,
+                Code::BadCredential,
                 format!("server.ca_bundle: cannot read `{shown}`: {e}"),
                 Some(file.span.clone()),
                 "CA bundle unreadable",

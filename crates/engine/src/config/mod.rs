@@ -533,12 +533,11 @@ fn toml_error(e: &toml::de::Error) -> ConfigError {
     let msg = e.message().trim().to_string();
     let (code, label) = if msg.starts_with("unknown field") {
         (Code::UnknownKey, "unknown key")
-    } else if msg.starts_with("invalid type")
-        || msg.starts_with("missing field")
-        || msg.starts_with("unknown variant")
-        || msg.starts_with("invalid value")
-        || msg.starts_with("invalid length")
-    {
+    } else if msg.starts_with("missing field") {
+        (Code::MissingKey, "missing key")
+    } else if msg.starts_with("unknown variant") {
+        (Code::UnknownChoice, "unknown value")
+    } else if msg.starts_with("invalid type") || msg.starts_with("invalid value") || msg.starts_with("invalid length") {
         (Code::InvalidValue, "invalid value")
     } else {
         (Code::TomlSyntax, "invalid TOML")

@@ -291,10 +291,10 @@ fn db0110_toml_syntax() {
 }
 
 #[test]
-fn db0111_unknown_field_type() {
+fn db0120_unknown_field_type() {
     let text = BASE.replace("type = \"quantity\"", "type = \"qty\"");
     let (code, msg, l, c) = one_error(&text);
-    assert_eq!(code, Code::InvalidValue);
+    assert_eq!(code, Code::UnknownChoice);
     assert_eq!(msg, "field `qty` of source `erp` has unknown type `qty`");
     assert_eq!((l, c), pos(&text, "\"qty\", required"));
 }
@@ -380,16 +380,16 @@ fn quickstart_builds_with_its_env_and_debug_redacts() {
 }
 
 #[test]
-fn db0111_request_timeout_alone_longer_than_the_default_lease() {
+fn db0116_request_timeout_alone_longer_than_the_default_lease() {
     let text = format!("[delivery]\nrequest_timeout = \"60s\"\n{BASE}");
     let (code, msg, l, c) = one_error(&text);
-    assert_eq!(code, Code::InvalidValue);
+    assert_eq!(code, Code::OutOfRange);
     assert!(msg.contains("must be longer than delivery.request_timeout"), "{msg}");
     assert_eq!((l, c), pos(&text, "\"60s\""));
 }
 
 #[test]
-fn db0111_malformed_webhook_secret_is_refused_at_build_with_its_line() {
+fn db0124_malformed_webhook_secret_is_refused_at_build_with_its_line() {
     let cfg = check(&with_flow(GOOD_FLOW)).unwrap();
     struct Env;
     impl SecretResolver for Env {
@@ -401,7 +401,7 @@ fn db0111_malformed_webhook_secret_is_refused_at_build_with_its_line() {
         }
     }
     let errs = cfg.build_with(&Env, Arc::new(connect::SystemClock)).unwrap_err();
-    assert_eq!(errs.codes(), vec![Code::InvalidValue]);
+    assert_eq!(errs.codes(), vec![Code::BadCredential]);
     let e = &errs.errors[0];
     assert!(e.message.contains("source `erp`"), "{}", e.message);
     assert!(!e.message.contains("not base64!"), "the secret leaked into the message: {}", e.message);
@@ -534,7 +534,7 @@ message = { type = "card_update", out_track_id = "x", params = { a = "b" } }
 "#,
     );
     let (code, msg, line, _) = one_error(&text);
-    assert_eq!(code, Code::InvalidValue);
+    assert_eq!(code, Code::UnknownChoice);
     assert!(msg.contains("dingtalk_robot destination, which cannot send it"), "{msg}");
     assert_eq!(line, pos(&text, "type = \"card_update\"").0);
 
@@ -894,74 +894,74 @@ async fn sim_endpoints_send_each_orgs_grant_with_its_resolved_secrets() {
 }
 
 #[test]
-fn db0111_grant_keys_must_fit_the_grant() {
+fn grant_keys_must_fit_the_grant() {
     // A key the grant does not use, with the help line listing what each grant takes.
     let text = crm_with(
         "username = \"integration@hk.example\"\n",
         "username = \"integration@hk.example\"\nclient_secret = { env = \"X\" }\n",
     );
-    let rendered = one_error_at(&text, Code::InvalidValue, "client_secret = { env = \"X\" }");
+    let rendered = one_error_at(&text, Code::KeyConflict, "client_secret = { env = \"X\" }");
     assert!(rendered.contains("salesforce.orgs.jwt.client_secret is not used by the jwt_bearer grant"), "{rendered}");
     let help = check(&text).unwrap_err().errors[0].help.clone().unwrap_or_default();
     assert!(help.contains("\"jwt_bearer\" takes username and private_key"), "{help}");
 
     // A key the grant needs.
     let text = crm_with("username = \"integration@hk.example\"\n", "");
-    let rendered = one_error_at(&text, Code::InvalidValue, "[salesforce.orgs.jwt]");
+    let rendered = one_error_at(&text, Code::MissingKey, "[salesforce.orgs.jwt]");
     assert!(rendered.contains("uses the jwt_bearer grant but has no `username`"), "{rendered}");
 
     // The default grant is client_credentials: a refresh token does not belong there.
     let text = crm_with("organization_id", "refresh_token = { env = \"RT\" }\norganization_id");
-    one_error_at(&text, Code::InvalidValue, "refresh_token = { env = \"RT\" }");
+    one_error_at(&text, Code::KeyConflict, "refresh_token = { env = \"RT\" }");
 
     let text = crm_with("grant = \"refresh_token\"", "grant = \"password\"");
-    let rendered = one_error_at(&text, Code::InvalidValue, "grant = \"password\"");
+    let rendered = one_error_at(&text, Code::UnknownChoice, "grant = \"password\"");
     assert!(rendered.contains("`client_credentials` (default), `jwt_bearer` or `refresh_token`"), "{rendered}");
 }
 
 #[test]
-fn db0111_bad_org_values_name_their_line() {
+fn bad_org_values_name_their_line() {
     let text = crm_with("api_version = \"v60.0\"", "api_version = \"60\"");
-    let rendered = one_error_at(&text, Code::InvalidValue, "api_version = \"60\"");
+    let rendered = one_error_at(&text, Code::BadName, "api_version = \"60\"");
     assert!(rendered.contains("e.g. v62.0"), "{rendered}");
     let text = crm_with("00D5g000004Hkbr", "0015g00000Hk001");
-    let rendered = one_error_at(&text, Code::InvalidValue, "organization_id");
+    let rendered = one_error_at(&text, Code::BadName, "organization_id");
     assert!(rendered.contains("is not a Salesforce org id"), "{rendered}");
     let text = crm_with("login_url = \"https://login.salesforce.com\"", "login_url = \"login.salesforce.com\"");
-    one_error_at(&text, Code::InvalidValue, "login_url = \"login.salesforce.com\"");
+    one_error_at(&text, Code::BadAddress, "login_url = \"login.salesforce.com\"");
     let text = crm_with(
         "login_url = \"https://login.salesforce.com\"",
         "login_url = \"https://login.salesforce.com/services/oauth2/token\"",
     );
-    one_error_at(&text, Code::InvalidValue, "/services/oauth2/token");
+    one_error_at(&text, Code::BadAddress, "/services/oauth2/token");
     let text = crm_with("data_centre = \"com.cn\"", "data_centre = \"mars\"");
-    let rendered = one_error_at(&text, Code::InvalidValue, "data_centre = \"mars\"");
+    let rendered = one_error_at(&text, Code::UnknownChoice, "data_centre = \"mars\"");
     assert!(rendered.contains("zoho.orgs.hk.data_centre `mars` is unknown"), "{rendered}");
 }
 
 #[test]
 fn crm_sources_check_org_objects_and_intake() {
     let text = crm_with("org = \"rt\"", "org = \"rtt\"");
-    let rendered = one_error_at(&text, Code::InvalidValue, "org = \"rtt\"");
+    let rendered = one_error_at(&text, Code::BadConnection, "org = \"rtt\"");
     assert!(rendered.contains("source `crm-poll` uses unknown Salesforce org `rtt`"), "{rendered}");
     assert!(rendered.contains("did you mean `rt`?"), "{rendered}");
     // A Zoho source cannot use a Salesforce org name.
     let text = crm_with("type = \"zoho\"\norg = \"hk\"", "type = \"zoho\"\norg = \"jwt\"");
-    let rendered = one_error_at(&text, Code::InvalidValue, "org = \"jwt\"");
+    let rendered = one_error_at(&text, Code::BadConnection, "org = \"jwt\"");
     assert!(rendered.contains("unknown Zoho org `jwt`"), "{rendered}");
 
     let text = crm_with("objects = [\"Case\"]\n", "");
-    let rendered = one_error_at(&text, Code::InvalidValue, "[sources.crm-poll]");
+    let rendered = one_error_at(&text, Code::MissingKey, "[sources.crm-poll]");
     assert!(rendered.contains("has no `objects`"), "{rendered}");
     let text = crm_with("objects = [\"Case\"]", "objects = []");
-    one_error_at(&text, Code::InvalidValue, "objects = []");
+    one_error_at(&text, Code::EmptyValue, "objects = []");
     let text = crm_with("objects = [\"Case\"]", "objects = [\"Case Files\"]");
-    one_error_at(&text, Code::InvalidValue, "\"Case Files\"");
+    one_error_at(&text, Code::BadName, "\"Case Files\"");
     let text = crm_with("objects = [\"Case\"]", "objects = [\"Case\", \"Case\"]");
     one_error_at(&text, Code::DuplicateName, "[\"Case\", \"Case\"]");
 
     let text = crm_with("poll_interval = \"30s\"", "poll_interval = \"5s\"");
-    let rendered = one_error_at(&text, Code::InvalidValue, "poll_interval = \"5s\"");
+    let rendered = one_error_at(&text, Code::OutOfRange, "poll_interval = \"5s\"");
     assert!(rendered.contains("at least 10s"), "{rendered}");
     let text = crm_with("poll_interval = \"30s\"", "poll_interval = \"30 s\"");
     one_error_at(&text, Code::BadDuration, "poll_interval = \"30 s\"");
@@ -975,14 +975,14 @@ fn crm_sources_check_org_objects_and_intake() {
         "{rendered}"
     );
     let text = crm_with("intake = \"poll\"\npoll_interval = \"30s\"\n", "intake = \"streaming\"\n");
-    let rendered = one_error_at(&text, Code::InvalidValue, "intake = \"streaming\"");
+    let rendered = one_error_at(&text, Code::UnknownChoice, "intake = \"streaming\"");
     assert!(rendered.contains("`outbound_message` (default) or `poll`"), "{rendered}");
 
     let text = crm_with("channel_token = { env = \"ZOHO_CHANNEL_TOKEN\" }\n", "");
-    let rendered = one_error_at(&text, Code::InvalidValue, "[sources.deals]");
+    let rendered = one_error_at(&text, Code::MissingKey, "[sources.deals]");
     assert!(rendered.contains("zoho source `deals` has no `channel_token`"), "{rendered}");
     let text = crm_with("notify_url = \"https://", "notify_url = \"ftp://");
-    one_error_at(&text, Code::InvalidValue, "notify_url");
+    one_error_at(&text, Code::BadAddress, "notify_url");
 }
 
 #[test]
@@ -1023,9 +1023,9 @@ fn crm_destinations_check_org_priority_and_linger() {
     let rendered = one_error_at(&text, Code::UnknownKey, "priority = \"background\"");
     assert!(rendered.contains("only `salesforce` destinations take it"), "{rendered}");
     let text = crm_with("priority = \"interactive\"", "priority = \"urgent\"");
-    one_error_at(&text, Code::InvalidValue, "priority = \"urgent\"");
+    one_error_at(&text, Code::UnknownChoice, "priority = \"urgent\"");
     let text = crm_with("linger = \"2s\"", "linger = \"2m\"");
-    let rendered = one_error_at(&text, Code::InvalidValue, "linger = \"2m\"");
+    let rendered = one_error_at(&text, Code::OutOfRange, "linger = \"2m\"");
     assert!(rendered.contains("at most 1m"), "{rendered}");
     let text = crm_with("linger = \"2s\"", "linger = \"2\"");
     one_error_at(&text, Code::BadDuration, "linger = \"2\"");
@@ -1033,7 +1033,7 @@ fn crm_destinations_check_org_priority_and_linger() {
         "[destinations.sf-accounts]\ntype = \"salesforce\"\norg = \"hk\"",
         "[destinations.sf-accounts]\ntype = \"salesforce\"\norg = \"zz\"",
     );
-    one_error_at(&text, Code::InvalidValue, "org = \"zz\"");
+    one_error_at(&text, Code::BadConnection, "org = \"zz\"");
     let text = crm_with(
         "[destinations.sf-accounts]\ntype = \"salesforce\"\norg = \"hk\"",
         "[destinations.sf-accounts]\ntype = \"salesforce\"\norg = \"hk\"\nbase_url = \"https://x\"",
@@ -1052,22 +1052,22 @@ fn record_messages_go_only_to_crm_destinations_and_are_checked() {
 
     let text = crm_with("message = { type = \"text\", content = \"Won {{ event.entity_id }}\" }", update);
     // The first line with the update message is the one now sent to the robot.
-    let rendered = one_error_at(&text, Code::InvalidValue, update);
+    let rendered = one_error_at(&text, Code::UnknownChoice, update);
     assert!(rendered.contains("sends a `record` message to a dingtalk_robot destination"), "{rendered}");
     let text = crm_with(update, "message = { type = \"markdown\", title = \"t\", text = \"x\" }");
-    let rendered = one_error_at(&text, Code::InvalidValue, "type = \"markdown\"");
+    let rendered = one_error_at(&text, Code::UnknownChoice, "type = \"markdown\"");
     assert!(rendered.contains("a salesforce destination sends: record"), "{rendered}");
 
     let text = crm_with("op = \"update\"", "op = \"update\", external_id = \"x\"");
     let rendered = one_error_at(&text, Code::UnknownKey, "external_id = \"x\"");
     assert!(rendered.contains("key `external_id` is not used by an `update` record message"), "{rendered}");
     let text = crm_with("op = \"update\"", "op = \"merge\"");
-    one_error_at(&text, Code::InvalidValue, "op = \"merge\"");
+    one_error_at(&text, Code::UnknownChoice, "op = \"merge\"");
     let text = crm_with("op = \"update\", ", "");
-    let rendered = one_error_at(&text, Code::InvalidValue, "type = \"record\", object = \"Account\"");
+    let rendered = one_error_at(&text, Code::MissingKey, "type = \"record\", object = \"Account\"");
     assert!(rendered.contains("needs `op`"), "{rendered}");
     let text = crm_with("external_id_field = \"ERP_Customer_No\", ", "");
-    let rendered = one_error_at(&text, Code::InvalidValue, "object = \"Accounts\"");
+    let rendered = one_error_at(&text, Code::MissingKey, "object = \"Accounts\"");
     assert!(rendered.contains("needs `external_id_field`"), "{rendered}");
     let text = crm_with("external_id_field = \"ERP_Customer_No\"", "external_id_field = \"{{ event.data.f }}\"");
     one_error_at(&text, Code::InvalidValue, "external_id_field = \"{{");
@@ -1075,14 +1075,14 @@ fn record_messages_go_only_to_crm_destinations_and_are_checked() {
     let rendered = one_error_at(&text, Code::InvalidValue, "object = \"{{");
     assert!(rendered.contains("must be a fixed, non-empty value"), "{rendered}");
     let text = crm_with("object = \"Accounts\"", "object = \"Accounts/1\"");
-    one_error_at(&text, Code::InvalidValue, "object = \"Accounts/1\"");
+    one_error_at(&text, Code::BadName, "object = \"Accounts/1\"");
     let text = crm_with(upsert_fields, "fields = { \"Account Name\" = \"{{ event.data.name }}\" }");
-    one_error_at(&text, Code::InvalidValue, "\"Account Name\"");
+    one_error_at(&text, Code::BadName, "\"Account Name\"");
     let text = crm_with("json_fields = { CreditLimit__c", "json_fields = { Credit_Status__c = \"1\", CreditLimit__c");
-    let rendered = one_error_at(&text, Code::InvalidValue, "Credit_Status__c = \"1\"");
+    let rendered = one_error_at(&text, Code::KeyConflict, "Credit_Status__c = \"1\"");
     assert!(rendered.contains("field `Credit_Status__c` is in both `fields` and `json_fields`"), "{rendered}");
     let text = crm_with(upsert_fields, "fields = {}");
-    let rendered = one_error_at(&text, Code::InvalidValue, "object = \"Accounts\"");
+    let rendered = one_error_at(&text, Code::MissingKey, "object = \"Accounts\"");
     assert!(rendered.contains("writes no fields"), "{rendered}");
     // Templates are compiled and their event references checked like every other.
     let text = crm_with("{{ event.fields.amount.amount }}", "{{ event.fields.amount.value }}");
@@ -1141,7 +1141,7 @@ fn db0109_every_missing_crm_secret_is_reported_with_its_line() {
 }
 
 #[test]
-fn db0111_unusable_crm_secrets_are_refused_at_build_without_showing_them() {
+fn db0124_unusable_crm_secrets_are_refused_at_build_without_showing_them() {
     struct Bad;
     impl SecretResolver for Bad {
         fn env(&self, name: &str) -> Option<String> {
@@ -1157,7 +1157,7 @@ fn db0111_unusable_crm_secrets_are_refused_at_build_without_showing_them() {
     }
     let cfg = check(CRM).unwrap();
     let errs = cfg.build_with(&Bad, Arc::new(connect::SystemClock)).unwrap_err();
-    assert_eq!(errs.codes(), vec![Code::InvalidValue; 3], "{}", errs.render());
+    assert_eq!(errs.codes(), vec![Code::BadCredential; 3], "{}", errs.render());
     assert!(errs
         .render()
         .contains("the outbound token of source `crm` is too weak to stand in a URL: only 1 different characters"));
@@ -1446,31 +1446,31 @@ async fn sim_endpoints_point_every_erp_connection_at_its_simulator() {
 }
 
 #[test]
-fn db0111_erp_sources_name_known_connections() {
+fn db0125_erp_sources_name_known_connections() {
     let text = erp_with("account = \"main\"", "account = \"mian\"");
-    let rendered = one_error_at(&text, Code::InvalidValue, "account = \"mian\"");
+    let rendered = one_error_at(&text, Code::BadConnection, "account = \"mian\"");
     assert!(rendered.contains("source `shipments` uses unknown NetSuite account `mian`"), "{rendered}");
     assert!(rendered.contains("did you mean `main`?"), "{rendered}");
     let text = erp_with("org = \"main\"", "org = \"s4\"");
-    let rendered = one_error_at(&text, Code::InvalidValue, "org = \"s4\"");
+    let rendered = one_error_at(&text, Code::BadConnection, "org = \"s4\"");
     assert!(rendered.contains("unknown Dynamics org `s4`"), "{rendered}");
     let text = erp_with("system = \"s4\"\nobjects = [\"A_Outb", "system = \"main\"\nobjects = [\"A_Outb");
-    let rendered = one_error_at(&text, Code::InvalidValue, "system = \"main\"");
+    let rendered = one_error_at(&text, Code::BadConnection, "system = \"main\"");
     assert!(rendered.contains("unknown SAP system `main`"), "{rendered}");
     let text = erp_with("account = \"main\"\n", "");
-    let rendered = one_error_at(&text, Code::InvalidValue, "[sources.shipments]");
+    let rendered = one_error_at(&text, Code::BadConnection, "[sources.shipments]");
     assert!(rendered.contains("source `shipments` has no `account`"), "{rendered}");
 }
 
 #[test]
-fn db0111_erp_objects_must_be_ones_the_type_watches() {
+fn erp_objects_must_be_ones_the_type_watches() {
     let text = erp_with("\"itemFulfillment\", \"purchaseRequisition\"", "\"itemfulfillment\"");
-    let rendered = one_error_at(&text, Code::InvalidValue, "\"itemfulfillment\"");
+    let rendered = one_error_at(&text, Code::UnknownChoice, "\"itemfulfillment\"");
     assert!(rendered.contains("object `itemfulfillment` of source `shipments` is not one netsuite sources watch"));
     assert!(rendered.contains("itemFulfillment, purchaseRequisition, purchaseOrder, salesOrder"), "{rendered}");
     assert!(rendered.contains("did you mean `itemFulfillment`?"), "{rendered}");
     let text = erp_with("[\"salesorder\", \"purchaseOrders\"]", "[\"A_PurchaseOrder\"]");
-    let rendered = one_error_at(&text, Code::InvalidValue, "[\"A_PurchaseOrder\"]");
+    let rendered = one_error_at(&text, Code::UnknownChoice, "[\"A_PurchaseOrder\"]");
     assert!(rendered.contains("allowed: salesorder, purchaseOrders"), "{rendered}");
     let text = erp_with(
         "[\"A_PurchaseRequisitionHeader\"]",
@@ -1478,22 +1478,22 @@ fn db0111_erp_objects_must_be_ones_the_type_watches() {
     );
     one_error_at(&text, Code::DuplicateName, "[\"A_PurchaseRequisitionHeader\", \"A_");
     let text = erp_with("objects = [\"A_PurchaseRequisitionHeader\"]", "objects = []");
-    one_error_at(&text, Code::InvalidValue, "objects = []");
+    one_error_at(&text, Code::EmptyValue, "objects = []");
     let text = erp_with("objects = [\"A_PurchaseRequisitionHeader\"]\n", "");
-    let rendered = one_error_at(&text, Code::InvalidValue, "[sources.s4-poll]");
+    let rendered = one_error_at(&text, Code::MissingKey, "[sources.s4-poll]");
     assert!(rendered.contains("sap source `s4-poll` has no `objects`"), "{rendered}");
 }
 
 #[test]
-fn db0111_dynamics_objects_need_their_service() {
+fn db0125_dynamics_objects_need_their_service() {
     let text = erp_with("org = \"main\"", "org = \"dv\"");
-    let rendered = one_error_at(&text, Code::InvalidValue, "objects = [\"salesorder\", \"purchaseOrders\"]");
+    let rendered = one_error_at(&text, Code::BadConnection, "objects = [\"salesorder\", \"purchaseOrders\"]");
     assert!(
         rendered.contains("object `purchaseOrders` of source `orders` is read from Business Central, but dynamics org `dv` has no `bc_environment`"),
         "{rendered}"
     );
     let text = erp_with("dataverse_url = \"https://contoso.crm5.dynamics.com/\"\n", "");
-    let rendered = one_error_at(&text, Code::InvalidValue, "objects = [\"salesorder\"");
+    let rendered = one_error_at(&text, Code::BadConnection, "objects = [\"salesorder\"");
     assert!(rendered.contains("is read from Dataverse, but dynamics org `main` has no `dataverse_url`"), "{rendered}");
 }
 
@@ -1530,20 +1530,20 @@ fn db0101_erp_keys_belong_to_their_type() {
 }
 
 #[test]
-fn db0111_idoc_login_needs_both_halves_and_a_source_needs_an_intake() {
+fn idoc_login_needs_both_halves_and_a_source_needs_an_intake() {
     let text = erp_with("idoc_password = { env = \"IDOC_PASSWORD\" }\n", "");
-    let rendered = one_error_at(&text, Code::InvalidValue, "idoc_user = \"ECCIDOC\"");
+    let rendered = one_error_at(&text, Code::KeyConflict, "idoc_user = \"ECCIDOC\"");
     assert!(rendered.contains("sources.s4.idoc_user is set but idoc_password is not"), "{rendered}");
     let text = erp_with("idoc_user = \"ECCIDOC\"\n", "");
-    let rendered = one_error_at(&text, Code::InvalidValue, "idoc_password = { env = \"IDOC_PASSWORD\" }");
+    let rendered = one_error_at(&text, Code::KeyConflict, "idoc_password = { env = \"IDOC_PASSWORD\" }");
     assert!(rendered.contains("sources.s4.idoc_password is set but idoc_user is not"), "{rendered}");
 
     let text = erp_with("webhook_secret = { env = \"DYN_HOOK_KEY\" }\n", "");
-    let rendered = one_error_at(&text, Code::InvalidValue, "[sources.orders]");
+    let rendered = one_error_at(&text, Code::MissingKey, "[sources.orders]");
     assert!(rendered.contains("dynamics source `orders` has no intake"), "{rendered}");
     assert!(rendered.contains("webhook_secret"), "{rendered}");
     let text = erp_with("poll = \"10m\"\nidoc_folder = \"/srv/idoc\"\n", "");
-    let rendered = one_error_at(&text, Code::InvalidValue, "[sources.s4-poll]");
+    let rendered = one_error_at(&text, Code::MissingKey, "[sources.s4-poll]");
     assert!(rendered.contains("sap source `s4-poll` has no intake"), "{rendered}");
     // Polling alone is an intake.
     check(&erp_with("webhook_secret = { env = \"DYN_HOOK_KEY\" }\n", "poll = \"1m\"\n")).unwrap();
@@ -1559,36 +1559,36 @@ fn db0107_erp_durations() {
     let text = erp_with("coalesce = \"0s\"", "coalesce = \"soon\"");
     one_error_at(&text, Code::BadDuration, "coalesce = \"soon\"");
     let text = erp_with("poll = \"5m\"", "poll = \"0s\"");
-    let rendered = one_error_at(&text, Code::InvalidValue, "poll = \"0s\"");
+    let rendered = one_error_at(&text, Code::OutOfRange, "poll = \"0s\"");
     assert!(rendered.contains("leave `poll` out to not poll"), "{rendered}");
 }
 
 #[test]
-fn db0111_netsuite_account_values_name_their_line() {
+fn netsuite_account_values_name_their_line() {
     let text = erp_with("account_id = \"7654321\"", "account_id = \"7654321 SB1\"");
-    let rendered = one_error_at(&text, Code::InvalidValue, "account_id = \"7654321 SB1\"");
+    let rendered = one_error_at(&text, Code::BadName, "account_id = \"7654321 SB1\"");
     assert!(rendered.contains("netsuite.accounts.prod.account_id `7654321 SB1` is not a NetSuite account id"));
     let text = erp_with("time_zone = \"America/Los_Angeles\"", "time_zone = \"HKT\"");
-    let rendered = one_error_at(&text, Code::InvalidValue, "time_zone = \"HKT\"");
+    let rendered = one_error_at(&text, Code::BadLocale, "time_zone = \"HKT\"");
     assert!(rendered.contains("`HKT` is not a known time zone"), "{rendered}");
     let text = erp_with("concurrency = 3", "concurrency = 0");
-    one_error_at(&text, Code::InvalidValue, "concurrency = 0");
+    one_error_at(&text, Code::OutOfRange, "concurrency = 0");
     let text = erp_with("account_id = \"7654321\"", "account_id = \"7654321\"\nauth = \"oauth1\"");
-    let rendered = one_error_at(&text, Code::InvalidValue, "auth = \"oauth1\"");
+    let rendered = one_error_at(&text, Code::UnknownChoice, "auth = \"oauth1\"");
     assert!(rendered.contains("`tba` (token-based authentication, default) or `oauth2`"), "{rendered}");
 }
 
 #[test]
-fn db0111_netsuite_auth_keys_must_fit_the_auth() {
+fn netsuite_auth_keys_must_fit_the_auth() {
     // A TBA key missing: pointed at the account's table (no `auth` written).
     let text = erp_with("token_id = \"tok-prod\"\n", "");
-    let rendered = one_error_at(&text, Code::InvalidValue, "[netsuite.accounts.prod]");
+    let rendered = one_error_at(&text, Code::MissingKey, "[netsuite.accounts.prod]");
     assert!(rendered.contains("netsuite.accounts.prod uses auth = \"tba\" but has no `token_id`"), "{rendered}");
     assert!(rendered.contains("takes client_id, certificate_id and private_key"), "{rendered}");
     // OAuth 2.0 with TBA keys: each TBA key is refused, each missing OAuth key reported at `auth`.
     let text = erp_with("account_id = \"7654321\"", "account_id = \"7654321\"\nauth = \"oauth2\"");
     let errs = check(&text).unwrap_err();
-    assert_eq!(errs.codes(), vec![Code::InvalidValue; 7], "{}", errs.render());
+    assert_eq!(errs.codes(), [vec![Code::MissingKey; 3], vec![Code::KeyConflict; 4]].concat(), "{}", errs.render());
     let lines: Vec<usize> = errs.errors.iter().map(|e| errs.line_col(e).unwrap().0).collect();
     assert_eq!(&lines[..3], [pos(&text, "auth = \"oauth2\"").0; 3], "{}", errs.render());
     assert_eq!(lines[3], pos(&text, "consumer_key = \"ck-prod\"").0);
@@ -1619,35 +1619,35 @@ fn db0111_netsuite_auth_keys_must_fit_the_auth() {
         .unwrap_or_else(|e| panic!("{}", e.render()));
     assert!(format!("{:?}", rt.netsuite_accounts["prod"]).contains("7654321.suitetalk.api.netsuite.com"));
     let errs = cfg.build_with(&KeyFile("not a key"), Arc::new(connect::SystemClock)).unwrap_err();
-    assert_eq!(errs.codes(), vec![Code::InvalidValue], "{}", errs.render());
+    assert_eq!(errs.codes(), vec![Code::BadCredential], "{}", errs.render());
     assert!(errs.render().contains("neither an EC nor an RSA PEM key"), "{}", errs.render());
     assert_eq!(errs.line_col(&errs.errors[0]).unwrap().0, pos(&oauth2, "private_key = { file").0);
 }
 
 #[test]
-fn db0111_dynamics_and_sap_values_name_their_line() {
+fn dynamics_and_sap_values_name_their_line() {
     let text = erp_with(
         "dataverse_url = \"https://contoso.crm5.dynamics.com\"",
         "dataverse_url = \"contoso.crm5.dynamics.com\"",
     );
-    let rendered = one_error_at(&text, Code::InvalidValue, "dataverse_url = \"contoso.crm5");
+    let rendered = one_error_at(&text, Code::BadAddress, "dataverse_url = \"contoso.crm5");
     assert!(rendered.contains("dynamics.orgs.dv.dataverse_url `contoso.crm5.dynamics.com` is not an http(s) URL"));
     let text = erp_with("bc_company = \"6a8f2b10-44e3-ea11-bb43-000d3a2feca1\"\n", "");
-    let rendered = one_error_at(&text, Code::InvalidValue, "bc_environment = \"Production\"");
+    let rendered = one_error_at(&text, Code::KeyConflict, "bc_environment = \"Production\"");
     assert!(rendered.contains("bc_environment is set but bc_company is not"), "{rendered}");
     let text = erp_with(
         "dataverse_url = \"https://contoso.crm5.dynamics.com\"\n",
         "dataverse_url = \"https://contoso.crm5.dynamics.com\"\nbc_company = \"x\"\n",
     );
-    let rendered = one_error_at(&text, Code::InvalidValue, "bc_company = \"x\"");
+    let rendered = one_error_at(&text, Code::KeyConflict, "bc_company = \"x\"");
     assert!(rendered.contains("bc_company is set but bc_environment is not"), "{rendered}");
     let text = erp_with("tenant_id = \"contoso.onmicrosoft.com\"", "tenant_id = \"\"");
-    one_error_at(&text, Code::InvalidValue, "tenant_id = \"\"");
+    one_error_at(&text, Code::BadName, "tenant_id = \"\"");
     let text = erp_with(
         "authority = \"https://login.partner.microsoftonline.cn\"",
         "authority = \"https://login.partner.microsoftonline.cn/common\"",
     );
-    one_error_at(&text, Code::InvalidValue, "authority = ");
+    one_error_at(&text, Code::BadAddress, "authority = ");
     let text = erp_with("authority = \"https://login.partner.microsoftonline.cn\"\ndataverse_url = \"https://contoso.crm5.dynamics.com\"\n", "");
     let errs = check(&text).unwrap_err();
     assert!(
@@ -1661,16 +1661,16 @@ fn db0111_dynamics_and_sap_values_name_their_line() {
         "base_url = \"https://s4.example.com.hk:44300\"",
         "base_url = \"https://s4.example.com.hk:44300/sap/opu\"",
     );
-    let rendered = one_error_at(&text, Code::InvalidValue, "base_url = ");
+    let rendered = one_error_at(&text, Code::BadAddress, "base_url = ");
     assert!(rendered.contains(
         "sap.systems.s4.base_url `https://s4.example.com.hk:44300/sap/opu` is not an http(s) URL without a path"
     ));
     let text = erp_with("base_url = \"https://s4.example.com.hk:44300\"", "base_url = \"https://s4 example\"");
-    one_error_at(&text, Code::InvalidValue, "base_url = ");
+    one_error_at(&text, Code::BadAddress, "base_url = ");
     let text = erp_with("sap_client = \"100\"", "sap_client = \"1000\"");
-    one_error_at(&text, Code::InvalidValue, "sap_client = \"1000\"");
+    one_error_at(&text, Code::BadName, "sap_client = \"1000\"");
     let text = erp_with("units = { \"ZCT\" = \"CT\" }", "units = { \"ZCT\" = \"carton\" }");
-    let rendered = one_error_at(&text, Code::InvalidValue, "units = ");
+    let rendered = one_error_at(&text, Code::BadLocale, "units = ");
     assert!(rendered.contains("sap.systems.s4.units.ZCT maps to `carton`"), "{rendered}");
 }
 
@@ -1787,11 +1787,11 @@ fn crm_token_span() -> std::ops::Range<usize> {
 #[test]
 fn an_outbound_message_source_needs_its_url_token_and_the_orgs_id() {
     let text = crm_with("outbound_token = { env = \"SF_OUTBOUND_TOKEN\" }\n", "");
-    let rendered = one_error_at(&text, Code::InvalidValue, "[sources.crm]");
+    let rendered = one_error_at(&text, Code::MissingKey, "[sources.crm]");
     assert!(rendered.contains("has no `outbound_token`"), "{rendered}");
 
     let text = crm_with("organization_id = \"00D5g000004Hkbr\"\n", "");
-    let rendered = one_error_at(&text, Code::InvalidValue, "[salesforce.orgs.hk]");
+    let rendered = one_error_at(&text, Code::BadConnection, "[salesforce.orgs.hk]");
     assert!(rendered.contains("no `organization_id`") && rendered.contains("source `crm`"), "{rendered}");
 
     // A polling source takes no URL token, nor does a Zoho source.
@@ -1882,10 +1882,10 @@ fn allow_private_hosts_takes_names_addresses_and_ranges() {
 
     let text = format!("[server]\nallow_private_hosts = [\"sap.corp.local\", \"https://10.1.2.3:8443\"]\n{BASE}");
     let (code, msg, line, col) = one_error(&text);
-    assert_eq!((code, line, col), (Code::InvalidValue, 2, 42), "{msg}");
+    assert_eq!((code, line, col), (Code::BadAddress, 2, 42), "{msg}");
     assert!(msg.contains("https://10.1.2.3:8443"), "{msg}");
     let (code, _, line, _) = one_error(&format!("[server]\nca_bundle = \" \"\n{BASE}"));
-    assert_eq!((code, line), (Code::InvalidValue, 2));
+    assert_eq!((code, line), (Code::EmptyValue, 2));
 }
 
 const TEST_CA: &str = include_str!("../../../connect/testdata/ca.pem");
@@ -1931,9 +1931,9 @@ fn ca_bundle_and_sap_client_certificates_are_read_when_built() {
 
     // An unusable bundle, a missing bundle, a key that is no key: coded errors at their keys.
     for (from, to, code, needle) in [
-        ("ca_bundle = \"ca.pem\"", "ca_bundle = \"garbage.pem\"", Code::InvalidValue, "ca_bundle"),
-        ("ca_bundle = \"ca.pem\"", "ca_bundle = \"missing.pem\"", Code::InvalidValue, "ca_bundle"),
-        ("file = \"client.key\"", "file = \"ca.pem\"", Code::InvalidValue, "client_cert"),
+        ("ca_bundle = \"ca.pem\"", "ca_bundle = \"garbage.pem\"", Code::BadCredential, "ca_bundle"),
+        ("ca_bundle = \"ca.pem\"", "ca_bundle = \"missing.pem\"", Code::BadCredential, "ca_bundle"),
+        ("file = \"client.key\"", "file = \"ca.pem\"", Code::BadCredential, "client_cert"),
         ("file = \"client.key\"", "file = \"missing.key\"", Code::MissingSecret, "client_key"),
     ] {
         let text = SAP_MTLS.replace(from, to);
@@ -1945,7 +1945,7 @@ fn ca_bundle_and_sap_client_certificates_are_read_when_built() {
     // One half of the pair is refused before anything is read.
     let text = SAP_MTLS.replace("client_key = { file = \"client.key\" }\n", "");
     let (code, msg, line, _) = one_error(&text);
-    assert_eq!((code, line), (Code::InvalidValue, pos(&text, "client_cert").0), "{msg}");
+    assert_eq!((code, line), (Code::KeyConflict, pos(&text, "client_cert").0), "{msg}");
     assert!(msg.contains("client_key"), "{msg}");
 }
 
@@ -2004,7 +2004,7 @@ fn no_audit_key_without_approvals_is_allowed_and_resolves_to_none() {
     assert!(cfg.audit.key.is_none());
     assert!(cfg.audit_key_with(&Fixed(AUDIT_KEY_VALUE)).unwrap().is_none());
     let errs = check(&format!("[audit]\nkey = {{ }}\n{BASE}")).unwrap_err();
-    assert_eq!(errs.codes(), vec![Code::InvalidValue]);
+    assert_eq!(errs.codes(), vec![Code::BadCredential]);
     assert!(errs.errors[0].message.starts_with("audit.key: a secret reference needs"), "{}", errs.render());
 }
 
@@ -2039,4 +2039,110 @@ message = { type = "text", content = "x" }
     assert_eq!(literal, [pos(text, "secret = \"whsec").0, pos(text, "access_token = \"abc").0], "{rendered}");
     // The parse went on: the unknown destination further down is reported too.
     assert!(errs.codes().contains(&Code::UnknownDestination), "{rendered}");
+}
+
+#[test]
+fn db0116_a_value_out_of_range() {
+    let text = format!("[delivery]\njitter = 1.5\n{BASE}");
+    let (code, msg, l, c) = one_error(&text);
+    assert_eq!(code, Code::OutOfRange);
+    assert_eq!(msg, "delivery.jitter must be in [0, 1), found 1.5");
+    assert_eq!((l, c), pos(&text, "1.5"));
+}
+
+#[test]
+fn db0117_a_key_the_type_needs_and_a_key_the_schema_needs() {
+    let text = BASE.replace("secret = { env = \"WH_SECRET\" }\n", "");
+    let (code, msg, l, _) = one_error(&text);
+    assert_eq!(code, Code::MissingKey);
+    assert_eq!(msg, "webhook source `erp` has no `secret`; unsigned webhooks are refused");
+    assert_eq!(l, pos(&text, "[sources.erp]").0);
+
+    // A key every flow needs is missing at parse time: the same code.
+    let text = with_flow(
+        "[[flows]]\nname = \"f\"\n[[flows.deliver]]\ndestination = \"ops\"\nmessage = { type = \"text\", content = \"x\" }\n",
+    );
+    let (code, msg, l, _) = one_error(&text);
+    assert_eq!(code, Code::MissingKey);
+    assert!(msg.starts_with("missing field `on`"), "{msg}");
+    assert_eq!(l, pos(&text, "[[flows]]").0);
+}
+
+#[test]
+fn db0118_one_half_of_a_pair() {
+    let text = format!(
+        "{BASE}\n[sap.systems.s4]\nbase_url = \"https://s4.example.com.hk:44300\"\nuser = \"DINGBRIDGE\"\npassword = {{ env = \"SAP_PASSWORD\" }}\nclient_key = {{ file = \"client.key\" }}\n"
+    );
+    let (code, msg, l, c) = one_error(&text);
+    assert_eq!(code, Code::KeyConflict);
+    assert_eq!(msg, "sap.systems.s4.client_key is set but client_cert is not");
+    assert_eq!((l, c), pos(&text, "{ file = \"client.key\" }"));
+}
+
+#[test]
+fn db0119_an_empty_flow_name() {
+    let text = with_flow(&GOOD_FLOW.replace("name = \"f\"", "name = \"\""));
+    let (code, msg, l, c) = one_error(&text);
+    assert_eq!(code, Code::EmptyValue);
+    assert_eq!(msg, "flow #1 has an empty name");
+    let (name_line, name_col) = pos(&text, "name = \"\"");
+    assert_eq!((l, c), (name_line, name_col + "name = ".len()));
+}
+
+#[test]
+fn db0120_an_unknown_destination_type() {
+    let text = BASE.replace("type = \"dingtalk_robot\"", "type = \"dingtalk_bot\"");
+    let (code, msg, l, c) = one_error(&text);
+    assert_eq!(code, Code::UnknownChoice);
+    assert_eq!(msg, "destination `ops` has unknown type `dingtalk_bot`");
+    assert_eq!((l, c), pos(&text, "\"dingtalk_bot\""));
+}
+
+#[test]
+fn db0121_a_listen_address_that_is_a_host_name() {
+    let text = format!("[server]\nlisten = \"localhost:8080\"\n{BASE}");
+    let (code, msg, l, c) = one_error(&text);
+    assert_eq!(code, Code::BadAddress);
+    assert!(msg.starts_with("server.listen `localhost:8080` is not an address: "), "{msg}");
+    assert_eq!((l, c), pos(&text, "\"localhost:8080\""));
+}
+
+#[test]
+fn db0122_a_change_name_that_is_not_snake_case() {
+    let text = with_flow(&GOOD_FLOW.replace("change = [\"created\"]", "change = [\"PO Created\"]"));
+    let (code, msg, l, c) = one_error(&text);
+    assert_eq!(code, Code::BadName);
+    assert_eq!(msg, "flow `f` listens to change `PO Created`, which is not a snake_case name");
+    assert_eq!((l, c), pos(&text, "\"PO Created\""));
+}
+
+#[test]
+fn db0123_a_time_zone_that_does_not_exist() {
+    let text = format!(
+        "{BASE}\n[netsuite.accounts.main]\naccount_id = \"1234567\"\nconsumer_key = \"ck\"\nconsumer_secret = {{ env = \"NS_CONSUMER_SECRET\" }}\ntoken_id = \"tok\"\ntoken_secret = {{ env = \"NS_TOKEN_SECRET\" }}\ntime_zone = \"HKT\"\n"
+    );
+    let (code, msg, l, c) = one_error(&text);
+    assert_eq!(code, Code::BadLocale);
+    assert_eq!(msg, "netsuite.accounts.main.time_zone `HKT` is not a known time zone");
+    assert_eq!((l, c), pos(&text, "\"HKT\""));
+}
+
+#[test]
+fn db0124_a_secret_reference_with_both_env_and_file() {
+    let text = BASE.replace("{ env = \"WH_SECRET\" }", "{ env = \"WH_SECRET\", file = \"/run/wh\" }");
+    let (code, msg, l, c) = one_error(&text);
+    assert_eq!(code, Code::BadCredential);
+    assert_eq!(msg, "sources.erp.secret: give either `env` or `file`, not both");
+    assert_eq!((l, c), pos(&text, "{ env = \"WH_SECRET\", file"));
+}
+
+#[test]
+fn db0125_a_source_naming_an_undefined_org() {
+    let text = format!(
+        "{BASE}\n[sources.crm]\ntype = \"salesforce\"\norg = \"hk\"\nobjects = [\"Opportunity\"]\nintake = \"poll\"\n"
+    );
+    let (code, msg, l, c) = one_error(&text);
+    assert_eq!(code, Code::BadConnection);
+    assert_eq!(msg, "source `crm` uses unknown Salesforce org `hk`");
+    assert_eq!((l, c), pos(&text, "\"hk\""));
 }

@@ -125,7 +125,7 @@ impl Ctx<'_> {
         let Some(s) = s else { return default };
         s.get_ref().parse::<SocketAddr>().unwrap_or_else(|e| {
             self.push(ConfigError::new(
-                Code::InvalidValue,
+                Code::BadAddress,
                 format!("{key} `{}` is not an address: {e}", s.get_ref()),
                 span(s),
                 format!("expected host:port, e.g. {default}"),
@@ -201,7 +201,7 @@ pub(super) fn validate(raw: RawConfig, text: &str, path: &str) -> Result<Config,
     let ca_bundle = match &raw.server.ca_bundle {
         Some(s) if s.get_ref().trim().is_empty() => {
             cx.push(ConfigError::new(
-                Code::InvalidValue,
+                Code::EmptyValue,
                 "server.ca_bundle is empty",
                 span(s),
                 "a PEM file of CA certificates, e.g. /etc/dingbridge/corp-ca.pem",
@@ -242,7 +242,7 @@ pub(super) fn validate(raw: RawConfig, text: &str, path: &str) -> Result<Config,
             delivery.schedule.jitter = v;
         } else {
             cx.push(ConfigError::new(
-                Code::InvalidValue,
+                Code::OutOfRange,
                 format!("delivery.jitter must be in [0, 1), found {v}"),
                 span(j),
                 "a fraction, e.g. 0.2 for ±20 %",
@@ -261,7 +261,7 @@ pub(super) fn validate(raw: RawConfig, text: &str, path: &str) -> Result<Config,
     if let Some(at) = lease_span {
         if delivery.lease <= delivery.request_timeout {
             cx.push(ConfigError::new(
-                Code::InvalidValue,
+                Code::OutOfRange,
                 format!(
                     "delivery.lease ({:?}) must be longer than delivery.request_timeout ({:?})",
                     delivery.lease, delivery.request_timeout
@@ -353,7 +353,7 @@ pub(super) fn validate(raw: RawConfig, text: &str, path: &str) -> Result<Config,
         if salesforce_orgs.get(org).is_some_and(|o: &SalesforceOrgConfig| o.organization_id.is_none()) {
             let at = raw.salesforce.orgs.keys().find(|k| k.get_ref() == org).map(|k| k.span());
             cx.push(ConfigError::new(
-                Code::InvalidValue,
+                Code::BadConnection,
                 format!("salesforce.orgs.{org} has no `organization_id`, which source `{name}` needs to refuse Outbound Messages from other orgs"),
                 at,
                 "add organization_id = \"00D…\" (Setup → Company Information)",
@@ -380,7 +380,7 @@ pub(super) fn validate(raw: RawConfig, text: &str, path: &str) -> Result<Config,
         let name = f.name.get_ref().clone();
         if name.trim().is_empty() {
             cx.push(ConfigError::new(
-                Code::InvalidValue,
+                Code::EmptyValue,
                 format!("flow #{} has an empty name", i + 1),
                 span(&f.name),
                 "empty",
@@ -519,7 +519,7 @@ fn connection_ref(
         Some(a) if table.known.contains(a.get_ref()) => Some(a.get_ref().clone()),
         Some(a) => {
             let mut e = ConfigError::new(
-                Code::InvalidValue,
+                Code::BadConnection,
                 format!("{owner} uses unknown {} `{}`", table.what, a.get_ref()),
                 span(a),
                 format!("not defined under [{}]; defined: {}", table.path, known_list(table.known)),
@@ -532,7 +532,7 @@ fn connection_ref(
         }
         None => {
             cx.push(ConfigError::new(
-                Code::InvalidValue,
+                Code::BadConnection,
                 format!("{owner} has no `{}`", table.key),
                 Some(at),
                 format!("needs {} = \"<name of a [{}.NAME] table>\"", table.key, table.path),
@@ -621,7 +621,7 @@ fn validate_source(
         "sap" => return validate_erp_source(cx, name, src, ErpSystem::Sap, connections),
         other => {
             cx.push(ConfigError::new(
-                Code::InvalidValue,
+                Code::UnknownChoice,
                 format!("source `{n}` has unknown type `{other}`"),
                 span(&src.kind),
                 format!("known source types: {}", SOURCE_TYPES.join(", ")),
@@ -650,7 +650,7 @@ fn validate_source(
         None => {
             cx.push(
                 ConfigError::new(
-                    Code::InvalidValue,
+                    Code::MissingKey,
                     format!("webhook source `{n}` has no `secret`; unsigned webhooks are refused"),
                     Some(name.span()),
                     "needs secret = { env = \"...\" }",
@@ -702,7 +702,7 @@ fn validate_fields(cx: &mut Ctx<'_>, n: &str, src: &RawSource, ok: &mut bool) ->
             None => {
                 let known: Vec<&str> = FieldKind::ALL.iter().map(|k| k.as_str()).collect();
                 cx.push(ConfigError::new(
-                    Code::InvalidValue,
+                    Code::UnknownChoice,
                     format!("field `{}` of source `{n}` has unknown type `{}`", fname.get_ref(), f_ref.kind.get_ref()),
                     span(&f_ref.kind),
                     format!("known field types: {}", known.join(", ")),
@@ -749,7 +749,7 @@ fn validate_dingtalk_source(
                 Some(s) => cx.secret(s, &format!("sources.{n}.{key}")),
                 None => {
                     cx.push(ConfigError::new(
-                        Code::InvalidValue,
+                        Code::MissingKey,
                         format!("dingtalk source `{n}` in http mode needs `{key}`"),
                         Some(name.span()),
                         format!("add {key} = {{ env = \"...\" }} (from the app's event subscription page)"),
@@ -771,7 +771,7 @@ fn validate_dingtalk_source(
         }
         Some(other) => {
             cx.push(ConfigError::new(
-                Code::InvalidValue,
+                Code::UnknownChoice,
                 format!("source `{n}` has unknown mode `{other}`"),
                 src.mode.as_ref().map(|s| s.span()),
                 "`stream` (outbound WebSocket, default) or `http` (encrypted callbacks)",
@@ -837,7 +837,7 @@ fn validate_crm_source(
                     None => {
                         cx.push(
                             ConfigError::new(
-                                Code::InvalidValue,
+                                Code::MissingKey,
                                 format!(
                                     "salesforce source `{n}` receives Outbound Messages but has no `outbound_token`"
                                 ),
@@ -863,7 +863,7 @@ fn validate_crm_source(
                     Some(s) => match cx.duration(s, &format!("sources.{n}.poll_interval")) {
                         Some(d) if d < MIN_POLL_INTERVAL => {
                             cx.push(ConfigError::new(
-                                Code::InvalidValue,
+                                Code::OutOfRange,
                                 format!("sources.{n}.poll_interval must be at least 10s, found {d:?}"),
                                 span(s),
                                 "every poll costs API requests from the org's daily allocation",
@@ -880,7 +880,7 @@ fn validate_crm_source(
             }
             Some(other) => {
                 cx.push(ConfigError::new(
-                    Code::InvalidValue,
+                    Code::UnknownChoice,
                     format!("salesforce source `{n}` has unknown intake `{other}`"),
                     at(&src.intake),
                     "`outbound_message` (default) or `poll`",
@@ -906,7 +906,7 @@ fn validate_crm_source(
                     None => {
                         cx.push(
                             ConfigError::new(
-                                Code::InvalidValue,
+                                Code::MissingKey,
                                 format!("zoho source `{n}` has no `channel_token`"),
                                 Some(name.span()),
                                 "needs channel_token = { env = \"...\" }",
@@ -920,7 +920,7 @@ fn validate_crm_source(
                 if let Some(s) = &src.notify_url {
                     if !(s.get_ref().starts_with("https://") || s.get_ref().starts_with("http://")) {
                         cx.push(ConfigError::new(
-                            Code::InvalidValue,
+                            Code::BadAddress,
                             format!("sources.{n}.notify_url `{}` is not an http(s) URL", s.get_ref()),
                             span(s),
                             "the public URL Zoho posts notifications to, e.g. https://gw.example.com/intake/zoho/crm",
@@ -932,7 +932,7 @@ fn validate_crm_source(
             }
             Some(other) => {
                 cx.push(ConfigError::new(
-                    Code::InvalidValue,
+                    Code::UnknownChoice,
                     format!("zoho source `{n}` has unknown intake `{other}`"),
                     at(&src.intake),
                     "`notifications` (the only one for zoho)",
@@ -967,7 +967,7 @@ fn validate_objects(
     let example = if vendor == "salesforce" { "objects = [\"Opportunity\"]" } else { "objects = [\"Deals\"]" };
     let Some(list) = &src.objects else {
         cx.push(ConfigError::new(
-            Code::InvalidValue,
+            Code::MissingKey,
             format!("{vendor} source `{n}` has no `objects`"),
             Some(at),
             format!("needs the API names of the watched objects, e.g. {example}"),
@@ -976,7 +976,7 @@ fn validate_objects(
     };
     if list.get_ref().is_empty() {
         cx.push(ConfigError::new(
-            Code::InvalidValue,
+            Code::EmptyValue,
             format!("sources.{n}.objects is empty"),
             span(list),
             format!("watch at least one, e.g. {example}"),
@@ -1035,7 +1035,7 @@ fn validate_crm_destination(
         Some("interactive") => true,
         Some(other) => {
             cx.push(ConfigError::new(
-                Code::InvalidValue,
+                Code::UnknownChoice,
                 format!("destination `{n}` has unknown priority `{other}`"),
                 at(&dst.priority),
                 "`background` (default; stops at the org's reserve) or `interactive`",
@@ -1047,7 +1047,7 @@ fn validate_crm_destination(
         Some(s) => match cx.duration(s, &format!("destinations.{n}.linger")) {
             Some(d) if d > MAX_LINGER => {
                 cx.push(ConfigError::new(
-                    Code::InvalidValue,
+                    Code::OutOfRange,
                     format!("destinations.{n}.linger must be at most 1m, found {d:?}"),
                     span(s),
                     "a write waits this long for others to share its batch",
@@ -1133,7 +1133,7 @@ fn validate_destination(
         "salesforce" | "zoho" => return validate_crm_destination(cx, name, dst, connections),
         other => {
             cx.push(ConfigError::new(
-                Code::InvalidValue,
+                Code::UnknownChoice,
                 format!("destination `{n}` has unknown type `{other}`"),
                 span(&dst.kind),
                 format!("known destination types: {}", DESTINATION_TYPES.join(", ")),
@@ -1145,7 +1145,7 @@ fn validate_destination(
         Some(s) => cx.secret(s, &format!("destinations.{n}.access_token")),
         None => {
             cx.push(ConfigError::new(
-                Code::InvalidValue,
+                Code::MissingKey,
                 format!("destination `{n}` has no `access_token`"),
                 Some(name.span()),
                 "needs access_token = { env = \"...\" }",
@@ -1159,7 +1159,7 @@ fn validate_destination(
         require_https(&mut cx.diag, &format!("destinations.{n}.base_url"), s);
         if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
             cx.push(ConfigError::new(
-                Code::InvalidValue,
+                Code::BadAddress,
                 format!("destinations.{n}.base_url `{base_url}` is not an http(s) URL"),
                 span(s),
                 "expected e.g. https://oapi.dingtalk.com",
@@ -1212,7 +1212,7 @@ fn validate_flow(
     }
     if source.is_empty() {
         cx.push(ConfigError::new(
-            Code::InvalidValue,
+            Code::EmptyValue,
             format!("flow `{name}` listens to no source"),
             span(&on.source),
             "name at least one source",
@@ -1256,7 +1256,7 @@ fn validate_flow(
                 && c.get_ref().chars().all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '_');
             if !ok {
                 cx.push(ConfigError::new(
-                    Code::InvalidValue,
+                    Code::BadName,
                     format!("flow `{name}` listens to change `{}`, which is not a snake_case name", c.get_ref()),
                     span(c),
                     "e.g. created, updated, deleted, status_changed",
@@ -1304,7 +1304,7 @@ fn validate_flow(
     }
     if f.deliver.is_empty() {
         cx.push(ConfigError::new(
-            Code::InvalidValue,
+            Code::MissingKey,
             format!("flow `{name}` has no [[flows.deliver]] entry"),
             span(&f.name),
             "delivers nowhere",
@@ -1387,7 +1387,7 @@ fn validate_message(
     let kind = msg.kind.get_ref().as_str();
     let Some(allowed) = message_keys(kind) else {
         cx.push(ConfigError::new(
-            Code::InvalidValue,
+            Code::UnknownChoice,
             format!("flow `{flow}` uses unknown message type `{kind}`"),
             span(&msg.kind),
             format!("known message types: {}", MESSAGE_TYPES.join(", ")),
@@ -1403,7 +1403,7 @@ fn validate_message(
     if let (Some(dest), Some(known)) = (dest_type, sendable.filter(|known| !known.contains(&kind))) {
         let known = known.join(", ");
         cx.push(ConfigError::new(
-            Code::InvalidValue,
+            Code::UnknownChoice,
             format!("flow `{flow}` sends a `{kind}` message to a {dest} destination, which cannot send it"),
             span(&msg.kind),
             format!("a {dest} destination sends: {known}"),
@@ -1459,7 +1459,7 @@ fn validate_message(
             Some(s) => Some(cx.template(format!("{prefix}.{key}"), s, &what(key), fields)),
             None => {
                 cx.push(ConfigError::new(
-                    Code::InvalidValue,
+                    Code::MissingKey,
                     format!("a `{kind}` message of flow `{flow}` needs `{key}`"),
                     Some(m.span()),
                     format!("missing `{key}`"),
@@ -1495,7 +1495,7 @@ fn validate_message(
             }
             None => {
                 cx.push(ConfigError::new(
-                    Code::InvalidValue,
+                    Code::MissingKey,
                     format!("a `{kind}` message of flow `{flow}` needs `{key}`"),
                     Some(m.span()),
                     format!("missing `{key}`"),
@@ -1552,7 +1552,7 @@ fn validate_message(
                 _ => {
                     cx.push(
                         ConfigError::new(
-                            Code::InvalidValue,
+                            Code::KeyConflict,
                             format!("the action_card message of flow `{flow}` needs either `buttons` or `single_title` + `single_url`"),
                             Some(m.span()),
                             "give one button set",
@@ -1589,7 +1589,7 @@ fn validate_message(
             let users = optional(cx, "users", &msg.users);
             if group.is_some() == users.is_some() {
                 cx.push(ConfigError::new(
-                    Code::InvalidValue,
+                    Code::KeyConflict,
                     format!("the card message of flow `{flow}` needs exactly one of `group` and `users`"),
                     Some(m.span()),
                     "where the card goes: a group's openConversationId, or userids (1:1 with the app robot)",
@@ -1600,7 +1600,7 @@ fn validate_message(
             let private_to = optional(cx, "private_to", &msg.private_to);
             if private_params.is_empty() != private_to.is_none() {
                 cx.push(ConfigError::new(
-                    Code::InvalidValue,
+                    Code::KeyConflict,
                     format!("the card message of flow `{flow}` needs `private_params` and `private_to` together"),
                     Some(m.span()),
                     "private_params are shown only to the users in private_to",
@@ -1611,7 +1611,7 @@ fn validate_message(
                 (Some("http"), Some(key)) => Some(CardCallback::Http { route_key: key.get_ref().clone() }),
                 (Some("http"), None) => {
                     cx.push(ConfigError::new(
-                        Code::InvalidValue,
+                        Code::MissingKey,
                         format!(
                             "the card message of flow `{flow}` uses HTTP callbacks but has no `callback_route_key`"
                         ),
@@ -1631,7 +1631,7 @@ fn validate_message(
                 }
                 (Some(other), _) => {
                     cx.push(ConfigError::new(
-                        Code::InvalidValue,
+                        Code::UnknownChoice,
                         format!("the card message of flow `{flow}` has unknown callback `{other}`"),
                         sp(&msg.callback),
                         "`stream` (default) or `http`",
@@ -1657,7 +1657,7 @@ fn validate_message(
             let private_to = optional(cx, "private_to", &msg.private_to);
             if params.is_empty() && private_params.is_empty() {
                 cx.push(ConfigError::new(
-                    Code::InvalidValue,
+                    Code::MissingKey,
                     format!("the card_update message of flow `{flow}` needs `params` or `private_params`"),
                     Some(m.span()),
                     "the card parameters to change",
@@ -1665,7 +1665,7 @@ fn validate_message(
             }
             if private_params.is_empty() != private_to.is_none() {
                 cx.push(ConfigError::new(
-                    Code::InvalidValue,
+                    Code::KeyConflict,
                     format!(
                         "the card_update message of flow `{flow}` needs `private_params` and `private_to` together"
                     ),
@@ -1737,7 +1737,7 @@ fn validate_message(
                 }
                 Some((s, other)) => {
                     cx.push(ConfigError::new(
-                        Code::InvalidValue,
+                        Code::UnknownChoice,
                         format!("the record message of flow `{flow}` has unknown op `{other}`"),
                         span(s),
                         "`update` (by `id`) or `upsert` (by `external_id_field` + `external_id`)",
@@ -1746,7 +1746,7 @@ fn validate_message(
                 }
                 None => {
                     cx.push(ConfigError::new(
-                        Code::InvalidValue,
+                        Code::MissingKey,
                         format!("a `record` message of flow `{flow}` needs `op`"),
                         Some(m.span()),
                         "missing `op`: `update` or `upsert`",
@@ -1762,7 +1762,7 @@ fn validate_message(
                 for key in json.get_ref().keys() {
                     if plain.get_ref().keys().any(|k| k.get_ref() == key.get_ref()) {
                         cx.push(ConfigError::new(
-                            Code::InvalidValue,
+                            Code::KeyConflict,
                             format!(
                                 "field `{}` is in both `fields` and `json_fields` of the message of flow `{flow}`",
                                 key.get_ref()
@@ -1777,7 +1777,7 @@ fn validate_message(
             let json_fields = map(cx, "json_fields", &msg.json_fields);
             if fields.is_empty() && json_fields.is_empty() {
                 cx.push(ConfigError::new(
-                    Code::InvalidValue,
+                    Code::MissingKey,
                     format!("the record message of flow `{flow}` writes no fields"),
                     Some(m.span()),
                     "add fields = { Field__c = \"{{ event.data.x }}\" } or json_fields",
@@ -1798,7 +1798,7 @@ fn is_api_name(name: &str) -> bool {
 
 fn api_name_error(what: &str, at: Range<usize>) -> ConfigError {
     ConfigError::new(
-        Code::InvalidValue,
+        Code::BadName,
         format!("{what} is not an API name"),
         Some(at),
         "an API name is a letter followed by letters, digits and underscores, e.g. Opportunity or Credit_Status__c",
@@ -1888,7 +1888,7 @@ fn validate_erp_source(
     let idoc_user = match &src.idoc_user {
         Some(s) if s.get_ref().trim().is_empty() => {
             cx.push(ConfigError::new(
-                Code::InvalidValue,
+                Code::EmptyValue,
                 format!("sources.{n}.idoc_user is empty"),
                 span(s),
                 "the user the ECC port logs in with (HTTP Basic)",
@@ -1903,7 +1903,7 @@ fn validate_erp_source(
         match (&src.idoc_user, &src.idoc_password) {
             (Some(user), None) => {
                 cx.push(ConfigError::new(
-                    Code::InvalidValue,
+                    Code::KeyConflict,
                     format!("sources.{n}.idoc_user is set but idoc_password is not"),
                     span(user),
                     "add idoc_password = { env = \"...\" }: IDocs are accepted only with both",
@@ -1912,7 +1912,7 @@ fn validate_erp_source(
             }
             (None, Some(password)) => {
                 cx.push(ConfigError::new(
-                    Code::InvalidValue,
+                    Code::KeyConflict,
                     format!("sources.{n}.idoc_password is set but idoc_user is not"),
                     span(password),
                     "add idoc_user = \"...\" (the ECC port's HTTP Basic user)",
@@ -1925,7 +1925,7 @@ fn validate_erp_source(
     let idoc_folder = match &src.idoc_folder {
         Some(s) if s.get_ref().trim().is_empty() => {
             cx.push(ConfigError::new(
-                Code::InvalidValue,
+                Code::EmptyValue,
                 format!("sources.{n}.idoc_folder is empty"),
                 span(s),
                 "the folder the ECC file port writes IDocs to, e.g. var/idoc-in",
@@ -1941,7 +1941,7 @@ fn validate_erp_source(
         match cx.duration(s, &format!("sources.{n}.{key}")) {
             Some(d) if d.is_zero() => {
                 cx.push(ConfigError::new(
-                    Code::InvalidValue,
+                    Code::OutOfRange,
                     format!("sources.{n}.{key} must be longer than 0s"),
                     span(s),
                     label.to_string(),
@@ -1975,7 +1975,7 @@ fn validate_erp_source(
             "add webhook_secret = { env = \"...\" } and/or poll = \"5m\""
         };
         cx.push(ConfigError::new(
-            Code::InvalidValue,
+            Code::MissingKey,
             format!("{vendor} source `{n}` has no intake: nothing pushes changes and nothing polls"),
             Some(name.span()),
             needs,
@@ -2024,7 +2024,7 @@ fn validate_erp_objects(
     let allowed = erp_objects(system);
     let Some(list) = &src.objects else {
         cx.push(ConfigError::new(
-            Code::InvalidValue,
+            Code::MissingKey,
             format!("{vendor} source `{n}` has no `objects`"),
             Some(at),
             format!("needs the watched objects, from: {}", allowed.join(", ")),
@@ -2033,7 +2033,7 @@ fn validate_erp_objects(
     };
     if list.get_ref().is_empty() {
         cx.push(ConfigError::new(
-            Code::InvalidValue,
+            Code::EmptyValue,
             format!("sources.{n}.objects is empty"),
             span(list),
             format!("watch at least one of: {}", allowed.join(", ")),
@@ -2046,7 +2046,7 @@ fn validate_erp_objects(
         let object = o.get_ref();
         if !allowed.contains(&object.as_str()) {
             let mut e = ConfigError::new(
-                Code::InvalidValue,
+                Code::UnknownChoice,
                 format!("object `{object}` of source `{n}` is not one {vendor} sources watch"),
                 span(o),
                 format!("allowed: {}", allowed.join(", ")),
