@@ -95,68 +95,93 @@ fn json_kind(value: &Value) -> &'static str {
     }
 }
 
+/// What is wrong with a record-write payload, in terms of the payload, for the flow author (it
+/// ends up in the dead-letter list).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PayloadError {
+    #[error("expected a JSON object, got {0}")]
+    NotAnObject(&'static str),
+    #[error("`api` is {0}; a CRM record write needs \"api\": \"record\"")]
+    WrongApi(Value),
+    #[error("`api` is missing; a CRM record write needs \"api\": \"record\"")]
+    MissingApi,
+    #[error("`object` is missing: name the object or module, e.g. \"Account\"")]
+    MissingObject,
+    #[error("`{key}` must be a string, got {got}")]
+    NotText { key: String, got: &'static str },
+    #[error("unknown op {0}: expected \"update\" or \"upsert\"")]
+    UnknownOp(Value),
+    #[error("`op` is missing: expected \"update\" or \"upsert\"")]
+    MissingOp,
+    #[error("`fields` must be an object of field name → value, got {0}")]
+    FieldsNotAnObject(&'static str),
+    #[error("`fields` is missing: an object of field name → value")]
+    MissingFields,
+    #[error(
+        "`fields` names `{0}`; the record id goes in `id` (update) or `external_id` (upsert), \
+         not among the fields"
+    )]
+    IdAmongFields(String),
+    #[error("an update needs `id`, the vendor's record id")]
+    MissingId,
+    #[error("an upsert needs `external_id_field`, the field that identifies the record")]
+    MissingExternalIdField,
+    #[error("an upsert needs `external_id`, the value of `{0}`")]
+    MissingExternalId(String),
+    #[error("`external_id` must be a string or a whole number, got {0}")]
+    ExternalIdNotAKey(&'static str),
+    #[error("`fields.{0}` differs from `external_id`; drop it from `fields` or make them equal")]
+    ExternalIdDiffers(String),
+}
+
 /// A required, non-blank string member of the payload.
-fn required_text(map: &Map<String, Value>, key: &str, missing: &str) -> Result<String, String> {
+fn required_text(map: &Map<String, Value>, key: &str, missing: PayloadError) -> Result<String, PayloadError> {
     match map.get(key) {
         Some(Value::String(text)) if !text.trim().is_empty() => Ok(text.trim().to_owned()),
-        Some(Value::String(_)) | None | Some(Value::Null) => Err(missing.to_owned()),
-        Some(other) => Err(format!("`{key}` must be a string, got {}", json_kind(other))),
+        Some(Value::String(_)) | None | Some(Value::Null) => Err(missing),
+        Some(other) => Err(PayloadError::NotText { key: key.to_owned(), got: json_kind(other) }),
     }
 }
 
 impl RecordWrite {
     /// Reads a record-write payload. The error says what is wrong in terms of the payload, for
     /// the flow author (it ends up in the dead-letter list).
-    pub fn from_payload(payload: &Value) -> Result<RecordWrite, String> {
+    pub fn from_payload(payload: &Value) -> Result<RecordWrite, PayloadError> {
         let Some(map) = payload.as_object() else {
-            return Err(format!("expected a JSON object, got {}", json_kind(payload)));
+            return Err(PayloadError::NotAnObject(json_kind(payload)));
         };
         match map.get("api") {
             Some(Value::String(api)) if api == "record" => {}
-            Some(other) => return Err(format!("`api` is {other}; a CRM record write needs \"api\": \"record\"")),
-            None => return Err("`api` is missing; a CRM record write needs \"api\": \"record\"".to_owned()),
+            Some(other) => return Err(PayloadError::WrongApi(other.clone())),
+            None => return Err(PayloadError::MissingApi),
         }
-        let object = required_text(map, "object", "`object` is missing: name the object or module, e.g. \"Account\"")?;
+        let object = required_text(map, "object", PayloadError::MissingObject)?;
         let op = match map.get("op") {
             Some(Value::String(op)) if op == "update" => WriteOp::Update,
             Some(Value::String(op)) if op == "upsert" => WriteOp::Upsert,
-            Some(other) => return Err(format!("unknown op {other}: expected \"update\" or \"upsert\"")),
-            None => return Err("`op` is missing: expected \"update\" or \"upsert\"".to_owned()),
+            Some(other) => return Err(PayloadError::UnknownOp(other.clone())),
+            None => return Err(PayloadError::MissingOp),
         };
         let fields = match map.get("fields") {
             Some(Value::Object(fields)) => fields.clone(),
-            Some(other) => {
-                return Err(format!("`fields` must be an object of field name → value, got {}", json_kind(other)))
-            }
-            None => return Err("`fields` is missing: an object of field name → value".to_owned()),
+            Some(other) => return Err(PayloadError::FieldsNotAnObject(json_kind(other))),
+            None => return Err(PayloadError::MissingFields),
         };
         if let Some(name) = fields.keys().find(|k| k.eq_ignore_ascii_case("id")) {
-            return Err(format!(
-                "`fields` names `{name}`; the record id goes in `id` (update) or `external_id` (upsert), \
-                 not among the fields"
-            ));
+            return Err(PayloadError::IdAmongFields(name.clone()));
         }
         let (key, external_id_field) = match op {
-            WriteOp::Update => (required_text(map, "id", "an update needs `id`, the vendor's record id")?, None),
+            WriteOp::Update => (required_text(map, "id", PayloadError::MissingId)?, None),
             WriteOp::Upsert => {
-                let field = required_text(
-                    map,
-                    "external_id_field",
-                    "an upsert needs `external_id_field`, the field that identifies the record",
-                )?;
+                let field = required_text(map, "external_id_field", PayloadError::MissingExternalIdField)?;
                 let value = match map.get("external_id") {
                     Some(Value::String(text)) if !text.trim().is_empty() => text.trim().to_owned(),
                     // Whole numbers are exact in JSON up to u64/i64; fractions would not be a key.
                     Some(Value::Number(n)) if n.is_u64() || n.is_i64() => n.to_string(),
                     Some(Value::String(_)) | None | Some(Value::Null) => {
-                        return Err(format!("an upsert needs `external_id`, the value of `{field}`"))
+                        return Err(PayloadError::MissingExternalId(field))
                     }
-                    Some(other) => {
-                        return Err(format!(
-                            "`external_id` must be a string or a whole number, got {}",
-                            json_kind(other)
-                        ))
-                    }
+                    Some(other) => return Err(PayloadError::ExternalIdNotAKey(json_kind(other))),
                 };
                 if let Some(given) = fields.get(&field) {
                     let same = match given {
@@ -165,9 +190,7 @@ impl RecordWrite {
                         _ => false,
                     };
                     if !same {
-                        return Err(format!(
-                            "`fields.{field}` differs from `external_id`; drop it from `fields` or make them equal"
-                        ));
+                        return Err(PayloadError::ExternalIdDiffers(field));
                     }
                 }
                 (value, Some(field))
@@ -537,7 +560,7 @@ mod tests {
     }
 
     fn payload_error(payload: Value) -> String {
-        RecordWrite::from_payload(&payload).unwrap_err()
+        RecordWrite::from_payload(&payload).unwrap_err().to_string()
     }
 
     #[test]

@@ -31,7 +31,7 @@ impl RecordSink {
     /// The delivery's record write with its id in the 18-character form, or why it is not one.
     fn parse(delivery: &Delivery) -> Result<RecordWrite, DeliveryError> {
         let bad = |detail: String| DeliveryError::BadPayload { destination: delivery.destination.clone(), detail };
-        let mut write = RecordWrite::from_payload(&delivery.payload).map_err(bad)?;
+        let mut write = RecordWrite::from_payload(&delivery.payload).map_err(|e| bad(e.to_string()))?;
         if write.fields.contains_key("attributes") {
             return Err(bad("`fields` names `attributes`, which Salesforce reserves for the record type".to_owned()));
         }

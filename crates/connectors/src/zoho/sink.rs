@@ -34,7 +34,7 @@ impl RecordSink {
 
     fn parse(delivery: &Delivery) -> Result<RecordWrite, DeliveryError> {
         RecordWrite::from_payload(&delivery.payload)
-            .map_err(|detail| DeliveryError::BadPayload { destination: delivery.destination.clone(), detail })
+            .map_err(|e| DeliveryError::BadPayload { destination: delivery.destination.clone(), detail: e.to_string() })
     }
 }
 

@@ -686,7 +686,11 @@ impl CardsSim {
             "outTrackId": out_track_id,
             "content": content.to_string(),
         });
-        let answer = self.events.card_callback(&card.app_key, &route, data).await.map_err(ClickError::Callback)?;
+        let answer = self
+            .events
+            .card_callback(&card.app_key, &route, data)
+            .await
+            .map_err(|e| ClickError::Callback(e.to_string()))?;
         let update = match &answer {
             None => CardUpdate::default(),
             Some(answer) => strict_update(answer)?,

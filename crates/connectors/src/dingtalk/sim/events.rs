@@ -2,8 +2,8 @@
 //! to the app's Stream connections or to its encrypted HTTP callback, card clicks go to the
 //! card's callback route. Every published event is kept in a bounded log for tests and the page.
 
-use super::http_push::{CallbackTarget, HttpPusher, PushSettings};
-use super::stream::StreamGateway;
+use super::http_push::{CallbackTarget, HttpPusher, PushError, PushSettings};
+use super::stream::{StreamGateway, StreamPushError};
 use crate::dingtalk::stream::{TOPIC_CARD_CALLBACK, TOPIC_ROBOT_MESSAGE};
 use connect::Clock;
 use serde::Serialize;
@@ -20,6 +20,21 @@ const HTTP_QUEUE_CAPACITY: usize = 1_024;
 /// How long a card click waits for the subscriber's ACK (DingTalk's callback timeout is a few
 /// seconds; the clicker sees a spinner meanwhile).
 const CALLBACK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why a simulated event, ping or card callback did not reach the app.
+#[derive(Debug, thiserror::Error)]
+pub enum EventError {
+    #[error("no Stream gateway in this simulator")]
+    NoStreamGateway,
+    #[error(transparent)]
+    Stream(#[from] StreamPushError),
+    #[error("no callback URL registered for route key `{0}`")]
+    NoCardRoute(String),
+    #[error("the simulator has no HTTP client")]
+    NoHttpClient,
+    #[error(transparent)]
+    Http(#[from] PushError),
+}
 
 /// How a card's button clicks come back (reference §4.1 `callbackType`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -242,20 +257,17 @@ impl EventRouter {
     }
 
     /// `POST /_sim/actions/stream_ping`: a SYSTEM ping to each of the app's Stream connections now.
-    pub fn stream_ping(&self, app_key: &str) -> Result<usize, String> {
-        let gateway = self.stream.get().ok_or("no Stream gateway in this simulator")?;
+    pub fn stream_ping(&self, app_key: &str) -> Result<usize, EventError> {
+        let gateway = self.stream.get().ok_or(EventError::NoStreamGateway)?;
         Ok(gateway.ping_now(app_key))
     }
 
     /// A message a user sent to the app robot (Stream topic `/v1.0/im/bot/messages/get`, §7.7).
     /// Fire-and-forget in DingTalk: no redelivery.
-    pub async fn robot_message(&self, app_key: &str, data: Value) -> Result<(), String> {
-        let gateway = self.stream.get().ok_or("no Stream gateway in this simulator")?;
-        gateway
-            .push_callback(app_key, TOPIC_ROBOT_MESSAGE, data, CALLBACK_TIMEOUT)
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+    pub async fn robot_message(&self, app_key: &str, data: Value) -> Result<(), EventError> {
+        let gateway = self.stream.get().ok_or(EventError::NoStreamGateway)?;
+        gateway.push_callback(app_key, TOPIC_ROBOT_MESSAGE, data, CALLBACK_TIMEOUT).await?;
+        Ok(())
     }
 
     /// A card button click, sent over the card's route; returns the subscriber's card update R.
@@ -264,21 +276,18 @@ impl EventRouter {
         app_key: &str,
         route: &CardCallbackRoute,
         data: Value,
-    ) -> Result<Option<Value>, String> {
+    ) -> Result<Option<Value>, EventError> {
         match route {
             CardCallbackRoute::Stream => {
-                let gateway = self.stream.get().ok_or("no Stream gateway in this simulator")?;
-                gateway
-                    .push_callback(app_key, TOPIC_CARD_CALLBACK, data, CALLBACK_TIMEOUT)
-                    .await
-                    .map_err(|e| e.to_string())
+                let gateway = self.stream.get().ok_or(EventError::NoStreamGateway)?;
+                Ok(gateway.push_callback(app_key, TOPIC_CARD_CALLBACK, data, CALLBACK_TIMEOUT).await?)
             }
             CardCallbackRoute::Http { route_key } => {
                 let url = self
                     .card_route_url(app_key, route_key)
-                    .ok_or_else(|| format!("no callback URL registered for route key `{route_key}`"))?;
-                let pusher = self.pusher.as_ref().ok_or("the simulator has no HTTP client")?;
-                pusher.post_card_callback(&url, &data).await.map_err(|e| e.to_string())
+                    .ok_or_else(|| EventError::NoCardRoute(route_key.clone()))?;
+                let pusher = self.pusher.as_ref().ok_or(EventError::NoHttpClient)?;
+                Ok(pusher.post_card_callback(&url, &data).await?)
             }
         }
     }

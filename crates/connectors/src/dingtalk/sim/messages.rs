@@ -262,12 +262,21 @@ fn new_param_error(code: &'static str, message: &str) -> ParamError {
     ParamError { code, message: message.to_owned() }
 }
 
+/// A request body that is not a JSON object; the caller answers it as its parameter error.
+#[derive(Debug, thiserror::Error)]
+enum BodyError {
+    #[error("the body must be a JSON object")]
+    NotAnObject,
+    #[error("the body is not JSON ({0})")]
+    NotJson(#[source] serde_json::Error),
+}
+
 /// Reads a JSON object body; anything else is the caller's parameter error.
-fn object_body(body: &[u8]) -> Result<Map<String, Value>, String> {
+fn object_body(body: &[u8]) -> Result<Map<String, Value>, BodyError> {
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(map)) => Ok(map),
-        Ok(_) => Err("the body must be a JSON object".to_owned()),
-        Err(err) => Err(format!("the body is not JSON ({err})")),
+        Ok(_) => Err(BodyError::NotAnObject),
+        Err(err) => Err(BodyError::NotJson(err)),
     }
 }
 
@@ -565,7 +574,7 @@ impl MessagesSim {
     }
 
     fn batch_send(&self, app: &SimApp, body: &[u8]) -> Result<Value, ParamError> {
-        let body = object_body(body).map_err(|detail| new_param_error("param.invalid", &detail))?;
+        let body = object_body(body).map_err(|detail| new_param_error("param.invalid", &detail.to_string()))?;
         let robot_code = check_robot_code(app, &body)?;
         let Some(user_ids) = body.get("userIds").and_then(Value::as_array) else {
             return Err(new_param_error("param.userIdsEmpty", "userIds is required"));
@@ -618,7 +627,7 @@ impl MessagesSim {
     }
 
     fn group_send(&self, app: &SimApp, body: &[u8]) -> Result<Value, ParamError> {
-        let body = object_body(body).map_err(|detail| new_param_error("param.invalid", &detail))?;
+        let body = object_body(body).map_err(|detail| new_param_error("param.invalid", &detail.to_string()))?;
         let robot_code = check_robot_code(app, &body)?;
         let Some(conversation) = str_field(&body, "openConversationId") else {
             return Err(new_param_error("param.openConversationIdEmpty", "openConversationId is required"));

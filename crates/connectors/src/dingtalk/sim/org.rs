@@ -430,22 +430,22 @@ impl Org {
         let stored = match entity {
             "app" => {
                 let app: SimApp = serde_json::from_value(value).map_err(|e| invalid(e.to_string()))?;
-                let app = self.put_app(app).map_err(invalid)?;
+                let app = self.put_app(app).map_err(|e| invalid(e.to_string()))?;
                 serde_json::to_value(app)
             }
             "user" => {
                 let user: SimUser = serde_json::from_value(value).map_err(|e| invalid(e.to_string()))?;
-                let user = self.put_user(user).map_err(invalid)?;
+                let user = self.put_user(user).map_err(|e| invalid(e.to_string()))?;
                 serde_json::to_value(user)
             }
             "department" => {
                 let dept: SimDepartment = serde_json::from_value(value).map_err(|e| invalid(e.to_string()))?;
-                let dept = self.put_department(dept).map_err(invalid)?;
+                let dept = self.put_department(dept).map_err(|e| invalid(e.to_string()))?;
                 serde_json::to_value(dept)
             }
             "group" => {
                 let group: SimGroup = serde_json::from_value(value).map_err(|e| invalid(e.to_string()))?;
-                let group = self.put_group(group).map_err(invalid)?;
+                let group = self.put_group(group).map_err(|e| invalid(e.to_string()))?;
                 serde_json::to_value(group)
             }
             _ => {
@@ -459,15 +459,15 @@ impl Org {
         stored.map_err(|e| invalid(e.to_string()))
     }
 
-    fn put_app(&self, mut app: SimApp) -> Result<SimApp, String> {
+    fn put_app(&self, mut app: SimApp) -> Result<SimApp, SeedError> {
         if app.app_key.trim().is_empty() {
-            return Err("`app_key` must not be empty".to_owned());
+            return Err(SeedError::Empty("app_key"));
         }
         if app.app_secret.trim().is_empty() {
-            return Err("`app_secret` must not be empty".to_owned());
+            return Err(SeedError::Empty("app_secret"));
         }
         if app.agent_id <= 0 {
-            return Err("`agent_id` must be a positive number".to_owned());
+            return Err(SeedError::NotPositive("agent_id"));
         }
         if app.corp_id.is_empty() {
             app.corp_id = SEED_CORP_ID.to_owned();
@@ -477,80 +477,70 @@ impl Org {
         }
         let mut inner = self.lock();
         if let Some(other) = inner.apps.values().find(|a| a.app_key != app.app_key && a.robot_code == app.robot_code) {
-            return Err(format!("`robot_code` {} already belongs to app {}", app.robot_code, other.app_key));
+            return Err(SeedError::RobotCodeTaken { robot_code: app.robot_code, app_key: other.app_key.clone() });
         }
         inner.apps.insert(app.app_key.clone(), app.clone());
         Ok(app)
     }
 
-    fn put_user(&self, mut user: SimUser) -> Result<SimUser, String> {
+    fn put_user(&self, mut user: SimUser) -> Result<SimUser, SeedError> {
         if user.userid.trim().is_empty() {
-            return Err("`userid` must not be empty".to_owned());
+            return Err(SeedError::Empty("userid"));
         }
         if user.name.trim().is_empty() {
-            return Err("`name` must not be empty".to_owned());
+            return Err(SeedError::Empty("name"));
         }
         if !user.mobile.chars().all(|c| c.is_ascii_digit()) {
-            return Err(format!(
-                "`mobile` must be digits only (country code goes in `state_code`), got {}",
-                user.mobile
-            ));
+            return Err(SeedError::MobileNotDigits(user.mobile));
         }
         if user.state_code.is_empty() {
             user.state_code = "852".to_owned();
         }
         if !user.state_code.chars().all(|c| c.is_ascii_digit()) {
-            return Err(format!("`state_code` must be digits, got {}", user.state_code));
+            return Err(SeedError::StateCodeNotDigits(user.state_code));
         }
         if user.unionid.is_empty() {
             user.unionid = synthetic_unionid(&user.userid);
         }
         if user.dept_ids.is_empty() {
-            return Err("`dept_ids` must name at least one department".to_owned());
+            return Err(SeedError::NoDepartments);
         }
         let mut inner = self.lock();
         if let Some(missing) = user.dept_ids.iter().find(|d| !inner.departments.contains_key(d)) {
-            return Err(format!("`dept_ids` names department {missing}, which does not exist"));
+            return Err(SeedError::UnknownDepartment(*missing));
         }
         if let Some(manager) = &user.manager_userid {
             if manager == &user.userid || !inner.users.contains_key(manager) {
-                return Err(format!("`manager_userid` {manager} is not another existing user"));
+                return Err(SeedError::BadManager(manager.clone()));
             }
         }
         if let Some(other) = inner.users.values().find(|u| u.userid != user.userid && u.unionid == user.unionid) {
-            return Err(format!("`unionid` already belongs to user {}", other.userid));
+            return Err(SeedError::UnionidTaken(other.userid.clone()));
         }
         inner.users.insert(user.userid.clone(), user.clone());
         Ok(user)
     }
 
-    fn put_department(&self, dept: SimDepartment) -> Result<SimDepartment, String> {
+    fn put_department(&self, dept: SimDepartment) -> Result<SimDepartment, SeedError> {
         if dept.dept_id <= 0 {
-            return Err("`dept_id` must be a positive number".to_owned());
+            return Err(SeedError::NotPositive("dept_id"));
         }
         if dept.name.trim().is_empty() {
-            return Err("`name` must not be empty".to_owned());
+            return Err(SeedError::Empty("name"));
         }
         let mut inner = self.lock();
         match dept.parent_id {
-            None if dept.dept_id != ROOT_DEPT_ID => {
-                return Err("`parent_id` is required for every department but the root (1)".to_owned())
-            }
-            Some(_) if dept.dept_id == ROOT_DEPT_ID => {
-                return Err("`parent_id` must be absent for the root (1)".to_owned())
-            }
+            None if dept.dept_id != ROOT_DEPT_ID => return Err(SeedError::ParentRequired),
+            Some(_) if dept.dept_id == ROOT_DEPT_ID => return Err(SeedError::RootWithParent),
             Some(parent) => {
                 if !inner.departments.contains_key(&parent) {
-                    return Err(format!("`parent_id` {parent} does not exist"));
+                    return Err(SeedError::UnknownParent(parent));
                 }
                 // Walk up from the parent: meeting this department would make a cycle.
                 let mut cursor = Some(parent);
                 while let Some(id) = cursor {
                     if id == dept.dept_id {
-                        return Err(format!(
-                            "`parent_id` {parent} would make department {} its own ancestor",
-                            dept.dept_id
-                        ));
+                        return Err(SeedError::Cycle { parent, dept_id: dept.dept_id });
                     }
                     cursor = inner.departments.get(&id).and_then(|d| d.parent_id);
                 }
@@ -558,32 +548,68 @@ impl Org {
             None => {}
         }
         if let Some(missing) = dept.manager_userids.iter().find(|u| !inner.users.contains_key(*u)) {
-            return Err(format!("`manager_userids` names user {missing}, who does not exist"));
+            return Err(SeedError::UnknownManager(missing.clone()));
         }
         inner.departments.insert(dept.dept_id, dept.clone());
         Ok(dept)
     }
 
-    fn put_group(&self, group: SimGroup) -> Result<SimGroup, String> {
+    fn put_group(&self, group: SimGroup) -> Result<SimGroup, SeedError> {
         if !group.open_conversation_id.starts_with("cid") || group.open_conversation_id.len() < 8 {
-            return Err(format!(
-                "`open_conversation_id` must look like `cid…` (at least 8 chars), got {}",
-                group.open_conversation_id
-            ));
+            return Err(SeedError::ConversationId(group.open_conversation_id));
         }
         if group.title.trim().is_empty() {
-            return Err("`title` must not be empty".to_owned());
+            return Err(SeedError::Empty("title"));
         }
         let mut inner = self.lock();
         if !inner.users.contains_key(&group.owner_userid) {
-            return Err(format!("`owner_userid` {} does not exist", group.owner_userid));
+            return Err(SeedError::UnknownOwner(group.owner_userid.clone()));
         }
         if let Some(missing) = group.member_userids.iter().find(|u| !inner.users.contains_key(*u)) {
-            return Err(format!("`member_userids` names user {missing}, who does not exist"));
+            return Err(SeedError::UnknownMember(missing.clone()));
         }
         inner.groups.insert(group.open_conversation_id.clone(), group.clone());
         Ok(group)
     }
+}
+
+/// A seeded record (`POST /_sim/records/{entity}`) the organisation refuses.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum SeedError {
+    #[error("`{0}` must not be empty")]
+    Empty(&'static str),
+    #[error("`{0}` must be a positive number")]
+    NotPositive(&'static str),
+    #[error("`robot_code` {robot_code} already belongs to app {app_key}")]
+    RobotCodeTaken { robot_code: String, app_key: String },
+    #[error("`mobile` must be digits only (country code goes in `state_code`), got {0}")]
+    MobileNotDigits(String),
+    #[error("`state_code` must be digits, got {0}")]
+    StateCodeNotDigits(String),
+    #[error("`dept_ids` must name at least one department")]
+    NoDepartments,
+    #[error("`dept_ids` names department {0}, which does not exist")]
+    UnknownDepartment(i64),
+    #[error("`manager_userid` {0} is not another existing user")]
+    BadManager(String),
+    #[error("`unionid` already belongs to user {0}")]
+    UnionidTaken(String),
+    #[error("`parent_id` is required for every department but the root (1)")]
+    ParentRequired,
+    #[error("`parent_id` must be absent for the root (1)")]
+    RootWithParent,
+    #[error("`parent_id` {0} does not exist")]
+    UnknownParent(i64),
+    #[error("`parent_id` {parent} would make department {dept_id} its own ancestor")]
+    Cycle { parent: i64, dept_id: i64 },
+    #[error("`manager_userids` names user {0}, who does not exist")]
+    UnknownManager(String),
+    #[error("`open_conversation_id` must look like `cid…` (at least 8 chars), got {0}")]
+    ConversationId(String),
+    #[error("`owner_userid` {0} does not exist")]
+    UnknownOwner(String),
+    #[error("`member_userids` names user {0}, who does not exist")]
+    UnknownMember(String),
 }
 
 /// A stable, opaque unionid for a userid (real ones are 20–40 opaque chars, §0.2).

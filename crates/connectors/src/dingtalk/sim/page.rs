@@ -631,7 +631,7 @@ impl Page {
                 group: group.as_ref().map(|g| g.open_conversation_id.clone()),
                 text: text.to_owned(),
                 msg_id: msg_id.clone(),
-                error: outcome.as_ref().err().cloned(),
+                error: outcome.as_ref().err().map(ToString::to_string),
             });
         }
         match outcome {
@@ -939,7 +939,10 @@ async fn run_action(page: &Page, action: &str, headers: &HeaderMap, body: &[u8])
                 Some(key) => key.to_owned(),
                 None => page.org.apps().first().map(|a| a.app_key.clone()).unwrap_or_default(),
             };
-            let pinged = page.events.stream_ping(&app_key).map_err(|e| PageError::new(StatusCode::BAD_GATEWAY, e))?;
+            let pinged = page
+                .events
+                .stream_ping(&app_key)
+                .map_err(|e| PageError::new(StatusCode::BAD_GATEWAY, e.to_string()))?;
             if pinged == 0 {
                 return Err(PageError::new(StatusCode::CONFLICT, format!("app {app_key} has no Stream connection")));
             }

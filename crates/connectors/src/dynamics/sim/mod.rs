@@ -123,6 +123,21 @@ struct State {
     webhook_suppressed: bool,
 }
 
+/// Why the `webhook` control body was refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+enum WebhookError {
+    #[error("\"suppressed\" must be true or false")]
+    SuppressedNotAFlag,
+    #[error("header {0} must have a string value")]
+    HeaderNotText(String),
+    #[error("{0:?} is not a valid header name")]
+    HeaderName(String),
+    #[error("the value of header {0} is not valid")]
+    HeaderValue(String),
+    #[error("\"headers\" must be an object of name: value, not {0}")]
+    HeadersNotAnObject(Value),
+}
+
 /// Where one webhook POST goes.
 #[derive(Debug, Clone)]
 struct WebhookTarget {
@@ -315,25 +330,25 @@ impl DynamicsSim {
     }
 
     /// Applies the `webhook` control body.
-    fn set_webhook(&self, value: &Value) -> Result<Value, String> {
+    fn set_webhook(&self, value: &Value) -> Result<Value, WebhookError> {
         let suppressed = match value.get("suppressed") {
             None => None,
-            Some(v) => Some(v.as_bool().ok_or("\"suppressed\" must be true or false")?),
+            Some(v) => Some(v.as_bool().ok_or(WebhookError::SuppressedNotAFlag)?),
         };
         let headers = match value.get("headers") {
             None | Some(Value::Null) => BTreeMap::new(),
             Some(Value::Object(map)) => {
                 let mut headers = BTreeMap::new();
                 for (name, v) in map {
-                    let text = v.as_str().ok_or_else(|| format!("header {name} must have a string value"))?;
+                    let text = v.as_str().ok_or_else(|| WebhookError::HeaderNotText(name.clone()))?;
                     axum::http::HeaderName::from_bytes(name.as_bytes())
-                        .map_err(|_| format!("{name:?} is not a valid header name"))?;
-                    HeaderValue::from_str(text).map_err(|_| format!("the value of header {name} is not valid"))?;
+                        .map_err(|_| WebhookError::HeaderName(name.clone()))?;
+                    HeaderValue::from_str(text).map_err(|_| WebhookError::HeaderValue(name.clone()))?;
                     headers.insert(name.clone(), text.to_owned());
                 }
                 headers
             }
-            Some(other) => return Err(format!("\"headers\" must be an object of name: value, not {other}")),
+            Some(other) => return Err(WebhookError::HeadersNotAnObject(other.clone())),
         };
         let mut state = self.lock();
         // `{"suppressed": …}` alone keeps url and headers; anything else sets both.
@@ -1084,7 +1099,7 @@ impl Simulator for DynamicsSim {
     async fn put_record(&self, entity: &str, value: Value) -> Result<Value, SimError> {
         let invalid = |detail: &str| SimError::InvalidRecord { entity: entity.to_owned(), detail: detail.to_owned() };
         match entity {
-            "webhook" => return self.set_webhook(&value).map_err(|detail| invalid(&detail)),
+            "webhook" => return self.set_webhook(&value).map_err(|e| invalid(&e.to_string())),
             "limits" => {
                 let limits: Limits = serde_json::from_value(value.clone()).map_err(|e| invalid(&e.to_string()))?;
                 self.set_limits(limits);

@@ -190,30 +190,94 @@ fn minute(now: Timestamp) -> String {
     Timestamp::from_second(s - s.rem_euclid(60)).unwrap_or(now).to_string()
 }
 
+/// Why a TBA header does not authenticate its request (logged, never sent: NetSuite answers
+/// every refused login with the same `INVALID_LOGIN`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum TbaError {
+    #[error("malformed OAuth header")]
+    MalformedHeader,
+    #[error("missing {0}")]
+    Missing(String),
+    #[error("realm is not the account id")]
+    WrongRealm,
+    #[error("unknown consumer key or token")]
+    UnknownConsumer,
+    #[error("unsupported signature method")]
+    SignatureMethod,
+    #[error("bad timestamp")]
+    BadTimestamp,
+    #[error("timestamp outside the allowed skew")]
+    Skew,
+    #[error("no Host header")]
+    NoHost,
+    #[error("{0}")]
+    Url(#[source] url::ParseError),
+    #[error("signature mismatch")]
+    SignatureMismatch,
+    #[error("nonce replayed")]
+    NonceReplayed,
+}
+
+/// Why a data request's login was refused (logged, never sent).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum AuthError {
+    #[error("no Authorization header")]
+    NoAuthorization,
+    #[error("unknown or expired access token")]
+    UnknownToken,
+    #[error(transparent)]
+    Tba(#[from] TbaError),
+}
+
+/// Why a client-credentials assertion was refused (logged; the answer is `invalid_grant`).
+#[derive(Debug, thiserror::Error)]
+enum AssertionError {
+    #[error("{0}")]
+    Jwt(#[from] jsonwebtoken::errors::Error),
+    #[error("unknown certificate id")]
+    UnknownCertificate,
+    #[error("assertion expired or lives longer than an hour")]
+    TooLong,
+    #[error("scope lacks rest_webservices")]
+    Scope,
+}
+
 /// Sublist fields of a record: objects holding `items`.
 fn is_sublist(value: &Value) -> bool {
     value.as_object().is_some_and(|o| o.contains_key("items"))
 }
 
+/// Why a record body was refused; the text is NetSuite's `USER_ERROR` detail.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum MergeError {
+    #[error("approvalStatus must be written as {{\"id\": \"2\"}}")]
+    ApprovalNotAReference,
+    #[error("Invalid approvalStatus reference key {0}.")]
+    UnknownApproval(String),
+    #[error(
+        "This transaction is no longer pending approval (its approval status is {was}); \
+         you cannot change the approval status from {was} to {wanted}."
+    )]
+    NoLongerPending { was: &'static str, wanted: &'static str },
+    #[error("sublist without items")]
+    SublistWithoutItems,
+}
+
 /// Merges `patch` into `record`: body fields replace, sublist lines merge by `line` (new lines
 /// appended and numbered) unless the sublist is named in `replace`.
-fn merge(record: &mut Value, patch: &Map<String, Value>, replace: &[String]) -> Result<(), String> {
+fn merge(record: &mut Value, patch: &Map<String, Value>, replace: &[String]) -> Result<(), MergeError> {
     for (field, value) in patch {
         if field == "id" || field == "links" {
             continue;
         }
         if field == "approvalStatus" {
-            let wanted = value["id"].as_str().ok_or("approvalStatus must be written as {\"id\": \"2\"}")?;
-            let name =
-                seed::approval_name(wanted).ok_or_else(|| format!("Invalid approvalStatus reference key {wanted}."))?;
+            let wanted = value["id"].as_str().ok_or(MergeError::ApprovalNotAReference)?;
+            let name = seed::approval_name(wanted).ok_or_else(|| MergeError::UnknownApproval(wanted.to_owned()))?;
             let current = record["approvalStatus"]["id"].as_str().unwrap_or("1").to_owned();
             if current != wanted && !(current == "1" && (wanted == "2" || wanted == "3")) {
                 // What the UI and REST answer once a transaction left Pending Approval.
                 let was = seed::approval_name(&current).unwrap_or("decided");
-                return Err(format!(
-                    "This transaction is no longer pending approval (its approval status is {was}); \
-                     you cannot change the approval status from {was} to {name}."
-                ));
+                return Err(MergeError::NoLongerPending { was, wanted: name });
             }
             if current == "1" && wanted != "1" {
                 let is_order = record.get("orderStatus").is_some();
@@ -240,7 +304,7 @@ fn merge(record: &mut Value, patch: &Map<String, Value>, replace: &[String]) -> 
             record[field.as_str()] = json!({"items": numbered.collect::<Vec<_>>()});
             continue;
         }
-        let existing = record[field.as_str()]["items"].as_array_mut().ok_or("sublist without items")?;
+        let existing = record[field.as_str()]["items"].as_array_mut().ok_or(MergeError::SublistWithoutItems)?;
         for line in items {
             match line["line"].as_u64().and_then(|n| existing.iter_mut().find(|l| l["line"].as_u64() == Some(n))) {
                 Some(target) => {
@@ -311,23 +375,23 @@ impl NetSuiteSim {
     }
 
     /// Checks the TBA header against the request; `Err` is the reason (logged, never sent).
-    fn verify_tba(&self, method: &Method, uri: &Uri, headers: &HeaderMap, header: &str) -> Result<(), String> {
-        let params = parse_authorization_header(header).ok_or("malformed OAuth header")?;
-        let get = |k: &str| params.get(k).map(String::as_str).ok_or(format!("missing {k}"));
+    fn verify_tba(&self, method: &Method, uri: &Uri, headers: &HeaderMap, header: &str) -> Result<(), TbaError> {
+        let params = parse_authorization_header(header).ok_or(TbaError::MalformedHeader)?;
+        let get = |k: &str| params.get(k).map(String::as_str).ok_or_else(|| TbaError::Missing(k.to_owned()));
         if get("realm")? != seed::ACCOUNT {
-            return Err("realm is not the account id".to_owned());
+            return Err(TbaError::WrongRealm);
         }
         if get("oauth_consumer_key")? != seed::CONSUMER_KEY || get("oauth_token")? != seed::TOKEN_ID {
-            return Err("unknown consumer key or token".to_owned());
+            return Err(TbaError::UnknownConsumer);
         }
         if get("oauth_signature_method")? != "HMAC-SHA256" {
-            return Err("unsupported signature method".to_owned());
+            return Err(TbaError::SignatureMethod);
         }
-        let ts: i64 = get("oauth_timestamp")?.parse().map_err(|_| "bad timestamp")?;
+        let ts: i64 = get("oauth_timestamp")?.parse().map_err(|_| TbaError::BadTimestamp)?;
         let now = self.clock.now().as_second();
         let skew = i64::try_from(self.config.max_skew.as_secs()).unwrap_or(i64::MAX);
         if (now - ts).abs() > skew {
-            return Err("timestamp outside the allowed skew".to_owned());
+            return Err(TbaError::Skew);
         }
         // All oauth_* parameters are signed (some clients add oauth_body_hash), never realm or
         // the signature itself.
@@ -336,35 +400,35 @@ impl NetSuiteSim {
             .filter(|(k, _)| k.starts_with("oauth_") && k.as_str() != "oauth_signature")
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        let host = headers.get(axum::http::header::HOST).and_then(|h| h.to_str().ok()).ok_or("no Host header")?;
-        let url = Url::parse(&format!("http://{host}{uri}")).map_err(|e| e.to_string())?;
+        let host = headers.get(axum::http::header::HOST).and_then(|h| h.to_str().ok()).ok_or(TbaError::NoHost)?;
+        let url = Url::parse(&format!("http://{host}{uri}")).map_err(TbaError::Url)?;
         let base = signature_base_string(method.as_str(), &url, &signed);
         let expected = hmac_sha256_base64(&signing_key(seed::CONSUMER_SECRET, seed::TOKEN_SECRET), &base);
         if expected != get("oauth_signature")? {
-            return Err("signature mismatch".to_owned());
+            return Err(TbaError::SignatureMismatch);
         }
         let nonce = get("oauth_nonce")?.to_owned();
         let mut account = self.lock();
         account.nonces.retain(|_, seen| (now - *seen).abs() <= skew);
         if account.nonces.insert(nonce, ts).is_some() {
-            return Err("nonce replayed".to_owned());
+            return Err(TbaError::NonceReplayed);
         }
         Ok(())
     }
 
-    fn authenticate(&self, method: &Method, uri: &Uri, headers: &HeaderMap) -> Result<(), String> {
+    fn authenticate(&self, method: &Method, uri: &Uri, headers: &HeaderMap) -> Result<(), AuthError> {
         let header = headers
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|h| h.to_str().ok())
-            .ok_or("no Authorization header")?;
+            .ok_or(AuthError::NoAuthorization)?;
         if let Some(token) = header.strip_prefix("Bearer ") {
             let now = self.clock.now();
             return match self.lock().tokens.get(token) {
                 Some(expiry) if now < *expiry => Ok(()),
-                _ => Err("unknown or expired access token".to_owned()),
+                _ => Err(AuthError::UnknownToken),
             };
         }
-        self.verify_tba(method, uri, headers, header)
+        Ok(self.verify_tba(method, uri, headers, header)?)
     }
 
     async fn token(self: Arc<Self>, headers: HeaderMap, body: Bytes) -> Response {
@@ -382,7 +446,7 @@ impl NetSuiteSim {
         match self.check_assertion(assertion, &format!("http://{host}/services/rest{}", super::auth::TOKEN_PATH)) {
             Ok(()) => {}
             Err(reason) => {
-                tracing::debug!(reason, "Simulated NetSuite refused a client credentials assertion.");
+                tracing::debug!(%reason, "Simulated NetSuite refused a client credentials assertion.");
                 return refuse("invalid_grant");
             }
         }
@@ -395,28 +459,25 @@ impl NetSuiteSim {
             .into_response()
     }
 
-    fn check_assertion(&self, assertion: &str, audience: &str) -> Result<(), String> {
-        let header = jsonwebtoken::decode_header(assertion).map_err(|e| e.to_string())?;
+    fn check_assertion(&self, assertion: &str, audience: &str) -> Result<(), AssertionError> {
+        let header = jsonwebtoken::decode_header(assertion)?;
         if header.kid.as_deref() != Some(seed::CERTIFICATE_ID) {
-            return Err("unknown certificate id".to_owned());
+            return Err(AssertionError::UnknownCertificate);
         }
-        let key =
-            jsonwebtoken::DecodingKey::from_ec_pem(TEST_EC_PUBLIC_KEY_PEM.as_bytes()).map_err(|e| e.to_string())?;
+        let key = jsonwebtoken::DecodingKey::from_ec_pem(TEST_EC_PUBLIC_KEY_PEM.as_bytes())?;
         let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
         // Expiry is judged by the simulator clock below.
         validation.validate_exp = false;
         validation.set_required_spec_claims(&["exp", "aud", "iss"]);
         validation.set_audience(&[audience]);
         validation.set_issuer(&[seed::CLIENT_ID]);
-        let claims = jsonwebtoken::decode::<super::auth::AssertionClaims>(assertion, &key, &validation)
-            .map_err(|e| e.to_string())?
-            .claims;
+        let claims = jsonwebtoken::decode::<super::auth::AssertionClaims>(assertion, &key, &validation)?.claims;
         let now = self.clock.now().as_second();
         if claims.exp <= now || claims.exp - claims.iat > 3600 {
-            return Err("assertion expired or lives longer than an hour".to_owned());
+            return Err(AssertionError::TooLong);
         }
         if !claims.scope.iter().any(|s| s == "rest_webservices") {
-            return Err("scope lacks rest_webservices".to_owned());
+            return Err(AssertionError::Scope);
         }
         Ok(())
     }
@@ -434,7 +495,7 @@ impl NetSuiteSim {
         }
         self.counters.peak_in_flight.fetch_max(now_in_flight, Ordering::SeqCst);
         if let Err(reason) = self.authenticate(&method, &uri, &headers) {
-            tracing::debug!(reason, "Simulated NetSuite refused a login.");
+            tracing::debug!(%reason, "Simulated NetSuite refused a login.");
             self.counters.auth_failures.fetch_add(1, Ordering::SeqCst);
             return invalid_login();
         }
@@ -516,8 +577,8 @@ impl NetSuiteSim {
         if record == RecordType::PurchaseOrder || record == RecordType::PurchaseRequisition {
             value["approvalStatus"] = json!({"id": "1", "refName": "Pending Approval"});
         }
-        if let Err(detail) = merge(&mut value, &fields, &[]) {
-            return error(400, "USER_ERROR", &detail);
+        if let Err(e) = merge(&mut value, &fields, &[]) {
+            return error(400, "USER_ERROR", &e.to_string());
         }
         self.lock().records.insert((record, id.clone()), value.clone());
         self.fire_webhook(record, &value, "create");
@@ -565,7 +626,11 @@ impl NetSuiteSim {
             });
         };
         let mut changed = value.clone();
-        merge(&mut changed, fields, replace).map_err(|detail| Failure { status: 400, code: "USER_ERROR", detail })?;
+        merge(&mut changed, fields, replace).map_err(|e| Failure {
+            status: 400,
+            code: "USER_ERROR",
+            detail: e.to_string(),
+        })?;
         changed["lastModifiedDate"] = json!(now);
         *value = changed.clone();
         Ok(changed)
@@ -594,12 +659,12 @@ impl NetSuiteSim {
         let rows: Vec<Value> = if suiteql::is_employee_query(&q) {
             match suiteql::employee_rows(&q, &self.lock().employees) {
                 Ok(rows) => rows,
-                Err(detail) => return refuse(&detail),
+                Err(e) => return refuse(&e.to_string()),
             }
         } else {
             let parsed = match suiteql::parse(&q) {
                 Ok(p) => p,
-                Err(detail) => return refuse(&detail),
+                Err(e) => return refuse(&e.to_string()),
             };
             let mut rows: Vec<(String, u64, Value)> = self
                 .lock()
@@ -826,7 +891,7 @@ impl Simulator for NetSuiteSim {
             let existing = account.records.get(&(record, id.clone())).cloned();
             let event = if existing.is_some() { "edit" } else { "create" };
             let mut stored = existing.unwrap_or_else(|| json!({"id": id, "createdDate": now}));
-            merge(&mut stored, fields, &[]).map_err(|detail| invalid(&detail))?;
+            merge(&mut stored, fields, &[]).map_err(|e| invalid(&e.to_string()))?;
             stored["lastModifiedDate"] = json!(modified);
             account.records.insert((record, id), stored.clone());
             (stored, event)

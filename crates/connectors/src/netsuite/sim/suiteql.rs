@@ -59,20 +59,52 @@ fn split_top(text: &str) -> Vec<String> {
     parts
 }
 
+/// A query outside the subset; the text is the `INVALID_PARAMETER` detail NetSuite answers.
+#[derive(Debug, thiserror::Error)]
+pub enum SuiteQlError {
+    #[error("Invalid search query: expected SELECT … FROM …")]
+    NoFrom,
+    #[error("Invalid search query: expected SELECT")]
+    NoSelect,
+    #[error("TO_CHAR needs an alias")]
+    ToCharAlias,
+    #[error("Invalid search query. Search error occurred: Unknown identifier '{0}'.")]
+    UnknownIdentifier(String),
+    #[error("Invalid search query. Search error occurred: Record '{0}' was not found.")]
+    UnknownRecord(String),
+    #[error("type needs a quoted code")]
+    TypeCode,
+    #[error("Invalid search query. approvalstatus needs a status id, not `{0}`.")]
+    ApprovalStatus(String),
+    #[error("Unsupported lastmodifieddate condition `{0}`")]
+    DateCondition(String),
+    #[error("lastmodifieddate needs a quoted literal")]
+    DateLiteral,
+    #[error("Invalid date literal '{text}' ({source})")]
+    BadDate { text: String, source: jiff::Error },
+    #[error("{0}")]
+    TimeZone(#[source] jiff::Error),
+    #[error("Invalid search query. Unsupported condition `{0}`.")]
+    Condition(String),
+    #[error("Invalid search query. Unsupported clause `{0}` on employee.")]
+    EmployeeClause(String),
+}
+
 /// Parses `q`; the error text becomes the `INVALID_PARAMETER` detail.
-pub fn parse(q: &str) -> Result<Query, String> {
+pub fn parse(q: &str) -> Result<Query, SuiteQlError> {
     let lower = q.to_ascii_lowercase();
-    let select_end = lower.find(" from ").ok_or("Invalid search query: expected SELECT … FROM …")?;
-    let select = lower.strip_prefix("select ").ok_or("Invalid search query: expected SELECT")?;
+    let select_end = lower.find(" from ").ok_or(SuiteQlError::NoFrom)?;
+    let select = lower.strip_prefix("select ").ok_or(SuiteQlError::NoSelect)?;
     let mut columns = Vec::new();
     for item in split_top(&select[..select_end - "select ".len()]) {
         if item.starts_with("to_char(lastmodifieddate") {
-            let alias = item.rsplit(" as ").next().filter(|_| item.contains(" as ")).ok_or("TO_CHAR needs an alias")?;
+            let alias =
+                item.rsplit(" as ").next().filter(|_| item.contains(" as ")).ok_or(SuiteQlError::ToCharAlias)?;
             columns.push((alias.trim().to_owned(), "lastmodified_iso".to_owned()));
         } else if COLUMNS.contains(&item.as_str()) {
             columns.push((item.clone(), item));
         } else {
-            return Err(format!("Invalid search query. Search error occurred: Unknown identifier '{item}'."));
+            return Err(SuiteQlError::UnknownIdentifier(item));
         }
     }
     let rest = &lower[select_end + " from ".len()..];
@@ -84,7 +116,7 @@ pub fn parse(q: &str) -> Result<Query, String> {
     let mut types: Vec<RecordType> = match table {
         "transaction" => RecordType::ALL.into_iter().filter(|t| t.transaction_type().is_some()).collect(),
         "item" => vec![RecordType::InventoryItem],
-        other => return Err(format!("Invalid search query. Search error occurred: Record '{other}' was not found.")),
+        other => return Err(SuiteQlError::UnknownRecord(other.to_owned())),
     };
     let mut since = None;
     let mut approval = None;
@@ -93,12 +125,12 @@ pub fn parse(q: &str) -> Result<Query, String> {
         // Literals keep their case from the original text.
         let original = &q[q.to_ascii_lowercase().find(cond).unwrap_or(0)..];
         if cond.starts_with("type =") && table == "transaction" {
-            let code = literal(original).ok_or("type needs a quoted code")?;
+            let code = literal(original).ok_or(SuiteQlError::TypeCode)?;
             types.retain(|t| t.transaction_type().is_some_and(|c| c.eq_ignore_ascii_case(code)));
         } else if let Some(value) = cond.strip_prefix("approvalstatus =").filter(|_| table == "transaction") {
             let value = value.trim().trim_matches('\'');
             if value.is_empty() || !value.chars().all(|c| c.is_ascii_digit()) {
-                return Err(format!("Invalid search query. approvalstatus needs a status id, not `{value}`."));
+                return Err(SuiteQlError::ApprovalStatus(value.to_owned()));
             }
             approval = Some(value.to_owned());
         } else if cond.starts_with("itemtype =") && table == "item" {
@@ -108,16 +140,16 @@ pub fn parse(q: &str) -> Result<Query, String> {
         } else if let Some(op) = cond.strip_prefix("lastmodifieddate ") {
             let inclusive = op.starts_with(">=");
             if !inclusive && !op.starts_with('>') {
-                return Err(format!("Unsupported lastmodifieddate condition `{cond}`"));
+                return Err(SuiteQlError::DateCondition(cond.to_owned()));
             }
-            let text = literal(op).ok_or("lastmodifieddate needs a quoted literal")?;
+            let text = literal(op).ok_or(SuiteQlError::DateLiteral)?;
             let civil = if text.len() == 10 { format!("{text}T00:00:00") } else { text.replacen(' ', "T", 1) };
             let at: jiff::civil::DateTime =
-                civil.parse().map_err(|e| format!("Invalid date literal '{text}' ({e})"))?;
-            let ts = at.to_zoned(jiff::tz::TimeZone::UTC).map_err(|e| e.to_string())?.timestamp();
+                civil.parse().map_err(|source| SuiteQlError::BadDate { text: text.to_owned(), source })?;
+            let ts = at.to_zoned(jiff::tz::TimeZone::UTC).map_err(SuiteQlError::TimeZone)?.timestamp();
             since = Some((ts.as_second(), inclusive));
         } else {
-            return Err(format!("Invalid search query. Unsupported condition `{cond}`."));
+            return Err(SuiteQlError::Condition(cond.to_owned()));
         }
     }
     Ok(Query { columns, types, since, approval })
@@ -197,20 +229,21 @@ pub fn is_employee_query(q: &str) -> bool {
 
 /// `SELECT <employee columns> FROM employee [ORDER BY …]` over `employees`, ordered by id.
 /// Booleans come back as `'T'`/`'F'` and empty fields are left out, as SuiteQL does.
-pub fn employee_rows(q: &str, employees: &[Value]) -> Result<Vec<Value>, String> {
+pub fn employee_rows(q: &str, employees: &[Value]) -> Result<Vec<Value>, SuiteQlError> {
     let lower = q.to_ascii_lowercase();
-    let select = lower.strip_prefix("select ").ok_or("Invalid search query: expected SELECT")?;
-    let (columns, rest) = select.split_once(" from ").ok_or("Invalid search query: expected SELECT … FROM …")?;
+    let select = lower.strip_prefix("select ").ok_or(SuiteQlError::NoSelect)?;
+    let (columns, rest) = select.split_once(" from ").ok_or(SuiteQlError::NoFrom)?;
     let rest = rest.trim_start().strip_prefix("employee").unwrap_or_default().trim();
     if !(rest.is_empty() || rest.starts_with("order by")) {
-        return Err(format!("Invalid search query. Unsupported clause `{rest}` on employee."));
+        return Err(SuiteQlError::EmployeeClause(rest.to_owned()));
     }
     let mut wanted = Vec::new();
     for column in split_top(columns) {
-        let field =
-            EMPLOYEE_COLUMNS.iter().find(|(name, _)| *name == column).map(|(_, field)| *field).ok_or_else(|| {
-                format!("Invalid search query. Search error occurred: Unknown identifier '{column}'.")
-            })?;
+        let field = EMPLOYEE_COLUMNS
+            .iter()
+            .find(|(name, _)| *name == column)
+            .map(|(_, field)| *field)
+            .ok_or_else(|| SuiteQlError::UnknownIdentifier(column.clone()))?;
         wanted.push((column, field));
     }
     let mut sorted: Vec<&Value> = employees.iter().collect();
@@ -267,7 +300,10 @@ mod tests {
 
     #[test]
     fn unknown_columns_and_tables_are_refused() {
-        assert!(parse("SELECT subsidiary FROM transaction").unwrap_err().contains("Unknown identifier 'subsidiary'"));
+        assert!(parse("SELECT subsidiary FROM transaction")
+            .unwrap_err()
+            .to_string()
+            .contains("Unknown identifier 'subsidiary'"));
         assert!(parse("SELECT id FROM customer").is_err());
         assert!(parse("SELECT id FROM transaction WHERE entity = 5").is_err());
     }
@@ -283,7 +319,7 @@ mod tests {
         assert_eq!(chow["externalid"], "E3150");
         let lee = rows.iter().find(|r| r["id"] == "201").unwrap();
         assert!(lee.get("externalid").is_none(), "{lee}");
-        assert!(employee_rows("SELECT salary FROM employee", &[]).unwrap_err().contains("salary"));
+        assert!(employee_rows("SELECT salary FROM employee", &[]).unwrap_err().to_string().contains("salary"));
         assert!(employee_rows("SELECT id FROM employee WHERE id = 1", &[]).is_err());
     }
 }

@@ -483,14 +483,14 @@ impl SalesforceSim {
     fn query(&self, org: &mut Org, version: &str, soql_text: &str, headers: &HeaderMap) -> Answer {
         let parsed = match soql::parse(soql_text) {
             Ok(q) => q,
-            Err(e) => return error(400, "MALFORMED_QUERY", &e),
+            Err(e) => return error(400, "MALFORMED_QUERY", &e.to_string()),
         };
         if seed::prefix_of(&parsed.from).is_none() {
             return error(400, "INVALID_TYPE", &format!("sObject type '{}' is not supported.", parsed.from));
         }
         let rows = match soql::run(&OrgData { org, version }, &parsed) {
             Ok(rows) => rows,
-            Err(e) => return error(400, "INVALID_FIELD", &e),
+            Err(e) => return error(400, "INVALID_FIELD", &e.to_string()),
         };
         let batch = headers
             .get("sforce-query-options")

@@ -82,7 +82,27 @@ fn path(text: &str) -> Vec<String> {
     text.trim().split('.').map(str::to_owned).collect()
 }
 
-fn literal(text: &str) -> Result<Value, String> {
+/// A query outside the subset (`MALFORMED_QUERY`) or a relationship the org lacks
+/// (`INVALID_FIELD`); the text is the `message` Salesforce answers.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SoqlError {
+    #[error("unexpected token: '{0}'")]
+    UnexpectedToken(String),
+    #[error("unexpected token: expected SELECT")]
+    NoSelect,
+    #[error("unexpected token: expected FROM")]
+    NoFrom,
+    #[error("the simulator supports only AND in WHERE")]
+    OnlyAnd,
+    #[error("expected an operator")]
+    NoOperator,
+    #[error("LIMIT needs a number")]
+    Limit,
+    #[error("Didn't understand relationship '{0}'")]
+    Relationship(String),
+}
+
+fn literal(text: &str) -> Result<Value, SoqlError> {
     let t = text.trim();
     if let Some(inner) = t.strip_prefix('\'').and_then(|r| r.strip_suffix('\'')) {
         return Ok(Value::String(inner.replace("\\'", "'")));
@@ -100,15 +120,15 @@ fn literal(text: &str) -> Result<Value, String> {
         // Date and datetime literals are unquoted.
         return Ok(Value::String(t.to_owned()));
     }
-    Err(format!("unexpected token: '{t}'"))
+    Err(SoqlError::UnexpectedToken(t.to_owned()))
 }
 
-pub fn parse(soql: &str) -> Result<Query, String> {
+pub fn parse(soql: &str) -> Result<Query, SoqlError> {
     let text = soql.trim();
     if find_kw(text, "SELECT") != Some(0) {
-        return Err("unexpected token: expected SELECT".to_owned());
+        return Err(SoqlError::NoSelect);
     }
-    let from = find_kw(text, "FROM").ok_or("unexpected token: expected FROM")?;
+    let from = find_kw(text, "FROM").ok_or(SoqlError::NoFrom)?;
     let fields = split_top(&text[6..from], ',')
         .into_iter()
         .map(|f| match f.strip_prefix('(').and_then(|r| r.strip_suffix(')')) {
@@ -134,13 +154,13 @@ pub fn parse(soql: &str) -> Result<Query, String> {
                 None => (remaining.clone(), None),
             };
             if find_kw(&part, "OR").is_some() {
-                return Err("the simulator supports only AND in WHERE".to_owned());
+                return Err(SoqlError::OnlyAnd);
             }
             let op = ["!=", "<=", ">=", "=", "<", ">"]
                 .into_iter()
                 .find(|op| part.contains(op))
-                .ok_or("expected an operator")?;
-            let (left, right) = part.split_once(op).ok_or("expected an operator")?;
+                .ok_or(SoqlError::NoOperator)?;
+            let (left, right) = part.split_once(op).ok_or(SoqlError::NoOperator)?;
             query.conds.push(Cond { field: path(left), op: op.to_owned(), value: literal(right)? });
             match more {
                 Some(m) => remaining = m,
@@ -164,7 +184,7 @@ pub fn parse(soql: &str) -> Result<Query, String> {
         }
     }
     if let Some(l) = limit_at {
-        query.limit = Some(rest[l + 5..].trim().parse().map_err(|_| "LIMIT needs a number".to_owned())?);
+        query.limit = Some(rest[l + 5..].trim().parse().map_err(|_| SoqlError::Limit)?);
     }
     Ok(query)
 }
@@ -224,7 +244,7 @@ fn lookup(data: &dyn Data, row: &Value, path: &[String]) -> Value {
     }
 }
 
-fn project(data: &dyn Data, object: &str, row: &Value, fields: &[Field]) -> Result<Value, String> {
+fn project(data: &dyn Data, object: &str, row: &Value, fields: &[Field]) -> Result<Value, SoqlError> {
     let mut out = Map::new();
     out.insert("attributes".to_owned(), data.attributes(row));
     for field in fields {
@@ -244,9 +264,8 @@ fn project(data: &dyn Data, object: &str, row: &Value, fields: &[Field]) -> Resu
                 }
             }
             Field::Sub(sub) => {
-                let (child, key) = data
-                    .child(object, &sub.from)
-                    .ok_or_else(|| format!("Didn't understand relationship '{}'", sub.from))?;
+                let (child, key) =
+                    data.child(object, &sub.from).ok_or_else(|| SoqlError::Relationship(sub.from.clone()))?;
                 let mut inner = sub.as_ref().clone();
                 inner.from = child.clone();
                 inner.conds.push(Cond {
@@ -268,7 +287,7 @@ fn project(data: &dyn Data, object: &str, row: &Value, fields: &[Field]) -> Resu
 }
 
 /// Runs a query; every row projected with its `attributes`.
-pub fn run(data: &dyn Data, query: &Query) -> Result<Vec<Value>, String> {
+pub fn run(data: &dyn Data, query: &Query) -> Result<Vec<Value>, SoqlError> {
     let mut rows: Vec<Value> = data
         .rows(&query.from)
         .into_iter()

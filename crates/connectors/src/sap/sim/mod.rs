@@ -254,8 +254,8 @@ impl Data {
     }
 
     /// Where the next IDoc goes; `Ok(None)` (and counted) while suppressed.
-    fn idoc_destination(&mut self) -> Result<Option<IdocDestination>, String> {
-        let url = self.idoc_target.clone().ok_or("set /_sim/records/idoc_target first")?;
+    fn idoc_destination(&mut self) -> Result<Option<IdocDestination>, IdocError> {
+        let url = self.idoc_target.clone().ok_or(IdocError::NoTarget)?;
         if self.idoc_suppressed {
             self.idocs_suppressed += 1;
             return Ok(None);
@@ -264,14 +264,14 @@ impl Data {
     }
 
     /// Generates one IDoc of `kind` for `document` under a new DOCNUM.
-    fn build_idoc(&mut self, kind: &str, document: &str) -> Result<(u64, String), String> {
+    fn build_idoc(&mut self, kind: &str, document: &str) -> Result<(u64, String), IdocError> {
         let now = Timestamp::now();
         let xml = match kind {
             "ORDERS05" | "ORDERS" => {
                 let po = self.rows["A_PurchaseOrder"]
                     .iter()
                     .find(|r| r["PurchaseOrder"] == document)
-                    .ok_or_else(|| format!("no purchase order {document}"))?;
+                    .ok_or_else(|| IdocError::NoPurchaseOrder(document.to_owned()))?;
                 let items: Vec<&Value> =
                     self.rows["A_PurchaseOrderItem"].iter().filter(|i| i["PurchaseOrder"] == document).collect();
                 idoc_out::orders05(self.next_docnum + 1, po, &items, now)
@@ -280,16 +280,41 @@ impl Data {
                 let d = self.rows["A_OutbDeliveryHeader"]
                     .iter()
                     .find(|r| r["DeliveryDocument"] == document)
-                    .ok_or_else(|| format!("no outbound delivery {document}"))?;
+                    .ok_or_else(|| IdocError::NoDelivery(document.to_owned()))?;
                 let items: Vec<&Value> =
                     self.rows["A_OutbDeliveryItem"].iter().filter(|i| i["DeliveryDocument"] == document).collect();
                 idoc_out::desadv(self.next_docnum + 1, d, &items, now)
             }
-            other => return Err(format!("type must be ORDERS05 or DESADV, not {other:?}")),
+            other => return Err(IdocError::UnknownType(other.to_owned())),
         };
         self.next_docnum += 1;
         Ok((self.next_docnum, xml))
     }
+}
+
+/// Why an IDoc was not generated or sent, or the `idoc_target` control was refused.
+#[derive(Debug, thiserror::Error)]
+enum IdocError {
+    #[error("set /_sim/records/idoc_target first")]
+    NoTarget,
+    #[error("no purchase order {0}")]
+    NoPurchaseOrder(String),
+    #[error("no outbound delivery {0}")]
+    NoDelivery(String),
+    #[error("type must be ORDERS05 or DESADV, not {0:?}")]
+    UnknownType(String),
+    #[error("POST to the IDoc target failed: {0}")]
+    Post(#[source] reqwest::Error),
+    #[error("\"{0}\" must be true or false")]
+    NotAFlag(String),
+    #[error("\"{name}\" must be a string, not {value}")]
+    NotText { name: String, value: Value },
+    #[error("expected {{\"url\": \"http://…\"}} and/or \"on_change\", \"suppressed\"")]
+    NothingToSet,
+    #[error("give both \"user\" and \"password\"")]
+    HalfCredentials,
+    #[error("url {url:?}: {source}")]
+    BadUrl { url: String, source: url::ParseError },
 }
 
 /// Where one IDoc POST goes.
@@ -959,29 +984,25 @@ impl SapSim {
         let document = value.get("document").and_then(Value::as_str).unwrap_or_default();
         let (destination, docnum, xml) = {
             let mut data = self.lock();
-            let destination = data.idoc_destination().map_err(invalid)?;
-            let (docnum, xml) = data.build_idoc(kind, document).map_err(invalid)?;
+            let destination = data.idoc_destination().map_err(|e| invalid(e.to_string()))?;
+            let (docnum, xml) = data.build_idoc(kind, document).map_err(|e| invalid(e.to_string()))?;
             (destination, docnum, xml)
         };
         let Some(destination) = destination else {
             return Ok(json!({"docnum": format!("{docnum:016}"), "suppressed": true}));
         };
-        let status = self.post_idoc(&destination, xml).await.map_err(invalid)?;
+        let status = self.post_idoc(&destination, xml).await.map_err(|e| invalid(e.to_string()))?;
         Ok(json!({"docnum": format!("{docnum:016}"), "status": status}))
     }
 
     /// POSTs IDoc-XML like an XML-HTTP port; counts 2xx answers in `idocs_sent`.
-    async fn post_idoc(&self, destination: &IdocDestination, xml: String) -> Result<u16, String> {
+    async fn post_idoc(&self, destination: &IdocDestination, xml: String) -> Result<u16, IdocError> {
         let mut request =
             self.http.post(&destination.url).header(axum::http::header::CONTENT_TYPE, "text/xml; charset=utf-8");
         if let Some((user, password)) = &destination.auth {
             request = request.basic_auth(user, Some(password));
         }
-        let resp = request
-            .body(xml)
-            .send()
-            .await
-            .map_err(|e| format!("POST to the IDoc target failed: {}", e.without_url()))?;
+        let resp = request.body(xml).send().await.map_err(|e| IdocError::Post(e.without_url()))?;
         let status = resp.status().as_u16();
         if resp.status().is_success() {
             self.lock().idocs_sent += 1;
@@ -990,29 +1011,29 @@ impl SapSim {
     }
 
     /// The `idoc_target` control.
-    fn set_idoc_target(&self, value: &Value) -> Result<Value, String> {
+    fn set_idoc_target(&self, value: &Value) -> Result<Value, IdocError> {
         let flag = |name: &str| match value.get(name) {
             None => Ok(None),
-            Some(v) => v.as_bool().map(Some).ok_or(format!("\"{name}\" must be true or false")),
+            Some(v) => v.as_bool().map(Some).ok_or_else(|| IdocError::NotAFlag(name.to_owned())),
         };
         let (on_change, suppressed) = (flag("on_change")?, flag("suppressed")?);
         let text = |name: &str| match value.get(name) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(other) => Err(format!("\"{name}\" must be a string, not {other}")),
+            Some(other) => Err(IdocError::NotText { name: name.to_owned(), value: other.clone() }),
         };
         let (url, user, password) = (text("url")?, text("user")?, text("password")?);
         if url.is_none() && on_change.is_none() && suppressed.is_none() && user.is_none() {
-            return Err("expected {\"url\": \"http://…\"} and/or \"on_change\", \"suppressed\"".to_owned());
+            return Err(IdocError::NothingToSet);
         }
         let auth = match (user, password) {
             (Some(user), Some(password)) => Some(Some((user, password))),
-            (Some(_), None) | (None, Some(_)) => return Err("give both \"user\" and \"password\"".to_owned()),
+            (Some(_), None) | (None, Some(_)) => return Err(IdocError::HalfCredentials),
             (None, None) if url.is_some() => Some(None),
             (None, None) => None,
         };
         if let Some(url) = &url {
-            url::Url::parse(url).map_err(|e| format!("url {url:?}: {e}"))?;
+            url::Url::parse(url).map_err(|source| IdocError::BadUrl { url: url.clone(), source })?;
         }
         let mut data = self.lock();
         if url.is_some() {
@@ -1112,7 +1133,7 @@ impl Simulator for SapSim {
     async fn put_record(&self, entity: &str, value: Value) -> Result<Value, SimError> {
         let invalid = |detail: &str| SimError::InvalidRecord { entity: entity.to_owned(), detail: detail.to_owned() };
         match entity {
-            "idoc_target" => self.set_idoc_target(&value).map_err(|detail| invalid(&detail)),
+            "idoc_target" => self.set_idoc_target(&value).map_err(|e| invalid(&e.to_string())),
             "idoc" => self.send_idoc(&value).await,
             "csrf" => {
                 let mut data = self.lock();
@@ -1206,7 +1227,7 @@ impl Simulator for SapSim {
                     match self.post_idoc(&destination, xml).await {
                         Ok(status) if (200..300).contains(&status) => {}
                         Ok(status) => tracing::info!(docnum, status, "Simulated SAP IDoc was refused by its target."),
-                        Err(detail) => tracing::info!(docnum, detail, "Simulated SAP IDoc could not be delivered."),
+                        Err(e) => tracing::info!(docnum, detail = %e, "Simulated SAP IDoc could not be delivered."),
                     }
                 }
                 Ok(row)
