@@ -1,9 +1,7 @@
 //! The simulators as `sim`, `demo` and `bench` use them.
 
 use connect::SystemClock;
-use connectors::dingtalk::DingTalkSim;
-use connectors::salesforce::sim::{SalesforceSim, SimConfig};
-use connectors::zoho::sim::ZohoSim;
+use connectors::registry::System;
 use std::process::ExitCode;
 use std::sync::Arc;
 pub use testkit::dingtalk::DingTalkHarness;
@@ -11,14 +9,8 @@ pub use testkit::dingtalk::DingTalkHarness;
 /// `dingbridge sim`: every simulator on its own port; the first stdout line is the JSON port map.
 pub async fn run(bind: std::net::IpAddr) -> anyhow::Result<ExitCode> {
     use std::io::Write;
-    let simulators: Vec<Arc<dyn sim::Simulator>> = vec![
-        Arc::new(DingTalkSim::new(Arc::new(SystemClock))),
-        Arc::new(SalesforceSim::new(SimConfig::default(), Arc::new(SystemClock))),
-        Arc::new(ZohoSim::new()),
-        Arc::new(connectors::netsuite::sim::NetSuiteSim::new(Default::default(), Arc::new(SystemClock))),
-        Arc::new(connectors::dynamics::sim::DynamicsSim::new(Arc::new(SystemClock))),
-        Arc::new(connectors::sap::sim::SapSim::new()),
-    ];
+    let simulators: Vec<Arc<dyn sim::Simulator>> =
+        System::ALL.iter().map(|system| system.simulator(Arc::new(SystemClock))).collect();
     let fleet = sim::serve_all(simulators, bind).await?;
     let map = fleet.urls();
     let mut stdout = std::io::stdout().lock();

@@ -11,6 +11,7 @@ pub mod dynamics;
 pub mod erp;
 pub mod netsuite;
 pub mod reader;
+pub mod registry;
 pub mod salesforce;
 pub mod sap;
 pub mod zoho;

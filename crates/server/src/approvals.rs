@@ -22,7 +22,6 @@ use engine::approvals::identity::{map_identities, IdentityMap};
 use engine::approvals::machine::{self, Approval, Context, Effect, Input};
 use engine::approvals::policy::People;
 use engine::approvals::{ApprovalsConfig, Delivery as CardDelivery};
-use engine::config::ErpSystem;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -46,15 +45,6 @@ pub fn write_back_destination(source: &str) -> String {
 /// The store cursor holding an ERP source's user list (JSON array of [`ErpUser`]).
 pub fn users_cursor(source: &str) -> String {
     format!("erp.users.{source}")
-}
-
-/// The ERP's name as people know it.
-pub fn erp_name(system: ErpSystem) -> &'static str {
-    match system {
-        ErpSystem::Netsuite => "NetSuite",
-        ErpSystem::Dynamics => "Business Central",
-        ErpSystem::Sap => "SAP",
-    }
 }
 
 /// What approvals need at run time.
@@ -186,7 +176,7 @@ impl Sink for ApprovalSink {
         };
         let directory = self.approvals.directory(state).await?;
         let identity = self.approvals.identity(state, &source_name, &directory).await?;
-        let erp = erp_name(source.system);
+        let erp = source.system.display_name();
         let ctx = Context {
             config: &self.approvals.config,
             people: People { directory: &directory, identity: identity.as_ref() },

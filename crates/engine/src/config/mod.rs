@@ -159,24 +159,8 @@ pub enum SourceKind {
     Erp(ErpSource),
 }
 
-/// The ERP an [`ErpSource`] reads.
-#[derive(Debug, Clone, PartialEq, Eq, Copy)]
-pub enum ErpSystem {
-    Netsuite,
-    Dynamics,
-    Sap,
-}
-
-impl ErpSystem {
-    /// The source `type` (and simulator) name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Netsuite => "netsuite",
-            Self::Dynamics => "dynamics",
-            Self::Sap => "sap",
-        }
-    }
-}
+/// The ERP an [`ErpSource`] reads: the connectors' closed list.
+pub use connectors::registry::ErpSystem;
 
 /// A source watching records of one ERP connection.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1805,15 +1805,6 @@ fn api_name_error(what: &str, at: Range<usize>) -> ConfigError {
     )
 }
 
-/// What the objects of a source of `system` may be.
-fn erp_objects(system: ErpSystem) -> &'static [&'static str] {
-    match system {
-        ErpSystem::Netsuite => connectors::netsuite::config::SOURCE_OBJECTS,
-        ErpSystem::Dynamics => connectors::dynamics::config::SOURCE_OBJECTS,
-        ErpSystem::Sap => connectors::sap::config::SOURCE_OBJECTS,
-    }
-}
-
 /// The keys naming the other ERP types' connections: `(key, where it was written)`.
 fn other_connection_keys(src: &RawSource, system: ErpSystem) -> Vec<(&'static str, Option<Range<usize>>)> {
     let all = [
@@ -2021,7 +2012,7 @@ fn validate_erp_objects(
     ok: &mut bool,
 ) -> Option<Vec<String>> {
     let vendor = system.as_str();
-    let allowed = erp_objects(system);
+    let allowed = system.source_objects();
     let Some(list) = &src.objects else {
         cx.push(ConfigError::new(
             Code::MissingKey,

@@ -1,0 +1,114 @@
+//! The closed list of the systems dingbridge connects, and what the rest of the gateway may ask
+//! of each by name: its config/simulator name, how it is shown to people, the objects an ERP
+//! source may watch, and its simulator. Adding a system adds its variant here (the compiler then
+//! lists every place that must learn it) and its folder; see `docs/specs/connector.md` §1.2.
+
+use connect::Clock;
+use std::sync::Arc;
+
+/// Every system, in the order `dingbridge sim` starts their simulators.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum System {
+    Dingtalk,
+    Salesforce,
+    Zoho,
+    Netsuite,
+    Dynamics,
+    Sap,
+}
+
+impl System {
+    pub const ALL: [System; 6] =
+        [System::Dingtalk, System::Salesforce, System::Zoho, System::Netsuite, System::Dynamics, System::Sap];
+
+    /// The name in configs, `--sim-endpoints` maps, events and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            System::Dingtalk => "dingtalk",
+            System::Salesforce => "salesforce",
+            System::Zoho => "zoho",
+            System::Netsuite => "netsuite",
+            System::Dynamics => "dynamics",
+            System::Sap => "sap",
+        }
+    }
+
+    /// The system's simulator, unstarted.
+    pub fn simulator(self, clock: Arc<dyn Clock>) -> Arc<dyn sim::Simulator> {
+        match self {
+            System::Dingtalk => Arc::new(crate::dingtalk::DingTalkSim::new(clock)),
+            System::Salesforce => Arc::new(crate::salesforce::sim::SalesforceSim::new(
+                crate::salesforce::sim::SimConfig::default(),
+                clock,
+            )),
+            System::Zoho => Arc::new(crate::zoho::sim::ZohoSim::new()),
+            System::Netsuite => Arc::new(crate::netsuite::sim::NetSuiteSim::new(Default::default(), clock)),
+            System::Dynamics => Arc::new(crate::dynamics::sim::DynamicsSim::new(clock)),
+            System::Sap => Arc::new(crate::sap::sim::SapSim::new()),
+        }
+    }
+}
+
+/// The ERP an ERP source reads.
+#[derive(Debug, Clone, PartialEq, Eq, Copy)]
+pub enum ErpSystem {
+    Netsuite,
+    Dynamics,
+    Sap,
+}
+
+impl ErpSystem {
+    pub const ALL: [ErpSystem; 3] = [ErpSystem::Netsuite, ErpSystem::Dynamics, ErpSystem::Sap];
+
+    pub fn system(self) -> System {
+        match self {
+            ErpSystem::Netsuite => System::Netsuite,
+            ErpSystem::Dynamics => System::Dynamics,
+            ErpSystem::Sap => System::Sap,
+        }
+    }
+
+    /// The source `type` (and simulator) name.
+    pub fn as_str(self) -> &'static str {
+        self.system().as_str()
+    }
+
+    /// How approvers know it (on cards and notices): Dynamics approvals are Business Central's.
+    pub fn display_name(self) -> &'static str {
+        match self {
+            ErpSystem::Netsuite => "NetSuite",
+            ErpSystem::Dynamics => "Business Central",
+            ErpSystem::Sap => "SAP",
+        }
+    }
+
+    /// What the objects of a source of this system may be.
+    pub fn source_objects(self) -> &'static [&'static str] {
+        match self {
+            ErpSystem::Netsuite => crate::netsuite::config::SOURCE_OBJECTS,
+            ErpSystem::Dynamics => crate::dynamics::config::SOURCE_OBJECTS,
+            ErpSystem::Sap => crate::sap::config::SOURCE_OBJECTS,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_system_has_a_simulator_under_its_own_name() {
+        let clock: Arc<dyn Clock> = Arc::new(connect::SystemClock);
+        for system in System::ALL {
+            assert_eq!(system.simulator(clock.clone()).name(), system.as_str());
+        }
+    }
+
+    #[test]
+    fn every_erp_is_a_system_with_objects() {
+        for erp in ErpSystem::ALL {
+            assert_eq!(erp.as_str(), erp.system().as_str());
+            assert!(!erp.source_objects().is_empty());
+        }
+    }
+}
