@@ -133,7 +133,7 @@ where
 }
 
 /// The SQL the two backends speak differently. Everything else is written once, with `$n`
-/// placeholders, which both PostgreSQL and sqlx's SQLite driver bind by number.
+/// parameters, which both PostgreSQL and sqlx's SQLite driver bind by number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {
     Sqlite,
