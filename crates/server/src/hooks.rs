@@ -84,7 +84,7 @@ pub async fn commit(state: &AppState, source: &str, planned: impl Into<crate::Pl
     // Before the commit: once committed, the card may be sent and clicked at once.
     for link in &card_recipients {
         state.store.put_link(link).await.map_err(|err| {
-            tracing::error!(source = %source, event_id = %event_id, "Card recipients not stored: {err}");
+            tracing::error!(source = %source, event_id = %event_id, code = err.code(), "Card recipients not stored: {err}");
             ApiError::unavailable("store_unavailable", "the event could not be stored; retry later", RETRY_AFTER_SECS)
         })?;
     }
@@ -95,7 +95,7 @@ pub async fn commit(state: &AppState, source: &str, planned: impl Into<crate::Pl
             ApiError::unavailable("overloaded", "the gateway's intake queue is full; retry later", RETRY_AFTER_SECS)
         }
         other => {
-            tracing::error!(source = %source, event_id = %event_id, "Intake commit failed: {other}");
+            tracing::error!(source = %source, event_id = %event_id, code = other.code(), "Intake commit failed: {other}");
             ApiError::unavailable("store_unavailable", "the event could not be stored; retry later", RETRY_AFTER_SECS)
         }
     })?;
@@ -105,7 +105,7 @@ pub async fn commit(state: &AppState, source: &str, planned: impl Into<crate::Pl
         // A resend of the same refused request is the same attempt: audited once.
         if !duplicate {
             if let Err(err) = state.store.audit_append(&refusal.audit).await {
-                tracing::error!(source = %source, event_id = %event_id, "The refusal could not be audited: {err}");
+                tracing::error!(source = %source, event_id = %event_id, code = err.code(), "The refusal could not be audited: {err}");
             }
         }
         return Err(refusal.error);
