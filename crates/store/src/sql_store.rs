@@ -2,7 +2,7 @@
 //! (which pool serves a read, a synced write, an unsynced write), how a write transaction
 //! starts, and its own locks; [`Dialect`] names the few statements whose SQL differs (the claim
 //! queries in `claim.rs`, row locks). Every other statement is written once, with `$n`
-//! placeholders.
+//! parameters.
 
 use crate::audit::{extend_chain, ChainVerifier};
 use crate::claim;
@@ -89,6 +89,30 @@ fn lease_lost(lease: Lease) -> StoreError {
     StoreError::LeaseLost { job_id: lease.job_id, version: lease.version }
 }
 
+/// Binds one job's row in the column order `insert_jobs_sql` and `INSERT_COALESCED_JOB_SQL`
+/// share: event, flow, destination, ordering key, idempotency key, payload, next attempt and
+/// due (both the job's first due time), created.
+fn bind_job<'q, DB>(
+    q: sqlx::query::Query<'q, DB, <DB as Database>::Arguments<'q>>,
+    it: &'q Intake,
+    j: &'q crate::NewJob,
+) -> sqlx::query::Query<'q, DB, <DB as Database>::Arguments<'q>>
+where
+    DB: Database,
+    String: Type<DB> + Encode<'q, DB>,
+    i64: Type<DB> + Encode<'q, DB>,
+{
+    q.bind(&it.event_id)
+        .bind(&j.flow)
+        .bind(&j.destination)
+        .bind(&j.ordering_key)
+        .bind(&j.idempotency_key)
+        .bind(&j.payload)
+        .bind(j.next_attempt_at)
+        .bind(j.next_attempt_at)
+        .bind(it.received_at)
+}
+
 fn lim(limit: usize) -> i64 {
     i64::try_from(limit).unwrap_or(i64::MAX)
 }
@@ -147,16 +171,7 @@ where
         }
         let (coalesced, jobs): (Vec<_>, Vec<_>) = jobs.into_iter().partition(|(_, j)| j.coalesce);
         for (it, j) in &coalesced {
-            sqlx::query(INSERT_COALESCED_JOB_SQL)
-                .bind(&it.event_id)
-                .bind(&j.flow)
-                .bind(&j.destination)
-                .bind(&j.ordering_key)
-                .bind(&j.idempotency_key)
-                .bind(&j.payload)
-                .bind(j.next_attempt_at)
-                .bind(j.next_attempt_at)
-                .bind(it.received_at)
+            bind_job(sqlx::query(INSERT_COALESCED_JOB_SQL), it, j)
                 .bind(&j.destination)
                 .bind(&j.ordering_key)
                 .execute(&mut *tx)
@@ -166,16 +181,7 @@ where
             let sql = insert_jobs_sql(chunk.len());
             let mut q = sqlx::query(&sql);
             for (it, j) in chunk {
-                q = q
-                    .bind(&it.event_id)
-                    .bind(&j.flow)
-                    .bind(&j.destination)
-                    .bind(&j.ordering_key)
-                    .bind(&j.idempotency_key)
-                    .bind(&j.payload)
-                    .bind(j.next_attempt_at)
-                    .bind(j.next_attempt_at)
-                    .bind(it.received_at);
+                q = bind_job(q, it, j);
             }
             let inserted = B::rows_affected(&q.execute(&mut *tx).await?);
             if inserted < chunk.len() as u64 {
