@@ -20,7 +20,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use connect::{Clock, Delivery, DeliveryError, Idempotency, Receipt, Sink};
+use connect::{Delivery, DeliveryError, Idempotency, Receipt, Sink};
 use connectors::erp::{self, ErpRecord};
 use connectors::netsuite::source as ns_source;
 use connectors::reader::{ApprovalWriteBack, ErpReader, Found, ReadError};
@@ -430,7 +430,6 @@ async fn move_aside(from: &FsPath, to: &FsPath) -> Result<(), std::io::Error> {
 /// The sink of an ERP source's read jobs: read the record, commit its canonical event.
 pub struct ErpReadSink {
     pub source: Arc<ErpSource>,
-    pub clock: Arc<dyn Clock>,
     /// The event is committed through the same intake path as every other event.
     pub state: AppState,
 }
@@ -440,7 +439,7 @@ impl Sink for ErpReadSink {
     async fn deliver(&self, delivery: &Delivery) -> Result<Receipt, DeliveryError> {
         let request = ReadRequest::from_delivery(delivery)?;
         let ReadRequest { object, id, change } = &request;
-        let now = self.clock.now_millis();
+        let now = self.state.clock.now_millis();
         let read = self.source.reader.read(object, id).await;
         let inbound = match read.map_err(|err| err.into_delivery(&read_destination(&self.source.name)))? {
             Some(record) => {

@@ -197,7 +197,7 @@ impl Gateway {
             sinks.insert(crate::crm::refresh_destination(&source.name), Arc::new(sink));
         }
         for source in state.erp.values() {
-            let sink = crate::erp::ErpReadSink { source: source.clone(), clock: clock.clone(), state: state.clone() };
+            let sink = crate::erp::ErpReadSink { source: source.clone(), state: state.clone() };
             sinks.insert(crate::erp::read_destination(&source.name), Arc::new(sink));
         }
         if let Some(approvals) = &approvals {
