@@ -3,7 +3,7 @@
 //! config error with its place in the file, so `check` and `run` refuse the file the same way.
 
 use super::{
-    supported_actions, Action, ApprovalsConfig, Band, BusinessCalendar, Delivery, ErpKind, IdentityConfig, MatchRule,
+    supported_actions, Action, ApprovalsConfig, Band, BusinessCalendar, Delivery, IdentityConfig, MatchRule,
     PolicyConfig, Require, RoleConfig, SodRule, StepConfig,
 };
 use crate::config::{
@@ -174,22 +174,10 @@ fn is_currency(code: &str) -> bool {
     code.len() == 3 && code.chars().all(|c| c.is_ascii_uppercase())
 }
 
-fn erp_kind(source: &SourceConfig) -> Option<ErpKind> {
+fn erp_kind(source: &SourceConfig) -> Option<ErpSystem> {
     match &source.kind {
-        SourceKind::Erp(erp) => Some(match erp.system {
-            ErpSystem::Netsuite => ErpKind::Netsuite,
-            ErpSystem::Dynamics => ErpKind::Dynamics,
-            ErpSystem::Sap => ErpKind::Sap,
-        }),
+        SourceKind::Erp(erp) => Some(erp.system),
         _ => None,
-    }
-}
-
-fn erp_label(kind: ErpKind) -> &'static str {
-    match kind {
-        ErpKind::Netsuite => "NetSuite",
-        ErpKind::Dynamics => "Business Central",
-        ErpKind::Sap => "SAP",
     }
 }
 
@@ -259,7 +247,7 @@ pub fn validate(
         };
         let mut rules = Vec::new();
         if let Some(list) = &identity.rules {
-            if kind == ErpKind::Sap && !list.get_ref().is_empty() {
+            if kind == ErpSystem::Sap && !list.get_ref().is_empty() {
                 cx.error(
                     Code::Approvals,
                     format!(
@@ -624,7 +612,7 @@ fn validate_policy(
                     Code::Approvals,
                     format!(
                         "policy `{name}`: action `{action}` does not exist for {} {} (source `{source}`); dingbridge can write {}",
-                        erp_label(*kind),
+                        kind.display_name(),
                         entity.replace('_', " "),
                         supported_actions(*kind, entity).iter().map(|a| a.as_str()).collect::<Vec<_>>().join(" and ")
                     ),

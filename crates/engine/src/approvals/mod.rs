@@ -23,6 +23,7 @@ mod config_tests;
 #[cfg(test)]
 mod tests;
 
+use crate::config::ErpSystem;
 use model::Decimal;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -111,21 +112,12 @@ impl Action {
     }
 }
 
-/// The ERP systems approvals write back to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ErpKind {
-    Netsuite,
-    Dynamics,
-    Sap,
-}
-
 /// Actions dingbridge can write back to `erp` for `entity`; anything else `check` refuses.
-pub fn supported_actions(erp: ErpKind, entity: &str) -> &'static [Action] {
+pub fn supported_actions(erp: ErpSystem, entity: &str) -> &'static [Action] {
     match (erp, entity) {
-        (ErpKind::Netsuite, "purchase_request" | "purchase_order") => &[Action::Approve, Action::Reject],
-        (ErpKind::Sap, "purchase_request" | "purchase_order") => &[Action::Approve, Action::Reject],
-        (ErpKind::Dynamics, "purchase_request") => &[Action::Approve, Action::Reject],
+        (ErpSystem::Netsuite, "purchase_request" | "purchase_order") => &[Action::Approve, Action::Reject],
+        (ErpSystem::Sap, "purchase_request" | "purchase_order") => &[Action::Approve, Action::Reject],
+        (ErpSystem::Dynamics, "purchase_request") => &[Action::Approve, Action::Reject],
         _ => &[],
     }
 }
