@@ -1,6 +1,7 @@
 //! Vendor connectors: one module per system with the same common files (`auth`, `client`,
 //! `errors`, `source`, `sim/`, `tests`), plus `sink` where the vendor is a destination (DingTalk,
-//! Salesforce, Zoho) and `approval`/`canonical` where it is an ERP that approvals write back to.
+//! Salesforce, Zoho) and `approval`/`canonical`/`reader`/`push` where it is an ERP (read, written
+//! back to by approvals, pushing its changes).
 //! A connector owns its vendor knowledge; the shared machinery (sink contract, retry, rate
 //! limiting) lives in `dingbridge-connect`, the simulator chassis in `dingbridge-sim`.
 
@@ -10,6 +11,7 @@ pub mod dingtalk;
 pub mod dynamics;
 pub mod erp;
 pub mod netsuite;
+pub mod push;
 pub mod reader;
 pub mod registry;
 pub mod salesforce;

@@ -1,15 +1,17 @@
 //! What the gateway asks of a record source's connector, as traits: [`ErpReader`] (poll an
-//! object for changes, read one record, list the purchase requests waiting for approval, decode a
-//! pushed document), [`ApprovalWriteBack`] (write a decision, list the people who may decide) and
+//! object for changes, read one record, list the purchase requests waiting for approval, make
+//! the intake of what the ERP pushes), [`ApprovalWriteBack`] (write a decision, list the people who may decide) and
 //! [`CrmReader`] (read one CRM record with its context). Each vendor implements them in its own
 //! folder (`<system>/reader.rs`); the gateway holds them as trait objects and never matches on
 //! the vendor to read.
 
 use crate::approval::{DecisionOutcome, DecisionRequest, ErpUser};
 use crate::erp::ErpRecord;
+use crate::push::{NoPushes, PushCredentials, PushIntake};
 use async_trait::async_trait;
 use connect::DeliveryError;
 use serde_json::Value;
+use std::sync::Arc;
 
 /// A record a poll reports as changed without its content (NetSuite's SuiteQL lists ids and
 /// times): intake stores a change notice and reads the record later.
@@ -69,11 +71,6 @@ impl ReadError {
     }
 }
 
-/// Why a pushed document (an IDoc) cannot be read; it is kept as a dead letter with this reason.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{0}")]
-pub struct PushError(pub String);
-
 /// Reading one ERP's records (see the module docs).
 #[async_trait]
 pub trait ErpReader: Send + Sync {
@@ -90,9 +87,10 @@ pub trait ErpReader: Send + Sync {
     /// The purchase requests waiting for approval, in the canonical shape.
     async fn pending_purchase_requests(&self) -> Result<Vec<ErpRecord>, ReadError>;
 
-    /// The records of a document the ERP pushed whole (an IDoc), for ERPs that push them.
-    fn decode_push(&self, _body: &[u8]) -> Result<Vec<ErpRecord>, PushError> {
-        Err(PushError(format!("{} pushes no documents", self.system())))
+    /// The intake of the changes this ERP pushes to a source with `credentials`; an ERP that
+    /// only polls takes none.
+    fn push_intake(&self, _credentials: PushCredentials) -> Arc<dyn PushIntake> {
+        Arc::new(NoPushes)
     }
 }
 
@@ -119,13 +117,13 @@ pub trait CrmReader: Send + Sync {
 /// One ERP connector as the gateway holds it: the same vendor object behind both traits.
 #[derive(Clone)]
 pub struct ErpConnector {
-    pub reader: std::sync::Arc<dyn ErpReader>,
-    pub write_back: std::sync::Arc<dyn ApprovalWriteBack>,
+    pub reader: Arc<dyn ErpReader>,
+    pub write_back: Arc<dyn ApprovalWriteBack>,
 }
 
 impl ErpConnector {
     pub fn new<T: ErpReader + ApprovalWriteBack + 'static>(connector: T) -> Self {
-        let shared = std::sync::Arc::new(connector);
+        let shared = Arc::new(connector);
         ErpConnector { reader: shared.clone(), write_back: shared }
     }
 }

@@ -50,7 +50,7 @@ impl System {
 }
 
 /// The ERP an ERP source reads.
-#[derive(Debug, Clone, PartialEq, Eq, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ErpSystem {
     Netsuite,
     Dynamics,
@@ -79,6 +79,16 @@ impl ErpSystem {
             ErpSystem::Netsuite => "NetSuite",
             ErpSystem::Dynamics => "Business Central",
             ErpSystem::Sap => "SAP",
+        }
+    }
+
+    /// The path of the public route this ERP pushes changes to, with `{source}` for the source
+    /// name; the source's [`crate::push::PushIntake`] checks and reads what arrives there.
+    pub fn push_path(self) -> &'static str {
+        match self {
+            ErpSystem::Netsuite => "/intake/netsuite/{source}",
+            ErpSystem::Dynamics => "/intake/dynamics/{source}",
+            ErpSystem::Sap => "/intake/sap/{source}/idoc",
         }
     }
 

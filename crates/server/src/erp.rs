@@ -1,14 +1,15 @@
-//! ERP change intake: NetSuite user-event webhooks, Dataverse webhooks, SAP IDoc-XML (over HTTP
-//! and from a drop folder) and the reconciliation polls behind them.
+//! ERP change intake: what an ERP pushes (to its system's push route, checked and read by the
+//! source's [`PushIntake`]), documents left in a drop folder, and the reconciliation polls behind
+//! them.
 //!
-//! Pushes carry too little to build a message from (a NetSuite script sends a few fields, a
-//! Dataverse webhook the changed columns), so they are stored as change notices with a coalescing
+//! Most pushes carry too little to build a message from (a script's few fields, a webhook's
+//! changed columns), so they are stored as change notices with a coalescing
 //! read job (see [`crate::reads`]); [`ErpReadSink`] reads the record and commits its canonical
-//! event. Poll rows and IDocs that carry the whole record become events directly.
+//! event. Poll rows and documents that carry whole records become events directly.
 //!
 //! Every event of a record state is stored under the state's dedup key (entity, id, version), so
-//! the same status reported by the webhook and again by the reconciliation poll, or by an IDoc and
-//! the OData poll, gives one event and one message.
+//! the same status reported by a push and again by the reconciliation poll gives one event and
+//! one message.
 
 use crate::error::ApiError;
 use crate::hooks::refuse;
@@ -22,9 +23,9 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use connect::{Delivery, DeliveryError, Idempotency, Receipt, Sink};
 use connectors::erp::{self, ErpRecord};
-use connectors::netsuite::source as ns_source;
+use connectors::push::{Acknowledgement, PushIntake, PushRefusal, PushRequest, Pushed};
 use connectors::reader::{ApprovalWriteBack, ErpReader, Found, ReadError};
-use engine::config::{ErpSystem, Secret};
+use engine::config::ErpSystem;
 use model::InboundChange;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -38,10 +39,6 @@ use tokio_util::sync::CancellationToken;
 pub fn read_destination(source: &str) -> String {
     format!("erp-read:{source}")
 }
-
-/// The Dataverse webhook header carrying the source's shared key (serviceendpoint authtype
-/// HttpHeader); authtype WebhookKey sends it as the `code` query parameter instead.
-pub const DATAVERSE_KEY_HEADER: &str = "x-dingbridge-key";
 
 /// How often a drop folder is scanned, and how long a file must have been left alone before it
 /// is read (a file still being written is not taken half-way).
@@ -61,12 +58,10 @@ pub struct ErpSource {
     pub poll: Option<Duration>,
     /// A status older than this when it reaches the gateway is marked stale (`data.stale`).
     pub stale_after: Option<Duration>,
-    /// NetSuite: the HMAC key of the user-event script; Dynamics: the webhook's shared key.
-    pub webhook_secret: Option<Secret>,
-    /// SAP: the HTTP Basic login of the ECC XML-HTTP port.
-    pub idoc_login: Option<(String, Secret)>,
-    /// SAP: the watched IDoc drop folder.
-    pub idoc_folder: Option<PathBuf>,
+    /// Checks and reads what the ERP pushes to this source (with the source's secrets).
+    pub push: Arc<dyn PushIntake>,
+    /// The watched drop folder of pushed documents, read by `push`.
+    pub drop_folder: Option<PathBuf>,
 }
 
 /// The ERP sources, by source name.
@@ -107,7 +102,7 @@ impl ErpSource {
         }
     }
 
-    /// Records read by a poll or from an IDoc, committed as events (one transaction).
+    /// Records read by a poll or from a pushed document, committed as events (one transaction).
     async fn commit_records(&self, state: &AppState, records: &[ErpRecord], change: &str) -> Result<(), ApiError> {
         let now = state.clock.now();
         let intakes = records
@@ -136,192 +131,79 @@ fn accepted() -> Response {
 }
 
 // ---------------------------------------------------------------------------------------------
-// NetSuite
+// Pushes
 // ---------------------------------------------------------------------------------------------
 
-/// `POST /intake/netsuite/{source}`: the user-event script's post (docs/netsuite-user-event.md),
-/// HMAC-signed with the source's `webhook_secret`.
-pub async fn receive_netsuite(
-    State(state): State<AppState>,
-    Path(source): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    match netsuite_webhook(&state, &source, &headers, &body).await {
-        Ok(response) => response,
-        Err(err) => refuse(&state, &source, err, "NetSuite user-event webhook"),
-    }
-}
-
-async fn netsuite_webhook(
-    state: &AppState,
-    source: &str,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Result<Response, ApiError> {
-    let erp = erp_source(state, source, ErpSystem::Netsuite)?;
-    let secret = erp.webhook_secret.as_ref().ok_or_else(|| no_webhooks(source))?;
-    let event = ns_source::receive(secret.expose().as_bytes(), headers, body, state.clock.now()).map_err(|err| {
-        let status = StatusCode::from_u16(err.status()).unwrap_or(StatusCode::BAD_REQUEST);
-        ApiError::new(status, "bad_webhook", err.to_string())
-    })?;
-    let Some(record) = event.record_type.filter(|r| erp.watches(r.as_str())) else {
-        tracing::info!(source, record_type = %event.record_type_name, "NetSuite user event for a record type the source does not list; acknowledged and ignored.");
-        return Ok(accepted());
-    };
-    let change = match event.event_type {
-        ns_source::EventType::Create => "created",
-        ns_source::EventType::Delete => "deleted",
-        ns_source::EventType::Approve | ns_source::EventType::Reject => "status_changed",
-        _ => "updated",
-    };
-    let detail = json!({ "event_id": event.event_id, "event_type": format!("{:?}", event.event_type), "occurred_at": event.occurred_at.to_rfc3339() });
-    let now = state.clock.now_millis();
-    let notice = erp.notices().notice(
-        format!("{source}:{}", event.event_id),
-        record.as_str(),
-        &event.record_id,
-        change,
-        detail,
-        now,
-    );
-    commit_all(state, source, vec![notice]).await?;
-    Ok(accepted())
-}
-
-fn no_webhooks(source: &str) -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        "unknown_source",
-        format!("source `{source}` takes no webhooks (no webhook_secret)"),
-    )
-}
-
-// ---------------------------------------------------------------------------------------------
-// Dynamics 365 (Dataverse)
-// ---------------------------------------------------------------------------------------------
-
-/// `POST /intake/dynamics/{source}`: a Dataverse webhook (`RemoteExecutionContext`). The
-/// serviceendpoint's key arrives in the `x-dingbridge-key` header (authtype HttpHeader) or the
-/// `code` query parameter (authtype WebhookKey). Answered 204 after the commit: Dataverse gives a
-/// webhook 60 s and retries only 502–504 once, so the reconciliation poll is the safety net.
-pub async fn receive_dynamics(
+/// `POST` to `system`'s push route ([`ErpSystem::push_path`]): the source's intake authenticates
+/// and reads the request; a changed record becomes a change notice read later, whole records
+/// become events, and the vendor gets the answer it expects once they are stored.
+pub async fn receive_push(
+    system: ErpSystem,
     State(state): State<AppState>,
     Path(source): Path<String>,
     Query(query): Query<BTreeMap<String, String>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    match dynamics_webhook(&state, &source, &query, &headers, &body).await {
+    match push(&state, system, &source, &query, &headers, &body).await {
         Ok(response) => response,
-        Err(err) => refuse(&state, &source, err, "Dataverse webhook"),
+        Err(err) => refuse(&state, &source, err, &format!("{} push", system.display_name())),
     }
 }
 
-async fn dynamics_webhook(
+async fn push(
     state: &AppState,
+    system: ErpSystem,
     source: &str,
     query: &BTreeMap<String, String>,
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Response, ApiError> {
-    let erp = erp_source(state, source, ErpSystem::Dynamics)?;
-    let secret = erp.webhook_secret.as_ref().ok_or_else(|| no_webhooks(source))?;
-    let given = headers
-        .get(DATAVERSE_KEY_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .or_else(|| query.get("code").map(String::as_str))
-        .unwrap_or_default();
-    if !connect::secret::matches(secret.expose().as_bytes(), given.as_bytes()) {
-        return Err(ApiError::new(StatusCode::UNAUTHORIZED, "bad_key", "the webhook key is missing or wrong"));
-    }
-    let event = connectors::dynamics::source::parse_webhook(body)
-        .map_err(|err| ApiError::new(StatusCode::BAD_REQUEST, "malformed_body", err.to_string()))?;
-    if !event.is_fresh(state.clock.now()) {
-        return Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "stale_notification",
-            format!(
-                "the operation was created at {}, more than a day ago (or in the future): a replay, or a clock is off",
-                event.operation_created_on.timestamp()
-            ),
-        ));
-    }
-    if !erp.watches(&event.entity) {
-        tracing::info!(source, entity = %event.entity, "Dataverse webhook for a table the source does not list; acknowledged and ignored.");
-        return Ok(StatusCode::NO_CONTENT.into_response());
-    }
-    let change = match event.message_name.as_str() {
-        "Create" => "created",
-        "Delete" => "deleted",
-        _ => "updated",
+    let erp = erp_source(state, source, system)?;
+    let request = PushRequest { headers, query, body, now: state.clock.now() };
+    let acknowledged = match erp.push.acknowledgement() {
+        Acknowledgement::Accepted => accepted(),
+        Acknowledgement::NoContent => StatusCode::NO_CONTENT.into_response(),
     };
-    let detail = json!({ "message": event.message_name, "correlation_id": event.correlation_id, "operation_created_on": event.operation_created_on.to_rfc3339() });
-    let now = state.clock.now_millis();
-    let dedup = format!("{source}:{}:{}", event.operation_id, event.id);
-    let notice = erp.notices().notice(dedup, &event.entity, &event.id, change, detail, now);
-    commit_all(state, source, vec![notice]).await?;
-    Ok(StatusCode::NO_CONTENT.into_response())
-}
-
-// ---------------------------------------------------------------------------------------------
-// SAP IDoc-XML
-// ---------------------------------------------------------------------------------------------
-
-/// `POST /intake/sap/{source}/idoc`: an IDoc packet from an ECC XML-HTTP port, HTTP Basic
-/// authenticated. Any 2xx tells ECC the IDoc is delivered (status 03), so an unreadable packet is
-/// kept as a dead letter and answered 400 (ECC marks it 02 and it can be resent).
-pub async fn receive_idoc(
-    State(state): State<AppState>,
-    Path(source): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    match idoc_http(&state, &source, &headers, &body).await {
-        Ok(response) => response,
-        Err(err) => refuse(&state, &source, err, "IDoc"),
-    }
-}
-
-async fn idoc_http(state: &AppState, source: &str, headers: &HeaderMap, body: &[u8]) -> Result<Response, ApiError> {
-    let erp = erp_source(state, source, ErpSystem::Sap)?;
-    let (user, password) = erp.idoc_login.as_ref().ok_or_else(|| {
-        ApiError::new(StatusCode::NOT_FOUND, "unknown_source", format!("source `{source}` takes no IDocs over HTTP"))
-    })?;
-    if !basic_auth_matches(headers, user, password.expose()) {
-        return Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "bad_login",
-            "the IDoc port's Basic login is missing or wrong",
-        ));
-    }
-    match erp.reader.decode_push(body).map_err(|err| err.0) {
-        Ok(records) => {
-            erp.commit_records(state, &records, "updated").await?;
-            Ok(accepted())
+    match erp.push.receive(&request) {
+        Ok(Pushed::Changed(change)) if erp.watches(&change.object) => {
+            let notice = erp.notices().notice(
+                format!("{source}:{}", change.push_id),
+                &change.object,
+                &change.id,
+                change.change,
+                change.detail,
+                state.clock.now_millis(),
+            );
+            commit_all(state, source, vec![notice]).await?;
         }
-        Err(reason) => {
-            let intake = unreadable_idoc(state, erp, body, &reason, "http")?;
+        Ok(Pushed::Changed(change)) => {
+            tracing::info!(source, object = %change.object, "Push for an object the source does not list; acknowledged and ignored.");
+        }
+        Ok(Pushed::Ignored { record_type }) => {
+            tracing::info!(source, %record_type, "Push for a record type dingbridge does not read; acknowledged and ignored.");
+        }
+        Ok(Pushed::Records(records)) => erp.commit_records(state, &records, "updated").await?,
+        Err(PushRefusal::Unreadable { code, reason }) => {
+            let intake = unreadable_document(state, erp, body, &reason, "http")?;
             commit_all(state, source, vec![intake]).await?;
-            Err(ApiError::new(StatusCode::BAD_REQUEST, "malformed_idoc", reason))
+            return Err(ApiError::new(StatusCode::BAD_REQUEST, code, reason));
+        }
+        Err(refusal) => {
+            let status = StatusCode::from_u16(refusal.status()).unwrap_or(StatusCode::BAD_REQUEST);
+            let message = match &refusal {
+                PushRefusal::NotTaken { detail } => format!("source `{source}`: {detail}"),
+                other => other.to_string(),
+            };
+            return Err(ApiError::new(status, refusal.code(), message));
         }
     }
+    Ok(acknowledged)
 }
 
-fn basic_auth_matches(headers: &HeaderMap, user: &str, password: &str) -> bool {
-    use base64::Engine as _;
-    let Some(value) = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
-        return false;
-    };
-    let Some(encoded) = value.strip_prefix("Basic ").or_else(|| value.strip_prefix("basic ")) else { return false };
-    let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded.trim()) else { return false };
-    let expected = format!("{user}:{password}");
-    connect::secret::matches(expected.as_bytes(), &decoded)
-}
-
-/// An IDoc that cannot be read, kept as a dead letter with its text and the reason; stored under
-/// its content hash, so the same bad file or packet sent again is one dead letter.
-fn unreadable_idoc(
+/// A pushed document that cannot be read, kept as a dead letter with its text and the reason;
+/// stored under its content hash, so the same bad file or packet sent again is one dead letter.
+fn unreadable_document(
     state: &AppState,
     erp: &ErpSource,
     body: &[u8],
@@ -329,27 +211,28 @@ fn unreadable_idoc(
     via: &str,
 ) -> Result<store::Intake, ApiError> {
     let hash = hex::encode(Sha256::digest(body));
-    let raw = json!({ "via": via, "idoc_xml": String::from_utf8_lossy(body) });
-    state.intake.unreadable(&erp.name, &format!("idoc:{hash}"), raw, reason.to_owned(), state.clock.now())
+    let raw = json!({ "via": via, "document": String::from_utf8_lossy(body) });
+    state.intake.unreadable(&erp.name, &format!("document:{hash}"), raw, reason.to_owned(), state.clock.now())
 }
 
-/// Watches a SAP source's drop folder: every IDoc file is committed, then moved to `done/`; an
-/// unreadable one is kept as a dead letter and moved to `failed/` beside a `.reason.txt`. A file
-/// is never deleted, and is moved only after its events (or dead letter) are stored.
-pub async fn idoc_folder_loop(
+/// Watches a source's drop folder (where an ERP's file port writes documents): every document is committed, then
+/// moved to `done/`; an unreadable one is kept as a dead letter and moved to `failed/` beside a
+/// `.reason.txt`. A file is never deleted, and is moved only after its events (or dead letter)
+/// are stored.
+pub async fn drop_folder_loop(
     state: AppState,
     source: Arc<ErpSource>,
     cancel: CancellationToken,
 ) -> Result<(), TaskError> {
-    let Some(folder) = source.idoc_folder.clone() else { return Ok(()) };
+    let Some(folder) = source.drop_folder.clone() else { return Ok(()) };
     for sub in ["done", "failed"] {
         if let Err(err) = tokio::fs::create_dir_all(folder.join(sub)).await {
-            tracing::error!(source = %source.name, folder = %folder.display(), "Cannot create the IDoc folder's {sub}/: {err}");
+            tracing::error!(source = %source.name, folder = %folder.display(), "Cannot create the drop folder's {sub}/: {err}");
         }
     }
     loop {
         if let Err(err) = scan_folder(&state, &source, &folder).await {
-            tracing::warn!(source = %source.name, folder = %folder.display(), "IDoc folder scan failed; will retry: {err}");
+            tracing::warn!(source = %source.name, folder = %folder.display(), "Drop folder scan failed; will retry: {err}");
         }
         if !pause(&cancel, FOLDER_SCAN).await {
             return Ok(());
@@ -381,9 +264,9 @@ async fn scan_folder(state: &AppState, source: &ErpSource, folder: &FsPath) -> R
 async fn take_file(state: &AppState, source: &ErpSource, folder: &FsPath, path: &FsPath) -> Result<(), std::io::Error> {
     let body = tokio::fs::read(path).await?;
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let stored = match source.reader.decode_push(&body).map_err(|err| err.0) {
+    let stored = match source.push.decode_document(&body).map_err(|err| err.0) {
         Ok(records) => source.commit_records(state, &records, "updated").await.map(|()| (true, records.len(), None)),
-        Err(reason) => match unreadable_idoc(state, source, &body, &reason, &name) {
+        Err(reason) => match unreadable_document(state, source, &body, &reason, &name) {
             Ok(intake) => commit_all(state, &source.name, vec![intake]).await.map(|()| (false, 0, Some(reason))),
             Err(err) => Err(err),
         },
@@ -391,7 +274,7 @@ async fn take_file(state: &AppState, source: &ErpSource, folder: &FsPath, path: 
     match stored {
         Ok((true, count, _)) => {
             move_aside(path, &folder.join("done").join(&name)).await?;
-            tracing::info!(source = %source.name, file = %name, idocs = count, "IDoc file stored and moved to done/.");
+            tracing::info!(source = %source.name, file = %name, records = count, "Dropped file stored and moved to done/.");
         }
         Ok((false, _, reason)) => {
             let reason = reason.unwrap_or_default();
@@ -401,10 +284,10 @@ async fn take_file(state: &AppState, source: &ErpSource, folder: &FsPath, path: 
             note.push(".reason.txt");
             tokio::fs::write(&note, format!("{reason}\n")).await?;
             move_aside(path, &target).await?;
-            tracing::error!(source = %source.name, file = %name, "Unreadable IDoc file dead-lettered and moved to failed/: {reason}");
+            tracing::error!(source = %source.name, file = %name, "Unreadable dropped file dead-lettered and moved to failed/: {reason}");
         }
         // Not stored: the file stays where it is and is tried again on the next scan.
-        Err(err) => tracing::warn!(source = %source.name, file = %name, "IDoc file not stored yet: {}", err.message),
+        Err(err) => tracing::warn!(source = %source.name, file = %name, "Dropped file not stored yet: {}", err.message),
     }
     Ok(())
 }

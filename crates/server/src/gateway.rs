@@ -5,7 +5,10 @@ use crate::pipeline::WebhookPipeline;
 use crate::supervisor::{OnFailure, Supervisor, TaskError};
 use connect::{Clock, SystemClock};
 use connectors::dingtalk::stream::{StreamClient, StreamHandle};
-use engine::config::{Config, CrmIntake, CrmSource as CrmSourceConfig, DingtalkSourceRuntime, SourceKind};
+use connectors::reader::ErpConnector;
+use engine::config::{
+    Config, CrmIntake, CrmSource as CrmSourceConfig, DingtalkSourceRuntime, ErpSecrets, ErpSystem, SourceKind,
+};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicBool;
@@ -136,15 +139,7 @@ impl Gateway {
             &runtime.salesforce_outbound_tokens,
             addr,
         )?;
-        let erp_sources = erp_sources(
-            &config,
-            &ErpClients {
-                netsuite: &runtime.netsuite_accounts,
-                dynamics: &runtime.dynamics_orgs,
-                sap: &runtime.sap_systems,
-                secrets: &runtime.erp_secrets,
-            },
-        )?;
+        let erp_sources = erp_sources(&config, &runtime.erp_connectors, &runtime.erp_secrets)?;
         let tasks = Supervisor::new(metrics.clone());
 
         // One directory keeper per app that keeps its directory, shared by the app's sources.
@@ -320,10 +315,10 @@ fn spawn_background(state: &crate::AppState, config: &Config, keepers: &BTreeMap
                 crate::erp::poll_loop(state.clone(), source.clone(), cancel)
             });
         }
-        if source.idoc_folder.is_some() {
+        if source.drop_folder.is_some() {
             let (state, source) = (state.clone(), source.clone());
             tasks.spawn(format!("idoc-folder:{name}"), OnFailure::Restart, move |cancel| {
-                crate::erp::idoc_folder_loop(state.clone(), source.clone(), cancel)
+                crate::erp::drop_folder_loop(state.clone(), source.clone(), cancel)
             });
         }
     }
@@ -410,58 +405,36 @@ fn crm_sources(
     Ok(out)
 }
 
-/// The ERP sources of a config with their shared vendor clients and resolved secrets.
-/// The ERP clients and secrets a config's build produced.
-struct ErpClients<'a> {
-    netsuite: &'a BTreeMap<String, Arc<connectors::netsuite::client::NetSuiteClient>>,
-    dynamics: &'a BTreeMap<String, engine::config::DynamicsClients>,
-    sap: &'a BTreeMap<String, Arc<connectors::sap::client::SapClient>>,
-    secrets: &'a BTreeMap<String, engine::config::ErpSecrets>,
-}
-
-fn erp_sources(config: &Config, runtime: &ErpClients<'_>) -> Result<crate::erp::ErpSources, StartError> {
-    use crate::erp::ErpSource;
-    use connectors::dynamics::reader::DynamicsReader;
-    use connectors::netsuite::reader::NetSuiteReader;
-    use connectors::reader::ErpConnector;
-    use connectors::sap::reader::SapReader;
-    use engine::config::ErpSystem;
-    let missing = |what: &str, name: &str| StartError::Config(format!("no client was built for {what} `{name}`"));
+/// The ERP sources of a config over the connectors its build made: one reader and write-back per
+/// connection, shared by its sources, and each source's push intake with its own secrets.
+fn erp_sources(
+    config: &Config,
+    connectors: &BTreeMap<(ErpSystem, String), ErpConnector>,
+    secrets: &BTreeMap<String, ErpSecrets>,
+) -> Result<crate::erp::ErpSources, StartError> {
+    use connectors::push::PushCredentials;
     let mut out = BTreeMap::new();
     for (name, source) in &config.sources {
         let SourceKind::Erp(erp) = &source.kind else { continue };
-        let conn = &erp.connection;
-        // The one place that knows which connector reads which ERP.
-        let connector = match erp.system {
-            ErpSystem::Netsuite => {
-                let client = runtime.netsuite.get(conn).ok_or_else(|| missing("NetSuite account", conn))?;
-                let account = config.netsuite_accounts.get(conn).ok_or_else(|| missing("NetSuite account", conn))?;
-                ErpConnector::new(NetSuiteReader { client: client.clone(), zone: account.time_zone.clone() })
-            }
-            ErpSystem::Dynamics => ErpConnector::new(DynamicsReader {
-                clients: runtime.dynamics.get(conn).ok_or_else(|| missing("Dynamics org", conn))?.clone(),
-            }),
-            ErpSystem::Sap => ErpConnector::new(SapReader {
-                client: runtime.sap.get(conn).ok_or_else(|| missing("SAP system", conn))?.clone(),
-            }),
+        let connector = connectors.get(&(erp.system, erp.connection.clone())).ok_or_else(|| {
+            StartError::Config(format!("no connector was built for {} `{}`", erp.system.as_str(), erp.connection))
+        })?;
+        let secrets = secrets.get(name);
+        let credentials = PushCredentials {
+            shared_secret: secrets.and_then(|s| s.webhook_secret.clone()),
+            basic_login: erp.idoc_user.clone().zip(secrets.and_then(|s| s.idoc_password.clone())),
         };
-        let secrets = runtime.secrets.get(name);
-        let idoc_login = match (&erp.idoc_user, secrets.and_then(|s| s.idoc_password.clone())) {
-            (Some(user), Some(password)) => Some((user.clone(), password)),
-            _ => None,
-        };
-        let built = ErpSource {
+        let built = crate::erp::ErpSource {
             name: name.clone(),
             system: erp.system,
-            reader: connector.reader,
-            write_back: connector.write_back,
+            push: connector.reader.push_intake(credentials),
+            reader: connector.reader.clone(),
+            write_back: connector.write_back.clone(),
             objects: erp.objects.clone(),
             coalesce: erp.coalesce,
             poll: erp.poll,
             stale_after: erp.stale_after,
-            webhook_secret: secrets.and_then(|s| s.webhook_secret.clone()),
-            idoc_login,
-            idoc_folder: erp.idoc_folder.clone(),
+            drop_folder: erp.idoc_folder.clone(),
         };
         out.insert(name.clone(), Arc::new(built));
     }

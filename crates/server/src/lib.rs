@@ -28,7 +28,7 @@ use axum::Router;
 /// as (method, path, handler). The router is built from this list, and the R24 test walks it, so
 /// no route can be added without the test trying it unauthenticated.
 fn public_routes() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
-    vec![
+    let mut routes = vec![
         (Method::GET, "/healthz", get(hooks::healthz)),
         (Method::POST, "/hooks/{source}", post(hooks::receive)),
         (Method::POST, "/dingtalk/callback", post(dingtalk::receive_default_callback)),
@@ -38,10 +38,14 @@ fn public_routes() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
         (Method::POST, "/intake/salesforce/{source}/{token}", post(crm::receive_outbound_message)),
         (Method::POST, "/intake/zoho/{source}", post(crm::receive_zoho_notification)),
         (Method::POST, "/intake/zoho/{source}/workflow", post(crm::receive_zoho_workflow)),
-        (Method::POST, "/intake/netsuite/{source}", post(erp::receive_netsuite)),
-        (Method::POST, "/intake/dynamics/{source}", post(erp::receive_dynamics)),
-        (Method::POST, "/intake/sap/{source}/idoc", post(erp::receive_idoc)),
-    ]
+    ];
+    // Each ERP pushes to its own route; one handler takes them all through the source's intake.
+    for system in engine::config::ErpSystem::ALL {
+        let handler =
+            move |state, path, query, headers, body| erp::receive_push(system, state, path, query, headers, body);
+        routes.push((Method::POST, system.push_path(), post(handler)));
+    }
+    routes
 }
 
 /// (method, path) of every public route, for the route walk.

@@ -11,6 +11,7 @@ pub mod canonical;
 pub mod client;
 pub mod config;
 pub mod errors;
+pub mod push;
 pub mod reader;
 pub mod sim;
 pub mod source;

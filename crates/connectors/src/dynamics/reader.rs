@@ -4,12 +4,15 @@
 
 use super::canonical;
 use super::config::DynamicsClients;
+use super::push::WebhookIntake;
 use super::source::{Change, DeltaCursor};
 use crate::approval::{DecisionOutcome, DecisionRequest, ErpUser};
 use crate::erp::ErpRecord;
-use crate::reader::{ApprovalWriteBack, ErpReader, Found, Polled, ReadError};
+use crate::push::{PushCredentials, PushIntake};
+use crate::reader::{ApprovalWriteBack, ErpConnector, ErpReader, Found, Polled, ReadError};
 use async_trait::async_trait;
 use connect::DeliveryError;
+use std::sync::Arc;
 
 const SYSTEM: &str = "dynamics";
 
@@ -43,6 +46,13 @@ impl DynamicsReader {
                 detail: "the Dynamics org has no Business Central environment to write approvals to".into(),
             }),
         }
+    }
+}
+
+impl super::config::DynamicsOrgConfig {
+    /// The org's connector over its built Dataverse / Business Central clients.
+    pub fn connector(&self, clients: DynamicsClients) -> ErpConnector {
+        ErpConnector::new(DynamicsReader { clients })
     }
 }
 
@@ -99,6 +109,10 @@ impl ErpReader for DynamicsReader {
             (Some(bc), Some(company)) => Ok(canonical::pending_purchase_requests(bc, company).await?),
             _ => Ok(Vec::new()),
         }
+    }
+
+    fn push_intake(&self, credentials: PushCredentials) -> Arc<dyn PushIntake> {
+        Arc::new(WebhookIntake { key: credentials.shared_secret })
     }
 }
 

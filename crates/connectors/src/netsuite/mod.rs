@@ -10,6 +10,7 @@ pub mod canonical;
 pub mod client;
 pub mod config;
 pub mod errors;
+pub mod push;
 pub mod reader;
 pub mod records;
 pub mod sim;

@@ -4,10 +4,12 @@
 
 use super::canonical;
 use super::client::{NetSuiteClient, RecordType};
+use super::push::UserEventIntake;
 use super::source::{poll_changes, PollCursor};
 use crate::approval::{DecisionOutcome, DecisionRequest, ErpUser};
 use crate::erp::ErpRecord;
-use crate::reader::{ApprovalWriteBack, ChangedRecord, ErpReader, Found, Polled, ReadError};
+use crate::push::{PushCredentials, PushIntake};
+use crate::reader::{ApprovalWriteBack, ChangedRecord, ErpConnector, ErpReader, Found, Polled, ReadError};
 use async_trait::async_trait;
 use connect::DeliveryError;
 use serde_json::json;
@@ -31,6 +33,13 @@ impl NetSuiteReader {
             object: object.to_owned(),
             what,
         })
+    }
+}
+
+impl super::config::NetsuiteAccountConfig {
+    /// The account's connector over its built client, read in the account's time zone.
+    pub fn connector(&self, client: Arc<NetSuiteClient>) -> ErpConnector {
+        ErpConnector::new(NetSuiteReader { client, zone: self.time_zone.clone() })
     }
 }
 
@@ -74,6 +83,10 @@ impl ErpReader for NetSuiteReader {
 
     async fn pending_purchase_requests(&self) -> Result<Vec<ErpRecord>, ReadError> {
         Ok(canonical::pending_purchase_requests(&self.client).await?)
+    }
+
+    fn push_intake(&self, credentials: PushCredentials) -> Arc<dyn PushIntake> {
+        Arc::new(UserEventIntake { secret: credentials.shared_secret })
     }
 }
 

@@ -11,6 +11,7 @@ pub mod client;
 pub mod config;
 pub mod errors;
 pub mod idoc;
+pub mod push;
 pub mod reader;
 pub mod records;
 pub mod sim;

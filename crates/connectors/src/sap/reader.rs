@@ -1,14 +1,15 @@
 //! SAP as an [`ErpReader`] and an [`ApprovalWriteBack`]: OData polls of outbound deliveries and
 //! purchase orders by change time (records in full), purchase requisitions waiting for release,
-//! IDoc-XML documents pushed by ECC, and releases written back.
+//! IDoc-XML documents pushed by ECC (read by [`IdocIntake`]), and releases written back.
 
 use super::canonical;
 use super::client::SapClient;
-use super::idoc::{Idoc, IdocParser};
+use super::push::IdocIntake;
 use super::source::{ChangeCursor, DEFAULT_OVERLAP};
 use crate::approval::{DecisionOutcome, DecisionRequest, ErpUser};
 use crate::erp::ErpRecord;
-use crate::reader::{ApprovalWriteBack, ErpReader, Found, Polled, PushError, ReadError};
+use crate::push::{PushCredentials, PushIntake};
+use crate::reader::{ApprovalWriteBack, ErpConnector, ErpReader, Found, Polled, ReadError};
 use async_trait::async_trait;
 use connect::DeliveryError;
 use std::sync::Arc;
@@ -23,9 +24,11 @@ pub struct SapReader {
     pub client: Arc<SapClient>,
 }
 
-/// The SAP system's time zone (IDoc CREDAT/CRETIM are local times).
-fn sap_zone() -> jiff::tz::TimeZone {
-    jiff::tz::TimeZone::get("Asia/Hong_Kong").unwrap_or(jiff::tz::TimeZone::fixed(jiff::tz::offset(8)))
+impl super::config::SapSystemConfig {
+    /// The system's connector over its built client.
+    pub fn connector(&self, client: Arc<SapClient>) -> ErpConnector {
+        ErpConnector::new(SapReader { client })
+    }
 }
 
 #[async_trait]
@@ -76,22 +79,8 @@ impl ErpReader for SapReader {
         Ok(canonical::pending_purchase_requests(&self.client).await?)
     }
 
-    /// The canonical records of an IDoc-XML packet (ORDERS05, DESADV/DELVRY).
-    fn decode_push(&self, body: &[u8]) -> Result<Vec<ErpRecord>, PushError> {
-        let xml = std::str::from_utf8(body).map_err(|_| PushError("the IDoc is not UTF-8 XML".into()))?;
-        let uoms = self.client.uoms();
-        let idocs = IdocParser::new(sap_zone(), uoms.clone()).parse(xml).map_err(|err| PushError(err.to_string()))?;
-        if idocs.is_empty() {
-            return Err(PushError("the packet holds no IDoc".into()));
-        }
-        idocs
-            .iter()
-            .map(|idoc| match idoc {
-                Idoc::Order(order) => canonical::purchase_order_from_idoc(order, uoms),
-                Idoc::Delivery(delivery) => canonical::shipment_from_idoc(delivery, uoms),
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|err| PushError(err.to_string()))
+    fn push_intake(&self, credentials: PushCredentials) -> Arc<dyn PushIntake> {
+        Arc::new(IdocIntake { client: self.client.clone(), login: credentials.basic_login })
     }
 }
 

@@ -11,6 +11,7 @@ use connectors::dingtalk::openapi::OpenApi;
 use connectors::dingtalk::stream::StreamSettings;
 use connectors::netsuite::client::NetSuiteClient;
 use connectors::netsuite::config::NetsuiteSecrets;
+use connectors::reader::ErpConnector;
 use connectors::salesforce::client::SalesforceClient;
 use connectors::salesforce::config::SalesforceSecrets;
 use connectors::salesforce::limits::Priority;
@@ -70,6 +71,9 @@ pub struct Runtime {
     pub dynamics_orgs: BTreeMap<String, DynamicsClients>,
     /// One client per SAP system (one CSRF session, one unit table), by system name.
     pub sap_systems: BTreeMap<String, Arc<SapClient>>,
+    /// Every ERP connection as the gateway reads it (its reader and approval write-back over the
+    /// client above), by system and connection name.
+    pub erp_connectors: BTreeMap<(ErpSystem, String), ErpConnector>,
     /// ERP sources' resolved secrets, by source name.
     pub erp_secrets: BTreeMap<String, ErpSecrets>,
     pub admin_token: Option<Secret>,
@@ -118,12 +122,13 @@ struct ErpCredentials {
     sap: BTreeMap<String, SapSecrets>,
 }
 
-/// The clients built from [`ErpCredentials`], by connection name.
+/// The clients built from [`ErpCredentials`], by connection name, and the connectors over them.
 #[derive(Default)]
 struct ErpClients {
     netsuite: BTreeMap<String, Arc<NetSuiteClient>>,
     dynamics: BTreeMap<String, DynamicsClients>,
     sap: BTreeMap<String, Arc<SapClient>>,
+    connectors: BTreeMap<(ErpSystem, String), ErpConnector>,
 }
 
 /// The audit key named by `[audit] key`, checked for length.
@@ -437,6 +442,7 @@ impl Config {
             netsuite_accounts: erp.netsuite,
             dynamics_orgs: erp.dynamics,
             sap_systems: erp.sap,
+            erp_connectors: erp.connectors,
             erp_secrets,
             admin_token,
             audit_key,
@@ -531,7 +537,9 @@ impl Config {
             let Some(account) = self.netsuite_accounts.get(&name) else { continue };
             match account.build(secrets, &http, clock) {
                 Ok(client) => {
-                    built.netsuite.insert(name, Arc::new(client));
+                    let client = Arc::new(client);
+                    built.connectors.insert((ErpSystem::Netsuite, name.clone()), account.connector(client.clone()));
+                    built.netsuite.insert(name, client);
                 }
                 Err(e) => errors.push(e),
             }
@@ -540,6 +548,7 @@ impl Config {
             let Some(org) = self.dynamics_orgs.get(&name) else { continue };
             match org.build(secret, &http, clock) {
                 Ok(clients) => {
+                    built.connectors.insert((ErpSystem::Dynamics, name.clone()), org.connector(clients.clone()));
                     built.dynamics.insert(name, clients);
                 }
                 Err(e) => errors.push(e),
@@ -549,7 +558,9 @@ impl Config {
             let Some(system) = self.sap_systems.get(&name) else { continue };
             match system.build(secrets, &http, clock) {
                 Ok(client) => {
-                    built.sap.insert(name, Arc::new(client));
+                    let client = Arc::new(client);
+                    built.connectors.insert((ErpSystem::Sap, name.clone()), system.connector(client.clone()));
+                    built.sap.insert(name, client);
                 }
                 Err(e) => errors.push(e),
             }
