@@ -1,10 +1,13 @@
-//! What an ERP pushes to the gateway, and how a connector checks it: the [`PushIntake`] trait.
+//! What a record system pushes to the gateway, and how its connector checks it: the
+//! [`PushIntake`] trait, and [`PushSubscription`] for vendors that must be asked to keep pushing.
 //!
-//! Each ERP that pushes has its own door and its own proof of origin (a NetSuite user-event
-//! script signs its posts with HMAC, a Dataverse webhook carries a shared key, an ECC XML-HTTP
-//! port logs in with HTTP Basic). The gateway's HTTP face takes every push the same way: it hands
-//! the request to the source's intake, which authenticates and decodes it, and stores what comes
-//! back. A connector's `push.rs` implements the trait; the server never matches on the vendor.
+//! Each vendor that pushes has its own doors (`PATHS` in its `push.rs`, listed by the registry)
+//! and its own proof of origin: a NetSuite user-event script signs its posts with HMAC, a
+//! Dataverse webhook carries a shared key, an ECC XML-HTTP port logs in with HTTP Basic, a
+//! Salesforce Outbound Message has a secret URL token and the org id, a Zoho notification the
+//! channel token. The gateway's HTTP face takes every push the same way: it hands the request to
+//! the source's intake, which authenticates and decodes it, and stores what comes back. The
+//! server never matches on the vendor.
 
 use crate::erp::ErpRecord;
 use connect::config::Secret;
@@ -14,6 +17,10 @@ use std::collections::BTreeMap;
 /// A push as the gateway received it.
 #[derive(Debug, Clone, Copy)]
 pub struct PushRequest<'a> {
+    /// The route it came through (one of the vendor's `PATHS`), for vendors with several doors.
+    pub path: &'a str,
+    /// The `{token}` segment of the URL, for vendors whose pushes carry no signature.
+    pub token: Option<&'a str>,
     pub headers: &'a http::HeaderMap,
     /// The query parameters of the URL.
     pub query: &'a BTreeMap<String, String>,
@@ -25,9 +32,9 @@ pub struct PushRequest<'a> {
 /// What an authenticated push says.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Pushed {
-    /// A record changed; the push carries too little to build a message from, so the record is
+    /// Records changed; the push carries too little to build a message from, so each record is
     /// read later (see the server's read jobs).
-    Changed(PushedChange),
+    Changed(Vec<PushedChange>),
     /// Whole records, in the canonical shape (an IDoc packet).
     Records(Vec<ErpRecord>),
     /// A change of a record type dingbridge does not read: acknowledged and ignored.
@@ -56,6 +63,8 @@ pub enum Acknowledgement {
     Accepted,
     /// `204 No Content`.
     NoContent,
+    /// `200` with this exact body (a SOAP acknowledgement).
+    Body { content_type: &'static str, body: &'static str },
 }
 
 /// Why a push is refused. Each refusal names the HTTP status the vendor should get and a short
@@ -71,6 +80,10 @@ pub enum PushRefusal {
     /// The body is not what the vendor sends.
     #[error("{detail}")]
     Malformed { code: &'static str, detail: String },
+    /// Authentic, but about something the source is not set up for, and the vendor shows the
+    /// failure to whoever configured the sender (a Zoho workflow rule on another module).
+    #[error("{detail}")]
+    Unprocessable { code: &'static str, detail: String },
     /// An authenticated document that cannot be read (an IDoc the parser refuses): the gateway
     /// keeps it as a dead letter before answering, so it is not lost.
     #[error("{reason}")]
@@ -83,6 +96,7 @@ impl PushRefusal {
             PushRefusal::NotTaken { .. } => 404,
             PushRefusal::Unauthenticated { .. } => 401,
             PushRefusal::Malformed { .. } | PushRefusal::Unreadable { .. } => 400,
+            PushRefusal::Unprocessable { .. } => 422,
         }
     }
 
@@ -91,6 +105,7 @@ impl PushRefusal {
             PushRefusal::NotTaken { .. } => "unknown_source",
             PushRefusal::Unauthenticated { code, .. }
             | PushRefusal::Malformed { code, .. }
+            | PushRefusal::Unprocessable { code, .. }
             | PushRefusal::Unreadable { code, .. } => code,
         }
     }
@@ -110,7 +125,27 @@ pub struct PushCredentials {
     pub basic_login: Option<(String, Secret)>,
 }
 
-/// One ERP source's intake of pushes (see the module docs).
+/// What a source's config says about its pushes, for building its intake.
+#[derive(Debug, Clone)]
+pub struct PushSetup<'a> {
+    pub source: &'a str,
+    /// The objects the source watches; a push about another is acknowledged and ignored (or
+    /// refused, where the vendor lets a person fix the sender).
+    pub objects: &'a [String],
+    pub credentials: PushCredentials,
+    /// Where the vendor is asked to push, for vendors that are told (Zoho channels).
+    pub notify_url: String,
+}
+
+/// Why a source's push intake cannot be built from its config.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("source `{source_name}`: {detail}")]
+pub struct PushSetupError {
+    pub source_name: String,
+    pub detail: String,
+}
+
+/// One source's intake of pushes (see the module docs).
 pub trait PushIntake: Send + Sync {
     /// Authenticates `request` and says what it reports. Refusals are answered with their
     /// status; nothing of a refused request is stored except an [`PushRefusal::Unreadable`]
@@ -127,7 +162,15 @@ pub trait PushIntake: Send + Sync {
     }
 }
 
-/// The intake of an ERP that pushes nothing (or of a source not set up for pushes).
+/// Keeps a vendor pushing to a source (a Zoho notification channel expires unless renewed).
+#[async_trait::async_trait]
+pub trait PushSubscription: Send + Sync {
+    /// Opens the subscription and renews it until `cancel`; failures are logged and retried
+    /// inside, so it returns only when cancelled.
+    async fn keep_open(&self, cancel: tokio_util::sync::CancellationToken);
+}
+
+/// The intake of a vendor that pushes nothing (or of a source not set up for pushes).
 pub struct NoPushes;
 
 impl PushIntake for NoPushes {

@@ -7,7 +7,7 @@
 
 use crate::approval::{DecisionOutcome, DecisionRequest, ErpUser};
 use crate::erp::ErpRecord;
-use crate::push::{NoPushes, PushCredentials, PushIntake};
+use crate::push::{NoPushes, PushCredentials, PushIntake, PushSetup, PushSetupError, PushSubscription};
 use async_trait::async_trait;
 use connect::DeliveryError;
 use serde_json::Value;
@@ -103,8 +103,9 @@ pub trait ApprovalWriteBack: Send + Sync {
     async fn users(&self) -> Result<Vec<ErpUser>, DeliveryError>;
 }
 
-/// Reading one CRM record's current state with the context a message needs (account,
-/// contact roles, recent activity).
+/// Reading one CRM's records: one record's current state with the context a message needs
+/// (account, contact roles, recent activity), polls for CRMs that are polled, and the intake of
+/// what the CRM pushes.
 #[async_trait]
 pub trait CrmReader: Send + Sync {
     /// `salesforce`, `zoho`: the `system` of events and notices.
@@ -112,6 +113,22 @@ pub trait CrmReader: Send + Sync {
 
     /// `object`'s record `id` now, `None` when it no longer exists.
     async fn read(&self, object: &str, id: &str) -> Result<Option<crate::crm::Snapshot>, DeliveryError>;
+
+    /// One poll of `object` from the stored `cursor`, as [`ErpReader::poll`]; a CRM that is not
+    /// polled finds nothing.
+    async fn poll(&self, _object: &str, _cursor: Option<&str>, _now: jiff::Timestamp) -> Result<Polled, ReadError> {
+        Ok(Polled { found: Found::Nothing, cursor: None })
+    }
+
+    /// The intake of what this CRM pushes to a source set up as `setup` says.
+    fn push_intake(&self, _setup: &PushSetup<'_>) -> Result<Arc<dyn PushIntake>, PushSetupError> {
+        Ok(Arc::new(NoPushes))
+    }
+
+    /// What keeps the CRM pushing to the source, where it must be asked to (`None`: nothing).
+    fn subscription(&self, _setup: &PushSetup<'_>) -> Result<Option<Arc<dyn PushSubscription>>, PushSetupError> {
+        Ok(None)
+    }
 }
 
 /// One ERP connector as the gateway holds it: the same vendor object behind both traits.

@@ -7,7 +7,7 @@ use connect::Clock;
 use std::sync::Arc;
 
 /// Every system, in the order `dingbridge sim` starts their simulators.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum System {
     Dingtalk,
     Salesforce,
@@ -30,6 +30,21 @@ impl System {
             System::Netsuite => "netsuite",
             System::Dynamics => "dynamics",
             System::Sap => "sap",
+        }
+    }
+
+    /// The public routes the system pushes changes to, each with `{source}` for the source name
+    /// (and `{token}` where the URL carries the secret); the source's
+    /// [`crate::push::PushIntake`] checks and reads what arrives there. DingTalk's callbacks are
+    /// events of an app, not record changes, and have their own routes.
+    pub fn push_paths(self) -> &'static [&'static str] {
+        match self {
+            System::Dingtalk => &[],
+            System::Salesforce => crate::salesforce::push::PATHS,
+            System::Zoho => crate::zoho::push::PATHS,
+            System::Netsuite => crate::netsuite::push::PATHS,
+            System::Dynamics => crate::dynamics::push::PATHS,
+            System::Sap => crate::sap::push::PATHS,
         }
     }
 
@@ -79,16 +94,6 @@ impl ErpSystem {
             ErpSystem::Netsuite => "NetSuite",
             ErpSystem::Dynamics => "Business Central",
             ErpSystem::Sap => "SAP",
-        }
-    }
-
-    /// The path of the public route this ERP pushes changes to, with `{source}` for the source
-    /// name; the source's [`crate::push::PushIntake`] checks and reads what arrives there.
-    pub fn push_path(self) -> &'static str {
-        match self {
-            ErpSystem::Netsuite => "/intake/netsuite/{source}",
-            ErpSystem::Dynamics => "/intake/dynamics/{source}",
-            ErpSystem::Sap => "/intake/sap/{source}/idoc",
         }
     }
 

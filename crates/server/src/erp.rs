@@ -12,23 +12,18 @@
 //! one message.
 
 use crate::error::ApiError;
-use crate::hooks::refuse;
-use crate::reads::{commit_all, commit_read, Notices, ReadRequest};
+use crate::push::unreadable_document;
+use crate::reads::{commit_all, commit_read, Notices, ReadRequest, RecordSource};
 use crate::state::AppState;
 use crate::supervisor::{pause, TaskError};
 use async_trait::async_trait;
-use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
 use connect::{Delivery, DeliveryError, Idempotency, Receipt, Sink};
 use connectors::erp::{self, ErpRecord};
-use connectors::push::{Acknowledgement, PushIntake, PushRefusal, PushRequest, Pushed};
-use connectors::reader::{ApprovalWriteBack, ErpReader, Found, ReadError};
+use connectors::push::PushIntake;
+use connectors::reader::{ApprovalWriteBack, ErpReader, Polled, ReadError};
 use engine::config::ErpSystem;
 use model::InboundChange;
-use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
+use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
@@ -68,19 +63,6 @@ pub struct ErpSource {
 pub type ErpSources = BTreeMap<String, Arc<ErpSource>>;
 
 impl ErpSource {
-    fn notices(&self) -> Notices<'_> {
-        Notices {
-            source: &self.name,
-            system: self.system.as_str(),
-            destination: read_destination(&self.name),
-            coalesce: self.coalesce,
-        }
-    }
-
-    fn watches(&self, object: &str) -> bool {
-        self.objects.iter().any(|o| o.eq_ignore_ascii_case(object))
-    }
-
     /// The event of one record state, as the flows see it: the canonical data plus how old the
     /// state was when it arrived (`age_seconds`, `stale`).
     fn inbound(&self, record: &ErpRecord, change: &str, now_ms: i64) -> InboundChange {
@@ -101,124 +83,61 @@ impl ErpSource {
             data,
         }
     }
+}
 
-    /// Records read by a poll or from a pushed document, committed as events (one transaction).
-    async fn commit_records(&self, state: &AppState, records: &[ErpRecord], change: &str) -> Result<(), ApiError> {
+#[async_trait]
+impl RecordSource for ErpSource {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn system(&self) -> &'static str {
+        self.system.as_str()
+    }
+
+    fn objects(&self) -> &[String] {
+        &self.objects
+    }
+
+    fn notices(&self) -> Notices<'_> {
+        Notices {
+            source: &self.name,
+            system: self.system.as_str(),
+            destination: read_destination(&self.name),
+            coalesce: self.coalesce,
+        }
+    }
+
+    fn push_intake(&self) -> &dyn PushIntake {
+        self.push.as_ref()
+    }
+
+    fn poll_interval(&self) -> Option<Duration> {
+        self.poll
+    }
+
+    async fn poll(&self, object: &str, cursor: Option<&str>, now: jiff::Timestamp) -> Result<Polled, ReadError> {
+        self.reader.poll(object, cursor, now).await
+    }
+
+    async fn commit_records(&self, state: &AppState, records: &[ErpRecord]) -> Result<(), ApiError> {
         let now = state.clock.now();
         let intakes = records
             .iter()
-            .map(|record| state.intake.inbound(&self.name, &self.inbound(record, change, now.as_millisecond()), now))
+            .map(|record| state.intake.inbound(&self.name, &self.inbound(record, "updated", now.as_millisecond()), now))
             .collect::<Result<Vec<_>, _>>()?;
         commit_all(state, &self.name, intakes).await
     }
 }
 
-fn erp_source<'a>(state: &'a AppState, source: &str, system: ErpSystem) -> Result<&'a Arc<ErpSource>, ApiError> {
-    if !state.is_accepting() {
-        return Err(ApiError::unavailable("draining", "the gateway is shutting down; retry later", 1));
-    }
-    state.erp.get(source).filter(|s| s.system == system).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "unknown_source",
-            format!("no {} source named `{source}`", system.as_str()),
-        )
-    })
-}
-
-fn accepted() -> Response {
-    (StatusCode::OK, axum::Json(json!({"status": "accepted"}))).into_response()
-}
-
 // ---------------------------------------------------------------------------------------------
-// Pushes
+// Drop folder
 // ---------------------------------------------------------------------------------------------
 
-/// `POST` to `system`'s push route ([`ErpSystem::push_path`]): the source's intake authenticates
-/// and reads the request; a changed record becomes a change notice read later, whole records
-/// become events, and the vendor gets the answer it expects once they are stored.
-pub async fn receive_push(
-    system: ErpSystem,
-    State(state): State<AppState>,
-    Path(source): Path<String>,
-    Query(query): Query<BTreeMap<String, String>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    match push(&state, system, &source, &query, &headers, &body).await {
-        Ok(response) => response,
-        Err(err) => refuse(&state, &source, err, &format!("{} push", system.display_name())),
-    }
-}
-
-async fn push(
-    state: &AppState,
-    system: ErpSystem,
-    source: &str,
-    query: &BTreeMap<String, String>,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Result<Response, ApiError> {
-    let erp = erp_source(state, source, system)?;
-    let request = PushRequest { headers, query, body, now: state.clock.now() };
-    let acknowledged = match erp.push.acknowledgement() {
-        Acknowledgement::Accepted => accepted(),
-        Acknowledgement::NoContent => StatusCode::NO_CONTENT.into_response(),
-    };
-    match erp.push.receive(&request) {
-        Ok(Pushed::Changed(change)) if erp.watches(&change.object) => {
-            let notice = erp.notices().notice(
-                format!("{source}:{}", change.push_id),
-                &change.object,
-                &change.id,
-                change.change,
-                change.detail,
-                state.clock.now_millis(),
-            );
-            commit_all(state, source, vec![notice]).await?;
-        }
-        Ok(Pushed::Changed(change)) => {
-            tracing::info!(source, object = %change.object, "Push for an object the source does not list; acknowledged and ignored.");
-        }
-        Ok(Pushed::Ignored { record_type }) => {
-            tracing::info!(source, %record_type, "Push for a record type dingbridge does not read; acknowledged and ignored.");
-        }
-        Ok(Pushed::Records(records)) => erp.commit_records(state, &records, "updated").await?,
-        Err(PushRefusal::Unreadable { code, reason }) => {
-            let intake = unreadable_document(state, erp, body, &reason, "http")?;
-            commit_all(state, source, vec![intake]).await?;
-            return Err(ApiError::new(StatusCode::BAD_REQUEST, code, reason));
-        }
-        Err(refusal) => {
-            let status = StatusCode::from_u16(refusal.status()).unwrap_or(StatusCode::BAD_REQUEST);
-            let message = match &refusal {
-                PushRefusal::NotTaken { detail } => format!("source `{source}`: {detail}"),
-                other => other.to_string(),
-            };
-            return Err(ApiError::new(status, refusal.code(), message));
-        }
-    }
-    Ok(acknowledged)
-}
-
-/// A pushed document that cannot be read, kept as a dead letter with its text and the reason;
-/// stored under its content hash, so the same bad file or packet sent again is one dead letter.
-fn unreadable_document(
-    state: &AppState,
-    erp: &ErpSource,
-    body: &[u8],
-    reason: &str,
-    via: &str,
-) -> Result<store::Intake, ApiError> {
-    let hash = hex::encode(Sha256::digest(body));
-    let raw = json!({ "via": via, "document": String::from_utf8_lossy(body) });
-    state.intake.unreadable(&erp.name, &format!("document:{hash}"), raw, reason.to_owned(), state.clock.now())
-}
-
-/// Watches a source's drop folder (where an ERP's file port writes documents): every document is committed, then
-/// moved to `done/`; an unreadable one is kept as a dead letter and moved to `failed/` beside a
-/// `.reason.txt`. A file is never deleted, and is moved only after its events (or dead letter)
-/// are stored.
+/// Watches a source's drop folder (where an ERP's file port writes documents): every document
+/// is committed, then moved to `done/`; an unreadable one is kept as a dead letter and moved to
+/// `failed/` beside a `.reason.txt`. A file is never deleted, and is moved only after its events
+/// (or dead letter) are stored.
 pub async fn drop_folder_loop(
     state: AppState,
     source: Arc<ErpSource>,
@@ -265,8 +184,8 @@ async fn take_file(state: &AppState, source: &ErpSource, folder: &FsPath, path: 
     let body = tokio::fs::read(path).await?;
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let stored = match source.push.decode_document(&body).map_err(|err| err.0) {
-        Ok(records) => source.commit_records(state, &records, "updated").await.map(|()| (true, records.len(), None)),
-        Err(reason) => match unreadable_document(state, source, &body, &reason, &name) {
+        Ok(records) => source.commit_records(state, &records).await.map(|()| (true, records.len(), None)),
+        Err(reason) => match unreadable_document(state, &source.name, &body, &reason, &name) {
             Ok(intake) => commit_all(state, &source.name, vec![intake]).await.map(|()| (false, 0, Some(reason))),
             Err(err) => Err(err),
         },
@@ -293,7 +212,7 @@ async fn take_file(state: &AppState, source: &ErpSource, folder: &FsPath, path: 
 }
 
 /// Renames `from` to `to`, or to `to` with a timestamp suffix when a file of that name was
-/// already moved there (ECC reuses file names).
+/// already moved there (file ports reuse file names).
 async fn move_aside(from: &FsPath, to: &FsPath) -> Result<(), std::io::Error> {
     let target = if tokio::fs::try_exists(to).await? {
         let stamp = jiff::Timestamp::now().as_millisecond();
@@ -343,71 +262,6 @@ impl Sink for ErpReadSink {
 
     async fn healthcheck(&self) -> Result<(), DeliveryError> {
         Ok(())
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Reconciliation polls
-// ---------------------------------------------------------------------------------------------
-
-/// Polls every object of an ERP source each `poll` interval. The first poll of an object only
-/// records where to start: a new source reports changes from then on, not the ERP's history.
-/// A cursor is saved only after what its poll found is committed, so a crash repeats a poll
-/// rather than losing one, and the dedup keys make the repeat harmless.
-pub async fn poll_loop(state: AppState, source: Arc<ErpSource>, cancel: CancellationToken) -> Result<(), TaskError> {
-    let Some(interval) = source.poll else { return Ok(()) };
-    loop {
-        for object in &source.objects {
-            if let Err(err) = poll_object(&state, &source, object).await {
-                tracing::warn!(source = %source.name, object, "ERP poll failed; will try again: {err}");
-            }
-        }
-        if !pause(&cancel, interval).await {
-            return Ok(());
-        }
-    }
-}
-
-/// One poll of one object (also run by tests and the demo to reconcile at once).
-pub async fn poll_object(state: &AppState, source: &ErpSource, object: &str) -> Result<(), PollError> {
-    let cursor_name = format!("{}.poll.{}.{object}", source.system.as_str(), source.name);
-    let stored = state.store.get_cursor(&cursor_name).await?;
-    let polled = source.reader.poll(object, stored.as_deref(), state.clock.now()).await?;
-    match polled.found {
-        Found::Nothing => {}
-        Found::Changed(rows) => {
-            let at = state.clock.now_millis();
-            let notices = rows
-                .into_iter()
-                .map(|row| {
-                    let dedup = format!("{}:poll:{object}:{}:{}", source.name, row.id, row.stamp);
-                    source.notices().notice(dedup, object, &row.id, "updated", row.detail, at)
-                })
-                .collect();
-            commit_all(state, &source.name, notices).await?;
-        }
-        Found::Records(records) => source.commit_records(state, &records, "updated").await?,
-    }
-    if let Some(next) = polled.cursor {
-        state.store.put_cursor(&cursor_name, &next, state.clock.now_millis()).await?;
-    }
-    Ok(())
-}
-
-/// Why a poll did not complete; it is tried again on the next round.
-#[derive(Debug, thiserror::Error)]
-pub enum PollError {
-    #[error(transparent)]
-    Read(#[from] ReadError),
-    #[error("the store: {0}")]
-    Store(#[from] store::StoreError),
-    #[error("what the poll found could not be stored: {}", .0.message)]
-    Commit(ApiError),
-}
-
-impl From<ApiError> for PollError {
-    fn from(err: ApiError) -> Self {
-        PollError::Commit(err)
     }
 }
 

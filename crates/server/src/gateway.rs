@@ -2,13 +2,14 @@
 
 use crate::directory::DirectoryKeeper;
 use crate::pipeline::WebhookPipeline;
+use crate::reads::RecordSource;
 use crate::supervisor::{OnFailure, Supervisor, TaskError};
 use connect::{Clock, SystemClock};
 use connectors::dingtalk::stream::{StreamClient, StreamHandle};
-use connectors::reader::ErpConnector;
-use engine::config::{
-    Config, CrmIntake, CrmSource as CrmSourceConfig, DingtalkSourceRuntime, ErpSecrets, ErpSystem, SourceKind,
-};
+use connectors::push::{PushCredentials, PushSetup};
+use connectors::reader::{CrmReader, ErpConnector};
+use connectors::registry::System;
+use engine::config::{Config, CrmIntake, DingtalkSourceRuntime, ErpSecrets, ErpSystem, SourceKind};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicBool;
@@ -131,14 +132,7 @@ impl Gateway {
             .map_err(|source| StartError::Bind { listen: admin_listen.clone(), source })?;
         let admin_addr =
             admin_listener.local_addr().map_err(|source| StartError::Bind { listen: admin_listen.clone(), source })?;
-        let crm_sources = crm_sources(
-            &config,
-            &runtime.salesforce_orgs,
-            &runtime.zoho_orgs,
-            &runtime.zoho_channel_tokens,
-            &runtime.salesforce_outbound_tokens,
-            addr,
-        )?;
+        let crm_sources = crm_sources(&config, &runtime.crm_readers, &runtime.crm_push_secrets, addr)?;
         let erp_sources = erp_sources(&config, &runtime.erp_connectors, &runtime.erp_secrets)?;
         let tasks = Supervisor::new(metrics.clone());
 
@@ -224,7 +218,7 @@ impl Gateway {
             wakeups,
         );
 
-        spawn_background(&state, &config, &keepers);
+        spawn_background(&state, &keepers);
         // Stream clients start after the store and the intake exist: a frame is ACKed only after
         // its event is committed.
         let streams_cancel = CancellationToken::new();
@@ -284,40 +278,36 @@ impl Gateway {
 /// The gateway's background loops, each under the supervisor with its name: restarted with
 /// backoff if it fails, since each works from what the store holds (cursors, the directory copy,
 /// pending approvals) and a restart repeats at most one round.
-fn spawn_background(state: &crate::AppState, config: &Config, keepers: &BTreeMap<String, Arc<DirectoryKeeper>>) {
+fn spawn_background(state: &crate::AppState, keepers: &BTreeMap<String, Arc<DirectoryKeeper>>) {
     let tasks = &state.tasks;
     for (app, keeper) in keepers {
         let keeper = keeper.clone();
         tasks
             .spawn(format!("directory-sync:{app}"), OnFailure::Restart, move |cancel| keeper.clone().sync_loop(cancel));
     }
+    let polled = state.crm.values().map(|s| s.clone() as Arc<dyn RecordSource>);
+    let polled = polled.chain(state.erp.values().map(|s| s.clone() as Arc<dyn RecordSource>));
+    for source in polled.filter(|s| s.poll_interval().is_some()) {
+        let state = state.clone();
+        tasks.spawn(format!("poll:{}", source.name()), OnFailure::Restart, move |cancel| {
+            crate::poll::poll_loop(state.clone(), source.clone(), cancel)
+        });
+    }
     for (name, source) in state.crm.iter() {
-        let (state, source) = (state.clone(), source.clone());
-        match config.sources.get(name).map(|s| &s.kind) {
-            Some(SourceKind::Salesforce(CrmSourceConfig { intake: CrmIntake::Poll { interval }, .. })) => {
-                let interval = *interval;
-                tasks.spawn(format!("crm-poll:{name}"), OnFailure::Restart, move |cancel| {
-                    crate::crm::poll_loop(state.clone(), source.clone(), interval, cancel)
-                });
-            }
-            Some(SourceKind::Zoho(_)) => {
-                tasks.spawn(format!("zoho-channel:{name}"), OnFailure::Restart, move |cancel| {
-                    crate::crm::zoho_watch_loop(source.clone(), state.clock.clone(), cancel)
-                });
-            }
-            _ => {}
+        if let Some(subscription) = source.subscription.clone() {
+            tasks.spawn(format!("push-subscription:{name}"), OnFailure::Restart, move |cancel| {
+                let subscription = subscription.clone();
+                async move {
+                    subscription.keep_open(cancel).await;
+                    Ok(())
+                }
+            });
         }
     }
     for (name, source) in state.erp.iter() {
-        if source.poll.is_some() {
-            let (state, source) = (state.clone(), source.clone());
-            tasks.spawn(format!("erp-poll:{name}"), OnFailure::Restart, move |cancel| {
-                crate::erp::poll_loop(state.clone(), source.clone(), cancel)
-            });
-        }
         if source.drop_folder.is_some() {
             let (state, source) = (state.clone(), source.clone());
-            tasks.spawn(format!("idoc-folder:{name}"), OnFailure::Restart, move |cancel| {
+            tasks.spawn(format!("drop-folder:{name}"), OnFailure::Restart, move |cancel| {
                 crate::erp::drop_folder_loop(state.clone(), source.clone(), cancel)
             });
         }
@@ -343,62 +333,46 @@ fn serve(listeners: &Supervisor, name: &'static str, listener: tokio::net::TcpLi
     });
 }
 
-/// The CRM sources of a config with their shared vendor clients.
+/// The CRM sources of a config over the readers its build made: each source's push intake and
+/// subscription with its own secrets, and its poll interval.
 fn crm_sources(
     config: &Config,
-    salesforce: &BTreeMap<String, Arc<connectors::salesforce::client::SalesforceClient>>,
-    zoho: &BTreeMap<String, Arc<connectors::zoho::client::ZohoClient>>,
-    channel_tokens: &BTreeMap<String, engine::config::Secret>,
-    outbound_tokens: &BTreeMap<String, engine::config::Secret>,
+    readers: &BTreeMap<(System, String), Arc<dyn CrmReader>>,
+    secrets: &BTreeMap<String, engine::config::Secret>,
     addr: SocketAddr,
 ) -> Result<crate::crm::CrmSources, StartError> {
-    use crate::crm::{CrmClient, CrmSource};
-    let missing = |what: &str, name: &str| StartError::Config(format!("no client was built for {what} `{name}`"));
     let mut out = BTreeMap::new();
     for (name, source) in &config.sources {
-        let built = match &source.kind {
-            SourceKind::Salesforce(crm) => {
-                let client = salesforce.get(&crm.org).ok_or_else(|| missing("Salesforce org", &crm.org))?;
-                let organization_id = config.salesforce_orgs.get(&crm.org).and_then(|o| o.organization_id.clone());
-                CrmSource {
-                    name: name.clone(),
-                    reader: client.clone(),
-                    client: CrmClient::Salesforce(client.clone()),
-                    objects: crm.objects.clone(),
-                    coalesce: crm.coalesce,
-                    organization_id,
-                    outbound_token: outbound_tokens.get(name).map(|t| t.secret_string().clone()),
-                    channel: None,
-                }
-            }
-            SourceKind::Zoho(crm) => {
-                let client = zoho.get(&crm.org).ok_or_else(|| missing("Zoho org", &crm.org))?;
-                let token = channel_tokens.get(name).ok_or_else(|| missing("the channel token of source", name))?;
-                let notify_url = match &crm.intake {
-                    CrmIntake::Notifications { notify_url: Some(url), .. } => url.clone(),
-                    _ => format!("http://{addr}/intake/zoho/{name}"),
-                };
-                let events: Vec<String> = crm.objects.iter().map(|m| format!("{m}.all")).collect();
-                let events: Vec<&str> = events.iter().map(String::as_str).collect();
-                let channel = connectors::zoho::source::WatchChannel::new(
-                    &crate::crm::channel_id(name),
-                    &events,
-                    &notify_url,
-                    token.secret_string().clone(),
-                )
-                .map_err(|e| StartError::Config(format!("source `{name}`: {e}")))?;
-                CrmSource {
-                    name: name.clone(),
-                    reader: client.clone(),
-                    client: CrmClient::Zoho(client.clone()),
-                    objects: crm.objects.clone(),
-                    coalesce: crm.coalesce,
-                    organization_id: None,
-                    outbound_token: None,
-                    channel: Some(channel),
-                }
-            }
-            _ => continue,
+        let Some((system, crm)) = source.kind.crm() else { continue };
+        let reader = readers.get(&(system, crm.org.clone())).ok_or_else(|| {
+            StartError::Config(format!("no connector was built for {} org `{}`", system.as_str(), crm.org))
+        })?;
+        let (poll, notify_url) = match &crm.intake {
+            CrmIntake::Poll { interval } => (Some(*interval), None),
+            CrmIntake::Notifications { notify_url, .. } => (None, notify_url.clone()),
+            CrmIntake::OutboundMessage { .. } => (None, None),
+        };
+        // Where the vendor is told to push, unless the config says (behind a proxy): the
+        // gateway's own first push route of the system.
+        let own_url = || {
+            let path = system.push_paths().first().copied().unwrap_or_default();
+            format!("http://{addr}{}", path.replace("{source}", name))
+        };
+        let setup = PushSetup {
+            source: name,
+            objects: &crm.objects,
+            credentials: PushCredentials { shared_secret: secrets.get(name).cloned(), basic_login: None },
+            notify_url: notify_url.unwrap_or_else(own_url),
+        };
+        let refused = |e: connectors::push::PushSetupError| StartError::Config(e.to_string());
+        let built = crate::crm::CrmSource {
+            name: name.clone(),
+            push: reader.push_intake(&setup).map_err(refused)?,
+            subscription: reader.subscription(&setup).map_err(refused)?,
+            reader: reader.clone(),
+            poll,
+            objects: crm.objects.clone(),
+            coalesce: crm.coalesce,
         };
         out.insert(name.clone(), Arc::new(built));
     }

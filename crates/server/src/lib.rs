@@ -14,6 +14,8 @@ pub mod gateway;
 pub mod hooks;
 pub mod metrics;
 pub mod pipeline;
+pub mod poll;
+pub mod push;
 pub mod reads;
 pub mod state;
 pub mod supervisor;
@@ -34,16 +36,16 @@ fn public_routes() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
         (Method::POST, "/dingtalk/callback", post(dingtalk::receive_default_callback)),
         (Method::POST, "/dingtalk/callback/{source}", post(dingtalk::receive_callback)),
         (Method::POST, "/dingtalk/card-callback/{source}", post(dingtalk::receive_card_callback)),
-        (Method::POST, "/intake/salesforce/{source}", post(crm::receive_outbound_message_without_token)),
-        (Method::POST, "/intake/salesforce/{source}/{token}", post(crm::receive_outbound_message)),
-        (Method::POST, "/intake/zoho/{source}", post(crm::receive_zoho_notification)),
-        (Method::POST, "/intake/zoho/{source}/workflow", post(crm::receive_zoho_workflow)),
     ];
-    // Each ERP pushes to its own route; one handler takes them all through the source's intake.
-    for system in engine::config::ErpSystem::ALL {
-        let handler =
-            move |state, path, query, headers, body| erp::receive_push(system, state, path, query, headers, body);
-        routes.push((Method::POST, system.push_path(), post(handler)));
+    // Every record system's push routes, from the registry: one handler takes them all through
+    // the source's intake.
+    for system in connectors::registry::System::ALL {
+        for &path in system.push_paths() {
+            let handler = move |state, params, query, headers, body| {
+                push::receive(system, path, state, params, query, headers, body)
+            };
+            routes.push((Method::POST, path, post(handler)));
+        }
     }
     routes
 }

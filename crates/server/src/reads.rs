@@ -10,10 +10,39 @@
 use crate::error::ApiError;
 use crate::hooks::commit;
 use crate::state::AppState;
+use async_trait::async_trait;
 use connect::{DeliveryError, Receipt};
+use connectors::erp::ErpRecord;
+use connectors::push::PushIntake;
+use connectors::reader::{Polled, ReadError};
 use model::InboundChange;
 use serde_json::{json, Value};
 use std::time::Duration;
+
+/// An ERP or CRM source as pushes and polls reach it: the part of a record source that does
+/// not depend on the vendor.
+#[async_trait]
+pub trait RecordSource: Send + Sync {
+    fn name(&self) -> &str;
+    /// The `system` of its events (`netsuite`, `zoho`, …).
+    fn system(&self) -> &'static str;
+    /// The objects it watches, in the vendor's spelling.
+    fn objects(&self) -> &[String];
+    /// Where its change notices' read jobs go.
+    fn notices(&self) -> Notices<'_>;
+    /// Checks and reads what the vendor pushes to it.
+    fn push_intake(&self) -> &dyn PushIntake;
+    /// How often it is polled; `None`: never.
+    fn poll_interval(&self) -> Option<Duration>;
+    /// One poll of `object` from the stored `cursor`.
+    async fn poll(&self, object: &str, cursor: Option<&str>, now: jiff::Timestamp) -> Result<Polled, ReadError>;
+    /// Commits records the vendor pushed or a poll found whole, as events (one transaction).
+    async fn commit_records(&self, state: &AppState, records: &[ErpRecord]) -> Result<(), ApiError>;
+
+    fn watches(&self, object: &str) -> bool {
+        self.objects().iter().any(|o| o.eq_ignore_ascii_case(object))
+    }
+}
 
 /// Where a source's read jobs go and how long they wait for more notices.
 #[derive(Debug, Clone)]

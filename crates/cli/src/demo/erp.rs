@@ -78,7 +78,7 @@ fn as_of_line(text: &str) -> String {
 /// Runs one reconciliation poll of a source's object now (the demo does not wait a minute).
 pub(super) async fn reconcile(gateway: &Gateway, source: &str, object: &str) -> anyhow::Result<()> {
     let erp = gateway.state.erp.get(source).with_context(|| format!("no ERP source `{source}`"))?;
-    server::erp::poll_object(&gateway.state, erp, object).await.map_err(|e| anyhow::anyhow!(e))
+    server::poll::poll_object(&gateway.state, erp.as_ref(), object).await.map_err(|e| anyhow::anyhow!(e))
 }
 
 pub async fn scenario_freshness(

@@ -12,6 +12,11 @@ use serde_json::json;
 /// HttpHeader); authtype WebhookKey sends it as the `code` query parameter instead.
 pub const KEY_HEADER: &str = "x-dingbridge-key";
 
+/// Where the Dataverse serviceendpoint posts.
+pub const PATH: &str = "/intake/dynamics/{source}";
+/// Every route Dataverse pushes to.
+pub const PATHS: &[&str] = &[PATH];
+
 /// One Dynamics source's webhook door; without a key it takes no posts.
 pub struct WebhookIntake {
     pub key: Option<Secret>,
@@ -55,14 +60,14 @@ impl PushIntake for WebhookIntake {
             "correlation_id": event.correlation_id,
             "operation_created_on": event.operation_created_on.to_rfc3339(),
         });
-        Ok(Pushed::Changed(PushedChange {
+        Ok(Pushed::Changed(vec![PushedChange {
             // One operation can touch several rows: the row's id keeps them apart.
             push_id: format!("{}:{}", event.operation_id, event.id),
             object: event.entity,
             id: event.id,
             change,
             detail,
-        }))
+        }]))
     }
 
     fn acknowledgement(&self) -> Acknowledgement {
@@ -93,16 +98,18 @@ mod tests {
         now: jiff::Timestamp,
     ) -> Result<Pushed, PushRefusal> {
         let intake = WebhookIntake { key: key.map(Secret::new) };
-        intake.receive(&PushRequest { headers, query, body: &fixture(), now })
+        intake.receive(&PushRequest { path: PATH, token: None, headers, query, body: &fixture(), now })
     }
 
     #[test]
     fn the_key_in_the_header_or_the_code_parameter_opens_it() {
         let mut headers = http::HeaderMap::new();
         headers.insert(KEY_HEADER, KEY.parse().unwrap());
-        let Pushed::Changed(change) = receive_with(Some(KEY), &headers, &BTreeMap::new(), soon_after()).unwrap() else {
+        let Pushed::Changed(changes) = receive_with(Some(KEY), &headers, &BTreeMap::new(), soon_after()).unwrap()
+        else {
             panic!("a change")
         };
+        let [change] = &changes[..] else { panic!("one change: {changes:?}") };
         assert_eq!(change.push_id, "4af10637-4ea2-e711-8122-000d3aa2331d:3f9a1c2e-7b2d-ee11-8179-000d3a0a1c01");
         assert_eq!((change.object.as_str(), change.change), ("salesorder", "updated"));
         let query = BTreeMap::from([("code".to_owned(), KEY.to_owned())]);

@@ -6,6 +6,11 @@ use crate::push::{Acknowledgement, PushIntake, PushRefusal, PushRequest, Pushed,
 use connect::config::Secret;
 use serde_json::json;
 
+/// Where the user-event script posts.
+pub const PATH: &str = "/intake/netsuite/{source}";
+/// Every route NetSuite pushes to.
+pub const PATHS: &[&str] = &[PATH];
+
 /// One NetSuite source's webhook door; without a secret it takes no posts.
 pub struct UserEventIntake {
     pub secret: Option<Secret>,
@@ -37,13 +42,13 @@ impl PushIntake for UserEventIntake {
             "event_type": format!("{:?}", event.event_type),
             "occurred_at": event.occurred_at.to_rfc3339(),
         });
-        Ok(Pushed::Changed(PushedChange {
+        Ok(Pushed::Changed(vec![PushedChange {
             push_id: event.event_id,
             object: record.as_str().to_owned(),
             id: event.record_id,
             change,
             detail,
-        }))
+        }]))
     }
 
     fn acknowledgement(&self) -> Acknowledgement {
@@ -81,18 +86,26 @@ mod tests {
 
     fn receive_with(intake: &UserEventIntake, body: &[u8], headers: &http::HeaderMap) -> Result<Pushed, PushRefusal> {
         let query = BTreeMap::new();
-        intake.receive(&PushRequest { headers, query: &query, body, now: jiff::Timestamp::now() })
+        intake.receive(&PushRequest {
+            path: PATH,
+            token: None,
+            headers,
+            query: &query,
+            body,
+            now: jiff::Timestamp::now(),
+        })
     }
 
     #[test]
     fn a_signed_user_event_is_a_change_to_read_under_its_event_id() {
         let intake = UserEventIntake { secret: Some(Secret::new(SECRET)) };
         let body = body("purchaseorder", "approve");
-        let Pushed::Changed(change) =
+        let Pushed::Changed(changes) =
             receive_with(&intake, &body, &signed(&body, SECRET, jiff::Timestamp::now())).unwrap()
         else {
             panic!("a change")
         };
+        let [change] = &changes[..] else { panic!("one change: {changes:?}") };
         assert_eq!(change.push_id, "1234567:purchaseorder:4711:2024-03-15T03:00:00Z:approve");
         assert_eq!(
             (change.object.as_str(), change.id.as_str(), change.change),

@@ -8,6 +8,7 @@ pub mod config;
 pub mod errors;
 pub mod ids;
 pub mod limits;
+pub mod push;
 pub mod reader;
 pub mod sim;
 pub mod sink;

@@ -11,6 +11,11 @@ use crate::push::{basic_login_matches, Acknowledgement, PushError, PushIntake, P
 use connect::config::Secret;
 use std::sync::Arc;
 
+/// Where the ECC XML-HTTP port posts IDoc packets.
+pub const PATH: &str = "/intake/sap/{source}/idoc";
+/// Every route SAP pushes to.
+pub const PATHS: &[&str] = &[PATH];
+
 /// One SAP source's IDoc door: the system's unit table reads the quantities; without a login
 /// it takes no IDocs over HTTP (the drop folder needs none).
 pub struct IdocIntake {

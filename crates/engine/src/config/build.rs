@@ -11,7 +11,8 @@ use connectors::dingtalk::openapi::OpenApi;
 use connectors::dingtalk::stream::StreamSettings;
 use connectors::netsuite::client::NetSuiteClient;
 use connectors::netsuite::config::NetsuiteSecrets;
-use connectors::reader::ErpConnector;
+use connectors::reader::{CrmReader, ErpConnector};
+use connectors::registry::System;
 use connectors::salesforce::client::SalesforceClient;
 use connectors::salesforce::config::SalesforceSecrets;
 use connectors::salesforce::limits::Priority;
@@ -61,10 +62,11 @@ pub struct Runtime {
     pub salesforce_orgs: BTreeMap<String, Arc<SalesforceClient>>,
     /// One client per Zoho org (one token cache, one credit meter), by org name.
     pub zoho_orgs: BTreeMap<String, Arc<ZohoClient>>,
-    /// Zoho sources: the resolved channel token, by source name.
-    pub zoho_channel_tokens: BTreeMap<String, Secret>,
-    /// Salesforce Outbound Message sources: the secret segment of their intake URL, by source name.
-    pub salesforce_outbound_tokens: BTreeMap<String, Secret>,
+    /// Every CRM org as the gateway reads it (records, polls, pushes), by system and org name.
+    pub crm_readers: BTreeMap<(System, String), Arc<dyn CrmReader>>,
+    /// The secret that opens each CRM source's push door (a Zoho channel token, the secret
+    /// segment of a Salesforce Outbound Message URL), by source name.
+    pub crm_push_secrets: BTreeMap<String, Secret>,
     /// One client per NetSuite account (one signer or token cache, one concurrency semaphore), by account name.
     pub netsuite_accounts: BTreeMap<String, Arc<NetSuiteClient>>,
     /// The Dataverse / Business Central clients of each Dynamics org, by org name.
@@ -91,7 +93,7 @@ impl fmt::Debug for Runtime {
             .field("dingtalk_apps", &self.dingtalk_apps.keys().collect::<Vec<_>>())
             .field("salesforce_orgs", &self.salesforce_orgs.keys().collect::<Vec<_>>())
             .field("zoho_orgs", &self.zoho_orgs.keys().collect::<Vec<_>>())
-            .field("zoho_channel_tokens", &self.zoho_channel_tokens)
+            .field("crm_push_secrets", &self.crm_push_secrets)
             .field("netsuite_accounts", &self.netsuite_accounts.keys().collect::<Vec<_>>())
             .field("dynamics_orgs", &self.dynamics_orgs.keys().collect::<Vec<_>>())
             .field("sap_systems", &self.sap_systems.keys().collect::<Vec<_>>())
@@ -363,7 +365,7 @@ impl Config {
             self.crm_clients(salesforce_grants, zoho_credentials, &outbound, &clock, &mut errors);
         let erp = self.erp_clients(erp_credentials, &outbound, &clock, &mut errors);
         let max_chars = connectors::zoho::source::MAX_TOKEN_CHARS;
-        let mut channel_tokens = BTreeMap::new();
+        let mut crm_push_secrets = BTreeMap::new();
         for (name, (token, span)) in zoho_channel_tokens {
             let chars = token.expose().chars().count();
             if chars > max_chars {
@@ -376,10 +378,9 @@ impl Config {
                     "too long for a Zoho watch channel",
                 ));
             } else {
-                channel_tokens.insert(name, token);
+                crm_push_secrets.insert(name, token);
             }
         }
-        let mut outbound_tokens = BTreeMap::new();
         for (name, (token, span)) in salesforce_outbound_tokens {
             match weak_capability(token.expose()) {
                 Some(weak) => errors.push(ConfigError::new(
@@ -389,7 +390,7 @@ impl Config {
                     "use at least 22 random URL-safe characters, e.g. `openssl rand -base64 24 | tr '+/' '-_'`",
                 )),
                 None => {
-                    outbound_tokens.insert(name, token);
+                    crm_push_secrets.insert(name, token);
                 }
             }
         }
@@ -435,10 +436,10 @@ impl Config {
             sources,
             dingtalk_sources,
             dingtalk_apps,
+            crm_readers: crm_readers(self, &salesforce_orgs, &zoho_orgs, &clock),
             salesforce_orgs,
             zoho_orgs,
-            zoho_channel_tokens: channel_tokens,
-            salesforce_outbound_tokens: outbound_tokens,
+            crm_push_secrets,
             netsuite_accounts: erp.netsuite,
             dynamics_orgs: erp.dynamics,
             sap_systems: erp.sap,
@@ -621,6 +622,27 @@ impl Config {
         }
         (salesforce, zoho)
     }
+}
+
+/// The readers over the built CRM clients.
+fn crm_readers(
+    config: &Config,
+    salesforce: &BTreeMap<String, Arc<SalesforceClient>>,
+    zoho: &BTreeMap<String, Arc<ZohoClient>>,
+    clock: &Arc<dyn Clock>,
+) -> BTreeMap<(System, String), Arc<dyn CrmReader>> {
+    let mut readers = BTreeMap::new();
+    for (name, client) in salesforce {
+        if let Some(org) = config.salesforce_orgs.get(name) {
+            readers.insert((System::Salesforce, name.clone()), org.connector(client.clone()));
+        }
+    }
+    for (name, client) in zoho {
+        if let Some(org) = config.zoho_orgs.get(name) {
+            readers.insert((System::Zoho, name.clone()), org.connector(client.clone(), clock.clone()));
+        }
+    }
+    readers
 }
 
 /// Why `token` is too weak to be the only thing guarding a URL, if it is: fewer than 22

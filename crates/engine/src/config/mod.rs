@@ -159,6 +159,17 @@ pub enum SourceKind {
     Erp(ErpSource),
 }
 
+impl SourceKind {
+    /// The CRM system and settings of a CRM source.
+    pub fn crm(&self) -> Option<(connectors::registry::System, &CrmSource)> {
+        match self {
+            Self::Salesforce(crm) => Some((connectors::registry::System::Salesforce, crm)),
+            Self::Zoho(crm) => Some((connectors::registry::System::Zoho, crm)),
+            _ => None,
+        }
+    }
+}
+
 /// The ERP an [`ErpSource`] reads: the connectors' closed list.
 pub use connectors::registry::ErpSystem;
 

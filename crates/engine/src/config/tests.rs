@@ -780,8 +780,8 @@ fn crm_orgs_build_one_client_each_and_a_sink_per_destination() {
     assert_eq!(rt.sinks.keys().collect::<Vec<_>>(), ["ops", "sf-accounts", "sf-approvals", "zoho-accounts"]);
     assert_eq!(rt.sinks["sf-accounts"].batching().map(|b| b.linger), Some(Duration::from_secs(1)));
     assert_eq!(rt.sinks["zoho-accounts"].batching().map(|b| b.linger), Some(Duration::from_secs(2)));
-    assert_eq!(rt.zoho_channel_tokens.keys().collect::<Vec<_>>(), ["deals"]);
-    assert_eq!(rt.zoho_channel_tokens["deals"].expose(), "chan-5e2b");
+    assert_eq!(rt.crm_push_secrets.keys().collect::<Vec<_>>(), ["crm", "deals"]);
+    assert_eq!(rt.crm_push_secrets["deals"].expose(), "chan-5e2b");
     let dbg = format!("{rt:?} {cfg:?}");
     assert!(!dbg.contains("5e2b") && !dbg.contains("PRIVATE KEY"), "a secret leaked into Debug: {dbg}");
 }

@@ -423,7 +423,7 @@ async fn s3_zoho_deal_edits_reach_the_regional_group_once_in_two_calls() {
     // A forged notification (wrong token) is refused and stores nothing.
     let events = gateway.store.stats(0).await.unwrap().events;
     let forged = json!({"server_time": 1, "query_params": {}, "module": "Deals", "resource_uri": "x", "ids": [ZOHO_DEAL],
-        "affected_fields": [], "operation": "update", "channel_id": dingbridge_server::crm::channel_id("deals"), "token": "not-the-token"});
+        "affected_fields": [], "operation": "update", "channel_id": connectors::zoho::push::channel_id("deals"), "token": "not-the-token"});
     let resp = client.post(format!("http://{}/intake/zoho/deals", gateway.addr)).json(&forged).send().await.unwrap();
     assert_eq!(resp.status(), 401);
     // The right token on a notification from long ago: a captured one sent again.
