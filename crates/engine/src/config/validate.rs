@@ -4,7 +4,7 @@ use super::raw::*;
 use super::refs::{check_cel, check_template_vars, BadRef};
 use super::*;
 use connect::config::{
-    at, known_list, require_https, span, suggest, validate_private_hosts, Diagnostics, SecretRefError,
+    at, known_list, require_https, span, suggest, validate_private_hosts, ConnectionTable, Diagnostics, SecretRefError,
 };
 use minijinja::{AutoEscape, Environment, UndefinedBehavior};
 use std::collections::{BTreeSet, HashMap};
@@ -468,76 +468,35 @@ struct Connections {
     dynamics_services: BTreeMap<String, (bool, bool)>,
 }
 
-/// One kind of connection table: `[dingtalk.apps.*]`, `[salesforce.orgs.*]`, `[zoho.orgs.*]`.
-struct Table<'a> {
-    /// The key naming it (`app`, `org`).
-    key: &'static str,
-    /// `DingTalk app`, `Salesforce org`.
-    what: &'static str,
-    /// `dingtalk.apps`.
-    path: &'static str,
-    known: &'a [String],
-}
-
 impl Connections {
-    fn apps(&self) -> Table<'_> {
-        Table { key: "app", what: "DingTalk app", path: "dingtalk.apps", known: &self.apps }
+    fn apps(&self) -> ConnectionTable<'_> {
+        ConnectionTable { key: "app", what: "DingTalk app", path: "dingtalk.apps", known: &self.apps }
     }
 
     /// The org table of a `salesforce` / `zoho` source or destination.
-    fn orgs(&self, vendor: &str) -> Table<'_> {
+    fn orgs(&self, vendor: &str) -> ConnectionTable<'_> {
         if vendor == "salesforce" {
-            Table { key: "org", what: "Salesforce org", path: "salesforce.orgs", known: &self.salesforce }
+            ConnectionTable { key: "org", what: "Salesforce org", path: "salesforce.orgs", known: &self.salesforce }
         } else {
-            Table { key: "org", what: "Zoho org", path: "zoho.orgs", known: &self.zoho }
+            ConnectionTable { key: "org", what: "Zoho org", path: "zoho.orgs", known: &self.zoho }
         }
     }
 
     /// The connection table of an ERP source.
-    fn erp(&self, system: ErpSystem) -> Table<'_> {
+    fn erp(&self, system: ErpSystem) -> ConnectionTable<'_> {
         match system {
-            ErpSystem::Netsuite => {
-                Table { key: "account", what: "NetSuite account", path: "netsuite.accounts", known: &self.netsuite }
-            }
+            ErpSystem::Netsuite => ConnectionTable {
+                key: "account",
+                what: "NetSuite account",
+                path: "netsuite.accounts",
+                known: &self.netsuite,
+            },
             ErpSystem::Dynamics => {
-                Table { key: "org", what: "Dynamics org", path: "dynamics.orgs", known: &self.dynamics }
+                ConnectionTable { key: "org", what: "Dynamics org", path: "dynamics.orgs", known: &self.dynamics }
             }
-            ErpSystem::Sap => Table { key: "system", what: "SAP system", path: "sap.systems", known: &self.sap },
-        }
-    }
-}
-
-/// Checks that `value` names an entry of `table`.
-fn connection_ref(
-    cx: &mut Ctx<'_>,
-    owner: &str,
-    table: &Table<'_>,
-    value: Option<&S<String>>,
-    at: Range<usize>,
-) -> Option<String> {
-    match value {
-        Some(a) if table.known.contains(a.get_ref()) => Some(a.get_ref().clone()),
-        Some(a) => {
-            let mut e = ConfigError::new(
-                Code::BadConnection,
-                format!("{owner} uses unknown {} `{}`", table.what, a.get_ref()),
-                span(a),
-                format!("not defined under [{}]; defined: {}", table.path, known_list(table.known)),
-            );
-            if let Some(h) = suggest(a.get_ref(), table.known) {
-                e = e.with_help(h);
+            ErpSystem::Sap => {
+                ConnectionTable { key: "system", what: "SAP system", path: "sap.systems", known: &self.sap }
             }
-            cx.push(e);
-            None
-        }
-        None => {
-            cx.push(ConfigError::new(
-                Code::BadConnection,
-                format!("{owner} has no `{}`", table.key),
-                Some(at),
-                format!("needs {} = \"<name of a [{}.NAME] table>\"", table.key, table.path),
-            ));
-            None
         }
     }
 }
@@ -718,7 +677,7 @@ fn validate_dingtalk_source(
     cx: &mut Ctx<'_>,
     name: &S<String>,
     src: &RawSource,
-    apps: &Table<'_>,
+    apps: &ConnectionTable<'_>,
 ) -> Option<SourceConfig> {
     let n = name.get_ref();
     let owner = format!("a dingtalk source (`{n}`)");
@@ -728,7 +687,7 @@ fn validate_dingtalk_source(
         "dingtalk sources are authenticated by the app (Stream) or by callback_token + callback_aes_key (HTTP)",
     );
     ok &= !foreign_record_keys(cx, src, &owner);
-    let app = connection_ref(cx, &format!("source `{n}`"), apps, src.app.as_ref(), name.span());
+    let app = cx.diag.connection_ref(&format!("source `{n}`"), apps, src.app.as_ref(), name.span());
     let inbound = match src.mode.as_ref().map(|s| s.get_ref().as_str()) {
         None | Some("stream") => {
             if cx.unused_keys(
@@ -810,7 +769,8 @@ fn validate_crm_source(
     );
     ok &= !cx.unused_keys(&dingtalk_source_keys(src), &owner, "only `dingtalk` sources take it");
     ok &= !cx.unused_keys(&erp_source_keys(src), &owner, ERP_SOURCES_ONLY);
-    let org = connection_ref(cx, &format!("source `{n}`"), &connections.orgs(vendor), src.org.as_ref(), name.span());
+    let org =
+        cx.diag.connection_ref(&format!("source `{n}`"), &connections.orgs(vendor), src.org.as_ref(), name.span());
     let objects = validate_objects(cx, n, vendor, src, name.span(), &mut ok);
     let coalesce = match &src.coalesce {
         Some(s) => cx.duration(s, &format!("sources.{n}.coalesce")).unwrap_or(DEFAULT_COALESCE),
@@ -1060,8 +1020,12 @@ fn validate_crm_destination(
         None => DEFAULT_LINGER,
     };
     let concurrency = dst.concurrency.as_ref().and_then(|s| cx.positive(s, &format!("destinations.{n}.concurrency")));
-    let org =
-        connection_ref(cx, &format!("destination `{n}`"), &connections.orgs(vendor), dst.org.as_ref(), name.span())?;
+    let org = cx.diag.connection_ref(
+        &format!("destination `{n}`"),
+        &connections.orgs(vendor),
+        dst.org.as_ref(),
+        name.span(),
+    )?;
     let crm = CrmDestination { org, interactive, linger };
     Some(DestinationConfig {
         name: n.clone(),
@@ -1121,8 +1085,12 @@ fn validate_destination(
             cx.unused_keys(&crm_destination_keys(dst), &owner, CRM_DESTINATIONS_ONLY);
             let concurrency =
                 dst.concurrency.as_ref().and_then(|s| cx.positive(s, &format!("destinations.{n}.concurrency")));
-            let app =
-                connection_ref(cx, &format!("destination `{n}`"), &connections.apps(), dst.app.as_ref(), name.span())?;
+            let app = cx.diag.connection_ref(
+                &format!("destination `{n}`"),
+                &connections.apps(),
+                dst.app.as_ref(),
+                name.span(),
+            )?;
             let robot_code = dst.robot_code.as_ref().map(|s| s.get_ref().clone());
             return Some(DestinationConfig {
                 name: n.clone(),
@@ -1865,7 +1833,7 @@ fn validate_erp_source(
         ErpSystem::Dynamics => src.org.as_ref(),
         ErpSystem::Sap => src.system.as_ref(),
     };
-    let connection = connection_ref(cx, &format!("source `{n}`"), &table, written, name.span());
+    let connection = cx.diag.connection_ref(&format!("source `{n}`"), &table, written, name.span());
     let objects = validate_erp_objects(cx, n, system, src, name.span(), &mut ok);
     if let (ErpSystem::Dynamics, Some(org), Some(list)) = (system, &connection, &src.objects) {
         let (dataverse, bc) = connections.dynamics_services.get(org).copied().unwrap_or((true, true));
