@@ -9,6 +9,7 @@ pub mod crm;
 pub mod dingtalk;
 pub mod dynamics;
 pub mod erp;
+pub mod erp_source;
 pub mod netsuite;
 pub mod reader;
 pub mod registry;
