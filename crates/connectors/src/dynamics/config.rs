@@ -252,18 +252,18 @@ impl DynamicsOrgConfig {
 /// Which services a Dynamics org has, as written (the org may have failed validation: a source
 /// naming it is still checked against what it declares).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Services {
+struct Services {
     /// `dataverse_url` is set.
-    pub dataverse: bool,
+    dataverse: bool,
     /// `bc_environment` is set.
-    pub bc: bool,
+    bc: bool,
 }
 
 /// `DB0125` for each object of source `source` that org `org` cannot serve: Dataverse objects
 /// need its `dataverse_url`, Business Central ones its `bc_environment`. Objects that are not
 /// [`SOURCE_OBJECTS`], and repeats, are reported where the list is checked and skipped here.
 /// True when every object is served.
-pub fn check_source_services(
+fn check_source_services(
     diag: &mut Diagnostics,
     source: &str,
     org: &str,
@@ -319,7 +319,7 @@ impl ErpSourceRules for SourceRules {
         }
     }
 
-    /// The org serves every watched object ([`check_source_services`]).
+    /// The org serves every watched object (`check_source_services`).
     fn check(&self, diag: &mut Diagnostics, source: &SourceCheck<'_>) -> bool {
         let (Some(org), Some(objects)) = (source.connection, source.keys.objects) else {
             return true;
