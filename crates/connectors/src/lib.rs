@@ -10,6 +10,7 @@ pub mod crm;
 pub mod dingtalk;
 pub mod dynamics;
 pub mod erp;
+pub mod erp_source;
 pub mod netsuite;
 pub mod push;
 pub mod reader;

@@ -107,6 +107,24 @@ impl ErpSystem {
     }
 }
 
+/// What the config asks of each ERP by name: how the `type` of a source is read, and how its
+/// sources are validated where they differ (each vendor's `config.rs`).
+impl ErpSystem {
+    /// The ERP a source `type` names, if it names one.
+    pub fn from_name(name: &str) -> Option<ErpSystem> {
+        ErpSystem::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+
+    /// How a source of this ERP differs from the other ERP sources ([`crate::erp_source`]).
+    pub fn source_rules(self) -> &'static dyn crate::erp_source::ErpSourceRules {
+        match self {
+            ErpSystem::Netsuite => &crate::netsuite::config::SourceRules,
+            ErpSystem::Dynamics => &crate::dynamics::config::SourceRules,
+            ErpSystem::Sap => &crate::sap::config::SourceRules,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

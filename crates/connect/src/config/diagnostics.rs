@@ -5,8 +5,24 @@ use super::duration::parse_duration;
 use super::error::{Code, ConfigError};
 use super::secret::{RawSecretRef, SecretRef};
 use super::spanned::{span, S};
+use super::suggest::{known_list, suggest};
 use std::ops::Range;
 use std::time::Duration;
+
+/// One kind of connection table a source or destination names an entry of
+/// (`[dingtalk.apps.*]`, `[salesforce.orgs.*]`, `[netsuite.accounts.*]`, ...).
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionTable<'a> {
+    /// The key naming it (`app`, `org`, `account`).
+    pub key: &'static str,
+    /// `DingTalk app`, `Salesforce org`.
+    pub what: &'static str,
+    /// `dingtalk.apps`.
+    pub path: &'static str,
+    /// The names defined in the file, as written: an entry with a mistake of its own is still
+    /// a name, so a reference to it is not reported twice.
+    pub known: &'a [String],
+}
 
 /// The diagnostics found so far, with the small checks every section shares.
 #[derive(Debug, Default)]
@@ -87,5 +103,41 @@ impl Diagnostics {
             }
         }
         any
+    }
+
+    /// The entry of `table` that `value` names, or `DB0125` for a name it does not define (with
+    /// a "did you mean") or for no name at all (pointing at `at`, where the key is missing).
+    pub fn connection_ref(
+        &mut self,
+        owner: &str,
+        table: &ConnectionTable<'_>,
+        value: Option<&S<String>>,
+        at: Range<usize>,
+    ) -> Option<String> {
+        match value {
+            Some(a) if table.known.contains(a.get_ref()) => Some(a.get_ref().clone()),
+            Some(a) => {
+                let mut e = ConfigError::new(
+                    Code::BadConnection,
+                    format!("{owner} uses unknown {} `{}`", table.what, a.get_ref()),
+                    span(a),
+                    format!("not defined under [{}]; defined: {}", table.path, known_list(table.known)),
+                );
+                if let Some(h) = suggest(a.get_ref(), table.known) {
+                    e = e.with_help(h);
+                }
+                self.push(e);
+                None
+            }
+            None => {
+                self.push(ConfigError::new(
+                    Code::BadConnection,
+                    format!("{owner} has no `{}`", table.key),
+                    Some(at),
+                    format!("needs {} = \"<name of a [{}.NAME] table>\"", table.key, table.path),
+                ));
+                None
+            }
+        }
     }
 }

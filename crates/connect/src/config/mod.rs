@@ -15,7 +15,7 @@ pub mod secret;
 pub mod spanned;
 pub mod suggest;
 
-pub use diagnostics::Diagnostics;
+pub use diagnostics::{ConnectionTable, Diagnostics};
 pub use duration::{parse_duration, DurationError};
 pub use endpoint::{is_base_url, require_https, validate_private_hosts};
 pub use error::{line_col, Code, ConfigError};

@@ -5,6 +5,7 @@
 use super::auth::{token_cache, AadTokenFetcher, AppCredentials, DEFAULT_AUTHORITY};
 use super::bc::{BcClient, BC_CONCURRENCY, BC_HOST};
 use super::client::{DataverseClient, ODataTransport, DATAVERSE_CONCURRENCY};
+use crate::erp_source::{ConnectionKey, ErpSourceRules, ErpTables, Push, PushKey, SourceCheck, SourceConnection};
 use connect::config::{
     is_base_url, require_https, span, Code, ConfigError, Diagnostics, RawSecretRef, Secret, SecretReader, SecretRef, S,
 };
@@ -251,18 +252,18 @@ impl DynamicsOrgConfig {
 /// Which services a Dynamics org has, as written (the org may have failed validation: a source
 /// naming it is still checked against what it declares).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Services {
+struct Services {
     /// `dataverse_url` is set.
-    pub dataverse: bool,
+    dataverse: bool,
     /// `bc_environment` is set.
-    pub bc: bool,
+    bc: bool,
 }
 
 /// `DB0125` for each object of source `source` that org `org` cannot serve: Dataverse objects
 /// need its `dataverse_url`, Business Central ones its `bc_environment`. Objects that are not
 /// [`SOURCE_OBJECTS`], and repeats, are reported where the list is checked and skipped here.
 /// True when every object is served.
-pub fn check_source_services(
+fn check_source_services(
     diag: &mut Diagnostics,
     source: &str,
     org: &str,
@@ -293,4 +294,40 @@ pub fn check_source_services(
         }
     }
     served
+}
+
+/// How a `dynamics` source differs from the other ERP sources: it names an org, its pushes
+/// (Dataverse webhooks) carry `webhook_secret` as their `x-dingbridge-key`, and the org must have
+/// the service each watched object is read from.
+pub struct SourceRules;
+
+impl ErpSourceRules for SourceRules {
+    fn connection(&self) -> SourceConnection {
+        SourceConnection { key: ConnectionKey::Org, what: "Dynamics org", path: "dynamics.orgs" }
+    }
+
+    fn connection_names(&self, tables: &ErpTables<'_>) -> Vec<String> {
+        tables.dynamics.orgs.keys().map(|k| k.get_ref().clone()).collect()
+    }
+
+    fn push(&self) -> Push {
+        Push {
+            keys: &[PushKey::WebhookSecret],
+            instead_of_webhook: "ERP pushes are authenticated with webhook_secret",
+            instead_of_others: "only `sap` sources take it (IDoc intake)",
+            no_intake: "add webhook_secret = { env = \"...\" } and/or poll = \"5m\"",
+        }
+    }
+
+    /// The org serves every watched object (`check_source_services`).
+    fn check(&self, diag: &mut Diagnostics, source: &SourceCheck<'_>) -> bool {
+        let (Some(org), Some(objects)) = (source.connection, source.keys.objects) else {
+            return true;
+        };
+        let services = source.tables.dynamics.orgs.iter().find(|(name, _)| name.get_ref() == org).map_or(
+            Services { dataverse: true, bc: true },
+            |(_, o)| Services { dataverse: o.dataverse_url.is_some(), bc: o.bc_environment.is_some() },
+        );
+        check_source_services(diag, source.name, org, services, objects)
+    }
 }

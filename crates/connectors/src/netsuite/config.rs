@@ -5,6 +5,7 @@
 use super::account::AccountId;
 use super::auth::{Authorizer, ClientCredentials, OAuth2TokenFetcher, TbaCredentials, TbaSigner};
 use super::client::{NetSuiteClient, DEFAULT_CONCURRENCY};
+use crate::erp_source::{ConnectionKey, ErpSourceRules, ErpTables, Push, PushKey, SourceConnection};
 use connect::config::{at, span, Code, ConfigError, Diagnostics, RawSecretRef, Secret, SecretReader, SecretRef, S};
 use connect::http::HttpClient;
 use connect::token::TokenCache;
@@ -320,5 +321,28 @@ impl NetsuiteAccountConfig {
                 "while building this account",
             )
         })
+    }
+}
+
+/// How a `netsuite` source differs from the other ERP sources: it names an account, and the
+/// account's user-event script signs its pushes with `webhook_secret`.
+pub struct SourceRules;
+
+impl ErpSourceRules for SourceRules {
+    fn connection(&self) -> SourceConnection {
+        SourceConnection { key: ConnectionKey::Account, what: "NetSuite account", path: "netsuite.accounts" }
+    }
+
+    fn connection_names(&self, tables: &ErpTables<'_>) -> Vec<String> {
+        tables.netsuite.accounts.keys().map(|k| k.get_ref().clone()).collect()
+    }
+
+    fn push(&self) -> Push {
+        Push {
+            keys: &[PushKey::WebhookSecret],
+            instead_of_webhook: "ERP pushes are authenticated with webhook_secret",
+            instead_of_others: "only `sap` sources take it (IDoc intake)",
+            no_intake: "add webhook_secret = { env = \"...\" } and/or poll = \"5m\"",
+        }
     }
 }

@@ -5,6 +5,7 @@
 use super::auth::SapAuth;
 use super::client::{SapClient, SapConfig};
 use super::uom::{UomTable, DEFAULT_PAIRS};
+use crate::erp_source::{ConnectionKey, ErpSourceRules, ErpTables, Push, PushKey, SourceCheck, SourceConnection};
 use connect::config::{
     is_base_url, require_https, span, Code, ConfigError, Diagnostics, RawSecretRef, Secret, SecretReader, SecretRef, S,
 };
@@ -246,5 +247,55 @@ impl SapSystemConfig {
             self.units.iter().cloned().chain(DEFAULT_PAIRS.iter().map(|(s, i)| ((*s).to_string(), (*i).to_string())));
         let auth = SapAuth::Basic { user: self.user.clone(), password: password.into_secret_string() };
         Ok(SapClient::new(http, auth, config, UomTable::new(pairs), clock.clone()))
+    }
+}
+
+/// How an `sap` source differs from the other ERP sources: it names a system, and ECC sends
+/// IDocs, to a watched folder (`idoc_folder`) and/or over HTTP with `idoc_user` +
+/// `idoc_password`.
+pub struct SourceRules;
+
+impl ErpSourceRules for SourceRules {
+    fn connection(&self) -> SourceConnection {
+        SourceConnection { key: ConnectionKey::System, what: "SAP system", path: "sap.systems" }
+    }
+
+    fn connection_names(&self, tables: &ErpTables<'_>) -> Vec<String> {
+        tables.sap.systems.keys().map(|k| k.get_ref().clone()).collect()
+    }
+
+    fn push(&self) -> Push {
+        Push {
+            keys: &[PushKey::IdocFolder, PushKey::IdocUser, PushKey::IdocPassword],
+            instead_of_webhook: "sap sources authenticate IDocs with idoc_user + idoc_password",
+            instead_of_others: "SAP sends IDocs: use idoc_folder and/or idoc_user + idoc_password",
+            no_intake: "add idoc_folder, idoc_user + idoc_password, and/or poll = \"5m\"",
+        }
+    }
+
+    /// `idoc_user` and `idoc_password` go together: IDocs over HTTP are accepted only with both.
+    fn check(&self, diag: &mut Diagnostics, source: &SourceCheck<'_>) -> bool {
+        let n = source.name;
+        match (source.keys.idoc_user, source.keys.idoc_password) {
+            (Some(user), None) => {
+                diag.push(ConfigError::new(
+                    Code::KeyConflict,
+                    format!("sources.{n}.idoc_user is set but idoc_password is not"),
+                    span(user),
+                    "add idoc_password = { env = \"...\" }: IDocs are accepted only with both",
+                ));
+                false
+            }
+            (None, Some(password)) => {
+                diag.push(ConfigError::new(
+                    Code::KeyConflict,
+                    format!("sources.{n}.idoc_password is set but idoc_user is not"),
+                    span(password),
+                    "add idoc_user = \"...\" (the ECC port's HTTP Basic user)",
+                ));
+                false
+            }
+            _ => true,
+        }
     }
 }

@@ -173,28 +173,8 @@ impl SourceKind {
 /// The ERP an [`ErpSource`] reads: the connectors' closed list.
 pub use connectors::registry::ErpSystem;
 
-/// A source watching records of one ERP connection.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ErpSource {
-    pub system: ErpSystem,
-    /// A `[netsuite.accounts.*]`, `[dynamics.orgs.*]` or `[sap.systems.*]` name.
-    pub connection: String,
-    /// Record types / entity sets as written (the vendor's spelling), e.g. `itemFulfillment`.
-    pub objects: Vec<String>,
-    /// NetSuite: the HMAC key of the user-event script; Dynamics: the `x-dingbridge-key` value.
-    pub webhook_secret: Option<SecretRef>,
-    /// Reconciliation poll interval; `None` = no polling.
-    pub poll: Option<Duration>,
-    /// A status older than this when it is received is marked stale.
-    pub stale_after: Option<Duration>,
-    /// Pushes for one record within this window become one read.
-    pub coalesce: Duration,
-    /// SAP: the watched IDoc drop folder (relative paths resolved against the config file's directory).
-    pub idoc_folder: Option<PathBuf>,
-    /// SAP: the HTTP Basic user of the ECC XML-HTTP port.
-    pub idoc_user: Option<String>,
-    pub idoc_password: Option<SecretRef>,
-}
+/// A source watching records of one ERP connection: validated by its connector.
+pub use connectors::erp_source::ErpSource;
 
 /// A source watching records of one CRM org.
 #[derive(Debug, Clone, PartialEq, Eq)]

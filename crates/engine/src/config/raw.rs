@@ -4,6 +4,7 @@ pub use connect::config::{RawSecretRef, RawSecrets, S};
 // Each connection's table is its connector's.
 pub use connectors::dingtalk::config::{RawDingtalk, RawDingtalkApp};
 pub use connectors::dynamics::config::{RawDynamics, RawDynamicsOrg};
+use connectors::erp_source::{ErpSourceKeys, ErpTables};
 pub use connectors::netsuite::config::{RawNetsuite, RawNetsuiteAccount};
 pub use connectors::salesforce::config::{RawSalesforce, RawSalesforceOrg};
 pub use connectors::sap::config::{RawSap, RawSapSystem};
@@ -50,6 +51,13 @@ pub struct RawConfig {
     /// `[audit]`: the key the audit chain is hashed with.
     #[serde(default)]
     pub audit: RawAudit,
+}
+
+impl RawConfig {
+    /// The ERP connection tables, for the connectors' validation of the ERP sources that name them.
+    pub fn erp_tables(&self) -> ErpTables<'_> {
+        ErpTables { netsuite: &self.netsuite, dynamics: &self.dynamics, sap: &self.sap }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -127,6 +135,25 @@ pub struct RawSource {
     pub idoc_folder: Option<S<String>>,
     pub idoc_user: Option<S<String>>,
     pub idoc_password: Option<S<RawSecretRef>>,
+}
+
+impl RawSource {
+    /// The keys an ERP source reads, for its connector to validate.
+    pub fn erp_keys(&self) -> ErpSourceKeys<'_> {
+        ErpSourceKeys {
+            account: self.account.as_ref(),
+            org: self.org.as_ref(),
+            system: self.system.as_ref(),
+            objects: self.objects.as_ref(),
+            webhook_secret: self.webhook_secret.as_ref(),
+            poll: self.poll.as_ref(),
+            stale_after: self.stale_after.as_ref(),
+            coalesce: self.coalesce.as_ref(),
+            idoc_folder: self.idoc_folder.as_ref(),
+            idoc_user: self.idoc_user.as_ref(),
+            idoc_password: self.idoc_password.as_ref(),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -4,8 +4,9 @@ use super::raw::*;
 use super::refs::{check_cel, check_template_vars, BadRef};
 use super::*;
 use connect::config::{
-    at, known_list, require_https, span, suggest, validate_private_hosts, Diagnostics, SecretRefError,
+    at, known_list, require_https, span, suggest, validate_private_hosts, ConnectionTable, Diagnostics, SecretRefError,
 };
+use connectors::erp_source::{self, erp_only_label, ErpTables};
 use minijinja::{AutoEscape, Environment, UndefinedBehavior};
 use std::collections::{BTreeSet, HashMap};
 
@@ -22,8 +23,6 @@ const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(60);
 /// Every poll costs API requests from the org's daily allocation.
 const MIN_POLL_INTERVAL: Duration = Duration::from_secs(10);
 const DEFAULT_COALESCE: Duration = Duration::from_secs(5);
-/// ERP pushes for one record (a save often fires several user events) within this window are one read.
-const DEFAULT_ERP_COALESCE: Duration = Duration::from_secs(2);
 const DEFAULT_LINGER: Duration = Duration::from_secs(1);
 /// A write waiting longer than this for company feels lost to the person who caused it.
 const MAX_LINGER: Duration = Duration::from_secs(60);
@@ -326,15 +325,7 @@ pub(super) fn validate(raw: RawConfig, text: &str, path: &str) -> Result<Config,
         apps: names(raw.dingtalk.apps.keys().collect()),
         salesforce: names(raw.salesforce.orgs.keys().collect()),
         zoho: names(raw.zoho.orgs.keys().collect()),
-        netsuite: names(raw.netsuite.accounts.keys().collect()),
-        dynamics: names(raw.dynamics.orgs.keys().collect()),
-        sap: names(raw.sap.systems.keys().collect()),
-        dynamics_services: raw
-            .dynamics
-            .orgs
-            .iter()
-            .map(|(k, o)| (k.get_ref().clone(), (o.dataverse_url.is_some(), o.bc_environment.is_some())))
-            .collect(),
+        erp: raw.erp_tables(),
     };
 
     // [sources.*]
@@ -457,87 +448,25 @@ pub(super) fn validate(raw: RawConfig, text: &str, path: &str) -> Result<Config,
 }
 
 /// The connections sources and destinations may name.
-struct Connections {
+struct Connections<'a> {
     apps: Vec<String>,
     salesforce: Vec<String>,
     zoho: Vec<String>,
-    netsuite: Vec<String>,
-    dynamics: Vec<String>,
-    sap: Vec<String>,
-    /// Per Dynamics org as written: (has `dataverse_url`, has `bc_environment`).
-    dynamics_services: BTreeMap<String, (bool, bool)>,
+    /// The ERP tables as written; an ERP source's connector reads the one it names.
+    erp: ErpTables<'a>,
 }
 
-/// One kind of connection table: `[dingtalk.apps.*]`, `[salesforce.orgs.*]`, `[zoho.orgs.*]`.
-struct Table<'a> {
-    /// The key naming it (`app`, `org`).
-    key: &'static str,
-    /// `DingTalk app`, `Salesforce org`.
-    what: &'static str,
-    /// `dingtalk.apps`.
-    path: &'static str,
-    known: &'a [String],
-}
-
-impl Connections {
-    fn apps(&self) -> Table<'_> {
-        Table { key: "app", what: "DingTalk app", path: "dingtalk.apps", known: &self.apps }
+impl Connections<'_> {
+    fn apps(&self) -> ConnectionTable<'_> {
+        ConnectionTable { key: "app", what: "DingTalk app", path: "dingtalk.apps", known: &self.apps }
     }
 
     /// The org table of a `salesforce` / `zoho` source or destination.
-    fn orgs(&self, vendor: &str) -> Table<'_> {
+    fn orgs(&self, vendor: &str) -> ConnectionTable<'_> {
         if vendor == "salesforce" {
-            Table { key: "org", what: "Salesforce org", path: "salesforce.orgs", known: &self.salesforce }
+            ConnectionTable { key: "org", what: "Salesforce org", path: "salesforce.orgs", known: &self.salesforce }
         } else {
-            Table { key: "org", what: "Zoho org", path: "zoho.orgs", known: &self.zoho }
-        }
-    }
-
-    /// The connection table of an ERP source.
-    fn erp(&self, system: ErpSystem) -> Table<'_> {
-        match system {
-            ErpSystem::Netsuite => {
-                Table { key: "account", what: "NetSuite account", path: "netsuite.accounts", known: &self.netsuite }
-            }
-            ErpSystem::Dynamics => {
-                Table { key: "org", what: "Dynamics org", path: "dynamics.orgs", known: &self.dynamics }
-            }
-            ErpSystem::Sap => Table { key: "system", what: "SAP system", path: "sap.systems", known: &self.sap },
-        }
-    }
-}
-
-/// Checks that `value` names an entry of `table`.
-fn connection_ref(
-    cx: &mut Ctx<'_>,
-    owner: &str,
-    table: &Table<'_>,
-    value: Option<&S<String>>,
-    at: Range<usize>,
-) -> Option<String> {
-    match value {
-        Some(a) if table.known.contains(a.get_ref()) => Some(a.get_ref().clone()),
-        Some(a) => {
-            let mut e = ConfigError::new(
-                Code::BadConnection,
-                format!("{owner} uses unknown {} `{}`", table.what, a.get_ref()),
-                span(a),
-                format!("not defined under [{}]; defined: {}", table.path, known_list(table.known)),
-            );
-            if let Some(h) = suggest(a.get_ref(), table.known) {
-                e = e.with_help(h);
-            }
-            cx.push(e);
-            None
-        }
-        None => {
-            cx.push(ConfigError::new(
-                Code::BadConnection,
-                format!("{owner} has no `{}`", table.key),
-                Some(at),
-                format!("needs {} = \"<name of a [{}.NAME] table>\"", table.key, table.path),
-            ));
-            None
+            ConnectionTable { key: "org", what: "Zoho org", path: "zoho.orgs", known: &self.zoho }
         }
     }
 }
@@ -558,24 +487,11 @@ fn record_source_keys(src: &RawSource) -> [(&'static str, Option<Range<usize>>);
     [("org", at(&src.org)), ("objects", at(&src.objects)), ("coalesce", at(&src.coalesce))]
 }
 
-/// Where the keys only ERP sources take were written.
-fn erp_source_keys(src: &RawSource) -> [(&'static str, Option<Range<usize>>); 7] {
-    [
-        ("account", at(&src.account)),
-        ("webhook_secret", at(&src.webhook_secret)),
-        ("poll", at(&src.poll)),
-        ("stale_after", at(&src.stale_after)),
-        ("idoc_folder", at(&src.idoc_folder)),
-        ("idoc_user", at(&src.idoc_user)),
-        ("idoc_password", at(&src.idoc_password)),
-    ]
-}
-
 /// `DB0101` for the CRM and ERP keys on a source of another kind (webhook, dingtalk); true if any.
 fn foreign_record_keys(cx: &mut Ctx<'_>, src: &RawSource, owner: &str) -> bool {
-    let mut any = cx.unused_keys(&record_source_keys(src), owner, RECORD_SOURCES_ONLY);
+    let mut any = cx.unused_keys(&record_source_keys(src), owner, &record_sources_only());
     any |= cx.unused_keys(&crm_source_keys(src), owner, CRM_SOURCES_ONLY);
-    any |= cx.unused_keys(&erp_source_keys(src), owner, ERP_SOURCES_ONLY);
+    any |= cx.unused_keys(&src.erp_keys().erp_only(), owner, &erp_only_label());
     any
 }
 
@@ -596,16 +512,20 @@ fn webhook_source_keys(src: &RawSource) -> [(&'static str, Option<Range<usize>>)
 }
 
 const CRM_SOURCES_ONLY: &str = "only `salesforce` and `zoho` sources take it";
-const ERP_SOURCES_ONLY: &str = "only `netsuite`, `dynamics` and `sap` sources take it";
-const RECORD_SOURCES_ONLY: &str =
-    "only CRM (`salesforce`, `zoho`) and ERP (`netsuite`, `dynamics`, `sap`) sources take it";
+/// The label under a key CRM and ERP sources share (`org`, `objects`, `coalesce`) on a source of
+/// another type; the ERP types are the registry's.
+fn record_sources_only() -> String {
+    let erp: Vec<String> = ErpSystem::ALL.iter().map(|s| format!("`{}`", s.as_str())).collect();
+    format!("only CRM (`salesforce`, `zoho`) and ERP ({}) sources take it", erp.join(", "))
+}
+
 const CRM_DESTINATIONS_ONLY: &str = "only `salesforce` and `zoho` destinations take it";
 
 fn validate_source(
     cx: &mut Ctx<'_>,
     name: &S<String>,
     src: &RawSource,
-    connections: &Connections,
+    connections: &Connections<'_>,
 ) -> Option<SourceConfig> {
     let n = name.get_ref();
     match src.kind.get_ref().as_str() {
@@ -616,10 +536,10 @@ fn validate_source(
         }
         "dingtalk" => return validate_dingtalk_source(cx, name, src, &connections.apps()),
         "salesforce" | "zoho" => return validate_crm_source(cx, name, src, connections),
-        "netsuite" => return validate_erp_source(cx, name, src, ErpSystem::Netsuite, connections),
-        "dynamics" => return validate_erp_source(cx, name, src, ErpSystem::Dynamics, connections),
-        "sap" => return validate_erp_source(cx, name, src, ErpSystem::Sap, connections),
         other => {
+            if let Some(system) = ErpSystem::from_name(other) {
+                return validate_erp_source(cx, name, src, system, connections);
+            }
             cx.push(ConfigError::new(
                 Code::UnknownChoice,
                 format!("source `{n}` has unknown type `{other}`"),
@@ -718,7 +638,7 @@ fn validate_dingtalk_source(
     cx: &mut Ctx<'_>,
     name: &S<String>,
     src: &RawSource,
-    apps: &Table<'_>,
+    apps: &ConnectionTable<'_>,
 ) -> Option<SourceConfig> {
     let n = name.get_ref();
     let owner = format!("a dingtalk source (`{n}`)");
@@ -728,7 +648,7 @@ fn validate_dingtalk_source(
         "dingtalk sources are authenticated by the app (Stream) or by callback_token + callback_aes_key (HTTP)",
     );
     ok &= !foreign_record_keys(cx, src, &owner);
-    let app = connection_ref(cx, &format!("source `{n}`"), apps, src.app.as_ref(), name.span());
+    let app = cx.diag.connection_ref(&format!("source `{n}`"), apps, src.app.as_ref(), name.span());
     let inbound = match src.mode.as_ref().map(|s| s.get_ref().as_str()) {
         None | Some("stream") => {
             if cx.unused_keys(
@@ -797,7 +717,7 @@ fn validate_crm_source(
     cx: &mut Ctx<'_>,
     name: &S<String>,
     src: &RawSource,
-    connections: &Connections,
+    connections: &Connections<'_>,
 ) -> Option<SourceConfig> {
     let n = name.get_ref();
     let vendor = src.kind.get_ref().as_str();
@@ -809,8 +729,9 @@ fn validate_crm_source(
         "CRM sources read records with their org's credentials; nothing is signed per request",
     );
     ok &= !cx.unused_keys(&dingtalk_source_keys(src), &owner, "only `dingtalk` sources take it");
-    ok &= !cx.unused_keys(&erp_source_keys(src), &owner, ERP_SOURCES_ONLY);
-    let org = connection_ref(cx, &format!("source `{n}`"), &connections.orgs(vendor), src.org.as_ref(), name.span());
+    ok &= !cx.unused_keys(&src.erp_keys().erp_only(), &owner, &erp_only_label());
+    let org =
+        cx.diag.connection_ref(&format!("source `{n}`"), &connections.orgs(vendor), src.org.as_ref(), name.span());
     let objects = validate_objects(cx, n, vendor, src, name.span(), &mut ok);
     let coalesce = match &src.coalesce {
         Some(s) => cx.duration(s, &format!("sources.{n}.coalesce")).unwrap_or(DEFAULT_COALESCE),
@@ -1007,7 +928,7 @@ fn validate_crm_destination(
     cx: &mut Ctx<'_>,
     name: &S<String>,
     dst: &RawDestination,
-    connections: &Connections,
+    connections: &Connections<'_>,
 ) -> Option<DestinationConfig> {
     let n = name.get_ref();
     let vendor = dst.kind.get_ref().as_str();
@@ -1060,8 +981,12 @@ fn validate_crm_destination(
         None => DEFAULT_LINGER,
     };
     let concurrency = dst.concurrency.as_ref().and_then(|s| cx.positive(s, &format!("destinations.{n}.concurrency")));
-    let org =
-        connection_ref(cx, &format!("destination `{n}`"), &connections.orgs(vendor), dst.org.as_ref(), name.span())?;
+    let org = cx.diag.connection_ref(
+        &format!("destination `{n}`"),
+        &connections.orgs(vendor),
+        dst.org.as_ref(),
+        name.span(),
+    )?;
     let crm = CrmDestination { org, interactive, linger };
     Some(DestinationConfig {
         name: n.clone(),
@@ -1098,7 +1023,7 @@ fn validate_destination(
     cx: &mut Ctx<'_>,
     name: &S<String>,
     dst: &RawDestination,
-    connections: &Connections,
+    connections: &Connections<'_>,
 ) -> Option<DestinationConfig> {
     let n = name.get_ref();
     match dst.kind.get_ref().as_str() {
@@ -1121,8 +1046,12 @@ fn validate_destination(
             cx.unused_keys(&crm_destination_keys(dst), &owner, CRM_DESTINATIONS_ONLY);
             let concurrency =
                 dst.concurrency.as_ref().and_then(|s| cx.positive(s, &format!("destinations.{n}.concurrency")));
-            let app =
-                connection_ref(cx, &format!("destination `{n}`"), &connections.apps(), dst.app.as_ref(), name.span())?;
+            let app = cx.diag.connection_ref(
+                &format!("destination `{n}`"),
+                &connections.apps(),
+                dst.app.as_ref(),
+                name.span(),
+            )?;
             let robot_code = dst.robot_code.as_ref().map(|s| s.get_ref().clone());
             return Some(DestinationConfig {
                 name: n.clone(),
@@ -1805,192 +1734,29 @@ fn api_name_error(what: &str, at: Range<usize>) -> ConfigError {
     )
 }
 
-/// The keys naming the other ERP types' connections: `(key, where it was written)`.
-fn other_connection_keys(src: &RawSource, system: ErpSystem) -> Vec<(&'static str, Option<Range<usize>>)> {
-    let all = [
-        (ErpSystem::Netsuite, "account", at(&src.account)),
-        (ErpSystem::Dynamics, "org", at(&src.org)),
-        (ErpSystem::Sap, "system", at(&src.system)),
-    ];
-    all.into_iter().filter(|(s, _, _)| *s != system).map(|(_, k, a)| (k, a)).collect()
-}
-
+/// A source whose `type` is an ERP of the registry: its connector validates the ERP keys
+/// (`connectors::erp_source`); the keys of the other source types and `fields` are checked here.
 fn validate_erp_source(
     cx: &mut Ctx<'_>,
     name: &S<String>,
     src: &RawSource,
     system: ErpSystem,
-    connections: &Connections,
+    connections: &Connections<'_>,
 ) -> Option<SourceConfig> {
     let n = name.get_ref();
     let vendor = system.as_str();
     let owner = format!("a {vendor} source (`{n}`)");
-    let signed_by = if system == ErpSystem::Sap {
-        "sap sources authenticate IDocs with idoc_user + idoc_password"
-    } else {
-        "ERP pushes are authenticated with webhook_secret"
-    };
-    let mut ok = !cx.unused_keys(&webhook_source_keys(src), &owner, signed_by);
+    let push = system.source_rules().push();
+    let mut ok = !cx.unused_keys(&webhook_source_keys(src), &owner, push.instead_of_webhook);
     ok &= !cx.unused_keys(&dingtalk_source_keys(src), &owner, "only `dingtalk` sources take it");
     ok &= !cx.unused_keys(
         &crm_source_keys(src),
         &owner,
         "only `salesforce` and `zoho` sources take it; ERP sources poll with `poll`",
     );
-    let table = connections.erp(system);
-    ok &= !cx.unused_keys(
-        &other_connection_keys(src, system),
-        &owner,
-        &format!("a {vendor} source names its [{}.NAME] with `{}`", table.path, table.key),
-    );
-    if system == ErpSystem::Sap {
-        ok &= !cx.unused_keys(
-            &[("webhook_secret", at(&src.webhook_secret))],
-            &owner,
-            "SAP sends IDocs: use idoc_folder and/or idoc_user + idoc_password",
-        );
-    } else {
-        ok &= !cx.unused_keys(
-            &[
-                ("idoc_folder", at(&src.idoc_folder)),
-                ("idoc_user", at(&src.idoc_user)),
-                ("idoc_password", at(&src.idoc_password)),
-            ],
-            &owner,
-            "only `sap` sources take it (IDoc intake)",
-        );
-    }
-    let written = match system {
-        ErpSystem::Netsuite => src.account.as_ref(),
-        ErpSystem::Dynamics => src.org.as_ref(),
-        ErpSystem::Sap => src.system.as_ref(),
-    };
-    let connection = connection_ref(cx, &format!("source `{n}`"), &table, written, name.span());
-    let objects = validate_erp_objects(cx, n, system, src, name.span(), &mut ok);
-    if let (ErpSystem::Dynamics, Some(org), Some(list)) = (system, &connection, &src.objects) {
-        let (dataverse, bc) = connections.dynamics_services.get(org).copied().unwrap_or((true, true));
-        let services = connectors::dynamics::config::Services { dataverse, bc };
-        if !connectors::dynamics::config::check_source_services(&mut cx.diag, n, org, services, list) {
-            ok = false;
-        }
-    }
-    let webhook_secret = src.webhook_secret.as_ref().and_then(|s| cx.secret(s, &format!("sources.{n}.webhook_secret")));
-    let idoc_password = src.idoc_password.as_ref().and_then(|s| cx.secret(s, &format!("sources.{n}.idoc_password")));
-    let idoc_user = match &src.idoc_user {
-        Some(s) if s.get_ref().trim().is_empty() => {
-            cx.push(ConfigError::new(
-                Code::EmptyValue,
-                format!("sources.{n}.idoc_user is empty"),
-                span(s),
-                "the user the ECC port logs in with (HTTP Basic)",
-            ));
-            ok = false;
-            None
-        }
-        Some(s) => Some(s.get_ref().trim().to_string()),
-        None => None,
-    };
-    if system == ErpSystem::Sap {
-        match (&src.idoc_user, &src.idoc_password) {
-            (Some(user), None) => {
-                cx.push(ConfigError::new(
-                    Code::KeyConflict,
-                    format!("sources.{n}.idoc_user is set but idoc_password is not"),
-                    span(user),
-                    "add idoc_password = { env = \"...\" }: IDocs are accepted only with both",
-                ));
-                ok = false;
-            }
-            (None, Some(password)) => {
-                cx.push(ConfigError::new(
-                    Code::KeyConflict,
-                    format!("sources.{n}.idoc_password is set but idoc_user is not"),
-                    span(password),
-                    "add idoc_user = \"...\" (the ECC port's HTTP Basic user)",
-                ));
-                ok = false;
-            }
-            _ => {}
-        }
-    }
-    let idoc_folder = match &src.idoc_folder {
-        Some(s) if s.get_ref().trim().is_empty() => {
-            cx.push(ConfigError::new(
-                Code::EmptyValue,
-                format!("sources.{n}.idoc_folder is empty"),
-                span(s),
-                "the folder the ECC file port writes IDocs to, e.g. var/idoc-in",
-            ));
-            ok = false;
-            None
-        }
-        Some(s) => Some(cx.base_dir.join(s.get_ref().trim())),
-        None => None,
-    };
-    let mut positive = |cx: &mut Ctx<'_>, key: &str, v: &Option<S<String>>, label: &str| {
-        let s = v.as_ref()?;
-        match cx.duration(s, &format!("sources.{n}.{key}")) {
-            Some(d) if d.is_zero() => {
-                cx.push(ConfigError::new(
-                    Code::OutOfRange,
-                    format!("sources.{n}.{key} must be longer than 0s"),
-                    span(s),
-                    label.to_string(),
-                ));
-                ok = false;
-                None
-            }
-            Some(d) => Some(d),
-            None => {
-                ok = false;
-                None
-            }
-        }
-    };
-    let poll = positive(cx, "poll", &src.poll, "leave `poll` out to not poll");
-    let stale_after =
-        positive(cx, "stale_after", &src.stale_after, "leave `stale_after` out to never mark a status stale");
-    let coalesce = match &src.coalesce {
-        Some(s) => cx.duration(s, &format!("sources.{n}.coalesce")).unwrap_or(DEFAULT_ERP_COALESCE),
-        None => DEFAULT_ERP_COALESCE,
-    };
-    // Whether any intake was written (a key with a mistake is reported on its own).
-    let pushed = match system {
-        ErpSystem::Sap => src.idoc_folder.is_some() || src.idoc_user.is_some() || src.idoc_password.is_some(),
-        _ => src.webhook_secret.is_some(),
-    };
-    if !pushed && src.poll.is_none() {
-        let needs = if system == ErpSystem::Sap {
-            "add idoc_folder, idoc_user + idoc_password, and/or poll = \"5m\""
-        } else {
-            "add webhook_secret = { env = \"...\" } and/or poll = \"5m\""
-        };
-        cx.push(ConfigError::new(
-            Code::MissingKey,
-            format!("{vendor} source `{n}` has no intake: nothing pushes changes and nothing polls"),
-            Some(name.span()),
-            needs,
-        ));
-        ok = false;
-    }
+    let erp = erp_source::validate(&mut cx.diag, name, system, &src.erp_keys(), &connections.erp, &cx.base_dir);
     let fields = validate_fields(cx, n, src, &mut ok);
-    if src.webhook_secret.is_some() && webhook_secret.is_none()
-        || src.idoc_password.is_some() && idoc_password.is_none()
-    {
-        ok = false; // reported by cx.secret
-    }
-    let erp = ErpSource {
-        system,
-        connection: connection?,
-        objects: objects?,
-        webhook_secret,
-        poll,
-        stale_after,
-        coalesce,
-        idoc_folder,
-        idoc_user,
-        idoc_password,
-    };
+    let erp = erp?;
     ok.then(|| SourceConfig {
         name: n.clone(),
         kind: SourceKind::Erp(erp),
@@ -2000,64 +1766,4 @@ fn validate_erp_source(
         tolerance: DEFAULT_TOLERANCE,
         fields,
     })
-}
-
-/// `objects` of an ERP source: required, non-empty, each one its type watches, each once.
-fn validate_erp_objects(
-    cx: &mut Ctx<'_>,
-    n: &str,
-    system: ErpSystem,
-    src: &RawSource,
-    at: Range<usize>,
-    ok: &mut bool,
-) -> Option<Vec<String>> {
-    let vendor = system.as_str();
-    let allowed = system.source_objects();
-    let Some(list) = &src.objects else {
-        cx.push(ConfigError::new(
-            Code::MissingKey,
-            format!("{vendor} source `{n}` has no `objects`"),
-            Some(at),
-            format!("needs the watched objects, from: {}", allowed.join(", ")),
-        ));
-        return None;
-    };
-    if list.get_ref().is_empty() {
-        cx.push(ConfigError::new(
-            Code::EmptyValue,
-            format!("sources.{n}.objects is empty"),
-            span(list),
-            format!("watch at least one of: {}", allowed.join(", ")),
-        ));
-        return None;
-    }
-    let known: Vec<String> = allowed.iter().map(|s| (*s).to_string()).collect();
-    let mut objects: Vec<String> = Vec::new();
-    for o in list.get_ref() {
-        let object = o.get_ref();
-        if !allowed.contains(&object.as_str()) {
-            let mut e = ConfigError::new(
-                Code::UnknownChoice,
-                format!("object `{object}` of source `{n}` is not one {vendor} sources watch"),
-                span(o),
-                format!("allowed: {}", allowed.join(", ")),
-            );
-            if let Some(h) = suggest(object, &known) {
-                e = e.with_help(h);
-            }
-            cx.push(e);
-            *ok = false;
-        } else if objects.contains(object) {
-            cx.push(ConfigError::new(
-                Code::DuplicateName,
-                format!("object `{object}` is listed twice in source `{n}`"),
-                span(o),
-                "listed again here",
-            ));
-            *ok = false;
-        } else {
-            objects.push(object.clone());
-        }
-    }
-    Some(objects)
 }
