@@ -21,6 +21,11 @@ pub fn router(state: AppState) -> Router<AppState> {
         .layer(middleware::from_fn_with_state(state, require_token))
 }
 
+/// `GET /metrics` (admin listener): Prometheus text.
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    state.metrics.render(state.store.as_ref(), state.clock.as_ref()).await
+}
+
 async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let presented = request
         .headers()

@@ -9,9 +9,9 @@
 //! a crash adds nothing), the audit rows, then the new state with the input's key recorded as
 //! applied (a retry after that finds it and does nothing).
 
-use crate::erp::ErpSource;
 use crate::error::StateError;
 use crate::hooks::commit;
+use crate::sources::ErpSource;
 use crate::state::AppState;
 use crate::supervisor::{pause, OnFailure, TaskError};
 use async_trait::async_trait;

@@ -12,36 +12,16 @@
 
 use crate::error::ApiError;
 use crate::reads::{commit_read, Notices, ReadRequest, RecordSource};
+use crate::sources::{refresh_destination, CrmSource};
 use crate::state::AppState;
 use async_trait::async_trait;
 use connect::{Delivery, DeliveryError, Idempotency, Receipt, Sink};
 use connectors::erp::ErpRecord;
-use connectors::push::{PushIntake, PushSubscription};
-use connectors::reader::{CrmReader, Polled, ReadError};
+use connectors::push::PushIntake;
+use connectors::reader::{Polled, ReadError};
 use model::InboundChange;
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// The outbox destination of a CRM source's read jobs.
-pub fn refresh_destination(source: &str) -> String {
-    format!("refresh:{source}")
-}
-
-/// One configured CRM source, as the gateway runs it.
-pub struct CrmSource {
-    pub name: String,
-    /// Reads and polls the CRM's records.
-    pub reader: Arc<dyn CrmReader>,
-    /// Checks and reads what the CRM pushes to this source (with the source's secrets).
-    pub push: Arc<dyn PushIntake>,
-    /// Keeps the CRM pushing, where it must be asked to (a Zoho channel).
-    pub subscription: Option<Arc<dyn PushSubscription>>,
-    /// How often the source is polled; `None`: never.
-    pub poll: Option<Duration>,
-    pub objects: Vec<String>,
-    pub coalesce: Duration,
-}
 
 #[async_trait]
 impl RecordSource for CrmSource {
@@ -123,6 +103,3 @@ impl Sink for RefreshSink {
         Ok(())
     }
 }
-
-/// Names of every CRM source, by name, for the router and the gateway.
-pub type CrmSources = BTreeMap<String, Arc<CrmSource>>;

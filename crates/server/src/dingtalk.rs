@@ -12,13 +12,11 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use connectors::dingtalk::callback::{self, CallbackRequest, ReplayGuard};
-use connectors::dingtalk::crypto::CallbackCrypto;
+use connectors::dingtalk::callback::{self, CallbackRequest};
 use connectors::dingtalk::source;
 use connectors::dingtalk::stream::{CallbackRefused, EventAck, Frame, StreamHandler};
 use model::InboundChange;
-use secrecy::{ExposeSecret, SecretString};
-use std::sync::Arc;
+use secrecy::ExposeSecret;
 
 /// Applies a stored directory change to the app's directory copy, in the background: the
 /// event is already durable, and the ACK must not wait for DingTalk's contacts API.
@@ -47,15 +45,6 @@ const RETRY_AFTER_SECS: u64 = 1;
 /// Id-link kind of the people who may click a card sent with HTTP callbacks (`left` = its
 /// `outTrackId`, `data` = `{"group", "users"}`), recorded when the card is planned.
 pub const CARD_RECIPIENTS: &str = "card.recipients";
-
-/// One DingTalk source in HTTP callback mode.
-pub struct CallbackReceiver {
-    pub crypto: Arc<CallbackCrypto>,
-    /// Stale and replayed pushes are refused.
-    pub replays: ReplayGuard,
-    /// The capability of `POST /dingtalk/card-callback/{source}?token=`; `None` closes that URL.
-    pub card_token: Option<SecretString>,
-}
 
 /// Every callback that cannot be verified or decrypted gets this one answer, byte for byte: a
 /// caller who could tell a bad signature from bad padding, a wrong length or a wrong owner key

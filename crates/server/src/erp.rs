@@ -14,76 +14,23 @@
 use crate::error::ApiError;
 use crate::push::unreadable_document;
 use crate::reads::{commit_all, commit_read, Notices, ReadRequest, RecordSource};
+use crate::sources::{read_destination, ErpSource};
 use crate::state::AppState;
 use crate::supervisor::{pause, TaskError};
 use async_trait::async_trait;
 use connect::{Delivery, DeliveryError, Idempotency, Receipt, Sink};
-use connectors::erp::{self, ErpRecord};
+use connectors::erp::ErpRecord;
 use connectors::push::PushIntake;
-use connectors::reader::{ApprovalWriteBack, ErpReader, Polled, ReadError};
-use engine::config::ErpSystem;
-use model::InboundChange;
-use serde_json::Value;
-use std::collections::BTreeMap;
+use connectors::reader::{Polled, ReadError};
 use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-/// The outbox destination of an ERP source's read jobs.
-pub fn read_destination(source: &str) -> String {
-    format!("erp-read:{source}")
-}
-
 /// How often a drop folder is scanned, and how long a file must have been left alone before it
 /// is read (a file still being written is not taken half-way).
 const FOLDER_SCAN: Duration = Duration::from_secs(1);
 const FOLDER_SETTLE: Duration = Duration::from_millis(500);
-
-/// One configured ERP source, as the gateway runs it.
-pub struct ErpSource {
-    pub name: String,
-    pub system: ErpSystem,
-    /// Polls and reads the ERP's records.
-    pub reader: Arc<dyn ErpReader>,
-    /// Writes approval decisions to the ERP and lists its people.
-    pub write_back: Arc<dyn ApprovalWriteBack>,
-    pub objects: Vec<String>,
-    pub coalesce: Duration,
-    pub poll: Option<Duration>,
-    /// A status older than this when it reaches the gateway is marked stale (`data.stale`).
-    pub stale_after: Option<Duration>,
-    /// Checks and reads what the ERP pushes to this source (with the source's secrets).
-    pub push: Arc<dyn PushIntake>,
-    /// The watched drop folder of pushed documents, read by `push`.
-    pub drop_folder: Option<PathBuf>,
-}
-
-/// The ERP sources, by source name.
-pub type ErpSources = BTreeMap<String, Arc<ErpSource>>;
-
-impl ErpSource {
-    /// The event of one record state, as the flows see it: the canonical data plus how old the
-    /// state was when it arrived (`age_seconds`, `stale`).
-    fn inbound(&self, record: &ErpRecord, change: &str, now_ms: i64) -> InboundChange {
-        let mut data = record.data.clone();
-        if let Value::Object(map) = &mut data {
-            let age = record.source_time_ms.map(|t| (now_ms - t).max(0) / 1000);
-            let stale = self.stale_after.is_some_and(|limit| erp::is_stale(record.source_time_ms, now_ms, limit));
-            map.insert("age_seconds".into(), age.map_or(Value::Null, Value::from));
-            map.insert("stale".into(), Value::Bool(stale));
-        }
-        InboundChange {
-            event_type: format!("{}.{}", self.system.as_str(), record.object),
-            entity: record.entity.to_owned(),
-            entity_id: record.entity_id.clone(),
-            change: change.to_owned(),
-            dedup_key: record.dedup_key(),
-            source_time_ms: record.source_time_ms,
-            data,
-        }
-    }
-}
 
 #[async_trait]
 impl RecordSource for ErpSource {

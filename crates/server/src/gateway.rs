@@ -58,6 +58,8 @@ pub struct Gateway {
     pub store: Arc<dyn store::Store>,
     /// Stream connections of the DingTalk sources in Stream mode, by source name.
     pub streams: Vec<(String, StreamHandle)>,
+    /// Approvals with authority, when the config has approval policies.
+    pub approvals: Option<Arc<crate::approvals::Approvals>>,
     /// The background loops (pollers, syncs, timers), stopped first at shutdown.
     tasks: Supervisor,
     workers_cancel: CancellationToken,
@@ -99,7 +101,7 @@ impl Gateway {
         for (name, inbound) in runtime.dingtalk_sources {
             match inbound {
                 DingtalkSourceRuntime::Http { crypto, card_token } => {
-                    let receiver = crate::dingtalk::CallbackReceiver {
+                    let receiver = crate::sources::CallbackReceiver {
                         crypto,
                         replays: Default::default(),
                         card_token: card_token.map(|t| t.secret_string().clone()),
@@ -176,18 +178,17 @@ impl Gateway {
             directories: Arc::new(directories),
             crm: Arc::new(crm_sources),
             erp: Arc::new(erp_sources),
-            approvals: approvals.clone(),
             tasks: tasks.clone(),
         };
 
         let mut sinks = runtime.sinks.clone();
         for source in state.crm.values() {
             let sink = crate::crm::RefreshSink { source: source.clone(), state: state.clone() };
-            sinks.insert(crate::crm::refresh_destination(&source.name), Arc::new(sink));
+            sinks.insert(crate::sources::refresh_destination(&source.name), Arc::new(sink));
         }
         for source in state.erp.values() {
             let sink = crate::erp::ErpReadSink { source: source.clone(), state: state.clone() };
-            sinks.insert(crate::erp::read_destination(&source.name), Arc::new(sink));
+            sinks.insert(crate::sources::read_destination(&source.name), Arc::new(sink));
         }
         if let Some(approvals) = &approvals {
             sinks.insert(
@@ -218,7 +219,7 @@ impl Gateway {
             wakeups,
         );
 
-        spawn_background(&state, &keepers);
+        spawn_background(&state, approvals.as_ref(), &keepers);
         // Stream clients start after the store and the intake exist: a frame is ACKed only after
         // its event is committed.
         let streams_cancel = CancellationToken::new();
@@ -240,6 +241,7 @@ impl Gateway {
             state,
             store,
             streams,
+            approvals,
             tasks,
             workers_cancel,
             workers: workers_tracker,
@@ -278,7 +280,11 @@ impl Gateway {
 /// The gateway's background loops, each under the supervisor with its name: restarted with
 /// backoff if it fails, since each works from what the store holds (cursors, the directory copy,
 /// pending approvals) and a restart repeats at most one round.
-fn spawn_background(state: &crate::AppState, keepers: &BTreeMap<String, Arc<DirectoryKeeper>>) {
+fn spawn_background(
+    state: &crate::AppState,
+    approvals: Option<&Arc<crate::approvals::Approvals>>,
+    keepers: &BTreeMap<String, Arc<DirectoryKeeper>>,
+) {
     let tasks = &state.tasks;
     for (app, keeper) in keepers {
         let keeper = keeper.clone();
@@ -312,7 +318,7 @@ fn spawn_background(state: &crate::AppState, keepers: &BTreeMap<String, Arc<Dire
             });
         }
     }
-    if let Some(approvals) = &state.approvals {
+    if let Some(approvals) = approvals {
         crate::approvals::spawn_user_sync(state, approvals);
         let (state, approvals) = (state.clone(), approvals.clone());
         tasks.spawn("approval-timer", OnFailure::Restart, move |cancel| {
@@ -340,7 +346,7 @@ fn crm_sources(
     readers: &BTreeMap<(System, String), Arc<dyn CrmReader>>,
     secrets: &BTreeMap<String, engine::config::Secret>,
     addr: SocketAddr,
-) -> Result<crate::crm::CrmSources, StartError> {
+) -> Result<crate::sources::CrmSources, StartError> {
     let mut out = BTreeMap::new();
     for (name, source) in &config.sources {
         let Some((system, crm)) = source.kind.crm() else { continue };
@@ -365,7 +371,7 @@ fn crm_sources(
             notify_url: notify_url.unwrap_or_else(own_url),
         };
         let refused = |e: connectors::push::PushSetupError| StartError::Config(e.to_string());
-        let built = crate::crm::CrmSource {
+        let built = crate::sources::CrmSource {
             name: name.clone(),
             push: reader.push_intake(&setup).map_err(refused)?,
             subscription: reader.subscription(&setup).map_err(refused)?,
@@ -385,7 +391,7 @@ fn erp_sources(
     config: &Config,
     connectors: &BTreeMap<(ErpSystem, String), ErpConnector>,
     secrets: &BTreeMap<String, ErpSecrets>,
-) -> Result<crate::erp::ErpSources, StartError> {
+) -> Result<crate::sources::ErpSources, StartError> {
     use connectors::push::PushCredentials;
     let mut out = BTreeMap::new();
     for (name, source) in &config.sources {
@@ -398,7 +404,7 @@ fn erp_sources(
             shared_secret: secrets.and_then(|s| s.webhook_secret.clone()),
             basic_login: erp.idoc_user.clone().zip(secrets.and_then(|s| s.idoc_password.clone())),
         };
-        let built = crate::erp::ErpSource {
+        let built = crate::sources::ErpSource {
             name: name.clone(),
             system: erp.system,
             push: connector.reader.push_intake(credentials),
@@ -419,7 +425,7 @@ fn erp_sources(
 /// the DingTalk app whose directory says who is who.
 fn approvals_runtime(
     config: &Config,
-    erp_sources: &crate::erp::ErpSources,
+    erp_sources: &crate::sources::ErpSources,
     keepers: &BTreeMap<String, Arc<DirectoryKeeper>>,
 ) -> Result<Option<Arc<crate::approvals::Approvals>>, StartError> {
     let approvals = &config.approvals;

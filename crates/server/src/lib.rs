@@ -17,6 +17,7 @@ pub mod pipeline;
 pub mod poll;
 pub mod push;
 pub mod reads;
+pub mod sources;
 pub mod state;
 pub mod supervisor;
 
@@ -68,5 +69,5 @@ pub fn router(state: AppState) -> Router {
 /// The admin listener's routes (`[server] admin_listen`, loopback by default): `/metrics` and
 /// the admin API, every route of which needs the bearer token.
 pub fn admin_router(state: AppState) -> Router {
-    Router::new().route("/metrics", get(metrics::render)).nest("/api", admin::router(state.clone())).with_state(state)
+    Router::new().route("/metrics", get(admin::metrics)).nest("/api", admin::router(state.clone())).with_state(state)
 }

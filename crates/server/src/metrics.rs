@@ -4,10 +4,9 @@
 //! gateway instances sharing one database; at most once per [`STATS_MAX_AGE`], however often
 //! `/metrics` is scraped, so a scraper cannot make the store count its tables in a loop.
 
-use crate::state::AppState;
-use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
+use connect::Clock;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -68,37 +67,37 @@ impl Metrics {
     }
 }
 
-pub async fn render(State(state): State<AppState>) -> Response {
-    refresh_store_gauges(&state).await;
-    (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
-        state.metrics.handle.render(),
-    )
-        .into_response()
-}
-
-/// Reads the store statistics into the gauges, unless that was done less than
-/// [`STATS_MAX_AGE`] ago; concurrent scrapes wait for one read.
-async fn refresh_store_gauges(state: &AppState) {
-    let mut read_at = state.metrics.stats_read_at.lock().await;
-    if read_at.is_some_and(|at| at.elapsed() < STATS_MAX_AGE) {
-        return;
+impl Metrics {
+    /// The Prometheus text of every metric, with the store's gauges fresh.
+    pub async fn render(&self, store: &dyn store::Store, clock: &dyn Clock) -> Response {
+        self.refresh_store_gauges(store, clock).await;
+        (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], self.handle.render())
+            .into_response()
     }
-    *read_at = Some(Instant::now());
-    let now = state.clock.now_millis();
-    match state.store.stats(now).await {
-        Ok(stats) => {
-            metrics::gauge!("dingbridge_queue_depth", "state" => "pending").set(stats.pending as f64);
-            metrics::gauge!("dingbridge_queue_depth", "state" => "leased").set(stats.leased as f64);
-            metrics::gauge!("dingbridge_queue_depth", "state" => "dead").set(stats.dead as f64);
-            metrics::gauge!("dingbridge_dead_letters").set(stats.dead_letters as f64);
-            metrics::gauge!("dingbridge_oldest_pending_age_seconds").set(stats.oldest_pending_age_ms as f64 / 1000.0);
-            metrics::gauge!("dingbridge_store_up").set(1.0);
+
+    /// Reads the store statistics into the gauges, unless that was done less than
+    /// [`STATS_MAX_AGE`] ago; concurrent scrapes wait for one read.
+    async fn refresh_store_gauges(&self, store: &dyn store::Store, clock: &dyn Clock) {
+        let mut read_at = self.stats_read_at.lock().await;
+        if read_at.is_some_and(|at| at.elapsed() < STATS_MAX_AGE) {
+            return;
         }
-        Err(err) => {
-            tracing::warn!("Store stats unavailable for /metrics: {err}");
-            metrics::gauge!("dingbridge_store_up").set(0.0);
+        *read_at = Some(Instant::now());
+        let now = clock.now_millis();
+        match store.stats(now).await {
+            Ok(stats) => {
+                metrics::gauge!("dingbridge_queue_depth", "state" => "pending").set(stats.pending as f64);
+                metrics::gauge!("dingbridge_queue_depth", "state" => "leased").set(stats.leased as f64);
+                metrics::gauge!("dingbridge_queue_depth", "state" => "dead").set(stats.dead as f64);
+                metrics::gauge!("dingbridge_dead_letters").set(stats.dead_letters as f64);
+                metrics::gauge!("dingbridge_oldest_pending_age_seconds")
+                    .set(stats.oldest_pending_age_ms as f64 / 1000.0);
+                metrics::gauge!("dingbridge_store_up").set(1.0);
+            }
+            Err(err) => {
+                tracing::warn!("Store stats unavailable for /metrics: {err}");
+                metrics::gauge!("dingbridge_store_up").set(0.0);
+            }
         }
     }
 }

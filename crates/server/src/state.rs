@@ -76,15 +76,13 @@ pub struct AppState {
     pub admin_token: Option<Arc<secrecy::SecretString>>,
     /// The DingTalk sources in HTTP callback mode, by source name: each one's decryptor, replay
     /// memory and card token.
-    pub dingtalk_callbacks: Arc<std::collections::BTreeMap<String, Arc<crate::dingtalk::CallbackReceiver>>>,
+    pub dingtalk_callbacks: Arc<std::collections::BTreeMap<String, Arc<crate::sources::CallbackReceiver>>>,
     /// The directory keeper of each DingTalk source's app, by source name.
     pub directories: Arc<std::collections::BTreeMap<String, Arc<crate::directory::DirectoryKeeper>>>,
     /// The CRM sources (Salesforce, Zoho), by source name.
-    pub crm: Arc<crate::crm::CrmSources>,
+    pub crm: Arc<crate::sources::CrmSources>,
     /// The ERP sources (NetSuite, Dynamics 365, SAP), by source name.
-    pub erp: Arc<crate::erp::ErpSources>,
-    /// Approvals with authority, when the config has approval policies.
-    pub approvals: Option<Arc<crate::approvals::Approvals>>,
+    pub erp: Arc<crate::sources::ErpSources>,
     /// Runs every background task of the gateway, named and with its failure policy.
     pub tasks: crate::supervisor::Supervisor,
 }

@@ -8,6 +8,7 @@
 
 pub mod dingtalk;
 pub mod erp;
+pub mod layering;
 /// The shared fixture loader (its own crate so connector unit tests can use it too).
 pub use fixtures;
 pub mod oracle;

@@ -808,8 +808,8 @@ async fn escalation(erp: Erp) {
     // Saturday noon HKT: the weekend does not count.
     rig.clock.set(at("2026-12-05T04:00:00Z"));
     // The timer's own look at the pending approvals, run now: at the weekend nothing is due.
-    let state = &rig.gateway.as_ref().unwrap().state;
-    let approvals = state.approvals.as_ref().unwrap();
+    let gateway = rig.gateway.as_ref().unwrap();
+    let (state, approvals) = (&gateway.state, gateway.approvals.as_ref().unwrap());
     assert_eq!(
         dingbridge_server::approvals::tick_due(state, approvals).await.unwrap(),
         0,

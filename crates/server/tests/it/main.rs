@@ -7,4 +7,5 @@ mod crm;
 mod dingtalk;
 mod erp;
 mod intake;
+mod layering;
 mod routes;
