@@ -6,7 +6,7 @@ use connect::{DeliveryError, Disposition};
 use connectors::approval::ErpUser;
 use connectors::dingtalk::directory::{Directory, DirectorySnapshot, DirectorySync};
 use engine::approvals::ApprovalsConfig;
-use engine::config::{self, Config, ErpSource, ErpSystem, SourceKind};
+use engine::config::{self, Config, ErpSource, SourceKind};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -184,36 +184,12 @@ async fn fetch_people(
             .await?;
     let mut erp_users = BTreeMap::new();
     for (name, erp) in sources {
-        let users = match erp.system {
-            ErpSystem::Netsuite => {
-                let client = runtime
-                    .netsuite_accounts
-                    .get(&erp.connection)
-                    .with_context(|| format!("source `{name}`: no NetSuite account `{}`", erp.connection))?;
-                patiently(&format!("reading the users of NetSuite account `{}`", erp.connection), || {
-                    connectors::netsuite::approval::users(client)
-                })
-                .await?
-            }
-            ErpSystem::Dynamics => {
-                let org = runtime
-                    .dynamics_orgs
-                    .get(&erp.connection)
-                    .with_context(|| format!("source `{name}`: no Dynamics org `{}`", erp.connection))?;
-                let (Some(bc), Some(company)) = (&org.bc, &org.bc_company) else {
-                    anyhow::bail!(
-                        "source `{name}`: Dynamics org `{}` has no Business Central company to read users from",
-                        erp.connection
-                    );
-                };
-                patiently(&format!("reading the users of Business Central org `{}`", erp.connection), || {
-                    connectors::dynamics::approval::users(bc, company)
-                })
-                .await?
-            }
-            // SAP exposes no user list to dingbridge; its identity table is checked without one.
-            ErpSystem::Sap => continue,
-        };
+        let connector = runtime
+            .erp_connectors
+            .get(&(erp.system, erp.connection.clone()))
+            .with_context(|| format!("source `{name}`: no {} connection `{}`", erp.system.as_str(), erp.connection))?;
+        let what = format!("reading the users of source `{name}` ({} `{}`)", erp.system.display_name(), erp.connection);
+        let users = patiently(&what, || connector.write_back.users()).await?;
         erp_users.insert(name.clone(), users);
     }
     Ok(Some(People { directory, erp_users }))

@@ -99,7 +99,8 @@ pub trait ErpReader: Send + Sync {
 pub trait ApprovalWriteBack: Send + Sync {
     async fn decide(&self, request: &DecisionRequest) -> Result<DecisionOutcome, DeliveryError>;
 
-    /// The ERP's people, for identity mapping; empty where the ERP gives no list.
+    /// The ERP's people, for identity mapping; empty where the ERP keeps no list for dingbridge, an error
+    /// where this connection cannot read the list it should have.
     async fn users(&self) -> Result<Vec<ErpUser>, DeliveryError>;
 }
 

@@ -126,7 +126,12 @@ impl ApprovalWriteBack for DynamicsReader {
     async fn users(&self) -> Result<Vec<ErpUser>, DeliveryError> {
         match (&self.clients.bc, &self.clients.bc_company) {
             (Some(bc), Some(company)) => super::approval::users(bc, company).await,
-            _ => Ok(Vec::new()),
+            // Identity rules match against these people: an empty list would leave every
+            // requester unrecognised without saying why.
+            _ => Err(DeliveryError::BadPayload {
+                destination: "dynamics users".into(),
+                detail: "the Dynamics org has no Business Central company to read users from".into(),
+            }),
         }
     }
 }
