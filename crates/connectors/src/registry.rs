@@ -97,6 +97,24 @@ impl ErpSystem {
         }
     }
 
+    /// Whether dingbridge reads the ERP's list of people ([`crate::reader::ApprovalWriteBack::users`])
+    /// that identity rules match against; without one, users are mapped by table only.
+    pub fn keeps_user_list(self) -> bool {
+        match self {
+            ErpSystem::Netsuite | ErpSystem::Dynamics => true,
+            ErpSystem::Sap => false,
+        }
+    }
+
+    /// The ERP source types as a sentence: `netsuite, dynamics or sap`.
+    pub fn names() -> String {
+        let names: Vec<&str> = ErpSystem::ALL.iter().map(|s| s.as_str()).collect();
+        match names.split_last() {
+            Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+            _ => names.join(""),
+        }
+    }
+
     /// What the objects of a source of this system may be.
     pub fn source_objects(self) -> &'static [&'static str] {
         match self {
@@ -135,6 +153,12 @@ mod tests {
         for system in System::ALL {
             assert_eq!(system.simulator(clock.clone()).name(), system.as_str());
         }
+    }
+
+    #[test]
+    fn the_erp_names_read_as_a_sentence() {
+        assert_eq!(ErpSystem::names(), "netsuite, dynamics or sap");
+        assert!(!ErpSystem::Sap.keeps_user_list() && ErpSystem::Netsuite.keeps_user_list());
     }
 
     #[test]

@@ -239,7 +239,7 @@ pub fn validate(
         let Some(kind) = kind else {
             cx.error(
                 Code::UnknownSource,
-                format!("[identity.{0}]: `{0}` is not an ERP source (netsuite, dynamics or sap)", source.get_ref()),
+                format!("[identity.{0}]: `{0}` is not an ERP source ({1})", source.get_ref(), ErpSystem::names()),
                 source,
                 "not an ERP source",
             );
@@ -247,15 +247,16 @@ pub fn validate(
         };
         let mut rules = Vec::new();
         if let Some(list) = &identity.rules {
-            if kind == ErpSystem::Sap && !list.get_ref().is_empty() {
+            if !kind.keeps_user_list() && !list.get_ref().is_empty() {
+                let erp = kind.display_name();
                 cx.error(
                     Code::Approvals,
                     format!(
-                        "[identity.{}]: SAP has no user list dingbridge reads; map SAP users in `users = {{…}}`",
+                        "[identity.{}]: {erp} has no user list dingbridge reads; map {erp} users in `users = {{…}}`",
                         source.get_ref()
                     ),
                     list,
-                    "not for SAP",
+                    &format!("not for {erp}"),
                 );
             }
             for rule in list.get_ref() {
@@ -481,10 +482,7 @@ fn validate_policy(
             ),
             Some(None) => cx.error(
                 Code::UnknownSource,
-                format!(
-                    "policy `{name}`: source `{}` is not an ERP source (netsuite, dynamics or sap)",
-                    source.get_ref()
-                ),
+                format!("policy `{name}`: source `{}` is not an ERP source ({})", source.get_ref(), ErpSystem::names()),
                 source,
                 "not an ERP source",
             ),
