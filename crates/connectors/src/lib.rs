@@ -7,6 +7,8 @@
 
 pub mod approval;
 pub mod crm;
+pub mod crm_destination;
+pub mod crm_source;
 pub mod dingtalk;
 pub mod dynamics;
 pub mod erp;

@@ -143,6 +143,50 @@ impl ErpSystem {
     }
 }
 
+/// The CRM a CRM source reads or a CRM destination writes to, and what the config asks of each
+/// by name: how a source or destination `type` is read, and how its sources and destinations are
+/// validated where they differ (each vendor's `config.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum CrmSystem {
+    Salesforce,
+    Zoho,
+}
+
+impl CrmSystem {
+    pub const ALL: [CrmSystem; 2] = [CrmSystem::Salesforce, CrmSystem::Zoho];
+
+    pub fn system(self) -> System {
+        match self {
+            CrmSystem::Salesforce => System::Salesforce,
+            CrmSystem::Zoho => System::Zoho,
+        }
+    }
+
+    /// The source and destination `type` (and simulator) name.
+    pub fn as_str(self) -> &'static str {
+        self.system().as_str()
+    }
+
+    /// The CRM a source or destination `type` names, if it names one.
+    pub fn from_name(name: &str) -> Option<CrmSystem> {
+        CrmSystem::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+
+    /// The CRM a system is, if it is one.
+    pub fn from_system(system: System) -> Option<CrmSystem> {
+        CrmSystem::ALL.into_iter().find(|s| s.system() == system)
+    }
+
+    /// How this CRM's sources and destinations differ from the other CRM's
+    /// ([`crate::crm_source`], [`crate::crm_destination`]).
+    pub fn rules(self) -> &'static dyn crate::crm_source::CrmRules {
+        match self {
+            CrmSystem::Salesforce => &crate::salesforce::config::Rules,
+            CrmSystem::Zoho => &crate::zoho::config::Rules,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

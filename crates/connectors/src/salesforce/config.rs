@@ -1,6 +1,7 @@
 //! `[salesforce.orgs.NAME]`: a Salesforce org as the config writes it (login host, OAuth grant,
 //! API version, quota reserve), its pure validation (`check`), and the client `run` builds from
-//! it with the grant's secrets read.
+//! it with the grant's secrets read; and the [`Rules`] its sources and destinations are validated
+//! by where they differ from Zoho's.
 
 use super::auth::{Grant, InstanceUrl, SalesforceTokenFetcher, DEFAULT_SESSION_LIFETIME};
 use super::client::SalesforceClient;
@@ -8,6 +9,8 @@ use super::errors::DAILY_LIMIT_BACKOFF;
 use super::ids::normalize_id;
 use super::limits::{ApiUsage, QuotaGuard};
 use super::DEFAULT_API_VERSION;
+use crate::crm_destination::PriorityCheck;
+use crate::crm_source::{CrmIntake, CrmOrgs, CrmRules, CrmSource, CrmTables, IntakeCheck, IntakeKey, OrgTable};
 use connect::config::{
     at, is_base_url, require_https, span, Code, ConfigError, Diagnostics, RawSecretRef, Secret, SecretReader,
     SecretRef, S,
@@ -363,5 +366,144 @@ impl SalesforceOrgConfig {
         let guard = QuotaGuard { reserve: self.reserve, backoff: DAILY_LIMIT_BACKOFF };
         Ok(SalesforceClient::new(http.clone(), tokens, instance, &self.api_version)
             .with_quota(Arc::new(ApiUsage::new()), guard))
+    }
+}
+
+/// Polling a source when it does not say how often.
+const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(60);
+/// Every poll costs API requests from the org's daily allocation.
+const MIN_POLL_INTERVAL: Duration = Duration::from_secs(10);
+
+/// How `salesforce` sources and destinations differ from Zoho's: a source receives Outbound
+/// Messages at a URL carrying `outbound_token` (so its org must say its id) or polls every
+/// `poll_interval`; a destination's writes may be `interactive`, allowed past the org's quota
+/// reserve.
+pub struct Rules;
+
+impl CrmRules for Rules {
+    fn org_table(&self) -> OrgTable {
+        OrgTable { what: "Salesforce org", path: "salesforce.orgs" }
+    }
+
+    fn org_names(&self, tables: &CrmTables<'_>) -> Vec<String> {
+        tables.salesforce.orgs.keys().map(|k| k.get_ref().clone()).collect()
+    }
+
+    fn objects_example(&self) -> &'static str {
+        "objects = [\"Opportunity\"]"
+    }
+
+    fn intake_keys(&self) -> &'static [(IntakeKey, &'static str)] {
+        &[
+            (IntakeKey::PollInterval, "only `salesforce` sources with intake = \"poll\" take it"),
+            (IntakeKey::OutboundToken, "only `salesforce` Outbound Message sources take it"),
+        ]
+    }
+
+    /// `outbound_message` (the default) with its `outbound_token`, or `poll` every
+    /// `poll_interval` (at least 10s).
+    fn intake(&self, diag: &mut Diagnostics, source: &IntakeCheck<'_>, ok: &mut bool) -> Option<CrmIntake> {
+        let n = source.name.get_ref();
+        let keys = source.keys;
+        match keys.intake.map(|s| s.get_ref().as_str()) {
+            None | Some("outbound_message") => {
+                *ok &= !diag.unused_keys(
+                    &[("poll_interval", keys.poll_interval.map(|s| s.span()))],
+                    &format!("a salesforce source receiving Outbound Messages (`{n}`)"),
+                    "only intake = \"poll\" polls",
+                );
+                match keys.outbound_token {
+                    Some(s) => diag
+                        .secret(s, &format!("sources.{n}.outbound_token"))
+                        .map(|token| CrmIntake::OutboundMessage { token }),
+                    None => {
+                        diag.push(
+                            ConfigError::new(
+                                Code::MissingKey,
+                                format!(
+                                    "salesforce source `{n}` receives Outbound Messages but has no `outbound_token`"
+                                ),
+                                Some(source.name.span()),
+                                "needs outbound_token = { env = \"...\" }",
+                            )
+                            .with_help(format!(
+                                "Outbound Messages are not signed: the endpoint URL /intake/salesforce/{n}/<token> is \
+                                 what keeps strangers out; use at least 22 random URL-safe characters"
+                            )),
+                        );
+                        None
+                    }
+                }
+            }
+            Some("poll") => {
+                *ok &= !diag.unused_keys(
+                    &[("outbound_token", keys.outbound_token.map(|s| s.span()))],
+                    &format!("a polling salesforce source (`{n}`)"),
+                    "only Outbound Message sources take it",
+                );
+                let interval = match keys.poll_interval {
+                    Some(s) => match diag.duration(s, &format!("sources.{n}.poll_interval")) {
+                        Some(d) if d < MIN_POLL_INTERVAL => {
+                            diag.push(ConfigError::new(
+                                Code::OutOfRange,
+                                format!("sources.{n}.poll_interval must be at least 10s, found {d:?}"),
+                                span(s),
+                                "every poll costs API requests from the org's daily allocation",
+                            ));
+                            *ok = false;
+                            d
+                        }
+                        Some(d) => d,
+                        None => DEFAULT_POLL_INTERVAL,
+                    },
+                    None => DEFAULT_POLL_INTERVAL,
+                };
+                Some(CrmIntake::Poll { interval })
+            }
+            Some(other) => {
+                diag.push(ConfigError::new(
+                    Code::UnknownChoice,
+                    format!("salesforce source `{n}` has unknown intake `{other}`"),
+                    keys.intake.map(|s| s.span()),
+                    "`outbound_message` (default) or `poll`",
+                ));
+                None
+            }
+        }
+    }
+
+    /// An Outbound Message names its org: one from another org is refused, so the org id must
+    /// be known.
+    fn check_org(&self, diag: &mut Diagnostics, name: &str, source: &CrmSource, orgs: &CrmOrgs<'_>) {
+        let CrmSource { org, intake: CrmIntake::OutboundMessage { .. }, .. } = source else {
+            return;
+        };
+        if orgs.salesforce.get(org).is_some_and(|o| o.organization_id.is_none()) {
+            let at = orgs.tables.salesforce.orgs.keys().find(|k| k.get_ref() == org).map(|k| k.span());
+            diag.push(ConfigError::new(
+                Code::BadConnection,
+                format!("salesforce.orgs.{org} has no `organization_id`, which source `{name}` needs to refuse Outbound Messages from other orgs"),
+                at,
+                "add organization_id = \"00D…\" (Setup → Company Information)",
+            ));
+        }
+    }
+
+    /// `background` (the default) stops at the org's reserve; `interactive` may go past it.
+    fn interactive(&self, diag: &mut Diagnostics, destination: &PriorityCheck<'_>) -> bool {
+        let priority = destination.keys.priority;
+        match priority.map(|s| s.get_ref().as_str()) {
+            None | Some("background") => false,
+            Some("interactive") => true,
+            Some(other) => {
+                diag.push(ConfigError::new(
+                    Code::UnknownChoice,
+                    format!("destination `{}` has unknown priority `{other}`", destination.name),
+                    priority.map(|s| s.span()),
+                    "`background` (default; stops at the org's reserve) or `interactive`",
+                ));
+                false
+            }
+        }
     }
 }

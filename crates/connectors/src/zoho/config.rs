@@ -1,8 +1,11 @@
 //! `[zoho.orgs.NAME]`: a Zoho CRM org as the config writes it, its pure validation (`check`),
-//! and the client `run` builds from it with the secrets read.
+//! and the client `run` builds from it with the secrets read; and the [`Rules`] its sources and
+//! destinations are validated by where they differ from Salesforce's.
 
 use super::auth::{DataCentre, ZohoCredentials};
 use super::client::{ZohoClient, ZohoSettings};
+use crate::crm_destination::PriorityCheck;
+use crate::crm_source::{CrmIntake, CrmRules, CrmTables, IntakeCheck, IntakeKey, OrgTable};
 use connect::config::{span, Code, ConfigError, Diagnostics, RawSecretRef, SecretReader, SecretRef, S};
 use connect::http::HttpClient;
 use connect::Clock;
@@ -108,5 +111,87 @@ impl ZohoOrgConfig {
                 "while building this org",
             )
         })
+    }
+}
+
+/// How `zoho` sources and destinations differ from Salesforce's: a source learns of changes
+/// through a notification channel, whose notifications echo `channel_token` and go to
+/// `notify_url` (the gateway's own push route when not set); a destination has no interactive
+/// reserve, so it takes no `priority`.
+pub struct Rules;
+
+impl CrmRules for Rules {
+    fn org_table(&self) -> OrgTable {
+        OrgTable { what: "Zoho org", path: "zoho.orgs" }
+    }
+
+    fn org_names(&self, tables: &CrmTables<'_>) -> Vec<String> {
+        tables.zoho.orgs.keys().map(|k| k.get_ref().clone()).collect()
+    }
+
+    fn objects_example(&self) -> &'static str {
+        "objects = [\"Deals\"]"
+    }
+
+    fn intake_keys(&self) -> &'static [(IntakeKey, &'static str)] {
+        const CHANNEL: &str = "only `zoho` sources take it (their notification channel)";
+        &[(IntakeKey::ChannelToken, CHANNEL), (IntakeKey::NotifyUrl, CHANNEL)]
+    }
+
+    /// `notifications` (the default and only one) with its `channel_token`.
+    fn intake(&self, diag: &mut Diagnostics, source: &IntakeCheck<'_>, ok: &mut bool) -> Option<CrmIntake> {
+        let n = source.name.get_ref();
+        let keys = source.keys;
+        match keys.intake.map(|s| s.get_ref().as_str()) {
+            None | Some("notifications") => {
+                let channel_token = match keys.channel_token {
+                    Some(s) => diag.secret(s, &format!("sources.{n}.channel_token")),
+                    None => {
+                        diag.push(
+                            ConfigError::new(
+                                Code::MissingKey,
+                                format!("zoho source `{n}` has no `channel_token`"),
+                                Some(source.name.span()),
+                                "needs channel_token = { env = \"...\" }",
+                            )
+                            .with_help("Zoho echoes this token (at most 50 characters) in every notification; the gateway refuses notifications without it"),
+                        );
+                        None
+                    }
+                };
+                let notify_url = keys.notify_url.map(|s| s.get_ref().clone());
+                if let Some(s) = keys.notify_url {
+                    if !(s.get_ref().starts_with("https://") || s.get_ref().starts_with("http://")) {
+                        diag.push(ConfigError::new(
+                            Code::BadAddress,
+                            format!("sources.{n}.notify_url `{}` is not an http(s) URL", s.get_ref()),
+                            span(s),
+                            "the public URL Zoho posts notifications to, e.g. https://gw.example.com/intake/zoho/crm",
+                        ));
+                        *ok = false;
+                    }
+                }
+                channel_token.map(|channel_token| CrmIntake::Notifications { channel_token, notify_url })
+            }
+            Some(other) => {
+                diag.push(ConfigError::new(
+                    Code::UnknownChoice,
+                    format!("zoho source `{n}` has unknown intake `{other}`"),
+                    keys.intake.map(|s| s.span()),
+                    "`notifications` (the only one for zoho)",
+                ));
+                None
+            }
+        }
+    }
+
+    /// Zoho has no interactive reserve: `priority` is refused and every write is background.
+    fn interactive(&self, diag: &mut Diagnostics, destination: &PriorityCheck<'_>) -> bool {
+        diag.unused_keys(
+            &[("priority", destination.keys.priority.map(|s| s.span()))],
+            destination.owner,
+            "only `salesforce` destinations take it (Zoho has no interactive reserve)",
+        );
+        false
     }
 }

@@ -168,6 +168,14 @@ impl SourceKind {
             _ => None,
         }
     }
+
+    /// The kind of a source of CRM `system`.
+    pub fn from_crm(system: CrmSystem, crm: CrmSource) -> Self {
+        match system {
+            CrmSystem::Salesforce => Self::Salesforce(crm),
+            CrmSystem::Zoho => Self::Zoho(crm),
+        }
+    }
 }
 
 /// The ERP an [`ErpSource`] reads: the connectors' closed list.
@@ -176,30 +184,12 @@ pub use connectors::registry::ErpSystem;
 /// A source watching records of one ERP connection: validated by its connector.
 pub use connectors::erp_source::ErpSource;
 
-/// A source watching records of one CRM org.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CrmSource {
-    /// A `[salesforce.orgs.*]` / `[zoho.orgs.*]` name.
-    pub org: String,
-    /// Object API names (Salesforce) or module API names (Zoho), e.g. `Opportunity`, `Deals`.
-    pub objects: Vec<String>,
-    pub intake: CrmIntake,
-    /// Changes to one record within this window become one read and one event; zero = off.
-    pub coalesce: Duration,
-}
+/// The CRM a CRM source reads or a CRM destination writes to: the connectors' closed list.
+pub use connectors::registry::CrmSystem;
 
-/// How a CRM source learns that records changed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CrmIntake {
-    /// Salesforce Outbound Messages posted to `/intake/salesforce/{source}/{token}`: Outbound
-    /// Messages carry no signature, so the URL's secret `token` (and the org id in the message)
-    /// is what authenticates them.
-    OutboundMessage { token: SecretRef },
-    /// Salesforce `SystemModstamp` polling.
-    Poll { interval: Duration },
-    /// Zoho notification channels (`actions/watch`).
-    Notifications { channel_token: SecretRef, notify_url: Option<String> },
-}
+/// A source watching records of one CRM org, and how it learns of changes: validated by its
+/// connector.
+pub use connectors::crm_source::{CrmIntake, CrmSource};
 
 /// How a DingTalk app's events reach the gateway (reference §6, §7).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -249,15 +239,8 @@ pub struct AppDestination {
     pub robot_code: Option<String>,
 }
 
-/// A destination that writes records to one CRM org.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CrmDestination {
-    pub org: String,
-    /// Salesforce: writes a person waits for, allowed past the org's quota reserve.
-    pub interactive: bool,
-    /// How long a batch of writes may wait to fill.
-    pub linger: Duration,
-}
+/// A destination that writes records to one CRM org: validated by its connector.
+pub use connectors::crm_destination::CrmDestination;
 
 #[derive(Debug, Clone)]
 pub enum DestinationKind {
@@ -274,6 +257,14 @@ impl DestinationKind {
             Self::DingtalkRobot(_) | Self::DingtalkApp(_) => "dingtalk",
             Self::Salesforce(_) => "salesforce",
             Self::Zoho(_) => "zoho",
+        }
+    }
+
+    /// The kind of a destination of CRM `system`.
+    pub fn from_crm(system: CrmSystem, crm: CrmDestination) -> Self {
+        match system {
+            CrmSystem::Salesforce => Self::Salesforce(crm),
+            CrmSystem::Zoho => Self::Zoho(crm),
         }
     }
 

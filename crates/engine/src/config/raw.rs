@@ -2,6 +2,8 @@
 
 pub use connect::config::{RawSecretRef, RawSecrets, S};
 // Each connection's table is its connector's.
+use connectors::crm_destination::CrmDestinationKeys;
+use connectors::crm_source::{CrmSourceKeys, CrmTables};
 pub use connectors::dingtalk::config::{RawDingtalk, RawDingtalkApp};
 pub use connectors::dynamics::config::{RawDynamics, RawDynamicsOrg};
 use connectors::erp_source::{ErpSourceKeys, ErpTables};
@@ -57,6 +59,12 @@ impl RawConfig {
     /// The ERP connection tables, for the connectors' validation of the ERP sources that name them.
     pub fn erp_tables(&self) -> ErpTables<'_> {
         ErpTables { netsuite: &self.netsuite, dynamics: &self.dynamics, sap: &self.sap }
+    }
+
+    /// The CRM org tables, for the connectors' validation of the CRM sources and destinations
+    /// that name them.
+    pub fn crm_tables(&self) -> CrmTables<'_> {
+        CrmTables { salesforce: &self.salesforce, zoho: &self.zoho }
     }
 }
 
@@ -138,6 +146,20 @@ pub struct RawSource {
 }
 
 impl RawSource {
+    /// The keys a CRM source reads, for its connector to validate.
+    pub fn crm_keys(&self) -> CrmSourceKeys<'_> {
+        CrmSourceKeys {
+            org: self.org.as_ref(),
+            objects: self.objects.as_ref(),
+            coalesce: self.coalesce.as_ref(),
+            intake: self.intake.as_ref(),
+            poll_interval: self.poll_interval.as_ref(),
+            channel_token: self.channel_token.as_ref(),
+            notify_url: self.notify_url.as_ref(),
+            outbound_token: self.outbound_token.as_ref(),
+        }
+    }
+
     /// The keys an ERP source reads, for its connector to validate.
     pub fn erp_keys(&self) -> ErpSourceKeys<'_> {
         ErpSourceKeys {
@@ -182,6 +204,13 @@ pub struct RawDestination {
     pub org: Option<S<String>>,
     pub priority: Option<S<String>>,
     pub linger: Option<S<String>>,
+}
+
+impl RawDestination {
+    /// The keys a CRM destination reads, for its connector to validate.
+    pub fn crm_keys(&self) -> CrmDestinationKeys<'_> {
+        CrmDestinationKeys { org: self.org.as_ref(), priority: self.priority.as_ref(), linger: self.linger.as_ref() }
+    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -6,6 +6,8 @@ use super::*;
 use connect::config::{
     at, known_list, require_https, span, suggest, validate_private_hosts, ConnectionTable, Diagnostics, SecretRefError,
 };
+use connectors::crm_destination;
+use connectors::crm_source::{self, api_name_error, crm_only_label, is_api_name, CrmOrgs, CrmTables};
 use connectors::erp_source::{self, erp_only_label, ErpTables};
 use minijinja::{AutoEscape, Environment, UndefinedBehavior};
 use std::collections::{BTreeSet, HashMap};
@@ -19,13 +21,6 @@ const DEFAULT_DINGTALK_URL: &str = "https://oapi.dingtalk.com";
 const DEFAULT_PER_MINUTE: u32 = 20;
 const DEFAULT_ENTITY_ID: &str = "/data/id";
 const DEFAULT_TOLERANCE: Duration = Duration::from_secs(300);
-const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(60);
-/// Every poll costs API requests from the org's daily allocation.
-const MIN_POLL_INTERVAL: Duration = Duration::from_secs(10);
-const DEFAULT_COALESCE: Duration = Duration::from_secs(5);
-const DEFAULT_LINGER: Duration = Duration::from_secs(1);
-/// A write waiting longer than this for company feels lost to the person who caused it.
-const MAX_LINGER: Duration = Duration::from_secs(60);
 
 /// Every source `type`.
 pub const SOURCE_TYPES: [&str; 7] = ["webhook", "dingtalk", "salesforce", "zoho", "netsuite", "dynamics", "sap"];
@@ -321,12 +316,8 @@ pub(super) fn validate(raw: RawConfig, text: &str, path: &str) -> Result<Config,
     }
     // Names as written, so a reference to a connection with an error is not reported twice.
     let names = |keys: Vec<&S<String>>| keys.into_iter().map(|k| k.get_ref().clone()).collect::<Vec<_>>();
-    let connections = Connections {
-        apps: names(raw.dingtalk.apps.keys().collect()),
-        salesforce: names(raw.salesforce.orgs.keys().collect()),
-        zoho: names(raw.zoho.orgs.keys().collect()),
-        erp: raw.erp_tables(),
-    };
+    let connections =
+        Connections { apps: names(raw.dingtalk.apps.keys().collect()), crm: raw.crm_tables(), erp: raw.erp_tables() };
 
     // [sources.*]
     let mut sources = BTreeMap::new();
@@ -336,19 +327,13 @@ pub(super) fn validate(raw: RawConfig, text: &str, path: &str) -> Result<Config,
         }
     }
 
-    // An Outbound Message names its org: one from another org is refused, so the org id must be known.
+    // What a valid CRM source needs of its org, once both are validated (Salesforce: the org id
+    // Outbound Messages are checked against).
+    let crm_orgs = CrmOrgs { tables: raw.crm_tables(), salesforce: &salesforce_orgs, zoho: &zoho_orgs };
     for (name, src) in &sources {
-        let SourceKind::Salesforce(CrmSource { org, intake: CrmIntake::OutboundMessage { .. }, .. }) = &src.kind else {
-            continue;
-        };
-        if salesforce_orgs.get(org).is_some_and(|o: &SalesforceOrgConfig| o.organization_id.is_none()) {
-            let at = raw.salesforce.orgs.keys().find(|k| k.get_ref() == org).map(|k| k.span());
-            cx.push(ConfigError::new(
-                Code::BadConnection,
-                format!("salesforce.orgs.{org} has no `organization_id`, which source `{name}` needs to refuse Outbound Messages from other orgs"),
-                at,
-                "add organization_id = \"00D…\" (Setup → Company Information)",
-            ));
+        let Some((system, crm)) = src.kind.crm() else { continue };
+        if let Some(system) = CrmSystem::from_system(system) {
+            crm_source::check_org(&mut cx.diag, name, system, crm, &crm_orgs);
         }
     }
 
@@ -450,8 +435,8 @@ pub(super) fn validate(raw: RawConfig, text: &str, path: &str) -> Result<Config,
 /// The connections sources and destinations may name.
 struct Connections<'a> {
     apps: Vec<String>,
-    salesforce: Vec<String>,
-    zoho: Vec<String>,
+    /// The CRM org tables as written; a CRM source's or destination's connector reads the one it names.
+    crm: CrmTables<'a>,
     /// The ERP tables as written; an ERP source's connector reads the one it names.
     erp: ErpTables<'a>,
 }
@@ -460,26 +445,6 @@ impl Connections<'_> {
     fn apps(&self) -> ConnectionTable<'_> {
         ConnectionTable { key: "app", what: "DingTalk app", path: "dingtalk.apps", known: &self.apps }
     }
-
-    /// The org table of a `salesforce` / `zoho` source or destination.
-    fn orgs(&self, vendor: &str) -> ConnectionTable<'_> {
-        if vendor == "salesforce" {
-            ConnectionTable { key: "org", what: "Salesforce org", path: "salesforce.orgs", known: &self.salesforce }
-        } else {
-            ConnectionTable { key: "org", what: "Zoho org", path: "zoho.orgs", known: &self.zoho }
-        }
-    }
-}
-
-/// Where the keys only `salesforce` / `zoho` sources take were written.
-fn crm_source_keys(src: &RawSource) -> [(&'static str, Option<Range<usize>>); 5] {
-    [
-        ("intake", at(&src.intake)),
-        ("poll_interval", at(&src.poll_interval)),
-        ("channel_token", at(&src.channel_token)),
-        ("notify_url", at(&src.notify_url)),
-        ("outbound_token", at(&src.outbound_token)),
-    ]
 }
 
 /// Where the keys CRM and ERP sources share were written.
@@ -490,7 +455,7 @@ fn record_source_keys(src: &RawSource) -> [(&'static str, Option<Range<usize>>);
 /// `DB0101` for the CRM and ERP keys on a source of another kind (webhook, dingtalk); true if any.
 fn foreign_record_keys(cx: &mut Ctx<'_>, src: &RawSource, owner: &str) -> bool {
     let mut any = cx.unused_keys(&record_source_keys(src), owner, &record_sources_only());
-    any |= cx.unused_keys(&crm_source_keys(src), owner, CRM_SOURCES_ONLY);
+    any |= cx.unused_keys(&src.crm_keys().crm_only(), owner, &crm_only_label("sources"));
     any |= cx.unused_keys(&src.erp_keys().erp_only(), owner, &erp_only_label());
     any
 }
@@ -511,15 +476,13 @@ fn webhook_source_keys(src: &RawSource) -> [(&'static str, Option<Range<usize>>)
     [("secret", at(&src.secret)), ("tolerance", at(&src.tolerance)), ("entity_id", at(&src.entity_id))]
 }
 
-const CRM_SOURCES_ONLY: &str = "only `salesforce` and `zoho` sources take it";
 /// The label under a key CRM and ERP sources share (`org`, `objects`, `coalesce`) on a source of
-/// another type; the ERP types are the registry's.
+/// another type; the CRM and ERP types are the registry's.
 fn record_sources_only() -> String {
+    let crm: Vec<String> = CrmSystem::ALL.iter().map(|s| format!("`{}`", s.as_str())).collect();
     let erp: Vec<String> = ErpSystem::ALL.iter().map(|s| format!("`{}`", s.as_str())).collect();
-    format!("only CRM (`salesforce`, `zoho`) and ERP ({}) sources take it", erp.join(", "))
+    format!("only CRM ({}) and ERP ({}) sources take it", crm.join(", "), erp.join(", "))
 }
-
-const CRM_DESTINATIONS_ONLY: &str = "only `salesforce` and `zoho` destinations take it";
 
 fn validate_source(
     cx: &mut Ctx<'_>,
@@ -535,8 +498,10 @@ fn validate_source(
             foreign_record_keys(cx, src, &owner);
         }
         "dingtalk" => return validate_dingtalk_source(cx, name, src, &connections.apps()),
-        "salesforce" | "zoho" => return validate_crm_source(cx, name, src, connections),
         other => {
+            if let Some(system) = CrmSystem::from_name(other) {
+                return validate_crm_source(cx, name, src, system, connections);
+            }
             if let Some(system) = ErpSystem::from_name(other) {
                 return validate_erp_source(cx, name, src, system, connections);
             }
@@ -713,15 +678,17 @@ fn validate_dingtalk_source(
     })
 }
 
+/// A source whose `type` is a CRM of the registry: its connector validates the CRM keys
+/// (`connectors::crm_source`); the keys of the other source types and `fields` are checked here.
 fn validate_crm_source(
     cx: &mut Ctx<'_>,
     name: &S<String>,
     src: &RawSource,
+    system: CrmSystem,
     connections: &Connections<'_>,
 ) -> Option<SourceConfig> {
     let n = name.get_ref();
-    let vendor = src.kind.get_ref().as_str();
-    let salesforce = vendor == "salesforce";
+    let vendor = system.as_str();
     let owner = format!("a {vendor} source (`{n}`)");
     let mut ok = !cx.unused_keys(
         &webhook_source_keys(src),
@@ -730,145 +697,14 @@ fn validate_crm_source(
     );
     ok &= !cx.unused_keys(&dingtalk_source_keys(src), &owner, "only `dingtalk` sources take it");
     ok &= !cx.unused_keys(&src.erp_keys().erp_only(), &owner, &erp_only_label());
-    let org =
-        cx.diag.connection_ref(&format!("source `{n}`"), &connections.orgs(vendor), src.org.as_ref(), name.span());
-    let objects = validate_objects(cx, n, vendor, src, name.span(), &mut ok);
-    let coalesce = match &src.coalesce {
-        Some(s) => cx.duration(s, &format!("sources.{n}.coalesce")).unwrap_or(DEFAULT_COALESCE),
-        None => DEFAULT_COALESCE,
-    };
-    let intake = src.intake.as_ref().map(|s| s.get_ref().as_str());
-    let intake = if salesforce {
-        ok &= !cx.unused_keys(
-            &[("channel_token", at(&src.channel_token)), ("notify_url", at(&src.notify_url))],
-            &owner,
-            "only `zoho` sources take it (their notification channel)",
-        );
-        match intake {
-            None | Some("outbound_message") => {
-                ok &= !cx.unused_keys(
-                    &[("poll_interval", at(&src.poll_interval))],
-                    &format!("a salesforce source receiving Outbound Messages (`{n}`)"),
-                    "only intake = \"poll\" polls",
-                );
-                match &src.outbound_token {
-                    Some(s) => cx
-                        .secret(s, &format!("sources.{n}.outbound_token"))
-                        .map(|token| CrmIntake::OutboundMessage { token }),
-                    None => {
-                        cx.push(
-                            ConfigError::new(
-                                Code::MissingKey,
-                                format!(
-                                    "salesforce source `{n}` receives Outbound Messages but has no `outbound_token`"
-                                ),
-                                Some(name.span()),
-                                "needs outbound_token = { env = \"...\" }",
-                            )
-                            .with_help(format!(
-                                "Outbound Messages are not signed: the endpoint URL /intake/salesforce/{n}/<token> is \
-                                 what keeps strangers out; use at least 22 random URL-safe characters"
-                            )),
-                        );
-                        None
-                    }
-                }
-            }
-            Some("poll") => {
-                ok &= !cx.unused_keys(
-                    &[("outbound_token", at(&src.outbound_token))],
-                    &format!("a polling salesforce source (`{n}`)"),
-                    "only Outbound Message sources take it",
-                );
-                let interval = match &src.poll_interval {
-                    Some(s) => match cx.duration(s, &format!("sources.{n}.poll_interval")) {
-                        Some(d) if d < MIN_POLL_INTERVAL => {
-                            cx.push(ConfigError::new(
-                                Code::OutOfRange,
-                                format!("sources.{n}.poll_interval must be at least 10s, found {d:?}"),
-                                span(s),
-                                "every poll costs API requests from the org's daily allocation",
-                            ));
-                            ok = false;
-                            d
-                        }
-                        Some(d) => d,
-                        None => DEFAULT_POLL_INTERVAL,
-                    },
-                    None => DEFAULT_POLL_INTERVAL,
-                };
-                Some(CrmIntake::Poll { interval })
-            }
-            Some(other) => {
-                cx.push(ConfigError::new(
-                    Code::UnknownChoice,
-                    format!("salesforce source `{n}` has unknown intake `{other}`"),
-                    at(&src.intake),
-                    "`outbound_message` (default) or `poll`",
-                ));
-                None
-            }
-        }
-    } else {
-        ok &= !cx.unused_keys(
-            &[("poll_interval", at(&src.poll_interval))],
-            &owner,
-            "only `salesforce` sources with intake = \"poll\" take it",
-        );
-        ok &= !cx.unused_keys(
-            &[("outbound_token", at(&src.outbound_token))],
-            &owner,
-            "only `salesforce` Outbound Message sources take it",
-        );
-        match intake {
-            None | Some("notifications") => {
-                let channel_token = match &src.channel_token {
-                    Some(s) => cx.secret(s, &format!("sources.{n}.channel_token")),
-                    None => {
-                        cx.push(
-                            ConfigError::new(
-                                Code::MissingKey,
-                                format!("zoho source `{n}` has no `channel_token`"),
-                                Some(name.span()),
-                                "needs channel_token = { env = \"...\" }",
-                            )
-                            .with_help("Zoho echoes this token (at most 50 characters) in every notification; the gateway refuses notifications without it"),
-                        );
-                        None
-                    }
-                };
-                let notify_url = src.notify_url.as_ref().map(|s| s.get_ref().clone());
-                if let Some(s) = &src.notify_url {
-                    if !(s.get_ref().starts_with("https://") || s.get_ref().starts_with("http://")) {
-                        cx.push(ConfigError::new(
-                            Code::BadAddress,
-                            format!("sources.{n}.notify_url `{}` is not an http(s) URL", s.get_ref()),
-                            span(s),
-                            "the public URL Zoho posts notifications to, e.g. https://gw.example.com/intake/zoho/crm",
-                        ));
-                        ok = false;
-                    }
-                }
-                channel_token.map(|channel_token| CrmIntake::Notifications { channel_token, notify_url })
-            }
-            Some(other) => {
-                cx.push(ConfigError::new(
-                    Code::UnknownChoice,
-                    format!("zoho source `{n}` has unknown intake `{other}`"),
-                    at(&src.intake),
-                    "`notifications` (the only one for zoho)",
-                ));
-                None
-            }
-        }
-    };
+    let crm = crm_source::validate(&mut cx.diag, name, system, &src.crm_keys(), &connections.crm);
     let fields = validate_fields(cx, n, src, &mut ok);
-    let system = src.system.as_ref().map_or_else(|| vendor.to_string(), |s| s.get_ref().clone());
-    let crm = CrmSource { org: org?, objects: objects?, intake: intake?, coalesce };
+    let system_name = src.system.as_ref().map_or_else(|| vendor.to_string(), |s| s.get_ref().clone());
+    let crm = crm?;
     ok.then(|| SourceConfig {
         name: n.clone(),
-        kind: if salesforce { SourceKind::Salesforce(crm) } else { SourceKind::Zoho(crm) },
-        system,
+        kind: SourceKind::from_crm(system, crm),
+        system: system_name,
         secrets: Vec::new(),
         entity_id: DEFAULT_ENTITY_ID.to_string(),
         tolerance: DEFAULT_TOLERANCE,
@@ -876,62 +712,18 @@ fn validate_crm_source(
     })
 }
 
-/// `objects` of a CRM source: required, non-empty, API names, each once.
-fn validate_objects(
-    cx: &mut Ctx<'_>,
-    n: &str,
-    vendor: &str,
-    src: &RawSource,
-    at: Range<usize>,
-    ok: &mut bool,
-) -> Option<Vec<String>> {
-    let example = if vendor == "salesforce" { "objects = [\"Opportunity\"]" } else { "objects = [\"Deals\"]" };
-    let Some(list) = &src.objects else {
-        cx.push(ConfigError::new(
-            Code::MissingKey,
-            format!("{vendor} source `{n}` has no `objects`"),
-            Some(at),
-            format!("needs the API names of the watched objects, e.g. {example}"),
-        ));
-        return None;
-    };
-    if list.get_ref().is_empty() {
-        cx.push(ConfigError::new(
-            Code::EmptyValue,
-            format!("sources.{n}.objects is empty"),
-            span(list),
-            format!("watch at least one, e.g. {example}"),
-        ));
-        return None;
-    }
-    let mut objects: Vec<String> = Vec::new();
-    for o in list.get_ref() {
-        if !is_api_name(o.get_ref()) {
-            cx.push(api_name_error(&format!("object `{}` of source `{n}`", o.get_ref()), o.span()));
-            *ok = false;
-        } else if objects.contains(o.get_ref()) {
-            cx.push(ConfigError::new(
-                Code::DuplicateName,
-                format!("object `{}` is listed twice in source `{n}`", o.get_ref()),
-                span(o),
-                "listed again here",
-            ));
-            *ok = false;
-        } else {
-            objects.push(o.get_ref().clone());
-        }
-    }
-    Some(objects)
-}
-
+/// A destination whose `type` is a CRM of the registry: its connector validates the CRM keys
+/// (`connectors::crm_destination`); the keys of the DingTalk destinations and `concurrency` are
+/// checked here.
 fn validate_crm_destination(
     cx: &mut Ctx<'_>,
     name: &S<String>,
     dst: &RawDestination,
+    system: CrmSystem,
     connections: &Connections<'_>,
 ) -> Option<DestinationConfig> {
     let n = name.get_ref();
-    let vendor = dst.kind.get_ref().as_str();
+    let vendor = system.as_str();
     let owner = format!("a {vendor} destination (`{n}`)");
     cx.unused_keys(
         &robot_destination_keys(dst),
@@ -943,56 +735,9 @@ fn validate_crm_destination(
         &owner,
         "only `dingtalk_app` destinations take it",
     );
-    let interactive = match dst.priority.as_ref().map(|s| s.get_ref().as_str()) {
-        Some(_) if vendor == "zoho" => {
-            cx.unused_keys(
-                &[("priority", at(&dst.priority))],
-                &owner,
-                "only `salesforce` destinations take it (Zoho has no interactive reserve)",
-            );
-            false
-        }
-        None | Some("background") => false,
-        Some("interactive") => true,
-        Some(other) => {
-            cx.push(ConfigError::new(
-                Code::UnknownChoice,
-                format!("destination `{n}` has unknown priority `{other}`"),
-                at(&dst.priority),
-                "`background` (default; stops at the org's reserve) or `interactive`",
-            ));
-            false
-        }
-    };
-    let linger = match &dst.linger {
-        Some(s) => match cx.duration(s, &format!("destinations.{n}.linger")) {
-            Some(d) if d > MAX_LINGER => {
-                cx.push(ConfigError::new(
-                    Code::OutOfRange,
-                    format!("destinations.{n}.linger must be at most 1m, found {d:?}"),
-                    span(s),
-                    "a write waits this long for others to share its batch",
-                ));
-                DEFAULT_LINGER
-            }
-            Some(d) => d,
-            None => DEFAULT_LINGER,
-        },
-        None => DEFAULT_LINGER,
-    };
+    let crm = crm_destination::validate(&mut cx.diag, name, system, &dst.crm_keys(), &connections.crm);
     let concurrency = dst.concurrency.as_ref().and_then(|s| cx.positive(s, &format!("destinations.{n}.concurrency")));
-    let org = cx.diag.connection_ref(
-        &format!("destination `{n}`"),
-        &connections.orgs(vendor),
-        dst.org.as_ref(),
-        name.span(),
-    )?;
-    let crm = CrmDestination { org, interactive, linger };
-    Some(DestinationConfig {
-        name: n.clone(),
-        kind: if vendor == "salesforce" { DestinationKind::Salesforce(crm) } else { DestinationKind::Zoho(crm) },
-        concurrency,
-    })
+    Some(DestinationConfig { name: n.clone(), kind: DestinationKind::from_crm(system, crm?), concurrency })
 }
 
 fn pointer_error(what: &str, s: &S<String>) -> ConfigError {
@@ -1002,11 +747,6 @@ fn pointer_error(what: &str, s: &S<String>) -> ConfigError {
         span(s),
         "a JSON pointer starts with `/`, e.g. /data/id",
     )
-}
-
-/// Where the `salesforce` / `zoho` destination keys were written.
-fn crm_destination_keys(dst: &RawDestination) -> [(&'static str, Option<Range<usize>>); 3] {
-    [("org", at(&dst.org)), ("priority", at(&dst.priority)), ("linger", at(&dst.linger))]
 }
 
 /// Where the `dingtalk_robot` destination keys were written.
@@ -1034,7 +774,7 @@ fn validate_destination(
                 &owner,
                 "only `dingtalk_app` destinations take it",
             );
-            cx.unused_keys(&crm_destination_keys(dst), &owner, CRM_DESTINATIONS_ONLY);
+            cx.unused_keys(&dst.crm_keys().crm_only(), &owner, &crm_only_label("destinations"));
         }
         "dingtalk_app" => {
             let owner = format!("a dingtalk_app destination (`{n}`)");
@@ -1043,7 +783,7 @@ fn validate_destination(
                 &owner,
                 "the app's credentials and hosts are set under [dingtalk.apps.NAME]",
             );
-            cx.unused_keys(&crm_destination_keys(dst), &owner, CRM_DESTINATIONS_ONLY);
+            cx.unused_keys(&dst.crm_keys().crm_only(), &owner, &crm_only_label("destinations"));
             let concurrency =
                 dst.concurrency.as_ref().and_then(|s| cx.positive(s, &format!("destinations.{n}.concurrency")));
             let app = cx.diag.connection_ref(
@@ -1059,8 +799,10 @@ fn validate_destination(
                 concurrency,
             });
         }
-        "salesforce" | "zoho" => return validate_crm_destination(cx, name, dst, connections),
         other => {
+            if let Some(system) = CrmSystem::from_name(other) {
+                return validate_crm_destination(cx, name, dst, system, connections);
+            }
             cx.push(ConfigError::new(
                 Code::UnknownChoice,
                 format!("destination `{n}` has unknown type `{other}`"),
@@ -1326,7 +1068,7 @@ fn validate_message(
     let sendable: Option<&[&str]> = match dest_type {
         Some("dingtalk_robot") => Some(&ROBOT_MESSAGES),
         Some("dingtalk_app") => Some(&APP_MESSAGES),
-        Some("salesforce" | "zoho") => Some(&CRM_MESSAGES),
+        Some(crm) if CrmSystem::from_name(crm).is_some() => Some(&CRM_MESSAGES),
         _ => None, // unknown destination: already reported
     };
     if let (Some(dest), Some(known)) = (dest_type, sendable.filter(|known| !known.contains(&kind))) {
@@ -1718,22 +1460,6 @@ fn validate_message(
     }
 }
 
-/// A Salesforce / Zoho API name: a letter, then letters, digits and underscores
-/// (`Opportunity`, `Credit_Status__c`, `Deals`).
-fn is_api_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphabetic()) && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
-
-fn api_name_error(what: &str, at: Range<usize>) -> ConfigError {
-    ConfigError::new(
-        Code::BadName,
-        format!("{what} is not an API name"),
-        Some(at),
-        "an API name is a letter followed by letters, digits and underscores, e.g. Opportunity or Credit_Status__c",
-    )
-}
-
 /// A source whose `type` is an ERP of the registry: its connector validates the ERP keys
 /// (`connectors::erp_source`); the keys of the other source types and `fields` are checked here.
 fn validate_erp_source(
@@ -1750,9 +1476,9 @@ fn validate_erp_source(
     let mut ok = !cx.unused_keys(&webhook_source_keys(src), &owner, push.instead_of_webhook);
     ok &= !cx.unused_keys(&dingtalk_source_keys(src), &owner, "only `dingtalk` sources take it");
     ok &= !cx.unused_keys(
-        &crm_source_keys(src),
+        &src.crm_keys().crm_only(),
         &owner,
-        "only `salesforce` and `zoho` sources take it; ERP sources poll with `poll`",
+        &format!("{}; ERP sources poll with `poll`", crm_only_label("sources")),
     );
     let erp = erp_source::validate(&mut cx.diag, name, system, &src.erp_keys(), &connections.erp, &cx.base_dir);
     let fields = validate_fields(cx, n, src, &mut ok);
