@@ -9,7 +9,7 @@ use crate::hooks::refuse;
 use crate::reads::{commit_all, RecordSource};
 use crate::state::AppState;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use connectors::push::{Acknowledgement, PushRefusal, PushRequest, Pushed};
@@ -24,11 +24,15 @@ pub async fn receive(
     path: &'static str,
     State(state): State<AppState>,
     Path(params): Path<BTreeMap<String, String>>,
-    Query(query): Query<BTreeMap<String, String>>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let source = params.get("source").cloned().unwrap_or_default();
+    // Read leniently: a query the vendor did not mean for us must not refuse its push before the
+    // source's intake has had its say.
+    let query: BTreeMap<String, String> =
+        url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()).into_owned().collect();
     let request = PushRequest {
         path,
         token: params.get("token").map(String::as_str),
