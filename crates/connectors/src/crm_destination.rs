@@ -3,8 +3,8 @@
 //! validated [`CrmDestination`]. What differs per vendor (its org table, whether writes may be
 //! `interactive`) is its [`CrmRules`](crate::crm_source::CrmRules), as for its sources.
 
-use crate::crm_source::{org_connection, CrmTables};
-use crate::registry::CrmSystem;
+use crate::crm_source::org_connection;
+use crate::registry::{CrmSystem, RawTables};
 use connect::config::{span, Code, ConfigError, Diagnostics, S};
 use std::ops::Range;
 use std::time::Duration;
@@ -63,7 +63,7 @@ pub fn validate(
     name: &S<String>,
     system: CrmSystem,
     keys: &CrmDestinationKeys<'_>,
-    tables: &CrmTables<'_>,
+    tables: &RawTables<'_>,
 ) -> Option<CrmDestination> {
     let n = name.get_ref();
     let owner = format!("a {} destination (`{n}`)", system.as_str());

@@ -7,11 +7,8 @@
 //! has no vendor match arms. The same rules serve its destinations ([`crate::crm_destination`]).
 
 use crate::crm_destination::PriorityCheck;
-use crate::registry::CrmSystem;
-use crate::salesforce::config::{RawSalesforce, SalesforceOrgConfig};
-use crate::zoho::config::{RawZoho, ZohoOrgConfig};
+use crate::registry::{Connections, CrmSystem, RawTables};
 use connect::config::{span, Code, ConfigError, ConnectionTable, Diagnostics, RawSecretRef, SecretRef, S};
-use std::collections::BTreeMap;
 use std::ops::Range;
 use std::time::Duration;
 
@@ -117,21 +114,12 @@ pub fn crm_only_label(what: &str) -> String {
     }
 }
 
-/// The CRM org tables as written: the orgs a CRM source or destination may name. Each CRM's
-/// table is its connector's; a CRM added to the registry adds its table here.
-#[derive(Debug, Clone, Copy)]
-pub struct CrmTables<'a> {
-    pub salesforce: &'a RawSalesforce,
-    pub zoho: &'a RawZoho,
-}
-
 /// The CRM orgs once validated (an org with a mistake of its own is not among them), with the
 /// tables as written for where to point.
 #[derive(Debug, Clone, Copy)]
 pub struct CrmOrgs<'a> {
-    pub tables: CrmTables<'a>,
-    pub salesforce: &'a BTreeMap<String, SalesforceOrgConfig>,
-    pub zoho: &'a BTreeMap<String, ZohoOrgConfig>,
+    pub tables: RawTables<'a>,
+    pub connections: &'a Connections,
 }
 
 /// How a diagnostic names a CRM's org table.
@@ -160,7 +148,7 @@ pub trait CrmRules: Sync {
     fn org_table(&self) -> OrgTable;
 
     /// The names defined in that table, as written.
-    fn org_names(&self, tables: &CrmTables<'_>) -> Vec<String>;
+    fn org_names(&self, tables: &RawTables<'_>) -> Vec<String>;
 
     /// `objects` as a source of this CRM would write it, for the diagnostics about it.
     fn objects_example(&self) -> &'static str;
@@ -194,7 +182,7 @@ pub fn validate(
     name: &S<String>,
     system: CrmSystem,
     keys: &CrmSourceKeys<'_>,
-    tables: &CrmTables<'_>,
+    tables: &RawTables<'_>,
 ) -> Option<CrmSource> {
     let n = name.get_ref();
     let vendor = system.as_str();

@@ -7,10 +7,7 @@
 //! [`ErpSourceRules`] reached through [`ErpSystem::source_rules`], so this module has no vendor
 //! match arms.
 
-use crate::dynamics::config::RawDynamics;
-use crate::netsuite::config::RawNetsuite;
-use crate::registry::ErpSystem;
-use crate::sap::config::RawSap;
+use crate::registry::{ErpSystem, RawTables};
 use connect::config::{span, suggest, Code, ConfigError, ConnectionTable, Diagnostics, RawSecretRef, SecretRef, S};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -171,15 +168,6 @@ pub struct Push {
     pub no_intake: &'static str,
 }
 
-/// The ERP connection tables as written: the connections an ERP source may name. Each ERP's
-/// table is its connector's; an ERP added to the registry adds its table here.
-#[derive(Debug, Clone, Copy)]
-pub struct ErpTables<'a> {
-    pub netsuite: &'a RawNetsuite,
-    pub dynamics: &'a RawDynamics,
-    pub sap: &'a RawSap,
-}
-
 /// One ERP source, for the checks its vendor adds to the shared ones.
 #[derive(Debug, Clone, Copy)]
 pub struct SourceCheck<'a> {
@@ -188,7 +176,7 @@ pub struct SourceCheck<'a> {
     /// The connection it names, when that connection is defined.
     pub connection: Option<&'a str>,
     pub keys: &'a ErpSourceKeys<'a>,
-    pub tables: &'a ErpTables<'a>,
+    pub tables: &'a RawTables<'a>,
 }
 
 /// What an ERP source of one vendor validates differently from the others. Each ERP's
@@ -198,7 +186,7 @@ pub trait ErpSourceRules: Sync {
     fn connection(&self) -> SourceConnection;
 
     /// The names defined in that table, as written.
-    fn connection_names(&self, tables: &ErpTables<'_>) -> Vec<String>;
+    fn connection_names(&self, tables: &RawTables<'_>) -> Vec<String>;
 
     /// How this ERP's changes are pushed to the gateway.
     fn push(&self) -> Push;
@@ -217,7 +205,7 @@ pub fn validate(
     name: &S<String>,
     system: ErpSystem,
     keys: &ErpSourceKeys<'_>,
-    tables: &ErpTables<'_>,
+    tables: &RawTables<'_>,
     base_dir: &Path,
 ) -> Option<ErpSource> {
     let n = name.get_ref();

@@ -3,7 +3,14 @@
 //! source may watch, and its simulator. Adding a system adds its variant here (the compiler then
 //! lists every place that must learn it) and its folder; see `docs/specs/connector.md` §1.2.
 
+use crate::dynamics::config::{DynamicsOrgConfig, RawDynamics};
+use crate::netsuite::config::{NetsuiteAccountConfig, RawNetsuite};
+use crate::salesforce::config::{RawSalesforce, SalesforceOrgConfig};
+use crate::sap::config::{RawSap, SapSystemConfig};
+use crate::zoho::config::{RawZoho, ZohoOrgConfig};
+use connect::config::Diagnostics;
 use connect::Clock;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// Every system, in the order `dingbridge sim` starts their simulators.
@@ -183,6 +190,83 @@ impl CrmSystem {
         match self {
             CrmSystem::Salesforce => &crate::salesforce::config::Rules,
             CrmSystem::Zoho => &crate::zoho::config::Rules,
+        }
+    }
+}
+
+/// Every record system's connection table as written in the config file (`[netsuite.accounts.*]`,
+/// `[salesforce.orgs.*]`, …): what sources and destinations may name. Each table is its
+/// connector's; a system added to the registry adds its table here.
+#[derive(Debug, Clone, Copy)]
+pub struct RawTables<'a> {
+    pub salesforce: &'a RawSalesforce,
+    pub zoho: &'a RawZoho,
+    pub netsuite: &'a RawNetsuite,
+    pub dynamics: &'a RawDynamics,
+    pub sap: &'a RawSap,
+}
+
+/// The connection tables once validated, by name; an entry with a mistake of its own is left
+/// out (and reported).
+#[derive(Debug, Clone, Default)]
+pub struct Connections {
+    pub salesforce_orgs: BTreeMap<String, SalesforceOrgConfig>,
+    pub zoho_orgs: BTreeMap<String, ZohoOrgConfig>,
+    pub netsuite_accounts: BTreeMap<String, NetsuiteAccountConfig>,
+    pub dynamics_orgs: BTreeMap<String, DynamicsOrgConfig>,
+    pub sap_systems: BTreeMap<String, SapSystemConfig>,
+}
+
+impl Connections {
+    /// Every table checked by its connector (no I/O); every problem is pushed to `diag`.
+    pub fn validate(diag: &mut Diagnostics, tables: RawTables<'_>) -> Connections {
+        let mut connections = Connections::default();
+        for (name, org) in &tables.salesforce.orgs {
+            if let Some(o) = crate::salesforce::config::validate_org(diag, name, org) {
+                connections.salesforce_orgs.insert(name.get_ref().clone(), o);
+            }
+        }
+        for (name, org) in &tables.zoho.orgs {
+            if let Some(o) = crate::zoho::config::validate_org(diag, name, org) {
+                connections.zoho_orgs.insert(name.get_ref().clone(), o);
+            }
+        }
+        for (name, account) in &tables.netsuite.accounts {
+            if let Some(a) = crate::netsuite::config::validate_account(diag, name, account) {
+                connections.netsuite_accounts.insert(name.get_ref().clone(), a);
+            }
+        }
+        for (name, org) in &tables.dynamics.orgs {
+            if let Some(o) = crate::dynamics::config::validate_org(diag, name, org) {
+                connections.dynamics_orgs.insert(name.get_ref().clone(), o);
+            }
+        }
+        for (name, system) in &tables.sap.systems {
+            if let Some(s) = crate::sap::config::validate_system(diag, name, system) {
+                connections.sap_systems.insert(name.get_ref().clone(), s);
+            }
+        }
+        connections
+    }
+
+    /// Points every connection of a system at that system's URL in `endpoints` (its simulator,
+    /// keyed by [`System::as_str`]).
+    pub fn point_at_simulators(&mut self, endpoints: &BTreeMap<String, String>) {
+        let url = |system: System| endpoints.get(system.as_str()).cloned();
+        if let Some(url) = url(System::Salesforce) {
+            self.salesforce_orgs.values_mut().for_each(|c| c.base_url_override = Some(url.clone()));
+        }
+        if let Some(url) = url(System::Zoho) {
+            self.zoho_orgs.values_mut().for_each(|c| c.base_url_override = Some(url.clone()));
+        }
+        if let Some(url) = url(System::Netsuite) {
+            self.netsuite_accounts.values_mut().for_each(|c| c.base_url_override = Some(url.clone()));
+        }
+        if let Some(url) = url(System::Dynamics) {
+            self.dynamics_orgs.values_mut().for_each(|c| c.base_url_override = Some(url.clone()));
+        }
+        if let Some(url) = url(System::Sap) {
+            self.sap_systems.values_mut().for_each(|c| c.base_url_override = Some(url.clone()));
         }
     }
 }

@@ -5,7 +5,8 @@
 use super::auth::{token_cache, AadTokenFetcher, AppCredentials, DEFAULT_AUTHORITY};
 use super::bc::{BcClient, BC_CONCURRENCY, BC_HOST};
 use super::client::{DataverseClient, ODataTransport, DATAVERSE_CONCURRENCY};
-use crate::erp_source::{ConnectionKey, ErpSourceRules, ErpTables, Push, PushKey, SourceCheck, SourceConnection};
+use crate::erp_source::{ConnectionKey, ErpSourceRules, Push, PushKey, SourceCheck, SourceConnection};
+use crate::registry::RawTables;
 use connect::config::{
     is_base_url, require_https, span, Code, ConfigError, Diagnostics, RawSecretRef, Secret, SecretReader, SecretRef, S,
 };
@@ -306,7 +307,7 @@ impl ErpSourceRules for SourceRules {
         SourceConnection { key: ConnectionKey::Org, what: "Dynamics org", path: "dynamics.orgs" }
     }
 
-    fn connection_names(&self, tables: &ErpTables<'_>) -> Vec<String> {
+    fn connection_names(&self, tables: &RawTables<'_>) -> Vec<String> {
         tables.dynamics.orgs.keys().map(|k| k.get_ref().clone()).collect()
     }
 

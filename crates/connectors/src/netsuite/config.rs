@@ -5,7 +5,8 @@
 use super::account::AccountId;
 use super::auth::{Authorizer, ClientCredentials, OAuth2TokenFetcher, TbaCredentials, TbaSigner};
 use super::client::{NetSuiteClient, DEFAULT_CONCURRENCY};
-use crate::erp_source::{ConnectionKey, ErpSourceRules, ErpTables, Push, PushKey, SourceConnection};
+use crate::erp_source::{ConnectionKey, ErpSourceRules, Push, PushKey, SourceConnection};
+use crate::registry::RawTables;
 use connect::config::{at, span, Code, ConfigError, Diagnostics, RawSecretRef, Secret, SecretReader, SecretRef, S};
 use connect::http::HttpClient;
 use connect::token::TokenCache;
@@ -333,7 +334,7 @@ impl ErpSourceRules for SourceRules {
         SourceConnection { key: ConnectionKey::Account, what: "NetSuite account", path: "netsuite.accounts" }
     }
 
-    fn connection_names(&self, tables: &ErpTables<'_>) -> Vec<String> {
+    fn connection_names(&self, tables: &RawTables<'_>) -> Vec<String> {
         tables.netsuite.accounts.keys().map(|k| k.get_ref().clone()).collect()
     }
 

@@ -10,7 +10,8 @@ use super::ids::normalize_id;
 use super::limits::{ApiUsage, QuotaGuard};
 use super::DEFAULT_API_VERSION;
 use crate::crm_destination::PriorityCheck;
-use crate::crm_source::{CrmIntake, CrmOrgs, CrmRules, CrmSource, CrmTables, IntakeCheck, IntakeKey, OrgTable};
+use crate::crm_source::{CrmIntake, CrmOrgs, CrmRules, CrmSource, IntakeCheck, IntakeKey, OrgTable};
+use crate::registry::RawTables;
 use connect::config::{
     at, is_base_url, require_https, span, Code, ConfigError, Diagnostics, RawSecretRef, Secret, SecretReader,
     SecretRef, S,
@@ -385,7 +386,7 @@ impl CrmRules for Rules {
         OrgTable { what: "Salesforce org", path: "salesforce.orgs" }
     }
 
-    fn org_names(&self, tables: &CrmTables<'_>) -> Vec<String> {
+    fn org_names(&self, tables: &RawTables<'_>) -> Vec<String> {
         tables.salesforce.orgs.keys().map(|k| k.get_ref().clone()).collect()
     }
 
@@ -478,7 +479,7 @@ impl CrmRules for Rules {
         let CrmSource { org, intake: CrmIntake::OutboundMessage { .. }, .. } = source else {
             return;
         };
-        if orgs.salesforce.get(org).is_some_and(|o| o.organization_id.is_none()) {
+        if orgs.connections.salesforce_orgs.get(org).is_some_and(|o| o.organization_id.is_none()) {
             let at = orgs.tables.salesforce.orgs.keys().find(|k| k.get_ref() == org).map(|k| k.span());
             diag.push(ConfigError::new(
                 Code::BadConnection,

@@ -5,7 +5,8 @@
 use super::auth::SapAuth;
 use super::client::{SapClient, SapConfig};
 use super::uom::{UomTable, DEFAULT_PAIRS};
-use crate::erp_source::{ConnectionKey, ErpSourceRules, ErpTables, Push, PushKey, SourceCheck, SourceConnection};
+use crate::erp_source::{ConnectionKey, ErpSourceRules, Push, PushKey, SourceCheck, SourceConnection};
+use crate::registry::RawTables;
 use connect::config::{
     is_base_url, require_https, span, Code, ConfigError, Diagnostics, RawSecretRef, Secret, SecretReader, SecretRef, S,
 };
@@ -260,7 +261,7 @@ impl ErpSourceRules for SourceRules {
         SourceConnection { key: ConnectionKey::System, what: "SAP system", path: "sap.systems" }
     }
 
-    fn connection_names(&self, tables: &ErpTables<'_>) -> Vec<String> {
+    fn connection_names(&self, tables: &RawTables<'_>) -> Vec<String> {
         tables.sap.systems.keys().map(|k| k.get_ref().clone()).collect()
     }
 

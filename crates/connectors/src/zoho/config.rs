@@ -5,7 +5,8 @@
 use super::auth::{DataCentre, ZohoCredentials};
 use super::client::{ZohoClient, ZohoSettings};
 use crate::crm_destination::PriorityCheck;
-use crate::crm_source::{CrmIntake, CrmRules, CrmTables, IntakeCheck, IntakeKey, OrgTable};
+use crate::crm_source::{CrmIntake, CrmRules, IntakeCheck, IntakeKey, OrgTable};
+use crate::registry::RawTables;
 use connect::config::{span, Code, ConfigError, Diagnostics, RawSecretRef, SecretReader, SecretRef, S};
 use connect::http::HttpClient;
 use connect::Clock;
@@ -125,7 +126,7 @@ impl CrmRules for Rules {
         OrgTable { what: "Zoho org", path: "zoho.orgs" }
     }
 
-    fn org_names(&self, tables: &CrmTables<'_>) -> Vec<String> {
+    fn org_names(&self, tables: &RawTables<'_>) -> Vec<String> {
         tables.zoho.orgs.keys().map(|k| k.get_ref().clone()).collect()
     }
 

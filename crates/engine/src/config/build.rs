@@ -238,13 +238,13 @@ impl Config {
             }
         }
         let mut salesforce_grants = BTreeMap::new();
-        for (name, org) in &self.salesforce_orgs {
+        for (name, org) in &self.connections.salesforce_orgs {
             if let Some(secrets) = org.read_secrets(&mut rs) {
                 salesforce_grants.insert(name.clone(), secrets);
             }
         }
         let mut zoho_credentials = BTreeMap::new();
-        for (name, org) in &self.zoho_orgs {
+        for (name, org) in &self.connections.zoho_orgs {
             if let Some(credentials) = org.read_secrets(&mut rs) {
                 zoho_credentials.insert(name.clone(), credentials);
             }
@@ -455,19 +455,19 @@ impl Config {
     /// reported to `rs`.
     fn resolve_erp_connections(&self, rs: &mut SecretReader<'_>) -> ErpCredentials {
         let mut netsuite = BTreeMap::new();
-        for (name, account) in &self.netsuite_accounts {
+        for (name, account) in &self.connections.netsuite_accounts {
             if let Some(secrets) = account.read_secrets(rs) {
                 netsuite.insert(name.clone(), secrets);
             }
         }
         let mut dynamics = BTreeMap::new();
-        for (name, org) in &self.dynamics_orgs {
+        for (name, org) in &self.connections.dynamics_orgs {
             if let Some(secret) = org.read_secrets(rs) {
                 dynamics.insert(name.clone(), secret);
             }
         }
         let mut sap = BTreeMap::new();
-        for (name, system) in &self.sap_systems {
+        for (name, system) in &self.connections.sap_systems {
             if let Some(secrets) = system.read_secrets(rs) {
                 sap.insert(name.clone(), secrets);
             }
@@ -535,7 +535,7 @@ impl Config {
             }
         };
         for (name, secrets) in credentials.netsuite {
-            let Some(account) = self.netsuite_accounts.get(&name) else { continue };
+            let Some(account) = self.connections.netsuite_accounts.get(&name) else { continue };
             match account.build(secrets, &http, clock) {
                 Ok(client) => {
                     let client = Arc::new(client);
@@ -546,7 +546,7 @@ impl Config {
             }
         }
         for (name, secret) in credentials.dynamics {
-            let Some(org) = self.dynamics_orgs.get(&name) else { continue };
+            let Some(org) = self.connections.dynamics_orgs.get(&name) else { continue };
             match org.build(secret, &http, clock) {
                 Ok(clients) => {
                     built.connectors.insert((ErpSystem::Dynamics, name.clone()), org.connector(clients.clone()));
@@ -556,7 +556,7 @@ impl Config {
             }
         }
         for (name, secrets) in credentials.sap {
-            let Some(system) = self.sap_systems.get(&name) else { continue };
+            let Some(system) = self.connections.sap_systems.get(&name) else { continue };
             match system.build(secrets, &http, clock) {
                 Ok(client) => {
                     let client = Arc::new(client);
@@ -603,7 +603,7 @@ impl Config {
             }
         };
         for (name, secrets) in salesforce_grants {
-            let Some(org) = self.salesforce_orgs.get(&name) else { continue };
+            let Some(org) = self.connections.salesforce_orgs.get(&name) else { continue };
             match org.build(secrets, &http, clock) {
                 Ok(client) => {
                     salesforce.insert(name, Arc::new(client));
@@ -612,7 +612,7 @@ impl Config {
             }
         }
         for (name, credentials) in zoho_credentials {
-            let Some(org) = self.zoho_orgs.get(&name) else { continue };
+            let Some(org) = self.connections.zoho_orgs.get(&name) else { continue };
             match org.build(credentials, &http, clock) {
                 Ok(client) => {
                     zoho.insert(name, Arc::new(client));
@@ -633,12 +633,12 @@ fn crm_readers(
 ) -> BTreeMap<(System, String), Arc<dyn CrmReader>> {
     let mut readers = BTreeMap::new();
     for (name, client) in salesforce {
-        if let Some(org) = config.salesforce_orgs.get(name) {
+        if let Some(org) = config.connections.salesforce_orgs.get(name) {
             readers.insert((System::Salesforce, name.clone()), org.connector(client.clone()));
         }
     }
     for (name, client) in zoho {
-        if let Some(org) = config.zoho_orgs.get(name) {
+        if let Some(org) = config.connections.zoho_orgs.get(name) {
             readers.insert((System::Zoho, name.clone()), org.connector(client.clone(), clock.clone()));
         }
     }

@@ -178,6 +178,9 @@ impl SourceKind {
     }
 }
 
+/// The record systems' validated connection tables: the connectors' registry.
+pub use connectors::registry::Connections;
+
 /// The ERP an [`ErpSource`] reads: the connectors' closed list.
 pub use connectors::registry::ErpSystem;
 
@@ -455,11 +458,9 @@ pub struct Config {
     pub destinations: BTreeMap<String, DestinationConfig>,
     pub flows: Vec<FlowConfig>,
     pub dingtalk_apps: BTreeMap<String, DingtalkAppConfig>,
-    pub salesforce_orgs: BTreeMap<String, SalesforceOrgConfig>,
-    pub zoho_orgs: BTreeMap<String, ZohoOrgConfig>,
-    pub netsuite_accounts: BTreeMap<String, NetsuiteAccountConfig>,
-    pub dynamics_orgs: BTreeMap<String, DynamicsOrgConfig>,
-    pub sap_systems: BTreeMap<String, SapSystemConfig>,
+    /// The record systems' connections (`[salesforce.orgs.*]`, `[netsuite.accounts.*]`, …),
+    /// each validated by its connector.
+    pub connections: Connections,
     /// Roles, identity mapping and approval policies (empty without an `[approvals]` section).
     pub approvals: crate::approvals::ApprovalsConfig,
     pub audit: AuditConfig,
@@ -479,11 +480,7 @@ impl fmt::Debug for Config {
             .field("destinations", &self.destinations)
             .field("flows", &self.flows)
             .field("dingtalk_apps", &self.dingtalk_apps)
-            .field("salesforce_orgs", &self.salesforce_orgs)
-            .field("zoho_orgs", &self.zoho_orgs)
-            .field("netsuite_accounts", &self.netsuite_accounts)
-            .field("dynamics_orgs", &self.dynamics_orgs)
-            .field("sap_systems", &self.sap_systems)
+            .field("connections", &self.connections)
             .field("approvals", &self.approvals)
             .field("audit", &self.audit)
             .finish_non_exhaustive()
@@ -588,31 +585,7 @@ impl Config {
                     app.base_url_override = Some(url.clone());
                 }
             }
-            if let Some(url) = endpoints.get("salesforce") {
-                for org in self.salesforce_orgs.values_mut() {
-                    org.base_url_override = Some(url.clone());
-                }
-            }
-            if let Some(url) = endpoints.get("zoho") {
-                for org in self.zoho_orgs.values_mut() {
-                    org.base_url_override = Some(url.clone());
-                }
-            }
-            if let Some(url) = endpoints.get(ErpSystem::Netsuite.as_str()) {
-                for account in self.netsuite_accounts.values_mut() {
-                    account.base_url_override = Some(url.clone());
-                }
-            }
-            if let Some(url) = endpoints.get(ErpSystem::Dynamics.as_str()) {
-                for org in self.dynamics_orgs.values_mut() {
-                    org.base_url_override = Some(url.clone());
-                }
-            }
-            if let Some(url) = endpoints.get(ErpSystem::Sap.as_str()) {
-                for system in self.sap_systems.values_mut() {
-                    system.base_url_override = Some(url.clone());
-                }
-            }
+            self.connections.point_at_simulators(endpoints);
         }
         self
     }

@@ -3,11 +3,12 @@
 pub use connect::config::{RawSecretRef, RawSecrets, S};
 // Each connection's table is its connector's.
 use connectors::crm_destination::CrmDestinationKeys;
-use connectors::crm_source::{CrmSourceKeys, CrmTables};
+use connectors::crm_source::CrmSourceKeys;
 pub use connectors::dingtalk::config::{RawDingtalk, RawDingtalkApp};
 pub use connectors::dynamics::config::{RawDynamics, RawDynamicsOrg};
-use connectors::erp_source::{ErpSourceKeys, ErpTables};
+use connectors::erp_source::ErpSourceKeys;
 pub use connectors::netsuite::config::{RawNetsuite, RawNetsuiteAccount};
+use connectors::registry::RawTables;
 pub use connectors::salesforce::config::{RawSalesforce, RawSalesforceOrg};
 pub use connectors::sap::config::{RawSap, RawSapSystem};
 pub use connectors::zoho::config::{RawZoho, RawZohoOrg};
@@ -56,15 +57,16 @@ pub struct RawConfig {
 }
 
 impl RawConfig {
-    /// The ERP connection tables, for the connectors' validation of the ERP sources that name them.
-    pub fn erp_tables(&self) -> ErpTables<'_> {
-        ErpTables { netsuite: &self.netsuite, dynamics: &self.dynamics, sap: &self.sap }
-    }
-
-    /// The CRM org tables, for the connectors' validation of the CRM sources and destinations
-    /// that name them.
-    pub fn crm_tables(&self) -> CrmTables<'_> {
-        CrmTables { salesforce: &self.salesforce, zoho: &self.zoho }
+    /// The record systems' connection tables as written, for their validation and for the
+    /// connectors' checks of the sources and destinations that name them.
+    pub fn tables(&self) -> RawTables<'_> {
+        RawTables {
+            salesforce: &self.salesforce,
+            zoho: &self.zoho,
+            netsuite: &self.netsuite,
+            dynamics: &self.dynamics,
+            sap: &self.sap,
+        }
     }
 }
 

@@ -709,18 +709,21 @@ fn one_error_at(text: &str, code: Code, needle: &str) -> String {
 #[test]
 fn crm_orgs_sources_and_destinations_validate_with_their_defaults() {
     let cfg = check(CRM).unwrap_or_else(|e| panic!("{}", e.render()));
-    let hk = &cfg.salesforce_orgs["hk"];
+    let hk = &cfg.connections.salesforce_orgs["hk"];
     assert_eq!(hk.login_url, "https://hktrading.my.salesforce.com");
     assert!(matches!(&hk.grant, SalesforceGrant::ClientCredentials { client_secret }
         if client_secret.location == SecretLocation::Env("SF_CLIENT_SECRET".into())));
     assert_eq!(hk.api_version, connectors::salesforce::DEFAULT_API_VERSION);
     assert_eq!(hk.reserve, 1_000);
     assert_eq!(hk.organization_id.as_deref(), Some("00D5g000004HkbrEAC"), "stored in the 18-character form");
-    let jwt = &cfg.salesforce_orgs["jwt"];
+    let jwt = &cfg.connections.salesforce_orgs["jwt"];
     assert!(matches!(&jwt.grant, SalesforceGrant::JwtBearer { username, .. } if username == "integration@hk.example"));
     assert_eq!((jwt.api_version.as_str(), jwt.reserve), ("v60.0", 2_500));
-    assert!(matches!(&cfg.salesforce_orgs["rt"].grant, SalesforceGrant::RefreshToken { client_secret: None, .. }));
-    assert_eq!(cfg.zoho_orgs["hk"].data_centre, connectors::zoho::auth::DataCentre::Cn);
+    assert!(matches!(
+        &cfg.connections.salesforce_orgs["rt"].grant,
+        SalesforceGrant::RefreshToken { client_secret: None, .. }
+    ));
+    assert_eq!(cfg.connections.zoho_orgs["hk"].data_centre, connectors::zoho::auth::DataCentre::Cn);
 
     let crm = &cfg.sources["crm"];
     assert_eq!(crm.system, "salesforce");
@@ -861,7 +864,7 @@ async fn sim_endpoints_send_each_orgs_grant_with_its_resolved_secrets() {
     let fake = FakeVendor::start().await;
     let sims = BTreeMap::from([("salesforce".to_string(), fake.url.clone()), ("zoho".to_string(), fake.url.clone())]);
     let cfg = check(CRM).unwrap().with_overrides(None, Some(&sims));
-    assert_eq!(cfg.salesforce_orgs["jwt"].base_url_override.as_deref(), Some(fake.url.as_str()));
+    assert_eq!(cfg.connections.salesforce_orgs["jwt"].base_url_override.as_deref(), Some(fake.url.as_str()));
     let rt = cfg.build_with(&CrmEnv, Arc::new(connect::SystemClock)).unwrap_or_else(|e| panic!("{}", e.render()));
     let interactive = connectors::salesforce::limits::Priority::Interactive;
 
@@ -1302,25 +1305,25 @@ fn erp_source(cfg: &Config, name: &str) -> ErpSource {
 #[test]
 fn erp_connections_and_sources_validate_with_their_defaults() {
     let cfg = Config::from_toml(ERP, "/etc/dingbridge/gw.toml").unwrap_or_else(|e| panic!("{}", e.render()));
-    let main = &cfg.netsuite_accounts["main"];
+    let main = &cfg.connections.netsuite_accounts["main"];
     assert_eq!(main.account_id.realm(), "1234567_SB1", "either spelling is accepted");
     assert_eq!(main.concurrency, 3);
     assert_eq!(main.time_zone.iana_name(), Some("America/Los_Angeles"));
     assert!(matches!(&main.auth, NetsuiteAuth::Tba { consumer_key, token_id, .. }
         if consumer_key == "ck-main" && token_id == "tok-main"));
-    let prod = &cfg.netsuite_accounts["prod"];
+    let prod = &cfg.connections.netsuite_accounts["prod"];
     assert_eq!((prod.concurrency, prod.time_zone.iana_name()), (2, Some("Asia/Hong_Kong")), "defaults");
     assert_eq!(prod.auth.name(), "tba");
 
-    let dynamics = &cfg.dynamics_orgs["main"];
+    let dynamics = &cfg.connections.dynamics_orgs["main"];
     assert_eq!(dynamics.authority, "https://login.microsoftonline.com");
     assert_eq!(dynamics.dataverse_url.as_deref(), Some("https://contoso.crm5.dynamics.com"));
     assert_eq!(dynamics.bc_environment.as_deref(), Some("Production"));
     assert_eq!(dynamics.bc_company.as_deref(), Some("6a8f2b10-44e3-ea11-bb43-000d3a2feca1"));
-    assert_eq!(cfg.dynamics_orgs["dv"].authority, "https://login.partner.microsoftonline.cn");
-    assert_eq!(cfg.dynamics_orgs["dv"].bc_environment, None);
+    assert_eq!(cfg.connections.dynamics_orgs["dv"].authority, "https://login.partner.microsoftonline.cn");
+    assert_eq!(cfg.connections.dynamics_orgs["dv"].bc_environment, None);
 
-    let s4 = &cfg.sap_systems["s4"];
+    let s4 = &cfg.connections.sap_systems["s4"];
     assert_eq!((s4.base_url.as_str(), s4.sap_client.as_deref()), ("https://s4.example.com.hk:44300", Some("100")));
     assert_eq!(s4.units, vec![("ZCT".to_string(), "CT".to_string())]);
 
@@ -1406,8 +1409,8 @@ async fn sim_endpoints_point_every_erp_connection_at_its_simulator() {
         ("sap".to_string(), format!("{}/", fake.url)),
     ]);
     let cfg = check(ERP).unwrap().with_overrides(None, Some(&sims));
-    assert_eq!(cfg.netsuite_accounts["main"].base_url_override.as_deref(), Some(fake.url.as_str()));
-    assert_eq!(cfg.dynamics_orgs["dv"].base_url_override.as_deref(), Some(fake.url.as_str()));
+    assert_eq!(cfg.connections.netsuite_accounts["main"].base_url_override.as_deref(), Some(fake.url.as_str()));
+    assert_eq!(cfg.connections.dynamics_orgs["dv"].base_url_override.as_deref(), Some(fake.url.as_str()));
     let rt = cfg.build_with(&ErpEnv, Arc::new(connect::SystemClock)).unwrap_or_else(|e| panic!("{}", e.render()));
 
     // NetSuite: the REST base is under the simulator, every request TBA-signed for the account.
@@ -1600,7 +1603,7 @@ fn netsuite_auth_keys_must_fit_the_auth() {
     );
     let cfg = check(&oauth2).unwrap_or_else(|e| panic!("{}", e.render()));
     assert!(
-        matches!(&cfg.netsuite_accounts["prod"].auth, NetsuiteAuth::OAuth2 { client_id, certificate_id, private_key }
+        matches!(&cfg.connections.netsuite_accounts["prod"].auth, NetsuiteAuth::OAuth2 { client_id, certificate_id, private_key }
         if client_id == "cid" && certificate_id == "c.7654321" && private_key.location == SecretLocation::File("ns.pem".into()))
     );
     // It builds with the certificate's EC key (ES256 assertions); a key that is not PEM is a

@@ -7,8 +7,9 @@ use connect::config::{
     at, known_list, require_https, span, suggest, validate_private_hosts, ConnectionTable, Diagnostics, SecretRefError,
 };
 use connectors::crm_destination;
-use connectors::crm_source::{self, api_name_error, crm_only_label, is_api_name, CrmOrgs, CrmTables};
-use connectors::erp_source::{self, erp_only_label, ErpTables};
+use connectors::crm_source::{self, api_name_error, crm_only_label, is_api_name, CrmOrgs};
+use connectors::erp_source::{self, erp_only_label};
+use connectors::registry::{Connections as RecordConnections, RawTables};
 use minijinja::{AutoEscape, Environment, UndefinedBehavior};
 use std::collections::{BTreeSet, HashMap};
 
@@ -281,43 +282,13 @@ pub(super) fn validate(raw: RawConfig, text: &str, path: &str) -> Result<Config,
         }
     }
 
-    // [salesforce.orgs.*], [zoho.orgs.*]
-    let mut salesforce_orgs = BTreeMap::new();
-    for (name, org) in &raw.salesforce.orgs {
-        if let Some(o) = connectors::salesforce::config::validate_org(&mut cx.diag, name, org) {
-            salesforce_orgs.insert(name.get_ref().clone(), o);
-        }
-    }
-    let mut zoho_orgs = BTreeMap::new();
-    for (name, org) in &raw.zoho.orgs {
-        if let Some(o) = connectors::zoho::config::validate_org(&mut cx.diag, name, org) {
-            zoho_orgs.insert(name.get_ref().clone(), o);
-        }
-    }
+    // [salesforce.orgs.*], [netsuite.accounts.*], …: each table by its connector.
+    let tables = raw.tables();
+    let record_connections = RecordConnections::validate(&mut cx.diag, tables);
 
-    // [netsuite.accounts.*], [dynamics.orgs.*], [sap.systems.*]
-    let mut netsuite_accounts = BTreeMap::new();
-    for (name, account) in &raw.netsuite.accounts {
-        if let Some(a) = connectors::netsuite::config::validate_account(&mut cx.diag, name, account) {
-            netsuite_accounts.insert(name.get_ref().clone(), a);
-        }
-    }
-    let mut dynamics_orgs = BTreeMap::new();
-    for (name, org) in &raw.dynamics.orgs {
-        if let Some(o) = connectors::dynamics::config::validate_org(&mut cx.diag, name, org) {
-            dynamics_orgs.insert(name.get_ref().clone(), o);
-        }
-    }
-    let mut sap_systems = BTreeMap::new();
-    for (name, system) in &raw.sap.systems {
-        if let Some(s) = connectors::sap::config::validate_system(&mut cx.diag, name, system) {
-            sap_systems.insert(name.get_ref().clone(), s);
-        }
-    }
     // Names as written, so a reference to a connection with an error is not reported twice.
     let names = |keys: Vec<&S<String>>| keys.into_iter().map(|k| k.get_ref().clone()).collect::<Vec<_>>();
-    let connections =
-        Connections { apps: names(raw.dingtalk.apps.keys().collect()), crm: raw.crm_tables(), erp: raw.erp_tables() };
+    let connections = Connections { apps: names(raw.dingtalk.apps.keys().collect()), tables };
 
     // [sources.*]
     let mut sources = BTreeMap::new();
@@ -329,7 +300,7 @@ pub(super) fn validate(raw: RawConfig, text: &str, path: &str) -> Result<Config,
 
     // What a valid CRM source needs of its org, once both are validated (Salesforce: the org id
     // Outbound Messages are checked against).
-    let crm_orgs = CrmOrgs { tables: raw.crm_tables(), salesforce: &salesforce_orgs, zoho: &zoho_orgs };
+    let crm_orgs = CrmOrgs { tables, connections: &record_connections };
     for (name, src) in &sources {
         let Some((system, crm)) = src.kind.crm() else { continue };
         if let Some(system) = CrmSystem::from_system(system) {
@@ -419,11 +390,7 @@ pub(super) fn validate(raw: RawConfig, text: &str, path: &str) -> Result<Config,
         destinations,
         flows,
         dingtalk_apps,
-        salesforce_orgs,
-        zoho_orgs,
-        netsuite_accounts,
-        dynamics_orgs,
-        sap_systems,
+        connections: record_connections,
         approvals,
         audit,
         templates: Arc::new(cx.env),
@@ -435,10 +402,9 @@ pub(super) fn validate(raw: RawConfig, text: &str, path: &str) -> Result<Config,
 /// The connections sources and destinations may name.
 struct Connections<'a> {
     apps: Vec<String>,
-    /// The CRM org tables as written; a CRM source's or destination's connector reads the one it names.
-    crm: CrmTables<'a>,
-    /// The ERP tables as written; an ERP source's connector reads the one it names.
-    erp: ErpTables<'a>,
+    /// The record systems' tables as written; a source's or destination's connector reads the
+    /// one it names.
+    tables: RawTables<'a>,
 }
 
 impl Connections<'_> {
@@ -697,7 +663,7 @@ fn validate_crm_source(
     );
     ok &= !cx.unused_keys(&dingtalk_source_keys(src), &owner, "only `dingtalk` sources take it");
     ok &= !cx.unused_keys(&src.erp_keys().erp_only(), &owner, &erp_only_label());
-    let crm = crm_source::validate(&mut cx.diag, name, system, &src.crm_keys(), &connections.crm);
+    let crm = crm_source::validate(&mut cx.diag, name, system, &src.crm_keys(), &connections.tables);
     let fields = validate_fields(cx, n, src, &mut ok);
     let system_name = src.system.as_ref().map_or_else(|| vendor.to_string(), |s| s.get_ref().clone());
     let crm = crm?;
@@ -735,7 +701,7 @@ fn validate_crm_destination(
         &owner,
         "only `dingtalk_app` destinations take it",
     );
-    let crm = crm_destination::validate(&mut cx.diag, name, system, &dst.crm_keys(), &connections.crm);
+    let crm = crm_destination::validate(&mut cx.diag, name, system, &dst.crm_keys(), &connections.tables);
     let concurrency = dst.concurrency.as_ref().and_then(|s| cx.positive(s, &format!("destinations.{n}.concurrency")));
     Some(DestinationConfig { name: n.clone(), kind: DestinationKind::from_crm(system, crm?), concurrency })
 }
@@ -1480,7 +1446,7 @@ fn validate_erp_source(
         &owner,
         &format!("{}; ERP sources poll with `poll`", crm_only_label("sources")),
     );
-    let erp = erp_source::validate(&mut cx.diag, name, system, &src.erp_keys(), &connections.erp, &cx.base_dir);
+    let erp = erp_source::validate(&mut cx.diag, name, system, &src.erp_keys(), &connections.tables, &cx.base_dir);
     let fields = validate_fields(cx, n, src, &mut ok);
     let erp = erp?;
     ok.then(|| SourceConfig {
