@@ -184,10 +184,10 @@ async fn fetch_people(
             .await?;
     let mut erp_users = BTreeMap::new();
     for (name, erp) in sources {
-        let connector = runtime
-            .erp_connectors
-            .get(&(erp.system, erp.connection.clone()))
-            .with_context(|| format!("source `{name}`: no {} connection `{}`", erp.system.as_str(), erp.connection))?;
+        let connector =
+            runtime.connections.erp_connectors.get(&(erp.system, erp.connection.clone())).with_context(|| {
+                format!("source `{name}`: no {} connection `{}`", erp.system.as_str(), erp.connection)
+            })?;
         let what = format!("reading the users of source `{name}` ({} `{}`)", erp.system.display_name(), erp.connection);
         let users = patiently(&what, || connector.write_back.users()).await?;
         erp_users.insert(name.clone(), users);

@@ -3,13 +3,22 @@
 //! source may watch, and its simulator. Adding a system adds its variant here (the compiler then
 //! lists every place that must learn it) and its folder; see `docs/specs/connector.md` §1.2.
 
-use crate::dynamics::config::{DynamicsOrgConfig, RawDynamics};
-use crate::netsuite::config::{NetsuiteAccountConfig, RawNetsuite};
-use crate::salesforce::config::{RawSalesforce, SalesforceOrgConfig};
-use crate::sap::config::{RawSap, SapSystemConfig};
+use crate::crm_destination::CrmDestination;
+use crate::dynamics::config::{DynamicsClients, DynamicsOrgConfig, RawDynamics};
+use crate::netsuite::client::NetSuiteClient;
+use crate::netsuite::config::{NetsuiteAccountConfig, NetsuiteSecrets, RawNetsuite};
+use crate::reader::{CrmReader, ErpConnector};
+use crate::salesforce::client::SalesforceClient;
+use crate::salesforce::config::{RawSalesforce, SalesforceOrgConfig, SalesforceSecrets};
+use crate::salesforce::limits::Priority;
+use crate::sap::client::SapClient;
+use crate::sap::config::{RawSap, SapSecrets, SapSystemConfig};
+use crate::zoho::auth::ZohoCredentials;
+use crate::zoho::client::ZohoClient;
 use crate::zoho::config::{RawZoho, ZohoOrgConfig};
-use connect::config::Diagnostics;
-use connect::Clock;
+use connect::config::{Code, ConfigError, Diagnostics, Secret, SecretReader};
+use connect::http::{HttpClient, HttpSettings};
+use connect::{Clock, Sink};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -184,6 +193,21 @@ impl CrmSystem {
         CrmSystem::ALL.into_iter().find(|s| s.system() == system)
     }
 
+    /// The sink that writes a destination's records to its org, when the org was built.
+    pub fn record_sink(self, built: &BuiltConnections, destination: &CrmDestination) -> Option<Arc<dyn Sink>> {
+        Some(match self {
+            CrmSystem::Salesforce => {
+                let client = built.salesforce_orgs.get(&destination.org)?;
+                let priority = if destination.interactive { Priority::Interactive } else { Priority::Background };
+                Arc::new(crate::salesforce::sink::RecordSink::new(client.clone(), priority, destination.linger))
+            }
+            CrmSystem::Zoho => {
+                let client = built.zoho_orgs.get(&destination.org)?;
+                Arc::new(crate::zoho::sink::RecordSink::new(client.clone(), destination.linger))
+            }
+        })
+    }
+
     /// How this CRM's sources and destinations differ from the other CRM's
     /// ([`crate::crm_source`], [`crate::crm_destination`]).
     pub fn rules(self) -> &'static dyn crate::crm_source::CrmRules {
@@ -249,6 +273,74 @@ impl Connections {
         connections
     }
 
+    /// The secrets of every connection, read through `rs` (a missing one is reported there and its
+    /// connection left out).
+    pub fn read_secrets(&self, rs: &mut SecretReader<'_>) -> ConnectionSecrets {
+        ConnectionSecrets {
+            salesforce: read_each(&self.salesforce_orgs, |c| c.read_secrets(rs)),
+            zoho: read_each(&self.zoho_orgs, |c| c.read_secrets(rs)),
+            netsuite: read_each(&self.netsuite_accounts, |c| c.read_secrets(rs)),
+            dynamics: read_each(&self.dynamics_orgs, |c| c.read_secrets(rs)),
+            sap: read_each(&self.sap_systems, |c| c.read_secrets(rs)),
+        }
+    }
+
+    /// One client per connection, all on one HTTP connection pool with `settings`, and the
+    /// gateway's readers over them. A connection that cannot be built is reported to `errors`.
+    pub fn build(
+        &self,
+        secrets: ConnectionSecrets,
+        settings: HttpSettings,
+        clock: &Arc<dyn Clock>,
+        errors: &mut Vec<ConfigError>,
+    ) -> BuiltConnections {
+        let mut built = BuiltConnections::default();
+        if secrets.is_empty() {
+            return built;
+        }
+        let http = match HttpClient::new(settings) {
+            Ok(http) => http,
+            Err(e) => {
+                let message = format!("the HTTP client for the record systems cannot be built: {e}");
+                errors.push(ConfigError::new(Code::InvalidValue, message, None, ""));
+                return built;
+            }
+        };
+        built.salesforce_orgs = build_each(&self.salesforce_orgs, secrets.salesforce, errors, |c, s| {
+            c.build(s, &http, clock).map(Arc::new)
+        });
+        built.zoho_orgs =
+            build_each(&self.zoho_orgs, secrets.zoho, errors, |c, s| c.build(s, &http, clock).map(Arc::new));
+        built.netsuite_accounts = build_each(&self.netsuite_accounts, secrets.netsuite, errors, |c, s| {
+            c.build(s, &http, clock).map(Arc::new)
+        });
+        built.dynamics_orgs =
+            build_each(&self.dynamics_orgs, secrets.dynamics, errors, |c, s| c.build(s, &http, clock));
+        built.sap_systems =
+            build_each(&self.sap_systems, secrets.sap, errors, |c, s| c.build(s, &http, clock).map(Arc::new));
+        for (name, client) in &built.salesforce_orgs {
+            let reader = self.salesforce_orgs[name].connector(client.clone());
+            built.crm_readers.insert((System::Salesforce, name.clone()), reader);
+        }
+        for (name, client) in &built.zoho_orgs {
+            let reader = self.zoho_orgs[name].connector(client.clone(), clock.clone());
+            built.crm_readers.insert((System::Zoho, name.clone()), reader);
+        }
+        for (name, client) in &built.netsuite_accounts {
+            let connector = self.netsuite_accounts[name].connector(client.clone());
+            built.erp_connectors.insert((ErpSystem::Netsuite, name.clone()), connector);
+        }
+        for (name, clients) in &built.dynamics_orgs {
+            let connector = self.dynamics_orgs[name].connector(clients.clone());
+            built.erp_connectors.insert((ErpSystem::Dynamics, name.clone()), connector);
+        }
+        for (name, client) in &built.sap_systems {
+            let connector = self.sap_systems[name].connector(client.clone());
+            built.erp_connectors.insert((ErpSystem::Sap, name.clone()), connector);
+        }
+        built
+    }
+
     /// Points every connection of a system at that system's URL in `endpoints` (its simulator,
     /// keyed by [`System::as_str`]).
     pub fn point_at_simulators(&mut self, endpoints: &BTreeMap<String, String>) {
@@ -269,6 +361,83 @@ impl Connections {
             self.sap_systems.values_mut().for_each(|c| c.base_url_override = Some(url.clone()));
         }
     }
+}
+
+/// The secrets of every connection, read; see [`Connections::read_secrets`].
+#[derive(Default)]
+pub struct ConnectionSecrets {
+    salesforce: BTreeMap<String, SalesforceSecrets>,
+    zoho: BTreeMap<String, ZohoCredentials>,
+    netsuite: BTreeMap<String, NetsuiteSecrets>,
+    dynamics: BTreeMap<String, Secret>,
+    sap: BTreeMap<String, SapSecrets>,
+}
+
+impl ConnectionSecrets {
+    fn is_empty(&self) -> bool {
+        self.salesforce.is_empty()
+            && self.zoho.is_empty()
+            && self.netsuite.is_empty()
+            && self.dynamics.is_empty()
+            && self.sap.is_empty()
+    }
+}
+
+/// The clients a config's connections were built into, by connection name, and the gateway's
+/// readers over them; see [`Connections::build`].
+#[derive(Default)]
+pub struct BuiltConnections {
+    /// One client per Salesforce org (one token cache, one quota gauge).
+    pub salesforce_orgs: BTreeMap<String, Arc<SalesforceClient>>,
+    /// One client per Zoho org (one token cache, one credit meter).
+    pub zoho_orgs: BTreeMap<String, Arc<ZohoClient>>,
+    /// One client per NetSuite account (one signer or token cache, one concurrency semaphore).
+    pub netsuite_accounts: BTreeMap<String, Arc<NetSuiteClient>>,
+    /// The Dataverse / Business Central clients of each Dynamics org.
+    pub dynamics_orgs: BTreeMap<String, DynamicsClients>,
+    /// One client per SAP system (one CSRF session, one unit table).
+    pub sap_systems: BTreeMap<String, Arc<SapClient>>,
+    /// Every ERP connection as the gateway reads it and writes approvals to, by system and name.
+    pub erp_connectors: BTreeMap<(ErpSystem, String), ErpConnector>,
+    /// Every CRM org as the gateway reads it (records, polls, pushes), by system and name.
+    pub crm_readers: BTreeMap<(System, String), Arc<dyn CrmReader>>,
+}
+
+impl std::fmt::Debug for BuiltConnections {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BuiltConnections")
+            .field("salesforce_orgs", &self.salesforce_orgs.keys().collect::<Vec<_>>())
+            .field("zoho_orgs", &self.zoho_orgs.keys().collect::<Vec<_>>())
+            .field("netsuite_accounts", &self.netsuite_accounts.keys().collect::<Vec<_>>())
+            .field("dynamics_orgs", &self.dynamics_orgs.keys().collect::<Vec<_>>())
+            .field("sap_systems", &self.sap_systems.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The secrets of each entry of `configs` that has them all.
+fn read_each<C, S>(configs: &BTreeMap<String, C>, mut read: impl FnMut(&C) -> Option<S>) -> BTreeMap<String, S> {
+    configs.iter().filter_map(|(name, config)| read(config).map(|s| (name.clone(), s))).collect()
+}
+
+/// The client of each entry of `configs` whose secrets were read; failures go to `errors`.
+fn build_each<C, S, T>(
+    configs: &BTreeMap<String, C>,
+    secrets: BTreeMap<String, S>,
+    errors: &mut Vec<ConfigError>,
+    mut build: impl FnMut(&C, S) -> Result<T, ConfigError>,
+) -> BTreeMap<String, T> {
+    let mut built = BTreeMap::new();
+    for (name, secret) in secrets {
+        let Some(config) = configs.get(&name) else { continue };
+        match build(config, secret) {
+            Ok(client) => {
+                built.insert(name, client);
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+    built
 }
 
 #[cfg(test)]

@@ -134,8 +134,8 @@ impl Gateway {
             .map_err(|source| StartError::Bind { listen: admin_listen.clone(), source })?;
         let admin_addr =
             admin_listener.local_addr().map_err(|source| StartError::Bind { listen: admin_listen.clone(), source })?;
-        let crm_sources = crm_sources(&config, &runtime.crm_readers, &runtime.crm_push_secrets, addr)?;
-        let erp_sources = erp_sources(&config, &runtime.erp_connectors, &runtime.erp_secrets)?;
+        let crm_sources = crm_sources(&config, &runtime.connections.crm_readers, &runtime.crm_push_secrets, addr)?;
+        let erp_sources = erp_sources(&config, &runtime.connections.erp_connectors, &runtime.erp_secrets)?;
         let tasks = Supervisor::new(metrics.clone());
 
         // One directory keeper per app that keeps its directory, shared by the app's sources.

@@ -205,7 +205,7 @@ async fn store_people_like_the_gateway(config: &Path, sims: &Path) {
         assert!(tries < 5, "directory sync: {err}");
         tokio::time::sleep(Duration::from_millis(1_100)).await;
     }
-    let users = connectors::netsuite::approval::users(&runtime.netsuite_accounts["hk"]).await.unwrap();
+    let users = connectors::netsuite::approval::users(&runtime.connections.netsuite_accounts["hk"]).await.unwrap();
     assert!(users.iter().any(|u| u.email.as_deref() == Some("ml.cheung@harbour-trading.example.hk")), "{users:?}");
     let cursor = server::approvals::users_cursor("netsuite");
     store.put_cursor(&cursor, &serde_json::to_string(&users).unwrap(), 0).await.unwrap();

@@ -3,23 +3,13 @@
 use super::*;
 use crate::flow::FlowEngine;
 pub use connect::config::{Secret, SecretReader, SecretResolver};
-use connect::http::{CaBundle, HttpClient, HttpSettings, Outbound};
+use connect::http::{CaBundle, HttpSettings, Outbound};
 use connect::webhook::{WebhookSecret, WebhookVerifier};
 use connect::{Clock, Sink};
 use connectors::dingtalk::crypto::CallbackCrypto;
 use connectors::dingtalk::openapi::OpenApi;
 use connectors::dingtalk::stream::StreamSettings;
-use connectors::netsuite::client::NetSuiteClient;
-use connectors::netsuite::config::NetsuiteSecrets;
-use connectors::reader::{CrmReader, ErpConnector};
-use connectors::registry::System;
-use connectors::salesforce::client::SalesforceClient;
-use connectors::salesforce::config::SalesforceSecrets;
-use connectors::salesforce::limits::Priority;
-use connectors::sap::client::SapClient;
-use connectors::sap::config::SapSecrets;
-use connectors::zoho::auth::ZohoCredentials;
-use connectors::zoho::client::ZohoClient;
+use connectors::registry::BuiltConnections;
 
 /// How one DingTalk source receives its events.
 pub enum DingtalkSourceRuntime {
@@ -58,24 +48,11 @@ pub struct Runtime {
     pub dingtalk_sources: BTreeMap<String, DingtalkSourceRuntime>,
     /// One OpenAPI client per DingTalk app (shared token cache and pacing), by app name.
     pub dingtalk_apps: BTreeMap<String, OpenApi>,
-    /// One client per Salesforce org (one token cache, one quota gauge), by org name.
-    pub salesforce_orgs: BTreeMap<String, Arc<SalesforceClient>>,
-    /// One client per Zoho org (one token cache, one credit meter), by org name.
-    pub zoho_orgs: BTreeMap<String, Arc<ZohoClient>>,
-    /// Every CRM org as the gateway reads it (records, polls, pushes), by system and org name.
-    pub crm_readers: BTreeMap<(System, String), Arc<dyn CrmReader>>,
+    /// The record systems' clients and the gateway's connectors and readers over them.
+    pub connections: BuiltConnections,
     /// The secret that opens each CRM source's push door (a Zoho channel token, the secret
     /// segment of a Salesforce Outbound Message URL), by source name.
     pub crm_push_secrets: BTreeMap<String, Secret>,
-    /// One client per NetSuite account (one signer or token cache, one concurrency semaphore), by account name.
-    pub netsuite_accounts: BTreeMap<String, Arc<NetSuiteClient>>,
-    /// The Dataverse / Business Central clients of each Dynamics org, by org name.
-    pub dynamics_orgs: BTreeMap<String, DynamicsClients>,
-    /// One client per SAP system (one CSRF session, one unit table), by system name.
-    pub sap_systems: BTreeMap<String, Arc<SapClient>>,
-    /// Every ERP connection as the gateway reads it (its reader and approval write-back over the
-    /// client above), by system and connection name.
-    pub erp_connectors: BTreeMap<(ErpSystem, String), ErpConnector>,
     /// ERP sources' resolved secrets, by source name.
     pub erp_secrets: BTreeMap<String, ErpSecrets>,
     pub admin_token: Option<Secret>,
@@ -91,12 +68,8 @@ impl fmt::Debug for Runtime {
             .field("sources", &self.sources)
             .field("dingtalk_sources", &self.dingtalk_sources)
             .field("dingtalk_apps", &self.dingtalk_apps.keys().collect::<Vec<_>>())
-            .field("salesforce_orgs", &self.salesforce_orgs.keys().collect::<Vec<_>>())
-            .field("zoho_orgs", &self.zoho_orgs.keys().collect::<Vec<_>>())
+            .field("connections", &self.connections)
             .field("crm_push_secrets", &self.crm_push_secrets)
-            .field("netsuite_accounts", &self.netsuite_accounts.keys().collect::<Vec<_>>())
-            .field("dynamics_orgs", &self.dynamics_orgs.keys().collect::<Vec<_>>())
-            .field("sap_systems", &self.sap_systems.keys().collect::<Vec<_>>())
             .field("erp_secrets", &self.erp_secrets)
             .field("admin_token", &self.admin_token)
             .field("audit_key", &self.audit_key)
@@ -115,22 +88,6 @@ impl SecretResolver for ProcessSecrets {
     fn file(&self, path: &Path) -> std::io::Result<String> {
         std::fs::read_to_string(path)
     }
-}
-
-/// The secrets of one ERP connection, resolved.
-struct ErpCredentials {
-    netsuite: BTreeMap<String, NetsuiteSecrets>,
-    dynamics: BTreeMap<String, Secret>,
-    sap: BTreeMap<String, SapSecrets>,
-}
-
-/// The clients built from [`ErpCredentials`], by connection name, and the connectors over them.
-#[derive(Default)]
-struct ErpClients {
-    netsuite: BTreeMap<String, Arc<NetSuiteClient>>,
-    dynamics: BTreeMap<String, DynamicsClients>,
-    sap: BTreeMap<String, Arc<SapClient>>,
-    connectors: BTreeMap<(ErpSystem, String), ErpConnector>,
 }
 
 /// The audit key named by `[audit] key`, checked for length.
@@ -237,18 +194,7 @@ impl Config {
                 )),
             }
         }
-        let mut salesforce_grants = BTreeMap::new();
-        for (name, org) in &self.connections.salesforce_orgs {
-            if let Some(secrets) = org.read_secrets(&mut rs) {
-                salesforce_grants.insert(name.clone(), secrets);
-            }
-        }
-        let mut zoho_credentials = BTreeMap::new();
-        for (name, org) in &self.connections.zoho_orgs {
-            if let Some(credentials) = org.read_secrets(&mut rs) {
-                zoho_credentials.insert(name.clone(), credentials);
-            }
-        }
+        let connection_secrets = self.connections.read_secrets(&mut rs);
         let mut zoho_channel_tokens = BTreeMap::new();
         for (name, src) in &self.sources {
             let SourceKind::Zoho(CrmSource { intake: CrmIntake::Notifications { channel_token, .. }, .. }) = &src.kind
@@ -269,7 +215,6 @@ impl Config {
                 salesforce_outbound_tokens.insert(name.clone(), (secret, token.span.clone()));
             }
         }
-        let erp_credentials = self.resolve_erp_connections(&mut rs);
         let mut erp_secrets = BTreeMap::new();
         for (name, src) in &self.sources {
             let SourceKind::Erp(erp) = &src.kind else { continue };
@@ -361,9 +306,14 @@ impl Config {
                 sinks.insert(name.clone(), Arc::new(sink));
             }
         }
-        let (salesforce_orgs, zoho_orgs) =
-            self.crm_clients(salesforce_grants, zoho_credentials, &outbound, &clock, &mut errors);
-        let erp = self.erp_clients(erp_credentials, &outbound, &clock, &mut errors);
+        let timeout = self.delivery.request_timeout;
+        let settings = HttpSettings {
+            timeout,
+            connect_timeout: timeout.min(HttpSettings::default().connect_timeout),
+            outbound: outbound.clone(),
+            ..HttpSettings::default()
+        };
+        let connections = self.connections.build(connection_secrets, settings, &clock, &mut errors);
         let max_chars = connectors::zoho::source::MAX_TOKEN_CHARS;
         let mut crm_push_secrets = BTreeMap::new();
         for (name, (token, span)) in zoho_channel_tokens {
@@ -395,19 +345,10 @@ impl Config {
             }
         }
         for (name, dst) in &self.destinations {
-            let sink: Arc<dyn Sink> = match &dst.kind {
-                DestinationKind::Salesforce(d) => {
-                    let Some(client) = salesforce_orgs.get(&d.org) else { continue };
-                    let priority = if d.interactive { Priority::Interactive } else { Priority::Background };
-                    Arc::new(connectors::salesforce::sink::RecordSink::new(client.clone(), priority, d.linger))
-                }
-                DestinationKind::Zoho(d) => {
-                    let Some(client) = zoho_orgs.get(&d.org) else { continue };
-                    Arc::new(connectors::zoho::sink::RecordSink::new(client.clone(), d.linger))
-                }
-                DestinationKind::DingtalkRobot(_) | DestinationKind::DingtalkApp(_) => continue,
-            };
-            sinks.insert(name.clone(), sink);
+            let Some((system, crm)) = dst.kind.crm() else { continue };
+            if let Some(sink) = system.record_sink(&connections, crm) {
+                sinks.insert(name.clone(), sink);
+            }
         }
         for (name, robot, token, secret) in robots {
             let mut settings = connectors::dingtalk::RobotSettings::new(token.into_secret_string());
@@ -436,43 +377,13 @@ impl Config {
             sources,
             dingtalk_sources,
             dingtalk_apps,
-            crm_readers: crm_readers(self, &salesforce_orgs, &zoho_orgs, &clock),
-            salesforce_orgs,
-            zoho_orgs,
+            connections,
             crm_push_secrets,
-            netsuite_accounts: erp.netsuite,
-            dynamics_orgs: erp.dynamics,
-            sap_systems: erp.sap,
-            erp_connectors: erp.connectors,
             erp_secrets,
             admin_token,
             audit_key,
             flows: FlowEngine::new(self),
         })
-    }
-
-    /// The secrets of every NetSuite account, Dynamics org and SAP system; missing ones are
-    /// reported to `rs`.
-    fn resolve_erp_connections(&self, rs: &mut SecretReader<'_>) -> ErpCredentials {
-        let mut netsuite = BTreeMap::new();
-        for (name, account) in &self.connections.netsuite_accounts {
-            if let Some(secrets) = account.read_secrets(rs) {
-                netsuite.insert(name.clone(), secrets);
-            }
-        }
-        let mut dynamics = BTreeMap::new();
-        for (name, org) in &self.connections.dynamics_orgs {
-            if let Some(secret) = org.read_secrets(rs) {
-                dynamics.insert(name.clone(), secret);
-            }
-        }
-        let mut sap = BTreeMap::new();
-        for (name, system) in &self.connections.sap_systems {
-            if let Some(secrets) = system.read_secrets(rs) {
-                sap.insert(name.clone(), secrets);
-            }
-        }
-        ErpCredentials { netsuite, dynamics, sap }
     }
 
     /// What every outbound client gets from `[server]`: the private hosts it may reach and the
@@ -501,148 +412,6 @@ impl Config {
         }
         outbound
     }
-
-    /// One client per NetSuite account, Dynamics service and SAP system, sharing one HTTP
-    /// connection pool.
-    fn erp_clients(
-        &self,
-        credentials: ErpCredentials,
-        outbound: &Outbound,
-        clock: &Arc<dyn Clock>,
-        errors: &mut Vec<ConfigError>,
-    ) -> ErpClients {
-        let mut built = ErpClients::default();
-        if credentials.netsuite.is_empty() && credentials.dynamics.is_empty() && credentials.sap.is_empty() {
-            return built;
-        }
-        let timeout = self.delivery.request_timeout;
-        let settings = HttpSettings {
-            timeout,
-            connect_timeout: timeout.min(HttpSettings::default().connect_timeout),
-            outbound: outbound.clone(),
-            ..HttpSettings::default()
-        };
-        let http = match HttpClient::new(settings) {
-            Ok(http) => http,
-            Err(e) => {
-                errors.push(ConfigError::new(
-                    Code::InvalidValue,
-                    format!("the HTTP client for the ERPs cannot be built: {e}"),
-                    None,
-                    "",
-                ));
-                return built;
-            }
-        };
-        for (name, secrets) in credentials.netsuite {
-            let Some(account) = self.connections.netsuite_accounts.get(&name) else { continue };
-            match account.build(secrets, &http, clock) {
-                Ok(client) => {
-                    let client = Arc::new(client);
-                    built.connectors.insert((ErpSystem::Netsuite, name.clone()), account.connector(client.clone()));
-                    built.netsuite.insert(name, client);
-                }
-                Err(e) => errors.push(e),
-            }
-        }
-        for (name, secret) in credentials.dynamics {
-            let Some(org) = self.connections.dynamics_orgs.get(&name) else { continue };
-            match org.build(secret, &http, clock) {
-                Ok(clients) => {
-                    built.connectors.insert((ErpSystem::Dynamics, name.clone()), org.connector(clients.clone()));
-                    built.dynamics.insert(name, clients);
-                }
-                Err(e) => errors.push(e),
-            }
-        }
-        for (name, secrets) in credentials.sap {
-            let Some(system) = self.connections.sap_systems.get(&name) else { continue };
-            match system.build(secrets, &http, clock) {
-                Ok(client) => {
-                    let client = Arc::new(client);
-                    built.connectors.insert((ErpSystem::Sap, name.clone()), system.connector(client.clone()));
-                    built.sap.insert(name, client);
-                }
-                Err(e) => errors.push(e),
-            }
-        }
-        built
-    }
-
-    /// One client per Salesforce and Zoho org, sharing one HTTP connection pool.
-    fn crm_clients(
-        &self,
-        salesforce_grants: BTreeMap<String, SalesforceSecrets>,
-        zoho_credentials: BTreeMap<String, ZohoCredentials>,
-        outbound: &Outbound,
-        clock: &Arc<dyn Clock>,
-        errors: &mut Vec<ConfigError>,
-    ) -> (BTreeMap<String, Arc<SalesforceClient>>, BTreeMap<String, Arc<ZohoClient>>) {
-        let mut salesforce = BTreeMap::new();
-        let mut zoho = BTreeMap::new();
-        if salesforce_grants.is_empty() && zoho_credentials.is_empty() {
-            return (salesforce, zoho);
-        }
-        let timeout = self.delivery.request_timeout;
-        let settings = HttpSettings {
-            timeout,
-            connect_timeout: timeout.min(HttpSettings::default().connect_timeout),
-            outbound: outbound.clone(),
-            ..HttpSettings::default()
-        };
-        let http = match HttpClient::new(settings) {
-            Ok(http) => http,
-            Err(e) => {
-                errors.push(ConfigError::new(
-                    Code::InvalidValue,
-                    format!("the HTTP client for Salesforce and Zoho cannot be built: {e}"),
-                    None,
-                    "",
-                ));
-                return (salesforce, zoho);
-            }
-        };
-        for (name, secrets) in salesforce_grants {
-            let Some(org) = self.connections.salesforce_orgs.get(&name) else { continue };
-            match org.build(secrets, &http, clock) {
-                Ok(client) => {
-                    salesforce.insert(name, Arc::new(client));
-                }
-                Err(e) => errors.push(e),
-            }
-        }
-        for (name, credentials) in zoho_credentials {
-            let Some(org) = self.connections.zoho_orgs.get(&name) else { continue };
-            match org.build(credentials, &http, clock) {
-                Ok(client) => {
-                    zoho.insert(name, Arc::new(client));
-                }
-                Err(e) => errors.push(e),
-            }
-        }
-        (salesforce, zoho)
-    }
-}
-
-/// The readers over the built CRM clients.
-fn crm_readers(
-    config: &Config,
-    salesforce: &BTreeMap<String, Arc<SalesforceClient>>,
-    zoho: &BTreeMap<String, Arc<ZohoClient>>,
-    clock: &Arc<dyn Clock>,
-) -> BTreeMap<(System, String), Arc<dyn CrmReader>> {
-    let mut readers = BTreeMap::new();
-    for (name, client) in salesforce {
-        if let Some(org) = config.connections.salesforce_orgs.get(name) {
-            readers.insert((System::Salesforce, name.clone()), org.connector(client.clone()));
-        }
-    }
-    for (name, client) in zoho {
-        if let Some(org) = config.connections.zoho_orgs.get(name) {
-            readers.insert((System::Zoho, name.clone()), org.connector(client.clone(), clock.clone()));
-        }
-    }
-    readers
 }
 
 /// Why `token` is too weak to be the only thing guarding a URL, if it is: fewer than 22

@@ -263,6 +263,15 @@ impl DestinationKind {
         }
     }
 
+    /// The CRM and settings of a CRM destination.
+    pub fn crm(&self) -> Option<(CrmSystem, &CrmDestination)> {
+        match self {
+            Self::Salesforce(crm) => Some((CrmSystem::Salesforce, crm)),
+            Self::Zoho(crm) => Some((CrmSystem::Zoho, crm)),
+            _ => None,
+        }
+    }
+
     /// The kind of a destination of CRM `system`.
     pub fn from_crm(system: CrmSystem, crm: CrmDestination) -> Self {
         match system {

@@ -778,8 +778,8 @@ fn crm_orgs_sources_and_destinations_validate_with_their_defaults() {
 fn crm_orgs_build_one_client_each_and_a_sink_per_destination() {
     let cfg = check(CRM).unwrap();
     let rt = cfg.build_with(&CrmEnv, Arc::new(connect::SystemClock)).unwrap_or_else(|e| panic!("{}", e.render()));
-    assert_eq!(rt.salesforce_orgs.keys().collect::<Vec<_>>(), ["hk", "jwt", "rt"]);
-    assert_eq!(rt.zoho_orgs.keys().collect::<Vec<_>>(), ["hk"]);
+    assert_eq!(rt.connections.salesforce_orgs.keys().collect::<Vec<_>>(), ["hk", "jwt", "rt"]);
+    assert_eq!(rt.connections.zoho_orgs.keys().collect::<Vec<_>>(), ["hk"]);
     assert_eq!(rt.sinks.keys().collect::<Vec<_>>(), ["ops", "sf-accounts", "sf-approvals", "zoho-accounts"]);
     assert_eq!(rt.sinks["sf-accounts"].batching().map(|b| b.linger), Some(Duration::from_secs(1)));
     assert_eq!(rt.sinks["zoho-accounts"].batching().map(|b| b.linger), Some(Duration::from_secs(2)));
@@ -868,28 +868,28 @@ async fn sim_endpoints_send_each_orgs_grant_with_its_resolved_secrets() {
     let rt = cfg.build_with(&CrmEnv, Arc::new(connect::SystemClock)).unwrap_or_else(|e| panic!("{}", e.render()));
     let interactive = connectors::salesforce::limits::Priority::Interactive;
 
-    rt.salesforce_orgs["hk"].limits(interactive).await.unwrap();
+    rt.connections.salesforce_orgs["hk"].limits(interactive).await.unwrap();
     let seen = fake.seen();
     assert_eq!(seen[0].0, "POST /services/oauth2/token HTTP/1.1");
     assert!(seen[0].1.contains("grant_type=client_credentials"), "{}", seen[0].1);
     assert!(seen[0].1.contains("client_id=3MVG9example"), "{}", seen[0].1);
     assert!(seen[0].1.contains("client_secret=value-of-SF_CLIENT_SECRET-5e2b"), "{}", seen[0].1);
     assert_eq!(seen[1].0, "GET /services/data/v62.0/limits HTTP/1.1", "data calls go to the instance URL");
-    assert_eq!(rt.salesforce_orgs["hk"].usage().snapshot(), None, "no Sforce-Limit-Info header was sent");
+    assert_eq!(rt.connections.salesforce_orgs["hk"].usage().snapshot(), None, "no Sforce-Limit-Info header was sent");
 
-    rt.salesforce_orgs["jwt"].limits(interactive).await.unwrap();
+    rt.connections.salesforce_orgs["jwt"].limits(interactive).await.unwrap();
     let seen = fake.seen();
     assert!(seen[2].1.contains("grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer"), "{}", seen[2].1);
     assert!(seen[2].1.contains("assertion="), "{}", seen[2].1);
     assert_eq!(seen[3].0, "GET /services/data/v60.0/limits HTTP/1.1", "the org's api_version");
 
-    rt.salesforce_orgs["rt"].limits(interactive).await.unwrap();
+    rt.connections.salesforce_orgs["rt"].limits(interactive).await.unwrap();
     let seen = fake.seen();
     assert!(seen[4].1.contains("grant_type=refresh_token"), "{}", seen[4].1);
     assert!(seen[4].1.contains("refresh_token=value-of-SF_REFRESH-5e2b"), "{}", seen[4].1);
     assert!(!seen[4].1.contains("client_secret"), "no client secret configured: {}", seen[4].1);
 
-    rt.zoho_orgs["hk"].tokens().get().await.unwrap();
+    rt.connections.zoho_orgs["hk"].tokens().get().await.unwrap();
     let seen = fake.seen();
     assert_eq!(seen[6].0, "POST /oauth/v2/token HTTP/1.1");
     assert!(seen[6].1.contains("refresh_token=value-of-ZOHO_REFRESH_TOKEN-5e2b"), "{}", seen[6].1);
@@ -1361,13 +1361,13 @@ fn erp_connections_and_sources_validate_with_their_defaults() {
 fn erp_connections_build_one_client_each_with_their_secrets() {
     let cfg = check(ERP).unwrap();
     let rt = cfg.build_with(&ErpEnv, Arc::new(connect::SystemClock)).unwrap_or_else(|e| panic!("{}", e.render()));
-    assert_eq!(rt.netsuite_accounts.keys().collect::<Vec<_>>(), ["main", "prod"]);
-    let main = format!("{:?}", rt.netsuite_accounts["main"]);
+    assert_eq!(rt.connections.netsuite_accounts.keys().collect::<Vec<_>>(), ["main", "prod"]);
+    let main = format!("{:?}", rt.connections.netsuite_accounts["main"]);
     assert!(main.contains("https://1234567-sb1.suitetalk.api.netsuite.com/services/rest"), "{main}");
-    assert_eq!(rt.netsuite_accounts["main"].semaphore().available_permits(), 3);
-    assert_eq!(rt.netsuite_accounts["prod"].semaphore().available_permits(), 2);
+    assert_eq!(rt.connections.netsuite_accounts["main"].semaphore().available_permits(), 3);
+    assert_eq!(rt.connections.netsuite_accounts["prod"].semaphore().available_permits(), 2);
 
-    let dynamics = &rt.dynamics_orgs["main"];
+    let dynamics = &rt.connections.dynamics_orgs["main"];
     let dataverse = format!("{:?}", dynamics.dataverse.as_ref().expect("dataverse client"));
     assert!(dataverse.contains("\"https://contoso.crm5.dynamics.com/\""), "{dataverse}");
     let bc = format!("{:?}", dynamics.bc.as_ref().expect("business central client"));
@@ -1378,9 +1378,9 @@ fn erp_connections_build_one_client_each_with_their_secrets() {
         "{bc}"
     );
     assert_eq!(dynamics.bc_company.as_deref(), Some("6a8f2b10-44e3-ea11-bb43-000d3a2feca1"));
-    assert!(rt.dynamics_orgs["dv"].bc.is_none() && rt.dynamics_orgs["dv"].dataverse.is_some());
+    assert!(rt.connections.dynamics_orgs["dv"].bc.is_none() && rt.connections.dynamics_orgs["dv"].dataverse.is_some());
 
-    let sap = &rt.sap_systems["s4"];
+    let sap = &rt.connections.sap_systems["s4"];
     assert_eq!(sap.uoms().to_iso("ZCT"), Some("CT"), "the system's own entry");
     assert_eq!(sap.uoms().to_iso("PC"), Some("PCE"), "the defaults stay");
     let root = connectors::sap::client::service_root(connectors::sap::client::PURCHASE_ORDER_SERVICE);
@@ -1414,13 +1414,13 @@ async fn sim_endpoints_point_every_erp_connection_at_its_simulator() {
     let rt = cfg.build_with(&ErpEnv, Arc::new(connect::SystemClock)).unwrap_or_else(|e| panic!("{}", e.render()));
 
     // NetSuite: the REST base is under the simulator, every request TBA-signed for the account.
-    let ns = &rt.netsuite_accounts["main"];
+    let ns = &rt.connections.netsuite_accounts["main"];
     ns.get_record(connectors::netsuite::client::RecordType::ItemFulfillment, "6100", false).await.unwrap();
     assert_eq!(fake.seen()[0].0, "GET /services/rest/record/v1/itemFulfillment/6100 HTTP/1.1");
 
     // Dynamics: the token comes from `{sim}/{tenant}/oauth2/v2.0/token`, for the simulator's own
     // URL (Dataverse) and for the Business Central resource; the fake's answer is no token.
-    let dynamics = &rt.dynamics_orgs["main"];
+    let dynamics = &rt.connections.dynamics_orgs["main"];
     let dataverse = dynamics.dataverse.as_ref().unwrap();
     assert!(dataverse.get("salesorders", "x", "name").await.is_err());
     let seen = fake.seen();
@@ -1441,7 +1441,7 @@ async fn sim_endpoints_point_every_erp_connection_at_its_simulator() {
 
     // SAP: the OData host becomes the simulator; the client stays.
     let root = connectors::sap::client::service_root(connectors::sap::client::PURCHASE_ORDER_SERVICE);
-    let url = rt.sap_systems["s4"].url(&root, "A_PurchaseOrder", &[]).unwrap();
+    let url = rt.connections.sap_systems["s4"].url(&root, "A_PurchaseOrder", &[]).unwrap();
     assert_eq!(
         url.as_str(),
         format!("{}/sap/opu/odata/sap/API_PURCHASEORDER_PROCESS_SRV/A_PurchaseOrder?sap-client=100", fake.url)
@@ -1620,7 +1620,7 @@ fn netsuite_auth_keys_must_fit_the_auth() {
     let rt = cfg
         .build_with(&KeyFile(connectors::netsuite::sim::TEST_EC_PRIVATE_KEY_PEM), Arc::new(connect::SystemClock))
         .unwrap_or_else(|e| panic!("{}", e.render()));
-    assert!(format!("{:?}", rt.netsuite_accounts["prod"]).contains("7654321.suitetalk.api.netsuite.com"));
+    assert!(format!("{:?}", rt.connections.netsuite_accounts["prod"]).contains("7654321.suitetalk.api.netsuite.com"));
     let errs = cfg.build_with(&KeyFile("not a key"), Arc::new(connect::SystemClock)).unwrap_err();
     assert_eq!(errs.codes(), vec![Code::BadCredential], "{}", errs.render());
     assert!(errs.render().contains("neither an EC nor an RSA PEM key"), "{}", errs.render());
@@ -1930,7 +1930,7 @@ client_key = { file = "client.key" }
 fn ca_bundle_and_sap_client_certificates_are_read_when_built() {
     let clock: Arc<dyn connect::Clock> = Arc::new(connect::SystemClock);
     let rt = check(SAP_MTLS).unwrap().build_with(&PemFiles, clock.clone()).unwrap_or_else(|e| panic!("{}", e.render()));
-    assert!(rt.sap_systems.contains_key("s4"));
+    assert!(rt.connections.sap_systems.contains_key("s4"));
 
     // An unusable bundle, a missing bundle, a key that is no key: coded errors at their keys.
     for (from, to, code, needle) in [
