@@ -8,7 +8,7 @@
 
 use crate::crm_destination::PriorityCheck;
 use crate::registry::{Connections, CrmSystem, RawTables};
-use connect::config::{span, Code, ConfigError, ConnectionTable, Diagnostics, RawSecretRef, SecretRef, S};
+use connect::config::{span, Code, ConfigError, ConnectionTable, Diagnostics, RawSecretRef, Secret, SecretRef, S};
 use std::ops::Range;
 use std::time::Duration;
 
@@ -38,6 +38,17 @@ pub enum CrmIntake {
     Poll { interval: Duration },
     /// Zoho notification channels (`actions/watch`).
     Notifications { channel_token: SecretRef, notify_url: Option<String> },
+}
+
+impl CrmIntake {
+    /// The secret that opens the source's push door, and what a message calls it.
+    pub fn secret(&self) -> Option<(&SecretRef, &'static str)> {
+        match self {
+            CrmIntake::OutboundMessage { token } => Some((token, "outbound token")),
+            CrmIntake::Notifications { channel_token, .. } => Some((channel_token, "channel token")),
+            CrmIntake::Poll { .. } => None,
+        }
+    }
 }
 
 /// The keys of `[sources.NAME]` a CRM source reads, as written. The source table stays one flat
@@ -163,6 +174,12 @@ pub trait CrmRules: Sync {
 
     /// What a valid source needs of its org once the orgs are validated; reported to `diag`.
     fn check_org(&self, _diag: &mut Diagnostics, _name: &str, _source: &CrmSource, _orgs: &CrmOrgs<'_>) {}
+
+    /// Phase 3: the read secret of source `name`'s push door (at `at`), refused if this CRM
+    /// cannot use it.
+    fn check_intake_secret(&self, _name: &str, _secret: &Secret, _at: Range<usize>) -> Option<ConfigError> {
+        None
+    }
 
     /// Whether a destination's writes are `interactive` (allowed past the org's quota
     /// reserve), from its `priority`; a mistake is reported and reads as background.

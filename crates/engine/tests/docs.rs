@@ -4,7 +4,7 @@
 //! `examples/` validate.
 
 use connect::SystemClock;
-use dingbridge_engine::config::{Code, Config, SecretResolver, DESTINATION_TYPES, MESSAGE_TYPES, SOURCE_TYPES};
+use dingbridge_engine::config::{destination_types, source_types, Code, Config, SecretResolver, MESSAGE_TYPES};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -282,8 +282,8 @@ fn every_emitted_metric_is_documented() {
 fn every_source_destination_and_message_type_is_in_the_config_spec() {
     let spec = read(&root().join("docs/specs/config.md"));
     let mut missing = Vec::new();
-    let types =
-        [("source", &SOURCE_TYPES[..]), ("destination", &DESTINATION_TYPES[..]), ("message", &MESSAGE_TYPES[..])];
+    let (sources, destinations) = (source_types(), destination_types());
+    let types = [("source", &sources[..]), ("destination", &destinations[..]), ("message", &MESSAGE_TYPES[..])];
     for (what, names) in types {
         for name in names {
             // Written as `type = "name"` / `"name"` in a table row, or `name` in the message tables.

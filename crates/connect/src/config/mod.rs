@@ -20,6 +20,6 @@ pub use duration::{parse_duration, DurationError};
 pub use endpoint::{is_base_url, require_https, validate_private_hosts};
 pub use error::{line_col, Code, ConfigError};
 pub use resolve::{Secret, SecretReader, SecretResolver};
-pub use secret::{RawSecretRef, RawSecrets, SecretLocation, SecretRef, SecretRefError};
+pub use secret::{weak_capability, RawSecretRef, RawSecrets, SecretLocation, SecretRef, SecretRefError};
 pub use spanned::{at, span, S};
 pub use suggest::{distance, known_list, suggest};

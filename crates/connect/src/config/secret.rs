@@ -152,3 +152,17 @@ impl SecretRefError {
         }
     }
 }
+/// Why `token` is too weak to be the only thing guarding a URL, if it is: fewer than 22
+/// characters (128 bits as URL-safe base64), characters that need escaping in a query, or a
+/// value with almost no variety.
+pub fn weak_capability(token: &str) -> Option<String> {
+    const MIN_LEN: usize = 22;
+    if token.len() < MIN_LEN {
+        return Some(format!("{} characters, at least {MIN_LEN} are needed", token.len()));
+    }
+    if let Some(c) = token.chars().find(|c| !(c.is_ascii_alphanumeric() || "-_.~".contains(*c))) {
+        return Some(format!("`{}` is not URL-safe", c.escape_default()));
+    }
+    let distinct: std::collections::BTreeSet<char> = token.chars().collect();
+    (distinct.len() < 8).then(|| format!("only {} different characters", distinct.len()))
+}

@@ -382,6 +382,17 @@ const MIN_POLL_INTERVAL: Duration = Duration::from_secs(10);
 pub struct Rules;
 
 impl CrmRules for Rules {
+    /// The outbound token stands alone in a URL: it must be a real capability.
+    fn check_intake_secret(&self, name: &str, secret: &Secret, at: Range<usize>) -> Option<ConfigError> {
+        let weak = connect::config::weak_capability(secret.expose())?;
+        Some(ConfigError::new(
+            Code::BadCredential,
+            format!("the outbound token of source `{name}` is too weak to stand in a URL: {weak}"),
+            Some(at),
+            "use at least 22 random URL-safe characters, e.g. `openssl rand -base64 24 | tr '+/' '-_'`",
+        ))
+    }
+
     fn org_table(&self) -> OrgTable {
         OrgTable { what: "Salesforce org", path: "salesforce.orgs" }
     }

@@ -7,7 +7,7 @@ use super::client::{ZohoClient, ZohoSettings};
 use crate::crm_destination::PriorityCheck;
 use crate::crm_source::{CrmIntake, CrmRules, IntakeCheck, IntakeKey, OrgTable};
 use crate::registry::RawTables;
-use connect::config::{span, Code, ConfigError, Diagnostics, RawSecretRef, SecretReader, SecretRef, S};
+use connect::config::{span, Code, ConfigError, Diagnostics, RawSecretRef, Secret, SecretReader, SecretRef, S};
 use connect::http::HttpClient;
 use connect::Clock;
 use serde::Deserialize;
@@ -122,6 +122,22 @@ impl ZohoOrgConfig {
 pub struct Rules;
 
 impl CrmRules for Rules {
+    /// Zoho refuses a channel whose token is longer than it accepts.
+    fn check_intake_secret(&self, name: &str, secret: &Secret, at: std::ops::Range<usize>) -> Option<ConfigError> {
+        let max_chars = super::source::MAX_TOKEN_CHARS;
+        let chars = secret.expose().chars().count();
+        (chars > max_chars).then(|| {
+            ConfigError::new(
+                Code::BadCredential,
+                format!(
+                    "the channel token of source `{name}` has {chars} characters; Zoho accepts at most {max_chars}"
+                ),
+                Some(at),
+                "too long for a Zoho watch channel",
+            )
+        })
+    }
+
     fn org_table(&self) -> OrgTable {
         OrgTable { what: "Zoho org", path: "zoho.orgs" }
     }

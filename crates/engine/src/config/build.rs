@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::flow::FlowEngine;
+use connect::config::weak_capability;
 pub use connect::config::{Secret, SecretReader, SecretResolver};
 use connect::http::{CaBundle, HttpSettings, Outbound};
 use connect::webhook::{WebhookSecret, WebhookVerifier};
@@ -195,24 +196,13 @@ impl Config {
             }
         }
         let connection_secrets = self.connections.read_secrets(&mut rs);
-        let mut zoho_channel_tokens = BTreeMap::new();
+        // The secret that opens each CRM source's push door, checked by its CRM once read.
+        let mut crm_intake_secrets = Vec::new();
         for (name, src) in &self.sources {
-            let SourceKind::Zoho(CrmSource { intake: CrmIntake::Notifications { channel_token, .. }, .. }) = &src.kind
-            else {
-                continue;
-            };
-            if let Some(token) = rs.get(channel_token, &format!("the channel token of source `{name}`")) {
-                zoho_channel_tokens.insert(name.clone(), (token, channel_token.span.clone()));
-            }
-        }
-        let mut salesforce_outbound_tokens = BTreeMap::new();
-        for (name, src) in &self.sources {
-            let SourceKind::Salesforce(CrmSource { intake: CrmIntake::OutboundMessage { token }, .. }) = &src.kind
-            else {
-                continue;
-            };
-            if let Some(secret) = rs.get(token, &format!("the outbound token of source `{name}`")) {
-                salesforce_outbound_tokens.insert(name.clone(), (secret, token.span.clone()));
+            let SourceKind::Crm(system, crm) = &src.kind else { continue };
+            let Some((secret, what)) = crm.intake.secret() else { continue };
+            if let Some(value) = rs.get(secret, &format!("the {what} of source `{name}`")) {
+                crm_intake_secrets.push((name.clone(), *system, value, secret.span.clone()));
             }
         }
         let mut erp_secrets = BTreeMap::new();
@@ -233,7 +223,7 @@ impl Config {
         for (name, dst) in &self.destinations {
             match &dst.kind {
                 // Built from their app or org below.
-                DestinationKind::DingtalkApp(_) | DestinationKind::Salesforce(_) | DestinationKind::Zoho(_) => {}
+                DestinationKind::DingtalkApp(_) | DestinationKind::Crm(..) => {}
                 DestinationKind::DingtalkRobot(robot) => {
                     let token = rs.get(&robot.access_token, &format!("the access token of destination `{name}`"));
                     let secret = match &robot.secret {
@@ -314,33 +304,12 @@ impl Config {
             ..HttpSettings::default()
         };
         let connections = self.connections.build(connection_secrets, settings, &clock, &mut errors);
-        let max_chars = connectors::zoho::source::MAX_TOKEN_CHARS;
         let mut crm_push_secrets = BTreeMap::new();
-        for (name, (token, span)) in zoho_channel_tokens {
-            let chars = token.expose().chars().count();
-            if chars > max_chars {
-                errors.push(ConfigError::new(
-                    Code::BadCredential,
-                    format!(
-                        "the channel token of source `{name}` has {chars} characters; Zoho accepts at most {max_chars}"
-                    ),
-                    Some(span),
-                    "too long for a Zoho watch channel",
-                ));
-            } else {
-                crm_push_secrets.insert(name, token);
-            }
-        }
-        for (name, (token, span)) in salesforce_outbound_tokens {
-            match weak_capability(token.expose()) {
-                Some(weak) => errors.push(ConfigError::new(
-                    Code::BadCredential,
-                    format!("the outbound token of source `{name}` is too weak to stand in a URL: {weak}"),
-                    Some(span),
-                    "use at least 22 random URL-safe characters, e.g. `openssl rand -base64 24 | tr '+/' '-_'`",
-                )),
+        for (name, system, secret, at) in crm_intake_secrets {
+            match system.rules().check_intake_secret(&name, &secret, at) {
+                Some(refused) => errors.push(refused),
                 None => {
-                    crm_push_secrets.insert(name, token);
+                    crm_push_secrets.insert(name, secret);
                 }
             }
         }
@@ -412,19 +381,4 @@ impl Config {
         }
         outbound
     }
-}
-
-/// Why `token` is too weak to be the only thing guarding a URL, if it is: fewer than 22
-/// characters (128 bits as URL-safe base64), characters that need escaping in a query, or a
-/// value with almost no variety.
-fn weak_capability(token: &str) -> Option<String> {
-    const MIN_LEN: usize = 22;
-    if token.len() < MIN_LEN {
-        return Some(format!("{} characters, at least {MIN_LEN} are needed", token.len()));
-    }
-    if let Some(c) = token.chars().find(|c| !(c.is_ascii_alphanumeric() || "-_.~".contains(*c))) {
-        return Some(format!("`{}` is not URL-safe", c.escape_default()));
-    }
-    let distinct: std::collections::BTreeSet<char> = token.chars().collect();
-    (distinct.len() < 8).then(|| format!("only {} different characters", distinct.len()))
 }

@@ -17,14 +17,9 @@ pub use build::{DingtalkSourceRuntime, ErpSecrets, ProcessSecrets, Runtime, Secr
 // Each connection's config lives with its connector; these names are the engine's API too.
 pub use connect::config::{duration, parse_duration, SecretLocation, SecretRef};
 pub use connectors::dingtalk::config::{DingtalkAppConfig, DingtalkRegion, DingtalkTokenApi};
-pub use connectors::dynamics::config::{DynamicsClients, DynamicsOrgConfig};
-pub use connectors::netsuite::config::{NetsuiteAccountConfig, NetsuiteAuth};
-pub use connectors::salesforce::config::{SalesforceGrant, SalesforceOrgConfig};
-pub use connectors::sap::config::SapSystemConfig;
-pub use connectors::zoho::config::ZohoOrgConfig;
 pub use error::{line_col, Code, ConfigError, ConfigErrors};
 pub use raw::RawConfig;
-pub use validate::{DESTINATION_TYPES, MESSAGE_TYPES, SOURCE_TYPES};
+pub use validate::{destination_types, source_types, MESSAGE_TYPES};
 
 use connect::RetrySchedule;
 use std::collections::BTreeMap;
@@ -151,10 +146,8 @@ pub enum SourceKind {
     Webhook,
     /// Events of a DingTalk app: approvals, card clicks, robot messages, directory changes.
     Dingtalk { app: String, inbound: DingtalkInbound },
-    /// Record changes in a Salesforce org.
-    Salesforce(CrmSource),
-    /// Record changes in a Zoho CRM org.
-    Zoho(CrmSource),
+    /// Record changes in a CRM org (a Salesforce org, a Zoho CRM org).
+    Crm(CrmSystem, CrmSource),
     /// Record changes in an ERP: a NetSuite account, a Dynamics 365 org or an SAP system.
     Erp(ErpSource),
 }
@@ -163,18 +156,14 @@ impl SourceKind {
     /// The CRM system and settings of a CRM source.
     pub fn crm(&self) -> Option<(connectors::registry::System, &CrmSource)> {
         match self {
-            Self::Salesforce(crm) => Some((connectors::registry::System::Salesforce, crm)),
-            Self::Zoho(crm) => Some((connectors::registry::System::Zoho, crm)),
+            Self::Crm(system, crm) => Some((system.system(), crm)),
             _ => None,
         }
     }
 
     /// The kind of a source of CRM `system`.
     pub fn from_crm(system: CrmSystem, crm: CrmSource) -> Self {
-        match system {
-            CrmSystem::Salesforce => Self::Salesforce(crm),
-            CrmSystem::Zoho => Self::Zoho(crm),
-        }
+        Self::Crm(system, crm)
     }
 }
 
@@ -249,8 +238,8 @@ pub use connectors::crm_destination::CrmDestination;
 pub enum DestinationKind {
     DingtalkRobot(RobotDestination),
     DingtalkApp(AppDestination),
-    Salesforce(CrmDestination),
-    Zoho(CrmDestination),
+    /// Record writes to a CRM org.
+    Crm(CrmSystem, CrmDestination),
 }
 
 impl DestinationKind {
@@ -258,26 +247,21 @@ impl DestinationKind {
     pub fn system(&self) -> &'static str {
         match self {
             Self::DingtalkRobot(_) | Self::DingtalkApp(_) => "dingtalk",
-            Self::Salesforce(_) => "salesforce",
-            Self::Zoho(_) => "zoho",
+            Self::Crm(system, _) => system.as_str(),
         }
     }
 
     /// The CRM and settings of a CRM destination.
     pub fn crm(&self) -> Option<(CrmSystem, &CrmDestination)> {
         match self {
-            Self::Salesforce(crm) => Some((CrmSystem::Salesforce, crm)),
-            Self::Zoho(crm) => Some((CrmSystem::Zoho, crm)),
+            Self::Crm(system, crm) => Some((*system, crm)),
             _ => None,
         }
     }
 
     /// The kind of a destination of CRM `system`.
     pub fn from_crm(system: CrmSystem, crm: CrmDestination) -> Self {
-        match system {
-            CrmSystem::Salesforce => Self::Salesforce(crm),
-            CrmSystem::Zoho => Self::Zoho(crm),
-        }
+        Self::Crm(system, crm)
     }
 
     /// The config `type` name.
@@ -285,8 +269,7 @@ impl DestinationKind {
         match self {
             Self::DingtalkRobot(_) => "dingtalk_robot",
             Self::DingtalkApp(_) => "dingtalk_app",
-            Self::Salesforce(_) => "salesforce",
-            Self::Zoho(_) => "zoho",
+            Self::Crm(system, _) => system.as_str(),
         }
     }
 }
@@ -586,7 +569,7 @@ impl Config {
                         }
                     }
                     // These send through their app or org, overridden below.
-                    DestinationKind::DingtalkApp(_) | DestinationKind::Salesforce(_) | DestinationKind::Zoho(_) => {}
+                    DestinationKind::DingtalkApp(_) | DestinationKind::Crm(..) => {}
                 }
             }
             if let Some(url) = endpoints.get("dingtalk") {

@@ -5,13 +5,13 @@ pub use connect::config::{RawSecretRef, RawSecrets, S};
 use connectors::crm_destination::CrmDestinationKeys;
 use connectors::crm_source::CrmSourceKeys;
 pub use connectors::dingtalk::config::{RawDingtalk, RawDingtalkApp};
-pub use connectors::dynamics::config::{RawDynamics, RawDynamicsOrg};
+use connectors::dynamics::config::RawDynamics;
 use connectors::erp_source::ErpSourceKeys;
-pub use connectors::netsuite::config::{RawNetsuite, RawNetsuiteAccount};
+use connectors::netsuite::config::RawNetsuite;
 use connectors::registry::RawTables;
-pub use connectors::salesforce::config::{RawSalesforce, RawSalesforceOrg};
-pub use connectors::sap::config::{RawSap, RawSapSystem};
-pub use connectors::zoho::config::{RawZoho, RawZohoOrg};
+use connectors::salesforce::config::RawSalesforce;
+use connectors::sap::config::RawSap;
+use connectors::zoho::config::RawZoho;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 

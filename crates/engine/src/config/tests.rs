@@ -1,5 +1,7 @@
 use super::build::SecretResolver;
 use super::*;
+use connectors::netsuite::config::NetsuiteAuth;
+use connectors::salesforce::config::SalesforceGrant;
 use std::collections::HashMap;
 
 const BASE: &str = r#"
@@ -729,30 +731,36 @@ fn crm_orgs_sources_and_destinations_validate_with_their_defaults() {
     assert_eq!(crm.system, "salesforce");
     assert_eq!(
         crm.kind,
-        SourceKind::Salesforce(CrmSource {
-            org: "hk".into(),
-            objects: vec!["Opportunity".into(), "Account".into()],
-            intake: CrmIntake::OutboundMessage {
-                token: SecretRef { location: SecretLocation::Env("SF_OUTBOUND_TOKEN".into()), span: crm_token_span() },
-            },
-            coalesce: Duration::from_secs(5),
-        })
+        SourceKind::Crm(
+            CrmSystem::Salesforce,
+            CrmSource {
+                org: "hk".into(),
+                objects: vec!["Opportunity".into(), "Account".into()],
+                intake: CrmIntake::OutboundMessage {
+                    token: SecretRef {
+                        location: SecretLocation::Env("SF_OUTBOUND_TOKEN".into()),
+                        span: crm_token_span()
+                    },
+                },
+                coalesce: Duration::from_secs(5),
+            }
+        )
     );
     assert!(
-        matches!(&cfg.sources["crm-poll"].kind, SourceKind::Salesforce(CrmSource { intake: CrmIntake::Poll { interval }, coalesce, .. })
+        matches!(&cfg.sources["crm-poll"].kind, SourceKind::Crm(CrmSystem::Salesforce, CrmSource { intake: CrmIntake::Poll { interval }, coalesce, .. })
         if *interval == Duration::from_secs(30) && coalesce.is_zero())
     );
-    let SourceKind::Zoho(deals) = &cfg.sources["deals"].kind else { panic!("a zoho source") };
+    let SourceKind::Crm(CrmSystem::Zoho, deals) = &cfg.sources["deals"].kind else { panic!("a zoho source") };
     assert_eq!(cfg.sources["deals"].system, "zoho");
     assert!(matches!(&deals.intake, CrmIntake::Notifications { notify_url: Some(u), .. } if u.ends_with("/zoho/crm")));
 
     let dest = |n: &str| &cfg.destinations[n].kind;
     assert!(
-        matches!(dest("sf-accounts"), DestinationKind::Salesforce(CrmDestination { interactive: false, linger, .. })
+        matches!(dest("sf-accounts"), DestinationKind::Crm(CrmSystem::Salesforce, CrmDestination { interactive: false, linger, .. })
         if *linger == Duration::from_secs(1))
     );
     assert!(
-        matches!(dest("sf-approvals"), DestinationKind::Salesforce(CrmDestination { interactive: true, linger, .. })
+        matches!(dest("sf-approvals"), DestinationKind::Crm(CrmSystem::Salesforce, CrmDestination { interactive: true, linger, .. })
         if *linger == Duration::from_millis(200))
     );
     assert_eq!((dest("zoho-accounts").system(), dest("zoho-accounts").type_name()), ("zoho", "zoho"));
@@ -2148,4 +2156,10 @@ fn db0125_a_source_naming_an_undefined_org() {
     assert_eq!(code, Code::BadConnection);
     assert_eq!(msg, "source `crm` uses unknown Salesforce org `hk`");
     assert_eq!((l, c), pos(&text, "\"hk\""));
+}
+
+#[test]
+fn the_known_types_are_the_gateway_s_own_then_the_registry_s() {
+    assert_eq!(source_types(), ["webhook", "dingtalk", "salesforce", "zoho", "netsuite", "dynamics", "sap"]);
+    assert_eq!(destination_types(), ["dingtalk_robot", "dingtalk_app", "salesforce", "zoho"]);
 }

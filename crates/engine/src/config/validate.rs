@@ -23,10 +23,16 @@ const DEFAULT_PER_MINUTE: u32 = 20;
 const DEFAULT_ENTITY_ID: &str = "/data/id";
 const DEFAULT_TOLERANCE: Duration = Duration::from_secs(300);
 
-/// Every source `type`.
-pub const SOURCE_TYPES: [&str; 7] = ["webhook", "dingtalk", "salesforce", "zoho", "netsuite", "dynamics", "sap"];
-/// Every destination `type`.
-pub const DESTINATION_TYPES: [&str; 4] = ["dingtalk_robot", "dingtalk_app", "salesforce", "zoho"];
+/// Every source `type`: the gateway's own, then the record systems' from the registry.
+pub fn source_types() -> Vec<&'static str> {
+    let crms = CrmSystem::ALL.into_iter().map(CrmSystem::as_str);
+    ["webhook", "dingtalk"].into_iter().chain(crms).chain(ErpSystem::ALL.into_iter().map(ErpSystem::as_str)).collect()
+}
+
+/// Every destination `type`: DingTalk's, then the CRMs' from the registry.
+pub fn destination_types() -> Vec<&'static str> {
+    ["dingtalk_robot", "dingtalk_app"].into_iter().chain(CrmSystem::ALL.into_iter().map(CrmSystem::as_str)).collect()
+}
 /// Every message `type`: the robot, app and CRM message types, in that order.
 pub const MESSAGE_TYPES: [&str; 10] = [
     "markdown",
@@ -475,7 +481,7 @@ fn validate_source(
                 Code::UnknownChoice,
                 format!("source `{n}` has unknown type `{other}`"),
                 span(&src.kind),
-                format!("known source types: {}", SOURCE_TYPES.join(", ")),
+                format!("known source types: {}", source_types().join(", ")),
             ));
             return None;
         }
@@ -773,7 +779,7 @@ fn validate_destination(
                 Code::UnknownChoice,
                 format!("destination `{n}` has unknown type `{other}`"),
                 span(&dst.kind),
-                format!("known destination types: {}", DESTINATION_TYPES.join(", ")),
+                format!("known destination types: {}", destination_types().join(", ")),
             ));
             return None;
         }
