@@ -89,6 +89,47 @@ fn longest_module(path: &str, modules: &BTreeSet<String>) -> Option<String> {
     (1..=parts.len()).rev().map(|n| parts[..n].join("::")).find(|m| modules.contains(m))
 }
 
+/// The production files below `root` (relative paths, `/`-separated) whose code names `word`
+/// (case-insensitive, at the start of a word), with how many code lines do. Comments, the
+/// `#[cfg(test)]` part of a file, and files for which `skip(relative path)` holds are left out.
+pub fn files_naming(root: &Path, word: &str, skip: &dyn Fn(&str) -> bool) -> BTreeMap<String, usize> {
+    let mut files = BTreeMap::new();
+    let word = word.to_ascii_lowercase();
+    walk(root, root, &mut |rel, text| {
+        if skip(rel) {
+            return;
+        }
+        let lines = code_lines(text).filter(|line| names(&line.to_ascii_lowercase(), &word)).count();
+        if lines > 0 {
+            files.insert(rel.to_owned(), lines);
+        }
+    });
+    files
+}
+
+fn names(line: &str, word: &str) -> bool {
+    line.match_indices(word).any(|(at, _)| !line[..at].chars().next_back().is_some_and(|c| c.is_ascii_alphanumeric()))
+}
+
+fn walk(root: &Path, dir: &Path, visit: &mut dyn FnMut(&str, &str)) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let mut entries: Vec<_> = entries.flatten().map(|e| e.path()).collect();
+    entries.sort();
+    for path in entries {
+        if path.is_dir() {
+            if path.file_name().is_some_and(|n| n == "target" || n.to_string_lossy().starts_with('.')) {
+                continue;
+            }
+            walk(root, &path, visit);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            let Some(rel) = path.strip_prefix(root).ok().and_then(|r| r.to_str()) else { continue };
+            if let Ok(text) = std::fs::read_to_string(&path) {
+                visit(&rel.replace('\\', "/"), &text);
+            }
+        }
+    }
+}
+
 /// Tarjan's strongly connected components.
 struct Tarjan<'a> {
     graph: &'a BTreeMap<String, BTreeSet<String>>,
@@ -177,6 +218,18 @@ mod tests {
         assert_eq!(import_cycles(src), vec![vec!["a".to_owned(), "b".to_owned(), "c".to_owned()]]);
         write(src, "c.rs", "fn f() -> crate::low::Y { todo!() }\n");
         assert!(import_cycles(src).is_empty(), "{:?}", import_graph(src));
+    }
+
+    #[test]
+    fn files_naming_a_word_count_code_lines_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path();
+        write(src, "a.rs", "// NetSuite in a comment\nuse crate::netsuite::x;\nlet y = \"NetSuite\";\n");
+        write(src, "b.rs", "fn f() {}\n#[cfg(test)]\nmod tests { const N: &str = \"netsuite\"; }\n");
+        write(src, "c.rs", "let n = subnetsuite;\n");
+        write(src, "skip/d.rs", "use crate::netsuite;\n");
+        let found = files_naming(src, "NetSuite", &|rel| rel.starts_with("skip/"));
+        assert_eq!(found, BTreeMap::from([("a.rs".to_owned(), 2)]));
     }
 
     #[test]

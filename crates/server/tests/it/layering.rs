@@ -16,27 +16,12 @@ fn no_file_of_the_server_imports_itself_in_a_circle() {
 /// the exception).
 #[test]
 fn the_server_names_no_record_system() {
+    use connectors::registry::System;
     let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let systems =
-        connectors::registry::System::ALL.into_iter().filter(|s| *s != connectors::registry::System::Dingtalk);
-    let names: Vec<&str> = systems.map(|s| s.as_str()).collect();
-    assert!(names.contains(&"netsuite"), "the registry lists the record systems: {names:?}");
     let mut found = Vec::new();
-    for entry in std::fs::read_dir(&src).unwrap() {
-        let path = entry.unwrap().path();
-        let text = std::fs::read_to_string(&path).unwrap();
-        let code = text.lines().enumerate().take_while(|(_, l)| l.trim() != "#[cfg(test)]");
-        for (n, line) in code.filter(|(_, l)| !l.trim_start().starts_with("//")) {
-            let lower = line.to_ascii_lowercase();
-            for name in &names {
-                let named = lower.match_indices(name).any(|(at, _)| {
-                    let before = lower[..at].chars().next_back();
-                    !before.is_some_and(|c| c.is_ascii_alphanumeric())
-                });
-                if named {
-                    found.push(format!("{}:{}: {}", path.display(), n + 1, line.trim()));
-                }
-            }
+    for system in System::ALL.into_iter().filter(|s| *s != System::Dingtalk) {
+        for (file, lines) in testkit::layering::files_naming(&src, system.as_str(), &|_| false) {
+            found.push(format!("{file}: {lines} line(s) name {}", system.as_str()));
         }
     }
     assert!(found.is_empty(), "server code naming a record system:\n{}", found.join("\n"));
