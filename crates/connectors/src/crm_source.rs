@@ -117,12 +117,8 @@ impl IntakeKey {
 /// The label under a CRM-only key on a source (`what` = `sources`) or destination
 /// (`what` = `destinations`) of another type: `only `salesforce` and `zoho` sources take it`.
 pub fn crm_only_label(what: &str) -> String {
-    let types: Vec<String> = CrmSystem::ALL.iter().map(|s| format!("`{}`", s.as_str())).collect();
-    match types.split_last() {
-        Some((last, [])) => format!("only {last} {what} take it"),
-        Some((last, rest)) => format!("only {} and {last} {what} take it", rest.join(", ")),
-        None => format!("only CRM {what} take it"),
-    }
+    let types: Vec<&str> = CrmSystem::ALL.iter().map(|s| s.as_str()).collect();
+    connect::config::only_these_take_it(&types, what)
 }
 
 /// The CRM orgs once validated (an org with a mistake of its own is not among them), with the

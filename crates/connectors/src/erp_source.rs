@@ -94,12 +94,8 @@ impl<'a> ErpSourceKeys<'a> {
 
 /// The label under an ERP-only key on a source of another type.
 pub fn erp_only_label() -> String {
-    let types: Vec<String> = ErpSystem::ALL.iter().map(|s| format!("`{}`", s.as_str())).collect();
-    match types.split_last() {
-        Some((last, [])) => format!("only {last} sources take it"),
-        Some((last, rest)) => format!("only {} and {last} sources take it", rest.join(", ")),
-        None => "only ERP sources take it".to_string(),
-    }
+    let types: Vec<&str> = ErpSystem::ALL.iter().map(|s| s.as_str()).collect();
+    connect::config::only_these_take_it(&types, "sources")
 }
 
 /// A key of `[sources.NAME]` that names an ERP connection.

@@ -22,4 +22,4 @@ pub use error::{line_col, Code, ConfigError};
 pub use resolve::{Secret, SecretReader, SecretResolver};
 pub use secret::{weak_capability, RawSecretRef, RawSecrets, SecretLocation, SecretRef, SecretRefError};
 pub use spanned::{at, span, S};
-pub use suggest::{distance, known_list, suggest};
+pub use suggest::{distance, known_list, only_these_take_it, suggest};

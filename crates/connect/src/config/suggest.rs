@@ -34,9 +34,25 @@ pub fn known_list(known: &[String]) -> String {
     }
 }
 
+/// The label under a key only some types take: "only `a`, `b` and `c` sources take it".
+pub fn only_these_take_it(types: &[&str], what: &str) -> String {
+    let types: Vec<String> = types.iter().map(|t| format!("`{t}`")).collect();
+    match types.split_last() {
+        Some((last, [])) => format!("only {last} {what} take it"),
+        Some((last, rest)) => format!("only {} and {last} {what} take it", rest.join(", ")),
+        None => format!("no {what} take it"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_these_take_it_reads_as_a_sentence() {
+        assert_eq!(only_these_take_it(&["a", "b", "c"], "sources"), "only `a`, `b` and `c` sources take it");
+        assert_eq!(only_these_take_it(&["a"], "destinations"), "only `a` destinations take it");
+    }
 
     #[test]
     fn suggests_close_names_only() {
