@@ -213,10 +213,10 @@ mod tests {
         write(src, "lib.rs", "pub mod a;\npub mod b;\npub mod c;\npub mod low;\n");
         write(src, "a.rs", "use crate::b::Thing;\nuse crate::low;\n");
         write(src, "b.rs", "pub struct Thing(crate::c::Other);\n");
-        write(src, "c.rs", "// crate::low is documented, not imported\nfn f() -> crate::a::X { todo!() }\n");
+        write(src, "c.rs", "// crate::low is documented, not imported\nfn f() -> crate::a::X { loop {} }\n");
         write(src, "low.rs", "pub fn f() {}\n#[cfg(test)]\nmod tests { use crate::a::X; }\n");
         assert_eq!(import_cycles(src), vec![vec!["a".to_owned(), "b".to_owned(), "c".to_owned()]]);
-        write(src, "c.rs", "fn f() -> crate::low::Y { todo!() }\n");
+        write(src, "c.rs", "fn f() -> crate::low::Y { loop {} }\n");
         assert!(import_cycles(src).is_empty(), "{:?}", import_graph(src));
     }
 
