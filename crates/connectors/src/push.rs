@@ -14,8 +14,8 @@ use connect::config::Secret;
 use serde_json::Value;
 use std::collections::BTreeMap;
 
-/// A push as the gateway received it.
-#[derive(Debug, Clone, Copy)]
+/// A push as the gateway received it. Not `Debug`: the URL token and the headers hold secrets.
+#[derive(Clone, Copy)]
 pub struct PushRequest<'a> {
     /// The route it came through (one of the vendor's `PATHS`), for vendors with several doors.
     pub path: &'a str,
