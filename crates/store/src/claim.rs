@@ -5,15 +5,18 @@
 use crate::common::{params, Dialect, JOB_COLS};
 
 /// The claimable heads of a destination, in claim order: due pending jobs, and leased jobs
-/// whose lease expired, that no other job of their ordering key holds back (per-key FIFO).
-/// Shared by both dialects so the rule cannot drift. Parameters $3 destination, $4 now, $5 limit.
+/// whose lease expired, that no other job of their ordering key holds back (per-key FIFO). A job
+/// is held back by an earlier job of its key that is still to be done, or by a live lease on its
+/// key. An expired lease holds nothing back: after a crash with a batch in flight, its head and
+/// followers are all leased with expired leases, and the head is reclaimable. Shared by both
+/// dialects so the rule cannot drift. Parameters $3 destination, $4 now, $5 limit.
 const HEADS: &str = "FROM jobs j \
      WHERE j.destination = $3 AND j.state IN ('pending', 'leased') AND j.due_at <= $4 \
        AND NOT EXISTS ( \
          SELECT 1 FROM jobs b \
          WHERE b.ordering_key = j.ordering_key AND b.state IN ('pending', 'leased') \
            AND b.id <> j.id \
-           AND (b.state = 'leased' OR (b.id < j.id AND j.state = 'pending'))) \
+           AND (b.id < j.id OR (b.state = 'leased' AND b.lease_expires_at > $4))) \
      ORDER BY j.due_at, j.id LIMIT $5";
 
 /// Leases the claimable heads: see [`crate::Store::claim`]. Parameters $1 owner, $2 lease
@@ -41,13 +44,15 @@ pub(crate) fn heads_sql(dialect: Dialect) -> String {
 }
 
 /// Followers of freshly claimed heads (batch claims): every due pending job of the heads'
-/// ordering keys that is not stuck behind an earlier job not due yet, in id order, leased in the
-/// same transaction as the heads. Parameters: $1 owner, $2 lease expiry, $3 lease expiry again
+/// ordering keys, and every job of them whose lease expired (a batch that crashed is reclaimed
+/// whole), that is not stuck behind an earlier job not due yet, in id order, leased in the same
+/// transaction as the heads. Parameters: $1 owner, $2 lease expiry, $3 lease expiry again
 /// (as `due_at`), $4 destination, $5 now, $6 now again, then the `heads` job ids, then the limit.
 pub(crate) fn followers_sql(heads: usize, dialect: Dialect) -> String {
     let pick = format!(
         "SELECT j.id FROM jobs j \
-         WHERE j.destination = $4 AND j.state = 'pending' AND j.due_at <= $5 \
+         WHERE j.destination = $4 AND j.due_at <= $5 \
+           AND (j.state = 'pending' OR (j.state = 'leased' AND j.lease_expires_at <= $5)) \
            AND NOT EXISTS ( \
              SELECT 1 FROM jobs b \
              WHERE b.ordering_key = j.ordering_key AND b.state = 'pending' AND b.id < j.id AND b.due_at > $6) \

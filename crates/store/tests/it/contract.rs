@@ -24,6 +24,7 @@ crate::contract_tests!(
     empty_batches,
     coalescing_jobs_join_a_waiting_one,
     batch_claim_takes_runs_per_key,
+    a_crashed_batch_is_reclaimed_whole_in_order,
 );
 
 fn lost(r: Result<(), StoreError>) -> bool {
@@ -510,4 +511,45 @@ async fn batch_claim_takes_runs_per_key(b: &mut Backend) {
     s.complete(&[Completion { lease: rest[0].lease(), receipt: None }], 9_000).await.unwrap();
     let rest = s.claim_runs(DEST, "w", 10, 100, 30_000, 9_000).await.unwrap();
     assert_eq!(rest.iter().map(|j| j.idempotency_key.as_str()).collect::<Vec<_>>(), ["a4"]);
+}
+
+/// A batch whose worker died (head and followers leased, leases expired, never settled) blocks
+/// nothing: once the lease expires the whole run is claimed again, in order, and not before.
+async fn a_crashed_batch_is_reclaimed_whole_in_order(b: &mut Backend) {
+    let s = &b.store;
+    let jobs = vec![job("acct-1", "v1", 0), job("acct-1", "v2", 0), job("acct-1", "v3", 0), job("acct-2", "w1", 0)];
+    s.ingest(&[intake("src:1", "e1", jobs)]).await.unwrap();
+    let mut crashed = s.claim_runs(DEST, "dead-worker", 10, 100, 30_000, 1_000).await.unwrap();
+    crashed.sort_by_key(|j| j.id);
+    assert_eq!(crashed.len(), 4);
+    // The worker dies here: nothing is settled. While its lease lives, nobody takes the runs.
+    assert!(s.claim_runs(DEST, "w", 10, 100, 30_000, 30_000).await.unwrap().is_empty());
+    assert!(s.claim(DEST, "w", 10, 30_000, 30_000).await.unwrap().is_empty());
+    // Past the lease: both runs come back whole, with new lease versions.
+    let mut reclaimed = s.claim_runs(DEST, "w", 10, 100, 30_000, 31_001).await.unwrap();
+    reclaimed.sort_by_key(|j| j.id);
+    let keys: Vec<&str> = reclaimed.iter().map(|j| j.idempotency_key.as_str()).collect();
+    assert_eq!(keys, ["v1", "v2", "v3", "w1"]);
+    assert!(reclaimed.iter().all(|j| j.lease_owner.as_deref() == Some("w")));
+    for (old, new) in crashed.iter().zip(&reclaimed) {
+        assert_eq!(new.lease_version, old.lease_version + 1, "{}", new.idempotency_key);
+    }
+    // The dead worker's settlement is refused (fenced); the new one's is taken.
+    let late = s.complete(&[Completion { lease: crashed[0].lease(), receipt: None }], 31_500).await.unwrap();
+    assert!(lost(late.into_iter().next().unwrap()));
+    let done: Vec<Completion> = reclaimed.iter().map(|j| Completion { lease: j.lease(), receipt: None }).collect();
+    assert!(s.complete(&done, 32_000).await.unwrap().iter().all(Result::is_ok));
+    let st = s.stats(32_000).await.unwrap();
+    assert_eq!((st.pending, st.leased), (0, 0), "{st:?}");
+
+    // A single claim after a crash takes the head alone; the expired followers wait behind it.
+    let jobs = vec![job("acct-3", "x1", 0), job("acct-3", "x2", 0)];
+    s.ingest(&[intake("src:2", "e2", jobs)]).await.unwrap();
+    let crashed = s.claim_runs(DEST, "dead-worker", 10, 100, 1_000, 40_000).await.unwrap();
+    assert_eq!(crashed.len(), 2);
+    let head = s.claim(DEST, "w", 10, 1_000, 41_001).await.unwrap();
+    assert_eq!(head.iter().map(|j| j.idempotency_key.as_str()).collect::<Vec<_>>(), ["x1"]);
+    s.complete(&[Completion { lease: head[0].lease(), receipt: None }], 41_100).await.unwrap();
+    let next = s.claim(DEST, "w", 10, 1_000, 41_200).await.unwrap();
+    assert_eq!(next.iter().map(|j| j.idempotency_key.as_str()).collect::<Vec<_>>(), ["x2"]);
 }
