@@ -1,6 +1,7 @@
 //! R15: the outbox as a proptest state machine against an in-memory model, 1 000 cases per
-//! backend. Ops: ingest (with duplicates), claim, complete (fresh or stale lease), retry_later,
-//! dead_letter, release, lease expiry (the fake clock advances), replay, reopen.
+//! backend. Ops: ingest (with duplicates), claim, batch claim (heads and their runs), complete
+//! (fresh or stale lease), retry_later, dead_letter, release, lease expiry (the fake clock
+//! advances; a worker that never settles its claim is a crash), replay, reopen.
 
 use crate::harness::{Backend, Kind};
 use proptest::prelude::*;
@@ -17,6 +18,7 @@ const EVENT: &str = "ev";
 enum Op {
     Ingest { keys: Vec<u8>, dup: Option<usize>, delay: u8 },
     Claim { dest: u8, limit: u8 },
+    ClaimRuns { dest: u8, heads: u8, max: u8 },
     Complete { pick: usize },
     Retry { pick: usize, delay: i16 },
     Dead { pick: usize },
@@ -31,6 +33,7 @@ fn op() -> impl Strategy<Value = Op> {
         4 => (proptest::collection::vec(0..KEYS, 0..3), proptest::option::weighted(0.2, any::<usize>()), 0..60u8)
             .prop_map(|(keys, dup, delay)| Op::Ingest { keys, dup, delay }),
         4 => (0..2u8, 1..4u8).prop_map(|(dest, limit)| Op::Claim { dest, limit }),
+        3 => (0..2u8, 1..4u8, 1..7u8).prop_map(|(dest, heads, max)| Op::ClaimRuns { dest, heads, max }),
         3 => any::<usize>().prop_map(|pick| Op::Complete { pick }),
         2 => (any::<usize>(), -50..200i16).prop_map(|(pick, delay)| Op::Retry { pick, delay }),
         1 => any::<usize>().prop_map(|pick| Op::Dead { pick }),
@@ -84,17 +87,48 @@ impl Model {
                     JobState::Leased => j.lease_expires_at.expect("leased job has an expiry"),
                     _ => return None,
                 };
+                // Held back by an earlier job of the key still to be done, or by a live lease on
+                // the key; an expired lease holds nothing back.
                 let blocked = self.jobs.values().any(|b| {
                     b.key == j.key
                         && b.id != j.id
-                        && (b.state == JobState::Leased
-                            || (b.state == JobState::Pending && b.id < j.id && j.state == JobState::Pending))
+                        && matches!(b.state, JobState::Pending | JobState::Leased)
+                        && (b.id < j.id
+                            || (b.state == JobState::Leased && b.lease_expires_at.is_some_and(|t| t > self.now)))
                 });
                 (due <= self.now && !blocked).then_some((due, j.id))
             })
             .collect();
         c.sort();
         c
+    }
+}
+
+impl Model {
+    /// What a batch claim takes after its `heads`: each head key's due pending jobs and jobs
+    /// with expired leases, not stuck behind an earlier pending job not due yet, in id order,
+    /// `room` at most.
+    fn followers(&self, dest: &str, heads: &[i64], room: usize) -> Vec<i64> {
+        let keys: Vec<&str> = self.jobs.values().filter(|j| heads.contains(&j.id)).map(|j| j.key.as_str()).collect();
+        let mut f: Vec<i64> = self
+            .jobs
+            .values()
+            .filter(|j| j.dest == dest && keys.contains(&j.key.as_str()) && !heads.contains(&j.id))
+            .filter(|j| match j.state {
+                JobState::Pending => j.next_attempt_at <= self.now,
+                JobState::Leased => j.lease_expires_at.is_some_and(|t| t <= self.now),
+                _ => false,
+            })
+            .filter(|j| {
+                !self.jobs.values().any(|b| {
+                    b.key == j.key && b.state == JobState::Pending && b.id < j.id && b.next_attempt_at > self.now
+                })
+            })
+            .map(|j| j.id)
+            .collect();
+        f.sort();
+        f.truncate(room);
+        f
     }
 }
 
@@ -171,6 +205,33 @@ async fn run_case(b: &mut Backend, ops: &[Op]) {
                 let got = b.store.claim(&dest, "w", usize::from(limit), LEASE_MS, now).await.unwrap();
                 let got_ids: Vec<i64> = got.iter().map(|j| j.id).collect();
                 want.sort();
+                assert_eq!(got_ids, want, "{ctx}");
+                for j in got {
+                    let mj = m.by_id(j.id).expect("model job");
+                    mj.state = JobState::Leased;
+                    mj.lease_expires_at = Some(now + LEASE_MS);
+                    mj.version += 1;
+                    assert_eq!(j.lease_version, mj.version, "{ctx}");
+                    m.leases.push(j.lease());
+                }
+            }
+            Op::ClaimRuns { dest, heads, max } => {
+                let dest = format!("d{dest}");
+                let limit = usize::from(heads.min(max));
+                let head_ids: Vec<i64> = m.claimable(&dest).into_iter().take(limit).map(|(_, id)| id).collect();
+                // The heads are leased before their followers are picked.
+                for id in &head_ids {
+                    let mj = m.by_id(*id).expect("model job");
+                    mj.state = JobState::Leased;
+                    mj.lease_expires_at = Some(now + LEASE_MS);
+                }
+                let room = usize::from(max).saturating_sub(head_ids.len());
+                let mut want = head_ids.clone();
+                want.extend(m.followers(&dest, &head_ids, room));
+                want.sort();
+                let got =
+                    b.store.claim_runs(&dest, "w", usize::from(heads), usize::from(max), LEASE_MS, now).await.unwrap();
+                let got_ids: Vec<i64> = got.iter().map(|j| j.id).collect();
                 assert_eq!(got_ids, want, "{ctx}");
                 for j in got {
                     let mj = m.by_id(j.id).expect("model job");
@@ -284,8 +345,17 @@ async fn check(b: &Backend, m: &Model, ctx: &str) {
         match s.state {
             JobState::Leased => {
                 assert_eq!(s.lease_expires_at, mj.lease_expires_at, "{ctx}");
-                if let Some(other) = leased_keys.insert(s.ordering_key.clone(), s.id) {
-                    panic!("{ctx}: key {} has two leased jobs {other} and {}", s.ordering_key, s.id);
+                // One claim at a time works on a key: every live lease of a key is the same
+                // claim's (a batch leases a run together; expired leases are anyone's to take).
+                let expiry = s.lease_expires_at.expect("leased job has an expiry");
+                if expiry > m.now {
+                    if let Some((other, at)) = leased_keys.insert(s.ordering_key.clone(), (s.id, expiry)) {
+                        assert_eq!(
+                            at, expiry,
+                            "{ctx}: key {} has live leases of two claims: {other} and {}",
+                            s.ordering_key, s.id
+                        );
+                    }
                 }
             }
             JobState::Pending => {
