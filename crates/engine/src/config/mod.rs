@@ -118,6 +118,9 @@ pub struct DeliveryConfig {
     pub concurrency_per_destination: usize,
     pub claim_batch: usize,
     pub request_timeout: Duration,
+    /// The longest a vendor's `Retry-After` may pause a destination; a longer one is capped (and
+    /// logged), so a wrong or hostile header cannot park a destination for years.
+    pub max_retry_after: Duration,
 }
 
 impl Default for DeliveryConfig {
@@ -128,6 +131,7 @@ impl Default for DeliveryConfig {
             concurrency_per_destination: 8,
             claim_batch: 256,
             request_timeout: Duration::from_secs(10),
+            max_retry_after: Duration::from_secs(3600),
         }
     }
 }

@@ -106,6 +106,7 @@ pub struct RawDelivery {
     pub concurrency_per_destination: Option<S<u64>>,
     pub claim_batch: Option<S<u64>>,
     pub request_timeout: Option<S<String>>,
+    pub max_retry_after: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

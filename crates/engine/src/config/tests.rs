@@ -2163,3 +2163,17 @@ fn the_known_types_are_the_gateway_s_own_then_the_registry_s() {
     assert_eq!(source_types(), ["webhook", "dingtalk", "salesforce", "zoho", "netsuite", "dynamics", "sap"]);
     assert_eq!(destination_types(), ["dingtalk_robot", "dingtalk_app", "salesforce", "zoho"]);
 }
+
+#[test]
+fn max_retry_after_is_a_positive_duration_with_a_default_of_an_hour() {
+    assert_eq!(check(BASE).unwrap().delivery.max_retry_after, Duration::from_secs(3600));
+    let text = format!("{BASE}\n[delivery]\nmax_retry_after = \"2h\"\n");
+    assert_eq!(check(&text).unwrap().delivery.max_retry_after, Duration::from_secs(7200));
+    let text = format!("{BASE}\n[delivery]\nmax_retry_after = \"0s\"\n");
+    let errors = check(&text).unwrap_err();
+    let rendered = errors.render();
+    assert!(
+        rendered.contains("DB0116") && rendered.contains("delivery.max_retry_after must be longer than 0s"),
+        "{rendered}"
+    );
+}

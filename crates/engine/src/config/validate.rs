@@ -253,6 +253,18 @@ pub(super) fn validate(raw: RawConfig, text: &str, path: &str) -> Result<Config,
     if let Some(s) = &d.lease {
         delivery.lease = cx.duration(s, "delivery.lease").unwrap_or(delivery.lease);
     }
+    if let Some(s) = &d.max_retry_after {
+        match cx.duration(s, "delivery.max_retry_after") {
+            Some(v) if v.is_zero() => cx.push(ConfigError::new(
+                Code::OutOfRange,
+                "delivery.max_retry_after must be longer than 0s",
+                span(s),
+                "a throttled destination waits at most this long, e.g. \"1h\"",
+            )),
+            Some(v) => delivery.max_retry_after = v,
+            None => {}
+        }
+    }
     if let Some(s) = &d.request_timeout {
         delivery.request_timeout = cx.duration(s, "delivery.request_timeout").unwrap_or(delivery.request_timeout);
     }

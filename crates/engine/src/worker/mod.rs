@@ -68,6 +68,8 @@ pub struct WorkerSettings {
     pub schedule: RetrySchedule,
     /// Upper bound of one sink call (the sink has its own timeout too); bounds a graceful stop.
     pub request_timeout: Duration,
+    /// The longest pause a vendor's `Retry-After` can impose (`delivery.max_retry_after`).
+    pub max_retry_after: Duration,
 }
 
 impl WorkerSettings {
@@ -89,6 +91,7 @@ impl WorkerSettings {
             poll_interval: Self::DEFAULT_POLL_INTERVAL,
             schedule: d.schedule.clone(),
             request_timeout: d.request_timeout,
+            max_retry_after: d.max_retry_after,
         }
     }
 
@@ -524,7 +527,15 @@ async fn on_failure_pinned(
     let next = match err.disposition() {
         Disposition::Permanent => Next::Dead(format!("[{code}] {err}")),
         Disposition::Retry => schedule.next_delay(attempts_made, None).map_or_else(exhausted, Next::Retry),
-        Disposition::RetryAfter(after) => {
+        Disposition::RetryAfter(asked) => {
+            let after = asked.min(sh.settings.max_retry_after);
+            if after < asked {
+                warn!(
+                    asked_s = asked.as_secs(),
+                    max_retry_after_s = after.as_secs(),
+                    "The vendor asked to wait longer than delivery.max_retry_after; waiting that long instead."
+                );
+            }
             // The vendor's signal holds for the whole destination, not only this job.
             sh.pause(after);
             schedule.next_delay(attempts_made, Some(after)).map_or_else(exhausted, Next::Retry)

@@ -273,6 +273,7 @@ fn settings(schedule: RetrySchedule, concurrency: usize) -> WorkerSettings {
         poll_interval: Duration::from_millis(200),
         schedule,
         request_timeout: Duration::from_secs(10),
+        max_retry_after: Duration::from_secs(3600),
     }
 }
 
@@ -734,6 +735,31 @@ async fn r7_retry_after_http_date_pauses_the_whole_destination() {
     let after = connect::retry_after::parse_retry_after("Wed, 21 Oct 2015 07:28:30 GMT", now).unwrap();
     assert_eq!(after, Duration::from_secs(30));
     throttle_pauses_every_key_of_the_destination(after).await;
+}
+
+/// A `Retry-After` of ten years (a wrong or hostile header) pauses the destination for
+/// `max_retry_after`, not for ten years.
+#[tokio::test(start_paused = true)]
+async fn a_retry_after_longer_than_the_cap_waits_the_cap() {
+    let clock = TokioClock::new();
+    let store = Arc::new(MemStore::default());
+    let now = clock.now_millis();
+    for k in ["a1", "b1"] {
+        store.add(&k[..1], &payload(k), now);
+    }
+    let ten_years = Duration::from_secs(10 * 365 * 24 * 3600);
+    let sink = FakeSink::new(move |_, n| if n == 1 { Err(throttled(ten_years)) } else { Ok(Receipt::default()) });
+    let schedule = RetrySchedule { steps: vec![Duration::from_secs(1)], jitter: 0.2 };
+    let cap = Duration::from_secs(20);
+    let t0 = Instant::now();
+    let run =
+        start(store.clone(), sink.clone(), WorkerSettings { max_retry_after: cap, ..settings(schedule, 4) }, clock);
+    wait_until(|| (1..=2).all(|id| store.job(id).state == JobState::Done), Duration::from_secs(600)).await;
+    let times: Vec<Duration> = sink.times().into_iter().map(|t| t - t0).collect();
+    assert_eq!(times.len(), 3, "two jobs, one throttled once: {:?}", sink.payloads());
+    assert!(times[1] >= cap && times[2] >= cap, "nothing before the capped pause: {times:?}");
+    assert!(*times.last().unwrap() <= cap + Duration::from_millis(500), "resumed late: {times:?}");
+    run.stop().await;
 }
 
 #[tokio::test(start_paused = true)]
