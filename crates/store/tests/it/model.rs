@@ -105,6 +105,19 @@ impl Model {
 }
 
 impl Model {
+    /// Records jobs the store just leased to us, checking each lease version moved on by one.
+    fn leased(&mut self, got: Vec<store::Job>, ctx: &str) {
+        let now = self.now;
+        for j in got {
+            let mj = self.by_id(j.id).expect("model job");
+            mj.state = JobState::Leased;
+            mj.lease_expires_at = Some(now + LEASE_MS);
+            mj.version += 1;
+            assert_eq!(j.lease_version, mj.version, "{ctx}");
+            self.leases.push(j.lease());
+        }
+    }
+
     /// What a batch claim takes after its `heads`: each head key's due pending jobs and jobs
     /// with expired leases, not stuck behind an earlier pending job not due yet, in id order,
     /// `room` at most.
@@ -206,20 +219,14 @@ async fn run_case(b: &mut Backend, ops: &[Op]) {
                 let got_ids: Vec<i64> = got.iter().map(|j| j.id).collect();
                 want.sort();
                 assert_eq!(got_ids, want, "{ctx}");
-                for j in got {
-                    let mj = m.by_id(j.id).expect("model job");
-                    mj.state = JobState::Leased;
-                    mj.lease_expires_at = Some(now + LEASE_MS);
-                    mj.version += 1;
-                    assert_eq!(j.lease_version, mj.version, "{ctx}");
-                    m.leases.push(j.lease());
-                }
+                m.leased(got, &ctx);
             }
             Op::ClaimRuns { dest, heads, max } => {
                 let dest = format!("d{dest}");
                 let limit = usize::from(heads.min(max));
                 let head_ids: Vec<i64> = m.claimable(&dest).into_iter().take(limit).map(|(_, id)| id).collect();
-                // The heads are leased before their followers are picked.
+                // The heads are leased before their followers are picked (their live leases keep
+                // them out of the runs).
                 for id in &head_ids {
                     let mj = m.by_id(*id).expect("model job");
                     mj.state = JobState::Leased;
@@ -233,14 +240,7 @@ async fn run_case(b: &mut Backend, ops: &[Op]) {
                     b.store.claim_runs(&dest, "w", usize::from(heads), usize::from(max), LEASE_MS, now).await.unwrap();
                 let got_ids: Vec<i64> = got.iter().map(|j| j.id).collect();
                 assert_eq!(got_ids, want, "{ctx}");
-                for j in got {
-                    let mj = m.by_id(j.id).expect("model job");
-                    mj.state = JobState::Leased;
-                    mj.lease_expires_at = Some(now + LEASE_MS);
-                    mj.version += 1;
-                    assert_eq!(j.lease_version, mj.version, "{ctx}");
-                    m.leases.push(j.lease());
-                }
+                m.leased(got, &ctx);
             }
             Op::Complete { pick } | Op::Retry { pick, .. } | Op::Dead { pick } | Op::Release { pick }
                 if m.leases.is_empty() =>
