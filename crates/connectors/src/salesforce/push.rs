@@ -73,3 +73,47 @@ impl PushIntake for OutboundMessageIntake {
         Acknowledgement::Body { content_type: ACK_CONTENT_TYPE, body: ACK_BODY }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    const TOKEN: &str = "Zq3xW9-mK2pL7vR4tY8nB1cF6iA0";
+    const ORG: &str = "00D5g000004HkbrEAC";
+
+    fn receive(intake: &OutboundMessageIntake, token: Option<&str>) -> Result<Pushed, PushRefusal> {
+        let body = fixtures::read_fixture("salesforce/outbound/outbound_message_opportunity_hk.xml").into_bytes();
+        let (headers, query) = (http::HeaderMap::new(), BTreeMap::new());
+        let path = if token.is_some() { PATH } else { PATH_WITHOUT_TOKEN };
+        intake.receive(&PushRequest {
+            path,
+            token,
+            headers: &headers,
+            query: &query,
+            body: &body,
+            now: jiff::Timestamp::now(),
+        })
+    }
+
+    fn intake(token: Option<&str>) -> OutboundMessageIntake {
+        OutboundMessageIntake { token: token.map(Secret::new), organization_id: Some(ORG.into()) }
+    }
+
+    #[test]
+    fn each_notification_of_a_message_is_a_change_under_its_notification_id() {
+        let Pushed::Changed(changes) = receive(&intake(Some(TOKEN)), Some(TOKEN)).unwrap() else { panic!("changes") };
+        let ids: Vec<(&str, &str)> = changes.iter().map(|c| (c.push_id.as_str(), c.id.as_str())).collect();
+        assert_eq!(ids, [("04l5g00000AbcdEAAR", "0065g00000Qx1ZpAAJ"), ("04l5g00000AbcdFAAR", "0065g00000Qx1ZqAAJ")]);
+        assert!(matches!(intake(None).acknowledgement(), Acknowledgement::Body { .. }));
+    }
+
+    #[test]
+    fn a_polling_source_takes_no_messages_and_a_url_without_the_token_is_refused() {
+        let closed = receive(&intake(None), Some(TOKEN)).unwrap_err();
+        assert_eq!((closed.status(), closed.code()), (404, "unknown_source"));
+        let no_token = receive(&intake(Some(TOKEN)), None).unwrap_err();
+        assert_eq!((no_token.status(), no_token.code()), (401, "bad_token"));
+        assert!(!no_token.to_string().contains(TOKEN), "the token is never echoed");
+    }
+}

@@ -167,3 +167,77 @@ impl PushSubscription for ChannelKeeper {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::SecretString;
+    use std::collections::BTreeMap;
+
+    const TOKEN: &str = "dbr-7f3a9c1e5b2d4a68";
+    /// `server_time` of `notifications/callback_update.json`.
+    const SENT_AT_MS: i64 = 1_755_153_006_473;
+
+    fn intake(token: &str) -> NotificationIntake {
+        let channel = WatchChannel::new(
+            "1000000068001",
+            &["Deals.all"],
+            "https://gw.example/intake/zoho/deals",
+            SecretString::from(token),
+        )
+        .unwrap();
+        NotificationIntake { channel, objects: vec!["Deals".into()] }
+    }
+
+    fn receive(intake: &NotificationIntake, path: &str, body: &[u8], now_ms: i64) -> Result<Pushed, PushRefusal> {
+        let (headers, query) = (http::HeaderMap::new(), BTreeMap::new());
+        let now = jiff::Timestamp::from_millisecond(now_ms).unwrap();
+        intake.receive(&PushRequest { path, token: None, headers: &headers, query: &query, body, now })
+    }
+
+    fn notification() -> Vec<u8> {
+        fixtures::read_fixture("zoho/notifications/callback_update.json").into_bytes()
+    }
+
+    #[test]
+    fn a_channel_notification_names_each_changed_record() {
+        let Pushed::Changed(changes) = receive(&intake(TOKEN), PATH, &notification(), SENT_AT_MS).unwrap() else {
+            panic!("a change")
+        };
+        let [change] = &changes[..] else { panic!("one change: {changes:?}") };
+        assert_eq!(change.push_id, "1000000068001:1755153006473:5843104000001234001");
+        assert_eq!((change.object.as_str(), change.id.as_str()), ("Deals", "5843104000001234001"));
+        assert_eq!(intake(TOKEN).acknowledgement(), Acknowledgement::Accepted);
+    }
+
+    #[test]
+    fn a_notification_with_another_token_or_sent_long_ago_is_refused() {
+        let forged = receive(&intake("dbr-another-channel-token"), PATH, &notification(), SENT_AT_MS).unwrap_err();
+        assert_eq!((forged.status(), forged.code()), (401, "bad_notification"));
+        let replayed = receive(&intake(TOKEN), PATH, &notification(), SENT_AT_MS + 10 * 60 * 1000).unwrap_err();
+        assert_eq!((replayed.status(), replayed.code()), (401, "stale_notification"));
+    }
+
+    fn workflow(module: &str, secret: &str) -> Vec<u8> {
+        let body = serde_json::json!({"module": module, "id": "5843104000001234001", "stage": "Closed Won",
+            "modified_time": "2025-08-14T15:10:06+08:00", "secret": secret});
+        serde_json::to_vec(&body).unwrap()
+    }
+
+    #[test]
+    fn a_workflow_webhook_opens_with_the_channel_token_for_a_watched_module_only() {
+        let Pushed::Changed(changes) =
+            receive(&intake(TOKEN), WORKFLOW_PATH, &workflow("Deals", TOKEN), SENT_AT_MS).unwrap()
+        else {
+            panic!("a change")
+        };
+        assert_eq!(changes[0].push_id, "workflow:5843104000001234001:2025-08-14T15:10:06+08:00");
+        let forged = receive(&intake(TOKEN), WORKFLOW_PATH, &workflow("Deals", "guess"), SENT_AT_MS).unwrap_err();
+        assert_eq!((forged.status(), forged.code()), (401, "bad_webhook"));
+        let unwatched = receive(&intake(TOKEN), WORKFLOW_PATH, &workflow("Leads", TOKEN), SENT_AT_MS).unwrap_err();
+        assert_eq!((unwatched.status(), unwatched.code()), (422, "unwatched_module"));
+        // The notification door does not take a workflow body, nor the other way round.
+        assert!(receive(&intake(TOKEN), PATH, &workflow("Deals", TOKEN), SENT_AT_MS).is_err());
+        assert!(receive(&intake(TOKEN), WORKFLOW_PATH, &notification(), SENT_AT_MS).is_err());
+    }
+}
