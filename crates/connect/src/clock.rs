@@ -21,3 +21,12 @@ impl Clock for SystemClock {
         Timestamp::now()
     }
 }
+
+/// Sleeps `period` unless `cancel` fires first; false once cancelled. The one wait of every
+/// background loop (pollers, folder scans, channel renewals), so each stops at shutdown.
+pub async fn pause(cancel: &tokio_util::sync::CancellationToken, period: std::time::Duration) -> bool {
+    tokio::select! {
+        () = cancel.cancelled() => false,
+        () = tokio::time::sleep(period) => true,
+    }
+}

@@ -165,14 +165,7 @@ impl Supervisor {
     }
 }
 
-/// Sleeps `period` unless `cancel` fires first; false once cancelled. The one wait of every
-/// background loop (pollers, folder scans, channel renewals), so each stops at shutdown.
-pub async fn pause(cancel: &CancellationToken, period: Duration) -> bool {
-    tokio::select! {
-        () = cancel.cancelled() => false,
-        () = tokio::time::sleep(period) => true,
-    }
-}
+pub use connect::clock::pause;
 
 fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
     match payload.downcast::<String>() {

@@ -10,6 +10,7 @@ use crate::push::{
     PushedChange,
 };
 use async_trait::async_trait;
+use connect::clock::pause;
 use connect::Clock;
 use serde_json::json;
 use std::sync::Arc;
@@ -125,11 +126,6 @@ pub struct ChannelKeeper {
 
 const ENABLE_RETRY: Duration = Duration::from_secs(60);
 const RENEW_CHECK: Duration = Duration::from_secs(3600);
-
-/// Waits `period` unless `cancel` fires first; false when cancelled.
-async fn pause(cancel: &CancellationToken, period: Duration) -> bool {
-    cancel.run_until_cancelled(tokio::time::sleep(period)).await.is_some()
-}
 
 #[async_trait]
 impl PushSubscription for ChannelKeeper {
