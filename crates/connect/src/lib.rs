@@ -15,7 +15,7 @@ pub mod token;
 pub use clock::{Clock, SystemClock};
 pub use error::{DeliveryError, Disposition};
 pub use retry::RetrySchedule;
-pub use sink::{Batching, Delivery, Idempotency, Receipt, Sink};
+pub use sink::{Batching, Delivery, Idempotency, Pacing, Receipt, Sink};
 pub mod http;
 pub mod oauth;
 pub mod odata;

@@ -43,6 +43,22 @@ pub struct Batching {
     pub linger: Duration,
 }
 
+/// A vendor limit of `max` sends in any rolling `window`, shared by every sink (in any gateway
+/// instance) that sends to the same vendor endpoint: DingTalk's custom robot allows 20 per
+/// minute and blocks the robot for minutes after the 21st.
+///
+/// The outbox takes one permit per attempt from a ledger in the store before the attempt's
+/// timeout starts, so a wait for the window never eats the attempt's time, never cancels a
+/// request already sent, and counts the sends of every instance and of the process before a
+/// restart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pacing {
+    /// Names the vendor endpoint the limit belongs to (never a secret: a digest of it).
+    pub key: String,
+    pub max: u32,
+    pub window: Duration,
+}
+
 #[async_trait]
 pub trait Sink: Send + Sync {
     /// Deliver one job. Must send `delivery.idempotency_key` in the vendor's dedupe field where one exists.
@@ -50,6 +66,13 @@ pub trait Sink: Send + Sync {
     fn idempotency(&self) -> Idempotency;
     /// Side-effect-free probe used by `doctor`.
     async fn healthcheck(&self) -> Result<(), DeliveryError>;
+
+    /// `Some` when the vendor limits sends per rolling window: the outbox paces the sink's
+    /// attempts by it (see [`Pacing`]). The sink itself then does not wait for the window.
+    /// Only one-by-one delivery is paced: a sink with [`Sink::batching`] is not.
+    fn pacing(&self) -> Option<Pacing> {
+        None
+    }
 
     /// `Some` when the sink writes records in batches: the outbox then hands it many jobs at
     /// once through [`Sink::deliver_batch`] instead of one by one.

@@ -17,6 +17,7 @@ mod common;
 mod error;
 mod group;
 mod open;
+mod pacing;
 mod postgres;
 mod sql_store;
 mod sqlite;
@@ -25,6 +26,7 @@ pub use audit::{AnchorCheck, AuditHead, AuditKey, AuditKeyError, MIN_AUDIT_KEY_B
 pub use error::StoreError;
 pub use group::{CompletionBatcher, GroupCommitter};
 pub use open::{open, open_postgres, open_sqlite, open_with_audit_key};
+pub use pacing::PacingAnswer;
 pub use postgres::{PgPools, PgStore};
 pub use sql_store::SqlStore;
 pub use sqlite::{SqlitePools, SqliteStore};
@@ -102,6 +104,21 @@ pub trait Store: Send + Sync + 'static {
 
     /// Drop a dead letter (the job stays dead, the dead-letter row is removed).
     async fn drop_dead(&self, dead_letter_id: i64) -> Result<(), StoreError>;
+
+    /// Take one send permit of the pacing window `key` (at most `max` grants in any rolling
+    /// `window_ms`) at `now`, or learn how long until one is free. Shared by every instance on
+    /// this store and kept across restarts; see [`PacingAnswer`].
+    async fn take_pacing_permit(
+        &self,
+        key: &str,
+        max: u32,
+        window_ms: i64,
+        now: Millis,
+    ) -> Result<PacingAnswer, StoreError>;
+
+    /// The vendor blocked the key (DingTalk 130101, a 429): grant nothing before `until`, in any
+    /// instance. A shorter block never shortens a longer one.
+    async fn block_pacing(&self, key: &str, until: Millis) -> Result<(), StoreError>;
 
     async fn get_cursor(&self, name: &str) -> Result<Option<String>, StoreError>;
     async fn put_cursor(&self, name: &str, value: &str, now: Millis) -> Result<(), StoreError>;

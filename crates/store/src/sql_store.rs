@@ -11,9 +11,10 @@ use crate::common::{
     insert_inbox_sql, insert_jobs_sql, insert_parse_dead_sql, job_from_row, link_from_row, params, values, Dialect,
     AUDIT_COLS, AUDIT_HEAD_FOR_APPEND_SQL, AUDIT_HEAD_SQL, CHUNK, DEAD_COLS, INSERT_COALESCED_JOB_SQL, JOB_COLS,
 };
+use crate::pacing;
 use crate::{
     AuditEntry, AuditHead, AuditKey, AuditVerification, Completion, DeadLetter, IdLink, Intake, IntakeOutcome, Job,
-    Lease, Millis, NewAuditEntry, Store, StoreError, StoreStats,
+    Lease, Millis, NewAuditEntry, PacingAnswer, Store, StoreError, StoreStats,
 };
 use async_trait::async_trait;
 use futures::TryStreamExt;
@@ -485,6 +486,39 @@ where
             Some(r) => Some(r.try_get("value")?),
             None => None,
         })
+    }
+
+    async fn take_pacing_permit(
+        &self,
+        key: &str,
+        max: u32,
+        window_ms: i64,
+        now: Millis,
+    ) -> Result<PacingAnswer, StoreError> {
+        let mut conn = self.backend.write_conn(Durability::Synced).await?;
+        let mut tx = conn.begin_with(B::BEGIN_WRITE).await?;
+        sqlx::query(pacing::ENSURE_WINDOW_SQL).bind(key).execute(&mut *tx).await?;
+        let window_sql = match B::DIALECT.row_lock() {
+            Some(lock) => format!("{} {lock}", pacing::WINDOW_SQL),
+            None => pacing::WINDOW_SQL.to_owned(),
+        };
+        let blocked_until: i64 =
+            sqlx::query(&window_sql).bind(key).fetch_one(&mut *tx).await?.try_get("blocked_until")?;
+        sqlx::query(pacing::FORGET_SQL).bind(key).bind(now.saturating_sub(window_ms)).execute(&mut *tx).await?;
+        let row = sqlx::query(pacing::COUNT_SQL).bind(key).fetch_one(&mut *tx).await?;
+        let (count, oldest): (i64, i64) = (row.try_get("n")?, row.try_get("oldest")?);
+        let answer = pacing::decide(max, window_ms, count, oldest, blocked_until, now);
+        if answer == PacingAnswer::Granted {
+            sqlx::query(pacing::GRANT_SQL).bind(key).bind(now).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(answer)
+    }
+
+    async fn block_pacing(&self, key: &str, until: Millis) -> Result<(), StoreError> {
+        let mut conn = self.backend.write_conn(Durability::Synced).await?;
+        sqlx::query(pacing::BLOCK_SQL).bind(key).bind(until).execute(&mut *conn).await?;
+        Ok(())
     }
 
     async fn put_cursor(&self, name: &str, value: &str, now: Millis) -> Result<(), StoreError> {

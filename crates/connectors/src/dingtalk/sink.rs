@@ -8,9 +8,10 @@ use async_trait::async_trait;
 use connect::http::{read_body_capped, HttpClient, Outbound};
 use connect::ratelimit::RollingWindow;
 use connect::retry_after::parse_retry_after;
-use connect::{Clock, Delivery, DeliveryError, Idempotency, Receipt, Sink};
+use connect::{Clock, Delivery, DeliveryError, Idempotency, Pacing, Receipt, Sink};
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -102,10 +103,11 @@ impl RobotSettings {
     }
 }
 
-/// Sends robot messages to one custom group robot. Paced by a [`RollingWindow`] so DingTalk's
-/// 130101 block is never triggered by us; a 130101 anyway (another sender on the same robot)
-/// blocks the limiter for
-/// [`super::errors::ROBOT_THROTTLE_PENALTY`].
+/// Sends robot messages to one custom group robot. The outbox paces its attempts by
+/// [`Sink::pacing`] (20 per 61 s per robot, counted across every gateway instance in the store),
+/// so DingTalk's 130101 block is never triggered by us. A 130101 anyway (another sender on the
+/// same robot) blocks the sink for [`super::errors::ROBOT_THROTTLE_PENALTY`]: until then it
+/// refuses locally, without a request.
 #[derive(Debug)]
 pub struct RobotSink {
     settings: RobotSettings,
@@ -113,7 +115,11 @@ pub struct RobotSink {
     endpoint: String,
     endpoint_url: url::Url,
     http: HttpClient,
+    /// Holds the vendor's blocks only; the rolling window itself is the outbox's (see
+    /// [`Sink::pacing`]).
     limiter: RollingWindow,
+    /// The robot's identity in the pacing ledger: a digest of its token, never the token.
+    pacing_key: String,
     clock: Arc<dyn Clock>,
 }
 
@@ -126,12 +132,9 @@ impl RobotSink {
             detail: format!("robot settings are invalid: `{endpoint}` is not a URL ({err})"),
         })?;
         let http = robot_http_client(settings.timeout, settings.outbound.clone())?;
-        let limiter = if settings.per_minute == 0 {
-            RollingWindow::unlimited()
-        } else {
-            RollingWindow::new(settings.per_minute, settings.window)
-        };
-        Ok(Self { settings, endpoint, endpoint_url, http, limiter, clock })
+        let digest = Sha256::digest(settings.access_token.expose_secret().as_bytes());
+        let pacing_key = format!("dingtalk-robot:{}", hex::encode(&digest[..12]));
+        Ok(Self { settings, endpoint, endpoint_url, http, limiter: RollingWindow::unlimited(), pacing_key, clock })
     }
 
     /// The webhook URL without its query (what logs and errors show).
@@ -139,7 +142,7 @@ impl RobotSink {
         &self.endpoint
     }
 
-    /// The pacing limiter (exposed for tests and metrics).
+    /// The vendor's block, if one is in force (exposed for tests and metrics).
     pub fn limiter(&self) -> &RollingWindow {
         &self.limiter
     }
@@ -174,7 +177,14 @@ impl Sink for RobotSink {
             detail: format!("cannot serialise the message: {err}"),
         })?;
 
-        self.limiter.acquire().await;
+        // Known blocked (a 130101 or 429 earlier): sending now would only extend the block.
+        if let Err(retry_after) = self.limiter.try_acquire() {
+            return Err(DeliveryError::Throttled {
+                vendor: VENDOR,
+                detail: "the robot is blocked after an earlier throttle answer; nothing sent".to_owned(),
+                retry_after,
+            });
+        }
         tracing::debug!(
             event_id = %delivery.event_id,
             flow = %delivery.flow,
@@ -219,6 +229,15 @@ impl Sink for RobotSink {
                 Err(err)
             }
         }
+    }
+
+    /// DingTalk counts a robot's messages per minute whoever sends them: one window per token.
+    fn pacing(&self) -> Option<Pacing> {
+        (self.settings.per_minute > 0).then(|| Pacing {
+            key: self.pacing_key.clone(),
+            max: self.settings.per_minute,
+            window: self.settings.window,
+        })
     }
 
     /// The custom robot has no dedupe field (reference §2): a send in flight at a crash may be

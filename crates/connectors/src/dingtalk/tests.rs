@@ -6,6 +6,7 @@ use super::sim::{DingTalkSim, SimRobot, SEED_ROBOTS};
 use super::*;
 use connect::http::Outbound;
 use connect::{Clock, Delivery, DeliveryError, Disposition, Idempotency, Sink, SystemClock};
+use secrecy::ExposeSecret;
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
@@ -607,29 +608,23 @@ async fn bad_payload_is_refused_before_any_request() {
     assert!(h.journal().await.is_empty());
 }
 
-/// Real-time twin of R8 with the limit scaled down: 5 per second on both sides (the sink keeps
-/// a 100 ms jitter margin, like the 1 s margin of its 61 s default).
+/// The robot's window is the outbox's to keep (in the store, shared by every instance): the sink
+/// declares it, keyed by a digest of its token, and does not wait for it itself. The real-time
+/// twin of R8 through the outbox is `engine/tests/pacing.rs`.
 #[tokio::test]
-async fn paced_sink_never_triggers_the_simulator_limit() {
+async fn the_sink_declares_its_window_and_leaves_the_waiting_to_the_outbox() {
     let h = Harness::start(system()).await;
-    h.set_robot(json!({"name": "sales-hk", "per_minute": 5, "window_ms": 1000})).await;
     let settings = RobotSettings { per_minute: 5, window: Duration::from_millis(1100), ..h.settings(1) };
-    let sink = Arc::new(h.sink(settings, system()));
-    let start = std::time::Instant::now();
-    let mut tasks = Vec::new();
-    for n in 0..15 {
-        let sink = Arc::clone(&sink);
-        tasks.push(tokio::spawn(async move { sink.deliver(&delivery(markdown(n))).await }));
-    }
-    for t in tasks {
-        t.await.unwrap().unwrap();
-    }
-    let elapsed = start.elapsed();
-    assert!(elapsed >= Duration::from_millis(2200), "{elapsed:?}");
-    assert!(elapsed < Duration::from_secs(10), "{elapsed:?}");
-    assert_eq!(h.dingtalk.messages("sales-hk").len(), 15);
-    assert_eq!(h.dingtalk.answer_counts().get(&130_101), None);
-    assert_eq!(h.dingtalk.answer_counts().get(&0), Some(&15));
+    let token = settings.access_token.expose_secret().to_owned();
+    let sink = h.sink(settings.clone(), system());
+    let pacing = sink.pacing().expect("a robot is paced");
+    assert_eq!((pacing.max, pacing.window), (5, Duration::from_millis(1100)));
+    assert!(pacing.key.starts_with("dingtalk-robot:") && !pacing.key.contains(&token), "{}", pacing.key);
+    assert_eq!(h.sink(settings.clone(), system()).pacing(), Some(pacing.clone()), "one window per robot");
+    let other = h.sink(h.settings(2), system());
+    assert_eq!(other.pacing(), None, "per_minute = 0: not paced (benchmarks)");
+    let other = RobotSettings { per_minute: 5, ..h.settings(2) };
+    assert_ne!(h.sink(other, system()).pacing().unwrap().key, pacing.key, "another robot, another window");
 }
 
 #[tokio::test]

@@ -6,7 +6,14 @@
 //! A throttle answer (`Disposition::RetryAfter`) pauses the whole destination, every ordering
 //! key, until the vendor's own signal has passed: the dispatcher claims nothing and claimed jobs
 //! not yet sent are released without an attempt. The pause is per process (each gateway instance
-//! learns it from its own throttled call).
+//! learns it from its own throttled call); for a sink with [`connect::Pacing`] the vendor's block
+//! is also written to the store's pacing ledger, so every instance honours it.
+//!
+//! A paced sink (a DingTalk robot: 20 per minute) gets one permit from the store's pacing ledger
+//! per attempt, taken before the attempt's timeout starts: waiting for the window never counts
+//! against the attempt and never cancels a request already sent. The ledger is shared by every
+//! instance on the store and survives a restart. A wait longer than [`PACING_SLEEP`] hands the
+//! job back without an attempt and holds the destination until the window has room.
 
 use connect::{Clock, Delivery, DeliveryError, Disposition, RetrySchedule, Sink};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -50,7 +57,15 @@ fn refused_credentials(last_error: &str) -> bool {
 const COMPLETION_BATCH: usize = 256;
 const COMPLETION_QUEUE: usize = 4096;
 
-/// How long a dispatcher with few free delivery slots waits for more before claiming, so claims
+/// The longest wait for a pacing permit spent holding a job's lease; a longer one releases the
+/// job and holds the destination instead (the window can be a minute, the lease 30 s).
+const PACING_SLEEP: Duration = Duration::from_secs(1);
+
+/// How long the destination is held when the pacing ledger cannot be read (store down): nothing
+/// is sent unpaced.
+const PACING_UNAVAILABLE_HOLD: Duration = Duration::from_secs(1);
+
+/// How a dispatcher with few free delivery slots waits for more before claiming, so claims
 /// stay batched under load (a claim is a store write transaction).
 const CLAIM_GATHER: Duration = Duration::from_millis(2);
 
@@ -180,6 +195,7 @@ impl DeliveryWorkers {
                 notify,
                 in_flight: Mutex::new(HashSet::new()),
                 paused_until: Mutex::new(None),
+                paced_until: Mutex::new(None),
                 tracker: tracker.clone(),
             });
             match shared.sink.batching() {
@@ -215,6 +231,9 @@ struct Shared {
     in_flight: Mutex<HashSet<String>>,
     /// Clock millis before which nothing is claimed or sent (a vendor throttle), if any.
     paused_until: Mutex<Option<i64>>,
+    /// Clock millis before which nothing is claimed: the pacing window is full (our own limit,
+    /// not a vendor's signal, so it is neither logged as a throttle nor shown as a pause).
+    paced_until: Mutex<Option<i64>>,
     tracker: TaskTracker,
 }
 
@@ -275,6 +294,40 @@ impl Shared {
     }
 }
 
+impl Shared {
+    /// Claim nothing for `after` from now: the pacing window has no room before then.
+    fn hold(&self, after: Duration) {
+        let until = self.clock.now_millis().saturating_add(i64::try_from(after.as_millis()).unwrap_or(i64::MAX));
+        if let Ok(mut paced) = self.paced_until.lock() {
+            if paced.is_none_or(|p| p < until) {
+                *paced = Some(until);
+            }
+        }
+    }
+
+    /// How long the pacing hold lasts from now, if one is in force.
+    fn held_for(&self) -> Option<Duration> {
+        let now = self.clock.now_millis();
+        let Ok(mut paced) = self.paced_until.lock() else { return None };
+        match *paced {
+            Some(until) if until > now => Some(Duration::from_millis(u64::try_from(until - now).unwrap_or(u64::MAX))),
+            Some(_) => {
+                *paced = None;
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Paused by a vendor or held by pacing: how long from now.
+    fn stopped_for(&self) -> Option<Duration> {
+        match (self.paused_for(), self.held_for()) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
 async fn idle(sh: &Shared) {
     tokio::select! {
         _ = sh.notify.notified() => {}
@@ -298,7 +351,7 @@ async fn gate(sh: &Shared) -> Gate {
     if sh.shutdown.is_cancelled() {
         return Gate::Stop;
     }
-    let Some(left) = sh.paused_for() else { return Gate::Open };
+    let Some(left) = sh.stopped_for() else { return Gate::Open };
     tokio::select! {
         _ = sh.shutdown.cancelled() => Gate::Stop,
         _ = tokio::time::sleep(left.min(sh.settings.poll_interval)) => Gate::Paused,
@@ -396,7 +449,7 @@ async fn run_group(sh: Arc<Shared>, key: String, jobs: Vec<Job>, permit: OwnedSe
     while let Some(job) = rest.next() {
         // Stopping, or the destination was throttled meanwhile (by this key or another):
         // hand the rest back without an attempt.
-        if sh.shutdown.is_cancelled() || sh.paused_for().is_some() {
+        if sh.shutdown.is_cancelled() || sh.stopped_for().is_some() {
             release_all(&sh, std::iter::once(job).chain(rest.by_ref())).await;
             break;
         }
@@ -426,6 +479,37 @@ fn store_error(sh: &Shared, job: &Job, op: &str, e: &StoreError) {
     }
 }
 
+/// Whether the job may be attempted now by the sink's pacing window (always, for a sink without
+/// one). Waits up to [`PACING_SLEEP`] holding the lease; beyond that, or when the ledger cannot
+/// be read, holds the destination and answers false: the caller hands the job back unattempted.
+async fn paced(sh: &Shared) -> bool {
+    let Some(pacing) = sh.sink.pacing() else { return true };
+    let window_ms = i64::try_from(pacing.window.as_millis()).unwrap_or(i64::MAX);
+    loop {
+        let now = sh.clock.now_millis();
+        match sh.store.take_pacing_permit(&pacing.key, pacing.max, window_ms, now).await {
+            Ok(store::PacingAnswer::Granted) => return true,
+            Ok(store::PacingAnswer::Wait(ms)) => {
+                let wait = Duration::from_millis(u64::try_from(ms).unwrap_or(u64::MAX));
+                if wait > PACING_SLEEP {
+                    debug!(wait_ms = ms, "Pacing window full; holding the destination.");
+                    sh.hold(wait);
+                    return false;
+                }
+                tokio::select! {
+                    _ = sh.shutdown.cancelled() => return false,
+                    _ = tokio::time::sleep(wait) => {}
+                }
+            }
+            Err(e) => {
+                warn!(code = e.code(), error = %e, "The pacing ledger cannot be read; nothing is sent unpaced.");
+                sh.hold(PACING_UNAVAILABLE_HOLD);
+                return false;
+            }
+        }
+    }
+}
+
 /// Deliver one job; true when it was delivered (completed).
 async fn deliver_one(sh: &Shared, job: Job) -> bool {
     let attempt = job.attempts.saturating_add(1);
@@ -438,6 +522,11 @@ async fn deliver_one(sh: &Shared, job: Job) -> bool {
         job_id = job.id,
     );
     async {
+        // Before the attempt's timeout starts: the wait for the window is not the attempt's.
+        if !paced(sh).await {
+            release_all(sh, std::iter::once(job)).await;
+            return false;
+        }
         let result = match serde_json::from_str::<serde_json::Value>(&job.payload) {
             Ok(payload) => {
                 let delivery = Delivery {
@@ -536,8 +625,15 @@ async fn on_failure_pinned(
                     "The vendor asked to wait longer than delivery.max_retry_after; waiting that long instead."
                 );
             }
-            // The vendor's signal holds for the whole destination, not only this job.
+            // The vendor's signal holds for the whole destination, not only this job; for a
+            // paced sink it holds for every instance sending to the same vendor endpoint.
             sh.pause(after);
+            if let Some(pacing) = sh.sink.pacing() {
+                let until = now.saturating_add(i64::try_from(after.as_millis()).unwrap_or(i64::MAX));
+                if let Err(e) = sh.store.block_pacing(&pacing.key, until).await {
+                    warn!(code = e.code(), error = %e, "Could not share the vendor's block through the store.");
+                }
+            }
             schedule.next_delay(attempts_made, Some(after)).map_or_else(exhausted, Next::Retry)
         }
         Disposition::Auth => {

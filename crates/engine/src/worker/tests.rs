@@ -34,6 +34,9 @@ struct MemStore {
     dead: Mutex<Vec<DeadLetter>>,
     /// When false, claim ignores per-key FIFO (to put several jobs of one key in one batch).
     lenient: bool,
+    /// The pacing ledger: grant times per window key, and vendor blocks.
+    grants: Mutex<HashMap<String, Vec<i64>>>,
+    blocks: Mutex<HashMap<String, i64>>,
 }
 
 impl MemStore {
@@ -171,6 +174,31 @@ impl Store for MemStore {
     async fn drop_dead(&self, _id: i64) -> Result<(), StoreError> {
         unsupported()
     }
+    async fn take_pacing_permit(
+        &self,
+        key: &str,
+        max: u32,
+        window_ms: i64,
+        now: Millis,
+    ) -> Result<PacingAnswer, StoreError> {
+        if let Some(&until) = self.blocks.lock().unwrap().get(key).filter(|u| **u > now) {
+            return Ok(PacingAnswer::Wait(until - now));
+        }
+        let mut grants = self.grants.lock().unwrap();
+        let grants = grants.entry(key.to_owned()).or_default();
+        grants.retain(|t| t + window_ms > now);
+        if grants.len() < max as usize {
+            grants.push(now);
+            return Ok(PacingAnswer::Granted);
+        }
+        Ok(PacingAnswer::Wait((grants[0] + window_ms - now).max(1)))
+    }
+    async fn block_pacing(&self, key: &str, until: Millis) -> Result<(), StoreError> {
+        let mut blocks = self.blocks.lock().unwrap();
+        let block = blocks.entry(key.to_owned()).or_default();
+        *block = (*block).max(until);
+        Ok(())
+    }
     async fn get_cursor(&self, _name: &str) -> Result<Option<String>, StoreError> {
         unsupported()
     }
@@ -221,6 +249,7 @@ struct FakeSink {
     /// When set, every delivery waits for this before answering.
     gate: Option<Arc<Notify>>,
     answers: Mutex<VecDeque<()>>,
+    pacing: Option<connect::Pacing>,
 }
 
 impl FakeSink {
@@ -230,7 +259,18 @@ impl FakeSink {
             script: Box::new(script),
             gate: None,
             answers: Mutex::new(VecDeque::new()),
+            pacing: None,
         })
+    }
+    /// A sink the outbox paces: at most `max` calls in any rolling `window`.
+    fn paced(
+        max: u32,
+        window: Duration,
+        script: impl Fn(&Delivery, u32) -> Result<Receipt, DeliveryError> + Send + Sync + 'static,
+    ) -> Arc<Self> {
+        let mut sink = Arc::into_inner(Self::new(script)).unwrap();
+        sink.pacing = Some(connect::Pacing { key: "robot:test".into(), max, window });
+        Arc::new(sink)
     }
     fn payloads(&self) -> Vec<String> {
         self.calls.lock().unwrap().iter().map(|c| c.0.clone()).collect()
@@ -260,6 +300,9 @@ impl Sink for FakeSink {
     }
     async fn healthcheck(&self) -> Result<(), DeliveryError> {
         Ok(())
+    }
+    fn pacing(&self) -> Option<connect::Pacing> {
+        self.pacing.clone()
     }
 }
 
@@ -505,6 +548,7 @@ async fn concurrency_is_bounded_per_destination() {
         script: Box::new(|_, _| Ok(Receipt::default())),
         gate: Some(gate.clone()),
         answers: Mutex::new(VecDeque::new()),
+        pacing: None,
     });
     let run = start(store.clone(), sink.clone(), settings(RetrySchedule::default(), 3), clock);
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -531,6 +575,7 @@ async fn shutdown_finishes_in_flight_and_releases_claimed_jobs_without_an_attemp
         script: Box::new(|_, _| Ok(Receipt::default())),
         gate: Some(gate.clone()),
         answers: Mutex::new(VecDeque::new()),
+        pacing: None,
     });
     let run = start(store.clone(), sink.clone(), settings(RetrySchedule::default(), 4), clock);
     wait_until(|| sink.payloads().len() == 1, Duration::from_secs(2)).await;
@@ -1036,4 +1081,103 @@ async fn batching_sink_gets_whole_runs_per_key_in_few_calls() {
 
 fn clock_now() -> i64 {
     connect::SystemClock.now_millis()
+}
+
+/// The most calls that fall in any rolling `window` of `times`.
+fn busiest_window(times: &[Instant], window: Duration) -> usize {
+    let mut sorted = times.to_vec();
+    sorted.sort();
+    (0..sorted.len()).map(|i| sorted[i..].iter().take_while(|t| **t < sorted[i] + window).count()).max().unwrap_or(0)
+}
+
+/// R8 through the outbox: 100 messages to one robot (20 per 61 s) with a 100 ms attempt timeout.
+/// Were the wait for the window inside the attempt, every message after the 20th would time
+/// out; instead each is sent once, as a first attempt, never more than 20 in a rolling window,
+/// all within five windows.
+#[tokio::test(start_paused = true)]
+async fn r8_waiting_for_the_pacing_window_is_not_part_of_the_attempt() {
+    let clock = TokioClock::new();
+    let store = Arc::new(MemStore::default());
+    let now = clock.now_millis();
+    for i in 0..100 {
+        store.add(&format!("k{}", i % 10), &payload(&format!("p{i}")), now);
+    }
+    let window = Duration::from_secs(61);
+    let sink = FakeSink::paced(20, window, |_, _| Ok(Receipt::default()));
+    let mut s = settings(RetrySchedule::default(), 4);
+    s.request_timeout = Duration::from_millis(100);
+    let start_at = Instant::now();
+    let run = start(store.clone(), sink.clone(), s, clock);
+    wait_until(|| (1..=100).all(|id| store.job(id).state == JobState::Done), Duration::from_secs(600)).await;
+    let elapsed = start_at.elapsed();
+    let calls = sink.calls.lock().unwrap().clone();
+    assert_eq!(calls.len(), 100, "each message sent once");
+    assert!(calls.iter().all(|c| c.1 == 1), "every send is a first attempt");
+    assert!((1..=100).all(|id| store.job(id).attempts == 0 && store.job(id).last_error.is_none()));
+    assert_eq!(busiest_window(&sink.times(), window), 20);
+    assert!(elapsed <= Duration::from_secs(4 * 61 + 5), "5 windows of 20: {elapsed:?}");
+    run.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn two_instances_share_one_pacing_window_through_the_store() {
+    let clock = TokioClock::new();
+    let store = Arc::new(MemStore::default());
+    let now = clock.now_millis();
+    for i in 0..30 {
+        store.add(&format!("k{}", i % 4), &payload(&format!("p{i}")), now);
+    }
+    let window = Duration::from_secs(10);
+    // One robot, two gateway instances: each has its own sink and workers, one store.
+    let sink_a = FakeSink::paced(5, window, |_, _| Ok(Receipt::default()));
+    let sink_b = FakeSink::paced(5, window, |_, _| Ok(Receipt::default()));
+    // Two slots each for four keys: each instance holds some keys' heads at a time.
+    let mut a_settings = settings(RetrySchedule::default(), 2);
+    a_settings.owner = "a".into();
+    let mut b_settings = settings(RetrySchedule::default(), 2);
+    b_settings.owner = "b".into();
+    let a = start(store.clone(), sink_a.clone(), a_settings, clock.clone());
+    let b = start(store.clone(), sink_b.clone(), b_settings, clock);
+    wait_until(|| (1..=30).all(|id| store.job(id).state == JobState::Done), Duration::from_secs(120)).await;
+    let mut times = sink_a.times();
+    times.extend(sink_b.times());
+    assert_eq!(times.len(), 30, "none twice");
+    assert!(!sink_a.times().is_empty() && !sink_b.times().is_empty(), "both instances sent");
+    assert_eq!(busiest_window(&times, window), 5, "at most 5 in any window, both instances together");
+    let mut sent: Vec<String> = sink_a.payloads();
+    sent.extend(sink_b.payloads());
+    sent.sort();
+    sent.dedup();
+    assert_eq!(sent.len(), 30);
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_vendor_block_of_a_paced_sink_holds_every_instance() {
+    let clock = TokioClock::new();
+    let store = Arc::new(MemStore::default());
+    let id = store.add("k", &payload("a"), clock.now_millis());
+    let blocked = DeliveryError::Throttled {
+        vendor: "dingtalk",
+        detail: "errcode 130101: send too fast".into(),
+        retry_after: Duration::from_secs(600),
+    };
+    let sink = FakeSink::paced(20, Duration::from_secs(61), move |_, n| {
+        if n == 1 {
+            Err(blocked.clone())
+        } else {
+            Ok(Receipt::default())
+        }
+    });
+    let run = start(store.clone(), sink.clone(), settings(RetrySchedule::default(), 4), clock.clone());
+    wait_until(|| store.job(id).attempts == 1, Duration::from_secs(5)).await;
+    let block = store.blocks.lock().unwrap().get("robot:test").copied().expect("the block is in the ledger");
+    assert!(block >= clock.now_millis() + 590_000, "blocked until {block}");
+    // Another instance (a fresh process, no memory of the throttle) asks the ledger: no permit.
+    let answer = store.take_pacing_permit("robot:test", 20, 61_000, clock.now_millis()).await.unwrap();
+    assert!(matches!(answer, PacingAnswer::Wait(ms) if ms > 590_000), "{answer:?}");
+    wait_until(|| store.job(id).state == JobState::Done, Duration::from_secs(900)).await;
+    assert_eq!(sink.payloads().len(), 2);
+    run.stop().await;
 }

@@ -6,7 +6,7 @@ use futures::FutureExt;
 use std::sync::Arc;
 use store::{
     AuditEntry, AuditHead, AuditVerification, Completion, CompletionBatcher, DeadLetter, GroupCommitter, IdLink,
-    Intake, IntakeOutcome, Job, Lease, Millis, NewAuditEntry, Store, StoreError, StoreStats,
+    Intake, IntakeOutcome, Job, Lease, Millis, NewAuditEntry, PacingAnswer, Store, StoreError, StoreStats,
 };
 
 crate::contract_tests!(committer_batches_and_dedups, completion_batcher_fences_each_slot);
@@ -155,6 +155,12 @@ impl Store for Down {
         down()
     }
     async fn drop_dead(&self, _: i64) -> Result<(), StoreError> {
+        down()
+    }
+    async fn take_pacing_permit(&self, _: &str, _: u32, _: i64, _: Millis) -> Result<PacingAnswer, StoreError> {
+        down()
+    }
+    async fn block_pacing(&self, _: &str, _: Millis) -> Result<(), StoreError> {
         down()
     }
     async fn get_cursor(&self, _: &str) -> Result<Option<String>, StoreError> {

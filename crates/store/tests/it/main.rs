@@ -10,4 +10,5 @@ mod contract;
 mod group;
 mod harness;
 mod model;
+mod pacing;
 mod perf;
