@@ -87,6 +87,11 @@ pub trait Store: Send + Sync + 'static {
     /// Give up: attempts += 1, state dead, a dead-letter row with the reason.
     async fn dead_letter(&self, lease: Lease, reason: &str, now: Millis) -> Result<(), StoreError>;
 
+    /// Extend leases still held to `now + lease_ms`, each fenced by its version (the version does
+    /// not change: the holder keeps its fencing token). One flag per lease, in order: false
+    /// when the lease was lost (the job was reclaimed or settled meanwhile).
+    async fn renew(&self, leases: &[Lease], lease_ms: i64, now: Millis) -> Result<Vec<bool>, StoreError>;
+
     /// Graceful stop: give the job back without counting an attempt.
     async fn release(&self, lease: Lease, now: Millis) -> Result<(), StoreError>;
 

@@ -385,6 +385,32 @@ where
         Ok(())
     }
 
+    async fn renew(&self, leases: &[Lease], lease_ms: i64, now: Millis) -> Result<Vec<bool>, StoreError> {
+        let mut out = Vec::with_capacity(leases.len());
+        if leases.is_empty() {
+            return Ok(out);
+        }
+        let expires = now.saturating_add(lease_ms);
+        // Not flushed on its own, like the lease it extends: a renewal lost to a database crash
+        // only lets the job be delivered again.
+        let mut conn = self.backend.write_conn(Durability::Unsynced).await?;
+        let mut tx = conn.begin_with(B::BEGIN_WRITE).await?;
+        for lease in leases {
+            let r = sqlx::query(
+                "UPDATE jobs SET lease_expires_at = $1, due_at = $1 \
+                 WHERE id = $2 AND state = 'leased' AND lease_version = $3",
+            )
+            .bind(expires)
+            .bind(lease.job_id)
+            .bind(lease.version)
+            .execute(&mut *tx)
+            .await?;
+            out.push(B::rows_affected(&r) == 1);
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
     async fn release(&self, lease: Lease, _now: Millis) -> Result<(), StoreError> {
         let mut conn = self.backend.write_conn(Durability::Unsynced).await?;
         let r = sqlx::query(

@@ -7,7 +7,7 @@
 //! concurrent vendor calls; per-key order holds because a batch claim takes a key's due run in
 //! id order and the sink merges it in that order.
 
-use super::{count_delivered, gate, idle, on_failure_pinned, release_all, store_error, Gate, Shared};
+use super::{count_delivered, gate, idle, on_failure_pinned, release_all, store_error, Gate, LeaseKeeper, Shared};
 use connect::{Batching, Delivery, DeliveryError};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -109,6 +109,30 @@ async fn deliver_batch(sh: &Shared, jobs: Vec<Job>, max_records: usize) {
                 }
             }
         }
+        // The batch may have lingered, and may take several vendor calls: its leases are
+        // renewed before the send and kept alive during it. A job whose lease is gone is not
+        // sent (another worker has it).
+        let keeper = LeaseKeeper::new(sh, &sendable);
+        keeper.renew_due(sh).await;
+        let mut kept = Vec::with_capacity(sendable.len());
+        let mut kept_deliveries = Vec::with_capacity(deliveries.len());
+        let mut handed_back = Vec::new();
+        // Later jobs of a key whose earlier job cannot be sent wait for it (per-key order).
+        let mut held_keys: HashSet<String> = HashSet::new();
+        for (job, delivery) in sendable.into_iter().zip(deliveries) {
+            if !held_keys.contains(&job.ordering_key) && keeper.ready_to_send(sh, &job).await {
+                kept.push(job);
+                kept_deliveries.push(delivery);
+                continue;
+            }
+            held_keys.insert(job.ordering_key.clone());
+            if !keeper.lost(&job) {
+                handed_back.push(job);
+            }
+        }
+        keeper.forget(&handed_back);
+        release_all(sh, handed_back).await;
+        let (sendable, deliveries) = (kept, kept_deliveries);
         if sendable.is_empty() {
             return;
         }
@@ -116,7 +140,9 @@ async fn deliver_batch(sh: &Shared, jobs: Vec<Job>, max_records: usize) {
         // take up to the request timeout.
         let calls = u32::try_from(deliveries.len().div_ceil(max_records)).unwrap_or(u32::MAX).saturating_add(1);
         let after = sh.settings.request_timeout.saturating_mul(calls);
-        let results = match tokio::time::timeout(after, sh.sink.deliver_batch(&deliveries)).await {
+        let sent = keeper.keep_while(sh, tokio::time::timeout(after, sh.sink.deliver_batch(&deliveries))).await;
+        keeper.forget(&sendable);
+        let results = match sent {
             Ok(results) if results.len() == deliveries.len() => results,
             Ok(results) => {
                 let err = DeliveryError::Server {

@@ -400,6 +400,7 @@ async fn dispatch(sh: Arc<Shared>) {
             continue;
         }
         debug!(destination = %sh.destination, claimed = jobs.len(), "Claimed jobs.");
+        let mut started = 0;
         for (key, group) in group_by_key(jobs) {
             // Never two deliveries of one key at once (a re-claim after an expired lease).
             if sh.key_busy(&key) {
@@ -412,6 +413,12 @@ async fn dispatch(sh: Arc<Shared>) {
             };
             sh.set_key(&key, true);
             sh.tracker.spawn(run_group(sh.clone(), key, group, permit));
+            started += 1;
+        }
+        if started == 0 {
+            // Everything claimed was handed back (its keys are still being sent here): claiming
+            // again at once would only spin on the same jobs.
+            idle(&sh).await;
         }
     }
     info!(destination = %sh.destination, "Delivery worker stopped claiming.");
@@ -445,23 +452,34 @@ async fn release_all(sh: &Shared, jobs: impl IntoIterator<Item = Job>) {
 }
 
 async fn run_group(sh: Arc<Shared>, key: String, jobs: Vec<Job>, permit: OwnedSemaphorePermit) {
+    // A key's jobs are sent one after another: the later ones' leases are kept alive meanwhile.
+    let keeper = LeaseKeeper::new(&sh, &jobs);
+    keeper.keep_while(&sh, run_jobs(&sh, &keeper, jobs)).await;
+    sh.set_key(&key, false);
+    drop(permit);
+    sh.notify.notify_one();
+}
+
+async fn run_jobs(sh: &Shared, keeper: &LeaseKeeper, jobs: Vec<Job>) {
     let mut rest = jobs.into_iter();
     while let Some(job) = rest.next() {
         // Stopping, or the destination was throttled meanwhile (by this key or another):
         // hand the rest back without an attempt.
         if sh.shutdown.is_cancelled() || sh.stopped_for().is_some() {
-            release_all(&sh, std::iter::once(job).chain(rest.by_ref())).await;
+            let rest: Vec<Job> = std::iter::once(job).chain(rest.by_ref()).collect();
+            keeper.forget(&rest);
+            release_all(sh, rest).await;
             break;
         }
-        if !deliver_one(&sh, job).await {
+        let delivered = deliver_one(sh, keeper, job).await;
+        if !delivered {
             // A failed job blocks its key: later jobs of the key wait for it.
-            release_all(&sh, rest.by_ref()).await;
+            let rest: Vec<Job> = rest.by_ref().collect();
+            keeper.forget(&rest);
+            release_all(sh, rest).await;
             break;
         }
     }
-    sh.set_key(&key, false);
-    drop(permit);
-    sh.notify.notify_one();
 }
 
 fn store_error(sh: &Shared, job: &Job, op: &str, e: &StoreError) {
@@ -510,8 +528,15 @@ async fn paced(sh: &Shared) -> bool {
     }
 }
 
-/// Deliver one job; true when it was delivered (completed).
-async fn deliver_one(sh: &Shared, job: Job) -> bool {
+/// Deliver one job; true when it was delivered (completed). Its lease is settled (or handed
+/// back) here, and `keeper` stops renewing it.
+async fn deliver_one(sh: &Shared, keeper: &LeaseKeeper, job: Job) -> bool {
+    let delivered = attempt_one(sh, keeper, &job).await;
+    keeper.forget([&job]);
+    delivered
+}
+
+async fn attempt_one(sh: &Shared, keeper: &LeaseKeeper, job: &Job) -> bool {
     let attempt = job.attempts.saturating_add(1);
     let span = info_span!(
         "deliver",
@@ -524,7 +549,17 @@ async fn deliver_one(sh: &Shared, job: Job) -> bool {
     async {
         // Before the attempt's timeout starts: the wait for the window is not the attempt's.
         if !paced(sh).await {
-            release_all(sh, std::iter::once(job)).await;
+            keeper.forget([job]);
+            release_all(sh, std::iter::once(job.clone())).await;
+            return false;
+        }
+        // Never send on a lease that is gone or about to go: another worker may send it too.
+        if !keeper.ready_to_send(sh, job).await {
+            let lost = keeper.lost(job);
+            keeper.forget([job]);
+            if !lost {
+                release_all(sh, std::iter::once(job.clone())).await;
+            }
             return false;
         }
         let result = match serde_json::from_str::<serde_json::Value>(&job.payload) {
@@ -545,14 +580,16 @@ async fn deliver_one(sh: &Shared, job: Job) -> bool {
             }
             Err(e) => Err(DeliveryError::BadPayload { destination: job.destination.clone(), detail: e.to_string() }),
         };
+        // Answered: the lease is settled now, not renewed.
+        keeper.forget([job]);
         let now = sh.clock.now_millis();
         match result {
             Ok(receipt) => {
-                settle_success(sh, &job, receipt).await;
+                settle_success(sh, job, receipt).await;
                 true
             }
             Err(err) => {
-                on_failure(sh, &job, attempt, &err, now).await;
+                on_failure(sh, job, attempt, &err, now).await;
                 false
             }
         }
@@ -669,6 +706,8 @@ async fn on_failure_pinned(
 }
 
 mod batch;
+mod lease;
+use lease::LeaseKeeper;
 
 #[cfg(test)]
 mod tests;

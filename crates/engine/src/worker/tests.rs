@@ -155,6 +155,12 @@ impl Store for MemStore {
         });
         Ok(())
     }
+    async fn renew(&self, leases: &[Lease], lease_ms: i64, now: Millis) -> Result<Vec<bool>, StoreError> {
+        Ok(leases
+            .iter()
+            .map(|lease| self.with_leased(*lease, |j| j.lease_expires_at = Some(now + lease_ms)).is_ok())
+            .collect())
+    }
     async fn release(&self, lease: Lease, _now: Millis) -> Result<(), StoreError> {
         self.with_leased(lease, |j| {
             j.state = JobState::Pending;
@@ -1179,5 +1185,78 @@ async fn a_vendor_block_of_a_paced_sink_holds_every_instance() {
     assert!(matches!(answer, PacingAnswer::Wait(ms) if ms > 590_000), "{answer:?}");
     wait_until(|| store.job(id).state == JobState::Done, Duration::from_secs(900)).await;
     assert_eq!(sink.payloads().len(), 2);
+    run.stop().await;
+}
+
+fn gated_sink(gate: &Arc<Notify>) -> Arc<FakeSink> {
+    Arc::new(FakeSink {
+        calls: Mutex::new(Vec::new()),
+        script: Box::new(|_, _| Ok(Receipt::default())),
+        gate: Some(gate.clone()),
+        answers: Mutex::new(VecDeque::new()),
+        pacing: None,
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_send_longer_than_the_lease_keeps_it_and_no_other_instance_sends_it() {
+    let clock = TokioClock::new();
+    let store = Arc::new(MemStore::default());
+    let id = store.add("k", &payload("slow"), clock.now_millis());
+    let gate = Arc::new(Notify::new());
+    let sink_a = gated_sink(&gate);
+    let sink_b = gated_sink(&gate);
+    let lease = |owner: &str| {
+        let mut s = settings(RetrySchedule::default(), 4);
+        s.owner = owner.into();
+        s.lease = Duration::from_secs(3);
+        s.request_timeout = Duration::from_secs(20);
+        s
+    };
+    let a = start(store.clone(), sink_a.clone(), lease("a"), clock.clone());
+    wait_until(|| sink_a.payloads().len() == 1, Duration::from_secs(2)).await;
+    let b = start(store.clone(), sink_b.clone(), lease("b"), clock.clone());
+    // The vendor takes 10 s, more than three leases; instance b polls every 200 ms meanwhile.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert!(sink_b.payloads().is_empty(), "b took over a job a was still sending");
+    let job = store.job(id);
+    assert_eq!((job.lease_owner.as_deref(), job.lease_version), (Some("a"), 1));
+    assert!(job.lease_expires_at.unwrap() > clock.now_millis(), "the lease was renewed");
+    gate.notify_waiters();
+    wait_until(|| store.job(id).state == JobState::Done, Duration::from_secs(5)).await;
+    assert_eq!(sink_a.payloads().len() + sink_b.payloads().len(), 1, "sent once");
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_job_whose_lease_was_taken_is_not_sent() {
+    let clock = TokioClock::new();
+    let store = Arc::new(MemStore { lenient: true, ..MemStore::default() });
+    let now = clock.now_millis();
+    let first = store.add("k", &payload("a1"), now);
+    let second = store.add("k", &payload("a2"), now);
+    let gate = Arc::new(Notify::new());
+    let sink = gated_sink(&gate);
+    let mut s = settings(RetrySchedule::default(), 4);
+    s.lease = Duration::from_secs(3);
+    let run = start(store.clone(), sink.clone(), s, clock.clone());
+    wait_until(|| sink.payloads().len() == 1, Duration::from_secs(2)).await;
+    // While a1 is being sent, another worker takes a2 (a reclaim that bumps its version).
+    {
+        let mut jobs = store.jobs.lock().unwrap();
+        let job = &mut jobs[usize::try_from(second).unwrap() - 1];
+        assert_eq!(job.state, JobState::Leased, "a2 was claimed with a1");
+        job.lease_version += 1;
+        job.lease_owner = Some("thief".into());
+        job.lease_expires_at = Some(clock.now_millis() + 60_000);
+    }
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    gate.notify_waiters();
+    wait_until(|| store.job(first).state == JobState::Done, Duration::from_secs(5)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(sink.payloads(), ["a1"], "a2's lease is gone: not sent from here");
+    let taken = store.job(second);
+    assert_eq!((taken.state, taken.lease_owner.as_deref()), (JobState::Leased, Some("thief")), "and not released");
     run.stop().await;
 }

@@ -142,6 +142,9 @@ impl Store for Down {
     async fn dead_letter(&self, _: Lease, _: &str, _: Millis) -> Result<(), StoreError> {
         down()
     }
+    async fn renew(&self, _: &[Lease], _: i64, _: Millis) -> Result<Vec<bool>, StoreError> {
+        down()
+    }
     async fn release(&self, _: Lease, _: Millis) -> Result<(), StoreError> {
         down()
     }

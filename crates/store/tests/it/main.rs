@@ -12,3 +12,4 @@ mod harness;
 mod model;
 mod pacing;
 mod perf;
+mod renew;
