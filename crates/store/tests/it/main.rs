@@ -1,6 +1,6 @@
 //! The store's one integration-test binary: the contract suite (run against SQLite and
 //! Postgres), the audit tamper test (R16), the outbox model test (R15), two claimers on one
-//! Postgres schema (R4-style) and the group committers.
+//! Postgres schema (R4-style), the group committers, task leases and retention.
 
 extern crate dingbridge_store as store;
 
@@ -11,3 +11,4 @@ mod group;
 mod harness;
 mod model;
 mod perf;
+mod singleton;
