@@ -225,7 +225,7 @@ impl Gateway {
             wakeups,
         );
 
-        spawn_background(&state, approvals.as_ref(), &keepers);
+        spawn_background(&state, approvals.as_ref(), &keepers, config.store.retention);
         // Stream clients start after the store and the intake exist: a frame is ACKed only after
         // its event is committed.
         let streams_cancel = CancellationToken::new();
@@ -291,8 +291,13 @@ fn spawn_background(
     state: &crate::AppState,
     approvals: Option<&Arc<crate::approvals::Approvals>>,
     keepers: &BTreeMap<String, Arc<DirectoryKeeper>>,
+    retention: Duration,
 ) {
     let tasks = &state.tasks;
+    let (store, clock) = (state.store.clone(), state.clock.clone());
+    tasks.spawn_singleton("retention", OnFailure::Restart, move |cancel| {
+        crate::retention::sweep_loop(store.clone(), clock.clone(), retention, cancel)
+    });
     for (app, keeper) in keepers {
         let keeper = keeper.clone();
         tasks.spawn_singleton(format!("directory-sync:{app}"), OnFailure::Restart, move |cancel| {

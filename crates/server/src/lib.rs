@@ -18,6 +18,7 @@ pub mod pipeline;
 pub mod poll;
 pub mod push;
 pub mod reads;
+pub mod retention;
 pub mod sources;
 pub mod state;
 pub mod supervisor;
