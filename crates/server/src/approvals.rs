@@ -438,7 +438,7 @@ pub fn spawn_user_sync(state: &AppState, approvals: &Approvals) {
             continue;
         }
         let (task_state, source) = (state.clone(), source.clone());
-        state.tasks.spawn(format!("approval-users:{name}"), OnFailure::Restart, move |cancel| {
+        state.tasks.spawn_singleton(format!("approval-users:{name}"), OnFailure::Restart, move |cancel| {
             user_sync_loop(task_state.clone(), source.clone(), cancel)
         });
     }

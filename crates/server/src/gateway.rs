@@ -60,7 +60,8 @@ pub struct Gateway {
     pub streams: Vec<(String, StreamHandle)>,
     /// Approvals with authority, when the config has approval policies.
     pub approvals: Option<Arc<crate::approvals::Approvals>>,
-    /// The background loops (pollers, syncs, timers), stopped first at shutdown.
+    /// The background loops (pollers, syncs, timers), stopped first at shutdown; each singleton
+    /// one runs only on the instance holding its lease (see [`crate::leader`]).
     tasks: Supervisor,
     workers_cancel: CancellationToken,
     workers: TaskTracker,
@@ -136,7 +137,13 @@ impl Gateway {
             admin_listener.local_addr().map_err(|source| StartError::Bind { listen: admin_listen.clone(), source })?;
         let crm_sources = crm_sources(&config, &runtime.connections.crm_readers, &runtime.crm_push_secrets, addr)?;
         let erp_sources = erp_sources(&config, &runtime.connections.erp_connectors, &runtime.erp_secrets)?;
-        let tasks = Supervisor::new(metrics.clone());
+        // This instance in the store: the owner of its job leases and singleton task leases.
+        let owner = format!("{}-{}-{}", hostname(), std::process::id(), uuid::Uuid::new_v4().simple());
+        let tasks = Supervisor::new(metrics.clone()).with_singletons(crate::leader::Singletons::new(
+            store.clone(),
+            clock.clone(),
+            &owner,
+        ));
 
         // One directory keeper per app that keeps its directory, shared by the app's sources.
         let mut keepers = BTreeMap::new();
@@ -207,7 +214,6 @@ impl Gateway {
 
         let workers_cancel = CancellationToken::new();
         let workers_tracker = TaskTracker::new();
-        let owner = format!("{}-{}-{}", hostname(), std::process::id(), uuid::Uuid::new_v4().simple());
         let settings = engine::WorkerSettings::from_config(&config, owner);
         engine::DeliveryWorkers::spawn_with_wakeups(
             store.clone(),
@@ -219,7 +225,7 @@ impl Gateway {
             wakeups,
         );
 
-        spawn_background(&state, approvals.as_ref(), &keepers);
+        spawn_background(&state, approvals.as_ref(), &keepers, config.store.retention);
         // Stream clients start after the store and the intake exist: a frame is ACKed only after
         // its event is committed.
         let streams_cancel = CancellationToken::new();
@@ -279,29 +285,36 @@ impl Gateway {
 
 /// The gateway's background loops, each under the supervisor with its name: restarted with
 /// backoff if it fails, since each works from what the store holds (cursors, the directory copy,
-/// pending approvals) and a restart repeats at most one round.
+/// pending approvals) and a restart repeats at most one round. Each is a singleton: of several
+/// instances sharing a store, the one holding the task's lease runs it.
 fn spawn_background(
     state: &crate::AppState,
     approvals: Option<&Arc<crate::approvals::Approvals>>,
     keepers: &BTreeMap<String, Arc<DirectoryKeeper>>,
+    retention: Duration,
 ) {
     let tasks = &state.tasks;
+    let (store, clock) = (state.store.clone(), state.clock.clone());
+    tasks.spawn_singleton("retention", OnFailure::Restart, move |cancel| {
+        crate::retention::sweep_loop(store.clone(), clock.clone(), retention, cancel)
+    });
     for (app, keeper) in keepers {
         let keeper = keeper.clone();
-        tasks
-            .spawn(format!("directory-sync:{app}"), OnFailure::Restart, move |cancel| keeper.clone().sync_loop(cancel));
+        tasks.spawn_singleton(format!("directory-sync:{app}"), OnFailure::Restart, move |cancel| {
+            keeper.clone().sync_loop(cancel)
+        });
     }
     let polled = state.crm.values().map(|s| s.clone() as Arc<dyn RecordSource>);
     let polled = polled.chain(state.erp.values().map(|s| s.clone() as Arc<dyn RecordSource>));
     for source in polled.filter(|s| s.poll_interval().is_some()) {
         let state = state.clone();
-        tasks.spawn(format!("poll:{}", source.name()), OnFailure::Restart, move |cancel| {
+        tasks.spawn_singleton(format!("poll:{}", source.name()), OnFailure::Restart, move |cancel| {
             crate::poll::poll_loop(state.clone(), source.clone(), cancel)
         });
     }
     for (name, source) in state.crm.iter() {
         if let Some(subscription) = source.subscription.clone() {
-            tasks.spawn(format!("push-subscription:{name}"), OnFailure::Restart, move |cancel| {
+            tasks.spawn_singleton(format!("push-subscription:{name}"), OnFailure::Restart, move |cancel| {
                 let subscription = subscription.clone();
                 async move {
                     subscription.keep_open(cancel).await;
@@ -313,7 +326,7 @@ fn spawn_background(
     for (name, source) in state.erp.iter() {
         if source.drop_folder.is_some() {
             let (state, source) = (state.clone(), source.clone());
-            tasks.spawn(format!("drop-folder:{name}"), OnFailure::Restart, move |cancel| {
+            tasks.spawn_singleton(format!("drop-folder:{name}"), OnFailure::Restart, move |cancel| {
                 crate::erp::drop_folder_loop(state.clone(), source.clone(), cancel)
             });
         }
@@ -321,7 +334,7 @@ fn spawn_background(
     if let Some(approvals) = approvals {
         crate::approvals::spawn_user_sync(state, approvals);
         let (state, approvals) = (state.clone(), approvals.clone());
-        tasks.spawn("approval-timer", OnFailure::Restart, move |cancel| {
+        tasks.spawn_singleton("approval-timer", OnFailure::Restart, move |cancel| {
             crate::approvals::timer_loop(state.clone(), approvals.clone(), cancel)
         });
     }

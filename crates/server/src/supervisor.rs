@@ -50,6 +50,9 @@ pub struct Supervisor {
     /// Cancelled when a [`OnFailure::StopGateway`] task fails.
     failed: CancellationToken,
     metrics: crate::metrics::Metrics,
+    /// Runs [`Supervisor::spawn_singleton`] tasks under a store lease; without it (unit tests)
+    /// they run as plain tasks.
+    singletons: Option<crate::leader::Singletons>,
 }
 
 impl Supervisor {
@@ -59,7 +62,33 @@ impl Supervisor {
             stop: CancellationToken::new(),
             failed: CancellationToken::new(),
             metrics,
+            singletons: None,
         }
+    }
+
+    /// Singleton tasks of this supervisor run under `singletons`' leases.
+    pub fn with_singletons(mut self, singletons: crate::leader::Singletons) -> Self {
+        self.singletons = Some(singletons);
+        self
+    }
+
+    /// Runs `task` as `name` under `policy`, like [`Supervisor::spawn`], but only while this
+    /// instance holds the store's lease named `name`: of several instances sharing a store, one
+    /// runs it (see [`crate::leader`]).
+    pub fn spawn_singleton<F, Fut>(&self, name: impl Into<String>, policy: OnFailure, task: F)
+    where
+        F: Fn(CancellationToken) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), TaskError>> + Send + 'static,
+    {
+        let name = name.into();
+        let Some(singletons) = self.singletons.clone() else {
+            return self.spawn(name, policy, task);
+        };
+        let lease = name.clone();
+        self.spawn(name, policy, move |cancel| {
+            let (singletons, lease, task) = (singletons.clone(), lease.clone(), task.clone());
+            async move { singletons.lead(&lease, cancel, task).await }
+        });
     }
 
     /// Runs `task` as `name` under `policy`. `task` is called again for each restart with a
@@ -139,6 +168,7 @@ impl Supervisor {
             stop: CancellationToken::new(),
             failed: self.failed.clone(),
             metrics: self.metrics.clone(),
+            singletons: self.singletons.clone(),
         }
     }
 

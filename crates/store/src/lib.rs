@@ -21,6 +21,7 @@ mod pacing;
 mod postgres;
 mod sql_store;
 mod sqlite;
+mod task_lease;
 
 pub use audit::{AnchorCheck, AuditHead, AuditKey, AuditKeyError, MIN_AUDIT_KEY_BYTES, ZERO_HASH};
 pub use error::StoreError;
@@ -30,6 +31,7 @@ pub use pacing::PacingAnswer;
 pub use postgres::{PgPools, PgStore};
 pub use sql_store::SqlStore;
 pub use sqlite::{SqlitePools, SqliteStore};
+pub use task_lease::{Pruned, TaskLease};
 
 use async_trait::async_trait;
 
@@ -172,6 +174,37 @@ pub trait Store: Send + Sync + 'static {
     async fn get_job(&self, job_id: i64) -> Result<Option<Job>, StoreError>;
     /// Jobs of one event, for tests and the admin API.
     async fn jobs_for_event(&self, event_id: &str) -> Result<Vec<Job>, StoreError>;
+
+    /// Take the lease on singleton task `name` for `owner` until `now + ttl_ms`: when the lease
+    /// is free, expired, or `owner`'s and still live (then it is extended, same version).
+    /// `None` while another owner holds it live. The version grows with each new tenure
+    /// (another owner, or `owner` again after its lease lapsed).
+    async fn acquire_task_lease(
+        &self,
+        name: &str,
+        owner: &str,
+        ttl_ms: i64,
+        now: Millis,
+    ) -> Result<Option<TaskLease>, StoreError>;
+
+    /// Extend `lease` to `now + ttl_ms`, fenced: only while the row is still of this tenure
+    /// (owner and version; a lapsed lease nobody took since still is). `None` when it changed
+    /// hands (or was released): stop the task.
+    async fn renew_task_lease(
+        &self,
+        lease: &TaskLease,
+        ttl_ms: i64,
+        now: Millis,
+    ) -> Result<Option<TaskLease>, StoreError>;
+
+    /// Let `lease` go at once (graceful stop), if it is still this tenure's; true if it was.
+    async fn release_task_lease(&self, lease: &TaskLease, now: Millis) -> Result<bool, StoreError>;
+
+    /// Retention, one bounded step in one transaction: delete up to `limit` done jobs finished
+    /// before `cutoff`, then up to `limit` inbox rows received before `cutoff` whose event has no
+    /// job left and no dead letter. Pending, leased and dead jobs, dead letters and the audit
+    /// log are never touched. Call again while a count equals `limit`.
+    async fn prune(&self, cutoff: Millis, limit: usize) -> Result<Pruned, StoreError>;
 
     /// Close the connection pools (graceful shutdown; SQLite checkpoints its WAL). Later calls
     /// fail with `Unavailable`. The default does nothing.

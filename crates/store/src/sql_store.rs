@@ -14,7 +14,7 @@ use crate::common::{
 use crate::pacing;
 use crate::{
     AuditEntry, AuditHead, AuditKey, AuditVerification, Completion, DeadLetter, IdLink, Intake, IntakeOutcome, Job,
-    Lease, Millis, NewAuditEntry, PacingAnswer, Store, StoreError, StoreStats,
+    Lease, Millis, NewAuditEntry, PacingAnswer, Pruned, Store, StoreError, StoreStats, TaskLease,
 };
 use async_trait::async_trait;
 use futures::TryStreamExt;
@@ -762,6 +762,33 @@ where
             .fetch_all(self.backend.read_pool())
             .await?;
         rows.iter().map(job_from_row).collect()
+    }
+
+    async fn acquire_task_lease(
+        &self,
+        name: &str,
+        owner: &str,
+        ttl_ms: i64,
+        now: Millis,
+    ) -> Result<Option<TaskLease>, StoreError> {
+        self.acquire_task_lease_sql(name, owner, ttl_ms, now).await
+    }
+
+    async fn renew_task_lease(
+        &self,
+        lease: &TaskLease,
+        ttl_ms: i64,
+        now: Millis,
+    ) -> Result<Option<TaskLease>, StoreError> {
+        self.renew_task_lease_sql(lease, ttl_ms, now).await
+    }
+
+    async fn release_task_lease(&self, lease: &TaskLease, now: Millis) -> Result<bool, StoreError> {
+        self.release_task_lease_sql(lease, now).await
+    }
+
+    async fn prune(&self, cutoff: Millis, limit: usize) -> Result<Pruned, StoreError> {
+        self.prune_sql(cutoff, limit).await
     }
 
     async fn close(&self) {

@@ -11,4 +11,5 @@ mod demo;
 mod dlq;
 mod drain;
 mod secrets;
+mod singletons;
 mod two_instances;

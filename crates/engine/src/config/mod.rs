@@ -101,6 +101,18 @@ pub struct FileRef {
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
     pub url: String,
+    /// How long done jobs and inbox rows are kept before the retention sweep prunes them (dead
+    /// letters and audit rows are kept); at least [`StoreConfig::MIN_RETENTION`].
+    pub retention: Duration,
+}
+
+impl StoreConfig {
+    /// `[store] retention` by default: 30 days.
+    pub const DEFAULT_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
+    /// The shortest `[store] retention`: a day, longer than any replay tolerance and than the
+    /// longest a vendor retries one notification (Salesforce outbound messages: 24 h), so a
+    /// redelivered event still finds its dedup key.
+    pub const MIN_RETENTION: Duration = Duration::from_secs(24 * 3600);
 }
 
 /// `[audit]`.

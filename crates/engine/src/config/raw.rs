@@ -95,6 +95,7 @@ pub struct RawServer {
 #[serde(deny_unknown_fields)]
 pub struct RawStore {
     pub url: Option<S<String>>,
+    pub retention: Option<S<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

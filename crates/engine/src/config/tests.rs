@@ -2177,3 +2177,22 @@ fn max_retry_after_is_a_positive_duration_with_a_default_of_an_hour() {
         "{rendered}"
     );
 }
+
+#[test]
+fn store_retention_defaults_to_30_days_and_is_at_least_a_day_and_every_replay_tolerance() {
+    assert_eq!(check(BASE).unwrap().store.retention, Duration::from_secs(30 * 86_400));
+    let text = format!("{BASE}\n[store]\nretention = \"7d\"\n");
+    assert_eq!(check(&text).unwrap().store.retention, Duration::from_secs(7 * 86_400));
+    for short in ["0s", "23h"] {
+        let text = format!("{BASE}\n[store]\nretention = \"{short}\"\n");
+        let rendered = check(&text).unwrap_err().render();
+        assert!(
+            rendered.contains("DB0116") && rendered.contains(&format!("store.retention `{short}` must be at least 1d")),
+            "{rendered}"
+        );
+    }
+    let base = BASE.replace("system = \"erp\"", "system = \"erp\"\ntolerance = \"2d\"");
+    let text = format!("{base}\n[store]\nretention = \"1d\"\n");
+    let rendered = check(&text).unwrap_err().render();
+    assert!(rendered.contains("store.retention `1d` must be at least sources.erp.tolerance"), "{rendered}");
+}

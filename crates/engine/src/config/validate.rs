@@ -213,9 +213,22 @@ pub(super) fn validate(raw: RawConfig, text: &str, path: &str) -> Result<Config,
         None => None,
     };
     let server = ServerConfig { listen, admin_listen, max_body_bytes, admin_token, private_hosts, ca_bundle };
-    let store = StoreConfig {
+    let mut store = StoreConfig {
         url: raw.store.url.as_ref().map_or_else(|| DEFAULT_STORE_URL.to_string(), |s| s.get_ref().clone()),
+        retention: StoreConfig::DEFAULT_RETENTION,
     };
+    if let Some(s) = &raw.store.retention {
+        match cx.duration(s, "store.retention") {
+            Some(v) if v < StoreConfig::MIN_RETENTION => cx.push(ConfigError::new(
+                Code::OutOfRange,
+                format!("store.retention `{}` must be at least 1d", s.get_ref()),
+                span(s),
+                "dedup keys must outlive every replay window and vendor redelivery, e.g. \"30d\"",
+            )),
+            Some(v) => store.retention = v,
+            None => {}
+        }
+    }
     let audit = AuditConfig { key: raw.audit.key.as_ref().and_then(|s| cx.secret(s, "audit.key")) };
 
     // [delivery]
@@ -392,6 +405,23 @@ pub(super) fn validate(raw: RawConfig, text: &str, path: &str) -> Result<Config,
                  at least 32 bytes, e.g. from `openssl rand -hex 32`",
             ),
         );
+    }
+
+    // The inbox keeps dedup keys for `retention`: a sender's replay window must fit inside it.
+    if let Some(s) = &raw.store.retention {
+        for source in sources.values().filter(|src| src.tolerance > store.retention) {
+            cx.push(ConfigError::new(
+                Code::OutOfRange,
+                format!(
+                    "store.retention `{}` must be at least sources.{}.tolerance ({:?})",
+                    s.get_ref(),
+                    source.name,
+                    source.tolerance
+                ),
+                span(s),
+                "a replayed webhook inside its tolerance must still find its dedup key",
+            ));
+        }
     }
 
     if !cx.diag.is_empty() {

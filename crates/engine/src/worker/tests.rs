@@ -244,6 +244,29 @@ impl Store for MemStore {
     async fn jobs_for_event(&self, event_id: &str) -> Result<Vec<Job>, StoreError> {
         Ok(self.jobs.lock().unwrap().iter().filter(|j| j.event_id == event_id).cloned().collect())
     }
+    async fn acquire_task_lease(
+        &self,
+        _name: &str,
+        _owner: &str,
+        _ttl_ms: i64,
+        _now: Millis,
+    ) -> Result<Option<store::TaskLease>, StoreError> {
+        unsupported()
+    }
+    async fn renew_task_lease(
+        &self,
+        _lease: &store::TaskLease,
+        _ttl_ms: i64,
+        _now: Millis,
+    ) -> Result<Option<store::TaskLease>, StoreError> {
+        unsupported()
+    }
+    async fn release_task_lease(&self, _lease: &store::TaskLease, _now: Millis) -> Result<bool, StoreError> {
+        unsupported()
+    }
+    async fn prune(&self, _cutoff: Millis, _limit: usize) -> Result<store::Pruned, StoreError> {
+        unsupported()
+    }
 }
 
 type Script = Box<dyn Fn(&Delivery, u32) -> Result<Receipt, DeliveryError> + Send + Sync>;

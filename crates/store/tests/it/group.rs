@@ -6,7 +6,8 @@ use futures::FutureExt;
 use std::sync::Arc;
 use store::{
     AuditEntry, AuditHead, AuditVerification, Completion, CompletionBatcher, DeadLetter, GroupCommitter, IdLink,
-    Intake, IntakeOutcome, Job, Lease, Millis, NewAuditEntry, PacingAnswer, Store, StoreError, StoreStats,
+    Intake, IntakeOutcome, Job, Lease, Millis, NewAuditEntry, PacingAnswer, Pruned, Store, StoreError, StoreStats,
+    TaskLease,
 };
 
 crate::contract_tests!(committer_batches_and_dedups, completion_batcher_fences_each_slot);
@@ -203,6 +204,18 @@ impl Store for Down {
         down()
     }
     async fn jobs_for_event(&self, _: &str) -> Result<Vec<Job>, StoreError> {
+        down()
+    }
+    async fn acquire_task_lease(&self, _: &str, _: &str, _: i64, _: Millis) -> Result<Option<TaskLease>, StoreError> {
+        down()
+    }
+    async fn renew_task_lease(&self, _: &TaskLease, _: i64, _: Millis) -> Result<Option<TaskLease>, StoreError> {
+        down()
+    }
+    async fn release_task_lease(&self, _: &TaskLease, _: Millis) -> Result<bool, StoreError> {
+        down()
+    }
+    async fn prune(&self, _: Millis, _: usize) -> Result<Pruned, StoreError> {
         down()
     }
 }

@@ -141,7 +141,7 @@ impl Backend {
     pub async fn reset(&mut self) {
         self.exec(
             "DELETE FROM dead_letters; DELETE FROM jobs; DELETE FROM inbox; DELETE FROM cursors; \
-             DELETE FROM id_links; DELETE FROM audit_log; \
+             DELETE FROM id_links; DELETE FROM audit_log; DELETE FROM task_leases; \
              UPDATE audit_head SET seq = 0, key_id = NULL, \
              hash = '0000000000000000000000000000000000000000000000000000000000000000';",
         )

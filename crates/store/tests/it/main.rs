@@ -1,6 +1,6 @@
 //! The store's one integration-test binary: the contract suite (run against SQLite and
 //! Postgres), the audit tamper test (R16), the outbox model test (R15), two claimers on one
-//! Postgres schema (R4-style) and the group committers.
+//! Postgres schema (R4-style), the group committers, task leases and retention.
 
 extern crate dingbridge_store as store;
 
@@ -13,3 +13,4 @@ mod model;
 mod pacing;
 mod perf;
 mod renew;
+mod singleton;
