@@ -30,7 +30,8 @@ pub(super) async fn dispatch_batches(sh: Arc<Shared>, batching: Batching) {
         match gate(&sh).await {
             Gate::Stop => break,
             Gate::Paused => continue,
-            Gate::Open => {}
+            // An open breaker's probe is one batch.
+            Gate::Open | Gate::Probe => {}
         }
         let mut batch: Vec<Job> = Vec::new();
         let mut keys: HashSet<String> = HashSet::new();
@@ -191,6 +192,7 @@ async fn complete_all(sh: &Shared, delivered: Vec<(Job, Completion)>) {
     let completions: Vec<Completion> = delivered.iter().map(|(_, c)| c.clone()).collect();
     match sh.store.complete(&completions, now).await {
         Ok(results) => {
+            sh.breaker.on_success(&sh.destination);
             for ((job, _), result) in delivered.iter().zip(results) {
                 if let Err(e) = result {
                     store_error(sh, job, "complete", &e);

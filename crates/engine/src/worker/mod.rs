@@ -196,6 +196,7 @@ impl DeliveryWorkers {
                 in_flight: Mutex::new(HashSet::new()),
                 paused_until: Mutex::new(None),
                 paced_until: Mutex::new(None),
+                breaker: Breaker::default(),
                 tracker: tracker.clone(),
             });
             match shared.sink.batching() {
@@ -234,6 +235,8 @@ struct Shared {
     /// Clock millis before which nothing is claimed: the pacing window is full (our own limit,
     /// not a vendor's signal, so it is neither logged as a throttle nor shown as a pause).
     paced_until: Mutex<Option<i64>>,
+    /// Opens when the destination fails on every attempt (see [`Breaker`]).
+    breaker: Breaker,
     tracker: TaskTracker,
 }
 
@@ -339,19 +342,26 @@ async fn idle(sh: &Shared) {
 /// What a dispatcher may do at the top of its loop.
 enum Gate {
     Stop,
-    /// A vendor throttle is running: the dispatcher slept a while and should look again.
+    /// A vendor throttle, pacing hold or open breaker is running: the dispatcher slept a while
+    /// and should look again.
     Paused,
     Open,
+    /// The breaker is open and a probe is due: claim one job.
+    Probe,
 }
 
-/// Stopping, or paused by a vendor throttle (then sleeps until the pause ends, or at most a poll
-/// interval: nudges are ignored while paused, and an injected clock may move independently of
-/// tokio's timers).
+/// Stopping, or paused by a vendor throttle, a pacing hold or an open breaker (then sleeps until
+/// it ends, or at most a poll interval: nudges are ignored meanwhile, and an injected clock may
+/// move independently of tokio's timers).
 async fn gate(sh: &Shared) -> Gate {
     if sh.shutdown.is_cancelled() {
         return Gate::Stop;
     }
-    let Some(left) = sh.stopped_for() else { return Gate::Open };
+    let left = match (sh.stopped_for(), sh.breaker.allowance(sh.clock.now_millis())) {
+        (None, Allowance::All) => return Gate::Open,
+        (None, Allowance::Probe) => return Gate::Probe,
+        (Some(left), _) | (None, Allowance::Wait(left)) => left,
+    };
     tokio::select! {
         _ = sh.shutdown.cancelled() => Gate::Stop,
         _ = tokio::time::sleep(left.min(sh.settings.poll_interval)) => Gate::Paused,
@@ -362,11 +372,12 @@ async fn dispatch(sh: Arc<Shared>) {
     info!(destination = %sh.destination, "Delivery worker started.");
     let lease_ms = i64::try_from(sh.settings.lease.as_millis()).unwrap_or(i64::MAX);
     loop {
-        match gate(&sh).await {
+        let probing = match gate(&sh).await {
             Gate::Stop => break,
             Gate::Paused => continue,
-            Gate::Open => {}
-        }
+            Gate::Open => false,
+            Gate::Probe => true,
+        };
         let free = sh.sem.available_permits();
         if free == 0 {
             tokio::select! {
@@ -385,7 +396,7 @@ async fn dispatch(sh: Arc<Shared>) {
             }
         }
         let free = sh.sem.available_permits().max(1);
-        let limit = free.min(sh.settings.claim_batch.max(1));
+        let limit = if probing { 1 } else { free.min(sh.settings.claim_batch.max(1)) };
         let now = sh.clock.now_millis();
         let jobs = match sh.store.claim(&sh.destination, &sh.settings.owner, limit, lease_ms, now).await {
             Ok(jobs) => jobs,
@@ -462,10 +473,14 @@ async fn run_group(sh: Arc<Shared>, key: String, jobs: Vec<Job>, permit: OwnedSe
 
 async fn run_jobs(sh: &Shared, keeper: &LeaseKeeper, jobs: Vec<Job>) {
     let mut rest = jobs.into_iter();
+    let mut first = true;
     while let Some(job) = rest.next() {
-        // Stopping, or the destination was throttled meanwhile (by this key or another):
-        // hand the rest back without an attempt.
-        if sh.shutdown.is_cancelled() || sh.stopped_for().is_some() {
+        // Stopping, or the destination was throttled or found down meanwhile (by this key or
+        // another): hand the rest back without an attempt. The first job was claimed with the
+        // breaker's leave (it may be the probe).
+        let found_down = !first && sh.breaker.is_open();
+        first = false;
+        if sh.shutdown.is_cancelled() || sh.stopped_for().is_some() || found_down {
             let rest: Vec<Job> = std::iter::once(job).chain(rest.by_ref()).collect();
             keeper.forget(&rest);
             release_all(sh, rest).await;
@@ -614,6 +629,7 @@ async fn settle_success(sh: &Shared, job: &Job, receipt: connect::Receipt) {
     if let Err(e) = done {
         store_error(sh, job, "complete", &e);
     }
+    sh.breaker.on_success(&sh.destination);
     count_delivered(sh, job, now);
     debug!("Delivered.");
 }
@@ -646,6 +662,9 @@ async fn on_failure_pinned(
     pinned: Option<i64>,
 ) -> Option<i64> {
     metrics::counter!(METRIC_ERRORS, "destination" => sh.destination.clone(), "kind" => err.kind()).increment(1);
+    if !matches!(err, DeliveryError::BadPayload { .. }) {
+        sh.breaker.on_failure(&sh.destination, err.disposition(), now);
+    }
     let schedule = &sh.settings.schedule;
     // A dead letter's reason carries the code just before the error it names.
     let code = err.code();
@@ -706,7 +725,10 @@ async fn on_failure_pinned(
 }
 
 mod batch;
+mod breaker;
 mod lease;
+pub use breaker::METRIC_BREAKER_OPEN;
+use breaker::{Allowance, Breaker};
 use lease::LeaseKeeper;
 
 #[cfg(test)]
