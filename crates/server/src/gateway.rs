@@ -415,6 +415,7 @@ fn erp_sources(
             poll: erp.poll,
             stale_after: erp.stale_after,
             drop_folder: erp.idoc_folder.clone(),
+            max_file_bytes: erp.max_file_bytes,
         };
         out.insert(name.clone(), Arc::new(built));
     }
