@@ -12,6 +12,7 @@ pub mod erp;
 pub mod error;
 pub mod gateway;
 pub mod hooks;
+pub mod limits;
 pub mod metrics;
 pub mod pipeline;
 pub mod poll;
