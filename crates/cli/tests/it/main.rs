@@ -10,5 +10,6 @@ mod crashpoints;
 mod demo;
 mod dlq;
 mod drain;
+mod overload;
 mod secrets;
 mod two_instances;
