@@ -94,15 +94,14 @@ pub async fn serve(
     header_read_timeout: Duration,
     stop: CancellationToken,
 ) -> Result<(), TaskError> {
-    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-    use hyper_util::server::conn::auto::Builder;
+    use hyper_util::rt::{TokioIo, TokioTimer};
     use hyper_util::service::TowerToHyperService;
 
     // HTTP/1 only (vendors and DingTalk post HTTP/1.1; TLS and HTTP/2 end at a proxy): the
     // header timer then runs from the first byte awaited, so a client that connects and sends
-    // nothing is cut off too (an HTTP/2 sniff would wait for it unbounded).
-    let mut builder = Builder::new(TokioExecutor::new()).http1_only();
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(header_read_timeout);
+    // nothing is cut off too (sniffing for an HTTP/2 preface would wait for it unbounded).
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder.timer(TokioTimer::new()).header_read_timeout(header_read_timeout);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     loop {
         let stream = tokio::select! {
@@ -121,7 +120,7 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let service = TowerToHyperService::new(app.clone());
-        let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+        let connection = builder.serve_connection(TokioIo::new(stream), service);
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             if let Err(err) = connection.await {
