@@ -324,8 +324,9 @@ async fn salesforce_batch_crash(store_url: String) {
     }
     let calls: usize = writes.values().map(Vec::len).sum();
     eprintln!(
-        "Salesforce batch crash: {total} updates of {ACCOUNTS} accounts in {calls} record writes, {repeated} \
-         repeated (the re-sent run; upserts make it harmless), {} API calls",
+        "Salesforce batch crash: {total} updates of {ACCOUNTS} accounts in {calls} record writes, {repeated} of \
+         them repeating a value already written (a re-sent run, harmless for upserts; the reclaimed run is \
+         merged with the updates queued behind it), {} API calls",
         salesforce.api_calls()
     );
     survivor.sigterm().unwrap();
