@@ -15,6 +15,8 @@ use std::time::Duration;
 
 /// ERP pushes for one record (a save often fires several user events) within this window are one read.
 const DEFAULT_COALESCE: Duration = Duration::from_secs(2);
+/// The largest file read from a drop folder by default: 16 MiB.
+pub const DEFAULT_MAX_FILE_BYTES: u64 = 16 * 1_048_576;
 
 /// A source watching records of one ERP connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,6 +36,9 @@ pub struct ErpSource {
     pub coalesce: Duration,
     /// SAP: the watched IDoc drop folder (relative paths resolved against the config file's directory).
     pub idoc_folder: Option<PathBuf>,
+    /// SAP: the largest file read from `idoc_folder`; a larger one is not read but moved to
+    /// `failed/` with the reason.
+    pub max_file_bytes: u64,
     /// SAP: the HTTP Basic user of the ECC XML-HTTP port.
     pub idoc_user: Option<String>,
     pub idoc_password: Option<SecretRef>,
@@ -53,6 +58,7 @@ pub struct ErpSourceKeys<'a> {
     pub stale_after: Option<&'a S<String>>,
     pub coalesce: Option<&'a S<String>>,
     pub idoc_folder: Option<&'a S<String>>,
+    pub max_file_bytes: Option<&'a S<u64>>,
     pub idoc_user: Option<&'a S<String>>,
     pub idoc_password: Option<&'a S<RawSecretRef>>,
 }
@@ -79,13 +85,14 @@ impl<'a> ErpSourceKeys<'a> {
 
     /// Where the keys only ERP sources take were written: a source of another type refuses them
     /// (`org`, `system`, `objects` and `coalesce` are shared with other types and not listed).
-    pub fn erp_only(&self) -> [(&'static str, Option<Range<usize>>); 7] {
+    pub fn erp_only(&self) -> [(&'static str, Option<Range<usize>>); 8] {
         [
             ("account", self.account.map(|s| s.span())),
             ("webhook_secret", self.webhook_secret.map(|s| s.span())),
             ("poll", self.poll.map(|s| s.span())),
             ("stale_after", self.stale_after.map(|s| s.span())),
             ("idoc_folder", self.idoc_folder.map(|s| s.span())),
+            ("max_file_bytes", self.max_file_bytes.map(|s| s.span())),
             ("idoc_user", self.idoc_user.map(|s| s.span())),
             ("idoc_password", self.idoc_password.map(|s| s.span())),
         ]
@@ -267,6 +274,33 @@ pub fn validate(
         Some(s) => Some(base_dir.join(s.get_ref().trim())),
         None => None,
     };
+    let max_file_bytes = match keys.max_file_bytes {
+        // Only a drop folder reads files: anywhere else the key would be silently ignored.
+        Some(s) if !push.keys.contains(&PushKey::IdocFolder) => {
+            ok &= !diag.unused_keys(
+                &[("max_file_bytes", Some(s.span()))],
+                &owner,
+                "only a drop folder (`idoc_folder`) reads files",
+            );
+            DEFAULT_MAX_FILE_BYTES
+        }
+        Some(s) if keys.idoc_folder.is_none() => {
+            ok &= !diag.unused_keys(
+                &[("max_file_bytes", Some(s.span()))],
+                &format!("{owner} without `idoc_folder`"),
+                "it caps the files read from `idoc_folder`; add one or leave this out",
+            );
+            DEFAULT_MAX_FILE_BYTES
+        }
+        Some(s) => match diag.positive(s, &format!("sources.{n}.max_file_bytes")) {
+            Some(_) => *s.get_ref(),
+            None => {
+                ok = false;
+                DEFAULT_MAX_FILE_BYTES
+            }
+        },
+        None => DEFAULT_MAX_FILE_BYTES,
+    };
     ok &= rules.check(diag, &SourceCheck { name: n, connection: connection.as_deref(), keys, tables });
 
     let mut longer_than_zero = |diag: &mut Diagnostics, key: &str, value: Option<&S<String>>, label: &str| {
@@ -321,6 +355,7 @@ pub fn validate(
         stale_after,
         coalesce,
         idoc_folder,
+        max_file_bytes,
         idoc_user,
         idoc_password,
     };

@@ -128,14 +128,32 @@ async fn scan_folder(state: &AppState, source: &ErpSource, folder: &FsPath) -> R
 }
 
 async fn take_file(state: &AppState, source: &ErpSource, folder: &FsPath, path: &FsPath) -> Result<(), std::io::Error> {
-    let body = tokio::fs::read(path).await?;
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let stored = match source.push.decode_document(&body).map_err(|err| err.0) {
-        Ok(records) => source.commit_records(state, &records).await.map(|()| (true, records.len(), None)),
-        Err(reason) => match unreadable_document(state, &source.name, &body, &reason, &name) {
+    // Sized before it is read: a file past the cap is never held in memory.
+    let meta = tokio::fs::metadata(path).await?;
+    let stored = if meta.len() > source.max_file_bytes {
+        let reason = format!(
+            "{FILE_TOO_LARGE}: the file has {} bytes, more than max_file_bytes ({}); it was not read",
+            meta.len(),
+            source.max_file_bytes
+        );
+        let modified = meta.modified().ok().and_then(|m| jiff::Timestamp::try_from(m).ok());
+        let dedup_key =
+            format!("document-too-large:{name}:{}:{}", meta.len(), modified.map_or(0, |m| m.as_millisecond()));
+        let raw = serde_json::json!({ "via": name, "file_bytes": meta.len(), "max_file_bytes": source.max_file_bytes });
+        match state.intake.unreadable(&source.name, &dedup_key, raw, reason.clone(), state.clock.now()) {
             Ok(intake) => commit_all(state, &source.name, vec![intake]).await.map(|()| (false, 0, Some(reason))),
             Err(err) => Err(err),
-        },
+        }
+    } else {
+        let body = read_capped(path, source.max_file_bytes).await?;
+        match source.push.decode_document(&body).map_err(|err| err.0) {
+            Ok(records) => source.commit_records(state, &records).await.map(|()| (true, records.len(), None)),
+            Err(reason) => match unreadable_document(state, &source.name, &body, &reason, &name) {
+                Ok(intake) => commit_all(state, &source.name, vec![intake]).await.map(|()| (false, 0, Some(reason))),
+                Err(err) => Err(err),
+            },
+        }
     };
     match stored {
         Ok((true, count, _)) => {
@@ -156,6 +174,19 @@ async fn take_file(state: &AppState, source: &ErpSource, folder: &FsPath, path: 
         Err(err) => tracing::warn!(source = %source.name, file = %name, "Dropped file not stored yet: {}", err.message),
     }
     Ok(())
+}
+
+/// The reason code of a dropped file larger than the source's `max_file_bytes`.
+pub const FILE_TOO_LARGE: &str = "file_too_large";
+
+/// Reads `path`, at most `max` bytes and one more: a file that grew past the cap after it was
+/// sized is still not read whole, and its decoding fails on the truncated document.
+async fn read_capped(path: &FsPath, max: u64) -> Result<Vec<u8>, std::io::Error> {
+    use tokio::io::AsyncReadExt;
+    let file = tokio::fs::File::open(path).await?;
+    let mut body = Vec::new();
+    file.take(max.saturating_add(1)).read_to_end(&mut body).await?;
+    Ok(body)
 }
 
 /// Renames `from` to `to`, or to `to` with a timestamp suffix when a file of that name was

@@ -3,7 +3,7 @@
 use crate::directory::DirectoryKeeper;
 use crate::pipeline::WebhookPipeline;
 use crate::reads::RecordSource;
-use crate::supervisor::{OnFailure, Supervisor, TaskError};
+use crate::supervisor::{OnFailure, Supervisor};
 use connect::{Clock, SystemClock};
 use connectors::dingtalk::stream::{StreamClient, StreamHandle};
 use connectors::push::{PushCredentials, PushSetup};
@@ -94,7 +94,13 @@ impl Gateway {
                 "No [audit] key: audit rows are hashed without a key, so whoever can write to the store could rewrite them undetected."
             );
         }
-        let committer = store::GroupCommitter::spawn(store.clone(), GROUP_COMMIT_MAX_BATCH, INTAKE_QUEUE_CAPACITY);
+        // Bounded by count and by bytes: events wait for their commit in memory.
+        let committer = store::GroupCommitter::spawn_with_byte_budget(
+            store.clone(),
+            GROUP_COMMIT_MAX_BATCH,
+            INTAKE_QUEUE_CAPACITY,
+            usize::try_from(config.server.max_intake_bytes).unwrap_or(usize::MAX),
+        );
         let metrics = crate::metrics::Metrics::install();
 
         let mut dingtalk_callbacks = BTreeMap::new();
@@ -238,8 +244,10 @@ impl Gateway {
             })
             .collect();
         let listeners = tasks.sibling();
-        serve(&listeners, "http:public", listener, crate::router(state.clone()));
-        serve(&listeners, "http:admin", admin_listener, crate::admin_router(state.clone()));
+        let limits = crate::limits::RequestLimits::from_config(&config.server);
+        let public = crate::limits::limit(crate::router(state.clone()), &limits);
+        serve(&listeners, "http:public", listener, public, limits.header_read_timeout);
+        serve(&listeners, "http:admin", admin_listener, crate::admin_router(state.clone()), limits.header_read_timeout);
         tracing::info!(listen = %addr, admin_listen = %admin_addr, "Listening.");
         Ok(Gateway {
             addr,
@@ -342,14 +350,15 @@ fn spawn_background(
 
 /// Serves `app` on `listener` as task `name` until the listeners stop; the gateway cannot work
 /// without it, so its failure stops the gateway.
-fn serve(listeners: &Supervisor, name: &'static str, listener: tokio::net::TcpListener, app: axum::Router) {
+fn serve(
+    listeners: &Supervisor,
+    name: &'static str,
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    header_read_timeout: Duration,
+) {
     let stop = listeners.stop_token();
-    listeners.spawn_once(name, OnFailure::StopGateway, async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await
-            .map_err(|err| TaskError::new(format!("HTTP server stopped: {err}")))
-    });
+    listeners.spawn_once(name, OnFailure::StopGateway, crate::limits::serve(listener, app, header_read_timeout, stop));
 }
 
 /// The CRM sources of a config over the readers its build made: each source's push intake and
@@ -428,6 +437,7 @@ fn erp_sources(
             poll: erp.poll,
             stale_after: erp.stale_after,
             drop_folder: erp.idoc_folder.clone(),
+            max_file_bytes: erp.max_file_bytes,
         };
         out.insert(name.clone(), Arc::new(built));
     }

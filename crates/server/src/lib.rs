@@ -13,6 +13,7 @@ pub mod error;
 pub mod gateway;
 pub mod hooks;
 pub mod leader;
+pub mod limits;
 pub mod metrics;
 pub mod pipeline;
 pub mod poll;

@@ -39,6 +39,8 @@ pub struct ErpSource {
     pub push: Arc<dyn PushIntake>,
     /// The watched drop folder of pushed documents, read by `push`.
     pub drop_folder: Option<PathBuf>,
+    /// The largest file read from `drop_folder`; a larger one goes to `failed/` unread.
+    pub max_file_bytes: u64,
 }
 
 /// The ERP sources, by source name.

@@ -25,7 +25,7 @@ mod task_lease;
 
 pub use audit::{AnchorCheck, AuditHead, AuditKey, AuditKeyError, MIN_AUDIT_KEY_BYTES, ZERO_HASH};
 pub use error::StoreError;
-pub use group::{CompletionBatcher, GroupCommitter};
+pub use group::{intake_bytes, CompletionBatcher, GroupCommitter};
 pub use open::{open, open_postgres, open_sqlite, open_with_audit_key};
 pub use pacing::PacingAnswer;
 pub use postgres::{PgPools, PgStore};

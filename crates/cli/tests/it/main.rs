@@ -10,6 +10,7 @@ mod crashpoints;
 mod demo;
 mod dlq;
 mod drain;
+mod overload;
 mod secrets;
 mod singletons;
 mod two_instances;

@@ -82,6 +82,17 @@ pub struct ServerConfig {
     /// Where operators reach it: `/metrics` and the admin API under `/api/`.
     pub admin_listen: SocketAddr,
     pub max_body_bytes: u64,
+    /// Bytes of accepted events in flight between accept and commit, all requests together;
+    /// past it intake answers 503 + `Retry-After`.
+    pub max_intake_bytes: u64,
+    /// Bound on one request to the public listener (body reading and the intake commit
+    /// included); past it the client gets 503 `request_timeout`.
+    pub request_timeout: Duration,
+    /// Requests the public listener works on at once; one more is refused with 503 at once.
+    pub max_concurrent_requests: usize,
+    /// How long a client may take to send a request's headers, on both listeners; a slower
+    /// client (or an idle keep-alive connection) is disconnected.
+    pub header_read_timeout: Duration,
     pub admin_token: Option<SecretRef>,
     /// Private and loopback hosts outbound requests may reach (R22): `allow_private_hosts`, plus
     /// the simulators' hosts under `--sim-endpoints`.

@@ -83,6 +83,14 @@ pub struct RawServer {
     pub listen: Option<S<String>>,
     pub admin_listen: Option<S<String>>,
     pub max_body_bytes: Option<S<u64>>,
+    /// Bytes of accepted events waiting for their intake commit, all requests together.
+    pub max_intake_bytes: Option<S<u64>>,
+    /// The longest one request to the public listener may take, body reading included.
+    pub request_timeout: Option<S<String>>,
+    /// Requests the public listener handles at once; more are refused with 503.
+    pub max_concurrent_requests: Option<S<u64>>,
+    /// How long a client may take to send a request's headers (also an idle keep-alive's limit).
+    pub header_read_timeout: Option<S<String>>,
     pub admin_token: Option<S<RawSecretRef>>,
     /// Private or loopback hosts outbound requests may reach anyway (on-premises systems):
     /// host names, IP addresses or CIDR ranges.
@@ -145,6 +153,8 @@ pub struct RawSource {
     pub poll: Option<S<String>>,
     pub stale_after: Option<S<String>>,
     pub idoc_folder: Option<S<String>>,
+    /// `sap` with `idoc_folder`: the largest file read from the folder.
+    pub max_file_bytes: Option<S<u64>>,
     pub idoc_user: Option<S<String>>,
     pub idoc_password: Option<S<RawSecretRef>>,
 }
@@ -176,6 +186,7 @@ impl RawSource {
             stale_after: self.stale_after.as_ref(),
             coalesce: self.coalesce.as_ref(),
             idoc_folder: self.idoc_folder.as_ref(),
+            max_file_bytes: self.max_file_bytes.as_ref(),
             idoc_user: self.idoc_user.as_ref(),
             idoc_password: self.idoc_password.as_ref(),
         }

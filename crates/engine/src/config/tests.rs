@@ -2196,3 +2196,59 @@ fn store_retention_defaults_to_30_days_and_is_at_least_a_day_and_every_replay_to
     let rendered = check(&text).unwrap_err().render();
     assert!(rendered.contains("store.retention `1d` must be at least sources.erp.tolerance"), "{rendered}");
 }
+
+#[test]
+fn server_limits_have_safe_defaults_and_are_validated() {
+    let cfg = check(BASE).unwrap();
+    assert_eq!(cfg.server.max_intake_bytes, 64 * 1_048_576);
+    assert_eq!(cfg.server.request_timeout, Duration::from_secs(30));
+    assert_eq!(cfg.server.max_concurrent_requests, 1_024);
+    assert_eq!(cfg.server.header_read_timeout, Duration::from_secs(10));
+    let text = format!(
+        "{BASE}\n[server]\nmax_intake_bytes = 8388608\nrequest_timeout = \"5s\"\nmax_concurrent_requests = 64\nheader_read_timeout = \"2s\"\n"
+    );
+    let cfg = check(&text).unwrap_or_else(|e| panic!("{}", e.render()));
+    assert_eq!(cfg.server.max_intake_bytes, 8_388_608);
+    assert_eq!(cfg.server.request_timeout, Duration::from_secs(5));
+    assert_eq!(cfg.server.max_concurrent_requests, 64);
+    assert_eq!(cfg.server.header_read_timeout, Duration::from_secs(2));
+    // A larger body raises the default budget with it: one event of the largest body fits.
+    let text = format!("{BASE}\n[server]\nmax_body_bytes = 134217728\n");
+    assert_eq!(check(&text).unwrap().server.max_intake_bytes, 134_217_728);
+
+    let text = format!("{BASE}\n[server]\nmax_body_bytes = 2048\nmax_intake_bytes = 1024\n");
+    let rendered = one_error_at(&text, Code::OutOfRange, "max_intake_bytes");
+    assert!(
+        rendered.contains("server.max_intake_bytes (1024) must be at least server.max_body_bytes (2048)"),
+        "{rendered}"
+    );
+    let text = format!("{BASE}\n[server]\nmax_concurrent_requests = 0\n");
+    let rendered = one_error_at(&text, Code::OutOfRange, "max_concurrent_requests");
+    assert!(rendered.contains("server.max_concurrent_requests must be a positive number"), "{rendered}");
+    let text = format!("{BASE}\n[server]\nrequest_timeout = \"0s\"\n");
+    let rendered = one_error_at(&text, Code::OutOfRange, "request_timeout");
+    assert!(rendered.contains("server.request_timeout must be longer than 0s"), "{rendered}");
+    let text = format!("{BASE}\n[server]\nheader_read_timeout = \"10\"\n");
+    one_error_at(&text, Code::BadDuration, "header_read_timeout");
+}
+
+#[test]
+fn max_file_bytes_caps_the_drop_folder_of_sap_sources_only() {
+    let cfg = check(ERP).unwrap_or_else(|e| panic!("{}", e.render()));
+    assert_eq!(erp_source(&cfg, "s4").max_file_bytes, 16 * 1_048_576, "the default");
+    let text = erp_with("idoc_folder = \"var/idoc-in\"\n", "idoc_folder = \"var/idoc-in\"\nmax_file_bytes = 65536\n");
+    let cfg = check(&text).unwrap_or_else(|e| panic!("{}", e.render()));
+    assert_eq!(erp_source(&cfg, "s4").max_file_bytes, 65_536);
+
+    let text = erp_with("idoc_folder = \"var/idoc-in\"\n", "idoc_folder = \"var/idoc-in\"\nmax_file_bytes = 0\n");
+    let rendered = one_error_at(&text, Code::OutOfRange, "max_file_bytes");
+    assert!(rendered.contains("sources.s4.max_file_bytes must be a positive number"), "{rendered}");
+    // Without a drop folder nothing reads files: the key would be ignored, so it is refused.
+    let text = erp_with("coalesce = \"0s\"\n", "coalesce = \"0s\"\nmax_file_bytes = 1024\n");
+    let rendered = one_error_at(&text, Code::UnknownKey, "max_file_bytes");
+    assert!(rendered.contains("key `max_file_bytes` is not used by a dynamics source (`orders`)"), "{rendered}");
+    let text =
+        format!("{BASE}\n[sources.erp2]\ntype = \"webhook\"\nsecret = {{ env = \"X\" }}\nmax_file_bytes = 1024\n");
+    let rendered = one_error_at(&text, Code::UnknownKey, "max_file_bytes");
+    assert!(rendered.contains("only `sap`") || rendered.contains("not used by"), "{rendered}");
+}

@@ -17,6 +17,11 @@ const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net
 /// `/metrics` and `/api/` listen here by default: loopback, apart from what vendors reach.
 const DEFAULT_ADMIN_LISTEN: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9090);
 const DEFAULT_MAX_BODY: u64 = 1_048_576;
+/// Accepted events waiting for their commit, in bytes: 64 MiB.
+const DEFAULT_MAX_INTAKE: u64 = 64 * 1_048_576;
+const DEFAULT_SERVER_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 1_024;
+const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_STORE_URL: &str = "sqlite://dingbridge.db";
 const DEFAULT_DINGTALK_URL: &str = "https://oapi.dingtalk.com";
 const DEFAULT_PER_MINUTE: u32 = 20;
@@ -180,6 +185,60 @@ impl Ctx<'_> {
     }
 }
 
+/// The `[server]` limits that bound memory and slow clients.
+struct ServerLimits {
+    max_intake_bytes: u64,
+    request_timeout: Duration,
+    max_concurrent_requests: usize,
+    header_read_timeout: Duration,
+}
+
+/// A duration key that must be longer than zero; `DB0107` / `DB0116` otherwise.
+fn longer_than_zero(cx: &mut Ctx<'_>, s: &S<String>, key: &str, label: &str) -> Option<Duration> {
+    match cx.duration(s, key) {
+        Some(v) if v.is_zero() => {
+            cx.push(ConfigError::new(Code::OutOfRange, format!("{key} must be longer than 0s"), span(s), label));
+            None
+        }
+        other => other,
+    }
+}
+
+fn server_limits(cx: &mut Ctx<'_>, raw: &RawServer, max_body_bytes: u64) -> ServerLimits {
+    let mut limits = ServerLimits {
+        max_intake_bytes: DEFAULT_MAX_INTAKE.max(max_body_bytes),
+        request_timeout: DEFAULT_SERVER_REQUEST_TIMEOUT,
+        max_concurrent_requests: DEFAULT_MAX_CONCURRENT_REQUESTS,
+        header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+    };
+    if let Some(s) = &raw.max_intake_bytes {
+        let v = *s.get_ref();
+        if v < max_body_bytes {
+            cx.push(ConfigError::new(
+                Code::OutOfRange,
+                format!("server.max_intake_bytes ({v}) must be at least server.max_body_bytes ({max_body_bytes})"),
+                span(s),
+                "one event of the largest accepted body must fit, e.g. 67108864 (64 MiB)",
+            ));
+        } else {
+            limits.max_intake_bytes = v;
+        }
+    }
+    if let Some(s) = &raw.max_concurrent_requests {
+        limits.max_concurrent_requests =
+            cx.positive(s, "server.max_concurrent_requests").unwrap_or(limits.max_concurrent_requests);
+    }
+    if let Some(s) = &raw.request_timeout {
+        limits.request_timeout =
+            longer_than_zero(cx, s, "server.request_timeout", "e.g. \"30s\"").unwrap_or(limits.request_timeout);
+    }
+    if let Some(s) = &raw.header_read_timeout {
+        limits.header_read_timeout =
+            longer_than_zero(cx, s, "server.header_read_timeout", "e.g. \"10s\"").unwrap_or(limits.header_read_timeout);
+    }
+    limits
+}
+
 fn unknown_field(what: &str, bad: &BadRef, span: Range<usize>) -> ConfigError {
     ConfigError::new(
         Code::UnknownEventField,
@@ -212,7 +271,19 @@ pub(super) fn validate(raw: RawConfig, text: &str, path: &str) -> Result<Config,
         Some(s) => Some(FileRef { path: cx.base_dir.join(s.get_ref().trim()), span: s.span() }),
         None => None,
     };
-    let server = ServerConfig { listen, admin_listen, max_body_bytes, admin_token, private_hosts, ca_bundle };
+    let limits = server_limits(&mut cx, &raw.server, max_body_bytes);
+    let server = ServerConfig {
+        listen,
+        admin_listen,
+        max_body_bytes,
+        max_intake_bytes: limits.max_intake_bytes,
+        request_timeout: limits.request_timeout,
+        max_concurrent_requests: limits.max_concurrent_requests,
+        header_read_timeout: limits.header_read_timeout,
+        admin_token,
+        private_hosts,
+        ca_bundle,
+    };
     let mut store = StoreConfig {
         url: raw.store.url.as_ref().map_or_else(|| DEFAULT_STORE_URL.to_string(), |s| s.get_ref().clone()),
         retention: StoreConfig::DEFAULT_RETENTION,

@@ -8,6 +8,8 @@
 //! - S8: an ORDERS05 dropped into the folder and a DESADV posted over HTTP give the same messages
 //!   as the OData path; a malformed IDoc file ends in failed/ with its reason and a dead letter,
 //!   and the good file beside it is not lost.
+//! - A dropped file larger than the source's `max_file_bytes` is not read: it ends in failed/
+//!   with its reason and a dead letter, and a good file beside it is stored.
 //! - Purchase requisitions pending approval are read from all three ERPs as `purchase_request`.
 
 use connectors::dingtalk::sim::org::{SEED_APP_KEY, SEED_APP_SECRET};
@@ -180,6 +182,11 @@ struct E2e {
 
 impl E2e {
     async fn start() -> E2e {
+        Self::start_with(|text| text).await
+    }
+
+    /// Starts with the config `edit` makes of the usual one.
+    async fn start_with(edit: impl FnOnce(String) -> String) -> E2e {
         std::env::set_var("ERPE2E_APP_SECRET", SEED_APP_SECRET);
         std::env::set_var("ERPE2E_NS_CONSUMER_SECRET", ns_seed::CONSUMER_SECRET);
         std::env::set_var("ERPE2E_NS_TOKEN_SECRET", ns_seed::TOKEN_SECRET);
@@ -191,7 +198,7 @@ impl E2e {
         let dir = tempfile::tempdir().unwrap();
         let folder = dir.path().join("idoc-in");
         let path = dir.path().join("erp.toml");
-        std::fs::write(&path, config(&folder)).unwrap();
+        std::fs::write(&path, edit(config(&folder))).unwrap();
         let (config, _) = engine::config::load_and_validate(&path).unwrap_or_else(|e| panic!("{}", e.render()));
         let dingtalk = DingTalkHarness::start().await.unwrap();
         let sims = testkit::erp::ErpSims::start().await.unwrap();
@@ -530,6 +537,43 @@ async fn s8_idocs_from_the_folder_and_over_http_give_the_odata_messages_and_bad_
     assert_eq!(bad.status(), 400);
     assert_eq!(h.gateway.store.stats(0).await.unwrap().dead_letters, 2);
     eprintln!("S8: ORDERS05 file -> DingTalk message in {} ms", from_file.as_millis());
+    h.gateway.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_dropped_file_past_max_file_bytes_fails_aside_unread() {
+    const MAX: usize = 64 * 1024;
+    let h = E2e::start_with(|text| {
+        text.replace("idoc_user = \"ECCIDOC\"", &format!("max_file_bytes = {MAX}\nidoc_user = \"ECCIDOC\""))
+    })
+    .await;
+    let sap = h.sims.sap.clone();
+    let (catcher, caught) = idoc_catcher().await;
+    h.control(&*sap, "idoc_target", json!({"url": catcher, "on_change": false})).await;
+    h.control(&*sap, "idoc", json!({"type": "ORDERS05", "document": "4500000123"})).await;
+    let orders05 = caught.lock().unwrap().pop().expect("the simulator sent ORDERS05");
+    assert!(orders05.len() < MAX, "the good file fits under the cap");
+    // A well-formed document one byte past the cap: refused on its size alone.
+    let padding = " ".repeat(MAX + 1 - orders05.len());
+    let big = format!("{orders05}{padding}");
+    assert_eq!(big.len(), MAX + 1);
+    std::fs::write(h.folder.join("ORDERS05_big.xml"), &big).unwrap();
+    std::fs::write(h.folder.join("ORDERS05_4500000123.xml"), &orders05).unwrap();
+
+    wait_for("the files moved aside", Duration::from_secs(10), || {
+        h.folder.join("done/ORDERS05_4500000123.xml").exists() && h.folder.join("failed/ORDERS05_big.xml").exists()
+    })
+    .await;
+    let reason = std::fs::read_to_string(h.folder.join("failed/ORDERS05_big.xml.reason.txt")).unwrap();
+    assert!(reason.contains("file_too_large") && reason.contains(&format!("{}", MAX + 1)), "{reason}");
+    assert_eq!(std::fs::read(h.folder.join("failed/ORDERS05_big.xml")).unwrap().len(), MAX + 1, "moved untouched");
+    let dead = h.gateway.store.list_dead(10).await.unwrap();
+    assert_eq!(dead.len(), 1, "the big file is one dead letter: {dead:?}");
+    assert!(dead[0].reason.contains("file_too_large"), "{:?}", dead[0].reason);
+    wait_for("the PO message from the good file", Duration::from_secs(10), || {
+        !h.texts_with(PURCHASING, "PO 4500000123").is_empty()
+    })
+    .await;
     h.gateway.shutdown().await;
 }
 

@@ -8,4 +8,5 @@ mod dingtalk;
 mod erp;
 mod intake;
 mod layering;
+mod limits;
 mod routes;

@@ -104,6 +104,45 @@ async fn full_queue_is_overloaded() {
 }
 
 #[tokio::test]
+async fn byte_budget_sheds_and_is_given_back_after_the_commit() {
+    let b = Backend::sqlite_in(None).await;
+    let sized = |name: &str, bytes: usize| {
+        let mut it = intake(name, name, vec![]);
+        it.event_json.clear();
+        // A JSON string filling the rest.
+        it.event_json = format!("\"{}\"", "x".repeat(bytes - store::intake_bytes(&it) - 2));
+        assert_eq!(store::intake_bytes(&it), bytes);
+        it
+    };
+    let gc = GroupCommitter::spawn_with_byte_budget(b.store.clone(), 1, 1_000, 10_000);
+    assert_eq!(gc.bytes_available(), Some(10_000));
+    // Current-thread runtime: nothing commits until we yield. The callers give up at once, yet
+    // their intakes stay queued and keep holding their bytes.
+    assert!(gc.submit(sized("a", 6_000)).now_or_never().is_none());
+    assert_eq!(gc.bytes_available(), Some(4_000));
+    let over = gc.submit(sized("b", 4_001)).now_or_never();
+    assert!(matches!(over, Some(Err(StoreError::Overloaded))), "{over:?}");
+    assert!(gc.submit(sized("c", 4_000)).now_or_never().is_none(), "an exact fit is queued");
+    let full = gc.submit(sized("d", 100)).now_or_never();
+    assert!(matches!(full, Some(Err(StoreError::Overloaded))), "{full:?}");
+    // Once the queued intakes are committed their bytes come back.
+    for _ in 0..200 {
+        if gc.bytes_available() == Some(10_000) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(gc.bytes_available(), Some(10_000));
+    assert_eq!(b.store.stats(0).await.unwrap().events, 2, "a and c committed, b and d refused");
+    // An intake larger than the whole budget goes through alone, and gives it all back.
+    assert_eq!(gc.submit(sized("huge", 50_000)).await.unwrap(), IntakeOutcome::Accepted);
+    assert_eq!(gc.bytes_available(), Some(10_000));
+    // A refused intake was not stored: the sender's retry is its first commit.
+    assert_eq!(gc.submit(sized("b", 4_001)).await.unwrap(), IntakeOutcome::Accepted);
+    b.teardown().await;
+}
+
+#[tokio::test]
 async fn failed_commit_fails_every_caller() {
     let gc = GroupCommitter::spawn(Arc::new(Down), 64, 256);
     let mut set = tokio::task::JoinSet::new();
