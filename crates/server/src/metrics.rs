@@ -89,6 +89,7 @@ impl Metrics {
                 metrics::gauge!("dingbridge_queue_depth", "state" => "pending").set(stats.pending as f64);
                 metrics::gauge!("dingbridge_queue_depth", "state" => "leased").set(stats.leased as f64);
                 metrics::gauge!("dingbridge_queue_depth", "state" => "dead").set(stats.dead as f64);
+                metrics::gauge!("dingbridge_leases_expired").set(stats.lease_expired as f64);
                 metrics::gauge!("dingbridge_dead_letters").set(stats.dead_letters as f64);
                 metrics::gauge!("dingbridge_oldest_pending_age_seconds")
                     .set(stats.oldest_pending_age_ms as f64 / 1000.0);

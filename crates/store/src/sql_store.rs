@@ -743,8 +743,15 @@ where
                 .fetch_one(&mut *tx)
                 .await?
                 .try_get("m")?;
+        let expired: i64 =
+            sqlx::query("SELECT count(*) AS n FROM jobs WHERE state = 'leased' AND lease_expires_at <= $1")
+                .bind(now)
+                .fetch_one(&mut *tx)
+                .await?
+                .try_get("n")?;
         tx.rollback().await?;
         s.oldest_pending_age_ms = oldest.map_or(0, |m| (now - m).max(0));
+        s.lease_expired = expired.max(0) as u64;
         Ok(s)
     }
 

@@ -207,4 +207,7 @@ pub struct StoreStats {
     pub dead_letters: u64,
     /// Age of the oldest pending-or-leased job, 0 when none.
     pub oldest_pending_age_ms: i64,
+    /// Leased jobs whose lease has expired (its holder died or stalled). The next claim takes
+    /// them over, so a count that stays above 0 means nothing is claiming that destination.
+    pub lease_expired: u64,
 }

@@ -4,6 +4,7 @@
 #![cfg(feature = "crashpoints")]
 
 use crate::common::*;
+use connect::Clock as _;
 use std::time::Duration;
 use testkit::process::GatewayCommand;
 
@@ -285,7 +286,7 @@ async fn salesforce_batch_crash(store_url: String) {
     let total = ACCOUNTS * ROUNDS;
     let started = std::time::Instant::now();
     let stats = loop {
-        let stats = store.stats(0).await.unwrap();
+        let stats = store.stats(connect::SystemClock.now_millis()).await.unwrap();
         if stats.done >= total && stats.pending == 0 && stats.leased == 0 {
             break stats;
         }
@@ -294,6 +295,7 @@ async fn salesforce_batch_crash(store_url: String) {
     };
     // 0 stalled: nothing leased or pending is left, nothing dead, every update done once.
     assert_eq!((stats.events, stats.done, stats.dead, stats.dead_letters), (total, total, 0, 0), "{stats:?}");
+    assert_eq!(stats.lease_expired, 0, "none leased past expiry: {stats:?}");
     assert!(jobs_in(store.as_ref(), all_ids(), store::JobState::Leased).await.is_empty());
 
     // Every account holds its last value.

@@ -371,6 +371,8 @@ async fn stats(b: &mut Backend) {
     let st = s.stats(10_000).await.unwrap();
     assert_eq!((st.pending, st.leased, st.done, st.dead), (1, 1, 1, 1));
     assert_eq!(st.oldest_pending_age_ms, 9_000);
+    assert_eq!(st.lease_expired, 0, "the lease runs to 11 000");
+    assert_eq!(s.stats(11_000).await.unwrap().lease_expired, 1, "its holder is gone: stalled until reclaimed");
     let got = s.claim(DEST, "w", 3, 1_000, 20_000).await.unwrap();
     let c: Vec<_> = got.iter().map(|j| Completion { lease: j.lease(), receipt: None }).collect();
     s.complete(&c, 20_000).await.unwrap();
