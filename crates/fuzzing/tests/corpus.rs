@@ -45,7 +45,9 @@ fn run(target: &str, run: dingbridge_fuzzing::Target, file: &Path) {
 #[test]
 fn every_target_has_a_corpus_and_a_cargo_fuzz_entry() {
     let fuzz = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz");
+    let manifest = std::fs::read_to_string(fuzz.join("Cargo.toml")).expect("fuzz/Cargo.toml");
     for (name, _) in TARGETS {
+        assert!(manifest.contains(&format!("name = \"{name}\"")), "fuzz/Cargo.toml has no [[bin]] {name}");
         assert!(!files(&corpus_dir(name)).is_empty(), "fuzz/corpus/{name}/ is empty");
         assert!(fuzz.join("fuzz_targets").join(format!("{name}.rs")).is_file(), "no fuzz/fuzz_targets/{name}.rs");
     }
