@@ -17,7 +17,7 @@ fn no_file_of_the_engine_imports_itself_in_a_circle() {
 fn a_record_system_is_named_only_in_its_folder_the_registry_and_the_raw_config() {
     use connectors::registry::System;
     let crates = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    // Tests, simulators, the demo and test helpers drive vendors by name on purpose.
+    // Tests, simulators, the demo, test helpers and fuzz targets drive vendors by name on purpose.
     let not_production = |rel: &str| {
         rel.contains("/tests/")
             || rel.ends_with("tests.rs")
@@ -26,6 +26,7 @@ fn a_record_system_is_named_only_in_its_folder_the_registry_and_the_raw_config()
             || rel.contains("/demo")
             || rel.starts_with("testkit/")
             || rel.starts_with("fixtures/")
+            || rel.starts_with("fuzzing/")
     };
     let always = ["connectors/src/registry.rs", "connectors/src/lib.rs", "engine/src/config/raw.rs"];
     let mut strays = Vec::new();
