@@ -317,7 +317,7 @@ impl Connections {
             c.build(s, &http, clock, &keeper).map(Arc::new)
         });
         built.zoho_orgs =
-            build_each(&self.zoho_orgs, secrets.zoho, errors, |c, s| c.build(s, &http, clock).map(Arc::new));
+            build_each(&self.zoho_orgs, secrets.zoho, errors, |c, s| c.build(s, &http, clock, &keeper).map(Arc::new));
         built.netsuite_accounts = build_each(&self.netsuite_accounts, secrets.netsuite, errors, |c, s| {
             c.build(s, &http, clock).map(Arc::new)
         });
