@@ -22,4 +22,5 @@ pub mod odata;
 pub mod ratelimit;
 pub mod retry_after;
 pub mod secret;
+pub mod vault;
 pub mod webhook;

@@ -273,6 +273,12 @@ impl Connections {
         connections
     }
 
+    /// How many connections hold a credential the vendor may rotate (a Salesforce refresh-token
+    /// grant), which `[store] token_key` lets the store keep.
+    pub fn rotating_credentials(&self) -> usize {
+        self.salesforce_orgs.values().filter(|o| o.rotates_credentials()).count()
+    }
+
     /// The secrets of every connection, read through `rs` (a missing one is reported there and its
     /// connection left out).
     pub fn read_secrets(&self, rs: &mut SecretReader<'_>) -> ConnectionSecrets {
@@ -306,11 +312,12 @@ impl Connections {
                 return built;
             }
         };
+        let keeper = built.token_keeper.clone();
         built.salesforce_orgs = build_each(&self.salesforce_orgs, secrets.salesforce, errors, |c, s| {
-            c.build(s, &http, clock).map(Arc::new)
+            c.build(s, &http, clock, &keeper).map(Arc::new)
         });
         built.zoho_orgs =
-            build_each(&self.zoho_orgs, secrets.zoho, errors, |c, s| c.build(s, &http, clock).map(Arc::new));
+            build_each(&self.zoho_orgs, secrets.zoho, errors, |c, s| c.build(s, &http, clock, &keeper).map(Arc::new));
         built.netsuite_accounts = build_each(&self.netsuite_accounts, secrets.netsuite, errors, |c, s| {
             c.build(s, &http, clock).map(Arc::new)
         });
@@ -401,6 +408,9 @@ pub struct BuiltConnections {
     pub erp_connectors: BTreeMap<(ErpSystem, String), ErpConnector>,
     /// Every CRM org as the gateway reads it (records, polls, pushes), by system and name.
     pub crm_readers: BTreeMap<(System, String), Arc<dyn CrmReader>>,
+    /// Where credentials the vendors rotate are kept: empty (memory only) until the server fills
+    /// it with a vault over the opened store and the `[store] token_key`.
+    pub token_keeper: connect::vault::KeeperSlot,
 }
 
 impl std::fmt::Debug for BuiltConnections {

@@ -8,6 +8,7 @@ pub mod approvals;
 pub mod config;
 pub mod flow;
 pub mod json;
+pub mod token_vault;
 pub mod worker;
 
 pub use config::{load_and_validate, Config, ConfigError, ConfigErrors, Runtime};

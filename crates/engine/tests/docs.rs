@@ -159,6 +159,7 @@ fn every_code_has_an_error_page_and_every_page_a_code() {
     let mut codes: Vec<&str> = ALL.iter().map(|c| c.as_str()).collect();
     codes.extend(connect::DeliveryError::CODES);
     codes.extend(store::StoreError::CODES);
+    codes.extend(connect::vault::VaultError::CODES);
     let mut missing = Vec::new();
     for code in &codes {
         let page = root().join("docs/errors").join(format!("{code}.md"));

@@ -94,6 +94,15 @@ impl Gateway {
                 "No [audit] key: audit rows are hashed without a key, so whoever can write to the store could rewrite them undetected."
             );
         }
+        // Refresh tokens the vendors rotate are shared through the store from here on (before any
+        // connector fetches a token).
+        engine::token_vault::attach_token_vault(
+            &runtime.connections.token_keeper,
+            runtime.token_key.clone(),
+            store.clone(),
+            clock.clone(),
+            config.connections.rotating_credentials(),
+        );
         // Bounded by count and by bytes: events wait for their commit in memory.
         let committer = store::GroupCommitter::spawn_with_byte_budget(
             store.clone(),

@@ -14,6 +14,7 @@ pub use types::*;
 mod audit;
 mod claim;
 mod common;
+mod credential;
 mod error;
 mod group;
 mod open;
@@ -24,6 +25,7 @@ mod sqlite;
 mod task_lease;
 
 pub use audit::{AnchorCheck, AuditHead, AuditKey, AuditKeyError, MIN_AUDIT_KEY_BYTES, ZERO_HASH};
+pub use credential::StoredCredential;
 pub use error::StoreError;
 pub use group::{intake_bytes, CompletionBatcher, GroupCommitter};
 pub use open::{open, open_postgres, open_sqlite, open_with_audit_key};
@@ -205,6 +207,23 @@ pub trait Store: Send + Sync + 'static {
     /// job left and no dead letter. Pending, leased and dead jobs, dead letters and the audit
     /// log are never touched. Call again while a count equals `limit`.
     async fn prune(&self, cutoff: Millis, limit: usize) -> Result<Pruned, StoreError>;
+
+    /// The rotating vendor credential `name` of `connection` (sealed by the gateway), if one was
+    /// saved.
+    async fn load_credential(&self, connection: &str, name: &str) -> Result<Option<StoredCredential>, StoreError>;
+
+    /// Compare-and-swap save of a rotating vendor credential: with `expected` `None` only if no
+    /// row exists yet (version 1), else only if the row is still at version `expected` (then
+    /// `expected + 1`). The new version, or `None` when another writer got there first (the
+    /// caller reloads; its value is never written over a newer one).
+    async fn save_credential(
+        &self,
+        connection: &str,
+        name: &str,
+        sealed: &str,
+        expected: Option<i64>,
+        now: Millis,
+    ) -> Result<Option<i64>, StoreError>;
 
     /// Close the connection pools (graceful shutdown; SQLite checkpoints its WAL). Later calls
     /// fail with `Unavailable`. The default does nothing.

@@ -14,7 +14,7 @@ use crate::common::{
 use crate::pacing;
 use crate::{
     AuditEntry, AuditHead, AuditKey, AuditVerification, Completion, DeadLetter, IdLink, Intake, IntakeOutcome, Job,
-    Lease, Millis, NewAuditEntry, PacingAnswer, Pruned, Store, StoreError, StoreStats, TaskLease,
+    Lease, Millis, NewAuditEntry, PacingAnswer, Pruned, Store, StoreError, StoreStats, StoredCredential, TaskLease,
 };
 use async_trait::async_trait;
 use futures::TryStreamExt;
@@ -796,6 +796,21 @@ where
 
     async fn prune(&self, cutoff: Millis, limit: usize) -> Result<Pruned, StoreError> {
         self.prune_sql(cutoff, limit).await
+    }
+
+    async fn load_credential(&self, connection: &str, name: &str) -> Result<Option<StoredCredential>, StoreError> {
+        self.load_credential_sql(connection, name).await
+    }
+
+    async fn save_credential(
+        &self,
+        connection: &str,
+        name: &str,
+        sealed: &str,
+        expected: Option<i64>,
+        now: Millis,
+    ) -> Result<Option<i64>, StoreError> {
+        self.save_credential_sql(connection, name, sealed, expected, now).await
     }
 
     async fn close(&self) {

@@ -14,6 +14,7 @@ use super::VENDOR;
 use connect::http::{HttpClient, VendorHosts};
 use connect::oauth::request_token;
 use connect::token::{FetchedToken, TokenFetcher};
+use connect::vault::{KeeperSlot, RotatingSecret, VaultError};
 use connect::{Clock, DeliveryError};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
@@ -21,6 +22,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use url::Url;
 
+/// The credential name of a rotating refresh token in the token vault.
+pub const REFRESH_TOKEN_NAME: &str = "refresh_token";
 /// Path of the token endpoint on every login host.
 pub const TOKEN_PATH: &str = "/services/oauth2/token";
 /// Grant type of the JWT bearer flow.
@@ -72,11 +75,13 @@ pub enum Grant {
         audience: String,
         key: jsonwebtoken::EncodingKey,
     },
-    /// The stored refresh token is replaced when the org rotates refresh tokens.
+    /// The refresh token is replaced when the org rotates refresh tokens; with a token vault
+    /// the new one is saved (sealed) before its access token is used, and shared by every
+    /// instance.
     RefreshToken {
         client_id: String,
         client_secret: Option<SecretString>,
-        refresh_token: Mutex<SecretString>,
+        refresh_token: Arc<RotatingSecret>,
     },
 }
 
@@ -100,9 +105,20 @@ impl Grant {
         })
     }
 
-    /// A refresh-token grant (`client_secret` only if the connected app requires it).
+    /// A refresh-token grant (`client_secret` only if the connected app requires it) whose
+    /// rotations stay in memory.
     pub fn refresh_token(client_id: &str, client_secret: Option<SecretString>, refresh_token: SecretString) -> Grant {
-        Grant::RefreshToken { client_id: client_id.to_owned(), client_secret, refresh_token: Mutex::new(refresh_token) }
+        let memory_only = RotatingSecret::new("", REFRESH_TOKEN_NAME, refresh_token, KeeperSlot::default());
+        Grant::rotating_refresh_token(client_id, client_secret, Arc::new(memory_only))
+    }
+
+    /// A refresh-token grant whose rotations go through `refresh_token`'s vault.
+    pub fn rotating_refresh_token(
+        client_id: &str,
+        client_secret: Option<SecretString>,
+        refresh_token: Arc<RotatingSecret>,
+    ) -> Grant {
+        Grant::RefreshToken { client_id: client_id.to_owned(), client_secret, refresh_token }
     }
 
     pub fn name(&self) -> &'static str {
@@ -209,10 +225,7 @@ impl SalesforceTokenFetcher {
             Grant::RefreshToken { client_id, client_secret, refresh_token } => {
                 let mut form = vec![
                     ("grant_type", "refresh_token".to_owned()),
-                    (
-                        "refresh_token",
-                        refresh_token.lock().unwrap_or_else(PoisonError::into_inner).expose_secret().to_owned(),
-                    ),
+                    ("refresh_token", refresh_token.current().expose_secret().to_owned()),
                     ("client_id", client_id.clone()),
                 ];
                 if let Some(secret) = client_secret {
@@ -224,9 +237,50 @@ impl SalesforceTokenFetcher {
     }
 }
 
+/// A vault failure as a delivery error: a row that does not open is the operator's to fix (the
+/// key), like wrong credentials.
+fn vault_error(err: VaultError) -> DeliveryError {
+    DeliveryError::Auth { vendor: VENDOR, detail: format!("{err}; see docs/errors/DB0309.md") }
+}
+
+/// Runs a vault step: a store failure is logged and the in-memory value used (today's
+/// behaviour), a row that does not open stops the grant.
+fn vault_step(outcome: Result<bool, VaultError>) -> Result<bool, DeliveryError> {
+    match outcome {
+        Ok(changed) => Ok(changed),
+        Err(err @ VaultError::Undecryptable { .. }) => Err(vault_error(err)),
+        Err(err) => {
+            tracing::warn!(error = %err, "Reading the stored Salesforce refresh token failed; using the one in memory.");
+            Ok(false)
+        }
+    }
+}
+
 #[async_trait::async_trait]
 impl TokenFetcher for SalesforceTokenFetcher {
     async fn fetch(&self) -> Result<FetchedToken, DeliveryError> {
+        let Grant::RefreshToken { refresh_token, .. } = &self.grant else { return self.fetch_once().await };
+        // At start (first use) the stored token wins over the configured one: an earlier run or
+        // another instance may have rotated it.
+        vault_step(refresh_token.prepare().await.map(|()| false))?;
+        match self.fetch_once().await {
+            Err(err @ DeliveryError::Auth { .. }) if refresh_token.is_persistent() => {
+                // Refused (invalid_grant): another instance may have rotated the token since we
+                // read it. Read it again and retry once if it changed.
+                if vault_step(refresh_token.reload().await)? {
+                    tracing::info!("Salesforce refused the refresh token; another instance had rotated it, retrying once with the stored one.");
+                    self.fetch_once().await
+                } else {
+                    Err(err)
+                }
+            }
+            outcome => outcome,
+        }
+    }
+}
+
+impl SalesforceTokenFetcher {
+    async fn fetch_once(&self) -> Result<FetchedToken, DeliveryError> {
         let form = self.form()?;
         let request =
             self.http.post(self.token_url.clone()).header(http::header::ACCEPT, "application/json").form(&form);
@@ -242,8 +296,17 @@ impl TokenFetcher for SalesforceTokenFetcher {
         self.instance_hosts.check("the Salesforce token answer's instance_url", &answer.instance_url)?;
         self.instance.set(&answer.instance_url);
         if let (Grant::RefreshToken { refresh_token, .. }, Some(rotated)) = (&self.grant, answer.refresh_token) {
-            *refresh_token.lock().unwrap_or_else(PoisonError::into_inner) = SecretString::from(rotated);
-            tracing::info!("Salesforce rotated the refresh token; using the new one from now on.");
+            // Saved before the access token is handed out: the one we sent is dead at Salesforce.
+            match refresh_token.rotated(SecretString::from(rotated)).await {
+                Ok(()) => tracing::info!(
+                    persisted = refresh_token.is_persistent(),
+                    "Salesforce rotated the refresh token; using the new one from now on."
+                ),
+                Err(err) => tracing::error!(
+                    error = %err,
+                    "Salesforce rotated the refresh token but saving it failed; it is kept in memory and saved at the next refresh."
+                ),
+            }
         }
         Ok(FetchedToken { value: SecretString::from(answer.access_token), lifetime: self.session_lifetime })
     }

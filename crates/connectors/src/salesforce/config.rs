@@ -3,7 +3,7 @@
 //! it with the grant's secrets read; and the [`Rules`] its sources and destinations are validated
 //! by where they differ from Zoho's.
 
-use super::auth::{Grant, InstanceUrl, SalesforceTokenFetcher, DEFAULT_SESSION_LIFETIME};
+use super::auth::{Grant, InstanceUrl, SalesforceTokenFetcher, DEFAULT_SESSION_LIFETIME, REFRESH_TOKEN_NAME};
 use super::client::SalesforceClient;
 use super::errors::DAILY_LIMIT_BACKOFF;
 use super::ids::normalize_id;
@@ -18,6 +18,7 @@ use connect::config::{
 };
 use connect::http::HttpClient;
 use connect::token::TokenCache;
+use connect::vault::{KeeperSlot, RotatingSecret};
 use connect::Clock;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -283,6 +284,11 @@ fn grant_span(grant: &SalesforceGrant) -> Range<usize> {
 }
 
 impl SalesforceOrgConfig {
+    /// Whether the org's grant holds a credential Salesforce may rotate (a refresh token).
+    pub fn rotates_credentials(&self) -> bool {
+        matches!(self.grant, SalesforceGrant::RefreshToken { .. })
+    }
+
     /// The secrets of the org's grant; `None` when one is missing (recorded in `rs`).
     pub fn read_secrets(&self, rs: &mut SecretReader<'_>) -> Option<SalesforceSecrets> {
         let name = &self.name;
@@ -313,11 +319,14 @@ impl SalesforceOrgConfig {
 
     /// The org's client on `http` (shared with the other CRM orgs): one token cache and one
     /// quota gauge.
+    ///
+    /// `keeper`: where a refresh token the org rotates is kept (memory only while empty).
     pub fn build(
         &self,
         secrets: SalesforceSecrets,
         http: &HttpClient,
         clock: &Arc<dyn Clock>,
+        keeper: &KeeperSlot,
     ) -> Result<SalesforceClient, ConfigError> {
         let name = &self.name;
         let at = grant_span(&self.grant);
@@ -339,10 +348,15 @@ impl SalesforceOrgConfig {
                     },
                 )?
             }
-            SalesforceSecrets::RefreshToken { client_secret, refresh_token } => Grant::refresh_token(
+            SalesforceSecrets::RefreshToken { client_secret, refresh_token } => Grant::rotating_refresh_token(
                 &self.client_id,
                 client_secret.map(Secret::into_secret_string),
-                refresh_token.into_secret_string(),
+                Arc::new(RotatingSecret::new(
+                    &format!("salesforce.orgs.{name}"),
+                    REFRESH_TOKEN_NAME,
+                    refresh_token.into_secret_string(),
+                    keeper.clone(),
+                )),
             ),
         };
         let login = self.base_url_override.as_deref().unwrap_or(&self.login_url);

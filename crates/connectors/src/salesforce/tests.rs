@@ -133,6 +133,34 @@ async fn jwt_bearer_and_refresh_token_grants() {
     assert_eq!(err.disposition(), Disposition::Auth);
 }
 
+/// An org with refresh-token rotation on (reference A1): every refresh answers a new refresh
+/// token and the one used dies. One client follows its own rotations in memory; another that
+/// still holds the first token is refused (sharing through the store: engine/tests/token_vault.rs).
+#[tokio::test]
+async fn a_rotating_org_answers_a_new_refresh_token_and_refuses_the_old_one() {
+    let rig = rig_with(SimConfig { rotate_refresh_tokens: true, ..SimConfig::default() }).await;
+    let refresh = || {
+        Grant::refresh_token(
+            seed::CLIENT_ID,
+            Some(SecretString::from(seed::CLIENT_SECRET)),
+            SecretString::from(seed::REFRESH_TOKEN.to_owned()),
+        )
+    };
+    let (client, tokens) = rig.client_with(refresh());
+    for round in 1..=3_u64 {
+        let token = tokens.get().await.unwrap();
+        assert_eq!(rig.sim.refresh_token().1, round, "each refresh rotates");
+        client.limits(BG).await.unwrap();
+        tokens.invalidate(&token).await;
+    }
+    let (live, _) = rig.sim.refresh_token();
+    assert_ne!(live, seed::REFRESH_TOKEN);
+    let (stale, _) = rig.client_with(refresh());
+    let err = stale.limits(BG).await.unwrap_err();
+    assert_eq!(err.disposition(), Disposition::Auth);
+    assert!(err.to_string().contains("invalid_grant"), "{err}");
+}
+
 #[tokio::test]
 async fn an_expired_session_is_refreshed_once_and_replayed() {
     let rig = rig().await;

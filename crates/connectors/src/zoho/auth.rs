@@ -11,10 +11,11 @@ use super::VENDOR;
 use connect::http::{read_body_capped, HttpClient, VendorHosts};
 use connect::oauth::{token_error, MAX_TOKEN_ANSWER_BYTES};
 use connect::token::{FetchedToken, TokenFetcher};
+use connect::vault::{KeeperSlot, RotatingSecret, VaultError};
 use connect::DeliveryError;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use url::Url;
 
@@ -134,7 +135,14 @@ struct TokenAnswer {
     expires_in: Option<i64>,
     #[serde(default)]
     error: Option<String>,
+    /// Zoho documents none on a refresh (its refresh tokens live until revoked); should one come,
+    /// it replaces ours like a rotated Salesforce one.
+    #[serde(default)]
+    refresh_token: Option<String>,
 }
+
+/// The credential name of the refresh token in the token vault.
+pub const REFRESH_TOKEN_NAME: &str = "refresh_token";
 
 /// `POST {accounts}/oauth/v2/token` with `grant_type=refresh_token`. Remembers the latest
 /// `api_domain` so the client sends API calls where the accounts server says the org lives.
@@ -142,6 +150,8 @@ pub struct RefreshTokenFetcher {
     http: HttpClient,
     url: Url,
     credentials: ZohoCredentials,
+    /// The refresh token in use: the configured one until the vault holds a newer one.
+    refresh: Arc<RotatingSecret>,
     api_domain: Mutex<Option<String>>,
     /// Where the answer's `api_domain` may point.
     api_hosts: VendorHosts,
@@ -164,7 +174,21 @@ impl RefreshTokenFetcher {
             ),
         })?;
         let api_hosts = VendorHosts::new(api_domains()).with_origin_of(&url);
-        Ok(Self { http, url, credentials, api_domain: Mutex::new(None), api_hosts })
+        let refresh = Arc::new(RotatingSecret::new(
+            "",
+            REFRESH_TOKEN_NAME,
+            credentials.refresh_token.clone(),
+            KeeperSlot::default(),
+        ));
+        Ok(Self { http, url, credentials, refresh, api_domain: Mutex::new(None), api_hosts })
+    }
+
+    /// Keeps a refresh token Zoho replaces in the token vault of `slot`, as credential
+    /// `refresh_token` of `connection`.
+    pub fn with_token_vault(mut self, connection: &str, slot: KeeperSlot) -> Self {
+        let configured = self.credentials.refresh_token.clone();
+        self.refresh = Arc::new(RotatingSecret::new(connection, REFRESH_TOKEN_NAME, configured, slot));
+        self
     }
 
     /// The `api_domain` of the last successful token answer.
@@ -173,14 +197,48 @@ impl RefreshTokenFetcher {
     }
 }
 
+/// A vault step: a store failure is logged and the in-memory token used, a row that does not
+/// open (DB0309) stops the grant as an auth error.
+fn vault_step(outcome: Result<bool, VaultError>) -> Result<bool, DeliveryError> {
+    match outcome {
+        Ok(changed) => Ok(changed),
+        Err(err @ VaultError::Undecryptable { .. }) => {
+            Err(DeliveryError::Auth { vendor: VENDOR, detail: format!("{err}; see docs/errors/DB0309.md") })
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, "Reading the stored Zoho refresh token failed; using the one in memory.");
+            Ok(false)
+        }
+    }
+}
+
 #[async_trait::async_trait]
 impl TokenFetcher for RefreshTokenFetcher {
     async fn fetch(&self) -> Result<FetchedToken, DeliveryError> {
+        vault_step(self.refresh.prepare().await.map(|()| false))?;
+        match self.fetch_once().await {
+            Err(err @ DeliveryError::Auth { .. }) if self.refresh.is_persistent() => {
+                // Refused: another instance may have replaced the token meanwhile.
+                if vault_step(self.refresh.reload().await)? {
+                    tracing::info!("Zoho refused the refresh token; retrying once with the stored one.");
+                    self.fetch_once().await
+                } else {
+                    Err(err)
+                }
+            }
+            outcome => outcome,
+        }
+    }
+}
+
+impl RefreshTokenFetcher {
+    async fn fetch_once(&self) -> Result<FetchedToken, DeliveryError> {
+        let refresh = self.refresh.current();
         let form = [
             ("grant_type", "refresh_token"),
             ("client_id", self.credentials.client_id.as_str()),
             ("client_secret", self.credentials.client_secret.expose_secret()),
-            ("refresh_token", self.credentials.refresh_token.expose_secret()),
+            ("refresh_token", refresh.expose_secret()),
         ];
         let request = self.http.post(self.url.clone()).form(&form).header(http::header::ACCEPT, "application/json");
         let resp = self.http.send(request).await?;
@@ -209,6 +267,14 @@ impl TokenFetcher for RefreshTokenFetcher {
         if let Some(domain) = answer.api_domain {
             self.api_hosts.check("the Zoho token answer's api_domain", &domain)?;
             *self.api_domain.lock().unwrap_or_else(PoisonError::into_inner) = Some(domain);
+        }
+        if let Some(rotated) = answer.refresh_token.filter(|t| !t.is_empty()) {
+            // Saved before the access token is handed out.
+            if let Err(err) = self.refresh.rotated(SecretString::from(rotated)).await {
+                tracing::error!(error = %err, "Zoho replaced the refresh token but saving it failed; it is kept in memory and saved at the next refresh.");
+            } else {
+                tracing::info!("Zoho replaced the refresh token; using the new one from now on.");
+            }
         }
         let lifetime = match answer.expires_in {
             Some(s) if s > 0 => Duration::from_secs(s.unsigned_abs()),

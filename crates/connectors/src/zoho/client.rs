@@ -498,7 +498,23 @@ impl ZohoClient {
         credentials: ZohoCredentials,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, DeliveryError> {
-        let fetcher = Arc::new(RefreshTokenFetcher::new(http.clone(), &settings.accounts_server, credentials)?);
+        Self::with_token_vault(http, settings, credentials, clock, None)
+    }
+
+    /// [`ZohoClient::new`] whose refresh token, should Zoho replace it, is kept in the token
+    /// vault of the slot as connection `.0`'s.
+    pub fn with_token_vault(
+        http: HttpClient,
+        settings: ZohoSettings,
+        credentials: ZohoCredentials,
+        clock: Arc<dyn Clock>,
+        vault: Option<(&str, connect::vault::KeeperSlot)>,
+    ) -> Result<Self, DeliveryError> {
+        let mut fetcher = RefreshTokenFetcher::new(http.clone(), &settings.accounts_server, credentials)?;
+        if let Some((connection, slot)) = vault {
+            fetcher = fetcher.with_token_vault(connection, slot);
+        }
+        let fetcher = Arc::new(fetcher);
         let tokens = TokenCache::new(fetcher.clone(), TOKEN_REFRESH_MARGIN, clock.clone());
         let settings_concurrency = settings.concurrency.max(1);
         Ok(Self {

@@ -99,12 +99,15 @@ impl ZohoOrgConfig {
         credentials: ZohoCredentials,
         http: &HttpClient,
         clock: &Arc<dyn Clock>,
+        keeper: &connect::vault::KeeperSlot,
     ) -> Result<ZohoClient, ConfigError> {
         let settings = match &self.base_url_override {
             Some(url) => ZohoSettings::with_base(url),
             None => ZohoSettings::for_dc(self.data_centre),
         };
-        ZohoClient::new(http.clone(), settings, credentials, clock.clone()).map_err(|e| {
+        let connection = format!("zoho.orgs.{}", self.name);
+        let vault = Some((connection.as_str(), keeper.clone()));
+        ZohoClient::with_token_vault(http.clone(), settings, credentials, clock.clone(), vault).map_err(|e| {
             ConfigError::new(
                 Code::InvalidValue,
                 format!("Zoho org `{}` cannot be built: {e}", self.name),

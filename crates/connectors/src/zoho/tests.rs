@@ -66,6 +66,68 @@ async fn revoked_refresh_token_is_an_auth_error() {
     assert_eq!(h.sim.calls(), 0);
 }
 
+/// A one-row-per-key vault with compare-and-swap, in memory.
+#[derive(Default)]
+struct MemVault(std::sync::Mutex<std::collections::BTreeMap<(String, String), connect::vault::VaultRecord>>);
+
+#[async_trait::async_trait]
+impl connect::vault::TokenVault for MemVault {
+    async fn load(
+        &self,
+        connection: &str,
+        name: &str,
+    ) -> Result<Option<connect::vault::VaultRecord>, connect::vault::VaultError> {
+        Ok(self.0.lock().unwrap().get(&(connection.to_owned(), name.to_owned())).cloned())
+    }
+
+    async fn save(
+        &self,
+        connection: &str,
+        name: &str,
+        sealed: &str,
+        expected: Option<i64>,
+    ) -> Result<Option<i64>, connect::vault::VaultError> {
+        let mut rows = self.0.lock().unwrap();
+        let key = (connection.to_owned(), name.to_owned());
+        if rows.get(&key).map(|r| r.version) != expected {
+            return Ok(None);
+        }
+        let version = expected.unwrap_or(0) + 1;
+        rows.insert(key, connect::vault::VaultRecord { sealed: sealed.to_owned(), version });
+        Ok(Some(version))
+    }
+}
+
+/// A refresh token kept in the token vault (saved by another instance, or after a re-consent)
+/// wins over the configured one at start, and a configured one the accounts server refuses is
+/// retried once with the stored one.
+#[tokio::test]
+async fn a_stored_refresh_token_wins_over_a_revoked_configured_one() {
+    use connect::vault::{Keeper, KeeperSlot, TokenKey};
+    let sim = Arc::new(ZohoSim::new());
+    let server = serve(sim.clone(), SocketAddr::from(([127, 0, 0, 1], 0))).await.unwrap();
+    let mut s = ZohoSettings::with_base(&server.url());
+    s.pin_api_domain = false;
+    let key = TokenKey::derive(&[4; 32]).unwrap();
+    let vault = Arc::new(MemVault::default());
+    let sealed = key.seal("zoho.orgs.crm", "refresh_token", &SIM_REFRESH_TOKEN.to_owned().into());
+    connect::vault::TokenVault::save(&*vault, "zoho.orgs.crm", "refresh_token", &sealed, None).await.unwrap();
+    let slot = KeeperSlot::default();
+    slot.set(Keeper { vault, key }).unwrap();
+    let http = HttpClient::new(HttpSettings::loopback()).unwrap();
+    let client = ZohoClient::with_token_vault(
+        http,
+        s,
+        credentials("1000.revoked"),
+        Arc::new(SystemClock),
+        Some(("zoho.orgs.crm", slot)),
+    )
+    .unwrap();
+    let deal = client.get_deal("5843104000001234001").await.unwrap().unwrap();
+    assert_eq!(deal.name, "KPC - Q3 servo motor bulk order");
+    assert_eq!(sim.refresh_count(), 1, "the revoked configured token was never sent");
+}
+
 #[tokio::test]
 async fn invalid_token_refetches_once_and_replays_once() {
     let h = harness().await;

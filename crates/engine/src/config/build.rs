@@ -59,6 +59,9 @@ pub struct Runtime {
     pub admin_token: Option<Secret>,
     /// The key the store hashes the audit chain with; `None` without `[audit] key`.
     pub audit_key: Option<store::AuditKey>,
+    /// The key rotated vendor credentials are sealed with in the store; `None` without
+    /// `[store] token_key` (they stay in memory).
+    pub token_key: Option<connect::vault::TokenKey>,
     pub flows: FlowEngine,
 }
 
@@ -74,6 +77,7 @@ impl fmt::Debug for Runtime {
             .field("erp_secrets", &self.erp_secrets)
             .field("admin_token", &self.admin_token)
             .field("audit_key", &self.audit_key)
+            .field("token_key", &self.token_key)
             .finish_non_exhaustive()
     }
 }
@@ -107,6 +111,25 @@ fn read_audit_key(rs: &mut SecretReader<'_>, r: Option<&SecretRef>) -> Option<st
     }
 }
 
+/// The token key named by `[store] token_key`, checked for length.
+fn read_token_key(rs: &mut SecretReader<'_>, r: Option<&SecretRef>) -> Option<connect::vault::TokenKey> {
+    let r = r?;
+    let secret = rs.get(r, "store.token_key")?;
+    let key = connect::vault::TokenKey::derive(secret.expose().trim().as_bytes());
+    if key.is_none() {
+        rs.errors.push(
+            ConfigError::new(
+                Code::BadCredential,
+                format!("store.token_key: the key must be at least {} bytes", connect::vault::MIN_TOKEN_KEY_BYTES),
+                Some(r.span.clone()),
+                "key too short",
+            )
+            .with_help("generate one with `openssl rand -hex 32`"),
+        );
+    }
+    key
+}
+
 impl Config {
     /// Phase 3 with the process environment and filesystem.
     pub fn build(&self, clock: Arc<dyn Clock>) -> Result<Runtime, ConfigErrors> {
@@ -136,6 +159,7 @@ impl Config {
         let outbound = self.outbound(resolver, &mut rs.errors);
         let admin_token = self.server.admin_token.as_ref().and_then(|r| rs.get(r, "server.admin_token"));
         let audit_key = read_audit_key(&mut rs, self.audit.key.as_ref());
+        let token_key = read_token_key(&mut rs, self.store.token_key.as_ref());
         let mut app_secrets = BTreeMap::new();
         for (name, app) in &self.dingtalk_apps {
             if let Some(secret) = app.read_secrets(&mut rs) {
@@ -351,6 +375,7 @@ impl Config {
             erp_secrets,
             admin_token,
             audit_key,
+            token_key,
             flows: FlowEngine::new(self),
         })
     }

@@ -115,6 +115,9 @@ pub struct StoreConfig {
     /// How long done jobs and inbox rows are kept before the retention sweep prunes them (dead
     /// letters and audit rows are kept); at least [`StoreConfig::MIN_RETENTION`].
     pub retention: Duration,
+    /// The key material rotated vendor credentials are sealed with (AES-256-GCM); without it
+    /// they are kept in memory only.
+    pub token_key: Option<SecretRef>,
 }
 
 impl StoreConfig {

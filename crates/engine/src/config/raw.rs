@@ -104,6 +104,7 @@ pub struct RawServer {
 pub struct RawStore {
     pub url: Option<S<String>>,
     pub retention: Option<S<String>>,
+    pub token_key: Option<S<RawSecretRef>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

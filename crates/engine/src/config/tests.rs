@@ -2252,3 +2252,21 @@ fn max_file_bytes_caps_the_drop_folder_of_sap_sources_only() {
     let rendered = one_error_at(&text, Code::UnknownKey, "max_file_bytes");
     assert!(rendered.contains("only `sap`") || rendered.contains("not used by"), "{rendered}");
 }
+
+#[test]
+fn store_token_key_is_read_at_build_and_a_short_one_is_db0124() {
+    assert!(check(BASE).unwrap().store.token_key.is_none(), "optional: rotated tokens stay in memory");
+    let rt = check(BASE).unwrap().build_with(&Fixed(AUDIT_KEY_VALUE), Arc::new(connect::SystemClock)).unwrap();
+    assert!(rt.token_key.is_none());
+    let text = format!("{BASE}\n[store]\ntoken_key = {{ env = \"TOKEN_KEY\" }}\n");
+    let cfg = check(&text).unwrap_or_else(|e| panic!("{}", e.render()));
+    assert_eq!(cfg.store.token_key.as_ref().map(|k| k.location.clone()), Some(SecretLocation::Env("TOKEN_KEY".into())));
+    let rt = cfg.build_with(&Fixed(AUDIT_KEY_VALUE), Arc::new(connect::SystemClock)).unwrap();
+    assert!(rt.token_key.is_some());
+    assert!(!format!("{rt:?}").contains("9d4e"), "the key never prints");
+    let errs = cfg.build_with(&Fixed("too-short-9d4e"), Arc::new(connect::SystemClock)).unwrap_err();
+    let e = errs.errors.iter().find(|e| e.code == Code::BadCredential).unwrap_or_else(|| panic!("{}", errs.render()));
+    assert!(e.message.contains("store.token_key: the key must be at least 32 bytes"), "{}", e.message);
+    assert!(!e.message.contains("9d4e"), "{}", e.message);
+    assert_eq!(errs.line_col(e), Some(pos(&cfg.text, "{ env = \"TOKEN_KEY\" }")));
+}

@@ -287,6 +287,7 @@ pub(super) fn validate(raw: RawConfig, text: &str, path: &str) -> Result<Config,
     let mut store = StoreConfig {
         url: raw.store.url.as_ref().map_or_else(|| DEFAULT_STORE_URL.to_string(), |s| s.get_ref().clone()),
         retention: StoreConfig::DEFAULT_RETENTION,
+        token_key: raw.store.token_key.as_ref().and_then(|s| cx.secret(s, "store.token_key")),
     };
     if let Some(s) = &raw.store.retention {
         match cx.duration(s, "store.retention") {

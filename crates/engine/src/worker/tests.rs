@@ -267,6 +267,23 @@ impl Store for MemStore {
     async fn prune(&self, _cutoff: Millis, _limit: usize) -> Result<store::Pruned, StoreError> {
         unsupported()
     }
+    async fn load_credential(
+        &self,
+        _connection: &str,
+        _name: &str,
+    ) -> Result<Option<store::StoredCredential>, StoreError> {
+        unsupported()
+    }
+    async fn save_credential(
+        &self,
+        _connection: &str,
+        _name: &str,
+        _sealed: &str,
+        _expected: Option<i64>,
+        _now: Millis,
+    ) -> Result<Option<i64>, StoreError> {
+        unsupported()
+    }
 }
 
 type Script = Box<dyn Fn(&Delivery, u32) -> Result<Receipt, DeliveryError> + Send + Sync>;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use store::{
     AuditEntry, AuditHead, AuditVerification, Completion, CompletionBatcher, DeadLetter, GroupCommitter, IdLink,
     Intake, IntakeOutcome, Job, Lease, Millis, NewAuditEntry, PacingAnswer, Pruned, Store, StoreError, StoreStats,
-    TaskLease,
+    StoredCredential, TaskLease,
 };
 
 crate::contract_tests!(committer_batches_and_dedups, completion_batcher_fences_each_slot);
@@ -255,6 +255,19 @@ impl Store for Down {
         down()
     }
     async fn prune(&self, _: Millis, _: usize) -> Result<Pruned, StoreError> {
+        down()
+    }
+    async fn load_credential(&self, _: &str, _: &str) -> Result<Option<StoredCredential>, StoreError> {
+        down()
+    }
+    async fn save_credential(
+        &self,
+        _: &str,
+        _: &str,
+        _: &str,
+        _: Option<i64>,
+        _: Millis,
+    ) -> Result<Option<i64>, StoreError> {
         down()
     }
 }

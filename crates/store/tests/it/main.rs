@@ -7,6 +7,7 @@ extern crate dingbridge_store as store;
 mod audit;
 mod concurrency;
 mod contract;
+mod credential;
 mod group;
 mod harness;
 mod model;

@@ -77,6 +77,10 @@ pub struct SimConfig {
     pub outbound_retry_max: Duration,
     /// `aud` values accepted in JWT assertions.
     pub audiences: Vec<String>,
+    /// Refresh-token rotation (a connected-app setting, off by default as in Salesforce): each
+    /// refresh-token grant answers a new `refresh_token` and the one used dies at once
+    /// (reference A1, "Refresh token flow").
+    pub rotate_refresh_tokens: bool,
 }
 
 impl Default for SimConfig {
@@ -89,6 +93,7 @@ impl Default for SimConfig {
             outbound_retry_base: Duration::from_millis(50),
             outbound_retry_max: Duration::from_secs(2),
             audiences: vec!["https://login.salesforce.com".to_owned(), "https://test.salesforce.com".to_owned()],
+            rotate_refresh_tokens: false,
         }
     }
 }
@@ -106,6 +111,10 @@ struct Org {
     locked: BTreeSet<String>,
     /// Ids deleted through the API: reads and writes answer `ENTITY_IS_DELETED`.
     recycled: BTreeSet<String>,
+    /// The one live refresh token (rotation replaces it).
+    refresh_token: String,
+    /// Refresh tokens issued by rotation so far.
+    rotations: u64,
 }
 
 /// The Salesforce simulator.
@@ -159,6 +168,8 @@ impl SalesforceSim {
             outbound_url: config.outbound_url.clone(),
             locked: BTreeSet::new(),
             recycled: BTreeSet::new(),
+            refresh_token: seed::REFRESH_TOKEN.to_owned(),
+            rotations: 0,
         };
         for (object, mut record) in seed::records() {
             let stamp = format_stamp(now);
@@ -679,6 +690,7 @@ impl SalesforceSim {
             None => (form.get("client_id").cloned(), form.get("client_secret").cloned()),
         };
         let grant = form.get("grant_type").map(String::as_str).unwrap_or_default();
+        let mut rotated = None;
         let signed = match grant {
             "client_credentials" => {
                 if client_id.as_deref() != Some(seed::CLIENT_ID) {
@@ -696,8 +708,14 @@ impl SalesforceSim {
                 if client_secret.as_deref().is_some_and(|s| s != seed::CLIENT_SECRET) {
                     return fail("invalid_client", "invalid client credentials");
                 }
-                if form.get("refresh_token").map(String::as_str) != Some(seed::REFRESH_TOKEN) {
+                let mut org = self.lock();
+                if form.get("refresh_token") != Some(&org.refresh_token) {
                     return fail("invalid_grant", "expired access/refresh token");
+                }
+                if self.config.rotate_refresh_tokens {
+                    org.rotations += 1;
+                    org.refresh_token = format!("{}.r{}", seed::REFRESH_TOKEN, org.rotations);
+                    rotated = Some(org.refresh_token.clone());
                 }
                 true
             }
@@ -723,7 +741,16 @@ impl SalesforceSim {
                     json!(base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes()));
             }
         }
+        if let Some(rotated) = rotated {
+            answer["refresh_token"] = json!(rotated);
+        }
         (StatusCode::OK, axum::Json(answer)).into_response()
+    }
+
+    /// The live refresh token (rotation replaces it) and how many rotations happened.
+    pub fn refresh_token(&self) -> (String, u64) {
+        let org = self.lock();
+        (org.refresh_token.clone(), org.rotations)
     }
 
     fn verify_jwt(&self, assertion: &str) -> Result<(), (&'static str, &'static str)> {
