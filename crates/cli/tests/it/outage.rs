@@ -443,7 +443,6 @@ const R14_PRODUCERS: u64 = 50;
 const R14_FULL_FOR: Duration = Duration::from_secs(5);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails: after SQLITE_FULL the writer connection stays inside a transaction and every later write fails"]
 async fn r14_sqlite_disk_full_mid_stream() {
     let Some(fs) = SmallFs::mount("128m") else { return };
     let _serial = SERIAL.lock().await;
