@@ -15,6 +15,11 @@ use std::time::Duration;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
+/// How long a store call waits for a pooled connection. While the server is down, sqlx keeps
+/// retrying a refused connect until this deadline, so it is how long an intake request hangs
+/// before its 503: it must stay well under a sender's timeout (R13).
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// A store in one PostgreSQL database (or one schema of it).
 pub type PgStore = SqlStore<PgPools>;
 
@@ -59,15 +64,12 @@ impl PgStore {
             conn.close().await?;
             opts = opts.options([("search_path", schema)]);
         }
-        let pool = PgPoolOptions::new()
-            .max_connections(8)
-            .acquire_timeout(Duration::from_secs(30))
-            .connect_with(opts.clone())
-            .await?;
+        let pool =
+            PgPoolOptions::new().max_connections(8).acquire_timeout(ACQUIRE_TIMEOUT).connect_with(opts.clone()).await?;
         MIGRATOR.run(&pool).await.map_err(|e| StoreError::Migration(e.to_string()))?;
         let unsynced = PgPoolOptions::new()
             .max_connections(4)
-            .acquire_timeout(Duration::from_secs(30))
+            .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(opts.options([("synchronous_commit", "off")]))
             .await?;
         Ok(SqlStore::new(PgPools { pool, unsynced }))

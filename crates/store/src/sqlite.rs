@@ -9,7 +9,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteQueryResult, SqliteSynchronous,
 };
-use sqlx::Sqlite;
+use sqlx::{Connection, Sqlite};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -73,6 +73,17 @@ impl Backend for SqlitePools {
     /// from every event's path.
     async fn write_conn(&self, durability: Durability) -> Result<PoolConnection<Sqlite>, StoreError> {
         let mut conn = self.writer.acquire().await?;
+        if conn.is_in_transaction() {
+            // A COMMIT that failed (SQLITE_FULL, an I/O error) leaves sqlx counting a transaction
+            // that SQLite already rolled back, and the ROLLBACK on drop fails too: every later
+            // BEGIN on this connection would fail, forever (R14). Replace the connection.
+            tracing::warn!("The SQLite write connection was left inside a failed transaction; reopening it.");
+            conn.close_on_drop();
+            drop(conn);
+            conn = self.writer.acquire().await?;
+            // A fresh connection starts with the options' `synchronous = FULL`.
+            self.writer_synced.store(true, Ordering::SeqCst);
+        }
         let synced = durability == Durability::Synced;
         // The pool holds one connection, so whoever holds it owns this flag too.
         if self.writer_synced.load(Ordering::SeqCst) != synced {

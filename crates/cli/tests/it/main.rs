@@ -10,6 +10,7 @@ mod crashpoints;
 mod demo;
 mod dlq;
 mod drain;
+mod outage;
 mod overload;
 mod secrets;
 mod singletons;

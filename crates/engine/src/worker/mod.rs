@@ -613,25 +613,44 @@ async fn attempt_one(sh: &Shared, keeper: &LeaseKeeper, job: &Job) -> bool {
     .await
 }
 
-/// Commit a delivered job (group commit) and count it.
+/// Commit a delivered job (group commit) and count it. While the store is unavailable (a
+/// database restart) the commit is retried for up to one lease duration: giving up at once hands
+/// the job to lease expiry, which sends it again, a duplicate effect (R13). The lease version
+/// keeps a late retry safe: once another worker holds the job, the commit fails with `LeaseLost`.
 async fn settle_success(sh: &Shared, job: &Job, receipt: connect::Receipt) {
     crashpoint::hit(crashpoint::AFTER_DELIVERY);
     let now = sh.clock.now_millis();
     let c = Completion { lease: job.lease(), receipt: receipt.vendor_id.or(receipt.detail) };
-    let done = match sh.completer.submit(c.clone(), now).await {
+    let mut done = match sh.completer.submit(c.clone(), now).await {
         // The batcher's queue is full: commit this one directly rather than wait.
-        Err(StoreError::Overloaded) => match sh.store.complete(std::slice::from_ref(&c), now).await {
-            Ok(results) => results.into_iter().next().unwrap_or(Ok(())),
-            Err(e) => Err(e),
-        },
+        Err(StoreError::Overloaded) => complete_one(sh, &c, now).await,
         other => other,
     };
+    let give_up = tokio::time::Instant::now() + sh.settings.lease;
+    let mut backoff = Duration::from_millis(200);
+    while let Err(StoreError::Unavailable(reason)) = &done {
+        if tokio::time::Instant::now() + backoff > give_up {
+            break;
+        }
+        warn!(job_id = job.id, error = %reason, "Completing a delivered job failed; retrying.");
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+        done = complete_one(sh, &c, sh.clock.now_millis()).await;
+    }
     if let Err(e) = done {
         store_error(sh, job, "complete", &e);
     }
     sh.breaker.on_success(&sh.destination);
     count_delivered(sh, job, now);
     debug!("Delivered.");
+}
+
+/// One completion committed on its own (not through the batcher).
+async fn complete_one(sh: &Shared, c: &Completion, now: i64) -> Result<(), StoreError> {
+    match sh.store.complete(std::slice::from_ref(c), now).await {
+        Ok(results) => results.into_iter().next().unwrap_or(Ok(())),
+        Err(e) => Err(e),
+    }
 }
 
 fn count_delivered(sh: &Shared, job: &Job, now: i64) {
