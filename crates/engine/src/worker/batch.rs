@@ -7,7 +7,10 @@
 //! concurrent vendor calls; per-key order holds because a batch claim takes a key's due run in
 //! id order and the sink merges it in that order.
 
-use super::{count_delivered, gate, idle, on_failure_pinned, release_all, store_error, Gate, LeaseKeeper, Shared};
+use super::{
+    complete_retrying, count_delivered, gate, idle, on_failure_pinned, release_all, store_error, Gate, LeaseKeeper,
+    Shared,
+};
 use connect::{Batching, Delivery, DeliveryError};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -190,7 +193,7 @@ async fn complete_all(sh: &Shared, delivered: Vec<(Job, Completion)>) {
     crashpoint::hit(crashpoint::AFTER_DELIVERY);
     let now = sh.clock.now_millis();
     let completions: Vec<Completion> = delivered.iter().map(|(_, c)| c.clone()).collect();
-    match sh.store.complete(&completions, now).await {
+    match complete_retrying(sh, &completions).await {
         Ok(results) => {
             sh.breaker.on_success(&sh.destination);
             for ((job, _), result) in delivered.iter().zip(results) {

@@ -621,22 +621,17 @@ async fn settle_success(sh: &Shared, job: &Job, receipt: connect::Receipt) {
     crashpoint::hit(crashpoint::AFTER_DELIVERY);
     let now = sh.clock.now_millis();
     let c = Completion { lease: job.lease(), receipt: receipt.vendor_id.or(receipt.detail) };
-    let mut done = match sh.completer.submit(c.clone(), now).await {
-        // The batcher's queue is full: commit this one directly rather than wait.
-        Err(StoreError::Overloaded) => complete_one(sh, &c, now).await,
+    let done = match sh.completer.submit(c.clone(), now).await {
+        // The batcher's queue is full, or the store failed the group's commit: commit this one
+        // directly, retrying while the store is unavailable.
+        Err(StoreError::Overloaded | StoreError::Unavailable(_)) => {
+            match complete_retrying(sh, std::slice::from_ref(&c)).await {
+                Ok(results) => results.into_iter().next().unwrap_or(Ok(())),
+                Err(e) => Err(e),
+            }
+        }
         other => other,
     };
-    let give_up = tokio::time::Instant::now() + sh.settings.lease;
-    let mut backoff = Duration::from_millis(200);
-    while let Err(StoreError::Unavailable(reason)) = &done {
-        if tokio::time::Instant::now() + backoff > give_up {
-            break;
-        }
-        warn!(job_id = job.id, error = %reason, "Completing a delivered job failed; retrying.");
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(2));
-        done = complete_one(sh, &c, sh.clock.now_millis()).await;
-    }
     if let Err(e) = done {
         store_error(sh, job, "complete", &e);
     }
@@ -645,11 +640,22 @@ async fn settle_success(sh: &Shared, job: &Job, receipt: connect::Receipt) {
     debug!("Delivered.");
 }
 
-/// One completion committed on its own (not through the batcher).
-async fn complete_one(sh: &Shared, c: &Completion, now: i64) -> Result<(), StoreError> {
-    match sh.store.complete(std::slice::from_ref(c), now).await {
-        Ok(results) => results.into_iter().next().unwrap_or(Ok(())),
-        Err(e) => Err(e),
+/// Commits completions of delivered jobs, retrying while the store is unavailable for up to one
+/// lease: the vendor already has these writes, and a job left to its lease's expiry would be
+/// sent again. Past the lease another worker may own the jobs; their fences decide then.
+async fn complete_retrying(sh: &Shared, completions: &[Completion]) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+    let give_up = tokio::time::Instant::now() + sh.settings.lease;
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let result = sh.store.complete(completions, sh.clock.now_millis()).await;
+        match &result {
+            Err(StoreError::Unavailable(reason)) if tokio::time::Instant::now() + backoff <= give_up => {
+                warn!(jobs = completions.len(), error = %reason, "Completing delivered jobs failed; retrying.");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+            _ => return result,
+        }
     }
 }
 

@@ -37,6 +37,8 @@ struct MemStore {
     /// The pacing ledger: grant times per window key, and vendor blocks.
     grants: Mutex<HashMap<String, Vec<i64>>>,
     blocks: Mutex<HashMap<String, i64>>,
+    /// This many `complete` calls fail as if the database were down.
+    completes_failing: std::sync::atomic::AtomicU32,
 }
 
 impl MemStore {
@@ -119,6 +121,14 @@ impl Store for MemStore {
         Ok(out)
     }
     async fn complete(&self, done: &[Completion], _now: Millis) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+        let down = self.completes_failing.fetch_update(
+            std::sync::atomic::Ordering::SeqCst,
+            std::sync::atomic::Ordering::SeqCst,
+            |n| n.checked_sub(1),
+        );
+        if down.is_ok() {
+            return Err(StoreError::Unavailable("database is down".into()));
+        }
         Ok(done.iter().map(|c| self.with_leased(c.lease, |j| j.state = JobState::Done)).collect())
     }
     async fn retry_later(
@@ -1346,4 +1356,31 @@ async fn r6_an_outage_opens_the_breaker_then_everything_is_delivered_once_in_ord
         }
     }
     run.stop().await;
+}
+
+/// The store is down when a batch's completions are committed: they are retried, not left to
+/// the leases' expiry (which would send the batch again).
+#[tokio::test(start_paused = true)]
+async fn a_batch_delivered_while_the_store_is_down_is_completed_not_sent_again() {
+    let clock = TokioClock::new();
+    let store = Arc::new(MemStore::default());
+    let now = clock.now_millis();
+    for rec in 0..10 {
+        store.add(&format!("d/rec{rec}"), &payload(&format!("rec{rec}/0")), now);
+    }
+    store.completes_failing.store(3, std::sync::atomic::Ordering::SeqCst);
+    let sink = Arc::new(BatchSink { batches: Mutex::new(Vec::new()), failing: Mutex::new(HashSet::new()) });
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let sinks: BTreeMap<String, Arc<dyn Sink>> = BTreeMap::from([("d".to_string(), sink.clone() as Arc<dyn Sink>)]);
+    let mut s = settings(RetrySchedule::default(), 4);
+    s.lease = Duration::from_secs(5);
+    DeliveryWorkers::spawn(store.clone(), sinks, s, clock, shutdown.clone(), &tracker);
+    wait_until(|| (1..=10).all(|id| store.job(id).state == JobState::Done), Duration::from_secs(30)).await;
+    assert_eq!(store.completes_failing.load(std::sync::atomic::Ordering::SeqCst), 0, "the store was down three times");
+    let sent: usize = sink.batches.lock().unwrap().iter().map(Vec::len).sum();
+    assert_eq!(sent, 10, "each record written once: {:?}", sink.batches.lock().unwrap());
+    shutdown.cancel();
+    tracker.close();
+    tracker.wait().await;
 }
