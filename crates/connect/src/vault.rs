@@ -305,10 +305,39 @@ impl RotatingSecret {
     }
 }
 
+/// A vault in this process's memory, with the same compare-and-swap as the store's: what a
+/// connector's tests share between two "instances", and nothing more (it is not durable).
+#[derive(Debug, Default)]
+pub struct MemoryVault(std::sync::Mutex<std::collections::BTreeMap<(String, String), VaultRecord>>);
+
+#[async_trait::async_trait]
+impl TokenVault for MemoryVault {
+    async fn load(&self, connection: &str, name: &str) -> Result<Option<VaultRecord>, VaultError> {
+        let rows = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        Ok(rows.get(&(connection.to_owned(), name.to_owned())).cloned())
+    }
+
+    async fn save(
+        &self,
+        connection: &str,
+        name: &str,
+        sealed: &str,
+        expected: Option<i64>,
+    ) -> Result<Option<i64>, VaultError> {
+        let mut rows = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let key = (connection.to_owned(), name.to_owned());
+        if rows.get(&key).map(|r| r.version) != expected {
+            return Ok(None);
+        }
+        let version = expected.unwrap_or(0) + 1;
+        rows.insert(key, VaultRecord { sealed: sealed.to_owned(), version });
+        Ok(Some(version))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
 
     fn key(byte: u8) -> TokenKey {
         TokenKey::derive(&[byte; 32]).unwrap()
@@ -356,45 +385,7 @@ mod tests {
         }
     }
 
-    /// An in-memory vault with compare-and-swap.
-    #[derive(Default)]
-    struct MemVault(Mutex<HashMap<(String, String), VaultRecord>>);
-
-    #[async_trait::async_trait]
-    impl TokenVault for MemVault {
-        async fn load(&self, connection: &str, name: &str) -> Result<Option<VaultRecord>, VaultError> {
-            Ok(self.0.lock().unwrap().get(&(connection.to_owned(), name.to_owned())).cloned())
-        }
-
-        async fn save(
-            &self,
-            connection: &str,
-            name: &str,
-            sealed: &str,
-            expected: Option<i64>,
-        ) -> Result<Option<i64>, VaultError> {
-            let mut rows = self.0.lock().unwrap();
-            let row = rows.entry((connection.to_owned(), name.to_owned()));
-            let current = match &row {
-                std::collections::hash_map::Entry::Occupied(o) => Some(o.get().version),
-                std::collections::hash_map::Entry::Vacant(_) => None,
-            };
-            if current != expected {
-                return Ok(None);
-            }
-            let version = current.unwrap_or(0) + 1;
-            let record = VaultRecord { sealed: sealed.to_owned(), version };
-            match row {
-                std::collections::hash_map::Entry::Occupied(mut o) => {
-                    o.insert(record);
-                }
-                std::collections::hash_map::Entry::Vacant(v) => {
-                    v.insert(record);
-                }
-            }
-            Ok(Some(version))
-        }
-    }
+    type MemVault = MemoryVault;
 
     fn slot(vault: &Arc<MemVault>) -> KeeperSlot {
         let slot = KeeperSlot::default();

@@ -67,36 +67,7 @@ async fn revoked_refresh_token_is_an_auth_error() {
 }
 
 /// A one-row-per-key vault with compare-and-swap, in memory.
-#[derive(Default)]
-struct MemVault(std::sync::Mutex<std::collections::BTreeMap<(String, String), connect::vault::VaultRecord>>);
-
-#[async_trait::async_trait]
-impl connect::vault::TokenVault for MemVault {
-    async fn load(
-        &self,
-        connection: &str,
-        name: &str,
-    ) -> Result<Option<connect::vault::VaultRecord>, connect::vault::VaultError> {
-        Ok(self.0.lock().unwrap().get(&(connection.to_owned(), name.to_owned())).cloned())
-    }
-
-    async fn save(
-        &self,
-        connection: &str,
-        name: &str,
-        sealed: &str,
-        expected: Option<i64>,
-    ) -> Result<Option<i64>, connect::vault::VaultError> {
-        let mut rows = self.0.lock().unwrap();
-        let key = (connection.to_owned(), name.to_owned());
-        if rows.get(&key).map(|r| r.version) != expected {
-            return Ok(None);
-        }
-        let version = expected.unwrap_or(0) + 1;
-        rows.insert(key, connect::vault::VaultRecord { sealed: sealed.to_owned(), version });
-        Ok(Some(version))
-    }
-}
+use connect::vault::MemoryVault as MemVault;
 
 /// A refresh token kept in the token vault (saved by another instance, or after a re-consent)
 /// wins over the configured one at start, and a configured one the accounts server refuses is

@@ -39,6 +39,10 @@ struct MemStore {
     blocks: Mutex<HashMap<String, i64>>,
     /// This many `complete` calls fail as if the database were down.
     completes_failing: std::sync::atomic::AtomicU32,
+    /// Claims made, per owner, and lease renewals refused: what a test waits for before it
+    /// asserts that something did not happen.
+    claims: Mutex<HashMap<String, u32>>,
+    renewals_refused: std::sync::atomic::AtomicU32,
 }
 
 impl MemStore {
@@ -97,6 +101,7 @@ impl Store for MemStore {
         lease_ms: i64,
         now: Millis,
     ) -> Result<Vec<Job>, StoreError> {
+        *self.claims.lock().unwrap().entry(owner.to_owned()).or_default() += 1;
         let mut jobs = self.jobs.lock().unwrap();
         let mut out = Vec::new();
         let mut blocked: HashSet<String> = HashSet::new();
@@ -166,10 +171,13 @@ impl Store for MemStore {
         Ok(())
     }
     async fn renew(&self, leases: &[Lease], lease_ms: i64, now: Millis) -> Result<Vec<bool>, StoreError> {
-        Ok(leases
+        let renewed: Vec<bool> = leases
             .iter()
             .map(|lease| self.with_leased(*lease, |j| j.lease_expires_at = Some(now + lease_ms)).is_ok())
-            .collect())
+            .collect();
+        let refused = renewed.iter().filter(|ok| !**ok).count();
+        self.renewals_refused.fetch_add(u32::try_from(refused).unwrap(), std::sync::atomic::Ordering::SeqCst);
+        Ok(renewed)
     }
     async fn release(&self, lease: Lease, _now: Millis) -> Result<(), StoreError> {
         self.with_leased(lease, |j| {
@@ -1268,6 +1276,8 @@ async fn a_send_longer_than_the_lease_keeps_it_and_no_other_instance_sends_it() 
     let b = start(store.clone(), sink_b.clone(), lease("b"), clock.clone());
     // The vendor takes 10 s, more than three leases; instance b polls every 200 ms meanwhile.
     tokio::time::sleep(Duration::from_secs(10)).await;
+    let b_claims = store.claims.lock().unwrap().get("b").copied().unwrap_or(0);
+    assert!(b_claims >= 20, "b was claiming all along ({b_claims} claims)");
     assert!(sink_b.payloads().is_empty(), "b took over a job a was still sending");
     let job = store.job(id);
     assert_eq!((job.lease_owner.as_deref(), job.lease_version), (Some("a"), 1));
@@ -1304,7 +1314,8 @@ async fn a_job_whose_lease_was_taken_is_not_sent() {
     tokio::time::sleep(Duration::from_secs(4)).await;
     gate.notify_waiters();
     wait_until(|| store.job(first).state == JobState::Done, Duration::from_secs(5)).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The marker: the worker tried to renew a2's lease before sending it, and was refused.
+    wait_until(|| store.renewals_refused.load(std::sync::atomic::Ordering::SeqCst) >= 1, Duration::from_secs(5)).await;
     assert_eq!(sink.payloads(), ["a1"], "a2's lease is gone: not sent from here");
     let taken = store.job(second);
     assert_eq!((taken.state, taken.lease_owner.as_deref()), (JobState::Leased, Some("thief")), "and not released");
