@@ -22,6 +22,9 @@ pub mod sap;
 pub mod zoho;
 
 #[cfg(test)]
+mod poll_tests;
+
+#[cfg(test)]
 mod tests {
     /// R22: every host a connector knows by itself is https; only the configured URLs (checked
     /// by the config) and the simulators of `--sim-endpoints` are ever plain http.

@@ -36,12 +36,26 @@ pub enum Found {
     Records(Vec<ErpRecord>),
 }
 
-/// One poll's result and the cursor to store once what it found is committed (`None`: the
-/// object is listed afresh every time and keeps no cursor).
+/// One page of a poll and the cursor to store with what it found (`None`: the object is listed
+/// afresh every time and keeps no cursor).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Polled {
     pub found: Found,
     pub cursor: Option<String>,
+    /// More changes wait past this page: polling again from `cursor` now continues the scan.
+    pub more: bool,
+}
+
+impl Polled {
+    /// The last (or only) page of a poll.
+    pub fn last(found: Found, cursor: Option<String>) -> Self {
+        Polled { found, cursor, more: false }
+    }
+
+    /// A page after which more changes wait.
+    pub fn page(found: Found, cursor: String, more: bool) -> Self {
+        Polled { found, cursor: Some(cursor), more }
+    }
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -77,8 +91,9 @@ pub trait ErpReader: Send + Sync {
     /// `netsuite`, `dynamics`, `sap`: the `system` of events and notices.
     fn system(&self) -> &'static str;
 
-    /// One poll of `object` from the stored `cursor` (`None`: the first poll, which only says
-    /// where to start, so a new source reports changes from now on and not the ERP's history).
+    /// One page of a poll of `object` from the stored `cursor` (`None`: the first poll, which only
+    /// says where to start, so a new source reports changes from now on and not the ERP's
+    /// history). A page is bounded; [`Polled::more`] says whether the scan goes on.
     async fn poll(&self, object: &str, cursor: Option<&str>, now: jiff::Timestamp) -> Result<Polled, ReadError>;
 
     /// The current state of one record, `None` when it no longer exists.
@@ -118,7 +133,7 @@ pub trait CrmReader: Send + Sync {
     /// One poll of `object` from the stored `cursor`, as [`ErpReader::poll`]; a CRM that is not
     /// polled finds nothing.
     async fn poll(&self, _object: &str, _cursor: Option<&str>, _now: jiff::Timestamp) -> Result<Polled, ReadError> {
-        Ok(Polled { found: Found::Nothing, cursor: None })
+        Ok(Polled::last(Found::Nothing, None))
     }
 
     /// The intake of what this CRM pushes to a source set up as `setup` says.

@@ -11,9 +11,11 @@ pub const AFTER_INTAKE_COMMIT: &str = "intake.after_commit";
 pub const MID_GROUP_COMMIT: &str = "store.mid_group_commit";
 /// After the vendor accepted a delivery, before the job is marked done.
 pub const AFTER_DELIVERY: &str = "worker.after_delivery";
+/// After one poll page and its cursor committed, before the next page is asked for.
+pub const AFTER_POLL_PAGE_COMMIT: &str = "poll.after_page_commit";
 
 /// Every crash point, for tests that iterate them.
-pub const ALL: &[&str] = &[AFTER_INTAKE_COMMIT, MID_GROUP_COMMIT, AFTER_DELIVERY];
+pub const ALL: &[&str] = &[AFTER_INTAKE_COMMIT, MID_GROUP_COMMIT, AFTER_DELIVERY, AFTER_POLL_PAGE_COMMIT];
 
 #[cfg(feature = "enabled")]
 mod armed {

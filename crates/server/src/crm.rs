@@ -59,7 +59,7 @@ impl RecordSource for CrmSource {
     }
 
     /// A CRM's pushes and polls name records to read; none carries a record whole.
-    async fn commit_records(&self, _state: &AppState, records: &[ErpRecord]) -> Result<(), ApiError> {
+    fn plan_records(&self, _state: &AppState, records: &[ErpRecord]) -> Result<Vec<crate::Planned>, ApiError> {
         Err(ApiError::new(
             axum::http::StatusCode::BAD_REQUEST,
             "malformed_body",

@@ -67,13 +67,12 @@ impl RecordSource for ErpSource {
         self.reader.poll(object, cursor, now).await
     }
 
-    async fn commit_records(&self, state: &AppState, records: &[ErpRecord]) -> Result<(), ApiError> {
+    fn plan_records(&self, state: &AppState, records: &[ErpRecord]) -> Result<Vec<crate::Planned>, ApiError> {
         let now = state.clock.now();
-        let intakes = records
+        records
             .iter()
             .map(|record| state.intake.inbound(&self.name, &self.inbound(record, "updated", now.as_millisecond()), now))
-            .collect::<Result<Vec<_>, _>>()?;
-        commit_all(state, &self.name, intakes).await
+            .collect()
     }
 }
 

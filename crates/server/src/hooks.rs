@@ -81,41 +81,96 @@ pub struct Committed {
 pub async fn commit(state: &AppState, source: &str, planned: impl Into<crate::Planned>) -> Result<Committed, ApiError> {
     let crate::Planned { intake, refused, card_recipients } = planned.into();
     let event_id = intake.event_id.clone();
-    // Before the commit: once committed, the card may be sent and clicked at once.
-    for link in &card_recipients {
+    store_card_recipients(state, source, &event_id, &card_recipients).await?;
+    let (dead, jobs) = (intake.dead_letter.is_some(), intake.jobs.len());
+    let outcome = state.committer.submit(intake).await.map_err(|err| match err {
+        StoreError::Overloaded => {
+            ApiError::unavailable("overloaded", "the gateway's intake queue is full; retry later", RETRY_AFTER_SECS)
+        }
+        other => store_unavailable(source, &event_id, &other),
+    })?;
+    crashpoint::hit(crashpoint::AFTER_INTAKE_COMMIT);
+    let duplicate = outcome == IntakeOutcome::Duplicate;
+    if let Some(refusal) = refused {
+        audit_refusal(state, source, &event_id, &refusal, duplicate).await;
+        return Err(refusal.error);
+    }
+    accepted(state, source, &event_id, duplicate, dead, jobs);
+    Ok(Committed { event_id, duplicate, dead })
+}
+
+/// Commits what one poll page found together with the poll's new cursor, in one transaction, so
+/// the cursor never passes a record whose event is not stored. A refused record is kept as its
+/// dead letter and audited like any refused intake; it does not hold the page back.
+pub async fn commit_page(
+    state: &AppState,
+    source: &str,
+    page: Vec<crate::Planned>,
+    cursor: store::CursorUpdate,
+) -> Result<(), ApiError> {
+    for planned in &page {
+        store_card_recipients(state, source, &planned.intake.event_id, &planned.card_recipients).await?;
+    }
+    let intakes: Vec<store::Intake> = page.iter().map(|p| p.intake.clone()).collect();
+    let outcomes = state
+        .store
+        .ingest_with_cursor(&intakes, Some(&cursor))
+        .await
+        .map_err(|err| store_unavailable(source, &cursor.name, &err))?;
+    crashpoint::hit(crashpoint::AFTER_POLL_PAGE_COMMIT);
+    for (planned, outcome) in page.into_iter().zip(outcomes) {
+        let crate::Planned { intake, refused, .. } = planned;
+        let duplicate = outcome == IntakeOutcome::Duplicate;
+        match refused {
+            Some(refusal) => {
+                audit_refusal(state, source, &intake.event_id, &refusal, duplicate).await;
+                tracing::warn!(source = %source, event_id = %intake.event_id, code = refusal.error.code, "Polled record refused: {}", refusal.error.message);
+            }
+            None => {
+                accepted(state, source, &intake.event_id, duplicate, intake.dead_letter.is_some(), intake.jobs.len())
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Before the commit: once committed, the card may be sent and clicked at once.
+async fn store_card_recipients(
+    state: &AppState,
+    source: &str,
+    event_id: &str,
+    card_recipients: &[store::IdLink],
+) -> Result<(), ApiError> {
+    for link in card_recipients {
         state.store.put_link(link).await.map_err(|err| {
             tracing::error!(source = %source, event_id = %event_id, code = err.code(), "Card recipients not stored: {err}");
             ApiError::unavailable("store_unavailable", "the event could not be stored; retry later", RETRY_AFTER_SECS)
         })?;
     }
-    let dead = intake.dead_letter.is_some();
-    let jobs = intake.jobs.len();
-    let outcome = state.committer.submit(intake).await.map_err(|err| match err {
-        StoreError::Overloaded => {
-            ApiError::unavailable("overloaded", "the gateway's intake queue is full; retry later", RETRY_AFTER_SECS)
-        }
-        other => {
-            tracing::error!(source = %source, event_id = %event_id, code = other.code(), "Intake commit failed: {other}");
-            ApiError::unavailable("store_unavailable", "the event could not be stored; retry later", RETRY_AFTER_SECS)
-        }
-    })?;
-    crashpoint::hit(crashpoint::AFTER_INTAKE_COMMIT);
-    let duplicate = outcome == IntakeOutcome::Duplicate;
-    if let Some(refusal) = refused {
-        // A resend of the same refused request is the same attempt: audited once.
-        if !duplicate {
-            if let Err(err) = state.store.audit_append(&refusal.audit).await {
-                tracing::error!(source = %source, event_id = %event_id, code = err.code(), "The refusal could not be audited: {err}");
-            }
-        }
-        return Err(refusal.error);
+    Ok(())
+}
+
+fn store_unavailable(source: &str, what: &str, err: &StoreError) -> ApiError {
+    tracing::error!(source = %source, event_id = %what, code = err.code(), "Intake commit failed: {err}");
+    ApiError::unavailable("store_unavailable", "the event could not be stored; retry later", RETRY_AFTER_SECS)
+}
+
+/// A resend of the same refused request is the same attempt: audited once.
+async fn audit_refusal(state: &AppState, source: &str, event_id: &str, refusal: &crate::Refusal, duplicate: bool) {
+    if duplicate {
+        return;
     }
+    if let Err(err) = state.store.audit_append(&refusal.audit).await {
+        tracing::error!(source = %source, event_id = %event_id, code = err.code(), "The refusal could not be audited: {err}");
+    }
+}
+
+fn accepted(state: &AppState, source: &str, event_id: &str, duplicate: bool, dead: bool, jobs: usize) {
     state.metrics.webhook_accepted(source, duplicate, dead);
     if !duplicate && jobs > 0 {
         (state.nudge)();
     }
     tracing::debug!(source = %source, event_id = %event_id, duplicate, jobs, "Event accepted.");
-    Ok(Committed { event_id, duplicate, dead })
 }
 
 /// Undo `Content-Encoding: gzip` with the same cap as plain bodies: a small gzip can inflate to

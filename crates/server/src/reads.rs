@@ -36,8 +36,14 @@ pub trait RecordSource: Send + Sync {
     fn poll_interval(&self) -> Option<Duration>;
     /// One poll of `object` from the stored `cursor`.
     async fn poll(&self, object: &str, cursor: Option<&str>, now: jiff::Timestamp) -> Result<Polled, ReadError>;
+    /// The intakes of records the vendor pushed or a poll found whole, as events; refused
+    /// where this source takes no whole records.
+    fn plan_records(&self, state: &AppState, records: &[ErpRecord]) -> Result<Vec<crate::Planned>, ApiError>;
+
     /// Commits records the vendor pushed or a poll found whole, as events (one transaction).
-    async fn commit_records(&self, state: &AppState, records: &[ErpRecord]) -> Result<(), ApiError>;
+    async fn commit_records(&self, state: &AppState, records: &[ErpRecord]) -> Result<(), ApiError> {
+        commit_all(state, self.name(), self.plan_records(state, records)?).await
+    }
 
     fn watches(&self, object: &str) -> bool {
         self.objects().iter().any(|o| o.eq_ignore_ascii_case(object))

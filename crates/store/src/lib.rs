@@ -43,7 +43,17 @@ pub trait Store: Send + Sync + 'static {
     /// insert the inbox row unless its `dedup_key` exists (then `Duplicate`, no jobs, no dead
     /// letter); otherwise insert its jobs and its optional dead letter. Returns after the commit
     /// is durable.
-    async fn ingest(&self, batch: &[Intake]) -> Result<Vec<IntakeOutcome>, StoreError>;
+    async fn ingest(&self, batch: &[Intake]) -> Result<Vec<IntakeOutcome>, StoreError> {
+        self.ingest_with_cursor(batch, None).await
+    }
+
+    /// [`Store::ingest`] that also writes `cursor` in the same transaction (a poll page and where
+    /// the poll got to); with an empty batch only the cursor is written.
+    async fn ingest_with_cursor(
+        &self,
+        batch: &[Intake],
+        cursor: Option<&CursorUpdate>,
+    ) -> Result<Vec<IntakeOutcome>, StoreError>;
 
     /// Lease up to `limit` due jobs of one destination for `lease_ms`. A job is claimable when it
     /// is pending with `next_attempt_at <= now`, or leased with an expired lease, AND no earlier

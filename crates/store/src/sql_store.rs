@@ -13,8 +13,9 @@ use crate::common::{
 };
 use crate::pacing;
 use crate::{
-    AuditEntry, AuditHead, AuditKey, AuditVerification, Completion, DeadLetter, IdLink, Intake, IntakeOutcome, Job,
-    Lease, Millis, NewAuditEntry, PacingAnswer, Pruned, Store, StoreError, StoreStats, StoredCredential, TaskLease,
+    AuditEntry, AuditHead, AuditKey, AuditVerification, Completion, CursorUpdate, DeadLetter, IdLink, Intake,
+    IntakeOutcome, Job, Lease, Millis, NewAuditEntry, PacingAnswer, Pruned, Store, StoreError, StoreStats,
+    StoredCredential, TaskLease,
 };
 use async_trait::async_trait;
 use futures::TryStreamExt;
@@ -118,6 +119,9 @@ fn lim(limit: usize) -> i64 {
     i64::try_from(limit).unwrap_or(i64::MAX)
 }
 
+const PUT_CURSOR_SQL: &str = "INSERT INTO cursors (name, value, updated_at) VALUES ($1, $2, $3) \
+     ON CONFLICT (name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at";
+
 // The bounds say what sqlx must do for the backend's database: run queries on a connection,
 // bind and decode the types the store uses, and find columns by name.
 #[async_trait]
@@ -133,9 +137,13 @@ where
     for<'q> Option<&'q str>: Encode<'q, B::Db>,
     for<'q> Option<String>: Encode<'q, B::Db>,
 {
-    async fn ingest(&self, batch: &[Intake]) -> Result<Vec<IntakeOutcome>, StoreError> {
+    async fn ingest_with_cursor(
+        &self,
+        batch: &[Intake],
+        cursor: Option<&CursorUpdate>,
+    ) -> Result<Vec<IntakeOutcome>, StoreError> {
         let mut out = Vec::with_capacity(batch.len());
-        if batch.is_empty() {
+        if batch.is_empty() && cursor.is_none() {
             return Ok(out);
         }
         let mut conn = self.backend.write_conn(Durability::Synced).await?;
@@ -199,6 +207,14 @@ where
                 q = q.bind(&it.event_id).bind(&dl.reason).bind(it.received_at);
             }
             q.execute(&mut *tx).await?;
+        }
+        if let Some(cursor) = cursor {
+            sqlx::query(PUT_CURSOR_SQL)
+                .bind(&cursor.name)
+                .bind(&cursor.value)
+                .bind(cursor.updated_at)
+                .execute(&mut *tx)
+                .await?;
         }
         crashpoint::hit(crashpoint::MID_GROUP_COMMIT);
         tx.commit().await?;
@@ -549,16 +565,7 @@ where
 
     async fn put_cursor(&self, name: &str, value: &str, now: Millis) -> Result<(), StoreError> {
         let mut conn = self.backend.write_conn(Durability::Synced).await?;
-        sqlx::query(
-            "INSERT INTO cursors (name, value, updated_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (name) DO UPDATE SET value = excluded.value, \
-             updated_at = excluded.updated_at",
-        )
-        .bind(name)
-        .bind(value)
-        .bind(now)
-        .execute(&mut *conn)
-        .await?;
+        sqlx::query(PUT_CURSOR_SQL).bind(name).bind(value).bind(now).execute(&mut *conn).await?;
         Ok(())
     }
 

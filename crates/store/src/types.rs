@@ -17,6 +17,15 @@ pub struct Intake {
     pub dead_letter: Option<NewDeadLetter>,
 }
 
+/// A poll cursor moved in the same transaction as the intakes its page found, so the cursor
+/// never passes a record whose event was not stored, and a crash repeats at most one page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CursorUpdate {
+    pub name: String,
+    pub value: String,
+    pub updated_at: Millis,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct NewJob {
     pub flow: String,

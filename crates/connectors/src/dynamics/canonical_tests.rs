@@ -186,7 +186,7 @@ async fn a_read_and_the_delta_poll_give_the_same_record() {
     assert_eq!(read.data["as_of"], "2024-03-15T02:31:07Z");
 
     let cursor = DeltaCursor::new("salesorders", SALES_ORDER_SELECT, "salesorderid");
-    let poll = cursor.poll(&dv, 100).await.unwrap();
+    let poll = cursor.poll_all(&dv, 100).await.unwrap();
     let polled = poll
         .changes
         .iter()
@@ -201,7 +201,7 @@ async fn a_read_and_the_delta_poll_give_the_same_record() {
     let fulfilled = json!({"salesorderid": seed::ORDER_HCR, "statecode": 3, "statuscode": 100001,
                            "datefulfilled": "2024-03-18T00:00:00Z", "modifiedon": "2024-03-18T01:00:00Z"});
     rig.sim.put_record("salesorders", fulfilled).await.unwrap();
-    let next = poll.next.poll(&dv, 100).await.unwrap();
+    let next = poll.next.poll_all(&dv, 100).await.unwrap();
     let [Change::Upsert { row, .. }] = next.changes.as_slice() else { panic!("{:?}", next.changes) };
     let polled = shipment_from_sales_order(row).unwrap();
     let read = read_sales_order(&dv, seed::ORDER_HCR).await.unwrap().unwrap();
@@ -246,7 +246,7 @@ async fn a_thousand_changed_orders_cost_one_delta_call_and_no_reads() {
     let rig = Rig::start().await;
     let dv = rig.dataverse();
     let cursor = DeltaCursor::new("salesorders", SALES_ORDER_SELECT, "salesorderid");
-    let initial = cursor.poll(&dv, 1000).await.unwrap();
+    let initial = cursor.poll_all(&dv, 1000).await.unwrap();
     for i in 0..1000u32 {
         let id = format!("00000000-0000-0000-0000-{i:012}");
         let row = json!({"salesorderid": id, "name": format!("Bulk {i}"), "ordernumber": format!("ORD-9{i:04}"),
@@ -254,7 +254,7 @@ async fn a_thousand_changed_orders_cost_one_delta_call_and_no_reads() {
         rig.sim.put_record("salesorders", row).await.unwrap();
     }
     let before = dv.transport().call_count();
-    let poll = initial.next.poll(&dv, 1000).await.unwrap();
+    let poll = initial.next.poll_all(&dv, 1000).await.unwrap();
     let calls = dv.transport().call_count() - before;
     let records: Vec<_> = poll
         .changes

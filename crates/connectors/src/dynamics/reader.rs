@@ -64,7 +64,7 @@ impl ErpReader for DynamicsReader {
 
     async fn poll(&self, object: &str, cursor: Option<&str>, _now: jiff::Timestamp) -> Result<Polled, ReadError> {
         if object == PENDING_OBJECT {
-            return Ok(Polled { found: Found::Records(self.pending_purchase_requests().await?), cursor: None });
+            return Ok(Polled::last(Found::Records(self.pending_purchase_requests().await?), None));
         }
         if object != SALES_ORDER {
             return Err(ReadError::UnknownObject { system: SYSTEM, object: object.to_owned(), what: "polled" });
@@ -79,10 +79,10 @@ impl ErpReader for DynamicsReader {
             None => DeltaCursor::new("salesorders", canonical::SALES_ORDER_SELECT, "salesorderid"),
         };
         let poll = cursor.poll(dataverse, DELTA_PAGE_SIZE).await?;
-        let next = Some(serde_json::to_string(&poll.next).unwrap_or_default());
+        let next = serde_json::to_string(&poll.next).unwrap_or_default();
         // The initial tracked read lists every row: it only sets where changes start.
         if poll.initial {
-            return Ok(Polled { found: Found::Nothing, cursor: next });
+            return Ok(Polled::page(Found::Nothing, next, poll.more));
         }
         let mut records = Vec::new();
         for change in &poll.changes {
@@ -94,7 +94,7 @@ impl ErpReader for DynamicsReader {
                 Change::Removed { id, .. } => tracing::info!(id, "Dataverse sales order deleted."),
             }
         }
-        Ok(Polled { found: Found::Records(records), cursor: next })
+        Ok(Polled::page(Found::Records(records), next, poll.more))
     }
 
     async fn read(&self, object: &str, id: &str) -> Result<Option<ErpRecord>, ReadError> {

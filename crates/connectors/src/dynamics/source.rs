@@ -248,9 +248,9 @@ pub fn parse_delta_rows(rows: &[Value], key_field: &str) -> Result<Vec<Change>, 
         .collect()
 }
 
-/// Where a change-tracking poll resumes. Persist it only after the changes of the poll that
-/// produced it are stored: then a crash repeats a poll instead of losing one (no gaps), and a
-/// delta link never returns a change twice once advanced (no repeats).
+/// Where a change-tracking poll resumes. Persist it with the changes of the page that produced
+/// it: then a crash repeats a page instead of losing one (no gaps), and a delta link never
+/// returns a change twice once advanced (no repeats).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeltaCursor {
     pub entity_set: String,
@@ -259,15 +259,23 @@ pub struct DeltaCursor {
     pub key_field: String,
     /// `None` until the initial full read has completed.
     pub delta_link: Option<String>,
+    /// The `@odata.nextLink` of a poll still going through its pages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_link: Option<String>,
+    /// The pages under way belong to the initial full read.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub initial_scan: bool,
 }
 
-/// The changes of one poll and the cursor to persist after handling them.
+/// The changes of one page and the cursor to persist with them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeltaPoll {
     pub changes: Vec<Change>,
     pub next: DeltaCursor,
     /// True for the initial full read (every row arrives as an upsert).
     pub initial: bool,
+    /// More pages follow: polling `next` now continues this poll.
+    pub more: bool,
 }
 
 impl DeltaCursor {
@@ -277,41 +285,55 @@ impl DeltaCursor {
             select: select.to_owned(),
             key_field: key_field.to_owned(),
             delta_link: None,
+            next_link: None,
+            initial_scan: false,
         }
     }
 
-    /// One poll: the initial tracked read, or the changes since the delta link. Follows
-    /// `@odata.nextLink` until the page that carries the new `@odata.deltaLink`. Change tracking
-    /// allows no `$filter`/`$orderby`/`$top` (reference C8), so none is sent.
+    /// One page of a poll: of the initial tracked read, of the changes since the delta link, or
+    /// the next page of either (`@odata.nextLink`), until the page that carries the new
+    /// `@odata.deltaLink`. Change tracking allows no `$filter`/`$orderby`/`$top` (reference C8),
+    /// so none is sent.
     pub async fn poll(&self, client: &DataverseClient, page_size: u32) -> Result<DeltaPoll, DeliveryError> {
         let prefer = Prefer { track_changes: true, ..Prefer::page(page_size) };
-        let mut page = match &self.delta_link {
-            None => client.query(&self.entity_set, &[("$select", &self.select)], &prefer).await?,
-            Some(link) => client.follow(link, &prefer).await?,
+        let (mut page, initial) = match (&self.next_link, &self.delta_link) {
+            (Some(next), _) => (client.follow(next, &prefer).await?, self.initial_scan),
+            (None, Some(delta)) => (client.follow(delta, &prefer).await?, false),
+            (None, None) => (client.query(&self.entity_set, &[("$select", &self.select)], &prefer).await?, true),
         };
-        let mut changes = Vec::new();
-        loop {
-            changes.extend(parse_delta_rows(&page.rows, &self.key_field).map_err(|e| DeliveryError::Server {
+        let changes = parse_delta_rows(&page.rows, &self.key_field).map_err(|e| DeliveryError::Server {
+            vendor: super::VENDOR,
+            status: 200,
+            detail: format!("change tracking of {}: {e}", self.entity_set),
+        })?;
+        if let Some(delta) = page.delta_link.take() {
+            let next = DeltaCursor { delta_link: Some(delta), next_link: None, initial_scan: false, ..self.clone() };
+            return Ok(DeltaPoll { changes, next, initial, more: false });
+        }
+        let Some(link) = page.next_link.take() else {
+            return Err(DeliveryError::Server {
                 vendor: super::VENDOR,
                 status: 200,
-                detail: format!("change tracking of {}: {e}", self.entity_set),
-            })?);
-            if let Some(delta) = page.delta_link.take() {
-                let next = DeltaCursor { delta_link: Some(delta), ..self.clone() };
-                return Ok(DeltaPoll { changes, next, initial: self.delta_link.is_none() });
-            }
-            let Some(next) = page.next_link.take() else {
-                return Err(DeliveryError::Server {
-                    vendor: super::VENDOR,
-                    status: 200,
-                    detail: format!(
-                        "change tracking of {}: the last page has no @odata.deltaLink; is \"Track changes\" enabled on the table?",
-                        self.entity_set
-                    ),
-                });
-            };
-            page = client.follow(&next, &prefer).await?;
+                detail: format!(
+                    "change tracking of {}: the last page has no @odata.deltaLink; is \"Track changes\" enabled on the table?",
+                    self.entity_set
+                ),
+            });
+        };
+        let next = DeltaCursor { next_link: Some(link), initial_scan: initial, ..self.clone() };
+        Ok(DeltaPoll { changes, next, initial, more: true })
+    }
+
+    /// Every page of one poll, for callers that hold a whole poll at once (tests, small sets).
+    pub async fn poll_all(&self, client: &DataverseClient, page_size: u32) -> Result<DeltaPoll, DeliveryError> {
+        let mut poll = self.poll(client, page_size).await?;
+        while poll.more {
+            let page = poll.next.poll(client, page_size).await?;
+            poll.changes.extend(page.changes);
+            poll.next = page.next;
+            poll.more = page.more;
         }
+        Ok(poll)
     }
 }
 

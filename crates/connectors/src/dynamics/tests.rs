@@ -238,14 +238,14 @@ async fn delta_cursor_has_no_gaps_and_no_repeats() {
     let rig = rig().await;
     let (client, _) = rig.dataverse();
     let cursor = DeltaCursor::new("salesorders", "name,totalamount,statuscode", "salesorderid");
-    let first = cursor.poll(&client, 1).await.unwrap();
+    let first = cursor.poll_all(&client, 1).await.unwrap();
     assert!(first.initial);
     assert_eq!(first.changes.len(), 3);
     assert_eq!(client.transport().call_count(), 3);
     // A change between the initial read and the next poll comes exactly once.
     rig.sim.put_record("salesorders", json!({"salesorderid": seed::ORDER_HCR, "statuscode": 3})).await.unwrap();
     rig.sim.put_record("salesorders", json!({"salesorderid": seed::ORDER_SHEUNG_WAN, "@delete": true})).await.unwrap();
-    let second = first.next.poll(&client, 100).await.unwrap();
+    let second = first.next.poll_all(&client, 100).await.unwrap();
     assert!(!second.initial);
     assert_eq!(second.changes.len(), 2);
     assert!(second
@@ -253,10 +253,10 @@ async fn delta_cursor_has_no_gaps_and_no_repeats() {
         .iter()
         .any(|c| matches!(c, Change::Upsert { id, row, .. } if id == seed::ORDER_HCR && row["statuscode"] == 3)));
     assert!(second.changes.contains(&Change::Removed { id: seed::ORDER_SHEUNG_WAN.into(), reason: "deleted".into() }));
-    let third = second.next.poll(&client, 100).await.unwrap();
+    let third = second.next.poll_all(&client, 100).await.unwrap();
     assert!(third.changes.is_empty());
     // Re-polling from the old cursor (a crash before saving) repeats rather than loses.
-    assert_eq!(first.next.poll(&client, 100).await.unwrap().changes.len(), 2);
+    assert_eq!(first.next.poll_all(&client, 100).await.unwrap().changes.len(), 2);
 }
 
 #[tokio::test]

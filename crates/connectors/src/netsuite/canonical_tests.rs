@@ -206,7 +206,15 @@ async fn a_thousand_changed_fulfilments_cost_one_suiteql_page_and_a_read_each() 
             "createdFrom": {"id": "5140", "refName": "Sales Order #SO-001205"}});
         sim.put_record("itemFulfillment", row).await.unwrap();
     }
-    let rows = crate::netsuite::source::poll_changes(&client, &mut cursor).await.unwrap();
+    // Page by page: 1,001 rows changed in the window make two pages of 1,000.
+    let mut rows = Vec::new();
+    loop {
+        let (page, more) = crate::netsuite::source::poll_changes(&client, &mut cursor).await.unwrap();
+        rows.extend(page);
+        if !more {
+            break;
+        }
+    }
     let poll_calls = client.call_count();
     // The seeded fulfilment changed inside the window too; count only the thousand.
     let rows: Vec<_> = rows.into_iter().filter(|r| r.id.parse::<u32>().unwrap_or(0) >= 70000).collect();

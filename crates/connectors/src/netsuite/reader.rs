@@ -51,13 +51,13 @@ impl ErpReader for NetSuiteReader {
 
     async fn poll(&self, object: &str, cursor: Option<&str>, now: jiff::Timestamp) -> Result<Polled, ReadError> {
         if object == PENDING_OBJECT {
-            return Ok(Polled { found: Found::Records(self.pending_purchase_requests().await?), cursor: None });
+            return Ok(Polled::last(Found::Records(self.pending_purchase_requests().await?), None));
         }
         let record = Self::record_type(object, "polled")?;
         let encode = |cursor: &PollCursor| serde_json::to_string(cursor.state()).unwrap_or_default();
         let Some(text) = cursor else {
             let start = PollCursor::new(record, now, self.zone.clone());
-            return Ok(Polled { found: Found::Nothing, cursor: Some(encode(&start)) });
+            return Ok(Polled::last(Found::Nothing, Some(encode(&start))));
         };
         let saved = serde_json::from_str(text).map_err(|e| ReadError::BadCursor {
             system: SYSTEM,
@@ -65,7 +65,7 @@ impl ErpReader for NetSuiteReader {
             reason: e.to_string(),
         })?;
         let mut cursor = PollCursor::resume(record, saved, self.zone.clone());
-        let rows = poll_changes(&self.client, &mut cursor).await?;
+        let (rows, more) = poll_changes(&self.client, &mut cursor).await?;
         let changed = rows
             .iter()
             .map(|row| {
@@ -73,7 +73,7 @@ impl ErpReader for NetSuiteReader {
                 ChangedRecord { id: row.id.clone(), detail: json!({ "lastmodified": stamp }), stamp }
             })
             .collect();
-        Ok(Polled { found: Found::Changed(changed), cursor: Some(encode(&cursor)) })
+        Ok(Polled::page(Found::Changed(changed), encode(&cursor), more))
     }
 
     async fn read(&self, object: &str, id: &str) -> Result<Option<ErpRecord>, ReadError> {

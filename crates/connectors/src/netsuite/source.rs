@@ -65,7 +65,10 @@
 //! watermark minus [`POLL_OVERLAP`], ordered by `lastmodifieddate, id`, remembers the
 //! (timestamp, id) pairs it delivered inside the overlap window and skips them: rows sharing one
 //! timestamp are told apart by id, so nothing is delivered twice and a row committed late within
-//! the overlap is not lost.
+//! the overlap is not lost. A scan goes page by page by keyset: each page asks for the rows after
+//! the (timestamp, id) that ended the page before (`lastmodifieddate > t OR (lastmodifieddate = t
+//! AND id > n)`), never by offset, so a record edited while the scan runs (it moves to the end)
+//! shifts no other row past a page boundary.
 
 use super::client::{NetSuiteClient, RecordType};
 use connect::DeliveryError;
@@ -269,6 +272,10 @@ pub struct CursorState {
     pub watermark_s: i64,
     /// (Unix seconds, id) delivered within the overlap window below the watermark.
     pub seen: BTreeSet<(i64, String)>,
+    /// The (Unix seconds, id) that ended the last page of a scan still going on; `None`: the next
+    /// page starts a new scan at the watermark minus the overlap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scan: Option<(i64, u64)>,
 }
 
 /// A `lastmodifieddate` poll cursor for one record type.
@@ -284,7 +291,7 @@ pub struct PollCursor {
 impl PollCursor {
     /// Starts at `since`.
     pub fn new(record: RecordType, since: Timestamp, zone: TimeZone) -> Self {
-        Self { record, zone, state: CursorState { watermark_s: since.as_second(), seen: BTreeSet::new() } }
+        Self { record, zone, state: CursorState { watermark_s: since.as_second(), seen: BTreeSet::new(), scan: None } }
     }
 
     /// Resumes from persisted state.
@@ -304,18 +311,39 @@ impl PollCursor {
         self.watermark().checked_sub(POLL_OVERLAP).unwrap_or(Timestamp::UNIX_EPOCH)
     }
 
-    /// The SuiteQL of the next poll.
+    /// The SuiteQL of the next page.
     pub fn query(&self) -> String {
-        let from = self.zone.to_datetime(self.from()).strftime("%Y-%m-%d %H:%M:%S").to_string();
+        let literal = |at: Timestamp| {
+            let local = self.zone.to_datetime(at).strftime("%Y-%m-%d %H:%M:%S").to_string();
+            format!("TO_TIMESTAMP('{local}', 'YYYY-MM-DD HH24:MI:SS')")
+        };
         let (table, filter) = match self.record.transaction_type() {
             Some(code) => ("transaction", format!("type = '{code}'")),
             None => ("item", "itemtype = 'InvtPart'".to_owned()),
         };
+        let start = match self.state.scan {
+            Some((second, id)) => {
+                let at = literal(Timestamp::from_second(second).unwrap_or(Timestamp::UNIX_EPOCH));
+                format!("(lastmodifieddate > {at} OR (lastmodifieddate = {at} AND id > {id}))")
+            }
+            None => format!("lastmodifieddate >= {}", literal(self.from())),
+        };
         format!(
             "SELECT id, TO_CHAR(lastmodifieddate, 'YYYY-MM-DD\"T\"HH24:MI:SS') AS lastmodified FROM {table} \
-             WHERE {filter} AND lastmodifieddate >= TO_TIMESTAMP('{from}', 'YYYY-MM-DD HH24:MI:SS') \
-             ORDER BY lastmodifieddate, id"
+             WHERE {filter} AND {start} ORDER BY lastmodifieddate, id"
         )
+    }
+
+    /// The (Unix seconds, id) of a page row, as the keyset orders it.
+    fn key_of(&self, row: &Value) -> Result<(i64, u64), model::ParseError> {
+        let id = match &row["id"] {
+            Value::String(s) => s.parse::<u64>().ok(),
+            Value::Number(n) => n.as_u64(),
+            _ => None,
+        }
+        .ok_or_else(|| model::ParseError::new("id", &row["id"].to_string(), "is not an internal id"))?;
+        let text = row["lastmodified"].as_str().unwrap_or_default();
+        Ok((ZonedTime::parse_local("lastmodified", text, &self.zone)?.0.as_second(), id))
     }
 
     /// Takes the rows of one poll: skips those already delivered, advances the watermark to the
@@ -348,14 +376,28 @@ impl PollCursor {
     }
 }
 
-/// One poll: runs the cursor's SuiteQL through every page and returns the new rows.
-pub async fn poll_changes(client: &NetSuiteClient, cursor: &mut PollCursor) -> Result<Vec<ChangedRow>, DeliveryError> {
-    let rows = client.suiteql(&cursor.query(), POLL_PAGE_SIZE).await?;
-    cursor.accept(rows).map_err(|e| DeliveryError::Server {
+/// One page of a poll: the new rows of the cursor's next page, and whether the scan goes on
+/// (the cursor then holds where the next page starts).
+pub async fn poll_changes(
+    client: &NetSuiteClient,
+    cursor: &mut PollCursor,
+) -> Result<(Vec<ChangedRow>, bool), DeliveryError> {
+    let page = client.suiteql_page(&cursor.query(), POLL_PAGE_SIZE, 0).await?;
+    let unreadable = |e: model::ParseError| DeliveryError::Server {
         vendor: super::VENDOR,
         status: 200,
         detail: format!("SuiteQL poll row unreadable: {e}"),
-    })
+    };
+    let end = match page.items.last() {
+        Some(last) => Some(cursor.key_of(last).map_err(unreadable)?),
+        None => None,
+    };
+    let rows = cursor.accept(page.items).map_err(unreadable)?;
+    // A page that ends where the last one did has not moved the scan (a vendor that ignored the
+    // keyset): start afresh from the watermark rather than ask for the same page forever.
+    let more = page.has_more && end.is_some() && end > cursor.state.scan;
+    cursor.state.scan = if more { end } else { None };
+    Ok((rows, more))
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use super::client::SalesforceClient;
 use super::config::SalesforceOrgConfig;
 use super::limits::Priority;
 use super::push::OutboundMessageIntake;
-use super::source::{poll_changes, PollCursor};
+use super::source::{poll_changes, PollCursor, POLL_PAGE_SIZE};
 use crate::crm::Snapshot;
 use crate::push::{PushIntake, PushSetup, PushSetupError};
 use crate::reader::{ChangedRecord, CrmReader, Found, Polled, ReadError};
@@ -44,15 +44,16 @@ impl CrmReader for SalesforceReader {
     /// one timestamp are neither lost nor repeated.
     async fn poll(&self, object: &str, cursor: Option<&str>, now: jiff::Timestamp) -> Result<Polled, ReadError> {
         let Some(text) = cursor else {
-            return Ok(Polled { found: Found::Nothing, cursor: Some(PollCursor::starting_at(now).encode()) });
+            return Ok(Polled::last(Found::Nothing, Some(PollCursor::starting_at(now).encode())));
         };
         let mut cursor = PollCursor::decode(text).map_err(|e| ReadError::BadCursor {
             system: SYSTEM,
             object: object.to_owned(),
             reason: e.to_string(),
         })?;
-        let rows =
-            poll_changes(&self.client, object, &["Id", "SystemModstamp"], &mut cursor, Priority::Background).await?;
+        let fields = ["Id", "SystemModstamp"];
+        let (rows, more) =
+            poll_changes(&self.client, object, &fields, &mut cursor, POLL_PAGE_SIZE, Priority::Background).await?;
         let text = |row: &Value, key: &str| row.get(key).and_then(Value::as_str).unwrap_or_default().to_owned();
         let changed = rows
             .iter()
@@ -61,7 +62,7 @@ impl CrmReader for SalesforceReader {
                 ChangedRecord { id: text(row, "Id"), detail: json!({ "SystemModstamp": stamp }), stamp }
             })
             .collect();
-        Ok(Polled { found: Found::Changed(changed), cursor: Some(cursor.encode()) })
+        Ok(Polled::page(Found::Changed(changed), cursor.encode(), more))
     }
 
     fn push_intake(&self, setup: &PushSetup<'_>) -> Result<Arc<dyn PushIntake>, PushSetupError> {

@@ -125,9 +125,9 @@ pub fn parse_outbound_message(xml: &str) -> Result<OutboundMessage, DeliveryErro
 }
 
 /// Where polling got to: the last `SystemModstamp` delivered and the greatest `Id` delivered
-/// with exactly that stamp. The next poll queries `SystemModstamp >= stamp` and skips rows of
-/// the tie up to `last_id`, so rows sharing a stamp across a page or a restart are neither lost
-/// nor repeated.
+/// with exactly that stamp. The next page asks for the rows after (`stamp`, `last_id`) (and
+/// [`PollCursor::advance`] drops any at or before it), so rows sharing a stamp across a page or
+/// a restart are neither lost nor repeated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PollCursor {
     pub modstamp: Timestamp,
@@ -140,20 +140,26 @@ impl PollCursor {
         Self { modstamp: since, last_id: String::new() }
     }
 
-    /// The WHERE/ORDER BY tail of the poll query (datetime literal unquoted, `Z` form so no `+`
-    /// needs escaping).
-    pub fn soql(&self, object: &str, fields: &[&str]) -> String {
+    /// One page of the poll query: the rows after the cursor in (`SystemModstamp`, `Id`) order,
+    /// at most `limit` (datetime literal unquoted, `Z` form so no `+` needs escaping). Keyset
+    /// paging: a page starts after the last row handed on, so ties on one stamp across pages
+    /// and records edited while the scan runs are neither skipped nor repeated.
+    pub fn soql(&self, object: &str, fields: &[&str], limit: usize) -> String {
         let mut list: Vec<&str> = fields.to_vec();
         for required in ["Id", "SystemModstamp"] {
             if !list.contains(&required) {
                 list.push(required);
             }
         }
-        format!(
-            "SELECT {} FROM {object} WHERE SystemModstamp >= {} ORDER BY SystemModstamp, Id",
-            list.join(", "),
-            self.modstamp
-        )
+        let stamp = self.modstamp;
+        // An empty Id literal is not a valid Id to Salesforce: before any row of the stamp, `>=`.
+        let after = if self.last_id.is_empty() {
+            format!("SystemModstamp >= {stamp}")
+        } else {
+            let id = self.last_id.replace('\\', "\\\\").replace('\'', "\\'");
+            format!("SystemModstamp > {stamp} OR (SystemModstamp = {stamp} AND Id > '{id}')")
+        };
+        format!("SELECT {} FROM {object} WHERE {after} ORDER BY SystemModstamp, Id LIMIT {limit}", list.join(", "))
     }
 
     /// Keeps the rows after the cursor (in query order) and moves the cursor past them.
@@ -194,17 +200,22 @@ impl PollCursor {
     }
 }
 
-/// One poll: runs the cursor's query (all pages) and returns the rows after the cursor, moving
-/// the cursor past them. Persist [`PollCursor::encode`] only after the rows are stored.
+/// Rows one poll page asks for: a page is one Salesforce query batch (2,000 at most).
+pub const POLL_PAGE_SIZE: usize = 500;
+
+/// One page of a poll: the rows after the cursor, at most `limit`, moving the cursor past them,
+/// and whether the page was full (more may follow). Persist [`PollCursor::encode`] with the rows.
 pub async fn poll_changes(
     client: &super::client::SalesforceClient,
     object: &str,
     fields: &[&str],
     cursor: &mut PollCursor,
+    limit: usize,
     priority: super::limits::Priority,
-) -> Result<Vec<serde_json::Value>, DeliveryError> {
-    let rows = client.query(&cursor.soql(object, fields), priority).await?;
-    cursor.advance(rows)
+) -> Result<(Vec<serde_json::Value>, bool), DeliveryError> {
+    let rows = client.query(&cursor.soql(object, fields, limit), priority).await?;
+    let full = rows.len() >= limit;
+    Ok((cursor.advance(rows)?, full))
 }
 
 #[cfg(test)]
@@ -259,7 +270,10 @@ mod tests {
         assert_eq!(got.len(), 2);
         // Restart: the cursor survives as text.
         let mut cursor = PollCursor::decode(&cursor.encode()).unwrap();
-        assert!(cursor.soql("Opportunity", &["Name"]).contains("SystemModstamp >= 2025-08-14T06:30:05Z"));
+        assert!(cursor.soql("Opportunity", &["Name"], 10).contains(
+            "WHERE SystemModstamp > 2025-08-14T06:30:05Z OR (SystemModstamp = 2025-08-14T06:30:05Z AND Id > '006B') \
+             ORDER BY SystemModstamp, Id LIMIT 10"
+        ));
         // Second poll (>=) returns the tie again plus the late row and a newer one.
         let got = cursor
             .advance(vec![

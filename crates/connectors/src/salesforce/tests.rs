@@ -341,17 +341,60 @@ async fn polling_by_system_modstamp_handles_ties_and_restarts() {
     for id in ["0065g00000Qx1ZqAAJ", "0065g00000Qx1ZpAAJ"] {
         rig.sim.put_record("Opportunity", json!({"Id": id, "NextStep": "tie"})).await.unwrap();
     }
-    let got = poll_changes(&client, "Opportunity", &["Name"], &mut cursor, BG).await.unwrap();
+    let got = poll_changes(&client, "Opportunity", &["Name"], &mut cursor, 100, BG).await.unwrap().0;
     let ids: Vec<&str> = got.iter().map(|r| r["Id"].as_str().unwrap()).collect();
     assert_eq!(ids, ["0065g00000Qx1ZpAAJ", "0065g00000Qx1ZqAAJ"]);
     let saved = cursor.encode();
     // Same instant again: a third record joins the tie after the first poll.
     rig.sim.put_record("Opportunity", json!({"Id": "0065g00000Qx1ZsAAJ", "NextStep": "tie"})).await.unwrap();
     let mut restarted = PollCursor::decode(&saved).unwrap();
-    let got = poll_changes(&client, "Opportunity", &["Name"], &mut restarted, BG).await.unwrap();
+    let got = poll_changes(&client, "Opportunity", &["Name"], &mut restarted, 100, BG).await.unwrap().0;
     assert_eq!(got.len(), 1);
     assert_eq!(got[0]["Id"], "0065g00000Qx1ZsAAJ");
-    assert!(poll_changes(&client, "Opportunity", &["Name"], &mut restarted, BG).await.unwrap().is_empty());
+    assert!(poll_changes(&client, "Opportunity", &["Name"], &mut restarted, 100, BG).await.unwrap().0.is_empty());
+}
+
+/// R27 on Salesforce: 1,000 opportunities changed three times each while the poll runs, 40 to a
+/// `SystemModstamp`, in bursts of 700 (more than a page between polls), with every third page
+/// lost before its commit: every last change arrives, none twice, each record's changes in order.
+#[tokio::test]
+async fn r27_polls_see_every_change_once_while_records_change() {
+    use crate::reader::CrmReader;
+    let rig = rig_with(SimConfig { daily_limit: 1_000_000, ..SimConfig::default() }).await;
+    let reader = Arc::new(super::reader::SalesforceReader { client: Arc::new(rig.client()), organization_id: None });
+    // Past the seeded rows' stamp: the poll starts where the test's changes do.
+    rig.clock.0.fetch_add(1000, Ordering::SeqCst);
+    let start = Some(PollCursor::starting_at(rig.clock.now()).encode());
+    let poll = |cursor: Option<String>| {
+        let reader = reader.clone();
+        async move { reader.poll("Opportunity", cursor.as_deref(), Timestamp::now()).await }
+    };
+    let (sim, clock) = (rig.sim.clone(), rig.clock.clone());
+    let writer = tokio::spawn(async move {
+        for round in 0..3 {
+            for n in 0..1000u64 {
+                // Not in id order, so a tie spans ids on both sides of a page's last one.
+                let i = (n * 7919 + round * 13) % 1000;
+                let id = format!("006R2700000{i:04}AAA");
+                sim.put_record(
+                    "Opportunity",
+                    json!({"Id": id, "Name": format!("R27 {i}"), "NextStep": format!("round {round}")}),
+                )
+                .await
+                .unwrap();
+                if n % 40 == 39 {
+                    clock.0.fetch_add(1000, Ordering::SeqCst);
+                }
+                // Bursts longer than a page: the poll finds more than one page waiting.
+                if n % 700 == 699 {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+        }
+    });
+    let outcome = crate::poll_tests::poll_while_changing(start.clone(), poll, writer, 3).await;
+    let last = crate::poll_tests::last_changes(start, poll).await;
+    crate::poll_tests::check("Salesforce", &outcome, &last, 1000, true);
 }
 
 #[tokio::test]

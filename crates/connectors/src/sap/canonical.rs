@@ -580,49 +580,75 @@ pub async fn pending_purchase_requests(client: &SapClient) -> Result<Vec<ErpReco
     purchase_requests_from_items(&items, client.uoms()).map_err(|e| e.into_delivery(VENDOR))
 }
 
-/// Deliveries changed since the cursor, items expanded, each version once. `A_OutbDeliveryHeader`
-/// has only `LastChangeDate` (a date), so the query starts a day before the watermark's date:
-/// whole days are re-read and the cursor drops the versions it has already delivered.
-pub async fn poll_deliveries(client: &SapClient, cursor: &mut ChangeCursor) -> Result<Vec<ErpRecord>, DeliveryError> {
-    let mut query = Query::default().expand(&[DELIVERY_EXPAND]).orderby("LastChangeDate asc,DeliveryDocument asc");
-    if let Some(watermark) = cursor.watermark() {
+/// Rows one poll page asks for (`$top`).
+pub const POLL_PAGE_SIZE: u32 = 200;
+
+/// One page of the deliveries changed since the cursor, items expanded, each version once, and
+/// whether more follow. `A_OutbDeliveryHeader` has only `LastChangeDate` (a date), so a scan
+/// starts a day before the watermark's date: whole days are re-read and the cursor drops the
+/// versions it has already delivered.
+pub async fn poll_deliveries(
+    client: &SapClient,
+    cursor: &mut ChangeCursor,
+) -> Result<(Vec<ErpRecord>, bool), DeliveryError> {
+    let date = |at: Timestamp| wire::datetime_literal(at.to_zoned(TimeZone::UTC).date());
+    let start = cursor.watermark().map(|watermark| {
         let since = watermark.checked_sub(SignedDuration::from_hours(24)).unwrap_or(watermark);
-        query =
-            query.filter(format!("LastChangeDate ge {}", wire::datetime_literal(since.to_zoned(TimeZone::UTC).date())));
+        format!("LastChangeDate ge {}", date(since))
+    });
+    let mut query = Query::default()
+        .expand(&[DELIVERY_EXPAND])
+        .orderby("LastChangeDate asc,DeliveryDocument asc")
+        .top(POLL_PAGE_SIZE);
+    if let Some(filter) = cursor.page_filter("LastChangeDate", "DeliveryDocument", date, start) {
+        query = query.filter(filter);
     }
     let rows = client.get_all(&service_root(OUTBOUND_DELIVERY_SERVICE), DELIVERY_SET, &query).await?;
-    let mut out = Vec::new();
+    let full = rows.len() >= POLL_PAGE_SIZE as usize;
+    let (mut out, mut last) = (Vec::new(), None);
     for row in rows {
         let record = shipment_from_delivery(&row, client.uoms()).map_err(|e| e.into_delivery(VENDOR))?;
         let changed = wire::instant(&row, "LastChangeDate")
             .map_err(|e| MapError::parse(DELIVERY_SET, &record.entity_id, e).into_delivery(VENDOR))?
             .map(|t| t.timestamp());
         let Some(changed) = changed else { continue };
+        // The key as the service orders it (with its leading zeros), not the trimmed entity id.
+        last = Some((changed, row["DeliveryDocument"].as_str().unwrap_or_default().to_owned()));
         if cursor.accept(&record.entity_id, &record.version, changed) {
             out.push(record);
         }
     }
-    cursor.commit();
-    Ok(out)
+    let more = cursor.end_page(last, full);
+    Ok((out, more))
 }
 
-/// Purchase orders changed since the cursor (`LastChangeDateTime`), items expanded, each version once.
+/// One page of the purchase orders changed since the cursor (`LastChangeDateTime`), items
+/// expanded, each version once, and whether more follow.
 pub async fn poll_purchase_orders_canonical(
     client: &SapClient,
     cursor: &mut ChangeCursor,
-) -> Result<Vec<ErpRecord>, DeliveryError> {
-    let query = cursor.query("LastChangeDateTime", "PurchaseOrder").expand(&[PURCHASE_ORDER_EXPAND]);
+) -> Result<(Vec<ErpRecord>, bool), DeliveryError> {
+    let (field, key_field) = ("LastChangeDateTime", "PurchaseOrder");
+    let mut query = Query::default()
+        .orderby(format!("{field} asc,{key_field} asc"))
+        .expand(&[PURCHASE_ORDER_EXPAND])
+        .top(POLL_PAGE_SIZE);
+    if let Some(filter) = cursor.page_filter(field, key_field, wire::datetimeoffset_literal, cursor.filter(field)) {
+        query = query.filter(filter);
+    }
     let rows = client.get_all(&service_root(PURCHASE_ORDER_SERVICE), PURCHASE_ORDER_SET, &query).await?;
-    let mut out = Vec::new();
+    let full = rows.len() >= POLL_PAGE_SIZE as usize;
+    let (mut out, mut last) = (Vec::new(), None);
     for row in rows {
         let record = purchase_order_from_odata(&row, client.uoms()).map_err(|e| e.into_delivery(VENDOR))?;
         let Some(changed) = record.source_time_ms.and_then(|ms| Timestamp::from_millisecond(ms).ok()) else { continue };
+        last = Some((changed, row[key_field].as_str().unwrap_or_default().to_owned()));
         if cursor.accept(&record.entity_id, &record.version, changed) {
             out.push(record);
         }
     }
-    cursor.commit();
-    Ok(out)
+    let more = cursor.end_page(last, full);
+    Ok((out, more))
 }
 
 #[cfg(test)]

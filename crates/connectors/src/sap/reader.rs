@@ -12,6 +12,7 @@ use crate::push::{PushCredentials, PushIntake};
 use crate::reader::{ApprovalWriteBack, ErpConnector, ErpReader, Found, Polled, ReadError};
 use async_trait::async_trait;
 use connect::DeliveryError;
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 const SYSTEM: &str = "sap";
@@ -39,32 +40,29 @@ impl ErpReader for SapReader {
 
     async fn poll(&self, object: &str, cursor: Option<&str>, now: jiff::Timestamp) -> Result<Polled, ReadError> {
         if object == PENDING_OBJECT {
-            return Ok(Polled { found: Found::Records(self.pending_purchase_requests().await?), cursor: None });
+            return Ok(Polled::last(Found::Records(self.pending_purchase_requests().await?), None));
         }
         if object != canonical::DELIVERY_SET && object != canonical::PURCHASE_ORDER_SET {
             return Err(ReadError::UnknownObject { system: SYSTEM, object: object.to_owned(), what: "polled" });
         }
-        // The cursor is the last change time seen, in epoch milliseconds.
-        let start = cursor.map(|text| {
-            text.parse::<i64>().ok().and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok()).ok_or_else(|| {
-                ReadError::BadCursor {
-                    system: SYSTEM,
-                    object: object.to_owned(),
-                    reason: format!("`{text}` is not a time"),
-                }
-            })
-        });
-        let Some(start) = start.transpose()? else {
-            return Ok(Polled { found: Found::Nothing, cursor: Some(now.as_millisecond().to_string()) });
+        let Some(text) = cursor else {
+            let start = StoredCursor { watermark_ms: now.as_millisecond(), scan: None };
+            return Ok(Polled::last(Found::Nothing, Some(start.encode())));
         };
-        let mut cursor = ChangeCursor::new(Some(start), DEFAULT_OVERLAP);
-        let records = if object == canonical::DELIVERY_SET {
+        let stored = StoredCursor::decode(text).ok_or_else(|| ReadError::BadCursor {
+            system: SYSTEM,
+            object: object.to_owned(),
+            reason: format!("`{text}` is neither a time nor a stored scan"),
+        })?;
+        let mut cursor = stored.resume(object)?;
+        let (records, more) = if object == canonical::DELIVERY_SET {
             canonical::poll_deliveries(&self.client, &mut cursor).await?
         } else {
             canonical::poll_purchase_orders_canonical(&self.client, &mut cursor).await?
         };
-        let next = cursor.watermark().map_or(start, |w| w.max(start)).as_millisecond().to_string();
-        Ok(Polled { found: Found::Records(records), cursor: Some(next) })
+        let watermark = cursor.watermark().map_or(stored.watermark_ms, |w| w.as_millisecond().max(stored.watermark_ms));
+        let scan = cursor.scan().map(|(at, key)| (at.as_millisecond(), key.clone()));
+        Ok(Polled::page(Found::Records(records), StoredCursor { watermark_ms: watermark, scan }.encode(), more))
     }
 
     async fn read(&self, object: &str, id: &str) -> Result<Option<ErpRecord>, ReadError> {
@@ -93,5 +91,42 @@ impl ApprovalWriteBack for SapReader {
     /// SAP gives no user list dingbridge reads: identities map by the directory alone.
     async fn users(&self) -> Result<Vec<ErpUser>, DeliveryError> {
         Ok(Vec::new())
+    }
+}
+
+/// A poll cursor as stored: the last change time seen (epoch milliseconds) and the scan under
+/// way. Cursors stored before polls went page by page are the milliseconds alone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct StoredCursor {
+    watermark_ms: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    scan: Option<(i64, String)>,
+}
+
+impl StoredCursor {
+    fn decode(text: &str) -> Option<Self> {
+        match text.parse::<i64>() {
+            Ok(watermark_ms) => Some(StoredCursor { watermark_ms, scan: None }),
+            Err(_) => serde_json::from_str(text).ok(),
+        }
+    }
+
+    fn encode(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    fn resume(&self, object: &str) -> Result<ChangeCursor, ReadError> {
+        let time = |ms: i64| {
+            jiff::Timestamp::from_millisecond(ms).map_err(|e| ReadError::BadCursor {
+                system: SYSTEM,
+                object: object.to_owned(),
+                reason: format!("{ms} is not a time ({e})"),
+            })
+        };
+        let scan = match &self.scan {
+            Some((ms, key)) => Some((time(*ms)?, key.clone())),
+            None => None,
+        };
+        Ok(ChangeCursor::resume(time(self.watermark_ms)?, scan, DEFAULT_OVERLAP))
     }
 }

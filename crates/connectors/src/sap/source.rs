@@ -22,13 +22,53 @@ pub struct ChangeCursor {
     /// (key, version) → change time, pruned to the overlap window on [`ChangeCursor::commit`].
     seen: BTreeMap<(String, String), Timestamp>,
     pending_max: Option<Timestamp>,
+    /// The (change time, key) that ended the last full page of a scan still going on; `None`:
+    /// the next page starts a new scan at the watermark minus the overlap.
+    scan: Option<(Timestamp, String)>,
 }
 
 impl ChangeCursor {
     /// `start`: only changes at or after it are wanted (`None`: everything on the first poll).
     pub fn new(start: Option<Timestamp>, overlap: Duration) -> Self {
         let overlap = SignedDuration::try_from(overlap).unwrap_or(SignedDuration::from_secs(300));
-        Self { watermark: start, overlap, seen: BTreeMap::new(), pending_max: None }
+        Self { watermark: start, overlap, seen: BTreeMap::new(), pending_max: None, scan: None }
+    }
+
+    /// A cursor stored between polls: its watermark and the scan under way, if any.
+    pub fn resume(watermark: Timestamp, scan: Option<(Timestamp, String)>, overlap: Duration) -> Self {
+        Self { scan, ..Self::new(Some(watermark), overlap) }
+    }
+
+    pub fn scan(&self) -> Option<&(Timestamp, String)> {
+        self.scan.as_ref()
+    }
+
+    /// The `$filter` of the next page: the rows after the last page's end by keyset while a scan
+    /// is under way (`literal` writes a time as `field`'s type wants), else `start`.
+    pub fn page_filter(
+        &self,
+        field: &str,
+        key_field: &str,
+        literal: impl Fn(Timestamp) -> String,
+        start: Option<String>,
+    ) -> Option<String> {
+        match &self.scan {
+            Some((at, key)) => {
+                let (at, key) = (literal(*at), wire::string_literal(key));
+                Some(format!("{field} gt {at} or {field} eq {at} and {key_field} gt {key}"))
+            }
+            None => start,
+        }
+    }
+
+    /// After a page was handed on: `last` is the (change time, key) of its last row. A full page
+    /// that moved the scan forward means more may follow (returns true); otherwise the scan is
+    /// over and the next one starts from the watermark. Commits the page either way.
+    pub fn end_page(&mut self, last: Option<(Timestamp, String)>, full: bool) -> bool {
+        let more = full && last.is_some() && last.as_ref() > self.scan.as_ref();
+        self.scan = if more { last } else { None };
+        self.commit();
+        more
     }
 
     pub fn watermark(&self) -> Option<Timestamp> {

@@ -90,7 +90,11 @@ fn unsupported<T>() -> Result<T, StoreError> {
 
 #[async_trait]
 impl Store for MemStore {
-    async fn ingest(&self, _batch: &[Intake]) -> Result<Vec<IntakeOutcome>, StoreError> {
+    async fn ingest_with_cursor(
+        &self,
+        _: &[Intake],
+        _: Option<&CursorUpdate>,
+    ) -> Result<Vec<IntakeOutcome>, StoreError> {
         unsupported()
     }
     async fn claim(

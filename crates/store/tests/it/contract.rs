@@ -2,7 +2,8 @@
 
 use crate::harness::{intake, job, Backend, DEST};
 use store::{
-    AuditVerification, Completion, IdLink, IntakeOutcome, JobState, Lease, NewAuditEntry, NewDeadLetter, StoreError,
+    AuditVerification, Completion, CursorUpdate, IdLink, IntakeOutcome, JobState, Lease, NewAuditEntry, NewDeadLetter,
+    StoreError,
 };
 
 crate::contract_tests!(
@@ -17,6 +18,7 @@ crate::contract_tests!(
     release_does_not_count,
     drop_dead_letter,
     cursors,
+    a_poll_page_and_its_cursor_commit_together,
     links,
     audit_chain,
     stats,
@@ -287,6 +289,29 @@ async fn cursors(b: &mut Backend) {
     s.put_cursor("zoho:deals", "42", 3).await.unwrap();
     assert_eq!(s.get_cursor("salesforce:opps").await.unwrap().as_deref(), Some("2024-01-02T00:00:00Z#7"));
     assert_eq!(s.get_cursor("zoho:deals").await.unwrap().as_deref(), Some("42"));
+}
+
+async fn a_poll_page_and_its_cursor_commit_together(b: &mut Backend) {
+    let s = &b.store;
+    let cursor = |value: &str, at| CursorUpdate {
+        name: "salesforce.poll.crm.Account".into(),
+        value: value.into(),
+        updated_at: at,
+    };
+    let page = [intake("crm:poll:A1", "p1", vec![job("A1", "p1-a", 0)]), intake("crm:poll:A2", "p2", vec![])];
+    let out = s.ingest_with_cursor(&page, Some(&cursor("t1|A2", 1))).await.unwrap();
+    assert_eq!(out, vec![IntakeOutcome::Accepted; 2]);
+    assert_eq!(s.get_cursor("salesforce.poll.crm.Account").await.unwrap().as_deref(), Some("t1|A2"));
+    assert_eq!(s.jobs_for_event("p1").await.unwrap().len(), 1);
+    // A page polled again after a crash finds its events stored; the cursor still moves on.
+    let out = s.ingest_with_cursor(&page[..1], Some(&cursor("t2|A1", 2))).await.unwrap();
+    assert_eq!(out, vec![IntakeOutcome::Duplicate]);
+    assert_eq!(s.get_cursor("salesforce.poll.crm.Account").await.unwrap().as_deref(), Some("t2|A1"));
+    // An empty page moves only the cursor; no cursor and no intakes write nothing.
+    assert!(s.ingest_with_cursor(&[], Some(&cursor("t3|", 3))).await.unwrap().is_empty());
+    assert_eq!(s.get_cursor("salesforce.poll.crm.Account").await.unwrap().as_deref(), Some("t3|"));
+    assert!(s.ingest_with_cursor(&[], None).await.unwrap().is_empty());
+    assert_eq!(s.stats(10).await.unwrap().events, 2);
 }
 
 async fn links(b: &mut Backend) {

@@ -5,9 +5,9 @@ use async_trait::async_trait;
 use futures::FutureExt;
 use std::sync::Arc;
 use store::{
-    AuditEntry, AuditHead, AuditVerification, Completion, CompletionBatcher, DeadLetter, GroupCommitter, IdLink,
-    Intake, IntakeOutcome, Job, Lease, Millis, NewAuditEntry, PacingAnswer, Pruned, Store, StoreError, StoreStats,
-    StoredCredential, TaskLease,
+    AuditEntry, AuditHead, AuditVerification, Completion, CompletionBatcher, CursorUpdate, DeadLetter, GroupCommitter,
+    IdLink, Intake, IntakeOutcome, Job, Lease, Millis, NewAuditEntry, PacingAnswer, Pruned, Store, StoreError,
+    StoreStats, StoredCredential, TaskLease,
 };
 
 crate::contract_tests!(committer_batches_and_dedups, completion_batcher_fences_each_slot);
@@ -167,7 +167,11 @@ fn down<T>() -> Result<T, StoreError> {
 
 #[async_trait]
 impl Store for Down {
-    async fn ingest(&self, _: &[Intake]) -> Result<Vec<IntakeOutcome>, StoreError> {
+    async fn ingest_with_cursor(
+        &self,
+        _: &[Intake],
+        _: Option<&CursorUpdate>,
+    ) -> Result<Vec<IntakeOutcome>, StoreError> {
         down()
     }
     async fn claim(&self, _: &str, _: &str, _: usize, _: i64, _: Millis) -> Result<Vec<Job>, StoreError> {

@@ -666,20 +666,18 @@ impl NetSuiteSim {
                 Ok(p) => p,
                 Err(e) => return refuse(&e.to_string()),
             };
-            let mut rows: Vec<(String, u64, Value)> = self
+            // NetSuite keeps lastmodifieddate to the second: rows of one second come by id.
+            let mut rows: Vec<(i64, u64, Value)> = self
                 .lock()
                 .records
                 .iter()
                 .filter_map(|((t, id), v)| {
                     let row = suiteql::project(&parsed, *t, v)?;
-                    Some((
-                        v["lastModifiedDate"].as_str().unwrap_or_default().to_owned(),
-                        id.parse().unwrap_or(u64::MAX),
-                        row,
-                    ))
+                    let modified = v["lastModifiedDate"].as_str()?.parse::<jiff::Timestamp>().ok()?;
+                    Some((modified.as_second(), id.parse().unwrap_or(u64::MAX), row))
                 })
                 .collect();
-            rows.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+            rows.sort_by_key(|r| (r.0, r.1));
             rows.into_iter().map(|r| r.2).collect()
         };
         let total = rows.len();

@@ -121,7 +121,7 @@ async fn an_explicit_last_modified_date_is_kept_and_polled_as_given() {
     let client = rig.client();
     let since = "2024-03-14T22:00:00Z".parse().unwrap();
     let mut cursor = PollCursor::new(RecordType::ItemFulfillment, since, jiff::tz::TimeZone::UTC);
-    let rows = poll_changes(&client, &mut cursor).await.unwrap();
+    let rows = poll_changes(&client, &mut cursor).await.unwrap().0;
     let seen: Vec<(&str, String)> = rows.iter().map(|r| (r.id.as_str(), r.last_modified.0.to_string())).collect();
     assert_eq!(seen, [("5141", "2024-03-14T22:05:00Z".to_owned())], "seeded 5130 (08:45) is older than the window");
 }
@@ -132,10 +132,10 @@ async fn the_seeded_fulfillment_and_requisitions_answer_the_poll_queries() {
     let client = rig.client();
     let since = "2024-03-14T00:00:00Z".parse().unwrap();
     let mut cursor = PollCursor::new(RecordType::ItemFulfillment, since, jiff::tz::TimeZone::UTC);
-    let ids: Vec<String> = poll_changes(&client, &mut cursor).await.unwrap().into_iter().map(|r| r.id).collect();
+    let ids: Vec<String> = poll_changes(&client, &mut cursor).await.unwrap().0.into_iter().map(|r| r.id).collect();
     assert_eq!(ids, ["5130", "5141"]);
     let mut cursor = PollCursor::new(RecordType::PurchaseRequisition, since, jiff::tz::TimeZone::UTC);
-    let rows = poll_changes(&client, &mut cursor).await.unwrap();
+    let rows = poll_changes(&client, &mut cursor).await.unwrap().0;
     assert_eq!(rows.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["4691"], "4690 changed before the window");
     assert_eq!(rows[0].row["lastmodified"], "2024-03-15T03:05:00");
 

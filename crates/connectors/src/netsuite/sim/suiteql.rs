@@ -5,8 +5,9 @@
 //! condition is `type = 'PurchOrd'` (any transaction type code: `ItemShip`, `PurchReq`, …),
 //! `approvalstatus = 1` (or `'1'`; transaction), `itemtype = 'InvtPart'` (item),
 //! `lastmodifieddate >= TO_TIMESTAMP('YYYY-MM-DD HH:MM:SS', …)` or
-//! `lastmodifieddate > TO_DATE('YYYY-MM-DD', …)`. Rows always come ordered by
-//! `lastmodifieddate, id`. Columns: `id`, `tranid`, `status` (order status, or ship status of a
+//! `lastmodifieddate > TO_DATE('YYYY-MM-DD', …)`, and the poll cursor's keyset condition
+//! `(lastmodifieddate > TO_TIMESTAMP(t, …) OR (lastmodifieddate = TO_TIMESTAMP(t, …) AND id > n))`.
+//! Rows always come ordered by `lastmodifieddate, id` (the time compared to the second). Columns: `id`, `tranid`, `status` (order status, or ship status of a
 //! fulfillment), `approvalstatus`, `foreigntotal`,
 //! `itemid`, `displayname`, `lastmodifieddate` (in the simulated user's date format `d/M/yyyy`,
 //! like the fixture) and `TO_CHAR(lastmodifieddate, …) AS alias` (ISO local time). The
@@ -27,6 +28,8 @@ pub struct Query {
     pub since: Option<(i64, bool)>,
     /// Wanted approval status id (`approvalstatus = 1`).
     pub approval: Option<String>,
+    /// Only rows after this (lastModifiedDate seconds, id), in the order rows come in.
+    pub after: Option<(i64, u64)>,
 }
 
 const COLUMNS: &[&str] =
@@ -86,6 +89,8 @@ pub enum SuiteQlError {
     TimeZone(#[source] jiff::Error),
     #[error("Invalid search query. Unsupported condition `{0}`.")]
     Condition(String),
+    #[error("Invalid search query. Unsupported OR condition `{0}`: only the keyset `(lastmodifieddate > t OR (lastmodifieddate = t AND id > n))`.")]
+    Keyset(String),
     #[error("Invalid search query. Unsupported clause `{0}` on employee.")]
     EmployeeClause(String),
 }
@@ -120,11 +125,14 @@ pub fn parse(q: &str) -> Result<Query, SuiteQlError> {
     };
     let mut since = None;
     let mut approval = None;
-    for cond in where_clause.map(|w| w.split(" and ").collect::<Vec<_>>()).unwrap_or_default() {
+    let mut after = None;
+    for cond in where_clause.map(|w| split_top_kw(w, " and ")).unwrap_or_default() {
         let cond = cond.trim();
         // Literals keep their case from the original text.
         let original = &q[q.to_ascii_lowercase().find(cond).unwrap_or(0)..];
-        if cond.starts_with("type =") && table == "transaction" {
+        if cond.starts_with('(') {
+            after = Some(keyset(cond)?);
+        } else if cond.starts_with("type =") && table == "transaction" {
             let code = literal(original).ok_or(SuiteQlError::TypeCode)?;
             types.retain(|t| t.transaction_type().is_some_and(|c| c.eq_ignore_ascii_case(code)));
         } else if let Some(value) = cond.strip_prefix("approvalstatus =").filter(|_| table == "transaction") {
@@ -142,17 +150,61 @@ pub fn parse(q: &str) -> Result<Query, SuiteQlError> {
             if !inclusive && !op.starts_with('>') {
                 return Err(SuiteQlError::DateCondition(cond.to_owned()));
             }
-            let text = literal(op).ok_or(SuiteQlError::DateLiteral)?;
-            let civil = if text.len() == 10 { format!("{text}T00:00:00") } else { text.replacen(' ', "T", 1) };
-            let at: jiff::civil::DateTime =
-                civil.parse().map_err(|source| SuiteQlError::BadDate { text: text.to_owned(), source })?;
-            let ts = at.to_zoned(jiff::tz::TimeZone::UTC).map_err(SuiteQlError::TimeZone)?.timestamp();
-            since = Some((ts.as_second(), inclusive));
+            since = Some((date_literal(op)?, inclusive));
         } else {
             return Err(SuiteQlError::Condition(cond.to_owned()));
         }
     }
-    Ok(Query { columns, types, since, approval })
+    Ok(Query { columns, types, since, approval, after })
+}
+
+/// Seconds of the quoted date or timestamp literal in `text` (the simulated user's zone is UTC).
+fn date_literal(text: &str) -> Result<i64, SuiteQlError> {
+    let text = literal(text).ok_or(SuiteQlError::DateLiteral)?;
+    let civil = if text.len() == 10 { format!("{text}T00:00:00") } else { text.replacen(' ', "T", 1) };
+    let at: jiff::civil::DateTime =
+        civil.parse().map_err(|source| SuiteQlError::BadDate { text: text.to_owned(), source })?;
+    Ok(at.to_zoned(jiff::tz::TimeZone::UTC).map_err(SuiteQlError::TimeZone)?.timestamp().as_second())
+}
+
+/// `(lastmodifieddate > t OR (lastmodifieddate = t AND id > n))` → (t, n).
+fn keyset(cond: &str) -> Result<(i64, u64), SuiteQlError> {
+    let refuse = || SuiteQlError::Keyset(cond.to_owned());
+    let inner = cond.strip_prefix('(').and_then(|c| c.strip_suffix(')')).ok_or_else(refuse)?;
+    let [later, tie] = <[String; 2]>::try_from(split_top_kw(inner, " or ")).map_err(|_| refuse())?;
+    let later_at = date_literal(later.strip_prefix("lastmodifieddate > ").ok_or_else(refuse)?)?;
+    let tie = tie.strip_prefix('(').and_then(|c| c.strip_suffix(')')).ok_or_else(refuse)?;
+    let [same, id] = <[String; 2]>::try_from(split_top_kw(tie, " and ")).map_err(|_| refuse())?;
+    let same_at = date_literal(same.strip_prefix("lastmodifieddate = ").ok_or_else(refuse)?)?;
+    let id = id.strip_prefix("id > ").and_then(|n| n.trim().parse().ok()).ok_or_else(refuse)?;
+    if later_at != same_at {
+        return Err(refuse());
+    }
+    Ok((later_at, id))
+}
+
+/// Splits on `sep` (a lowercase keyword with its spaces) outside parentheses and quotes.
+fn split_top_kw(text: &str, sep: &str) -> Vec<String> {
+    let (mut parts, mut start, mut depth, mut quoted) = (Vec::new(), 0, 0i32, false);
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\'' => quoted = !quoted,
+            b'(' if !quoted => depth += 1,
+            b')' if !quoted => depth -= 1,
+            _ if !quoted && depth == 0 && text[i..].starts_with(sep) => {
+                parts.push(text[start..i].trim().to_owned());
+                i += sep.len();
+                start = i;
+                continue;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    parts.push(text[start..].trim().to_owned());
+    parts
 }
 
 fn text_of(value: &Value) -> Option<String> {
@@ -176,6 +228,12 @@ pub fn project(query: &Query, record: RecordType, value: &Value) -> Option<Value
     if let Some((since, inclusive)) = query.since {
         let s = modified.as_second();
         if s < since || (!inclusive && s == since) {
+            return None;
+        }
+    }
+    if let Some((at, id)) = query.after {
+        let key = (modified.as_second(), text_of(&value["id"])?.parse::<u64>().ok()?);
+        if key <= (at, id) {
             return None;
         }
     }

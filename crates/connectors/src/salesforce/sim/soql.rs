@@ -1,6 +1,7 @@
 //! The SOQL subset the simulator answers (reference A8): SELECT with parent dot paths and child
-//! subqueries, WHERE with `=, !=, <, >, <=, >=` joined by AND, ORDER BY (ASC/DESC, NULLS
-//! FIRST/LAST), LIMIT. Anything else is `MALFORMED_QUERY`, as Salesforce would answer.
+//! subqueries, WHERE with `=, !=, <, >, <=, >=` joined by AND and OR (a mix of the two needs
+//! parentheses, as in SOQL), ORDER BY (ASC/DESC, NULLS FIRST/LAST), LIMIT. Anything else is
+//! `MALFORMED_QUERY`, as Salesforce would answer.
 
 use serde_json::{json, Map, Value};
 use std::cmp::Ordering;
@@ -18,6 +19,14 @@ pub struct Cond {
     pub value: Value,
 }
 
+/// A WHERE condition: a comparison, or a parenthesised AND / OR of conditions.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Expr {
+    Cond(Cond),
+    And(Vec<Expr>),
+    Or(Vec<Expr>),
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Order {
     pub field: Vec<String>,
@@ -29,7 +38,8 @@ pub struct Order {
 pub struct Query {
     pub fields: Vec<Field>,
     pub from: String,
-    pub conds: Vec<Cond>,
+    /// Conditions that must all hold.
+    pub conds: Vec<Expr>,
     pub order: Vec<Order>,
     pub limit: Option<usize>,
 }
@@ -92,8 +102,8 @@ pub enum SoqlError {
     NoSelect,
     #[error("unexpected token: expected FROM")]
     NoFrom,
-    #[error("the simulator supports only AND in WHERE")]
-    OnlyAnd,
+    #[error("unexpected token: '{0}' (AND and OR mixed without parentheses)")]
+    MixedAndOr(String),
     #[error("expected an operator")]
     NoOperator,
     #[error("LIMIT needs a number")]
@@ -146,27 +156,10 @@ pub fn parse(soql: &str) -> Result<Query, SoqlError> {
     let object = rest[..ends(0)].trim().to_owned();
     let mut query = Query { fields, from: object, conds: Vec::new(), order: Vec::new(), limit: None };
     if let Some(w) = where_at {
-        let clause = &rest[w + 5..ends(w)];
-        let mut remaining = clause.to_owned();
-        loop {
-            let (part, more) = match find_kw(&remaining, "AND") {
-                Some(i) => (remaining[..i].to_owned(), Some(remaining[i + 3..].to_owned())),
-                None => (remaining.clone(), None),
-            };
-            if find_kw(&part, "OR").is_some() {
-                return Err(SoqlError::OnlyAnd);
-            }
-            let op = ["!=", "<=", ">=", "=", "<", ">"]
-                .into_iter()
-                .find(|op| part.contains(op))
-                .ok_or(SoqlError::NoOperator)?;
-            let (left, right) = part.split_once(op).ok_or(SoqlError::NoOperator)?;
-            query.conds.push(Cond { field: path(left), op: op.to_owned(), value: literal(right)? });
-            match more {
-                Some(m) => remaining = m,
-                None => break,
-            }
-        }
+        query.conds = match parse_expr(&rest[w + 5..ends(w)])? {
+            Expr::And(all) => all,
+            one => vec![one],
+        };
     }
     if let Some(o) = order_at {
         for item in split_top(&rest[o + 8..ends(o)], ',') {
@@ -187,6 +180,40 @@ pub fn parse(soql: &str) -> Result<Query, SoqlError> {
         query.limit = Some(rest[l + 5..].trim().parse().map_err(|_| SoqlError::Limit)?);
     }
     Ok(query)
+}
+
+/// Splits at every top-level `kw` (whole word, outside parentheses and quotes).
+fn split_kw(text: &str, kw: &str) -> Vec<String> {
+    let mut parts = Vec::new();
+    let mut rest = text;
+    while let Some(i) = find_kw(rest, kw) {
+        parts.push(rest[..i].trim().to_owned());
+        rest = &rest[i + kw.len()..];
+    }
+    parts.push(rest.trim().to_owned());
+    parts
+}
+
+/// `a = 1`, `(…)`, `x AND y AND …` or `x OR y OR …`; AND and OR side by side need parentheses.
+fn parse_expr(text: &str) -> Result<Expr, SoqlError> {
+    let text = text.trim();
+    let ands = split_kw(text, "AND");
+    let ors = split_kw(text, "OR");
+    match (ands.len() > 1, ors.len() > 1) {
+        (true, true) => Err(SoqlError::MixedAndOr(text.to_owned())),
+        (true, false) => Ok(Expr::And(ands.iter().map(|p| parse_expr(p)).collect::<Result<_, _>>()?)),
+        (false, true) => Ok(Expr::Or(ors.iter().map(|p| parse_expr(p)).collect::<Result<_, _>>()?)),
+        (false, false) => match text.strip_prefix('(').and_then(|r| r.strip_suffix(')')) {
+            Some(inner) => parse_expr(inner),
+            None => parse_cond(text).map(Expr::Cond),
+        },
+    }
+}
+
+fn parse_cond(part: &str) -> Result<Cond, SoqlError> {
+    let op = ["!=", "<=", ">=", "=", "<", ">"].into_iter().find(|op| part.contains(op)).ok_or(SoqlError::NoOperator)?;
+    let (left, right) = part.split_once(op).ok_or(SoqlError::NoOperator)?;
+    Ok(Cond { field: path(left), op: op.to_owned(), value: literal(right)? })
 }
 
 /// Orders two field values: datetimes by instant, numbers numerically, text by bytes.
@@ -223,6 +250,14 @@ pub fn matches(value: &Value, cond: &Cond) -> bool {
         ">" => ord == Ordering::Greater,
         "<=" => ord != Ordering::Greater,
         _ => ord != Ordering::Less,
+    }
+}
+
+fn holds(data: &dyn Data, row: &Value, expr: &Expr) -> bool {
+    match expr {
+        Expr::Cond(c) => matches(&lookup(data, row, &c.field), c),
+        Expr::And(all) => all.iter().all(|e| holds(data, row, e)),
+        Expr::Or(any) => any.iter().any(|e| holds(data, row, e)),
     }
 }
 
@@ -268,11 +303,11 @@ fn project(data: &dyn Data, object: &str, row: &Value, fields: &[Field]) -> Resu
                     data.child(object, &sub.from).ok_or_else(|| SoqlError::Relationship(sub.from.clone()))?;
                 let mut inner = sub.as_ref().clone();
                 inner.from = child.clone();
-                inner.conds.push(Cond {
+                inner.conds.push(Expr::Cond(Cond {
                     field: vec![key],
                     op: "=".to_owned(),
                     value: row.get("Id").cloned().unwrap_or_default(),
-                });
+                }));
                 let rows = run(data, &inner)?;
                 let value = if rows.is_empty() {
                     Value::Null
@@ -288,11 +323,8 @@ fn project(data: &dyn Data, object: &str, row: &Value, fields: &[Field]) -> Resu
 
 /// Runs a query; every row projected with its `attributes`.
 pub fn run(data: &dyn Data, query: &Query) -> Result<Vec<Value>, SoqlError> {
-    let mut rows: Vec<Value> = data
-        .rows(&query.from)
-        .into_iter()
-        .filter(|row| query.conds.iter().all(|c| matches(&lookup(data, row, &c.field), c)))
-        .collect();
+    let mut rows: Vec<Value> =
+        data.rows(&query.from).into_iter().filter(|row| query.conds.iter().all(|e| holds(data, row, e))).collect();
     rows.sort_by(|a, b| {
         for o in &query.order {
             let (x, y) = (lookup(data, a, &o.field), lookup(data, b, &o.field));
@@ -347,11 +379,22 @@ mod tests {
         assert_eq!(q.fields.len(), 3);
         assert!(matches!(&q.fields[2], Field::Sub(s) if s.from == "Tasks" && s.limit == Some(10) && s.order[0].desc));
         assert_eq!(q.conds.len(), 2);
-        assert_eq!(q.conds[0].value, json!("0065g00000Qx1ZpAAJ"));
+        assert!(matches!(&q.conds[0], Expr::Cond(c) if c.value == json!("0065g00000Qx1ZpAAJ")));
         assert_eq!(q.order.len(), 2);
         assert_eq!(q.limit, Some(3));
         assert!(parse("SELEC Id FROM X").is_err());
-        assert!(parse("SELECT Id FROM X WHERE A = 1 OR B = 2").is_err());
+        assert!(parse("SELECT Id FROM X WHERE A = 1 OR B = 2 AND C = 3").is_err(), "AND and OR mixed");
+        let q = parse("SELECT Id FROM X WHERE S > 2 OR (S = 2 AND Id > 'b') ORDER BY S, Id LIMIT 2").unwrap();
+        let cond =
+            |field: &str, op: &str, value: Value| Expr::Cond(Cond { field: vec![field.into()], op: op.into(), value });
+        assert_eq!(
+            q.conds,
+            vec![Expr::Or(vec![
+                cond("S", ">", json!(2.0)),
+                Expr::And(vec![cond("S", "=", json!(2.0)), cond("Id", ">", json!("b"))]),
+            ])]
+        );
+        assert_eq!(q.limit, Some(2));
     }
 
     #[test]
