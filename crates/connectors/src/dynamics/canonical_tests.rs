@@ -269,3 +269,52 @@ async fn a_thousand_changed_orders_cost_one_delta_call_and_no_reads() {
     eprintln!("Dynamics: {calls} API call(s) to poll 1,000 changed sales orders (page size 1,000), 0 reads");
     assert!(calls <= 2, "{calls} calls");
 }
+
+/// R27 on Dataverse: 1,500 sales orders (a delta page is 1,000 rows) created and then changed
+/// twice while the change-tracking poll runs, in bursts of 1,200 (more than a page between
+/// polls), every third page lost before its commit: every order's last version arrives, none
+/// twice.
+#[tokio::test]
+async fn r27_polls_see_every_change_once_while_records_change() {
+    use crate::reader::ErpReader;
+    let rig = Rig::start().await;
+    let clients = crate::dynamics::config::DynamicsClients {
+        dataverse: Some(Arc::new(rig.dataverse())),
+        bc: None,
+        bc_company: None,
+    };
+    let reader = Arc::new(crate::dynamics::reader::DynamicsReader { clients });
+    let poll = |cursor: Option<String>| {
+        let reader = reader.clone();
+        async move { reader.poll("salesorder", cursor.as_deref(), jiff::Timestamp::now()).await }
+    };
+    // The initial tracked read only says where changes start.
+    let start = crate::poll_tests::last_changes(None, poll).await;
+    assert!(start.is_empty());
+    let mut cursor = None;
+    loop {
+        let polled = poll(cursor.clone()).await.unwrap();
+        cursor = polled.cursor;
+        if !polled.more {
+            break;
+        }
+    }
+    let sim = rig.sim.clone();
+    let writer = tokio::spawn(async move {
+        for k in 0..4500u64 {
+            let (round, n) = (k / 1500, k % 1500);
+            let i = (n * 7919 + round * 13) % 1500;
+            let row = json!({"salesorderid": format!("00000000-0000-0000-0027-{i:012}"), "name": format!("R27 {i}"),
+                "ordernumber": format!("ORD-27{i:04}"), "statecode": 3, "statuscode": 100001,
+                "modifiedon": format!("2024-04-0{}T{:02}:{:02}:00Z", round + 1, i / 60 % 24, i % 60),
+                "transactioncurrencyid@odata.bind": format!("/transactioncurrencies({})", seed::HKD_ID)});
+            sim.put_record("salesorders", row).await.unwrap();
+            if k % 1200 == 1199 {
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+        }
+    });
+    let outcome = crate::poll_tests::poll_while_changing(cursor.clone(), poll, writer, 3).await;
+    let last = crate::poll_tests::last_changes(cursor, poll).await;
+    crate::poll_tests::check("Dataverse", &outcome, &last, 1500, false);
+}

@@ -4,7 +4,7 @@
 //! | area | what |
 //! |---|---|
 //! | `POST /{tenant}/oauth2/v2.0/token` | client credentials; scope `<resource>/.default`; bad secret → 401 `invalid_client` (AADSTS7000215); a token is valid for its resource only |
-//! | `/api/data/v9.2/{set}` | `salesorders`, `opportunities`, `accounts`, `products`, `transactioncurrencies`: `$select`, `$filter` (`and` of `field op literal`), `$orderby` (one key), `Prefer: odata.maxpagesize` with opaque `$skiptoken` nextLinks, annotations on request, change tracking (`odata.track-changes`, `$deltatoken`, tombstones; `$filter` refused) |
+//! | `/api/data/v9.2/{set}` | `salesorders`, `opportunities`, `accounts`, `products`, `transactioncurrencies`: `$select`, `$filter` (`and` of `field op literal`), `$orderby` (one key), `Prefer: odata.maxpagesize` with opaque `$skiptoken` nextLinks, annotations on request, change tracking (`odata.track-changes`, `$deltatoken` answers paged by `odata.maxpagesize` too, tombstones; `$filter` refused) |
 //! | `/api/data/v9.2/{set}({id})` | GET; PATCH upsert with `If-Match` (stale → 412 `0x80060882`, `*` on a missing row → 404) and `If-None-Match: *` (existing → 412 `0x80040237`); DELETE |
 //! | `POST /api/data/v9.2/$batch` | multipart operations (no change sets), counted as one request |
 //! | service protection | sliding 300 s window per user: request count, combined execution time (the configured latency), concurrency; 429 + `Retry-After` + the vendor's bodies |
@@ -652,21 +652,47 @@ impl DynamicsSim {
         };
         if let Some(token) = query.get("$deltatoken") {
             let since: u64 = token.split('!').next().and_then(|v| v.parse().ok()).unwrap_or(0);
-            let mut value: Vec<Value> = table
+            // Paged like any tracked read: `$skiptoken` carries the version of the last change
+            // sent and the snapshot the pages belong to; a row changed again meanwhile leaves
+            // this answer and comes with the next delta.
+            let cookie = query.get("$skiptoken").map(|token| {
+                let attr = |name: &str| {
+                    token
+                        .split(&format!("{name}=\""))
+                        .nth(1)
+                        .and_then(|r| r.split('"').next())
+                        .and_then(|v| v.parse::<u64>().ok())
+                };
+                (attr("after"), attr("v"))
+            });
+            let after = cookie.and_then(|c| c.0).unwrap_or(since);
+            let snapshot = cookie.and_then(|c| c.1).unwrap_or(state.version);
+            let within = |version: u64| version > after && version <= snapshot;
+            let mut changes: Vec<(u64, Value)> = table
                 .values()
-                .filter(|r| r.version > since)
-                .map(|r| shape(&r.data, key, etag(r.version), select, annotations))
+                .filter(|r| within(r.version))
+                .map(|r| (r.version, shape(&r.data, key, etag(r.version), select, annotations)))
                 .collect();
             for ((s, id), version) in &state.tombstones {
-                if s == set && *version > since && !table.contains_key(id) {
-                    value.push(json!({"@odata.context": format!("{base}/$metadata#{set}/$deletedEntity"), "id": id, "reason": "deleted"}));
+                if s == set && within(*version) && !table.contains_key(id) {
+                    let gone = json!({"@odata.context": format!("{base}/$metadata#{set}/$deletedEntity"), "id": id, "reason": "deleted"});
+                    changes.push((*version, gone));
                 }
             }
-            let delta = delta_link(state.version);
-            let mut answer = Answer::json(
-                200,
-                json!({"@odata.context": format!("{base}/$metadata#{set}/$delta"), "value": value, "@odata.deltaLink": delta}),
-            );
+            changes.sort_by_key(|(version, _)| *version);
+            let window = PageWindow::new(changes.len(), 0, page_size);
+            let last = window.end.checked_sub(1).and_then(|i| changes.get(i)).map(|(version, _)| *version);
+            let value: Vec<Value> = changes.drain(window.start..window.end).map(|(_, row)| row).collect();
+            let mut body = json!({"@odata.context": format!("{base}/$metadata#{set}/$delta"), "value": value});
+            match last.filter(|_| window.more) {
+                Some(last) => {
+                    let mut pairs = query.without(&["$skiptoken"]);
+                    pairs.push(("$skiptoken".to_owned(), format!("<cookie after=\"{last}\" v=\"{snapshot}\" />")));
+                    body["@odata.nextLink"] = json!(next_link(&format!("{base}/{set}"), &pairs, NON_ALPHANUMERIC));
+                }
+                None => body["@odata.deltaLink"] = json!(delta_link(snapshot)),
+            }
+            let mut answer = Answer::json(200, body);
             answer.headers.push(("Preference-Applied".to_owned(), "odata.track-changes".to_owned()));
             return answer;
         }
