@@ -34,7 +34,7 @@ pub enum CrmIntake {
     /// Messages carry no signature, so the URL's secret `token` (and the org id in the message)
     /// is what authenticates them.
     OutboundMessage { token: SecretRef },
-    /// Salesforce `SystemModstamp` polling.
+    /// Polling the CRM's change times (Salesforce `SystemModstamp`, Zoho `Modified_Time`).
     Poll { interval: Duration },
     /// Zoho notification channels (`actions/watch`).
     Notifications { channel_token: SecretRef, notify_url: Option<String> },
@@ -146,6 +146,44 @@ pub struct IntakeCheck<'a> {
     /// `a salesforce source (`NAME`)`, the owner in an "is not used by" diagnostic.
     pub owner: &'a str,
     pub keys: &'a CrmSourceKeys<'a>,
+}
+
+/// Polling a source when it does not say how often.
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(60);
+/// Every poll costs API requests from the org's daily allocation.
+pub const MIN_POLL_INTERVAL: Duration = Duration::from_secs(10);
+
+impl IntakeCheck<'_> {
+    /// `intake = "poll"`: every `poll_interval` (default 60s, at least 10s). `push_keys` are the
+    /// keys of the CRM's push intake, which a polling source does not use.
+    pub fn poll(
+        &self,
+        diag: &mut Diagnostics,
+        system: &str,
+        push_keys: &[(&str, Option<Range<usize>>)],
+        ok: &mut bool,
+    ) -> CrmIntake {
+        let n = self.name.get_ref();
+        *ok &= !diag.unused_keys(push_keys, &format!("a polling {system} source (`{n}`)"), "only push sources take it");
+        let interval = match self.keys.poll_interval {
+            Some(s) => match diag.duration(s, &format!("sources.{n}.poll_interval")) {
+                Some(d) if d < MIN_POLL_INTERVAL => {
+                    diag.push(ConfigError::new(
+                        Code::OutOfRange,
+                        format!("sources.{n}.poll_interval must be at least 10s, found {d:?}"),
+                        span(s),
+                        "every poll costs API requests from the org's daily allocation",
+                    ));
+                    *ok = false;
+                    d
+                }
+                Some(d) => d,
+                None => DEFAULT_POLL_INTERVAL,
+            },
+            None => DEFAULT_POLL_INTERVAL,
+        };
+        CrmIntake::Poll { interval }
+    }
 }
 
 /// What the sources and destinations of one CRM validate differently from the other CRM's. Each
@@ -299,12 +337,13 @@ mod tests {
     use super::*;
 
     /// A source refuses the other CRMs' intake keys, so every intake key must be exactly one
-    /// CRM's.
+    /// CRM's, except `poll_interval`, which every CRM's polling sources take.
     #[test]
     fn every_intake_key_has_one_owner() {
         for key in IntakeKey::ALL {
             let owners = CrmSystem::ALL.iter().filter(|s| s.rules().intake_keys().iter().any(|(k, _)| *k == key));
-            assert_eq!(owners.count(), 1, "`{}`", key.as_str());
+            let expected = if key == IntakeKey::PollInterval { 0 } else { 1 };
+            assert_eq!(owners.count(), expected, "`{}`", key.as_str());
         }
     }
 

@@ -13,6 +13,7 @@ pub mod dingtalk;
 pub mod dynamics;
 pub mod erp;
 pub mod erp_source;
+pub mod keyset;
 pub mod netsuite;
 pub mod push;
 pub mod reader;

@@ -402,10 +402,15 @@ fn crm_sources(
             notify_url: notify_url.unwrap_or_else(own_url),
         };
         let refused = |e: connectors::push::PushSetupError| StartError::Config(e.to_string());
+        // A polling source opens no push door and keeps no subscription.
+        let (push, subscription) = match poll {
+            Some(_) => (Arc::new(connectors::push::NoPushes) as Arc<dyn connectors::push::PushIntake>, None),
+            None => (reader.push_intake(&setup).map_err(refused)?, reader.subscription(&setup).map_err(refused)?),
+        };
         let built = crate::sources::CrmSource {
             name: name.clone(),
-            push: reader.push_intake(&setup).map_err(refused)?,
-            subscription: reader.subscription(&setup).map_err(refused)?,
+            push,
+            subscription,
             reader: reader.clone(),
             poll,
             objects: crm.objects.clone(),

@@ -71,14 +71,14 @@
 //! shifts no other row past a page boundary.
 
 use super::client::{NetSuiteClient, RecordType};
+use crate::keyset::PageStart;
 use connect::DeliveryError;
 use hmac::Mac;
 use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp};
 use model::ZonedTime;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{Map, Value};
-use std::collections::BTreeSet;
 
 /// The signature header of the webhook (lowercase, as `http` stores names).
 pub const SIGNATURE_HEADER: &str = "x-dingbridge-signature";
@@ -266,17 +266,7 @@ pub struct ChangedRow {
 }
 
 /// What a cursor persists between polls.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CursorState {
-    /// Unix seconds of the greatest `lastmodifieddate` delivered.
-    pub watermark_s: i64,
-    /// (Unix seconds, id) delivered within the overlap window below the watermark.
-    pub seen: BTreeSet<(i64, String)>,
-    /// The (Unix seconds, id) that ended the last page of a scan still going on; `None`: the next
-    /// page starts a new scan at the watermark minus the overlap.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub scan: Option<(i64, u64)>,
-}
+pub type CursorState = crate::keyset::KeysetState;
 
 /// A `lastmodifieddate` poll cursor for one record type.
 #[derive(Debug, Clone)]
@@ -291,7 +281,7 @@ pub struct PollCursor {
 impl PollCursor {
     /// Starts at `since`.
     pub fn new(record: RecordType, since: Timestamp, zone: TimeZone) -> Self {
-        Self { record, zone, state: CursorState { watermark_s: since.as_second(), seen: BTreeSet::new(), scan: None } }
+        Self { record, zone, state: CursorState::starting_at(since.as_second()) }
     }
 
     /// Resumes from persisted state.
@@ -307,13 +297,10 @@ impl PollCursor {
         Timestamp::from_second(self.state.watermark_s).unwrap_or(Timestamp::UNIX_EPOCH)
     }
 
-    fn from(&self) -> Timestamp {
-        self.watermark().checked_sub(POLL_OVERLAP).unwrap_or(Timestamp::UNIX_EPOCH)
-    }
-
     /// The SuiteQL of the next page.
     pub fn query(&self) -> String {
-        let literal = |at: Timestamp| {
+        let literal = |second: i64| {
+            let at = Timestamp::from_second(second).unwrap_or(Timestamp::UNIX_EPOCH);
             let local = self.zone.to_datetime(at).strftime("%Y-%m-%d %H:%M:%S").to_string();
             format!("TO_TIMESTAMP('{local}', 'YYYY-MM-DD HH24:MI:SS')")
         };
@@ -321,12 +308,12 @@ impl PollCursor {
             Some(code) => ("transaction", format!("type = '{code}'")),
             None => ("item", "itemtype = 'InvtPart'".to_owned()),
         };
-        let start = match self.state.scan {
-            Some((second, id)) => {
-                let at = literal(Timestamp::from_second(second).unwrap_or(Timestamp::UNIX_EPOCH));
+        let start = match self.state.page_start(POLL_OVERLAP.as_secs()) {
+            PageStart::After(second, id) => {
+                let at = literal(second);
                 format!("(lastmodifieddate > {at} OR (lastmodifieddate = {at} AND id > {id}))")
             }
-            None => format!("lastmodifieddate >= {}", literal(self.from())),
+            PageStart::From(second) => format!("lastmodifieddate >= {}", literal(second)),
         };
         format!(
             "SELECT id, TO_CHAR(lastmodifieddate, 'YYYY-MM-DD\"T\"HH24:MI:SS') AS lastmodified FROM {table} \
@@ -334,8 +321,8 @@ impl PollCursor {
         )
     }
 
-    /// The (Unix seconds, id) of a page row, as the keyset orders it.
-    fn key_of(&self, row: &Value) -> Result<(i64, u64), model::ParseError> {
+    /// A page row's change time and internal id.
+    fn parse_row(&self, row: &Value) -> Result<(ZonedTime, u64), model::ParseError> {
         let id = match &row["id"] {
             Value::String(s) => s.parse::<u64>().ok(),
             Value::Number(n) => n.as_u64(),
@@ -343,36 +330,29 @@ impl PollCursor {
         }
         .ok_or_else(|| model::ParseError::new("id", &row["id"].to_string(), "is not an internal id"))?;
         let text = row["lastmodified"].as_str().unwrap_or_default();
-        Ok((ZonedTime::parse_local("lastmodified", text, &self.zone)?.0.as_second(), id))
+        Ok((ZonedTime::parse_local("lastmodified", text, &self.zone)?, id))
     }
 
-    /// Takes the rows of one poll: skips those already delivered, advances the watermark to the
-    /// greatest timestamp seen and forgets pairs that fell out of the overlap window. Returns the
-    /// new rows in (timestamp, id) order.
-    pub fn accept(&mut self, rows: Vec<Value>) -> Result<Vec<ChangedRow>, model::ParseError> {
-        let mut fresh = Vec::new();
-        for row in rows {
-            let id = match &row["id"] {
-                Value::String(s) => s.clone(),
-                Value::Number(n) => n.to_string(),
-                other => return Err(model::ParseError::new("id", &other.to_string(), "is not an internal id")),
-            };
-            let text = row["lastmodified"].as_str().unwrap_or_default();
-            let last_modified = ZonedTime::parse_local("lastmodified", text, &self.zone)?;
-            let key = (last_modified.0.as_second(), id.clone());
-            if self.state.seen.contains(&key) || key.0 < self.from().as_second() {
-                continue;
-            }
-            self.state.seen.insert(key);
-            fresh.push(ChangedRow { id, last_modified, row });
-        }
-        fresh.sort_by_key(|r| (r.last_modified, r.id.parse::<u64>().unwrap_or(u64::MAX), r.id.clone()));
-        if let Some(max) = fresh.iter().map(|r| r.last_modified.0.as_second()).max() {
-            self.state.watermark_s = self.state.watermark_s.max(max);
-        }
-        let floor = self.from().as_second();
-        self.state.seen.retain(|(ts, _)| *ts >= floor);
-        Ok(fresh)
+    /// Takes the rows of one page and whether NetSuite said more follow: returns the rows not
+    /// delivered before, in (timestamp, id) order, and whether the scan goes on (see
+    /// [`crate::keyset`]).
+    pub fn accept(
+        &mut self,
+        rows: Vec<Value>,
+        vendor_has_more: bool,
+    ) -> Result<(Vec<ChangedRow>, bool), model::ParseError> {
+        let parsed = rows.iter().map(|row| self.parse_row(row)).collect::<Result<Vec<_>, _>>()?;
+        let keys: Vec<(i64, u64)> = parsed.iter().map(|(at, id)| (at.0.as_second(), *id)).collect();
+        let (fresh, more) = self.state.accept_page(&keys, vendor_has_more, POLL_OVERLAP.as_secs());
+        let mut changed: Vec<ChangedRow> = rows
+            .into_iter()
+            .zip(parsed)
+            .zip(fresh)
+            .filter(|(_, new)| *new)
+            .map(|((row, (last_modified, id)), _)| ChangedRow { id: id.to_string(), last_modified, row })
+            .collect();
+        changed.sort_by_key(|r| (r.last_modified, r.id.parse::<u64>().unwrap_or(u64::MAX)));
+        Ok((changed, more))
     }
 }
 
@@ -383,21 +363,11 @@ pub async fn poll_changes(
     cursor: &mut PollCursor,
 ) -> Result<(Vec<ChangedRow>, bool), DeliveryError> {
     let page = client.suiteql_page(&cursor.query(), POLL_PAGE_SIZE, 0).await?;
-    let unreadable = |e: model::ParseError| DeliveryError::Server {
+    cursor.accept(page.items, page.has_more).map_err(|e| DeliveryError::Server {
         vendor: super::VENDOR,
         status: 200,
         detail: format!("SuiteQL poll row unreadable: {e}"),
-    };
-    let end = match page.items.last() {
-        Some(last) => Some(cursor.key_of(last).map_err(unreadable)?),
-        None => None,
-    };
-    let rows = cursor.accept(page.items).map_err(unreadable)?;
-    // A page that ends where the last one did has not moved the scan (a vendor that ignored the
-    // keyset): start afresh from the watermark rather than ask for the same page forever.
-    let more = page.has_more && end.is_some() && end > cursor.state.scan;
-    cursor.state.scan = if more { end } else { None };
-    Ok((rows, more))
+    })
 }
 
 #[cfg(test)]
@@ -488,24 +458,32 @@ mod tests {
     fn ties_on_one_minute_are_told_apart_by_id_without_repeats() {
         let start = "2024-03-15T02:00:00Z".parse().unwrap();
         let mut cursor = PollCursor::new(RecordType::PurchaseOrder, start, TimeZone::UTC);
-        let first =
-            cursor.accept(vec![row("4711", "2024-03-15T02:31:00"), row("4709", "2024-03-15T02:31:00")]).unwrap();
+        let first = cursor
+            .accept(vec![row("4711", "2024-03-15T02:31:00"), row("4709", "2024-03-15T02:31:00")], false)
+            .unwrap()
+            .0;
         assert_eq!(first.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["4709", "4711"]);
         assert_eq!(cursor.watermark().to_string(), "2024-03-15T02:31:00Z");
         // The next poll overlaps: the same two rows come again, plus one committed late in the
         // same minute and one later.
         let second = cursor
-            .accept(vec![
-                row("4709", "2024-03-15T02:31:00"),
-                row("4710", "2024-03-15T02:31:00"),
-                row("4711", "2024-03-15T02:31:00"),
-                row("4712", "2024-03-15T02:40:00"),
-            ])
-            .unwrap();
+            .accept(
+                vec![
+                    row("4709", "2024-03-15T02:31:00"),
+                    row("4710", "2024-03-15T02:31:00"),
+                    row("4711", "2024-03-15T02:31:00"),
+                    row("4712", "2024-03-15T02:40:00"),
+                ],
+                false,
+            )
+            .unwrap()
+            .0;
         assert_eq!(second.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["4710", "4712"]);
         // An edit of 4711 later is a new change.
-        let third =
-            cursor.accept(vec![row("4712", "2024-03-15T02:40:00"), row("4711", "2024-03-15T02:41:00")]).unwrap();
+        let third = cursor
+            .accept(vec![row("4712", "2024-03-15T02:40:00"), row("4711", "2024-03-15T02:41:00")], false)
+            .unwrap()
+            .0;
         assert_eq!(third.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["4711"]);
         // Pairs older than the overlap are forgotten.
         assert!(cursor.state().seen.iter().all(|(ts, _)| *ts >= cursor.watermark().as_second() - 120));
@@ -529,7 +507,7 @@ mod tests {
         assert!(local.query().contains("FROM item WHERE itemtype = 'InvtPart'"));
         assert!(local.query().contains("'2024-03-15 10:29:00'"));
         let mut cursor = local;
-        let rows = cursor.accept(vec![row("501", "2024-03-15T10:35:00")]).unwrap();
+        let rows = cursor.accept(vec![row("501", "2024-03-15T10:35:00")], false).unwrap().0;
         assert_eq!(rows[0].last_modified.0.to_string(), "2024-03-15T02:35:00Z");
     }
 }

@@ -384,11 +384,6 @@ impl SalesforceOrgConfig {
     }
 }
 
-/// Polling a source when it does not say how often.
-const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(60);
-/// Every poll costs API requests from the org's daily allocation.
-const MIN_POLL_INTERVAL: Duration = Duration::from_secs(10);
-
 /// How `salesforce` sources and destinations differ from Zoho's: a source receives Outbound
 /// Messages at a URL carrying `outbound_token` (so its org must say its id) or polls every
 /// `poll_interval`; a destination's writes may be `interactive`, allowed past the org's quota
@@ -420,10 +415,7 @@ impl CrmRules for Rules {
     }
 
     fn intake_keys(&self) -> &'static [(IntakeKey, &'static str)] {
-        &[
-            (IntakeKey::PollInterval, "only `salesforce` sources with intake = \"poll\" take it"),
-            (IntakeKey::OutboundToken, "only `salesforce` Outbound Message sources take it"),
-        ]
+        &[(IntakeKey::OutboundToken, "only `salesforce` Outbound Message sources take it")]
     }
 
     /// `outbound_message` (the default) with its `outbound_token`, or `poll` every
@@ -462,29 +454,7 @@ impl CrmRules for Rules {
                 }
             }
             Some("poll") => {
-                *ok &= !diag.unused_keys(
-                    &[("outbound_token", keys.outbound_token.map(|s| s.span()))],
-                    &format!("a polling salesforce source (`{n}`)"),
-                    "only Outbound Message sources take it",
-                );
-                let interval = match keys.poll_interval {
-                    Some(s) => match diag.duration(s, &format!("sources.{n}.poll_interval")) {
-                        Some(d) if d < MIN_POLL_INTERVAL => {
-                            diag.push(ConfigError::new(
-                                Code::OutOfRange,
-                                format!("sources.{n}.poll_interval must be at least 10s, found {d:?}"),
-                                span(s),
-                                "every poll costs API requests from the org's daily allocation",
-                            ));
-                            *ok = false;
-                            d
-                        }
-                        Some(d) => d,
-                        None => DEFAULT_POLL_INTERVAL,
-                    },
-                    None => DEFAULT_POLL_INTERVAL,
-                };
-                Some(CrmIntake::Poll { interval })
+                Some(source.poll(diag, "salesforce", &[("outbound_token", keys.outbound_token.map(|s| s.span()))], ok))
             }
             Some(other) => {
                 diag.push(ConfigError::new(

@@ -158,12 +158,27 @@ impl CrmRules for Rules {
         &[(IntakeKey::ChannelToken, CHANNEL), (IntakeKey::NotifyUrl, CHANNEL)]
     }
 
-    /// `notifications` (the default and only one) with its `channel_token`.
+    /// `notifications` (the default) with its `channel_token`, or `poll` every `poll_interval`
+    /// (at least 10s) by `Modified_Time`.
     fn intake(&self, diag: &mut Diagnostics, source: &IntakeCheck<'_>, ok: &mut bool) -> Option<CrmIntake> {
         let n = source.name.get_ref();
         let keys = source.keys;
         match keys.intake.map(|s| s.get_ref().as_str()) {
+            Some("poll") => Some(source.poll(
+                diag,
+                "zoho",
+                &[
+                    ("channel_token", keys.channel_token.map(|s| s.span())),
+                    ("notify_url", keys.notify_url.map(|s| s.span())),
+                ],
+                ok,
+            )),
             None | Some("notifications") => {
+                *ok &= !diag.unused_keys(
+                    &[("poll_interval", keys.poll_interval.map(|s| s.span()))],
+                    &format!("a zoho source receiving notifications (`{n}`)"),
+                    "only intake = \"poll\" polls",
+                );
                 let channel_token = match keys.channel_token {
                     Some(s) => diag.secret(s, &format!("sources.{n}.channel_token")),
                     None => {
@@ -198,7 +213,7 @@ impl CrmRules for Rules {
                     Code::UnknownChoice,
                     format!("zoho source `{n}` has unknown intake `{other}`"),
                     keys.intake.map(|s| s.span()),
-                    "`notifications` (the only one for zoho)",
+                    "`notifications` (default) or `poll`",
                 ));
                 None
             }

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod client;
 pub mod config;
 pub mod errors;
+pub mod poll;
 pub mod push;
 pub mod reader;
 pub mod sim;

@@ -6,7 +6,7 @@ use super::config::ZohoOrgConfig;
 use super::push::{channel, ChannelKeeper, NotificationIntake};
 use crate::crm::Snapshot;
 use crate::push::{PushIntake, PushSetup, PushSetupError, PushSubscription};
-use crate::reader::CrmReader;
+use crate::reader::{CrmReader, Polled, ReadError};
 use async_trait::async_trait;
 use connect::{Clock, DeliveryError};
 use std::sync::Arc;
@@ -32,6 +32,11 @@ impl CrmReader for ZohoReader {
 
     async fn read(&self, module: &str, id: &str) -> Result<Option<Snapshot>, DeliveryError> {
         super::snapshot::fetch(&self.client, module, id).await
+    }
+
+    /// Changes by `Modified_Time` (COQL keyset pages), for sources that poll.
+    async fn poll(&self, module: &str, cursor: Option<&str>, now: jiff::Timestamp) -> Result<Polled, ReadError> {
+        super::poll::poll(&self.client, module, cursor, now).await
     }
 
     fn push_intake(&self, setup: &PushSetup<'_>) -> Result<Arc<dyn PushIntake>, PushSetupError> {

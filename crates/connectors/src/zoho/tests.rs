@@ -548,3 +548,37 @@ async fn an_api_domain_off_zoho_is_refused_and_never_called() {
     }
     assert_eq!(hits.load(Ordering::SeqCst), 0, "a refused api_domain is never called");
 }
+
+/// R27 on Zoho: 1,000 deals changed three times each while the COQL poll runs, 300 changes to a
+/// `Modified_Time` second, in bursts of 700 (more than a page of 200 between polls), every third
+/// page lost before its commit: every last change arrives, none twice, each deal's changes in
+/// order.
+#[tokio::test]
+async fn r27_polls_see_every_change_once_while_records_change() {
+    use crate::reader::CrmReader;
+    let h = harness().await;
+    h.sim.put_record("limits", json!({"daily_credits": 10_000_000})).await.unwrap();
+    let reader = Arc::new(super::reader::ZohoReader { client: h.client.clone(), clock: Arc::new(SystemClock) });
+    let start = jiff::Timestamp::now().as_second();
+    let cursor = Some(serde_json::to_string(&crate::keyset::KeysetState::starting_at(start)).unwrap());
+    let poll = |cursor: Option<String>| {
+        let reader = reader.clone();
+        async move { reader.poll("Deals", cursor.as_deref(), jiff::Timestamp::now()).await }
+    };
+    let sim = h.sim.clone();
+    let writer = tokio::spawn(async move {
+        for k in 0..3000i64 {
+            let (round, n) = (k / 1000, k % 1000);
+            let i = (n * 7919 + round * 13) % 1000;
+            let at = jiff::Timestamp::from_second(start + k / 300).unwrap().to_string();
+            let deal = json!({"id": format!("584310409{i:08}"), "Deal_Name": format!("R27 {i}"), "Stage": format!("round {round}"), "Modified_Time": at});
+            sim.put_record("Deals", deal).await.unwrap();
+            if k % 700 == 699 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+    });
+    let outcome = crate::poll_tests::poll_while_changing(cursor.clone(), poll, writer, 3).await;
+    let last = crate::poll_tests::last_changes(cursor, poll).await;
+    crate::poll_tests::check("Zoho", &outcome, &last, 1000, true);
+}

@@ -640,6 +640,13 @@ objects = ["Deals"]
 channel_token = { env = "ZOHO_CHANNEL_TOKEN" }
 notify_url = "https://gw.example.com/intake/zoho/crm"
 
+[sources.deals-poll]
+type = "zoho"
+org = "hk"
+objects = ["Deals"]
+intake = "poll"
+poll_interval = "2m"
+
 [destinations.sf-accounts]
 type = "salesforce"
 org = "hk"
@@ -753,6 +760,10 @@ fn crm_orgs_sources_and_destinations_validate_with_their_defaults() {
     let SourceKind::Crm(CrmSystem::Zoho, deals) = &cfg.sources["deals"].kind else { panic!("a zoho source") };
     assert_eq!(cfg.sources["deals"].system, "zoho");
     assert!(matches!(&deals.intake, CrmIntake::Notifications { notify_url: Some(u), .. } if u.ends_with("/zoho/crm")));
+    assert!(
+        matches!(&cfg.sources["deals-poll"].kind, SourceKind::Crm(CrmSystem::Zoho, CrmSource { intake: CrmIntake::Poll { interval }, .. })
+        if *interval == Duration::from_secs(120))
+    );
 
     let dest = |n: &str| &cfg.destinations[n].kind;
     assert!(
@@ -1005,7 +1016,10 @@ fn db0101_source_keys_belong_to_their_type() {
     .unwrap_err();
     assert_eq!(errs.codes(), vec![Code::UnknownKey; 3], "{}", errs.render());
     let rendered = errs.render();
-    assert!(rendered.contains("key `poll_interval` is not used by a zoho source (`deals`)"), "{rendered}");
+    assert!(
+        rendered.contains("key `poll_interval` is not used by a zoho source receiving notifications (`deals`)"),
+        "{rendered}"
+    );
     assert!(rendered.contains("key `secret` is not used by a zoho source"), "{rendered}");
     assert!(rendered.contains("key `app` is not used by a zoho source"), "{rendered}");
 
