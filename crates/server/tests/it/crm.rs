@@ -344,6 +344,81 @@ message = {{ type = "card", template_id = "dingbridge-opportunity.schema", group
     )
 }
 
+/// A Zoho source that polls (`intake = "poll"`): it opens no channel and no push route, its
+/// first poll only records where to start, and a deal edited afterwards is found by the next
+/// poll, read and carded once; polling again finds nothing new.
+#[tokio::test]
+async fn a_polling_zoho_source_finds_a_change_once_without_a_channel() {
+    use connectors::zoho::sim::{ZohoSim, SIM_CLIENT_SECRET, SIM_REFRESH_TOKEN};
+    std::env::set_var("CRME2E_APP_SECRET", SEED_APP_SECRET);
+    std::env::set_var("CRME2E_ZOHO_SECRET", SIM_CLIENT_SECRET);
+    std::env::set_var("CRME2E_ZOHO_REFRESH", SIM_REFRESH_TOKEN);
+    let text = zoho_config()
+        .replace("channel_token = { env = \"CRME2E_ZOHO_CHANNEL\" }", "intake = \"poll\"\npoll_interval = \"1h\"");
+    assert!(text.contains("intake = \"poll\""));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("zoho.toml");
+    std::fs::write(&path, text).unwrap();
+    let (config, _) = engine::config::load_and_validate(&path).unwrap_or_else(|e| panic!("{}", e.render()));
+    let dingtalk = DingTalkHarness::start().await.unwrap();
+    let zoho = Arc::new(ZohoSim::new());
+    let running = sim::serve(zoho.clone(), std::net::SocketAddr::from(([127, 0, 0, 1], 0))).await.unwrap();
+    let mut endpoints = dingtalk.endpoint_map();
+    endpoints.insert("zoho".into(), running.url());
+    let overrides = Overrides {
+        store_url: Some(format!("sqlite://{}/zoho.db", dir.path().display())),
+        sim_endpoints: Some(endpoints),
+        listen: Some("127.0.0.1:0".into()),
+        admin_listen: Some("127.0.0.1:0".into()),
+        clock: None,
+    };
+    let gateway = Gateway::start(config, overrides).await.unwrap();
+    let cursor = "zoho.poll.deals.Deals";
+    let started = Instant::now();
+    while gateway.store.get_cursor(cursor).await.unwrap().is_none() {
+        assert!(started.elapsed() < Duration::from_secs(15), "no first poll");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let source = gateway.state.crm.get("deals").expect("the zoho source").clone();
+    // Past the first poll's second: Zoho's times have second precision.
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    zoho.put_record("Deals", json!({"id": ZOHO_DEAL, "Stage": "Negotiation/Review"})).await.unwrap();
+    dingbridge_server::poll::poll_object(&gateway.state, source.as_ref(), "Deals").await.unwrap();
+    let in_hk = || {
+        dingtalk
+            .sim()
+            .cards
+            .cards()
+            .into_iter()
+            .filter(|c| {
+                c.spaces.iter().any(
+                    |s| matches!(s, CardSpace::Group { open_conversation_id, .. } if open_conversation_id == SALES_HK),
+                )
+            })
+            .count()
+    };
+    wait_for("the polled deal's card", Duration::from_secs(20), || in_hk() == 1).await;
+    wait_for_settled(gateway.store.as_ref(), Duration::from_secs(20)).await;
+    // The next poll (positive marker: one more COQL call in the simulator's journal) finds the
+    // change already delivered.
+    let coql = || running.state.requests(0, None).iter().filter(|r| r.path.ends_with("/coql")).count();
+    let before = coql();
+    dingbridge_server::poll::poll_object(&gateway.state, source.as_ref(), "Deals").await.unwrap();
+    assert!(coql() > before);
+    wait_for_settled(gateway.store.as_ref(), Duration::from_secs(20)).await;
+    assert_eq!(in_hk(), 1, "the same change polled twice is one card");
+    // No channel was opened and the push route refuses.
+    assert!(!running.state.requests(0, None).iter().any(|r| r.path.ends_with("/actions/watch")));
+    let resp = reqwest::Client::new()
+        .post(format!("http://{}/intake/zoho/deals", gateway.addr))
+        .json(&json!({"token": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_client_error(), "{}", resp.status());
+    gateway.shutdown().await;
+}
+
 /// S3 with Zoho CRM: the gateway opens its notification channel itself; three quick edits of a
 /// deal are notified three times, read once (two API calls: one composite, one account) and
 /// give one card in the Hong Kong sales group; a notification with a wrong token is refused.
