@@ -336,3 +336,128 @@ async fn salesforce_batch_crash(store_url: String) {
     store.close().await;
     running.shutdown().await.unwrap();
 }
+
+/// Salesforce's clock to the second: the opportunities changed within one second share a
+/// `SystemModstamp`, so the poll's pages end inside ties.
+#[derive(Debug)]
+struct SecondClock;
+
+impl connect::Clock for SecondClock {
+    fn now(&self) -> jiff::Timestamp {
+        jiff::Timestamp::from_second(jiff::Timestamp::now().as_second()).unwrap()
+    }
+}
+
+const POLLED: u64 = 1_200;
+
+/// R27 with a real process: a polling Salesforce source finds 1,200 opportunities changed
+/// (ties on the second) between two polls; the gateway aborts right after the first page of
+/// the poll and its cursor committed (as a SIGKILL would), and a fresh gateway on the same store
+/// polls on from the stored cursor. Every change becomes exactly one notice and one read.
+#[tokio::test]
+async fn crash_between_poll_pages_resumes_from_the_stored_cursor_sqlite() {
+    use connectors::salesforce::sim::{seed, SalesforceSim, SimConfig};
+    use sim::Simulator;
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let store_url = sqlite_url(&dir);
+    let config = SimConfig { daily_limit: 1_000_000, ..SimConfig::default() };
+    let salesforce = Arc::new(SalesforceSim::new(config, Arc::new(SecondClock)));
+    let running = sim::serve(salesforce.clone(), std::net::SocketAddr::from(([127, 0, 0, 1], 0))).await.unwrap();
+    let endpoints = BTreeMap::from([("salesforce".to_owned(), running.url())]);
+    std::fs::write(dir.path().join("sims.json"), serde_json::to_string(&endpoints).unwrap()).unwrap();
+    let port = testkit::process::free_port().unwrap();
+    let config = dir.path().join("poll.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[server]
+listen = "127.0.0.1:{port}"
+admin_listen = "127.0.0.1:0"
+
+[salesforce.orgs.hk]
+login_url = "https://login.salesforce.com"
+client_id = "{client_id}"
+client_secret = {{ env = "E2E_SF_SECRET" }}
+organization_id = "{org_id}"
+
+[sources.crm]
+type = "salesforce"
+org = "hk"
+objects = ["Opportunity"]
+intake = "poll"
+poll_interval = "10s"
+coalesce = "0s"
+"#,
+            client_id = seed::CLIENT_ID,
+            org_id = seed::ORG_ID,
+        ),
+    )
+    .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let command = |crash: Option<&str>| {
+        let mut command = GatewayCommand::new(exe())
+            .arg("run")
+            .arg("-c")
+            .arg(&config)
+            .arg("--store")
+            .arg(&store_url)
+            .arg("--sim-endpoints")
+            .arg(dir.path().join("sims.json"))
+            .env("E2E_SF_SECRET", seed::CLIENT_SECRET)
+            .env("DINGBRIDGE_LOG", "warn");
+        if let Some(crash) = crash {
+            command = command.env("DINGBRIDGE_CRASHPOINT", crash);
+        }
+        command
+    };
+    // Hit 1 is the first poll, which only stores where to start; hit 2 the first page after it.
+    let point = format!("{}:2", crashpoint::AFTER_POLL_PAGE_COMMIT);
+    let mut doomed = command(Some(&point)).spawn().unwrap();
+    doomed.wait_healthy(&base, Duration::from_secs(30)).await.unwrap();
+    let store = store::open(&store_url).await.unwrap();
+    let cursor = "salesforce.poll.crm.Opportunity";
+    let started = std::time::Instant::now();
+    while store.get_cursor(cursor).await.unwrap().is_none() {
+        assert!(started.elapsed() < Duration::from_secs(15), "no first poll");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Past the first poll's second, then every change before the next poll (10 s later).
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    for i in 0..POLLED {
+        let opportunity = serde_json::json!({"Id": format!("006R27{i:09}AAA"), "Name": format!("R27 {i}"), "StageName": "Prospecting"});
+        salesforce.put_record("Opportunity", opportunity).await.unwrap();
+    }
+    let status = doomed.wait_exit(Duration::from_secs(30)).await.expect("the crash point was never reached");
+    assert!(!status.success(), "expected an abort, got {status:?}");
+    assert!(doomed.stderr().contains("crash point"), "{}", doomed.stderr());
+    let at_crash = store.stats(connect::SystemClock.now_millis()).await.unwrap();
+    assert!(at_crash.events > 0 && at_crash.events < POLLED, "one page stored before the crash: {at_crash:?}");
+
+    let mut survivor = command(None).spawn().unwrap();
+    survivor.wait_healthy(&base, Duration::from_secs(30)).await.unwrap();
+    // Each change: one notice event and, once read, one event of the record.
+    let started = std::time::Instant::now();
+    let stats = loop {
+        let stats = store.stats(connect::SystemClock.now_millis()).await.unwrap();
+        if stats.events >= 2 * POLLED && stats.pending == 0 && stats.leased == 0 {
+            break stats;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "not every change was read: {stats:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    eprintln!(
+        "R27 SIGKILL between poll pages: {} events stored before the crash, {} after (notices and reads of {POLLED} \
+         changes), {} read jobs done",
+        at_crash.events, stats.events, stats.done
+    );
+    assert_eq!((stats.events, stats.done, stats.dead, stats.dead_letters), (2 * POLLED, POLLED, 0, 0), "{stats:?}");
+    survivor.sigterm().unwrap();
+    survivor.wait_exit(Duration::from_secs(15)).await;
+    store.close().await;
+    running.shutdown().await.unwrap();
+}
