@@ -246,7 +246,10 @@ async fn timeouts(store_url: String) {
     gateway.sigterm().unwrap();
     let status = gateway.wait_exit(Duration::from_secs(15)).await.expect("no exit after SIGTERM");
     assert!(status.success(), "SIGTERM exit status {status:?}");
-    eprintln!("R9 ({store_url}): test took {:?}", started.elapsed());
+    // Reported, not asserted: clumps of timeouts can open the destination's breaker (R6), which
+    // then sends one probe per second until a success, and that is most of the run time.
+    let breaker_opens = gateway.stderr().matches("breaker open").count();
+    eprintln!("R9 ({store_url}): breaker opened {breaker_opens} times; test took {:?}", started.elapsed());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
