@@ -31,6 +31,7 @@ const QPS: u32 = 1_000;
 
 /// One card per event into the finance group, `out_track_id` left to its default (the job's
 /// idempotency key), each event its own ordering key so the destination runs at full concurrency.
+/// No directory sync: its calls would share the fault plan and are not what is measured.
 fn config(port: u16) -> String {
     format!(
         r#"
@@ -50,6 +51,7 @@ app_key = "{SEED_APP_KEY}"
 app_secret = {{ env = "R9_APP_SECRET" }}
 agent_id = 3120001
 qps_per_api = {QPS}
+sync_directory = false
 
 [sources.e2e]
 type = "webhook"
