@@ -164,14 +164,15 @@ async fn deliver_batch(sh: &Shared, jobs: Vec<Job>, max_records: usize) {
         // not one per record (a single slow answer to a batch of five opened it). A batch with a
         // record delivered shows the vendor up; `complete_all` tells the breaker so.
         if delivered == 0 {
-            let errors: Vec<&DeliveryError> = results.iter().filter_map(|r| r.as_ref().err()).collect();
-            // A record the vendor refused for good is an answer: the vendor is up.
-            let telling = errors
+            // A payload the sink could not build says nothing about the vendor.
+            let errors: Vec<&DeliveryError> = results
                 .iter()
-                .find(|e| {
-                    matches!(e.disposition(), Disposition::Permanent) && !matches!(e, DeliveryError::BadPayload { .. })
-                })
-                .or_else(|| errors.first());
+                .filter_map(|r| r.as_ref().err())
+                .filter(|e| !matches!(e, DeliveryError::BadPayload { .. }))
+                .collect();
+            // A record the vendor refused for good is an answer: the vendor is up.
+            let telling =
+                errors.iter().find(|e| matches!(e.disposition(), Disposition::Permanent)).or_else(|| errors.first());
             if let Some(err) = telling {
                 breaker_on_failure(sh, err, sh.clock.now_millis());
             }
