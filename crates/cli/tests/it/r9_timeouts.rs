@@ -144,17 +144,22 @@ async fn start_gateway(
     (dir, gateway, sender)
 }
 
-/// The R9 fault on the simulator at `sim_url`, then events 1..=EVENTS; waits until every job
-/// (the warm-up's included) is done, or one is dead, then clears the fault. Asserts nothing was
-/// dead-lettered: a timed-out call is transient, never permanent.
-async fn send_under_slow_answers(sim_url: &str, sender: WebhookSender, store_url: &str) -> Arc<dyn store::Store> {
+/// The R9 fault on the simulator at `sim_url`, then events 1..=EVENTS at `rate` per second;
+/// waits until every job (the warm-up's included) is done, or one is dead, then clears the
+/// fault. Asserts nothing was dead-lettered: a timed-out call is transient, never permanent.
+async fn send_under_slow_answers(
+    sim_url: &str,
+    sender: WebhookSender,
+    rate: u64,
+    store_url: &str,
+) -> Arc<dyn store::Store> {
     let client = reqwest::Client::new();
     let faults = format!("{sim_url}/_sim/faults");
     let plan = serde_json::json!({"slow_ratio": SLOW_RATIO, "slow_ms": 2 * TIMEOUT_MS});
     let resp = client.post(&faults).json(&plan).send().await.unwrap();
     assert_eq!(resp.status(), 200, "fault plan refused: {}", resp.text().await.unwrap_or_default());
 
-    let acked = produce(sender, EVENTS, 1..EVENTS + 1, 300, 10).await;
+    let acked = produce(sender, EVENTS, 1..EVENTS + 1, rate, 10).await;
     assert_eq!(acked.len() as u64, EVENTS, "the sender gave up on some events");
     let store = store::open(store_url).await.unwrap();
     let jobs = EVENTS + 1;
@@ -185,7 +190,7 @@ async fn timeouts(store_url: String) {
     until("the warm-up card", Duration::from_secs(20), async || sim.cards.cards().len() == 1).await;
 
     let since = dingtalk.journal().request_count();
-    let store = send_under_slow_answers(&dingtalk.url(), sender, &store_url).await;
+    let store = send_under_slow_answers(&dingtalk.url(), sender, 300, &store_url).await;
     let delivered_after = started.elapsed();
 
     // The wire, from the journal: every create since the plan was installed, in arrival order.
@@ -320,7 +325,7 @@ secret = {{ env = "E2E_WEBHOOK_SECRET" }}
 [destinations.accounts]
 type = "salesforce"
 org = "hk"
-linger = "50ms"
+linger = "10ms"
 
 [[flows]]
 name = "{SF_FLOW}"
@@ -356,7 +361,9 @@ async fn salesforce_timeouts(store_url: String) {
     .await;
 
     let since = running.state.request_count();
-    let store = send_under_slow_answers(&running.url(), sender, &store_url).await;
+    // Slower, with a short linger, so the records spread over enough calls (20 to 50 measured)
+    // that the fault hitting none of them is out of the question (0.7^20 < 0.1 %).
+    let store = send_under_slow_answers(&running.url(), sender, 60, &store_url).await;
     let delivered_after = started.elapsed();
 
     // The wire: every record of every collections call since the plan was installed.
