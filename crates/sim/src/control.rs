@@ -35,7 +35,7 @@ struct Ctl {
 /// | route | effect |
 /// |---|---|
 /// | `GET /_sim/requests?since=N&path_prefix=/x` | journal as a JSON array |
-/// | `POST /_sim/faults` | install a [`FaultSpec`] (replaces the current plan) |
+/// | `POST /_sim/faults` | install a [`FaultSpec`] (replaces the current plan): `status`, `latency_ms`, `drop_ratio`, `slow_ratio` + `slow_ms`, `duration_ms`, `count`, `body`, `headers` |
 /// | `GET /_sim/faults` | the plan in force, or `null` |
 /// | `DELETE /_sim/faults` | clear the plan |
 /// | `POST /_sim/reset` | clear journal and faults, reset the simulator to its seed |

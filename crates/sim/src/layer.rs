@@ -1,6 +1,6 @@
 //! The layer every simulator runs behind: journal each vendor request, then apply the fault plan.
 
-use crate::state::{FaultDecision, JournalEntry, SimState};
+use crate::state::{FaultDecision, JournalEntry, Outcome, SimState};
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
@@ -16,8 +16,9 @@ pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 /// How long a dropped request stalls at most if the client never gives up.
 const DROP_STALL_MAX: Duration = Duration::from_secs(600);
 
-/// Wraps `router` so every request outside `/_sim/` is journaled and subject to the fault plan
-/// before the vendor handler runs. Control routes (`/_sim/...`) are neither journaled nor faulted.
+/// Wraps `router` so every request outside `/_sim/` is journaled and subject to the fault plan:
+/// latency, drops and forced statuses before the vendor handler runs, slow answers after it.
+/// Control routes (`/_sim/...`) are neither journaled nor faulted.
 pub fn sim_layer(router: Router, state: SimState) -> Router {
     router.layer(axum::middleware::from_fn_with_state(state, journal_and_fault))
 }
@@ -60,6 +61,7 @@ async fn journal_and_fault(State(state): State<SimState>, req: Request, next: Ne
         status: None,
         dropped: false,
         faulted: false,
+        slow: false,
     });
 
     let fault = state.next_fault();
@@ -68,7 +70,7 @@ async fn journal_and_fault(State(state): State<SimState>, req: Request, next: Ne
             tokio::time::sleep(fault.latency).await;
         }
         if fault.drop {
-            state.finish(index, None, true, true);
+            state.finish(index, Outcome { status: None, dropped: true, faulted: true, slow: false });
             tracing::debug!(index, "Simulator dropped a request (fault plan); stalling.");
             tokio::select! {
                 () = state.shutting_down() => {}
@@ -82,7 +84,23 @@ async fn journal_and_fault(State(state): State<SimState>, req: Request, next: Ne
         Some((fault, status)) => forced_response(fault, status),
         None => next.run(Request::from_parts(parts, Body::from(bytes))).await,
     };
-    state.finish(index, Some(response.status().as_u16()), false, fault.is_some());
+    let slow = fault.as_ref().and_then(|f| f.slow);
+    let outcome = Outcome {
+        status: Some(response.status().as_u16()),
+        dropped: false,
+        faulted: fault.is_some(),
+        slow: slow.is_some(),
+    };
+    // Journaled before the hold: a client that gives up meanwhile drops this future, and the
+    // journal must still show that the handler ran and what it answered.
+    state.finish(index, outcome);
+    if let Some(hold) = slow {
+        tracing::debug!(index, ?hold, "Simulator holds an answer (fault plan); the handler has run.");
+        tokio::select! {
+            () = state.shutting_down() => {}
+            () = tokio::time::sleep(hold) => {}
+        }
+    }
     response
 }
 

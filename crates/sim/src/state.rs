@@ -30,8 +30,12 @@ pub struct JournalEntry {
     pub status: Option<u16>,
     /// The fault plan dropped this request (never answered).
     pub dropped: bool,
-    /// The fault plan touched this request (latency, forced status or drop).
+    /// The fault plan touched this request (latency, forced status, drop or slow answer).
     pub faulted: bool,
+    /// The fault plan held this request's answer (`slow_ratio`): the vendor handler had run, so
+    /// its effect is applied, and the answer left `slow_ms` later, if the client still waited.
+    #[serde(default)]
+    pub slow: bool,
 }
 
 /// A fault plan, as posted to `POST /_sim/faults`. Every field is optional.
@@ -42,6 +46,11 @@ pub struct JournalEntry {
 ///   `dropped: true` and its connection then stalls until the client gives up (its timeout), the
 ///   simulator shuts down, or 10 minutes pass — what a client sees from a vendor whose load
 ///   balancer swallowed the request.
+/// - `slow_ratio` / `slow_ms`: fraction of requests whose answer is held `slow_ms` after the
+///   vendor handler ran. Unlike `latency_ms` the effect is applied first: a client that times out
+///   meanwhile sees a failure although the vendor did the work, so its retry must carry the same
+///   idempotency key. The request is journaled with `slow: true` and its status as soon as the
+///   handler answered. `slow_ratio > 0` needs `slow_ms > 0`.
 /// - `duration_ms` / `count`: the plan ends after this long, or after this many requests
 ///   (whichever comes first); with neither it lasts until `DELETE /_sim/faults` or a reset.
 /// - `body`: body for the forced status (a JSON string is sent as text, anything else as JSON);
@@ -56,6 +65,10 @@ pub struct FaultSpec {
     pub latency_ms: u64,
     #[serde(default)]
     pub drop_ratio: f64,
+    #[serde(default)]
+    pub slow_ratio: f64,
+    #[serde(default)]
+    pub slow_ms: u64,
     #[serde(default)]
     pub duration_ms: Option<u64>,
     #[serde(default)]
@@ -76,6 +89,12 @@ impl FaultSpec {
         }
         if !(0.0..=1.0).contains(&self.drop_ratio) {
             return bad(format!("drop_ratio {} must be between 0.0 and 1.0", self.drop_ratio));
+        }
+        if !(0.0..=1.0).contains(&self.slow_ratio) {
+            return bad(format!("slow_ratio {} must be between 0.0 and 1.0", self.slow_ratio));
+        }
+        if self.slow_ratio > 0.0 && self.slow_ms == 0 {
+            return bad(format!("slow_ratio {} needs slow_ms above 0 (how long to hold the answer)", self.slow_ratio));
         }
         for (name, value) in &self.headers {
             if axum::http::HeaderName::try_from(name.as_str()).is_err() {
@@ -101,9 +120,20 @@ struct ActiveFault {
 pub(crate) struct FaultDecision {
     pub latency: Duration,
     pub drop: bool,
+    /// Hold the answer this long after the handler ran (`slow_ratio` picked this request).
+    pub slow: Option<Duration>,
     pub status: Option<u16>,
     pub body: Option<serde_json::Value>,
     pub headers: BTreeMap<String, String>,
+}
+
+/// How a journaled request ended, as [`SimState::finish`] records it.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Outcome {
+    pub status: Option<u16>,
+    pub dropped: bool,
+    pub faulted: bool,
+    pub slow: bool,
 }
 
 #[derive(Debug, Default)]
@@ -177,9 +207,12 @@ impl SimState {
         }
         let spec = &fault.spec;
         let drop = spec.drop_ratio > 0.0 && rand::random::<f64>() < spec.drop_ratio;
+        let slow = (spec.slow_ratio > 0.0 && rand::random::<f64>() < spec.slow_ratio)
+            .then(|| Duration::from_millis(spec.slow_ms));
         Some(FaultDecision {
             latency: Duration::from_millis(spec.latency_ms),
             drop,
+            slow,
             status: spec.status,
             body: spec.body.clone(),
             headers: spec.headers.clone(),
@@ -214,11 +247,12 @@ impl SimState {
             status: None,
             dropped: false,
             faulted: false,
+            slow: false,
         })
     }
 
     /// Records the outcome of journaled request `index`.
-    pub(crate) fn finish(&self, index: u64, status: Option<u16>, dropped: bool, faulted: bool) {
+    pub(crate) fn finish(&self, index: u64, outcome: Outcome) {
         let mut inner = self.lock();
         let Some(first) = inner.journal.front().map(|e| e.index) else {
             return;
@@ -227,9 +261,10 @@ impl SimState {
             return;
         };
         if let Some(entry) = inner.journal.get_mut(pos).filter(|e| e.index == index) {
-            entry.status = status;
-            entry.dropped = dropped;
-            entry.faulted = faulted;
+            entry.status = outcome.status;
+            entry.dropped = outcome.dropped;
+            entry.faulted = outcome.faulted;
+            entry.slow = outcome.slow;
         }
     }
 

@@ -1,4 +1,5 @@
 use super::*;
+use crate::state::Outcome;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
 use axum::routing::post;
@@ -8,10 +9,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tower::ServiceExt;
 
-/// A minimal vendor: `POST /echo` answers the body; records are counted.
+/// A minimal vendor: `POST /echo` answers the body; `POST /count` applies an effect (counts);
+/// records are counted.
 #[derive(Default)]
 struct EchoSim {
     records: AtomicU64,
+    effects: AtomicU64,
 }
 
 #[async_trait::async_trait]
@@ -20,13 +23,17 @@ impl Simulator for EchoSim {
         "echo"
     }
     fn router(self: Arc<Self>) -> axum::Router {
-        axum::Router::new().route("/echo", post(|body: String| async move { body }))
+        axum::Router::new().route("/echo", post(|body: String| async move { body })).route(
+            "/count",
+            post(move || async move { self.effects.fetch_add(1, Ordering::SeqCst).saturating_add(1).to_string() }),
+        )
     }
     fn info(&self) -> Value {
         json!({"records": self.records.load(Ordering::SeqCst)})
     }
     fn reset(&self) {
         self.records.store(0, Ordering::SeqCst);
+        self.effects.store(0, Ordering::SeqCst);
     }
     async fn put_record(&self, entity: &str, value: Value) -> Result<Value, SimError> {
         if entity != "thing" {
@@ -147,6 +154,54 @@ async fn dropped_requests_are_never_answered() {
     assert_eq!(call(&app, Method::POST, "/echo", "y").await.0, StatusCode::OK);
 }
 
+#[tokio::test(start_paused = true)]
+async fn slow_answers_are_held_after_the_handler_applied_the_effect() {
+    let (app, state, sim) = setup();
+    let plan = json!({"slow_ratio": 1.0, "slow_ms": 4000, "count": 1});
+    assert_eq!(call(&app, Method::POST, "/_sim/faults", &plan.to_string()).await.0, StatusCode::OK);
+
+    // A client that gives up before the answer: the effect is applied all the same.
+    let req = Request::post("/count").body(Body::from("")).unwrap();
+    let answer = tokio::time::timeout(Duration::from_millis(2000), app.clone().oneshot(req)).await;
+    assert!(answer.is_err(), "a slow answer must not arrive before slow_ms");
+    assert_eq!(sim.effects.load(Ordering::SeqCst), 1, "the handler ran before the hold");
+    let entries = state.requests(0, None);
+    assert_eq!(
+        (entries[0].status, entries[0].slow, entries[0].faulted, entries[0].dropped),
+        (Some(200), true, true, false),
+        "journaled with the handler's status before the hold"
+    );
+
+    // The plan has ended (`count`): the next call is answered at once and not marked slow.
+    let start = tokio::time::Instant::now();
+    assert_eq!(call(&app, Method::POST, "/count", "").await, (StatusCode::OK, "2".to_owned()));
+    assert_eq!(start.elapsed(), Duration::ZERO);
+    assert!(!state.requests(1, None)[0].slow);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_client_that_waits_gets_the_slow_answer_after_slow_ms() {
+    let (app, state, _) = setup();
+    call(&app, Method::POST, "/_sim/faults", r#"{"slow_ratio": 1.0, "slow_ms": 1500}"#).await;
+    let start = tokio::time::Instant::now();
+    assert_eq!(call(&app, Method::POST, "/echo", "x").await, (StatusCode::OK, "x".to_owned()));
+    assert_eq!(start.elapsed(), Duration::from_millis(1500));
+    assert!(state.requests(0, None)[0].slow);
+}
+
+#[tokio::test(start_paused = true)]
+async fn slow_ratio_picks_about_that_fraction_of_requests() {
+    let (app, state, sim) = setup();
+    call(&app, Method::POST, "/_sim/faults", r#"{"slow_ratio": 0.3, "slow_ms": 10}"#).await;
+    for _ in 0..1000 {
+        assert_eq!(call(&app, Method::POST, "/count", "").await.0, StatusCode::OK);
+    }
+    assert_eq!(sim.effects.load(Ordering::SeqCst), 1000, "a slow answer still applies its effect once");
+    let slow = state.requests(0, None).iter().filter(|e| e.slow).count();
+    // 1000 draws at p = 0.3: sd ≈ 14.5, so [200, 400] is about 7 sd either side.
+    assert!((200..=400).contains(&slow), "{slow} slow answers out of 1000 at slow_ratio 0.3");
+}
+
 #[tokio::test]
 async fn delete_clears_faults_and_bad_plans_are_refused() {
     let (app, _state, _) = setup();
@@ -156,7 +211,14 @@ async fn delete_clears_faults_and_bad_plans_are_refused() {
     assert_eq!(call(&app, Method::DELETE, "/_sim/faults", "").await.0, StatusCode::NO_CONTENT);
     assert_eq!(call(&app, Method::POST, "/echo", "x").await.0, StatusCode::OK);
 
-    for bad in [r#"{"drop_ratio": 2}"#, r#"{"status": 42}"#, r#"{"stauts": 500}"#, "nope"] {
+    for bad in [
+        r#"{"drop_ratio": 2}"#,
+        r#"{"slow_ratio": -0.1, "slow_ms": 10}"#,
+        r#"{"slow_ratio": 0.5}"#,
+        r#"{"status": 42}"#,
+        r#"{"stauts": 500}"#,
+        "nope",
+    ] {
         let (status, body) = call(&app, Method::POST, "/_sim/faults", bad).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
         assert!(body.contains("invalid fault plan"), "{body}");
@@ -195,6 +257,7 @@ async fn journal_is_bounded() {
         status: None,
         dropped: false,
         faulted: false,
+        slow: false,
     };
     for _ in 0..JOURNAL_CAPACITY + 5 {
         state.begin(blank.clone());
@@ -202,7 +265,7 @@ async fn journal_is_bounded() {
     let entries = state.requests(0, None);
     assert_eq!(entries.len(), JOURNAL_CAPACITY);
     assert_eq!(entries[0].index, 5);
-    state.finish(5, Some(201), false, false);
+    state.finish(5, Outcome { status: Some(201), ..Outcome::default() });
     assert_eq!(state.requests(5, None)[0].status, Some(201));
 }
 

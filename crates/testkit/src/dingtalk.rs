@@ -3,7 +3,7 @@
 
 use connect::SystemClock;
 use connectors::dingtalk::sim::{DingTalkSim, RecordedMessage, SimRobot};
-use sim::{FaultSpec, RunningSim, SimError};
+use sim::{FaultSpec, RunningSim, SimError, SimState};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -72,6 +72,11 @@ impl DingTalkHarness {
 
     pub fn sim(&self) -> &Arc<DingTalkSim> {
         &self.sim
+    }
+
+    /// The simulator's request journal and fault plan: every request as it arrived on the wire.
+    pub fn journal(&self) -> &SimState {
+        &self.running.state
     }
 
     /// Delay every vendor request by `latency` until cleared.

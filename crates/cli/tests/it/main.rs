@@ -12,6 +12,7 @@ mod dlq;
 mod drain;
 mod outage;
 mod overload;
+mod r9_timeouts;
 mod secrets;
 mod singletons;
 mod two_instances;

@@ -8,10 +8,10 @@
 //! id order and the sink merges it in that order.
 
 use super::{
-    complete_retrying, count_delivered, gate, idle, on_failure_pinned, release_all, store_error, Gate, LeaseKeeper,
-    Shared,
+    breaker_on_failure, complete_retrying, count_delivered, gate, idle, on_failure_pinned, release_all, store_error,
+    Gate, LeaseKeeper, Shared,
 };
-use connect::{Batching, Delivery, DeliveryError};
+use connect::{Batching, Delivery, DeliveryError, Disposition};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -160,6 +160,23 @@ async fn deliver_batch(sh: &Shared, jobs: Vec<Job>, max_records: usize) {
         };
         let delivered = results.iter().filter(|r| r.is_ok()).count();
         debug!(delivered, failed = results.len() - delivered, "Batch answered.");
+        // The breaker judges vendor calls, not jobs: a batch whose call timed out is one failure,
+        // not one per record (a single slow answer to a batch of five opened it). A batch with a
+        // record delivered shows the vendor up; `complete_all` tells the breaker so.
+        if delivered == 0 {
+            // A payload the sink could not build says nothing about the vendor.
+            let errors: Vec<&DeliveryError> = results
+                .iter()
+                .filter_map(|r| r.as_ref().err())
+                .filter(|e| !matches!(e, DeliveryError::BadPayload { .. }))
+                .collect();
+            // A record the vendor refused for good is an answer: the vendor is up.
+            let telling =
+                errors.iter().find(|e| matches!(e.disposition(), Disposition::Permanent)).or_else(|| errors.first());
+            if let Some(err) = telling {
+                breaker_on_failure(sh, err, sh.clock.now_millis());
+            }
+        }
         // A key's failed jobs retry at one time, so the retry claims them as one run again.
         let mut retry_at: HashMap<String, i64> = HashMap::new();
         let mut delivered: Vec<(Job, Completion)> = Vec::new();

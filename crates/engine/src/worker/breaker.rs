@@ -3,6 +3,7 @@
 //! retrying on its own schedule would then send a storm that grows with the backlog; instead the
 //! breaker opens and the dispatcher sends one probe per [`PROBE_INTERVAL`] until one succeeds.
 //!
+//! A batch is one attempt: its call failing counts once, whatever the number of records.
 //! Only transient failures count. A success or a permanent refusal (the vendor answered, it is
 //! up) resets the count; a throttle has its own pause; a credentials failure is the job's.
 

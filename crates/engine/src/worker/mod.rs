@@ -672,12 +672,23 @@ enum Next {
     Dead(String),
 }
 
+/// A failed attempt of one job: one vendor call, so one piece of evidence for the breaker.
 async fn on_failure(sh: &Shared, job: &Job, attempts_made: u32, err: &DeliveryError, now: i64) {
+    breaker_on_failure(sh, err, now);
     on_failure_pinned(sh, job, attempts_made, err, now, None).await;
 }
 
-/// As [`on_failure`]; a retry happens at `pinned` when given (the jobs of one record in one
-/// batch retry together, so they can merge again). Returns the retry time, if retried.
+/// Tells the breaker a vendor call failed with `err`. A payload the sink could not even build
+/// says nothing about the vendor.
+fn breaker_on_failure(sh: &Shared, err: &DeliveryError, now: i64) {
+    if !matches!(err, DeliveryError::BadPayload { .. }) {
+        sh.breaker.on_failure(&sh.destination, err.disposition(), now);
+    }
+}
+
+/// As [`on_failure`] without telling the breaker (a batch tells it once per batch, not once
+/// per job); a retry happens at `pinned` when given (the jobs of one record in one batch retry
+/// together, so they can merge again). Returns the retry time, if retried.
 async fn on_failure_pinned(
     sh: &Shared,
     job: &Job,
@@ -687,9 +698,6 @@ async fn on_failure_pinned(
     pinned: Option<i64>,
 ) -> Option<i64> {
     metrics::counter!(METRIC_ERRORS, "destination" => sh.destination.clone(), "kind" => err.kind()).increment(1);
-    if !matches!(err, DeliveryError::BadPayload { .. }) {
-        sh.breaker.on_failure(&sh.destination, err.disposition(), now);
-    }
     let schedule = &sh.settings.schedule;
     // A dead letter's reason carries the code just before the error it names.
     let code = err.code();

@@ -1373,6 +1373,39 @@ async fn r6_an_outage_opens_the_breaker_then_everything_is_delivered_once_in_ord
     run.stop().await;
 }
 
+/// R9 on a batching sink: a call that fails for every record of a 10-record batch (as a timed-out
+/// call does) is one failure for the breaker, not ten. The batch is retried whole on its
+/// schedule; counted per record it opened the breaker, and the retry waited for the probe 1 s on.
+#[tokio::test(start_paused = true)]
+async fn a_failed_batch_call_is_one_failure_for_the_breaker() {
+    let clock = TokioClock::new();
+    let store = Arc::new(MemStore::default());
+    let now = clock.now_millis();
+    for rec in 0..10 {
+        store.add(&format!("d/rec{rec}"), &payload(&format!("rec{rec}/0")), now);
+    }
+    let failing: HashSet<String> = (0..10).map(|rec| format!("rec{rec}")).collect();
+    let sink = Arc::new(BatchSink { batches: Mutex::new(Vec::new()), failing: Mutex::new(failing) });
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let sinks: BTreeMap<String, Arc<dyn Sink>> = BTreeMap::from([("d".to_string(), sink.clone() as Arc<dyn Sink>)]);
+    let mut s = settings(RetrySchedule { steps: vec![Duration::from_millis(100); 3], jitter: 0.0 }, 4);
+    s.poll_interval = Duration::from_millis(20);
+    DeliveryWorkers::spawn(store.clone(), sinks, s, clock, shutdown.clone(), &tracker);
+    wait_until(|| sink.batches.lock().unwrap().len() == 1, Duration::from_secs(10)).await;
+    let failed_at = Instant::now();
+    sink.failing.lock().unwrap().clear();
+    wait_until(|| (1..=10).all(|id| store.job(id).state == JobState::Done), Duration::from_secs(30)).await;
+    let retried_after = failed_at.elapsed();
+    let batches = sink.batches.lock().unwrap().clone();
+    assert_eq!(batches.len(), 2, "the failed batch is retried whole: {batches:?}");
+    // 100 ms back-off + 300 ms linger; an open breaker would have held it to its 1 s probe.
+    assert!(retried_after < Duration::from_millis(900), "the retry waited {retried_after:?}: the breaker opened");
+    shutdown.cancel();
+    tracker.close();
+    tracker.wait().await;
+}
+
 /// The store is down when a batch's completions are committed: they are retried, not left to
 /// the leases' expiry (which would send the batch again).
 #[tokio::test(start_paused = true)]

@@ -230,6 +230,16 @@ impl SalesforceSim {
         org.records.get(object)?.values().find(|r| r.get(field).and_then(Value::as_str) == Some(value)).cloned()
     }
 
+    /// Every stored record of `object` whose `field` equals `value`: more than one for an
+    /// external id means a write was applied twice as a create (a test counts effects by it).
+    pub fn find_all(&self, object: &str, field: &str, value: &str) -> Vec<Value> {
+        let org = self.lock();
+        org.records
+            .get(object)
+            .map(|m| m.values().filter(|r| r.get(field).and_then(Value::as_str) == Some(value)).cloned().collect())
+            .unwrap_or_default()
+    }
+
     /// Outbound Message deliveries acknowledged / attempted so far.
     pub fn outbound_stats(&self) -> (u64, u64) {
         self.outbound.stats()
