@@ -8,9 +8,15 @@ use super::messages::{AppRobotMessage, Messages, Recipients, WorkMessage, WorkNo
 use super::openapi::OpenApi;
 use super::workflow::{ActionType, FormValue, StartProcessInstance, WorkflowClient};
 use async_trait::async_trait;
-use connect::{Delivery, DeliveryError, Idempotency, Receipt, Sink};
+use connect::{Delivery, DeliveryError, Idempotency, Pacing, Receipt, Sink};
 use serde::Deserialize;
+use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// DingTalk's per-API window is one second; the outbox paces by a slightly longer one, so clock
+/// skew between instances and the vendor never lets a 21st call into DingTalk's second.
+const APP_PACING_WINDOW: Duration = Duration::from_millis(1_100);
 
 /// Waits before sending again to flow-controlled robot recipients within one delivery.
 const FLOW_CONTROL_RETRIES: [std::time::Duration; 2] =
@@ -74,6 +80,9 @@ pub enum AppMessage {
 pub struct AppSink {
     name: String,
     robot_code: String,
+    /// `dingtalk-app:<digest of the app key>`: the app's window in the store's pacing ledger.
+    pacing_key: String,
+    qps_per_api: u32,
     messages: Messages,
     cards: CardsClient,
     workflow: WorkflowClient,
@@ -89,9 +98,12 @@ impl AppSink {
     /// `robot_code`: the app robot for group messages and cards (DingTalk: normally the app key).
     pub fn new(name: &str, api: OpenApi, robot_code: Option<String>) -> Self {
         let robot_code = robot_code.unwrap_or_else(|| api.app_key().to_owned());
+        let digest = Sha256::digest(api.app_key().as_bytes());
         Self {
             name: name.to_owned(),
             robot_code,
+            pacing_key: format!("dingtalk-app:{}", hex::encode(&digest[..12])),
+            qps_per_api: api.qps_per_api(),
             messages: Messages::new(api.clone()),
             cards: CardsClient::new(api.clone()),
             workflow: WorkflowClient::new(api),
@@ -260,6 +272,14 @@ impl Sink for AppSink {
         self.send(message).await
     }
 
+    /// DingTalk limits each API of an app to `qps_per_api` calls in any second, whoever calls;
+    /// a delivery calls each of its APIs once (a card: create, then deliver), so pacing the
+    /// app's deliveries by that window keeps every API under it, for every instance on the
+    /// store, and the wait comes before the attempt's timeout starts.
+    fn pacing(&self) -> Option<Pacing> {
+        Some(Pacing { key: self.pacing_key.clone(), max: self.qps_per_api, window: APP_PACING_WINDOW })
+    }
+
     /// Cards carry our outTrackId and DingTalk dedupes identical work notices, but robot group
     /// messages and approval starts have no dedupe field: a call in flight at a crash may repeat.
     fn idempotency(&self) -> Idempotency {
@@ -275,6 +295,22 @@ impl Sink for AppSink {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn the_app_is_paced_by_its_per_api_window_under_a_digest_of_its_key() {
+        use super::super::openapi::{AppCredentials, OpenApiSettings};
+        let settings = OpenApiSettings { qps_per_api: 7, ..OpenApiSettings::with_base("http://127.0.0.1:9") };
+        let credentials = AppCredentials {
+            app_key: "dingappkey-secret-looking".into(),
+            app_secret: "s".to_owned().into(),
+            agent_id: None,
+            corp_id: None,
+        };
+        let api = OpenApi::new(credentials, settings, std::sync::Arc::new(connect::SystemClock)).unwrap();
+        let pacing = AppSink::new("app", api, None).pacing().unwrap();
+        assert_eq!((pacing.max, pacing.window), (7, APP_PACING_WINDOW));
+        assert!(pacing.key.starts_with("dingtalk-app:") && !pacing.key.contains("dingappkey"), "{}", pacing.key);
+    }
 
     #[test]
     fn every_rendered_shape_parses() {

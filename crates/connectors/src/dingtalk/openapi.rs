@@ -256,6 +256,11 @@ impl OpenApi {
         &self.inner.credentials.app_key
     }
 
+    /// Calls each API of the app may take in any second (`qps_per_api`).
+    pub fn qps_per_api(&self) -> u32 {
+        self.inner.qps_per_api
+    }
+
     pub fn agent_id(&self) -> Option<i64> {
         self.inner.credentials.agent_id
     }
