@@ -87,7 +87,7 @@ pub async fn commit(state: &AppState, source: &str, planned: impl Into<crate::Pl
         StoreError::Overloaded => {
             ApiError::unavailable("overloaded", "the gateway's intake queue is full; retry later", RETRY_AFTER_SECS)
         }
-        other => store_unavailable(source, &event_id, &other),
+        other => store_unavailable(state, source, &event_id, &other),
     })?;
     crashpoint::hit(crashpoint::AFTER_INTAKE_COMMIT);
     let duplicate = outcome == IntakeOutcome::Duplicate;
@@ -116,7 +116,7 @@ pub async fn commit_page(
         .store
         .ingest_with_cursor(&intakes, Some(&cursor))
         .await
-        .map_err(|err| store_unavailable(source, &cursor.name, &err))?;
+        .map_err(|err| store_unavailable(state, source, &cursor.name, &err))?;
     crashpoint::hit(crashpoint::AFTER_POLL_PAGE_COMMIT);
     for (planned, outcome) in page.into_iter().zip(outcomes) {
         let crate::Planned { intake, refused, .. } = planned;
@@ -150,7 +150,10 @@ async fn store_card_recipients(
     Ok(())
 }
 
-fn store_unavailable(source: &str, what: &str, err: &StoreError) -> ApiError {
+/// The commit path failed closed: nothing is acknowledged, the operator is alerted (an error log
+/// and `dingbridge_intake_commit_failures_total`).
+fn store_unavailable(state: &AppState, source: &str, what: &str, err: &StoreError) -> ApiError {
+    state.metrics.commit_failed(err.code());
     tracing::error!(source = %source, event_id = %what, code = err.code(), "Intake commit failed: {err}");
     ApiError::unavailable("store_unavailable", "the event could not be stored; retry later", RETRY_AFTER_SECS)
 }

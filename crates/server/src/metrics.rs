@@ -61,6 +61,12 @@ impl Metrics {
             .increment(1);
     }
 
+    /// An intake could not be committed (disk full, I/O error, store down): the sender got 503.
+    /// Alert on any increase: the gateway is refusing events.
+    pub fn commit_failed(&self, code: &'static str) {
+        metrics::counter!("dingbridge_intake_commit_failures_total", "code" => code).increment(1);
+    }
+
     /// A supervised background task failed (and was restarted, abandoned, or stopped the gateway).
     pub fn task_failed(&self, task: &str) {
         metrics::counter!("dingbridge_task_failures_total", "task" => task.to_string()).increment(1);

@@ -480,6 +480,9 @@ async fn r14_sqlite_disk_full_mid_stream() {
     // without a commit", not the time window.
     summary.assert_refused_then_recovered();
     assert_eq!(acked.len() as u64, R14_EVENTS, "the sender gave up on some events");
+    // Failed closed and said so: the operator's alert (the error log beside the counter
+    // `dingbridge_intake_commit_failures_total`).
+    assert!(gateway.stderr().contains("Intake commit failed"), "no alert was raised:\n{}", gateway.stderr());
 
     let issued: Vec<u64> = (0..R14_EVENTS).collect();
     let report = env.wait_delivered(R14_CONVERSATIONS, &issued, &acked, Duration::from_secs(120)).await;
