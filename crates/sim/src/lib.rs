@@ -21,6 +21,7 @@ mod layer;
 pub mod odata;
 mod server;
 mod state;
+pub mod text;
 
 #[cfg(test)]
 mod tests;

@@ -60,29 +60,6 @@ pub struct Filter {
     any: Vec<Vec<Comparison>>,
 }
 
-/// Splits on a keyword surrounded by spaces, outside quotes.
-fn split_outside_quotes<'a>(text: &'a str, word: &str) -> Vec<&'a str> {
-    let needle = format!(" {word} ");
-    let mut parts = Vec::new();
-    let mut start = 0;
-    let mut in_quote = false;
-    let bytes = text.as_bytes();
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'\'' {
-            in_quote = !in_quote;
-        } else if !in_quote && text[i..].starts_with(&needle) {
-            parts.push(&text[start..i]);
-            i += needle.len();
-            start = i;
-            continue;
-        }
-        i += 1;
-    }
-    parts.push(&text[start..]);
-    parts
-}
-
 fn quoted(text: &str) -> Option<String> {
     text.strip_prefix('\'').and_then(|r| r.strip_suffix('\'')).map(|s| s.replace("''", "'"))
 }
@@ -154,9 +131,9 @@ fn decimal_of(value: &Value) -> Option<Decimal> {
 impl Filter {
     pub fn parse(text: &str) -> Result<Filter, FilterError> {
         let mut any = Vec::new();
-        for alternative in split_outside_quotes(text.trim(), "or") {
+        for alternative in crate::text::split_keyword(text.trim(), "or") {
             let mut all = Vec::new();
-            for clause in split_outside_quotes(alternative.trim(), "and") {
+            for clause in crate::text::split_keyword(&alternative, "and") {
                 let clause = clause.trim();
                 let mut parts = clause.splitn(3, ' ');
                 let (Some(field), Some(op), Some(value)) = (parts.next(), parts.next(), parts.next()) else {

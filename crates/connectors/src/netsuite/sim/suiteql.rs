@@ -126,7 +126,7 @@ pub fn parse(q: &str) -> Result<Query, SuiteQlError> {
     let mut since = None;
     let mut approval = None;
     let mut after = None;
-    for cond in where_clause.map(|w| split_top_kw(w, " and ")).unwrap_or_default() {
+    for cond in where_clause.map(|w| ::sim::text::split_keyword(w, "and")).unwrap_or_default() {
         let cond = cond.trim();
         // Literals keep their case from the original text.
         let original = &q[q.to_ascii_lowercase().find(cond).unwrap_or(0)..];
@@ -171,40 +171,16 @@ fn date_literal(text: &str) -> Result<i64, SuiteQlError> {
 fn keyset(cond: &str) -> Result<(i64, u64), SuiteQlError> {
     let refuse = || SuiteQlError::Keyset(cond.to_owned());
     let inner = cond.strip_prefix('(').and_then(|c| c.strip_suffix(')')).ok_or_else(refuse)?;
-    let [later, tie] = <[String; 2]>::try_from(split_top_kw(inner, " or ")).map_err(|_| refuse())?;
+    let [later, tie] = <[String; 2]>::try_from(::sim::text::split_keyword(inner, "or")).map_err(|_| refuse())?;
     let later_at = date_literal(later.strip_prefix("lastmodifieddate > ").ok_or_else(refuse)?)?;
     let tie = tie.strip_prefix('(').and_then(|c| c.strip_suffix(')')).ok_or_else(refuse)?;
-    let [same, id] = <[String; 2]>::try_from(split_top_kw(tie, " and ")).map_err(|_| refuse())?;
+    let [same, id] = <[String; 2]>::try_from(::sim::text::split_keyword(tie, "and")).map_err(|_| refuse())?;
     let same_at = date_literal(same.strip_prefix("lastmodifieddate = ").ok_or_else(refuse)?)?;
     let id = id.strip_prefix("id > ").and_then(|n| n.trim().parse().ok()).ok_or_else(refuse)?;
     if later_at != same_at {
         return Err(refuse());
     }
     Ok((later_at, id))
-}
-
-/// Splits on `sep` (a lowercase keyword with its spaces) outside parentheses and quotes.
-fn split_top_kw(text: &str, sep: &str) -> Vec<String> {
-    let (mut parts, mut start, mut depth, mut quoted) = (Vec::new(), 0, 0i32, false);
-    let bytes = text.as_bytes();
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'\'' => quoted = !quoted,
-            b'(' if !quoted => depth += 1,
-            b')' if !quoted => depth -= 1,
-            _ if !quoted && depth == 0 && text[i..].starts_with(sep) => {
-                parts.push(text[start..i].trim().to_owned());
-                i += sep.len();
-                start = i;
-                continue;
-            }
-            _ => {}
-        }
-        i += 1;
-    }
-    parts.push(text[start..].trim().to_owned());
-    parts
 }
 
 fn text_of(value: &Value) -> Option<String> {

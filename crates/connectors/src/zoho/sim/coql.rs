@@ -136,35 +136,9 @@ enum Condition {
     Or(Vec<Condition>),
 }
 
-/// Splits at every `word` (a lowercase keyword) outside brackets and quotes.
-fn split_word(text: &str, word: &str) -> Vec<String> {
-    let lower = text.to_ascii_lowercase();
-    let needle = format!(" {word} ");
-    let (mut parts, mut start, mut depth, mut quoted) = (Vec::new(), 0, 0i32, false);
-    let bytes = text.as_bytes();
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'\'' => quoted = !quoted,
-            b'(' if !quoted => depth += 1,
-            b')' if !quoted => depth -= 1,
-            _ if !quoted && depth == 0 && lower[i..].starts_with(&needle) => {
-                parts.push(text[start..i].trim().to_owned());
-                i += needle.len();
-                start = i;
-                continue;
-            }
-            _ => {}
-        }
-        i += 1;
-    }
-    parts.push(text[start..].trim().to_owned());
-    parts
-}
-
 fn parse_condition(text: &str) -> Result<Condition, ()> {
     let text = text.trim();
-    let (ands, ors) = (split_word(text, "and"), split_word(text, "or"));
+    let (ands, ors) = (::sim::text::split_keyword(text, "and"), ::sim::text::split_keyword(text, "or"));
     match (ands.len() > 1, ors.len() > 1) {
         (true, true) => Err(()),
         (true, false) => Ok(Condition::And(ands.iter().map(|p| parse_condition(p)).collect::<Result<_, _>>()?)),
