@@ -147,6 +147,45 @@ message = {{ type = "record", object = "Account", op = "upsert", external_id_fie
     path
 }
 
+/// The Salesforce simulator on loopback, named in a `--sim-endpoints` file in `dir`.
+async fn salesforce_sim(
+    dir: &std::path::Path,
+    clock: std::sync::Arc<dyn connect::Clock>,
+) -> (std::sync::Arc<connectors::salesforce::sim::SalesforceSim>, sim::RunningSim) {
+    use connectors::salesforce::sim::{SalesforceSim, SimConfig};
+    let config = SimConfig { daily_limit: 1_000_000, ..SimConfig::default() };
+    let salesforce = std::sync::Arc::new(SalesforceSim::new(config, clock));
+    let running = sim::serve(salesforce.clone(), std::net::SocketAddr::from(([127, 0, 0, 1], 0))).await.unwrap();
+    let endpoints = std::collections::BTreeMap::from([("salesforce".to_owned(), running.url())]);
+    std::fs::write(dir.join("sims.json"), serde_json::to_string(&endpoints).unwrap()).unwrap();
+    (salesforce, running)
+}
+
+/// `dingbridge run` on `config` and `store_url` against the simulators of `dir`, with the
+/// Salesforce and webhook secrets of these tests, aborting at `crash` when one is given.
+fn salesforce_gateway(
+    dir: &std::path::Path,
+    config: &std::path::Path,
+    store_url: &str,
+    crash: Option<&str>,
+) -> GatewayCommand {
+    let mut command = GatewayCommand::new(exe())
+        .arg("run")
+        .arg("-c")
+        .arg(config)
+        .arg("--store")
+        .arg(store_url)
+        .arg("--sim-endpoints")
+        .arg(dir.join("sims.json"))
+        .env("E2E_WEBHOOK_SECRET", SECRET)
+        .env("E2E_SF_SECRET", connectors::salesforce::sim::seed::CLIENT_SECRET)
+        .env("DINGBRIDGE_LOG", "warn");
+    if let Some(crash) = crash {
+        command = command.env("DINGBRIDGE_CRASHPOINT", crash);
+    }
+    command
+}
+
 fn customer(account: u64) -> String {
     format!("C-{account:05}")
 }
@@ -209,36 +248,16 @@ async fn crash_with_a_salesforce_batch_in_flight_is_reclaimed_whole_postgres() {
 }
 
 async fn salesforce_batch_crash(store_url: String) {
-    use connectors::salesforce::sim::{SalesforceSim, SimConfig};
     use std::collections::BTreeMap;
     use std::sync::Arc;
 
     let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
-    let salesforce = Arc::new(SalesforceSim::new(SimConfig::default(), Arc::new(connect::SystemClock)));
-    let running = sim::serve(salesforce.clone(), std::net::SocketAddr::from(([127, 0, 0, 1], 0))).await.unwrap();
-    let endpoints = BTreeMap::from([("salesforce".to_owned(), running.url())]);
-    std::fs::write(dir.path().join("sims.json"), serde_json::to_string(&endpoints).unwrap()).unwrap();
+    let (salesforce, running) = salesforce_sim(dir.path(), Arc::new(connect::SystemClock)).await;
     let port = testkit::process::free_port().unwrap();
     let config = write_salesforce_config(dir.path(), port);
     let base = format!("http://127.0.0.1:{port}");
-    let command = |crash: Option<&str>| {
-        let mut command = GatewayCommand::new(exe())
-            .arg("run")
-            .arg("-c")
-            .arg(&config)
-            .arg("--store")
-            .arg(&store_url)
-            .arg("--sim-endpoints")
-            .arg(dir.path().join("sims.json"))
-            .env("E2E_WEBHOOK_SECRET", SECRET)
-            .env("E2E_SF_SECRET", connectors::salesforce::sim::seed::CLIENT_SECRET)
-            .env("DINGBRIDGE_LOG", "warn");
-        if let Some(crash) = crash {
-            command = command.env("DINGBRIDGE_CRASHPOINT", crash);
-        }
-        command
-    };
+    let command = |crash: Option<&str>| salesforce_gateway(dir.path(), &config, &store_url, crash);
     // The third batch Salesforce accepts is never marked done.
     let point = format!("{}:3", crashpoint::AFTER_DELIVERY);
     let mut doomed = command(Some(&point)).spawn().unwrap();
@@ -356,19 +375,14 @@ const POLLED: u64 = 1_200;
 /// polls on from the stored cursor. Every change becomes exactly one notice and one read.
 #[tokio::test]
 async fn crash_between_poll_pages_resumes_from_the_stored_cursor_sqlite() {
-    use connectors::salesforce::sim::{seed, SalesforceSim, SimConfig};
+    use connectors::salesforce::sim::seed;
     use sim::Simulator;
-    use std::collections::BTreeMap;
     use std::sync::Arc;
 
     let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let store_url = sqlite_url(&dir);
-    let config = SimConfig { daily_limit: 1_000_000, ..SimConfig::default() };
-    let salesforce = Arc::new(SalesforceSim::new(config, Arc::new(SecondClock)));
-    let running = sim::serve(salesforce.clone(), std::net::SocketAddr::from(([127, 0, 0, 1], 0))).await.unwrap();
-    let endpoints = BTreeMap::from([("salesforce".to_owned(), running.url())]);
-    std::fs::write(dir.path().join("sims.json"), serde_json::to_string(&endpoints).unwrap()).unwrap();
+    let (salesforce, running) = salesforce_sim(dir.path(), Arc::new(SecondClock)).await;
     let port = testkit::process::free_port().unwrap();
     let config = dir.path().join("poll.toml");
     std::fs::write(
@@ -399,22 +413,7 @@ coalesce = "0s"
     )
     .unwrap();
     let base = format!("http://127.0.0.1:{port}");
-    let command = |crash: Option<&str>| {
-        let mut command = GatewayCommand::new(exe())
-            .arg("run")
-            .arg("-c")
-            .arg(&config)
-            .arg("--store")
-            .arg(&store_url)
-            .arg("--sim-endpoints")
-            .arg(dir.path().join("sims.json"))
-            .env("E2E_SF_SECRET", seed::CLIENT_SECRET)
-            .env("DINGBRIDGE_LOG", "warn");
-        if let Some(crash) = crash {
-            command = command.env("DINGBRIDGE_CRASHPOINT", crash);
-        }
-        command
-    };
+    let command = |crash: Option<&str>| salesforce_gateway(dir.path(), &config, &store_url, crash);
     // Hit 1 is the first poll, which only stores where to start; hit 2 the first page after it.
     let point = format!("{}:2", crashpoint::AFTER_POLL_PAGE_COMMIT);
     let mut doomed = command(Some(&point)).spawn().unwrap();
