@@ -398,7 +398,11 @@ async fn dispatch(sh: Arc<Shared>) {
         let free = sh.sem.available_permits().max(1);
         let limit = if probing { 1 } else { free.min(sh.settings.claim_batch.max(1)) };
         let now = sh.clock.now_millis();
-        let jobs = match sh.store.claim(&sh.destination, &sh.settings.owner, limit, lease_ms, now).await {
+        let mut claimed = sh.store.claim(&sh.destination, &sh.settings.owner, limit, lease_ms, now).await;
+        if probing && claimed.as_ref().is_ok_and(Vec::is_empty) {
+            claimed = claim_early_probe(&sh, lease_ms, now).await;
+        }
+        let jobs = match claimed {
             Ok(jobs) => jobs,
             Err(e) => {
                 warn!(destination = %sh.destination, error = %e, "Claiming jobs failed; will poll again.");
@@ -433,6 +437,18 @@ async fn dispatch(sh: Arc<Shared>) {
         }
     }
     info!(destination = %sh.destination, "Delivery worker stopped claiming.");
+}
+
+/// The breaker is open, a probe is due and no job is: the outage has pushed every waiting job's
+/// back-off out (to 30 minutes by the default schedule), and without a probe nobody would look
+/// whether the vendor is back before the soonest of them ends. The job whose back-off ends first
+/// is claimed early; if the vendor is still down it is handed back on its schedule without
+/// counting the attempt (see [`on_failure_pinned`]), so an outage does not use up its attempts.
+async fn claim_early_probe(sh: &Shared, lease_ms: i64, now: i64) -> Result<Vec<Job>, StoreError> {
+    if !sh.store.probe_early(&sh.destination, now).await? {
+        return Ok(Vec::new());
+    }
+    sh.store.claim(&sh.destination, &sh.settings.owner, 1, lease_ms, now).await
 }
 
 /// Jobs grouped by ordering key, each group in id order; groups in order of their first job.
@@ -635,9 +651,30 @@ async fn settle_success(sh: &Shared, job: &Job, receipt: connect::Receipt) {
     if let Err(e) = done {
         store_error(sh, job, "complete", &e);
     }
-    sh.breaker.on_success(&sh.destination);
+    if sh.breaker.on_success(&sh.destination) {
+        retry_waiting_now(sh).await;
+    }
     count_delivered(sh, job, now);
     debug!("Delivered.");
+}
+
+/// The destination answered again after its breaker was open. The back-offs its jobs took
+/// meanwhile were the outage's, not theirs: left alone, each holds its whole ordering key for up
+/// to the longest step reached (30 minutes by the default schedule) after the vendor is back.
+/// They are made due now; pacing and the breaker still bound the rate, attempts are kept.
+async fn retry_waiting_now(sh: &Shared) {
+    match sh.store.retry_waiting_now(&sh.destination, sh.clock.now_millis()).await {
+        Ok(jobs) => {
+            info!(destination = %sh.destination, jobs, "Jobs backing off through the outage are due now.");
+            sh.notify.notify_one();
+        }
+        Err(e) => warn!(
+            destination = %sh.destination,
+            code = e.code(),
+            error = %e,
+            "Could not make the jobs backing off through the outage due now; they keep their schedule."
+        ),
+    }
 }
 
 /// Commits completions of delivered jobs, retrying while the store is unavailable for up to one
@@ -689,6 +726,15 @@ async fn on_failure_pinned(
     metrics::counter!(METRIC_ERRORS, "destination" => sh.destination.clone(), "kind" => err.kind()).increment(1);
     if !matches!(err, DeliveryError::BadPayload { .. }) {
         sh.breaker.on_failure(&sh.destination, err.disposition(), now);
+    }
+    if job.next_attempt_at > now && err.disposition() == Disposition::Retry {
+        // An early probe (claimed before its back-off ended) found the vendor still down: the
+        // job goes back on its schedule, this attempt was the breaker's, not the job's.
+        debug!(code = err.code(), error = %err, "Early probe failed; the destination is still down.");
+        if let Err(e) = sh.store.release(job.lease(), now).await {
+            store_error(sh, job, "release", &e);
+        }
+        return None;
     }
     let schedule = &sh.settings.schedule;
     // A dead letter's reason carries the code just before the error it names.
