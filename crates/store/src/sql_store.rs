@@ -559,6 +559,12 @@ where
         };
         let blocked_until: i64 =
             sqlx::query(&window_sql).bind(key).fetch_one(&mut *tx).await?.try_get("blocked_until")?;
+        // Callers read their clock before they wait for the writer, so one can arrive with a time
+        // older than a grant already committed (whose caller forgot grants this one still counts
+        // in its window). The window is judged, and the grant recorded, at the latest grant time
+        // then: grant times follow commit order and no grant leaves the window early.
+        let latest: i64 = sqlx::query(pacing::LATEST_SQL).bind(key).fetch_one(&mut *tx).await?.try_get("latest")?;
+        let now = now.max(latest);
         sqlx::query(pacing::FORGET_SQL).bind(key).bind(now.saturating_sub(window_ms)).execute(&mut *tx).await?;
         let row = sqlx::query(pacing::COUNT_SQL).bind(key).fetch_one(&mut *tx).await?;
         let (count, oldest): (i64, i64) = (row.try_get("n")?, row.try_get("oldest")?);

@@ -61,6 +61,12 @@ const COMPLETION_QUEUE: usize = 4096;
 /// job and holds the destination instead (the window can be a minute, the lease 30 s).
 const PACING_SLEEP: Duration = Duration::from_secs(1);
 
+/// A permit is recorded at the time read before asking the ledger; one that took longer than this
+/// to come back (the store's writer was busy) is not used: the send could land later than the
+/// window's margin allows (DingTalk: 61 s counted for its 60 s, so 1 s from grant to arrival).
+/// The job goes back unattempted and the permit is left to expire.
+const PACING_STALE: Duration = Duration::from_millis(500);
+
 /// How long the destination is held when the pacing ledger cannot be read (store down): nothing
 /// is sent unpaced.
 const PACING_UNAVAILABLE_HOLD: Duration = Duration::from_secs(1);
@@ -537,7 +543,14 @@ async fn paced(sh: &Shared) -> bool {
     loop {
         let now = sh.clock.now_millis();
         match sh.store.take_pacing_permit(&pacing.key, pacing.max, window_ms, now).await {
-            Ok(store::PacingAnswer::Granted) => return true,
+            Ok(store::PacingAnswer::Granted) => {
+                let late = sh.clock.now_millis().saturating_sub(now);
+                if late > i64::try_from(PACING_STALE.as_millis()).unwrap_or(i64::MAX) {
+                    debug!(late_ms = late, "Pacing permit came back late; not sending on it.");
+                    return false;
+                }
+                return true;
+            }
             Ok(store::PacingAnswer::Wait(ms)) => {
                 let wait = Duration::from_millis(u64::try_from(ms).unwrap_or(u64::MAX));
                 if wait > PACING_SLEEP {
