@@ -109,6 +109,16 @@ pub trait Store: Send + Sync + 'static {
     /// Graceful stop: give the job back without counting an attempt.
     async fn release(&self, lease: Lease, now: Millis) -> Result<(), StoreError>;
 
+    /// The destination answers again after an outage: its pending jobs waiting out a back-off
+    /// (due after `now`) become due at `now`, attempts kept. Returns how many.
+    async fn retry_waiting_now(&self, destination: &str, now: Millis) -> Result<u64, StoreError>;
+
+    /// The destination's breaker is open and nothing is due: make the job whose back-off ends
+    /// soonest claimable now (its `next_attempt_at` is kept, so the worker knows the attempt is
+    /// early), but only while jobs never tried are waiting (an outage holds work back, not one
+    /// job failing on its own). True when one was.
+    async fn probe_early(&self, destination: &str, now: Millis) -> Result<bool, StoreError>;
+
     /// Dead letters, newest first.
     async fn list_dead(&self, limit: usize) -> Result<Vec<DeadLetter>, StoreError>;
 

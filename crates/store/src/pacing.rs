@@ -25,6 +25,9 @@ pub(crate) const ENSURE_WINDOW_SQL: &str =
 /// every permit of one key across instances. SQLite serialises all writers anyway.
 pub(crate) const WINDOW_SQL: &str = "SELECT blocked_until FROM pacing_windows WHERE key = $1";
 
+/// The key's latest grant time (0 when none).
+pub(crate) const LATEST_SQL: &str = "SELECT COALESCE(MAX(granted_at), 0) AS latest FROM pacing_grants WHERE key = $1";
+
 /// Grants that have left the window (`granted_at + window <= now`).
 pub(crate) const FORGET_SQL: &str = "DELETE FROM pacing_grants WHERE key = $1 AND granted_at <= $2";
 

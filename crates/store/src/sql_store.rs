@@ -445,6 +445,35 @@ where
         }
     }
 
+    async fn retry_waiting_now(&self, destination: &str, now: Millis) -> Result<u64, StoreError> {
+        // Losing this on a crash only leaves the back-offs as they were: no fsync needed.
+        let mut conn = self.backend.write_conn(Durability::Unsynced).await?;
+        let r = sqlx::query(
+            "UPDATE jobs SET next_attempt_at = $1, due_at = $1 \
+             WHERE destination = $2 AND state = 'pending' AND due_at > $1",
+        )
+        .bind(now)
+        .bind(destination)
+        .execute(&mut *conn)
+        .await?;
+        Ok(B::rows_affected(&r))
+    }
+
+    async fn probe_early(&self, destination: &str, now: Millis) -> Result<bool, StoreError> {
+        let mut conn = self.backend.write_conn(Durability::Unsynced).await?;
+        let r = sqlx::query(
+            "UPDATE jobs SET due_at = $1 WHERE id = ( \
+               SELECT j.id FROM jobs j WHERE j.destination = $2 AND j.state = 'pending' AND j.due_at > $1 \
+               AND EXISTS (SELECT 1 FROM jobs w WHERE w.destination = $2 AND w.state = 'pending' AND w.attempts = 0) \
+               ORDER BY j.due_at, j.id LIMIT 1)",
+        )
+        .bind(now)
+        .bind(destination)
+        .execute(&mut *conn)
+        .await?;
+        Ok(B::rows_affected(&r) == 1)
+    }
+
     async fn list_dead(&self, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
         let rows = sqlx::query(&format!("SELECT {DEAD_COLS} FROM dead_letters ORDER BY id DESC LIMIT $1"))
             .bind(lim(limit))
@@ -546,6 +575,12 @@ where
         };
         let blocked_until: i64 =
             sqlx::query(&window_sql).bind(key).fetch_one(&mut *tx).await?.try_get("blocked_until")?;
+        // Callers read their clock before they wait for the writer, so one can arrive with a time
+        // older than a grant already committed (whose caller forgot grants this one still counts
+        // in its window). The window is judged, and the grant recorded, at the latest grant time
+        // then: grant times follow commit order and no grant leaves the window early.
+        let latest: i64 = sqlx::query(pacing::LATEST_SQL).bind(key).fetch_one(&mut *tx).await?.try_get("latest")?;
+        let now = now.max(latest);
         sqlx::query(pacing::FORGET_SQL).bind(key).bind(now.saturating_sub(window_ms)).execute(&mut *tx).await?;
         let row = sqlx::query(pacing::COUNT_SQL).bind(key).fetch_one(&mut *tx).await?;
         let (count, oldest): (i64, i64) = (row.try_get("n")?, row.try_get("oldest")?);

@@ -18,6 +18,8 @@ pub struct RobotCredentials {
 /// One message as the simulator accepted it.
 #[derive(Debug, Clone)]
 pub struct SimMessage {
+    /// The simulator's acceptance order (global across robots, from 0).
+    pub seq: u64,
     pub body: serde_json::Value,
     /// Acceptance time by the simulator's clock.
     pub at: jiff::Timestamp,
@@ -48,10 +50,16 @@ impl DingTalkHarness {
 
     /// Add a robot with no rate limit (the benchmarking switch), signing enabled.
     pub async fn add_unlimited_robot(&self, name: &str) -> Result<RobotCredentials, SimError> {
+        self.add_robot(name, 0).await
+    }
+
+    /// Add a robot accepting `per_minute` messages per rolling 60 s (0 = unlimited), signing
+    /// enabled; past the limit it answers 130101 and blocks for DingTalk's 10 minutes.
+    pub async fn add_robot(&self, name: &str, per_minute: u32) -> Result<RobotCredentials, SimError> {
         let token = hex_of(name, 32);
         let secret = format!("SEC{}", hex_of(&format!("{name}-secret"), 32));
         let mut robot = SimRobot::new(name, &token, Some(&secret));
-        robot.per_minute = 0;
+        robot.per_minute = per_minute;
         self.sim.upsert_robot(robot);
         Ok(RobotCredentials { access_token: token, secret })
     }
@@ -66,8 +74,19 @@ impl DingTalkHarness {
         self.sim.messages(robot).into_iter().map(to_sim_message).collect()
     }
 
+    /// Messages accepted by `robot` after sequence number `after` (all when `None`), oldest
+    /// first: for tests that collect more messages than the simulator keeps.
+    pub fn messages_after(&self, robot: &str, after: Option<u64>) -> Vec<SimMessage> {
+        self.sim.messages_after(robot, after).into_iter().map(to_sim_message).collect()
+    }
+
     pub fn message_count(&self, robot: &str) -> u64 {
         self.sim.message_count(robot) as u64
+    }
+
+    /// Requests the simulator received since start, answered, faulted or dropped alike.
+    pub fn request_count(&self) -> u64 {
+        self.running.state.request_count()
     }
 
     pub fn sim(&self) -> &Arc<DingTalkSim> {
@@ -106,7 +125,7 @@ fn to_sim_message(message: RecordedMessage) -> SimMessage {
         .ok()
         .or_else(|| message.time.parse().ok())
         .unwrap_or(jiff::Timestamp::UNIX_EPOCH);
-    SimMessage { body: message.body, at }
+    SimMessage { seq: message.seq, body: message.body, at }
 }
 
 /// Deterministic hex of `bytes` bytes derived from a name (test credentials, not secrets).

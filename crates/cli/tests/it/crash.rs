@@ -16,7 +16,7 @@ async fn sigkill_conservation(store_url: String) {
     let _serial = SERIAL.lock().await;
     let env = Env::new().await;
     let port = testkit::process::free_port().unwrap();
-    let settings = Settings { lease: "2s", concurrency: 8 };
+    let settings = Settings { lease: "2s", concurrency: 8, ..Settings::default() };
     let config = write_config(env.dir.path(), port, &settings);
     let mut gateway = env.spawn(&config, &store_url);
     let base = format!("http://127.0.0.1:{port}");

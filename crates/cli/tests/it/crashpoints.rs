@@ -15,7 +15,7 @@ async fn crash_at(point: &str, nth: u64, store_url: String) {
     let _serial = SERIAL.lock().await;
     let env = Env::new().await;
     let port = testkit::process::free_port().unwrap();
-    let settings = Settings { lease: "2s", concurrency: 8 };
+    let settings = Settings { lease: "2s", concurrency: 8, ..Settings::default() };
     let config = write_config(env.dir.path(), port, &settings);
     let base = format!("http://127.0.0.1:{port}");
     let command = |crash: Option<String>| {

@@ -10,6 +10,8 @@ mod crashpoints;
 mod demo;
 mod dlq;
 mod drain;
+mod long_chaos;
+mod long_outage;
 mod outage;
 mod overload;
 mod r9_timeouts;

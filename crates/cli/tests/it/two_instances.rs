@@ -12,7 +12,7 @@ async fn r4_two_instances_share_postgres() {
     let Some(url) = postgres_url(&unique("r4")).await else { return };
     let _serial = SERIAL.lock().await;
     let env = Env::new().await;
-    let settings = Settings { lease: "3s", concurrency: 8 };
+    let settings = Settings { lease: "3s", concurrency: 8, ..Settings::default() };
     let (port_a, port_b) = (testkit::process::free_port().unwrap(), testkit::process::free_port().unwrap());
     let config_a = write_config(env.dir.path(), port_a, &settings);
     let mut a = env.spawn(&config_a, &url);

@@ -638,6 +638,22 @@ async fn unlimited_robot_and_sink_for_benchmarks() {
     assert_eq!(h.dingtalk.accepted(), 30);
 }
 
+#[tokio::test]
+async fn messages_after_returns_only_what_is_newer_than_a_sequence_number() {
+    let h = Harness::start(system()).await;
+    h.set_robot(json!({"name": "ops", "per_minute": 0})).await;
+    let sink = h.sink(h.settings(0), system());
+    for n in 0..5 {
+        sink.deliver(&delivery(markdown(n))).await.unwrap();
+    }
+    let all = h.dingtalk.messages_after("ops", None);
+    assert_eq!(all, h.dingtalk.messages("ops"));
+    let newer = h.dingtalk.messages_after("ops", Some(all[2].seq));
+    assert_eq!(newer, all[3..].to_vec());
+    assert!(h.dingtalk.messages_after("ops", Some(all[4].seq)).is_empty());
+    assert!(h.dingtalk.messages_after("no-such-robot", None).is_empty());
+}
+
 // ---------------------------------------------------------------- simulator fidelity
 
 async fn raw_send(h: &Harness, query: &str, body: &str) -> Value {

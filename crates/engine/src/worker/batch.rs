@@ -212,7 +212,9 @@ async fn complete_all(sh: &Shared, delivered: Vec<(Job, Completion)>) {
     let completions: Vec<Completion> = delivered.iter().map(|(_, c)| c.clone()).collect();
     match complete_retrying(sh, &completions).await {
         Ok(results) => {
-            sh.breaker.on_success(&sh.destination);
+            if sh.breaker.on_success(&sh.destination) {
+                super::retry_waiting_now(sh).await;
+            }
             for ((job, _), result) in delivered.iter().zip(results) {
                 if let Err(e) = result {
                     store_error(sh, job, "complete", &e);

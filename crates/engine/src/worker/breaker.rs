@@ -67,16 +67,18 @@ impl Breaker {
         self.lock().open
     }
 
-    /// A delivery succeeded: the vendor is up.
-    pub(super) fn on_success(&self, destination: &str) {
+    /// A delivery succeeded: the vendor is up. True when this closed an open breaker.
+    pub(super) fn on_success(&self, destination: &str) -> bool {
         let mut st = self.lock();
         st.failures_in_a_row = 0;
-        if st.open {
-            st.open = false;
-            drop(st);
-            metrics::gauge!(METRIC_BREAKER_OPEN, "destination" => destination.to_owned()).set(0.0);
-            info!(destination, "Destination answered again; breaker closed, delivering at full rate.");
+        if !st.open {
+            return false;
         }
+        st.open = false;
+        drop(st);
+        metrics::gauge!(METRIC_BREAKER_OPEN, "destination" => destination.to_owned()).set(0.0);
+        info!(destination, "Destination answered again; breaker closed, delivering at full rate.");
+        true
     }
 
     /// An attempt failed with `disposition`.
@@ -134,8 +136,9 @@ mod tests {
         assert_eq!(b.allowance(1_500), Allowance::Wait(Duration::from_millis(510)), "one probe per interval");
         b.on_failure("d", Disposition::Retry, 1_600);
         assert_eq!(b.allowance(2_100), Allowance::Wait(Duration::from_millis(500)));
-        b.on_success("d");
+        assert!(b.on_success("d"), "this success closed the breaker");
         assert_eq!(b.allowance(2_100), Allowance::All);
         assert!(!b.is_open());
+        assert!(!b.on_success("d"), "it was closed already");
     }
 }

@@ -61,6 +61,12 @@ const COMPLETION_QUEUE: usize = 4096;
 /// job and holds the destination instead (the window can be a minute, the lease 30 s).
 const PACING_SLEEP: Duration = Duration::from_secs(1);
 
+/// A permit is recorded at the time read before asking the ledger; one that took longer than this
+/// to come back (the store's writer was busy) is not used: the send could land later than the
+/// window's margin allows (DingTalk: 61 s counted for its 60 s, so 1 s from grant to arrival).
+/// The job goes back unattempted and the permit is left to expire.
+const PACING_STALE: Duration = Duration::from_millis(500);
+
 /// How long the destination is held when the pacing ledger cannot be read (store down): nothing
 /// is sent unpaced.
 const PACING_UNAVAILABLE_HOLD: Duration = Duration::from_secs(1);
@@ -398,7 +404,11 @@ async fn dispatch(sh: Arc<Shared>) {
         let free = sh.sem.available_permits().max(1);
         let limit = if probing { 1 } else { free.min(sh.settings.claim_batch.max(1)) };
         let now = sh.clock.now_millis();
-        let jobs = match sh.store.claim(&sh.destination, &sh.settings.owner, limit, lease_ms, now).await {
+        let mut claimed = sh.store.claim(&sh.destination, &sh.settings.owner, limit, lease_ms, now).await;
+        if probing && claimed.as_ref().is_ok_and(Vec::is_empty) {
+            claimed = claim_early_probe(&sh, lease_ms, now).await;
+        }
+        let jobs = match claimed {
             Ok(jobs) => jobs,
             Err(e) => {
                 warn!(destination = %sh.destination, error = %e, "Claiming jobs failed; will poll again.");
@@ -433,6 +443,18 @@ async fn dispatch(sh: Arc<Shared>) {
         }
     }
     info!(destination = %sh.destination, "Delivery worker stopped claiming.");
+}
+
+/// The breaker is open, a probe is due and no job is: the outage has pushed every waiting job's
+/// back-off out (to 30 minutes by the default schedule), and without a probe nobody would look
+/// whether the vendor is back before the soonest of them ends. The job whose back-off ends first
+/// is claimed early; if the vendor is still down it is handed back on its schedule without
+/// counting the attempt (see [`on_failure_pinned`]), so an outage does not use up its attempts.
+async fn claim_early_probe(sh: &Shared, lease_ms: i64, now: i64) -> Result<Vec<Job>, StoreError> {
+    if !sh.store.probe_early(&sh.destination, now).await? {
+        return Ok(Vec::new());
+    }
+    sh.store.claim(&sh.destination, &sh.settings.owner, 1, lease_ms, now).await
 }
 
 /// Jobs grouped by ordering key, each group in id order; groups in order of their first job.
@@ -521,7 +543,14 @@ async fn paced(sh: &Shared) -> bool {
     loop {
         let now = sh.clock.now_millis();
         match sh.store.take_pacing_permit(&pacing.key, pacing.max, window_ms, now).await {
-            Ok(store::PacingAnswer::Granted) => return true,
+            Ok(store::PacingAnswer::Granted) => {
+                let late = sh.clock.now_millis().saturating_sub(now);
+                if late > i64::try_from(PACING_STALE.as_millis()).unwrap_or(i64::MAX) {
+                    debug!(late_ms = late, "Pacing permit came back late; not sending on it.");
+                    return false;
+                }
+                return true;
+            }
             Ok(store::PacingAnswer::Wait(ms)) => {
                 let wait = Duration::from_millis(u64::try_from(ms).unwrap_or(u64::MAX));
                 if wait > PACING_SLEEP {
@@ -635,9 +664,30 @@ async fn settle_success(sh: &Shared, job: &Job, receipt: connect::Receipt) {
     if let Err(e) = done {
         store_error(sh, job, "complete", &e);
     }
-    sh.breaker.on_success(&sh.destination);
+    if sh.breaker.on_success(&sh.destination) {
+        retry_waiting_now(sh).await;
+    }
     count_delivered(sh, job, now);
     debug!("Delivered.");
+}
+
+/// The destination answered again after its breaker was open. The back-offs its jobs took
+/// meanwhile were the outage's, not theirs: left alone, each holds its whole ordering key for up
+/// to the longest step reached (30 minutes by the default schedule) after the vendor is back.
+/// They are made due now; pacing and the breaker still bound the rate, attempts are kept.
+async fn retry_waiting_now(sh: &Shared) {
+    match sh.store.retry_waiting_now(&sh.destination, sh.clock.now_millis()).await {
+        Ok(jobs) => {
+            info!(destination = %sh.destination, jobs, "Jobs backing off through the outage are due now.");
+            sh.notify.notify_one();
+        }
+        Err(e) => warn!(
+            destination = %sh.destination,
+            code = e.code(),
+            error = %e,
+            "Could not make the jobs backing off through the outage due now; they keep their schedule."
+        ),
+    }
 }
 
 /// Commits completions of delivered jobs, retrying while the store is unavailable for up to one
@@ -698,6 +748,15 @@ async fn on_failure_pinned(
     pinned: Option<i64>,
 ) -> Option<i64> {
     metrics::counter!(METRIC_ERRORS, "destination" => sh.destination.clone(), "kind" => err.kind()).increment(1);
+    if job.next_attempt_at > now && err.disposition() == Disposition::Retry {
+        // An early probe (claimed before its back-off ended) found the vendor still down: the
+        // job goes back on its schedule, this attempt was the breaker's, not the job's.
+        debug!(code = err.code(), error = %err, "Early probe failed; the destination is still down.");
+        if let Err(e) = sh.store.release(job.lease(), now).await {
+            store_error(sh, job, "release", &e);
+        }
+        return None;
+    }
     let schedule = &sh.settings.schedule;
     // A dead letter's reason carries the code just before the error it names.
     let code = err.code();

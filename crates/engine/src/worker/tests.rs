@@ -43,6 +43,9 @@ struct MemStore {
     /// asserts that something did not happen.
     claims: Mutex<HashMap<String, u32>>,
     renewals_refused: std::sync::atomic::AtomicU32,
+    /// Jobs made claimable before their `next_attempt_at` by `probe_early` (the SQL store
+    /// moves `due_at` only; this store has no `due_at`).
+    early: Mutex<HashSet<i64>>,
 }
 
 impl MemStore {
@@ -113,10 +116,12 @@ impl Store for MemStore {
             if out.len() >= limit || j.destination != destination {
                 continue;
             }
-            let due = (j.state == JobState::Pending && j.next_attempt_at <= now)
+            let early = self.early.lock().unwrap().contains(&j.id);
+            let due = (j.state == JobState::Pending && (j.next_attempt_at <= now || early))
                 || (j.state == JobState::Leased && j.lease_expires_at.is_some_and(|t| t <= now));
             let open = matches!(j.state, JobState::Pending | JobState::Leased);
             if due && (self.lenient || !blocked.contains(&j.ordering_key)) {
+                self.early.lock().unwrap().remove(&j.id);
                 j.state = JobState::Leased;
                 j.lease_owner = Some(owner.into());
                 j.lease_expires_at = Some(now + lease_ms);
@@ -189,6 +194,29 @@ impl Store for MemStore {
             j.lease_owner = None;
             j.lease_expires_at = None;
         })
+    }
+    async fn retry_waiting_now(&self, destination: &str, now: Millis) -> Result<u64, StoreError> {
+        let mut woken = 0;
+        for j in self.jobs.lock().unwrap().iter_mut() {
+            if j.destination == destination && j.state == JobState::Pending && j.next_attempt_at > now {
+                j.next_attempt_at = now;
+                woken += 1;
+            }
+        }
+        Ok(woken)
+    }
+    async fn probe_early(&self, destination: &str, now: Millis) -> Result<bool, StoreError> {
+        let jobs = self.jobs.lock().unwrap();
+        let mut early = self.early.lock().unwrap();
+        let pending = || jobs.iter().filter(|j| j.destination == destination && j.state == JobState::Pending);
+        if !pending().any(|j| j.attempts == 0) {
+            return Ok(false);
+        }
+        let soonest = pending()
+            .filter(|j| j.next_attempt_at > now && !early.contains(&j.id))
+            .min_by_key(|j| (j.next_attempt_at, j.id))
+            .map(|j| j.id);
+        Ok(soonest.is_some_and(|id| early.insert(id)))
     }
     async fn list_dead(&self, _limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
         Ok(self.dead.lock().unwrap().clone())
@@ -1404,6 +1432,55 @@ async fn a_failed_batch_call_is_one_failure_for_the_breaker() {
     shutdown.cancel();
     tracker.close();
     tracker.wait().await;
+}
+
+/// R12 (paused clock): the vendor fails every call for 20 minutes while 100 jobs of 10 keys
+/// wait: with the default schedule the probed heads reach 10- and 30-minute back-offs. When the
+/// vendor answers again the backlog is delivered within seconds, not after those back-offs (the
+/// breaker closing makes the outage's retries due now), once each, in per-key order.
+#[tokio::test(start_paused = true)]
+async fn r12_when_the_vendor_answers_again_the_outage_back_offs_are_cut_short() {
+    let clock = TokioClock::new();
+    let store = Arc::new(MemStore::default());
+    let now = clock.now_millis();
+    for i in 0..100 {
+        store.add(&format!("k{}", i % 10), &payload(&format!("{}:{:03}", i % 10, i)), now);
+    }
+    let start_at = Instant::now();
+    let outage_end = start_at + Duration::from_secs(20 * 60);
+    let sink = FakeSink::new(
+        move |_, _| if Instant::now() < outage_end { Err(server_error()) } else { Ok(Receipt::default()) },
+    );
+    let run = start(store.clone(), sink.clone(), settings(RetrySchedule::default(), 8), clock.clone());
+    // The premise, just before the vendor is back: the heads wait out long back-offs.
+    tokio::time::sleep_until(outage_end - Duration::from_secs(1)).await;
+    let now = clock.now_millis();
+    let jobs = store.jobs.lock().unwrap().clone();
+    let longest_wait = jobs.iter().filter(|j| j.state == JobState::Pending).map(|j| j.next_attempt_at - now).max();
+    let most_attempts = jobs.iter().map(|j| j.attempts).max().unwrap_or(0);
+    wait_until(|| (1..=100).all(|id| store.job(id).state == JobState::Done), Duration::from_secs(3 * 3600)).await;
+    let recovered_in = start_at.elapsed() - Duration::from_secs(20 * 60);
+    let calls = sink.calls.lock().unwrap().clone();
+    let in_outage = calls.iter().filter(|c| c.2 < outage_end).count();
+    eprintln!(
+        "R12: before recovery a head waited {longest_wait:?} ms more, {most_attempts} attempts at most; {in_outage} \
+         calls in the outage; all delivered {recovered_in:?} after it"
+    );
+    assert!(longest_wait.unwrap_or(0) >= 5 * 60_000, "no head was in a long back-off: {longest_wait:?}");
+    assert!(most_attempts < RetrySchedule::default().max_attempts(), "the outage used up a job's attempts");
+    assert!(in_outage <= 20 * 60 + 10, "more than one probe per second: {in_outage} calls");
+    assert!(recovered_in <= Duration::from_secs(30), "the backlog waited out the outage's back-offs: {recovered_in:?}");
+    assert!(store.dead.lock().unwrap().is_empty(), "dead letters after an outage");
+    let delivered: Vec<&String> = calls.iter().filter(|c| c.2 >= outage_end).map(|c| &c.0).collect();
+    assert_eq!(delivered.len(), 100, "each delivered once");
+    let mut last: HashMap<String, String> = HashMap::new();
+    for p in delivered {
+        let (key, seq) = p.split_once(':').unwrap();
+        if let Some(prev) = last.insert(key.to_owned(), seq.to_owned()) {
+            assert!(prev.as_str() < seq, "key {key}: {seq} after {prev}");
+        }
+    }
+    run.stop().await;
 }
 
 /// The store is down when a batch's completions are committed: they are retried, not left to

@@ -16,6 +16,7 @@ crate::contract_tests!(
     dead_letter_and_replay,
     replay_many_in_one_transaction,
     release_does_not_count,
+    early_probe_and_waking_after_an_outage,
     drop_dead_letter,
     cursors,
     a_poll_page_and_its_cursor_commit_together,
@@ -267,6 +268,41 @@ async fn release_does_not_count(b: &mut Backend) {
     assert_eq!(j2.id, j.id);
     assert_eq!(j2.lease_version, j.lease_version + 1);
     assert!(lost(s.release(j.lease(), 250).await));
+}
+
+/// While a destination is down (breaker open): an early probe makes the job whose back-off ends
+/// first claimable, keeping its schedule, only while never-tried jobs wait; once the vendor
+/// answers, every back-off of the destination ends now.
+async fn early_probe_and_waking_after_an_outage(b: &mut Backend) {
+    let s = &b.store;
+    s.ingest(&[intake("d1", "e1", vec![job("k", "a", 0)])]).await.unwrap();
+    let a = s.claim(DEST, "w", 1, 1_000, 100).await.unwrap().remove(0);
+    s.retry_later(a.lease(), 10_000, "HTTP 503", 100).await.unwrap();
+    assert!(!s.probe_early(DEST, 200).await.unwrap(), "one job failing on its own is not probed early");
+
+    // A never-tried job waits behind it, and another key's head waits out a shorter back-off.
+    s.ingest(&[intake("d2", "e2", vec![job("k", "b", 0), job("m", "c", 0)])]).await.unwrap();
+    let c = s.claim(DEST, "w", 1, 1_000, 200).await.unwrap().remove(0);
+    s.retry_later(c.lease(), 5_000, "HTTP 503", 200).await.unwrap();
+    assert!(s.claim(DEST, "w", 10, 1_000, 300).await.unwrap().is_empty(), "nothing due");
+    assert!(s.probe_early(DEST, 300).await.unwrap());
+    let early = s.claim(DEST, "w", 10, 1_000, 300).await.unwrap();
+    assert_eq!(early.iter().map(|j| j.id).collect::<Vec<_>>(), [c.id], "the soonest back-off, alone");
+    assert_eq!((early[0].attempts, early[0].next_attempt_at), (1, 5_000), "its schedule is kept");
+    // Still down: handed back on its schedule, no attempt counted.
+    s.release(early[0].lease(), 310).await.unwrap();
+    assert!(s.claim(DEST, "w", 10, 1_000, 4_999).await.unwrap().is_empty());
+    let back = s.get_job(c.id).await.unwrap().unwrap();
+    assert_eq!((back.state, back.attempts, back.next_attempt_at), (JobState::Pending, 1, 5_000));
+
+    // The vendor answers again: both back-offs end now; FIFO still holds b behind a.
+    assert_eq!(s.retry_waiting_now(DEST, 400).await.unwrap(), 2);
+    let mut now_due: Vec<i64> = s.claim(DEST, "w", 10, 1_000, 400).await.unwrap().iter().map(|j| j.id).collect();
+    now_due.sort_unstable();
+    assert_eq!(now_due, [a.id, c.id]);
+    let woken = s.get_job(a.id).await.unwrap().unwrap();
+    assert_eq!((woken.attempts, woken.next_attempt_at), (1, 400), "attempts are kept");
+    assert_eq!(s.retry_waiting_now(DEST, 500).await.unwrap(), 0, "leased jobs are not touched");
 }
 
 async fn drop_dead_letter(b: &mut Backend) {

@@ -192,6 +192,12 @@ impl Store for Down {
     async fn release(&self, _: Lease, _: Millis) -> Result<(), StoreError> {
         down()
     }
+    async fn retry_waiting_now(&self, _: &str, _: Millis) -> Result<u64, StoreError> {
+        down()
+    }
+    async fn probe_early(&self, _: &str, _: Millis) -> Result<bool, StoreError> {
+        down()
+    }
     async fn list_dead(&self, _: usize) -> Result<Vec<DeadLetter>, StoreError> {
         down()
     }

@@ -9,6 +9,7 @@ crate::contract_tests!(
     two_handles_share_one_window_and_it_survives_a_reopen,
     a_vendor_block_holds_every_handle_and_is_never_shortened,
     concurrent_takers_never_exceed_the_limit,
+    a_caller_with_an_older_time_is_judged_at_the_latest_grant,
 );
 
 const KEY: &str = "dingtalk-robot:0123456789abcdef";
@@ -66,4 +67,21 @@ async fn concurrent_takers_never_exceed_the_limit(b: &mut Backend) {
     }
     assert_eq!(granted, 5, "two instances together take exactly the window's permits");
     other.close().await;
+}
+
+/// Callers read their clock before waiting for the writer: one can come with a time older than a
+/// grant already committed, whose caller has forgotten grants still inside the late caller's
+/// window. Judged at its own time it would be granted on top of them (3 grants in [0, 100) with a
+/// limit of 2); judged at the latest grant time it is granted there, and that grant holds the
+/// window as long as it should.
+async fn a_caller_with_an_older_time_is_judged_at_the_latest_grant(b: &mut Backend) {
+    let s = &b.store;
+    assert_eq!(s.take_pacing_permit(KEY, 2, 100, 0).await.unwrap(), Granted);
+    assert_eq!(s.take_pacing_permit(KEY, 2, 100, 3).await.unwrap(), Granted);
+    // At 104 both have left the window (and are forgotten).
+    assert_eq!(s.take_pacing_permit(KEY, 2, 100, 104).await.unwrap(), Granted);
+    // A caller that read 50 before waiting for the writer: granted, but recorded at 104.
+    assert_eq!(s.take_pacing_permit(KEY, 2, 100, 50).await.unwrap(), Granted);
+    // Recorded at 50 it would leave at 150 (a wait of 40 at 110); at 104 it leaves at 204.
+    assert_eq!(s.take_pacing_permit(KEY, 2, 100, 110).await.unwrap(), Wait(94));
 }

@@ -135,6 +135,11 @@ impl DingTalkSim {
         self.custom_robots.messages(robot)
     }
 
+    /// Accepted messages of custom robot `robot` after sequence number `after`, oldest first.
+    pub fn messages_after(&self, robot: &str, after: Option<u64>) -> Vec<RecordedMessage> {
+        self.custom_robots.messages_after(robot, after)
+    }
+
     /// How many messages custom robot `robot` has accepted and still keeps.
     pub fn message_count(&self, robot: &str) -> usize {
         self.custom_robots.message_count(robot)

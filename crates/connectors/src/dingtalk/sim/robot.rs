@@ -219,6 +219,17 @@ impl RobotsSim {
         self.lock().robots.get(robot).map(|s| s.messages.iter().cloned().collect()).unwrap_or_default()
     }
 
+    /// Accepted messages of `robot` with a sequence number above `after` (all when `None`),
+    /// oldest first. Long tests read only what is new, so the per-robot cap never evicts a
+    /// message before they saw it and they do not copy the whole history on every poll.
+    pub fn messages_after(&self, robot: &str, after: Option<u64>) -> Vec<RecordedMessage> {
+        let inner = self.lock();
+        let Some(state) = inner.robots.get(robot) else { return Vec::new() };
+        // Sequence numbers only grow, so the kept messages are sorted by them.
+        let start = after.map_or(0, |after| state.messages.partition_point(|m| m.seq <= after));
+        state.messages.range(start..).cloned().collect()
+    }
+
     /// How many messages `robot` has accepted and still keeps, without copying them (polled often
     /// by the bench and tests while the simulator is under load).
     pub fn message_count(&self, robot: &str) -> usize {
