@@ -14,6 +14,7 @@ mod long_chaos;
 mod long_outage;
 mod outage;
 mod overload;
+mod pacing_kill;
 mod r9_timeouts;
 mod secrets;
 mod singletons;
