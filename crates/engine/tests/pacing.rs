@@ -1,5 +1,6 @@
 //! R8 through the outbox, in real time with DingTalk's limit scaled down (5 per second on the
-//! simulator, 5 per 1.1 s in the sink, like the 1 s margin of its 61 s default): two gateway
+//! simulator, 5 per 1.6 s in the sink: the margin must cover the 500 ms a permit may take to come
+//! back plus the send, as the 1 s margin of its 61 s default does): two gateway
 //! instances (two sets of workers, each with its own robot sink) on one store send to one robot,
 //! then a restarted instance sends more in the same window. The simulator never answers 130101,
 //! every message arrives once, and no rolling second holds more than five.
@@ -28,7 +29,7 @@ impl Instance {
         let settings = RobotSettings {
             base_url: sim_url.to_owned(),
             per_minute: 5,
-            window: Duration::from_millis(1_100),
+            window: Duration::from_millis(1_600),
             timeout: Duration::from_secs(5),
             outbound: Outbound::loopback(),
             ..RobotSettings::new(ROBOT.1.into())
