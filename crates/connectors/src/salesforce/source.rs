@@ -167,6 +167,12 @@ impl PollCursor {
         let mut fresh = Vec::new();
         for row in rows {
             let id = row.get("Id").and_then(|v| v.as_str()).unwrap_or_default().to_owned();
+            // The id goes into the next page's SOQL and into read jobs: only an id's shape passes.
+            super::ids::normalize_id(&id).map_err(|e| DeliveryError::Server {
+                vendor: VENDOR,
+                status: 200,
+                detail: format!("poll row: {e}"),
+            })?;
             let stamp_text = row.get("SystemModstamp").and_then(|v| v.as_str()).unwrap_or_default();
             let stamp = model::ZonedTime::parse("SystemModstamp", stamp_text)
                 .map_err(|e| DeliveryError::Server {
@@ -266,25 +272,27 @@ mod tests {
         let mut cursor = PollCursor::starting_at(start);
         let t1 = "2025-08-14T06:30:05.000+0000";
         // First poll sees two of three rows sharing t1 (the third committed later).
-        let got = cursor.advance(vec![row("006A", t1), row("006B", t1)]).unwrap();
+        let got = cursor.advance(vec![row("006xx0000000A00", t1), row("006xx0000000B00", t1)]).unwrap();
         assert_eq!(got.len(), 2);
         // Restart: the cursor survives as text.
         let mut cursor = PollCursor::decode(&cursor.encode()).unwrap();
         assert!(cursor.soql("Opportunity", &["Name"], 10).contains(
-            "WHERE SystemModstamp > 2025-08-14T06:30:05Z OR (SystemModstamp = 2025-08-14T06:30:05Z AND Id > '006B') \
+            "WHERE SystemModstamp > 2025-08-14T06:30:05Z OR (SystemModstamp = 2025-08-14T06:30:05Z AND Id > '006xx0000000B00') \
              ORDER BY SystemModstamp, Id LIMIT 10"
         ));
         // Second poll (>=) returns the tie again plus the late row and a newer one.
         let got = cursor
             .advance(vec![
-                row("006A", t1),
-                row("006B", t1),
-                row("006C", t1),
-                row("006A", "2025-08-14T06:31:00.000+0000"),
+                row("006xx0000000A00", t1),
+                row("006xx0000000B00", t1),
+                row("006xx0000000C00", t1),
+                row("006xx0000000A00", "2025-08-14T06:31:00.000+0000"),
             ])
             .unwrap();
         let ids: Vec<&str> = got.iter().map(|r| r["Id"].as_str().unwrap()).collect();
-        assert_eq!(ids, ["006C", "006A"]);
-        assert_eq!(cursor.advance(vec![row("006A", "2025-08-14T06:31:00.000+0000")]).unwrap().len(), 0);
+        assert_eq!(ids, ["006xx0000000C00", "006xx0000000A00"]);
+        assert_eq!(cursor.advance(vec![row("006xx0000000A00", "2025-08-14T06:31:00.000+0000")]).unwrap().len(), 0);
+        // An id that is not an id's shape (it would go into the next page's SOQL) is refused.
+        assert!(cursor.advance(vec![row("006' OR Name != '", "2025-08-14T06:32:00.000+0000")]).is_err());
     }
 }
