@@ -122,9 +122,10 @@ class HostRouter(requests.adapters.HTTPAdapter):
     path and query untouched. It is how clients that insist on the vendor's https URL (Dataverse,
     msal, simple-salesforce's login) are pointed at `dingbridge sim` without changing them."""
 
-    def __init__(self, routes: dict):
+    def __init__(self, routes: dict, keep_host: bool = True):
         super().__init__()
         self.routes = {host.lower(): base.rstrip("/") for host, base in routes.items()}
+        self.keep_host = keep_host
 
     def send(self, request, **kwargs):
         scheme, rest = request.url.split("://", 1)
@@ -132,14 +133,16 @@ class HostRouter(requests.adapters.HTTPAdapter):
         target = self.routes.get(host.lower())
         if target is not None:
             request.url = f"{target}/{tail}"
-            request.headers["Host"] = target.split("://", 1)[1]
+            # The simulator sees the vendor's Host, as the real service would, and answers with
+            # the vendor's https origin in its links (`sim::origin`).
+            request.headers["Host"] = host if self.keep_host else target.split("://", 1)[1]
         return super().send(request, **kwargs)
 
 
-def route_hosts(monkeypatch, routes: dict) -> HostRouter:
+def route_hosts(monkeypatch, routes: dict, keep_host: bool = True) -> HostRouter:
     """Every `requests.Session` made while the test runs (the clients' own included) sends the
     given vendor hosts to their simulators; other hosts are untouched (and unreachable here)."""
-    router = HostRouter(routes)
+    router = HostRouter(routes, keep_host)
     original_init = requests.Session.__init__
 
     def init(self, *args, **kwargs):

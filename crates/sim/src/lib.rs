@@ -19,6 +19,7 @@ mod control;
 mod error;
 mod layer;
 pub mod odata;
+mod origin;
 mod server;
 mod state;
 pub mod text;
@@ -29,6 +30,7 @@ mod tests;
 pub use control::{app, control_router, RequestFilter};
 pub use error::SimError;
 pub use layer::{sim_layer, MAX_BODY_BYTES};
+pub use origin::origin;
 pub use server::{serve, serve_all, RunningSim, SimFleet};
 pub use state::{FaultSpec, JournalEntry, SimState, JOURNAL_CAPACITY};
 

@@ -21,6 +21,8 @@
 //! | `limits` | see [`Limits`] |
 
 mod approvals;
+mod identity;
+pub mod schema;
 pub mod seed;
 
 pub use approvals::APPROVALS_API;
@@ -30,7 +32,7 @@ use axum::body::Bytes;
 use axum::extract::Path;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, post};
+use axum::routing::{any, get, post};
 use axum::Router;
 use connect::odata::batch::BatchFormatError;
 use connect::Clock;
@@ -263,6 +265,10 @@ fn shape(data: &Map<String, Value>, key: &str, tag: String, select: Option<&str>
             out.insert(k.clone(), v.clone());
         }
     }
+    // A selected column the row has no value for is sent as null, as Dataverse does.
+    for name in wanted.into_iter().flatten() {
+        out.entry(name.to_owned()).or_insert(Value::Null);
+    }
     Value::Object(out)
 }
 
@@ -283,7 +289,7 @@ impl DynamicsSim {
     fn seeded(limits: Limits) -> State {
         let mut state = State { limits, ..State::default() };
         for (set, version, row) in seed::dataverse() {
-            let (_, key) = seed::table(set).unwrap_or(("", ""));
+            let key = schema::by_set(set).map_or("", |t| t.key);
             let id = row[key].as_str().unwrap_or_default().to_owned();
             let data = row.as_object().cloned().unwrap_or_default();
             state.tables.entry(set.to_owned()).or_default().insert(id, Row { data, version });
@@ -386,7 +392,10 @@ impl DynamicsSim {
         self.lock().tables.get(set).and_then(|t| t.get(id)).map(|r| Value::Object(r.data.clone()))
     }
 
-    async fn token(self: Arc<Self>, body: Bytes) -> Response {
+    async fn token(self: Arc<Self>, tenant: String, body: Bytes) -> Response {
+        if !identity::known_tenant(&tenant) {
+            return identity::unknown_tenant(&tenant);
+        }
         let form: BTreeMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
         let field = |k: &str| form.get(k).map(String::as_str).unwrap_or_default();
         if field("grant_type") != "client_credentials" {
@@ -478,6 +487,10 @@ impl DynamicsSim {
         }
         let host = header(&headers, "host").unwrap_or("127.0.0.1").to_owned();
         let rest = uri.path().strip_prefix(DATAVERSE_API_PATH).unwrap_or_default().trim_start_matches('/').to_owned();
+        if rest == "$metadata" && method == Method::GET {
+            let xml = [(axum::http::header::CONTENT_TYPE, "application/xml")];
+            return (StatusCode::OK, xml, schema::csdl()).into_response();
+        }
         if rest == "$batch" && method == Method::POST {
             // A batch counts as one request for service protection, as in Dataverse.
             return self.batch(&headers, &body, &host).await;
@@ -520,13 +533,25 @@ impl DynamicsSim {
         host: &str,
         fired: &mut Vec<Fired>,
     ) -> Answer {
+        let base = format!("{}{DATAVERSE_API_PATH}", sim::origin(host));
+        if path.starts_with("EntityDefinitions") {
+            return metadata(path, query, method, &base);
+        }
+        if let Some((set, action)) = path.split_once("/Microsoft.Dynamics.CRM.") {
+            if let (Some(table), "POST") = (schema::by_set(set), method.as_str()) {
+                return self.bulk(table, action, body, fired);
+            }
+        }
         let Some((set, id)) = split_key(path) else {
             return Answer::error(404, "0x80060888", &format!("Resource not found for the segment '{path}'."));
         };
-        let Some((logical, key)) = seed::table(&set) else {
+        let Some(table) = schema::by_set(&set) else {
             return Answer::error(404, "0x80060888", &format!("Resource not found for the segment '{set}'."));
         };
-        let base = format!("http://{host}{DATAVERSE_API_PATH}");
+        let (logical, key) = (table.logical, table.key);
+        if let Err(refused) = check_query(table, query) {
+            return refused;
+        }
         let now = self.clock.now();
         let mut state = self.lock();
         match (method.as_str(), id) {
@@ -534,17 +559,16 @@ impl DynamicsSim {
             ("GET", Some(id)) => match state.tables.get(&set).and_then(|t| t.get(&id)) {
                 Some(row) => {
                     let annotations = prefers(headers, "odata.include-annotations");
-                    Answer::json(200, shape(&row.data, key, etag(row.version), query.get("$select"), annotations))
+                    let mut shaped = shape(&row.data, key, etag(row.version), query.get("$select"), annotations);
+                    expand_row(&state, &row.data, &mut shaped, &expansions(table, query).unwrap_or_default());
+                    Answer::json(200, shaped)
                 }
                 None => not_found(logical, &id),
             },
             ("POST", None) => {
-                let Ok(Value::Object(mut data)) = serde_json::from_slice::<Value>(body) else {
-                    return Answer::error(
-                        400,
-                        "0x80048d19",
-                        "Error identified in Payload provided by the user for Entity.",
-                    );
+                let mut data = match write_body(table, body) {
+                    Ok(data) => data,
+                    Err(refused) => return refused,
                 };
                 let id = data
                     .get(key)
@@ -564,12 +588,9 @@ impl DynamicsSim {
                 created(&base, &set, &id, key, version, &data, prefers(headers, "return=representation"))
             }
             ("PATCH", Some(id)) => {
-                let Ok(Value::Object(changes)) = serde_json::from_slice::<Value>(body) else {
-                    return Answer::error(
-                        400,
-                        "0x80048d19",
-                        "Error identified in Payload provided by the user for Entity.",
-                    );
+                let changes = match write_body(table, body) {
+                    Ok(changes) => changes,
+                    Err(refused) => return refused,
                 };
                 let existing = state.tables.get(&set).and_then(|t| t.get(&id)).cloned();
                 let current = existing.as_ref().map(|row| etag(row.version));
@@ -619,6 +640,86 @@ impl DynamicsSim {
         }
     }
 
+    /// The bulk actions bound to a table (`CreateMultiple`, `UpdateMultiple`, `UpsertMultiple`):
+    /// `{"Targets": [...]}`, each target checked like a single write, all or nothing.
+    fn bulk(&self, table: &schema::Table, action: &str, body: &[u8], fired: &mut Vec<Fired>) -> Answer {
+        let Some(kind) = BulkAction::parse(action) else {
+            return Answer::error(
+                404,
+                "0x80060888",
+                &format!("Resource not found for the segment 'Microsoft.Dynamics.CRM.{action}'."),
+            );
+        };
+        let targets = match serde_json::from_slice::<Value>(body) {
+            Ok(Value::Object(mut body)) => match body.remove("Targets") {
+                Some(Value::Array(targets)) => targets,
+                _ => return Answer::error(400, "0x80048d19", "Targets: a collection of entities is required."),
+            },
+            _ => return Answer::error(400, "0x80048d19", "The payload is not a JSON object."),
+        };
+        let mut rows = Vec::with_capacity(targets.len());
+        for target in targets {
+            let Value::Object(target) = target else {
+                return Answer::error(400, "0x80048d19", "Each of Targets must be an entity object.");
+            };
+            // `@odata.id` (`accounts(<id>)`) names the row of an upsert or update.
+            let named = target
+                .get("@odata.id")
+                .and_then(Value::as_str)
+                .and_then(|id| split_key(id.rsplit('/').next().unwrap_or(id)))
+                .and_then(|(_, id)| id);
+            let data = match write_fields(table, target) {
+                Ok(data) => data,
+                Err(refused) => return refused,
+            };
+            let id = data.get(table.key).and_then(Value::as_str).map(str::to_owned).or(named);
+            if id.is_none() && kind == BulkAction::Update {
+                return Answer::error(400, "0x80040203", &format!("{} is required for UpdateMultiple.", table.key));
+            }
+            rows.push((id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()), data));
+        }
+        let now = self.clock.now();
+        let mut state = self.lock();
+        if kind != BulkAction::Upsert {
+            let exists = |id: &String| state.tables.get(table.set).is_some_and(|t| t.contains_key(id));
+            if let Some((id, _)) = rows.iter().find(|(id, _)| exists(id) == (kind == BulkAction::Create)) {
+                return match kind {
+                    BulkAction::Create => {
+                        Answer::error(412, "0x80040237", "A record with matching key values already exists.")
+                    }
+                    _ => not_found(table.logical, id),
+                };
+            }
+        }
+        let mut ids = Vec::with_capacity(rows.len());
+        for (id, changes) in rows {
+            let existing = state.tables.get(table.set).and_then(|t| t.get(&id)).map(|r| r.data.clone());
+            let is_new = existing.is_none();
+            let mut data = existing.unwrap_or_default();
+            data.extend(changes.clone());
+            data.insert(table.key.to_owned(), json!(id));
+            data.insert("modifiedon".to_owned(), json!(now.to_string()));
+            let version = store(&mut state, table.set, &id, data.clone());
+            let message = if is_new { "Create" } else { "Update" };
+            fired.push(Fired {
+                message,
+                logical: table.logical,
+                id: id.clone(),
+                changed: changes,
+                post: data,
+                version,
+            });
+            ids.push(id);
+        }
+        match kind {
+            BulkAction::Create => Answer::json(
+                200,
+                json!({"@odata.context": "$metadata#Microsoft.Dynamics.CRM.CreateMultipleResponse", "Ids": ids}),
+            ),
+            BulkAction::Update | BulkAction::Upsert => Answer::empty(204),
+        }
+    }
+
     fn collection(
         &self,
         state: &State,
@@ -642,6 +743,8 @@ impl DynamicsSim {
         }
         let select = query.get("$select");
         let annotations = prefers(headers, "odata.include-annotations");
+        let expanded =
+            schema::by_set(set).map(|table| expansions(table, query).unwrap_or_default()).unwrap_or_default();
         let empty = BTreeMap::new();
         let table = state.tables.get(set).unwrap_or(&empty);
         let page_size = max_page_size(headers).unwrap_or(5000).max(1);
@@ -719,12 +822,20 @@ impl DynamicsSim {
             // Stable: ties keep key order, as Dataverse's primary-key tiebreak does.
             rows.sort_by(|a, b| compare_rows(&a.1.data, &b.1.data, &order));
         }
+        if let Some(top) = query.number("$top") {
+            // `$top` bounds the whole result; pages of it still follow odata.maxpagesize.
+            rows.truncate(top);
+        }
         let start =
             after.as_ref().and_then(|last| rows.iter().position(|(id, _)| *id == last).map(|p| p + 1)).unwrap_or(0);
         let window = PageWindow::new(rows.len(), start, page_size);
         let page: Vec<Value> = rows[window.start..window.end]
             .iter()
-            .map(|(_, r)| shape(&r.data, key, etag(r.version), select, annotations))
+            .map(|(_, r)| {
+                let mut shaped = shape(&r.data, key, etag(r.version), select, annotations);
+                expand_row(state, &r.data, &mut shaped, &expanded);
+                shaped
+            })
             .collect();
         let mut body = json!({"@odata.context": format!("{base}/$metadata#{set}"), "value": page});
         if window.more {
@@ -813,7 +924,11 @@ impl DynamicsSim {
         }
         let now = self.clock.now();
         let host = header(&headers, "host").unwrap_or("127.0.0.1").to_owned();
-        let base = format!("http://{host}{}", uri.path().strip_suffix(&rest).unwrap_or_default().trim_end_matches('/'));
+        let base = format!(
+            "{}{}",
+            sim::origin(&host),
+            uri.path().strip_suffix(&rest).unwrap_or_default().trim_end_matches('/')
+        );
         let query = QueryOptions::parse(uri.query());
         let mut state = self.lock();
         while state.bc_window.front().is_some_and(|at| now.duration_since(*at) >= WINDOW) {
@@ -948,6 +1063,274 @@ impl DynamicsSim {
     }
 }
 
+/// A bulk action bound to a table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BulkAction {
+    Create,
+    Update,
+    Upsert,
+}
+
+impl BulkAction {
+    fn parse(action: &str) -> Option<Self> {
+        match action {
+            "CreateMultiple" => Some(Self::Create),
+            "UpdateMultiple" => Some(Self::Update),
+            "UpsertMultiple" => Some(Self::Upsert),
+            _ => None,
+        }
+    }
+}
+
+/// `Could not find a property named 'x' on type 'Microsoft.Dynamics.CRM.account'.`: what
+/// Dataverse answers a query option naming a column the table does not have.
+fn no_such_property(table: &schema::Table, name: &str) -> Answer {
+    Answer::error(
+        400,
+        "0x80060888",
+        &format!("Could not find a property named '{name}' on type '{}'.", table.type_name()),
+    )
+}
+
+/// `$select`, `$orderby` and `$filter` may only name the table's properties.
+fn check_query(table: &schema::Table, query: &QueryOptions) -> Result<(), Answer> {
+    let selected = query.get("$select").into_iter().flat_map(|s| s.split(',')).map(str::trim);
+    let ordered = query.order_by().into_iter().map(|key| key.field);
+    for name in selected.map(str::to_owned).chain(ordered) {
+        if !table.has_property(&name) {
+            return Err(no_such_property(table, &name));
+        }
+    }
+    expansions(table, query)?;
+    let filter = query.filter().map_err(|err| Answer::error(400, "0x80060888", &err.to_string()))?;
+    if let Some(filter) = filter {
+        if let Some(name) = filter.fields().into_iter().find(|name| !table.has_property(name)) {
+            return Err(no_such_property(table, name));
+        }
+    }
+    Ok(())
+}
+
+/// One single-valued navigation of `$expand`: `customerid_account($select=name)`.
+struct Expansion {
+    navigation: &'static str,
+    column: &'static str,
+    target: &'static schema::Table,
+    select: Option<String>,
+}
+
+/// `$expand`'s items, split at the commas outside parentheses, each naming a lookup's
+/// navigation property of the table (with an optional nested `$select` of the target's columns).
+fn expansions(table: &schema::Table, query: &QueryOptions) -> Result<Vec<Expansion>, Answer> {
+    let Some(expand) = query.get("$expand") else { return Ok(Vec::new()) };
+    let mut items = Vec::new();
+    let (mut depth, mut start) = (0usize, 0usize);
+    for (i, c) in expand.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth = depth.saturating_sub(1),
+            ',' if depth == 0 => {
+                items.push(&expand[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    items.push(&expand[start..]);
+    let mut out = Vec::new();
+    for item in items.into_iter().map(str::trim) {
+        let (name, options) = match item.split_once('(') {
+            Some((name, rest)) => (name, Some(rest.strip_suffix(')').unwrap_or(rest))),
+            None => (item, None),
+        };
+        let found = table.columns.iter().find_map(|c| match c.kind {
+            schema::Kind::Lookup(navs) => navs.iter().find(|n| n.name == name).map(|n| (n.name, c.name, n.target_set)),
+            _ => None,
+        });
+        let Some((navigation, column, target)) = found else { return Err(no_such_property(table, name)) };
+        let Some(target) = schema::by_set(target) else {
+            // A table the simulator does not serve (contacts, systemusers): nothing to expand into.
+            return Err(no_such_property(table, name));
+        };
+        let select = match options {
+            None => None,
+            Some(options) => match options.strip_prefix("$select=") {
+                Some(select) => {
+                    if let Some(bad) = select.split(',').map(str::trim).find(|c| !target.has_property(c)) {
+                        return Err(no_such_property(target, bad));
+                    }
+                    Some(select.to_owned())
+                }
+                None => {
+                    return Err(Answer::error(
+                        400,
+                        "0x80060888",
+                        &format!("The query option '{options}' is not supported inside $expand by this service."),
+                    ))
+                }
+            },
+        };
+        out.push(Expansion { navigation, column, target, select });
+    }
+    Ok(out)
+}
+
+/// Adds the expanded navigations to a shaped row: the target row (its own `$select`) or null.
+fn expand_row(state: &State, row: &Map<String, Value>, shaped: &mut Value, expansions: &[Expansion]) {
+    for expansion in expansions {
+        let target_id = row.get(&format!("_{}_value", expansion.column)).and_then(Value::as_str);
+        let target = target_id.and_then(|id| state.tables.get(expansion.target.set).and_then(|t| t.get(id)));
+        shaped[expansion.navigation] = match target {
+            Some(found) => {
+                shape(&found.data, expansion.target.key, etag(found.version), expansion.select.as_deref(), false)
+            }
+            None => Value::Null,
+        };
+    }
+}
+
+/// The columns a create or update body sets, refused as Dataverse refuses a property the type
+/// does not declare, a lookup written directly, or a bind to the wrong table. A bind
+/// (`customerid_account@odata.bind: "/accounts(<id>)"`) is stored as the lookup's
+/// `_<column>_value`, as Dataverse reads it back.
+fn write_body(table: &schema::Table, body: &[u8]) -> Result<Map<String, Value>, Answer> {
+    let payload_error = |detail: &str| {
+        Answer::error(
+            400,
+            "0x80048d19",
+            &format!(
+                "Error identified in Payload provided by the user for Entity :'{}', For more information on this error please follow this help link https://go.microsoft.com/fwlink/?linkid=2195293  ---->  InnerException : Microsoft.OData.ODataException: {detail}",
+                table.set
+            ),
+        )
+    };
+    let Ok(Value::Object(body)) = serde_json::from_slice::<Value>(body) else {
+        return Err(payload_error("The payload is not a JSON object."));
+    };
+    write_fields(table, body)
+}
+
+/// [`write_body`] of a body already parsed (each target of a `CreateMultiple`).
+fn write_fields(table: &schema::Table, body: Map<String, Value>) -> Result<Map<String, Value>, Answer> {
+    let payload_error = |detail: &str| {
+        Answer::error(
+            400,
+            "0x80048d19",
+            &format!(
+                "Error identified in Payload provided by the user for Entity :'{}', For more information on this error please follow this help link https://go.microsoft.com/fwlink/?linkid=2195293  ---->  InnerException : Microsoft.OData.ODataException: {detail}",
+                table.set
+            ),
+        )
+    };
+    let mut data = Map::new();
+    for (name, value) in body {
+        if name.starts_with('@') {
+            continue; // instance annotations (`@odata.type`)
+        }
+        match table.writable(&name) {
+            Some(schema::Write::Property(column)) => {
+                data.insert(column.to_owned(), value);
+            }
+            Some(schema::Write::Bind { column, target }) => {
+                let bound = value.as_str().unwrap_or_default();
+                let id = bound
+                    .rsplit_once(&format!("{target}("))
+                    .and_then(|(_, rest)| rest.strip_suffix(')'))
+                    .map(|id| id.trim_matches('\''));
+                let Some(id) = id.filter(|id| uuid::Uuid::parse_str(id).is_ok()) else {
+                    return Err(Answer::error(
+                        400,
+                        "0x80060891",
+                        &format!("A reference to '{bound}' is not a URL of the entity set '{target}'."),
+                    ));
+                };
+                data.insert(format!("_{column}_value"), json!(id));
+                let logical = schema::by_set(target).map_or(target.trim_end_matches('s'), |t| t.logical);
+                data.insert(format!("_{column}_value@Microsoft.Dynamics.CRM.lookuplogicalname"), json!(logical));
+            }
+            None if table.has_property(&name) => {
+                return Err(Answer::error(
+                    400,
+                    "0x80060888",
+                    "CRM do not support direct update of Entity Reference properties, Use Navigation properties instead.",
+                ));
+            }
+            None if name.ends_with("@odata.bind") => {
+                let navigation = name.trim_end_matches("@odata.bind");
+                return Err(payload_error(&format!("An undeclared property '{navigation}' which only has property annotations in the payload but no property value was found in the payload. In OData, only declared navigation properties and declared named streams can be represented as properties without values.")));
+            }
+            None => {
+                return Err(payload_error(&format!(
+                    "The property '{name}' does not exist on type '{}'. Make sure to only use property names that are defined by the type or mark the type as open type.",
+                    table.type_name()
+                )));
+            }
+        }
+    }
+    Ok(data)
+}
+
+/// `EntityDefinitions…`: the tables' metadata, read-only (creating tables or columns is an
+/// administrator's action the simulator does not offer: 405).
+fn metadata(path: &str, query: &QueryOptions, method: &Method, base: &str) -> Answer {
+    if method != Method::GET {
+        return Answer::error(405, "0x80060888", &format!("The HTTP method {method} is not allowed on this resource."));
+    }
+    let parsed = match schema::metadata_path(path) {
+        Ok(parsed) => parsed,
+        Err(err @ schema::MetadataPathError::Segment(_)) => return Answer::error(404, "0x80060888", &err.to_string()),
+        Err(err) => return Answer::error(404, super::errors::CODE_NOT_FOUND, &err.to_string()),
+    };
+    let filter = match query.filter() {
+        Ok(filter) => filter,
+        Err(err) => return Answer::error(400, "0x80060888", &err.to_string()),
+    };
+    let select: Option<Vec<&str>> = query.get("$select").map(|s| s.split(',').map(str::trim).collect());
+    let project = |mut entry: Map<String, Value>| {
+        if let Some(wanted) = &select {
+            entry.retain(|k, _| {
+                k.starts_with('@') || k == "MetadataId" || k == "OptionSet" || wanted.contains(&k.as_str())
+            });
+        }
+        Value::Object(entry)
+    };
+    let expand_options = query.get("$expand").is_some_and(|e| e.starts_with("OptionSet"));
+    let keep = |entry: &Map<String, Value>| filter.as_ref().is_none_or(|f| f.matches(entry));
+    let context = format!("{base}/$metadata#EntityDefinitions");
+    match parsed {
+        schema::MetadataPath::Tables => {
+            let value: Vec<Value> =
+                schema::TABLES.iter().map(schema::Table::definition).filter(keep).map(project).collect();
+            Answer::json(200, json!({"@odata.context": context, "value": value}))
+        }
+        schema::MetadataPath::Table(table) => {
+            let mut entry = project(table.definition());
+            entry["@odata.context"] = json!(format!("{context}/$entity"));
+            Answer::json(200, entry)
+        }
+        schema::MetadataPath::Attributes(table, cast) => {
+            let value: Vec<Value> = table
+                .columns
+                .iter()
+                .filter(|c| cast.is_none_or(|cast| c.kind.metadata_type() == cast))
+                .map(|c| schema::attribute_entry(table, c, expand_options))
+                .filter(keep)
+                .map(project)
+                .collect();
+            Answer::json(
+                200,
+                json!({"@odata.context": format!("{context}({})/Attributes", table.metadata_id), "value": value}),
+            )
+        }
+        schema::MetadataPath::Attribute(table, column) => {
+            Answer::json(200, project(schema::attribute_entry(table, column, expand_options)))
+        }
+        schema::MetadataPath::Keys(table) => {
+            Answer::json(200, json!({"@odata.context": format!("{context}({})/Keys", table.metadata_id), "value": []}))
+        }
+    }
+}
+
 fn not_found(logical: &str, id: &str) -> Answer {
     Answer::error(404, super::errors::CODE_NOT_FOUND, &format!("Entity '{logical}' With Id = {id} Does Not Exist"))
 }
@@ -1062,7 +1445,20 @@ impl Simulator for DynamicsSim {
         let bc_sim = self.clone();
         let approvals_sim = self.clone();
         Router::new()
-            .route("/{tenant}/oauth2/v2.0/token", post(move |body: Bytes| token_sim.clone().token(body)))
+            .route(
+                "/common/discovery/instance",
+                get(|headers: HeaderMap| async move { identity::instance_discovery(&headers) }),
+            )
+            .route(
+                "/{tenant}/v2.0/.well-known/openid-configuration",
+                get(|Path(tenant): Path<String>, headers: HeaderMap| async move {
+                    identity::openid_configuration(&tenant, &headers)
+                }),
+            )
+            .route(
+                "/{tenant}/oauth2/v2.0/token",
+                post(move |Path(tenant): Path<String>, body: Bytes| token_sim.clone().token(tenant, body)),
+            )
             .route(
                 &format!("{DATAVERSE_API_PATH}/{{*rest}}"),
                 any(move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
@@ -1148,9 +1544,9 @@ impl Simulator for DynamicsSim {
             table.insert(id, Row { data: merged.clone(), version });
             return Ok(Value::Object(merged));
         }
-        let Some((logical, key)) = seed::table(entity) else {
+        let Some(&schema::Table { logical, key, .. }) = schema::by_set(entity) else {
             let mut known: Vec<&str> =
-                seed::TABLES.iter().map(|(s, _, _)| *s).chain(seed::BC_SETS.iter().copied()).collect();
+                schema::TABLES.iter().map(|t| t.set).chain(seed::BC_SETS.iter().copied()).collect();
             known.extend(["webhook", "limits"]);
             return Err(SimError::UnknownEntity {
                 simulator: "dynamics",
@@ -1262,3 +1658,5 @@ impl BatchHandler for DataverseBatch<'_> {
 
 #[cfg(test)]
 mod s5_tests;
+#[cfg(test)]
+mod schema_tests;
