@@ -19,22 +19,8 @@ pub const ORDER_MONGKOK: &str = "5b0e7d11-7b2d-ee11-8179-000d3a0a1c02";
 pub const ORDER_SHEUNG_WAN: &str = "9c7d2e41-7b2d-ee11-8179-000d3a0a1c09";
 pub const PO_106021: &str = "9b0e7d11-1a2d-ee11-8179-000d3a0a1c51";
 
-/// Dataverse tables: entity set, logical name, primary key.
-pub const TABLES: &[(&str, &str, &str)] = &[
-    ("salesorders", "salesorder", "salesorderid"),
-    ("opportunities", "opportunity", "opportunityid"),
-    ("accounts", "account", "accountid"),
-    ("products", "product", "productid"),
-    ("transactioncurrencies", "transactioncurrency", "transactioncurrencyid"),
-];
-
 /// Business Central resources (company-scoped).
 pub const BC_SETS: &[&str] = &["purchaseOrders", "items", "salesShipments", "employees"];
-
-/// `(logical name, key)` of an entity set.
-pub fn table(set: &str) -> Option<(&'static str, &'static str)> {
-    TABLES.iter().find(|(s, _, _)| *s == set).map(|(_, l, k)| (*l, *k))
-}
 
 const HARBOUR_CITY: (&str, &str) = (HARBOUR_CITY_ID, "Harbour City Retail Ltd");
 const MONG_KOK: (&str, &str) = (MONG_KOK_ID, "Mong Kok Gadgets Co.");
