@@ -196,3 +196,24 @@ async fn create_multiple_is_all_or_nothing_and_returns_the_ids() {
     let (status, one) = rig.get(&format!("accounts({})?$select=name", ids[0].as_str().unwrap())).await;
     assert_eq!((status, one["name"].clone()), (200, json!("One Ltd")));
 }
+
+/// The gateway's own reads name only columns the simulated tables declare, so a connector
+/// query the simulator accepts is one Dataverse's schema accepts too.
+#[test]
+fn the_connectors_selects_name_declared_columns_only() {
+    use crate::dynamics::canonical::SALES_ORDER_SELECT;
+    use crate::dynamics::client::{Account, Opportunity, Product, SalesOrder};
+    let reads = [
+        (SalesOrder::SET, SalesOrder::SELECT),
+        (SalesOrder::SET, SALES_ORDER_SELECT),
+        (Opportunity::SET, Opportunity::SELECT),
+        (Account::SET, Account::SELECT),
+        (Product::SET, Product::SELECT),
+    ];
+    for (set, select) in reads {
+        let table = schema::by_set(set).unwrap();
+        for column in select.split(',') {
+            assert!(table.has_property(column), "{set}: {column} is not declared");
+        }
+    }
+}
