@@ -143,6 +143,15 @@ def ops_group(dingtalk) -> str:
     return next(g["open_conversation_id"] for g in dingtalk.info()["org"]["groups"] if g["title"] == "ops")
 
 
+def incoming_topic() -> str:
+    return dingtalk_stream.ChatbotMessage.TOPIC
+
+
+def frames_ack(dingtalk, frame: dict):
+    """The ACK the SDK sent for `frame`, if it has arrived."""
+    return {f["headers"]["messageId"]: f for f in frames(dingtalk, "WS-RECV")}.get(frame["headers"]["messageId"])
+
+
 @pytest.fixture(scope="module")
 def app(dingtalk):
     return dingtalk.info()["org"]["apps"][0]
@@ -358,6 +367,11 @@ def test_robot_message_and_reply_through_session_webhook(dingtalk, app, stream, 
     expected = fixture_json(fixtures, "events", "robot_message_text_single.json")
     expected_keys = {k for k in expected if not k.startswith("_")}
     assert expected_keys <= set(sent.json()["data"]), expected_keys - set(sent.json()["data"])
+    # The SDK ACKed the callback as the fixture recorded: {"response": "OK"}.
+    robot_frames = [f for f in frames(dingtalk, "WS-SEND") if f.get("headers", {}).get("topic") == incoming_topic()]
+    ack = wait_for(lambda: frames_ack(dingtalk, robot_frames[-1]), "the robot callback's ACK")
+    expected_ack = fixture_json(fixtures, "stream", "03_callback_robot_message.json")["ack_from_official_python_sdk"]
+    assert ack["code"] == expected_ack["code"] and json.loads(ack["data"]) == json.loads(expected_ack["data"])
     # The SDK's reply_text went to the sessionWebhook and the user sees it in the robot chat.
     replies = wait_for(lambda: dingtalk.requests("/robot/sendBySession"), "the reply through sessionWebhook")
     assert replies[-1]["status"] == 200
