@@ -668,3 +668,26 @@ async fn reset_drops_connections_and_forgets_events() {
     assert_eq!(sim.gw.timings(), test_timings(), "timings survive a reset");
     handle.shutdown().await;
 }
+
+/// A client that closes after a `disconnect` (the official Python SDK does) gets the close
+/// handshake answered at once, not after the disconnect grace, so it reconnects without delay.
+#[tokio::test]
+async fn a_client_close_is_answered_at_once() {
+    let sim = start_sim().await;
+    let http = http();
+    let ticket = register(&http, &settings(&sim.base)).await.unwrap();
+    let (mut ws, _) = connect_ws(&http, &ticket).await.unwrap();
+    wait_until("connected", || sim.gw.connections(APP) == 1).await;
+    ws.send(Message::Close(None)).await.unwrap();
+    let answered = tokio::time::timeout(Duration::from_secs(2), async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert!(answered.is_ok(), "the simulator did not answer the close handshake");
+    wait_until("gone", || sim.gw.connections(APP) == 0).await;
+}

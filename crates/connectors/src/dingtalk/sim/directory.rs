@@ -6,6 +6,13 @@
 //! keep it), an empty `role_list`, and per-department order values 10, 20, … by position.
 //! Not-found codes are UNVERIFIED (60121 for users, 60003 for departments); malformed requests
 //! get 40035.
+//!
+//! The new-API contact search (SDK `contact_1_0` `SearchUser` / `SearchDepartment`, reference §9)
+//! is served too: `POST /v1.0/contact/users/search` and `/v1.0/contact/departments/search` with
+//! `{queryWord, offset, size, fullMatchField?}` answer `{hasMore, totalCount, list}` (userids /
+//! department ids), matching the name case-insensitively (`fullMatchField: 1` = whole name).
+//! DingTalk also matches pinyin and other fields, and its refusal codes for these two calls are
+//! not published: `MissingParameter` / `InvalidParameter` (HTTP 400) are UNVERIFIED.
 
 use super::super::directory::{
     DEPT_GET_PATH, DEPT_LISTPARENT_PATH, DEPT_LISTSUBID_PATH, DEPT_LISTSUB_PATH, USER_BY_MOBILE_PATH,
@@ -14,6 +21,7 @@ use super::super::directory::{
 use super::org::{Org, SimDepartment, SimUser};
 use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
@@ -27,6 +35,12 @@ pub const ERRCODE_NO_USER: i64 = 60121;
 pub const ERRCODE_NO_DEPT: i64 = 60003;
 /// Synthetic hire date every simulated user reports (2021-01-01).
 const HIRED_DATE_MS: i64 = 1_609_459_200_000;
+/// `POST` path of the SDK's `SearchUser`.
+pub const SEARCH_USERS_PATH: &str = "/v1.0/contact/users/search";
+/// `POST` path of the SDK's `SearchDepartment`.
+pub const SEARCH_DEPARTMENTS_PATH: &str = "/v1.0/contact/departments/search";
+/// Largest `size` a contact search accepts (the SDK documents 1..=100; UNVERIFIED bound).
+pub const MAX_SEARCH_SIZE: i64 = 100;
 
 /// The directory part of the simulator. Its data is [`Org`]'s; it keeps no state of its own.
 pub struct DirectorySim {
@@ -117,6 +131,8 @@ impl DirectorySim {
             .route(DEPT_LISTSUB_PATH, post(dept_listsub))
             .route(DEPT_LISTSUBID_PATH, post(dept_listsubid))
             .route(DEPT_LISTPARENT_PATH, post(dept_listparent))
+            .route(SEARCH_USERS_PATH, post(search_users))
+            .route(SEARCH_DEPARTMENTS_PATH, post(search_departments))
             .with_state(self)
     }
 
@@ -299,6 +315,129 @@ impl DirectorySim {
             .collect();
         Ok(json!({ "parent_list": parent_list }))
     }
+}
+
+/// A new-API contact search refusal: HTTP 400 `{code, message, requestid}`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SearchError {
+    #[error("the body must be a JSON object")]
+    NotAnObject,
+    #[error("{0} is required")]
+    Missing(&'static str),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl SearchError {
+    fn code(&self) -> &'static str {
+        match self {
+            Self::Missing(_) => "MissingParameter",
+            Self::NotAnObject | Self::Invalid(_) => "InvalidParameter",
+        }
+    }
+}
+
+impl IntoResponse for SearchError {
+    fn into_response(self) -> Response {
+        let requestid = uuid::Uuid::new_v4().hyphenated().to_string().to_uppercase();
+        let body = json!({ "code": self.code(), "message": self.to_string(), "requestid": requestid });
+        (StatusCode::BAD_REQUEST, Json(body)).into_response()
+    }
+}
+
+/// `{queryWord, offset, size, fullMatchField}` of a contact search.
+#[derive(Debug)]
+struct Search {
+    word: String,
+    full_match: bool,
+    offset: usize,
+    size: usize,
+}
+
+impl Search {
+    fn parse(body: &[u8]) -> Result<Self, SearchError> {
+        let Ok(Value::Object(body)) = serde_json::from_slice::<Value>(body) else {
+            return Err(SearchError::NotAnObject);
+        };
+        let word = body.get("queryWord").and_then(Value::as_str).map(str::trim).unwrap_or("");
+        if word.is_empty() {
+            return Err(SearchError::Missing("queryWord"));
+        }
+        let number = |name: &'static str| -> Result<Option<i64>, SearchError> {
+            match body.get(name) {
+                None | Some(Value::Null) => Ok(None),
+                Some(value) => {
+                    value.as_i64().map(Some).ok_or_else(|| SearchError::Invalid(format!("{name} must be an integer")))
+                }
+            }
+        };
+        let offset = number("offset")?.ok_or(SearchError::Missing("offset"))?;
+        let size = number("size")?.ok_or(SearchError::Missing("size"))?;
+        if offset < 0 {
+            return Err(SearchError::Invalid(format!("offset {offset} must not be negative")));
+        }
+        if !(1..=MAX_SEARCH_SIZE).contains(&size) {
+            return Err(SearchError::Invalid(format!("size {size} must be between 1 and {MAX_SEARCH_SIZE}")));
+        }
+        let full_match = number("fullMatchField")? == Some(1);
+        // Both were range-checked above.
+        let (offset, size) = (usize::try_from(offset).unwrap_or(0), usize::try_from(size).unwrap_or(1));
+        Ok(Self { word: word.to_lowercase(), full_match, offset, size })
+    }
+
+    fn matches(&self, name: &str) -> bool {
+        let name = name.to_lowercase();
+        if self.full_match {
+            name == self.word
+        } else {
+            name.contains(&self.word)
+        }
+    }
+
+    /// One page of `hits` (in a stable order) as the SDK's `{hasMore, totalCount, list}`.
+    fn page(&self, hits: Vec<Value>) -> Value {
+        let total = hits.len();
+        let list: Vec<Value> = hits.into_iter().skip(self.offset).take(self.size).collect();
+        let has_more = self.offset.saturating_add(list.len()) < total;
+        json!({ "hasMore": has_more, "totalCount": total, "list": list })
+    }
+}
+
+impl DirectorySim {
+    /// `SearchUser`: active members whose name matches, by userid.
+    fn search_users(&self, body: &[u8]) -> Result<Value, SearchError> {
+        let search = Search::parse(body)?;
+        let hits = self
+            .org
+            .users()
+            .into_iter()
+            .filter(|u| u.active && search.matches(&u.name))
+            .map(|u| Value::String(u.userid))
+            .collect();
+        Ok(search.page(hits))
+    }
+
+    /// `SearchDepartment`: departments whose name matches, by id.
+    fn search_departments(&self, body: &[u8]) -> Result<Value, SearchError> {
+        let search = Search::parse(body)?;
+        let hits =
+            self.org.departments().into_iter().filter(|d| search.matches(&d.name)).map(|d| json!(d.dept_id)).collect();
+        Ok(search.page(hits))
+    }
+}
+
+async fn search_users(State(sim): State<Arc<DirectorySim>>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Err(response) = sim.org.authorize_new(&headers, "contact.users.search") {
+        return response;
+    }
+    sim.search_users(&body).map_or_else(IntoResponse::into_response, |page| Json(page).into_response())
+}
+
+async fn search_departments(State(sim): State<Arc<DirectorySim>>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Err(response) = sim.org.authorize_new(&headers, "contact.departments.search") {
+        return response;
+    }
+    sim.search_departments(&body).map_or_else(IntoResponse::into_response, |page| Json(page).into_response())
 }
 
 /// Authorises an old-API call of `api`, reads the body and runs `handle`.
@@ -533,5 +672,81 @@ mod tests {
             DirectorySync::apply_event(&mut snapshot, "user_leave_org", &json!({"UserId": ["new0001"]})).unwrap();
         assert!(refetch.is_empty());
         assert!(snapshot.user("new0001").is_none());
+    }
+
+    /// The new-API contact search the official SDK calls: pages to the end, refusals are HTTP 400
+    /// with a code, and the token is checked first.
+    #[tokio::test]
+    async fn contact_search_pages_and_refuses() {
+        let h = Harness::start().await;
+        let http = reqwest::Client::new();
+        let token: Value = http
+            .post(format!("{}/v1.0/oauth2/accessToken", h.url))
+            .json(&json!({"appKey": super::super::org::SEED_APP_KEY, "appSecret": super::super::org::SEED_APP_SECRET}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let token = token["accessToken"].as_str().unwrap().to_owned();
+        let search = |path: &'static str, body: Value, token: String| {
+            let http = http.clone();
+            let url = format!("{}{path}", h.url);
+            async move {
+                let answer =
+                    http.post(url).header("x-acs-dingtalk-access-token", token).json(&body).send().await.unwrap();
+                (answer.status().as_u16(), answer.json::<Value>().await.unwrap())
+            }
+        };
+        let mut seen = Vec::new();
+        let mut offset = 0;
+        loop {
+            let (status, page) = search(
+                super::SEARCH_USERS_PATH,
+                json!({"queryWord": "an", "offset": offset, "size": 2}),
+                token.clone(),
+            )
+            .await;
+            assert_eq!(status, 200, "{page}");
+            let list = page["list"].as_array().unwrap().clone();
+            assert!(list.len() <= 2);
+            offset += list.len();
+            seen.extend(list);
+            if !page["hasMore"].as_bool().unwrap() {
+                assert_eq!(page["totalCount"].as_u64().unwrap() as usize, seen.len());
+                break;
+            }
+        }
+        assert!(seen.contains(&json!("manager4711")), "Chan Tai Man");
+        assert!(seen.len() > 2);
+
+        let (_, depts) = search(
+            super::SEARCH_DEPARTMENTS_PATH,
+            json!({"queryWord": "sales", "offset": 0, "size": 10}),
+            token.clone(),
+        )
+        .await;
+        assert_eq!(depts["list"], json!([20003, 20004]));
+        let (_, exact) = search(
+            super::SEARCH_DEPARTMENTS_PATH,
+            json!({"queryWord": "Sales HK", "offset": 0, "size": 10, "fullMatchField": 1}),
+            token.clone(),
+        )
+        .await;
+        assert_eq!(exact["list"], json!([20003]));
+
+        for (body, code) in [
+            (json!({"offset": 0, "size": 10}), "MissingParameter"),
+            (json!({"queryWord": "a", "offset": 0, "size": 101}), "InvalidParameter"),
+            (json!({"queryWord": "a", "offset": -1, "size": 1}), "InvalidParameter"),
+        ] {
+            let (status, answer) = search(super::SEARCH_USERS_PATH, body, token.clone()).await;
+            assert_eq!((status, answer["code"].as_str().unwrap()), (400, code), "{answer}");
+        }
+        let (status, answer) =
+            search(super::SEARCH_USERS_PATH, json!({"queryWord": "a", "offset": 0, "size": 1}), "bogus".to_owned())
+                .await;
+        assert_eq!((status, answer["code"].as_str().unwrap()), (400, "InvalidAuthentication"));
     }
 }

@@ -108,6 +108,23 @@ impl std::fmt::Debug for EventRouter {
     }
 }
 
+/// The Stream `data` of an approval event carries `resource`,
+/// `/v1.0/event/<eventType>/processCode/<processCode>/type/<type>` (reference §5.3, fixtures
+/// `events/stream_data_bpms_*.json`); HTTP plaintexts do not. Other events are left as they are:
+/// their `resource` shape is not in the fixtures.
+fn with_resource(event_type: &str, payload: &Value) -> Value {
+    let mut data = payload.clone();
+    if !event_type.starts_with("bpms_") {
+        return data;
+    }
+    let text = |key: &str| payload.get(key).and_then(Value::as_str).map(str::to_owned);
+    if let (Some(code), Some(kind), Some(obj)) = (text("processCode"), text("type"), data.as_object_mut()) {
+        let resource = format!("/v1.0/event/{event_type}/processCode/{code}/type/{kind}");
+        obj.insert("resource".into(), Value::String(resource));
+    }
+    data
+}
+
 impl EventRouter {
     pub fn new(clock: Arc<dyn Clock>, corp_id: &str) -> Self {
         Self::with_push_settings(clock, corp_id, PushSettings::default())
@@ -184,7 +201,8 @@ impl EventRouter {
         let (transport, event_id, outcome) = match (&subscription, self.stream.get()) {
             (EventSubscription::Stream, Some(gateway)) => {
                 // The gateway keeps it until an ACK says SUCCESS, redelivering as DingTalk does.
-                let event_id = gateway.push_event(app_key, event_type, &self.corp_id, payload.clone());
+                let event_id =
+                    gateway.push_event(app_key, event_type, &self.corp_id, with_resource(event_type, &payload));
                 ("stream", event_id, "handed to the Stream gateway".to_owned())
             }
             (EventSubscription::Stream, None) => {
@@ -262,6 +280,13 @@ impl EventRouter {
         Ok(gateway.ping_now(app_key))
     }
 
+    /// `POST /_sim/actions/stream_disconnect`: a SYSTEM `disconnect` to each of the app's Stream
+    /// connections (what DingTalk sends before it rotates a connection, §7.4).
+    pub fn stream_disconnect(&self, app_key: &str) -> Result<usize, EventError> {
+        let gateway = self.stream.get().ok_or(EventError::NoStreamGateway)?;
+        Ok(gateway.disconnect_all(app_key))
+    }
+
     /// A message a user sent to the app robot (Stream topic `/v1.0/im/bot/messages/get`, §7.7).
     /// Fire-and-forget in DingTalk: no redelivery.
     pub async fn robot_message(&self, app_key: &str, data: Value) -> Result<(), EventError> {
@@ -290,5 +315,29 @@ impl EventRouter {
                 Ok(pusher.post_card_callback(&url, &data).await?)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_resource;
+    use serde_json::{json, Value};
+
+    /// The fixtures' Stream data without `resource` gets back exactly the fixtures' `resource`.
+    #[test]
+    fn approval_events_on_stream_carry_their_resource() {
+        for (name, event_type) in [
+            ("stream_data_bpms_instance_change_finish.json", "bpms_instance_change"),
+            ("stream_data_bpms_task_change_finish.json", "bpms_task_change"),
+        ] {
+            let fixture: Value = fixtures::read_json(format!("dingtalk/events/{name}"));
+            let mut payload = fixture.clone();
+            let obj = payload.as_object_mut().unwrap();
+            obj.remove("resource");
+            obj.remove("_headers_for_this_event");
+            assert_eq!(with_resource(event_type, &payload)["resource"], fixture["resource"], "{name}");
+        }
+        let other = json!({"UserId": ["u1"], "type": "x"});
+        assert_eq!(with_resource("user_add_org", &other), other, "no guessed resource for other events");
     }
 }

@@ -128,6 +128,15 @@ pub struct InboxItem {
     pub content: Value,
 }
 
+/// Where a `sessionWebhook` reply goes: the conversation the received message came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionTarget<'a> {
+    /// The user's 1:1 chat with the robot.
+    User(&'a str),
+    /// A group, by openConversationId.
+    Group(&'a str),
+}
+
 /// One robot message posted to a group conversation.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct GroupMessage {
@@ -624,6 +633,47 @@ impl MessagesSim {
             "flowControlledStaffIdList": flow_controlled,
             "filteredStaffIdList": filtered,
         }))
+    }
+
+    /// A reply posted to a received message's `sessionWebhook` (reference §3.3): it lands in the
+    /// user's 1:1 robot chat, or in the group (`conversation`) the message came from. `msgtype`
+    /// and `content` are the webhook body's type and its object of that name.
+    pub fn session_reply(&self, app_key: &str, robot_code: &str, to: SessionTarget<'_>, msgtype: &str, content: Value) {
+        let mut inner = self.lock();
+        let now = self.clock.now_millis();
+        match to {
+            SessionTarget::User(userid) => {
+                let item = InboxItem {
+                    seq: 0,
+                    time_ms: now,
+                    app_key: app_key.to_owned(),
+                    // A session reply has no processQueryKey: it cannot be recalled or queried.
+                    source: InboxSource::Robot {
+                        robot_code: robot_code.to_owned(),
+                        process_query_key: String::new(),
+                        msg_key: msgtype.to_owned(),
+                    },
+                    content,
+                };
+                inner.deliver(userid, item);
+            }
+            SessionTarget::Group(conversation) => {
+                let message = GroupMessage {
+                    seq: inner.seq(),
+                    time_ms: now,
+                    app_key: app_key.to_owned(),
+                    robot_code: robot_code.to_owned(),
+                    process_query_key: String::new(),
+                    msg_key: msgtype.to_owned(),
+                    msg_param: content,
+                };
+                let group = inner.groups.entry(conversation.to_owned()).or_default();
+                if group.len() >= GROUP_CAPACITY {
+                    group.pop_front();
+                }
+                group.push_back(message);
+            }
+        }
     }
 
     fn group_send(&self, app: &SimApp, body: &[u8]) -> Result<Value, ParamError> {

@@ -36,7 +36,10 @@ pub use robot::{
 };
 
 use async_trait::async_trait;
-use axum::Router;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use axum::{Json, Router};
 use cards::CardsSim;
 use connect::Clock;
 use directory::DirectorySim;
@@ -180,6 +183,23 @@ impl DingTalkSim {
     }
 }
 
+/// A new-API path DingTalk does not serve: HTTP 404 with the gateway's `{code, message,
+/// requestid}` body, so the official SDK raises its API error (`TeaException`) as it does against
+/// DingTalk instead of failing to parse an empty body. Code and text are UNVERIFIED (they are the
+/// Alibaba API gateway's wording for an unknown API).
+async fn unknown_api() -> Response {
+    let requestid = uuid::Uuid::new_v4().hyphenated().to_string().to_uppercase();
+    let body = json!({
+        "code": UNKNOWN_API_CODE,
+        "message": "Specified api is not found, please check your url and method.",
+        "requestid": requestid,
+    });
+    (StatusCode::NOT_FOUND, Json(body)).into_response()
+}
+
+/// The code of [`unknown_api`]'s answer (UNVERIFIED).
+pub const UNKNOWN_API_CODE: &str = "InvalidAction.NotFound";
+
 fn subscription_json(subscription: &EventSubscription) -> Value {
     match subscription {
         EventSubscription::Stream => json!({ "mode": "stream" }),
@@ -203,6 +223,8 @@ impl Simulator for DingTalkSim {
             .merge(self.workflow.clone().router())
             .merge(self.stream.clone().router())
             .merge(self.page.clone().router())
+            // Static routes win over this catch-all, so only paths no part serves reach it.
+            .route("/v1.0/{*rest}", any(unknown_api))
     }
 
     fn attach(&self, state: SimState) {
@@ -263,5 +285,31 @@ impl Simulator for DingTalkSim {
                 known: "robot, app, user, department, group, subscription, process, flow_controlled".to_owned(),
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use connect::SystemClock;
+
+    /// An unserved new-API path answers DingTalk's JSON error; served paths are untouched.
+    #[tokio::test]
+    async fn unknown_new_api_paths_answer_a_json_404() {
+        let sim = Arc::new(DingTalkSim::new(Arc::new(SystemClock)));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, sim.router()).await });
+        let http = reqwest::Client::new();
+        let answer = http.post(format!("{base}/v1.0/contact/nothing/here")).json(&json!({})).send().await.unwrap();
+        assert_eq!(answer.status(), 404);
+        let body: Value = answer.json().await.unwrap();
+        assert_eq!(body["code"], UNKNOWN_API_CODE);
+        assert!(body["requestid"].as_str().is_some_and(|r| !r.is_empty()));
+        // A served path still answers itself (here: bad credentials, not the catch-all).
+        let token = http.post(format!("{base}/v1.0/oauth2/accessToken")).json(&json!({})).send().await.unwrap();
+        assert_eq!(token.status(), 400);
+        let body: Value = token.json().await.unwrap();
+        assert_ne!(body["code"], UNKNOWN_API_CODE);
     }
 }

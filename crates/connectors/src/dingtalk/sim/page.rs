@@ -14,6 +14,14 @@
 //!   to the app robot (1:1, or @robot in a group), shaped like §7.7.
 //! - `POST /_sim/actions/stream_ping` `{appKey?}`: a SYSTEM ping to each of the app's Stream
 //!   connections now; answers `{"pinged": N}` (409 when none is connected).
+//! - `POST /_sim/actions/stream_disconnect` `{appKey?}`: a SYSTEM `disconnect` to each of the app's
+//!   Stream connections (closed after the grace period); answers `{"disconnected": N}` (409 when
+//!   none is connected).
+//! - `POST /robot/sendBySession?session=…`: the `sessionWebhook` of a message sent with
+//!   `send_message` (reference §3.3): a webhook-style body (`text`, `markdown`, `actionCard`,
+//!   `link`, `feedCard`), no token, valid 90 minutes; the reply shows in the chat the message came
+//!   from. Answers `{"errcode":0,"errmsg":"ok"}`; an unknown or expired session errcode 300005 and a
+//!   malformed body 40035 (both UNVERIFIED for session webhooks; they are the custom robot's codes).
 //!
 //! Errors are `{"error": "..."}`: 400 malformed, 403 not allowed (card not visible to the user,
 //! task not theirs), 404 unknown user/card/task/group, 409 wrong state, 502 the subscriber failed.
@@ -33,12 +41,12 @@
 
 use super::cards::{CardSpace, CardView, CardsSim, ClickError};
 use super::events::{CardCallbackRoute, EventRouter};
-use super::messages::{InboxSource, MessagesSim};
+use super::messages::{InboxSource, MessagesSim, SessionTarget};
 use super::org::{Org, SimApp, SimUser};
 use super::workflow::{TaskView, WorkflowError, WorkflowSim};
 use super::RecordedMessage;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query, RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
@@ -48,7 +56,7 @@ use connect::Clock;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 /// The page, one self-contained file.
@@ -82,6 +90,19 @@ pub struct SentMessage {
 struct Sent {
     next_seq: u64,
     log: VecDeque<SentMessage>,
+    /// `sessionWebhook` session → where its replies go.
+    sessions: HashMap<String, Session>,
+}
+
+/// The conversation one received message opened a reply channel to (reference §3.3).
+#[derive(Debug, Clone)]
+struct Session {
+    app_key: String,
+    robot_code: String,
+    userid: String,
+    /// The group the message came from; `None` for the 1:1 chat.
+    group: Option<String>,
+    expires_ms: i64,
 }
 
 /// The simulator page. Share it behind an `Arc`.
@@ -393,6 +414,7 @@ impl Page {
             .route("/_sim/ui/api/users", get(users_handler))
             .route("/_sim/ui/api/view", get(view_handler))
             .route("/_sim/actions/{action}", post(action_handler))
+            .route("/robot/sendBySession", post(session_webhook_handler))
             .with_state(self)
     }
 
@@ -614,7 +636,24 @@ impl Page {
         let now = self.clock.now_millis();
         let msg_id =
             format!("msg{}", base64::engine::general_purpose::STANDARD.encode(uuid::Uuid::new_v4().as_bytes()));
-        let data = robot_message_payload(&app, &user, group.as_ref(), text, &msg_id, now, host);
+        let session = hex::encode(&Sha256::digest(format!("session:{msg_id}").as_bytes())[..16]);
+        let webhook = format!("http://{host}/robot/sendBySession?session={session}");
+        let data = robot_message_payload(&app, &user, group.as_ref(), text, &msg_id, &webhook, now);
+        {
+            let mut sent = self.sent();
+            // Expired sessions are useless; drop them so the map stays small.
+            sent.sessions.retain(|_, s| s.expires_ms > now);
+            sent.sessions.insert(
+                session,
+                Session {
+                    app_key: app.app_key.clone(),
+                    robot_code: if app.robot_code.is_empty() { app.app_key.clone() } else { app.robot_code.clone() },
+                    userid: user.userid.clone(),
+                    group: group.as_ref().map(|g| g.open_conversation_id.clone()),
+                    expires_ms: now + SESSION_WEBHOOK_TTL_MS,
+                },
+            );
+        }
         let outcome = self.events.robot_message(&app.app_key, data.clone()).await;
         {
             let mut sent = self.sent();
@@ -651,12 +690,11 @@ fn robot_message_payload(
     group: Option<&super::org::SimGroup>,
     text: &str,
     msg_id: &str,
+    session_webhook: &str,
     now: i64,
-    host: &str,
 ) -> Value {
     let robot_code = if app.robot_code.is_empty() { app.app_key.as_str() } else { app.robot_code.as_str() };
     let chatbot_user_id = format!("$:LWCP_v1:${}", opaque_id(&format!("bot:{robot_code}")));
-    let session = hex::encode(&Sha256::digest(format!("session:{msg_id}").as_bytes())[..16]);
     let mut data = json!({
         "atUsers": [],
         "chatbotCorpId": app.corp_id,
@@ -669,7 +707,7 @@ fn robot_message_payload(
         "createAt": now,
         "senderCorpId": app.corp_id,
         "senderId": format!("$:LWCP_v1:${}", opaque_id(&format!("user:{}", user.userid))),
-        "sessionWebhook": format!("http://{host}/robot/sendBySession?session={session}"),
+        "sessionWebhook": session_webhook,
         "text": { "content": text },
         "robotCode": robot_code,
         "msgtype": "text",
@@ -933,6 +971,21 @@ async fn run_action(page: &Page, action: &str, headers: &HeaderMap, body: &[u8])
             page.send_message(&req.user_id, &req.text, req.conversation_id.as_deref(), req.app_key.as_deref(), host)
                 .await
         }
+        "stream_disconnect" => {
+            let req: Value = if body.is_empty() { json!({}) } else { parse(body)? };
+            let app_key = match req.get("appKey").and_then(Value::as_str) {
+                Some(key) => key.to_owned(),
+                None => page.org.apps().first().map(|a| a.app_key.clone()).unwrap_or_default(),
+            };
+            let told = page
+                .events
+                .stream_disconnect(&app_key)
+                .map_err(|e| PageError::new(StatusCode::BAD_GATEWAY, e.to_string()))?;
+            if told == 0 {
+                return Err(PageError::new(StatusCode::CONFLICT, format!("app {app_key} has no Stream connection")));
+            }
+            Ok(json!({ "disconnected": told }))
+        }
         "stream_ping" => {
             let req: Value = if body.is_empty() { json!({}) } else { parse(body)? };
             let app_key = match req.get("appKey").and_then(Value::as_str) {
@@ -949,9 +1002,47 @@ async fn run_action(page: &Page, action: &str, headers: &HeaderMap, body: &[u8])
             Ok(json!({ "pinged": pinged }))
         }
         other => Err(PageError::not_found(format!(
-            "unknown action `{other}`; known: card_click, approve, reject, send_message, stream_ping"
+            "unknown action `{other}`; known: card_click, approve, reject, send_message, stream_ping, stream_disconnect"
         ))),
     }
+}
+
+/// Why a `sessionWebhook` post was refused: the custom robot's errcode and message.
+fn session_refusal(errcode: i64, errmsg: String) -> Response {
+    Json(json!({ "errcode": errcode, "errmsg": errmsg })).into_response()
+}
+
+impl Page {
+    /// `POST /robot/sendBySession?session=…`: a reply in the conversation the session belongs to.
+    fn session_reply(&self, query: Option<&str>, body: &[u8]) -> Response {
+        let session = url::form_urlencoded::parse(query.unwrap_or("").as_bytes())
+            .find(|(k, _)| k == "session")
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default();
+        let now = self.clock.now_millis();
+        let Some(target) = self.sent().sessions.get(&session).filter(|s| s.expires_ms > now).cloned() else {
+            return session_refusal(300_005, "session is not exist or has expired".to_owned());
+        };
+        let Ok(value) = serde_json::from_slice::<Value>(body) else {
+            return session_refusal(40_035, "missing parameter: json (the body is not a JSON object)".to_owned());
+        };
+        let message = match crate::dingtalk::client::RobotMessage::from_value(&value) {
+            Ok(message) => message,
+            Err(detail) => return session_refusal(40_035, format!("missing parameter: {detail}")),
+        };
+        let msgtype = message.msgtype();
+        let content = value.get(msgtype).cloned().unwrap_or(Value::Null);
+        let to = match target.group.as_deref() {
+            Some(cid) => SessionTarget::Group(cid),
+            None => SessionTarget::User(&target.userid),
+        };
+        self.messages.session_reply(&target.app_key, &target.robot_code, to, msgtype, content);
+        Json(json!({ "errcode": 0, "errmsg": "ok" })).into_response()
+    }
+}
+
+async fn session_webhook_handler(State(page): State<Arc<Page>>, RawQuery(query): RawQuery, body: Bytes) -> Response {
+    page.session_reply(query.as_deref(), &body)
 }
 
 #[cfg(test)]
@@ -1185,6 +1276,41 @@ mod tests {
         let ops = view["groups"].as_array().unwrap().iter().find(|g| g["title"] == "ops").unwrap();
         let mine = ops["items"].as_array().unwrap().last().unwrap();
         assert_eq!((mine["kind"].as_str(), mine["error"].is_null()), (Some("mine"), true), "{mine}");
+
+        // The reply through the message's sessionWebhook lands in the group it came from.
+        let webhook = got[0]["sessionWebhook"].as_str().unwrap().to_owned();
+        assert!(webhook.starts_with(&format!("{}/robot/sendBySession?session=", h.base)), "{webhook}");
+        let post = |url: String, body: Value| {
+            let http = h.http.clone();
+            async move { http.post(url).json(&body).send().await.unwrap().json::<Value>().await.unwrap() }
+        };
+        let ok = post(webhook.clone(), json!({"msgtype": "text", "text": {"content": "PO-1 is approved"}})).await;
+        assert_eq!(ok, json!({"errcode": 0, "errmsg": "ok"}));
+        let (_, view) = h.get("/_sim/ui/api/view?user=staff0815").await;
+        let ops = view["groups"].as_array().unwrap().iter().find(|g| g["title"] == "ops").unwrap();
+        let items = ops["items"].as_array().unwrap();
+        assert!(
+            items.iter().any(|i| i["kind"] == "app_robot" && i["message"]["text"] == "PO-1 is approved"),
+            "{items:?}"
+        );
+        // A 1:1 message's reply goes to the robot chat.
+        let (status, body) = h.action("send_message", json!({ "userId": "manager4711", "text": "hi" })).await;
+        assert_eq!(status, 200, "{body}");
+        let single = body["data"]["sessionWebhook"].as_str().unwrap().to_owned();
+        let md = json!({"msgtype": "markdown", "markdown": {"title": "t", "text": "**hello**"}});
+        assert_eq!(post(single.clone(), md).await["errcode"], 0);
+        let (_, view) = h.get("/_sim/ui/api/view?user=manager4711").await;
+        // Same millisecond as the message: the chat's order may put either first.
+        let chat = view["robot_chat"].as_array().unwrap();
+        assert!(chat.iter().any(|i| i["kind"] == "app_robot" && i["message"]["title"] == "t"), "{chat:?}");
+        // Refusals: a malformed body, an unknown session.
+        assert_eq!(post(single, json!({"msgtype": "text"})).await["errcode"], 40_035);
+        let unknown = format!("{}/robot/sendBySession?session=nope", h.base);
+        assert_eq!(post(unknown, json!({"msgtype": "text", "text": {"content": "x"}})).await["errcode"], 300_005);
+
+        // stream_disconnect tells the connection to go; the client comes back on a new ticket.
+        let (status, body) = h.action("stream_disconnect", json!({})).await;
+        assert_eq!((status, body["disconnected"].as_u64()), (200, Some(1)), "{body}");
         stream.shutdown().await;
     }
 
@@ -1275,7 +1401,7 @@ mod tests {
         let org = Org::seeded(Arc::new(SystemClock));
         let app = org.app(SEED_APP_KEY).unwrap();
         let user = org.user("manager4711").unwrap();
-        let single = robot_message_payload(&app, &user, None, "approve PO-2024-0042", "msgX", 1_000, "127.0.0.1:1");
+        let single = robot_message_payload(&app, &user, None, "approve PO-2024-0042", "msgX", "http://h/s1", 1_000);
         let want = fixture("events/robot_message_text_single.json");
         assert_eq!(keys(&single), keys(&want));
         for key in
@@ -1287,7 +1413,8 @@ mod tests {
         assert_eq!(single["robotCode"], SEED_APP_KEY);
 
         let group = org.group(OPS).unwrap();
-        let in_group = robot_message_payload(&app, &user, Some(&group), "status PO-2024-0042", "msgY", 1_000, "h");
+        let in_group =
+            robot_message_payload(&app, &user, Some(&group), "status PO-2024-0042", "msgY", "http://h/s2", 1_000);
         let want = fixture("events/robot_message_text_group.json");
         assert_eq!(keys(&in_group), keys(&want));
         for key in ["conversationType", "isInAtList", "text", "conversationId"] {

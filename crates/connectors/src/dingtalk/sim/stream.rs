@@ -327,13 +327,17 @@ impl StreamGateway {
 
     // -- control ----------------------------------------------------------------------------
 
-    /// SYSTEM `disconnect` to every connection of the app; each socket closes `disconnect_grace` later.
-    pub fn disconnect_all(&self, app_key: &str) {
+    /// SYSTEM `disconnect` to every connection of the app; each socket closes `disconnect_grace`
+    /// later. Returns how many connections were told.
+    pub fn disconnect_all(&self, app_key: &str) -> usize {
         let mut inner = self.lock();
+        let mut told = 0;
         for conn in inner.conns.values_mut().filter(|c| c.app_key == app_key && !c.draining) {
             conn.draining = true;
             conn.disconnect.cancel();
+            told += 1;
         }
+        told
     }
 
     /// Closes the app's sockets abruptly, without a disconnect frame or close handshake (a network drop).
@@ -709,7 +713,14 @@ impl StreamGateway {
                         self.journal("WS-RECV", text.as_str());
                         self.on_ack(id, text.as_str());
                     }
-                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
+                    Some(Ok(Message::Close(_))) => {
+                        // The socket queued the close reply when it read the client's Close;
+                        // flush it, or a client that closes after `disconnect` (the Python SDK)
+                        // sees "no close frame received" and waits before it reconnects.
+                        let _ = futures::SinkExt::flush(&mut socket).await;
+                        break;
+                    }
+                    Some(Err(_)) | None => break,
                     Some(Ok(_)) => {}
                 },
                 _ = ping.tick() => {
