@@ -46,6 +46,8 @@ use std::time::Duration;
 
 /// Versions the simulator serves.
 pub const VERSIONS: &[&str] = &["58.0", "59.0", "60.0", "61.0", "62.0", "63.0", "64.0", "65.0", "66.0"];
+/// Seconds of clock skew allowed on a JWT assertion's `exp`.
+const JWT_SKEW_SECS: i64 = 5;
 /// Idle query cursors die after this long (commonly 15 minutes, UNVERIFIED).
 pub const LOCATOR_IDLE_EXPIRY: SignedDuration = SignedDuration::from_mins(15);
 pub use schema::STAGES;
@@ -136,25 +138,38 @@ fn error(status: u16, code: &str, message: &str) -> Answer {
 /// the API (`api`), read-only fields are `INVALID_FIELD_FOR_INSERT_UPDATE` and a create missing a
 /// required field `REQUIRED_FIELD_MISSING`; the `/_sim/records` control API may set any
 /// declared field.
-fn check_write(object: &str, create: bool, fields: &Map<String, Value>, api: bool) -> Result<Map<String, Value>, Answer> {
+fn check_write(
+    object: &str,
+    create: bool,
+    fields: &Map<String, Value>,
+    api: bool,
+) -> Result<Map<String, Value>, Answer> {
     let Some(def) = schema::object(object) else {
         return Err(error(404, "NOT_FOUND", "The requested resource does not exist"));
     };
     let mut out = Map::new();
     for (name, value) in fields {
         let Some(field) = def.field(name) else {
-            return Err(error(400, "INVALID_FIELD", &format!("No such column '{name}' on sobject of type {}", def.name)));
+            return Err(error(
+                400,
+                "INVALID_FIELD",
+                &format!("No such column '{name}' on sobject of type {}", def.name),
+            ));
         };
         if field.name == "Id" || (api && !field.writable) {
             return Err((
                 400,
-                Some(json!([{"message": format!("Unable to create/update fields: {}. Please check the security settings of this field and verify that it is read/write for your profile or permission set.", field.name), "errorCode": "INVALID_FIELD_FOR_INSERT_UPDATE", "fields": [field.name]}])),
+                Some(
+                    json!([{"message": format!("Unable to create/update fields: {}. Please check the security settings of this field and verify that it is read/write for your profile or permission set.", field.name), "errorCode": "INVALID_FIELD_FOR_INSERT_UPDATE", "fields": [field.name]}]),
+                ),
             ));
         }
         if field.restricted && !value.as_str().is_some_and(|v| field.picklist.contains(&v)) {
             return Err((
                 400,
-                Some(json!([{"message": format!("{}: bad value for restricted picklist field: {}", schema::label_of(field.name), value.as_str().unwrap_or("null")), "errorCode": "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST", "fields": [field.name]}])),
+                Some(
+                    json!([{"message": format!("{}: bad value for restricted picklist field: {}", schema::label_of(field.name), value.as_str().unwrap_or("null")), "errorCode": "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST", "fields": [field.name]}]),
+                ),
             ));
         }
         out.insert(field.name.to_owned(), value.clone());
@@ -165,7 +180,9 @@ fn check_write(object: &str, create: bool, fields: &Map<String, Value>, api: boo
         if !missing.is_empty() {
             return Err((
                 400,
-                Some(json!([{"message": format!("Required fields are missing: [{}]", missing.join(", ")), "errorCode": "REQUIRED_FIELD_MISSING", "fields": missing}])),
+                Some(
+                    json!([{"message": format!("Required fields are missing: [{}]", missing.join(", ")), "errorCode": "REQUIRED_FIELD_MISSING", "fields": missing}]),
+                ),
             ));
         }
     }
@@ -379,7 +396,9 @@ impl SalesforceSim {
                 };
                 return Err((
                     400,
-                    Some(json!([{"message": format!("{label}: id value of incorrect type: {text}"), "errorCode": "FIELD_INTEGRITY_EXCEPTION", "fields": [field.name]}])),
+                    Some(
+                        json!([{"message": format!("{label}: id value of incorrect type: {text}"), "errorCode": "FIELD_INTEGRITY_EXCEPTION", "fields": [field.name]}]),
+                    ),
                 ));
             }
         }
@@ -442,8 +461,12 @@ impl SalesforceSim {
                 let (used, max) = self.api_usage(org);
                 (200, Some(limits_body(used, max)))
             }
-            ("GET", ["query"]) => self.query(org, &version, query.get("q").map(String::as_str).unwrap_or_default(), headers, false),
-            ("GET", ["queryAll"]) => self.query(org, &version, query.get("q").map(String::as_str).unwrap_or_default(), headers, true),
+            ("GET", ["query"]) => {
+                self.query(org, &version, query.get("q").map(String::as_str).unwrap_or_default(), headers, false)
+            }
+            ("GET", ["queryAll"]) => {
+                self.query(org, &version, query.get("q").map(String::as_str).unwrap_or_default(), headers, true)
+            }
             ("GET", ["query" | "queryAll", locator]) => Self::query_more(org, &version, locator, now),
             ("GET", ["sobjects"]) => (200, Some(describe::global(&version))),
             ("GET", ["sobjects", object]) if object_known(object) => (200, Some(describe::basic(object, &version))),
@@ -577,7 +600,10 @@ impl SalesforceSim {
                 300,
                 Some(json!(many
                     .iter()
-                    .map(|r| format!("/services/data/{version}/sobjects/{object}/{}", r["Id"].as_str().unwrap_or_default()))
+                    .map(|r| format!(
+                        "/services/data/{version}/sobjects/{object}/{}",
+                        r["Id"].as_str().unwrap_or_default()
+                    ))
                     .collect::<Vec<_>>())),
             )),
         }
@@ -588,7 +614,11 @@ impl SalesforceSim {
         let record = Self::find_record(org, object, id)?;
         let id18 = record["Id"].as_str().unwrap_or_default().to_owned();
         if org.locked.contains(&id18) {
-            return Err(error(400, "UNABLE_TO_LOCK_ROW", "unable to obtain exclusive access to this record or 1 records"));
+            return Err(error(
+                400,
+                "UNABLE_TO_LOCK_ROW",
+                "unable to obtain exclusive access to this record or 1 records",
+            ));
         }
         if let Some(record) = org.records.get_mut(object).and_then(|m| m.remove(&id18)) {
             org.recycled.insert(id18, (object.to_owned(), record));
@@ -856,28 +886,35 @@ impl SalesforceSim {
 
     /// `DELETE /composite/sobjects?ids=…&allOrNone=…`.
     fn collection_delete(org: &mut Org, query: &BTreeMap<String, String>) -> Answer {
-        let ids: Vec<&str> =
-            query.get("ids").map(|s| s.split(',').map(str::trim).filter(|s| !s.is_empty()).collect()).unwrap_or_default();
+        let ids: Vec<&str> = query
+            .get("ids")
+            .map(|s| s.split(',').map(str::trim).filter(|s| !s.is_empty()).collect())
+            .unwrap_or_default();
         if ids.is_empty() {
             return error(400, "REQUIRED_FIELD_MISSING", "At least 1 Id is required.");
         }
         if ids.len() > super::client::COLLECTION_LIMIT {
-            return error(400, "EXCEEDED_ID_LIMIT", "record limit reached. cannot submit more than 200 records into this call");
+            return error(
+                400,
+                "EXCEEDED_ID_LIMIT",
+                "record limit reached. cannot submit more than 200 records into this call",
+            );
         }
         let all_or_none = query.get("allOrNone").is_some_and(|v| v.eq_ignore_ascii_case("true"));
         let snapshot = (org.records.clone(), org.recycled.clone());
         let mut results = Vec::new();
         for id in ids {
-            let outcome = match normalize_id(id).ok().and_then(|id18| schema::object_of_prefix(&id18).map(|o| (o, id18))) {
-                None => Err(error(400, "MALFORMED_ID", &format!("malformed id {id}"))),
-                Some((def, id18)) => match Self::delete(org, def.name, &id18) {
-                    Ok(()) => Ok(json!({"id": id18, "success": true, "errors": []})),
-                    Err((404, _)) if !org.recycled.contains_key(&id18) => {
-                        Err(error(400, "INVALID_CROSS_REFERENCE_KEY", "invalid cross reference id"))
-                    }
-                    Err(e) => Err(e),
-                },
-            };
+            let outcome =
+                match normalize_id(id).ok().and_then(|id18| schema::object_of_prefix(&id18).map(|o| (o, id18))) {
+                    None => Err(error(400, "MALFORMED_ID", &format!("malformed id {id}"))),
+                    Some((def, id18)) => match Self::delete(org, def.name, &id18) {
+                        Ok(()) => Ok(json!({"id": id18, "success": true, "errors": []})),
+                        Err((404, _)) if !org.recycled.contains_key(&id18) => {
+                            Err(error(400, "INVALID_CROSS_REFERENCE_KEY", "invalid cross reference id"))
+                        }
+                        Err(e) => Err(e),
+                    },
+                };
             let mut result = outcome.unwrap_or_else(item_error);
             if result["success"] == json!(false) {
                 result["id"] = json!(id);
@@ -1049,16 +1086,31 @@ impl SalesforceSim {
     }
 
     fn verify_jwt(&self, assertion: &str) -> Result<(), (&'static str, &'static str)> {
+        /// The claims as clients send them: `exp` a number or, as simple-salesforce sends it,
+        /// a numeric string (Salesforce takes both).
+        #[derive(serde::Deserialize)]
+        struct Claims {
+            iss: String,
+            sub: String,
+            aud: String,
+            exp: Value,
+        }
         let key = jsonwebtoken::DecodingKey::from_rsa_pem(TEST_PUBLIC_KEY_PEM.as_bytes())
             .map_err(|_| ("invalid_grant", "invalid assertion"))?;
         let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
         // exp is checked below against the simulator's clock, aud against the configured list.
         validation.validate_exp = false;
         validation.validate_aud = false;
-        validation.required_spec_claims = ["exp", "iss", "sub", "aud"].into_iter().map(str::to_owned).collect();
-        let claims = jsonwebtoken::decode::<super::auth::JwtClaims>(assertion, &key, &validation)
+        validation.required_spec_claims = ["iss", "sub", "aud"].into_iter().map(str::to_owned).collect();
+        let claims = jsonwebtoken::decode::<Claims>(assertion, &key, &validation)
             .map_err(|_| ("invalid_grant", "invalid assertion"))?
             .claims;
+        let exp = match &claims.exp {
+            Value::Number(n) => n.as_i64(),
+            Value::String(s) => s.trim().parse::<i64>().ok(),
+            _ => None,
+        }
+        .ok_or(("invalid_grant", "invalid assertion"))?;
         if claims.iss != seed::CLIENT_ID {
             return Err(("invalid_client_id", "client identifier invalid"));
         }
@@ -1066,7 +1118,9 @@ impl SalesforceSim {
             return Err(("invalid_grant", "audience is invalid"));
         }
         let now = self.clock.now().as_second();
-        if claims.exp <= now || claims.exp > now + super::auth::JWT_LIFETIME_SECS {
+        // A few seconds of clock skew on top of the 3 minutes: clients round `exp` to whole
+        // seconds (simple-salesforce rounds now + 180 s up), Salesforce's tolerance is UNVERIFIED.
+        if exp <= now || exp > now + super::auth::JWT_LIFETIME_SECS + JWT_SKEW_SECS {
             return Err(("invalid_grant", "invalid assertion"));
         }
         if claims.sub != seed::INTEGRATION_USERNAME {
@@ -1375,7 +1429,12 @@ impl Simulator for SalesforceSim {
             return Err(SimError::UnknownEntity {
                 simulator: "salesforce",
                 entity: entity.to_owned(),
-                known: schema::OBJECTS.iter().map(|o| o.name).chain(["outbound", "limits", "locked"]).collect::<Vec<_>>().join(", "),
+                known: schema::OBJECTS
+                    .iter()
+                    .map(|o| o.name)
+                    .chain(["outbound", "limits", "locked"])
+                    .collect::<Vec<_>>()
+                    .join(", "),
             });
         };
         let mut fields = value.as_object().cloned().ok_or_else(|| invalid("expected a JSON object"))?;

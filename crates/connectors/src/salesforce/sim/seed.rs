@@ -103,7 +103,13 @@ pub fn setup_records() -> Vec<(&'static str, Value)> {
     for (n, (stage, p)) in super::schema::STAGES.iter().zip(probability).enumerate() {
         let closed = stage.starts_with("Closed");
         let won = *stage == "Closed Won";
-        let category = if won { "Closed" } else if closed { "Omitted" } else { "Pipeline" };
+        let category = if won {
+            "Closed"
+        } else if closed {
+            "Omitted"
+        } else {
+            "Pipeline"
+        };
         let id = super::super::ids::normalize_id(&format!("01J5g00000StG{n:02}")).unwrap_or_default();
         out.push((
             "OpportunityStage",

@@ -44,7 +44,10 @@ pub enum Field {
     Path(Path),
     Sub(Box<Query>),
     /// `COUNT()` (no argument: the answer is only `totalSize`) or `COUNT(field) [alias]`.
-    Count { arg: Option<Path>, alias: Option<String> },
+    Count {
+        arg: Option<Path>,
+        alias: Option<String>,
+    },
 }
 
 /// A relative date literal: `TODAY`, `LAST_N_DAYS:30`, `THIS_MONTH`, …
@@ -382,8 +385,8 @@ fn condition(i: &mut In<'_>) -> PResult<Expr> {
 fn order_item(i: &mut In<'_>) -> PResult<Order> {
     let field = path(i)?;
     let desc = opt(alt((kw("ASC").value(false), kw("DESC").value(true)))).parse_next(i)?.unwrap_or(false);
-    let nulls = opt(preceded(kw("NULLS"), cut_err(alt((kw("FIRST").value(false), kw("LAST").value(true))))))
-        .parse_next(i)?;
+    let nulls =
+        opt(preceded(kw("NULLS"), cut_err(alt((kw("FIRST").value(false), kw("LAST").value(true)))))).parse_next(i)?;
     // Salesforce's default: nulls first ascending, last descending.
     Ok(Order { field, desc, nulls_last: nulls.unwrap_or(desc) })
 }
@@ -454,8 +457,8 @@ pub fn parse(soql: &str) -> Result<Query, SoqlError> {
 /// Checks every object, field and relationship name against the org's schema and rewrites
 /// them to their declared spelling (SOQL names are case-insensitive).
 pub fn validate(query: &mut Query) -> Result<&'static ObjectDef, SoqlError> {
-    let object =
-        schema::object(&query.from).ok_or_else(|| SoqlError::InvalidType { at: query.from_at, object: query.from.clone() })?;
+    let object = schema::object(&query.from)
+        .ok_or_else(|| SoqlError::InvalidType { at: query.from_at, object: query.from.clone() })?;
     query.from = object.name.to_owned();
     validate_in(query, object)?;
     Ok(object)
@@ -481,10 +484,8 @@ fn validate_in(query: &mut Query, object: &'static ObjectDef) -> Result<(), Soql
                     .child_relationship(&sub.from)
                     .ok_or_else(|| SoqlError::ChildRelationship { at: sub.from_at, relationship: sub.from.clone() })?;
                 sub.from = rel.name.to_owned();
-                let child = schema::object(rel.object).ok_or_else(|| SoqlError::ChildRelationship {
-                    at: sub.from_at,
-                    relationship: sub.from.clone(),
-                })?;
+                let child = schema::object(rel.object)
+                    .ok_or_else(|| SoqlError::ChildRelationship { at: sub.from_at, relationship: sub.from.clone() })?;
                 validate_in(sub, child)?;
             }
         }
@@ -627,9 +628,7 @@ fn like(text: &str, pattern: &str) -> bool {
             None => t.is_empty(),
             Some(('%', rest)) => (0..=t.len()).any(|k| go(&t[k..], rest)),
             Some(('_', rest)) => !t.is_empty() && go(&t[1..], rest),
-            Some(('\\', rest)) if !rest.is_empty() => {
-                !t.is_empty() && t[0] == rest[0] && go(&t[1..], &rest[1..])
-            }
+            Some(('\\', rest)) if !rest.is_empty() => !t.is_empty() && t[0] == rest[0] && go(&t[1..], &rest[1..]),
             Some((c, rest)) => !t.is_empty() && t[0] == *c && go(&t[1..], rest),
         }
     }
@@ -964,7 +963,9 @@ mod tests {
         ] {
             assert_eq!(validate(&mut parse(text).unwrap()).unwrap_err().code(), code, "{text}");
         }
-        let mut q = parse("select id, account.name, (select subject from tasks) from OPPORTUNITY where stagename = 'x'").unwrap();
+        let mut q =
+            parse("select id, account.name, (select subject from tasks) from OPPORTUNITY where stagename = 'x'")
+                .unwrap();
         validate(&mut q).unwrap();
         assert_eq!(q.from, "Opportunity");
         assert!(matches!(&q.fields[1], Field::Path(p) if p.parts == ["Account", "Name"]));
