@@ -24,6 +24,8 @@ mod outbound;
 pub mod schema;
 pub mod seed;
 pub mod soql;
+#[cfg(test)]
+mod tests;
 
 pub use keys::{TEST_PRIVATE_KEY_PEM, TEST_PUBLIC_KEY_PEM};
 
