@@ -337,6 +337,23 @@ def test_query_all_returns_deleted_rows(sf):
     assert [(r["Id"], r["IsDeleted"]) for r in rows] == [(doomed, True)]
 
 
+def test_updated_and_deleted_resources(sf):
+    now = datetime.datetime.now(datetime.timezone.utc).replace(second=0, microsecond=0)
+    start, end = now - datetime.timedelta(minutes=5), now + datetime.timedelta(minutes=2)
+    fresh = sf.Opportunity.create({"Name": "Replication", "StageName": "Prospecting", "CloseDate": "2026-01-31"})["id"]
+    updated = sf.Opportunity.updated(start, end)
+    assert fresh in updated["ids"]
+    assert updated["latestDateCovered"] == end.strftime("%Y-%m-%dT%H:%M:00.000+0000")
+    sf.Opportunity.delete(fresh)
+    deleted = sf.Opportunity.deleted(start, end)
+    assert [d["id"] for d in deleted["deletedRecords"]] == [fresh]
+    assert deleted["deletedRecords"][0]["deletedDate"].endswith("+0000")
+    assert fresh not in sf.Opportunity.updated(start, end)["ids"]
+    with pytest.raises(SalesforceMalformedRequest) as exc:
+        sf.Opportunity.updated(now - datetime.timedelta(days=40), now)
+    assert error_code(exc) == "INVALID_REPLICATION_DATE"
+
+
 def test_query_refusals(sf, fixtures):
     with pytest.raises(SalesforceMalformedRequest) as exc:
         sf.query("SELECT Id FROM Account WHERE")

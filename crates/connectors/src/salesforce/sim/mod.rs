@@ -475,6 +475,9 @@ impl SalesforceSim {
             ("GET", ["sobjects", object, "describe"]) if object_known(object) => {
                 (200, Some(describe::full(object, &version)))
             }
+            ("GET", ["sobjects", object, kind @ ("updated" | "deleted")]) if object_known(object) => {
+                Self::replication(org, object, kind, query, now)
+            }
             ("POST", ["sobjects", object]) if object_known(object) => {
                 let Some(fields) = body.and_then(Value::as_object) else {
                     return error(400, "JSON_PARSER_ERROR", "The request body is not a JSON object");
@@ -507,7 +510,7 @@ impl SalesforceSim {
                     Err(e) => e,
                 }
             }
-            ("DELETE", ["sobjects", object, id]) if object_known(object) => match Self::delete(org, object, id) {
+            ("DELETE", ["sobjects", object, id]) if object_known(object) => match Self::delete(org, object, id, now) {
                 Ok(()) => (204, None),
                 Err(e) => e,
             },
@@ -524,7 +527,7 @@ impl SalesforceSim {
             ("POST", ["composite", "batch"]) => self.batch(org, body, headers, changed),
             ("POST", ["composite", "sobjects"]) => self.collection_create(org, body, changed),
             ("PATCH", ["composite", "sobjects"]) => self.collection(org, &version, None, body, changed),
-            ("DELETE", ["composite", "sobjects"]) => Self::collection_delete(org, query),
+            ("DELETE", ["composite", "sobjects"]) => Self::collection_delete(org, query, now),
             ("GET", ["composite", "sobjects", object]) if object_known(object) => {
                 Self::collection_retrieve(org, &version, object, query)
             }
@@ -611,8 +614,60 @@ impl SalesforceSim {
         }
     }
 
+    /// `GET /sobjects/{O}/updated|deleted?start=&end=` (reference A4 "Polling"): ids changed, or
+    /// records deleted, in [start, end), both truncated to the minute; start at most 30 days back.
+    fn replication(org: &Org, object: &str, kind: &str, query: &BTreeMap<String, String>, now: Timestamp) -> Answer {
+        let minute = |name: &str| {
+            let text = query.get(name)?;
+            let t = model::ZonedTime::parse(name, text).ok()?.0;
+            Timestamp::from_second(t.as_second() - t.as_second().rem_euclid(60)).ok()
+        };
+        let (Some(start), Some(end)) = (minute("start"), minute("end")) else {
+            return error(400, "MALFORMED_QUERY", "start and end are required ISO 8601 date-times");
+        };
+        let earliest = {
+            let day = (now - SignedDuration::from_hours(24 * 30)).as_second();
+            Timestamp::from_second(day - day.rem_euclid(86_400)).unwrap_or(now)
+        };
+        if start >= end {
+            return error(400, "INVALID_REPLICATION_DATE", "start date must chronologically precede end date");
+        }
+        if start < earliest {
+            return error(400, "INVALID_REPLICATION_DATE", "startDate cannot be more than 30 days ago");
+        }
+        let within = |record: &Value| {
+            record["SystemModstamp"]
+                .as_str()
+                .and_then(|s| model::ZonedTime::parse("SystemModstamp", s).ok())
+                .is_some_and(|t| t.0 >= start && t.0 < end)
+        };
+        if kind == "updated" {
+            let ids: Vec<&Value> = org
+                .records
+                .get(object)
+                .into_iter()
+                .flat_map(|m| m.values())
+                .filter(|r| within(r))
+                .map(|r| &r["Id"])
+                .collect();
+            return (200, Some(json!({"ids": ids, "latestDateCovered": format_stamp(end)})));
+        }
+        let deleted: Vec<Value> = org
+            .recycled
+            .values()
+            .filter(|(o, r)| o == object && within(r))
+            .map(|(_, r)| json!({"id": r["Id"], "deletedDate": r["SystemModstamp"]}))
+            .collect();
+        (
+            200,
+            Some(
+                json!({"deletedRecords": deleted, "earliestDateAvailable": format_stamp(earliest), "latestDateCovered": format_stamp(end)}),
+            ),
+        )
+    }
+
     /// Moves a record to the recycle bin.
-    fn delete(org: &mut Org, object: &str, id: &str) -> Result<(), Answer> {
+    fn delete(org: &mut Org, object: &str, id: &str, now: Timestamp) -> Result<(), Answer> {
         let record = Self::find_record(org, object, id)?;
         let id18 = record["Id"].as_str().unwrap_or_default().to_owned();
         if org.locked.contains(&id18) {
@@ -622,7 +677,9 @@ impl SalesforceSim {
                 "unable to obtain exclusive access to this record or 1 records",
             ));
         }
-        if let Some(record) = org.records.get_mut(object).and_then(|m| m.remove(&id18)) {
+        if let Some(mut record) = org.records.get_mut(object).and_then(|m| m.remove(&id18)) {
+            // The deletion is the record's last change (`/deleted` reports it as `deletedDate`).
+            record["SystemModstamp"] = json!(format_stamp(now));
             org.recycled.insert(id18, (object.to_owned(), record));
         }
         Ok(())
@@ -887,7 +944,7 @@ impl SalesforceSim {
     }
 
     /// `DELETE /composite/sobjects?ids=…&allOrNone=…`.
-    fn collection_delete(org: &mut Org, query: &BTreeMap<String, String>) -> Answer {
+    fn collection_delete(org: &mut Org, query: &BTreeMap<String, String>, now: Timestamp) -> Answer {
         let ids: Vec<&str> = query
             .get("ids")
             .map(|s| s.split(',').map(str::trim).filter(|s| !s.is_empty()).collect())
@@ -909,7 +966,7 @@ impl SalesforceSim {
             let outcome =
                 match normalize_id(id).ok().and_then(|id18| schema::object_of_prefix(&id18).map(|o| (o, id18))) {
                     None => Err(error(400, "MALFORMED_ID", &format!("malformed id {id}"))),
-                    Some((def, id18)) => match Self::delete(org, def.name, &id18) {
+                    Some((def, id18)) => match Self::delete(org, def.name, &id18, now) {
                         Ok(()) => Ok(json!({"id": id18, "success": true, "errors": []})),
                         Err((404, _)) if !org.recycled.contains_key(&id18) => {
                             Err(error(400, "INVALID_CROSS_REFERENCE_KEY", "invalid cross reference id"))

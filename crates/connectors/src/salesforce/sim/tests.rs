@@ -160,3 +160,30 @@ fn a_jwt_whose_exp_is_a_numeric_string_is_accepted() {
     let jwt = jsonwebtoken::encode(&jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256), &late, &key).unwrap();
     assert_eq!(s.verify_jwt(&jwt), Err(("invalid_grant", "invalid assertion")));
 }
+
+#[test]
+fn updated_and_deleted_list_the_window_truncated_to_the_minute() {
+    let s = sim();
+    let now = s.clock.now().as_second();
+    let minute = now - now.rem_euclid(60);
+    let stamp = |secs: i64| Timestamp::from_second(secs).unwrap().to_string();
+    let window = format!("start={}&end={}", stamp(minute - 300), stamp(minute + 120));
+    let target =
+        |kind: &str| format!("/services/data/v62.0/sobjects/Opportunity/{kind}?{}", window.replace('+', "%2B"));
+    let updated = call(&s, "GET", &target("updated"), None).1.unwrap();
+    assert_eq!(updated["ids"].as_array().unwrap().len(), 4, "{updated}");
+    assert!(updated["latestDateCovered"].as_str().unwrap().ends_with(":00.000+0000"));
+    assert_eq!(
+        call(&s, "DELETE", &format!("/services/data/v62.0/sobjects/Opportunity/{}", seed::OPPORTUNITY_ID), None).0,
+        204
+    );
+    let deleted = call(&s, "GET", &target("deleted"), None).1.unwrap();
+    assert_eq!(deleted["deletedRecords"][0]["id"], seed::OPPORTUNITY_ID);
+    assert_eq!(call(&s, "GET", &target("updated"), None).1.unwrap()["ids"].as_array().unwrap().len(), 3);
+    let old = format!(
+        "/services/data/v62.0/sobjects/Opportunity/updated?start={}&end={}",
+        stamp(now - 40 * 86_400),
+        stamp(now)
+    );
+    assert_eq!(code(&call(&s, "GET", &old, None)), "INVALID_REPLICATION_DATE");
+}
