@@ -324,6 +324,14 @@ def test_query_paging_to_the_end(sf, info):
     names = [r["Name"] for r in everything["records"]]
     assert len(names) == wanted and names == sorted(names) and len(set(names)) == wanted
     assert sum(1 for _ in sf.query_all_iter(soql)) == wanted
+    # A smaller batch on request (Sforce-Query-Options), every page through query_more.
+    options = {"Sforce-Query-Options": "batchSize=500"}
+    small = sf.query(soql, headers=options)
+    pages = [small]
+    while not pages[-1]["done"]:
+        pages.append(sf.query_more(pages[-1]["nextRecordsUrl"], identifier_is_url=True, headers=options))
+    expected = [500] * (wanted // 500) + ([wanted % 500] if wanted % 500 else [])
+    assert [len(p["records"]) for p in pages] == expected
     shipping = sf.query("SELECT COUNT() FROM Account WHERE Industry = 'Shipping'")
     assert shipping["totalSize"] == wanted
 
