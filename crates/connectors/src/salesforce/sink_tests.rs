@@ -240,7 +240,9 @@ async fn bad_ids_and_invalid_values_are_permanent_for_their_record_only() {
     let results = sink.deliver_batch(&deliveries).await;
     for (n, expect) in [
         (0, "is not a Salesforce id"),
-        (1, "NOT_FOUND"),
+        // A well-formed id of no record: collections answer MALFORMED_ID (fixture
+        // composite/collections_update_response_partial.json).
+        (1, "MALFORMED_ID"),
         (2, "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST"),
         (4, "unknown op \"delete\""),
         (5, "ENTITY_IS_DELETED"),

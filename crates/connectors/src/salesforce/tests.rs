@@ -198,6 +198,11 @@ async fn queries_follow_next_records_url_and_fetch_history_in_one_call() {
 
     let err = client.query("SELECT Id FROM Nope", BG).await.unwrap_err();
     assert_eq!(err.disposition(), Disposition::Permanent);
+    assert!(err.to_string().contains("INVALID_TYPE"), "{err}");
+    // A field the org lacks is refused as Salesforce refuses it, not answered with nulls.
+    let err = client.query("SELECT Id, Nmae FROM Opportunity", BG).await.unwrap_err();
+    assert_eq!(err.disposition(), Disposition::Permanent);
+    assert!(err.to_string().contains("INVALID_FIELD") && err.to_string().contains("No such column 'Nmae'"), "{err}");
 }
 
 #[tokio::test]

@@ -18,10 +18,14 @@
 //! (`{"url": …}`) sets that endpoint; `limits` (`{"daily": n}`) sets the daily allocation;
 //! `locked` (`{"id": …}`) makes writes to that record fail with `UNABLE_TO_LOCK_ROW`.
 
+mod describe;
 pub mod keys;
 mod outbound;
+pub mod schema;
 pub mod seed;
 pub mod soql;
+#[cfg(test)]
+mod tests;
 
 pub use keys::{TEST_PRIVATE_KEY_PEM, TEST_PUBLIC_KEY_PEM};
 
@@ -44,21 +48,11 @@ use std::time::Duration;
 
 /// Versions the simulator serves.
 pub const VERSIONS: &[&str] = &["58.0", "59.0", "60.0", "61.0", "62.0", "63.0", "64.0", "65.0", "66.0"];
+/// Seconds of clock skew allowed on a JWT assertion's `exp`.
+const JWT_SKEW_SECS: i64 = 5;
 /// Idle query cursors die after this long (commonly 15 minutes, UNVERIFIED).
 pub const LOCATOR_IDLE_EXPIRY: SignedDuration = SignedDuration::from_mins(15);
-/// Restricted picklist of `Opportunity.StageName`.
-pub const STAGES: &[&str] = &[
-    "Prospecting",
-    "Qualification",
-    "Needs Analysis",
-    "Value Proposition",
-    "Id. Decision Makers",
-    "Perception Analysis",
-    "Proposal/Price Quote",
-    "Negotiation/Review",
-    "Closed Won",
-    "Closed Lost",
-];
+pub use schema::STAGES;
 
 /// Settings of one simulated org.
 #[derive(Debug, Clone)]
@@ -109,8 +103,9 @@ struct Org {
     batch_size: usize,
     outbound_url: Option<String>,
     locked: BTreeSet<String>,
-    /// Ids deleted through the API: reads and writes answer `ENTITY_IS_DELETED`.
-    recycled: BTreeSet<String>,
+    /// Records deleted through the API (id → object, record): reads and writes answer
+    /// `ENTITY_IS_DELETED`, `queryAll` still returns them with `IsDeleted = true`.
+    recycled: BTreeMap<String, (String, Value)>,
     /// The one live refresh token (rotation replaces it).
     refresh_token: String,
     /// Refresh tokens issued by rotation so far.
@@ -137,6 +132,63 @@ type Answer = (u16, Option<Value>);
 
 fn error(status: u16, code: &str, message: &str) -> Answer {
     (status, Some(json!([{"message": message, "errorCode": code}])))
+}
+
+/// Checks a write's fields against the object's describe and returns them under their declared
+/// names: an unknown field is `INVALID_FIELD` (fixture `restforce/write_error_response.json`), a
+/// restricted picklist value outside the list `INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST`. Through
+/// the API (`api`), read-only fields are `INVALID_FIELD_FOR_INSERT_UPDATE` and a create missing a
+/// required field `REQUIRED_FIELD_MISSING`; the `/_sim/records` control API may set any
+/// declared field.
+fn check_write(
+    object: &str,
+    create: bool,
+    fields: &Map<String, Value>,
+    api: bool,
+) -> Result<Map<String, Value>, Answer> {
+    let Some(def) = schema::object(object) else {
+        return Err(error(404, "NOT_FOUND", "The requested resource does not exist"));
+    };
+    let mut out = Map::new();
+    for (name, value) in fields {
+        let Some(field) = def.field(name) else {
+            return Err(error(
+                400,
+                "INVALID_FIELD",
+                &format!("No such column '{name}' on sobject of type {}", def.name),
+            ));
+        };
+        if field.name == "Id" || (api && !field.writable) {
+            return Err((
+                400,
+                Some(
+                    json!([{"message": format!("Unable to create/update fields: {}. Please check the security settings of this field and verify that it is read/write for your profile or permission set.", field.name), "errorCode": "INVALID_FIELD_FOR_INSERT_UPDATE", "fields": [field.name]}]),
+                ),
+            ));
+        }
+        if field.restricted && !value.as_str().is_some_and(|v| field.picklist.contains(&v)) {
+            return Err((
+                400,
+                Some(
+                    json!([{"message": format!("{}: bad value for restricted picklist field: {}", schema::label_of(field.name), value.as_str().unwrap_or("null")), "errorCode": "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST", "fields": [field.name]}]),
+                ),
+            ));
+        }
+        out.insert(field.name.to_owned(), value.clone());
+    }
+    if api && create {
+        let missing: Vec<&str> =
+            def.required.iter().copied().filter(|r| out.get(*r).is_none_or(|v| v.is_null() || v == "")).collect();
+        if !missing.is_empty() {
+            return Err((
+                400,
+                Some(
+                    json!([{"message": format!("Required fields are missing: [{}]", missing.join(", ")), "errorCode": "REQUIRED_FIELD_MISSING", "fields": missing}]),
+                ),
+            ));
+        }
+    }
+    Ok(out)
 }
 
 fn format_stamp(ts: Timestamp) -> String {
@@ -167,11 +219,11 @@ impl SalesforceSim {
             batch_size: config.batch_size.max(1),
             outbound_url: config.outbound_url.clone(),
             locked: BTreeSet::new(),
-            recycled: BTreeSet::new(),
+            recycled: BTreeMap::new(),
             refresh_token: seed::REFRESH_TOKEN.to_owned(),
             rotations: 0,
         };
-        for (object, mut record) in seed::records() {
+        for (object, mut record) in seed::records().into_iter().chain(seed::setup_records()) {
             let stamp = format_stamp(now);
             record["CreatedDate"] = json!(stamp);
             record["LastModifiedDate"] = json!(stamp);
@@ -268,6 +320,7 @@ impl SalesforceSim {
         object: &str,
         id: Option<&str>,
         fields: &Map<String, Value>,
+        api: bool,
         changed: &mut Vec<Value>,
     ) -> Result<Value, Answer> {
         if let Some(id) = id {
@@ -279,20 +332,9 @@ impl SalesforceSim {
                 ));
             }
         }
-        if fields.contains_key("Id") || fields.contains_key("attributes") {
-            return Err(error(400, "INVALID_FIELD_FOR_INSERT_UPDATE", "Unable to create/update fields: Id. Please check the security settings of this field and verify that it is read/write for your profile or permission set."));
-        }
-        if object == "Opportunity" {
-            if let Some(stage) = fields.get("StageName") {
-                if !stage.as_str().is_some_and(|s| STAGES.contains(&s)) {
-                    return Err((
-                        400,
-                        Some(
-                            json!([{"message": format!("Stage: bad value for restricted picklist field: {}", stage.as_str().unwrap_or("null")), "errorCode": "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST", "fields": ["StageName"]}]),
-                        ),
-                    ));
-                }
-            }
+        let fields = check_write(object, id.is_none(), fields, api)?;
+        if api {
+            Self::check_references(org, object, &fields)?;
         }
         let now = format_stamp(self.clock.now());
         let mut record = match id {
@@ -308,7 +350,16 @@ impl SalesforceSim {
             }
         };
         for (k, v) in fields {
-            record[k] = v.clone();
+            record[k] = v;
+        }
+        if object == "Contact" {
+            // `Name` is the compound of the two (read-only through the API).
+            let first = record["FirstName"].as_str().unwrap_or_default();
+            let last = record["LastName"].as_str().unwrap_or_default();
+            let full = format!("{first} {last}").trim().to_owned();
+            if !full.is_empty() {
+                record["Name"] = json!(full);
+            }
         }
         if object == "Opportunity" {
             let stage = record["StageName"].as_str().unwrap_or_default().to_owned();
@@ -325,6 +376,37 @@ impl SalesforceSim {
         Ok(record)
     }
 
+    /// A lookup must name an existing record of an object it may point at, else
+    /// `FIELD_INTEGRITY_EXCEPTION` (fixture `composite/composite_response_allornone_failure.json`).
+    /// Owners are not checked: the simulated org has few users and owner ids come from mappings.
+    fn check_references(org: &Org, object: &str, fields: &Map<String, Value>) -> Result<(), Answer> {
+        let Some(def) = schema::object(object) else { return Ok(()) };
+        for (name, value) in fields {
+            let Some(field) = def.field(name).filter(|f| f.kind == schema::FieldType::Reference && f.name != "OwnerId")
+            else {
+                continue;
+            };
+            let Some(text) = value.as_str() else { continue };
+            let exists = normalize_id(text).ok().is_some_and(|id18| {
+                field.reference_to.iter().any(|o| org.records.get(*o).is_some_and(|m| m.contains_key(&id18)))
+            });
+            if !exists {
+                let label = match field.name {
+                    "WhatId" => "Related To ID".to_owned(),
+                    "WhoId" => "Name ID".to_owned(),
+                    other => schema::label_of(other),
+                };
+                return Err((
+                    400,
+                    Some(
+                        json!([{"message": format!("{label}: id value of incorrect type: {text}"), "errorCode": "FIELD_INTEGRITY_EXCEPTION", "fields": [field.name]}]),
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     fn find_record(org: &Org, object: &str, id: &str) -> Result<Value, Answer> {
         let Ok(id18) = normalize_id(id) else {
             return Err(error(400, "MALFORMED_ID", &format!("{object} ID: id value of incorrect type: {id}")));
@@ -332,7 +414,7 @@ impl SalesforceSim {
         if let Some(record) = org.records.get(object).and_then(|m| m.get(&id18)) {
             return Ok(record.clone());
         }
-        if org.recycled.contains(&id18) {
+        if org.recycled.contains_key(&id18) {
             return Err(error(404, "ENTITY_IS_DELETED", "entity is deleted"));
         }
         Err(error(404, "NOT_FOUND", "The requested resource does not exist"))
@@ -363,48 +445,58 @@ impl SalesforceSim {
         };
         let version = format!("v{version}");
         let segs: Vec<&str> = segs[1..].iter().map(String::as_str).collect();
-        let object_known = |o: &str| seed::prefix_of(o).is_some();
+        // Object names in paths are case-insensitive; answer under the declared spelling.
+        let segs: Vec<&str> = segs
+            .iter()
+            .enumerate()
+            .map(|(n, s)| match (n, segs.first(), segs.get(1)) {
+                (1, Some(&"sobjects"), _) | (2, Some(&"composite"), Some(&"sobjects")) => {
+                    schema::object(s).map_or(*s, |o| o.name)
+                }
+                _ => *s,
+            })
+            .collect();
+        let object_known = |o: &str| schema::OBJECTS.iter().any(|d| d.name == o);
+        let now = self.clock.now();
         match (method.as_str(), segs.as_slice()) {
             ("GET", ["limits"]) => {
                 let (used, max) = self.api_usage(org);
-                (
-                    200,
-                    Some(json!({
-                        "DailyApiRequests": {"Max": max, "Remaining": max.saturating_sub(used)},
-                        "DailyBulkApiBatches": {"Max": 15000, "Remaining": 15000},
-                        "DataStorageMB": {"Max": 5, "Remaining": 5}
-                    })),
-                )
+                (200, Some(limits_body(used, max)))
             }
             ("GET", ["query"]) => {
-                self.query(org, &version, query.get("q").map(String::as_str).unwrap_or_default(), headers)
+                self.query(org, &version, query.get("q").map(String::as_str).unwrap_or_default(), headers, false)
             }
-            ("GET", ["query", locator]) => Self::query_more(org, &version, locator, self.clock.now()),
+            ("GET", ["queryAll"]) => {
+                self.query(org, &version, query.get("q").map(String::as_str).unwrap_or_default(), headers, true)
+            }
+            ("GET", ["query" | "queryAll", locator]) => Self::query_more(org, &version, locator, now),
+            ("GET", ["sobjects"]) => (200, Some(describe::global(&version))),
+            ("GET", ["sobjects", object]) if object_known(object) => (200, Some(describe::basic(object, &version))),
+            ("GET", ["sobjects", object, "describe"]) if object_known(object) => {
+                (200, Some(describe::full(object, &version)))
+            }
+            ("GET", ["sobjects", object, kind @ ("updated" | "deleted")]) if object_known(object) => {
+                Self::replication(org, object, kind, query, now)
+            }
             ("POST", ["sobjects", object]) if object_known(object) => {
                 let Some(fields) = body.and_then(Value::as_object) else {
                     return error(400, "JSON_PARSER_ERROR", "The request body is not a JSON object");
                 };
-                match self.write(org, object, None, fields, changed) {
+                match self.write(org, object, None, fields, true, changed) {
                     Ok(r) => (201, Some(json!({"id": r["Id"], "success": true, "errors": []}))),
                     Err(e) => e,
                 }
             }
             ("GET", ["sobjects", object, id]) if object_known(object) => match Self::find_record(org, object, id) {
-                Ok(record) => {
-                    let mut out = Map::new();
-                    out.insert("attributes".to_owned(), json!({"type": object, "url": format!("/services/data/{version}/sobjects/{object}/{}", record["Id"].as_str().unwrap_or_default())}));
-                    match query.get("fields") {
-                        Some(list) => {
-                            for f in list.split(',').map(str::trim) {
-                                out.insert(f.to_owned(), record.get(f).cloned().unwrap_or(Value::Null));
-                            }
-                        }
-                        None => out.extend(record.as_object().cloned().unwrap_or_default()),
-                    }
-                    (200, Some(Value::Object(out)))
-                }
+                Ok(record) => Self::record_body(object, &version, &record, query.get("fields").map(String::as_str)),
                 Err(e) => e,
             },
+            ("GET", ["sobjects", object, field, value]) if object_known(object) => {
+                match Self::by_external_id(org, &version, object, field, value) {
+                    Ok(record) => Self::record_body(object, &version, &record, query.get("fields").map(String::as_str)),
+                    Err(e) => e,
+                }
+            }
             ("PATCH", ["sobjects", object, id]) if object_known(object) => {
                 let id18 = match Self::find_record(org, object, id) {
                     Ok(r) => r["Id"].as_str().unwrap_or_default().to_owned(),
@@ -413,20 +505,13 @@ impl SalesforceSim {
                 let Some(fields) = body.and_then(Value::as_object) else {
                     return error(400, "JSON_PARSER_ERROR", "The request body is not a JSON object");
                 };
-                match self.write(org, object, Some(&id18), fields, changed) {
+                match self.write(org, object, Some(&id18), fields, true, changed) {
                     Ok(_) => (204, None),
                     Err(e) => e,
                 }
             }
-            ("DELETE", ["sobjects", object, id]) if object_known(object) => match Self::find_record(org, object, id) {
-                Ok(r) => {
-                    let id18 = r["Id"].as_str().unwrap_or_default().to_owned();
-                    if let Some(m) = org.records.get_mut(*object) {
-                        m.remove(&id18);
-                    }
-                    org.recycled.insert(id18);
-                    (204, None)
-                }
+            ("DELETE", ["sobjects", object, id]) if object_known(object) => match Self::delete(org, object, id, now) {
+                Ok(()) => (204, None),
                 Err(e) => e,
             },
             ("PATCH", ["sobjects", object, field, value]) if object_known(object) => {
@@ -439,15 +524,165 @@ impl SalesforceSim {
                 }
             }
             ("POST", ["composite"]) => self.composite(org, body, headers, changed),
+            ("POST", ["composite", "batch"]) => self.batch(org, body, headers, changed),
+            ("POST", ["composite", "sobjects"]) => self.collection_create(org, body, changed),
             ("PATCH", ["composite", "sobjects"]) => self.collection(org, &version, None, body, changed),
+            ("DELETE", ["composite", "sobjects"]) => Self::collection_delete(org, query, now),
+            ("GET", ["composite", "sobjects", object]) if object_known(object) => {
+                Self::collection_retrieve(org, &version, object, query)
+            }
             ("PATCH", ["composite", "sobjects", object, field]) if object_known(object) => {
                 self.collection(org, &version, Some((object, field)), body, changed)
             }
-            (_, ["sobjects", object, ..]) if !object_known(object) => {
-                error(404, "NOT_FOUND", "The requested resource does not exist")
-            }
             _ => error(404, "NOT_FOUND", "The requested resource does not exist"),
         }
+    }
+
+    /// A record's body: all fields, or the `fields=` list (an unknown name is `INVALID_FIELD`).
+    fn record_body(object: &str, version: &str, record: &Value, fields: Option<&str>) -> Answer {
+        let mut out = Map::new();
+        let id = record["Id"].as_str().unwrap_or_default();
+        out.insert(
+            "attributes".to_owned(),
+            json!({"type": object, "url": format!("/services/data/{version}/sobjects/{object}/{id}")}),
+        );
+        match fields {
+            Some(list) => {
+                let Some(def) = schema::object(object) else {
+                    return error(404, "NOT_FOUND", "The requested resource does not exist");
+                };
+                for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+                    let Some(field) = def.field(name) else {
+                        return error(
+                            400,
+                            "INVALID_FIELD",
+                            &format!("No such column '{name}' on entity '{object}'. If you are attempting to use a custom field, be sure to append the '__c' after the custom field name. Please reference your WSDL or the describe call for the appropriate names."),
+                        );
+                    };
+                    out.insert(field.name.to_owned(), record.get(field.name).cloned().unwrap_or(Value::Null));
+                }
+                out.insert("Id".to_owned(), json!(id));
+            }
+            None => {
+                // Every declared field, null when unset (as Salesforce answers a full record).
+                if let Some(def) = schema::object(object) {
+                    for field in def.fields() {
+                        out.insert(field.name.to_owned(), record.get(field.name).cloned().unwrap_or(Value::Null));
+                    }
+                    out.insert("IsDeleted".to_owned(), json!(false));
+                }
+                for (k, v) in record.as_object().into_iter().flatten() {
+                    out.insert(k.clone(), v.clone());
+                }
+            }
+        }
+        (200, Some(Value::Object(out)))
+    }
+
+    /// `GET /sobjects/{O}/{ExtIdField}/{value}`: one match, 300 with the matches' URLs for
+    /// several, 404 for none or for a field that is not an external id.
+    fn by_external_id(org: &Org, version: &str, object: &str, field: &str, value: &str) -> Result<Value, Answer> {
+        let def = schema::object(object).and_then(|o| o.field(field)).filter(|f| f.external_id || f.name == "Id");
+        let Some(def) = def else {
+            return Err(error(
+                404,
+                "NOT_FOUND",
+                &format!("Provided external ID field does not exist or is not accessible: {field}"),
+            ));
+        };
+        if def.name == "Id" {
+            return Self::find_record(org, object, value);
+        }
+        let matches: Vec<&Value> = org
+            .records
+            .get(object)
+            .map(|m| m.values().filter(|r| r[def.name].as_str() == Some(value)).collect())
+            .unwrap_or_default();
+        match matches.as_slice() {
+            [] => Err(error(404, "NOT_FOUND", "The requested resource does not exist")),
+            [one] => Ok((*one).clone()),
+            many => Err((
+                300,
+                Some(json!(many
+                    .iter()
+                    .map(|r| format!(
+                        "/services/data/{version}/sobjects/{object}/{}",
+                        r["Id"].as_str().unwrap_or_default()
+                    ))
+                    .collect::<Vec<_>>())),
+            )),
+        }
+    }
+
+    /// `GET /sobjects/{O}/updated|deleted?start=&end=` (reference A4 "Polling"): ids changed, or
+    /// records deleted, in [start, end), both truncated to the minute; start at most 30 days back.
+    fn replication(org: &Org, object: &str, kind: &str, query: &BTreeMap<String, String>, now: Timestamp) -> Answer {
+        let minute = |name: &str| {
+            let text = query.get(name)?;
+            let t = model::ZonedTime::parse(name, text).ok()?.0;
+            Timestamp::from_second(t.as_second() - t.as_second().rem_euclid(60)).ok()
+        };
+        let (Some(start), Some(end)) = (minute("start"), minute("end")) else {
+            return error(400, "MALFORMED_QUERY", "start and end are required ISO 8601 date-times");
+        };
+        let earliest = {
+            let day = (now - SignedDuration::from_hours(24 * 30)).as_second();
+            Timestamp::from_second(day - day.rem_euclid(86_400)).unwrap_or(now)
+        };
+        if start >= end {
+            return error(400, "INVALID_REPLICATION_DATE", "start date must chronologically precede end date");
+        }
+        if start < earliest {
+            return error(400, "INVALID_REPLICATION_DATE", "startDate cannot be more than 30 days ago");
+        }
+        let within = |record: &Value| {
+            record["SystemModstamp"]
+                .as_str()
+                .and_then(|s| model::ZonedTime::parse("SystemModstamp", s).ok())
+                .is_some_and(|t| t.0 >= start && t.0 < end)
+        };
+        if kind == "updated" {
+            let ids: Vec<&Value> = org
+                .records
+                .get(object)
+                .into_iter()
+                .flat_map(|m| m.values())
+                .filter(|r| within(r))
+                .map(|r| &r["Id"])
+                .collect();
+            return (200, Some(json!({"ids": ids, "latestDateCovered": format_stamp(end)})));
+        }
+        let deleted: Vec<Value> = org
+            .recycled
+            .values()
+            .filter(|(o, r)| o == object && within(r))
+            .map(|(_, r)| json!({"id": r["Id"], "deletedDate": r["SystemModstamp"]}))
+            .collect();
+        (
+            200,
+            Some(
+                json!({"deletedRecords": deleted, "earliestDateAvailable": format_stamp(earliest), "latestDateCovered": format_stamp(end)}),
+            ),
+        )
+    }
+
+    /// Moves a record to the recycle bin.
+    fn delete(org: &mut Org, object: &str, id: &str, now: Timestamp) -> Result<(), Answer> {
+        let record = Self::find_record(org, object, id)?;
+        let id18 = record["Id"].as_str().unwrap_or_default().to_owned();
+        if org.locked.contains(&id18) {
+            return Err(error(
+                400,
+                "UNABLE_TO_LOCK_ROW",
+                "unable to obtain exclusive access to this record or 1 records",
+            ));
+        }
+        if let Some(mut record) = org.records.get_mut(object).and_then(|m| m.remove(&id18)) {
+            // The deletion is the record's last change (`/deleted` reports it as `deletedDate`).
+            record["SystemModstamp"] = json!(format_stamp(now));
+            org.recycled.insert(id18, (object.to_owned(), record));
+        }
+        Ok(())
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -461,14 +696,15 @@ impl SalesforceSim {
         fields: &Map<String, Value>,
         changed: &mut Vec<Value>,
     ) -> Result<(u16, Value), Answer> {
-        // External id fields are custom fields flagged as such; the sim takes every custom field.
-        if field != "Id" && !field.ends_with("__c") {
+        // Only `Id` and fields the describe flags as external ids identify a record.
+        let declared = schema::object(object).and_then(|o| o.field(field)).filter(|f| f.external_id || f.name == "Id");
+        let Some(field) = declared.map(|f| f.name) else {
             return Err(error(
                 404,
                 "NOT_FOUND",
                 &format!("Provided external ID field does not exist or is not accessible: {field}"),
             ));
-        }
+        };
         let matches: Vec<String> = org
             .records
             .get(object)
@@ -483,12 +719,13 @@ impl SalesforceSim {
             [] => {
                 let mut with_key = fields.clone();
                 with_key.insert(field.to_owned(), json!(value));
-                let r = self.write(org, object, None, &with_key, changed)?;
+                // Required fields are not checked on an upsert's create (UNVERIFIED note).
+                let r = self.write(org, object, None, &with_key, false, changed)?;
                 Ok((201, json!({"id": r["Id"], "success": true, "errors": [], "created": true})))
             }
             [id] => {
                 let id = id.clone();
-                let r = self.write(org, object, Some(&id), fields, changed)?;
+                let r = self.write(org, object, Some(&id), fields, true, changed)?;
                 Ok((200, json!({"id": r["Id"], "success": true, "errors": [], "created": false})))
             }
             many => Err((
@@ -501,18 +738,21 @@ impl SalesforceSim {
         }
     }
 
-    fn query(&self, org: &mut Org, version: &str, soql_text: &str, headers: &HeaderMap) -> Answer {
-        let parsed = match soql::parse(soql_text) {
+    fn query(&self, org: &mut Org, version: &str, soql_text: &str, headers: &HeaderMap, all: bool) -> Answer {
+        let refused = |e: soql::SoqlError| error(400, e.code(), &e.message(soql_text));
+        let mut parsed = match soql::parse(soql_text) {
             Ok(q) => q,
-            Err(e) => return error(400, "MALFORMED_QUERY", &e.to_string()),
+            Err(e) => return refused(e),
         };
-        if seed::prefix_of(&parsed.from).is_none() {
-            return error(400, "INVALID_TYPE", &format!("sObject type '{}' is not supported.", parsed.from));
+        if let Err(e) = soql::validate(&mut parsed) {
+            return refused(e);
         }
-        let rows = match soql::run(&OrgData { org, version }, &parsed) {
-            Ok(rows) => rows,
-            Err(e) => return error(400, "INVALID_FIELD", &e.to_string()),
-        };
+        let today = self.clock.now().to_zoned(jiff::tz::TimeZone::UTC).date();
+        let outcome = soql::run(&OrgData { org, version, deleted: all, today }, &parsed);
+        if outcome.rows.is_empty() {
+            return (200, Some(json!({"totalSize": outcome.total, "done": true, "records": []})));
+        }
+        let rows = outcome.rows;
         let batch = headers
             .get("sforce-query-options")
             .and_then(|v| v.to_str().ok())
@@ -569,7 +809,7 @@ impl SalesforceSim {
             return error(400, "LIMIT_EXCEEDED", "Composite request limit of 25 subrequests exceeded");
         }
         let all_or_none = body.and_then(|b| b.get("allOrNone")).and_then(Value::as_bool).unwrap_or(false);
-        let snapshot = org.records.clone();
+        let snapshot = (org.records.clone(), org.recycled.clone());
         let mut results: Vec<Value> = Vec::new();
         let mut refs: BTreeMap<String, Value> = BTreeMap::new();
         let mut failed = false;
@@ -581,11 +821,12 @@ impl SalesforceSim {
             let (path, query_text) = url.split_once('?').unwrap_or((url.as_str(), ""));
             let query: BTreeMap<String, String> =
                 url::form_urlencoded::parse(query_text.as_bytes()).into_owned().collect();
-            let (status, answer) = if url.contains("@{") {
+            let (status, answer) = if let Some(expr) = unresolved(&url) {
+                let (name, field) = expr.split_once('.').unwrap_or((expr, ""));
                 (
                     400,
                     Some(
-                        json!([{"errorCode": "PROCESSING_HALTED", "message": "Invalid reference specified. No value for an earlier reference was found."}]),
+                        json!([{"errorCode": "PROCESSING_HALTED", "message": format!("Invalid reference specified. No value for {expr} found in {name}. Provided referenceId ('{name}') and field name ('{field}') are valid, but the value is null or the reference resolution failed.")}]),
                     ),
                 )
             } else {
@@ -600,7 +841,7 @@ impl SalesforceSim {
                 .push(json!({"body": answer, "httpHeaders": {}, "httpStatusCode": status, "referenceId": reference}));
         }
         if all_or_none && failed {
-            org.records = snapshot;
+            (org.records, org.recycled) = snapshot;
             changed.clear();
             for r in &mut results {
                 if (200..300).contains(&r["httpStatusCode"].as_u64().unwrap_or(0)) {
@@ -631,12 +872,14 @@ impl SalesforceSim {
             );
         }
         let all_or_none = body.and_then(|b| b.get("allOrNone")).and_then(Value::as_bool).unwrap_or(false);
-        let snapshot = org.records.clone();
+        let snapshot = (org.records.clone(), org.recycled.clone());
         let mut results = Vec::new();
         for record in records {
             let mut fields = record.as_object().cloned().unwrap_or_default();
-            let object =
-                fields.remove("attributes").and_then(|a| a["type"].as_str().map(str::to_owned)).unwrap_or_default();
+            let object = fields
+                .remove("attributes")
+                .and_then(|a| a["type"].as_str().and_then(schema::object).map(|o| o.name.to_owned()))
+                .unwrap_or_default();
             let outcome = match upsert {
                 Some((object, field)) => {
                     let value = fields.remove(field).and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
@@ -647,31 +890,154 @@ impl SalesforceSim {
                     let id = id.as_ref().and_then(Value::as_str).unwrap_or_default().to_owned();
                     match Self::find_record(org, &object, &id) {
                         Ok(_) => self
-                            .write(org, &object, normalize_id(&id).ok().as_deref(), &fields, changed)
+                            .write(org, &object, normalize_id(&id).ok().as_deref(), &fields, true, changed)
                             .map(|r| json!({"id": r["Id"], "success": true, "errors": []})),
-                        Err((400, _)) => Err(error(400, "MALFORMED_ID", &format!("malformed id {id}"))),
-                        Err(e) => Err(e),
+                        Err((_, body))
+                            if body.as_ref().and_then(|b| b[0]["errorCode"].as_str()) == Some("ENTITY_IS_DELETED") =>
+                        {
+                            Err((404, body))
+                        }
+                        // An id that names no record is "malformed" here (fixture
+                        // composite/collections_update_response_partial.json).
+                        Err(_) => Err(error(400, "MALFORMED_ID", &format!("malformed id {id}"))),
                     }
                 }
             };
-            results.push(match outcome {
-                Ok(r) => r,
-                Err((_, e)) => {
-                    let first = e.as_ref().and_then(|e| e.get(0)).cloned().unwrap_or_default();
-                    json!({"success": false, "errors": [{"statusCode": first["errorCode"], "message": first["message"], "fields": first.get("fields").cloned().unwrap_or(json!([]))}]})
-                }
-            });
+            results.push(outcome.unwrap_or_else(item_error));
         }
-        if all_or_none && results.iter().any(|r| r["success"] == json!(false)) {
-            org.records = snapshot;
-            changed.clear();
-            for r in &mut results {
-                if r["success"] == json!(true) {
-                    *r = json!({"id": r["id"], "success": false, "errors": [{"statusCode": "ALL_OR_NONE_OPERATION_ROLLED_BACK", "message": "Record rolled back because not all records were valid and the request was using AllOrNone header", "fields": []}]});
-                }
+        roll_back_if_any_failed(org, all_or_none, snapshot, &mut results, changed);
+        (200, Some(Value::Array(results)))
+    }
+
+    /// `POST /composite/sobjects`: creates up to 200 records of any objects.
+    fn collection_create(&self, org: &mut Org, body: Option<&Value>, changed: &mut Vec<Value>) -> Answer {
+        let Some(records) = body.and_then(|b| b.get("records")).and_then(Value::as_array) else {
+            return error(400, "JSON_PARSER_ERROR", "records is required");
+        };
+        if records.len() > super::client::COLLECTION_LIMIT {
+            return error(
+                400,
+                "EXCEEDED_ID_LIMIT",
+                "record limit reached. cannot submit more than 200 records into this call",
+            );
+        }
+        let all_or_none = body.and_then(|b| b.get("allOrNone")).and_then(Value::as_bool).unwrap_or(false);
+        let snapshot = (org.records.clone(), org.recycled.clone());
+        let mut results = Vec::new();
+        for record in records {
+            let mut fields = record.as_object().cloned().unwrap_or_default();
+            let object = fields.remove("attributes").and_then(|a| a["type"].as_str().map(str::to_owned));
+            let outcome = match object.as_deref().and_then(schema::object) {
+                None => Err(error(
+                    400,
+                    "INVALID_TYPE",
+                    &format!("sObject type '{}' is not supported.", object.unwrap_or_default()),
+                )),
+                Some(def) => self
+                    .write(org, def.name, None, &fields, true, changed)
+                    .map(|r| json!({"id": r["Id"], "success": true, "errors": []})),
+            };
+            results.push(outcome.unwrap_or_else(item_error));
+        }
+        roll_back_if_any_failed(org, all_or_none, snapshot, &mut results, changed);
+        (200, Some(Value::Array(results)))
+    }
+
+    /// `DELETE /composite/sobjects?ids=…&allOrNone=…`.
+    fn collection_delete(org: &mut Org, query: &BTreeMap<String, String>, now: Timestamp) -> Answer {
+        let ids: Vec<&str> = query
+            .get("ids")
+            .map(|s| s.split(',').map(str::trim).filter(|s| !s.is_empty()).collect())
+            .unwrap_or_default();
+        if ids.is_empty() {
+            return error(400, "REQUIRED_FIELD_MISSING", "At least 1 Id is required.");
+        }
+        if ids.len() > super::client::COLLECTION_LIMIT {
+            return error(
+                400,
+                "EXCEEDED_ID_LIMIT",
+                "record limit reached. cannot submit more than 200 records into this call",
+            );
+        }
+        let all_or_none = query.get("allOrNone").is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        let snapshot = (org.records.clone(), org.recycled.clone());
+        let mut results = Vec::new();
+        for id in ids {
+            let outcome =
+                match normalize_id(id).ok().and_then(|id18| schema::object_of_prefix(&id18).map(|o| (o, id18))) {
+                    None => Err(error(400, "MALFORMED_ID", &format!("malformed id {id}"))),
+                    Some((def, id18)) => match Self::delete(org, def.name, &id18, now) {
+                        Ok(()) => Ok(json!({"id": id18, "success": true, "errors": []})),
+                        Err((404, _)) if !org.recycled.contains_key(&id18) => {
+                            Err(error(400, "INVALID_CROSS_REFERENCE_KEY", "invalid cross reference id"))
+                        }
+                        Err(e) => Err(e),
+                    },
+                };
+            let mut result = outcome.unwrap_or_else(item_error);
+            if result["success"] == json!(false) {
+                result["id"] = json!(id);
+            }
+            results.push(result);
+        }
+        roll_back_if_any_failed(org, all_or_none, snapshot, &mut results, &mut Vec::new());
+        (200, Some(Value::Array(results)))
+    }
+
+    /// `GET /composite/sobjects/{O}?ids=…&fields=…`: the records in request order, null where
+    /// an id matches nothing.
+    fn collection_retrieve(org: &Org, version: &str, object: &str, query: &BTreeMap<String, String>) -> Answer {
+        let Some(fields) = query.get("fields").filter(|f| !f.is_empty()) else {
+            return error(400, "REQUIRED_FIELD_MISSING", "The fields parameter is required.");
+        };
+        let mut out = Vec::new();
+        for id in query.get("ids").map(|s| s.split(',').map(str::trim).collect::<Vec<_>>()).unwrap_or_default() {
+            match Self::find_record(org, object, id) {
+                Ok(record) => match Self::record_body(object, version, &record, Some(fields)) {
+                    (200, Some(body)) => out.push(body),
+                    refused => return refused,
+                },
+                Err(_) => out.push(Value::Null),
             }
         }
-        (200, Some(Value::Array(results)))
+        (200, Some(Value::Array(out)))
+    }
+
+    /// `POST /composite/batch`: up to 25 independent subrequests (urls start at `vNN.N/`), each
+    /// committed on its own and each counted against the daily allocation; with
+    /// `haltOnError` the ones after the first failure answer 412 `BATCH_PROCESSING_HALTED`.
+    fn batch(&self, org: &mut Org, body: Option<&Value>, headers: &HeaderMap, changed: &mut Vec<Value>) -> Answer {
+        let Some(items) = body.and_then(|b| b.get("batchRequests")).and_then(Value::as_array) else {
+            return error(400, "JSON_PARSER_ERROR", "batchRequests is required");
+        };
+        if items.len() > 25 {
+            return error(400, "LIMIT_EXCEEDED", "Batch request limit of 25 subrequests exceeded");
+        }
+        let halt_on_error = body.and_then(|b| b.get("haltOnError")).and_then(Value::as_bool).unwrap_or(false);
+        let mut results = Vec::new();
+        let mut halted = false;
+        for (n, item) in items.iter().enumerate() {
+            if halted {
+                results.push(json!({"statusCode": 412, "result": [{"errorCode": "BATCH_PROCESSING_HALTED", "message": "Batch processing halted per request"}]}));
+                continue;
+            }
+            if n > 0 {
+                // The batch itself was counted once; every further subrequest counts too.
+                org.calls.push_back(self.clock.now());
+                self.counted_calls.fetch_add(1, Ordering::SeqCst);
+            }
+            let url = item["url"].as_str().unwrap_or_default();
+            let path = format!("/services/data/{}", url.trim_start_matches('/').trim_start_matches("services/data/"));
+            let (path, query_text) = path.split_once('?').unwrap_or((path.as_str(), ""));
+            let query: BTreeMap<String, String> =
+                url::form_urlencoded::parse(query_text.as_bytes()).into_owned().collect();
+            let method = Method::from_bytes(item["method"].as_str().unwrap_or("GET").as_bytes()).unwrap_or(Method::GET);
+            let (status, result) = self.dispatch(org, &method, path, &query, headers, item.get("richInput"), changed);
+            halted = halt_on_error && status >= 400;
+            results.push(json!({"statusCode": status, "result": result}));
+        }
+        let has_errors = results.iter().any(|r| r["statusCode"].as_u64().unwrap_or(0) >= 400);
+        (200, Some(json!({"hasErrors": has_errors, "results": results})))
     }
 
     fn mint_token(&self, org: &mut Org) -> String {
@@ -708,6 +1074,21 @@ impl SalesforceSim {
                 }
                 if client_secret.as_deref() != Some(seed::CLIENT_SECRET) {
                     return fail("invalid_client", "invalid client credentials");
+                }
+                true
+            }
+            "password" => {
+                // Username-password flow: being retired by Salesforce, still common in scripts.
+                if client_id.as_deref() != Some(seed::CLIENT_ID) {
+                    return fail("invalid_client_id", "client identifier invalid");
+                }
+                if client_secret.as_deref() != Some(seed::CLIENT_SECRET) {
+                    return fail("invalid_client", "invalid client credentials");
+                }
+                if form.get("username").map(String::as_str) != Some(seed::INTEGRATION_USERNAME)
+                    || form.get("password").map(String::as_str) != Some(seed::INTEGRATION_PASSWORD)
+                {
+                    return fail("invalid_grant", "authentication failure");
                 }
                 true
             }
@@ -764,16 +1145,31 @@ impl SalesforceSim {
     }
 
     fn verify_jwt(&self, assertion: &str) -> Result<(), (&'static str, &'static str)> {
+        /// The claims as clients send them: `exp` a number or, as simple-salesforce sends it,
+        /// a numeric string (Salesforce takes both).
+        #[derive(serde::Deserialize)]
+        struct Claims {
+            iss: String,
+            sub: String,
+            aud: String,
+            exp: Value,
+        }
         let key = jsonwebtoken::DecodingKey::from_rsa_pem(TEST_PUBLIC_KEY_PEM.as_bytes())
             .map_err(|_| ("invalid_grant", "invalid assertion"))?;
         let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
         // exp is checked below against the simulator's clock, aud against the configured list.
         validation.validate_exp = false;
         validation.validate_aud = false;
-        validation.required_spec_claims = ["exp", "iss", "sub", "aud"].into_iter().map(str::to_owned).collect();
-        let claims = jsonwebtoken::decode::<super::auth::JwtClaims>(assertion, &key, &validation)
+        validation.required_spec_claims = ["iss", "sub", "aud"].into_iter().map(str::to_owned).collect();
+        let claims = jsonwebtoken::decode::<Claims>(assertion, &key, &validation)
             .map_err(|_| ("invalid_grant", "invalid assertion"))?
             .claims;
+        let exp = match &claims.exp {
+            Value::Number(n) => n.as_i64(),
+            Value::String(s) => s.trim().parse::<i64>().ok(),
+            _ => None,
+        }
+        .ok_or(("invalid_grant", "invalid assertion"))?;
         if claims.iss != seed::CLIENT_ID {
             return Err(("invalid_client_id", "client identifier invalid"));
         }
@@ -781,7 +1177,9 @@ impl SalesforceSim {
             return Err(("invalid_grant", "audience is invalid"));
         }
         let now = self.clock.now().as_second();
-        if claims.exp <= now || claims.exp > now + super::auth::JWT_LIFETIME_SECS {
+        // A few seconds of clock skew on top of the 3 minutes: clients round `exp` to whole
+        // seconds (simple-salesforce rounds now + 180 s up), Salesforce's tolerance is UNVERIFIED.
+        if exp <= now || exp > now + super::auth::JWT_LIFETIME_SECS + JWT_SKEW_SECS {
             return Err(("invalid_grant", "invalid assertion"));
         }
         if claims.sub != seed::INTEGRATION_USERNAME {
@@ -862,6 +1260,42 @@ impl SalesforceSim {
     }
 }
 
+/// A failed write as a collection item: `statusCode` instead of `errorCode`.
+fn item_error((_, body): Answer) -> Value {
+    let first = body.as_ref().and_then(|e| e.get(0)).cloned().unwrap_or_default();
+    json!({"success": false, "errors": [{"statusCode": first["errorCode"], "message": first["message"], "fields": first.get("fields").cloned().unwrap_or(json!([]))}]})
+}
+
+type Snapshot = (BTreeMap<String, BTreeMap<String, Value>>, BTreeMap<String, (String, Value)>);
+
+/// allOrNone: one failed item undoes the others, which then report
+/// `ALL_OR_NONE_OPERATION_ROLLED_BACK` (fixture `composite/collections_response_allornone_rolled_back.json`).
+fn roll_back_if_any_failed(
+    org: &mut Org,
+    all_or_none: bool,
+    snapshot: Snapshot,
+    results: &mut [Value],
+    changed: &mut Vec<Value>,
+) {
+    if !all_or_none || results.iter().all(|r| r["success"] == json!(true)) {
+        return;
+    }
+    (org.records, org.recycled) = snapshot;
+    changed.clear();
+    for r in results {
+        if r["success"] == json!(true) {
+            *r = json!({"id": r["id"], "success": false, "errors": [{"statusCode": "ALL_OR_NONE_OPERATION_ROLLED_BACK", "message": "Record rolled back because not all records were valid and the request was using AllOrNone header", "fields": []}]});
+        }
+    }
+}
+
+/// The first `@{ref.path}` left unresolved in a subrequest URL.
+fn unresolved(url: &str) -> Option<&str> {
+    let start = url.find("@{")? + 2;
+    let len = url[start..].find('}')?;
+    Some(&url[start..start + len])
+}
+
 /// Replaces `@{ref.path}` in a subrequest URL with earlier results.
 fn resolve_refs(text: &str, refs: &BTreeMap<String, Value>) -> String {
     let mut out = String::new();
@@ -911,33 +1345,33 @@ fn resolve_value(value: &Value, refs: &BTreeMap<String, Value>) -> Value {
     }
 }
 
-/// Relationship rules of the seeded schema for the SOQL engine.
+/// The org's records as the SOQL engine sees them.
 struct OrgData<'a> {
     org: &'a Org,
     version: &'a str,
+    /// `queryAll`: the recycle bin's records too, with `IsDeleted = true`.
+    deleted: bool,
+    today: jiff::civil::Date,
 }
 
 impl soql::Data for OrgData<'_> {
     fn rows(&self, object: &str) -> Vec<Value> {
-        self.org.records.get(object).map(|m| m.values().cloned().collect()).unwrap_or_default()
+        let live = self.org.records.get(object).into_iter().flat_map(|m| m.values()).map(|r| {
+            let mut r = r.clone();
+            r["IsDeleted"] = json!(false);
+            r
+        });
+        let binned = self.org.recycled.values().filter(|(o, _)| self.deleted && o == object).map(|(_, r)| {
+            let mut r = r.clone();
+            r["IsDeleted"] = json!(true);
+            r
+        });
+        live.chain(binned).collect()
     }
 
-    fn parent(&self, row: &Value, relationship: &str) -> Option<Value> {
-        let id = row.get(format!("{relationship}Id"))?.as_str()?;
-        let object = seed::object_of_prefix(id)?;
-        self.org.records.get(object)?.get(id).cloned()
-    }
-
-    fn child(&self, parent_object: &str, relationship: &str) -> Option<(String, String)> {
-        let (child, key) = match (parent_object, relationship) {
-            ("Opportunity", "Tasks") | ("Account", "Tasks") => ("Task", "WhatId"),
-            ("Opportunity", "Events") | ("Account", "Events") => ("Event", "WhatId"),
-            ("Opportunity", "OpportunityContactRoles") => ("OpportunityContactRole", "OpportunityId"),
-            ("Account", "Contacts") => ("Contact", "AccountId"),
-            ("Account", "Opportunities") => ("Opportunity", "AccountId"),
-            _ => return None,
-        };
-        Some((child.to_owned(), key.to_owned()))
+    fn record(&self, id: &str) -> Option<Value> {
+        let object = schema::object_of_prefix(id)?;
+        self.org.records.get(object.name)?.get(id).cloned()
     }
 
     fn attributes(&self, row: &Value) -> Value {
@@ -945,6 +1379,28 @@ impl soql::Data for OrgData<'_> {
         let object = seed::object_of_prefix(id).unwrap_or("Name");
         json!({"type": object, "url": format!("/services/data/{}/sobjects/{object}/{id}", self.version)})
     }
+
+    fn today(&self) -> jiff::civil::Date {
+        self.today
+    }
+}
+
+fn limits_body(used: u64, max: u64) -> Value {
+    let fixed = |n: u64| json!({"Max": n, "Remaining": n});
+    json!({
+        "ConcurrentAsyncGetReportInstances": fixed(200),
+        "ConcurrentSyncReportRuns": fixed(20),
+        "DailyApiRequests": {"Max": max, "Remaining": max.saturating_sub(used)},
+        "DailyAsyncApexExecutions": fixed(250_000),
+        "DailyBulkApiBatches": fixed(15_000),
+        "DailyBulkApiRequests": fixed(5_000),
+        "DailyBulkV2QueryJobs": fixed(10_000),
+        "DailyDurableStreamingApiEvents": fixed(10_000),
+        "DailyStreamingApiEvents": fixed(10_000),
+        "DataStorageMB": fixed(5),
+        "FileStorageMB": fixed(20),
+        "SingleEmail": fixed(15),
+    })
 }
 
 #[async_trait::async_trait]
@@ -986,6 +1442,8 @@ impl Simulator for SalesforceSim {
             "client_id": seed::CLIENT_ID,
             "client_secret": seed::CLIENT_SECRET,
             "username": seed::INTEGRATION_USERNAME,
+            "password": seed::INTEGRATION_PASSWORD,
+            "my_domain": "hktrading.my.salesforce.com",
             "user_id": seed::INTEGRATION_USER_ID,
             "refresh_token": seed::REFRESH_TOKEN,
             "jwt_public_key_pem": TEST_PUBLIC_KEY_PEM,
@@ -1026,15 +1484,18 @@ impl Simulator for SalesforceSim {
             }
             _ => {}
         }
-        if seed::prefix_of(entity).is_none() {
+        let Some(entity) = schema::object(entity).map(|o| o.name) else {
             return Err(SimError::UnknownEntity {
                 simulator: "salesforce",
                 entity: entity.to_owned(),
-                known:
-                    "Account, Contact, Opportunity, Task, Event, User, OpportunityContactRole, outbound, limits, locked"
-                        .to_owned(),
+                known: schema::OBJECTS
+                    .iter()
+                    .map(|o| o.name)
+                    .chain(["outbound", "limits", "locked"])
+                    .collect::<Vec<_>>()
+                    .join(", "),
             });
-        }
+        };
         let mut fields = value.as_object().cloned().ok_or_else(|| invalid("expected a JSON object"))?;
         let id = fields.remove("Id").and_then(|v| v.as_str().map(str::to_owned));
         let mut changed = Vec::new();
@@ -1051,7 +1512,7 @@ impl Simulator for SalesforceSim {
                 None => None,
             };
             let stored = self
-                .write(&mut org, entity, id.as_deref(), &fields, &mut changed)
+                .write(&mut org, entity, id.as_deref(), &fields, false, &mut changed)
                 .map_err(|(_, body)| invalid(&body.map(|b| b.to_string()).unwrap_or_default()))?;
             (stored, org.outbound_url.clone())
         };

@@ -10,6 +10,9 @@ pub const SALES_REP_ID: &str = "0055g00000Dg7JmAAJ";
 pub const CLIENT_ID: &str = "3MVG9SIMULATEDCONSUMERKEY.dingbridge.hk";
 pub const CLIENT_SECRET: &str = "sim-consumer-secret-0123456789";
 pub const REFRESH_TOKEN: &str = "5Aep861SimulatedRefreshTokenForDingbridge";
+/// Password of the integration user for the username-password flow (being retired by
+/// Salesforce, still what many scripts use).
+pub const INTEGRATION_PASSWORD: &str = "sim-password-0123";
 pub const OPPORTUNITY_ID: &str = "0065g00000Qx1ZpAAJ";
 pub const ACCOUNT_ID: &str = "0015g00000HkAbCAAV";
 
@@ -81,27 +84,37 @@ pub fn records() -> Vec<(&'static str, Value)> {
 
 /// Key prefix → object (reference A7).
 pub fn object_of_prefix(id: &str) -> Option<&'static str> {
-    Some(match id.get(..3)? {
-        "001" => "Account",
-        "003" => "Contact",
-        "005" => "User",
-        "006" => "Opportunity",
-        "00T" => "Task",
-        "00U" => "Event",
-        "00K" => "OpportunityContactRole",
-        _ => return None,
-    })
+    super::schema::object_of_prefix(id).map(|o| o.name)
 }
 
+/// Object → key prefix (declared spelling of the object only).
 pub fn prefix_of(object: &str) -> Option<&'static str> {
-    Some(match object {
-        "Account" => "001",
-        "Contact" => "003",
-        "User" => "005",
-        "Opportunity" => "006",
-        "Task" => "00T",
-        "Event" => "00U",
-        "OpportunityContactRole" => "00K",
-        _ => return None,
-    })
+    super::schema::OBJECTS.iter().find(|o| o.name == object).map(|o| o.prefix)
+}
+
+/// The org's row and its opportunity stages (`OpportunityStage`, which tells which stage means
+/// won or closed: fixture `query/opportunity_stages.json`).
+pub fn setup_records() -> Vec<(&'static str, Value)> {
+    let mut out = vec![(
+        "Organization",
+        json!({"Id": ORG_ID, "Name": "HK Trading Ltd", "IsSandbox": false, "OrganizationType": "Developer Edition", "InstanceName": "AP5", "DefaultLocaleSidKey": "en_HK", "LanguageLocaleKey": "en_US", "TimeZoneSidKey": "Asia/Hong_Kong"}),
+    )];
+    let probability = [10.0, 10.0, 20.0, 50.0, 60.0, 70.0, 75.0, 90.0, 100.0, 0.0];
+    for (n, (stage, p)) in super::schema::STAGES.iter().zip(probability).enumerate() {
+        let closed = stage.starts_with("Closed");
+        let won = *stage == "Closed Won";
+        let category = if won {
+            "Closed"
+        } else if closed {
+            "Omitted"
+        } else {
+            "Pipeline"
+        };
+        let id = super::super::ids::normalize_id(&format!("01J5g00000StG{n:02}")).unwrap_or_default();
+        out.push((
+            "OpportunityStage",
+            json!({"Id": id, "ApiName": stage, "MasterLabel": stage, "IsActive": true, "IsClosed": closed, "IsWon": won, "DefaultProbability": p, "SortOrder": n + 1, "ForecastCategory": category, "ForecastCategoryName": category, "Description": null}),
+        ));
+    }
+    out
 }
