@@ -21,7 +21,7 @@ pub mod resource;
 
 pub use batch::{answer_batch, embedded_response, request_body, request_headers, BatchAnswer, BatchHandler};
 pub use etag::{if_match, if_none_match_any, weak_etag, IfMatch};
-pub use filter::{date_millis, Filter, FilterError};
+pub use filter::{date_millis, Dialect, Filter, FilterError};
 pub use paging::{max_page_size, next_link, prefers, PageWindow};
 pub use query::{compare_rows, compare_values, OrderKey, QueryOptions};
 pub use resource::{key_values, KeyValue, ResourcePath};
