@@ -272,9 +272,17 @@ async fn metadata_and_service_document_are_served() {
     // Every set SAP's document declares (the order of the fixture exchange `csrf_fetch_exchange.http`).
     assert_eq!(
         doc["d"]["EntitySets"],
-        json!(["A_POSubcontractingComponent", "A_PurchaseOrder", "A_PurchaseOrderItem", "A_PurchaseOrderItemNote",
-            "A_PurchaseOrderNote", "A_PurchaseOrderScheduleLine", "A_PurOrdAccountAssignment", "A_PurOrdPricingElement",
-            "A_ValAddedSrvcMM_2"])
+        json!([
+            "A_POSubcontractingComponent",
+            "A_PurchaseOrder",
+            "A_PurchaseOrderItem",
+            "A_PurchaseOrderItemNote",
+            "A_PurchaseOrderNote",
+            "A_PurchaseOrderScheduleLine",
+            "A_PurOrdAccountAssignment",
+            "A_PurOrdPricingElement",
+            "A_ValAddedSrvcMM_2"
+        ])
     );
     let url = c.url(&root, "$metadata", &[]).unwrap();
     let answer = c.send(http::Method::GET, &url, &[], None).await.unwrap();

@@ -255,8 +255,15 @@ fn parse_keys(inner: &str, def: &SetDef) -> Option<Vec<(String, String)>> {
 }
 
 fn odata_error(status: StatusCode, code: &str, message: &str) -> Response {
-    let body = json!({"error": {"code": code, "message": {"lang": "en", "value": message},
+    let mut body = json!({"error": {"code": code, "message": {"lang": "en", "value": message},
         "innererror": {"transactionid": "5153494D0000000000000000000000", "timestamp": "20240315090000.0000000", "errordetails": []}}});
+    // Gateway's own refusals (URI parser, business errors) carry the error-log hint; the ETag
+    // refusals do not (fixtures `error_404_…`, `error_400_…` vs `error_412_…`, `error_428_…`).
+    if !code.starts_with("/IWBEP/CM_MGW_RT/02") {
+        body["error"]["innererror"]["Error_Resolution"] = json!({
+            "SAP_Transaction": "For backend administrators: use ADT feed reader \"SAP Gateway Error Log\" or run transaction /IWFND/ERROR_LOG on SAP Gateway hub system and search for entries with the timestamp above for more details",
+            "SAP_Note": "See SAP Note 1797736 for error analysis (https://service.sap.com/sap/support/notes/1797736)"});
+    }
     (status, [(axum::http::header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
 }
 
@@ -598,6 +605,8 @@ impl SapSim {
             }
             return self.function(service, &function.name, &function.parameters, &query, &base);
         }
+        // pyodata asks for a property as `Set(key)/Property/`; Gateway ignores the trailing slash.
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
         let (rest, count_only) = match rest.strip_suffix("/$count") {
             Some(r) => (r, true),
             None => (rest, false),
@@ -611,7 +620,7 @@ impl SapSim {
         };
         match (keys, path.navigation) {
             (Some(keys), Some(segment)) if *method == Method::GET => {
-                self.below_entity(def, &keys, segment, &query, &base, uri, count_only)
+                self.below_entity(def, &keys, segment, &query, &base, rest, count_only)
             }
             (None, None) if *method == Method::GET => {
                 let plan = match Plan::of(def, &query) {
@@ -620,7 +629,7 @@ impl SapSim {
                 };
                 let data = self.lock();
                 let rows: Vec<&Value> = data.rows[def.set].iter().collect();
-                self.collection(&data, def, rows, &plan, &query, &base, uri, count_only)
+                self.collection(&data, def, rows, &plan, &query, &base, rest, count_only)
             }
             (None, None) if *method == Method::POST => self.create(def, body, &base),
             (Some(keys), None) if !count_only => match method.as_str() {
@@ -712,7 +721,7 @@ impl SapSim {
         plan: &Plan<'_>,
         query: &QueryOptions,
         base: &str,
-        uri: &Uri,
+        path: &str,
         count_only: bool,
     ) -> Response {
         // Filter and sort on complete rows: a declared property the row lacks has its default.
@@ -751,13 +760,7 @@ impl SapSim {
                 next.push(("$top".to_owned(), (t - page.len()).to_string()));
             }
             next.push(("$skiptoken".to_owned(), (skip + page.len()).to_string()));
-            let root_path = uri.path().find(def.service).map_or(0, |i| i + def.service.len() + 1);
-            let path = format!(
-                "{base}{}",
-                percent_encoding::percent_decode_str(&uri.path()[root_path.min(uri.path().len())..])
-                    .decode_utf8_lossy()
-            );
-            d["__next"] = json!(next_link(&path, &next, QUERY_VALUE));
+            d["__next"] = json!(next_link(&format!("{base}{path}"), &next, QUERY_VALUE));
         }
         json_response(StatusCode::OK, &json!({ "d": d }))
     }
@@ -771,7 +774,7 @@ impl SapSim {
         segment: &str,
         query: &QueryOptions,
         base: &str,
-        uri: &Uri,
+        path: &str,
         count_only: bool,
     ) -> Response {
         let data = self.lock();
@@ -786,7 +789,7 @@ impl SapSim {
             };
             let targets = related(&data, nav, tdef, row);
             if nav.many || count_only {
-                return self.collection(&data, tdef, targets, &plan, query, base, uri, count_only);
+                return self.collection(&data, tdef, targets, &plan, query, base, path, count_only);
             }
             return match targets.first() {
                 Some(target) => {
@@ -1441,3 +1444,6 @@ mod tests {
         assert!(parse_keys("PurchaseOrder=4500000123", def).is_none());
     }
 }
+
+#[cfg(test)]
+mod metadata_tests;
