@@ -280,16 +280,12 @@ const URI_ERROR_CODE: &str = "005056A509B11EE1B9A8FEC11C21D78E";
 
 /// A set, key, navigation or property the service does not have (fixture shape).
 fn segment_not_found(segment: &str) -> Response {
-    odata_error(StatusCode::NOT_FOUND, URI_ERROR_CODE, &format!("Resource not found for the segment '{segment}'."))
+    Refusal::SegmentNotFound(segment.to_owned()).response()
 }
 
 /// A property the entity type does not declare, in `$filter`, `$select`, `$orderby` or a body.
 fn invalid_property(name: &str, def: &SetDef) -> Response {
-    odata_error(
-        StatusCode::BAD_REQUEST,
-        URI_ERROR_CODE,
-        &format!("Property '{name}' is invalid for entity type '{}.{}'.", def.namespace, def.type_name),
-    )
+    Refusal::invalid_property(name, def).response()
 }
 
 fn method_not_allowed() -> Response {
@@ -351,33 +347,20 @@ struct Plan<'q> {
 }
 
 impl<'q> Plan<'q> {
-    fn of(def: &SetDef, query: &'q QueryOptions) -> Result<Self, Response> {
+    fn of(def: &SetDef, query: &'q QueryOptions) -> Result<Self, Refusal> {
         for option in ["$top", "$skip", "$skiptoken"] {
             if query.contains(option) && query.number(option).is_none() {
-                return Err(odata_error(
-                    StatusCode::BAD_REQUEST,
-                    URI_ERROR_CODE,
-                    &format!(
-                        "Invalid value '{}' for system query option '{option}'.",
-                        query.get(option).unwrap_or_default()
-                    ),
-                ));
+                let value = query.get(option).unwrap_or_default().to_owned();
+                return Err(Refusal::BadNumber { option, value });
             }
         }
-        let filter = query.get("$filter").map(|f| Filter::parse_dialect(f, Dialect::V2)).transpose().map_err(|e| {
-            odata_error(StatusCode::BAD_REQUEST, URI_ERROR_CODE, &format!("Invalid filter expression: {e}."))
-        })?;
+        let filter =
+            query.get("$filter").map(|f| Filter::parse_dialect(f, Dialect::V2)).transpose().map_err(Refusal::Filter)?;
         if let Some(filter) = &filter {
             for field in filter.fields() {
                 match def.property(field) {
-                    None => return Err(invalid_property(field, def)),
-                    Some(p) if !p.filterable => {
-                        return Err(odata_error(
-                            StatusCode::BAD_REQUEST,
-                            URI_ERROR_CODE,
-                            &format!("Property '{field}' is not filterable."),
-                        ))
-                    }
+                    None => return Err(Refusal::invalid_property(field, def)),
+                    Some(p) if !p.filterable => return Err(Refusal::NotFilterable(field.to_owned())),
                     Some(_) => {}
                 }
             }
@@ -385,14 +368,8 @@ impl<'q> Plan<'q> {
         let order = query.order_by();
         for key in &order {
             match def.property(&key.field) {
-                None => return Err(invalid_property(&key.field, def)),
-                Some(p) if !p.sortable => {
-                    return Err(odata_error(
-                        StatusCode::BAD_REQUEST,
-                        URI_ERROR_CODE,
-                        &format!("Property '{}' is not sortable.", key.field),
-                    ))
-                }
+                None => return Err(Refusal::invalid_property(&key.field, def)),
+                Some(p) if !p.sortable => return Err(Refusal::NotSortable(key.field.clone())),
                 Some(_) => {}
             }
         }
@@ -408,9 +385,9 @@ impl<'q> Plan<'q> {
     }
 
     /// `to_A/to_B`: each step a navigation of the type before it.
-    fn check_expand(def: &SetDef, path: &str) -> Result<(), Response> {
+    fn check_expand(def: &SetDef, path: &str) -> Result<(), Refusal> {
         let (first, rest) = path.split_once('/').map_or((path, None), |(a, b)| (a, Some(b)));
-        let nav = def.nav(first).ok_or_else(|| segment_not_found(first))?;
+        let nav = def.nav(first).ok_or_else(|| Refusal::SegmentNotFound(first.to_owned()))?;
         match (rest, set_in(def.service, nav.target)) {
             (Some(rest), Some(tdef)) => Self::check_expand(tdef, rest),
             _ => Ok(()),
@@ -418,7 +395,7 @@ impl<'q> Plan<'q> {
     }
 
     /// `*`, a property, a navigation, or `to_A/Property` of an expanded navigation.
-    fn check_select(def: &SetDef, item: &str, expand: &[&str]) -> Result<(), Response> {
+    fn check_select(def: &SetDef, item: &str, expand: &[&str]) -> Result<(), Refusal> {
         if item == "*" || def.property(item).is_some() || def.nav(item).is_some() {
             return Ok(());
         }
@@ -431,7 +408,36 @@ impl<'q> Plan<'q> {
                 }
             }
         }
-        Err(invalid_property(item, def))
+        Err(Refusal::invalid_property(item, def))
+    }
+}
+
+/// Why a read's path or query options are refused, as Gateway's URI parser refuses them.
+#[derive(Debug, thiserror::Error)]
+enum Refusal {
+    #[error("Resource not found for the segment '{0}'.")]
+    SegmentNotFound(String),
+    #[error("Property '{name}' is invalid for entity type '{entity_type}'.")]
+    InvalidProperty { name: String, entity_type: String },
+    #[error("Property '{0}' is not filterable.")]
+    NotFilterable(String),
+    #[error("Property '{0}' is not sortable.")]
+    NotSortable(String),
+    #[error("Invalid filter expression: {0}.")]
+    Filter(#[source] sim::odata::FilterError),
+    #[error("Invalid value '{value}' for system query option '{option}'.")]
+    BadNumber { option: &'static str, value: String },
+}
+
+impl Refusal {
+    fn invalid_property(name: &str, def: &SetDef) -> Self {
+        Refusal::InvalidProperty { name: name.to_owned(), entity_type: format!("{}.{}", def.namespace, def.type_name) }
+    }
+
+    fn response(&self) -> Response {
+        let status =
+            if matches!(self, Refusal::SegmentNotFound(_)) { StatusCode::NOT_FOUND } else { StatusCode::BAD_REQUEST };
+        odata_error(status, URI_ERROR_CODE, &self.to_string())
     }
 }
 
@@ -625,7 +631,7 @@ impl SapSim {
             (None, None) if *method == Method::GET => {
                 let plan = match Plan::of(def, &query) {
                     Ok(plan) => plan,
-                    Err(refusal) => return refusal,
+                    Err(refusal) => return refusal.response(),
                 };
                 let data = self.lock();
                 let rows: Vec<&Value> = data.rows[def.set].iter().collect();
@@ -785,7 +791,7 @@ impl SapSim {
             let Some(tdef) = set_in(def.service, nav.target) else { return segment_not_found(segment) };
             let plan = match Plan::of(tdef, query) {
                 Ok(plan) => plan,
-                Err(refusal) => return refusal,
+                Err(refusal) => return refusal.response(),
             };
             let targets = related(&data, nav, tdef, row);
             if nav.many || count_only {
@@ -811,7 +817,7 @@ impl SapSim {
     fn single(&self, def: &SetDef, keys: &[(String, String)], query: &QueryOptions, base: &str) -> Response {
         let plan = match Plan::of(def, query) {
             Ok(plan) => plan,
-            Err(refusal) => return refusal,
+            Err(refusal) => return refusal.response(),
         };
         let data = self.lock();
         let Some(row) = data.rows[def.set].iter().find(|r| key_matches(def, r, keys)) else {
