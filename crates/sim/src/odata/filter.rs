@@ -1,14 +1,3 @@
-//! The `$filter` subset the OData simulators evaluate: `Field op literal` comparisons (`eq ne gt
-//! ge lt le`) joined by `and` / `or` (`and` binds tighter; no parentheses, no functions).
-//!
-//! Literals: `'text'` (with `''` for a quote), `datetime'…'` and `datetimeoffset'…'` (v2), bare
-//! RFC 3339 instants (v4), `true`/`false`, `null`, decimals (`40`, `37.5M`), and any other bare
-//! word (a v4 GUID) compared as text.
-//!
-//! Row values compare by kind: v2 `/Date(ms)/` strings and RFC 3339 strings as instants, JSON
-//! numbers and decimal strings as decimals, strings as text. A value that cannot be compared with
-//! the literal (missing, null, another kind) satisfies only `ne`, as `null ne 'x'` does in OData.
-
 //! The `$filter` grammar the OData simulators evaluate (reference A4 for SAP Gateway v2, C4 for
 //! Dataverse v4), parsed with `winnow`:
 //!

@@ -3,10 +3,10 @@
 //! error bodies.
 //!
 //! - [`resource`]: `Set`, `Set(key)` and `Set(key)/Navigation` paths and key predicates,
-//! - [`query`]: the system query options both simulators read (`$filter` subset, `$select`,
+//! - [`query`]: the system query options both simulators read (`$filter`, `$select`,
 //!   `$expand`, `$top`, `$skip`, `$skiptoken`, `$orderby`, `$inlinecount`/`$count`) and row
 //!   ordering,
-//! - [`filter`]: the `$filter` subset, evaluated against JSON rows,
+//! - [`filter`]: the `$filter` grammar (a `winnow` parser), evaluated against JSON rows,
 //! - [`paging`]: server-driven paging windows, next links and `Prefer: odata.maxpagesize`,
 //! - [`etag`]: weak ETags and the `If-Match` / `If-None-Match` decisions (412, 428),
 //! - [`batch`]: running a `$batch` request through the simulator's own handler, change sets

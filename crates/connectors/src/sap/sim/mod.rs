@@ -2,8 +2,18 @@
 //! and the Task Gateway service at their real paths, Basic/bearer auth, session cookies with the
 //! CSRF-token protocol, `d`/`d.results` envelopes with `__metadata`, `__deferred`, `__count` and
 //! `__next` server paging, `$filter`/`$select`/`$expand`/`$orderby`/`$top`/`$skip`/`$skiptoken`,
-//! ETags with 412/428, `$batch` with atomic changesets, `TASKPROCESSING` decisions, a generated
-//! `$metadata`, and IDoc-XML pushes.
+//! ETags with 412/428, `$batch` with atomic changesets, `TASKPROCESSING` decisions, and IDoc-XML
+//! pushes.
+//!
+//! What each service serves is derived from its `$metadata` (`catalog.rs`): SAP's real documents
+//! (the shared fixtures, embedded at build time and served as they are) and a generated one for
+//! TASKPROCESSING. Every declared entity set answers (empty where nothing is seeded), with every
+//! declared property (SAP's empty value where the row has none) and navigation (deferred, or
+//! expanded to any depth); creates, updates and deletes follow the sets' `sap:creatable` /
+//! `sap:updatable` / `sap:deletable`; undeclared sets, navigations and properties (in the path,
+//! `$filter`, `$select`, `$orderby`, `$expand` or a body) and non-filterable / non-sortable
+//! properties are refused with Gateway's error body. Declared function imports answer (PO
+//! `GetPDF` / `GetOutputBinaryData`, TASKPROCESSING's) or, when not simulated, 501.
 //!
 //! Control (`POST /_sim/records/{entity}`):
 //!
@@ -29,9 +39,9 @@
 //! | `POST Decision?SAP__Origin&InstanceID&DecisionKey&Comments` | stores the comment, completes the task (`COMPLETED`, `CompletedOn`, `Processor` = the Basic user); POSITIVE completes the document's release (`ReleaseIsNotCompleted` false, status 05, `LastChangeDateTime` now), NEGATIVE rejects it (status 08; requisition items no longer wait for release); a task not READY answers 400 `/IWWRK/WF/002` "already completed" |
 //!
 //! Navigation paths (`A_PurchaseOrder('…')/to_PurchaseOrderItem`, `TaskCollection(…)/Comments`)
-//! are answered one level deep, without query options.
-//! Not simulated: `$expand` beyond one level, `/$count`, `$filter` functions and parentheses, XML
-//! error bodies.
+//! take the query options of a collection; `/$count` and `Set(key)/Property` are answered.
+//! `$filter` is the grammar of [`sim::odata::filter`] (OData v2 functions). Not simulated: XML
+//! error bodies, `$value` streams. Assumptions: `conformance/UNVERIFIED-sap.md`.
 
 mod catalog;
 mod edmx;
