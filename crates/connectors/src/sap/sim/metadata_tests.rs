@@ -183,6 +183,37 @@ async fn function_imports() {
     assert_eq!(status, 405);
     let (status, body) = s.get(PR, "Validate?PurchaseRequisition='10000045'&PurchaseRequisitionItem='10'").await;
     assert_eq!(status, 501, "{body}");
+    // A declared POST needs the CSRF token like any write; then the delivery is goods-issued once.
+    let url = |path: &str| format!("{}{}{path}", s.running.url().trim_end_matches('/'), root(DLV));
+    let fetch = s
+        .http
+        .get(url(""))
+        .basic_auth(seed::USER, Some(seed::PASSWORD))
+        .header("x-csrf-token", "Fetch")
+        .send()
+        .await
+        .unwrap();
+    let token = fetch.headers()["x-csrf-token"].to_str().unwrap().to_owned();
+    let cookies: Vec<String> = fetch
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|c| c.to_str().unwrap().split(';').next().unwrap().to_owned())
+        .collect();
+    let post = |path: &'static str| {
+        s.http
+            .post(url(path))
+            .basic_auth(seed::USER, Some(seed::PASSWORD))
+            .header("x-csrf-token", &token)
+            .header("cookie", cookies.join("; "))
+            .header("accept", "application/json")
+            .send()
+    };
+    assert_eq!(post("PostGoodsIssue?DeliveryDocument='80001235'").await.unwrap().status(), 200);
+    let (_, body) = s.get(DLV, "A_OutbDeliveryHeader('80001235')").await;
+    assert_eq!(body["d"]["OverallGoodsMovementStatus"], "C");
+    assert!(body["d"]["ActualGoodsMovementDate"].is_string());
+    assert_eq!(post("PostGoodsIssue?DeliveryDocument='80001235'").await.unwrap().status(), 400);
     let (status, body) = s.get(TASKS, "DecisionOptions?SAP__Origin='LOCAL'&InstanceID='000001129172'").await;
     assert_eq!(status, 200);
     assert_eq!(body["d"]["results"].as_array().unwrap().len(), 2);

@@ -1059,12 +1059,40 @@ impl SapSim {
                     &json!({"d": {name: {"__metadata": {"type": format!("{PO}.GetPDFResult")}, "PurchaseOrderBinary": binary}}}),
                 )
             }
+            (DLV, "PostGoodsIssue") => self.post_goods_issue(&p("DeliveryDocument")),
             _ => odata_error(
                 StatusCode::NOT_IMPLEMENTED,
                 "/IWBEP/CM_MGW_RT/016",
                 &format!("Function import '{name}' is declared but not simulated"),
             ),
         }
+    }
+
+    /// `POST PostGoodsIssue?DeliveryDocument='…'`: the delivery's goods movement is complete,
+    /// dated now (Hong Kong); the answer is its (empty) collection of picking messages.
+    fn post_goods_issue(&self, delivery: &str) -> Response {
+        let def = builtin("A_OutbDeliveryHeader");
+        let mut data = self.lock();
+        let Some(index) = data.rows[def.set].iter().position(|r| r["DeliveryDocument"] == delivery) else {
+            return segment_not_found(def.set);
+        };
+        let mut row = data.rows[def.set][index].clone();
+        if row["OverallGoodsMovementStatus"] == "C" {
+            return odata_error(
+                StatusCode::BAD_REQUEST,
+                "VL/602",
+                &format!("Delivery {delivery} has already been posted for goods issue"),
+            );
+        }
+        let (date, time) = goods_issue_now();
+        row["OverallGoodsMovementStatus"] = json!("C");
+        row["ActualGoodsMovementDate"] = json!(date);
+        row["ActualGoodsMovementTime"] = json!(time);
+        data.touch(def, &mut row);
+        if let Some(rows) = data.rows.get_mut(def.set) {
+            rows[index] = row;
+        }
+        json_response(StatusCode::OK, &json!({"d": {"results": []}}))
     }
 
     fn decision(&self, query: &QueryOptions, base: &str) -> Response {
