@@ -32,6 +32,10 @@ fn main() {
             std::env::var("CARGO_MANIFEST_DIR").unwrap_or_default()
         );
     };
+    // `include_str!` resolves a relative path against the source file: make it absolute.
+    let dir = dir.canonicalize().unwrap_or_else(|e| {
+        panic!("fixtures directory {} (relative paths start at crates/connectors) cannot be read: {e}; set {FIXTURES_ENV} to the fixtures directory", dir.display())
+    });
     let sap = dir.join("sap");
     for name in SAP_METADATA {
         let file = sap.join(name);
