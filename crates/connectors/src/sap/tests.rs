@@ -269,10 +269,26 @@ async fn metadata_and_service_document_are_served() {
     let c = client(&s);
     let root = service_root(PURCHASE_ORDER_SERVICE);
     let doc = c.get_json(&c.url(&root, "", &[]).unwrap(), "service document").await.unwrap();
-    assert_eq!(doc["d"]["EntitySets"], json!(["A_PurchaseOrder", "A_PurchaseOrderItem"]));
+    // Every set SAP's document declares (the order of the fixture exchange `csrf_fetch_exchange.http`).
+    assert_eq!(
+        doc["d"]["EntitySets"],
+        json!([
+            "A_POSubcontractingComponent",
+            "A_PurchaseOrder",
+            "A_PurchaseOrderItem",
+            "A_PurchaseOrderItemNote",
+            "A_PurchaseOrderNote",
+            "A_PurchaseOrderScheduleLine",
+            "A_PurOrdAccountAssignment",
+            "A_PurOrdPricingElement",
+            "A_ValAddedSrvcMM_2"
+        ])
+    );
     let url = c.url(&root, "$metadata", &[]).unwrap();
     let answer = c.send(http::Method::GET, &url, &[], None).await.unwrap();
     let xml = String::from_utf8(answer.body).unwrap();
+    // SAP's own document, served as it is.
+    assert_eq!(xml, fixtures::read_fixture("sap/API_PURCHASEORDER_PROCESS_SRV.metadata.xml"));
     assert!(xml.contains("<EntitySet Name=\"A_PurchaseOrder\""), "{xml}");
     assert!(xml.contains("<Property Name=\"OrderQuantity\" Type=\"Edm.Decimal\""), "{xml}");
     assert!(xml.contains("<PropertyRef Name=\"PurchaseOrderItem\"/>"));

@@ -2,8 +2,18 @@
 //! and the Task Gateway service at their real paths, Basic/bearer auth, session cookies with the
 //! CSRF-token protocol, `d`/`d.results` envelopes with `__metadata`, `__deferred`, `__count` and
 //! `__next` server paging, `$filter`/`$select`/`$expand`/`$orderby`/`$top`/`$skip`/`$skiptoken`,
-//! ETags with 412/428, `$batch` with atomic changesets, `TASKPROCESSING` decisions, a generated
-//! `$metadata`, and IDoc-XML pushes.
+//! ETags with 412/428, `$batch` with atomic changesets, `TASKPROCESSING` decisions, and IDoc-XML
+//! pushes.
+//!
+//! What each service serves is derived from its `$metadata` (`catalog.rs`): SAP's real documents
+//! (the shared fixtures, embedded at build time and served as they are) and a generated one for
+//! TASKPROCESSING. Every declared entity set answers (empty where nothing is seeded), with every
+//! declared property (SAP's empty value where the row has none) and navigation (deferred, or
+//! expanded to any depth); creates, updates and deletes follow the sets' `sap:creatable` /
+//! `sap:updatable` / `sap:deletable`; undeclared sets, navigations and properties (in the path,
+//! `$filter`, `$select`, `$orderby`, `$expand` or a body) and non-filterable / non-sortable
+//! properties are refused with Gateway's error body. Declared function imports answer (PO
+//! `GetPDF` / `GetOutputBinaryData`, TASKPROCESSING's) or, when not simulated, 501.
 //!
 //! Control (`POST /_sim/records/{entity}`):
 //!
@@ -29,13 +39,17 @@
 //! | `POST Decision?SAP__Origin&InstanceID&DecisionKey&Comments` | stores the comment, completes the task (`COMPLETED`, `CompletedOn`, `Processor` = the Basic user); POSITIVE completes the document's release (`ReleaseIsNotCompleted` false, status 05, `LastChangeDateTime` now), NEGATIVE rejects it (status 08; requisition items no longer wait for release); a task not READY answers 400 `/IWWRK/WF/002` "already completed" |
 //!
 //! Navigation paths (`A_PurchaseOrder('…')/to_PurchaseOrderItem`, `TaskCollection(…)/Comments`)
-//! are answered one level deep, without query options.
-//! Not simulated: `$expand` beyond one level, `/$count`, `$filter` functions and parentheses, XML
-//! error bodies.
+//! take the query options of a collection; `/$count` and `Set(key)/Property` are answered.
+//! `$filter` is the grammar of [`sim::odata::filter`] (OData v2 functions). Not simulated: XML
+//! error bodies, `$value` streams. Assumptions: `conformance/UNVERIFIED-sap.md`.
 
+mod catalog;
+mod edmx;
 mod idoc_out;
-mod metadata;
 pub mod seed;
+
+use catalog::{set_def, set_in, sets, Nav, SetDef, DLV, PO, PR, STOCK, TASKS};
+use edmx::Property;
 
 use crate::sap::client::{service_root, TASK_PROCESSING_ROOT};
 use axum::body::Bytes;
@@ -49,8 +63,8 @@ use percent_encoding::{AsciiSet, CONTROLS};
 use serde_json::{json, Map, Value};
 use sim::odata::batch::{request_body, request_headers, BatchOperation, BatchResponse};
 use sim::odata::{
-    answer_batch, compare_rows, date_millis, embedded_response, if_match, key_values, next_link, BatchHandler, IfMatch,
-    PageWindow, QueryOptions, ResourcePath,
+    answer_batch, compare_rows, date_millis, embedded_response, if_match, key_values, next_link, BatchHandler, Dialect,
+    Filter, IfMatch, OrderKey, PageWindow, QueryOptions, ResourcePath,
 };
 use sim::{SimError, Simulator};
 use std::collections::{BTreeMap, HashMap};
@@ -60,130 +74,10 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 const QUERY_VALUE: &AsciiSet =
     &CONTROLS.add(b' ').add(b'"').add(b'#').add(b'%').add(b'&').add(b'+').add(b'<').add(b'>');
 
-/// A navigation property: (name, target set, foreign-key pairs (own field, target field)).
-pub(crate) type Nav = (&'static str, &'static str, &'static [(&'static str, &'static str)]);
-
-/// One simulated entity set.
-pub(crate) struct SetDef {
-    pub service: &'static str,
-    pub set: &'static str,
-    pub type_name: &'static str,
-    pub keys: &'static [&'static str],
-    /// Property the weak ETag is derived from; `None`: no ETag, no If-Match needed.
-    pub etag_field: Option<&'static str>,
-    pub writable: bool,
-    pub navs: &'static [Nav],
-}
-
-const PO: &str = "API_PURCHASEORDER_PROCESS_SRV";
-const PR: &str = "API_PURCHASEREQ_PROCESS_SRV";
-const STOCK: &str = "API_MATERIAL_STOCK_SRV";
-const DLV: &str = "API_OUTBOUND_DELIVERY_SRV;v=0002";
-const TASKS: &str = "TASKPROCESSING";
-
-pub(crate) const SETS: &[SetDef] = &[
-    SetDef {
-        service: PO,
-        set: "A_PurchaseOrder",
-        type_name: "A_PurchaseOrderType",
-        keys: &["PurchaseOrder"],
-        etag_field: Some("LastChangeDateTime"),
-        writable: true,
-        navs: &[("to_PurchaseOrderItem", "A_PurchaseOrderItem", &[("PurchaseOrder", "PurchaseOrder")])],
-    },
-    SetDef {
-        service: PO,
-        set: "A_PurchaseOrderItem",
-        type_name: "A_PurchaseOrderItemType",
-        keys: &["PurchaseOrder", "PurchaseOrderItem"],
-        etag_field: None,
-        writable: true,
-        navs: &[],
-    },
-    SetDef {
-        service: PR,
-        set: "A_PurchaseRequisitionItem",
-        type_name: "A_PurchaseRequisitionItemType",
-        keys: &["PurchaseRequisition", "PurchaseRequisitionItem"],
-        etag_field: Some("LastChangeDateTime"),
-        writable: true,
-        navs: &[],
-    },
-    SetDef {
-        service: STOCK,
-        set: "A_MatlStkInAcctMod",
-        type_name: "A_MatlStkInAcctModType",
-        keys: &[
-            "Material",
-            "Plant",
-            "StorageLocation",
-            "Batch",
-            "Supplier",
-            "Customer",
-            "WBSElementInternalID",
-            "SDDocument",
-            "SDDocumentItem",
-            "InventorySpecialStockType",
-            "InventoryStockType",
-        ],
-        etag_field: None,
-        writable: false,
-        navs: &[],
-    },
-    SetDef {
-        service: DLV,
-        set: "A_OutbDeliveryHeader",
-        type_name: "A_OutbDeliveryHeaderType",
-        keys: &["DeliveryDocument"],
-        etag_field: Some("LastChangeDate"),
-        writable: true,
-        navs: &[("to_DeliveryDocumentItem", "A_OutbDeliveryItem", &[("DeliveryDocument", "DeliveryDocument")])],
-    },
-    SetDef {
-        service: DLV,
-        set: "A_OutbDeliveryItem",
-        type_name: "A_OutbDeliveryItemType",
-        keys: &["DeliveryDocument", "DeliveryDocumentItem"],
-        etag_field: None,
-        writable: true,
-        navs: &[],
-    },
-    SetDef {
-        service: TASKS,
-        set: "TaskCollection",
-        type_name: "Task",
-        keys: &["SAP__Origin", "InstanceID"],
-        etag_field: None,
-        writable: false,
-        navs: &[
-            ("TaskObjects", "TaskObjectCollection", &[("SAP__Origin", "SAP__Origin"), ("InstanceID", "InstanceID")]),
-            ("Comments", "CommentCollection", &[("SAP__Origin", "SAP__Origin"), ("InstanceID", "InstanceID")]),
-        ],
-    },
-    // The documents a work item is about (`TaskCollection(…)/TaskObjects`).
-    SetDef {
-        service: TASKS,
-        set: "TaskObjectCollection",
-        type_name: "TaskObject",
-        keys: &["SAP__Origin", "InstanceID", "ObjectID"],
-        etag_field: None,
-        writable: false,
-        navs: &[],
-    },
-    // Comments written with decisions (`TaskCollection(…)/Comments`).
-    SetDef {
-        service: TASKS,
-        set: "CommentCollection",
-        type_name: "Comment",
-        keys: &["SAP__Origin", "InstanceID", "ID"],
-        etag_field: None,
-        writable: false,
-        navs: &[],
-    },
-];
-
-fn set_def(set: &str) -> Option<&'static SetDef> {
-    SETS.iter().find(|d| d.set == set)
+/// A set the simulator's own logic names (seeds, decisions, deep insert); every one of them is
+/// declared in the embedded documents (`catalog::tests` proves it), so a miss is a broken build.
+fn builtin(set: &str) -> &'static SetDef {
+    set_def(set).unwrap_or_else(|| panic!("entity set {set} is not declared in the embedded $metadata"))
 }
 
 #[derive(Debug)]
@@ -209,7 +103,7 @@ struct Data {
 
 impl Data {
     fn seeded() -> Self {
-        let mut rows = BTreeMap::new();
+        let mut rows: BTreeMap<&'static str, Vec<Value>> = sets().iter().map(|d| (d.set, Vec::new())).collect();
         rows.insert("A_PurchaseOrder", seed::purchase_orders());
         rows.insert("A_PurchaseOrderItem", seed::purchase_order_items());
         rows.insert("A_PurchaseRequisitionItem", seed::purchase_requisition_items());
@@ -371,8 +265,15 @@ fn parse_keys(inner: &str, def: &SetDef) -> Option<Vec<(String, String)>> {
 }
 
 fn odata_error(status: StatusCode, code: &str, message: &str) -> Response {
-    let body = json!({"error": {"code": code, "message": {"lang": "en", "value": message},
+    let mut body = json!({"error": {"code": code, "message": {"lang": "en", "value": message},
         "innererror": {"transactionid": "5153494D0000000000000000000000", "timestamp": "20240315090000.0000000", "errordetails": []}}});
+    // Gateway's own refusals (URI parser, business errors) carry the error-log hint; the ETag
+    // refusals do not (fixtures `error_404_…`, `error_400_…` vs `error_412_…`, `error_428_…`).
+    if !code.starts_with("/IWBEP/CM_MGW_RT/02") {
+        body["error"]["innererror"]["Error_Resolution"] = json!({
+            "SAP_Transaction": "For backend administrators: use ADT feed reader \"SAP Gateway Error Log\" or run transaction /IWFND/ERROR_LOG on SAP Gateway hub system and search for entries with the timestamp above for more details",
+            "SAP_Note": "See SAP Note 1797736 for error analysis (https://service.sap.com/sap/support/notes/1797736)"});
+    }
     (status, [(axum::http::header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
 }
 
@@ -382,6 +283,172 @@ fn json_response(status: StatusCode, value: &Value) -> Response {
 
 fn unquote(text: &str) -> String {
     text.strip_prefix('\'').and_then(|t| t.strip_suffix('\'')).map_or_else(|| text.to_owned(), |t| t.replace("''", "'"))
+}
+
+/// Gateway's code for URI-parser refusals (fixture `error_404_resource_not_found.v2.json`).
+const URI_ERROR_CODE: &str = "005056A509B11EE1B9A8FEC11C21D78E";
+
+/// A set, key, navigation or property the service does not have (fixture shape).
+fn segment_not_found(segment: &str) -> Response {
+    Refusal::SegmentNotFound(segment.to_owned()).response()
+}
+
+/// A property the entity type does not declare, in `$filter`, `$select`, `$orderby` or a body.
+fn invalid_property(name: &str, def: &SetDef) -> Response {
+    Refusal::invalid_property(name, def).response()
+}
+
+fn method_not_allowed() -> Response {
+    odata_error(StatusCode::METHOD_NOT_ALLOWED, "/IWBEP/CM_MGW_RT/025", "Method not allowed for this resource")
+}
+
+fn malformed_key() -> Response {
+    odata_error(StatusCode::BAD_REQUEST, "/IWBEP/CM_MGW_RT/004", "Malformed key predicate")
+}
+
+fn body_not_an_object() -> Response {
+    odata_error(StatusCode::BAD_REQUEST, "/IWBEP/CM_MGW_RT/001", "The request body is not a JSON object")
+}
+
+/// Every key property named once (or the short form for a single key), nothing else.
+fn key_is_complete(def: &SetDef, keys: &[(String, String)]) -> bool {
+    keys.len() == def.keys.len() && def.keys.iter().all(|k| keys.iter().any(|(name, _)| name == k))
+}
+
+/// What Gateway sends for a property that has no value: empty text, zero, false, null dates.
+fn default_value(property: &Property) -> Value {
+    match property.edm_type.as_str() {
+        "Edm.Boolean" => json!(false),
+        "Edm.Decimal" | "Edm.Int64" => json!("0"),
+        "Edm.Int16" | "Edm.Int32" | "Edm.Byte" | "Edm.SByte" | "Edm.Double" | "Edm.Single" => json!(0),
+        "Edm.Time" => json!("PT00H00M00S"),
+        "Edm.Guid" => json!("00000000-0000-0000-0000-000000000000"),
+        "Edm.DateTime" | "Edm.DateTimeOffset" | "Edm.Binary" => Value::Null,
+        _ if property.nullable => json!(""),
+        _ => json!(""),
+    }
+}
+
+/// The row as the service shows it: every declared property, the row's value or its default.
+fn complete_row(def: &SetDef, row: &Value) -> Map<String, Value> {
+    def.properties
+        .iter()
+        .map(|p| (p.name.clone(), row.get(&p.name).cloned().unwrap_or_else(|| default_value(p))))
+        .collect()
+}
+
+/// The rows of `tdef` that `nav` of `row` leads to.
+fn related<'a>(data: &'a Data, nav: &Nav, tdef: &SetDef, row: &Value) -> Vec<&'a Value> {
+    let own = |name: &str| row.get(name).filter(|v| !v.is_null());
+    data.rows[tdef.set]
+        .iter()
+        .filter(|c| nav.pairs.iter().all(|(mine, theirs)| own(mine).is_some() && c.get(*theirs) == own(mine)))
+        .collect()
+}
+
+/// The system query options of one read, checked against the entity type: every property in
+/// `$filter`, `$select` and `$orderby` and every navigation in `$expand` must be declared (and
+/// filterable / sortable where SAP says it is not).
+struct Plan<'q> {
+    filter: Option<Filter>,
+    order: Vec<OrderKey>,
+    select: Vec<&'q str>,
+    expand: Vec<&'q str>,
+}
+
+impl<'q> Plan<'q> {
+    fn of(def: &SetDef, query: &'q QueryOptions) -> Result<Self, Refusal> {
+        for option in ["$top", "$skip", "$skiptoken"] {
+            if query.contains(option) && query.number(option).is_none() {
+                let value = query.get(option).unwrap_or_default().to_owned();
+                return Err(Refusal::BadNumber { option, value });
+            }
+        }
+        let filter =
+            query.get("$filter").map(|f| Filter::parse_dialect(f, Dialect::V2)).transpose().map_err(Refusal::Filter)?;
+        if let Some(filter) = &filter {
+            for field in filter.fields() {
+                match def.property(field) {
+                    None => return Err(Refusal::invalid_property(field, def)),
+                    Some(p) if !p.filterable => return Err(Refusal::NotFilterable(field.to_owned())),
+                    Some(_) => {}
+                }
+            }
+        }
+        let order = query.order_by();
+        for key in &order {
+            match def.property(&key.field) {
+                None => return Err(Refusal::invalid_property(&key.field, def)),
+                Some(p) if !p.sortable => return Err(Refusal::NotSortable(key.field.clone())),
+                Some(_) => {}
+            }
+        }
+        let expand = query.list("$expand");
+        for path in &expand {
+            Self::check_expand(def, path)?;
+        }
+        let select = query.list("$select");
+        for item in &select {
+            Self::check_select(def, item, &expand)?;
+        }
+        Ok(Plan { filter, order, select, expand })
+    }
+
+    /// `to_A/to_B`: each step a navigation of the type before it.
+    fn check_expand(def: &SetDef, path: &str) -> Result<(), Refusal> {
+        let (first, rest) = path.split_once('/').map_or((path, None), |(a, b)| (a, Some(b)));
+        let nav = def.nav(first).ok_or_else(|| Refusal::SegmentNotFound(first.to_owned()))?;
+        match (rest, set_in(def.service, nav.target)) {
+            (Some(rest), Some(tdef)) => Self::check_expand(tdef, rest),
+            _ => Ok(()),
+        }
+    }
+
+    /// `*`, a property, a navigation, or `to_A/Property` of an expanded navigation.
+    fn check_select(def: &SetDef, item: &str, expand: &[&str]) -> Result<(), Refusal> {
+        if item == "*" || def.property(item).is_some() || def.nav(item).is_some() {
+            return Ok(());
+        }
+        if let Some((first, rest)) = item.split_once('/') {
+            if let (Some(nav), true) = (def.nav(first), expand.iter().any(|e| e.split('/').next() == Some(first))) {
+                if let Some(tdef) = set_in(def.service, nav.target) {
+                    let below: Vec<&str> =
+                        expand.iter().filter_map(|e| e.strip_prefix(first)?.strip_prefix('/')).collect();
+                    return Self::check_select(tdef, rest, &below);
+                }
+            }
+        }
+        Err(Refusal::invalid_property(item, def))
+    }
+}
+
+/// Why a read's path or query options are refused, as Gateway's URI parser refuses them.
+#[derive(Debug, thiserror::Error)]
+enum Refusal {
+    #[error("Resource not found for the segment '{0}'.")]
+    SegmentNotFound(String),
+    #[error("Property '{name}' is invalid for entity type '{entity_type}'.")]
+    InvalidProperty { name: String, entity_type: String },
+    #[error("Property '{0}' is not filterable.")]
+    NotFilterable(String),
+    #[error("Property '{0}' is not sortable.")]
+    NotSortable(String),
+    #[error("Invalid filter expression: {0}.")]
+    Filter(#[source] sim::odata::FilterError),
+    #[error("Invalid value '{value}' for system query option '{option}'.")]
+    BadNumber { option: &'static str, value: String },
+}
+
+impl Refusal {
+    fn invalid_property(name: &str, def: &SetDef) -> Self {
+        Refusal::InvalidProperty { name: name.to_owned(), entity_type: format!("{}.{}", def.namespace, def.type_name) }
+    }
+
+    fn response(&self) -> Response {
+        let status =
+            if matches!(self, Refusal::SegmentNotFound(_)) { StatusCode::NOT_FOUND } else { StatusCode::BAD_REQUEST };
+        odata_error(status, URI_ERROR_CODE, &self.to_string())
+    }
 }
 
 /// The SAP Gateway simulator.
@@ -539,59 +606,55 @@ impl SapSim {
     ) -> Response {
         let query = QueryOptions::parse(uri.query());
         let base = format!("{}{root}", ctx.origin);
+        let Some(declared) = catalog::service(service) else { return segment_not_found(service) };
         if rest.is_empty() {
-            let sets: Vec<&str> = SETS.iter().filter(|d| d.service == service).map(|d| d.set).collect();
+            let sets: Vec<&str> = declared.model.entity_sets.iter().map(|s| s.name.as_str()).collect();
             return json_response(StatusCode::OK, &json!({"d": {"EntitySets": sets}}));
         }
         if rest == "$metadata" {
-            let data = self.lock();
-            let xml = metadata::document(service, |set| data.rows.get(set).and_then(|r| r.first()).cloned());
-            return ([(axum::http::header::CONTENT_TYPE, "application/xml")], xml).into_response();
+            // SAP's own document, byte for byte (TASKPROCESSING: the generated one).
+            return ([(axum::http::header::CONTENT_TYPE, "application/xml")], declared.document).into_response();
         }
-        if service == TASKS && rest == "DecisionOptions" {
-            let p = |k: &str| query.get(k).map(unquote).unwrap_or_default();
-            let results = seed::decision_options(&p("SAP__Origin"), &p("InstanceID"));
-            return json_response(StatusCode::OK, &json!({"d": {"results": results}}));
-        }
-        if service == TASKS && rest == "Decision" && method == Method::POST {
-            return self.decision(&query, &base);
-        }
-        let path = ResourcePath::parse(rest);
-        if let (Some(key), Some(nav)) = (path.key, path.navigation) {
-            if method != Method::GET {
-                return odata_error(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    "/IWBEP/CM_MGW_RT/025",
-                    "Method not allowed for this resource",
-                );
+        if let Some(function) = declared.model.function_import(rest) {
+            if !function.http_method.eq_ignore_ascii_case(method.as_str()) {
+                return method_not_allowed();
             }
-            return self.navigation(service, path.set, key, nav, &base);
+            return self.function(service, &function.name, &function.parameters, &query, &base);
         }
-        let (set, keys) = (path.set, path.key);
-        let Some(def) = set_def(set).filter(|d| d.service == service) else {
-            return odata_error(
-                StatusCode::NOT_FOUND,
-                "005056A509B11EE1B9A8FEC11C21D78E",
-                &format!("Resource not found for the segment '{set}'."),
-            );
+        // pyodata asks for a property as `Set(key)/Property/`; Gateway ignores the trailing slash.
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        let (rest, count_only) = match rest.strip_suffix("/$count") {
+            Some(r) => (r, true),
+            None => (rest, false),
         };
-        let keys = match keys.map(|k| parse_keys(k, def)) {
-            Some(None) => {
-                return odata_error(StatusCode::BAD_REQUEST, "/IWBEP/CM_MGW_RT/004", "Malformed key predicate")
-            }
-            Some(Some(k)) => Some(k),
+        let path = ResourcePath::parse(rest);
+        let Some(def) = set_in(service, path.set) else { return segment_not_found(path.set) };
+        let keys = match path.key.map(|k| parse_keys(k, def)) {
+            Some(Some(k)) if key_is_complete(def, &k) => Some(k),
+            Some(_) => return malformed_key(),
             None => None,
         };
-        match (method.clone(), keys) {
-            (Method::GET, None) => self.collection(def, &query, &base, uri),
-            (Method::GET, Some(k)) => self.single(def, &k, &query, &base),
-            (Method::POST, None) if def.set == "A_PurchaseOrder" => self.create_po(body, &base),
-            (m, Some(k)) if m == Method::PATCH || m.as_str() == "MERGE" => self.update(def, &k, headers, body),
-            _ => odata_error(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "/IWBEP/CM_MGW_RT/025",
-                "Method not allowed for this resource",
-            ),
+        match (keys, path.navigation) {
+            (Some(keys), Some(segment)) if *method == Method::GET => {
+                self.below_entity(def, &keys, segment, &query, &base, rest, count_only)
+            }
+            (None, None) if *method == Method::GET => {
+                let plan = match Plan::of(def, &query) {
+                    Ok(plan) => plan,
+                    Err(refusal) => return refusal.response(),
+                };
+                let data = self.lock();
+                let rows: Vec<&Value> = data.rows[def.set].iter().collect();
+                self.collection(&data, def, rows, &plan, &query, &base, rest, count_only)
+            }
+            (None, None) if *method == Method::POST => self.create(def, body, &base),
+            (Some(keys), None) if !count_only => match method.as_str() {
+                "GET" => self.single(def, &keys, &query, &base),
+                "PATCH" | "MERGE" | "PUT" => self.update(def, &keys, headers, body),
+                "DELETE" => self.delete(def, &keys, headers),
+                _ => method_not_allowed(),
+            },
+            _ => method_not_allowed(),
         }
     }
 
@@ -613,81 +676,94 @@ impl SapSim {
         }
     }
 
-    /// `__metadata` + navigation properties (deferred, or expanded one level).
+    /// `__metadata`, the declared properties (`$select`) and the navigation properties
+    /// (deferred, or expanded as deep as `$expand` says).
     fn render(&self, data: &Data, def: &SetDef, row: &Value, base: &str, expand: &[&str], select: &[&str]) -> Value {
         let keys: Vec<(&str, &str)> =
             def.keys.iter().map(|k| (*k, row.get(*k).and_then(Value::as_str).unwrap_or_default())).collect();
         let uri = format!("{base}{}", crate::sap::wire::key_path(def.set, &keys));
-        let mut meta = json!({"id": uri, "uri": uri, "type": format!("{}.{}", def.service.split(';').next().unwrap_or(def.service), def.type_name)});
+        let mut meta = json!({"id": uri, "uri": uri, "type": format!("{}.{}", def.namespace, def.type_name)});
         if let Some(etag) = etag_of(def, row) {
             meta["etag"] = json!(etag);
         }
+        let all = select.is_empty() || select.contains(&"*");
         let mut out = Map::new();
         out.insert("__metadata".to_owned(), meta);
-        if let Value::Object(map) = row {
-            for (k, v) in map {
-                if select.is_empty() || select.contains(&k.as_str()) {
-                    out.insert(k.clone(), v.clone());
-                }
+        for property in def.properties {
+            if all || select.contains(&property.name.as_str()) {
+                let value = row.get(&property.name).cloned().unwrap_or_else(|| default_value(property));
+                out.insert(property.name.clone(), value);
             }
         }
-        for (nav, target, fks) in def.navs {
-            if !select.is_empty() && !select.contains(nav) && !expand.contains(nav) {
+        for nav in &def.navs {
+            let below = |list: &[&'_ str]| -> Vec<String> {
+                list.iter().filter_map(|e| e.strip_prefix(nav.name)?.strip_prefix('/').map(str::to_owned)).collect()
+            };
+            let expanded = expand.iter().any(|e| *e == nav.name || e.starts_with(&format!("{}/", nav.name)));
+            if !all && !select.contains(&nav.name) && !expanded {
                 continue;
             }
-            let value = match (expand.contains(nav), set_def(target)) {
+            let value = match (expanded, set_in(def.service, nav.target)) {
                 (true, Some(tdef)) => {
-                    let children: Vec<Value> = data.rows[target]
-                        .iter()
-                        .filter(|c| fks.iter().all(|(own, theirs)| c.get(*theirs) == row.get(*own)))
-                        .map(|c| self.render(data, tdef, c, base, &[], &[]))
+                    let sub_expand = below(expand);
+                    let sub_select = below(select);
+                    let sub_expand: Vec<&str> = sub_expand.iter().map(String::as_str).collect();
+                    let sub_select: Vec<&str> = sub_select.iter().map(String::as_str).collect();
+                    let children: Vec<Value> = related(data, nav, tdef, row)
+                        .into_iter()
+                        .map(|c| self.render(data, tdef, c, base, &sub_expand, &sub_select))
                         .collect();
-                    json!({"results": children})
+                    if nav.many {
+                        json!({"results": children})
+                    } else {
+                        children.into_iter().next().unwrap_or(Value::Null)
+                    }
                 }
-                _ => json!({"__deferred": {"uri": format!("{uri}/{nav}")}}),
+                _ => json!({"__deferred": {"uri": format!("{uri}/{}", nav.name)}}),
             };
-            out.insert((*nav).to_owned(), value);
+            out.insert(nav.name.to_owned(), value);
         }
         Value::Object(out)
     }
 
-    fn collection(&self, def: &SetDef, query: &QueryOptions, base: &str, uri: &Uri) -> Response {
-        let data = self.lock();
-        let mut rows: Vec<&Value> = data.rows[def.set].iter().collect();
-        let filter = match query.filter() {
-            Ok(filter) => filter,
-            Err(e) => {
-                return odata_error(StatusCode::BAD_REQUEST, "/IWBEP/CM_MGW_RT/021", &format!("Invalid filter: {e}"))
-            }
-        };
-        if let Some(filter) = filter {
-            let sample = data.rows[def.set].first();
-            if let Some(bad) = filter.fields().into_iter().find(|f| sample.is_some_and(|s| s.get(*f).is_none())) {
-                return odata_error(
-                    StatusCode::BAD_REQUEST,
-                    "/IWBEP/CM_MGW_RT/022",
-                    &format!("Property '{bad}' is invalid"),
-                );
-            }
-            rows.retain(|r| r.as_object().is_some_and(|fields| filter.matches(fields)));
+    /// One page of `rows` (a set, or the targets of a navigation) after `$filter`, `$orderby`,
+    /// `$skip`, `$top` and server paging; `/$count` answers the filtered count as plain text.
+    #[allow(clippy::too_many_arguments)]
+    fn collection(
+        &self,
+        data: &Data,
+        def: &SetDef,
+        mut rows: Vec<&Value>,
+        plan: &Plan<'_>,
+        query: &QueryOptions,
+        base: &str,
+        path: &str,
+        count_only: bool,
+    ) -> Response {
+        // Filter and sort on complete rows: a declared property the row lacks has its default.
+        let complete: Vec<Map<String, Value>> = rows.iter().map(|r| complete_row(def, r)).collect();
+        let mut order: Vec<usize> = (0..rows.len()).collect();
+        if let Some(filter) = &plan.filter {
+            order.retain(|i| filter.matches(&complete[*i]));
         }
-        let order = query.order_by();
-        if !order.is_empty() {
-            rows.sort_by(|a, b| match (a.as_object(), b.as_object()) {
-                (Some(a), Some(b)) => compare_rows(a, b, &order),
-                _ => std::cmp::Ordering::Equal,
-            });
+        if !plan.order.is_empty() {
+            order.sort_by(|a, b| compare_rows(&complete[*a], &complete[*b], &plan.order));
         }
+        rows = order.into_iter().map(|i| rows[i]).collect();
         let count = rows.len();
+        if count_only {
+            return (StatusCode::OK, [(axum::http::header::CONTENT_TYPE, "text/plain")], count.to_string())
+                .into_response();
+        }
         let skip = query.number("$skip").unwrap_or(0) + query.number("$skiptoken").unwrap_or(0);
         let top = query.number("$top");
         let wanted = top.map_or(count.saturating_sub(skip), |t| t.min(count.saturating_sub(skip)));
         // The server page is at most `page_size` of the rows the client wants.
         let page = PageWindow::new(skip + wanted, skip, data.page_size);
-        let expand = query.list("$expand");
-        let select = query.list("$select");
-        let results: Vec<Value> =
-            rows[page.start..page.end].iter().map(|r| self.render(&data, def, r, base, &expand, &select)).collect();
+        let results: Vec<Value> = rows[page.start..page.end]
+            .iter()
+            .map(|r| self.render(data, def, r, base, &plan.expand, &plan.select))
+            .collect();
         let mut d = json!({"results": results});
         if query.wants_count() {
             d["__count"] = json!(count.to_string());
@@ -700,52 +776,64 @@ impl SapSim {
                 next.push(("$top".to_owned(), (t - page.len()).to_string()));
             }
             next.push(("$skiptoken".to_owned(), (skip + page.len()).to_string()));
-            let path = format!("{base}{}", uri.path().rsplit('/').next().unwrap_or(def.set));
-            d["__next"] = json!(next_link(&path, &next, QUERY_VALUE));
+            d["__next"] = json!(next_link(&format!("{base}{path}"), &next, QUERY_VALUE));
         }
         json_response(StatusCode::OK, &json!({ "d": d }))
     }
 
-    /// `Set(keys)/Nav`: the related rows of one entity, one level (`A_PurchaseOrder('…')/to_PurchaseOrderItem`,
-    /// `TaskCollection(…)/TaskObjects`).
-    fn navigation(&self, service: &str, set: &str, key: &str, nav: &str, base: &str) -> Response {
-        let not_found = |segment: &str| {
-            odata_error(
-                StatusCode::NOT_FOUND,
-                "005056A509B11EE1B9A8FEC11C21D78E",
-                &format!("Resource not found for the segment '{segment}'."),
-            )
-        };
-        let Some(def) = set_def(set).filter(|d| d.service == service) else {
-            return not_found(set);
-        };
-        let Some(keys) = parse_keys(key, def) else {
-            return odata_error(StatusCode::BAD_REQUEST, "/IWBEP/CM_MGW_RT/004", "Malformed key predicate");
-        };
-        let Some((_, target, fks)) = def.navs.iter().find(|(name, _, _)| *name == nav) else { return not_found(nav) };
-        let Some(tdef) = set_def(target) else { return not_found(nav) };
+    /// `Set(keys)/X`: a navigation property (its targets, with query options) or a property.
+    #[allow(clippy::too_many_arguments)]
+    fn below_entity(
+        &self,
+        def: &SetDef,
+        keys: &[(String, String)],
+        segment: &str,
+        query: &QueryOptions,
+        base: &str,
+        path: &str,
+        count_only: bool,
+    ) -> Response {
         let data = self.lock();
-        let Some(row) = data.rows[def.set].iter().find(|r| key_matches(def, r, &keys)) else {
-            return not_found(def.set);
+        let Some(row) = data.rows[def.set].iter().find(|r| key_matches(def, r, keys)) else {
+            return segment_not_found(def.set);
         };
-        let results: Vec<Value> = data.rows[tdef.set]
-            .iter()
-            .filter(|c| fks.iter().all(|(own, theirs)| c.get(*theirs) == row.get(*own)))
-            .map(|c| self.render(&data, tdef, c, base, &[], &[]))
-            .collect();
-        json_response(StatusCode::OK, &json!({"d": {"results": results}}))
+        if let Some(nav) = def.nav(segment) {
+            let Some(tdef) = set_in(def.service, nav.target) else { return segment_not_found(segment) };
+            let plan = match Plan::of(tdef, query) {
+                Ok(plan) => plan,
+                Err(refusal) => return refusal.response(),
+            };
+            let targets = related(&data, nav, tdef, row);
+            if nav.many || count_only {
+                return self.collection(&data, tdef, targets, &plan, query, base, path, count_only);
+            }
+            return match targets.first() {
+                Some(target) => {
+                    let entity = self.render(&data, tdef, target, base, &plan.expand, &plan.select);
+                    json_response(StatusCode::OK, &json!({ "d": entity }))
+                }
+                None => segment_not_found(segment),
+            };
+        }
+        match def.property(segment) {
+            Some(property) if !count_only => {
+                let value = row.get(segment).cloned().unwrap_or_else(|| default_value(property));
+                json_response(StatusCode::OK, &json!({"d": {segment: value}}))
+            }
+            _ => segment_not_found(segment),
+        }
     }
 
     fn single(&self, def: &SetDef, keys: &[(String, String)], query: &QueryOptions, base: &str) -> Response {
+        let plan = match Plan::of(def, query) {
+            Ok(plan) => plan,
+            Err(refusal) => return refusal.response(),
+        };
         let data = self.lock();
         let Some(row) = data.rows[def.set].iter().find(|r| key_matches(def, r, keys)) else {
-            return odata_error(
-                StatusCode::NOT_FOUND,
-                "/IWBEP/CM_MGW_RT/020",
-                &format!("Resource not found for the segment '{}'.", def.set),
-            );
+            return segment_not_found(def.set);
         };
-        let entity = self.render(&data, def, row, base, &query.list("$expand"), &query.list("$select"));
+        let entity = self.render(&data, def, row, base, &plan.expand, &plan.select);
         let mut resp = json_response(StatusCode::OK, &json!({ "d": entity }));
         if let Some(etag) = etag_of(def, row).and_then(|e| HeaderValue::from_str(&e).ok()) {
             resp.headers_mut().insert(axum::http::header::ETAG, etag);
@@ -753,61 +841,40 @@ impl SapSim {
         resp
     }
 
-    fn update(&self, def: &SetDef, keys: &[(String, String)], headers: &HeaderMap, body: &Bytes) -> Response {
-        if !def.writable {
-            return odata_error(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "/IWBEP/CM_MGW_RT/025",
-                &format!("{} is read-only", def.set),
-            );
-        }
-        let changes: Map<String, Value> = match serde_json::from_slice(body) {
-            Ok(Value::Object(m)) => m,
-            _ => {
-                return odata_error(
-                    StatusCode::BAD_REQUEST,
-                    "/IWBEP/CM_MGW_RT/001",
-                    "The request body is not a JSON object",
-                )
+    /// Gateway requires If-Match where the entity has an ETag: 428 without, 412 when stale.
+    fn precondition(def: &SetDef, row: &Value, headers: &HeaderMap) -> Option<Response> {
+        def.etag_field?;
+        match if_match(headers, etag_of(def, row).as_deref()) {
+            IfMatch::Matches => None,
+            IfMatch::Absent => {
+                Some(odata_error(StatusCode::PRECONDITION_REQUIRED, "/IWBEP/CM_MGW_RT/021", "Precondition required"))
             }
-        };
+            IfMatch::Stale | IfMatch::NoEntity => {
+                Some(odata_error(StatusCode::PRECONDITION_FAILED, "/IWBEP/CM_MGW_RT/022", "Precondition failed"))
+            }
+        }
+    }
+
+    fn update(&self, def: &SetDef, keys: &[(String, String)], headers: &HeaderMap, body: &Bytes) -> Response {
+        if !def.updatable {
+            return method_not_allowed();
+        }
+        let Ok(Value::Object(changes)) = serde_json::from_slice::<Value>(body) else { return body_not_an_object() };
+        if let Some(bad) = changes.keys().find(|k| !k.starts_with("__") && def.property(k).is_none()) {
+            return invalid_property(bad, def);
+        }
         let mut data = self.lock();
         let Some(index) = data.rows[def.set].iter().position(|r| key_matches(def, r, keys)) else {
-            return odata_error(
-                StatusCode::NOT_FOUND,
-                "/IWBEP/CM_MGW_RT/020",
-                &format!("Resource not found for the segment '{}'.", def.set),
-            );
+            return segment_not_found(def.set);
         };
         let mut row = data.rows[def.set][index].clone();
-        if def.etag_field.is_some() {
-            // Gateway requires If-Match where the entity has an ETag: 428 without, 412 when stale.
-            match if_match(headers, etag_of(def, &row).as_deref()) {
-                IfMatch::Matches => {}
-                IfMatch::Absent => {
-                    return odata_error(
-                        StatusCode::PRECONDITION_REQUIRED,
-                        "/IWBEP/CM_MGW_RT/021",
-                        "Precondition required",
-                    )
-                }
-                IfMatch::Stale | IfMatch::NoEntity => {
-                    return odata_error(StatusCode::PRECONDITION_FAILED, "/IWBEP/CM_MGW_RT/022", "Precondition failed")
-                }
-            }
+        if let Some(refusal) = Self::precondition(def, &row, headers) {
+            return refusal;
         }
         for (k, v) in changes {
-            if def.keys.contains(&k.as_str()) || k.starts_with("__") {
-                continue;
+            if !def.is_key(&k) && !k.starts_with("__") {
+                row[&k] = v;
             }
-            if row.get(&k).is_none() {
-                return odata_error(
-                    StatusCode::BAD_REQUEST,
-                    "/IWBEP/CM_MGW_RT/022",
-                    &format!("Property '{k}' is invalid"),
-                );
-            }
-            row[&k] = v;
         }
         data.touch(def, &mut row);
         let etag = etag_of(def, &row);
@@ -821,48 +888,131 @@ impl SapSim {
         resp
     }
 
-    fn create_po(&self, body: &Bytes, base: &str) -> Response {
-        let Ok(Value::Object(mut header)) = serde_json::from_slice::<Value>(body) else {
-            return odata_error(
-                StatusCode::BAD_REQUEST,
-                "/IWBEP/CM_MGW_RT/001",
-                "The request body is not a JSON object",
-            );
+    fn delete(&self, def: &SetDef, keys: &[(String, String)], headers: &HeaderMap) -> Response {
+        if !def.deletable {
+            return method_not_allowed();
+        }
+        let mut data = self.lock();
+        let Some(index) = data.rows[def.set].iter().position(|r| key_matches(def, r, keys)) else {
+            return segment_not_found(def.set);
         };
-        let items = header.remove("to_PurchaseOrderItem").and_then(|i| i.get("results").cloned()).unwrap_or(json!([]));
-        let items = items.as_array().cloned().unwrap_or_default();
-        if items.iter().any(|i| {
-            i.get("OrderQuantity").and_then(Value::as_str).and_then(|q| q.parse::<f64>().ok()).unwrap_or(0.0) <= 0.0
-        }) {
+        if let Some(refusal) = Self::precondition(def, &data.rows[def.set][index], headers) {
+            return refusal;
+        }
+        if let Some(rows) = data.rows.get_mut(def.set) {
+            rows.remove(index);
+        }
+        StatusCode::NO_CONTENT.into_response()
+    }
+
+    /// `POST Set`: a new entity with deep insert of its 1:n navigations (`to_PurchaseOrderItem:
+    /// {results: […]}`). A purchase order gets the next number; other sets need their keys.
+    fn create(&self, def: &SetDef, body: &Bytes, base: &str) -> Response {
+        if !def.creatable {
+            return method_not_allowed();
+        }
+        let Ok(Value::Object(mut fields)) = serde_json::from_slice::<Value>(body) else {
+            return body_not_an_object();
+        };
+        fields.retain(|k, _| !k.starts_with("__"));
+        let mut deep = Vec::new();
+        for nav in &def.navs {
+            if let Some(value) = fields.remove(nav.name) {
+                let children = value.get("results").cloned().unwrap_or(value);
+                deep.push((nav, children.as_array().cloned().unwrap_or_default()));
+            }
+        }
+        if let Some(bad) = fields.keys().find(|k| def.property(k).is_none()) {
+            return invalid_property(bad, def);
+        }
+        for (nav, children) in &deep {
+            let Some(tdef) = set_in(def.service, nav.target) else { continue };
+            for child in children {
+                let Some(child) = child.as_object() else { return body_not_an_object() };
+                if let Some(bad) = child.keys().find(|k| !k.starts_with("__") && tdef.property(k).is_none()) {
+                    return invalid_property(bad, tdef);
+                }
+            }
+        }
+        let is_po = def.set == "A_PurchaseOrder";
+        if is_po
+            && deep.iter().flat_map(|(_, c)| c).any(|i| {
+                i.get("OrderQuantity").and_then(Value::as_str).and_then(|q| q.parse::<f64>().ok()).unwrap_or(0.0) <= 0.0
+            })
+        {
             return odata_error(StatusCode::BAD_REQUEST, "ME/083", "Enter a quantity greater than zero");
         }
         let mut data = self.lock();
-        let number = data.next_po.to_string();
-        data.next_po += 1;
-        header.insert("PurchaseOrder".to_owned(), json!(number));
-        header.entry("ReleaseIsNotCompleted").or_insert(json!(true));
-        header.entry("PurchasingProcessingStatus").or_insert(json!("02"));
-        header.entry("CorrespncInternalReference").or_insert(json!(""));
-        let currency = header.get("DocumentCurrency").cloned().unwrap_or(json!("HKD"));
-        let mut row = Value::Object(header);
-        let def = set_def("A_PurchaseOrder").unwrap_or(&SETS[0]);
+        if is_po {
+            let number = data.next_po.to_string();
+            data.next_po += 1;
+            fields.insert("PurchaseOrder".to_owned(), json!(number));
+            fields.entry("ReleaseIsNotCompleted").or_insert(json!(true));
+            fields.entry("PurchasingProcessingStatus").or_insert(json!("02"));
+            fields.entry("CorrespncInternalReference").or_insert(json!(""));
+        }
+        let keys: Option<Vec<(String, String)>> = def
+            .keys
+            .iter()
+            .map(|k| {
+                fields
+                    .get(*k)
+                    .and_then(Value::as_str)
+                    .filter(|v| !v.is_empty())
+                    .map(|v| ((*k).to_owned(), v.to_owned()))
+            })
+            .collect();
+        let Some(keys) = keys else {
+            return odata_error(
+                StatusCode::BAD_REQUEST,
+                "/IWBEP/CM_MGW_RT/001",
+                &format!("Key fields {} are mandatory", def.keys.join(", ")),
+            );
+        };
+        if data.rows[def.set].iter().any(|r| key_matches(def, r, &keys)) {
+            return odata_error(
+                StatusCode::CONFLICT,
+                "/IWBEP/CM_MGW_RT/002",
+                &format!(
+                    "Entity {} already exists",
+                    crate::sap::wire::key_path(
+                        def.set,
+                        &keys.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect::<Vec<_>>()
+                    )
+                ),
+            );
+        }
+        let currency = fields.get("DocumentCurrency").cloned().unwrap_or(json!("HKD"));
+        let mut row = Value::Object(fields);
         data.touch(def, &mut row);
-        for mut item in items {
-            item["PurchaseOrder"] = json!(number);
-            item["DocumentCurrency"] = currency.clone();
-            if let Some(rows) = data.rows.get_mut("A_PurchaseOrderItem") {
-                rows.push(item);
+        for (nav, children) in deep {
+            let Some(tdef) = set_in(def.service, nav.target) else { continue };
+            for mut child in children {
+                for (own, theirs) in &nav.pairs {
+                    child[*theirs] = row.get(*own).cloned().unwrap_or(Value::Null);
+                }
+                if is_po {
+                    child["DocumentCurrency"] = currency.clone();
+                }
+                if let Some(rows) = data.rows.get_mut(tdef.set) {
+                    rows.push(child);
+                }
             }
         }
-        if let Some(rows) = data.rows.get_mut("A_PurchaseOrder") {
+        if let Some(rows) = data.rows.get_mut(def.set) {
             rows.push(row.clone());
         }
         let entity = self.render(&data, def, &row, base, &[], &[]);
-        let location = format!("{base}A_PurchaseOrder('{number}')");
+        let location = entity["__metadata"]["uri"].as_str().unwrap_or_default().to_owned();
         let mut resp = json_response(StatusCode::CREATED, &json!({ "d": entity }));
-        let message = json!({"code": "06/017", "message": format!("Standard PO created under the number {number}"),
-            "target": "", "severity": "success", "transition": false, "details": []});
-        for (name, value) in [("location", location), ("sap-message", message.to_string())] {
+        let mut headers = vec![("location", location)];
+        if is_po {
+            let number = row["PurchaseOrder"].as_str().unwrap_or_default();
+            let message = json!({"code": "06/017", "message": format!("Standard PO created under the number {number}"),
+                "target": "", "severity": "success", "transition": false, "details": []});
+            headers.push(("sap-message", message.to_string()));
+        }
+        for (name, value) in headers {
             if let Ok(v) = HeaderValue::from_str(&value) {
                 resp.headers_mut().insert(name, v);
             }
@@ -871,6 +1021,78 @@ impl SapSim {
             resp.headers_mut().insert(axum::http::header::ETAG, v);
         }
         resp
+    }
+
+    /// A declared function import: TASKPROCESSING's `DecisionOptions` / `Decision`, the PO's
+    /// `GetPDF` / `GetOutputBinaryData`; the others are declared but not simulated (501).
+    fn function(
+        &self,
+        service: &str,
+        name: &str,
+        parameters: &[(String, String)],
+        query: &QueryOptions,
+        base: &str,
+    ) -> Response {
+        if let Some((missing, _)) = parameters.iter().find(|(p, _)| query.get(p).is_none()) {
+            return odata_error(
+                StatusCode::BAD_REQUEST,
+                "/IWBEP/CM_MGW_RT/010",
+                &format!("Parameter '{missing}' of function import '{name}' is missing"),
+            );
+        }
+        let p = |k: &str| query.get(k).map(unquote).unwrap_or_default();
+        match (service, name) {
+            (TASKS, "DecisionOptions") => {
+                let results = seed::decision_options(&p("SAP__Origin"), &p("InstanceID"));
+                json_response(StatusCode::OK, &json!({"d": {"results": results}}))
+            }
+            (TASKS, "Decision") => self.decision(query, base),
+            (PO, "GetPDF" | "GetOutputBinaryData") => {
+                let po = p("PurchaseOrder");
+                if !self.lock().rows["A_PurchaseOrder"].iter().any(|r| r["PurchaseOrder"] == po.as_str()) {
+                    return segment_not_found(name);
+                }
+                let pdf = format!("%PDF-1.4\n% dingbridge simulated output of purchase order {po}\n%%EOF\n");
+                let binary = base64::engine::general_purpose::STANDARD.encode(pdf);
+                json_response(
+                    StatusCode::OK,
+                    &json!({"d": {name: {"__metadata": {"type": format!("{PO}.GetPDFResult")}, "PurchaseOrderBinary": binary}}}),
+                )
+            }
+            (DLV, "PostGoodsIssue") => self.post_goods_issue(&p("DeliveryDocument")),
+            _ => odata_error(
+                StatusCode::NOT_IMPLEMENTED,
+                "/IWBEP/CM_MGW_RT/016",
+                &format!("Function import '{name}' is declared but not simulated"),
+            ),
+        }
+    }
+
+    /// `POST PostGoodsIssue?DeliveryDocument='…'`: the delivery's goods movement is complete,
+    /// dated now (Hong Kong); the answer is its (empty) collection of picking messages.
+    fn post_goods_issue(&self, delivery: &str) -> Response {
+        let def = builtin("A_OutbDeliveryHeader");
+        let mut data = self.lock();
+        let Some(index) = data.rows[def.set].iter().position(|r| r["DeliveryDocument"] == delivery) else {
+            return segment_not_found(def.set);
+        };
+        let mut row = data.rows[def.set][index].clone();
+        if row["OverallGoodsMovementStatus"] == "C" {
+            return odata_error(
+                StatusCode::BAD_REQUEST,
+                "VL/602",
+                &format!("Delivery {delivery} has already been posted for goods issue"),
+            );
+        }
+        let (date, time) = goods_issue_now();
+        row["OverallGoodsMovementStatus"] = json!("C");
+        row["ActualGoodsMovementDate"] = json!(date);
+        row["ActualGoodsMovementTime"] = json!(time);
+        data.touch(def, &mut row);
+        if let Some(rows) = data.rows.get_mut(def.set) {
+            rows[index] = row;
+        }
+        json_response(StatusCode::OK, &json!({"d": {"results": []}}))
     }
 
     fn decision(&self, query: &QueryOptions, base: &str) -> Response {
@@ -896,7 +1118,7 @@ impl SapSim {
             return odata_error(StatusCode::BAD_REQUEST, "/IWWRK/WF/012", "A comment is mandatory for this decision");
         }
         let mut data = self.lock();
-        let def = set_def("TaskCollection").unwrap_or(&SETS[0]);
+        let def = builtin("TaskCollection");
         let Some(index) = data.rows["TaskCollection"]
             .iter()
             .position(|t| t["InstanceID"] == instance.as_str() && t["SAP__Origin"] == origin.as_str())
@@ -931,7 +1153,7 @@ impl SapSim {
         }
         match seed::TASK_DOCUMENTS.iter().find(|(t, _, _)| *t == instance) {
             Some((_, kind, po)) if *kind == seed::OBJECT_TYPE_PO => {
-                let po_def = set_def("A_PurchaseOrder").unwrap_or(&SETS[0]);
+                let po_def = builtin("A_PurchaseOrder");
                 if let Some(pos) = data.rows["A_PurchaseOrder"].iter().position(|r| r["PurchaseOrder"] == *po) {
                     let mut row = data.rows["A_PurchaseOrder"][pos].clone();
                     row["ReleaseIsNotCompleted"] = json!(!positive);
@@ -944,7 +1166,7 @@ impl SapSim {
             }
             Some((_, _, pr)) => {
                 // Every item of the requisition: released (05) or rejected (08); neither waits any more.
-                let pr_def = set_def("A_PurchaseRequisitionItem").unwrap_or(&SETS[0]);
+                let pr_def = builtin("A_PurchaseRequisitionItem");
                 let positions: Vec<usize> = data.rows["A_PurchaseRequisitionItem"]
                     .iter()
                     .enumerate()
@@ -1157,7 +1379,7 @@ impl Simulator for SapSim {
                     entity: set.to_owned(),
                     known: format!(
                         "idoc_target, idoc, csrf, page_size, {}",
-                        SETS.iter().map(|d| d.set).collect::<Vec<_>>().join(", ")
+                        sets().iter().map(|d| d.set).collect::<Vec<_>>().join(", ")
                     ),
                 })?;
                 let Value::Object(fields) = value else { return Err(invalid("expected a JSON object")) };
@@ -1266,3 +1488,6 @@ mod tests {
         assert!(parse_keys("PurchaseOrder=4500000123", def).is_none());
     }
 }
+
+#[cfg(test)]
+mod metadata_tests;
