@@ -78,7 +78,7 @@ def error_message(exc) -> str:
 
 def test_client_credentials_login(sf, salesforce, info):
     assert sf.session_id.startswith(info["org_id"][:15] + "!")
-    assert sf.sf_instance == salesforce.host_port
+    assert sf.sf_instance == info["my_domain"]
     token_calls = [r for r in salesforce.requests("/services/oauth2/token") if r["method"] == "POST"]
     assert token_calls, "the token endpoint was called"
     headers = {k.lower(): v for k, v in token_calls[-1]["headers"].items()}

@@ -46,6 +46,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
+/// The simulated org's My Domain host (what the token endpoint names as `instance_url`).
+const MY_DOMAIN: &str = "hktrading.my.salesforce.com";
+
 /// Versions the simulator serves.
 pub const VERSIONS: &[&str] = &["58.0", "59.0", "60.0", "61.0", "62.0", "63.0", "64.0", "65.0", "66.0"];
 /// Seconds of clock skew allowed on a JWT assertion's `exp`.
@@ -1050,7 +1053,13 @@ impl SalesforceSim {
     async fn token(self: Arc<Self>, headers: HeaderMap, body: Bytes) -> Response {
         let form: BTreeMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
         let host = headers.get(axum::http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1");
-        let instance_url = format!("http://{host}");
+        // A client that reached the simulator by address gets that address back; one that
+        // addressed Salesforce's hosts (login.salesforce.com mapped here) gets the org's My
+        // Domain, as from the real token endpoint.
+        let instance_url = match sim::origin(host) {
+            direct if direct.starts_with("http://") => direct,
+            _ => format!("https://{MY_DOMAIN}"),
+        };
         let fail = |code: &str, text: &str| {
             (StatusCode::BAD_REQUEST, axum::Json(json!({"error": code, "error_description": text}))).into_response()
         };
@@ -1443,7 +1452,7 @@ impl Simulator for SalesforceSim {
             "client_secret": seed::CLIENT_SECRET,
             "username": seed::INTEGRATION_USERNAME,
             "password": seed::INTEGRATION_PASSWORD,
-            "my_domain": "hktrading.my.salesforce.com",
+            "my_domain": MY_DOMAIN,
             "user_id": seed::INTEGRATION_USER_ID,
             "refresh_token": seed::REFRESH_TOKEN,
             "jwt_public_key_pem": TEST_PUBLIC_KEY_PEM,

@@ -218,3 +218,39 @@ async fn function_imports() {
     assert_eq!(status, 200);
     assert_eq!(body["d"]["results"].as_array().unwrap().len(), 2);
 }
+
+/// The SAP Cloud SDK fetches its CSRF token with a HEAD on the entity it is about to change;
+/// Gateway answers 200 with the token, and that token then passes a write.
+#[tokio::test]
+async fn a_head_fetches_the_csrf_token_a_write_then_uses() {
+    let s = start().await;
+    let entity = format!("{}{}A_PurchaseOrder('4500000124')", s.running.url().trim_end_matches('/'), root(PO));
+    let head = s
+        .http
+        .head(format!("{entity}/"))
+        .basic_auth(seed::USER, Some(seed::PASSWORD))
+        .header("x-csrf-token", "Fetch")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status().as_u16(), 200);
+    let token = head.headers()["x-csrf-token"].to_str().unwrap().to_owned();
+    let cookies: Vec<String> = head
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok()?.split(';').next().map(str::to_owned))
+        .collect();
+    let write = s
+        .http
+        .patch(&entity)
+        .basic_auth(seed::USER, Some(seed::PASSWORD))
+        .header("x-csrf-token", token)
+        .header("cookie", cookies.join("; "))
+        .header("if-match", "*")
+        .json(&serde_json::json!({"PurchasingGroup": "P02"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(write.status().as_u16(), 204);
+}

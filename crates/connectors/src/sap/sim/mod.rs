@@ -579,6 +579,9 @@ impl SapSim {
                     .into_response();
             }
         }
+        // HEAD is answered as GET without the body (the SAP Cloud SDK fetches its CSRF token
+        // with a HEAD on the resource it is about to change; Gateway answers it 200).
+        let method = if method == Method::HEAD { &Method::GET } else { method };
         let mut response = if rest == "$batch" && method == Method::POST {
             self.batch(headers, body, ctx, service, &root).await
         } else {
