@@ -6,10 +6,11 @@ The SDK is pointed at the simulator through its documented environment object: a
 `OAuthToken` with the seeded client id / secret / refresh token, kept in the SDK's `FileStore`.
 
 Covered: the refresh grant, the SDK's metadata reads (current user, org, modules, fields),
-records paging with `page`/`per_page` to the end, get one, create / update / upsert / delete in
-batches (the 101st record refused), COQL (where with and/or/in/like, order by, limit offset, 204)
-and its refusals, notifications enable / list / disable, and INVALID_TOKEN, INVALID_MODULE,
-INVALID_DATA, invalid refresh token errors."""
+records paging with `page`/`per_page` to the end, get one, create / update (batch and by id) /
+upsert / delete in batches (the 101st record refused), search (criteria, 204, malformed), count,
+deleted records, COQL (where with and/or/in/like, order by, limit offset, 204) and its refusals,
+notifications enable / callback / list / disable, and INVALID_TOKEN, INVALID_MODULE, INVALID_DATA,
+invalid refresh token errors."""
 
 import datetime
 import http.server
@@ -35,7 +36,8 @@ from zohocrmsdk.src.com.zoho.crm.api.notifications import Notification, Notifica
 from zohocrmsdk.src.com.zoho.crm.api.notifications import DeleteNotificationParam, GetNotificationsParam
 from zohocrmsdk.src.com.zoho.crm.api.record import APIException as RecordError
 from zohocrmsdk.src.com.zoho.crm.api.record import ActionWrapper, BodyWrapper, Record, RecordOperations
-from zohocrmsdk.src.com.zoho.crm.api.record import DeleteRecordsParam, GetRecordsParam, SuccessResponse
+from zohocrmsdk.src.com.zoho.crm.api.record import DeleteRecordsParam, GetDeletedRecordsParam, GetRecordsParam
+from zohocrmsdk.src.com.zoho.crm.api.record import SearchRecordsParam, SuccessResponse
 from zohocrmsdk.src.com.zoho.crm.api.sdk_config import SDKConfig
 from zohocrmsdk.src.com.zoho.crm.api.util.choice import Choice
 
@@ -184,6 +186,31 @@ def test_create_update_upsert_and_delete_in_batches(sdk):
     assert len(successes(deleted)) == 3
     gone = ops.get_record(new_ids[0], ParameterMap(), HeaderMap())
     assert gone.get_status_code() == 204 and gone.get_object() is None
+
+
+def test_search_count_and_deleted_records(sdk):
+    ops = RecordOperations("Deals")
+    search = ParameterMap()
+    search.add(SearchRecordsParam.criteria, "((Stage:equals:Negotiation/Review)and(Amount:greater_than:500000))")
+    found = ops.search_records(search, HeaderMap())
+    assert found.get_status_code() == 200
+    names = [r.get_key_value("Deal_Name") for r in found.get_object().get_data()]
+    assert "KPC - Q3 servo motor bulk order" in names
+    nothing = ParameterMap()
+    nothing.add(SearchRecordsParam.criteria, "(Deal_Name:equals:no such deal)")
+    assert ops.search_records(nothing, HeaderMap()).get_status_code() == 204
+    malformed = ParameterMap()
+    malformed.add(SearchRecordsParam.criteria, "Stage:eq:Closed Won")
+    refused = ops.search_records(malformed, HeaderMap())
+    assert refused.get_status_code() == 400
+    assert isinstance(refused.get_object(), RecordError) and refused.get_object().get_code().get_value() == "INVALID_QUERY"
+    count = ops.record_count(ParameterMap()).get_object().get_count()
+    everything = ops.get_records(params(fields="Deal_Name", per_page=200), HeaderMap()).get_object().get_data()
+    assert count == len(everything)
+    deleted = ParameterMap()
+    deleted.add(GetDeletedRecordsParam.type, "all")
+    answer = ops.get_deleted_records(deleted, HeaderMap())
+    assert answer.get_status_code() in (200, 204)
 
 
 def test_coql_answers_and_pages_and_refuses_what_zoho_refuses(sdk):

@@ -369,4 +369,24 @@ mod tests {
         let after = http.get(url(&format!("Deals/{id}"))).header("authorization", &token).send().await.unwrap();
         assert_eq!(after.status(), 204);
     }
+
+    #[tokio::test]
+    async fn search_and_count_answer_like_a_list() {
+        let (server, http, token) = rig().await;
+        let get =
+            |path: &str| http.get(format!("{}/crm/v8/{path}", server.url())).header("authorization", &token).send();
+        let found: Value =
+            get("Deals/search?criteria=(Deal_Name:starts_with:KPC)").await.unwrap().json().await.unwrap();
+        assert!(found["data"].as_array().unwrap().iter().all(|d| d["Deal_Name"].as_str().unwrap().starts_with("KPC")));
+        assert_eq!(found["info"]["page"], 1);
+        assert_eq!(get("Deals/search?criteria=(Deal_Name:equals:none)").await.unwrap().status(), 204);
+        let refused = get("Deals/search?criteria=Deal_Name:equals:none").await.unwrap();
+        assert_eq!(refused.status(), 400);
+        assert_eq!(refused.json::<Value>().await.unwrap()["code"], "INVALID_QUERY");
+        let unknown: Value = get("Deals/search?criteria=(Nope:equals:1)").await.unwrap().json().await.unwrap();
+        assert_eq!(unknown["details"]["api_name"], "Nope");
+        assert_eq!(get("Deals/search").await.unwrap().status(), 400, "criteria, email, phone or word required");
+        let count: Value = get("Deals/actions/count").await.unwrap().json().await.unwrap();
+        assert!(count["count"].as_u64().unwrap() >= 3);
+    }
 }

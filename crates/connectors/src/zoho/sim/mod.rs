@@ -7,7 +7,8 @@
 //! delete (100-record cap, per-record results, 207, `If-Unmodified-Since` → 412; also
 //! `PUT`/`DELETE /{Module}/{id}`; an unknown field is a per-record `INVALID_DATA`), the metadata
 //! the official SDKs read first (`users?type=CurrentUser`, `org`, `settings/modules`,
-//! `settings/fields?module=`, see `metadata`),
+//! `settings/fields?module=`, see `metadata`), `{Module}/search` (a `winnow` criteria grammar,
+//! see `search`) and `{Module}/actions/count`,
 //! `__composite_requests`, notification channels that really call back, API credits with
 //! `X-API-CREDITS-REMAINING` past half, and enforced concurrency (org limit, heavy sub-limit 10,
 //! composite = 5 units) answering 429.
@@ -21,6 +22,7 @@
 mod coql;
 mod metadata;
 mod notifications;
+mod search;
 mod seed;
 mod writes;
 
@@ -403,6 +405,11 @@ impl ZohoSim {
                     ),
                     nothing,
                 )
+            }
+            (&Method::GET, [module, "search"]) if MODULES.contains(module) => (self.search(module, query), nothing),
+            (&Method::GET, [module, "actions", "count"]) if MODULES.contains(module) => {
+                let count = self.data().records.get(*module).map_or(0, Vec::len);
+                (reply(200, json!({ "count": count })), nothing)
             }
             (&Method::DELETE, [module]) if MODULES.contains(module) => self.delete(module, query, now),
             (&Method::GET, [module, id]) if MODULES.contains(module) => match self.record(module, id) {
