@@ -4,7 +4,8 @@ client-credentials flow with a PyJWT assertion, against `dingbridge sim`'s NetSu
 The clients are pointed at the simulator by their base URL (the URL they sign, so the signature the
 simulator rebuilds covers exactly the URL the client sent). Covered: the fixture's TBA vectors,
 record list pages followed by `links` to the end (with `q`), get collapsed / `expandSubResources`,
-create (204 + Location), PATCH (body fields, sublist merge and `replace=`), delete, SuiteQL paging
+create (204 + Location), PATCH (body fields, sublist merge and `replace=`), delete, `!transform`,
+SuiteQL paging
 to the end, and the refusals: bad signature, nonce replay, stale timestamp, unknown record, unknown
 record type, unknown field, missing permission, malformed SuiteQL, missing `Prefer: transient`,
 and the account's concurrency limit."""
@@ -178,6 +179,18 @@ def test_create_patch_sublists_and_delete_are_visible_on_re_read(ns, session):
     assert session.delete(f"{base}/{new_id}").status_code == 204
     gone = session.get(f"{base}/{new_id}")
     assert gone.status_code == 404 and details(gone)["o:errorCode"] == "NONEXISTENT_ID"
+
+
+def test_transform_a_sales_order_into_a_fulfillment(ns, session):
+    rest = ns["rest"]
+    # The body of the reference's exchange 6.
+    body = {"shipStatus": {"id": "C"}, "item": {"items": [{"orderLine": 1, "quantity": 5, "itemReceive": True}]}}
+    made = session.post(rest + "/record/v1/salesOrder/5140/!transform/itemFulfillment", json=body)
+    assert made.status_code == 204
+    new_id = made.headers["Location"].rsplit("/", 1)[1]
+    fulfillment = session.get(rest + f"/record/v1/itemFulfillment/{new_id}", params={"expandSubResources": "true"}).json()
+    assert fulfillment["createdFrom"]["id"] == "5140" and fulfillment["shipStatus"]["id"] == "C"
+    assert [(l["orderLine"], l["quantity"]) for l in fulfillment["item"]["items"]] == [(1, 5)]
 
 
 def test_refusals_answer_netsuites_error_bodies(ns, session, fixtures):

@@ -9,6 +9,7 @@
 //! | `GET record/v1/{type}/{id}[?expandSubResources=true]` | sublists collapsed to links unless expanded; 404 `NONEXISTENT_ID` with `o:errorUrl` |
 //! | `POST record/v1/{type}` | 204 + `Location` with the new id; with `X-NetSuite-PropertyNameValidation: error` an unknown body field is 400 `INVALID_CONTENT` at `o:errorPath` |
 //! | `DELETE record/v1/{type}/{id}` | 204 (fires the `delete` user event) |
+//! | `POST record/v1/salesOrder/{id}/!transform/itemFulfillment` | a fulfillment of the order's lines (the body's `orderLine`s pick and override them); 204 + `Location` |
 //! | other real record types (`customer`, `vendor`, `vendorBill`, …) | 400 `USER_ERROR`: the simulated role has no permission (the fixture); unknown types 404 `INVALID_ID` |
 //! | `PATCH record/v1/{type}/{id}[?replace=item]` | merge by `line` or replace; approvalStatus only 1 → 2/3 (else 400 `USER_ERROR` "no longer pending approval"), which also moves `status` (requisition: Pending Order / Rejected; order: Pending Receipt B / Rejected by Supervisor C); stamps `lastModifiedDate`; 204 |
 //! | `POST query/v1/suiteql?limit&offset` | the grammar of [`suiteql`] over `transaction`, `item` and `employee`; `Prefer: transient` required; limit ≤ 1000 |
@@ -585,6 +586,9 @@ impl NetSuiteSim {
             (&Method::POST, ["record", "v1", kind]) => self.create(&base, kind, &headers, &body),
             (&Method::PATCH, ["record", "v1", kind, id]) => self.patch(kind, id, &headers, &query, &body),
             (&Method::DELETE, ["record", "v1", kind, id]) => self.delete(kind, id),
+            (&Method::POST, ["record", "v1", kind, id, "!transform", target]) => {
+                self.transform(&base, kind, id, target, &headers, &body)
+            }
             _ => error(404, "INVALID_ID", &format!("The resource {method} /services/rest/{path} does not exist.")),
         }
     }
@@ -693,6 +697,95 @@ impl NetSuiteSim {
             json!({"links": links, "count": items.len(), "hasMore": has_more, "items": items, "offset": offset, "totalResults": total}),
             "collection",
         )
+    }
+
+    /// `POST record/v1/salesOrder/{id}/!transform/itemFulfillment` (reference B5): a new
+    /// fulfillment created from the order (entity, currency, one line per order line with
+    /// `orderLine`), the body's fields merged over it; 204 + `Location`. Other pairs are refused
+    /// with `USER_ERROR` (the simulator serves no item receipts or vendor bills).
+    fn transform(&self, base: &str, kind: &str, id: &str, target: &str, headers: &HeaderMap, body: &[u8]) -> Response {
+        let (source, target_type) = match (Self::record_type(kind), Self::record_type(target)) {
+            (Ok(s), Ok(t)) => (s, t),
+            (Err(failure), _) | (_, Err(failure)) => return failure.into_response(),
+        };
+        if (source, target_type) != (RecordType::SalesOrder, RecordType::ItemFulfillment) {
+            return error(
+                400,
+                "USER_ERROR",
+                &format!("You cannot transform a {} into a {}.", source.as_str(), target_type.as_str()),
+            );
+        }
+        let fields = match serde_json::from_slice::<Value>(body) {
+            Ok(Value::Object(fields)) => fields,
+            _ if body.is_empty() => Map::new(),
+            _ => return error(400, "INVALID_PARAMETER", "The request body is not a JSON object."),
+        };
+        if let Err(failure) = Self::check_field_names(target_type, headers, &fields) {
+            return failure.into_response();
+        }
+        let Some(order) = self.record(source, id) else {
+            return nonexistent(kind, id).into_response();
+        };
+        let now = minute(self.clock.now());
+        let new_id = {
+            let mut account = self.lock();
+            account.next_id += 1;
+            account.next_id.to_string()
+        };
+        let lines: Vec<Value> = order["item"]["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|line| {
+                json!({"orderLine": line["line"], "item": line["item"], "quantity": line["quantity"],
+                       "units": line["units"], "itemReceive": true})
+            })
+            .collect();
+        let tran_id = order["tranId"].as_str().unwrap_or_default();
+        let mut value = json!({
+            "id": new_id, "createdDate": now, "lastModifiedDate": now, "tranDate": &now[..10],
+            "entity": order["entity"], "createdFrom": {"id": id, "refName": format!("Sales Order #{tran_id}")},
+            "shipStatus": {"id": "A", "refName": "Picked"}
+        });
+        // The body's lines pick order lines by `orderLine` and override them; without any, every
+        // order line is fulfilled.
+        let picked: Vec<Value> = match fields.get("item").and_then(|i| i["items"].as_array()) {
+            None => lines,
+            Some(wanted) => {
+                let mut picked = Vec::new();
+                for w in wanted {
+                    let Some(mut line) = lines.iter().find(|l| l["orderLine"] == w["orderLine"]).cloned() else {
+                        return error(400, "USER_ERROR", &format!("The order has no line {}.", w["orderLine"]));
+                    };
+                    for (k, v) in w.as_object().into_iter().flatten() {
+                        line[k.as_str()] = v.clone();
+                    }
+                    picked.push(line);
+                }
+                picked
+            }
+        };
+        let numbered: Vec<Value> = picked
+            .into_iter()
+            .enumerate()
+            .map(|(i, mut l)| {
+                l["line"] = json!(i + 1);
+                l
+            })
+            .collect();
+        value["item"] = json!({"items": numbered});
+        let rest: Map<String, Value> = fields.into_iter().filter(|(k, _)| k != "item").collect();
+        if let Err(e) = merge(&mut value, &rest, &[]) {
+            return error(400, "USER_ERROR", &e.to_string());
+        }
+        self.lock().records.insert((target_type, new_id.clone()), value.clone());
+        self.fire_webhook(target_type, &value, "create");
+        let location = format!("{base}/record/v1/{}/{new_id}", target_type.as_str().to_ascii_lowercase());
+        let mut resp = StatusCode::NO_CONTENT.into_response();
+        if let Ok(header) = HeaderValue::from_str(&location) {
+            resp.headers_mut().insert(axum::http::header::LOCATION, header);
+        }
+        resp
     }
 
     /// `DELETE record/v1/{type}/{id}` → 204.
@@ -1070,5 +1163,7 @@ impl Simulator for NetSuiteSim {
     }
 }
 
+#[cfg(test)]
+mod rest_tests;
 #[cfg(test)]
 mod s5_tests;
