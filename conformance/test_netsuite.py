@@ -2,7 +2,9 @@
 client-credentials flow with a PyJWT assertion, against `dingbridge sim`'s NetSuite.
 
 The clients are pointed at the simulator by their base URL (the URL they sign, so the signature the
-simulator rebuilds covers exactly the URL the client sent). Covered: the fixture's TBA vectors,
+simulator rebuilds covers exactly the URL the client sent), or keep the account's real
+`https://1234567.suitetalk.api.netsuite.com` URL behind `conftest.HostRouter` (the simulator also
+accepts a signature over that URL). Covered: the fixture's TBA vectors,
 record list pages followed by `links` to the end (with `q`), get collapsed / `expandSubResources`,
 create (204 + Location), PATCH (body fields, sublist merge and `replace=`), delete, `!transform`,
 SuiteQL paging
@@ -15,6 +17,7 @@ import threading
 import time
 import uuid
 
+import conftest
 import jwt
 import pytest
 import requests
@@ -100,6 +103,20 @@ def test_tba_record_list_pages_follow_next_to_the_end(ns, session):
     assert ids == ["4705", "4709", "4711", "4712"] and pages == 2
     assert not any(link["rel"] == "next" for link in body["links"])
     assert {link["rel"] for link in body["links"]} >= {"previous", "first", "last", "self"}
+
+
+def test_tba_signed_for_the_real_account_host_through_a_transport_adapter(ns):
+    # A script written for production keeps its NetSuite URL; the adapter sends it to the simulator
+    # and the signature covers the real URL, as against NetSuite.
+    host = f"{ns['info']['account'].lower().replace('_', '-')}.suitetalk.api.netsuite.com"
+    s = requests.Session()
+    s.mount(f"https://{host}/", conftest.HostRouter({host: ns["sim"].base}))
+    s.auth = tba(ns["info"])
+    answer = s.get(f"https://{host}/services/rest/record/v1/purchaseOrder/4711")
+    assert answer.status_code == 200 and answer.json()["tranId"] == "PO000812"
+    ql = s.post(f"https://{host}/services/rest/query/v1/suiteql", params={"limit": 1},
+                json={"q": "SELECT id FROM transaction WHERE type = 'PurchOrd' ORDER BY id"}, headers={"Prefer": "transient"})
+    assert ql.status_code == 200 and ql.json()["items"][0]["id"] == "4705"
 
 
 def test_record_list_q_filters_with_the_reference_operators(ns, session):

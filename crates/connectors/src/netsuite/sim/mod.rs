@@ -26,7 +26,8 @@
 //! | `limits` | `{"concurrency": n, "delay_ms": m}`: the concurrency limit and a per-request delay (to make requests overlap in tests) |
 //!
 //! Host routing (B10 item 1) is not simulated: the simulator serves one account on its port
-//! whatever the Host.
+//! whatever the Host. A TBA signature may cover the simulator's URL or the account's real
+//! `https://1234567.suitetalk.api.netsuite.com` URL (a client re-routed by a transport adapter).
 
 pub mod keys;
 pub mod record_query;
@@ -35,6 +36,7 @@ pub mod suiteql;
 
 pub use keys::{TEST_EC_PRIVATE_KEY_PEM, TEST_EC_PUBLIC_KEY_PEM};
 
+use super::account::AccountId;
 use super::auth::{hmac_sha256_base64, parse_authorization_header, signature_base_string, signing_key};
 use super::client::RecordType;
 use super::source::{sign_payload, SIGNATURE_HEADER, TIMESTAMP_HEADER};
@@ -471,10 +473,21 @@ impl NetSuiteSim {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         let host = headers.get(axum::http::header::HOST).and_then(|h| h.to_str().ok()).ok_or(TbaError::NoHost)?;
-        let url = Url::parse(&format!("http://{host}{uri}")).map_err(TbaError::Url)?;
-        let base = signature_base_string(method.as_str(), &url, &signed);
-        let expected = hmac_sha256_base64(&signing_key(seed::CONSUMER_SECRET, seed::TOKEN_SECRET), &base);
-        if expected != get("oauth_signature")? {
+        // The client signed either the URL it sent (the simulator's address) or the account's
+        // real `https://{acct}.suitetalk.api.netsuite.com` URL, re-routed to the simulator by a
+        // transport adapter that rewrote the Host; both are this account's request.
+        let key = signing_key(seed::CONSUMER_SECRET, seed::TOKEN_SECRET);
+        let real_host = AccountId::parse(seed::ACCOUNT)
+            .map(|a| format!("https://{}.suitetalk.api.netsuite.com", a.host_label()))
+            .unwrap_or_default();
+        let given = get("oauth_signature")?;
+        let mut matched = false;
+        for origin in [format!("http://{host}"), real_host] {
+            let url = Url::parse(&format!("{origin}{uri}")).map_err(TbaError::Url)?;
+            let base = signature_base_string(method.as_str(), &url, &signed);
+            matched |= hmac_sha256_base64(&key, &base) == given;
+        }
+        if !matched {
             return Err(TbaError::SignatureMismatch);
         }
         let nonce = get("oauth_nonce")?.to_owned();

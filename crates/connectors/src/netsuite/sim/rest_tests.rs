@@ -93,3 +93,29 @@ async fn a_sales_order_transforms_into_a_fulfillment_of_the_picked_lines() {
     let resp = sim.transform(BASE, "purchaseOrder", "4711", "salesOrder", &strict(), b"");
     assert_eq!(read(resp).await.0, 400);
 }
+
+#[tokio::test]
+async fn tba_may_sign_the_real_account_url_or_the_simulator_url() {
+    use crate::netsuite::account::AccountId;
+    use crate::netsuite::auth::{TbaCredentials, TbaSigner};
+    use axum::http::{Method, Uri};
+    let sim = sim();
+    let creds = TbaCredentials {
+        consumer_key: super::seed::CONSUMER_KEY.to_owned(),
+        consumer_secret: super::seed::CONSUMER_SECRET.to_owned().into(),
+        token_id: super::seed::TOKEN_ID.to_owned(),
+        token_secret: super::seed::TOKEN_SECRET.to_owned().into(),
+    };
+    let signer = TbaSigner::new(AccountId::parse(super::seed::ACCOUNT).unwrap(), creds, Arc::new(SystemClock));
+    let uri: Uri = "/services/rest/record/v1/purchaseOrder/4711".parse().unwrap();
+    let mut headers = HeaderMap::new();
+    headers.insert("host", "127.0.0.1:4000".parse().unwrap());
+    for origin in ["https://1234567.suitetalk.api.netsuite.com", "http://127.0.0.1:4000"] {
+        let url = url::Url::parse(&format!("{origin}{uri}")).unwrap();
+        let header = signer.authorize("GET", &url);
+        assert_eq!(sim.verify_tba(&Method::GET, &uri, &headers, &header), Ok(()), "{origin}");
+    }
+    let elsewhere = url::Url::parse(&format!("https://7654321.suitetalk.api.netsuite.com{uri}")).unwrap();
+    let header = signer.authorize("GET", &elsewhere);
+    assert!(sim.verify_tba(&Method::GET, &uri, &headers, &header).is_err());
+}
