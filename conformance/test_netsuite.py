@@ -323,7 +323,7 @@ def test_suiteql_pages_to_the_end_and_refuses_what_netsuite_refuses(ns, session,
 
 def test_the_account_concurrency_limit_answers_429(ns, fixtures):
     sim = ns["sim"]
-    sim.put_record("limits", {"concurrency": 1, "delay_ms": 600})
+    sim.put_record("limits", {"concurrency": 1, "delay_ms": 1500})
     try:
         answers = []
 
