@@ -7,7 +7,7 @@ The SDK is pointed at the simulator through its documented environment object: a
 
 Covered: the refresh grant, the SDK's metadata reads (current user, org, modules, fields),
 records paging with `page`/`per_page` to the end, get one, create / update (batch and by id) /
-upsert / delete in batches (the 101st record refused), search (criteria, 204, malformed), count,
+upsert / delete in batches (the 101st record refused), related notes and activities, search (criteria, 204, malformed), count,
 deleted records, COQL (where with and/or/in/like, order by, limit offset, 204) and its refusals,
 notifications enable / callback / list / disable, and INVALID_TOKEN, INVALID_MODULE, INVALID_DATA,
 invalid refresh token errors."""
@@ -38,6 +38,7 @@ from zohocrmsdk.src.com.zoho.crm.api.record import APIException as RecordError
 from zohocrmsdk.src.com.zoho.crm.api.record import ActionWrapper, BodyWrapper, Record, RecordOperations
 from zohocrmsdk.src.com.zoho.crm.api.record import DeleteRecordsParam, GetDeletedRecordsParam, GetRecordsParam
 from zohocrmsdk.src.com.zoho.crm.api.record import SearchRecordsParam, SuccessResponse
+from zohocrmsdk.src.com.zoho.crm.api.related_records import GetRelatedRecordsParam, RelatedRecordsOperations
 from zohocrmsdk.src.com.zoho.crm.api.sdk_config import SDKConfig
 from zohocrmsdk.src.com.zoho.crm.api.util.choice import Choice
 
@@ -211,6 +212,22 @@ def test_search_count_and_deleted_records(sdk):
     deleted.add(GetDeletedRecordsParam.type, "all")
     answer = ops.get_deleted_records(deleted, HeaderMap())
     assert answer.get_status_code() in (200, 204)
+
+
+def test_related_notes_and_closed_activities_of_a_deal(sdk, fixtures):
+    deal = 5843104000001234001
+    p = ParameterMap()
+    p.add(GetRelatedRecordsParam.fields, "Note_Title,Note_Content")
+    notes = RelatedRecordsOperations("Notes", "Deals").get_related_records(deal, p, HeaderMap())
+    assert notes.get_status_code() == 200
+    titles = [n.get_key_value("Note_Title") for n in notes.get_object().get_data()]
+    fixture = json.loads((fixtures / "zoho" / "related" / "deal_notes.json").read_text())
+    assert titles and all(isinstance(t, str) for t in titles)
+    assert set(fixture["data"][0]) >= {"Note_Title", "Note_Content"}
+    p = ParameterMap()
+    p.add(GetRelatedRecordsParam.fields, "Subject")
+    history = RelatedRecordsOperations("Activities_Chronological_View_History", "Deals").get_related_records(deal, p, HeaderMap())
+    assert history.get_status_code() in (200, 204)
 
 
 def test_coql_answers_and_pages_and_refuses_what_zoho_refuses(sdk):

@@ -237,6 +237,42 @@ impl ZohoSim {
         reply(200, json!({ "modules": modules }))
     }
 
+    /// `GET settings/related_lists?module=M`: the related lists the simulator serves under a
+    /// record of `M` (`{Module}/{id}/{api_name}`); the SDKs read it before a related-records call.
+    /// The activity views span several modules, so they name none.
+    pub(super) fn related_lists(&self, module: Option<&str>) -> Response {
+        let Some(module) = module.filter(|m| MODULES.contains(m)) else {
+            return error(400, "INVALID_MODULE", "the module name given seems to be invalid", json!({}));
+        };
+        let lists: &[(&str, Option<&str>)] = match module {
+            "Deals" => &[
+                ("Notes", Some("Notes")),
+                ("Calls", Some("Calls")),
+                ("Tasks", Some("Tasks")),
+                ("Events", Some("Events")),
+                ("Activities_Chronological_View", None),
+                ("Activities_Chronological_View_History", None),
+                ("Contact_Roles", Some("Contacts")),
+            ],
+            "Accounts" | "Contacts" => &[("Notes", Some("Notes"))],
+            _ => &[],
+        };
+        let related: Vec<Value> = lists
+            .iter()
+            .enumerate()
+            .map(|(i, (api_name, target))| {
+                json!({"api_name": api_name, "name": api_name, "display_label": api_name.replace('_', " "),
+                       "id": format!("{ORG_PREFIX}0000{:05}", 4000 + i), "type": "default", "visible": true,
+                       "href": format!("{module}/{{ENTITYID}}/{api_name}"),
+                       "module": target.map(|t| json!({"api_name": t, "id": format!("{ORG_PREFIX}000002175")}))})
+            })
+            .collect();
+        if related.is_empty() {
+            return super::no_content();
+        }
+        reply(200, json!({ "related_lists": related }))
+    }
+
     /// `GET settings/fields?module=M`: every field any seeded record of `M` has.
     pub(super) fn fields(&self, module: Option<&str>) -> Response {
         let Some(module) = module.filter(|m| MODULES.contains(m)) else {
@@ -329,6 +365,13 @@ mod tests {
         assert_eq!(field("Account_Name")["lookup"]["module"]["api_name"], "Accounts");
         assert_eq!(field("Modified_Time")["data_type"], "datetime");
         assert_eq!(field("Amount")["data_type"], "currency");
+        let related: Value = get("settings/related_lists?module=Deals").await.unwrap().json().await.unwrap();
+        let notes =
+            related["related_lists"].as_array().unwrap().iter().find(|r| r["api_name"] == "Notes").unwrap().clone();
+        assert_eq!(
+            (notes["href"].as_str(), notes["module"]["api_name"].as_str()),
+            (Some("Deals/{ENTITYID}/Notes"), Some("Notes"))
+        );
         let unknown = get("settings/fields?module=Nopes").await.unwrap();
         assert_eq!(unknown.status(), 400);
     }

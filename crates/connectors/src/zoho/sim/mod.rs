@@ -7,7 +7,7 @@
 //! delete (100-record cap, per-record results, 207, `If-Unmodified-Since` → 412; also
 //! `PUT`/`DELETE /{Module}/{id}`; an unknown field is a per-record `INVALID_DATA`), the metadata
 //! the official SDKs read first (`users?type=CurrentUser`, `org`, `settings/modules`,
-//! `settings/fields?module=`, see `metadata`), `{Module}/search` (a `winnow` criteria grammar,
+//! `settings/fields?module=`, `settings/related_lists?module=`, see `metadata`), `{Module}/search` (a `winnow` criteria grammar,
 //! see `search`) and `{Module}/actions/count`,
 //! `__composite_requests`, notification channels that really call back, API credits with
 //! `X-API-CREDITS-REMAINING` past half, and enforced concurrency (org limit, heavy sub-limit 10,
@@ -359,6 +359,9 @@ impl ZohoSim {
             (&Method::GET, ["org"]) => (self.org(), nothing),
             (&Method::GET, ["settings", "modules"]) => (self.modules(), nothing),
             (&Method::GET, ["settings", "fields"]) => (self.fields(query.get("module").map(String::as_str)), nothing),
+            (&Method::GET, ["settings", "related_lists"]) => {
+                (self.related_lists(query.get("module").map(String::as_str)), nothing)
+            }
             (&Method::GET, ["actions", "watch"]) => {
                 let list: Vec<Value> = self.data().channels.iter().map(|(c, _)| c.clone()).collect();
                 (reply(200, json!({"watch": list, "info": {"count": list.len(), "more_records": false}})), nothing)
