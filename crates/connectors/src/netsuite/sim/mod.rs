@@ -5,10 +5,14 @@
 //! |---|---|
 //! | `POST /services/rest/auth/oauth2/v1/token` | client credentials with an ES256 JWT assertion (kid, iss, aud, exp checked); tokens live `token_ttl` |
 //! | every other `/services/rest/…` | TBA (signature rebuilt from the request line and ALL `oauth_*` header params, realm, clock skew ≤ 300 s, nonce replay) or `Bearer`; failures 401 `INVALID_LOGIN` |
-//! | `GET record/v1/{type}/{id}[?expandSubResources=true]` | sublists collapsed to links unless expanded; 404 `NONEXISTENT_ID` |
-//! | `POST record/v1/{type}` | 204 + `Location` with the new id |
+//! | `GET record/v1/{type}?q&limit&offset` | ids only, by id, `links` previous/first/next/last/self, `hasMore`; `q` per [`record_query`]; limit 1..=1000 |
+//! | `GET record/v1/{type}/{id}[?expandSubResources=true]` | sublists collapsed to links unless expanded; 404 `NONEXISTENT_ID` with `o:errorUrl` |
+//! | `POST record/v1/{type}` | 204 + `Location` with the new id; with `X-NetSuite-PropertyNameValidation: error` an unknown body field is 400 `INVALID_CONTENT` at `o:errorPath` |
+//! | `DELETE record/v1/{type}/{id}` | 204 (fires the `delete` user event) |
+//! | `POST record/v1/salesOrder/{id}/!transform/itemFulfillment` | a fulfillment of the order's lines (the body's `orderLine`s pick and override them); 204 + `Location` |
+//! | other real record types (`customer`, `vendor`, `vendorBill`, …) | 400 `USER_ERROR`: the simulated role has no permission (the fixture); unknown types 404 `INVALID_ID` |
 //! | `PATCH record/v1/{type}/{id}[?replace=item]` | merge by `line` or replace; approvalStatus only 1 → 2/3 (else 400 `USER_ERROR` "no longer pending approval"), which also moves `status` (requisition: Pending Order / Rejected; order: Pending Receipt B / Rejected by Supervisor C); stamps `lastModifiedDate`; 204 |
-//! | `POST query/v1/suiteql?limit&offset` | the subset of [`suiteql`] (transactions, items and `SELECT … FROM employee` over the seeded employees); `Prefer: transient` required; limit ≤ 1000 |
+//! | `POST query/v1/suiteql?limit&offset` | the grammar of [`suiteql`] over `transaction`, `item` and `employee`; `Prefer: transient` required; limit ≤ 1000 |
 //! | concurrency | more than `concurrency_limit` requests in flight: 429 `CONCURRENCY_LIMIT_EXCEEDED` (the fixture body) |
 //!
 //! `lastModifiedDate` is the simulator clock truncated to the minute. Control
@@ -22,14 +26,17 @@
 //! | `limits` | `{"concurrency": n, "delay_ms": m}`: the concurrency limit and a per-request delay (to make requests overlap in tests) |
 //!
 //! Host routing (B10 item 1) is not simulated: the simulator serves one account on its port
-//! whatever the Host.
+//! whatever the Host. A TBA signature may cover the simulator's URL or the account's real
+//! `https://1234567.suitetalk.api.netsuite.com` URL (a client re-routed by a transport adapter).
 
 pub mod keys;
+pub mod record_query;
 pub mod seed;
 pub mod suiteql;
 
 pub use keys::{TEST_EC_PRIVATE_KEY_PEM, TEST_EC_PUBLIC_KEY_PEM};
 
+use super::account::AccountId;
 use super::auth::{hmac_sha256_base64, parse_authorization_header, signature_base_string, signing_key};
 use super::client::RecordType;
 use super::source::{sign_payload, SIGNATURE_HEADER, TIMESTAMP_HEADER};
@@ -165,12 +172,77 @@ struct Failure {
     status: u16,
     code: &'static str,
     detail: String,
+    /// Where the fault is: (`o:errorPath`, body field) or (`o:errorUrl`, request path).
+    path: Option<(&'static str, String)>,
+}
+
+impl Failure {
+    fn at(mut self, key: &'static str, value: &str) -> Self {
+        self.path = Some((key, value.to_owned()));
+        self
+    }
 }
 
 impl IntoResponse for Failure {
     fn into_response(self) -> Response {
-        error(self.status, self.code, &self.detail)
+        let mut body = error_body(self.status, self.code, &self.detail);
+        if let Some((key, value)) = self.path {
+            body["o:errorDetails"][0][key] = json!(value);
+        }
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut resp = (status, axum::Json(body)).into_response();
+        resp.headers_mut().insert(axum::http::header::CONTENT_TYPE, HeaderValue::from_static(ERROR_TYPE));
+        resp
     }
+}
+
+/// Record types of a real account that the simulated integration role may not use.
+const NO_PERMISSION: &[&str] = &[
+    "customer",
+    "vendor",
+    "employee",
+    "vendorBill",
+    "vendorPayment",
+    "invoice",
+    "journalEntry",
+    "itemReceipt",
+    "subsidiary",
+];
+
+/// The fixture `error_400_user_error_permission.json`.
+const NO_PERMISSION_DETAIL: &str =
+    "Your current role does not have permission to perform this action. Please contact your account administrator.";
+
+/// A 400 `INVALID_PARAMETER` naming the query parameter at fault (`o:errorQueryParam`).
+fn query_error(param: &str, detail: &str) -> Response {
+    let mut body = error_body(400, "INVALID_PARAMETER", detail);
+    body["o:errorDetails"][0]["o:errorQueryParam"] = json!(param);
+    let mut resp = (StatusCode::BAD_REQUEST, axum::Json(body)).into_response();
+    resp.headers_mut().insert(axum::http::header::CONTENT_TYPE, HeaderValue::from_static(ERROR_TYPE));
+    resp
+}
+
+/// 404 `NONEXISTENT_ID` of the record at `/services/rest/record/v1/{kind}/{id}` (the fixture).
+fn nonexistent(kind: &str, id: &str) -> Failure {
+    Failure {
+        status: 404,
+        code: "NONEXISTENT_ID",
+        detail: "The record instance does not exist. Provide a valid record instance ID.".to_owned(),
+        path: None,
+    }
+    .at("o:errorUrl", &format!("/services/rest/record/v1/{kind}/{id}"))
+}
+
+/// A success answer with NetSuite's content type (`singular` or `collection`).
+fn resource(value: Value, kind: &'static str) -> Response {
+    let mut resp = axum::Json(value).into_response();
+    let content_type = if kind == "collection" {
+        "application/vnd.oracle.resource+json; type=collection"
+    } else {
+        "application/vnd.oracle.resource+json; type=singular"
+    };
+    resp.headers_mut().insert(axum::http::header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp
 }
 
 fn invalid_login() -> Response {
@@ -401,10 +473,21 @@ impl NetSuiteSim {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         let host = headers.get(axum::http::header::HOST).and_then(|h| h.to_str().ok()).ok_or(TbaError::NoHost)?;
-        let url = Url::parse(&format!("http://{host}{uri}")).map_err(TbaError::Url)?;
-        let base = signature_base_string(method.as_str(), &url, &signed);
-        let expected = hmac_sha256_base64(&signing_key(seed::CONSUMER_SECRET, seed::TOKEN_SECRET), &base);
-        if expected != get("oauth_signature")? {
+        // The client signed either the URL it sent (the simulator's address) or the account's
+        // real `https://{acct}.suitetalk.api.netsuite.com` URL, re-routed to the simulator by a
+        // transport adapter that rewrote the Host; both are this account's request.
+        let key = signing_key(seed::CONSUMER_SECRET, seed::TOKEN_SECRET);
+        let real_host = AccountId::parse(seed::ACCOUNT)
+            .map(|a| format!("https://{}.suitetalk.api.netsuite.com", a.host_label()))
+            .unwrap_or_default();
+        let given = get("oauth_signature")?;
+        let mut matched = false;
+        for origin in [format!("http://{host}"), real_host] {
+            let url = Url::parse(&format!("{origin}{uri}")).map_err(TbaError::Url)?;
+            let base = signature_base_string(method.as_str(), &url, &signed);
+            matched |= hmac_sha256_base64(&key, &base) == given;
+        }
+        if !matched {
             return Err(TbaError::SignatureMismatch);
         }
         let nonce = get("oauth_nonce")?.to_owned();
@@ -511,19 +594,227 @@ impl NetSuiteSim {
         let segments: Vec<&str> = path.split('/').collect();
         match (&method, segments.as_slice()) {
             (&Method::POST, ["query", "v1", "suiteql"]) => self.suiteql(&base, &headers, &query, &body),
+            (&Method::GET, ["record", "v1", kind]) => self.list(&base, kind, &query),
             (&Method::GET, ["record", "v1", kind, id]) => self.get(&base, kind, id, &query),
-            (&Method::POST, ["record", "v1", kind]) => self.create(&base, kind, &body),
-            (&Method::PATCH, ["record", "v1", kind, id]) => self.patch(kind, id, &query, &body),
+            (&Method::POST, ["record", "v1", kind]) => self.create(&base, kind, &headers, &body),
+            (&Method::PATCH, ["record", "v1", kind, id]) => self.patch(kind, id, &headers, &query, &body),
+            (&Method::DELETE, ["record", "v1", kind, id]) => self.delete(kind, id),
+            (&Method::POST, ["record", "v1", kind, id, "!transform", target]) => {
+                self.transform(&base, kind, id, target, &headers, &body)
+            }
             _ => error(404, "INVALID_ID", &format!("The resource {method} /services/rest/{path} does not exist.")),
         }
     }
 
     fn record_type(kind: &str) -> Result<RecordType, Failure> {
-        RecordType::parse(kind).ok_or_else(|| Failure {
+        if let Some(record) = RecordType::parse(kind) {
+            return Ok(record);
+        }
+        // Real record types the simulated integration role has no permission for: NetSuite
+        // answers those 400 USER_ERROR (the fixture), not 403.
+        if NO_PERMISSION.iter().any(|t| t.eq_ignore_ascii_case(kind)) {
+            return Err(Failure {
+                status: 400,
+                code: "USER_ERROR",
+                detail: NO_PERMISSION_DETAIL.to_owned(),
+                path: None,
+            });
+        }
+        Err(Failure {
             status: 404,
             code: "INVALID_ID",
             detail: format!("The record type {kind} is invalid or not supported."),
+            path: None,
         })
+    }
+
+    /// Refuses body fields the record type does not have when the client asked for it
+    /// (`X-NetSuite-PropertyNameValidation: error`, which the gateway always sends on writes).
+    fn check_field_names(record: RecordType, headers: &HeaderMap, fields: &Map<String, Value>) -> Result<(), Failure> {
+        let strict = headers
+            .get("x-netsuite-propertynamevalidation")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.eq_ignore_ascii_case("error"));
+        if !strict {
+            return Ok(());
+        }
+        match fields.keys().find(|name| !seed::is_known_field(record, name)) {
+            None => Ok(()),
+            Some(name) => Err(Failure {
+                status: 400,
+                code: "INVALID_CONTENT",
+                detail: format!("Error while accessing a resource. Invalid field name: '{name}'."),
+                path: None,
+            }
+            .at("o:errorPath", name)),
+        }
+    }
+
+    /// `GET record/v1/{type}?q=…&limit=…&offset=…`: ids only, ordered by id, with the links.
+    fn list(&self, base: &str, kind: &str, query: &BTreeMap<String, String>) -> Response {
+        let record = match Self::record_type(kind) {
+            Ok(r) => r,
+            Err(failure) => return failure.into_response(),
+        };
+        let number = |name: &str, default: usize| match query.get(name) {
+            None => Ok(default),
+            Some(text) => text.parse::<usize>().map_err(|_| name.to_owned()),
+        };
+        let (limit, offset) = match (number("limit", 1000), number("offset", 0)) {
+            (Ok(l), Ok(o)) if (1..=1000).contains(&l) => (l, o),
+            (Err(name), _) | (_, Err(name)) => {
+                return query_error(&name, &format!("Invalid value for the {name} query parameter."))
+            }
+            _ => return query_error("limit", "The limit must be between 1 and 1000."),
+        };
+        let filter = match query.get("q").map(|q| record_query::parse(q)) {
+            None => None,
+            Some(Ok(filter)) => {
+                if let Err(e) = record_query::check(&filter, &|f| seed::is_known_field(record, f)) {
+                    return query_error("q", &e.to_string());
+                }
+                Some(filter)
+            }
+            Some(Err(e)) => return query_error("q", &e.to_string()),
+        };
+        let mut ids: Vec<String> = self
+            .lock()
+            .records
+            .iter()
+            .filter(|((t, _), v)| *t == record && filter.as_ref().is_none_or(|f| record_query::matches(f, v)))
+            .map(|((_, id), _)| id.clone())
+            .collect();
+        ids.sort_by_key(|id| (id.len(), id.clone()));
+        let total = ids.len();
+        let lower = record.as_str().to_ascii_lowercase();
+        let q_part = query.get("q").map(|q| format!("&q={}", super::auth::encode(q))).unwrap_or_default();
+        let link = |rel: &str, off: usize| json!({"rel": rel, "href": format!("{base}/record/v1/{lower}?limit={limit}&offset={off}{q_part}")});
+        let items: Vec<Value> = ids
+            .iter()
+            .skip(offset)
+            .take(limit)
+            .map(|id| json!({"links": [{"rel": "self", "href": format!("{base}/record/v1/{lower}/{id}")}], "id": id}))
+            .collect();
+        let has_more = offset + items.len() < total;
+        let mut links = Vec::new();
+        if offset > 0 {
+            links.push(link("previous", offset.saturating_sub(limit)));
+        }
+        links.push(link("first", 0));
+        if has_more {
+            links.push(link("next", offset + limit));
+        }
+        links.push(link("last", total.saturating_sub(1) / limit * limit));
+        links.push(link("self", offset));
+        resource(
+            json!({"links": links, "count": items.len(), "hasMore": has_more, "items": items, "offset": offset, "totalResults": total}),
+            "collection",
+        )
+    }
+
+    /// `POST record/v1/salesOrder/{id}/!transform/itemFulfillment` (reference B5): a new
+    /// fulfillment created from the order (entity, currency, one line per order line with
+    /// `orderLine`), the body's fields merged over it; 204 + `Location`. Other pairs are refused
+    /// with `USER_ERROR` (the simulator serves no item receipts or vendor bills).
+    fn transform(&self, base: &str, kind: &str, id: &str, target: &str, headers: &HeaderMap, body: &[u8]) -> Response {
+        let (source, target_type) = match (Self::record_type(kind), Self::record_type(target)) {
+            (Ok(s), Ok(t)) => (s, t),
+            (Err(failure), _) | (_, Err(failure)) => return failure.into_response(),
+        };
+        if (source, target_type) != (RecordType::SalesOrder, RecordType::ItemFulfillment) {
+            return error(
+                400,
+                "USER_ERROR",
+                &format!("You cannot transform a {} into a {}.", source.as_str(), target_type.as_str()),
+            );
+        }
+        let fields = match serde_json::from_slice::<Value>(body) {
+            Ok(Value::Object(fields)) => fields,
+            _ if body.is_empty() => Map::new(),
+            _ => return error(400, "INVALID_PARAMETER", "The request body is not a JSON object."),
+        };
+        if let Err(failure) = Self::check_field_names(target_type, headers, &fields) {
+            return failure.into_response();
+        }
+        let Some(order) = self.record(source, id) else {
+            return nonexistent(kind, id).into_response();
+        };
+        let now = minute(self.clock.now());
+        let new_id = {
+            let mut account = self.lock();
+            account.next_id += 1;
+            account.next_id.to_string()
+        };
+        let lines: Vec<Value> = order["item"]["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|line| {
+                json!({"orderLine": line["line"], "item": line["item"], "quantity": line["quantity"],
+                       "units": line["units"], "itemReceive": true})
+            })
+            .collect();
+        let tran_id = order["tranId"].as_str().unwrap_or_default();
+        let mut value = json!({
+            "id": new_id, "createdDate": now, "lastModifiedDate": now, "tranDate": &now[..10],
+            "entity": order["entity"], "createdFrom": {"id": id, "refName": format!("Sales Order #{tran_id}")},
+            "shipStatus": {"id": "A", "refName": "Picked"}
+        });
+        // The body's lines pick order lines by `orderLine` and override them; without any, every
+        // order line is fulfilled.
+        let picked: Vec<Value> = match fields.get("item").and_then(|i| i["items"].as_array()) {
+            None => lines,
+            Some(wanted) => {
+                let mut picked = Vec::new();
+                for w in wanted {
+                    let Some(mut line) = lines.iter().find(|l| l["orderLine"] == w["orderLine"]).cloned() else {
+                        return error(400, "USER_ERROR", &format!("The order has no line {}.", w["orderLine"]));
+                    };
+                    for (k, v) in w.as_object().into_iter().flatten() {
+                        line[k.as_str()] = v.clone();
+                    }
+                    picked.push(line);
+                }
+                picked
+            }
+        };
+        let numbered: Vec<Value> = picked
+            .into_iter()
+            .enumerate()
+            .map(|(i, mut l)| {
+                l["line"] = json!(i + 1);
+                l
+            })
+            .collect();
+        value["item"] = json!({"items": numbered});
+        let rest: Map<String, Value> = fields.into_iter().filter(|(k, _)| k != "item").collect();
+        if let Err(e) = merge(&mut value, &rest, &[]) {
+            return error(400, "USER_ERROR", &e.to_string());
+        }
+        self.lock().records.insert((target_type, new_id.clone()), value.clone());
+        self.fire_webhook(target_type, &value, "create");
+        let location = format!("{base}/record/v1/{}/{new_id}", target_type.as_str().to_ascii_lowercase());
+        let mut resp = StatusCode::NO_CONTENT.into_response();
+        if let Ok(header) = HeaderValue::from_str(&location) {
+            resp.headers_mut().insert(axum::http::header::LOCATION, header);
+        }
+        resp
+    }
+
+    /// `DELETE record/v1/{type}/{id}` → 204.
+    fn delete(&self, kind: &str, id: &str) -> Response {
+        let record = match Self::record_type(kind) {
+            Ok(r) => r,
+            Err(failure) => return failure.into_response(),
+        };
+        let removed = self.lock().records.remove(&(record, id.to_owned()));
+        match removed {
+            Some(value) => {
+                self.fire_webhook(record, &value, "delete");
+                StatusCode::NO_CONTENT.into_response()
+            }
+            None => nonexistent(kind, id).into_response(),
+        }
     }
 
     fn get(&self, base: &str, kind: &str, id: &str, query: &BTreeMap<String, String>) -> Response {
@@ -532,11 +823,7 @@ impl NetSuiteSim {
             Err(failure) => return failure.into_response(),
         };
         let Some(mut value) = self.record(record, id) else {
-            return error(
-                404,
-                "NONEXISTENT_ID",
-                "The record instance does not exist. Provide a valid record instance ID.",
-            );
+            return nonexistent(kind, id).into_response();
         };
         let self_href = format!("{base}/record/v1/{}/{id}", record.as_str().to_ascii_lowercase());
         let expand = query.get("expandSubResources").is_some_and(|v| v == "true");
@@ -556,10 +843,10 @@ impl NetSuiteSim {
             let href = if expand { format!("{self_href}?expandSubResources=true") } else { self_href };
             map.insert("links".to_owned(), json!([{"rel": "self", "href": href}]));
         }
-        axum::Json(value).into_response()
+        resource(value, "singular")
     }
 
-    fn create(&self, base: &str, kind: &str, body: &[u8]) -> Response {
+    fn create(&self, base: &str, kind: &str, headers: &HeaderMap, body: &[u8]) -> Response {
         let record = match Self::record_type(kind) {
             Ok(r) => r,
             Err(failure) => return failure.into_response(),
@@ -567,6 +854,9 @@ impl NetSuiteSim {
         let Ok(Value::Object(fields)) = serde_json::from_slice::<Value>(body) else {
             return error(400, "INVALID_PARAMETER", "The request body is not a JSON object.");
         };
+        if let Err(failure) = Self::check_field_names(record, headers, &fields) {
+            return failure.into_response();
+        }
         let id = {
             let mut account = self.lock();
             account.next_id += 1;
@@ -590,7 +880,14 @@ impl NetSuiteSim {
         resp
     }
 
-    fn patch(&self, kind: &str, id: &str, query: &BTreeMap<String, String>, body: &[u8]) -> Response {
+    fn patch(
+        &self,
+        kind: &str,
+        id: &str,
+        headers: &HeaderMap,
+        query: &BTreeMap<String, String>,
+        body: &[u8],
+    ) -> Response {
         let record = match Self::record_type(kind) {
             Ok(r) => r,
             Err(failure) => return failure.into_response(),
@@ -598,9 +895,12 @@ impl NetSuiteSim {
         let Ok(Value::Object(fields)) = serde_json::from_slice::<Value>(body) else {
             return error(400, "INVALID_PARAMETER", "The request body is not a JSON object.");
         };
+        if let Err(failure) = Self::check_field_names(record, headers, &fields) {
+            return failure.into_response();
+        }
         let replace: Vec<String> =
             query.get("replace").map(|r| r.split(',').map(str::to_owned).collect()).unwrap_or_default();
-        match self.update(record, id, &fields, &replace) {
+        match self.update(kind, record, id, &fields, &replace) {
             Ok(value) => {
                 self.fire_webhook(record, &value, "edit");
                 StatusCode::NO_CONTENT.into_response()
@@ -611,6 +911,7 @@ impl NetSuiteSim {
 
     fn update(
         &self,
+        kind: &str,
         record: RecordType,
         id: &str,
         fields: &Map<String, Value>,
@@ -619,17 +920,14 @@ impl NetSuiteSim {
         let now = minute(self.clock.now());
         let mut account = self.lock();
         let Some(value) = account.records.get_mut(&(record, id.to_owned())) else {
-            return Err(Failure {
-                status: 404,
-                code: "NONEXISTENT_ID",
-                detail: "The record instance does not exist. Provide a valid record instance ID.".to_owned(),
-            });
+            return Err(nonexistent(kind, id));
         };
         let mut changed = value.clone();
         merge(&mut changed, fields, replace).map_err(|e| Failure {
             status: 400,
             code: "USER_ERROR",
             detail: e.to_string(),
+            path: None,
         })?;
         changed["lastModifiedDate"] = json!(now);
         *value = changed.clone();
@@ -649,36 +947,13 @@ impl NetSuiteSim {
         else {
             return error(400, "INVALID_PARAMETER", "The request body must be {\"q\": \"SELECT …\"}.");
         };
-        let refuse = |detail: &str| {
-            let mut body = error_body(400, "INVALID_PARAMETER", detail);
-            body["o:errorDetails"][0]["o:errorQueryParam"] = json!("q");
-            let mut resp = (StatusCode::BAD_REQUEST, axum::Json(body)).into_response();
-            resp.headers_mut().insert(axum::http::header::CONTENT_TYPE, HeaderValue::from_static(ERROR_TYPE));
-            resp
+        let rows = {
+            let account = self.lock();
+            suiteql::run(&q, account.records.iter().map(|((t, _), v)| (*t, v)), &account.employees)
         };
-        let rows: Vec<Value> = if suiteql::is_employee_query(&q) {
-            match suiteql::employee_rows(&q, &self.lock().employees) {
-                Ok(rows) => rows,
-                Err(e) => return refuse(&e.to_string()),
-            }
-        } else {
-            let parsed = match suiteql::parse(&q) {
-                Ok(p) => p,
-                Err(e) => return refuse(&e.to_string()),
-            };
-            // NetSuite keeps lastmodifieddate to the second: rows of one second come by id.
-            let mut rows: Vec<(i64, u64, Value)> = self
-                .lock()
-                .records
-                .iter()
-                .filter_map(|((t, id), v)| {
-                    let row = suiteql::project(&parsed, *t, v)?;
-                    let modified = v["lastModifiedDate"].as_str()?.parse::<jiff::Timestamp>().ok()?;
-                    Some((modified.as_second(), id.parse().unwrap_or(u64::MAX), row))
-                })
-                .collect();
-            rows.sort_by_key(|r| (r.0, r.1));
-            rows.into_iter().map(|r| r.2).collect()
+        let rows = match rows {
+            Ok(rows) => rows,
+            Err(e) => return query_error("q", &e.to_string()),
         };
         let total = rows.len();
         let items: Vec<Value> = rows.into_iter().skip(offset).take(limit).collect();
@@ -690,15 +965,17 @@ impl NetSuiteSim {
         }
         links.push(link("last", total.saturating_sub(1) / limit * limit));
         links.push(link("self", offset));
-        axum::Json(json!({
-            "links": links,
-            "count": items.len(),
-            "hasMore": has_more,
-            "items": items,
-            "offset": offset,
-            "totalResults": total
-        }))
-        .into_response()
+        resource(
+            json!({
+                "links": links,
+                "count": items.len(),
+                "hasMore": has_more,
+                "items": items,
+                "offset": offset,
+                "totalResults": total
+            }),
+            "collection",
+        )
     }
 
     /// POSTs the user-event payload of `value` to the configured webhook, signed like the
@@ -899,5 +1176,7 @@ impl Simulator for NetSuiteSim {
     }
 }
 
+#[cfg(test)]
+mod rest_tests;
 #[cfg(test)]
 mod s5_tests;

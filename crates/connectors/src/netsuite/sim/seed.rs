@@ -367,3 +367,60 @@ pub fn decided_status(is_order: bool, approval_id: &str) -> Option<(&'static str
         _ => None,
     }
 }
+
+/// Body fields of each record type beyond the seeded ones (reference B2), so that a write naming
+/// them is not refused under `X-NetSuite-PropertyNameValidation: error`.
+const STANDARD_FIELDS: &[&str] = &[
+    "externalId",
+    "tranId",
+    "tranDate",
+    "entity",
+    "subsidiary",
+    "currency",
+    "exchangeRate",
+    "location",
+    "department",
+    "class",
+    "employee",
+    "approvalStatus",
+    "nextApprover",
+    "status",
+    "orderStatus",
+    "memo",
+    "total",
+    "subtotal",
+    "taxTotal",
+    "customForm",
+    "dueDate",
+    "shipDate",
+    "createdFrom",
+    "shipStatus",
+    "requester",
+    "item",
+    "expense",
+    "package",
+    "itemId",
+    "displayName",
+    "unitsType",
+    "stockUnit",
+    "purchaseUnit",
+    "saleUnit",
+    "locations",
+    "createdDate",
+    "lastModifiedDate",
+];
+
+/// Whether `field` (case-insensitive) is a body field of `record`: a seeded or standard field,
+/// or a custom one (`custbody…`, `custcol…`, `custitem…`); `id` and `links` are always accepted.
+pub fn is_known_field(record: RecordType, field: &str) -> bool {
+    let lower = field.to_ascii_lowercase();
+    if ["id", "links"].contains(&lower.as_str())
+        || ["custbody", "custcol", "custitem"].iter().any(|p| lower.starts_with(p))
+    {
+        return true;
+    }
+    STANDARD_FIELDS.iter().any(|f| f.eq_ignore_ascii_case(field))
+        || records().iter().any(|(t, v)| {
+            *t == record && v.as_object().is_some_and(|o| o.keys().any(|k| k.eq_ignore_ascii_case(field)))
+        })
+}

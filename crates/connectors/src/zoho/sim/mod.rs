@@ -3,8 +3,12 @@
 //! refreshes in 10 min, revoke), `/crm/{version}/` records (paging, `page_token` past 2,000,
 //! 204 when empty, `If-Modified-Since` → 304), related lists (`Notes`, `Calls`/`Tasks`/`Events`,
 //! open and closed activities `Activities_Chronological_View[_History]` tagged `$module`,
-//! `Contact_Roles`), a COQL subset, insert/update/upsert/
-//! delete (100-record cap, per-record results, 207, `If-Unmodified-Since` → 412),
+//! `Contact_Roles`), COQL (a `winnow` grammar, see `coql`), insert/update/upsert/
+//! delete (100-record cap, per-record results, 207, `If-Unmodified-Since` → 412; also
+//! `PUT`/`DELETE /{Module}/{id}`; an unknown field is a per-record `INVALID_DATA`), the metadata
+//! the official SDKs read first (`users?type=CurrentUser`, `org`, `settings/modules`,
+//! `settings/fields?module=`, `settings/related_lists?module=`, see `metadata`), `{Module}/search` (a `winnow` criteria grammar,
+//! see `search`) and `{Module}/actions/count`,
 //! `__composite_requests`, notification channels that really call back, API credits with
 //! `X-API-CREDITS-REMAINING` past half, and enforced concurrency (org limit, heavy sub-limit 10,
 //! composite = 5 units) answering 429.
@@ -16,7 +20,9 @@
 //! `{"expire_all": true}` kills every issued access token.
 
 mod coql;
+mod metadata;
 mod notifications;
+mod search;
 mod seed;
 mod writes;
 
@@ -349,6 +355,13 @@ impl ZohoSim {
         let nothing = Vec::new();
         match (method, segs) {
             (&Method::POST, ["coql"]) => (self.coql(body), nothing),
+            (&Method::GET, ["users"]) => (self.current_user(), nothing),
+            (&Method::GET, ["org"]) => (self.org(), nothing),
+            (&Method::GET, ["settings", "modules"]) => (self.modules(), nothing),
+            (&Method::GET, ["settings", "fields"]) => (self.fields(query.get("module").map(String::as_str)), nothing),
+            (&Method::GET, ["settings", "related_lists"]) => {
+                (self.related_lists(query.get("module").map(String::as_str)), nothing)
+            }
             (&Method::GET, ["actions", "watch"]) => {
                 let list: Vec<Value> = self.data().channels.iter().map(|(c, _)| c.clone()).collect();
                 (reply(200, json!({"watch": list, "info": {"count": list.len(), "more_records": false}})), nothing)
@@ -396,6 +409,11 @@ impl ZohoSim {
                     nothing,
                 )
             }
+            (&Method::GET, [module, "search"]) if MODULES.contains(module) => (self.search(module, query), nothing),
+            (&Method::GET, [module, "actions", "count"]) if MODULES.contains(module) => {
+                let count = self.data().records.get(*module).map_or(0, Vec::len);
+                (reply(200, json!({ "count": count })), nothing)
+            }
             (&Method::DELETE, [module]) if MODULES.contains(module) => self.delete(module, query, now),
             (&Method::GET, [module, id]) if MODULES.contains(module) => match self.record(module, id) {
                 Some(r) => (reply(200, json!({"data": [r]})), nothing),
@@ -405,6 +423,19 @@ impl ZohoSim {
                 let rows = self.related_rows(related, id);
                 (self.page(rows, query, format!("{module}/{id}/{related}")), nothing)
             }
+            (&Method::PUT, [module, id]) if MODULES.contains(module) => {
+                // `PUT /{Module}/{id}`: the one record of `data` is that id.
+                let mut body = body.clone();
+                if let Some(first) = body.get_mut("data").and_then(Value::as_array_mut).and_then(|a| a.first_mut()) {
+                    first["id"] = json!(id);
+                }
+                self.write(module, &body, WriteKind::Update(unmodified_since), now)
+            }
+            (&Method::DELETE, [module, id]) if MODULES.contains(module) => {
+                let mut query = query.clone();
+                query.insert("ids".to_owned(), (*id).to_owned());
+                self.delete(module, &query, now)
+            }
             (&Method::PUT, [module]) if MODULES.contains(module) => {
                 self.write(module, body, WriteKind::Update(unmodified_since), now)
             }
@@ -412,7 +443,9 @@ impl ZohoSim {
             (&Method::POST, [module, "upsert"]) if MODULES.contains(module) => {
                 self.write(module, body, WriteKind::Upsert, now)
             }
-            (_, [module, ..]) if !MODULES.contains(module) && *module != "actions" && *module != "coql" => {
+            (_, [module, ..])
+                if !MODULES.contains(module) && !["actions", "coql", "settings", "users", "org"].contains(module) =>
+            {
                 (error(400, "INVALID_MODULE", "the module name given seems to be invalid", json!({})), nothing)
             }
             _ => (

@@ -41,6 +41,8 @@ impl ZohoSim {
             now.to_zoned(jiff::tz::TimeZone::fixed(jiff::tz::offset(8))).strftime("%Y-%m-%dT%H:%M:%S%:z").to_string();
         let mut results = Vec::new();
         let mut changed = Vec::new();
+        // Read before the data lock is taken (it takes it too).
+        let known = self.known_fields(module);
         let mut d = self.data();
         for (i, item) in items.iter().enumerate() {
             let Some(fields) = item.as_object() else {
@@ -55,6 +57,15 @@ impl ZohoSim {
                 ));
                 continue;
             }
+            // A field the module does not have is refused, as Zoho does.
+            if let Some(k) = fields.keys().find(|k| *k != "id" && !k.starts_with('$') && !known.contains(k)) {
+                results.push(item_error(
+                    "INVALID_DATA",
+                    "the field name given seems to be invalid",
+                    json!({"api_name": k, "json_path": format!("$.data[{i}].{k}")}),
+                ));
+                continue;
+            }
             if module == "Deals" {
                 if let Some(stage) = fields.get("Stage").and_then(Value::as_str) {
                     if !DEAL_STAGES.contains(&stage) {
@@ -66,7 +77,13 @@ impl ZohoSim {
             let rows = d.records.entry(module.to_owned()).or_default();
             let existing = match kind {
                 WriteKind::Update(unmodified_since) => {
-                    let id = fields.get("id").and_then(Value::as_str).unwrap_or("");
+                    // Zoho takes the id as a string or as a number (the SDKs send a long).
+                    let id = match fields.get("id") {
+                        Some(Value::Number(n)) => n.to_string(),
+                        Some(Value::String(s)) => s.clone(),
+                        _ => String::new(),
+                    };
+                    let id = id.as_str();
                     match rows.iter().position(|r| r["id"] == id) {
                         Some(p) if modified_after(&rows[p], unmodified_since) => {
                             results.push(item_error(
