@@ -36,7 +36,6 @@ pub mod suiteql;
 
 pub use keys::{TEST_EC_PRIVATE_KEY_PEM, TEST_EC_PUBLIC_KEY_PEM};
 
-use super::account::AccountId;
 use super::auth::{hmac_sha256_base64, parse_authorization_header, signature_base_string, signing_key};
 use super::client::RecordType;
 use super::source::{sign_payload, SIGNATURE_HEADER, TIMESTAMP_HEADER};
@@ -473,20 +472,13 @@ impl NetSuiteSim {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         let host = headers.get(axum::http::header::HOST).and_then(|h| h.to_str().ok()).ok_or(TbaError::NoHost)?;
-        // The client signed either the URL it sent (the simulator's address) or the account's
-        // real `https://{acct}.suitetalk.api.netsuite.com` URL, re-routed to the simulator by a
-        // transport adapter that rewrote the Host; both are this account's request.
+        // The client signed the URL it addressed: the simulator's own address, or the account's
+        // real `https://{acct}.suitetalk.api.netsuite.com` URL when a transport adapter maps
+        // that host here and keeps its `Host` ([`sim::origin`] rebuilds either).
         let key = signing_key(seed::CONSUMER_SECRET, seed::TOKEN_SECRET);
-        let real_host = AccountId::parse(seed::ACCOUNT)
-            .map(|a| format!("https://{}.suitetalk.api.netsuite.com", a.host_label()))
-            .unwrap_or_default();
         let given = get("oauth_signature")?;
-        let mut matched = false;
-        for origin in [format!("http://{host}"), real_host] {
-            let url = Url::parse(&format!("{origin}{uri}")).map_err(TbaError::Url)?;
-            let base = signature_base_string(method.as_str(), &url, &signed);
-            matched |= hmac_sha256_base64(&key, &base) == given;
-        }
+        let url = Url::parse(&format!("{}{uri}", sim::origin(host))).map_err(TbaError::Url)?;
+        let matched = hmac_sha256_base64(&key, &signature_base_string(method.as_str(), &url, &signed)) == given;
         if !matched {
             return Err(TbaError::SignatureMismatch);
         }
@@ -526,7 +518,9 @@ impl NetSuiteSim {
         }
         let Some(assertion) = form.get("client_assertion") else { return refuse("invalid_request") };
         let host = headers.get(axum::http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or_default();
-        match self.check_assertion(assertion, &format!("http://{host}/services/rest{}", super::auth::TOKEN_PATH)) {
+        match self
+            .check_assertion(assertion, &format!("{}/services/rest{}", sim::origin(host), super::auth::TOKEN_PATH))
+        {
             Ok(()) => {}
             Err(reason) => {
                 tracing::debug!(%reason, "Simulated NetSuite refused a client credentials assertion.");
@@ -587,7 +581,7 @@ impl NetSuiteSim {
             tokio::time::sleep(delay).await;
         }
         let host = headers.get(axum::http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
-        let base = format!("http://{host}/services/rest");
+        let base = format!("{}/services/rest", sim::origin(host));
         let query: BTreeMap<String, String> =
             url::form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes()).into_owned().collect();
         let path = uri.path().trim_start_matches("/services/rest/");

@@ -95,7 +95,7 @@ async fn a_sales_order_transforms_into_a_fulfillment_of_the_picked_lines() {
 }
 
 #[tokio::test]
-async fn tba_may_sign_the_real_account_url_or_the_simulator_url() {
+async fn tba_signs_the_url_the_client_addressed() {
     use crate::netsuite::account::AccountId;
     use crate::netsuite::auth::{TbaCredentials, TbaSigner};
     use axum::http::{Method, Uri};
@@ -108,14 +108,21 @@ async fn tba_may_sign_the_real_account_url_or_the_simulator_url() {
     };
     let signer = TbaSigner::new(AccountId::parse(super::seed::ACCOUNT).unwrap(), creds, Arc::new(SystemClock));
     let uri: Uri = "/services/rest/record/v1/purchaseOrder/4711".parse().unwrap();
-    let mut headers = HeaderMap::new();
-    headers.insert("host", "127.0.0.1:4000".parse().unwrap());
-    for origin in ["https://1234567.suitetalk.api.netsuite.com", "http://127.0.0.1:4000"] {
-        let url = url::Url::parse(&format!("{origin}{uri}")).unwrap();
-        let header = signer.authorize("GET", &url);
-        assert_eq!(sim.verify_tba(&Method::GET, &uri, &headers, &header), Ok(()), "{origin}");
-    }
-    let elsewhere = url::Url::parse(&format!("https://7654321.suitetalk.api.netsuite.com{uri}")).unwrap();
-    let header = signer.authorize("GET", &elsewhere);
-    assert!(sim.verify_tba(&Method::GET, &uri, &headers, &header).is_err());
+    let signed = |origin: &str| signer.authorize("GET", &url::Url::parse(&format!("{origin}{uri}")).unwrap());
+    let host = |value: &str| {
+        let mut headers = HeaderMap::new();
+        headers.insert("host", value.parse().unwrap());
+        headers
+    };
+    // Addressed directly: the simulator's own address is what was signed.
+    let direct = host("127.0.0.1:4000");
+    assert_eq!(sim.verify_tba(&Method::GET, &uri, &direct, &signed("http://127.0.0.1:4000")), Ok(()));
+    // Mapped here by a transport adapter that keeps the account's real host.
+    let mapped = host("1234567.suitetalk.api.netsuite.com");
+    let real = signed("https://1234567.suitetalk.api.netsuite.com");
+    assert_eq!(sim.verify_tba(&Method::GET, &uri, &mapped, &real), Ok(()));
+    // A signature over another URL than the one addressed is refused, as NetSuite refuses it.
+    assert!(sim.verify_tba(&Method::GET, &uri, &direct, &real).is_err());
+    let other_account = signed("https://7654321.suitetalk.api.netsuite.com");
+    assert!(sim.verify_tba(&Method::GET, &uri, &mapped, &other_account).is_err());
 }

@@ -239,7 +239,7 @@ impl ZohoSim {
         reply(
             200,
             json!({"access_token": token, "scope": "ZohoCRM.modules.ALL ZohoCRM.coql.READ ZohoCRM.notifications.ALL",
-                   "api_domain": format!("http://{host}"), "token_type": "Bearer", "expires_in": TOKEN_LIFETIME_S}),
+                   "api_domain": sim::origin(host), "token_type": "Bearer", "expires_in": TOKEN_LIFETIME_S}),
         )
     }
 
