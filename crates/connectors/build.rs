@@ -1,18 +1,12 @@
-//! Finds the shared vendor fixtures so the SAP simulator can embed SAP's real `$metadata`
-//! documents (`include_str!`) without copying them into the repository: `$DINGBRIDGE_FIXTURES`,
-//! else the first `shared/fixtures` above this crate (the rule of `crates/fixtures`).
+//! Finds the shared vendor fixtures, so a simulator can embed a vendor's own documents
+//! (`include_str!(concat!(env!("DINGBRIDGE_FIXTURES_DIR"), "/…"))`) without copying them into the
+//! repository: `$DINGBRIDGE_FIXTURES`, else the first `shared/fixtures` above this crate (the rule
+//! of `crates/fixtures`). Which files are embedded is each simulator's business; a missing one
+//! fails the build at its `include_str!`, naming the path.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 const FIXTURES_ENV: &str = "DINGBRIDGE_FIXTURES";
-
-/// The SAP documents the simulator embeds; each must exist for the build to succeed.
-const SAP_METADATA: &[&str] = &[
-    "API_PURCHASEORDER_PROCESS_SRV.metadata.xml",
-    "API_PURCHASEREQ_PROCESS_SRV.metadata.xml",
-    "API_MATERIAL_STOCK_SRV.metadata.xml",
-    "API_OUTBOUND_DELIVERY_SRV.metadata.xml",
-];
 
 fn fixtures_dir() -> Option<PathBuf> {
     if let Some(dir) = std::env::var_os(FIXTURES_ENV) {
@@ -27,25 +21,18 @@ fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     let Some(dir) = fixtures_dir() else {
         panic!(
-            "dingbridge-connectors embeds SAP's $metadata documents from the shared fixtures, but no \
+            "dingbridge-connectors embeds vendor documents from the shared fixtures, but no \
              shared/fixtures directory was found above {}; set {FIXTURES_ENV} to the fixtures directory",
             std::env::var("CARGO_MANIFEST_DIR").unwrap_or_default()
         );
     };
     // `include_str!` resolves a relative path against the source file: make it absolute.
     let dir = dir.canonicalize().unwrap_or_else(|e| {
-        panic!("fixtures directory {} (relative paths start at crates/connectors) cannot be read: {e}; set {FIXTURES_ENV} to the fixtures directory", dir.display())
-    });
-    let sap = dir.join("sap");
-    for name in SAP_METADATA {
-        let file = sap.join(name);
-        assert!(
-            Path::new(&file).is_file(),
-            "SAP $metadata fixture {} is missing (fixtures directory {}; set {FIXTURES_ENV} to change it)",
-            file.display(),
+        panic!(
+            "fixtures directory {} (relative paths start at crates/connectors) cannot be read: {e}; \
+             set {FIXTURES_ENV} to the fixtures directory",
             dir.display()
-        );
-        println!("cargo:rerun-if-changed={}", file.display());
-    }
-    println!("cargo:rustc-env=DINGBRIDGE_SAP_FIXTURES={}", sap.display());
+        )
+    });
+    println!("cargo:rustc-env=DINGBRIDGE_FIXTURES_DIR={}", dir.display());
 }

@@ -16,10 +16,10 @@ pub(crate) const TASKS: &str = "TASKPROCESSING";
 
 /// (service as in the path, its `$metadata` document).
 const DOCUMENTS: &[(&str, &str)] = &[
-    (PO, include_str!(concat!(env!("DINGBRIDGE_SAP_FIXTURES"), "/API_PURCHASEORDER_PROCESS_SRV.metadata.xml"))),
-    (PR, include_str!(concat!(env!("DINGBRIDGE_SAP_FIXTURES"), "/API_PURCHASEREQ_PROCESS_SRV.metadata.xml"))),
-    (STOCK, include_str!(concat!(env!("DINGBRIDGE_SAP_FIXTURES"), "/API_MATERIAL_STOCK_SRV.metadata.xml"))),
-    (DLV, include_str!(concat!(env!("DINGBRIDGE_SAP_FIXTURES"), "/API_OUTBOUND_DELIVERY_SRV.metadata.xml"))),
+    (PO, include_str!(concat!(env!("DINGBRIDGE_FIXTURES_DIR"), "/sap/API_PURCHASEORDER_PROCESS_SRV.metadata.xml"))),
+    (PR, include_str!(concat!(env!("DINGBRIDGE_FIXTURES_DIR"), "/sap/API_PURCHASEREQ_PROCESS_SRV.metadata.xml"))),
+    (STOCK, include_str!(concat!(env!("DINGBRIDGE_FIXTURES_DIR"), "/sap/API_MATERIAL_STOCK_SRV.metadata.xml"))),
+    (DLV, include_str!(concat!(env!("DINGBRIDGE_FIXTURES_DIR"), "/sap/API_OUTBOUND_DELIVERY_SRV.metadata.xml"))),
     (TASKS, include_str!("taskprocessing.metadata.xml")),
 ];
 
