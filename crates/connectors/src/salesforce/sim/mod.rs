@@ -864,17 +864,10 @@ impl SalesforceSim {
         body: Option<&Value>,
         changed: &mut Vec<Value>,
     ) -> Answer {
-        let Some(records) = body.and_then(|b| b.get("records")).and_then(Value::as_array) else {
-            return error(400, "JSON_PARSER_ERROR", "records is required");
+        let (records, all_or_none) = match collection_body(body) {
+            Ok(parsed) => parsed,
+            Err(refused) => return refused,
         };
-        if records.len() > super::client::COLLECTION_LIMIT {
-            return error(
-                400,
-                "EXCEEDED_ID_LIMIT",
-                "record limit reached. cannot submit more than 200 records into this call",
-            );
-        }
-        let all_or_none = body.and_then(|b| b.get("allOrNone")).and_then(Value::as_bool).unwrap_or(false);
         let snapshot = (org.records.clone(), org.recycled.clone());
         let mut results = Vec::new();
         for record in records {
@@ -914,17 +907,10 @@ impl SalesforceSim {
 
     /// `POST /composite/sobjects`: creates up to 200 records of any objects.
     fn collection_create(&self, org: &mut Org, body: Option<&Value>, changed: &mut Vec<Value>) -> Answer {
-        let Some(records) = body.and_then(|b| b.get("records")).and_then(Value::as_array) else {
-            return error(400, "JSON_PARSER_ERROR", "records is required");
+        let (records, all_or_none) = match collection_body(body) {
+            Ok(parsed) => parsed,
+            Err(refused) => return refused,
         };
-        if records.len() > super::client::COLLECTION_LIMIT {
-            return error(
-                400,
-                "EXCEEDED_ID_LIMIT",
-                "record limit reached. cannot submit more than 200 records into this call",
-            );
-        }
-        let all_or_none = body.and_then(|b| b.get("allOrNone")).and_then(Value::as_bool).unwrap_or(false);
         let snapshot = (org.records.clone(), org.recycled.clone());
         let mut results = Vec::new();
         for record in records {
@@ -1276,6 +1262,22 @@ fn item_error((_, body): Answer) -> Value {
 }
 
 type Snapshot = (BTreeMap<String, BTreeMap<String, Value>>, BTreeMap<String, (String, Value)>);
+
+/// The `records` of an sObject Collections body (at most 200) and its `allOrNone` flag.
+fn collection_body(body: Option<&Value>) -> Result<(&Vec<Value>, bool), Answer> {
+    let Some(records) = body.and_then(|b| b.get("records")).and_then(Value::as_array) else {
+        return Err(error(400, "JSON_PARSER_ERROR", "records is required"));
+    };
+    if records.len() > super::client::COLLECTION_LIMIT {
+        return Err(error(
+            400,
+            "EXCEEDED_ID_LIMIT",
+            "record limit reached. cannot submit more than 200 records into this call",
+        ));
+    }
+    let all_or_none = body.and_then(|b| b.get("allOrNone")).and_then(Value::as_bool).unwrap_or(false);
+    Ok((records, all_or_none))
+}
 
 /// allOrNone: one failed item undoes the others, which then report
 /// `ALL_OR_NONE_OPERATION_ROLLED_BACK` (fixture `composite/collections_response_allornone_rolled_back.json`).
