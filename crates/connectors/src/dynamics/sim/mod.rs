@@ -663,11 +663,23 @@ impl DynamicsSim {
                 return Answer::error(400, "0x80048d19", "Each of Targets must be an entity object.");
             };
             // `@odata.id` (`accounts(<id>)`) names the row of an upsert or update.
-            let named = target
-                .get("@odata.id")
-                .and_then(Value::as_str)
-                .and_then(|id| split_key(id.rsplit('/').next().unwrap_or(id)))
-                .and_then(|(_, id)| id);
+            let named = match target.get("@odata.id").and_then(Value::as_str) {
+                None => None,
+                Some(reference) => {
+                    let key = split_key(reference.rsplit('/').next().unwrap_or(reference)).and_then(|(_, id)| id);
+                    // Only the primary key names a row here (no alternate keys are defined).
+                    match key.filter(|id| is_guid(id)) {
+                        Some(id) => Some(id),
+                        None => {
+                            return Answer::error(
+                                400,
+                                "0x80060888",
+                                &format!("'{reference}' does not name a row of {} by its key.", table.set),
+                            )
+                        }
+                    }
+                }
+            };
             let data = match write_fields(table, target) {
                 Ok(data) => data,
                 Err(refused) => return refused,
@@ -1194,34 +1206,30 @@ fn expand_row(state: &State, row: &Map<String, Value>, shaped: &mut Value, expan
 /// (`customerid_account@odata.bind: "/accounts(<id>)"`) is stored as the lookup's
 /// `_<column>_value`, as Dataverse reads it back.
 fn write_body(table: &schema::Table, body: &[u8]) -> Result<Map<String, Value>, Answer> {
-    let payload_error = |detail: &str| {
-        Answer::error(
-            400,
-            "0x80048d19",
-            &format!(
-                "Error identified in Payload provided by the user for Entity :'{}', For more information on this error please follow this help link https://go.microsoft.com/fwlink/?linkid=2195293  ---->  InnerException : Microsoft.OData.ODataException: {detail}",
-                table.set
-            ),
-        )
-    };
     let Ok(Value::Object(body)) = serde_json::from_slice::<Value>(body) else {
-        return Err(payload_error("The payload is not a JSON object."));
+        return Err(payload_error(table, "The payload is not a JSON object."));
     };
     write_fields(table, body)
 }
 
 /// [`write_body`] of a body already parsed (each target of a `CreateMultiple`).
+/// Dataverse's answer to a payload it cannot read as the entity type.
+fn payload_error(table: &schema::Table, detail: &str) -> Answer {
+    Answer::error(
+        400,
+        "0x80048d19",
+        &format!(
+            "Error identified in Payload provided by the user for Entity :'{}', For more information on this error please follow this help link https://go.microsoft.com/fwlink/?linkid=2195293  ---->  InnerException : Microsoft.OData.ODataException: {detail}",
+            table.set
+        ),
+    )
+}
+
+fn is_guid(text: &str) -> bool {
+    uuid::Uuid::parse_str(text).is_ok()
+}
+
 fn write_fields(table: &schema::Table, body: Map<String, Value>) -> Result<Map<String, Value>, Answer> {
-    let payload_error = |detail: &str| {
-        Answer::error(
-            400,
-            "0x80048d19",
-            &format!(
-                "Error identified in Payload provided by the user for Entity :'{}', For more information on this error please follow this help link https://go.microsoft.com/fwlink/?linkid=2195293  ---->  InnerException : Microsoft.OData.ODataException: {detail}",
-                table.set
-            ),
-        )
-    };
     let mut data = Map::new();
     for (name, value) in body {
         if name.starts_with('@') {
@@ -1229,6 +1237,12 @@ fn write_fields(table: &schema::Table, body: Map<String, Value>) -> Result<Map<S
         }
         match table.writable(&name) {
             Some(schema::Write::Property(column)) => {
+                if table.is_guid(column) && !value.as_str().is_some_and(is_guid) {
+                    return Err(payload_error(
+                        table,
+                        &format!("Cannot convert the literal '{value}' to the expected type 'Edm.Guid'."),
+                    ));
+                }
                 data.insert(column.to_owned(), value);
             }
             Some(schema::Write::Bind { column, target }) => {
@@ -1237,7 +1251,7 @@ fn write_fields(table: &schema::Table, body: Map<String, Value>) -> Result<Map<S
                     .rsplit_once(&format!("{target}("))
                     .and_then(|(_, rest)| rest.strip_suffix(')'))
                     .map(|id| id.trim_matches('\''));
-                let Some(id) = id.filter(|id| uuid::Uuid::parse_str(id).is_ok()) else {
+                let Some(id) = id.filter(|id| is_guid(id)) else {
                     return Err(Answer::error(
                         400,
                         "0x80060891",
@@ -1257,10 +1271,12 @@ fn write_fields(table: &schema::Table, body: Map<String, Value>) -> Result<Map<S
             }
             None if name.ends_with("@odata.bind") => {
                 let navigation = name.trim_end_matches("@odata.bind");
-                return Err(payload_error(&format!("An undeclared property '{navigation}' which only has property annotations in the payload but no property value was found in the payload. In OData, only declared navigation properties and declared named streams can be represented as properties without values.")));
+                return Err(payload_error(table, &format!("An undeclared property '{navigation}' which only has property annotations in the payload but no property value was found in the payload. In OData, only declared navigation properties and declared named streams can be represented as properties without values.")));
             }
             None => {
-                return Err(payload_error(&format!(
+                return Err(payload_error(
+                    table,
+                    &format!(
                     "The property '{name}' does not exist on type '{}'. Make sure to only use property names that are defined by the type or mark the type as open type.",
                     table.type_name()
                 )));

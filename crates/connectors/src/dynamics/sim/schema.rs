@@ -273,6 +273,11 @@ impl Table {
             .map(|c| Write::Property(c.name))
     }
 
+    /// Whether a column holds a GUID (the primary key).
+    pub fn is_guid(&self, column: &str) -> bool {
+        self.columns.iter().any(|c| c.name == column && c.kind == Kind::Uniqueidentifier)
+    }
+
     /// `Microsoft.Dynamics.CRM.<logical>`, the entity type's qualified name.
     pub fn type_name(&self) -> String {
         format!("Microsoft.Dynamics.CRM.{}", self.logical)

@@ -217,3 +217,25 @@ fn the_connectors_selects_name_declared_columns_only() {
         }
     }
 }
+
+/// A row is named by a GUID: a create that sets the primary key to anything else, or a bulk
+/// target whose `@odata.id` does not name a row by its key, is refused and nothing is written.
+#[tokio::test]
+async fn keys_that_are_not_guids_are_refused() {
+    let rig = rig().await;
+    let (status, body) = rig.post("accounts", json!({"accountid": "../../etc", "name": "Bad Key Ltd"})).await;
+    assert_eq!(status, 400);
+    assert!(body["error"]["message"].as_str().unwrap().contains("Edm.Guid"));
+    let targets = json!({"Targets": [{"@odata.id": "accounts(not-a-guid)", "name": "Upserted Ltd"}]});
+    let (status, _) = rig.post("accounts/Microsoft.Dynamics.CRM.UpsertMultiple", targets).await;
+    assert_eq!(status, 400);
+    let (_, rows) = rig.get("accounts?$select=name").await;
+    let names: Vec<&str> = rows["value"].as_array().unwrap().iter().filter_map(|r| r["name"].as_str()).collect();
+    assert_eq!(names.len(), 3, "{names:?}");
+    let id = uuid::Uuid::new_v4();
+    let targets = json!({"Targets": [{"@odata.id": format!("accounts({id})"), "name": "Upserted Ltd"}]});
+    let (status, _) = rig.post("accounts/Microsoft.Dynamics.CRM.UpsertMultiple", targets).await;
+    assert_eq!(status, 204);
+    let (status, row) = rig.get(&format!("accounts({id})?$select=name")).await;
+    assert_eq!((status, row["name"].clone()), (200, json!("Upserted Ltd")));
+}
