@@ -79,41 +79,24 @@ def fixtures() -> pathlib.Path:
     return fixtures_dir()
 
 
-def _fresh(name: str):
-    sim = simulator(name)
-    sim.reset()
-    yield sim
-    sim.clear_faults()
+SIMULATORS = ["dingtalk", "salesforce", "zoho", "netsuite", "dynamics", "sap"]
 
 
-@pytest.fixture(scope="module")
-def dingtalk():
-    yield from _fresh("dingtalk")
+def _simulator_fixture(name: str):
+    """A module-scoped fixture named after the simulator: reset to its seed, faults cleared after."""
+
+    @pytest.fixture(scope="module", name=name)
+    def fresh():
+        sim = simulator(name)
+        sim.reset()
+        yield sim
+        sim.clear_faults()
+
+    return fresh
 
 
-@pytest.fixture(scope="module")
-def salesforce():
-    yield from _fresh("salesforce")
-
-
-@pytest.fixture(scope="module")
-def zoho():
-    yield from _fresh("zoho")
-
-
-@pytest.fixture(scope="module")
-def netsuite():
-    yield from _fresh("netsuite")
-
-
-@pytest.fixture(scope="module")
-def dynamics():
-    yield from _fresh("dynamics")
-
-
-@pytest.fixture(scope="module")
-def sap():
-    yield from _fresh("sap")
+for _name in SIMULATORS:
+    globals()[_name] = _simulator_fixture(_name)
 
 
 class HostRouter(requests.adapters.HTTPAdapter):

@@ -4,7 +4,7 @@ import conftest
 
 
 def test_every_simulator_answers_its_control_api():
-    for name in ["dingtalk", "salesforce", "zoho", "netsuite", "dynamics", "sap"]:
+    for name in conftest.SIMULATORS:
         sim = conftest.simulator(name)
         sim.reset()
         assert sim.info(), name
